@@ -1,0 +1,2 @@
+//! Benchmarks of courier beside its peers.
+fn main() {}

@@ -1,0 +1,13 @@
+//! courier's `#![no_std]` core: the parts of courier that need neither an allocator nor an
+//! operating system.
+//!
+//! This crate is an implementation detail of [`courier`](https://docs.rs/courier); use the
+//! facade's modules (`courier::interchange`, `courier::flat`) rather than this crate directly.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(test, loom))]
+extern crate std;
+
+#[allow(dead_code, unused_imports)]
+pub(crate) mod sync;

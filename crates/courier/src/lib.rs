@@ -1,0 +1,8 @@
+//! courier: request/response messaging from interrupt handlers to threads, tasks and processes.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "std")]
+pub use courier_local as local;

@@ -1,0 +1,1 @@
+//! Derive macros for courier. Use them through the `courier` facade (`courier::Ipc`).

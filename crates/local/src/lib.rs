@@ -1,0 +1,1 @@
+//! courier::local (work in progress).
