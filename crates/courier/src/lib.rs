@@ -6,3 +6,6 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub use courier_local as local;
+
+/// Static request/response slots for firmware (no heap, no OS): see [`courier_core::interchange`].
+pub use courier_core::interchange;
