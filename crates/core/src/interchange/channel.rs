@@ -127,6 +127,43 @@ pub(super) union Payload<Rq, Rp> {
 /// drop((rq, rp));
 /// assert!(CHANNEL.split().is_some());
 /// ```
+///
+/// # Thread safety
+///
+/// A channel, and so its handles, can be shared between threads when both payloads are
+/// `Send + Sync` (the handles lend `&Rq`/`&Rp` to whoever holds `&Requester`/`&Responder`).
+/// With a payload that is not, none of them crosses threads:
+///
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Channel;
+/// fn sync<T: Sync>() {}
+/// sync::<Channel<std::rc::Rc<String>, u8>>();
+/// ```
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Channel;
+/// fn send<T: Send>() {}
+/// send::<Channel<u8, std::rc::Rc<String>>>();
+/// ```
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Requester;
+/// fn send<T: Send>() {}
+/// send::<Requester<'static, std::rc::Rc<String>, u8>>();
+/// ```
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Requester;
+/// fn sync<T: Sync>() {}
+/// sync::<Requester<'static, u8, std::rc::Rc<String>>>();
+/// ```
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Responder;
+/// fn send<T: Send>() {}
+/// send::<Responder<'static, std::rc::Rc<String>, u8>>();
+/// ```
+/// ```compile_fail,E0277
+/// # use courier_core::interchange::Responder;
+/// fn sync<T: Sync>() {}
+/// sync::<Responder<'static, u8, std::rc::Rc<String>>>();
+/// ```
 pub struct Channel<Rq, Rp> {
     /// The buffer; who may touch it is decided by `word` (module docs).
     payload: UnsafeCell<Payload<Rq, Rp>>,
@@ -272,7 +309,7 @@ impl<Rq, Rp> Channel<Rq, Rp> {
                 .word
                 .compare_exchange_weak(current, new, success, Ordering::Relaxed)
             {
-                Ok(_) if new & other == 0 => return,
+                Ok(_) if current & other != 0 => return,
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }

@@ -193,6 +193,11 @@ impl<T> SendError<T> {
         self.state
     }
 
+    /// The value that was not sent, borrowed.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         self.value
