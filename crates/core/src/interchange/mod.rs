@@ -79,7 +79,7 @@ mod notify;
 mod tests;
 
 #[cfg(all(test, loom))]
-mod loom;
+mod loom_models;
 
 use core::fmt;
 
