@@ -9,6 +9,7 @@
 #[cfg(any(test, loom))]
 extern crate std;
 
+pub mod error;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
