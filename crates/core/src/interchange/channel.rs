@@ -349,11 +349,63 @@ impl<Rq, Rp> Channel<Rq, Rp> {
         }
     }
 
-    /// Moves the state from exactly `from` (state and payload bits) to `to`.
+    /// Moves the state from exactly `from` (state and payload bits) to `to`, keeping the
+    /// claim bits.
+    ///
+    /// The hot path of every round: it guesses that both ends are claimed, the usual case,
+    /// so a successful call is a single compare-and-swap with no load before it; a wrong
+    /// guess costs one failed compare-and-swap, whose result seeds the loop.
     #[inline]
     pub(super) fn transition_from(&self, from: u8, to: u8) -> Result<(), State> {
-        self.transition(|bits| (bits == from).then_some(to))
-            .map(drop)
+        // AcqRel on success, as in `transition`. Acquire on failure: the state we report was
+        // read with the same guarantee as `state()`.
+        match self.word.compare_exchange(
+            CLAIM_MASK | from,
+            CLAIM_MASK | to,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(actual) => self.transition_from_slow(actual, from, to),
+        }
+    }
+
+    /// `transition_from` when the guess about the claim bits was wrong.
+    #[cold]
+    fn transition_from_slow(&self, mut current: u8, from: u8, to: u8) -> Result<(), State> {
+        while current & !CLAIM_MASK == from {
+            // Orderings as in `transition_from`.
+            match self.word.compare_exchange_weak(
+                current,
+                (current & CLAIM_MASK) | to,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+        Err(State::from_word(current))
+    }
+
+    /// Moves the state from `from` to `to` when the caller owns `from`: it has just seen the
+    /// state and payload bits equal `from`, and only the caller can move them out of it
+    /// (Idle and Responded for the requester). Then no compare is needed: one atomic xor
+    /// flips the bits and leaves the claim bits, which the other end may be changing, alone.
+    #[inline]
+    pub(super) fn advance_owned(&self, from: u8, to: u8) {
+        debug_assert_eq!(self.bits(), from);
+        debug_assert_eq!((from ^ to) & CLAIM_MASK, 0);
+        // AcqRel: Release publishes what the caller wrote into the buffer to the side that
+        // takes it next (its Acquire); Acquire as in `transition`.
+        self.word.fetch_xor(from ^ to, Ordering::AcqRel);
+    }
+
+    /// The state and payload bits, without the claim bits.
+    #[inline]
+    pub(super) fn bits(&self) -> u8 {
+        // Acquire: as in `state()`.
+        self.word.load(Ordering::Acquire) & !CLAIM_MASK
     }
 
     /// Sets the payload bits to `payload`, keeping the state (which the requester may move

@@ -92,15 +92,14 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     /// ```
     pub fn request(&mut self, request: Rq) -> Result<(), SendError<Rq>> {
         let channel = self.channel;
-        let state = channel.state();
-        if state != State::Idle {
-            return Err(SendError::new(request, state));
+        let bits = channel.bits();
+        if bits != IDLE {
+            return Err(SendError::new(request, State::from_word(bits)));
         }
         // SAFETY: Idle: the requester owns the empty buffer, and only the requester (this
         // handle, borrowed mutably) moves the state out of Idle.
         unsafe { channel.write_request(request) };
-        let published = channel.transition_from(IDLE, REQUESTED | HOLDS_REQUEST);
-        debug_assert!(published.is_ok(), "only the requester leaves Idle");
+        channel.advance_owned(IDLE, REQUESTED | HOLDS_REQUEST);
         self.callback.call();
         Ok(())
     }
@@ -151,8 +150,7 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
                 // SAFETY: Idle: the requester owns the empty buffer, and only the requester
                 // (this handle, borrowed mutably) moves the state out of Idle.
                 unsafe { channel.write_request(fresh) };
-                let building = channel.transition_from(IDLE, BUILDING_REQUEST | HOLDS_REQUEST);
-                debug_assert!(building.is_ok(), "only the requester leaves Idle");
+                channel.advance_owned(IDLE, BUILDING_REQUEST | HOLDS_REQUEST);
             }
             State::BuildingRequest => {}
             state => return Err(Error::new(state)),
@@ -262,12 +260,15 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     /// Moves the response out: Responded → Idle. `None` in any other state.
     pub fn take_response(&mut self) -> Option<Rp> {
         let channel = self.channel;
-        channel
-            .transition_from(RESPONDED | HOLDS_RESPONSE, IDLE)
-            .ok()?;
-        // SAFETY: we moved Responded to Idle: the requester owns the buffer, which holds
-        // the response, the word says it is empty, and only this handle acts in Idle.
-        Some(unsafe { channel.read_response() })
+        if channel.bits() != RESPONDED | HOLDS_RESPONSE {
+            return None;
+        }
+        // SAFETY: Responded: the requester owns the buffer, which holds the response (the
+        // Acquire in `bits` synchronised with the responder's Release), and only the
+        // requester, this handle borrowed mutably, leaves Responded.
+        let response = unsafe { channel.read_response() };
+        channel.advance_owned(RESPONDED | HOLDS_RESPONSE, IDLE);
+        Some(response)
     }
 }
 
@@ -428,15 +429,18 @@ impl<'i, Rq, Rp> Responder<'i, Rq, Rp> {
     /// ```
     pub fn respond(&mut self, response: Rp) -> Result<(), SendError<Rp>> {
         let channel = self.channel;
-        let state = channel.state();
-        if state != State::BuildingResponse {
-            return Err(SendError::new(response, state));
+        let bits = channel.bits();
+        if bits & STATE_MASK != BUILDING_RESPONSE {
+            return Err(SendError::new(response, State::from_word(bits)));
         }
         // BuildingResponse (or Canceled, if the requester cancels now): the responder owns
-        // the buffer either way.
-        let old = channel.set_payload(0);
-        // SAFETY: the responder owns the buffer, which held `old`; the word says empty.
-        unsafe { channel.drop_payload(old) };
+        // the buffer either way, and only the responder changes the payload bits, so they
+        // are still `bits & PAYLOAD_MASK`: empty after `take_request`, the usual case.
+        if bits & PAYLOAD_MASK != 0 {
+            let old = channel.set_payload(0);
+            // SAFETY: the responder owns the buffer, which held `old`; the word says empty.
+            unsafe { channel.drop_payload(old) };
+        }
         // SAFETY: the responder owns the empty buffer.
         unsafe { channel.write_response(response) };
         match channel.transition_from(BUILDING_RESPONSE, RESPONDED | HOLDS_RESPONSE) {

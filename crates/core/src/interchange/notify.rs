@@ -103,6 +103,7 @@ impl<'a> Callback<'a> {
     }
 
     /// Runs the callback.
+    #[inline]
     pub fn call(&self) {
         match self.0 {
             Kind::None => {}
