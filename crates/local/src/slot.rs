@@ -239,16 +239,14 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         if is_finished(cur) {
             return Poll::Ready(());
         }
-        if cur & DONE != 0 {
-            // The completer is between setting DONE and waking the waker we registered in an
-            // earlier poll: that wake-up will poll us again.
+        if cur & DONE != 0 || (cur & WAITER != 0 && !self.clear_waiter()) {
+            // The completer is between setting DONE and clearing WAITER, a few instructions.
+            // It will wake the waker of an earlier poll, which may belong to another task if
+            // this future has moved: ask to be polled again rather than rely on it.
+            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        // A waker from an earlier poll may be stored; take it back before replacing it.
-        if cur & WAITER != 0 && !self.clear_waiter() {
-            // DONE arrived meanwhile; as above, the stored waker is about to be woken.
-            return Poll::Pending;
-        }
+        // A waker from an earlier poll, if any, has been taken back by `clear_waiter` above.
         if self.set_waiter(Waiter::Task(cx.waker().clone())) {
             Poll::Pending
         } else {
