@@ -242,9 +242,9 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         if cur & DONE != 0 || (cur & WAITER != 0 && !self.clear_waiter()) {
             // The completer is between setting DONE and clearing WAITER, a few instructions.
             // It will wake the waker of an earlier poll, which may belong to another task if
-            // this future has moved: ask to be polled again rather than rely on it.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+            // this future has moved: wait for it here rather than rely on that waker.
+            self.spin_until_finished();
+            return Poll::Ready(());
         }
         // A waker from an earlier poll, if any, has been taken back by `clear_waiter` above.
         if self.set_waiter(Waiter::Task(cx.waker().clone())) {
@@ -302,8 +302,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
     }
 
     /// `DONE` is set; the completer is between setting it and clearing `WAITER`, a handful of
-    /// instructions with no blocking call in between. Only `cancel` waits this way (it may run
-    /// in a destructor, with no waiter of its own to be woken).
+    /// instructions with no blocking call in between. `cancel` (which may run in a destructor)
+    /// and `poll_ready` (whose stored waker may be stale) wait this way.
     fn spin_until_finished(&self) {
         while !self.is_ready() {
             spin_loop();
