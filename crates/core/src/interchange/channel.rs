@@ -42,10 +42,13 @@
 //! ```
 //!
 //! **Key invariant: only the owner of the buffer in the current state touches the buffer,
-//! and every change of owner is a successful compare-and-swap on the word (Release by the
-//! side that gives the buffer up, Acquire by the side that takes it).** A side that owns the
+//! and every change of owner is an atomic read-modify-write of the word (Release by the side
+//! that gives the buffer up, Acquire by the side that takes it).** A side that owns the
 //! buffer in the current state is also the only side that can move the state out of it,
 //! except that the requester may move BuildingResponse to Canceled, which changes no owner.
+//! Out of a contested state (Requested, BuildingResponse) the move is a compare-and-swap;
+//! out of a state the mover owns (Idle, Responded) it is a single xor, since nobody else can
+//! change the state bits meanwhile (only the claim bits, which the xor leaves alone).
 //!
 //! Claims: a handle is created by setting its claim bit with Acquire (pairing with the
 //! Release that cleared it, so a handle re-claimed on another thread sees everything the

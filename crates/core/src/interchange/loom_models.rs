@@ -17,6 +17,8 @@
 //! - `release_races_release`: both ends dropped on different threads, a third claiming:
 //!   the payload is dropped once and a claim sees an idle, empty channel.
 //! - `claims_race`: `split`, `requester`, `responder` at once: each end has one holder.
+//! - `pool_claims_race`: `Interchange::claim` and `InterchangeRef::claim` at once on a pool
+//!   of one: one winner, and the channel comes back clean for the next claim.
 //! - `waiter_register_races_wake`: no wake is lost.
 //! - `async_round`: `request_async` against `serve_async` under loom's executor.
 
@@ -54,8 +56,37 @@ impl Drop for Probe {
     }
 }
 
+/// Which outcomes of a race the explored interleavings reached (outside loom's view), so a
+/// model also checks that loom did explore the race it is about.
+struct Reached([std::sync::atomic::AtomicBool; 3]);
+
+impl Reached {
+    const fn new() -> Self {
+        use std::sync::atomic::AtomicBool as StdBool;
+        Self([
+            StdBool::new(false),
+            StdBool::new(false),
+            StdBool::new(false),
+        ])
+    }
+
+    fn mark(&self, outcome: usize) {
+        self.0[outcome].store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn assert_all(&self, what: &str) {
+        for (outcome, reached) in self.0.iter().enumerate() {
+            assert!(
+                reached.load(std::sync::atomic::Ordering::Relaxed),
+                "{what}: outcome {outcome} never reached"
+            );
+        }
+    }
+}
+
 #[test]
 fn cancel_races_take_and_respond() {
+    static REACHED: Reached = Reached::new();
     loom::model(|| {
         let channel = leaked::<u32, u64>();
         let (mut rq, mut rp) = channel.split().unwrap();
@@ -73,11 +104,13 @@ fn cancel_races_take_and_respond() {
         let (taken, responded, mut rp) = responder.join().unwrap();
         match canceled {
             Ok(Some(request)) => {
+                REACHED.mark(0);
                 assert_eq!(request, 1);
                 assert_eq!(taken, None, "recalled, so never taken");
                 assert_eq!(rq.state(), State::Idle);
             }
             Ok(None) => {
+                REACHED.mark(1);
                 assert_eq!(taken, Some(1), "signalled, so it was taken");
                 assert_eq!(
                     responded,
@@ -89,16 +122,20 @@ fn cancel_races_take_and_respond() {
                 assert_eq!(rq.state(), State::Idle);
             }
             Err(error) => {
+                REACHED.mark(2);
                 assert_eq!(error.state(), State::Responded, "only 'too late' refuses");
                 assert_eq!(responded, Some(Ok(())));
                 assert_eq!(rq.take_response(), Some(2));
             }
         }
     });
+    // Recalled, signalled and too late: loom reached all three.
+    REACHED.assert_all("cancel vs take and respond");
 }
 
 #[test]
 fn cancel_races_peek_and_build() {
+    static REACHED: Reached = Reached::new();
     loom::model(|| {
         let channel = leaked::<u32, u64>();
         let (mut rq, mut rp) = channel.split().unwrap();
@@ -123,15 +160,18 @@ fn cancel_races_peek_and_build() {
         let (peeked, sent, mut rp) = responder.join().unwrap();
         match canceled {
             Ok(Some(request)) => {
+                REACHED.mark(0);
                 assert_eq!(request, 1);
                 assert_eq!(peeked, None);
                 assert!(!sent);
             }
             Ok(None) => {
+                REACHED.mark(1);
                 assert!(!sent, "a canceled response is never sent");
                 rp.acknowledge_cancel().unwrap();
             }
             Err(error) => {
+                REACHED.mark(2);
                 assert_eq!(error.state(), State::Responded);
                 assert!(sent);
                 assert_eq!(rq.with_response(|response| *response), Ok(7));
@@ -140,6 +180,8 @@ fn cancel_races_peek_and_build() {
         }
         assert_eq!(rq.state(), State::Idle);
     });
+    // Recalled, signalled and too late: loom reached all three.
+    REACHED.assert_all("cancel vs peek and build");
 }
 
 #[test]
@@ -317,6 +359,29 @@ fn claims_race() {
         assert_eq!(channel.responder().is_some(), split.is_none());
         drop((split, requester));
         assert!(channel.split().is_some());
+    });
+}
+
+#[test]
+fn pool_claims_race() {
+    loom::model(|| {
+        let pool: &'static Interchange<u32, u64, 1> = Box::leak(Box::new(Interchange::new()));
+        let other = thread::spawn(move || {
+            pool.as_interchange_ref().claim().map(|(mut rq, rp)| {
+                rq.request(1).unwrap();
+                assert_eq!(rp.state(), State::Requested);
+                (rq, rp)
+            })
+        });
+        let mine = pool.claim();
+        let theirs = other.join().unwrap();
+        assert!(
+            mine.is_some() != theirs.is_some(),
+            "exactly one claim of the one channel"
+        );
+        drop((mine, theirs));
+        let (rq, rp) = pool.claim().expect("released");
+        assert_eq!((rq.state(), rp.state()), (State::Idle, State::Idle));
     });
 }
 
