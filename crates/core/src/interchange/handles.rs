@@ -139,6 +139,18 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     /// # Errors
     ///
     /// In any state but Idle and BuildingRequest, with the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<[u8; 8], u8> = Channel::new();
+    /// let (mut rq, _rp) = channel.split().unwrap();
+    /// rq.request_mut().unwrap()[..2].copy_from_slice(b"hi");
+    /// assert_eq!(rq.state(), State::BuildingRequest);
+    /// assert_eq!(&rq.request_mut().unwrap()[..3], b"hi\0");
+    /// ```
     pub fn request_mut(&mut self) -> Result<RefMut<'_, Rq>, Error>
     where
         Rq: Default,
@@ -166,6 +178,19 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     /// # Errors
     ///
     /// In any state but BuildingRequest, with the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<u32, u8> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// assert_eq!(rq.send_request().unwrap_err().state(), State::Idle, "nothing built");
+    /// *rq.request_mut().unwrap() = 5;
+    /// rq.send_request().unwrap();
+    /// assert_eq!(rp.take_request(), Some(5));
+    /// ```
     pub fn send_request(&mut self) -> Result<(), Error> {
         let building = BUILDING_REQUEST | HOLDS_REQUEST;
         self.channel
@@ -236,6 +261,22 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     /// # Errors
     ///
     /// In any state but Responded, with the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::Channel;
+    ///
+    /// let channel: Channel<u8, [u8; 32]> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// rq.request(1).unwrap();
+    /// rp.take_request().unwrap();
+    /// rp.respond([9; 32]).unwrap();
+    /// assert_eq!(rq.response().unwrap()[0], 9); // read in place, no copy
+    /// assert_eq!(rq.with_response(|r| r[31]).unwrap(), 9);
+    /// assert!(rq.take_response().is_some());
+    /// assert!(rq.response().is_err());
+    /// ```
     pub fn response(&self) -> Result<Ref<'_, Rp>, Error> {
         let channel = self.channel;
         match channel.state() {
@@ -258,6 +299,21 @@ impl<'i, Rq, Rp> Requester<'i, Rq, Rp> {
     }
 
     /// Moves the response out: Responded → Idle. `None` in any other state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<u8, u8> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// rq.request(1).unwrap();
+    /// assert_eq!(rq.take_response(), None, "not answered yet");
+    /// rp.take_request().unwrap();
+    /// rp.respond(2).unwrap();
+    /// assert_eq!(rq.take_response(), Some(2));
+    /// assert_eq!(rq.state(), State::Idle);
+    /// ```
     pub fn take_response(&mut self) -> Option<Rp> {
         let channel = self.channel;
         if channel.bits() != RESPONDED | HOLDS_RESPONSE {
@@ -298,6 +354,19 @@ impl<'i, Rq, Rp> Responder<'i, Rq, Rp> {
     }
 
     /// Moves the request out: Requested → BuildingResponse. `None` in any other state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<u8, u8> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// assert_eq!(rp.take_request(), None);
+    /// rq.request(1).unwrap();
+    /// assert_eq!(rp.take_request(), Some(1));
+    /// assert_eq!(rp.state(), State::BuildingResponse);
+    /// ```
     pub fn take_request(&mut self) -> Option<Rq> {
         let channel = self.channel;
         channel
@@ -389,6 +458,22 @@ impl<'i, Rq, Rp> Responder<'i, Rq, Rp> {
     /// # Errors
     ///
     /// In any state but Canceled, with the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<u8, u8> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// rq.request(1).unwrap();
+    /// assert_eq!(*rp.request().unwrap(), 1);
+    /// assert_eq!(rq.cancel(), Ok(None)); // late: the responder has seen it
+    /// assert!(rp.is_canceled());
+    /// assert_eq!(rq.request(2).unwrap_err().state(), State::Canceled);
+    /// rp.acknowledge_cancel().unwrap();
+    /// rq.request(2).unwrap();
+    /// ```
     pub fn acknowledge_cancel(&mut self) -> Result<(), Error> {
         let channel = self.channel;
         let state = channel.state();
@@ -528,6 +613,21 @@ impl<'i, Rq, Rp> Responder<'i, Rq, Rp> {
     ///
     /// With the state: in any state but BuildingResponse (Canceled after a late cancel),
     /// and in BuildingResponse when no response was built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, State};
+    ///
+    /// let channel: Channel<u8, u16> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// rq.request(1).unwrap();
+    /// rp.take_request().unwrap();
+    /// assert_eq!(rp.send_response().unwrap_err().state(), State::BuildingResponse);
+    /// *rp.response_mut().unwrap() = 300;
+    /// rp.send_response().unwrap();
+    /// assert_eq!(rq.take_response(), Some(300));
+    /// ```
     pub fn send_response(&mut self) -> Result<(), Error> {
         let built = BUILDING_RESPONSE | HOLDS_RESPONSE;
         self.channel

@@ -88,6 +88,16 @@ pub use handles::{Requester, Responder};
 pub use notify::{Callback, Notify, Waiter};
 
 /// The state of a channel. The numbers are the seed's.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::interchange::State;
+///
+/// assert!(State::Canceled == 12u8);
+/// assert_eq!(State::try_from(2), Ok(State::Requested));
+/// assert_eq!(State::try_from(7), Err(7));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum State {
@@ -147,6 +157,18 @@ impl fmt::Display for State {
 }
 
 /// A call refused because the channel was in the wrong state, which it names.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::interchange::{Channel, State};
+///
+/// let channel: Channel<u8, u8> = Channel::new();
+/// let (_rq, mut rp) = channel.split().unwrap();
+/// let error = rp.acknowledge_cancel().unwrap_err();
+/// assert_eq!(error.state(), State::Idle);
+/// assert_eq!(error.to_string(), "not allowed while the channel is Idle");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Error {
     /// The state that refused the call.
@@ -174,6 +196,19 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// A request or response that was not sent, given back with the state that refused it.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::interchange::{Channel, State};
+///
+/// let channel: Channel<String, u8> = Channel::new();
+/// let (mut rq, _rp) = channel.split().unwrap();
+/// rq.request("first".into()).unwrap();
+/// let refused = rq.request("second".into()).unwrap_err();
+/// assert_eq!(refused.state(), State::Requested);
+/// assert_eq!(refused.into_inner(), "second"); // not dropped
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SendError<T> {
     /// The value that was not sent.

@@ -92,6 +92,18 @@ impl<'a> Callback<'a> {
     }
 
     /// A callback that calls `f` (the seed's `fn()` callback).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Callback, Channel};
+    ///
+    /// fn pend_usb_interrupt() {}
+    ///
+    /// let channel: Channel<u8, u8> = Channel::new();
+    /// let (_rq, mut rp) = channel.split().unwrap();
+    /// *rp.callback_mut() = Callback::from_fn(pend_usb_interrupt);
+    /// ```
     pub const fn from_fn(f: fn()) -> Self {
         Self(Kind::Fn(f))
     }
@@ -394,6 +406,21 @@ impl<Rq, Rp> Responder<'_, Rq, Rp> {
     ///
     /// If the requester canceled while `handler` ran, the cancel is acknowledged and the
     /// response is given back with [`State::Canceled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_core::interchange::{Channel, Waiter};
+    /// use futures::FutureExt;
+    ///
+    /// let waiter = Waiter::new();
+    /// let channel: Channel<u8, u16> = Channel::new();
+    /// let (mut rq, mut rp) = channel.split().unwrap();
+    /// rq.request(4).unwrap();
+    /// let served = rp.serve_async(&waiter, |n| u16::from(n) * 100).now_or_never();
+    /// assert_eq!(served, Some(Ok(())));
+    /// assert_eq!(rq.take_response(), Some(400));
+    /// ```
     pub async fn serve_async(
         &mut self,
         waiter: &Waiter,
