@@ -1,6 +1,6 @@
 //! loom models of the interchange: every public method of both ends, with the two ends (and
 //! re-claimed ends) on different threads. Run by `.ci/interchange.sh`, or by hand with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=7 cargo test -p courier-core --lib --release
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=10 cargo test -p courier-core --lib --release
 //! --target-dir target/loom -- interchange::loom_models`.
 //!
 //! - `cancel_races_take_and_respond`: `cancel` against `take_request` + `respond`; `cancel`
