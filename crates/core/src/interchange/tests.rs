@@ -773,8 +773,9 @@ fn async_rounds_on_one_thread_executor() {
             }
         })
         .unwrap();
-    // Runs until both tasks are done; a lost wake would stall here with tasks unfinished.
-    pool.run();
+    // Runs until no task can make progress: with a lost wake that is before the rounds are
+    // done (and the test fails instead of hanging).
+    pool.run_until_stalled();
     assert_eq!(*answers.borrow(), [0, 10, 20, 30, 40]);
 }
 
