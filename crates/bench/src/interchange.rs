@@ -181,35 +181,29 @@ fn run_cycles(spec: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `n` full cycles of courier::interchange on one thread.
-#[inline(never)]
-fn courier_cycles(n: u64) -> u64 {
-    static CHANNEL: courier_ix::Channel<u64, u64> = courier_ix::Channel::new();
-    let (mut rq, mut rp) = CHANNEL.split().expect("unclaimed");
-    let mut sum = 0u64;
-    for i in 0..n {
-        rq.request(black_box(i)).expect("idle");
-        let request = rp.take_request().expect("requested");
-        rp.respond(request + 1).expect("building response");
-        sum = sum.wrapping_add(rq.take_response().expect("responded"));
-    }
-    sum
+/// Defines `$name(n)`: `n` full cycles on one thread with the channel type of `$lib`. One
+/// body for both libraries, so they run exactly the same code.
+macro_rules! one_thread_cycles {
+    ($name:ident, $lib:path) => {
+        #[inline(never)]
+        fn $name(n: u64) -> u64 {
+            use $lib as lib;
+            static CHANNEL: lib::Channel<u64, u64> = lib::Channel::new();
+            let (mut rq, mut rp) = CHANNEL.split().expect("unclaimed");
+            let mut sum = 0u64;
+            for i in 0..n {
+                rq.request(black_box(i)).expect("idle");
+                let request = rp.take_request().expect("requested");
+                rp.respond(request + 1).expect("building response");
+                sum = sum.wrapping_add(rq.take_response().expect("responded"));
+            }
+            sum
+        }
+    };
 }
 
-/// `n` full cycles of interchange 0.3 on one thread.
-#[inline(never)]
-fn interchange_cycles(n: u64) -> u64 {
-    static CHANNEL: interchange::Channel<u64, u64> = interchange::Channel::new();
-    let (mut rq, mut rp) = CHANNEL.split().expect("unclaimed");
-    let mut sum = 0u64;
-    for i in 0..n {
-        rq.request(black_box(i)).expect("idle");
-        let request = rp.take_request().expect("requested");
-        rp.respond(request + 1).expect("building response");
-        sum = sum.wrapping_add(rq.take_response().expect("responded"));
-    }
-    sum
-}
+one_thread_cycles!(courier_cycles, courier::interchange);
+one_thread_cycles!(interchange_cycles, ::interchange);
 
 /// Instructions per cycle of `library`, from two callgrind runs of this executable.
 fn callgrind_per_cycle(library: &str) -> Result<f64, String> {
@@ -259,67 +253,44 @@ fn median(samples: &mut [f64]) -> f64 {
 /// Gives up a ping-pong that stopped making progress (a bug, not a slow machine).
 const STALL: Duration = Duration::from_secs(60);
 
-/// ns per round trip of a two-thread ping-pong on courier::interchange.
-fn courier_ping_pong(rounds: u64) -> f64 {
-    let channel: &'static courier_ix::Channel<u64, u64> =
-        Box::leak(Box::new(courier_ix::Channel::new()));
-    let (mut rq, mut rp) = channel.split().expect("unclaimed");
-    let responder = thread::spawn(move || {
-        for _ in 0..rounds {
-            let deadline = Instant::now() + STALL;
-            while rp.state() != courier_ix::State::Requested {
-                assert!(Instant::now() < deadline, "stalled");
-                std::hint::spin_loop();
+/// Defines `$name(rounds)`: ns per round trip of a two-thread ping-pong with the channel
+/// type of `$lib`, each side spinning on the state. One body for both libraries.
+macro_rules! ping_pong {
+    ($name:ident, $lib:path) => {
+        fn $name(rounds: u64) -> f64 {
+            use $lib as lib;
+            let channel: &'static lib::Channel<u64, u64> = Box::leak(Box::new(lib::Channel::new()));
+            let (mut rq, mut rp) = channel.split().expect("unclaimed");
+            let responder = thread::spawn(move || {
+                for _ in 0..rounds {
+                    let deadline = Instant::now() + STALL;
+                    while rp.state() != lib::State::Requested {
+                        assert!(Instant::now() < deadline, "stalled");
+                        std::hint::spin_loop();
+                    }
+                    let request = rp.take_request().expect("requested");
+                    rp.respond(request + 1).expect("building response");
+                }
+            });
+            let start = Instant::now();
+            for i in 0..rounds {
+                rq.request(i).expect("idle");
+                let deadline = Instant::now() + STALL;
+                while rq.state() != lib::State::Responded {
+                    assert!(Instant::now() < deadline, "stalled");
+                    std::hint::spin_loop();
+                }
+                assert_eq!(rq.take_response(), Some(i + 1));
             }
-            let request = rp.take_request().expect("requested");
-            rp.respond(request + 1).expect("building response");
+            let elapsed = start.elapsed();
+            responder.join().expect("responder");
+            elapsed.as_nanos() as f64 / rounds as f64
         }
-    });
-    let start = Instant::now();
-    for i in 0..rounds {
-        rq.request(i).expect("idle");
-        let deadline = Instant::now() + STALL;
-        while rq.state() != courier_ix::State::Responded {
-            assert!(Instant::now() < deadline, "stalled");
-            std::hint::spin_loop();
-        }
-        assert_eq!(rq.take_response(), Some(i + 1));
-    }
-    let elapsed = start.elapsed();
-    responder.join().expect("responder");
-    elapsed.as_nanos() as f64 / rounds as f64
+    };
 }
 
-/// ns per round trip of a two-thread ping-pong on interchange 0.3.
-fn interchange_ping_pong(rounds: u64) -> f64 {
-    let channel: &'static interchange::Channel<u64, u64> =
-        Box::leak(Box::new(interchange::Channel::new()));
-    let (mut rq, mut rp) = channel.split().expect("unclaimed");
-    let responder = thread::spawn(move || {
-        for _ in 0..rounds {
-            let deadline = Instant::now() + STALL;
-            while rp.state() != interchange::State::Requested {
-                assert!(Instant::now() < deadline, "stalled");
-                std::hint::spin_loop();
-            }
-            let request = rp.take_request().expect("requested");
-            rp.respond(request + 1).expect("building response");
-        }
-    });
-    let start = Instant::now();
-    for i in 0..rounds {
-        rq.request(i).expect("idle");
-        let deadline = Instant::now() + STALL;
-        while rq.state() != interchange::State::Responded {
-            assert!(Instant::now() < deadline, "stalled");
-            std::hint::spin_loop();
-        }
-        assert_eq!(rq.take_response(), Some(i + 1));
-    }
-    let elapsed = start.elapsed();
-    responder.join().expect("responder");
-    elapsed.as_nanos() as f64 / rounds as f64
-}
+ping_pong!(courier_ping_pong, courier::interchange);
+ping_pong!(interchange_ping_pong, ::interchange);
 
 #[cfg(test)]
 mod tests {
