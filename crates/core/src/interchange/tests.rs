@@ -646,6 +646,11 @@ const _: () = {
             == expected_size(size_of::<Request>(), core::mem::align_of::<Request>())
     );
     assert!(size_of::<State>() == 1);
+    // A handle is the channel reference and a two-word callback (the seed's: two words with
+    // a context-free `fn()`).
+    assert!(size_of::<Callback<'static>>() == 2 * size_of::<usize>());
+    assert!(size_of::<Requester<'static, u64, u64>>() == 3 * size_of::<usize>());
+    assert!(size_of::<Responder<'static, u64, u64>>() == 3 * size_of::<usize>());
     assert!(size_of::<Interchange<u64, u32, 10>>() == 10 * 16 + size_of::<usize>());
 };
 
