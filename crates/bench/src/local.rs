@@ -14,7 +14,6 @@
 
 use crate::report::{self, Machine, Row};
 use crate::stats::{self, AsyncCall, Plan, Samples};
-use std::future::Future;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -355,8 +354,8 @@ fn ump_throughput(plan: &Plan) -> Samples {
 struct UmpAsync(ump::Client<u64, u64, ()>);
 
 impl AsyncCall for UmpAsync {
-    fn call(&mut self, x: u64) -> impl Future<Output = u64> + Send + '_ {
-        async move { self.0.areq(x).await.expect("ump areq") }
+    async fn call(&mut self, x: u64) -> u64 {
+        self.0.areq(x).await.expect("ump areq")
     }
 }
 
@@ -478,15 +477,13 @@ fn flume_throughput(plan: &Plan) -> Samples {
 struct FlumeAsync(flume::Sender<FlumeRequest>);
 
 impl AsyncCall for FlumeAsync {
-    fn call(&mut self, x: u64) -> impl Future<Output = u64> + Send + '_ {
-        async move {
-            let (reply, replies) = flume::bounded(1);
-            self.0
-                .send_async((x, reply))
-                .await
-                .expect("flume send_async");
-            replies.recv_async().await.expect("flume recv_async")
-        }
+    async fn call(&mut self, x: u64) -> u64 {
+        let (reply, replies) = flume::bounded(1);
+        self.0
+            .send_async((x, reply))
+            .await
+            .expect("flume send_async");
+        replies.recv_async().await.expect("flume recv_async")
     }
 }
 
@@ -590,12 +587,10 @@ fn tokio_throughput(plan: &Plan) -> Samples {
 struct TokioAsync(tokio::sync::mpsc::UnboundedSender<TokioRequest>);
 
 impl AsyncCall for TokioAsync {
-    fn call(&mut self, x: u64) -> impl Future<Output = u64> + Send + '_ {
-        async move {
-            let (reply, replies) = tokio::sync::oneshot::channel();
-            self.0.send((x, reply)).expect("tokio send");
-            replies.await.expect("tokio oneshot")
-        }
+    async fn call(&mut self, x: u64) -> u64 {
+        let (reply, replies) = tokio::sync::oneshot::channel();
+        self.0.send((x, reply)).expect("tokio send");
+        replies.await.expect("tokio oneshot")
     }
 }
 
