@@ -27,6 +27,10 @@ pub(crate) struct Args {
     /// Only rows whose name contains this text (case-insensitive); courier is always kept.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Rounds: each round measures every row once, and a row's samples from all rounds are
+    /// pooled (ignored with --quick, which runs one round).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    rounds: usize,
     /// Also write the report (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     markdown_out: Option<std::path::PathBuf>,
@@ -98,9 +102,9 @@ fn plan(scenario: &str, quick: bool) -> Plan {
     let per_batch = if scenario == THROUGHPUT { 1_000 } else { 2_500 };
     Plan {
         warmup: 2_000,
-        batches: 20,
+        batches: 10,
         per_batch,
-        budget: Duration::from_secs(4),
+        budget: Duration::from_secs(2),
     }
 }
 
@@ -125,32 +129,48 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     start_watchdog(Duration::from_secs(if args.quick { 60 } else { 240 }));
     let started = Instant::now();
     let filter = args.only.as_ref().map(|s| s.to_lowercase());
-    let mut rows = Vec::new();
-    for spec in specs() {
-        let keep = spec.name == COURIER
-            || filter
-                .as_ref()
-                .is_none_or(|f| spec.name.to_lowercase().contains(f));
-        if !keep {
-            continue;
+    let specs: Vec<Spec> = specs()
+        .into_iter()
+        .filter(|spec| {
+            spec.name == COURIER
+                || filter
+                    .as_ref()
+                    .is_none_or(|f| spec.name.to_lowercase().contains(f))
+        })
+        .collect();
+    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
+    // Rounds interleave the rows, so that a change of load on the machine during the run
+    // falls on every row rather than on one.
+    let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
+    for round in 1..=rounds {
+        for (spec, pooled) in specs.iter().zip(&mut samples) {
+            *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = spec.name;
+            eprintln!(
+                "courier-bench: round {round}/{rounds}: {} {}",
+                &spec.scenario[..3],
+                spec.name
+            );
+            let measured = (spec.run)(&plan(spec.scenario, args.quick));
+            match pooled {
+                Some(pooled) => pooled.absorb(measured),
+                None => *pooled = Some(measured),
+            }
         }
-        let label = if spec.scenario == ASYNC {
-            "(3)"
-        } else {
-            &spec.scenario[..3]
-        };
-        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = spec.name;
-        eprintln!("courier-bench: measuring {label} {}", spec.name);
-        let summary = (spec.run)(&plan(spec.scenario, args.quick)).summary();
-        rows.push(Row {
-            scenario: spec.scenario,
-            name: spec.name,
-            subject: spec.name == COURIER,
-            notes: spec.notes,
-            summary,
-        });
     }
-    let text = render(&machine, &rows, args.quick, started.elapsed());
+    let rows: Vec<Row> = specs
+        .iter()
+        .zip(samples)
+        .filter_map(|(spec, samples)| {
+            Some(Row {
+                scenario: spec.scenario,
+                name: spec.name,
+                subject: spec.name == COURIER,
+                notes: spec.notes,
+                summary: samples?.summary(),
+            })
+        })
+        .collect();
+    let text = render(&machine, &rows, args.quick, rounds, started.elapsed());
     print!("{text}");
     if let Some(path) = &args.markdown_out {
         std::fs::write(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -159,25 +179,41 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
 }
 
 /// The whole report: header, table, goals.
-fn render(machine: &Machine, rows: &[Row], quick: bool, took: Duration) -> String {
+fn render(machine: &Machine, rows: &[Row], quick: bool, rounds: usize, took: Duration) -> String {
     let mut out = String::new();
     out.push_str("# courier-bench local\n\n");
     out.push_str(&machine.markdown());
+    let plan1 = plan(SYNC, quick);
+    let plan2 = plan(THROUGHPUT, quick);
     out.push_str(&format!(
-        "- method: every row makes its own channel and threads (or tokio runtime), warms up, then \
-         measures batches of round trips of a u64 (reply = request + 1, checked). Each round trip \
-         is timed with chained `Instant::now()` after the reply. *median* and *p99* are over all \
-         per-call samples; *calls/s* = measured calls / wall time of the measured phase (all \
+        "- method: {rounds} round(s); each round measures every row once, in table order, and a \
+         row's samples from all rounds are pooled. A row makes its own channel and threads (or \
+         tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
+         (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \
+         a row stops early after {:?} of a round. Each round trip is timed with one \
+         `Instant::now()` after the reply (chained timestamps). *median* and *p99* are over all \
+         per-call samples; *calls/s* = measured calls / wall time of the measured phases (all \
          clients together in (2)); *batch means* show the spread between batches.{}\n\
          - scenarios: {SYNC} = one client thread, one server thread; {THROUGHPUT} = {CLIENTS} \
-         client threads, one server thread; {ASYNC} = a client task and a server task spawned on a \
-         multi-thread tokio runtime ({WORKERS} workers). crossbeam-channel and std::sync::mpsc have \
-         no async API and are not in (3).\n\
-         - ratios: {COURIER}/peer median below 1 means courier is faster; {COURIER}/peer calls/s \
-         above 1 means courier is faster.\n\
-         - wall time of the run: {:.1} s\n\n",
-        if quick { " **--quick: tiny counts, numbers are not meaningful.**" } else { "" },
-        took.as_secs_f64()
+         client threads, one server thread; {ASYNC} = a client task and a server task spawned on \
+         a multi-thread tokio runtime ({WORKERS} workers; both tasks may share one worker). \
+         crossbeam-channel and std::sync::mpsc have no async API and are not in (3).\n\
+         - ratios: {COURIER}/peer median below 1 means courier is faster; {COURIER}/peer \
+         calls/s above 1 means courier is faster.\n\
+         - wall time of the run: {:.1} s; load average after: {}\n\n",
+        plan1.warmup,
+        plan1.batches,
+        plan1.per_batch,
+        plan2.batches,
+        plan2.per_batch,
+        plan1.budget,
+        if quick {
+            " **--quick: tiny counts, numbers are not meaningful.**"
+        } else {
+            ""
+        },
+        took.as_secs_f64(),
+        report::load_average(),
     ));
     out.push_str(&report::table(rows, COURIER));
     out.push('\n');

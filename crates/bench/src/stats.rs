@@ -64,6 +64,16 @@ pub(crate) struct Summary {
 }
 
 impl Samples {
+    /// Adds another measurement of the same row (e.g. from a later round): the samples are
+    /// pooled, the wall times and batch counts add up.
+    pub(crate) fn absorb(&mut self, other: Samples) {
+        self.per_op_ns.extend(other.per_op_ns);
+        self.batch_mean_ns.extend(other.batch_mean_ns);
+        self.wall += other.wall;
+        self.batches += other.batches;
+        self.clients = self.clients.max(other.clients);
+    }
+
     /// Median, p99 and calls/s of these samples.
     pub(crate) fn summary(mut self) -> Summary {
         self.per_op_ns.sort_unstable();
@@ -285,5 +295,19 @@ mod tests {
         let s = measure_threads(&plan, clients).summary();
         assert_eq!(s.n, 45);
         assert_eq!(s.clients, 3);
+    }
+
+    #[test]
+    fn rounds_pool_their_samples() {
+        let plan = Plan {
+            warmup: 0,
+            batches: 3,
+            per_batch: 4,
+            budget: Duration::from_secs(60),
+        };
+        let mut all = measure_sync(&plan, |x| x + 1);
+        all.absorb(measure_sync(&plan, |x| x + 1));
+        let s = all.summary();
+        assert_eq!((s.n, s.batches, s.clients), (24, 6, 1));
     }
 }
