@@ -9,5 +9,6 @@
 #[cfg(any(test, loom))]
 extern crate std;
 
+pub mod error;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;

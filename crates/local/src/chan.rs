@@ -1,0 +1,410 @@
+//! The state one channel's handles share: the request queue, the slot pool, the handle counts
+//! and the two wait lists.
+//!
+//! # Who may pop
+//!
+//! The queue has one consumer at a time. A server worker becomes the consumer by setting
+//! `consumer` (an atomic flag, never waited on: a worker that finds it set backs off exactly as
+//! if the queue were empty). When the last `Server` goes, whoever drains the queue takes the
+//! same role.
+//!
+//! # Shutdown
+//!
+//! ```text
+//!   client: push slot; fence(SeqCst); load servers      last server: servers = 0; fence(SeqCst); drain
+//! ```
+//!
+//! **A request pushed after the last server left is failed by somebody**: either the drain
+//! sees the slot, or the pushing client sees `servers == 0` and drains (or withdraws) itself.
+
+use crate::event::Event;
+use crate::queue::{Pop, Queue};
+use crate::slot::{Slot, SlotCore, Taken};
+use crate::sync::{spin_loop, Arc, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use courier_core::error::{Error, SendError};
+use std::ptr;
+use std::time::Instant;
+
+/// Recycled slots kept per channel; more concurrent calls than this allocate (and free).
+const POOL_SIZE: usize = 16;
+
+/// How long a push may wait for room in a bounded queue.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    /// Do not wait.
+    No,
+    /// Wait as long as it takes.
+    Forever,
+    /// Wait until the deadline.
+    Until(Instant),
+}
+
+/// What one attempt to take a request found.
+pub(crate) enum TryTake<Rq, Rp, E> {
+    Request(Rq, Option<*mut SlotCore<Rp, E>>),
+    Empty,
+    /// Another worker is popping, or a producer is mid-push: look again soon.
+    Busy,
+    /// Empty, and no client is left to fill it.
+    Closed,
+}
+
+pub(crate) struct Shared<Rq, Rp, E> {
+    queue: Queue<Slot<Rq, Rp, E>>,
+    /// The consumer role (see the module docs).
+    consumer: AtomicBool,
+    pub(crate) clients: AtomicUsize,
+    pub(crate) servers: AtomicUsize,
+    /// Capacity of a bounded queue; `usize::MAX` when unbounded.
+    cap: usize,
+    /// Requests in the queue, counted only when bounded.
+    len: AtomicUsize,
+    /// Server workers waiting for a request.
+    pub(crate) requests: Event,
+    /// Clients waiting for room in a bounded queue.
+    room: Event,
+    pool: [AtomicPtr<Slot<Rq, Rp, E>>; POOL_SIZE],
+}
+
+// SAFETY: the raw slot pointers inside are owned by the channel and carry requests, replies
+// and errors across threads; that is sound when those types are `Send`. All shared mutation
+// goes through atomics and the slot protocol.
+unsafe impl<Rq: Send, Rp: Send, E: Send> Send for Shared<Rq, Rp, E> {}
+// SAFETY: as above; `&Shared` only gives access through atomics, the consumer role and the
+// slot protocol, each of which hands a value to exactly one thread.
+unsafe impl<Rq: Send, Rp: Send, E: Send> Sync for Shared<Rq, Rp, E> {}
+
+impl<Rq, Rp, E> Shared<Rq, Rp, E> {
+    pub(crate) fn new(cap: Option<usize>) -> Self {
+        Self {
+            queue: Queue::new(Slot::new_boxed()),
+            consumer: AtomicBool::new(false),
+            clients: AtomicUsize::new(1),
+            servers: AtomicUsize::new(1),
+            cap: cap.unwrap_or(usize::MAX),
+            len: AtomicUsize::new(0),
+            requests: Event::new(),
+            room: Event::new(),
+            pool: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    fn bounded(&self) -> bool {
+        self.cap != usize::MAX
+    }
+
+    /// Takes a free slot from the pool, or allocates one.
+    fn alloc_slot(&self) -> *mut Slot<Rq, Rp, E> {
+        for entry in &self.pool {
+            if !entry.load(Ordering::Relaxed).is_null() {
+                // Acquire: pairs with the Release in `recycle`, so the previous user's accesses
+                // happen-before ours.
+                let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        }
+        Box::into_raw(Slot::new_boxed())
+    }
+
+    /// Puts a released slot back into the pool, or frees it when the pool is full.
+    pub(crate) fn recycle(&self, slot: *mut Slot<Rq, Rp, E>) {
+        for entry in &self.pool {
+            // Release: pairs with the Acquire in `alloc_slot`.
+            if entry
+                .compare_exchange(ptr::null_mut(), slot, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        // SAFETY: released slots come from `Box::into_raw` and have no other user.
+        drop(unsafe { Box::from_raw(slot) });
+    }
+
+    /// Reserves room for one request in a bounded queue.
+    fn reserve(&self, wait: Wait) -> Result<(), Reserve> {
+        let try_reserve = || -> Option<Result<(), Reserve>> {
+            if self.servers.load(Ordering::Acquire) == 0 {
+                return Some(Err(Reserve::Closed));
+            }
+            let mut n = self.len.load(Ordering::Relaxed);
+            while n < self.cap {
+                match self
+                    .len
+                    .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return Some(Ok(())),
+                    Err(actual) => n = actual,
+                }
+            }
+            None
+        };
+        if let Some(r) = try_reserve() {
+            return r;
+        }
+        let deadline = match wait {
+            Wait::No => return Err(Reserve::Full),
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        };
+        self.room
+            .wait_until(deadline, try_reserve)
+            .unwrap_or(Err(Reserve::Timeout))
+    }
+
+    /// The async form of [`Shared::reserve`] with [`Wait::Forever`]; `listener` keeps this
+    /// task's registration between polls.
+    pub(crate) fn poll_reserve(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        listener: &mut usize,
+    ) -> std::task::Poll<Result<(), Reserve>> {
+        use std::task::Poll;
+        if !self.bounded() {
+            return Poll::Ready(if self.servers.load(Ordering::Acquire) == 0 {
+                Err(Reserve::Closed)
+            } else {
+                Ok(())
+            });
+        }
+        loop {
+            match self.reserve(Wait::No) {
+                Err(Reserve::Full) => {}
+                other => {
+                    self.room.unregister(*listener);
+                    *listener = 0;
+                    return Poll::Ready(other);
+                }
+            }
+            if *listener != 0 {
+                // Registered already and still full: refresh the waker and sleep.
+                self.room
+                    .register(*listener, crate::event::Waiter::Task(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            *listener = self
+                .room
+                .register(0, crate::event::Waiter::Task(cx.waker().clone()));
+        }
+    }
+
+    /// Gives back room reserved with `reserve` (after a withdrawal, or a failed push).
+    pub(crate) fn unreserve(&self) {
+        if self.bounded() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            self.room.notify_one();
+        }
+    }
+
+    /// Forgets an async room registration (a dropped future that was maybe notified).
+    pub(crate) fn cancel_room_wait(&self, listener: usize) {
+        if listener != 0 && !self.room.unregister(listener) {
+            self.room.notify_one();
+        }
+    }
+
+    /// Puts `request` in the queue. Returns the slot for a two-way call; a null slot means the
+    /// request was accepted but failed at once with `ServerDisappeared` because the last server
+    /// left while it was being pushed (the request was dropped with the queue).
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        request: Rq,
+        one_way: bool,
+        wait: Wait,
+    ) -> Result<*mut Slot<Rq, Rp, E>, SendError<Rq>> {
+        if self.bounded() {
+            if let Err(e) = self.reserve(wait) {
+                return Err(e.with(request));
+            }
+        } else if self.servers.load(Ordering::Acquire) == 0 {
+            return Err(SendError::ServerDisappeared(request));
+        }
+        self.enqueue_reserved(request, one_way)
+    }
+
+    /// Puts `request` in the queue; room is already reserved (or the queue is unbounded).
+    pub(crate) fn enqueue_reserved(
+        self: &Arc<Self>,
+        request: Rq,
+        one_way: bool,
+    ) -> Result<*mut Slot<Rq, Rp, E>, SendError<Rq>> {
+        let slot = self.alloc_slot();
+        // SAFETY: `slot` is free and ours; after `fill` it is a valid, unlinked node that stays
+        // valid until released, which only happens after it is popped.
+        unsafe {
+            Slot::fill(slot, request, one_way, Arc::clone(self));
+            self.queue.push(slot);
+        }
+        // SeqCst (inside `notify_one`'s fence): pairs with the last server's fence before its
+        // drain, and with a sleeping worker's registration.
+        self.requests.notify_one();
+        if self.servers.load(Ordering::Relaxed) == 0 {
+            if one_way {
+                // We hold no share of a one-way slot; the drain disposes of it.
+                self.drain();
+                return Ok(ptr::null_mut());
+            }
+            // The last server may have drained before our push landed: take the request back if
+            // we still can, then make sure the queue is empty.
+            // SAFETY: we still hold the requester's share of `slot`.
+            let back = unsafe { Slot::cancel(slot) };
+            self.drain();
+            return match back {
+                crate::slot::Cancel::Withdrawn(request, _) => {
+                    if self.bounded() {
+                        self.len.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(SendError::ServerDisappeared(request))
+                }
+                // The drain took it and failed it; the request itself is gone with it.
+                _ => Ok(ptr::null_mut()),
+            };
+        }
+        Ok(slot)
+    }
+
+    /// Takes one request if there is one; tells an empty queue with no client left apart.
+    pub(crate) fn try_take(&self) -> TryTake<Rq, Rp, E> {
+        match self.take_once() {
+            TryTake::Empty => {
+                // Acquire: pairs with the last client's Release decrement; every push it made
+                // happens-before, so if the queue is still empty, nothing more can come.
+                if self.clients.load(Ordering::Acquire) == 0 {
+                    // Look once more: a push may have landed after our pop.
+                    match self.take_once() {
+                        TryTake::Empty => TryTake::Closed,
+                        other => other,
+                    }
+                } else {
+                    TryTake::Empty
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Takes one request if there is one, as the queue's consumer.
+    fn take_once(&self) -> TryTake<Rq, Rp, E> {
+        // Acquire: pairs with the previous consumer's Release store below.
+        if self.consumer.swap(true, Ordering::Acquire) {
+            return TryTake::Busy;
+        }
+        let found = loop {
+            // SAFETY: we hold the consumer role.
+            match unsafe { self.queue.pop() } {
+                Pop::Node(slot) => {
+                    // SAFETY: `slot` was just popped by us, the consumer.
+                    match unsafe { Slot::take_request(slot) } {
+                        Taken::Withdrawn => continue,
+                        Taken::Request { request, one_way } => {
+                            let ctx = (!one_way).then(|| Slot::core_ptr(slot));
+                            break TryTake::Request(request, ctx);
+                        }
+                    }
+                }
+                Pop::Empty => break TryTake::Empty,
+                Pop::Inconsistent => break TryTake::Busy,
+            }
+        };
+        // SAFETY: we still hold the consumer role.
+        let more = matches!(found, TryTake::Request(..)) && !unsafe { self.queue.is_empty() };
+        // Release: hands the queue's consumer end to the next consumer.
+        self.consumer.store(false, Ordering::Release);
+        match found {
+            TryTake::Request(..) => {
+                if self.bounded() {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.room.notify_one();
+                }
+                if more {
+                    // Other workers may have backed off while we held the role.
+                    self.requests.notify_one();
+                }
+                found
+            }
+            other => other,
+        }
+    }
+
+    /// Fails every queued request with `ServerDisappeared`; used once no server is left.
+    pub(crate) fn drain(&self) {
+        loop {
+            // Acquire: pairs with the consumer's Release; drainers only wait on each other or
+            // on a worker finishing its pop, which takes a few instructions.
+            while self.consumer.swap(true, Ordering::Acquire) {
+                spin_loop();
+            }
+            let mut inconsistent = false;
+            loop {
+                // SAFETY: we hold the consumer role.
+                match unsafe { self.queue.pop() } {
+                    Pop::Node(slot) => {
+                        // SAFETY: popped by us, the consumer.
+                        if let Taken::Request { request, one_way } =
+                            unsafe { Slot::take_request(slot) }
+                        {
+                            drop(request);
+                            if self.bounded() {
+                                self.len.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            if !one_way {
+                                // SAFETY: we took the request, so we hold the server's share.
+                                let _ = unsafe {
+                                    SlotCore::complete(
+                                        Slot::core_ptr(slot),
+                                        Err(Error::ServerDisappeared),
+                                    )
+                                };
+                            }
+                        }
+                    }
+                    Pop::Empty => break,
+                    Pop::Inconsistent => {
+                        inconsistent = true;
+                        break;
+                    }
+                }
+            }
+            self.consumer.store(false, Ordering::Release);
+            if !inconsistent {
+                break;
+            }
+            spin_loop();
+        }
+        self.room.notify_all();
+    }
+}
+
+impl<Rq, Rp, E> Drop for Shared<Rq, Rp, E> {
+    fn drop(&mut self) {
+        // Every slot in use holds an `Arc` to us, so none is in use now: the queue is empty and
+        // the pool holds every remaining slot.
+        for entry in &self.pool {
+            let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: pooled slots come from `Box::into_raw` and have no user.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
+
+/// Why [`Shared::reserve`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserve {
+    Full,
+    Timeout,
+    Closed,
+}
+
+impl Reserve {
+    pub(crate) fn with<T>(self, value: T) -> SendError<T> {
+        match self {
+            Reserve::Full => SendError::Full(value),
+            Reserve::Timeout => SendError::Timeout(value),
+            Reserve::Closed => SendError::ServerDisappeared(value),
+        }
+    }
+}

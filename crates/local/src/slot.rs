@@ -1,0 +1,464 @@
+//! The call slot: one request, its reply, and the state word that hands them between a
+//! requester and a server. Slots are recycled through the channel's pool, so a call in steady
+//! state allocates nothing.
+//!
+//! # State machine
+//!
+//! The state word is a phase plus flags. `QUEUED` is the absence of `TAKEN` and `DONE`.
+//!
+//! ```text
+//!            requester                         server (consumer, then ReplyContext)
+//!            ---------                         ------
+//!   init:    write request, state = 0 (or ONE_WAY), push      (push is the Release)
+//!
+//!   QUEUED ──(server pops: CAS +TAKEN)──────────────────────────▶ TAKEN
+//!     │                                                            │
+//!     │ requester cancels: CAS +WITHDRAWN +CLIENT_GONE             │ reply / fail / drop:
+//!     ▼  (request handed back; the server releases the            │ write result, fetch_or DONE
+//!   WITHDRAWN  slot when it pops it and sees the flag)             ▼
+//!                                                                 DONE ──(requester reads
+//!   TAKEN ──(requester cancels: CAS +CLIENT_GONE)──▶ TAKEN|CLIENT_GONE      result, releases)
+//!                     server sees is_canceled(); its reply/drop finds CLIENT_GONE and releases
+//! ```
+//!
+//! Ownership of each part in each phase:
+//!
+//! | part      | QUEUED                   | TAKEN              | DONE                      |
+//! |-----------|--------------------------|--------------------|---------------------------|
+//! | `request` | queue (read-only; the winner of the TAKEN/WITHDRAWN CAS moves it out) | moved out | moved out |
+//! | `reply`   | server side (unwritten)  | server side        | requester                 |
+//! | `waiter`  | requester while `WAITER` is clear; the completer while it is set      | | |
+//!
+//! `WAITER` says a thread or task waits in the `waiter` cell. The completer (the side that
+//! sets `DONE`) takes the waiter out, clears `WAITER`, then wakes it, and never touches the
+//! slot again; so the requester treats a slot as finished only when `DONE` is set **and**
+//! `WAITER` is clear. A requester that wants to change its waiter first clears `WAITER` with a
+//! CAS that fails once `DONE` is set.
+//!
+//! **Exactly one side releases a slot, and only after the other side's last access
+//! happens-before it**: the requester after it read a `DONE` result; the completer when it
+//! finds `CLIENT_GONE`; the consumer when it pops a `WITHDRAWN` or a one-way slot.
+
+use crate::chan::Shared;
+use crate::event::Waiter;
+use crate::queue::Linked;
+use crate::sync::{spin_loop, Arc, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+use courier_core::error::Error;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The server took the request.
+const TAKEN: usize = 1 << 0;
+/// The result is written (reply, application error, `NoReply` or `ServerDisappeared`).
+const DONE: usize = 1 << 1;
+/// The requester canceled or stopped waiting.
+const CLIENT_GONE: usize = 1 << 2;
+/// A waiter is stored in the `waiter` cell.
+const WAITER: usize = 1 << 3;
+/// The requester took the request back before the server took it.
+const WITHDRAWN: usize = 1 << 4;
+/// A one-way message: no requester waits, nothing is owed.
+const ONE_WAY: usize = 1 << 5;
+
+/// The result a requester receives.
+pub(crate) type Outcome<Rp, E> = Result<Rp, Error<E>>;
+
+/// The part of a slot that does not depend on the request type, so that a `ReplyContext`
+/// needs only the reply and error types (as in `ump`).
+#[repr(C)]
+pub(crate) struct SlotCore<Rp, E> {
+    state: AtomicUsize,
+    reply: UnsafeCell<MaybeUninit<Outcome<Rp, E>>>,
+    waiter: UnsafeCell<Option<Waiter>>,
+    /// Recycles the whole slot (it knows the request type).
+    release: unsafe fn(*mut SlotCore<Rp, E>),
+}
+
+/// A call slot. `core` comes first so a `*mut Slot` is a valid `*mut SlotCore`.
+#[repr(C)]
+pub(crate) struct Slot<Rq, Rp, E> {
+    core: SlotCore<Rp, E>,
+    next: AtomicPtr<Slot<Rq, Rp, E>>,
+    request: UnsafeCell<MaybeUninit<Rq>>,
+    /// The channel, held while the slot is in use so the pool outlives it.
+    shared: UnsafeCell<Option<Arc<Shared<Rq, Rp, E>>>>,
+}
+
+impl<Rq, Rp, E> Linked for Slot<Rq, Rp, E> {
+    fn next(&self) -> &AtomicPtr<Self> {
+        &self.next
+    }
+}
+
+/// What the consumer found in a popped slot.
+pub(crate) enum Taken<Rq> {
+    /// The request; the slot now belongs to the server side (or is already released for a
+    /// one-way message).
+    Request { request: Rq, one_way: bool },
+    /// The requester withdrew it; the slot has been released.
+    Withdrawn,
+}
+
+/// The result of [`Slot::cancel`] (see `CancelOutcome` for the public form).
+pub(crate) enum Cancel<Rq, Rp, E> {
+    Withdrawn(Rq, Arc<Shared<Rq, Rp, E>>),
+    Signaled,
+    Completed(Outcome<Rp, E>),
+}
+
+impl<Rq, Rp, E> Slot<Rq, Rp, E> {
+    /// A new, unused slot.
+    pub(crate) fn new_boxed() -> Box<Self> {
+        Box::new(Self {
+            core: SlotCore {
+                state: AtomicUsize::new(0),
+                reply: UnsafeCell::new(MaybeUninit::uninit()),
+                waiter: UnsafeCell::new(None),
+                release: release_erased::<Rq, Rp, E>,
+            },
+            next: AtomicPtr::new(ptr::null_mut()),
+            request: UnsafeCell::new(MaybeUninit::uninit()),
+            shared: UnsafeCell::new(None),
+        })
+    }
+
+    /// Fills a free slot with a request before it is pushed.
+    ///
+    /// # Safety
+    ///
+    /// `this` is a free slot owned by the caller (fresh, or taken from the pool).
+    pub(crate) unsafe fn fill(
+        this: *mut Self,
+        request: Rq,
+        one_way: bool,
+        shared: Arc<Shared<Rq, Rp, E>>,
+    ) {
+        // SAFETY: the caller owns the free slot; nobody else can reach it until it is pushed.
+        unsafe {
+            let s = &*this;
+            // Relaxed: the queue push (Release) publishes this to the consumer.
+            s.core
+                .state
+                .store(if one_way { ONE_WAY } else { 0 }, Ordering::Relaxed);
+            s.request.with_mut(|p| (*p).write(request));
+            s.shared.with_mut(|p| *p = Some(shared));
+        }
+    }
+
+    /// The type-erased pointer a `ReplyContext` keeps.
+    pub(crate) fn core_ptr(this: *mut Self) -> *mut SlotCore<Rp, E> {
+        this.cast()
+    }
+
+    /// Consumer side: takes the request out of a popped slot, unless it was withdrawn.
+    ///
+    /// # Safety
+    ///
+    /// `this` was just popped from the queue by the caller, who holds the consumer role.
+    pub(crate) unsafe fn take_request(this: *mut Self) -> Taken<Rq> {
+        // SAFETY: a popped slot is valid until one side releases it; neither side releases
+        // it before the CAS below decides who owns the request.
+        let s = unsafe { &*this };
+        // Acquire: pairs with the requester's CAS that set WITHDRAWN, so its last read of the
+        // request happens-before we release the slot.
+        let mut cur = s.core.state.load(Ordering::Acquire);
+        loop {
+            if cur & WITHDRAWN != 0 {
+                // SAFETY: the requester gave the slot up when it withdrew; we are last.
+                unsafe { Self::release(this) };
+                return Taken::Withdrawn;
+            }
+            match s.core.state.compare_exchange_weak(
+                cur,
+                cur | TAKEN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        // SAFETY: our CAS set TAKEN, so the requester can no longer withdraw: the request is
+        // ours to move out, and was initialised before the push that published the slot.
+        let request = unsafe { s.request.with(|p| ptr::read(p).assume_init()) };
+        let one_way = cur & ONE_WAY != 0;
+        if one_way {
+            // SAFETY: nobody waits on a one-way slot; we are its last user.
+            unsafe { Self::release(this) };
+        }
+        Taken::Request { request, one_way }
+    }
+
+    /// Requester side: whether the result is ready to read.
+    pub(crate) fn is_ready(&self) -> bool {
+        is_finished(self.core.state.load(Ordering::Acquire))
+    }
+
+    /// Requester side: blocks until the result is ready, or until `deadline`.
+    /// Returns `false` on timeout; the requester still owns its share of the slot.
+    pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        let mut backoff = crate::sync::Backoff::new();
+        loop {
+            if self.is_ready() {
+                return true;
+            }
+            if !backoff.snooze() {
+                break;
+            }
+        }
+        if !self.set_waiter(Waiter::thread()) {
+            self.spin_until_finished();
+            return true;
+        }
+        loop {
+            crate::sync::park(deadline);
+            if self.is_ready() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if self.clear_waiter() {
+                    return false;
+                }
+                self.spin_until_finished();
+                return true;
+            }
+        }
+    }
+
+    /// Requester side: the async form of [`Slot::wait_ready`].
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let cur = self.core.state.load(Ordering::Acquire);
+        if is_finished(cur) {
+            return Poll::Ready(());
+        }
+        if cur & DONE != 0 {
+            self.spin_until_finished();
+            return Poll::Ready(());
+        }
+        // A waker from an earlier poll may be stored; take it back before replacing it.
+        if cur & WAITER != 0 && !self.clear_waiter() {
+            self.spin_until_finished();
+            return Poll::Ready(());
+        }
+        if self.set_waiter(Waiter::Task(cx.waker().clone())) {
+            Poll::Pending
+        } else {
+            self.spin_until_finished();
+            Poll::Ready(())
+        }
+    }
+
+    /// Stores `waiter` and sets `WAITER`. Returns `false` if the result arrived first.
+    fn set_waiter(&self, waiter: Waiter) -> bool {
+        // SAFETY: WAITER is clear (we never leave it set when we return to the caller without
+        // a result), so the requester owns the cell.
+        self.core.waiter.with_mut(|p| unsafe { *p = Some(waiter) });
+        let mut cur = self.core.state.load(Ordering::Relaxed);
+        loop {
+            if cur & DONE != 0 {
+                return false;
+            }
+            // Release: publishes the waiter to the completer, whose fetch_or(DONE) is AcqRel.
+            match self.core.state.compare_exchange_weak(
+                cur,
+                cur | WAITER,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Clears `WAITER` before the result arrives. Returns `false` if `DONE` was set first (the
+    /// completer then owns the waiter and clears the flag itself).
+    fn clear_waiter(&self) -> bool {
+        let mut cur = self.core.state.load(Ordering::Relaxed);
+        loop {
+            if cur & DONE != 0 {
+                return false;
+            }
+            // Acquire: the cell is ours again after this; nobody else wrote it meanwhile.
+            match self.core.state.compare_exchange_weak(
+                cur,
+                cur & !WAITER,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// `DONE` is set; the completer is between setting it and clearing `WAITER`, a handful of
+    /// instructions with no blocking call in between.
+    fn spin_until_finished(&self) {
+        while !self.is_ready() {
+            spin_loop();
+        }
+    }
+
+    /// Requester side: reads the result and releases the slot.
+    ///
+    /// # Safety
+    ///
+    /// `is_ready()` returned `true` and the requester has not given up its share.
+    pub(crate) unsafe fn take_result(this: *mut Self) -> Outcome<Rp, E> {
+        // SAFETY: DONE with WAITER clear: the completer wrote the result (published by its
+        // AcqRel fetch_or / Release fetch_and, acquired by `is_ready`) and is finished with
+        // the slot; we are its last user.
+        unsafe {
+            let r = (*this).core.reply.with(|p| ptr::read(p).assume_init());
+            Self::release(this);
+            r
+        }
+    }
+
+    /// Requester side: gives up the call. Withdraws the request if the server has not taken
+    /// it, tells the server otherwise, or returns the result if it is already there.
+    ///
+    /// # Safety
+    ///
+    /// The requester has not given up its share of the slot; after this call it has none.
+    pub(crate) unsafe fn cancel(this: *mut Self) -> Cancel<Rq, Rp, E> {
+        // SAFETY: the requester's share keeps the slot alive until the CAS below gives it up.
+        let s = unsafe { &*this };
+        let mut cur = s.core.state.load(Ordering::Acquire);
+        loop {
+            if cur & DONE != 0 {
+                s.spin_until_finished();
+                // SAFETY: the result is ready and our share is intact.
+                return Cancel::Completed(unsafe { Self::take_result(this) });
+            }
+            if cur & TAKEN == 0 {
+                // Still queued. Copy the request out first: after our CAS the consumer may
+                // release the slot at any moment. Until the CAS decides, the copy is only bits.
+                // SAFETY: the request is initialised while QUEUED and nobody writes it; the
+                // consumer only reads it after winning the CAS, so a concurrent read is fine.
+                let copy: MaybeUninit<Rq> = unsafe { s.request.with(|p| ptr::read(p)) };
+                // SAFETY: `shared` is set while the slot is in use and only the releaser
+                // clears it; we still hold our share.
+                let shared = unsafe { s.shared.with(|p| (*p).clone()) };
+                let new = (cur | WITHDRAWN | CLIENT_GONE) & !WAITER;
+                // AcqRel: Release orders our read of the request before the consumer's release
+                // of the slot (it loads the state with Acquire).
+                match s
+                    .core
+                    .state
+                    .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        // SAFETY: our CAS made the withdrawal final, so the bits are ours.
+                        let request = unsafe { copy.assume_init() };
+                        let shared = shared.expect("a slot in use holds its channel");
+                        return Cancel::Withdrawn(request, shared);
+                    }
+                    Err(actual) => cur = actual,
+                }
+            } else {
+                let new = (cur | CLIENT_GONE) & !WAITER;
+                // Release: our last accesses (none to the payload) before the completer's
+                // release of the slot.
+                match s
+                    .core
+                    .state
+                    .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Cancel::Signaled,
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+    }
+
+    /// Puts a finished slot back into the pool (or frees it).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the slot's last user (see the module docs).
+    pub(crate) unsafe fn release(this: *mut Self) {
+        // SAFETY: we are the last user, so we may touch every cell.
+        unsafe {
+            let s = &*this;
+            s.core.waiter.with_mut(|p| *p = None);
+            let shared = s.shared.with_mut(|p| (*p).take());
+            match shared {
+                Some(shared) => {
+                    shared.recycle(this);
+                    drop(shared);
+                }
+                None => drop(Box::from_raw(this)),
+            }
+        }
+    }
+}
+
+/// `DONE` set and no completer still touching the waiter.
+fn is_finished(state: usize) -> bool {
+    state & (DONE | WAITER) == DONE
+}
+
+/// # Safety
+///
+/// `core` points at the `core` field of a `Slot<Rq, Rp, E>`, and the caller is its last user.
+unsafe fn release_erased<Rq, Rp, E>(core: *mut SlotCore<Rp, E>) {
+    // SAFETY: `Slot` is `repr(C)` with `core` first, so the cast gives back the slot pointer.
+    unsafe { Slot::<Rq, Rp, E>::release(core.cast()) }
+}
+
+impl<Rp, E> SlotCore<Rp, E> {
+    /// Server side: whether the requester canceled or stopped waiting.
+    pub(crate) fn is_canceled(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & CLIENT_GONE != 0
+    }
+
+    /// Server side: delivers `result` and gives up the server's share of the slot. Hands the
+    /// result back if the requester is gone.
+    ///
+    /// # Safety
+    ///
+    /// `this` is a taken slot and the caller holds the server's share (a `ReplyContext`).
+    pub(crate) unsafe fn complete(
+        this: *mut Self,
+        result: Outcome<Rp, E>,
+    ) -> Result<(), Outcome<Rp, E>> {
+        // SAFETY: the server's share keeps the slot alive until we give it up below.
+        let s = unsafe { &*this };
+        // Acquire: if the requester is gone, its last accesses happen-before our release.
+        if s.state.load(Ordering::Acquire) & CLIENT_GONE != 0 {
+            // SAFETY: the requester gave up its share; we are last.
+            unsafe { (s.release)(this) };
+            return Err(result);
+        }
+        // SAFETY: the reply cell belongs to the server side until DONE is set.
+        s.reply.with_mut(|p| unsafe { (*p).write(result) });
+        // AcqRel: Release publishes the reply to the requester's Acquire load; Acquire makes
+        // the requester's accesses visible if it left meanwhile and we release the slot.
+        let prev = s.state.fetch_or(DONE, Ordering::AcqRel);
+        if prev & CLIENT_GONE != 0 {
+            // SAFETY: the requester left before seeing DONE and never reads the reply: the
+            // value we wrote is ours again, and we are the slot's last user.
+            unsafe {
+                let r = s.reply.with(|p| ptr::read(p).assume_init());
+                (s.release)(this);
+                return Err(r);
+            }
+        }
+        if prev & WAITER != 0 {
+            // SAFETY: WAITER and DONE are both set: the requester does not touch the cell
+            // until we clear WAITER.
+            let waiter = s.waiter.with_mut(|p| unsafe { (*p).take() });
+            // Release: our take of the waiter happens-before the requester's release of the
+            // slot (it waits for WAITER to clear with Acquire). Nothing touches `s` after this.
+            s.state.fetch_and(!WAITER, Ordering::Release);
+            if let Some(w) = waiter {
+                w.wake();
+            }
+        }
+        Ok(())
+    }
+}
