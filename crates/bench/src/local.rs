@@ -72,17 +72,20 @@ fn specs() -> Vec<Spec> {
         run,
     };
     vec![
-        spec(SYNC, UMP, "Client::req / Server::wait + ReplyContext::reply", ump_sync as fn(&Plan) -> Samples),
+        spec(SYNC, COURIER, "Client::req / Server::wait + ReplyContext::reply", courier_sync as fn(&Plan) -> Samples),
+        spec(SYNC, UMP, "Client::req / Server::wait + ReplyContext::reply", ump_sync),
         spec(SYNC, "crossbeam-channel", "unbounded request queue of (u64, Sender); bounded(1) reply channel per request", crossbeam_sync),
         spec(SYNC, CROSSBEAM_REUSED, "unbounded request queue + one bounded(1) reply channel reused for every call (1 client only; not the same shape)", crossbeam_reused_sync),
         spec(SYNC, "flume", "unbounded request queue of (u64, Sender); bounded(1) reply channel per request", flume_sync),
         spec(SYNC, "std::sync::mpsc", "channel() of (u64, SyncSender); sync_channel(1) reply per request", std_sync),
         spec(SYNC, "tokio", "unbounded mpsc of (u64, oneshot::Sender), oneshot per request; blocking_recv on both threads", tokio_sync),
+        spec(THROUGHPUT, COURIER, "4 cloned Clients, req", courier_throughput),
         spec(THROUGHPUT, UMP, "4 cloned Clients, req", ump_throughput),
         spec(THROUGHPUT, "crossbeam-channel", "4 cloned Senders; bounded(1) reply per request", crossbeam_throughput),
         spec(THROUGHPUT, "flume", "4 cloned Senders; bounded(1) reply per request", flume_throughput),
         spec(THROUGHPUT, "std::sync::mpsc", "4 cloned Senders; sync_channel(1) reply per request", std_throughput),
         spec(THROUGHPUT, "tokio", "4 cloned UnboundedSenders; oneshot per request; blocking_recv", tokio_throughput),
+        spec(ASYNC, COURIER, "Client::req_async + WaitReply::wait_async (areq's future is not Send yet) / Server::async_wait", courier_async),
         spec(ASYNC, UMP, "Client::areq / Server::async_wait", ump_async),
         spec(ASYNC, "flume", "send_async of (u64, Sender) / recv_async; bounded(1) reply per request", flume_async),
         spec(ASYNC, "tokio", "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request", tokio_async),
@@ -351,7 +354,68 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// courier::local: rows added when the implementation lands on main.
+// courier::local
+
+struct CourierAsync(courier::local::Client<u64, u64, ()>);
+
+impl AsyncCall for CourierAsync {
+    async fn call(&mut self, x: u64) -> u64 {
+        // `Client::areq` would be the natural call, but its future is not `Send` yet (it keeps
+        // a raw slot pointer alive across an `.await`), so a task using it cannot be spawned on
+        // a multi-thread runtime. `req_async` + `wait_async` is the same enqueue and the same
+        // reply future, and is `Send`.
+        self.0
+            .req_async(x)
+            .expect("courier req_async")
+            .wait_async()
+            .await
+            .expect("courier wait_async")
+    }
+}
+
+fn courier_serve(server: courier::local::Server<u64, u64, ()>) {
+    while let Ok((x, rctx)) = server.wait() {
+        let _ = rctx.reply(x + 1);
+    }
+}
+
+fn courier_sync(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || courier_serve(server),
+        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
+fn courier_throughput(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || courier_serve(server),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let client = client.clone();
+                    move |x| client.req(x).expect("courier req")
+                })
+                .collect();
+            drop(client);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+fn courier_async(plan: &Plan) -> Samples {
+    let plan = *plan;
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_task(
+        async move {
+            while let Ok((x, rctx)) = server.async_wait().await {
+                let _ = rctx.reply(x + 1);
+            }
+        },
+        async move { stats::measure_async(plan, CourierAsync(client)).await },
+    )
+}
 
 // ---------------------------------------------------------------------------------------------
 // ump 0.13
