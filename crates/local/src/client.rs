@@ -167,10 +167,12 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
         }
         .await
         .map_err(|_| Error::ServerDisappeared)?;
-        match self.shared.enqueue_reserved(request, false) {
-            Ok(slot) => WaitReply::new(slot).wait_async().await,
-            Err(_) => Err(Error::ServerDisappeared),
-        }
+        // No raw pointer may live across the `await` (it would make the future `!Send`).
+        let reply = match self.shared.enqueue_reserved(request, false) {
+            Ok(slot) => WaitReply::new(slot).wait_async(),
+            Err(_) => return Err(Error::ServerDisappeared),
+        };
+        reply.await
     }
 
     /// Sends a one-way message: no reply comes back and the server owes none.
