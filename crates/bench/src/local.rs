@@ -85,7 +85,7 @@ fn specs() -> Vec<Spec> {
         spec(THROUGHPUT, "flume", "4 cloned Senders; bounded(1) reply per request", flume_throughput),
         spec(THROUGHPUT, "std::sync::mpsc", "4 cloned Senders; sync_channel(1) reply per request", std_throughput),
         spec(THROUGHPUT, "tokio", "4 cloned UnboundedSenders; oneshot per request; blocking_recv", tokio_throughput),
-        spec(ASYNC, COURIER, "Client::req_async + WaitReply::wait_async (areq's future is not Send yet) / Server::async_wait", courier_async),
+        spec(ASYNC, COURIER, "Client::areq / Server::async_wait", courier_async),
         spec(ASYNC, UMP, "Client::areq / Server::async_wait", ump_async),
         spec(ASYNC, "flume", "send_async of (u64, Sender) / recv_async; bounded(1) reply per request", flume_async),
         spec(ASYNC, "tokio", "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request", tokio_async),
@@ -360,16 +360,7 @@ struct CourierAsync(courier::local::Client<u64, u64, ()>);
 
 impl AsyncCall for CourierAsync {
     async fn call(&mut self, x: u64) -> u64 {
-        // `Client::areq` would be the natural call, but its future is not `Send` yet (it keeps
-        // a raw slot pointer alive across an `.await`), so a task using it cannot be spawned on
-        // a multi-thread runtime. `req_async` + `wait_async` is the same enqueue and the same
-        // reply future, and is `Send`.
-        self.0
-            .req_async(x)
-            .expect("courier req_async")
-            .wait_async()
-            .await
-            .expect("courier wait_async")
+        self.0.areq(x).await.expect("courier areq")
     }
 }
 
