@@ -12,7 +12,7 @@
 //! channel made per request. One extra row reuses a single reply channel (labelled): the fastest
 //! thing crossbeam can do for one client, but not a general request/response.
 
-use crate::report::{self, Machine, Row};
+use crate::report::{self, Goal, Machine, Row, Verdict};
 use crate::stats::{self, AsyncCall, Plan, Samples};
 use std::sync::Mutex;
 use std::thread;
@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// Also write the report (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     markdown_out: Option<std::path::PathBuf>,
+    /// Also write the results (machine, rows in nanoseconds and calls/s, goals) as JSON to this
+    /// file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
 }
 
 /// Scenario (1).
@@ -173,16 +177,35 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             })
         })
         .collect();
-    let text = render(&machine, &rows, args.quick, rounds, started.elapsed());
+    let goals = goals(&rows);
+    let text = render(
+        &machine,
+        &rows,
+        &goals,
+        args.quick,
+        rounds,
+        started.elapsed(),
+    );
     print!("{text}");
     if let Some(path) = &args.markdown_out {
         std::fs::write(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let json = report::json("local", &machine, &rows, &goals);
+        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     Ok(())
 }
 
 /// The whole report: header, table, goals.
-fn render(machine: &Machine, rows: &[Row], quick: bool, rounds: usize, took: Duration) -> String {
+fn render(
+    machine: &Machine,
+    rows: &[Row],
+    goals: &[Goal],
+    quick: bool,
+    rounds: usize,
+    took: Duration,
+) -> String {
     let mut out = String::new();
     out.push_str("# courier-bench local\n\n");
     out.push_str(&machine.markdown());
@@ -219,8 +242,13 @@ fn render(machine: &Machine, rows: &[Row], quick: bool, rounds: usize, took: Dur
         report::load_average(),
     ));
     out.push_str(&report::table(rows, COURIER));
-    out.push('\n');
-    out.push_str(&goals(rows));
+    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
+    out.push_str(&report::goal_table(goals));
+    out.push_str(
+        "\n\"best peer\" is the fastest row of the same shape (a reply channel per request, or \
+         the library's own request/response); the reused-reply-channel row is shown for scale \
+         only.\n",
+    );
     out
 }
 
@@ -237,77 +265,68 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
 }
 
-/// The goals of issue 2, each with PASS or MISS.
-fn goals(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "## Goals (informational: the run exits 0 either way)\n\n\
-         | goal | courier | reference | ratio | verdict |\n|---|---:|---:|---:|---|\n",
-    );
-    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    let median_goal =
-        |out: &mut String, scenario: &str, text: &str, reference: Option<&Row>, limit: f64| {
-            let courier = find(rows, scenario, COURIER);
-            match (courier, reference) {
-                (Some(c), Some(r)) => {
-                    let q = c.summary.median_ns / r.summary.median_ns;
-                    out.push_str(&format!(
-                        "| {text} | {} | {} ({}) | {:.2}x | {} |\n",
-                        report::fmt_ns(c.summary.median_ns),
-                        report::fmt_ns(r.summary.median_ns),
-                        r.name,
-                        q,
-                        verdict(q <= limit)
-                    ));
+/// The goals of issue 2, each with PASS or MISS (or nothing, when a row was not measured).
+fn goals(rows: &[Row]) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    let median_goal = |text: String, scenario: &str, reference: Option<&Row>, limit: f64| {
+        let courier = find(rows, scenario, COURIER);
+        match (courier, reference) {
+            (Some(c), Some(r)) => {
+                let q = c.summary.median_ns / r.summary.median_ns;
+                Goal {
+                    text,
+                    courier: report::fmt_ns(c.summary.median_ns),
+                    reference: format!("{} ({})", report::fmt_ns(r.summary.median_ns), r.name),
+                    ratio: Some(q),
+                    verdict: Verdict::of(q <= limit),
                 }
-                _ => out.push_str(&format!("| {text} | n/a | n/a | n/a | not measured |\n")),
             }
-        };
+            _ => Goal::not_measured(text),
+        }
+    };
     for scenario in [SYNC, ASYNC] {
-        median_goal(
-            &mut out,
+        goals.push(median_goal(
+            format!("{scenario}: median round trip ≤ 0.5 × ump"),
             scenario,
-            &format!("{scenario}: median round trip ≤ 0.5 × ump"),
             find(rows, scenario, UMP),
             0.5,
-        );
-        median_goal(
-            &mut out,
+        ));
+        goals.push(median_goal(
+            format!("{scenario}: median round trip ≤ best peer"),
             scenario,
-            &format!("{scenario}: median round trip ≤ best peer"),
             best_peer(rows, scenario),
             1.0,
-        );
+        ));
     }
-    match (find(rows, THROUGHPUT, COURIER), find(rows, THROUGHPUT, UMP)) {
-        (Some(c), Some(u)) => {
-            let q = c.summary.calls_per_s / u.summary.calls_per_s;
-            out.push_str(&format!(
-                "| {THROUGHPUT}: calls/s ≥ 2 × ump | {} | {} ({UMP}) | {q:.2}x | {} |\n",
-                report::fmt_rate(c.summary.calls_per_s),
-                report::fmt_rate(u.summary.calls_per_s),
-                verdict(q >= 2.0)
-            ));
-        }
-        _ => out.push_str(&format!(
-            "| {THROUGHPUT}: calls/s ≥ 2 × ump | n/a | n/a | n/a | not measured |\n"
-        )),
-    }
+    let text = format!("{THROUGHPUT}: calls/s ≥ 2 × ump");
+    goals.push(
+        match (find(rows, THROUGHPUT, COURIER), find(rows, THROUGHPUT, UMP)) {
+            (Some(c), Some(u)) => {
+                let q = c.summary.calls_per_s / u.summary.calls_per_s;
+                Goal {
+                    text,
+                    courier: report::fmt_rate(c.summary.calls_per_s),
+                    reference: format!("{} ({UMP})", report::fmt_rate(u.summary.calls_per_s)),
+                    ratio: Some(q),
+                    verdict: Verdict::of(q >= 2.0),
+                }
+            }
+            _ => Goal::not_measured(text),
+        },
+    );
     if let (Some(c), Some(r)) = (
         find(rows, SYNC, COURIER),
         find(rows, SYNC, CROSSBEAM_REUSED),
     ) {
-        out.push_str(&format!(
-            "| {SYNC}: (no goal) beside one reused crossbeam reply channel | {} | {} | {:.2}x | info |\n",
-            report::fmt_ns(c.summary.median_ns),
-            report::fmt_ns(r.summary.median_ns),
-            c.summary.median_ns / r.summary.median_ns
-        ));
+        goals.push(Goal {
+            text: format!("{SYNC}: (no goal) beside one reused crossbeam reply channel"),
+            courier: report::fmt_ns(c.summary.median_ns),
+            reference: report::fmt_ns(r.summary.median_ns),
+            ratio: Some(c.summary.median_ns / r.summary.median_ns),
+            verdict: Verdict::Info,
+        });
     }
-    out.push_str(
-        "\n\"best peer\" is the fastest row of the same shape (a reply channel per request, or \
-         the library's own request/response); the reused-reply-channel row is shown for scale only.\n",
-    );
-    out
+    goals
 }
 
 // ---------------------------------------------------------------------------------------------

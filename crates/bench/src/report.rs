@@ -184,6 +184,167 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
     out
 }
 
+/// Whether a goal was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Met.
+    Pass,
+    /// Not met.
+    Miss,
+    /// A comparison with no goal attached.
+    Info,
+    /// A row it needs was not measured (e.g. filtered out).
+    NotMeasured,
+}
+
+impl Verdict {
+    /// Pass when `ok`, else Miss.
+    pub(crate) fn of(ok: bool) -> Self {
+        if ok {
+            Verdict::Pass
+        } else {
+            Verdict::Miss
+        }
+    }
+
+    /// "PASS", "MISS", "info" or "not measured".
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "info",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// A performance goal and how the run did against it.
+#[derive(Debug, Clone)]
+pub(crate) struct Goal {
+    /// What the goal says.
+    pub(crate) text: String,
+    /// The subject's figure, formatted.
+    pub(crate) courier: String,
+    /// The reference figure and its row, formatted.
+    pub(crate) reference: String,
+    /// Subject / reference.
+    pub(crate) ratio: Option<f64>,
+    /// The verdict.
+    pub(crate) verdict: Verdict,
+}
+
+impl Goal {
+    /// A goal whose rows were not measured.
+    pub(crate) fn not_measured(text: String) -> Self {
+        Goal {
+            text,
+            courier: "n/a".into(),
+            reference: "n/a".into(),
+            ratio: None,
+            verdict: Verdict::NotMeasured,
+        }
+    }
+}
+
+/// The goals as a markdown table.
+pub(crate) fn goal_table(goals: &[Goal]) -> String {
+    let mut out = String::from(
+        "| goal | courier | reference | ratio | verdict |\n|---|---:|---:|---:|---|\n",
+    );
+    for g in goals {
+        let ratio = g.ratio.map_or("n/a".to_string(), |q| format!("{q:.2}x"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {ratio} | {} |",
+            g.text,
+            g.courier,
+            g.reference,
+            g.verdict.as_str()
+        );
+    }
+    out
+}
+
+/// The run as JSON: machine, rows (times in nanoseconds) and goals.
+pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Goal]) -> String {
+    let num = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.1}")
+        } else {
+            "null".to_string()
+        }
+    };
+    let mut out = String::from("{\n");
+    let _ = writeln!(out, "  \"benchmark\": {},", json_str(benchmark));
+    let _ = writeln!(
+        out,
+        "  \"machine\": {{\"nproc\": {}, \"cpu\": {}, \"kernel\": {}, \"load_before\": {}, \
+         \"rustc\": {}, \"commit\": {}, \"date\": {}}},",
+        machine.nproc,
+        json_str(&machine.cpu),
+        json_str(&machine.kernel),
+        json_str(&machine.load),
+        json_str(machine.rustc),
+        json_str(&machine.commit),
+        json_str(&machine.date)
+    );
+    out.push_str("  \"rows\": [\n");
+    for (i, row) in rows.iter().enumerate() {
+        let s = &row.summary;
+        let _ = writeln!(
+            out,
+            "    {{\"scenario\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
+             \"p99_ns\": {}, \"calls_per_s\": {}, \"batch_min_ns\": {}, \"batch_max_ns\": {}, \
+             \"n\": {}, \"batches\": {}, \"clients\": {}, \"notes\": {}}}{}",
+            json_str(row.scenario),
+            json_str(row.name),
+            row.subject,
+            num(s.median_ns),
+            num(s.p99_ns),
+            num(s.calls_per_s),
+            num(s.batch_min_ns),
+            num(s.batch_max_ns),
+            s.n,
+            s.batches,
+            s.clients,
+            json_str(row.notes),
+            if i + 1 < rows.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n  \"goals\": [\n");
+    for (i, g) in goals.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    {{\"goal\": {}, \"ratio\": {}, \"verdict\": {}}}{}",
+            json_str(&g.text),
+            g.ratio.map_or("null".to_string(), |q| format!("{q:.4}")),
+            json_str(g.verdict.as_str()),
+            if i + 1 < goals.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// `a / b` as "0.42x", or "n/a".
 pub(crate) fn ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b > 0.0 {
@@ -259,5 +420,11 @@ mod tests {
         assert_eq!(ratio(1.0, 0.0), "n/a");
         assert_eq!(fmt_count(50_000, 20, 1), "50k (20×2500)");
         assert_eq!(fmt_count(80_000, 20, 4), "80k (4×20×1000)");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(json_str("µs ≤"), "\"µs ≤\"");
     }
 }

@@ -3,7 +3,8 @@
 //! - it exits with status 0;
 //! - the header records the machine, rustc, commit and date;
 //! - the table has a row for every implementation in every scenario;
-//! - every goal is reported with a PASS or MISS verdict.
+//! - every goal is reported with a PASS or MISS verdict;
+//! - `--markdown-out` writes the same report and `--json` writes every row and goal.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -42,8 +43,37 @@ fn run_with_deadline(args: &[&str]) -> (std::process::ExitStatus, String) {
 
 #[test]
 fn local_quick_prints_every_row() {
-    let (status, out) = run_with_deadline(&["local", "--quick"]);
+    let dir = std::env::temp_dir();
+    let md_path = dir.join(format!("courier-bench-test-{}.md", std::process::id()));
+    let json_path = dir.join(format!("courier-bench-test-{}.json", std::process::id()));
+    let (status, out) = run_with_deadline(&[
+        "local",
+        "--quick",
+        "--markdown-out",
+        md_path.to_str().expect("utf-8 temp path"),
+        "--json",
+        json_path.to_str().expect("utf-8 temp path"),
+    ]);
+    let md = std::fs::read_to_string(&md_path);
+    let json = std::fs::read_to_string(&json_path);
+    let _ = std::fs::remove_file(&md_path);
+    let _ = std::fs::remove_file(&json_path);
     assert!(status.success(), "exit status {status}; output:\n{out}");
+    assert_eq!(md.expect("markdown file written"), out);
+    let json = json.expect("json file written");
+    assert!(
+        json.starts_with('{') && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    assert_eq!(
+        json.matches("\"name\": \"courier::local\"").count(),
+        3,
+        "{json}"
+    );
+    assert_eq!(json.matches("\"scenario\": ").count(), 17, "{json}");
+    let verdicts = json.matches("\"verdict\": \"PASS\"").count()
+        + json.matches("\"verdict\": \"MISS\"").count();
+    assert_eq!(verdicts, 5, "{json}");
 
     for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
         assert!(
