@@ -46,8 +46,8 @@ pub const MAX_NAME_LEN: usize = 63;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NameError {
-    /// The name is empty, longer than [`MAX_NAME_LEN`] bytes, or has a byte outside
-    /// `[A-Za-z0-9._-]`.
+    /// The name is empty, longer than [`MAX_NAME_LEN`] bytes, `.` or `..`, or has a byte
+    /// outside `[A-Za-z0-9._-]`.
     InvalidName(String),
     /// No live service is registered under the name.
     NotFound(String),
@@ -71,7 +71,7 @@ impl fmt::Display for NameError {
         match self {
             NameError::InvalidName(n) => write!(
                 f,
-                "invalid service name {n:?}: use 1 to {MAX_NAME_LEN} bytes of [A-Za-z0-9._-]"
+                "invalid service name {n:?}: use 1 to {MAX_NAME_LEN} bytes of [A-Za-z0-9._-], not . or .."
             ),
             NameError::NotFound(n) => write!(f, "no service is registered as {n:?}"),
             NameError::AlreadyRegistered(n) => {
@@ -92,13 +92,16 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
-/// Checks a service name: 1 to 63 bytes of `[A-Za-z0-9._-]`.
+/// Checks a service name: 1 to 63 bytes of `[A-Za-z0-9._-]`, and not `.` or `..` (the same
+/// rule as for services across processes, whose names become file names).
 ///
 /// # Errors
 ///
 /// [`NameError::InvalidName`] otherwise.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= MAX_NAME_LEN
         && name
             .bytes()

@@ -1,0 +1,220 @@
+//! No heap allocation per call in steady state: after a warm-up, blocking round trips, async
+//! round trips, one-way messages and canceled calls allocate nothing (call slots are
+//! recycled, the queue is intrusive, wait lists keep their capacity).
+//!
+//! A counting global allocator counts allocations made by the test's own threads.
+//!
+//! "Nothing" is exact but for one bounded effect: when a slot's release races the next
+//! call's acquire, the call finds the pool empty and allocates one more slot, which the pool
+//! then keeps. That can happen at most once per extra call in flight, so the count is bounded
+//! by the calls in flight (here at most [`RAMP`]), never by the number of calls.
+
+use courier_local::{bounded, channel, CancelOutcome};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+struct Counting;
+
+thread_local! {
+    /// The counter of the test this thread works for, if any. Only threads that opt in are
+    /// counted, and each test has its own counter, so tests running in parallel and the
+    /// harness's own threads do not disturb each other's figures.
+    static COUNTER: Cell<Option<&'static AtomicUsize>> = const { Cell::new(None) };
+}
+
+fn count_one() {
+    let _ = COUNTER.try_with(|c| {
+        if let Some(counter) = c.get() {
+            counter.fetch_add(1, Ordering::Relaxed);
+            if TRACE.load(Ordering::Relaxed) {
+                c.set(None);
+                eprintln!("allocation\n{}", std::backtrace::Backtrace::force_capture());
+                c.set(Some(counter));
+            }
+        }
+    });
+}
+
+/// Set `COURIER_ALLOC_TRACE=1` to print a backtrace for every counted allocation.
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A fresh counter for one test.
+fn new_counter() -> &'static AtomicUsize {
+    TRACE.store(
+        std::env::var_os("COURIER_ALLOC_TRACE").is_some(),
+        Ordering::Relaxed,
+    );
+    Box::leak(Box::new(AtomicUsize::new(0)))
+}
+
+// SAFETY: forwards to the system allocator unchanged; counting has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` with this thread's allocations counted in `counter`.
+/// Slots a test may add to the pool after its warm-up (see the module docs).
+const RAMP: usize = 2;
+
+fn counted<T>(counter: &'static AtomicUsize, f: impl FnOnce() -> T) -> T {
+    COUNTER.with(|c| c.set(Some(counter)));
+    let r = f();
+    COUNTER.with(|c| c.set(None));
+    r
+}
+
+/// Round trips between a client thread and a server thread; both are counted, and only the
+/// client's measured part (after a warm-up) is compared.
+#[test]
+fn blocking_round_trips_allocate_nothing() {
+    let counter = new_counter();
+    let (server, client) = channel::<u64, u64, ()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let srv = thread::spawn(move || {
+        counted(counter, || {
+            while let Ok((n, ctx)) = server.wait() {
+                if !ctx.is_one_way() {
+                    ctx.reply(n + 1).unwrap();
+                }
+            }
+        })
+    });
+    let cl = thread::spawn(move || {
+        // Warm-up: fill the pool and let wait lists reach their size.
+        for i in 0..5000 {
+            assert_eq!(client.req(i), Ok(i + 1));
+            if i % 7 == 0 {
+                client.send(i).unwrap();
+            }
+        }
+        ready_tx.send(()).unwrap();
+        let before = counter.load(Ordering::SeqCst);
+        counted(counter, || {
+            for i in 0..20_000 {
+                assert_eq!(client.req(i), Ok(i + 1));
+                if i % 7 == 0 {
+                    client.send(i).unwrap();
+                }
+            }
+        });
+        counter.load(Ordering::SeqCst) - before
+    });
+    ready_rx.recv().unwrap();
+    let allocated = cl.join().unwrap();
+    srv.join().unwrap();
+    assert!(
+        allocated <= RAMP,
+        "{allocated} allocations during 20,000 steady-state calls"
+    );
+}
+
+#[test]
+fn bounded_calls_and_cancels_allocate_nothing() {
+    let counter = new_counter();
+    let (server, client) = bounded::<u64, u64, ()>(8);
+    let srv = thread::spawn(move || {
+        counted(counter, || {
+            while let Ok((n, ctx)) = server.wait() {
+                if !ctx.is_one_way() {
+                    let _ = ctx.reply(n * 2);
+                }
+            }
+        })
+    });
+    let allocated = thread::spawn(move || {
+        let run = |client: &courier_local::Client<u64, u64, ()>, n: u64| {
+            for i in 0..n {
+                assert_eq!(client.req(i), Ok(i * 2));
+                client.send(i).unwrap();
+                match client.req_async(i).unwrap().cancel() {
+                    CancelOutcome::Withdrawn(r) => assert_eq!(r, i),
+                    CancelOutcome::Signaled => {}
+                    CancelOutcome::Completed(r) => assert_eq!(r, Ok(i * 2)),
+                }
+            }
+        };
+        run(&client, 1000);
+        let before = counter.load(Ordering::SeqCst);
+        counted(counter, || run(&client, 10_000));
+        counter.load(Ordering::SeqCst) - before
+    })
+    .join()
+    .unwrap();
+    srv.join().unwrap();
+    assert!(
+        allocated <= RAMP,
+        "{allocated} allocations during 10,000 steady-state call/send/cancel rounds"
+    );
+}
+
+#[test]
+fn async_round_trips_with_static_waker_allocate_nothing() {
+    let counter = new_counter();
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+
+    /// A minimal executor: spin-polls one future with a waker that allocates nothing.
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = pin!(fut);
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            thread::yield_now();
+        }
+    }
+
+    let (server, client) = bounded::<u64, u64, ()>(8);
+    let srv = thread::spawn(move || {
+        counted(counter, || {
+            block_on(async {
+                while let Ok((n, ctx)) = server.async_wait().await {
+                    let _ = ctx.reply(n * 2);
+                }
+            })
+        })
+    });
+    let allocated = thread::spawn(move || {
+        let run = |client: &courier_local::Client<u64, u64, ()>, n: u64| {
+            for i in 0..n {
+                assert_eq!(block_on(client.areq(i)), Ok(i * 2));
+                if let CancelOutcome::Withdrawn(r) = client.req_async(i).unwrap().cancel() {
+                    assert_eq!(r, i);
+                }
+            }
+        };
+        run(&client, 1000);
+        let before = counter.load(Ordering::SeqCst);
+        counted(counter, || run(&client, 5_000));
+        counter.load(Ordering::SeqCst) - before
+    })
+    .join()
+    .unwrap();
+    srv.join().unwrap();
+    assert!(
+        allocated <= RAMP,
+        "{allocated} allocations during 5,000 steady-state async calls"
+    );
+}
