@@ -68,33 +68,110 @@ struct Spec {
 }
 
 /// Every row, in table order; courier first in each scenario.
-fn specs() -> Vec<Spec> {
-    let spec = |scenario, name, notes, run| Spec {
-        scenario,
-        name,
-        notes,
-        run,
-    };
-    vec![
-        spec(SYNC, COURIER, "Client::req / Server::wait + ReplyContext::reply", courier_sync as fn(&Plan) -> Samples),
-        spec(SYNC, UMP, "Client::req / Server::wait + ReplyContext::reply", ump_sync),
-        spec(SYNC, "crossbeam-channel", "unbounded request queue of (u64, Sender); bounded(1) reply channel per request", crossbeam_sync),
-        spec(SYNC, CROSSBEAM_REUSED, "unbounded request queue + one bounded(1) reply channel reused for every call (1 client only; not the same shape)", crossbeam_reused_sync),
-        spec(SYNC, "flume", "unbounded request queue of (u64, Sender); bounded(1) reply channel per request", flume_sync),
-        spec(SYNC, "std::sync::mpsc", "channel() of (u64, SyncSender); sync_channel(1) reply per request", std_sync),
-        spec(SYNC, "tokio", "unbounded mpsc of (u64, oneshot::Sender), oneshot per request; blocking_recv on both threads", tokio_sync),
-        spec(THROUGHPUT, COURIER, "4 cloned Clients, req", courier_throughput),
-        spec(THROUGHPUT, UMP, "4 cloned Clients, req", ump_throughput),
-        spec(THROUGHPUT, "crossbeam-channel", "4 cloned Senders; bounded(1) reply per request", crossbeam_throughput),
-        spec(THROUGHPUT, "flume", "4 cloned Senders; bounded(1) reply per request", flume_throughput),
-        spec(THROUGHPUT, "std::sync::mpsc", "4 cloned Senders; sync_channel(1) reply per request", std_throughput),
-        spec(THROUGHPUT, "tokio", "4 cloned UnboundedSenders; oneshot per request; blocking_recv", tokio_throughput),
-        spec(ASYNC, COURIER, "Client::areq / Server::async_wait", courier_async),
-        spec(ASYNC, UMP, "Client::areq / Server::async_wait", ump_async),
-        spec(ASYNC, "flume", "send_async of (u64, Sender) / recv_async; bounded(1) reply per request", flume_async),
-        spec(ASYNC, "tokio", "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request", tokio_async),
-    ]
-}
+const SPECS: &[Spec] = &[
+    Spec {
+        scenario: SYNC,
+        name: COURIER,
+        notes: "Client::req / Server::wait + ReplyContext::reply",
+        run: courier_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: UMP,
+        notes: "Client::req / Server::wait + ReplyContext::reply",
+        run: ump_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "crossbeam-channel",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request",
+        run: crossbeam_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: CROSSBEAM_REUSED,
+        notes: "unbounded request queue + one bounded(1) reply channel reused for every call (1 client only; not the same shape)",
+        run: crossbeam_reused_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "flume",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request",
+        run: flume_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "std::sync::mpsc",
+        notes: "channel() of (u64, SyncSender); sync_channel(1) reply per request",
+        run: std_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "tokio",
+        notes: "unbounded mpsc of (u64, oneshot::Sender), oneshot per request; blocking_recv on both threads",
+        run: tokio_sync,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: COURIER,
+        notes: "4 cloned Clients, req",
+        run: courier_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: UMP,
+        notes: "4 cloned Clients, req",
+        run: ump_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "crossbeam-channel",
+        notes: "4 cloned Senders; bounded(1) reply per request",
+        run: crossbeam_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "flume",
+        notes: "4 cloned Senders; bounded(1) reply per request",
+        run: flume_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "std::sync::mpsc",
+        notes: "4 cloned Senders; sync_channel(1) reply per request",
+        run: std_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "tokio",
+        notes: "4 cloned UnboundedSenders; oneshot per request; blocking_recv",
+        run: tokio_throughput,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: COURIER,
+        notes: "Client::areq / Server::async_wait",
+        run: courier_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: UMP,
+        notes: "Client::areq / Server::async_wait",
+        run: ump_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: "flume",
+        notes: "send_async of (u64, Sender) / recv_async; bounded(1) reply per request",
+        run: flume_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: "tokio",
+        notes: "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request",
+        run: tokio_async,
+    },
+];
 
 /// The plan of each scenario, full or quick.
 fn plan(scenario: &str, quick: bool) -> Plan {
@@ -136,8 +213,8 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     start_watchdog(Duration::from_secs(if args.quick { 60 } else { 240 }));
     let started = Instant::now();
     let filter = args.only.as_ref().map(|s| s.to_lowercase());
-    let specs: Vec<Spec> = specs()
-        .into_iter()
+    let specs: Vec<&Spec> = SPECS
+        .iter()
         .filter(|spec| {
             spec.name == COURIER
                 || filter
