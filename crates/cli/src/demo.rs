@@ -44,7 +44,7 @@ pub(crate) fn run(args: &Args) -> bool {
     println!("courier demo: courier::local, request/response between threads and async tasks\n");
     let calls = args.calls;
     let latency = move || latency(calls);
-    let patterns: [(&str, &dyn Fn() -> Outcome); 9] = [
+    let patterns: [(&str, &dyn Fn() -> Outcome); 11] = [
         ("blocking req", &blocking),
         ("async areq", &async_req),
         ("deferred reply", &deferred),
@@ -53,6 +53,8 @@ pub(crate) fn run(args: &Args) -> bool {
         ("timeout", &timeout),
         ("bounded queue backpressure", &backpressure),
         ("name registry", &registry),
+        ("worker pool", &worker_pool),
+        ("weak client", &weak_client),
         ("round-trip latency", &latency),
     ];
     let mut failed = 0;
@@ -436,6 +438,75 @@ fn stop_calculator_silently_after(
 ) -> Outcome {
     drop(client);
     stop_calculator_silently(handle)
+}
+
+/// Two server threads share one channel (a cloned `Server`); four client threads call it.
+fn worker_pool() -> Outcome {
+    const WORKERS: usize = 2;
+    const CLIENTS: u64 = 4;
+    const CALLS: u64 = 250;
+    let (server, client) = channel::<u64, u64, ()>();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let server = server.clone();
+            thread::spawn(move || {
+                let mut answered = 0u64;
+                while let Ok((x, rctx)) = server.wait() {
+                    if rctx.reply(x * 2).is_ok() {
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    drop(server);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let client = client.clone();
+            thread::spawn(move || (0..CALLS).all(|x| client.req(x).is_ok_and(|y| y == x * 2)))
+        })
+        .collect();
+    drop(client);
+    for c in clients {
+        ensure(
+            c.join().map_err(|_| "client thread panicked")?,
+            "a wrong reply",
+        )?;
+    }
+    let mut total = 0;
+    for (id, w) in workers.into_iter().enumerate() {
+        let answered = w.join().map_err(|_| "worker thread panicked")?;
+        say!("worker {id} answered {answered} requests");
+        total += answered;
+    }
+    say!("{CLIENTS} client threads × {CALLS} calls = {total} answers from {WORKERS} workers");
+    ensure(total == CLIENTS * CALLS, "some calls were not answered")
+}
+
+/// A `WeakClient` upgrades while a strong client lives, and does not keep the channel alive.
+fn weak_client() -> Outcome {
+    let (server, client) = channel::<u64, u64, ()>();
+    let handle = thread::spawn(move || {
+        while let Ok((x, rctx)) = server.wait() {
+            let _ = rctx.reply(x + 1);
+        }
+    });
+    let weak = client.weak();
+    let upgraded = weak
+        .upgrade()
+        .ok_or("upgrade failed while a client lives")?;
+    say!("weak.upgrade() -> a client; req(1) -> {}", upgraded.req(1)?);
+    drop(upgraded);
+    drop(client);
+    handle.join().map_err(|_| "server thread panicked")?;
+    say!("last strong client dropped: the server ended although a WeakClient remains");
+    ensure(
+        weak.upgrade().is_none(),
+        "upgrade succeeded after the last strong client was dropped",
+    )?;
+    say!("weak.upgrade() -> None");
+    Ok(())
 }
 
 /// `calls` blocking round trips, timed one by one: median and p99.

@@ -52,6 +52,8 @@ fn demo_runs_every_pattern() {
         "timeout",
         "bounded queue backpressure",
         "name registry",
+        "worker pool",
+        "weak client",
         "round-trip latency",
     ] {
         assert!(
@@ -61,7 +63,7 @@ fn demo_runs_every_pattern() {
     }
     assert!(!out.contains("FAILED"), "a pattern failed:\n{out}");
     assert!(
-        out.lines().any(|l| l == "demo: all 9 patterns OK"),
+        out.lines().any(|l| l == "demo: all 11 patterns OK"),
         "no closing line:\n{out}"
     );
     let latency = out
