@@ -224,20 +224,24 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         .collect();
     let rounds = if args.quick { 1 } else { args.rounds.max(1) };
     // Rounds interleave the rows, so that a change of load on the machine during the run
-    // falls on every row rather than on one.
+    // falls on every row rather than on one; each round starts at a different row, so that no
+    // row is always the first (or always follows the same one).
     let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
-    for round in 1..=rounds {
-        for (spec, pooled) in specs.iter().zip(&mut samples) {
+    for round in 0..rounds {
+        let offset = round * specs.len() / rounds;
+        for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
+            let spec = specs[i];
             *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = spec.name;
             eprintln!(
-                "courier-bench: round {round}/{rounds}: {} {}",
+                "courier-bench: round {}/{rounds}: {} {}",
+                round + 1,
                 &spec.scenario[..3],
                 spec.name
             );
             let measured = (spec.run)(&plan(spec.scenario, args.quick));
-            match pooled {
+            match &mut samples[i] {
                 Some(pooled) => pooled.absorb(measured),
-                None => *pooled = Some(measured),
+                empty => *empty = Some(measured),
             }
         }
     }
@@ -289,8 +293,8 @@ fn render(
     let plan1 = plan(SYNC, quick);
     let plan2 = plan(THROUGHPUT, quick);
     out.push_str(&format!(
-        "- method: {rounds} round(s); each round measures every row once, in table order, and a \
-         row's samples from all rounds are pooled. A row makes its own channel and threads (or \
+        "- method: {rounds} round(s); each round measures every row once (starting at a different \
+         row each round), and a row's samples from all rounds are pooled. A row makes its own channel and threads (or \
          tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
          (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \
          a row stops early after {:?} of a round. Each round trip is timed with one \
