@@ -797,3 +797,64 @@ fn tokio_async(plan: &Plan) -> Samples {
         async move { stats::measure_async(plan, TokioAsync(tx)).await },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Summary;
+
+    fn row(scenario: &'static str, name: &'static str, median_ns: f64, calls_per_s: f64) -> Row {
+        Row {
+            scenario,
+            name,
+            subject: name == COURIER,
+            notes: "",
+            summary: Summary {
+                median_ns,
+                p99_ns: median_ns * 2.0,
+                calls_per_s,
+                batch_min_ns: median_ns,
+                batch_max_ns: median_ns,
+                n: 1,
+                batches: 1,
+                clients: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn goals_compare_courier_with_ump_and_the_best_same_shape_peer() {
+        let rows = [
+            row(SYNC, COURIER, 1_000.0, 0.0),
+            row(SYNC, UMP, 2_500.0, 0.0),
+            row(SYNC, "flume", 900.0, 0.0),
+            row(SYNC, CROSSBEAM_REUSED, 100.0, 0.0),
+            row(THROUGHPUT, COURIER, 0.0, 300.0),
+            row(THROUGHPUT, UMP, 0.0, 100.0),
+            row(ASYNC, COURIER, 500.0, 0.0),
+            row(ASYNC, UMP, 900.0, 0.0),
+        ];
+        let goals = goals(&rows);
+        let verdicts: Vec<Verdict> = goals.iter().map(|g| g.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Pass, // (1) 1000 <= 0.5 * 2500
+                Verdict::Miss, // (1) flume (900) is faster; the reused row does not count
+                Verdict::Miss, // (3) 500 > 0.5 * 900
+                Verdict::Pass, // (3) best peer is ump
+                Verdict::Pass, // (2) 300 >= 2 * 100
+                Verdict::Info, // (1) beside the reused reply channel
+            ]
+        );
+        assert!(goals[1].reference.contains("flume"));
+    }
+
+    #[test]
+    fn goals_without_rows_are_not_measured() {
+        let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
+        let goals = goals(&rows);
+        assert_eq!(goals.len(), 5);
+        assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
+    }
+}

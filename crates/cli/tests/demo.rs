@@ -3,7 +3,8 @@
 //! - it exits with status 0;
 //! - every pattern reports `ok: <pattern>` and none reports `FAILED`;
 //! - the closing line says all patterns are OK;
-//! - the live latency line gives a median and a p99.
+//! - the live latency line gives a median and a p99;
+//! - an unknown subcommand and `demo --calls 0` are refused with a failure status.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -80,5 +81,11 @@ fn demo_runs_every_pattern() {
 #[test]
 fn unknown_subcommand_fails() {
     let (status, _) = run_with_deadline(&["no-such-command"]);
+    assert!(!status.success());
+}
+
+#[test]
+fn zero_calls_is_refused() {
+    let (status, _) = run_with_deadline(&["demo", "--calls", "0"]);
     assert!(!status.success());
 }
