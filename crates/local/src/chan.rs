@@ -15,18 +15,22 @@
 //! ```
 //!
 //! **A request pushed after the last server left is failed by somebody**: either the drain
-//! sees the slot, or the pushing client sees `servers == 0` and drains (or withdraws) itself.
+//! sees the slot, or the pushing client sees `servers == 0` and drains itself.
 
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Slot, SlotCore, Taken};
-use crate::sync::{spin_loop, Arc, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicUsize, Mutex, Ordering};
 use courier_core::error::{Error, SendError};
 use std::ptr;
 use std::time::Instant;
 
 /// Recycled slots kept per channel; more concurrent calls than this allocate (and free).
+#[cfg(not(loom))]
 const POOL_SIZE: usize = 16;
+/// Small under loom: every pool entry is an atomic the model checker interleaves.
+#[cfg(loom)]
+const POOL_SIZE: usize = 2;
 
 /// How long a push may wait for room in a bounded queue.
 #[derive(Clone, Copy)]
@@ -63,6 +67,8 @@ pub(crate) struct Shared<Rq, Rp, E> {
     pub(crate) requests: Event,
     /// Clients waiting for room in a bounded queue.
     room: Event,
+    /// Serialises drains (see [`Shared::drain`]).
+    drain_lock: Mutex<()>,
     pool: [AtomicPtr<Slot<Rq, Rp, E>>; POOL_SIZE],
 }
 
@@ -85,6 +91,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             len: AtomicUsize::new(0),
             requests: Event::new(),
             room: Event::new(),
+            drain_lock: Mutex::new(()),
             pool: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
     }
@@ -205,62 +212,45 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         }
     }
 
-    /// Puts `request` in the queue. Returns the slot for a two-way call; a null slot means the
-    /// request was accepted but failed at once with `ServerDisappeared` because the last server
-    /// left while it was being pushed (the request was dropped with the queue).
+    /// Puts `request` in the queue and returns its slot. For a one-way message the caller
+    /// holds no share of the slot and must not touch it.
     pub(crate) fn enqueue(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         request: Rq,
         one_way: bool,
         wait: Wait,
     ) -> Result<*mut Slot<Rq, Rp, E>, SendError<Rq>> {
-        if self.bounded() {
-            if let Err(e) = self.reserve(wait) {
+        if this.bounded() {
+            if let Err(e) = this.reserve(wait) {
                 return Err(e.with(request));
             }
-        } else if self.servers.load(Ordering::Acquire) == 0 {
+        } else if this.servers.load(Ordering::Acquire) == 0 {
             return Err(SendError::ServerDisappeared(request));
         }
-        self.enqueue_reserved(request, one_way)
+        Self::enqueue_reserved(this, request, one_way)
     }
 
     /// Puts `request` in the queue; room is already reserved (or the queue is unbounded).
     pub(crate) fn enqueue_reserved(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         request: Rq,
         one_way: bool,
     ) -> Result<*mut Slot<Rq, Rp, E>, SendError<Rq>> {
-        let slot = self.alloc_slot();
+        let slot = this.alloc_slot();
         // SAFETY: `slot` is free and ours; after `fill` it is a valid, unlinked node that stays
         // valid until released, which only happens after it is popped.
         unsafe {
-            Slot::fill(slot, request, one_way, Arc::clone(self));
-            self.queue.push(slot);
+            Slot::fill(slot, request, one_way, Arc::clone(this));
+            this.queue.push(slot);
         }
         // SeqCst (inside `notify_one`'s fence): pairs with the last server's fence before its
         // drain, and with a sleeping worker's registration.
-        self.requests.notify_one();
-        if self.servers.load(Ordering::Relaxed) == 0 {
-            if one_way {
-                // We hold no share of a one-way slot; the drain disposes of it.
-                self.drain();
-                return Ok(ptr::null_mut());
-            }
-            // The last server may have drained before our push landed: take the request back if
-            // we still can, then make sure the queue is empty.
-            // SAFETY: we still hold the requester's share of `slot`.
-            let back = unsafe { Slot::cancel(slot) };
-            self.drain();
-            return match back {
-                crate::slot::Cancel::Withdrawn(request, _) => {
-                    if self.bounded() {
-                        self.len.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    Err(SendError::ServerDisappeared(request))
-                }
-                // The drain took it and failed it; the request itself is gone with it.
-                _ => Ok(ptr::null_mut()),
-            };
+        this.requests.notify_one();
+        if this.servers.load(Ordering::Relaxed) == 0 {
+            // The last server may have drained before our push landed: drain again, so that
+            // our request (if no worker took it first) fails with `ServerDisappeared` like
+            // every other queued one, through the normal result path.
+            this.drain();
         }
         Ok(slot)
     }
@@ -274,7 +264,12 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                 if self.clients.load(Ordering::Acquire) == 0 {
                     // Look once more: a push may have landed after our pop.
                     match self.take_once() {
-                        TryTake::Empty => TryTake::Closed,
+                        TryTake::Empty => {
+                            // Other workers may have backed off while we held the queue and
+                            // gone to sleep: no push will ever wake them, so we do.
+                            self.requests.notify_all();
+                            TryTake::Closed
+                        }
                         other => other,
                     }
                 } else {
@@ -287,8 +282,13 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
 
     /// Takes one request if there is one, as the queue's consumer.
     fn take_once(&self) -> TryTake<Rq, Rp, E> {
-        // Acquire: pairs with the previous consumer's Release store below.
-        if self.consumer.swap(true, Ordering::Acquire) {
+        // Acquire: pairs with the previous consumer's Release store below. A CAS rather than
+        // a swap: a failed attempt writes nothing, so it cannot get in the holder's way.
+        if self
+            .consumer
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return TryTake::Busy;
         }
         let found = loop {
@@ -329,50 +329,40 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     }
 
     /// Fails every queued request with `ServerDisappeared`; used once no server is left.
+    ///
+    /// No worker can hold the consumer role then (a worker borrows a `Server`), so drainers
+    /// only exclude each other, with `drain_lock`: shutdown is not a fast path. A drainer that
+    /// meets a half-done push stops there: that pusher checks `servers` after its push and
+    /// drains again itself.
     pub(crate) fn drain(&self) {
-        loop {
-            // Acquire: pairs with the consumer's Release; drainers only wait on each other or
-            // on a worker finishing its pop, which takes a few instructions.
-            while self.consumer.swap(true, Ordering::Acquire) {
-                spin_loop();
-            }
-            let mut inconsistent = false;
-            loop {
-                // SAFETY: we hold the consumer role.
-                match unsafe { self.queue.pop() } {
-                    Pop::Node(slot) => {
-                        // SAFETY: popped by us, the consumer.
-                        if let Taken::Request { request, one_way } =
-                            unsafe { Slot::take_request(slot) }
-                        {
-                            drop(request);
-                            if self.bounded() {
-                                self.len.fetch_sub(1, Ordering::Relaxed);
-                            }
-                            if !one_way {
-                                // SAFETY: we took the request, so we hold the server's share.
-                                let _ = unsafe {
-                                    SlotCore::complete(
-                                        Slot::core_ptr(slot),
-                                        Err(Error::ServerDisappeared),
-                                    )
-                                };
-                            }
-                        }
-                    }
-                    Pop::Empty => break,
-                    Pop::Inconsistent => {
-                        inconsistent = true;
-                        break;
-                    }
+        let _exclusive = crate::sync::lock(&self.drain_lock);
+        // Acquire: pairs with the last consumer's Release, handing over the queue's tail.
+        let acquired = self
+            .consumer
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        debug_assert!(
+            acquired,
+            "a worker popped after the last server was dropped"
+        );
+        // A half-done push (`Inconsistent`) ends the drain too: see above.
+        // SAFETY: we hold the consumer role.
+        while let Pop::Node(slot) = unsafe { self.queue.pop() } {
+            // SAFETY: popped by us, the consumer.
+            if let Taken::Request { request, one_way } = unsafe { Slot::take_request(slot) } {
+                drop(request);
+                if self.bounded() {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                if !one_way {
+                    // SAFETY: we took the request, so we hold the server's share.
+                    let _ = unsafe {
+                        SlotCore::complete(Slot::core_ptr(slot), Err(Error::ServerDisappeared))
+                    };
                 }
             }
-            self.consumer.store(false, Ordering::Release);
-            if !inconsistent {
-                break;
-            }
-            spin_loop();
         }
+        self.consumer.store(false, Ordering::Release);
         self.room.notify_all();
     }
 }

@@ -72,7 +72,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// ```
     pub fn req_timeout(&self, request: Rq, timeout: Duration) -> Result<Rp, Error<E>> {
         let deadline = Instant::now() + timeout;
-        match self.shared.enqueue(request, false, Wait::Until(deadline)) {
+        match Shared::enqueue(&self.shared, request, false, Wait::Until(deadline)) {
             Ok(slot) => WaitReply::new(slot).wait_deadline(deadline),
             Err(SendError::ServerDisappeared(_)) => Err(Error::ServerDisappeared),
             Err(_) => Err(Error::Timeout),
@@ -99,7 +99,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// assert_eq!(pending.wait(), Ok(5));
     /// ```
     pub fn req_async(&self, request: Rq) -> Result<WaitReply<Rq, Rp, E>, Error<E>> {
-        match self.shared.enqueue(request, false, Wait::Forever) {
+        match Shared::enqueue(&self.shared, request, false, Wait::Forever) {
             Ok(slot) => Ok(WaitReply::new(slot)),
             Err(_) => Err(Error::ServerDisappeared),
         }
@@ -125,9 +125,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// }
     /// ```
     pub fn try_req(&self, request: Rq) -> Result<WaitReply<Rq, Rp, E>, SendError<Rq>> {
-        self.shared
-            .enqueue(request, false, Wait::No)
-            .map(WaitReply::new)
+        Shared::enqueue(&self.shared, request, false, Wait::No).map(WaitReply::new)
     }
 
     /// Sends `request` and waits for the reply without blocking the thread.
@@ -168,7 +166,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
         .await
         .map_err(|_| Error::ServerDisappeared)?;
         // No raw pointer may live across the `await` (it would make the future `!Send`).
-        let reply = match self.shared.enqueue_reserved(request, false) {
+        let reply = match Shared::enqueue_reserved(&self.shared, request, false) {
             Ok(slot) => WaitReply::new(slot).wait_async(),
             Err(_) => return Err(Error::ServerDisappeared),
         };
@@ -195,7 +193,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// assert!(ctx.is_one_way()); // dropping it is fine: nobody waits
     /// ```
     pub fn send(&self, message: Rq) -> Result<(), SendError<Rq>> {
-        self.shared.enqueue(message, true, Wait::Forever).map(drop)
+        Shared::enqueue(&self.shared, message, true, Wait::Forever).map(drop)
     }
 
     /// [`Client::send`] without waiting for room.
@@ -204,7 +202,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     ///
     /// [`SendError::Full`] or [`SendError::ServerDisappeared`], with the message.
     pub fn try_send(&self, message: Rq) -> Result<(), SendError<Rq>> {
-        self.shared.enqueue(message, true, Wait::No).map(drop)
+        Shared::enqueue(&self.shared, message, true, Wait::No).map(drop)
     }
 
     /// [`Client::send`] waiting at most `timeout` for room.
@@ -214,9 +212,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// [`SendError::Timeout`] or [`SendError::ServerDisappeared`], with the message.
     pub fn send_timeout(&self, message: Rq, timeout: Duration) -> Result<(), SendError<Rq>> {
         let deadline = Instant::now() + timeout;
-        self.shared
-            .enqueue(message, true, Wait::Until(deadline))
-            .map(drop)
+        Shared::enqueue(&self.shared, message, true, Wait::Until(deadline)).map(drop)
     }
 
     /// A weak handle that does not count as a client (see [`WeakClient`]).
@@ -339,7 +335,6 @@ pub enum CancelOutcome<Rq, Rp, E> {
 /// Dropping a `WaitReply` cancels the call the same way (unlike `ump`, where the server still
 /// receives the request and learns only at reply time).
 pub struct WaitReply<Rq, Rp, E> {
-    /// Null when the call already failed with `ServerDisappeared` while being sent.
     slot: *mut Slot<Rq, Rp, E>,
 }
 
@@ -366,9 +361,6 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
     /// As [`Client::req`].
     pub fn wait(self) -> Result<Rp, Error<E>> {
         let slot = self.into_slot();
-        if slot.is_null() {
-            return Err(Error::ServerDisappeared);
-        }
         // SAFETY: we own the requester's share of `slot`, which keeps it valid.
         unsafe {
             (*slot).wait_ready(None);
@@ -388,9 +380,6 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
 
     fn wait_deadline(self, deadline: Instant) -> Result<Rp, Error<E>> {
         let slot = self.into_slot();
-        if slot.is_null() {
-            return Err(Error::ServerDisappeared);
-        }
         // SAFETY: we own the requester's share of `slot`.
         unsafe {
             if (*slot).wait_ready(Some(deadline)) {
@@ -418,7 +407,7 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
     /// Whether the reply (or an error) is there, so that `wait` would not block.
     pub fn is_ready(&self) -> bool {
         // SAFETY: we own the requester's share of `slot`, which keeps it valid.
-        self.slot.is_null() || unsafe { (*self.slot).is_ready() }
+        unsafe { (*self.slot).is_ready() }
     }
 
     /// Gives up the call: withdraws the request if the server has not taken it (and hands it
@@ -438,12 +427,8 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
     /// assert!(server.try_pop().unwrap().is_none()); // the server never sees it
     /// ```
     pub fn cancel(self) -> CancelOutcome<Rq, Rp, E> {
-        let slot = self.into_slot();
-        if slot.is_null() {
-            return CancelOutcome::Completed(Err(Error::ServerDisappeared));
-        }
-        // SAFETY: we own the requester's share of `slot`.
-        unsafe { cancel(slot) }
+        // SAFETY: we own the requester's share of the slot.
+        unsafe { cancel(self.into_slot()) }
     }
 }
 
@@ -466,10 +451,8 @@ unsafe fn cancel<Rq, Rp, E>(slot: *mut Slot<Rq, Rp, E>) -> CancelOutcome<Rq, Rp,
 
 impl<Rq, Rp, E> Drop for WaitReply<Rq, Rp, E> {
     fn drop(&mut self) {
-        if !self.slot.is_null() {
-            // SAFETY: we own the requester's share; `Drop` runs once.
-            drop(unsafe { cancel(self.slot) });
-        }
+        // SAFETY: we own the requester's share; `Drop` runs once.
+        drop(unsafe { cancel(self.slot) });
     }
 }
 
@@ -488,6 +471,7 @@ impl<Rq, Rp, E> fmt::Debug for WaitReply<Rq, Rp, E> {
 /// Dropping it cancels the call (see [`WaitReply::cancel`]).
 #[must_use = "futures do nothing unless polled"]
 pub struct ReplyFuture<Rq, Rp, E> {
+    /// Null once the result has been taken.
     slot: *mut Slot<Rq, Rp, E>,
 }
 
@@ -503,9 +487,7 @@ impl<Rq, Rp, E> Future for ReplyFuture<Rq, Rp, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let slot = self.slot;
-        if slot.is_null() {
-            return Poll::Ready(Err(Error::ServerDisappeared));
-        }
+        assert!(!slot.is_null(), "ReplyFuture polled after completion");
         // SAFETY: we own the requester's share of `slot` until we take the result.
         match unsafe { (*slot).poll_ready(cx) } {
             Poll::Pending => Poll::Pending,

@@ -69,10 +69,12 @@ impl Event {
         }
     }
 
-    /// Adds (or, for a known `id`, refreshes) a waiter, then fences so that the caller's
-    /// re-check of its condition comes after the registration (see the module docs).
+    /// Adds (or, for an `id` still in the list, refreshes) a waiter, then fences so that the
+    /// caller's re-check of its condition comes after the registration (see the module docs).
     ///
-    /// Returns the waiter's id; `id` is `0` for a new waiter.
+    /// Returns the waiter's id: `id` itself if it was still registered (the caller was not
+    /// notified since), a new one otherwise, after which the caller must re-check its
+    /// condition before sleeping. Pass `0` for a first registration.
     pub(crate) fn register(&self, id: usize, waiter: Waiter) -> usize {
         let id = {
             let mut list = lock(&self.list);

@@ -1,1 +1,234 @@
+//! loom models of the lock-free state machines: the call slot (take / cancel / reply /
+//! drop / wait), the intrusive queue with several producers, the wait lists (register vs.
+//! notify), and shutdown (last server vs. a push, last client vs. a waiting server).
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p courier-local --release --lib loom`
+//! (`LOOM_MAX_PREEMPTIONS` bounds the search; CI uses 2).
 
+use crate::{channel, CancelOutcome, Error};
+use loom::thread;
+
+/// A blocking client against a blocking server: the reply wakes the parked client.
+#[test]
+fn loom_blocking_round_trip() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let t = thread::spawn(move || {
+            let (n, ctx) = server.wait().unwrap();
+            ctx.reply(n + 1).unwrap();
+        });
+        assert_eq!(client.req(1), Ok(2));
+        t.join().unwrap();
+    });
+}
+
+/// The requester withdraws while the server pops: exactly one of them gets the request.
+#[test]
+fn loom_cancel_races_take() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(7).unwrap();
+        let t = thread::spawn(move || match server.try_pop().unwrap() {
+            Some((n, ctx)) => {
+                assert_eq!(n, 7);
+                let canceled = ctx.is_canceled();
+                let r = ctx.reply(8);
+                // A canceled context's reply is refused; an accepted one was not canceled.
+                assert!(!canceled || r.is_err());
+                Some(r.is_ok())
+            }
+            None => None,
+        });
+        let outcome = pending.cancel();
+        let served = t.join().unwrap();
+        match outcome {
+            CancelOutcome::Withdrawn(n) => {
+                assert_eq!(n, 7);
+                assert_eq!(served, None, "a withdrawn request was also served");
+            }
+            CancelOutcome::Signaled => assert_eq!(served, Some(false)),
+            CancelOutcome::Completed(r) => {
+                assert_eq!(r, Ok(8));
+                assert_eq!(served, Some(true));
+            }
+        }
+    });
+}
+
+/// The requester cancels while the server replies to a taken request.
+#[test]
+fn loom_cancel_races_reply() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(1).unwrap();
+        let (_, ctx) = server.try_pop().unwrap().unwrap();
+        let t = thread::spawn(move || ctx.reply(2));
+        let outcome = pending.cancel();
+        let replied = t.join().unwrap();
+        match outcome {
+            CancelOutcome::Completed(r) => {
+                assert_eq!(r, Ok(2));
+                assert_eq!(replied, Ok(()));
+            }
+            CancelOutcome::Signaled => assert_eq!(replied, Err(Error::OriginDisappeared)),
+            CancelOutcome::Withdrawn(_) => panic!("a taken request cannot be withdrawn"),
+        }
+    });
+}
+
+/// A dropped reply context wakes a parked requester with `NoReply`.
+#[test]
+fn loom_dropped_context_wakes_waiter() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(1).unwrap();
+        let (_, ctx) = server.try_pop().unwrap().unwrap();
+        let t = thread::spawn(move || drop(ctx));
+        assert_eq!(pending.wait(), Err(Error::NoReply));
+        t.join().unwrap();
+    });
+}
+
+/// The async reply future: a waker registered by one poll is woken by the reply.
+#[test]
+fn loom_reply_wakes_async_waiter() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(3).unwrap();
+        let t = thread::spawn(move || {
+            let (n, ctx) = server.wait().unwrap();
+            ctx.reply(n * 2).unwrap();
+        });
+        assert_eq!(loom::future::block_on(pending.wait_async()), Ok(6));
+        t.join().unwrap();
+    });
+}
+
+/// The last server leaves while a client pushes: the request fails with
+/// `ServerDisappeared`, whichever side wins, and nothing leaks.
+#[test]
+fn loom_server_drop_races_push() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let t = thread::spawn(move || drop(server));
+        let r = client.req(1);
+        assert_eq!(r, Err(Error::ServerDisappeared));
+        t.join().unwrap();
+    });
+}
+
+/// One-way messages from two producers both arrive; then the last client's departure
+/// wakes the server with `ClientsDisappeared`.
+#[test]
+fn loom_two_producers_then_clients_disappeared() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let c2 = client.clone();
+        let t1 = thread::spawn(move || client.send(1).unwrap());
+        let t2 = thread::spawn(move || c2.send(2).unwrap());
+        let mut got = Vec::new();
+        loop {
+            match server.wait() {
+                Ok((n, ctx)) => {
+                    assert!(ctx.is_one_way());
+                    got.push(n);
+                }
+                Err(e) => {
+                    assert_eq!(e, Error::ClientsDisappeared);
+                    break;
+                }
+            }
+        }
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+/// An async server task sleeping in `async_wait` is woken by a push.
+#[test]
+fn loom_push_wakes_async_server() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let t = thread::spawn(move || client.send(5).unwrap());
+        let (n, _) = loom::future::block_on(server.async_wait()).unwrap();
+        assert_eq!(n, 5);
+        t.join().unwrap();
+    });
+}
+
+/// A bounded queue of one: a second sender waits for room that the server makes.
+#[test]
+fn loom_bounded_room_handoff() {
+    loom::model(|| {
+        let (server, client) = crate::bounded::<u32, u32, ()>(1);
+        client.send(1).unwrap();
+        let t = thread::spawn(move || client.send(2).unwrap());
+        let (a, _) = server.wait().unwrap();
+        let (b, _) = server.wait().unwrap();
+        assert_eq!((a, b), (1, 2));
+        t.join().unwrap();
+    });
+}
+
+/// Two workers pop from one queue: each of two requests is served exactly once.
+#[test]
+fn loom_two_workers_exactly_once() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let a = client.req_async(1).unwrap();
+        let b = client.req_async(2).unwrap();
+        drop(client);
+        let s2 = server.clone();
+        let worker = |s: crate::Server<u32, u32, ()>| {
+            thread::spawn(move || {
+                let mut served = 0;
+                while let Ok((n, ctx)) = s.wait() {
+                    ctx.reply(n * 10).unwrap();
+                    served += 1;
+                }
+                served
+            })
+        };
+        let w1 = worker(server);
+        let w2 = worker(s2);
+        assert_eq!(a.wait(), Ok(10));
+        assert_eq!(b.wait(), Ok(20));
+        assert_eq!(w1.join().unwrap() + w2.join().unwrap(), 2);
+    });
+}
+
+/// A pending async wait is dropped (canceled) while the server replies: the reply is either
+/// refused (`OriginDisappeared`) or was delivered before the cancel, never both, never lost.
+#[test]
+fn loom_dropped_reply_future_races_reply() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let mut fut = Box::pin(client.req_async(1).unwrap().wait_async());
+        let waker = futures_noop_waker();
+        let (_, ctx) = server.try_pop().unwrap().unwrap();
+        let t = thread::spawn(move || ctx.reply(2));
+        let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
+        drop(fut);
+        let replied = t.join().unwrap();
+        if let Poll::Ready(r) = polled {
+            assert_eq!(r, Ok(2));
+            assert_eq!(replied, Ok(()));
+        }
+    });
+}
+
+/// A waker that does nothing (loom's executor is not needed for a single poll).
+fn futures_noop_waker() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: every vtable function ignores the data pointer, so a null one is valid.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}

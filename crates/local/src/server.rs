@@ -190,16 +190,16 @@ impl<Rq, Rp, E> Future for RecvFuture<'_, Rq, Rp, E> {
                 this.listener = 0;
                 return Poll::Ready(r);
             }
-            let registered = this.listener != 0;
+            let previous = this.listener;
             this.listener = this
                 .shared
                 .requests
-                .register(this.listener, Waiter::Task(cx.waker().clone()));
-            if registered {
-                // Already registered before this poll and nothing there: sleep.
+                .register(previous, Waiter::Task(cx.waker().clone()));
+            if this.listener == previous {
+                // Still registered from an earlier poll (not notified since): sleep.
                 return Poll::Pending;
             }
-            // Just registered: look once more (see `event`'s module docs), then sleep.
+            // A fresh registration: look once more (see `event`'s module docs), then sleep.
         }
     }
 }

@@ -209,20 +209,26 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
             }
         }
         if !self.set_waiter(Waiter::thread()) {
-            self.spin_until_finished();
+            // DONE came first, so the completer saw no waiter and is finished.
             return true;
         }
+        let mut timed_out = false;
         loop {
-            crate::sync::park(deadline);
             if self.is_ready() {
                 return true;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if timed_out {
+                // DONE was set before we could take the waiter back: the completer is about to
+                // clear WAITER and unpark us.
+                crate::sync::park(None);
+                continue;
+            }
+            crate::sync::park(deadline);
+            if !self.is_ready() && deadline.is_some_and(|d| Instant::now() >= d) {
                 if self.clear_waiter() {
                     return false;
                 }
-                self.spin_until_finished();
-                return true;
+                timed_out = true;
             }
         }
     }
@@ -233,19 +239,18 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         if is_finished(cur) {
             return Poll::Ready(());
         }
-        if cur & DONE != 0 {
+        if cur & DONE != 0 || (cur & WAITER != 0 && !self.clear_waiter()) {
+            // The completer is between setting DONE and clearing WAITER, a few instructions.
+            // It will wake the waker of an earlier poll, which may belong to another task if
+            // this future has moved: wait for it here rather than rely on that waker.
             self.spin_until_finished();
             return Poll::Ready(());
         }
-        // A waker from an earlier poll may be stored; take it back before replacing it.
-        if cur & WAITER != 0 && !self.clear_waiter() {
-            self.spin_until_finished();
-            return Poll::Ready(());
-        }
+        // A waker from an earlier poll, if any, has been taken back by `clear_waiter` above.
         if self.set_waiter(Waiter::Task(cx.waker().clone())) {
             Poll::Pending
         } else {
-            self.spin_until_finished();
+            // DONE came first, so the completer saw no waiter and is finished.
             Poll::Ready(())
         }
     }
@@ -255,7 +260,9 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         // SAFETY: WAITER is clear (we never leave it set when we return to the caller without
         // a result), so the requester owns the cell.
         self.core.waiter.with_mut(|p| unsafe { *p = Some(waiter) });
-        let mut cur = self.core.state.load(Ordering::Relaxed);
+        // Acquire (load and failed CAS): when we find DONE, the caller reads the result at
+        // once, so we must synchronise with the completer's AcqRel fetch_or.
+        let mut cur = self.core.state.load(Ordering::Acquire);
         loop {
             if cur & DONE != 0 {
                 return false;
@@ -265,7 +272,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 cur,
                 cur | WAITER,
                 Ordering::Release,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
@@ -295,7 +302,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
     }
 
     /// `DONE` is set; the completer is between setting it and clearing `WAITER`, a handful of
-    /// instructions with no blocking call in between.
+    /// instructions with no blocking call in between. `cancel` (which may run in a destructor)
+    /// and `poll_ready` (whose stored waker may be stale) wait this way.
     fn spin_until_finished(&self) {
         while !self.is_ready() {
             spin_loop();

@@ -119,6 +119,7 @@ impl Backoff {
 
     /// Waits a little. Returns `false` once the busy phase is over and the caller should park.
     #[inline]
+    #[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
     pub(crate) fn snooze(&mut self) -> bool {
         if self.step > Self::YIELD_LIMIT {
             return false;
