@@ -1,2 +1,48 @@
-//! Benchmarks of courier beside its peers.
-fn main() {}
+//! `courier-bench`: benchmarks of courier beside its peers, measured in one run.
+//!
+//! Each subcommand lives in its own module and file; `main` only parses the command line and
+//! dispatches. To add a subcommand, add a module with an `Args` type (clap derive) and a
+//! `run(&Args)` function, then one variant to [`Command`].
+//!
+//! ```text
+//! cargo run --release -p courier-bench -- local            # full run, about a minute at most
+//! cargo run --release -p courier-bench -- local --quick    # a few seconds, tiny counts
+//! ```
+
+mod local;
+mod report;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Benchmarks of courier beside its peers (ump, crossbeam-channel, flume, std, tokio).
+#[derive(Debug, Parser)]
+#[command(name = "courier-bench", version, about)]
+struct Cli {
+    /// Which benchmark to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// courier::local (threads and async tasks in one process) beside ump, crossbeam-channel,
+    /// flume, std::sync::mpsc and tokio.
+    Local(local::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Local(args) => local::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("courier-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

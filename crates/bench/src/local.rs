@@ -1,0 +1,860 @@
+//! `courier-bench local`: courier::local beside ump 0.13, crossbeam-channel, flume,
+//! std::sync::mpsc and tokio, in one run, on three scenarios:
+//!
+//! 1. one client thread and one server thread, blocking round trip of a `u64`;
+//! 2. four client threads and one server thread, throughput;
+//! 3. an async client task and a server task on a multi-thread tokio runtime (2 workers).
+//!
+//! Every row makes its own channel and its own threads (or runtime), warms up, then measures
+//! batches of round trips (see [`crate::stats`]). The request is a `u64` and the reply is the
+//! request plus one, checked on every call. Peers use the shape a user would write for
+//! request/response with them: an unbounded request queue whose items carry a one-shot reply
+//! channel made per request. One extra row reuses a single reply channel (labelled): the fastest
+//! thing crossbeam can do for one client, but not a general request/response.
+
+use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::stats::{self, AsyncCall, Plan, Samples};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Options of `courier-bench local`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Tiny iteration counts, for a smoke test that runs in a few seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Only rows whose name contains this text (case-insensitive); courier is always kept.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Rounds: each round measures every row once, and a row's samples from all rounds are
+    /// pooled (ignored with --quick, which runs one round).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    rounds: usize,
+    /// Also write the report (markdown) to this file.
+    #[arg(long, value_name = "FILE")]
+    markdown_out: Option<std::path::PathBuf>,
+    /// Also write the results (machine, rows in nanoseconds and calls/s, goals) as JSON to this
+    /// file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Scenario (1).
+pub(crate) const SYNC: &str = "(1) sync 1:1";
+/// Scenario (2).
+pub(crate) const THROUGHPUT: &str = "(2) sync 4:1";
+/// Scenario (3).
+pub(crate) const ASYNC: &str = "(3) async";
+
+/// Client threads in scenario (2).
+const CLIENTS: usize = 4;
+/// Worker threads of the tokio runtime in scenario (3).
+const WORKERS: usize = 2;
+
+/// The name of courier's rows.
+pub(crate) const COURIER: &str = "courier::local";
+/// The name of ump's rows.
+pub(crate) const UMP: &str = "ump 0.13";
+/// The row that reuses one reply channel: shown, but not a peer of the same shape.
+pub(crate) const CROSSBEAM_REUSED: &str = "crossbeam-channel (reused reply)";
+
+/// One row to measure.
+struct Spec {
+    scenario: &'static str,
+    name: &'static str,
+    notes: &'static str,
+    run: fn(&Plan) -> Samples,
+}
+
+/// Every row, in table order; courier first in each scenario.
+const SPECS: &[Spec] = &[
+    Spec {
+        scenario: SYNC,
+        name: COURIER,
+        notes: "Client::req / Server::wait + ReplyContext::reply",
+        run: courier_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: UMP,
+        notes: "Client::req / Server::wait + ReplyContext::reply",
+        run: ump_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "crossbeam-channel",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request",
+        run: crossbeam_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: CROSSBEAM_REUSED,
+        notes: "unbounded request queue + one bounded(1) reply channel reused for every call (1 client only; not the same shape)",
+        run: crossbeam_reused_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "flume",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request",
+        run: flume_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "std::sync::mpsc",
+        notes: "channel() of (u64, SyncSender); sync_channel(1) reply per request",
+        run: std_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: "tokio",
+        notes: "unbounded mpsc of (u64, oneshot::Sender), oneshot per request; blocking_recv on both threads",
+        run: tokio_sync,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: COURIER,
+        notes: "4 cloned Clients, req",
+        run: courier_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: UMP,
+        notes: "4 cloned Clients, req",
+        run: ump_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "crossbeam-channel",
+        notes: "4 cloned Senders; bounded(1) reply per request",
+        run: crossbeam_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "flume",
+        notes: "4 cloned Senders; bounded(1) reply per request",
+        run: flume_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "std::sync::mpsc",
+        notes: "4 cloned Senders; sync_channel(1) reply per request",
+        run: std_throughput,
+    },
+    Spec {
+        scenario: THROUGHPUT,
+        name: "tokio",
+        notes: "4 cloned UnboundedSenders; oneshot per request; blocking_recv",
+        run: tokio_throughput,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: COURIER,
+        notes: "Client::areq / Server::async_wait",
+        run: courier_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: UMP,
+        notes: "Client::areq / Server::async_wait",
+        run: ump_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: "flume",
+        notes: "send_async of (u64, Sender) / recv_async; bounded(1) reply per request",
+        run: flume_async,
+    },
+    Spec {
+        scenario: ASYNC,
+        name: "tokio",
+        notes: "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request",
+        run: tokio_async,
+    },
+];
+
+/// The plan of each scenario, full or quick.
+fn plan(scenario: &str, quick: bool) -> Plan {
+    if quick {
+        return Plan {
+            warmup: 50,
+            batches: stats::MIN_BATCHES,
+            per_batch: 100,
+            budget: Duration::from_secs(2),
+        };
+    }
+    let per_batch = if scenario == THROUGHPUT { 1_000 } else { 2_500 };
+    Plan {
+        warmup: 2_000,
+        batches: 10,
+        per_batch,
+        budget: Duration::from_secs(2),
+    }
+}
+
+/// The row being measured, for the watchdog's message.
+static CURRENT: Mutex<&str> = Mutex::new("(starting)");
+
+/// Aborts the process if the run takes far longer than planned (a hung row).
+fn start_watchdog(limit: Duration) {
+    thread::spawn(move || {
+        thread::sleep(limit);
+        let current = *CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!(
+            "courier-bench: watchdog: still running after {limit:?}, in row {current}; aborting"
+        );
+        std::process::exit(3);
+    });
+}
+
+/// Runs the local benchmark and prints the report.
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let machine = Machine::detect();
+    start_watchdog(Duration::from_secs(if args.quick { 60 } else { 240 }));
+    let started = Instant::now();
+    let filter = args.only.as_ref().map(|s| s.to_lowercase());
+    let specs: Vec<&Spec> = SPECS
+        .iter()
+        .filter(|spec| {
+            spec.name == COURIER
+                || filter
+                    .as_ref()
+                    .is_none_or(|f| spec.name.to_lowercase().contains(f))
+        })
+        .collect();
+    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
+    // Rounds interleave the rows, so that a change of load on the machine during the run
+    // falls on every row rather than on one; each round starts at a different row, so that no
+    // row is always the first (or always follows the same one).
+    let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        let offset = round * specs.len() / rounds;
+        for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
+            let spec = specs[i];
+            *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = spec.name;
+            eprintln!(
+                "courier-bench: round {}/{rounds}: {} {}",
+                round + 1,
+                &spec.scenario[..3],
+                spec.name
+            );
+            let measured = (spec.run)(&plan(spec.scenario, args.quick));
+            match &mut samples[i] {
+                Some(pooled) => pooled.absorb(measured),
+                empty => *empty = Some(measured),
+            }
+        }
+    }
+    let rows: Vec<Row> = specs
+        .iter()
+        .zip(samples)
+        .filter_map(|(spec, samples)| {
+            Some(Row {
+                scenario: spec.scenario,
+                name: spec.name,
+                subject: spec.name == COURIER,
+                notes: spec.notes,
+                summary: samples?.summary(),
+            })
+        })
+        .collect();
+    let goals = goals(&rows);
+    let text = render(
+        &machine,
+        &rows,
+        &goals,
+        args.quick,
+        rounds,
+        started.elapsed(),
+    );
+    print!("{text}");
+    if let Some(path) = &args.markdown_out {
+        std::fs::write(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let json = report::json("local", &machine, &rows, &goals);
+        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The whole report: header, table, goals.
+fn render(
+    machine: &Machine,
+    rows: &[Row],
+    goals: &[Goal],
+    quick: bool,
+    rounds: usize,
+    took: Duration,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# courier-bench local\n\n");
+    out.push_str(&machine.markdown());
+    let plan1 = plan(SYNC, quick);
+    let plan2 = plan(THROUGHPUT, quick);
+    out.push_str(&format!(
+        "- method: {rounds} round(s); each round measures every row once (starting at a different \
+         row each round), and a row's samples from all rounds are pooled. A row makes its own channel and threads (or \
+         tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
+         (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \
+         a row stops early after {:?} of a round. Each round trip is timed with one \
+         `Instant::now()` after the reply (chained timestamps). *median* and *p99* are over all \
+         per-call samples; *calls/s* = measured calls / wall time of the measured phases (all \
+         clients together in (2)); *batch means* show the spread between batches.{}\n\
+         - scenarios: {SYNC} = one client thread, one server thread; {THROUGHPUT} = {CLIENTS} \
+         client threads, one server thread; {ASYNC} = a client task and a server task spawned on \
+         a multi-thread tokio runtime ({WORKERS} workers; both tasks may share one worker). \
+         crossbeam-channel and std::sync::mpsc have no async API and are not in (3).\n\
+         - ratios: {COURIER}/peer median below 1 means courier is faster; {COURIER}/peer \
+         calls/s above 1 means courier is faster.\n\
+         - wall time of the run: {:.1} s; load average after: {}\n\n",
+        plan1.warmup,
+        plan1.batches,
+        plan1.per_batch,
+        plan2.batches,
+        plan2.per_batch,
+        plan1.budget,
+        if quick {
+            " **--quick: tiny counts, numbers are not meaningful.**"
+        } else {
+            ""
+        },
+        took.as_secs_f64(),
+        report::load_average(),
+    ));
+    out.push_str(&report::table(rows, COURIER));
+    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
+    out.push_str(&report::goal_table(goals));
+    out.push_str(
+        "\n\"best peer\" is the fastest row of the same shape (a reply channel per request, or \
+         the library's own request/response); the reused-reply-channel row is shown for scale \
+         only.\n",
+    );
+    out
+}
+
+/// Median of `name`'s row in `scenario`.
+fn find<'a>(rows: &'a [Row], scenario: &str, name: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.scenario == scenario && r.name == name)
+}
+
+/// The fastest same-shape peer (by median) of `scenario`.
+fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
+    rows.iter()
+        .filter(|r| r.scenario == scenario && !r.subject && r.name != CROSSBEAM_REUSED)
+        .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
+}
+
+/// The goals of issue 2, each with PASS or MISS (or nothing, when a row was not measured).
+fn goals(rows: &[Row]) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    let median_goal = |text: String, scenario: &str, reference: Option<&Row>, limit: f64| {
+        let courier = find(rows, scenario, COURIER);
+        match (courier, reference) {
+            (Some(c), Some(r)) => {
+                let q = c.summary.median_ns / r.summary.median_ns;
+                Goal {
+                    text,
+                    courier: report::fmt_ns(c.summary.median_ns),
+                    reference: format!("{} ({})", report::fmt_ns(r.summary.median_ns), r.name),
+                    ratio: Some(q),
+                    verdict: Verdict::of(q <= limit),
+                }
+            }
+            _ => Goal::not_measured(text),
+        }
+    };
+    for scenario in [SYNC, ASYNC] {
+        goals.push(median_goal(
+            format!("{scenario}: median round trip ≤ 0.5 × ump"),
+            scenario,
+            find(rows, scenario, UMP),
+            0.5,
+        ));
+        goals.push(median_goal(
+            format!("{scenario}: median round trip ≤ best peer"),
+            scenario,
+            best_peer(rows, scenario),
+            1.0,
+        ));
+    }
+    let text = format!("{THROUGHPUT}: calls/s ≥ 2 × ump");
+    goals.push(
+        match (find(rows, THROUGHPUT, COURIER), find(rows, THROUGHPUT, UMP)) {
+            (Some(c), Some(u)) => {
+                let q = c.summary.calls_per_s / u.summary.calls_per_s;
+                Goal {
+                    text,
+                    courier: report::fmt_rate(c.summary.calls_per_s),
+                    reference: format!("{} ({UMP})", report::fmt_rate(u.summary.calls_per_s)),
+                    ratio: Some(q),
+                    verdict: Verdict::of(q >= 2.0),
+                }
+            }
+            _ => Goal::not_measured(text),
+        },
+    );
+    if let (Some(c), Some(r)) = (
+        find(rows, SYNC, COURIER),
+        find(rows, SYNC, CROSSBEAM_REUSED),
+    ) {
+        goals.push(Goal {
+            text: format!("{SYNC}: (no goal) beside one reused crossbeam reply channel"),
+            courier: report::fmt_ns(c.summary.median_ns),
+            reference: report::fmt_ns(r.summary.median_ns),
+            ratio: Some(c.summary.median_ns / r.summary.median_ns),
+            verdict: Verdict::Info,
+        });
+    }
+    goals
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a server beside the measuring client(s).
+
+/// Runs `server` on its own thread while `client` measures; `client` must drop its handles
+/// before returning so that the server loop ends, and then the server thread is joined.
+fn with_server_thread(
+    server: impl FnOnce() + Send + 'static,
+    client: impl FnOnce() -> Samples,
+) -> Samples {
+    let handle = thread::Builder::new()
+        .name("bench-server".into())
+        .spawn(server)
+        .expect("spawning the server thread");
+    let samples = client();
+    handle.join().expect("server thread panicked");
+    samples
+}
+
+/// The multi-thread runtime of scenario (3).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+}
+
+/// Spawns `server` and a client task that measures with `client`, both on a fresh runtime;
+/// waits for the client, then for the server (which ends when the client's handles drop).
+fn with_server_task<S, C>(server: S, client: C) -> Samples
+where
+    S: std::future::Future<Output = ()> + Send + 'static,
+    C: std::future::Future<Output = Samples> + Send + 'static,
+{
+    let rt = runtime();
+    rt.block_on(async move {
+        let server = tokio::spawn(server);
+        let samples = tokio::spawn(client).await.expect("client task panicked");
+        server.await.expect("server task panicked");
+        samples
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// courier::local
+
+struct CourierAsync(courier::local::Client<u64, u64, ()>);
+
+impl AsyncCall for CourierAsync {
+    async fn call(&mut self, x: u64) -> u64 {
+        self.0.areq(x).await.expect("courier areq")
+    }
+}
+
+fn courier_serve(server: courier::local::Server<u64, u64, ()>) {
+    while let Ok((x, rctx)) = server.wait() {
+        let _ = rctx.reply(x + 1);
+    }
+}
+
+fn courier_sync(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || courier_serve(server),
+        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
+fn courier_throughput(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || courier_serve(server),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let client = client.clone();
+                    move |x| client.req(x).expect("courier req")
+                })
+                .collect();
+            drop(client);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+fn courier_async(plan: &Plan) -> Samples {
+    let plan = *plan;
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_task(
+        async move {
+            while let Ok((x, rctx)) = server.async_wait().await {
+                let _ = rctx.reply(x + 1);
+            }
+        },
+        async move { stats::measure_async(plan, CourierAsync(client)).await },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// ump 0.13
+
+fn ump_serve(server: ump::Server<u64, u64, ()>) {
+    while let Ok((x, rctx)) = server.wait() {
+        let _ = rctx.reply(x + 1);
+    }
+}
+
+fn ump_sync(plan: &Plan) -> Samples {
+    let (server, client) = ump::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || ump_serve(server),
+        move || stats::measure_sync(plan, |x| client.req(x).expect("ump req")),
+    )
+}
+
+fn ump_throughput(plan: &Plan) -> Samples {
+    let (server, client) = ump::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || ump_serve(server),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let client = client.clone();
+                    move |x| client.req(x).expect("ump req")
+                })
+                .collect();
+            drop(client);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+struct UmpAsync(ump::Client<u64, u64, ()>);
+
+impl AsyncCall for UmpAsync {
+    async fn call(&mut self, x: u64) -> u64 {
+        self.0.areq(x).await.expect("ump areq")
+    }
+}
+
+fn ump_async(plan: &Plan) -> Samples {
+    let plan = *plan;
+    let (server, client) = ump::channel::<u64, u64, ()>();
+    with_server_task(
+        async move {
+            while let Ok((x, rctx)) = server.async_wait().await {
+                let _ = rctx.reply(x + 1);
+            }
+        },
+        async move { stats::measure_async(plan, UmpAsync(client)).await },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// crossbeam-channel
+
+type CbRequest = (u64, crossbeam_channel::Sender<u64>);
+
+fn crossbeam_serve(requests: crossbeam_channel::Receiver<CbRequest>) {
+    for (x, reply) in requests {
+        let _ = reply.send(x + 1);
+    }
+}
+
+fn crossbeam_call(requests: &crossbeam_channel::Sender<CbRequest>, x: u64) -> u64 {
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    requests.send((x, reply)).expect("crossbeam send");
+    replies.recv().expect("crossbeam recv")
+}
+
+fn crossbeam_sync(plan: &Plan) -> Samples {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    with_server_thread(
+        move || crossbeam_serve(rx),
+        move || stats::measure_sync(plan, |x| crossbeam_call(&tx, x)),
+    )
+}
+
+fn crossbeam_reused_sync(plan: &Plan) -> Samples {
+    let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded::<u64>(1);
+    with_server_thread(
+        move || {
+            for x in rx {
+                let _ = reply_tx.send(x + 1);
+            }
+        },
+        move || {
+            stats::measure_sync(plan, |x| {
+                tx.send(x).expect("crossbeam send");
+                reply_rx.recv().expect("crossbeam recv")
+            })
+        },
+    )
+}
+
+fn crossbeam_throughput(plan: &Plan) -> Samples {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    with_server_thread(
+        move || crossbeam_serve(rx),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let tx = tx.clone();
+                    move |x| crossbeam_call(&tx, x)
+                })
+                .collect();
+            drop(tx);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// flume
+
+type FlumeRequest = (u64, flume::Sender<u64>);
+
+fn flume_serve(requests: flume::Receiver<FlumeRequest>) {
+    for (x, reply) in requests {
+        let _ = reply.send(x + 1);
+    }
+}
+
+fn flume_call(requests: &flume::Sender<FlumeRequest>, x: u64) -> u64 {
+    let (reply, replies) = flume::bounded(1);
+    requests.send((x, reply)).expect("flume send");
+    replies.recv().expect("flume recv")
+}
+
+fn flume_sync(plan: &Plan) -> Samples {
+    let (tx, rx) = flume::unbounded();
+    with_server_thread(
+        move || flume_serve(rx),
+        move || stats::measure_sync(plan, |x| flume_call(&tx, x)),
+    )
+}
+
+fn flume_throughput(plan: &Plan) -> Samples {
+    let (tx, rx) = flume::unbounded();
+    with_server_thread(
+        move || flume_serve(rx),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let tx = tx.clone();
+                    move |x| flume_call(&tx, x)
+                })
+                .collect();
+            drop(tx);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+struct FlumeAsync(flume::Sender<FlumeRequest>);
+
+impl AsyncCall for FlumeAsync {
+    async fn call(&mut self, x: u64) -> u64 {
+        let (reply, replies) = flume::bounded(1);
+        self.0
+            .send_async((x, reply))
+            .await
+            .expect("flume send_async");
+        replies.recv_async().await.expect("flume recv_async")
+    }
+}
+
+fn flume_async(plan: &Plan) -> Samples {
+    let plan = *plan;
+    let (tx, rx) = flume::unbounded::<FlumeRequest>();
+    with_server_task(
+        async move {
+            while let Ok((x, reply)) = rx.recv_async().await {
+                let _ = reply.send_async(x + 1).await;
+            }
+        },
+        async move { stats::measure_async(plan, FlumeAsync(tx)).await },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// std::sync::mpsc
+
+type StdRequest = (u64, std::sync::mpsc::SyncSender<u64>);
+
+fn std_serve(requests: std::sync::mpsc::Receiver<StdRequest>) {
+    for (x, reply) in requests {
+        let _ = reply.send(x + 1);
+    }
+}
+
+fn std_call(requests: &std::sync::mpsc::Sender<StdRequest>, x: u64) -> u64 {
+    let (reply, replies) = std::sync::mpsc::sync_channel(1);
+    requests.send((x, reply)).expect("std send");
+    replies.recv().expect("std recv")
+}
+
+fn std_sync(plan: &Plan) -> Samples {
+    let (tx, rx) = std::sync::mpsc::channel();
+    with_server_thread(
+        move || std_serve(rx),
+        move || stats::measure_sync(plan, |x| std_call(&tx, x)),
+    )
+}
+
+fn std_throughput(plan: &Plan) -> Samples {
+    let (tx, rx) = std::sync::mpsc::channel();
+    with_server_thread(
+        move || std_serve(rx),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let tx = tx.clone();
+                    move |x| std_call(&tx, x)
+                })
+                .collect();
+            drop(tx);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokio (mpsc + oneshot)
+
+type TokioRequest = (u64, tokio::sync::oneshot::Sender<u64>);
+
+fn tokio_serve(mut requests: tokio::sync::mpsc::UnboundedReceiver<TokioRequest>) {
+    while let Some((x, reply)) = requests.blocking_recv() {
+        let _ = reply.send(x + 1);
+    }
+}
+
+fn tokio_call(requests: &tokio::sync::mpsc::UnboundedSender<TokioRequest>, x: u64) -> u64 {
+    let (reply, replies) = tokio::sync::oneshot::channel();
+    requests.send((x, reply)).expect("tokio send");
+    replies.blocking_recv().expect("tokio blocking_recv")
+}
+
+fn tokio_sync(plan: &Plan) -> Samples {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    with_server_thread(
+        move || tokio_serve(rx),
+        move || stats::measure_sync(plan, |x| tokio_call(&tx, x)),
+    )
+}
+
+fn tokio_throughput(plan: &Plan) -> Samples {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    with_server_thread(
+        move || tokio_serve(rx),
+        move || {
+            let clients = (0..CLIENTS)
+                .map(|_| {
+                    let tx = tx.clone();
+                    move |x| tokio_call(&tx, x)
+                })
+                .collect();
+            drop(tx);
+            stats::measure_threads(plan, clients)
+        },
+    )
+}
+
+struct TokioAsync(tokio::sync::mpsc::UnboundedSender<TokioRequest>);
+
+impl AsyncCall for TokioAsync {
+    async fn call(&mut self, x: u64) -> u64 {
+        let (reply, replies) = tokio::sync::oneshot::channel();
+        self.0.send((x, reply)).expect("tokio send");
+        replies.await.expect("tokio oneshot")
+    }
+}
+
+fn tokio_async(plan: &Plan) -> Samples {
+    let plan = *plan;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TokioRequest>();
+    with_server_task(
+        async move {
+            while let Some((x, reply)) = rx.recv().await {
+                let _ = reply.send(x + 1);
+            }
+        },
+        async move { stats::measure_async(plan, TokioAsync(tx)).await },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Summary;
+
+    fn row(scenario: &'static str, name: &'static str, median_ns: f64, calls_per_s: f64) -> Row {
+        Row {
+            scenario,
+            name,
+            subject: name == COURIER,
+            notes: "",
+            summary: Summary {
+                median_ns,
+                p99_ns: median_ns * 2.0,
+                calls_per_s,
+                batch_min_ns: median_ns,
+                batch_max_ns: median_ns,
+                n: 1,
+                batches: 1,
+                clients: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn goals_compare_courier_with_ump_and_the_best_same_shape_peer() {
+        let rows = [
+            row(SYNC, COURIER, 1_000.0, 0.0),
+            row(SYNC, UMP, 2_500.0, 0.0),
+            row(SYNC, "flume", 900.0, 0.0),
+            row(SYNC, CROSSBEAM_REUSED, 100.0, 0.0),
+            row(THROUGHPUT, COURIER, 0.0, 300.0),
+            row(THROUGHPUT, UMP, 0.0, 100.0),
+            row(ASYNC, COURIER, 500.0, 0.0),
+            row(ASYNC, UMP, 900.0, 0.0),
+        ];
+        let goals = goals(&rows);
+        let verdicts: Vec<Verdict> = goals.iter().map(|g| g.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Pass, // (1) 1000 <= 0.5 * 2500
+                Verdict::Miss, // (1) flume (900) is faster; the reused row does not count
+                Verdict::Miss, // (3) 500 > 0.5 * 900
+                Verdict::Pass, // (3) best peer is ump
+                Verdict::Pass, // (2) 300 >= 2 * 100
+                Verdict::Info, // (1) beside the reused reply channel
+            ]
+        );
+        assert!(goals[1].reference.contains("flume"));
+    }
+
+    #[test]
+    fn goals_without_rows_are_not_measured() {
+        let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
+        let goals = goals(&rows);
+        assert_eq!(goals.len(), 5);
+        assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
+    }
+}

@@ -1,0 +1,430 @@
+//! The report: a header that says how and where the numbers were made, the markdown table with
+//! the ratio of courier to each peer, and number formatting.
+
+use crate::stats::Summary;
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The rustc that built this binary (`rustc -V`, recorded by build.rs).
+const RUSTC_VERSION: &str = env!("COURIER_BENCH_RUSTC");
+
+/// Where and when a run happened.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    /// Logical CPUs available to this process.
+    pub(crate) nproc: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub(crate) cpu: String,
+    /// Kernel release.
+    pub(crate) kernel: String,
+    /// /proc/loadavg's first three fields, read before measuring.
+    pub(crate) load: String,
+    /// rustc -V at build time.
+    pub(crate) rustc: &'static str,
+    /// `git rev-parse --short HEAD`, with `-dirty` when the tree has changes.
+    pub(crate) commit: String,
+    /// UTC date and time of the start of the run.
+    pub(crate) date: String,
+}
+
+impl Machine {
+    /// Reads the machine's description; every part tolerates failure ("unknown").
+    pub(crate) fn detect() -> Self {
+        let unknown = || "unknown".to_string();
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(unknown);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| unknown());
+        let load = load_average();
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            kernel,
+            load,
+            rustc: RUSTC_VERSION,
+            commit: git_commit().unwrap_or_else(unknown),
+            date: utc_now(),
+        }
+    }
+
+    /// The header lines, in markdown.
+    pub(crate) fn markdown(&self) -> String {
+        format!(
+            "- machine: nproc {}, CPU {}, kernel {}, load average {} (before the run)\n\
+             - rustc: {}\n\
+             - commit: {}\n\
+             - date: {}\n",
+            self.nproc, self.cpu, self.kernel, self.load, self.rustc, self.commit, self.date
+        )
+    }
+}
+
+/// /proc/loadavg's first three fields, or "unknown".
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    if dirty {
+        commit.push_str("-dirty");
+    }
+    Some(commit)
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Count from 0000-03-01 so that the leap day ends each 4/100/400-year cycle.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146_096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    /// The scenario, e.g. "(1) sync 1 client : 1 server".
+    pub(crate) scenario: &'static str,
+    /// The implementation, e.g. "ump 0.13".
+    pub(crate) name: &'static str,
+    /// True for the row that the others are compared with (courier's) in its scenario.
+    pub(crate) subject: bool,
+    /// How the row was built (channel shapes, API calls).
+    pub(crate) notes: &'static str,
+    /// The measurement.
+    pub(crate) summary: Summary,
+}
+
+/// The subject row of `scenario`, if it was measured.
+pub(crate) fn subject_of<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.scenario == scenario && r.subject)
+}
+
+/// The markdown table: one line per row, with the ratio of the scenario's subject (courier) to
+/// the row, for the median round trip (lower is better for courier) and calls/s (higher is
+/// better for courier).
+pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | name | median round trip | p99 | calls/s | {s}/peer median | {s}/peer calls/s | batch means (min–max) | n | notes |",
+        s = subject_name
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        let s = &row.summary;
+        let (ratio_median, ratio_cps) = match subject_of(rows, row.scenario) {
+            Some(subject) if !row.subject => (
+                ratio(subject.summary.median_ns, s.median_ns),
+                ratio(subject.summary.calls_per_s, s.calls_per_s),
+            ),
+            _ => ("—".to_string(), "—".to_string()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} |",
+            row.scenario,
+            row.name,
+            fmt_ns(s.median_ns),
+            fmt_ns(s.p99_ns),
+            fmt_rate(s.calls_per_s),
+            ratio_median,
+            ratio_cps,
+            fmt_ns(s.batch_min_ns),
+            fmt_ns(s.batch_max_ns),
+            fmt_count(s.n, s.batches, s.clients),
+            row.notes,
+        );
+    }
+    out
+}
+
+/// Whether a goal was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Met.
+    Pass,
+    /// Not met.
+    Miss,
+    /// A comparison with no goal attached.
+    Info,
+    /// A row it needs was not measured (e.g. filtered out).
+    NotMeasured,
+}
+
+impl Verdict {
+    /// Pass when `ok`, else Miss.
+    pub(crate) fn of(ok: bool) -> Self {
+        if ok {
+            Verdict::Pass
+        } else {
+            Verdict::Miss
+        }
+    }
+
+    /// "PASS", "MISS", "info" or "not measured".
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "info",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// A performance goal and how the run did against it.
+#[derive(Debug, Clone)]
+pub(crate) struct Goal {
+    /// What the goal says.
+    pub(crate) text: String,
+    /// The subject's figure, formatted.
+    pub(crate) courier: String,
+    /// The reference figure and its row, formatted.
+    pub(crate) reference: String,
+    /// Subject / reference.
+    pub(crate) ratio: Option<f64>,
+    /// The verdict.
+    pub(crate) verdict: Verdict,
+}
+
+impl Goal {
+    /// A goal whose rows were not measured.
+    pub(crate) fn not_measured(text: String) -> Self {
+        Goal {
+            text,
+            courier: "n/a".into(),
+            reference: "n/a".into(),
+            ratio: None,
+            verdict: Verdict::NotMeasured,
+        }
+    }
+}
+
+/// The goals as a markdown table.
+pub(crate) fn goal_table(goals: &[Goal]) -> String {
+    let mut out = String::from(
+        "| goal | courier | reference | ratio | verdict |\n|---|---:|---:|---:|---|\n",
+    );
+    for g in goals {
+        let ratio = g.ratio.map_or("n/a".to_string(), |q| format!("{q:.2}x"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {ratio} | {} |",
+            g.text,
+            g.courier,
+            g.reference,
+            g.verdict.as_str()
+        );
+    }
+    out
+}
+
+/// The run as JSON: machine, rows (times in nanoseconds) and goals.
+pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Goal]) -> String {
+    let num = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.1}")
+        } else {
+            "null".to_string()
+        }
+    };
+    let mut out = String::from("{\n");
+    let _ = writeln!(out, "  \"benchmark\": {},", json_str(benchmark));
+    let _ = writeln!(
+        out,
+        "  \"machine\": {{\"nproc\": {}, \"cpu\": {}, \"kernel\": {}, \"load_before\": {}, \
+         \"rustc\": {}, \"commit\": {}, \"date\": {}}},",
+        machine.nproc,
+        json_str(&machine.cpu),
+        json_str(&machine.kernel),
+        json_str(&machine.load),
+        json_str(machine.rustc),
+        json_str(&machine.commit),
+        json_str(&machine.date)
+    );
+    out.push_str("  \"rows\": [\n");
+    for (i, row) in rows.iter().enumerate() {
+        let s = &row.summary;
+        let _ = writeln!(
+            out,
+            "    {{\"scenario\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
+             \"p99_ns\": {}, \"calls_per_s\": {}, \"batch_min_ns\": {}, \"batch_max_ns\": {}, \
+             \"n\": {}, \"batches\": {}, \"clients\": {}, \"notes\": {}}}{}",
+            json_str(row.scenario),
+            json_str(row.name),
+            row.subject,
+            num(s.median_ns),
+            num(s.p99_ns),
+            num(s.calls_per_s),
+            num(s.batch_min_ns),
+            num(s.batch_max_ns),
+            s.n,
+            s.batches,
+            s.clients,
+            json_str(row.notes),
+            if i + 1 < rows.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n  \"goals\": [\n");
+    for (i, g) in goals.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    {{\"goal\": {}, \"ratio\": {}, \"verdict\": {}}}{}",
+            json_str(&g.text),
+            g.ratio.map_or("null".to_string(), |q| format!("{q:.4}")),
+            json_str(g.verdict.as_str()),
+            if i + 1 < goals.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `a / b` as "0.42x", or "n/a".
+pub(crate) fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// A duration in nanoseconds, with a unit that keeps three or four significant digits.
+pub(crate) fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "n/a".to_string()
+    } else if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else if ns < 1_000_000_000.0 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+/// A rate per second, as "415.6 k" or "1.55 M".
+pub(crate) fn fmt_rate(per_s: f64) -> String {
+    if !per_s.is_finite() {
+        "n/a".to_string()
+    } else if per_s < 1e3 {
+        format!("{per_s:.1}")
+    } else if per_s < 1e6 {
+        format!("{:.1} k", per_s / 1e3)
+    } else {
+        format!("{:.2} M", per_s / 1e6)
+    }
+}
+
+/// "50k (20×2500)" or, with several clients, "80k (4×20×1000)".
+fn fmt_count(n: usize, batches: usize, clients: usize) -> String {
+    let n_text = if n >= 10_000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    };
+    let per_batch = n / batches.max(1) / clients.max(1);
+    if clients > 1 {
+        format!("{n_text} ({clients}×{batches}×{per_batch})")
+    } else {
+        format!("{n_text} ({batches}×{per_batch})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_ns(638.2), "638 ns");
+        assert_eq!(fmt_ns(2_370.0), "2.37 µs");
+        assert_eq!(fmt_ns(1_230_000.0), "1.23 ms");
+        assert_eq!(fmt_rate(415_600.0), "415.6 k");
+        assert_eq!(fmt_rate(1_550_000.0), "1.55 M");
+        assert_eq!(ratio(1.0, 4.0), "0.25x");
+        assert_eq!(ratio(1.0, 0.0), "n/a");
+        assert_eq!(fmt_count(50_000, 20, 1), "50k (20×2500)");
+        assert_eq!(fmt_count(80_000, 20, 4), "80k (4×20×1000)");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(json_str("µs ≤"), "\"µs ≤\"");
+    }
+}

@@ -1,0 +1,313 @@
+//! Timing plans, per-operation samples and their summary (median, p99, calls/s).
+//!
+//! Every measured call is timed with chained timestamps: one `Instant::now()` after each reply,
+//! the sample being the time since the previous one. So the timer cost (tens of nanoseconds) is
+//! paid once per call and no gap between calls goes unmeasured. Calls are grouped in batches; a
+//! row stops early (with fewer batches, reported as `n`) when it exceeds its time budget.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// How many calls to make, and how long a row may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Unmeasured calls before the first batch.
+    pub(crate) warmup: usize,
+    /// Number of measured batches.
+    pub(crate) batches: usize,
+    /// Calls per batch (per client, when there are several clients).
+    pub(crate) per_batch: usize,
+    /// After this much measuring, stop at the end of the current batch (at least
+    /// [`MIN_BATCHES`] batches are always run).
+    pub(crate) budget: Duration,
+}
+
+/// Batches always measured, whatever the budget says.
+pub(crate) const MIN_BATCHES: usize = 3;
+
+/// The raw result of one row: per-call samples and per-batch means.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    /// One round-trip time per measured call, in nanoseconds.
+    pub(crate) per_op_ns: Vec<u64>,
+    /// Mean round trip of each batch, in nanoseconds.
+    pub(crate) batch_mean_ns: Vec<f64>,
+    /// Wall time of the measured phase (all clients together).
+    pub(crate) wall: Duration,
+    /// Number of batches run (per client).
+    pub(crate) batches: usize,
+    /// Number of client threads or tasks.
+    pub(crate) clients: usize,
+}
+
+/// What a row reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Summary {
+    /// Median of the per-call samples, in nanoseconds.
+    pub(crate) median_ns: f64,
+    /// 99th percentile of the per-call samples, in nanoseconds.
+    pub(crate) p99_ns: f64,
+    /// Measured calls divided by the wall time of the measured phase.
+    pub(crate) calls_per_s: f64,
+    /// Smallest batch mean, in nanoseconds.
+    pub(crate) batch_min_ns: f64,
+    /// Largest batch mean, in nanoseconds.
+    pub(crate) batch_max_ns: f64,
+    /// Measured calls.
+    pub(crate) n: usize,
+    /// Batches (per client).
+    pub(crate) batches: usize,
+    /// Clients.
+    pub(crate) clients: usize,
+}
+
+impl Samples {
+    /// Adds another measurement of the same row (e.g. from a later round): the samples are
+    /// pooled, the wall times and batch counts add up.
+    pub(crate) fn absorb(&mut self, other: Samples) {
+        self.per_op_ns.extend(other.per_op_ns);
+        self.batch_mean_ns.extend(other.batch_mean_ns);
+        self.wall += other.wall;
+        self.batches += other.batches;
+        self.clients = self.clients.max(other.clients);
+    }
+
+    /// Median, p99 and calls/s of these samples.
+    pub(crate) fn summary(mut self) -> Summary {
+        self.per_op_ns.sort_unstable();
+        let n = self.per_op_ns.len();
+        let secs = self.wall.as_secs_f64();
+        let fold = |f: fn(f64, f64) -> f64, init| self.batch_mean_ns.iter().copied().fold(init, f);
+        Summary {
+            median_ns: percentile(&self.per_op_ns, 0.50),
+            p99_ns: percentile(&self.per_op_ns, 0.99),
+            calls_per_s: if secs > 0.0 { n as f64 / secs } else { 0.0 },
+            batch_min_ns: fold(f64::min, f64::INFINITY),
+            batch_max_ns: fold(f64::max, 0.0),
+            n,
+            batches: self.batches,
+            clients: self.clients,
+        }
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted samples, nearest rank; NaN when there are none.
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+/// One client's measurement, kept apart so that several clients can be merged.
+#[derive(Debug, Default)]
+struct ClientRun {
+    per_op_ns: Vec<u64>,
+    batch_mean_ns: Vec<f64>,
+    batches: usize,
+}
+
+impl ClientRun {
+    fn with_capacity(plan: &Plan) -> Self {
+        ClientRun {
+            per_op_ns: Vec::with_capacity(plan.batches * plan.per_batch),
+            batch_mean_ns: Vec::with_capacity(plan.batches),
+            batches: 0,
+        }
+    }
+
+    /// True when the plan is done or the budget (counted from `start`) is spent.
+    fn done(&self, plan: &Plan, start: Instant) -> bool {
+        self.batches >= plan.batches
+            || (self.batches >= MIN_BATCHES && start.elapsed() >= plan.budget)
+    }
+}
+
+/// The check every round trip makes: the reply is the request plus one.
+#[inline]
+fn check(request: u64, reply: u64) {
+    assert_eq!(reply, request.wrapping_add(1), "wrong reply");
+}
+
+/// Runs the plan's calls on one blocking client: `call(x)` must return `x + 1`.
+fn client_loop(plan: &Plan, call: &mut impl FnMut(u64) -> u64, start: Instant) -> ClientRun {
+    let mut run = ClientRun::with_capacity(plan);
+    let mut x = 0u64;
+    while !run.done(plan, start) {
+        let batch_start = Instant::now();
+        let mut last = batch_start;
+        for _ in 0..plan.per_batch {
+            x = x.wrapping_add(1);
+            let reply = call(black_box(x));
+            let now = Instant::now();
+            check(x, reply);
+            run.per_op_ns.push((now - last).as_nanos() as u64);
+            last = now;
+        }
+        run.batch_mean_ns
+            .push((last - batch_start).as_nanos() as f64 / plan.per_batch as f64);
+        run.batches += 1;
+    }
+    run
+}
+
+fn warm_up(plan: &Plan, call: &mut impl FnMut(u64) -> u64) {
+    for i in 0..plan.warmup as u64 {
+        check(i, call(black_box(i)));
+    }
+}
+
+/// Measures one blocking client on the current thread.
+pub(crate) fn measure_sync(plan: &Plan, mut call: impl FnMut(u64) -> u64) -> Samples {
+    warm_up(plan, &mut call);
+    let start = Instant::now();
+    let run = client_loop(plan, &mut call, start);
+    let wall = start.elapsed();
+    merge(vec![run], wall)
+}
+
+/// Measures several blocking clients, one thread each, released together after their warm-up.
+/// Calls/s is the total over all clients, divided by the time from release to the last
+/// client's end.
+pub(crate) fn measure_threads<C>(plan: &Plan, clients: Vec<C>) -> Samples
+where
+    C: FnMut(u64) -> u64 + Send,
+{
+    let count = clients.len();
+    let barrier = Arc::new(Barrier::new(count + 1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .map(|mut call| {
+                let barrier = Arc::clone(&barrier);
+                s.spawn(move || {
+                    warm_up(plan, &mut call);
+                    barrier.wait();
+                    let start = Instant::now();
+                    client_loop(plan, &mut call, start)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let runs: Vec<ClientRun> = handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread panicked"))
+            .collect();
+        let wall = start.elapsed();
+        merge(runs, wall)
+    })
+}
+
+/// An async client under test: one round trip per `call`.
+///
+/// (A trait rather than an async closure, so that the measuring future can be proven `Send`
+/// and spawned on a multi-thread runtime.)
+pub(crate) trait AsyncCall: Send {
+    /// Sends `x` and resolves to the reply, which must be `x + 1`.
+    fn call(&mut self, x: u64) -> impl Future<Output = u64> + Send + '_;
+}
+
+/// Measures one async client. Run it inside the runtime under test (e.g. in a spawned task).
+pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Samples {
+    for i in 0..plan.warmup as u64 {
+        check(i, client.call(black_box(i)).await);
+    }
+    let start = Instant::now();
+    let mut run = ClientRun::with_capacity(&plan);
+    let mut x = 0u64;
+    while !run.done(&plan, start) {
+        let batch_start = Instant::now();
+        let mut last = batch_start;
+        for _ in 0..plan.per_batch {
+            x = x.wrapping_add(1);
+            let reply = client.call(black_box(x)).await;
+            let now = Instant::now();
+            check(x, reply);
+            run.per_op_ns.push((now - last).as_nanos() as u64);
+            last = now;
+        }
+        run.batch_mean_ns
+            .push((last - batch_start).as_nanos() as f64 / plan.per_batch as f64);
+        run.batches += 1;
+    }
+    let wall = start.elapsed();
+    merge(vec![run], wall)
+}
+
+fn merge(runs: Vec<ClientRun>, wall: Duration) -> Samples {
+    let clients = runs.len();
+    let batches = runs.iter().map(|r| r.batches).min().unwrap_or(0);
+    let mut out = Samples {
+        wall,
+        batches,
+        clients,
+        ..Samples::default()
+    };
+    for run in runs {
+        out.per_op_ns.extend(run.per_op_ns);
+        out.batch_mean_ns.extend(run.batch_mean_ns);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7], 0.99), 7.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn sync_measurement_counts_every_call() {
+        let plan = Plan {
+            warmup: 3,
+            batches: 4,
+            per_batch: 10,
+            budget: Duration::from_secs(60),
+        };
+        let s = measure_sync(&plan, |x| x + 1).summary();
+        assert_eq!(s.n, 40);
+        assert_eq!(s.batches, 4);
+        assert_eq!(s.clients, 1);
+        assert!(s.batch_min_ns <= s.batch_max_ns);
+    }
+
+    #[test]
+    fn threads_measurement_merges_clients() {
+        let plan = Plan {
+            warmup: 1,
+            batches: 3,
+            per_batch: 5,
+            budget: Duration::from_secs(60),
+        };
+        let clients: Vec<_> = (0..3).map(|_| |x: u64| x + 1).collect();
+        let s = measure_threads(&plan, clients).summary();
+        assert_eq!(s.n, 45);
+        assert_eq!(s.clients, 3);
+    }
+
+    #[test]
+    fn rounds_pool_their_samples() {
+        let plan = Plan {
+            warmup: 0,
+            batches: 3,
+            per_batch: 4,
+            budget: Duration::from_secs(60),
+        };
+        let mut all = measure_sync(&plan, |x| x + 1);
+        all.absorb(measure_sync(&plan, |x| x + 1));
+        let s = all.summary();
+        assert_eq!((s.n, s.batches, s.clients), (24, 6, 1));
+    }
+}
