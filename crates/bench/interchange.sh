@@ -15,4 +15,4 @@ if ! command -v valgrind >/dev/null 2>&1; then
         || echo "WARNING: could not install valgrind: instruction counts will be missing" >&2
 fi
 
-cargo run --release -q -p courier-bench --bin courier-bench-interchange -- "$@"
+cargo run --release -q -p courier-bench -- interchange "$@"

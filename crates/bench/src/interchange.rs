@@ -12,8 +12,8 @@
 //! 3. `size_of` of a channel for a few payloads.
 //!
 //! ```text
-//! cargo run --release -p courier-bench --bin courier-bench-interchange
-//! cargo run --release -p courier-bench --bin courier-bench-interchange -- --quick
+//! cargo run --release -p courier-bench -- interchange
+//! cargo run --release -p courier-bench -- interchange --quick
 //! ```
 
 use std::hint::black_box;

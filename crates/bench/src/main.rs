@@ -7,8 +7,10 @@
 //! ```text
 //! cargo run --release -p courier-bench -- local            # full run, about a minute at most
 //! cargo run --release -p courier-bench -- local --quick    # a few seconds, tiny counts
+//! cargo run --release -p courier-bench -- interchange      # needs valgrind for instructions
 //! ```
 
+mod interchange;
 mod local;
 mod report;
 mod stats;
@@ -31,12 +33,16 @@ enum Command {
     /// courier::local (threads and async tasks in one process) beside ump, crossbeam-channel,
     /// flume, std::sync::mpsc and tokio.
     Local(local::Args),
+    /// courier::interchange beside interchange 0.3: instructions per cycle (callgrind), a
+    /// two-thread ping-pong, and channel sizes.
+    Interchange(interchange::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Local(args) => local::run(args),
+        Command::Interchange(args) => interchange::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
