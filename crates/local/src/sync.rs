@@ -94,24 +94,29 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
     }
 }
 
-/// Spin, then yield, then give up so the caller can park: the bounded busy phase of every
-/// blocking wait in the crate. An idle waiter burns at most a few microseconds of CPU.
+/// The bounded busy phase of every blocking wait in the crate: a few short spins, then steps
+/// that spin briefly and yield the CPU, then give up so the caller can park.
+///
+/// Yielding early matters on small machines: when the peer thread shares our core, only a
+/// yield (or a sleep) lets it run, while a long pure spin would burn the very time slice the
+/// answer needs. When the peer runs on another core, `yield_now` returns at once and the
+/// spinning goes on. An idle waiter burns a few microseconds of CPU, then sleeps.
 pub(crate) struct Backoff {
     step: u32,
 }
 
 impl Backoff {
-    /// Steps of `1 << step` spin hints each (about 127 hints in all).
+    /// Steps that only spin, `1 << step` hints each.
     #[cfg(not(loom))]
-    const SPIN_LIMIT: u32 = 6;
-    /// Steps of one `yield_now` each after the spinning.
+    const SPIN_STEPS: u32 = 3;
+    /// All steps; those after `SPIN_STEPS` spin `1 << SPIN_STEPS` hints, then yield.
     #[cfg(not(loom))]
-    const YIELD_LIMIT: u32 = 10;
+    const STEPS: u32 = 16;
     // Under loom every spin is a scheduling point: keep the busy phase to one step.
     #[cfg(loom)]
-    const SPIN_LIMIT: u32 = 0;
+    const SPIN_STEPS: u32 = 1;
     #[cfg(loom)]
-    const YIELD_LIMIT: u32 = 0;
+    const STEPS: u32 = 1;
 
     pub(crate) fn new() -> Self {
         Self { step: 0 }
@@ -119,16 +124,14 @@ impl Backoff {
 
     /// Waits a little. Returns `false` once the busy phase is over and the caller should park.
     #[inline]
-    #[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
     pub(crate) fn snooze(&mut self) -> bool {
-        if self.step > Self::YIELD_LIMIT {
+        if self.step >= Self::STEPS {
             return false;
         }
-        if self.step <= Self::SPIN_LIMIT {
-            for _ in 0..(1u32 << self.step) {
-                spin_loop();
-            }
-        } else {
+        for _ in 0..(1u32 << self.step.min(Self::SPIN_STEPS)) {
+            spin_loop();
+        }
+        if self.step >= Self::SPIN_STEPS {
             yield_now();
         }
         self.step += 1;
