@@ -11,3 +11,5 @@ extern crate std;
 
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
+
+pub mod flat;

@@ -5,7 +5,9 @@
 //! Nothing else in the crate imports `core::sync::atomic` or `core::cell::UnsafeCell`.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
