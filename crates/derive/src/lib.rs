@@ -484,6 +484,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #mirror_def
 
         #[doc = #alias_doc]
+        #[allow(dead_code)]
         #vis type #alias #alias_params = #p::Page<#name #plain_ty_generics>;
 
         #[allow(clippy::all, unused_variables, unused_mut)]
