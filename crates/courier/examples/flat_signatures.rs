@@ -70,5 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, signature, size) in rows {
         println!("{name} size={size} signature={signature:#018x}");
     }
+    // These layouts differ by design between 32- and 64-bit targets; the CI script checks that
+    // they do differ, which proves the two outputs came from two different targets.
+    let (name, signature, size) = row::<usize>("usize");
+    println!("width-dependent: {name} size={size} signature={signature:#018x}");
     Ok(())
 }
