@@ -29,15 +29,18 @@ mod decorated {
     #[repr(C)]
     pub(crate) struct TrngBuffer {
         /// The random words.
-        data : [ u32 ; 1020 ],
+        data: [u32; 1020],
         #[allow(unused)]
-        length: U16
+        length: U16,
     }
 }
 
 #[test]
 fn unaffected_by_docs_visibility_attributes_formatting_and_names() {
-    assert_eq!(plain::TrngBuf::signature(), decorated::TrngBuffer::signature());
+    assert_eq!(
+        plain::TrngBuf::signature(),
+        decorated::TrngBuffer::signature()
+    );
 }
 
 #[test]
@@ -81,10 +84,20 @@ nested!(renamed, { aa: u32, bb: u8 }, { xx: u16, leaf2: Leaf }, { mid2: Mid, zz:
 #[test]
 fn nested_changes_change_the_outer_signature() {
     let base = base::Outer::signature();
-    assert_eq!(base, renamed::Outer::signature(), "field names do not matter");
+    assert_eq!(
+        base,
+        renamed::Outer::signature(),
+        "field names do not matter"
+    );
     for (what, other) in [
-        ("leaf field u32 -> i32 (same size)", leaf_signed::Outer::signature()),
-        ("leaf field u32 -> f32 (same size)", leaf_float::Outer::signature()),
+        (
+            "leaf field u32 -> i32 (same size)",
+            leaf_signed::Outer::signature(),
+        ),
+        (
+            "leaf field u32 -> f32 (same size)",
+            leaf_float::Outer::signature(),
+        ),
         ("leaf field resized", leaf_wider::Outer::signature()),
         ("leaf fields reordered", leaf_order::Outer::signature()),
         ("mid fields reordered", mid_order::Outer::signature()),
@@ -165,8 +178,20 @@ fn enum_discriminants_payloads_and_tags_change_the_signature() {
 #[test]
 fn capacities_change_the_signature() {
     use courier::flat::{String, Vec};
-    assert_ne!(<String<8> as IpcSafe>::SIGNATURE, <String<9> as IpcSafe>::SIGNATURE);
-    assert_ne!(<Vec<u8, 8> as IpcSafe>::SIGNATURE, <Vec<u8, 9> as IpcSafe>::SIGNATURE);
-    assert_ne!(<Vec<u8, 8> as IpcSafe>::SIGNATURE, <Vec<i8, 8> as IpcSafe>::SIGNATURE);
-    assert_ne!(<[u8; 8] as IpcSafe>::SIGNATURE, <String<4> as IpcSafe>::SIGNATURE);
+    assert_ne!(
+        <String<8> as IpcSafe>::SIGNATURE,
+        <String<9> as IpcSafe>::SIGNATURE
+    );
+    assert_ne!(
+        <Vec<u8, 8> as IpcSafe>::SIGNATURE,
+        <Vec<u8, 9> as IpcSafe>::SIGNATURE
+    );
+    assert_ne!(
+        <Vec<u8, 8> as IpcSafe>::SIGNATURE,
+        <Vec<i8, 8> as IpcSafe>::SIGNATURE
+    );
+    assert_ne!(
+        <[u8; 8] as IpcSafe>::SIGNATURE,
+        <String<4> as IpcSafe>::SIGNATURE
+    );
 }

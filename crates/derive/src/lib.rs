@@ -11,7 +11,7 @@
 //! `#[ipc(crate = "path::to::flat")]`), so a crate that depends on `courier` alone can use it.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{parse_macro_input, Data, DeriveInput, Error, Fields, Ident, Path, Type};
 
@@ -98,7 +98,7 @@ fn check_field_type(ty: &Type) -> syn::Result<()> {
         Type::Array(a) => return check_field_type(&a.elem),
         Type::Paren(p) => return check_field_type(&p.elem),
         Type::Group(g) => return check_field_type(&g.elem),
-        Type::Path(_) => return Ok(()),
+        Type::Path(path) => return check_path_type(path),
         Type::Ptr(_) => "a raw pointer is an address in the sender's memory",
         Type::Reference(_) => "a reference is an address in the sender's memory",
         Type::BareFn(_) => "a function pointer is an address in the sender's memory",
@@ -112,6 +112,58 @@ fn check_field_type(ty: &Type) -> syn::Result<()> {
         ty.span(),
         format!("#[derive(Ipc)]: this field cannot cross a process boundary: {what}"),
     ))
+}
+
+/// Rejects the std types that can never be IPC-safe where the path alone proves which they are
+/// (`Box`, a `String` without a capacity, a one-parameter `Vec`, `std::`/`alloc::` paths to
+/// them), then checks type arguments recursively. Everything else is left to the `IpcSafe`
+/// bound, whose message names the type.
+fn check_path_type(path: &syn::TypePath) -> syn::Result<()> {
+    let segments = &path.path.segments;
+    let Some(last) = segments.last() else {
+        return Ok(());
+    };
+    let first = segments
+        .first()
+        .map(|s| s.ident.to_string())
+        .unwrap_or_default();
+    let from_std =
+        path.qself.is_none() && segments.len() > 1 && (first == "std" || first == "alloc");
+    let type_args: Vec<&Type> = match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) => args
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                syn::GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let n_args = match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) => args.args.len(),
+        _ => 0,
+    };
+    let what = match last.ident.to_string().as_str() {
+        "Box" | "Rc" | "Arc" => Some("a Box, Rc or Arc is a pointer to the sender's heap"),
+        "String" if n_args == 0 || from_std => {
+            Some("std's String points to the sender's heap; use courier::flat::String<N>")
+        }
+        "Vec" if n_args == 1 || from_std => {
+            Some("std's Vec points to the sender's heap; use courier::flat::Vec<T, N>")
+        }
+        "Option" if from_std => {
+            Some("std's Option has an unspecified layout; use courier::flat::Option<T>")
+        }
+        _ => None,
+    };
+    if let Some(what) = what {
+        return Err(Error::new(
+            path.span(),
+            format!("#[derive(Ipc)]: this field cannot cross a process boundary: {what}"),
+        ));
+    }
+    type_args.into_iter().try_for_each(check_field_type)
 }
 
 /// One variant (or the struct body): its pattern and field types.
@@ -162,13 +214,16 @@ impl Shape {
 
     /// The body of the mirror's struct or variant.
     fn mirror_body(&self, p: &Path) -> TokenStream {
-        let tys = self.fields.iter().map(|(_, t)| t);
+        let tys = self
+            .fields
+            .iter()
+            .map(|(_, t)| quote_spanned!(t.span()=> <#t as #p::IpcSafe>::Mirror));
         match self.style {
             Style::Named => {
                 let members = self.fields.iter().map(|(m, _)| m);
-                quote!({ #(#members: <#tys as #p::IpcSafe>::Mirror),* })
+                quote!({ #(#members: #tys),* })
             }
-            Style::Unnamed => quote!(( #(<#tys as #p::IpcSafe>::Mirror),* )),
+            Style::Unnamed => quote!(( #(#tys),* )),
             Style::Unit => quote!(),
         }
     }

@@ -1,0 +1,10 @@
+//! Must-not-compile cases for `#[derive(Ipc)]` (trybuild, with the expected messages in
+//! `tests/ui/flat/*.stderr`): raw pointers, references, `Box`, std `String`/`Vec`/`Option`,
+//! a bounded `Vec` of pointers, a generic instantiated with a reference, a missing `repr(C)`,
+//! `repr(packed)`, unions, and `from_slice_mut` on a type with padding.
+
+#[test]
+fn flat_compile_fail() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/flat/*.rs");
+}
