@@ -385,14 +385,29 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     let #mirror #pat = __mirror;
                     #checks
                 };
-                let zeroes = shape.zero_fields(&p);
+                let recurse = shape.types().enumerate().map(|(i, ty)| {
+                    let f = format_ident!("__f{}", i);
+                    quote! {
+                        if <#ty as #p::IpcSafe>::HAS_PADDING {
+                            <#ty as #p::IpcSafe>::zero_padding(#f);
+                        }
+                    }
+                });
+                let members = shape.fields.iter().map(|(m, _)| m);
+                let tys = shape.types();
+                // `repr(C)`: fields lie in declaration order, so the constant ranges are sorted.
                 let zero_body = quote! {
-                    let mut __ranges = [(0usize, 0usize); #n];
-                    let mut __n = 0usize;
+                    if !<Self as #p::IpcSafe>::HAS_PADDING {
+                        return;
+                    }
                     {
                         let Self #pat = &mut *self;
-                        #zeroes
+                        #(#recurse)*
                     }
+                    let __ranges: [(usize, usize); #n] = [
+                        #((::core::mem::offset_of!(Self, #members), ::core::mem::size_of::<#tys>())),*
+                    ];
+                    unsafe { #p::__private::zero_gaps_sorted(self, &__ranges) }
                 };
                 (
                     mirror_def,
@@ -514,10 +529,15 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     quote!(Self::#ident #pat => { #zeroes })
                 });
                 let zero_body = quote! {
+                    if !<Self as #p::IpcSafe>::HAS_PADDING {
+                        return;
+                    }
+                    let __base = #p::__private::address(&*self);
                     let mut __ranges = [(0usize, 0usize); #k];
                     __ranges[0] = (0, ::core::mem::size_of::<#tag>());
                     let mut __n = 1usize;
                     match &mut *self { #(#zero_arms)* }
+                    unsafe { #p::__private::zero_gaps(self, &mut __ranges[..__n]) }
                 };
                 (
                     mirror_def,
@@ -568,10 +588,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     ::core::result::Result::Ok(())
                 }
 
+                #[inline]
                 fn zero_padding(&mut self) {
-                    let __base = #p::__private::address(&*self);
                     #zero_body
-                    unsafe { #p::__private::zero_gaps(self, &mut __ranges[..__n]) }
                 }
             }
 

@@ -699,6 +699,7 @@ pub mod __private {
     ///
     /// Every byte of `*value` that is part of its current value (not padding) must lie in one
     /// of `ranges`.
+    #[inline]
     pub unsafe fn zero_gaps<T>(value: &mut T, ranges: &mut [(usize, usize)]) {
         // Insertion sort: a handful of fields, no allocation.
         for i in 1..ranges.len() {
@@ -708,6 +709,18 @@ pub mod __private {
                 j -= 1;
             }
         }
+        // SAFETY: the caller's promise, and the ranges are now sorted.
+        unsafe { zero_gaps_sorted(value, ranges) }
+    }
+
+    /// [`zero_gaps`] for ranges already sorted by offset (a `repr(C)` struct's fields in
+    /// declaration order). With constant ranges it compiles down to a few stores.
+    ///
+    /// # Safety
+    ///
+    /// As [`zero_gaps`], and `ranges` must be sorted by offset.
+    #[inline]
+    pub unsafe fn zero_gaps_sorted<T>(value: &mut T, ranges: &[(usize, usize)]) {
         let size = core::mem::size_of::<T>();
         let base = value as *mut T as *mut u8;
         let mut cursor = 0usize;

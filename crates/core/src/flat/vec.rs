@@ -12,7 +12,8 @@ use super::{__private, signature, CapacityError, FlatError, IpcSafe, SignatureHa
 /// A bounded, inline, IPC-safe vector of at most `N` elements of an IPC-safe `Copy` type.
 ///
 /// Restricted to `T: Copy`, so elements never need dropping (flatipc's `Vec` leaked them). Its
-/// layout is `#[repr(C)] { len: u32, items: [T; N] }` (unused slots zeroed). `push` on a full
+/// layout is `#[repr(C)] { len: u32, items: [T; N] }`; unused slots are always zeroed (`new`,
+/// `pop` and `clear` zero them), so no stale element travels in a message. `push` on a full
 /// vector hands the value back in `Err`; no accessor panics, even on a hostile length, which
 /// `from_slice` refuses anyway.
 ///
@@ -143,7 +144,10 @@ impl<T: IpcSafe + Copy, const N: usize> Vec<T, N> {
     /// ```
     pub fn pop(&mut self) -> core::option::Option<T> {
         let value = *self.as_slice().last()?;
-        self.len = self.len() as u32 - 1;
+        let len = self.len() - 1;
+        // Keep uncounted slots zeroed, so a popped value never travels in later messages.
+        self.items[len] = MaybeUninit::zeroed();
+        self.len = len as u32;
         Some(value)
     }
 
