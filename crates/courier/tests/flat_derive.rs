@@ -197,7 +197,7 @@ fn enum_discriminants_follow_the_source() {
 #[test]
 fn padding_and_tail_are_zeroed() {
     // `Inner` has 3 padding bytes after `flag`.
-    assert!(<Inner as IpcSafe>::HAS_PADDING);
+    const { assert!(<Inner as IpcSafe>::HAS_PADDING) };
     let mut ipc = Inner {
         flag: true,
         count: u32::MAX,

@@ -18,6 +18,36 @@ use syn::{parse_macro_input, Data, DeriveInput, Error, Fields, Ident, Path, Type
 /// Makes a `#[repr(C)]` type IPC-safe and gives it its page-aligned IPC form `IpcName`.
 ///
 /// See the crate docs and `courier::flat`.
+///
+/// # Examples
+///
+/// ```
+/// use courier::{flat, Ipc};
+///
+/// #[derive(Ipc, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Reading {
+///     sensor: flat::String<8>,
+///     value: f32,
+///     valid: bool,
+/// }
+///
+/// let reading = Reading { sensor: "t0".try_into().unwrap(), value: 21.5, valid: true };
+/// let mut ipc: IpcReading = reading.into_ipc();
+/// let signature = Reading::signature();
+/// let received = IpcReading::from_slice(ipc.as_bytes(), signature).unwrap();
+/// assert_eq!(received.sensor, "t0");
+/// assert_eq!(Reading::from_ipc(ipc).value, 21.5);
+/// ```
+///
+/// A type without `#[repr(C)]` is refused:
+///
+/// ```compile_fail
+/// #[derive(courier::Ipc)]
+/// struct Loose {
+///     value: u32,
+/// }
+/// ```
 #[proc_macro_derive(Ipc, attributes(ipc))]
 pub fn derive_ipc(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -537,7 +567,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     __ranges[0] = (0, ::core::mem::size_of::<#tag>());
                     let mut __n = 1usize;
                     match &mut *self { #(#zero_arms)* }
-                    unsafe { #p::__private::zero_gaps(self, &mut __ranges[..__n]) }
+                    // Each variant is laid out as `repr(C)`: the tag, then its fields in order,
+                    // so the ranges are already sorted by offset.
+                    unsafe { #p::__private::zero_gaps_sorted(self, &__ranges[..__n]) }
                 };
                 (
                     mirror_def,

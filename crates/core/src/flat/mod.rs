@@ -190,6 +190,22 @@ impl core::error::Error for FlatError {}
 /// - If `HAS_PADDING` is `false`, every byte of every valid value is initialised, whatever
 ///   code wrote it; if `NEEDS_CHECK` is `false`, `check` always returns `Ok`.
 /// - `SIGNATURE` is determined by the layout (see [`signature`]).
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::flat::{IpcSafe, Page};
+///
+/// /// Anything IPC-safe can be put in page form and sent with its signature.
+/// fn to_wire<T: IpcSafe>(value: T) -> (u64, usize) {
+///     let mut page = Page::new(value);
+///     (page.signature(), page.as_bytes().len())
+/// }
+///
+/// assert_eq!(to_wire([1u16, 2, 3]), (<[u16; 3] as IpcSafe>::SIGNATURE, 4096));
+/// assert!(!<u32 as IpcSafe>::HAS_PADDING);
+/// assert!(<courier_core::flat::String<8> as IpcSafe>::NEEDS_CHECK);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot cross a process boundary: it is not IPC-safe",
     label = "not IPC-safe",
@@ -486,7 +502,7 @@ impl<T: IpcSafe> Page<T> {
     /// let mut ipc = Page::new([true, false]);
     /// let sig = ipc.signature();
     /// let bytes = ipc.as_bytes();
-    /// assert_eq!(*Page::<[bool; 2]>::from_slice(bytes, sig).unwrap(), [true, false]);
+    /// assert_eq!(**Page::<[bool; 2]>::from_slice(bytes, sig).unwrap(), [true, false]);
     ///
     /// // A `bool` byte of 7 is refused, not undefined behaviour.
     /// let mut bad = Page::new([7u8, 0]);
@@ -572,7 +588,8 @@ impl<T: IpcSafe> Page<T> {
     /// })
     /// .unwrap();
     /// assert_eq!(old, Option::Some(41));
-    /// assert_eq!(*Page::<Option<u32>>::from_slice(buf.as_slice(), sig).unwrap(), Option::Some(42));
+    /// let received = Page::<Option<u32>>::from_slice(buf.as_slice(), sig).unwrap();
+    /// assert_eq!(**received, Option::Some(42));
     /// ```
     pub fn with_slice_mut<R>(
         bytes: &mut [u8],

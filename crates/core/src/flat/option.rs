@@ -20,7 +20,8 @@ use super::{__private, signature, FlatError, IpcSafe, SignatureHasher};
 /// let x: flat::Option<u32> = Some(3).into();
 /// assert_eq!(x, flat::Option::Some(3));
 /// assert_eq!(x.get(), Some(&3));
-/// assert_eq!(Option::from(flat::Option::<u32>::None), None);
+/// let std_option: Option<u32> = flat::Option::None.into();
+/// assert_eq!(std_option, None);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]

@@ -15,6 +15,13 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// Which kind of layout a signature describes; the first word of every signature.
 ///
 /// The values are part of the wire contract: changing one changes every signature.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::flat::signature::kind;
+/// assert_ne!(kind::STRUCT, kind::ENUM);
+/// ```
 pub mod kind {
     /// A primitive (integer, float, `bool`, `char`); the next word names which.
     pub const PRIMITIVE: u64 = 1;
