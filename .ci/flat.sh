@@ -17,7 +17,7 @@ loud_skip() {
 }
 
 echo "== flat: 64-bit host signatures"
-cargo build -q -p courier --no-default-features --example "$EXAMPLE"
+cargo build -q -p courier-core --example "$EXAMPLE"
 host_out="$("$TARGET_DIR/debug/examples/$EXAMPLE")"
 echo "$host_out"
 
@@ -25,7 +25,7 @@ echo "== flat: 32-bit ($TARGET) signatures"
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     rustup target add "$TARGET" || loud_skip "could not install the $TARGET target"
 fi
-cargo build -q -p courier --no-default-features --example "$EXAMPLE" --target "$TARGET"
+cargo build -q -p courier-core --example "$EXAMPLE" --target "$TARGET"
 bin32="$TARGET_DIR/$TARGET/debug/examples/$EXAMPLE"
 if ! out32="$("$bin32")"; then
     loud_skip "the $TARGET binary does not run on this host"

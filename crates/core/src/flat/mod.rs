@@ -51,6 +51,19 @@
 //! alignment, each field's offset and signature (recursively), enum tag sizes and discriminant
 //! values. Names, docs, visibility and formatting do not enter it; it is the same on 32- and
 //! 64-bit targets for a layout that is the same on both.
+//!
+//! # Porting from flatipc
+//!
+//! | flatipc 0.1.2 | `courier::flat` |
+//! |---|---|
+//! | `#[derive(flatipc::Ipc)]`, `#[derive(IpcSafe)]` | `#[derive(courier::Ipc)]` (one derive does both; generics work) |
+//! | `value.into_ipc()`, `ipc.into_original()` | `value.into_ipc()`, `Foo::from_ipc(ipc)` / `IpcFoo::from_ipc(ipc)` / `ipc.into_inner()` |
+//! | `IpcFoo::from_slice(&[u8], usize) -> Option<&IpcFoo>` | `IpcFoo::from_slice(&[u8], u64) -> Result<&IpcFoo, FlatError>` |
+//! | `IpcFoo::from_slice_mut(..) -> Option<&mut IpcFoo>` | `IpcFoo::from_slice_mut(..) -> Result<&mut Foo, FlatError>` (padding-free types) or `IpcFoo::with_slice_mut(.., \|foo\| ..)` |
+//! | `ipc.signature() -> usize` | `ipc.signature() -> u64`, `Foo::signature()` |
+//! | `flatipc::String<N>`, `flatipc::Vec<T, N>` | [`String<N>`](String), [`Vec<T, N>`](Vec) (`T: Copy`) |
+//! | `Option<T>` fields | [`flat::Option<T>`](Option) (`From`/`Into` the standard one) |
+//! | sending `&[u8]` of the whole object | [`Page::as_bytes`] (padding and tail zeroed) |
 
 pub mod signature;
 
@@ -357,6 +370,11 @@ impl<T: IpcSafe> Page<T> {
     /// ```
     pub const SIZE: usize = {
         assert!(size_of::<T>() > 0, "an IPC type must not be zero-sized");
+        // A cheap re-check of the `IpcSafe` contract, evaluated for every type that is used.
+        assert!(
+            size_of::<T>() == size_of::<T::Mirror>() && align_of::<T>() == align_of::<T::Mirror>(),
+            "IpcSafe::Mirror must have the layout of the type"
+        );
         size_of::<Self>()
     };
 

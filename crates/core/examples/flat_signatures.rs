@@ -1,12 +1,16 @@
 //! Prints the layout signatures of types whose layout is the same on 32- and 64-bit targets
 //! (fixed-width fields only). `.ci/flat.sh` builds this for `i686-unknown-linux-musl` and for the
 //! host and requires identical output.
+//!
+//! It lives in courier-core (not the facade) so that the 32-bit build compiles only this crate,
+//! the derive and proptest; it also exercises the derive's `#[ipc(crate = "...")]` option.
 
-use courier::flat::{self, IpcSafe};
-use courier::Ipc;
+use courier_core::flat::{self, IpcSafe};
+use courier_derive::Ipc;
 
 /// flatipc's real-world type, whose signature flatipc truncated in 32-bit cross builds.
 #[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
 #[repr(C)]
 pub struct TrngBuf {
     data: [u32; 1020],
@@ -15,6 +19,7 @@ pub struct TrngBuf {
 
 /// Nested structs and an enum with fields.
 #[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
 #[repr(C)]
 pub struct Message {
     id: u32,
@@ -28,6 +33,7 @@ pub struct Message {
 
 /// An enum with fields and explicit discriminants.
 #[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
 #[repr(u8)]
 pub enum Kind {
     /// Nothing.
@@ -45,6 +51,7 @@ pub enum Kind {
 
 /// A `repr(C)` enum: its tag is a C `int`, 4 bytes on both targets.
 #[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
 #[repr(C)]
 pub enum CTagged {
     /// A float.
