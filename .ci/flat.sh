@@ -44,3 +44,14 @@ if [[ "$(grep '^width-dependent' <<<"$host_out")" == "$(grep '^width-dependent' 
     exit 1
 fi
 echo "flat: 32/64-bit signature check: $(wc -l <<<"$fixed_host") signatures identical, 1 width-dependent signature differs as expected"
+
+# Miri (Stacked Borrows, then Tree Borrows) over courier-core's flat unit tests, when a nightly
+# toolchain with Miri is already installed; never installed here, to keep this script short.
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    echo "== flat: Miri (stacked borrows) on courier-core flat tests"
+    cargo +nightly miri test -q -p courier-core --lib flat
+    echo "== flat: Miri (tree borrows) on courier-core flat tests"
+    MIRIFLAGS="-Zmiri-tree-borrows" cargo +nightly miri test -q -p courier-core --lib flat
+else
+    echo "flat: NOTE: nightly Miri not installed; skipping the Miri run (rustup component add miri --toolchain nightly)"
+fi
