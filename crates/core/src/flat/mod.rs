@@ -759,14 +759,36 @@ pub mod __private {
         let size = core::mem::size_of::<T>();
         let base = value as *mut T as *mut u8;
         let mut cursor = 0usize;
-        for &(start, len) in ranges.iter().chain(core::iter::once(&(size, 0))) {
+        for &(start, len) in ranges {
             let start = start.min(size);
-            if start > cursor {
-                // SAFETY: `cursor..start` lies inside `*value` (both at most `size`) and is
-                // outside every range, so by the caller's promise it is padding.
-                unsafe { core::ptr::write_bytes(base.add(cursor), 0, start - cursor) };
-            }
+            // SAFETY: `cursor..start` lies inside `*value` (both at most `size`) and is outside
+            // every range, so by the caller's promise it is padding.
+            unsafe { zero_span(base, cursor, start) };
             cursor = cursor.max(start.saturating_add(len).min(size));
+        }
+        // SAFETY: as above, for the bytes after the last range.
+        unsafe { zero_span(base, cursor, size) };
+    }
+
+    /// Zeroes `base[from..to]` (nothing if `to <= from`); small gaps without a `memset` call.
+    ///
+    /// # Safety
+    ///
+    /// `base[from..to]` must be valid for writes and hold only padding.
+    #[inline(always)]
+    unsafe fn zero_span(base: *mut u8, from: usize, to: usize) {
+        if to <= from {
+            return;
+        }
+        let len = to - from;
+        if len <= 16 {
+            for i in from..to {
+                // SAFETY: `i` is in `from..to`, valid for writes (the caller's promise).
+                unsafe { base.add(i).write(0) };
+            }
+        } else {
+            // SAFETY: the caller's promise.
+            unsafe { core::ptr::write_bytes(base.add(from), 0, len) };
         }
     }
 }
