@@ -10,6 +10,21 @@
 //! - a serde + postcard round trip of the same value (serialise, then deserialise).
 //!
 //! Run: `cargo bench -p courier --bench flat`.
+//!
+//! Measured at commit 6d4c00f on a shared 2-core "Intel(R) Xeon(R) Processor" VM (other builds
+//! running, so expect ±20 % noise), rustc 1.95.0, criterion medians:
+//!
+//! | value | courier `into_ipc`+`as_bytes` | flatipc `into_ipc` | courier `from_slice` (validated) | flatipc `from_slice` (unvalidated) | postcard round trip | postcard deserialise |
+//! |---|---|---|---|---|---|---|
+//! | 64 B    | 280 ns | 218 ns | 13 ns  | 1.4 ns | 152 ns  | 70 ns   |
+//! | 4 KiB   | 1.13 µs | 196 ns | 570 ns | 1.3 ns | 7.3 µs  | 7.1 µs  |
+//! | 1 MiB   | 861 µs | 522 µs | 208 µs | 1.3 ns | 1.79 ms | 1.46 ms |
+//!
+//! `into_ipc` includes a heap allocation of the page-aligned value for both libraries; courier's
+//! also zeroes interior padding (which flatipc leaks). Validation is linear in the number of
+//! checked fields; flatipc's `from_slice` checks only length and signature, which is unsound on
+//! untrusted bytes, and courier's `from_slice_unchecked` (the same contract, `unsafe`) costs
+//! about 1 ns.
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
