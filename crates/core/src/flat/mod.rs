@@ -801,6 +801,17 @@ mod tests {
     struct Aligned<const N: usize>([u8; N]);
 
     #[test]
+    fn send_sync_follow_the_payload() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Page<u32>>();
+        assert_send_sync::<Page<String<4>>>();
+        assert_send_sync::<Page<Vec<u8, 4>>>();
+        assert_send_sync::<Page<Option<char>>>();
+        assert_send_sync::<FlatError>();
+        assert_send_sync::<CapacityError>();
+    }
+
+    #[test]
     fn sizes_are_whole_pages() {
         assert_eq!(Page::<u8>::SIZE, 4096);
         assert_eq!(Page::<[u8; 4096]>::SIZE, 4096);
