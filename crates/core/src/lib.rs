@@ -13,4 +13,5 @@ pub mod error;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
+pub mod flat;
 pub mod interchange;

@@ -1,0 +1,7 @@
+#[derive(courier::Ipc)]
+#[repr(C)]
+struct HasBox {
+    value: Box<u64>,
+}
+
+fn main() {}

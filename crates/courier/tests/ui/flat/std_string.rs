@@ -1,0 +1,7 @@
+#[derive(courier::Ipc)]
+#[repr(C)]
+struct HasString {
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[derive(courier::Ipc)]
+#[repr(C)]
+struct HasVec {
+    items: Vec<u32>,
+}
+
+fn main() {}
