@@ -107,11 +107,14 @@ fn everything_at_once_is_exactly_once() {
                     let msg = (caller, seq, TWO_WAY);
                     if seq % 4 == 3 {
                         // A timeout that drops the future: the call is canceled.
-                        if let Ok(r) =
-                            tokio::time::timeout(Duration::from_micros(50), c.areq(msg)).await
-                        {
-                            assert_eq!(r, Ok(msg));
-                            received.fetch_add(1, Ordering::Relaxed);
+                        match tokio::time::timeout(Duration::from_micros(50), c.areq(msg)).await {
+                            Ok(r) => {
+                                assert_eq!(r, Ok(msg));
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                dropped_futures.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     } else {
                         assert_eq!(c.areq(msg).await, Ok(msg));
@@ -131,9 +134,13 @@ fn everything_at_once_is_exactly_once() {
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(
+    let (delivered, received) = (
         delivered.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed)
+        received.load(Ordering::Relaxed),
+    );
+    assert!(
+        received <= delivered && delivered <= received + dropped_futures.load(Ordering::Relaxed),
+        "delivered {delivered}, received {received}"
     );
     assert_eq!(
         one_way_seen.lock().unwrap().len(),
