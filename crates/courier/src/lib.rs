@@ -1,4 +1,42 @@
-//! courier: request/response messaging from interrupt handlers to threads, tasks and processes.
+//! courier: request/response messaging from a microcontroller's interrupt handler, through
+//! threads and async tasks, to processes sharing memory on one host.
+//!
+//! One model everywhere: a client sends a request and gets exactly one answer — the server's
+//! reply, its application error, or an error that says why there is none (the server is gone,
+//! it dropped the request, time ran out). Each distance has its transport:
+//!
+//! - [`interchange`]: a `no_std`, heap-free request/response slot in a `static`, for firmware
+//!   (an interrupt handler and the code it serves). The successor to `interchange`.
+//! - [`flat`] and [`Ipc`]: typed zero-copy buffers whose bytes are validated on receipt, for
+//!   crossing a process boundary. The successor to `flatipc`.
+//! - [`local`] (feature `std`, on by default): threads and async tasks of one process, under
+//!   any executor. The successor to `ump`.
+//!
+//! ```
+//! # #[cfg(feature = "std")] {
+//! use courier::local::channel;
+//!
+//! let (server, client) = channel::<u32, u32, ()>();
+//! let worker = std::thread::spawn(move || {
+//!     while let Ok((n, ctx)) = server.wait() {
+//!         let _ = ctx.reply(n * 2);
+//!     }
+//! });
+//! assert_eq!(client.req(21), Ok(42));
+//! drop(client);
+//! worker.join().unwrap();
+//! # }
+//! ```
+//!
+//! # Stable invariants
+//!
+//! - Every request gets exactly one outcome, and a value that was not delivered is handed back
+//!   where the API can (`SendError`, `CancelOutcome::Withdrawn`, interchange's `SendError`).
+//! - Every blocking call has a timeout form, and a blocked caller wakes when its peer goes.
+//! - Blocking spins briefly, then sleeps: an idle thread costs no CPU.
+//! - Bytes from another process are validated before a typed view of them exists.
+//! - Lock-free state machines are documented where they are written and model-checked with
+//!   loom.
 #![no_std]
 
 #[cfg(feature = "std")]
