@@ -260,41 +260,32 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         // SAFETY: WAITER is clear (we never leave it set when we return to the caller without
         // a result), so the requester owns the cell.
         self.core.waiter.with_mut(|p| unsafe { *p = Some(waiter) });
-        // Acquire (load and failed CAS): when we find DONE, the caller reads the result at
-        // once, so we must synchronise with the completer's AcqRel fetch_or.
-        let mut cur = self.core.state.load(Ordering::Acquire);
-        loop {
-            if cur & DONE != 0 {
-                return false;
-            }
-            // Release: publishes the waiter to the completer, whose fetch_or(DONE) is AcqRel.
-            match self.core.state.compare_exchange_weak(
-                cur,
-                cur | WAITER,
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
+        // Release: publishes the waiter to the completer, whose fetch_or(DONE) is AcqRel.
+        self.update_unless_done(|s| s | WAITER, Ordering::Release)
     }
 
     /// Clears `WAITER` before the result arrives. Returns `false` if `DONE` was set first (the
     /// completer then owns the waiter and clears the flag itself).
     fn clear_waiter(&self) -> bool {
-        let mut cur = self.core.state.load(Ordering::Relaxed);
+        // Acquire: the cell is ours again after this; nobody else wrote it meanwhile.
+        self.update_unless_done(|s| s & !WAITER, Ordering::Acquire)
+    }
+
+    /// Replaces the state `s` with `f(s)` unless `DONE` is set. Returns `false` on `DONE`.
+    ///
+    /// Finding `DONE` is an Acquire (load and failed CAS): a caller that then reads the
+    /// result synchronises with the completer's AcqRel `fetch_or`.
+    fn update_unless_done(&self, f: impl Fn(usize) -> usize, success: Ordering) -> bool {
+        let mut cur = self.core.state.load(Ordering::Acquire);
         loop {
             if cur & DONE != 0 {
                 return false;
             }
-            // Acquire: the cell is ours again after this; nobody else wrote it meanwhile.
-            match self.core.state.compare_exchange_weak(
-                cur,
-                cur & !WAITER,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .core
+                .state
+                .compare_exchange_weak(cur, f(cur), success, Ordering::Acquire)
+            {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
