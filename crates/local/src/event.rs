@@ -99,7 +99,10 @@ impl Event {
 
     /// Removes waiter `id`. Returns `true` if it was still registered (it was not notified).
     pub(crate) fn unregister(&self, id: usize) -> bool {
-        if id == 0 {
+        // Our own increment of `waiting` is visible to us, and while our entry is listed the
+        // count stays at least one: reading zero proves a notifier removed us, so the lock
+        // can be skipped (the common case after a wake-up).
+        if id == 0 || self.waiting.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let mut list = lock(&self.list);
