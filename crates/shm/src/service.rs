@@ -243,12 +243,19 @@ impl Listener {
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ShmError> {
-        if !sys::wait_readable(self.sock.as_fd(), deadline)
-            .map_err(ShmError::io("waiting for a client"))?
-        {
-            return Err(ShmError::Timeout);
-        }
-        let sock = sys::accept(self.sock.as_fd()).map_err(ShmError::io("accepting a client"))?;
+        let sock = loop {
+            if !sys::wait_readable(self.sock.as_fd(), deadline)
+                .map_err(ShmError::io("waiting for a client"))?
+            {
+                return Err(ShmError::Timeout);
+            }
+            // Another thread may have taken the client we were woken for: wait again.
+            if let Some(s) =
+                sys::accept(self.sock.as_fd()).map_err(ShmError::io("accepting a client"))?
+            {
+                break s;
+            }
+        };
         let peer = sys::peer_credentials(sock.as_fd())
             .map_err(ShmError::io("reading the client's credentials"))?;
         if !self.config.allows(&peer) {
@@ -469,6 +476,99 @@ mod tests {
                 Err(ShmError::InvalidName(_))
             ));
         }
+    }
+
+    /// A connected pair (listener's end, client's end) through a socket at a fresh path.
+    fn pair(tag: &str) -> (OwnedFd, OwnedFd) {
+        let path = std::env::temp_dir().join(format!(
+            "courier-shm-unit-{}-{tag}.sock",
+            std::process::id()
+        ));
+        sys::unlink_if_present(&path).unwrap();
+        let l = sys::listen_unix(&path, 0o600).unwrap();
+        let c = sys::connect_unix(&path).unwrap();
+        let s = sys::accept(l.as_fd()).unwrap().unwrap();
+        sys::unlink_if_present(&path).unwrap();
+        (s, c)
+    }
+
+    /// What a client makes of a listener that answers `msg` with `fd` attached.
+    fn client_sees(tag: &str, msg: Option<&[u8]>, fd: Option<&OwnedFd>) -> ShmError {
+        let (server, client) = pair(tag);
+        if let Some(msg) = msg {
+            sys::send_with_fd(server.as_fd(), msg, fd.map(|f| f.as_fd())).unwrap();
+        } else {
+            drop(server);
+        }
+        let deadline = Some(Instant::now() + Duration::from_millis(50));
+        match Connection::handshake("x", client, &ConnectConfig::new(), deadline) {
+            Ok(_) => panic!("a hostile listener was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_hostile_listener_gets_typed_errors() {
+        // A segment whose header was never written.
+        let blank = sys::memfd(4096).unwrap();
+        sys::seal_size(blank.as_fd()).unwrap();
+        assert!(matches!(
+            client_sees("blank", Some(&hello(ACCEPTED)), Some(&blank)),
+            ShmError::BadSegment(crate::SegmentError::BadMagic(0))
+        ));
+        // A real segment is accepted through the same path.
+        let (server, client) = pair("good");
+        let seg = Segment::create(4096).unwrap();
+        sys::send_with_fd(server.as_fd(), &hello(ACCEPTED), Some(seg.fd())).unwrap();
+        let conn = Connection::handshake("x", client, &ConnectConfig::new(), None).unwrap();
+        assert_eq!(conn.peer().pid, std::process::id() as i32);
+        // Too large for the client's limit.
+        let (server, client) = pair("big");
+        sys::send_with_fd(server.as_fd(), &hello(ACCEPTED), Some(seg.fd())).unwrap();
+        let small = ConnectConfig::new().max_segment_size(1024);
+        assert!(matches!(
+            Connection::handshake("x", client, &small, None),
+            Err(ShmError::BadSegment(crate::SegmentError::BadSize {
+                len: 4096,
+                ..
+            }))
+        ));
+
+        assert!(matches!(
+            client_sees("refused", Some(&hello(REFUSED)), None),
+            ShmError::PermissionDenied { peer: None, .. }
+        ));
+        for (tag, msg) in [
+            ("no-fd", hello(ACCEPTED).to_vec()),
+            ("status", hello(7).to_vec()),
+            ("magic", b"XXXX\x01\0\0\0\0\0\0\0\0\0\0\0".to_vec()),
+            ("short", b"CRHS".to_vec()),
+            ("long", [hello(ACCEPTED).as_slice(), b"more"].concat()),
+            ("version", {
+                let mut m = hello(ACCEPTED);
+                m[4] = 9;
+                m.to_vec()
+            }),
+        ] {
+            assert!(
+                matches!(
+                    client_sees(tag, Some(&msg), None),
+                    ShmError::Handshake { .. }
+                ),
+                "{tag}"
+            );
+        }
+        assert!(matches!(
+            client_sees("hangup", None, None),
+            ShmError::Handshake { .. }
+        ));
+        // A listener that never answers: the client's deadline ends the wait.
+        let (_server, client) = pair("silent");
+        let deadline = Some(Instant::now() + Duration::from_millis(20));
+        assert!(matches!(
+            Connection::handshake("x", client, &ConnectConfig::new(), deadline),
+            Err(ShmError::Timeout)
+        ));
     }
 
     #[test]

@@ -99,12 +99,13 @@ pub(crate) fn lock_file(path: &Path) -> io::Result<Option<OwnedFd>> {
 }
 
 /// A new listening Unix stream socket bound at `path`, its file given `mode` before it
-/// accepts connections.
+/// accepts connections. It is non-blocking: [`accept`] never waits (see [`wait_readable`]),
+/// so two threads accepting on one listener cannot leave one blocked past its deadline.
 pub(crate) fn listen_unix(path: &Path, mode: u32) -> io::Result<OwnedFd> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
     let addr = SocketAddrUnix::new(path)?;
@@ -158,12 +159,14 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
     }
 }
 
-/// Accepts one connection (close-on-exec).
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// Accepts one connection (close-on-exec, blocking) from a listener made by [`listen_unix`].
+/// `Ok(None)` if none is pending.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     loop {
         match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
             Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::CONNABORTED) => {}
-            r => return Ok(r?),
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            r => return Ok(Some(r?)),
         }
     }
 }

@@ -431,6 +431,10 @@ fn a_live_listener_is_never_stolen_and_a_dead_ones_name_is_reclaimed() {
 
     // Killed: its files are still there, but the name is taken over at once.
     first.kill();
+    assert_eq!(
+        dir.entries(),
+        [format!("{name}.lock"), format!("{name}.sock")]
+    );
     assert!(matches!(
         Connection::connect(&name, &ConnectConfig::new()),
         Err(ShmError::NotFound(_))
