@@ -48,17 +48,32 @@
 //! ready flag written last); the client checks every field, as if the listener were hostile,
 //! and reports a mismatch as a [`SegmentError`]. Segments have no name anywhere: nothing of
 //! them is left in `/dev/shm` or on disk when the processes exit or die.
-#![cfg(target_os = "linux")]
+//!
+//! # Platforms
+//!
+//! Linux only (memfd, seals and `SO_PEERCRED`); elsewhere this crate is empty, so the
+//! workspace still builds.
 
+#[cfg(target_os = "linux")]
 mod dir;
+#[cfg(target_os = "linux")]
 mod error;
+#[cfg(target_os = "linux")]
 mod segment;
+#[cfg(target_os = "linux")]
 mod service;
+#[cfg(target_os = "linux")]
 mod sync;
+#[cfg(target_os = "linux")]
 mod sys;
 
+#[cfg(target_os = "linux")]
 pub use dir::{runtime_dir, RUNTIME_DIR_ENV};
+#[cfg(target_os = "linux")]
 pub use error::{SegmentError, ShmError};
+#[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};
+#[cfg(target_os = "linux")]
 pub use service::{ConnectConfig, Connection, Listener, ListenerConfig};
+#[cfg(target_os = "linux")]
 pub use sys::Credentials;
