@@ -15,3 +15,4 @@ pub(crate) mod sync;
 
 pub mod flat;
 pub mod interchange;
+pub mod names;

@@ -40,7 +40,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Longest name, in bytes (as in `xous-names`).
-pub const MAX_NAME_LEN: usize = 63;
+pub const MAX_NAME_LEN: usize = courier_core::names::MAX_NAME_LEN;
 
 /// Why a registry call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,14 +99,7 @@ impl std::error::Error for NameError {}
 ///
 /// [`NameError::InvalidName`] otherwise.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if courier_core::names::is_valid_name(name) {
         Ok(())
     } else {
         Err(NameError::InvalidName(name.to_owned()))

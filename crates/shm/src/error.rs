@@ -1,0 +1,145 @@
+//! The errors of courier::shm.
+
+use crate::sys::Credentials;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a call of courier::shm failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// The service name is empty, longer than 63 bytes, `.` or `..`, or has a byte outside
+    /// `[A-Za-z0-9._-]`. Nothing was touched on disk.
+    #[error("invalid service name {0:?}: use 1 to 63 bytes of [A-Za-z0-9._-], not . or ..")]
+    InvalidName(String),
+
+    /// The runtime directory exists but is not safe to use: it is not a directory (a symbolic
+    /// link, say), or belongs to another user, or lets other users read or write it.
+    #[error(
+        "unsafe runtime directory {path:?}: owner uid {uid}, mode {mode:o} \
+         (need a directory owned by uid {expected_uid}, mode 0700 or 0711)"
+    )]
+    UnsafeRuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits (`S_IFDIR` not included), 0 if it is not a directory.
+        mode: u32,
+        /// The uid it must belong to.
+        expected_uid: u32,
+    },
+
+    /// No runtime directory could be chosen: neither `COURIER_RUNTIME_DIR` nor
+    /// `XDG_RUNTIME_DIR` is set to an absolute path and the fallback could not be made.
+    #[error("no usable runtime directory: {0}")]
+    NoRuntimeDir(String),
+
+    /// A live listener already owns the name.
+    #[error("service {0:?} is already served by a live listener")]
+    NameInUse(String),
+
+    /// No listener serves the name (no socket, or a socket left by a dead listener).
+    #[error("no listener serves {0:?}")]
+    NotFound(String),
+
+    /// The peer's credentials are not allowed: a listener refused this client, or the
+    /// operating system denied access to the service's socket. On the listener's side
+    /// `peer` says who was refused; on the client's side it is `None`.
+    #[error("permission denied for service {name:?}{}", peer.map(|p| format!(" (peer pid {}, uid {}, gid {})", p.pid, p.uid, p.gid)).unwrap_or_default())]
+    PermissionDenied {
+        /// The service name.
+        name: String,
+        /// The refused peer, when the listener reports it.
+        peer: Option<Credentials>,
+    },
+
+    /// The shared segment the peer sent is not one courier can use.
+    #[error("bad shared segment: {0}")]
+    BadSegment(#[from] SegmentError),
+
+    /// The peer broke the handshake protocol (a wrong message, or it hung up mid-way).
+    #[error("handshake with {name:?} failed: {reason}")]
+    Handshake {
+        /// The service name.
+        name: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+
+    /// The configuration cannot be used (a segment too small for its header, or too large).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+
+    /// The deadline passed first.
+    #[error("timed out")]
+    Timeout,
+
+    /// An offset and length outside a segment's payload.
+    #[error("range {offset}+{len} is outside the payload of {payload_len} bytes")]
+    OutOfBounds {
+        /// The offset asked for.
+        offset: usize,
+        /// The length asked for.
+        len: usize,
+        /// The payload's length.
+        payload_len: usize,
+    },
+
+    /// An operating-system call failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What courier was doing.
+        op: &'static str,
+        /// The error from the system.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ShmError {
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> ShmError {
+        move |source| ShmError::Io { op, source }
+    }
+}
+
+/// Why a shared segment was rejected. Every field of its header is checked, read once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// The segment is smaller than its header, or larger than the configured maximum.
+    #[error("segment of {len} bytes is outside {min}..={max}")]
+    BadSize {
+        /// Its size.
+        len: u64,
+        /// The smallest size accepted.
+        min: u64,
+        /// The largest size accepted.
+        max: u64,
+    },
+    /// The segment's size can still change: it lacks the shrink, grow or seal seal.
+    #[error("segment is not sealed against resizing")]
+    NotSealed,
+    /// The header does not start with courier's magic number.
+    #[error("bad magic number {0:#018x}")]
+    BadMagic(u64),
+    /// The header's layout version is not the one this build speaks.
+    #[error("layout version {found}, this build speaks {expected}")]
+    BadVersion {
+        /// The version in the header.
+        found: u32,
+        /// The version of this build.
+        expected: u32,
+    },
+    /// The size written in the header differs from the segment's real size.
+    #[error("header says {header} bytes, segment has {actual}")]
+    SizeMismatch {
+        /// The size in the header.
+        header: u64,
+        /// The real size.
+        actual: u64,
+    },
+    /// The creator has not finished writing the header (its ready flag is not set).
+    #[error("segment is not ready")]
+    NotReady,
+}

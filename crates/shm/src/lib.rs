@@ -1,0 +1,79 @@
+//! courier::shm: messaging between processes on one Linux host, through shared memory.
+//!
+//! This is the transport's foundation: named services, their runtime directory, and the
+//! connection handshake that checks who the peer is and hands both sides a shared segment.
+//!
+//! ```no_run
+//! use courier_shm::{ConnectConfig, Connection, Listener, ListenerConfig};
+//! use std::time::Duration;
+//!
+//! // In the server process:
+//! let listener = Listener::bind("echo", ListenerConfig::new())?;
+//! let conn = listener.accept_timeout(Duration::from_secs(5))?;
+//! conn.segment().write_at(0, b"hi")?;
+//!
+//! // In the client process:
+//! let conn = Connection::connect_timeout("echo", &ConnectConfig::new(), Duration::from_secs(5))?;
+//! let mut buf = [0; 2];
+//! conn.segment().read_at(0, &mut buf)?;
+//! # Ok::<(), courier_shm::ShmError>(())
+//! ```
+//!
+//! # Names
+//!
+//! A service name is 1 to 63 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`; anything else is
+//! [`ShmError::InvalidName`] before any file is touched. A [`Listener`] owns its name
+//! exclusively; a name left by a dead listener (even one killed with SIGKILL) is taken over by
+//! the next, and a live one is never stolen.
+//!
+//! # The runtime directory
+//!
+//! Names live in a directory only their owner can enter: see [`runtime_dir`]. It is
+//! `$COURIER_RUNTIME_DIR` if set, else `$XDG_RUNTIME_DIR/courier`, else `/tmp/courier-<uid>`;
+//! it is created 0700 and refused ([`ShmError::UnsafeRuntimeDir`]) if it is owned by another
+//! user or open to others.
+//!
+//! # Security
+//!
+//! The listener reads the client's credentials from the kernel (`SO_PEERCRED`): by default
+//! only the same effective uid is admitted, and [`ListenerConfig::allow_uid`] and
+//! [`ListenerConfig::allow_gid`] widen it. A refused client gets
+//! [`ShmError::PermissionDenied`]. Both sides learn the other's pid, uid and gid
+//! ([`Connection::peer`]).
+//!
+//! # Segments
+//!
+//! Each connection gets an anonymous `memfd` segment, sealed so its size can never change,
+//! passed over the socket. It starts with a header (magic number, layout version, size, and a
+//! ready flag written last); the client checks every field, as if the listener were hostile,
+//! and reports a mismatch as a [`SegmentError`]. Segments have no name anywhere: nothing of
+//! them is left in `/dev/shm` or on disk when the processes exit or die.
+//!
+//! # Platforms
+//!
+//! Linux only (memfd, seals and `SO_PEERCRED`); elsewhere this crate is empty, so the
+//! workspace still builds.
+
+#[cfg(target_os = "linux")]
+mod dir;
+#[cfg(target_os = "linux")]
+mod error;
+#[cfg(target_os = "linux")]
+mod segment;
+#[cfg(target_os = "linux")]
+mod service;
+#[cfg(target_os = "linux")]
+mod sync;
+#[cfg(target_os = "linux")]
+mod sys;
+
+#[cfg(target_os = "linux")]
+pub use dir::{runtime_dir, RUNTIME_DIR_ENV};
+#[cfg(target_os = "linux")]
+pub use error::{SegmentError, ShmError};
+#[cfg(target_os = "linux")]
+pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};
+#[cfg(target_os = "linux")]
+pub use service::{ConnectConfig, Connection, Listener, ListenerConfig};
+#[cfg(target_os = "linux")]
+pub use sys::Credentials;

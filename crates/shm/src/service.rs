@@ -1,0 +1,580 @@
+//! Named services: a [`Listener`] owns a name; a [`Connection`] is one handshake's result on
+//! either side.
+//!
+//! # Names on disk
+//!
+//! A listener of `name` holds two files in the [runtime directory](crate::runtime_dir):
+//! `<name>.lock`, on which it keeps an exclusive `flock` for its whole life, and `<name>.sock`,
+//! the Unix socket clients connect to. The lock decides who owns the name: the kernel drops it
+//! when its holder dies, however it dies, so the next listener takes it, removes the dead
+//! listener's socket file and binds a new one; while the holder lives, nobody else gets it. Two
+//! listeners starting at once race only on the lock, which exactly one wins. A listener that is
+//! dropped removes both files; one that was killed leaves them, harmless, for the next.
+//!
+//! A filesystem socket (rather than an abstract one) is used because the runtime directory
+//! gives it an owner and a mode: no other user can create, squat or replace a name, and the
+//! socket file's mode is a first gate before the credential check.
+//!
+//! # The handshake
+//!
+//! ```text
+//! client                                      listener
+//! connect(<dir>/<name>.sock)  ------------->  accept
+//! SO_PEERCRED: listener's pid, uid, gid       SO_PEERCRED: client's pid, uid, gid
+//!                                             allowed? (same uid, or in the allow-list)
+//!                                               no:  send [REFUSED], hang up
+//!                                               yes: create, seal, fill a memfd segment
+//! recv [ACCEPTED] + fd  <--------------------     send [ACCEPTED] + fd (SCM_RIGHTS)
+//! check the segment (size, seals, header)
+//! ```
+//!
+//! The reply is one 16-byte message: `"CRHS"`, the protocol version (`u16`, little-endian),
+//! a status byte, zeros. The client sends nothing, so a client that never reads cannot make the
+//! listener wait; a listener that never answers is bounded by the client's timeout.
+//!
+//! **The credentials come from the kernel (`SO_PEERCRED`, recorded at `connect`), never from
+//! bytes the peer sent, and the listener decides before it creates any shared memory.**
+
+use crate::dir;
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::sys::{self, Credentials};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const HELLO_MAGIC: [u8; 4] = *b"CRHS";
+const PROTOCOL_VERSION: u16 = 1;
+const HELLO_LEN: usize = 16;
+const ACCEPTED: u8 = 0;
+const REFUSED: u8 = 1;
+
+fn hello(status: u8) -> [u8; HELLO_LEN] {
+    let mut m = [0; HELLO_LEN];
+    m[..4].copy_from_slice(&HELLO_MAGIC);
+    m[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    m[6] = status;
+    m
+}
+
+fn check_name(name: &str) -> Result<(), ShmError> {
+    if courier_core::names::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ShmError::InvalidName(name.to_owned()))
+    }
+}
+
+/// How a [`Listener`] sets up its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    segment_size: usize,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            segment_size: 64 * 1024,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The default: 64 KiB segments, only clients of this process's effective uid.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The size in bytes of each connection's segment, its 64-byte header included.
+    pub fn segment_size(mut self, bytes: usize) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Also admits clients whose effective uid is `uid`. Makes the socket file
+    /// world-connectable (0666); the runtime directory must then be 0711 for them to reach it.
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.allowed_uids.push(uid);
+        self
+    }
+
+    /// Also admits clients whose effective gid is `gid` (see [`ListenerConfig::allow_uid`]).
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.allowed_gids.push(gid);
+        self
+    }
+
+    fn allows(&self, peer: &Credentials) -> bool {
+        peer.uid == sys::euid()
+            || self.allowed_uids.contains(&peer.uid)
+            || self.allowed_gids.contains(&peer.gid)
+    }
+
+    fn socket_mode(&self) -> u32 {
+        if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+            0o600
+        } else {
+            0o666
+        }
+    }
+}
+
+/// How a client connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectConfig {
+    max_segment_size: usize,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            max_segment_size: 1 << 30,
+        }
+    }
+}
+
+impl ConnectConfig {
+    /// The default: segments up to 1 GiB are accepted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest segment the client maps; a larger one is a
+    /// [`SegmentError::BadSize`](crate::SegmentError::BadSize).
+    pub fn max_segment_size(mut self, bytes: usize) -> Self {
+        self.max_segment_size = bytes;
+        self
+    }
+}
+
+/// Owns a service name and accepts connections to it.
+///
+/// Dropping the listener frees the name and removes its files; connections already made live
+/// on.
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::{Listener, ListenerConfig};
+/// use std::time::Duration;
+///
+/// let listener = Listener::bind("echo", ListenerConfig::new().segment_size(1 << 20))?;
+/// let conn = listener.accept_timeout(Duration::from_secs(5))?;
+/// println!("client pid {}", conn.peer().pid);
+/// conn.segment().write_at(0, b"hello")?;
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    name: String,
+    sock_path: PathBuf,
+    lock_path: PathBuf,
+    sock: OwnedFd,
+    config: ListenerConfig,
+    // Last: the lock is released only after the files are removed (see `Drop`).
+    _lock: OwnedFd,
+}
+
+impl Listener {
+    /// Takes the name `name` in the runtime directory (creating it 0700 if missing) and
+    /// listens on it. A name left by a dead listener is taken over.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidName`] (before anything is touched), [`ShmError::InvalidConfig`],
+    /// [`ShmError::UnsafeRuntimeDir`], [`ShmError::NoRuntimeDir`], [`ShmError::NameInUse`]
+    /// if a live listener owns the name, or [`ShmError::Io`].
+    pub fn bind(name: &str, config: ListenerConfig) -> Result<Listener, ShmError> {
+        check_name(name)?;
+        if config.segment_size < HEADER_LEN {
+            return Err(ShmError::InvalidConfig(
+                "segment size is smaller than the 64-byte header",
+            ));
+        }
+        let dir = dir::for_listener()?;
+        let lock_path = dir.join(format!("{name}.lock"));
+        let sock_path = dir.join(format!("{name}.sock"));
+        let lock = sys::lock_file(&lock_path)
+            .map_err(ShmError::io("locking the service name"))?
+            .ok_or_else(|| ShmError::NameInUse(name.to_owned()))?;
+        // We own the name: whatever socket file is there was left by a dead listener.
+        sys::unlink_if_present(&sock_path).map_err(ShmError::io("removing a stale socket"))?;
+        let sock = sys::listen_unix(&sock_path, config.socket_mode())
+            .map_err(ShmError::io("binding the service socket"))?;
+        Ok(Listener {
+            name: name.to_owned(),
+            sock_path,
+            lock_path,
+            sock,
+            config,
+            _lock: lock,
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for a client and performs the handshake.
+    ///
+    /// # Errors
+    ///
+    /// As [`Listener::accept_timeout`], without the timeout.
+    pub fn accept(&self) -> Result<Connection, ShmError> {
+        self.accept_until(None)
+    }
+
+    /// Waits up to `timeout` for a client and performs the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Timeout`]; [`ShmError::PermissionDenied`] with the client's credentials if
+    /// they are not allowed (the client was told and hung up on; the listener stays usable);
+    /// [`ShmError::Io`] if the segment cannot be made or sent (a client that hung up first,
+    /// say).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ShmError> {
+        self.accept_until(Some(Instant::now() + timeout))
+    }
+
+    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ShmError> {
+        let sock = loop {
+            if !sys::wait_readable(self.sock.as_fd(), deadline)
+                .map_err(ShmError::io("waiting for a client"))?
+            {
+                return Err(ShmError::Timeout);
+            }
+            // Another thread may have taken the client we were woken for: wait again.
+            if let Some(s) =
+                sys::accept(self.sock.as_fd()).map_err(ShmError::io("accepting a client"))?
+            {
+                break s;
+            }
+        };
+        let peer = sys::peer_credentials(sock.as_fd())
+            .map_err(ShmError::io("reading the client's credentials"))?;
+        if !self.config.allows(&peer) {
+            // Best effort: the client may already be gone.
+            let _ = sys::send_with_fd(sock.as_fd(), &hello(REFUSED), None);
+            return Err(ShmError::PermissionDenied {
+                name: self.name.clone(),
+                peer: Some(peer),
+            });
+        }
+        let segment = Segment::create(self.config.segment_size)?;
+        sys::send_with_fd(sock.as_fd(), &hello(ACCEPTED), Some(segment.fd()))
+            .map_err(ShmError::io("sending the segment"))?;
+        Ok(Connection {
+            name: self.name.clone(),
+            peer,
+            segment,
+            _sock: sock,
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // We still hold the lock, so no other listener can own these paths yet; a listener
+        // that opened the lock file before we remove it finds it unlinked and starts over
+        // (see `sys::lock_file`).
+        let _ = sys::unlink_if_present(&self.sock_path);
+        let _ = sys::unlink_if_present(&self.lock_path);
+    }
+}
+
+/// One side of an established connection: the shared segment and who is at the other end.
+///
+/// Dropping it unmaps the segment and closes the socket; the segment's memory is freed by the
+/// kernel once both sides have done so, or died.
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::{ConnectConfig, Connection};
+/// use std::time::Duration;
+///
+/// let conn = Connection::connect_timeout("echo", &ConnectConfig::new(), Duration::from_secs(5))?;
+/// println!("listener pid {}", conn.peer().pid);
+/// let mut buf = [0; 5];
+/// conn.segment().read_at(0, &mut buf)?;
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    name: String,
+    peer: Credentials,
+    segment: Segment,
+    // Kept open: the peer's liveness will be read from it.
+    _sock: OwnedFd,
+}
+
+impl Connection {
+    /// Connects to the listener of `name` once and performs the handshake, waiting for the
+    /// listener's answer without a deadline (prefer [`Connection::connect_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::connect_timeout`], with [`ShmError::NotFound`] at once if no listener
+    /// serves the name, and no [`ShmError::Timeout`].
+    pub fn connect(name: &str, config: &ConnectConfig) -> Result<Connection, ShmError> {
+        check_name(name)?;
+        let path = dir::for_client(name)?.join(format!("{name}.sock"));
+        let sock = match sys::connect_unix(&path) {
+            Ok(s) => s,
+            Err(e) => return Err(connect_error(name, e)),
+        };
+        Self::handshake(name, sock, config, None)
+    }
+
+    /// Connects to the listener of `name`, waiting up to `timeout` for the name to appear
+    /// (looking again every 10 ms) and for the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidName`] (before anything is touched); [`ShmError::Timeout`] if no
+    /// listener answered in time; [`ShmError::PermissionDenied`] if the listener refused this
+    /// process's credentials or the system denied access to its socket;
+    /// [`ShmError::UnsafeRuntimeDir`] if the runtime directory is writable by others;
+    /// [`ShmError::BadSegment`] if the segment fails a check; [`ShmError::Handshake`] if the
+    /// listener broke the protocol; [`ShmError::Io`].
+    pub fn connect_timeout(
+        name: &str,
+        config: &ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Connection, ShmError> {
+        check_name(name)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = dir::for_client(name).and_then(|d| {
+                sys::connect_unix(&d.join(format!("{name}.sock")))
+                    .map_err(|e| connect_error(name, e))
+            });
+            match attempt {
+                Ok(sock) => return Self::handshake(name, sock, config, Some(deadline)),
+                Err(ShmError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ShmError::Timeout);
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    fn handshake(
+        name: &str,
+        sock: OwnedFd,
+        config: &ConnectConfig,
+        deadline: Option<Instant>,
+    ) -> Result<Connection, ShmError> {
+        let fail = |reason| ShmError::Handshake {
+            name: name.to_owned(),
+            reason,
+        };
+        let peer = sys::peer_credentials(sock.as_fd())
+            .map_err(ShmError::io("reading the listener's credentials"))?;
+        if !sys::wait_readable(sock.as_fd(), deadline)
+            .map_err(ShmError::io("waiting for the listener"))?
+        {
+            return Err(ShmError::Timeout);
+        }
+        let mut msg = [0u8; HELLO_LEN + 1];
+        let (n, fd) = sys::recv_with_fd(sock.as_fd(), &mut msg)
+            .map_err(ShmError::io("receiving the handshake"))?;
+        if n == 0 {
+            return Err(fail("the listener hung up"));
+        }
+        if n != HELLO_LEN || msg[..4] != HELLO_MAGIC {
+            return Err(fail("not a courier handshake"));
+        }
+        if msg[4..6] != PROTOCOL_VERSION.to_le_bytes() {
+            return Err(fail("unsupported protocol version"));
+        }
+        match (msg[6], fd) {
+            (REFUSED, _) => Err(ShmError::PermissionDenied {
+                name: name.to_owned(),
+                peer: None,
+            }),
+            (ACCEPTED, Some(fd)) => Ok(Connection {
+                name: name.to_owned(),
+                peer,
+                segment: Segment::open(fd, config.max_segment_size)?,
+                _sock: sock,
+            }),
+            (ACCEPTED, None) => Err(fail("no segment was attached")),
+            _ => Err(fail("unknown status")),
+        }
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The credentials of the process at the other end, as the kernel recorded them: for a
+    /// client, the listener's; for a listener, the client's.
+    pub fn peer(&self) -> Credentials {
+        self.peer
+    }
+
+    /// The shared segment.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+}
+
+fn connect_error(name: &str, e: io::Error) -> ShmError {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ShmError::NotFound(name.to_owned())
+        }
+        io::ErrorKind::PermissionDenied => ShmError::PermissionDenied {
+            name: name.to_owned(),
+            peer: None,
+        },
+        _ => ShmError::Io {
+            op: "connecting to the service",
+            source: e,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Listener>();
+        assert_send_sync::<Connection>();
+        assert_send_sync::<Segment>();
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_any_file_is_touched() {
+        // No runtime directory is consulted: this would fail on an unset or bad one too.
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b", &"n".repeat(64)] {
+            assert!(matches!(
+                Listener::bind(bad, ListenerConfig::new()),
+                Err(ShmError::InvalidName(_))
+            ));
+            assert!(matches!(
+                Connection::connect(bad, &ConnectConfig::new()),
+                Err(ShmError::InvalidName(_))
+            ));
+            assert!(matches!(
+                Connection::connect_timeout(bad, &ConnectConfig::new(), Duration::ZERO),
+                Err(ShmError::InvalidName(_))
+            ));
+        }
+    }
+
+    /// A connected pair (listener's end, client's end) through a socket at a fresh path.
+    fn pair(tag: &str) -> (OwnedFd, OwnedFd) {
+        let path = std::env::temp_dir().join(format!(
+            "courier-shm-unit-{}-{tag}.sock",
+            std::process::id()
+        ));
+        sys::unlink_if_present(&path).unwrap();
+        let l = sys::listen_unix(&path, 0o600).unwrap();
+        let c = sys::connect_unix(&path).unwrap();
+        let s = sys::accept(l.as_fd()).unwrap().unwrap();
+        sys::unlink_if_present(&path).unwrap();
+        (s, c)
+    }
+
+    /// What a client makes of a listener that answers `msg` with `fd` attached.
+    fn client_sees(tag: &str, msg: Option<&[u8]>, fd: Option<&OwnedFd>) -> ShmError {
+        let (server, client) = pair(tag);
+        if let Some(msg) = msg {
+            sys::send_with_fd(server.as_fd(), msg, fd.map(|f| f.as_fd())).unwrap();
+        } else {
+            drop(server);
+        }
+        let deadline = Some(Instant::now() + Duration::from_millis(50));
+        match Connection::handshake("x", client, &ConnectConfig::new(), deadline) {
+            Ok(_) => panic!("a hostile listener was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_hostile_listener_gets_typed_errors() {
+        // A segment whose header was never written.
+        let blank = sys::memfd(4096).unwrap();
+        sys::seal_size(blank.as_fd()).unwrap();
+        assert!(matches!(
+            client_sees("blank", Some(&hello(ACCEPTED)), Some(&blank)),
+            ShmError::BadSegment(crate::SegmentError::BadMagic(0))
+        ));
+        // A real segment is accepted through the same path.
+        let (server, client) = pair("good");
+        let seg = Segment::create(4096).unwrap();
+        sys::send_with_fd(server.as_fd(), &hello(ACCEPTED), Some(seg.fd())).unwrap();
+        let conn = Connection::handshake("x", client, &ConnectConfig::new(), None).unwrap();
+        assert_eq!(conn.peer().pid, std::process::id() as i32);
+        // Too large for the client's limit.
+        let (server, client) = pair("big");
+        sys::send_with_fd(server.as_fd(), &hello(ACCEPTED), Some(seg.fd())).unwrap();
+        let small = ConnectConfig::new().max_segment_size(1024);
+        assert!(matches!(
+            Connection::handshake("x", client, &small, None),
+            Err(ShmError::BadSegment(crate::SegmentError::BadSize {
+                len: 4096,
+                ..
+            }))
+        ));
+
+        assert!(matches!(
+            client_sees("refused", Some(&hello(REFUSED)), None),
+            ShmError::PermissionDenied { peer: None, .. }
+        ));
+        for (tag, msg) in [
+            ("no-fd", hello(ACCEPTED).to_vec()),
+            ("status", hello(7).to_vec()),
+            ("magic", b"XXXX\x01\0\0\0\0\0\0\0\0\0\0\0".to_vec()),
+            ("short", b"CRHS".to_vec()),
+            ("long", [hello(ACCEPTED).as_slice(), b"more"].concat()),
+            ("version", {
+                let mut m = hello(ACCEPTED);
+                m[4] = 9;
+                m.to_vec()
+            }),
+        ] {
+            assert!(
+                matches!(
+                    client_sees(tag, Some(&msg), None),
+                    ShmError::Handshake { .. }
+                ),
+                "{tag}"
+            );
+        }
+        assert!(matches!(
+            client_sees("hangup", None, None),
+            ShmError::Handshake { .. }
+        ));
+        // A listener that never answers: the client's deadline ends the wait.
+        let (_server, client) = pair("silent");
+        let deadline = Some(Instant::now() + Duration::from_millis(20));
+        assert!(matches!(
+            Connection::handshake("x", client, &ConnectConfig::new(), deadline),
+            Err(ShmError::Timeout)
+        ));
+    }
+
+    #[test]
+    fn hello_round_trip() {
+        let m = hello(REFUSED);
+        assert_eq!(&m[..4], b"CRHS");
+        assert_eq!(m[6], REFUSED);
+    }
+}

@@ -1,0 +1,317 @@
+//! Every operating-system call of courier::shm, through `rustix`. The rest of the crate speaks
+//! in `OwnedFd`s, paths and plain numbers; nothing else imports `rustix`.
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{FlockOperation, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+/// Credentials of the process at the other end of a Unix socket, as the kernel recorded them
+/// when the connection was made (`SO_PEERCRED`); the peer cannot forge them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// The peer's process id.
+    pub pid: i32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+}
+
+/// The effective uid of this process.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// What `lstat` says about a path: owner, permission bits and whether it is a directory.
+pub(crate) struct FileInfo {
+    pub(crate) uid: u32,
+    pub(crate) mode: u32,
+    pub(crate) is_dir: bool,
+}
+
+/// `lstat(path)`: symbolic links are not followed.
+pub(crate) fn lstat(path: &Path) -> io::Result<FileInfo> {
+    let st = rustix::fs::lstat(path)?;
+    Ok(FileInfo {
+        uid: st.st_uid,
+        mode: st.st_mode & 0o7777,
+        is_dir: st.st_mode & 0o170000 == 0o040000,
+    })
+}
+
+/// `mkdir(path, mode)`.
+pub(crate) fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::mkdir(path, Mode::from_raw_mode(mode))?)
+}
+
+/// `chmod(path, mode)`.
+pub(crate) fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::chmod(path, Mode::from_raw_mode(mode))?)
+}
+
+/// `unlink(path)`; a path that is already gone is not an error.
+pub(crate) fn unlink_if_present(path: &Path) -> io::Result<()> {
+    match rustix::fs::unlink(path) {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// Opens (creating if needed, mode 0600) the lock file at `path` and takes an exclusive
+/// `flock` on it without blocking. `Ok(None)` if another open file description holds it.
+///
+/// The lock is the one that `path` names *now*: if the file was unlinked or replaced while we
+/// waited for it, we try again, so two processes can never each hold a lock on a different
+/// file under the same name.
+pub(crate) fn lock_file(path: &Path) -> io::Result<Option<OwnedFd>> {
+    loop {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let held = rustix::fs::fstat(&fd)?;
+        match rustix::fs::lstat(path) {
+            Ok(now) if now.st_dev == held.st_dev && now.st_ino == held.st_ino => {
+                return Ok(Some(fd))
+            }
+            // The previous owner removed (or replaced) the file between our open and our
+            // lock: the lock we hold is on an orphan. Start over with the current file.
+            Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A new listening Unix stream socket bound at `path`, its file given `mode` before it
+/// accepts connections. It is non-blocking: [`accept`] never waits (see [`wait_readable`]),
+/// so two threads accepting on one listener cannot leave one blocked past its deadline.
+pub(crate) fn listen_unix(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    rustix::net::bind(&fd, &addr)?;
+    // Until listen() a connect() is refused, so no one connects through a looser mode.
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode))?;
+    rustix::net::listen(&fd, 128)?;
+    Ok(fd)
+}
+
+/// Connects a new Unix stream socket to `path`.
+pub(crate) fn connect_unix(path: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    rustix::net::connect(&fd, &addr)?;
+    Ok(fd)
+}
+
+/// Waits until `fd` is readable (or hung up), at most until `deadline` (`None`: forever).
+/// `Ok(false)` on timeout.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(
+                    rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
+                        tv_sec: i64::MAX,
+                        tv_nsec: 0,
+                    }),
+                )
+            }
+        };
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Accepts one connection (close-on-exec, blocking) from a listener made by [`listen_unix`].
+/// `Ok(None)` if none is pending.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+            Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::CONNABORTED) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            r => return Ok(Some(r?)),
+        }
+    }
+}
+
+/// The credentials of the peer of a connected Unix socket.
+pub(crate) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<Credentials> {
+    let c = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok(Credentials {
+        pid: c.pid.as_raw_nonzero().get(),
+        uid: c.uid.as_raw(),
+        gid: c.gid.as_raw(),
+    })
+}
+
+/// Sends `bytes`, with `fd` attached (`SCM_RIGHTS`) if given, in one message. The message is
+/// small; a partial send is reported as an error.
+pub(crate) fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(io::Error::other("no room for SCM_RIGHTS"));
+        }
+    }
+    let n = loop {
+        match rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            r => break r?,
+        }
+    };
+    if n != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf`: its length and the first file descriptor attached to it,
+/// if any (close-on-exec). Any further descriptors are closed. A truncated message or
+/// truncated control data is an `InvalidData` error.
+pub(crate) fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            r => break r?,
+        }
+    };
+    let mut first = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                // Extra descriptors are dropped (closed) here.
+                if first.is_none() {
+                    first = Some(fd);
+                }
+            }
+        }
+    }
+    if msg
+        .flags
+        .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "truncated handshake message",
+        ));
+    }
+    Ok((msg.bytes, first))
+}
+
+/// A new anonymous memory file (`memfd`) of `len` bytes that allows sealing, close-on-exec.
+/// It has no name in any file system: it disappears with its last descriptor and mapping.
+pub(crate) fn memfd(len: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "courier-shm",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, len)?;
+    Ok(fd)
+}
+
+/// The seals courier puts on every segment: its size is fixed for good, so a peer can never
+/// shrink it under our mapping (which would make our accesses fault).
+pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?)
+}
+
+/// Whether `fd` carries all the seals of [`seal_size`] (a file that cannot be sealed has none).
+pub(crate) fn has_size_seals(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_get_seals(fd)
+        .is_ok_and(|s| s.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL))
+}
+
+/// The size in bytes of the file behind `fd`.
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    u64::try_from(st.st_size).map_err(|_| io::Error::other("negative file size"))
+}
+
+/// Maps `len` bytes of `fd` shared, readable and writable.
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping at an address the kernel picks (null hint) overlaps no existing
+    // Rust object; the caller owns the result and unmaps it with `unmap` once.
+    let p = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd.as_fd(),
+            0,
+        )?
+    };
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps a mapping made by [`map_shared`].
+///
+/// # Safety
+///
+/// `(ptr, len)` is a live mapping from [`map_shared`], and nothing uses it afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller guarantees the range is our own mapping and is no longer used.
+    let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
+}

@@ -1,0 +1,556 @@
+//! Connections and naming across real processes: the test binary runs itself as the peer
+//! (`peer_main`, selected by an environment variable).
+//!
+//! Cases:
+//! - name rules: bad names are refused before the runtime directory is even created;
+//! - runtime directory: created 0700; refused when too open, owned by another user, or a
+//!   symbolic link; a client refuses a directory others can write;
+//! - exclusive listener: a second listener is refused while the first (another process) lives;
+//!   of several processes binding one name at the same moment exactly one wins;
+//! - reclaim: after the listener's process is SIGKILLed, the next `bind` takes the name;
+//! - handshake: listener and client in two processes see each other's pid and uid, and both
+//!   read and write the shared segment;
+//! - permissions: a client running as `nobody` is refused with a permission error (by the
+//!   credential check, and by the socket's mode), and admitted when allow-listed (needs root:
+//!   skipped with a notice otherwise);
+//! - residue: after SIGKILL of every process, nothing blocks a new `bind`, the runtime
+//!   directory is empty once that listener is dropped, and /dev/shm holds nothing of courier's.
+//!
+//! Every wait has a deadline.
+#![cfg(target_os = "linux")]
+
+use courier_shm::{ConnectConfig, Connection, Listener, ListenerConfig, ShmError};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "COURIER_SHM_TEST_ROLE";
+const NAME: &str = "COURIER_SHM_TEST_NAME";
+const DEADLINE: Duration = Duration::from_secs(20);
+const NOBODY: u32 = 65534;
+
+// ---------------------------------------------------------------------------------------
+// The peer process.
+
+/// Lines a peer prints start with this marker (libtest may print before them on one line).
+const MARK: &str = "@@";
+
+fn say(msg: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{MARK}{msg}").unwrap();
+    out.flush().unwrap();
+}
+
+fn read_stdin_line() -> String {
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s).unwrap();
+    s.trim().to_owned()
+}
+
+fn kind(e: &ShmError) -> &'static str {
+    match e {
+        ShmError::PermissionDenied { .. } => "permission-denied",
+        ShmError::NameInUse(_) => "name-in-use",
+        ShmError::Timeout => "timeout",
+        ShmError::NotFound(_) => "not-found",
+        _ => "other",
+    }
+}
+
+/// Not a test of its own: the body of the peer processes. Without `COURIER_SHM_TEST_ROLE`
+/// it does nothing.
+#[test]
+fn peer_main() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let name = std::env::var(NAME).unwrap();
+    let cc = ConnectConfig::new();
+    match role.as_str() {
+        // Bind, then serve handshakes and keep every connection, until killed.
+        "listen" => {
+            let listener = Listener::bind(&name, ListenerConfig::new()).unwrap();
+            say(&format!("ready {}", std::process::id()));
+            let mut conns = Vec::new();
+            loop {
+                if let Ok(c) = listener.accept_timeout(DEADLINE) {
+                    conns.push(c);
+                }
+            }
+        }
+        // Wait for "go", try to bind, report, then hold until stdin closes.
+        "bind-race" => {
+            assert_eq!(read_stdin_line(), "go");
+            let r = Listener::bind(&name, ListenerConfig::new());
+            match &r {
+                Ok(_) => say("bound"),
+                Err(e) => say(kind(e)),
+            }
+            read_stdin_line();
+        }
+        // Connect, write into the segment, wait for "go", check the listener's write.
+        "client" => {
+            let conn = Connection::connect_timeout(&name, &cc, DEADLINE).unwrap();
+            say(&format!(
+                "connected {} {}",
+                conn.peer().pid,
+                conn.peer().uid
+            ));
+            conn.segment().write_at(0, b"ping from client").unwrap();
+            say("wrote");
+            assert_eq!(read_stdin_line(), "go");
+            let mut buf = [0; 18];
+            conn.segment().read_at(100, &mut buf).unwrap();
+            say(if &buf == b"pong from listener" {
+                "ok"
+            } else {
+                "bad"
+            });
+        }
+        // Connect once and report the outcome.
+        "client-once" => match Connection::connect_timeout(&name, &cc, DEADLINE) {
+            Ok(c) => say(&format!("connected {}", c.peer().pid)),
+            Err(e) => say(kind(&e)),
+        },
+        // Connect, then hold the connection until killed.
+        "client-hold" => {
+            let _conn = Connection::connect_timeout(&name, &cc, DEADLINE).unwrap();
+            say("connected");
+            read_stdin_line();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The test side.
+
+/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh directory for one test (0755, so `nobody` can pass through it), with the runtime
+/// directory `rt` inside it not yet created; removed on drop.
+struct TestDir {
+    base: PathBuf,
+    rt: PathBuf,
+}
+
+impl TestDir {
+    fn new(test: &str) -> TestDir {
+        let base = std::env::temp_dir().join(format!("courier-shm-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rt = base.join("rt");
+        std::env::set_var("COURIER_RUNTIME_DIR", &rt);
+        TestDir { base, rt }
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.rt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// A peer process; killed (SIGKILL) and reaped on drop.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> Peer {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(NAME, name)
+        .env("COURIER_RUNTIME_DIR", &dir.rt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find(MARK) {
+                if tx.send(line[i + MARK.len()..].to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Peer {
+        stdin: child.stdin.take(),
+        child,
+        lines,
+    }
+}
+
+impl Peer {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The peer's next line, within the deadline.
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("the peer said nothing before the deadline")
+    }
+
+    fn tell(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the peer to exit by itself, within the deadline.
+    fn exit_status(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "the peer did not exit before the deadline"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unique(test: &str) -> String {
+    format!("t{}-{test}", std::process::id())
+}
+
+fn courier_files_in_dev_shm() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("courier"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn euid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn bad_names_touch_nothing() {
+    let _g = serial();
+    let dir = TestDir::new("names");
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "/etc/passwd",
+        "a\0b",
+        "sp ace",
+        "é",
+        &"n".repeat(64),
+    ] {
+        assert!(matches!(
+            Listener::bind(bad, ListenerConfig::new()),
+            Err(ShmError::InvalidName(n)) if n == bad
+        ));
+        assert!(matches!(
+            Connection::connect(bad, &ConnectConfig::new()),
+            Err(ShmError::InvalidName(_))
+        ));
+    }
+    assert!(!dir.rt.exists(), "a bad name created the runtime directory");
+    let longest = "n".repeat(63);
+    let l = Listener::bind(&longest, ListenerConfig::new()).unwrap();
+    assert_eq!(l.name(), longest);
+    let err = Listener::bind("a/b", ListenerConfig::new()).unwrap_err();
+    assert!(err.to_string().contains("invalid service name"), "{err}");
+}
+
+#[test]
+fn runtime_dir_is_private() {
+    let _g = serial();
+    let dir = TestDir::new("rtdir");
+    let name = unique("rtdir");
+
+    // Missing: created 0700, whatever the umask.
+    let l = Listener::bind(&name, ListenerConfig::new()).unwrap();
+    let meta = std::fs::symlink_metadata(&dir.rt).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.uid(), euid());
+    assert_eq!(
+        dir.entries(),
+        [format!("{name}.lock"), format!("{name}.sock")]
+    );
+    drop(l);
+    assert!(
+        dir.entries().is_empty(),
+        "a dropped listener left {:?}",
+        dir.entries()
+    );
+
+    // 0711 (search only for others) is accepted.
+    std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(0o711)).unwrap();
+    drop(Listener::bind(&name, ListenerConfig::new()).unwrap());
+
+    // Too open: refused by a listener, and by a client when others may write.
+    for mode in [0o755, 0o770, 0o777] {
+        std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Listener::bind(&name, ListenerConfig::new()).unwrap_err();
+        assert!(
+            matches!(err, ShmError::UnsafeRuntimeDir { mode: m, .. } if m == mode),
+            "{mode:o}: {err:?}"
+        );
+    }
+    assert!(matches!(
+        Connection::connect(&name, &ConnectConfig::new()),
+        Err(ShmError::UnsafeRuntimeDir { .. })
+    ));
+    std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A symbolic link, even to a good directory, is refused.
+    let link = dir.base.join("link");
+    std::os::unix::fs::symlink(&dir.rt, &link).unwrap();
+    std::env::set_var("COURIER_RUNTIME_DIR", &link);
+    assert!(matches!(
+        Listener::bind(&name, ListenerConfig::new()),
+        Err(ShmError::UnsafeRuntimeDir { .. })
+    ));
+
+    // Another user's directory is refused (needs root to make one).
+    if euid() == 0 {
+        let theirs = dir.base.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::env::set_var("COURIER_RUNTIME_DIR", &theirs);
+        assert!(matches!(
+            Listener::bind(&name, ListenerConfig::new()),
+            Err(ShmError::UnsafeRuntimeDir { uid: NOBODY, .. })
+        ));
+    } else {
+        println!("notice: not root, the other-owner directory case is skipped");
+    }
+
+    // A relative override is refused.
+    std::env::set_var("COURIER_RUNTIME_DIR", "relative/dir");
+    assert!(matches!(
+        Listener::bind(&name, ListenerConfig::new()),
+        Err(ShmError::NoRuntimeDir(_))
+    ));
+}
+
+#[test]
+fn handshake_across_processes_shares_the_segment() {
+    let _g = serial();
+    let dir = TestDir::new("handshake");
+    let name = unique("handshake");
+    let listener = Listener::bind(&name, ListenerConfig::new().segment_size(4096)).unwrap();
+    let mut client = spawn("client", &dir, &name, None);
+    let conn = listener.accept_timeout(DEADLINE).unwrap();
+
+    // Both sides see the other's pid and uid, from the kernel.
+    assert_eq!(conn.peer().pid, client.pid());
+    assert_eq!(conn.peer().uid, euid());
+    assert_eq!(
+        client.line(),
+        format!("connected {} {}", std::process::id(), euid())
+    );
+    assert_eq!(conn.segment().len(), 4096);
+
+    // The client wrote; we read it, write back, and the client reads ours.
+    assert_eq!(client.line(), "wrote");
+    let mut buf = [0; 16];
+    conn.segment().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"ping from client");
+    conn.segment().write_at(100, b"pong from listener").unwrap();
+    client.tell("go");
+    assert_eq!(client.line(), "ok");
+    assert!(client.exit_status().success());
+}
+
+#[test]
+fn a_live_listener_is_never_stolen_and_a_dead_ones_name_is_reclaimed() {
+    let _g = serial();
+    let dir = TestDir::new("reclaim");
+    let name = unique("reclaim");
+    let mut first = spawn("listen", &dir, &name, None);
+    assert_eq!(first.line(), format!("ready {}", first.pid()));
+
+    // Alive: the name is not ours, and a client reaches the live listener.
+    assert!(matches!(
+        Listener::bind(&name, ListenerConfig::new()),
+        Err(ShmError::NameInUse(n)) if n == name
+    ));
+    let conn = Connection::connect_timeout(&name, &ConnectConfig::new(), DEADLINE).unwrap();
+    assert_eq!(conn.peer().pid, first.pid());
+    drop(conn);
+    assert!(matches!(
+        Listener::bind(&name, ListenerConfig::new()),
+        Err(ShmError::NameInUse(_))
+    ));
+
+    // Killed: its files are still there, but the name is taken over at once.
+    first.kill();
+    assert_eq!(
+        dir.entries(),
+        [format!("{name}.lock"), format!("{name}.sock")]
+    );
+    assert!(matches!(
+        Connection::connect(&name, &ConnectConfig::new()),
+        Err(ShmError::NotFound(_))
+    ));
+    let second = Listener::bind(&name, ListenerConfig::new()).unwrap();
+    let mut client = spawn("client-once", &dir, &name, None);
+    let conn = second.accept_timeout(DEADLINE).unwrap();
+    assert_eq!(conn.peer().pid, client.pid());
+    assert_eq!(client.line(), format!("connected {}", std::process::id()));
+    assert!(client.exit_status().success());
+}
+
+#[test]
+fn of_listeners_binding_at_once_exactly_one_wins() {
+    let _g = serial();
+    let dir = TestDir::new("race");
+    std::fs::create_dir(&dir.rt).unwrap();
+    std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for round in 0..3 {
+        let name = unique(&format!("race{round}"));
+        let mut peers: Vec<Peer> = (0..4)
+            .map(|_| spawn("bind-race", &dir, &name, None))
+            .collect();
+        for p in &mut peers {
+            p.tell("go");
+        }
+        let outcomes: Vec<String> = peers.iter().map(|p| p.line()).collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "bound").count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "name-in-use").count(),
+            3,
+            "{outcomes:?}"
+        );
+    }
+}
+
+#[test]
+fn sigkill_of_every_process_leaves_nothing_that_blocks() {
+    let _g = serial();
+    let dir = TestDir::new("residue");
+    let name = unique("residue");
+    let mut listener = spawn("listen", &dir, &name, None);
+    assert!(listener.line().starts_with("ready"));
+    let mut client = spawn("client-hold", &dir, &name, None);
+    assert_eq!(client.line(), "connected");
+
+    listener.kill();
+    client.kill();
+
+    assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
+    let l = Listener::bind(&name, ListenerConfig::new()).unwrap();
+    drop(l);
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+    assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
+}
+
+#[test]
+fn another_user_is_refused_unless_allowed() {
+    let _g = serial();
+    if euid() != 0 {
+        println!("notice: not root, cannot run a client as nobody; the permission test is skipped");
+        return;
+    }
+    let dir = TestDir::new("nobody");
+    let exe = std::env::current_exe().unwrap();
+    if !executable_by_nobody(&exe) {
+        println!("notice: {exe:?} is not reachable by nobody; the permission test is skipped");
+        return;
+    }
+    let name = unique("nobody");
+
+    // Same-uid only (the default): the socket's mode keeps nobody out.
+    let l = Listener::bind(&name, ListenerConfig::new()).unwrap();
+    std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let client = spawn("client-once", &dir, &name, Some(NOBODY));
+    assert_eq!(client.line(), "permission-denied");
+    drop(l);
+
+    // The socket is open to others (an allow-list), but nobody is not on it: the credential
+    // check refuses it, and the listener says who it was.
+    let l = Listener::bind(&name, ListenerConfig::new().allow_uid(4242)).unwrap();
+    let client = spawn("client-once", &dir, &name, Some(NOBODY));
+    match l.accept_timeout(DEADLINE) {
+        Err(ShmError::PermissionDenied {
+            name: n,
+            peer: Some(p),
+        }) => {
+            assert_eq!(n, name);
+            assert_eq!(p.uid, NOBODY);
+            assert_eq!(p.pid, client.pid());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(client.line(), "permission-denied");
+    drop(l);
+
+    // Allowed by uid: admitted.
+    let l = Listener::bind(&name, ListenerConfig::new().allow_uid(NOBODY)).unwrap();
+    let mut client = spawn("client-once", &dir, &name, Some(NOBODY));
+    let conn = l.accept_timeout(DEADLINE).unwrap();
+    assert_eq!(conn.peer().uid, NOBODY);
+    assert_eq!(client.line(), format!("connected {}", std::process::id()));
+    assert!(client.exit_status().success());
+}
+
+/// Whether `nobody` can execute `path`: every ancestor searchable by others, the file
+/// readable and executable by others.
+fn executable_by_nobody(path: &Path) -> bool {
+    let file_ok = std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o005 == 0o005);
+    file_ok
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0))
+}
