@@ -11,6 +11,10 @@
 //!   crossing a process boundary. The successor to `flatipc`.
 //! - [`local`] (feature `std`, on by default): threads and async tasks of one process, under
 //!   any executor. The successor to `ump`.
+//! - `shm` (feature `std`, Linux): processes on one host over shared memory. So far its
+//!   foundation: named services, a private runtime directory, and a handshake that checks the
+//!   peer's credentials and passes a sealed segment. The successor to crossbar's `ShmChannel`
+//!   and to Xous IPC, once its channel and RPC layers land.
 //!
 //! ```
 //! # #[cfg(feature = "std")] {
@@ -44,6 +48,12 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub use courier_local as local;
+
+/// Processes on one Linux host: named services, their private runtime directory and the
+/// credential-checked handshake that hands both sides a sealed shared-memory segment. (The
+/// message channel and RPC on top of it are being built; see the crate's docs.)
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub use courier_shm as shm;
 
 /// Static request/response slots for firmware (no heap, no OS): see [`courier_core::interchange`].
 pub use courier_core::interchange;
