@@ -86,6 +86,36 @@ pub enum ShmError {
         payload_len: usize,
     },
 
+    /// Every block of this side's pool is in use: loaned, or sent and not yet released by the
+    /// receiver. Nothing was sent; try again once the receiver drops its messages.
+    #[error("every block of the pool is in use")]
+    PoolExhausted,
+
+    /// The message is larger than a block. Nothing was sent.
+    #[error("message of {len} bytes is larger than a block of {max} bytes")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The block size.
+        max: usize,
+    },
+
+    /// The ring towards the peer is full and the channel was configured with
+    /// [`Full::Error`](crate::Full::Error). Nothing was sent.
+    #[error("the ring towards the peer is full")]
+    RingFull,
+
+    /// The peer closed the channel or its process died (seen through the connection's socket).
+    /// Messages it sent before are still received first.
+    #[error("the peer closed the channel or died")]
+    PeerDead,
+
+    /// The peer wrote a value into the shared segment that no honest peer writes (an index or
+    /// length out of range, a counter that went backwards, a block returned twice). The value
+    /// was not used. Treat the peer as hostile and drop the channel.
+    #[error("corrupt shared segment: {0}")]
+    Corrupt(&'static str),
+
     /// An operating-system call failed.
     #[error("{op}: {source}")]
     Io {

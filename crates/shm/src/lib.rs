@@ -55,6 +55,8 @@
 //! workspace still builds.
 
 #[cfg(target_os = "linux")]
+mod channel;
+#[cfg(target_os = "linux")]
 mod dir;
 #[cfg(target_os = "linux")]
 mod error;
@@ -67,6 +69,8 @@ mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
 
+#[cfg(target_os = "linux")]
+pub use channel::{Full, ShmChannel, ShmConfig, ShmLoan, ShmMessage, WaitStrategy};
 #[cfg(target_os = "linux")]
 pub use dir::{runtime_dir, RUNTIME_DIR_ENV};
 #[cfg(target_os = "linux")]

@@ -187,6 +187,13 @@ impl Segment {
         false
     }
 
+    /// The start of the payload, for the channel's raw views of its blocks. Valid for
+    /// `len() - HEADER_LEN` bytes while `self` lives.
+    pub(crate) fn payload_ptr(&self) -> *mut u8 {
+        // SAFETY: HEADER_LEN <= len (checked by `create` and `open`): still inside the mapping.
+        unsafe { self.ptr.as_ptr().add(HEADER_LEN) }
+    }
+
     /// The payload: every byte after the header, shared with the peer.
     pub fn payload(&self) -> &[AtomicU8] {
         // SAFETY: bytes HEADER_LEN..len are inside the mapping, which lives as long as

@@ -243,6 +243,16 @@ impl Listener {
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ShmError> {
+        self.accept_with(deadline, |_| {})
+    }
+
+    /// As [`Listener::accept_timeout`], with `init` run on the new segment before it is sent:
+    /// what it writes is in place before the client can map the segment.
+    pub(crate) fn accept_with(
+        &self,
+        deadline: Option<Instant>,
+        init: impl FnOnce(&Segment),
+    ) -> Result<Connection, ShmError> {
         let sock = loop {
             if !sys::wait_readable(self.sock.as_fd(), deadline)
                 .map_err(ShmError::io("waiting for a client"))?
@@ -267,6 +277,7 @@ impl Listener {
             });
         }
         let segment = Segment::create(self.config.segment_size)?;
+        init(&segment);
         sys::send_with_fd(sock.as_fd(), &hello(ACCEPTED), Some(segment.fd()))
             .map_err(ShmError::io("sending the segment"))?;
         Ok(Connection {
@@ -310,7 +321,7 @@ pub struct Connection {
     name: String,
     peer: Credentials,
     segment: Segment,
-    // Kept open: the peer's liveness will be read from it.
+    // Kept open: the peer's liveness is read from it.
     _sock: OwnedFd,
 }
 
@@ -427,6 +438,11 @@ impl Connection {
     /// The shared segment.
     pub fn segment(&self) -> &Segment {
         &self.segment
+    }
+
+    /// The connection's parts: its segment, its socket (the peer's liveness) and the peer.
+    pub(crate) fn into_parts(self) -> (Segment, OwnedFd, Credentials) {
+        (self.segment, self._sock, self.peer)
     }
 }
 

@@ -15,6 +15,8 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::time::Instant;
 
+use crate::sync::AtomicU32;
+
 /// Credentials of the process at the other end of a Unix socket, as the kernel recorded them
 /// when the connection was made (`SO_PEERCRED`); the peer cannot forge them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -314,4 +316,56 @@ pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<NonNull<u
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     // SAFETY: the caller guarantees the range is our own mapping and is no longer used.
     let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// A connected pair of Unix stream sockets (close-on-exec), for tests that play both sides.
+#[cfg(test)]
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Whether the peer of the connected socket `sock` has closed its end (or died: the kernel
+/// closes a dead process's descriptors). Never blocks. An error of `poll` itself counts as a
+/// hang-up: the socket is then unusable for telling anything.
+pub(crate) fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::from_borrowed_fd(sock, PollFlags::RDHUP)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => false,
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
+        Err(_) => true,
+    }
+}
+
+/// `FUTEX_WAIT` on a word in a shared mapping (not `FUTEX_PRIVATE`: the waker is another
+/// process): sleeps while `*word == expected`, at most `timeout`. Returns when woken, when the
+/// word differs, on a signal or on timeout; the caller re-checks its condition in every case.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    // Every outcome (woken, EAGAIN, ETIMEDOUT, EINTR) means "look again".
+    let _ = rustix::thread::futex::wait(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        Some(&ts),
+    );
+}
+
+/// `FUTEX_WAKE` of every waiter on a word in a shared mapping.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    let _ =
+        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
 }

@@ -1,0 +1,1250 @@
+//! [`ShmChannel`]: a raw, bidirectional message channel between two processes, through the
+//! segment of one [`Connection`].
+//!
+//! # Layout (offsets from the start of the segment's payload)
+//!
+//! ```text
+//! 0        channel header (64 B): "CHAN", version, block size, block count, ring depth, ready
+//! 64       direction 0 control (listener -> client), 128 B:
+//!            +0   tail      u64  messages published      (written by the sender)
+//!            +8   ret_head  u64  returned blocks taken   (written by the sender)
+//!            +16  s_wait    u32  the sender sleeps       (futex word, see "Waiting")
+//!            +64  head      u64  messages consumed       (written by the receiver)
+//!            +72  ret_tail  u64  blocks returned         (written by the receiver)
+//!            +80  r_wait    u32  the receiver sleeps     (futex word)
+//! 192      direction 1 control (client -> listener), the same
+//! 320      message ring of each direction: ring_depth x u64 entries (block << 32 | length)
+//!          returned ring of each direction: block_count x u32 block indices
+//!          blocks of each direction (64-byte aligned): block_count x block_size bytes
+//! ```
+//!
+//! Every counter only grows (u64: it does not wrap in practice); a slot is `counter % depth`.
+//! Each direction is a pair of single-producer single-consumer rings over its own pool of
+//! blocks: messages go forward through the message ring, blocks come back through the returned
+//! ring.
+//!
+//! # Ownership of a block, per phase
+//!
+//! ```text
+//!   sender process                         shared memory                receiver process
+//!   free list (local Vec) --loan()--> LOANED: sender writes the block
+//!        ^                              | publish: entry into ring[tail], tail += 1 (Release)
+//!        |                              v
+//!        |                         IN RING: nobody writes it --try_recv: tail (Acquire),
+//!        |                                                   entry, head += 1 (Release)
+//!        |                                                      v
+//!        |                                                 HELD: the receiver reads it
+//!        |                                                 through its ShmMessage
+//!        |                                                      | drop: index into
+//!        |                                                      v ret[ret_tail], += 1 (Release)
+//!   reclaim: ret_tail (Acquire), <------ RETURNED: nobody writes it
+//!   check "in flight", push free
+//! ```
+//!
+//! **Each counter has exactly one writer, which keeps the authoritative value in its own
+//! process memory and only ever stores it to the segment; everything read from the segment
+//! (the peer's counters, ring entries, returned indices) is read once into a local and checked
+//! against the layout before use, so a hostile peer can make calls fail with
+//! [`ShmError::Corrupt`] but never make this process touch memory outside the segment.** A
+//! returned index is accepted only if this side has it in flight (a local bitmap), so a peer
+//! cannot return a block twice and make two loans alias. The bytes of a block are the peer's
+//! to corrupt: a hostile peer may change a message while it is read, so its content is as
+//! untrusted as any input from another process.
+//!
+//! # Waiting
+//!
+//! A receiver that finds the ring empty spins briefly, then announces that it sleeps and
+//! sleeps on a futex in the segment:
+//!
+//! ```text
+//! receiver                                  sender
+//! r_wait = 1                                tail = t + 1       (Release)
+//! fence(SeqCst)                             fence(SeqCst)
+//! tail == head? then futex_wait(r_wait, 1)  r_wait == 1? then r_wait = 0, futex_wake(r_wait)
+//! ```
+//!
+//! With both fences sequentially consistent, at least one side sees the other's store: the
+//! receiver sees the new tail and does not sleep, or the sender sees the flag and wakes it
+//! (and a wake that comes first makes `futex_wait` return at once, since the word is no longer
+//! 1). So a message is never left waiting for a timeout, unlike crossbar's 50 ms missed-wakeup
+//! stall. A sender blocked on a full ring sleeps the same way on `s_wait`, woken by the
+//! receiver when it advances `head`. The sender pays a fence and a load per message, and a
+//! system call only when the receiver really sleeps.
+//!
+//! # A dead peer
+//!
+//! Liveness comes from the kernel, not from heartbeats: the connection's Unix socket carries
+//! nothing after the handshake, and when the peer closes it or dies (SIGKILL included, the
+//! kernel closes its descriptors) our end reports a hang-up. A sleeping receiver sleeps in
+//! slices of [`SLICE`] (10 ms) and polls the socket (zero timeout) between slices, so a
+//! blocked `recv` returns [`ShmError::PeerDead`] within about one slice. This was chosen over
+//! waking through the socket (a `poll` on the socket and a byte sent per wake-up) because it
+//! keeps every system call off the message path; its cost is about 100 short wake-ups per
+//! second while a receiver is blocked. Messages the peer sent before it died are received
+//! first. `loan` and `send` check the socket too, so sending to a dead peer is an error. (A
+//! peer that forked a child which inherited its socket stays "alive" until the child exits.)
+
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sys::{self, Credentials};
+use std::cell::Cell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The channel header's magic number: "CHAN" read as a little-endian `u32`.
+const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
+/// The channel layout version.
+const CHAN_VERSION: u32 = 1;
+/// The value of the channel header's ready flag once it is complete.
+const CHAN_READY: u32 = 1;
+
+/// How long a blocked receiver (or sender) sleeps before it looks at the peer's socket again.
+const SLICE: Duration = Duration::from_millis(10);
+/// How many times a waiter looks at the ring before it sleeps.
+const SPINS: u32 = 512;
+/// A busy-spinning receiver looks at the peer's socket once every this many empty polls.
+const BUSY_CHECK_EVERY: u32 = 1 << 14;
+
+/// The largest block, block count and ring depth a layout may have.
+const MAX_BLOCK_SIZE: usize = 1 << 30;
+const MAX_COUNT: usize = 1 << 20;
+/// The largest segment a channel uses (the client maps segments up to 1 GiB by default).
+const MAX_SEGMENT: usize = 1 << 30;
+
+// Offsets inside a direction's control area.
+const CTL_LEN: usize = 128;
+const TAIL: usize = 0;
+const RET_HEAD: usize = 8;
+const S_WAIT: usize = 16;
+const HEAD: usize = 64;
+const RET_TAIL: usize = 72;
+const R_WAIT: usize = 80;
+
+// Offsets inside the channel header.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 4;
+const H_BLOCK_SIZE: usize = 8;
+const H_BLOCK_COUNT: usize = 12;
+const H_RING_DEPTH: usize = 16;
+const H_READY: usize = 20;
+const H_LEN: usize = 64;
+
+// Values of the `s_wait` / `r_wait` futex words.
+/// Nobody sleeps (or the sleeper has been woken).
+const AWAKE: u32 = 0;
+/// The owner of the word announced that it sleeps: the other side must wake it.
+const SLEEPING: u32 = 1;
+
+/// What a send does when the ring towards the peer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// Wait until the receiver makes room (forever in [`ShmChannel::send`], up to a deadline
+    /// in [`ShmChannel::send_timeout`]), while checking that it lives.
+    Backpressure,
+    /// Fail at once with [`ShmError::RingFull`].
+    Error,
+}
+
+/// The shape of a channel. The listener's configuration decides the layout of the segment
+/// (block size, block count, ring depth) for both directions; each side's own `full` decides
+/// what its sends do on a full ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmConfig {
+    block_size: usize,
+    block_count: usize,
+    ring_depth: Option<usize>,
+    full: Full,
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        ShmConfig {
+            block_size: 4096,
+            block_count: 64,
+            ring_depth: None,
+            full: Full::Backpressure,
+        }
+    }
+}
+
+impl ShmConfig {
+    /// The default: 64 blocks of 4 KiB per direction, a ring as deep as the pool, backpressure.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The size in bytes of each block: the largest message (1 to 2^30).
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes;
+        self
+    }
+
+    /// The number of blocks in each direction's pool (1 to 2^20).
+    pub fn block_count(mut self, count: usize) -> Self {
+        self.block_count = count;
+        self
+    }
+
+    /// The number of messages each direction's ring holds (1 to 2^20; by default the block
+    /// count, so the ring is full only when the pool is). A shallower ring than the pool lets
+    /// the receiver keep messages while the sender is held back by [`Full`].
+    pub fn ring_depth(mut self, depth: usize) -> Self {
+        self.ring_depth = Some(depth);
+        self
+    }
+
+    /// What a send does on a full ring.
+    pub fn full(mut self, full: Full) -> Self {
+        self.full = full;
+        self
+    }
+
+    fn layout(&self) -> Result<Layout, ShmError> {
+        Layout::new(
+            self.block_size,
+            self.block_count,
+            self.ring_depth.unwrap_or(self.block_count),
+        )
+        .ok_or(ShmError::InvalidConfig(
+            "block size, block count or ring depth out of range, or the segment over 1 GiB",
+        ))
+    }
+}
+
+/// How a blocked receive waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin on the ring without sleeping (lowest latency, one core busy); the peer's socket is
+    /// checked now and then.
+    BusySpin,
+    /// Spin briefly, then sleep on a futex until a message or the peer's death.
+    Adaptive,
+    /// As `Adaptive`, but give up with [`ShmError::Timeout`] after this long.
+    Timeout(Duration),
+}
+
+/// Where everything is, computed from the three numbers in the header with checked arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    block_size: usize,
+    block_count: usize,
+    ring_depth: usize,
+    /// Distance between two blocks: `block_size` rounded up to 64.
+    stride: usize,
+    ctl: [usize; 2],
+    ring: [usize; 2],
+    ret: [usize; 2],
+    blocks: [usize; 2],
+    /// Bytes of payload the channel uses.
+    total: usize,
+}
+
+impl Layout {
+    fn new(block_size: usize, block_count: usize, ring_depth: usize) -> Option<Layout> {
+        if !(1..=MAX_BLOCK_SIZE).contains(&block_size)
+            || !(1..=MAX_COUNT).contains(&block_count)
+            || !(1..=MAX_COUNT).contains(&ring_depth)
+        {
+            return None;
+        }
+        let align = |n: usize, a: usize| n.checked_add(a - 1).map(|n| n / a * a);
+        let stride = align(block_size, 64)?;
+        let mut off = H_LEN;
+        let ctl = [off, off + CTL_LEN];
+        off += 2 * CTL_LEN;
+        let ring = [off, off + ring_depth * 8];
+        off += 2 * ring_depth * 8;
+        let ret = [off, off + block_count * 4];
+        off = align(off + 2 * block_count * 4, 64)?;
+        let pool = stride.checked_mul(block_count)?;
+        let blocks = [off, off.checked_add(pool)?];
+        let total = blocks[1].checked_add(pool)?;
+        if total.checked_add(HEADER_LEN)? > MAX_SEGMENT {
+            return None;
+        }
+        Some(Layout {
+            block_size,
+            block_count,
+            ring_depth,
+            stride,
+            ctl,
+            ring,
+            ret,
+            blocks,
+            total,
+        })
+    }
+}
+
+/// Which direction each side sends on.
+const LISTENER_TX: usize = 0;
+const CLIENT_TX: usize = 1;
+
+/// One end of a bidirectional shared-memory channel between two processes.
+///
+/// Both ends can send and receive. Receiving returns a [`ShmMessage`] that reads the message
+/// in place and gives its block back when dropped; sending copies into a block
+/// ([`ShmChannel::send`]) or writes one in place ([`ShmChannel::loan`]). The channel is `Send`
+/// but not `Sync`: one thread uses an end at a time.
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::{ShmChannel, ShmConfig};
+/// use std::time::Duration;
+///
+/// // Process A (server, start first):
+/// let srv = ShmChannel::listen("rpc", ShmConfig::new(), Duration::from_secs(30))?;
+/// // Process B (client):
+/// let cli = ShmChannel::connect("rpc", ShmConfig::new(), Duration::from_secs(5))?;
+///
+/// cli.send(b"request")?;
+/// let msg = srv.recv()?;
+/// assert_eq!(&*msg, b"request");
+/// drop(msg);
+/// srv.send(b"response")?;
+/// let reply = cli.recv()?;
+/// assert_eq!(&*reply, b"response");
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+pub struct ShmChannel {
+    seg: Segment,
+    sock: OwnedFd,
+    peer: Credentials,
+    lay: Layout,
+    full: Full,
+    tx: usize,
+    rx: usize,
+    // Sending side, authoritative copies (never read back from the segment).
+    tail: Cell<u64>,
+    ret_head: Cell<u64>,
+    free: Cell<Vec<u32>>,
+    in_flight: Cell<Vec<bool>>,
+    // Receiving side.
+    head: Cell<u64>,
+    ret_tail: Cell<u64>,
+    dead: Cell<bool>,
+}
+
+impl std::fmt::Debug for ShmChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmChannel")
+            .field("peer", &self.peer)
+            .field("block_size", &self.lay.block_size)
+            .field("block_count", &self.lay.block_count)
+            .field("ring_depth", &self.lay.ring_depth)
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmChannel {
+    /// Takes the service name `name`, waits up to `timeout` for one client, and makes the
+    /// channel with the layout of `config`. The name is freed once the client is connected.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidConfig`] if the layout is out of range; those of
+    /// [`Listener::bind`] (a bad name, a name in use, the runtime directory) and of
+    /// [`Listener::accept_timeout`] ([`ShmError::Timeout`], [`ShmError::PermissionDenied`]).
+    pub fn listen(name: &str, config: ShmConfig, timeout: Duration) -> Result<Self, ShmError> {
+        let deadline = Instant::now() + timeout;
+        let lay = config.layout()?;
+        let listener = Listener::bind(
+            name,
+            ListenerConfig::new().segment_size(HEADER_LEN + lay.total),
+        )?;
+        let conn = listener.accept_with(Some(deadline), |seg| write_header(seg, &lay))?;
+        drop(listener);
+        Ok(Self::new(conn, lay, config.full, LISTENER_TX))
+    }
+
+    /// Connects to the channel listening on `name`, waiting up to `timeout` for it. The
+    /// layout is the listener's; only `config`'s [`Full`] policy is used.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Connection::connect_timeout`] (a bad name, [`ShmError::Timeout`],
+    /// [`ShmError::PermissionDenied`], [`ShmError::BadSegment`]), and [`ShmError::Corrupt`] if
+    /// the channel header is not one this build can use.
+    pub fn connect(name: &str, config: ShmConfig, timeout: Duration) -> Result<Self, ShmError> {
+        let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
+        let lay = read_header(conn.segment())?;
+        Ok(Self::new(conn, lay, config.full, CLIENT_TX))
+    }
+
+    fn new(conn: Connection, lay: Layout, full: Full, tx: usize) -> Self {
+        let (seg, sock, peer) = conn.into_parts();
+        Self::from_parts(seg, sock, peer, lay, full, tx)
+    }
+
+    fn from_parts(
+        seg: Segment,
+        sock: OwnedFd,
+        peer: Credentials,
+        lay: Layout,
+        full: Full,
+        tx: usize,
+    ) -> Self {
+        // `block_count <= MAX_COUNT` fits in u32.
+        let free = (0..lay.block_count as u32).rev().collect();
+        ShmChannel {
+            seg,
+            sock,
+            peer,
+            lay,
+            full,
+            tx,
+            rx: 1 - tx,
+            tail: Cell::new(0),
+            ret_head: Cell::new(0),
+            free: Cell::new(free),
+            in_flight: Cell::new(vec![false; lay.block_count]),
+            head: Cell::new(0),
+            ret_tail: Cell::new(0),
+            dead: Cell::new(false),
+        }
+    }
+
+    /// The credentials of the process at the other end.
+    pub fn peer(&self) -> Credentials {
+        self.peer
+    }
+
+    /// The size of a block: the largest message.
+    pub fn block_size(&self) -> usize {
+        self.lay.block_size
+    }
+
+    /// The number of blocks in each direction's pool.
+    pub fn block_count(&self) -> usize {
+        self.lay.block_count
+    }
+
+    // ----- Access to the segment. Every offset below comes from `Layout`, whose `total` was
+    // checked against the payload's real length when the channel was made, plus an index
+    // that the caller checked against the layout's counts.
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: `off` is 8-aligned and `off + 8 <= lay.total <= payload length` (see above);
+        // the payload starts 64-aligned; the mapping lives as long as `self.seg`; `AtomicU64`
+        // is valid for any bits and may be accessed concurrently by the other process.
+        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: as in `u64_at`, with `off` 4-aligned and `off + 4 <= lay.total`.
+        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    fn ctl64(&self, dir: usize, field: usize) -> &AtomicU64 {
+        self.u64_at(self.lay.ctl[dir] + field)
+    }
+
+    fn ctl32(&self, dir: usize, field: usize) -> &AtomicU32 {
+        self.u32_at(self.lay.ctl[dir] + field)
+    }
+
+    /// A block's first byte. `idx < block_count`.
+    fn block_ptr(&self, dir: usize, idx: usize) -> *mut u8 {
+        // SAFETY: idx < block_count, so the block lies inside `blocks[dir]..blocks[dir] +
+        // stride * block_count`, within `lay.total`, within the payload.
+        unsafe {
+            self.seg
+                .payload_ptr()
+                .add(self.lay.blocks[dir] + idx * self.lay.stride)
+        }
+    }
+
+    fn peer_dead(&self) -> bool {
+        if !self.dead.get() && sys::peer_hung_up(self.sock.as_fd()) {
+            self.dead.set(true);
+        }
+        self.dead.get()
+    }
+
+    // ----- Sending.
+
+    /// Copies `data` into a block and sends it.
+    ///
+    /// On a full ring this waits (with [`Full::Backpressure`], as long as the peer lives) or
+    /// fails (with [`Full::Error`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::TooLarge`], [`ShmError::PoolExhausted`], [`ShmError::RingFull`],
+    /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]. Nothing was sent.
+    pub fn send(&self, data: &[u8]) -> Result<(), ShmError> {
+        self.send_until(data, None)
+    }
+
+    /// As [`ShmChannel::send`], waiting at most `timeout` for room in the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::send`], and [`ShmError::Timeout`].
+    pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), ShmError> {
+        self.send_until(data, Some(Instant::now() + timeout))
+    }
+
+    fn send_until(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), ShmError> {
+        if data.len() > self.lay.block_size {
+            return Err(ShmError::TooLarge {
+                len: data.len(),
+                max: self.lay.block_size,
+            });
+        }
+        let mut loan = self.loan()?;
+        loan[..data.len()].copy_from_slice(data);
+        loan.publish_until(data.len(), deadline)
+    }
+
+    /// Takes a free block to write a message in place; [`ShmLoan::publish`] sends it.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PoolExhausted`] if every block is in use, [`ShmError::PeerDead`],
+    /// [`ShmError::Corrupt`] if the peer returned a block it was not sent.
+    pub fn loan(&self) -> Result<ShmLoan<'_>, ShmError> {
+        if self.peer_dead() {
+            return Err(ShmError::PeerDead);
+        }
+        let mut free = self.free.take();
+        if free.is_empty() {
+            let r = self.reclaim(&mut free);
+            if let Err(e) = r {
+                self.free.set(free);
+                return Err(e);
+            }
+        }
+        let idx = free.pop();
+        self.free.set(free);
+        match idx {
+            Some(idx) => Ok(ShmLoan {
+                ch: self,
+                idx: idx as usize,
+                published: false,
+            }),
+            None => Err(ShmError::PoolExhausted),
+        }
+    }
+
+    /// Takes the blocks the receiver returned back into `free`.
+    fn reclaim(&self, free: &mut Vec<u32>) -> Result<(), ShmError> {
+        let count = self.lay.block_count;
+        // Acquire: pairs with the receiver's Release store of `ret_tail` in `release`, so the
+        // slots below hold the indices it wrote (Relaxed could show an old slot).
+        let ret_tail = self.ctl64(self.tx, RET_TAIL).load(Ordering::Acquire);
+        let mut pos = self.ret_head.get();
+        if ret_tail.wrapping_sub(pos) > count as u64 {
+            return Err(ShmError::Corrupt("returned-ring counter out of range"));
+        }
+        let mut in_flight = self.in_flight.take();
+        let mut result = Ok(());
+        while pos != ret_tail {
+            let slot = (pos % count as u64) as usize;
+            let idx = self
+                .u32_at(self.lay.ret[self.tx] + slot * 4)
+                .load(Ordering::Relaxed) as usize;
+            match in_flight.get_mut(idx) {
+                Some(f) if *f => *f = false,
+                _ => {
+                    result = Err(ShmError::Corrupt("a block came back that was not sent"));
+                    break;
+                }
+            }
+            free.push(idx as u32);
+            pos += 1;
+        }
+        self.in_flight.set(in_flight);
+        self.ret_head.set(pos);
+        // Release: pairs with the receiver's Acquire load of `ret_head` in `release`: it
+        // overwrites these slots only after our reads of them.
+        self.ctl64(self.tx, RET_HEAD).store(pos, Ordering::Release);
+        result
+    }
+
+    /// Whether the message ring has room for one more entry.
+    fn ring_has_room(&self) -> Result<bool, ShmError> {
+        // Acquire: pairs with the receiver's Release store of `head` in `try_take`, so its read
+        // of a slot happens before we overwrite the slot.
+        let head = self.ctl64(self.tx, HEAD).load(Ordering::Acquire);
+        let used = self.tail.get().wrapping_sub(head);
+        if used > self.lay.ring_depth as u64 {
+            return Err(ShmError::Corrupt("message-ring head out of range"));
+        }
+        Ok(used < self.lay.ring_depth as u64)
+    }
+
+    /// Waits for room in the ring per the `full` policy.
+    fn wait_for_room(&self, deadline: Option<Instant>) -> Result<(), ShmError> {
+        let mut spins = 0;
+        loop {
+            if self.ring_has_room()? {
+                return Ok(());
+            }
+            if self.full == Full::Error {
+                return Err(ShmError::RingFull);
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if self.peer_dead() {
+                return Err(ShmError::PeerDead);
+            }
+            let slice = slice_until(deadline).ok_or(ShmError::Timeout)?;
+            let word = self.ctl32(self.tx, S_WAIT);
+            word.store(SLEEPING, Ordering::Relaxed);
+            // SeqCst: the Dekker pair with the receiver's fence after its store of `head`
+            // (see "Waiting"): either we see its new head below or it sees SLEEPING.
+            fence(Ordering::SeqCst);
+            if !self.ring_has_room()? {
+                sys::futex_wait(word, SLEEPING, slice);
+            }
+            word.store(AWAKE, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes block `idx` holding `len <= block_size` bytes. The ring has room.
+    fn commit(&self, idx: usize, len: usize) {
+        let tail = self.tail.get();
+        let slot = (tail % self.lay.ring_depth as u64) as usize;
+        self.u64_at(self.lay.ring[self.tx] + slot * 8)
+            .store(((idx as u64) << 32) | len as u64, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.take();
+        if let Some(f) = in_flight.get_mut(idx) {
+            *f = true;
+        }
+        self.in_flight.set(in_flight);
+        self.tail.set(tail + 1);
+        // Release: pairs with the receiver's Acquire load of `tail`: it sees the entry above
+        // and the bytes written into the block (Relaxed would let it read a stale block).
+        self.ctl64(self.tx, TAIL).store(tail + 1, Ordering::Release);
+        self.wake(self.tx, R_WAIT);
+    }
+
+    /// After a store the peer may be sleeping for: the waker's half of the Dekker pair.
+    fn wake(&self, dir: usize, field: usize) {
+        // SeqCst: orders the store just made before the load of the flag, against the
+        // sleeper's store of SLEEPING before its load of our counter (see "Waiting"). Without
+        // it both could read the old values: the sleeper would sleep with a message waiting.
+        fence(Ordering::SeqCst);
+        let word = self.ctl32(dir, field);
+        if word.load(Ordering::Relaxed) != AWAKE && word.swap(AWAKE, Ordering::Relaxed) != AWAKE {
+            sys::futex_wake(word);
+        }
+    }
+
+    // ----- Receiving.
+
+    /// Takes the next message if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PeerDead`] if there is none and the peer is gone; [`ShmError::Corrupt`].
+    pub fn try_recv(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
+        if let Some(m) = self.try_take()? {
+            return Ok(Some(m));
+        }
+        if self.peer_dead() {
+            // A message published just before the hang-up is still delivered.
+            return self.try_take()?.map(Some).ok_or(ShmError::PeerDead);
+        }
+        Ok(None)
+    }
+
+    /// Waits for the next message ([`WaitStrategy::Adaptive`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PeerDead`] (within about 10 ms of the peer's death), [`ShmError::Corrupt`].
+    pub fn recv(&self) -> Result<ShmMessage<'_>, ShmError> {
+        self.recv_with(WaitStrategy::Adaptive)
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::recv`], and [`ShmError::Timeout`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<ShmMessage<'_>, ShmError> {
+        self.recv_with(WaitStrategy::Timeout(timeout))
+    }
+
+    /// Waits for the next message as `strategy` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::recv`], and [`ShmError::Timeout`] with [`WaitStrategy::Timeout`].
+    pub fn recv_with(&self, strategy: WaitStrategy) -> Result<ShmMessage<'_>, ShmError> {
+        let deadline = match strategy {
+            WaitStrategy::BusySpin => return self.recv_spinning(),
+            WaitStrategy::Adaptive => None,
+            WaitStrategy::Timeout(d) => Some(Instant::now() + d),
+        };
+        for _ in 0..SPINS {
+            if let Some(m) = self.try_take()? {
+                return Ok(m);
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            if let Some(m) = self.try_take()? {
+                return Ok(m);
+            }
+            if self.peer_dead() {
+                return self.try_take()?.ok_or(ShmError::PeerDead);
+            }
+            let slice = slice_until(deadline).ok_or(ShmError::Timeout)?;
+            let word = self.ctl32(self.rx, R_WAIT);
+            word.store(SLEEPING, Ordering::Relaxed);
+            // SeqCst: the Dekker pair with the sender's fence in `wake` after its store of
+            // `tail`: either we see the new tail below or it sees SLEEPING and wakes us.
+            fence(Ordering::SeqCst);
+            let tail = self.ctl64(self.rx, TAIL).load(Ordering::Relaxed);
+            if tail == self.head.get() {
+                sys::futex_wait(word, SLEEPING, slice);
+            }
+            word.store(AWAKE, Ordering::Relaxed);
+        }
+    }
+
+    fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
+        let mut n: u32 = 0;
+        loop {
+            if let Some(m) = self.try_take()? {
+                return Ok(m);
+            }
+            n = n.wrapping_add(1);
+            if n % BUSY_CHECK_EVERY == 0 && self.peer_dead() {
+                return self.try_take()?.ok_or(ShmError::PeerDead);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
+        let head = self.head.get();
+        // Acquire: pairs with the sender's Release store of `tail` in `commit`: the entry and
+        // the block's bytes are visible to us.
+        let tail = self.ctl64(self.rx, TAIL).load(Ordering::Acquire);
+        if tail == head {
+            return Ok(None);
+        }
+        if tail.wrapping_sub(head) > self.lay.ring_depth as u64 {
+            return Err(ShmError::Corrupt("message-ring tail out of range"));
+        }
+        let slot = (head % self.lay.ring_depth as u64) as usize;
+        let entry = self
+            .u64_at(self.lay.ring[self.rx] + slot * 8)
+            .load(Ordering::Relaxed);
+        self.head.set(head + 1);
+        // Release: pairs with the sender's Acquire load of `head` in `ring_has_room`: the slot
+        // is reused only after the read above.
+        self.ctl64(self.rx, HEAD).store(head + 1, Ordering::Release);
+        self.wake(self.rx, S_WAIT);
+        let idx = (entry >> 32) as usize;
+        let len = (entry & 0xffff_ffff) as usize;
+        if idx >= self.lay.block_count {
+            return Err(ShmError::Corrupt("block index out of range"));
+        }
+        if len > self.lay.block_size {
+            return Err(ShmError::Corrupt("message longer than a block"));
+        }
+        Ok(Some(ShmMessage { ch: self, idx, len }))
+    }
+
+    /// Gives block `idx` of the receiving direction back to the sender.
+    fn release(&self, idx: usize) {
+        let t = self.ret_tail.get();
+        // Acquire: pairs with the sender's Release store of `ret_head` in `reclaim`: the slot
+        // we overwrite has been read.
+        let taken = self.ctl64(self.rx, RET_HEAD).load(Ordering::Acquire);
+        if t.wrapping_sub(taken) >= self.lay.block_count as u64 {
+            // Only a corrupt peer gets here (an honest one has a free slot for every block it
+            // sent): keep the block rather than overwrite an entry.
+            return;
+        }
+        let slot = (t % self.lay.block_count as u64) as usize;
+        // `idx < block_count <= 2^20` fits in u32.
+        self.u32_at(self.lay.ret[self.rx] + slot * 4)
+            .store(idx as u32, Ordering::Relaxed);
+        self.ret_tail.set(t + 1);
+        // Release: pairs with the sender's Acquire load of `ret_tail` in `reclaim`.
+        self.ctl64(self.rx, RET_TAIL)
+            .store(t + 1, Ordering::Release);
+    }
+}
+
+/// The time to sleep before looking again: a slice, or what is left before `deadline`;
+/// `None` if the deadline has passed.
+fn slice_until(deadline: Option<Instant>) -> Option<Duration> {
+    match deadline {
+        None => Some(SLICE),
+        Some(d) => {
+            let left = d.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                None
+            } else {
+                Some(left.min(SLICE))
+            }
+        }
+    }
+}
+
+/// Writes the channel header into a new segment (before it is sent to the client).
+fn write_header(seg: &Segment, lay: &Layout) {
+    let p = seg.payload_ptr();
+    let w = |off: usize, v: u32| {
+        // SAFETY: the segment was made `HEADER_LEN + lay.total` bytes, `total >= H_LEN`, and
+        // every offset is 4-aligned and below H_LEN; atomics, as everywhere in the segment.
+        unsafe { &*p.add(off).cast::<AtomicU32>() }.store(v, Ordering::Relaxed)
+    };
+    w(H_MAGIC, CHAN_MAGIC);
+    w(H_VERSION, CHAN_VERSION);
+    // The layout's limits keep each of these below 2^31.
+    w(H_BLOCK_SIZE, lay.block_size as u32);
+    w(H_BLOCK_COUNT, lay.block_count as u32);
+    w(H_RING_DEPTH, lay.ring_depth as u32);
+    // SAFETY: as above.
+    let ready = unsafe { &*p.add(H_READY).cast::<AtomicU32>() };
+    // Release: pairs with the Acquire load in `read_header`.
+    ready.store(CHAN_READY, Ordering::Release);
+}
+
+/// Reads and checks the channel header of a segment received from a listener: each field
+/// once, the layout recomputed and checked against the segment's real size.
+fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
+    let payload_len = seg.payload().len();
+    if payload_len < H_LEN {
+        return Err(ShmError::Corrupt("segment too small for a channel"));
+    }
+    let p = seg.payload_ptr();
+    let r = |off: usize, order| {
+        // SAFETY: `off + 4 <= H_LEN <= payload_len` (checked above), 4-aligned; atomics.
+        unsafe { &*p.add(off).cast::<AtomicU32>() }.load(order)
+    };
+    // Acquire: pairs with the Release store of the ready flag in `write_header`.
+    let ready = r(H_READY, Ordering::Acquire);
+    let magic = r(H_MAGIC, Ordering::Relaxed);
+    let version = r(H_VERSION, Ordering::Relaxed);
+    let bs = r(H_BLOCK_SIZE, Ordering::Relaxed);
+    let bc = r(H_BLOCK_COUNT, Ordering::Relaxed);
+    let depth = r(H_RING_DEPTH, Ordering::Relaxed);
+    if magic != CHAN_MAGIC {
+        return Err(ShmError::Corrupt("not a channel segment (bad magic)"));
+    }
+    if version != CHAN_VERSION {
+        return Err(ShmError::Corrupt("unsupported channel layout version"));
+    }
+    if ready != CHAN_READY {
+        return Err(ShmError::Corrupt("channel header not ready"));
+    }
+    let lay = Layout::new(bs as usize, bc as usize, depth as usize)
+        .ok_or(ShmError::Corrupt("channel layout out of range"))?;
+    if lay.total > payload_len {
+        return Err(ShmError::Corrupt("channel layout larger than the segment"));
+    }
+    Ok(lay)
+}
+
+/// A block loaned for writing a message in place. Derefs to the whole block (`block_size`
+/// bytes, holding whatever it held before); [`ShmLoan::publish`] sends its first `len` bytes.
+/// Dropped without publishing, the block goes back to the pool.
+#[derive(Debug)]
+pub struct ShmLoan<'a> {
+    ch: &'a ShmChannel,
+    idx: usize,
+    published: bool,
+}
+
+impl ShmLoan<'_> {
+    /// Sends the first `len` bytes of the block. On a full ring this waits or fails as the
+    /// channel's [`Full`] says.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::TooLarge`] if `len` is larger than the block, [`ShmError::RingFull`],
+    /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]; the block then goes back to the pool.
+    pub fn publish(self, len: usize) -> Result<(), ShmError> {
+        self.publish_until(len, None)
+    }
+
+    /// As [`ShmLoan::publish`], waiting at most `timeout` for room in the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmLoan::publish`], and [`ShmError::Timeout`].
+    pub fn publish_timeout(self, len: usize, timeout: Duration) -> Result<(), ShmError> {
+        self.publish_until(len, Some(Instant::now() + timeout))
+    }
+
+    fn publish_until(mut self, len: usize, deadline: Option<Instant>) -> Result<(), ShmError> {
+        if len > self.ch.lay.block_size {
+            return Err(ShmError::TooLarge {
+                len,
+                max: self.ch.lay.block_size,
+            });
+        }
+        self.ch.wait_for_room(deadline)?;
+        self.ch.commit(self.idx, len);
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for ShmLoan<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `idx < block_count` (it came from the local free list); the block is LOANED
+        // to us: the honest receiver does not touch it until it is published (a hostile one
+        // may, which changes bytes but not bounds); the mapping outlives the borrow of `ch`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ch.block_ptr(self.ch.tx, self.idx),
+                self.ch.lay.block_size,
+            )
+        }
+    }
+}
+
+impl std::ops::DerefMut for ShmLoan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only view in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ch.block_ptr(self.ch.tx, self.idx),
+                self.ch.lay.block_size,
+            )
+        }
+    }
+}
+
+impl Drop for ShmLoan<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let mut free = self.ch.free.take();
+            free.push(self.idx as u32);
+            self.ch.free.set(free);
+        }
+    }
+}
+
+/// A received message, read in place. Derefs to its bytes; dropping it gives the block back
+/// to the sender.
+#[derive(Debug)]
+pub struct ShmMessage<'a> {
+    ch: &'a ShmChannel,
+    idx: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for ShmMessage<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `idx < block_count` and `len <= block_size` were checked in `try_take`; the
+        // block is HELD by us: the honest sender does not write it until it comes back (a
+        // hostile one may, which changes bytes but not bounds); the mapping outlives `ch`.
+        unsafe { std::slice::from_raw_parts(self.ch.block_ptr(self.ch.rx, self.idx), self.len) }
+    }
+}
+
+impl Drop for ShmMessage<'_> {
+    fn drop(&mut self) {
+        self.ch.release(self.idx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PID: Credentials = Credentials {
+        pid: 1,
+        uid: 0,
+        gid: 0,
+    };
+
+    /// Both ends of a channel in this process: two mappings of one memfd, a socket pair for
+    /// liveness. Also returns a third mapping, for playing a hostile peer.
+    fn pair_with(config: ShmConfig) -> (ShmChannel, ShmChannel, Segment) {
+        let lay = config.layout().unwrap();
+        let seg = Segment::create(HEADER_LEN + lay.total).unwrap();
+        write_header(&seg, &lay);
+        let open =
+            |s: &Segment| Segment::open(s.fd().try_clone_to_owned().unwrap(), MAX_SEGMENT).unwrap();
+        let cseg = open(&seg);
+        let evil = open(&seg);
+        let clay = read_header(&cseg).unwrap();
+        assert_eq!(clay, lay);
+        let (a, b) = sys::socketpair().unwrap();
+        let l = ShmChannel::from_parts(seg, a, PID, lay, config.full, LISTENER_TX);
+        let c = ShmChannel::from_parts(cseg, b, PID, clay, config.full, CLIENT_TX);
+        (l, c, evil)
+    }
+
+    fn pair(config: ShmConfig) -> (ShmChannel, ShmChannel) {
+        let (l, c, _) = pair_with(config);
+        (l, c)
+    }
+
+    const SHORT: Duration = Duration::from_millis(5);
+
+    #[test]
+    fn both_directions_copy_and_loan() {
+        let (l, c) = pair(ShmConfig::new().block_size(100).block_count(4));
+        c.send(b"request").unwrap();
+        let m = l.recv_timeout(SHORT).unwrap();
+        assert_eq!(&*m, b"request");
+        l.send(b"response").unwrap();
+        assert_eq!(&*c.recv_with(WaitStrategy::BusySpin).unwrap(), b"response");
+        drop(m);
+        let mut loan = l.loan().unwrap();
+        assert_eq!(loan.len(), 100);
+        loan[..5].copy_from_slice(b"in pl");
+        loan.publish(5).unwrap();
+        assert_eq!(&*c.try_recv().unwrap().unwrap(), b"in pl");
+        assert!(c.try_recv().unwrap().is_none());
+        // An empty message is a message.
+        c.send(b"").unwrap();
+        assert_eq!(l.recv().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn pool_exhausted_too_large_and_unpublished_loans() {
+        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(2));
+        assert!(matches!(
+            c.send(&[0; 9]),
+            Err(ShmError::TooLarge { len: 9, max: 8 })
+        ));
+        let a = c.loan().unwrap();
+        let b = c.loan().unwrap();
+        assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
+        drop(a);
+        assert!(matches!(b.publish(9), Err(ShmError::TooLarge { .. })));
+        // Both blocks are free again.
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        let m1 = l.try_recv().unwrap().unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        drop(m1);
+        c.send(b"3").unwrap();
+        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"2");
+        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"3");
+    }
+
+    #[test]
+    fn full_ring_is_an_error_or_backpressure() {
+        let cfg = ShmConfig::new().block_count(4).ring_depth(2);
+        let (l, c) = pair(cfg.full(Full::Error));
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::RingFull)));
+        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"1");
+        c.send(b"3").unwrap();
+
+        let (l, c) = pair(cfg.full(Full::Backpressure));
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(
+            c.send_timeout(b"3", SHORT),
+            Err(ShmError::Timeout)
+        ));
+        // A receiver on another thread makes room: the blocked send goes through.
+        std::thread::scope(|s| {
+            s.spawn(move || c.send_timeout(b"3", Duration::from_secs(10)).unwrap());
+            std::thread::sleep(SHORT);
+            let got: Vec<Vec<u8>> = (0..3)
+                .map(|_| l.recv_timeout(Duration::from_secs(10)).unwrap().to_vec())
+                .collect();
+            assert_eq!(got, [b"1", b"2", b"3"]);
+        });
+    }
+
+    #[test]
+    fn recv_times_out_and_a_closed_peer_is_dead() {
+        let (l, c) = pair(ShmConfig::new());
+        assert!(matches!(l.recv_timeout(SHORT), Err(ShmError::Timeout)));
+        assert!(l.try_recv().unwrap().is_none());
+        c.send(b"last words").unwrap();
+        drop(c);
+        assert_eq!(&*l.recv().unwrap(), b"last words");
+        assert!(matches!(l.recv(), Err(ShmError::PeerDead)));
+        assert!(matches!(l.try_recv(), Err(ShmError::PeerDead)));
+        assert!(matches!(
+            l.recv_with(WaitStrategy::BusySpin),
+            Err(ShmError::PeerDead)
+        ));
+        assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
+        assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
+    }
+
+    #[test]
+    fn many_messages_across_threads_in_order() {
+        let (l, c) = pair(ShmConfig::new().block_size(16).block_count(8).ring_depth(4));
+        const N: u64 = 20_000;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for i in 0..N {
+                    c.send(&i.to_le_bytes()).unwrap();
+                }
+            });
+            for i in 0..N {
+                let m = l.recv().unwrap();
+                assert_eq!(u64::from_le_bytes((*m).try_into().unwrap()), i);
+            }
+        });
+    }
+
+    #[test]
+    fn the_channel_is_send() {
+        fn send<T: Send>() {}
+        send::<ShmChannel>();
+    }
+
+    #[test]
+    fn layouts_out_of_range_are_refused() {
+        for cfg in [
+            ShmConfig::new().block_size(0),
+            ShmConfig::new().block_count(0),
+            ShmConfig::new().ring_depth(0),
+            ShmConfig::new().block_count(MAX_COUNT + 1),
+            ShmConfig::new().block_size(MAX_BLOCK_SIZE).block_count(2),
+            ShmConfig::new().block_size(usize::MAX),
+        ] {
+            assert!(
+                matches!(cfg.layout(), Err(ShmError::InvalidConfig(_))),
+                "{cfg:?}"
+            );
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures replay.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    fn evil_u64(evil: &Segment, off: usize, v: u64) {
+        // SAFETY: test-only; callers pass 8-aligned offsets inside the payload.
+        unsafe { &*evil.payload_ptr().add(off).cast::<AtomicU64>() }.store(v, Ordering::Relaxed);
+    }
+
+    fn evil_u32(evil: &Segment, off: usize, v: u32) {
+        // SAFETY: test-only; callers pass 4-aligned offsets inside the payload.
+        unsafe { &*evil.payload_ptr().add(off).cast::<AtomicU32>() }.store(v, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn adversarial_values_are_corrupt_errors() {
+        let cfg = ShmConfig::new().block_size(32).block_count(4);
+        let lay = cfg.layout().unwrap();
+        let rx_ctl = lay.ctl[CLIENT_TX];
+        let corrupt = |r: Result<Option<ShmMessage<'_>>, ShmError>| {
+            assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
+        };
+        // The tail jumps far ahead.
+        let (l, _c, evil) = pair_with(cfg);
+        evil_u64(&evil, rx_ctl + TAIL, u64::MAX);
+        corrupt(l.try_recv());
+        assert!(matches!(l.recv_timeout(SHORT), Err(ShmError::Corrupt(_))));
+        // An entry names a block out of range, then a length over the block.
+        let (l, _c, evil) = pair_with(cfg);
+        evil_u64(&evil, lay.ring[CLIENT_TX], (u64::from(u32::MAX) << 32) | 1);
+        evil_u64(
+            &evil,
+            lay.ring[CLIENT_TX] + 8,
+            1 << 32 | u64::from(u32::MAX),
+        );
+        evil_u64(&evil, rx_ctl + TAIL, 2);
+        corrupt(l.try_recv());
+        corrupt(l.try_recv());
+        assert!(l.try_recv().unwrap().is_none());
+        // The receiver's head runs ahead of what was sent.
+        let (_l, c, evil) = pair_with(cfg);
+        evil_u64(&evil, rx_ctl + HEAD, 7);
+        assert!(matches!(c.send(b"x"), Err(ShmError::Corrupt(_))));
+        // A block comes back that was never sent, or twice.
+        let (l, c, evil) = pair_with(cfg);
+        for _ in 0..4 {
+            c.send(b"x").unwrap();
+        }
+        drop(l.try_recv().unwrap());
+        evil_u32(&evil, lay.ret[CLIENT_TX] + 4, 3);
+        evil_u32(&evil, lay.ret[CLIENT_TX] + 8, 3);
+        evil_u64(&evil, rx_ctl + RET_TAIL, 3);
+        // The first honest return is taken; the duplicate is refused.
+        assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
+        // The two good returns are usable; with the pool empty again, a counter far ahead.
+        let _a = c.loan().unwrap();
+        let _b = c.loan().unwrap();
+        evil_u64(&evil, rx_ctl + RET_TAIL, 1 << 40);
+        assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
+    }
+
+    #[test]
+    fn random_writes_by_a_hostile_peer_give_errors_never_panics_or_hangs() {
+        let cfg = ShmConfig::new().block_size(24).block_count(8).ring_depth(4);
+        let lay = cfg.layout().unwrap();
+        // The area a hostile peer would aim at: the header, counters, rings.
+        let hot = lay.blocks[0];
+        const TINY: Duration = Duration::from_millis(1);
+        for seed in 1..=100u64 {
+            let (l, c, evil) = pair_with(cfg.full(if seed % 2 == 0 {
+                Full::Error
+            } else {
+                Full::Backpressure
+            }));
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut held = Vec::new();
+            for _ in 0..200 {
+                let r = rng.next();
+                let off = (r as usize % (hot / 8)) * 8;
+                let v = match r >> 60 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => rng.next() % 16,
+                    3 => (rng.next() << 32) | (rng.next() % 64),
+                    _ => rng.next(),
+                };
+                evil_u64(&evil, off, v);
+                let start = Instant::now();
+                match rng.next() % 6 {
+                    0 => drop(c.send_timeout(b"hello", TINY)),
+                    1 => drop(l.send_timeout(b"hello", TINY)),
+                    2 => {
+                        if let Ok(m) = l.recv_timeout(TINY) {
+                            let _ = m.iter().map(|&b| u64::from(b)).sum::<u64>();
+                            held.push(m);
+                        }
+                    }
+                    3 => {
+                        if let Ok(Some(m)) = c.try_recv() {
+                            let _ = m.len();
+                        }
+                    }
+                    4 => {
+                        if let Ok(mut loan) = c.loan() {
+                            loan.fill(7);
+                            let _ = loan.publish_timeout(3, TINY);
+                        }
+                    }
+                    _ => held.clear(),
+                }
+                assert!(start.elapsed() < Duration::from_secs(2), "seed {seed}");
+            }
+        }
+    }
+}
