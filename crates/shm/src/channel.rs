@@ -67,8 +67,8 @@
 //! receiver sees the new tail and does not sleep, or the sender sees the flag and wakes it
 //! (and a wake that comes first makes `futex_wait` return at once, since the word is no longer
 //! 1). So a message is never left waiting for a timeout, unlike crossbar's 50 ms missed-wakeup
-//! stall. A sender blocked on a full ring sleeps the same way on `s_wait`, woken by the
-//! receiver when it advances `head`. The sender pays a fence and a load per message, and a
+//! stall. A sender blocked on a full ring or an empty pool sleeps the same way on `s_wait`,
+//! woken by the receiver when it advances `head` or gives a block back. The sender pays a fence and a load per message, and a
 //! system call only when the receiver really sleeps.
 //!
 //! # A dead peer
@@ -140,10 +140,11 @@ const SLEEPING: u32 = 1;
 /// What a send does when the ring towards the peer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
-    /// Wait until the receiver makes room (forever in [`ShmChannel::send`], up to a deadline
-    /// in [`ShmChannel::send_timeout`]), while checking that it lives.
+    /// Wait until the receiver makes room in the ring or gives a block back (forever in
+    /// [`ShmChannel::send`], up to a deadline in [`ShmChannel::send_timeout`]), while
+    /// checking that it lives.
     Backpressure,
-    /// Fail at once with [`ShmError::RingFull`].
+    /// Fail at once with [`ShmError::RingFull`] or [`ShmError::PoolExhausted`].
     Error,
 }
 
@@ -469,8 +470,8 @@ impl ShmChannel {
 
     /// Copies `data` into a block and sends it.
     ///
-    /// On a full ring this waits (with [`Full::Backpressure`], as long as the peer lives) or
-    /// fails (with [`Full::Error`]).
+    /// On a full ring or an exhausted pool this waits (with [`Full::Backpressure`], as long as
+    /// the peer lives) or fails (with [`Full::Error`]).
     ///
     /// # Errors
     ///
@@ -496,12 +497,13 @@ impl ShmChannel {
                 max: self.lay.block_size,
             });
         }
-        let mut loan = self.loan()?;
+        let mut loan = self.loan_until(deadline)?;
         loan[..data.len()].copy_from_slice(data);
         loan.publish_until(data.len(), deadline)
     }
 
-    /// Takes a free block to write a message in place; [`ShmLoan::publish`] sends it.
+    /// Takes a free block to write a message in place; [`ShmLoan::publish`] sends it. Never
+    /// waits (see [`ShmChannel::loan_timeout`]).
     ///
     /// # Errors
     ///
@@ -511,24 +513,56 @@ impl ShmChannel {
         if self.peer_dead() {
             return Err(ShmError::PeerDead);
         }
-        let mut free = self.free.take();
-        if free.is_empty() {
-            let r = self.reclaim(&mut free);
-            if let Err(e) = r {
-                self.free.set(free);
-                return Err(e);
-            }
-        }
-        let idx = free.pop();
-        self.free.set(free);
-        match idx {
-            Some(idx) => Ok(ShmLoan {
-                ch: self,
-                idx: idx as usize,
-                published: false,
-            }),
+        match self.take_block()? {
+            Some(idx) => Ok(self.loaned(idx)),
             None => Err(ShmError::PoolExhausted),
         }
+    }
+
+    /// As [`ShmChannel::loan`], but with [`Full::Backpressure`] waits up to `timeout` for the
+    /// receiver to give a block back instead of failing with [`ShmError::PoolExhausted`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::loan`], and [`ShmError::Timeout`].
+    pub fn loan_timeout(&self, timeout: Duration) -> Result<ShmLoan<'_>, ShmError> {
+        self.loan_until(Some(Instant::now() + timeout))
+    }
+
+    fn loan_until(&self, deadline: Option<Instant>) -> Result<ShmLoan<'_>, ShmError> {
+        match self.full {
+            Full::Error => self.loan(),
+            Full::Backpressure => {
+                if self.peer_dead() {
+                    return Err(ShmError::PeerDead);
+                }
+                let idx = self.wait_for(deadline, || self.take_block())?;
+                Ok(self.loaned(idx))
+            }
+        }
+    }
+
+    fn loaned(&self, idx: usize) -> ShmLoan<'_> {
+        ShmLoan {
+            ch: self,
+            idx,
+            published: false,
+        }
+    }
+
+    /// A free block, taking back the returned ones if none is left.
+    fn take_block(&self) -> Result<Option<usize>, ShmError> {
+        let mut free = self.free.take();
+        let r = if free.is_empty() {
+            self.reclaim(&mut free)
+        } else {
+            Ok(())
+        };
+        // On an error the blocks taken back before it stay in the free list.
+        let idx = if r.is_ok() { free.pop() } else { None };
+        self.free.set(free);
+        r?;
+        Ok(idx.map(|i| i as usize))
     }
 
     /// Takes the blocks the receiver returned back into `free`.
@@ -580,18 +614,31 @@ impl ShmChannel {
 
     /// Waits for room in the ring per the `full` policy.
     fn wait_for_room(&self, deadline: Option<Instant>) -> Result<(), ShmError> {
-        let mut spins = 0;
+        if self.full == Full::Error {
+            return match self.ring_has_room()? {
+                true => Ok(()),
+                false => Err(ShmError::RingFull),
+            };
+        }
+        self.wait_for(deadline, || Ok(self.ring_has_room()?.then_some(())))
+    }
+
+    /// Retries `attempt` until it gives a value: spinning, then asleep on this direction's
+    /// `s_wait` word, woken by the receiver when it consumes a message or returns a block.
+    fn wait_for<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Result<Option<T>, ShmError>,
+    ) -> Result<T, ShmError> {
+        for _ in 0..SPINS {
+            if let Some(v) = attempt()? {
+                return Ok(v);
+            }
+            std::hint::spin_loop();
+        }
         loop {
-            if self.ring_has_room()? {
-                return Ok(());
-            }
-            if self.full == Full::Error {
-                return Err(ShmError::RingFull);
-            }
-            if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
+            if let Some(v) = attempt()? {
+                return Ok(v);
             }
             if self.peer_dead() {
                 return Err(ShmError::PeerDead);
@@ -599,13 +646,17 @@ impl ShmChannel {
             let slice = slice_until(deadline).ok_or(ShmError::Timeout)?;
             let word = self.ctl32(self.tx, S_WAIT);
             word.store(SLEEPING, Ordering::Relaxed);
-            // SeqCst: the Dekker pair with the receiver's fence after its store of `head`
-            // (see "Waiting"): either we see its new head below or it sees SLEEPING.
+            // SeqCst: the Dekker pair with the receiver's fence in `wake` after its store of
+            // `head` or `ret_tail`: either `attempt` sees that store or it sees SLEEPING.
             fence(Ordering::SeqCst);
-            if !self.ring_has_room()? {
+            let got = attempt();
+            if let Ok(None) = got {
                 sys::futex_wait(word, SLEEPING, slice);
             }
             word.store(AWAKE, Ordering::Relaxed);
+            if let Some(v) = got? {
+                return Ok(v);
+            }
         }
     }
 
@@ -1018,7 +1069,12 @@ mod tests {
 
     #[test]
     fn pool_exhausted_too_large_and_unpublished_loans() {
-        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(2));
+        let (l, c) = pair(
+            ShmConfig::new()
+                .block_size(8)
+                .block_count(2)
+                .full(Full::Error),
+        );
         assert!(matches!(
             c.send(&[0; 9]),
             Err(ShmError::TooLarge { len: 9, max: 8 })
@@ -1038,6 +1094,23 @@ mod tests {
         c.send(b"3").unwrap();
         assert_eq!(&*l.try_recv().unwrap().unwrap(), b"2");
         assert_eq!(&*l.try_recv().unwrap().unwrap(), b"3");
+
+        // With backpressure, a send waits for a block instead, and a message held too long
+        // is a timeout.
+        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
+        c.send(b"1").unwrap();
+        let m = l.try_recv().unwrap().unwrap();
+        assert!(matches!(
+            c.send_timeout(b"2", SHORT),
+            Err(ShmError::Timeout)
+        ));
+        assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
+        std::thread::scope(|s| {
+            s.spawn(move || c.loan_timeout(Duration::from_secs(10)).unwrap().publish(0));
+            std::thread::sleep(SHORT);
+            drop(m);
+        });
+        assert_eq!(l.recv_timeout(Duration::from_secs(10)).unwrap().len(), 0);
     }
 
     #[test]
