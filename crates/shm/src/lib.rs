@@ -1,7 +1,8 @@
 //! courier::shm: messaging between processes on one Linux host, through shared memory.
 //!
-//! This is the transport's foundation: named services, their runtime directory, and the
-//! connection handshake that checks who the peer is and hands both sides a shared segment.
+//! This is the transport's foundation: named services, their runtime directory, the
+//! connection handshake that checks who the peer is and hands both sides a shared segment, and
+//! [`ShmChannel`], a raw bidirectional message channel over that segment.
 //!
 //! ```no_run
 //! use courier_shm::{ConnectConfig, Connection, Listener, ListenerConfig};
@@ -48,6 +49,39 @@
 //! ready flag written last); the client checks every field, as if the listener were hostile,
 //! and reports a mismatch as a [`SegmentError`]. Segments have no name anywhere: nothing of
 //! them is left in `/dev/shm` or on disk when the processes exit or die.
+//!
+//! # Channels
+//!
+//! [`ShmChannel::listen`] and [`ShmChannel::connect`] make the two ends of a channel; each
+//! sends (a copy with [`ShmChannel::send`], or in place with [`ShmChannel::loan`]) and
+//! receives ([`ShmChannel::recv`], [`ShmChannel::try_recv`], [`ShmChannel::recv_with`] a
+//! [`WaitStrategy`]) a [`ShmMessage`] that reads the block in place and gives it back when
+//! dropped. The listener's [`ShmConfig`] sets the block size and count and the ring depth;
+//! a full ring or pool is backpressure or an error ([`Full`]), never a lost message. A blocked
+//! receiver spins briefly, then sleeps on a futex; a peer's death, SIGKILL included, ends it
+//! with [`ShmError::PeerDead`] within about 10 ms, seen through the connection's socket.
+//! Every value the peer can write is checked before use: a hostile peer gets
+//! [`ShmError::Corrupt`], never an access outside the segment.
+//!
+//! ```no_run
+//! use courier_shm::{ShmChannel, ShmConfig};
+//! use std::time::Duration;
+//!
+//! // Server process:
+//! let srv = ShmChannel::listen("rpc", ShmConfig::new(), Duration::from_secs(30))?;
+//! let msg = srv.recv()?;
+//! let mut reply = srv.loan()?;
+//! reply[..msg.len()].copy_from_slice(&msg);
+//! let n = msg.len();
+//! drop(msg); // gives the request's block back
+//! reply.publish(n)?;
+//!
+//! // Client process:
+//! let cli = ShmChannel::connect("rpc", ShmConfig::new(), Duration::from_secs(5))?;
+//! cli.send(b"ping")?;
+//! assert_eq!(&*cli.recv_timeout(Duration::from_secs(1))?, b"ping");
+//! # Ok::<(), courier_shm::ShmError>(())
+//! ```
 //!
 //! # Platforms
 //!
