@@ -1320,4 +1320,137 @@ mod tests {
             }
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Send(usize),
+            Loan(usize),
+            AbandonLoan,
+            TryRecv,
+            DropHeld(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0usize..40).prop_map(Op::Send),
+                (0usize..40).prop_map(Op::Loan),
+                Just(Op::AbandonLoan),
+                Just(Op::TryRecv),
+                any::<usize>().prop_map(Op::DropHeld),
+            ]
+        }
+
+        proptest! {
+            /// Against a model (a queue of messages, a count of blocks in use): an honest pair
+            /// never loses, reorders or changes a message, and each error is the model's.
+            #[test]
+            fn an_honest_pair_matches_the_model(
+                count in 1usize..6,
+                depth in 1usize..6,
+                ops in proptest::collection::vec(op(), 1..200),
+            ) {
+                let bs = 32;
+                let cfg = ShmConfig::new()
+                    .block_size(bs)
+                    .block_count(count)
+                    .ring_depth(depth)
+                    .full(Full::Error);
+                let (l, c) = pair(cfg);
+                let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
+                let mut held: Vec<(ShmMessage<'_>, Vec<u8>)> = Vec::new();
+                let mut n: u8 = 0;
+                for op in ops {
+                    let in_use = queue.len() + held.len();
+                    match op {
+                        Op::Send(len) | Op::Loan(len) => {
+                            n = n.wrapping_add(1);
+                            let msg = vec![n; len];
+                            let r = if let Op::Send(_) = op {
+                                c.send(&msg)
+                            } else {
+                                c.loan().and_then(|mut loan| {
+                                    let k = len.min(loan.len());
+                                    loan[..k].copy_from_slice(&msg[..k]);
+                                    loan.publish(len)
+                                })
+                            };
+                            match r {
+                                Err(ShmError::TooLarge { .. }) => prop_assert!(len > bs),
+                                // A loan is taken before its length is known.
+                                Err(ShmError::PoolExhausted) => {
+                                    prop_assert_eq!(in_use, count);
+                                }
+                                Err(ShmError::RingFull) => {
+                                    prop_assert!(len <= bs && in_use < count);
+                                    prop_assert_eq!(queue.len(), depth);
+                                }
+                                Ok(()) => {
+                                    prop_assert!(len <= bs && in_use < count && queue.len() < depth);
+                                    queue.push_back(msg);
+                                }
+                                Err(e) => prop_assert!(false, "unexpected {}", e),
+                            }
+                        }
+                        Op::AbandonLoan => {
+                            match c.loan() {
+                                Ok(loan) => { prop_assert!(in_use < count); drop(loan) }
+                                Err(ShmError::PoolExhausted) => prop_assert_eq!(in_use, count),
+                                Err(e) => prop_assert!(false, "unexpected {}", e),
+                            }
+                        }
+                        Op::TryRecv => match l.try_recv() {
+                            Ok(Some(m)) => {
+                                let want = queue.pop_front();
+                                prop_assert_eq!(Some(m.to_vec()), want.clone());
+                                held.push((m, want.unwrap_or_default()));
+                            }
+                            Ok(None) => prop_assert!(queue.is_empty()),
+                            Err(e) => prop_assert!(false, "unexpected {}", e),
+                        },
+                        Op::DropHeld(i) => {
+                            if !held.is_empty() {
+                                let (m, want) = held.swap_remove(i % held.len());
+                                // Still intact while held.
+                                prop_assert_eq!(&*m, want.as_slice());
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// A hostile peer's writes anywhere in the control area and rings, between the
+            /// calls of the other side: errors at worst, never a panic or a wait past a timeout.
+            #[test]
+            fn hostile_writes_never_panic(
+                writes in proptest::collection::vec((any::<u16>(), any::<u64>(), 0u8..6), 1..100),
+            ) {
+                let cfg = ShmConfig::new().block_size(16).block_count(3).ring_depth(2);
+                let lay = cfg.layout().unwrap();
+                let (l, c, evil) = pair_with(cfg);
+                let mut held = Vec::new();
+                for (off, v, what) in writes {
+                    let off = (usize::from(off) % (lay.blocks[0] / 8)) * 8;
+                    evil_u64(&evil, off, v);
+                    let start = Instant::now();
+                    match what {
+                        0 => drop(c.send_timeout(b"abc", Duration::from_millis(1))),
+                        1 => drop(l.send_timeout(b"abc", Duration::from_millis(1))),
+                        2 => if let Ok(m) = l.recv_timeout(Duration::from_millis(1)) {
+                            let _ = m.iter().fold(0u8, |a, &b| a ^ b);
+                            held.push(m);
+                        },
+                        3 => drop(c.try_recv().map(|m| m.map(|m| m.len()))),
+                        4 => drop(c.loan().map(|l| l.len())),
+                        _ => held.clear(),
+                    }
+                    prop_assert!(start.elapsed() < Duration::from_secs(2));
+                }
+            }
+        }
+    }
 }
