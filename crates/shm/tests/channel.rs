@@ -9,7 +9,9 @@
 //! - a receive that times out; a bad name; nobody listening;
 //! - SIGKILL of the peer while this side is blocked in `recv`: `PeerDead` well within the
 //!   deadline, sends fail too; and SIGKILL of a listener process while a client process is
-//!   blocked in `recv`; afterwards the name is free and /dev/shm holds nothing of courier's;
+//!   blocked in `recv`; SIGKILL of a peer in the middle of a stream of sends: every message
+//!   received is whole and in order, then `PeerDead`; afterwards the name is free and
+//!   /dev/shm holds nothing of courier's;
 //! - a hostile peer process that scribbles random bytes over the whole segment while this side
 //!   sends and receives: errors or messages, never a panic or a wait past its timeout.
 //!
@@ -140,6 +142,13 @@ fn peer_main() {
             say_result(cli.send_timeout(b"3", Duration::from_millis(20)));
             say("blocking");
             say_result(cli.send_timeout(b"3", DEADLINE));
+        }
+        // Send numbered messages until killed.
+        "stream" => {
+            let cli = connect(Full::Backpressure).unwrap();
+            for i in 0.. {
+                cli.send(&numbered(i)).unwrap();
+            }
         }
         // Connect, then wait to be killed.
         "hold" => {
@@ -451,6 +460,35 @@ fn sigkill_of_a_listener_process_wakes_a_client_blocked_in_recv() {
         .expect("the client did not see the listener's death within 1 s");
     assert_eq!(reported, "peer-dead");
     assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_stream_loses_nothing_that_was_sent() {
+    let _g = serial();
+    let dir = TestDir::new("stream");
+    let name = unique("stream");
+    let mut peer = spawn("stream", &dir, &name);
+    let config = ShmConfig::new().block_size(256).block_count(8);
+    let srv = ShmChannel::listen(&name, config, DEADLINE).unwrap();
+    for i in 0..500 {
+        check_numbered(i, &srv.recv_timeout(DEADLINE).unwrap());
+    }
+    peer.kill();
+    // What was published before the kill arrives whole and in order; then the peer is dead.
+    let mut i = 500;
+    loop {
+        match srv.recv_timeout(DEADLINE) {
+            Ok(m) => check_numbered(i, &m),
+            Err(ShmError::PeerDead) => break,
+            Err(e) => panic!("after message {i}: {e}"),
+        }
+        i += 1;
+    }
+    assert!(
+        i <= 500 + 8,
+        "more messages than blocks arrived after the kill"
+    );
+    assert!(matches!(srv.send(b"x"), Err(ShmError::PeerDead)));
 }
 
 #[test]
