@@ -81,8 +81,10 @@
 //! waking through the socket (a `poll` on the socket and a byte sent per wake-up) because it
 //! keeps every system call off the message path; its cost is about 100 short wake-ups per
 //! second while a receiver is blocked. Messages the peer sent before it died are received
-//! first. `loan` and `send` check the socket too, so sending to a dead peer is an error. (A
-//! peer that forked a child which inherited its socket stays "alive" until the child exits.)
+//! first. `loan` and `send` check the socket too, at most once a millisecond, so sending to a
+//! peer dead for longer than that is an error (a send within that millisecond is as lost as
+//! one made just before the death). A peer that forked a child which inherited its socket
+//! stays "alive" until the child exits.
 
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
@@ -104,6 +106,8 @@ const CHAN_READY: u32 = 1;
 const SLICE: Duration = Duration::from_millis(10);
 /// How many times a waiter looks at the ring before it sleeps.
 const SPINS: u32 = 512;
+/// A sender looks at the peer's socket at most this often (see `peer_dead_for_send`).
+const SEND_CHECK_EVERY: Duration = Duration::from_millis(1);
 /// A busy-spinning receiver looks at the peer's socket once every this many empty polls.
 const BUSY_CHECK_EVERY: u32 = 1 << 14;
 
@@ -327,6 +331,8 @@ pub struct ShmChannel {
     head: Cell<u64>,
     ret_tail: Cell<u64>,
     dead: Cell<bool>,
+    /// When a send last asked the socket whether the peer lives.
+    last_check: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ShmChannel {
@@ -406,6 +412,7 @@ impl ShmChannel {
             head: Cell::new(0),
             ret_tail: Cell::new(0),
             dead: Cell::new(false),
+            last_check: Cell::new(None),
         }
     }
 
@@ -466,6 +473,24 @@ impl ShmChannel {
         self.dead.get()
     }
 
+    /// [`ShmChannel::peer_dead`] for the send path: the socket is asked at most once per
+    /// [`SEND_CHECK_EVERY`], sparing a system call per message. A send in that window after
+    /// the peer's death succeeds, which is no different from a send just before it: either
+    /// message dies with the peer.
+    fn peer_dead_for_send(&self) -> bool {
+        if self.dead.get() {
+            return true;
+        }
+        let now = Instant::now();
+        match self.last_check.get() {
+            Some(t) if now.saturating_duration_since(t) < SEND_CHECK_EVERY => false,
+            _ => {
+                self.last_check.set(Some(now));
+                self.peer_dead()
+            }
+        }
+    }
+
     // ----- Sending.
 
     /// Copies `data` into a block and sends it.
@@ -510,7 +535,7 @@ impl ShmChannel {
     /// [`ShmError::PoolExhausted`] if every block is in use, [`ShmError::PeerDead`],
     /// [`ShmError::Corrupt`] if the peer returned a block it was not sent.
     pub fn loan(&self) -> Result<ShmLoan<'_>, ShmError> {
-        if self.peer_dead() {
+        if self.peer_dead_for_send() {
             return Err(ShmError::PeerDead);
         }
         match self.take_block()? {
@@ -533,7 +558,7 @@ impl ShmChannel {
         match self.full {
             Full::Error => self.loan(),
             Full::Backpressure => {
-                if self.peer_dead() {
+                if self.peer_dead_for_send() {
                     return Err(ShmError::PeerDead);
                 }
                 let idx = self.wait_for(deadline, || self.take_block())?;
@@ -1157,6 +1182,20 @@ mod tests {
         ));
         assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
         assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
+
+        // A sender that never received learns it from the socket too: at once on its first
+        // send, and within a millisecond (SEND_CHECK_EVERY) on later ones.
+        let (l, c) = pair(ShmConfig::new());
+        l.send(b"alive").unwrap();
+        drop(c);
+        std::thread::sleep(SEND_CHECK_EVERY * 2);
+        assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
+        let (l, c) = pair(ShmConfig::new());
+        drop(c);
+        assert!(matches!(
+            l.send_timeout(b"x", SHORT),
+            Err(ShmError::PeerDead)
+        ));
     }
 
     #[test]
