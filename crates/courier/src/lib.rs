@@ -11,10 +11,10 @@
 //!   crossing a process boundary. The successor to `flatipc`.
 //! - [`local`] (feature `std`, on by default): threads and async tasks of one process, under
 //!   any executor. The successor to `ump`.
-//! - `shm` (feature `std`, Linux): processes on one host over shared memory. So far its
-//!   foundation: named services, a private runtime directory, and a handshake that checks the
-//!   peer's credentials and passes a sealed segment. The successor to crossbar's `ShmChannel`
-//!   and to Xous IPC, once its channel and RPC layers land.
+//! - `shm` (feature `std`, Linux): processes on one host over shared memory: named services
+//!   in a private runtime directory, a handshake that checks the peer's credentials and passes
+//!   a sealed segment, and `ShmChannel`, the successor to crossbar's. RPC with the Xous caller
+//!   patterns comes next.
 //!
 //! ```
 //! # #[cfg(feature = "std")] {
@@ -49,9 +49,9 @@ extern crate std;
 #[cfg(feature = "std")]
 pub use courier_local as local;
 
-/// Processes on one Linux host: named services, their private runtime directory and the
-/// credential-checked handshake that hands both sides a sealed shared-memory segment. (The
-/// message channel and RPC on top of it are being built; see the crate's docs.)
+/// Processes on one Linux host: named services, their private runtime directory, the
+/// credential-checked handshake that hands both sides a sealed shared-memory segment, and
+/// `ShmChannel` on top of it. (RPC across processes is being built.)
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub use courier_shm as shm;
 
