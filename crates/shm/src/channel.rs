@@ -68,31 +68,68 @@
 //! (and a wake that comes first makes `futex_wait` return at once, since the word is no longer
 //! 1). So a message is never left waiting for a timeout, unlike crossbar's 50 ms missed-wakeup
 //! stall. A sender blocked on a full ring or an empty pool sleeps the same way on `s_wait`,
-//! woken by the receiver when it advances `head` or gives a block back. The sender pays a fence and a load per message, and a
-//! system call only when the receiver really sleeps.
+//! woken by the receiver when it advances `head` or gives a block back. The sender pays a
+//! fence and a load per message, and a system call only when the receiver really sleeps.
+//! The sleep has no timeout of its own (only the caller's deadline, if any): a blocked
+//! process makes no wake-up at all until a message, its deadline or the peer's death.
 //!
 //! # A dead peer
 //!
 //! Liveness comes from the kernel, not from heartbeats: the connection's Unix socket carries
 //! nothing after the handshake, and when the peer closes it or dies (SIGKILL included, the
-//! kernel closes its descriptors) our end reports a hang-up. A sleeping receiver sleeps in
-//! slices of [`SLICE`] (10 ms) and polls the socket (zero timeout) between slices, so a
-//! blocked `recv` returns [`ShmError::PeerDead`] within about one slice. This was chosen over
-//! waking through the socket (a `poll` on the socket and a byte sent per wake-up) because it
-//! keeps every system call off the message path; its cost is about 100 short wake-ups per
-//! second while a receiver is blocked. Messages the peer sent before it died are received
-//! first. `loan` and `send` check the socket too, at most once a millisecond, so sending to a
-//! peer dead for longer than that is an error (a send within that millisecond is as lost as
-//! one made just before the death). A peer that forked a child which inherited its socket
-//! stays "alive" until the child exits.
+//! kernel closes its descriptors) our end reports a hang-up. Each channel owns a **watcher
+//! thread** that blocks in `poll` (no timeout) on that socket (`POLLRDHUP`, and the `POLLHUP`
+//! / `POLLERR` the kernel always reports; not `POLLIN`, so bytes a hostile peer writes into the
+//! socket wake nothing) and on an `eventfd` that the channel's drop signals. On a hang-up it
+//! sets a process-local `dead` flag, then wakes this side's two futex words (`r_wait` of the
+//! direction we receive on, `s_wait` of the one we send on) in our own mapping, and exits.
+//! Every check of the peer's life (`recv`, `try_recv`, the busy spin, `loan`, `send`, a
+//! blocked send) is then one load of that flag: no system call on any path, and no
+//! once-a-millisecond socket poll on the send path. A send to a peer that died is an error as
+//! soon as the watcher has seen the hang-up (microseconds; a send in that window is as lost as
+//! one made just before the death). Messages the peer sent before it died are received first.
+//!
+//! The watcher's wake-up is part of the same no-missed-wakeup protocol:
+//!
+//! ```text
+//! waiter (this process)                        watcher (this process)
+//! sleepers += 1                 (SeqCst)       dead = true                  (SeqCst)
+//! word = SLEEPING               (SeqCst)       word = AWAKE, futex_wake(word)   (each word)
+//! fence(SeqCst)                                sleepers == 0 ? exit : pause, wake again
+//! nothing to take and !dead? then futex_wait(word, SLEEPING, deadline)
+//! word = AWAKE; sleepers -= 1; look again (the ring, then `dead`)
+//! ```
+//!
+//! `dead` is set before the wake. If the waiter's load of `dead` comes before the watcher's
+//! store in the single order of SeqCst operations, its store of SLEEPING comes before the
+//! watcher's store of AWAKE, so `futex_wait` either finds AWAKE and returns at once or is
+//! queued before the `futex_wake`; otherwise the waiter sees `dead` and does not sleep. The
+//! peer can write the word too: a hostile peer that hung up but still maps the segment could
+//! put SLEEPING back between the watcher's store and the waiter's `futex_wait`. So the
+//! watcher does not stop after one wake: while `sleepers` (a local count, also SeqCst, so the
+//! watcher either sees the waiter counted or the waiter sees `dead`) is not zero it wakes again
+//! after a pause growing from 50 µs to 10 ms. The waker only ever calls `futex_wake` on its
+//! own mapping, whatever the peer wrote.
+//!
+//! **Why a thread per channel** rather than one process-wide thread with `epoll` over every
+//! live channel: a channel is one connection between two processes, so a process has few of
+//! them; a thread per channel needs no registry, no lock shared between channels and no
+//! bookkeeping of which words belong to which socket, its lifetime is the channel's (the drop
+//! signals the `eventfd` and joins it, so nothing leaks: the socket is closed and the segment
+//! released by the thread), and it costs one sleeping thread with a 64 KiB stack, which uses no
+//! CPU. A process-wide watcher would pay off for thousands of channels; it can replace this one
+//! behind the same flag without changing the protocol. A peer that forked a child which
+//! inherited its socket stays "alive" until the child exits.
 
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
-use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
@@ -102,14 +139,14 @@ const CHAN_VERSION: u32 = 1;
 /// The value of the channel header's ready flag once it is complete.
 const CHAN_READY: u32 = 1;
 
-/// How long a blocked receiver (or sender) sleeps before it looks at the peer's socket again.
-const SLICE: Duration = Duration::from_millis(10);
 /// How many times a waiter looks at the ring before it sleeps.
 const SPINS: u32 = 512;
-/// A sender looks at the peer's socket at most this often (see `peer_dead_for_send`).
-const SEND_CHECK_EVERY: Duration = Duration::from_millis(1);
-/// A busy-spinning receiver looks at the peer's socket once every this many empty polls.
-const BUSY_CHECK_EVERY: u32 = 1 << 14;
+/// The watcher's first pause between repeated wake-ups of a waiter that has not left its
+/// sleep yet (see "A dead peer"); it doubles up to [`REWAKE_MAX`].
+const REWAKE_FIRST: Duration = Duration::from_micros(50);
+const REWAKE_MAX: Duration = Duration::from_millis(10);
+/// The watcher thread's stack: it only polls and wakes.
+const WATCHER_STACK: usize = 64 * 1024;
 
 /// The largest block, block count and ring depth a layout may have.
 const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -221,8 +258,8 @@ impl ShmConfig {
 /// How a blocked receive waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStrategy {
-    /// Spin on the ring without sleeping (lowest latency, one core busy); the peer's socket is
-    /// checked now and then.
+    /// Spin on the ring without sleeping (lowest latency, one core busy), checking the
+    /// watcher's "peer dead" flag on every empty look.
     BusySpin,
     /// Spin briefly, then sleep on a futex until a message or the peer's death.
     Adaptive,
@@ -315,8 +352,10 @@ const CLIENT_TX: usize = 1;
 /// # Ok::<(), courier_shm::ShmError>(())
 /// ```
 pub struct ShmChannel {
-    seg: Segment,
-    sock: OwnedFd,
+    /// Shared with the watcher thread, which wakes our futex words in it.
+    seg: Arc<Segment>,
+    /// The peer's liveness, kept by the watcher thread (which owns the socket).
+    watch: Watch,
     peer: Credentials,
     lay: Layout,
     full: Full,
@@ -330,9 +369,6 @@ pub struct ShmChannel {
     // Receiving side.
     head: Cell<u64>,
     ret_tail: Cell<u64>,
-    dead: Cell<bool>,
-    /// When a send last asked the socket whether the peer lives.
-    last_check: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ShmChannel {
@@ -365,7 +401,7 @@ impl ShmChannel {
         )?;
         let conn = listener.accept_with(Some(deadline), |seg| write_header(seg, &lay))?;
         drop(listener);
-        Ok(Self::new(conn, lay, config.full, LISTENER_TX))
+        Self::new(conn, lay, config.full, LISTENER_TX)
     }
 
     /// Connects to the channel listening on `name`, waiting up to `timeout` for it. The
@@ -379,10 +415,10 @@ impl ShmChannel {
     pub fn connect(name: &str, config: ShmConfig, timeout: Duration) -> Result<Self, ShmError> {
         let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
         let lay = read_header(conn.segment())?;
-        Ok(Self::new(conn, lay, config.full, CLIENT_TX))
+        Self::new(conn, lay, config.full, CLIENT_TX)
     }
 
-    fn new(conn: Connection, lay: Layout, full: Full, tx: usize) -> Self {
+    fn new(conn: Connection, lay: Layout, full: Full, tx: usize) -> Result<Self, ShmError> {
         let (seg, sock, peer) = conn.into_parts();
         Self::from_parts(seg, sock, peer, lay, full, tx)
     }
@@ -394,26 +430,30 @@ impl ShmChannel {
         lay: Layout,
         full: Full,
         tx: usize,
-    ) -> Self {
+    ) -> Result<Self, ShmError> {
         // `block_count <= MAX_COUNT` fits in u32.
         let free = (0..lay.block_count as u32).rev().collect();
-        ShmChannel {
+        let rx = 1 - tx;
+        let seg = Arc::new(seg);
+        // The words this side sleeps on: the receiver's of the direction it receives on, the
+        // sender's of the direction it sends on.
+        let words = [lay.ctl[rx] + R_WAIT, lay.ctl[tx] + S_WAIT];
+        let watch = Watch::start(Arc::clone(&seg), sock, words)?;
+        Ok(ShmChannel {
             seg,
-            sock,
+            watch,
             peer,
             lay,
             full,
             tx,
-            rx: 1 - tx,
+            rx,
             tail: Cell::new(0),
             ret_head: Cell::new(0),
             free: Cell::new(free),
             in_flight: Cell::new(vec![false; lay.block_count]),
             head: Cell::new(0),
             ret_tail: Cell::new(0),
-            dead: Cell::new(false),
-            last_check: Cell::new(None),
-        }
+        })
     }
 
     /// The credentials of the process at the other end.
@@ -443,8 +483,7 @@ impl ShmChannel {
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: as in `u64_at`, with `off` 4-aligned and `off + 4 <= lay.total`.
-        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU32>() }
+        word_at(&self.seg, off)
     }
 
     fn ctl64(&self, dir: usize, field: usize) -> &AtomicU64 {
@@ -466,29 +505,38 @@ impl ShmChannel {
         }
     }
 
+    /// Whether the watcher has seen the peer hang up: one load of a process-local flag.
     fn peer_dead(&self) -> bool {
-        if !self.dead.get() && sys::peer_hung_up(self.sock.as_fd()) {
-            self.dead.set(true);
-        }
-        self.dead.get()
+        self.watch.shared.dead.load(Ordering::SeqCst)
     }
 
-    /// [`ShmChannel::peer_dead`] for the send path: the socket is asked at most once per
-    /// [`SEND_CHECK_EVERY`], sparing a system call per message. A send in that window after
-    /// the peer's death succeeds, which is no different from a send just before it: either
-    /// message dies with the peer.
-    fn peer_dead_for_send(&self) -> bool {
-        if self.dead.get() {
-            return true;
-        }
-        let now = Instant::now();
-        match self.last_check.get() {
-            Some(t) if now.saturating_duration_since(t) < SEND_CHECK_EVERY => false,
-            _ => {
-                self.last_check.set(Some(now));
-                self.peer_dead()
+    /// Sleeps on `word` (one of this side's futex words) until woken, the peer's death, or
+    /// `timeout` (`None`: no limit), unless `ready` (evaluated after announcing the sleep)
+    /// finds the awaited change already made. Returns `ready`'s result. See "Waiting" and
+    /// "A dead peer" for why no wake-up is missed.
+    fn sleep_on<T>(
+        &self,
+        word: &AtomicU32,
+        timeout: Option<Duration>,
+        ready: impl FnOnce() -> Result<Option<T>, ShmError>,
+    ) -> Result<Option<T>, ShmError> {
+        let shared = &self.watch.shared;
+        // SeqCst (with the loads and stores of `dead` and `sleepers` in the watcher): the
+        // watcher either sees this count and wakes us until we leave, or we see `dead` below.
+        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        word.store(SLEEPING, Ordering::SeqCst);
+        // SeqCst: the Dekker pair with the peer's fence in `wake` after its store of a
+        // counter: either `ready` sees that store or the peer sees SLEEPING and wakes us.
+        fence(Ordering::SeqCst);
+        let got = ready();
+        if let Ok(None) = got {
+            if !shared.dead.load(Ordering::SeqCst) {
+                sys::futex_wait(word, SLEEPING, timeout);
             }
         }
+        word.store(AWAKE, Ordering::Relaxed);
+        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        got
     }
 
     // ----- Sending.
@@ -535,7 +583,7 @@ impl ShmChannel {
     /// [`ShmError::PoolExhausted`] if every block is in use, [`ShmError::PeerDead`],
     /// [`ShmError::Corrupt`] if the peer returned a block it was not sent.
     pub fn loan(&self) -> Result<ShmLoan<'_>, ShmError> {
-        if self.peer_dead_for_send() {
+        if self.peer_dead() {
             return Err(ShmError::PeerDead);
         }
         match self.take_block()? {
@@ -558,7 +606,7 @@ impl ShmChannel {
         match self.full {
             Full::Error => self.loan(),
             Full::Backpressure => {
-                if self.peer_dead_for_send() {
+                if self.peer_dead() {
                     return Err(ShmError::PeerDead);
                 }
                 let idx = self.wait_for(deadline, || self.take_block())?;
@@ -668,18 +716,9 @@ impl ShmChannel {
             if self.peer_dead() {
                 return Err(ShmError::PeerDead);
             }
-            let slice = slice_until(deadline).ok_or(ShmError::Timeout)?;
-            let word = self.ctl32(self.tx, S_WAIT);
-            word.store(SLEEPING, Ordering::Relaxed);
-            // SeqCst: the Dekker pair with the receiver's fence in `wake` after its store of
-            // `head` or `ret_tail`: either `attempt` sees that store or it sees SLEEPING.
-            fence(Ordering::SeqCst);
-            let got = attempt();
-            if let Ok(None) = got {
-                sys::futex_wait(word, SLEEPING, slice);
-            }
-            word.store(AWAKE, Ordering::Relaxed);
-            if let Some(v) = got? {
+            let timeout = time_left(deadline)?;
+            // Woken by the receiver after its store of `head` or `ret_tail`, or by the watcher.
+            if let Some(v) = self.sleep_on(self.ctl32(self.tx, S_WAIT), timeout, &mut attempt)? {
                 return Ok(v);
             }
         }
@@ -737,7 +776,8 @@ impl ShmChannel {
     ///
     /// # Errors
     ///
-    /// [`ShmError::PeerDead`] (within about 10 ms of the peer's death), [`ShmError::Corrupt`].
+    /// [`ShmError::PeerDead`] (as soon as the watcher sees the peer's hang-up),
+    /// [`ShmError::Corrupt`].
     pub fn recv(&self) -> Result<ShmMessage<'_>, ShmError> {
         self.recv_with(WaitStrategy::Adaptive)
     }
@@ -775,28 +815,21 @@ impl ShmChannel {
             if self.peer_dead() {
                 return self.try_take()?.ok_or(ShmError::PeerDead);
             }
-            let slice = slice_until(deadline).ok_or(ShmError::Timeout)?;
-            let word = self.ctl32(self.rx, R_WAIT);
-            word.store(SLEEPING, Ordering::Relaxed);
-            // SeqCst: the Dekker pair with the sender's fence in `wake` after its store of
-            // `tail`: either we see the new tail below or it sees SLEEPING and wakes us.
-            fence(Ordering::SeqCst);
-            let tail = self.ctl64(self.rx, TAIL).load(Ordering::Relaxed);
-            if tail == self.head.get() {
-                sys::futex_wait(word, SLEEPING, slice);
-            }
-            word.store(AWAKE, Ordering::Relaxed);
+            let timeout = time_left(deadline)?;
+            // Woken by the sender after its store of `tail`, or by the watcher.
+            self.sleep_on(self.ctl32(self.rx, R_WAIT), timeout, || {
+                let tail = self.ctl64(self.rx, TAIL).load(Ordering::Relaxed);
+                Ok((tail != self.head.get()).then_some(()))
+            })?;
         }
     }
 
     fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
-        let mut n: u32 = 0;
         loop {
             if let Some(m) = self.try_take()? {
                 return Ok(m);
             }
-            n = n.wrapping_add(1);
-            if n % BUSY_CHECK_EVERY == 0 && self.peer_dead() {
+            if self.peer_dead() {
                 return self.try_take()?.ok_or(ShmError::PeerDead);
             }
             std::hint::spin_loop();
@@ -853,22 +886,112 @@ impl ShmChannel {
         // Release: pairs with the sender's Acquire load of `ret_tail` in `reclaim`.
         self.ctl64(self.rx, RET_TAIL)
             .store(t + 1, Ordering::Release);
+        // A sender waiting for a block sleeps without a timeout: it must be woken here.
+        self.wake(self.rx, S_WAIT);
     }
 }
 
-/// The time to sleep before looking again: a slice, or what is left before `deadline`;
-/// `None` if the deadline has passed.
-fn slice_until(deadline: Option<Instant>) -> Option<Duration> {
+/// How long a waiter may sleep: `None` (no limit) without a deadline, what is left before
+/// `deadline` otherwise; [`ShmError::Timeout`] once it has passed.
+fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, ShmError> {
     match deadline {
-        None => Some(SLICE),
-        Some(d) => {
-            let left = d.checked_duration_since(Instant::now())?;
-            if left.is_zero() {
-                None
-            } else {
-                Some(left.min(SLICE))
+        None => Ok(None),
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(ShmError::Timeout),
+        },
+    }
+}
+
+/// The `u32` at offset `off` of `seg`'s payload.
+fn word_at(seg: &Segment, off: usize) -> &AtomicU32 {
+    // SAFETY: callers pass a 4-aligned `off` with `off + 4 <= lay.total <= payload length`
+    // (every offset comes from a `Layout` checked against the segment when the channel was
+    // made); the mapping lives as long as `seg`; `AtomicU32` is valid for any bits and may be
+    // accessed concurrently by the other process.
+    unsafe { &*seg.payload_ptr().add(off).cast::<AtomicU32>() }
+}
+
+/// What a channel and its watcher thread share.
+struct WatchShared {
+    /// The peer hung up. Set once by the watcher, before it wakes the waiters.
+    dead: AtomicBool,
+    /// How many threads of this process are between announcing a sleep and leaving it (at
+    /// most one: the channel is not `Sync`). The watcher wakes again while it is not zero.
+    sleepers: AtomicU32,
+    /// Made readable by the channel's drop: the watcher stops.
+    stop: OwnedFd,
+}
+
+/// The watcher of one channel: a thread blocked in `poll` on the connection's socket and an
+/// `eventfd`, stopped and joined on drop.
+struct Watch {
+    shared: Arc<WatchShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts watching `sock`; on its hang-up the thread wakes the futex words at `words` in
+    /// `seg` (this side's own mapping).
+    fn start(seg: Arc<Segment>, sock: OwnedFd, words: [usize; 2]) -> Result<Watch, ShmError> {
+        let stop = sys::eventfd().map_err(ShmError::io("creating the watcher's eventfd"))?;
+        let shared = Arc::new(WatchShared {
+            dead: AtomicBool::new(false),
+            sleepers: AtomicU32::new(0),
+            stop,
+        });
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("courier-shm-watch".into())
+            .stack_size(WATCHER_STACK)
+            .spawn(move || watch(&theirs, &seg, sock, words))
+            .map_err(ShmError::io("starting the watcher thread"))?;
+        Ok(Watch {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // If the signal fails (it cannot, short of a bad descriptor), the thread may block
+            // forever: leave it detached rather than hang this drop.
+            if sys::eventfd_signal(self.shared.stop.as_fd()).is_ok() {
+                let _ = t.join();
             }
         }
+    }
+}
+
+/// The watcher thread's body: blocks until the peer hangs up (or the channel is dropped),
+/// then sets `dead` and wakes this side's waiters until none is left asleep.
+fn watch(shared: &WatchShared, seg: &Segment, sock: OwnedFd, words: [usize; 2]) {
+    if !sys::wait_hang_up(sock.as_fd(), shared.stop.as_fd()) {
+        return;
+    }
+    // SeqCst: before the stores of AWAKE below, and against the sleeper's store of SLEEPING and
+    // its count in `sleepers` before its load of `dead` (see "A dead peer").
+    shared.dead.store(true, Ordering::SeqCst);
+    let mut pause = REWAKE_FIRST;
+    loop {
+        for &off in &words {
+            let word = word_at(seg, off);
+            word.store(AWAKE, Ordering::SeqCst);
+            sys::futex_wake(word);
+        }
+        if shared.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        // A waiter is still between its announcement and its wake-up: it has seen `dead`
+        // and is leaving, or a hostile peer put SLEEPING back after our store and the waiter
+        // went to sleep on it. Wake again, until the channel is dropped if need be.
+        let until = Instant::now() + pause;
+        if sys::wait_readable(shared.stop.as_fd(), Some(until)).unwrap_or(true) {
+            return;
+        }
+        pause = (pause * 2).min(REWAKE_MAX);
     }
 }
 
@@ -1060,8 +1183,8 @@ mod tests {
         let clay = read_header(&cseg).unwrap();
         assert_eq!(clay, lay);
         let (a, b) = sys::socketpair().unwrap();
-        let l = ShmChannel::from_parts(seg, a, PID, lay, config.full, LISTENER_TX);
-        let c = ShmChannel::from_parts(cseg, b, PID, clay, config.full, CLIENT_TX);
+        let l = ShmChannel::from_parts(seg, a, PID, lay, config.full, LISTENER_TX).unwrap();
+        let c = ShmChannel::from_parts(cseg, b, PID, clay, config.full, CLIENT_TX).unwrap();
         (l, c, evil)
     }
 
@@ -1183,19 +1306,91 @@ mod tests {
         assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
         assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
 
-        // A sender that never received learns it from the socket too: at once on its first
-        // send, and within a millisecond (SEND_CHECK_EVERY) on later ones.
+        // A sender that never received learns it from the watcher too: as soon as the flag is
+        // set (the hang-up reaches the watcher at once; the wait is a deadline, not a delay).
         let (l, c) = pair(ShmConfig::new());
         l.send(b"alive").unwrap();
         drop(c);
-        std::thread::sleep(SEND_CHECK_EVERY * 2);
+        wait_dead(&l);
         assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
-        let (l, c) = pair(ShmConfig::new());
-        drop(c);
         assert!(matches!(
             l.send_timeout(b"x", SHORT),
             Err(ShmError::PeerDead)
         ));
+        assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
+    }
+
+    /// Waits (up to 1 s) for the watcher of `ch` to see the peer's hang-up; returns how long.
+    fn wait_dead(ch: &ShmChannel) -> Duration {
+        let start = Instant::now();
+        while !ch.peer_dead() {
+            assert!(start.elapsed() < Duration::from_secs(1), "no hang-up seen");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        start.elapsed()
+    }
+
+    #[test]
+    fn a_sender_waiting_for_a_block_is_woken_when_one_comes_back() {
+        // Waiters sleep without a timeout now: a returned block must wake the sender, not the
+        // end of a sleep slice (nor its 10 s deadline).
+        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
+        c.send(b"1").unwrap();
+        let m = l.try_recv().unwrap().unwrap();
+        std::thread::scope(|s| {
+            let blocked = s.spawn(move || {
+                let r = c.loan_timeout(Duration::from_secs(10)).map(drop);
+                (r, Instant::now())
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            let returned = Instant::now();
+            drop(m);
+            let (r, woke) = blocked.join().unwrap();
+            r.unwrap();
+            assert!(woke.duration_since(returned) < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn a_sender_blocked_on_a_full_ring_wakes_on_the_hang_up() {
+        let (l, c) = pair(ShmConfig::new().block_count(1));
+        c.send(b"1").unwrap();
+        std::thread::scope(|s| {
+            let blocked = s.spawn(move || {
+                let r = c.send(b"2");
+                (r, Instant::now())
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            let closed = Instant::now();
+            drop(l);
+            let (r, woke) = blocked.join().unwrap();
+            assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
+            assert!(woke.duration_since(closed) < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn a_hostile_peer_rewriting_the_sleep_word_cannot_keep_a_waiter_asleep() {
+        let cfg = ShmConfig::new();
+        let lay = cfg.layout().unwrap();
+        let (l, c, evil) = pair_with(cfg);
+        let word = lay.ctl[CLIENT_TX] + R_WAIT;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Keeps putting SLEEPING back, so a single wake-up could be lost.
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    evil_u32(&evil, word, SLEEPING);
+                    std::hint::spin_loop();
+                }
+            });
+            let blocked = s.spawn(move || l.recv().map(|m| m.len()));
+            std::thread::sleep(Duration::from_millis(30));
+            drop(c);
+            let r = blocked.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
+        });
     }
 
     #[test]

@@ -58,8 +58,9 @@
 //! [`WaitStrategy`]) a [`ShmMessage`] that reads the block in place and gives it back when
 //! dropped. The listener's [`ShmConfig`] sets the block size and count and the ring depth;
 //! a full ring or pool is backpressure or an error ([`Full`]), never a lost message. A blocked
-//! receiver spins briefly, then sleeps on a futex; a peer's death, SIGKILL included, ends it
-//! with [`ShmError::PeerDead`] within about 10 ms, seen through the connection's socket.
+//! receiver spins briefly, then sleeps on a futex with no periodic wake-up (an idle process
+//! uses no CPU); a peer's death, SIGKILL included, ends it with [`ShmError::PeerDead`] at once:
+//! a watcher thread blocked in the kernel on the connection's socket sees the hang-up.
 //! Every value the peer can write is checked before use: a hostile peer gets
 //! [`ShmError::Corrupt`], never an access outside the segment.
 //!

@@ -329,38 +329,68 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// Whether the peer of the connected socket `sock` has closed its end (or died: the kernel
-/// closes a dead process's descriptors). Never blocks. An error of `poll` itself counts as a
-/// hang-up: the socket is then unusable for telling anything.
-pub(crate) fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::from_borrowed_fd(sock, PollFlags::RDHUP)];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    match rustix::event::poll(&mut fds, Some(&zero)) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => false,
-        Ok(_) => fds[0]
-            .revents()
-            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
-        Err(_) => true,
+/// A new `eventfd` (close-on-exec), for telling a thread blocked in [`wait_hang_up`] to stop.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC,
+    )?)
+}
+
+/// Makes the `eventfd` `fd` readable (adds 1 to its counter).
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        match rustix::io::write(fd, &1u64.to_ne_bytes()) {
+            Err(rustix::io::Errno::INTR) => {}
+            r => return r.map(drop).map_err(Into::into),
+        }
+    }
+}
+
+/// Blocks in the kernel (no time-out, no wake-up in between) until the peer of the connected
+/// socket `sock` hangs up (`true`: it closed its end or died; the kernel closes a dead
+/// process's descriptors) or `stop` becomes readable (`false`). Only the hang-up is asked of
+/// `sock`, not readability, so bytes a hostile peer writes into it wake nothing. An error of
+/// `poll` itself counts as a hang-up: the socket is then unusable for telling anything.
+pub(crate) fn wait_hang_up(sock: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> bool {
+    let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+    loop {
+        let mut fds = [
+            PollFd::from_borrowed_fd(sock, PollFlags::RDHUP),
+            PollFd::from_borrowed_fd(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {
+                if fds[1].revents().intersects(PollFlags::IN | gone) {
+                    return false;
+                }
+                if fds[0].revents().intersects(gone) {
+                    return true;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return true,
+        }
     }
 }
 
 /// `FUTEX_WAIT` on a word in a shared mapping (not `FUTEX_PRIVATE`: the waker is another
-/// process): sleeps while `*word == expected`, at most `timeout`. Returns when woken, when the
-/// word differs, on a signal or on timeout; the caller re-checks its condition in every case.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
-    let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
-        tv_sec: i64::MAX,
-        tv_nsec: 0,
+/// process): sleeps while `*word == expected`, at most `timeout` (`None`: no limit). Returns
+/// when woken, when the word differs, on a signal or on timeout; the caller re-checks its
+/// condition in every case.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    let ts = timeout.map(|t| {
+        rustix::event::Timespec::try_from(t).unwrap_or(rustix::event::Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        })
     });
     // Every outcome (woken, EAGAIN, ETIMEDOUT, EINTR) means "look again".
     let _ = rustix::thread::futex::wait(
         word,
         rustix::thread::futex::Flags::empty(),
         expected,
-        Some(&ts),
+        ts.as_ref(),
     );
 }
 

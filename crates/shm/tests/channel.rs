@@ -12,6 +12,8 @@
 //!   blocked in `recv`; SIGKILL of a peer in the middle of a stream of sends: every message
 //!   received is whole and in order, then `PeerDead`; afterwards the name is free and
 //!   /dev/shm holds nothing of courier's;
+//! - a process blocked in `recv` on an idle channel uses no CPU (its threads' ticks over
+//!   300 ms), and wakes for a message;
 //! - a hostile peer process that scribbles random bytes over the whole segment while this side
 //!   sends and receives: errors or messages, never a panic or a wait past its timeout.
 //!
@@ -428,8 +430,8 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     peer.kill();
     let (r, woke, srv) = receiver.join().unwrap();
     assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
-    // A deadline, not a measurement: the wake-up comes from the socket's hang-up, within
-    // about one 10 ms sleep slice.
+    // A deadline, not a measurement: the watcher sees the socket's hang-up at once and wakes
+    // the sleeping receiver.
     assert!(woke.duration_since(killed) < Duration::from_secs(1));
     assert!(matches!(srv.send(b"x"), Err(ShmError::PeerDead)));
     assert!(matches!(srv.try_recv(), Err(ShmError::PeerDead)));
@@ -440,6 +442,77 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"request");
     drop(peer);
+}
+
+/// The CPU time (user + system, in clock ticks) of every thread of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        total += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// The context switches of every thread of process `pid`: each wake-up from a sleep is one.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Whether every thread of `pid` is asleep (state `S`), as a process blocked in `recv` is.
+fn all_asleep(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .all(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('S'))
+}
+
+#[test]
+fn a_process_blocked_in_recv_on_an_idle_channel_uses_no_cpu() {
+    let _g = serial();
+    let dir = TestDir::new("idle");
+    let name = unique("idle");
+    let client = spawn("blocked-client", &dir, &name);
+    let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
+    assert_eq!(client.line(), "receiving");
+    let pid = client.child.id();
+    // Known to be blocked: past its bounded spin, every thread asleep.
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    while !all_asleep(pid) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the receiver never went to sleep"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (ticks, switches) = (cpu_ticks(pid), context_switches(pid));
+    std::thread::sleep(Duration::from_millis(300));
+    let used = cpu_ticks(pid) - ticks;
+    let woke = context_switches(pid) - switches;
+    assert!(used <= 1, "a blocked receiver used {used} ticks in 300 ms");
+    // Sharper than ticks (a 10 ms sleep slice would be ~30 short wake-ups and still 0 ticks):
+    // it does not wake at all.
+    assert!(woke <= 2, "a blocked receiver woke {woke} times in 300 ms");
+    // And it is asleep, not stuck: a message wakes it.
+    srv.send(b"wake up").unwrap();
+    assert_eq!(client.line(), "message");
 }
 
 #[test]
