@@ -33,6 +33,10 @@ pub(crate) struct Args {
     /// Only rows whose name contains this text (case-insensitive); courier is always kept.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Rounds: each round measures every row once (a new peer process each time), and a row's
+    /// samples from all rounds are pooled (ignored with --quick, which runs one round).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    rounds: usize,
     /// Also write the report (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     markdown_out: Option<PathBuf>,
@@ -100,18 +104,20 @@ enum Kind {
     CrossbarSpin,
     CrossbarBlock,
     IoxSpin,
+    IoxEvent,
     Uds,
     Pipe,
     Floor,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::Floor,
     Kind::CourierSpin,
     Kind::CrossbarSpin,
     Kind::IoxSpin,
     Kind::CourierBlock,
     Kind::CrossbarBlock,
+    Kind::IoxEvent,
     Kind::Uds,
     Kind::Pipe,
 ];
@@ -125,6 +131,7 @@ impl Kind {
             Kind::CrossbarSpin => "crossbar-spin",
             Kind::CrossbarBlock => "crossbar-block",
             Kind::IoxSpin => "iceoryx2-spin",
+            Kind::IoxEvent => "iceoryx2-event",
             Kind::Uds => "uds",
             Kind::Pipe => "pipe",
             Kind::Floor => "floor",
@@ -140,7 +147,7 @@ impl Kind {
         match self {
             Kind::CourierSpin | Kind::CourierBlock => COURIER,
             Kind::CrossbarSpin | Kind::CrossbarBlock => "crossbar 1.2",
-            Kind::IoxSpin => "iceoryx2 0.10",
+            Kind::IoxSpin | Kind::IoxEvent => "iceoryx2 0.10",
             Kind::Uds => "UnixStream",
             Kind::Pipe => "pipe pair",
             Kind::Floor => FLOOR,
@@ -162,6 +169,7 @@ impl Kind {
             Kind::CrossbarSpin => "Channel::loan → memset → set_len → publish; recv_with(BusySpin), read in place; heartbeat() every 256 messages (every message when large)",
             Kind::CrossbarBlock => "Channel::loan → memset → set_len → publish; recv() (default Adaptive: spin, then futex), read in place; heartbeat() as busy row",
             Kind::IoxSpin => "publish-subscribe [u8] on two services; loan_slice_uninit → memset → send; busy-poll receive(), read in place",
+            Kind::IoxEvent => "as the busy-poll row, plus an event service each way: Notifier::notify after send; receive(), else Listener::timed_wait (10 s)",
             Kind::Uds => "std UnixStream (listener in a temp dir): write_all / read_exact, 10 s socket timeouts; the kernel copies in and out",
             Kind::Pipe => "the peer's stdin and stdout: write_all / read_exact, default 64 KiB pipe buffer; the kernel copies in and out",
             Kind::Floor => "one process, no transport: memset the request, check it, memset the reply, check it",
@@ -257,12 +265,14 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let (rows, failed) = result;
     let goals = goals(&rows);
+    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
     let text = render(
         &machine,
         &rows,
         &goals,
         &failed,
         args.quick,
+        rounds,
         started.elapsed(),
     );
     print!("{text}");
@@ -276,47 +286,83 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Measures every selected row, one size after the other; returns the rows and the failures.
+/// Measures every selected row in each round (a row that fails once is dropped); returns the
+/// rows and the failures.
 fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
     let filter = args.only.as_ref().map(|s| s.to_lowercase());
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
+    let mut specs = Vec::new();
     for (si, size) in SIZES.iter().enumerate() {
         for (ki, &kind) in KINDS.iter().enumerate() {
             let keep = kind.name() == COURIER
                 || filter
                     .as_ref()
                     .is_none_or(|f| kind.name().to_lowercase().contains(f));
-            if !keep || !kind.runs_at(size.bytes) {
+            if keep && kind.runs_at(size.bytes) {
+                specs.push((si, ki, size, kind));
+            }
+        }
+    }
+    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
+    let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
+    let mut failed = Vec::new();
+    let mut broken = vec![false; specs.len()];
+    for round in 0..rounds {
+        // Each round starts at a different row, so that a change of load during the run
+        // falls on every row rather than on one.
+        let offset = round * specs.len() / rounds;
+        for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
+            let (si, ki, size, kind) = specs[i];
+            if broken[i] {
                 continue;
             }
-            let scenario = if kind.busy() {
-                size.busy
-            } else {
-                size.blocking
-            };
-            let label = format!("{scenario} {} ({})", kind.name(), kind.arg());
+            let label = format!("{} {} ({})", scenario(size, kind), kind.name(), kind.arg());
             *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = label.clone();
-            eprintln!("courier-bench shm: {label}");
-            let name = format!("cb{}-{si}-{ki}", std::process::id());
+            eprintln!("courier-bench shm: round {}/{rounds}: {label}", round + 1);
+            let name = format!("cb{}-{round}-{si}-{ki}", std::process::id());
             let plan = plan(size.bytes, args.quick);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 measure_row(kind, size.bytes, &name, dir, &plan)
             }));
-            match outcome {
-                Ok(Ok(samples)) => rows.push(Row {
-                    scenario,
-                    name: kind.name(),
-                    subject: kind.name() == COURIER,
-                    notes: kind.notes(),
-                    summary: samples.summary(),
-                }),
-                Ok(Err(e)) => failed.push(format!("{label}: {e}")),
-                Err(_) => failed.push(format!("{label}: panicked (see stderr)")),
-            }
+            let error = match outcome {
+                Ok(Ok(measured)) => {
+                    match &mut samples[i] {
+                        Some(pooled) => pooled.absorb(measured),
+                        empty => *empty = Some(measured),
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => "panicked (see stderr)".to_string(),
+            };
+            failed.push(format!("{label}, round {}: {error}", round + 1));
+            broken[i] = true;
         }
     }
+    let rows = specs
+        .iter()
+        .zip(samples)
+        .zip(broken)
+        .filter_map(|((&(_, _, size, kind), samples), broken)| {
+            (!broken).then_some(())?;
+            Some(Row {
+                scenario: scenario(size, kind),
+                name: kind.name(),
+                subject: kind.name() == COURIER,
+                notes: kind.notes(),
+                summary: samples?.summary(),
+            })
+        })
+        .collect();
     (rows, failed)
+}
+
+/// The scenario of a row: the size and whether the receiver busy-waits.
+fn scenario(size: &Size, kind: Kind) -> &'static str {
+    if kind.busy() {
+        size.busy
+    } else {
+        size.blocking
+    }
 }
 
 /// The client side of one row: one round trip per call.
@@ -405,8 +451,8 @@ fn measure_row(
             peer = Peer::spawn(kind, n, name, false)?;
             Box::new(crossbar_side::Parent::new(kind, n, name)?)
         }
-        Kind::IoxSpin => {
-            let parent = iox_side::Parent::new(n, name)?;
+        Kind::IoxSpin | Kind::IoxEvent => {
+            let parent = iox_side::Parent::new(kind == Kind::IoxEvent, n, name)?;
             peer = Peer::spawn(kind, n, name, false)?;
             parent.wait_for_peer()?;
             Box::new(parent)
@@ -581,7 +627,7 @@ fn run_peer(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     match kind {
         Kind::CourierSpin | Kind::CourierBlock => courier_side::peer(kind, n, name),
         Kind::CrossbarSpin | Kind::CrossbarBlock => crossbar_side::peer(kind, n, name),
-        Kind::IoxSpin => iox_side::peer(n, name),
+        Kind::IoxSpin | Kind::IoxEvent => iox_side::peer(kind == Kind::IoxEvent, n, name),
         Kind::Uds => {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
             stream_peer(&mut &s, &mut &s, n)
@@ -813,6 +859,8 @@ mod crossbar_side {
 /// iceoryx2 0.10: publish-subscribe of `[u8]` slices on two services (ping and pong).
 mod iox_side {
     use super::{check, Client, OP_TIMEOUT};
+    use iceoryx2::port::listener::Listener;
+    use iceoryx2::port::notifier::Notifier;
     use iceoryx2::port::publisher::Publisher;
     use iceoryx2::port::subscriber::Subscriber;
     use iceoryx2::prelude::*;
@@ -821,6 +869,30 @@ mod iox_side {
     use std::time::Instant;
 
     type Factory = PortFactory<ipc::Service, [u8], ()>;
+    type EventFactory = iceoryx2::service::port_factory::event::PortFactory<ipc::Service>;
+
+    fn open_event(
+        node: &Node<ipc::Service>,
+        name: &str,
+        which: &str,
+    ) -> Result<EventFactory, String> {
+        let service_name: ServiceName = format!("courier-bench/{name}/{which}-event")
+            .as_str()
+            .try_into()
+            .map_err(|e| format!("service name: {e:?}"))?;
+        node.service_builder(&service_name)
+            .event()
+            .open_or_create()
+            .map_err(|e| format!("event service {which}: {e:?}"))
+    }
+
+    /// The event ends of the blocking variant: a notifier towards the other side's listener.
+    struct Events {
+        tx_service: EventFactory,
+        _rx_service: EventFactory,
+        notifier: Notifier<ipc::Service>,
+        listener: Listener<ipc::Service>,
+    }
 
     fn open(node: &Node<ipc::Service>, name: &str, which: &str) -> Result<Factory, String> {
         let service_name: ServiceName = format!("courier-bench/{name}/{which}")
@@ -841,9 +913,10 @@ mod iox_side {
         rx_service: Factory,
         publisher: Publisher<ipc::Service, [u8], ()>,
         subscriber: Subscriber<ipc::Service, [u8], ()>,
+        events: Option<Events>,
     }
 
-    fn ends(n: usize, name: &str, tx: &str, rx: &str) -> Result<Ends, String> {
+    fn ends(events: bool, n: usize, name: &str, tx: &str, rx: &str) -> Result<Ends, String> {
         let node = NodeBuilder::new()
             .create::<ipc::Service>()
             .map_err(|e| format!("node: {e:?}"))?;
@@ -858,12 +931,33 @@ mod iox_side {
             .subscriber_builder()
             .create()
             .map_err(|e| format!("subscriber: {e:?}"))?;
+        let events = if events {
+            let tx_service = open_event(&node, name, tx)?;
+            let rx_service = open_event(&node, name, rx)?;
+            let notifier = tx_service
+                .notifier_builder()
+                .create()
+                .map_err(|e| format!("notifier: {e:?}"))?;
+            let listener = rx_service
+                .listener_builder()
+                .create()
+                .map_err(|e| format!("listener: {e:?}"))?;
+            Some(Events {
+                tx_service,
+                _rx_service: rx_service,
+                notifier,
+                listener,
+            })
+        } else {
+            None
+        };
         Ok(Ends {
             _node: node,
             tx_service,
             rx_service,
             publisher,
             subscriber,
+            events,
         })
     }
 
@@ -879,6 +973,9 @@ mod iox_side {
             // SAFETY: every element was written just above.
             let sample = unsafe { sample.assume_init() };
             sample.send().map_err(|e| format!("send: {e:?}"))?;
+            if let Some(ev) = &self.events {
+                ev.notifier.notify().map_err(|e| format!("notify: {e:?}"))?;
+            }
             Ok(())
         }
 
@@ -896,6 +993,16 @@ mod iox_side {
                     check(&sample, n, t)?;
                     return Ok(t);
                 }
+                if let Some(ev) = &self.events {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err("receive: no message within the timeout".into());
+                    }
+                    ev.listener
+                        .timed_wait(|_| {}, left)
+                        .map_err(|e| format!("wait: {e:?}"))?;
+                    continue;
+                }
                 polls = polls.wrapping_add(1);
                 if polls % 4096 == 0 && Instant::now() >= deadline {
                     return Err("receive: no message within the timeout".into());
@@ -909,6 +1016,10 @@ mod iox_side {
             let deadline = Instant::now() + OP_TIMEOUT;
             while self.tx_service.dynamic_config().number_of_subscribers() < 1
                 || self.rx_service.dynamic_config().number_of_publishers() < 1
+                || self
+                    .events
+                    .as_ref()
+                    .is_some_and(|ev| ev.tx_service.dynamic_config().number_of_listeners() < 1)
             {
                 if Instant::now() >= deadline {
                     return Err("the iceoryx2 peer did not connect".into());
@@ -925,9 +1036,9 @@ mod iox_side {
     }
 
     impl Parent {
-        pub(super) fn new(n: usize, name: &str) -> Result<Parent, String> {
+        pub(super) fn new(events: bool, n: usize, name: &str) -> Result<Parent, String> {
             Ok(Parent {
-                ends: ends(n, name, "ping", "pong")?,
+                ends: ends(events, n, name, "ping", "pong")?,
                 n,
             })
         }
@@ -948,8 +1059,8 @@ mod iox_side {
         }
     }
 
-    pub(super) fn peer(n: usize, name: &str) -> Result<(), String> {
-        let ends = ends(n, name, "pong", "ping")?;
+    pub(super) fn peer(events: bool, n: usize, name: &str) -> Result<(), String> {
+        let ends = ends(events, n, name, "pong", "ping")?;
         ends.wait_connected()?;
         loop {
             let t = ends.recv(n, None)?;
@@ -1048,6 +1159,7 @@ fn render(
     goals: &[Goal],
     failed: &[String],
     quick: bool,
+    rounds: usize,
     took: Duration,
 ) -> String {
     let mut out = String::new();
@@ -1056,7 +1168,8 @@ fn render(
     let p8 = plan(8, quick);
     let p16 = plan(16 << 20, quick);
     out.push_str(&format!(
-        "- method: two processes per row (the peer is this binary, re-executed; a new process, \
+        "- method: {rounds} round(s); each round measures every row once (starting at a \
+         different row each round) and a row's samples from all rounds are pooled. Two processes per row (the peer is this binary, re-executed; a new process, \
          channel and name for every row), except the floor rows. Each row warms up, then times \
          batches of round trips ({}×{} at 8 B … {}×{} at 16 MiB; a row stops early after {:?}). \
          Each side memsets the whole payload of every message it sends and checks the first and \
