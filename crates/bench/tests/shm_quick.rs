@@ -3,7 +3,7 @@
 //! - it exits with status 0;
 //! - the header records the machine, rustc, commit and date;
 //! - courier::shm has a row in every scenario (four sizes, busy-wait and blocking), and no row
-//!   failed;
+//!   failed; the floor rows (always kept) and the two 16 MiB goal verdicts are there;
 //! - no peer process is left behind (the peers are children of the binary and exit first).
 
 #![cfg(target_os = "linux")]
@@ -69,6 +69,21 @@ fn shm_quick_prints_courier_rows() {
             );
         }
     }
+    for size in ["64 KiB", "1 MiB", "16 MiB"] {
+        let prefix = format!("| {size} busy-wait | floor: no IPC | ");
+        assert!(
+            out.lines().any(|l| l.starts_with(&prefix)),
+            "no floor row {prefix:?} in:\n{out}"
+        );
+    }
+    let verdicts = out
+        .lines()
+        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
+        .count();
+    assert_eq!(
+        verdicts, 2,
+        "expected the two 16 MiB floor goals in:\n{out}"
+    );
     assert!(
         !out.contains("Rows that failed"),
         "some rows failed:\n{out}"
