@@ -8,11 +8,14 @@
 //! cargo run --release -p courier-bench -- local            # full run, about a minute at most
 //! cargo run --release -p courier-bench -- local --quick    # a few seconds, tiny counts
 //! cargo run --release -p courier-bench -- interchange      # needs valgrind for instructions
+//! cargo run --release -p courier-bench -- shm              # two processes per row, about a minute
 //! ```
 
 mod interchange;
 mod local;
 mod report;
+#[cfg(target_os = "linux")]
+mod shm;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +39,10 @@ enum Command {
     /// courier::interchange beside interchange 0.3: instructions per cycle (callgrind), a
     /// two-thread ping-pong, and channel sizes.
     Interchange(interchange::Args),
+    /// courier::shm's ShmChannel beside crossbar, iceoryx2, a Unix socket and a pipe pair:
+    /// round trips of 8 B to 16 MiB between two processes (Linux only).
+    #[cfg(target_os = "linux")]
+    Shm(shm::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Local(args) => local::run(args),
         Command::Interchange(args) => interchange::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Shm(args) => shm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
