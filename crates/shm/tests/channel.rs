@@ -21,35 +21,16 @@
 #![cfg(target_os = "linux")]
 
 use courier_shm::{ConnectConfig, Connection, Full, ShmChannel, ShmConfig, ShmError, WaitStrategy};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ROLE: &str = "COURIER_SHM_CHANNEL_ROLE";
-const NAME: &str = "COURIER_SHM_CHANNEL_NAME";
-const DEADLINE: Duration = Duration::from_secs(20);
+mod support;
+use support::*;
+
 const MANY: u64 = 10_000;
 
 // ---------------------------------------------------------------------------------------
 // The peer process.
-
-/// Lines a peer prints start with this marker (libtest may print before them on one line).
-const MARK: &str = "@@";
-
-fn say(msg: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK}{msg}").unwrap();
-    out.flush().unwrap();
-}
-
-fn read_stdin_line() -> String {
-    let mut s = String::new();
-    std::io::stdin().lock().read_line(&mut s).unwrap();
-    s.trim().to_owned()
-}
 
 fn kind(e: &ShmError) -> &'static str {
     match e {
@@ -210,114 +191,12 @@ fn peer_main() {
 // ---------------------------------------------------------------------------------------
 // The test side.
 
-/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A fresh runtime directory for one test; removed on drop.
-struct TestDir {
-    rt: PathBuf,
-}
-
-impl TestDir {
-    fn new(test: &str) -> TestDir {
-        let rt = std::env::temp_dir().join(format!("courier-chan-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&rt);
-        std::env::set_var("COURIER_RUNTIME_DIR", &rt);
-        TestDir { rt }
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.rt);
-    }
-}
-
-/// A peer process; killed (SIGKILL) and reaped on drop.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-fn spawn(role: &str, dir: &TestDir, name: &str) -> Peer {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .env("COURIER_RUNTIME_DIR", &dir.rt)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(i) = line.find(MARK) {
-                if tx.send(line[i + MARK.len()..].to_owned()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    Peer {
-        stdin: child.stdin.take(),
-        child,
-        lines,
-    }
-}
-
-impl Peer {
-    /// The peer's next line, within the deadline.
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .expect("the peer said nothing before the deadline")
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn unique(test: &str) -> String {
-    format!("c{}-{test}", std::process::id())
-}
-
-fn courier_files_in_dev_shm() -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains("courier"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn parity_example_across_processes() {
     let _g = serial();
     let dir = TestDir::new("parity");
     let name = unique("parity");
-    let peer = spawn("parity", &dir, &name);
+    let peer = spawn("parity", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(srv.peer().pid, peer.child.id() as i32);
     let msg = srv.recv_timeout(DEADLINE).unwrap();
@@ -333,7 +212,7 @@ fn many_messages_each_way_in_order() {
     let _g = serial();
     let dir = TestDir::new("many");
     let name = unique("many");
-    let peer = spawn("many", &dir, &name);
+    let peer = spawn("many", &dir, &name, None);
     let config = ShmConfig::new().block_size(256).block_count(16);
     let srv = ShmChannel::listen(&name, config, DEADLINE).unwrap();
     for i in 0..MANY {
@@ -353,7 +232,7 @@ fn send_errors_across_processes() {
     let name = unique("senderr");
     let config = ShmConfig::new().block_size(64).block_count(4).ring_depth(2);
 
-    let peer = spawn("send-errors", &dir, &name);
+    let peer = spawn("send-errors", &dir, &name, None);
     let srv = ShmChannel::listen(&name, config, DEADLINE).unwrap();
     assert_eq!(peer.line(), "too-large");
     assert_eq!(peer.line(), "ring-full");
@@ -362,7 +241,7 @@ fn send_errors_across_processes() {
     assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"2");
     drop(srv);
 
-    let peer = spawn("backpressure", &dir, &name);
+    let peer = spawn("backpressure", &dir, &name, None);
     let srv = ShmChannel::listen(&name, config, DEADLINE).unwrap();
     assert_eq!(peer.line(), "timeout");
     assert_eq!(peer.line(), "blocking");
@@ -398,7 +277,7 @@ fn timeouts_and_names() {
         ShmChannel::listen(&name, ShmConfig::new().block_count(0), DEADLINE),
         Err(ShmError::InvalidConfig(_))
     ));
-    let mut peer = spawn("hold", &dir, &name);
+    let mut peer = spawn("hold", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(peer.line(), "connected");
     assert!(matches!(
@@ -414,7 +293,7 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     let _g = serial();
     let dir = TestDir::new("kill");
     let name = unique("kill");
-    let mut peer = spawn("hold", &dir, &name);
+    let mut peer = spawn("hold", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(peer.line(), "connected");
     let (tx, rx) = mpsc::channel();
@@ -438,7 +317,7 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     drop(srv);
     // Nothing is left: the name is free again and /dev/shm holds nothing of ours.
     assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
-    let peer = spawn("parity", &dir, &name);
+    let peer = spawn("parity", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"request");
     drop(peer);
@@ -488,7 +367,7 @@ fn a_process_blocked_in_recv_on_an_idle_channel_uses_no_cpu() {
     let _g = serial();
     let dir = TestDir::new("idle");
     let name = unique("idle");
-    let client = spawn("blocked-client", &dir, &name);
+    let client = spawn("blocked-client", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(client.line(), "receiving");
     let pid = client.child.id();
@@ -520,16 +399,15 @@ fn sigkill_of_a_listener_process_wakes_a_client_blocked_in_recv() {
     let _g = serial();
     let dir = TestDir::new("killsrv");
     let name = unique("killsrv");
-    let mut listener = spawn("listen-hold", &dir, &name);
+    let mut listener = spawn("listen-hold", &dir, &name, None);
     assert_eq!(listener.line(), "listening");
-    let client = spawn("blocked-client", &dir, &name);
+    let client = spawn("blocked-client", &dir, &name, None);
     assert_eq!(listener.line(), "connected");
     assert_eq!(client.line(), "receiving");
     std::thread::sleep(Duration::from_millis(50));
     listener.kill();
     let reported = client
-        .lines
-        .recv_timeout(Duration::from_secs(1))
+        .line_within(Duration::from_secs(1))
         .expect("the client did not see the listener's death within 1 s");
     assert_eq!(reported, "peer-dead");
     assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
@@ -540,7 +418,7 @@ fn sigkill_in_the_middle_of_a_stream_loses_nothing_that_was_sent() {
     let _g = serial();
     let dir = TestDir::new("stream");
     let name = unique("stream");
-    let mut peer = spawn("stream", &dir, &name);
+    let mut peer = spawn("stream", &dir, &name, None);
     let config = ShmConfig::new().block_size(256).block_count(8);
     let srv = ShmChannel::listen(&name, config, DEADLINE).unwrap();
     for i in 0..500 {
@@ -569,7 +447,7 @@ fn a_hostile_peer_scribbling_over_the_segment_gets_errors_not_panics() {
     let _g = serial();
     let dir = TestDir::new("hostile");
     let name = unique("hostile");
-    let mut peer = spawn("scribbler", &dir, &name);
+    let mut peer = spawn("scribbler", &dir, &name, None);
     let config = ShmConfig::new()
         .block_size(64)
         .block_count(8)

@@ -1,0 +1,199 @@
+//! The real-process harness shared by the courier-shm integration tests: the test binary runs
+//! itself as the peer (`peer_main`, chosen by a role in the environment), the peer reports on
+//! stdout behind a marker, and every wait has a deadline.
+//!
+//! Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Which part a peer process plays.
+pub(crate) const ROLE: &str = "COURIER_SHM_TEST_ROLE";
+/// The service name a peer uses.
+pub(crate) const NAME: &str = "COURIER_SHM_TEST_NAME";
+/// Upper bound for every wait on a peer.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// The peer process.
+
+/// Lines a peer prints start with this marker (libtest may print before them on one line).
+const MARK: &str = "@@";
+
+/// Prints one line for the test side.
+pub(crate) fn say(msg: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{MARK}{msg}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Reads one line the test side sent with [`Peer::tell`].
+pub(crate) fn read_stdin_line() -> String {
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s).unwrap();
+    s.trim().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// The test side.
+
+/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time.
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh directory for one test (0755, so `nobody` can pass through it), with the runtime
+/// directory `rt` inside it not yet created; removed on drop.
+pub(crate) struct TestDir {
+    pub(crate) base: PathBuf,
+    pub(crate) rt: PathBuf,
+}
+
+impl TestDir {
+    pub(crate) fn new(test: &str) -> TestDir {
+        let base = std::env::temp_dir().join(format!("courier-shm-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rt = base.join("rt");
+        std::env::set_var("COURIER_RUNTIME_DIR", &rt);
+        TestDir { base, rt }
+    }
+
+    /// The runtime directory's entries, sorted.
+    pub(crate) fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.rt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// A peer process; killed (SIGKILL) and reaped on drop.
+pub(crate) struct Peer {
+    pub(crate) child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+/// Starts this test binary as a peer playing `role` on service `name`, as `uid` if given.
+pub(crate) fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> Peer {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(NAME, name)
+        .env("COURIER_RUNTIME_DIR", &dir.rt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find(MARK) {
+                if tx.send(line[i + MARK.len()..].to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Peer {
+        stdin: child.stdin.take(),
+        child,
+        lines,
+    }
+}
+
+impl Peer {
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The peer's next line, within the deadline.
+    pub(crate) fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("the peer said nothing before the deadline")
+    }
+
+    /// The peer's next line, if it comes within `limit`.
+    pub(crate) fn line_within(&self, limit: Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
+
+    /// Sends the peer one line (read with [`read_stdin_line`]).
+    pub(crate) fn tell(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the peer's stdin (its next read sees end of file).
+    pub(crate) fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the peer to exit by itself, within the deadline.
+    pub(crate) fn exit_status(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "the peer did not exit before the deadline"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A service name unique to this test process and test.
+pub(crate) fn unique(test: &str) -> String {
+    format!("t{}-{test}", std::process::id())
+}
+
+/// Names in /dev/shm that mention courier (there should never be any).
+pub(crate) fn courier_files_in_dev_shm() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("courier"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
