@@ -14,7 +14,6 @@
 
 use crate::report::{self, Goal, Machine, Row, Verdict};
 use crate::stats::{self, AsyncCall, Plan, Samples};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -192,25 +191,13 @@ fn plan(scenario: &str, quick: bool) -> Plan {
     }
 }
 
-/// The row being measured, for the watchdog's message.
-static CURRENT: Mutex<&str> = Mutex::new("(starting)");
-
-/// Aborts the process if the run takes far longer than planned (a hung row).
-fn start_watchdog(limit: Duration) {
-    thread::spawn(move || {
-        thread::sleep(limit);
-        let current = *CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-        eprintln!(
-            "courier-bench: watchdog: still running after {limit:?}, in row {current}; aborting"
-        );
-        std::process::exit(3);
-    });
-}
-
 /// Runs the local benchmark and prints the report.
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let machine = Machine::detect();
-    start_watchdog(Duration::from_secs(if args.quick { 60 } else { 240 }));
+    stats::start_watchdog(
+        Duration::from_secs(if args.quick { 60 } else { 240 }),
+        "run",
+    );
     let started = Instant::now();
     let filter = args.only.as_ref().map(|s| s.to_lowercase());
     let specs: Vec<&Spec> = SPECS
@@ -231,7 +218,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         let offset = round * specs.len() / rounds;
         for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
             let spec = specs[i];
-            *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = spec.name;
+            stats::set_current_row(spec.name);
             eprintln!(
                 "courier-bench: round {}/{rounds}: {} {}",
                 round + 1,
@@ -267,15 +254,15 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         rounds,
         started.elapsed(),
     );
-    print!("{text}");
-    if let Some(path) = &args.markdown_out {
-        std::fs::write(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.json {
-        let json = report::json("local", &machine, &rows, &goals);
-        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    Ok(())
+    report::emit(
+        "local",
+        &text,
+        &machine,
+        &rows,
+        &goals,
+        args.markdown_out.as_deref(),
+        args.json.as_deref(),
+    )
 }
 
 /// The whole report: header, table, goals.

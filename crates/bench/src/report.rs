@@ -397,6 +397,28 @@ fn fmt_count(n: usize, batches: usize, clients: usize) -> String {
     }
 }
 
+/// Prints the report `text`, and writes it to `markdown_out` and the rows and goals as JSON
+/// to `json` when asked.
+pub(crate) fn emit(
+    benchmark: &str,
+    text: &str,
+    machine: &Machine,
+    rows: &[Row],
+    goals: &[Goal],
+    markdown_out: Option<&std::path::Path>,
+    json_out: Option<&std::path::Path>,
+) -> Result<(), String> {
+    print!("{text}");
+    if let Some(path) = markdown_out {
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = json_out {
+        let json = json(benchmark, machine, rows, goals);
+        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -208,20 +207,6 @@ fn plan(bytes: usize, quick: bool) -> Plan {
     }
 }
 
-/// The row being measured, for the watchdog's message.
-static CURRENT: Mutex<String> = Mutex::new(String::new());
-
-/// Ends the process if it runs far longer than planned (a hung row). Its children die with it
-/// (`PR_SET_PDEATHSIG`).
-fn start_watchdog(limit: Duration, what: &'static str) {
-    thread::spawn(move || {
-        thread::sleep(limit);
-        let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        eprintln!("courier-bench shm: {what} watchdog: still running after {limit:?}, in row {current}; exiting");
-        std::process::exit(3);
-    });
-}
-
 /// The request tag of call `x`: never 0 (the stop message), the reply carries `tag + 1`.
 fn tag(x: u64) -> u8 {
     (x % 200) as u8 + 1
@@ -257,7 +242,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     std::env::set_var("COURIER_RUNTIME_DIR", &dir);
-    start_watchdog(
+    stats::start_watchdog(
         Duration::from_secs(if args.quick { 60 } else { 240 }),
         "run",
     );
@@ -276,15 +261,15 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         rounds,
         started.elapsed(),
     );
-    print!("{text}");
-    if let Some(path) = &args.markdown_out {
-        std::fs::write(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.json {
-        let json = report::json("shm", &machine, &rows, &goals);
-        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    Ok(())
+    report::emit(
+        "shm",
+        &text,
+        &machine,
+        &rows,
+        &goals,
+        args.markdown_out.as_deref(),
+        args.json.as_deref(),
+    )
 }
 
 /// Measures every selected row in each round (a row that fails once is dropped); returns the
@@ -318,7 +303,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
                 continue;
             }
             let label = format!("{} {} ({})", scenario(size, kind), kind.name(), kind.arg());
-            *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = label.clone();
+            stats::set_current_row(&label);
             eprintln!("courier-bench shm: round {}/{rounds}: {label}", round + 1);
             let name = format!("cb{}-{round}-{si}-{ki}", std::process::id());
             let plan = plan(size.bytes, args.quick);
@@ -625,7 +610,7 @@ impl Client for Pipe {
 /// message (tag 0), the end of its input or its parent's death.
 fn run_peer(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    start_watchdog(PEER_LIMIT, "peer");
+    stats::start_watchdog(PEER_LIMIT, "peer");
     match kind {
         Kind::CourierSpin | Kind::CourierBlock => courier_side::peer(kind, n, name),
         Kind::CrossbarSpin | Kind::CrossbarBlock => crossbar_side::peer(kind, n, name),

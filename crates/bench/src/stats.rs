@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// How many calls to make, and how long a row may take.
@@ -252,6 +252,33 @@ fn merge(runs: Vec<ClientRun>, wall: Duration) -> Samples {
         out.batch_mean_ns.extend(run.batch_mean_ns);
     }
     out
+}
+
+/// The row being measured, for the watchdog's message.
+static CURRENT_ROW: Mutex<String> = Mutex::new(String::new());
+
+/// Records which row is being measured now (named by the watchdog if it fires).
+pub(crate) fn set_current_row(label: &str) {
+    let mut current = CURRENT_ROW.lock().unwrap_or_else(|e| e.into_inner());
+    current.clear();
+    current.push_str(label);
+}
+
+/// Ends the process with status 3 if it is still running after `limit` (a hung row), naming
+/// the row being measured. `what` says which process this is, for the message.
+pub(crate) fn start_watchdog(limit: Duration, what: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let current = CURRENT_ROW
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        eprintln!(
+            "courier-bench: {what} watchdog: still running after {limit:?}, in row {current}; \
+             exiting"
+        );
+        std::process::exit(3);
+    });
 }
 
 #[cfg(test)]
