@@ -13,7 +13,6 @@ use courier_local::{bounded, channel, CancelOutcome};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
 struct Counting;
@@ -71,15 +70,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Runs `f` with this thread's allocations counted in `counter`.
 /// Slots a test may add to the pool after its warm-up (see the module docs).
 const RAMP: usize = 2;
 
+/// Runs `f` with this thread's allocations counted in `counter`.
 fn counted<T>(counter: &'static AtomicUsize, f: impl FnOnce() -> T) -> T {
     COUNTER.with(|c| c.set(Some(counter)));
     let r = f();
     COUNTER.with(|c| c.set(None));
     r
+}
+
+/// Runs `rounds(warmup)` uncounted, then `rounds(measured)` with this thread's allocations
+/// counted, and returns the allocations counted meanwhile (the server thread, counted all
+/// along, adds its own made in that window).
+fn steady_state_allocations(
+    counter: &'static AtomicUsize,
+    warmup: u64,
+    measured: u64,
+    mut rounds: impl FnMut(u64),
+) -> usize {
+    rounds(warmup);
+    let before = counter.load(Ordering::SeqCst);
+    counted(counter, || rounds(measured));
+    counter.load(Ordering::SeqCst) - before
 }
 
 /// Round trips between a client thread and a server thread; both are counted, and only the
@@ -88,7 +102,6 @@ fn counted<T>(counter: &'static AtomicUsize, f: impl FnOnce() -> T) -> T {
 fn blocking_round_trips_allocate_nothing() {
     let counter = new_counter();
     let (server, client) = channel::<u64, u64, ()>();
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let srv = thread::spawn(move || {
         counted(counter, || {
             while let Ok((n, ctx)) = server.wait() {
@@ -98,28 +111,19 @@ fn blocking_round_trips_allocate_nothing() {
             }
         })
     });
-    let cl = thread::spawn(move || {
-        // Warm-up: fill the pool and let wait lists reach their size.
-        for i in 0..5000 {
-            assert_eq!(client.req(i), Ok(i + 1));
-            if i % 7 == 0 {
-                client.send(i).unwrap();
-            }
-        }
-        ready_tx.send(()).unwrap();
-        let before = counter.load(Ordering::SeqCst);
-        counted(counter, || {
-            for i in 0..20_000 {
+    let allocated = thread::spawn(move || {
+        // The warm-up fills the pool and lets the wait lists reach their size.
+        steady_state_allocations(counter, 5_000, 20_000, |n| {
+            for i in 0..n {
                 assert_eq!(client.req(i), Ok(i + 1));
                 if i % 7 == 0 {
                     client.send(i).unwrap();
                 }
             }
-        });
-        counter.load(Ordering::SeqCst) - before
-    });
-    ready_rx.recv().unwrap();
-    let allocated = cl.join().unwrap();
+        })
+    })
+    .join()
+    .unwrap();
     srv.join().unwrap();
     assert!(
         allocated <= RAMP,
@@ -152,10 +156,7 @@ fn bounded_calls_and_cancels_allocate_nothing() {
                 }
             }
         };
-        run(&client, 1000);
-        let before = counter.load(Ordering::SeqCst);
-        counted(counter, || run(&client, 10_000));
-        counter.load(Ordering::SeqCst) - before
+        steady_state_allocations(counter, 1_000, 10_000, |n| run(&client, n))
     })
     .join()
     .unwrap();
@@ -205,10 +206,7 @@ fn async_round_trips_with_static_waker_allocate_nothing() {
                 }
             }
         };
-        run(&client, 1000);
-        let before = counter.load(Ordering::SeqCst);
-        counted(counter, || run(&client, 5_000));
-        counter.load(Ordering::SeqCst) - before
+        steady_state_allocations(counter, 1_000, 5_000, |n| run(&client, n))
     })
     .join()
     .unwrap();
