@@ -1,4 +1,5 @@
-//! `courier demo`: a live tour of courier::local.
+//! `courier demo`: a live tour of courier::local, then of courier::shm across processes
+//! (see [`crate::shm_demo`]).
 //!
 //! Each pattern is one small function that builds its own channel, runs a server thread and a
 //! client, prints what happens, and checks it. A pattern ends with `ok: <name>` or
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Options of `courier demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Round trips in the live latency measurement (at least 1).
+    /// Round trips in the courier::local latency measurement (at least 1).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
 }
@@ -39,9 +40,24 @@ macro_rules! say {
     ($($arg:tt)*) => { println!("    {}", format_args!($($arg)*)) };
 }
 
-/// Runs every pattern; true when all behaved.
+/// Runs every pattern, in-process then across processes; true when all behaved.
 pub(crate) fn run(args: &Args) -> bool {
-    println!("courier demo: courier::local, request/response between threads and async tasks\n");
+    let started = Instant::now();
+    let mut tally = crate::shm_demo::Tally::default();
+    local(args, &mut tally);
+    crate::shm_demo::run(&mut tally);
+    let total = tally.passed + tally.failed;
+    if tally.failed == 0 {
+        println!("\ndemo: all {total} steps OK in {:.1?}", started.elapsed());
+    } else {
+        println!("\ndemo: {} of {total} steps FAILED", tally.failed);
+    }
+    tally.failed == 0
+}
+
+/// The courier::local section: every pattern between threads and tasks of this process.
+fn local(args: &Args, tally: &mut crate::shm_demo::Tally) {
+    println!("== courier::local: request/response between threads and async tasks\n");
     let calls = args.calls;
     let latency = move || latency(calls);
     let patterns: [(&str, &dyn Fn() -> Outcome); 11] = [
@@ -57,24 +73,19 @@ pub(crate) fn run(args: &Args) -> bool {
         ("weak client", &weak_client),
         ("round-trip latency", &latency),
     ];
-    let mut failed = 0;
     for (name, pattern) in patterns {
-        println!("== {name}");
+        println!("-- {name}");
         match pattern() {
-            Ok(()) => println!("ok: {name}\n"),
+            Ok(()) => {
+                tally.passed += 1;
+                println!("ok: {name}\n");
+            }
             Err(why) => {
-                failed += 1;
+                tally.failed += 1;
                 println!("FAILED: {name}: {why}\n");
             }
         }
     }
-    let total = patterns.len();
-    if failed == 0 {
-        println!("demo: all {total} patterns OK");
-    } else {
-        println!("demo: {failed} of {total} patterns FAILED");
-    }
-    failed == 0
 }
 
 /// The calculator that several patterns talk to.

@@ -1,91 +1,120 @@
 //! End-to-end test of `courier demo`: runs the built binary (killed if it takes more than
-//! 60 s) and checks
+//! 90 s) and checks
 //! - it exits with status 0;
-//! - every pattern reports `ok: <pattern>` and none reports `FAILED`;
-//! - the closing line says all patterns are OK;
-//! - the live latency line gives a median and a p99;
+//! - every courier::local pattern reports `ok: <pattern>`, every courier::shm step (server
+//!   process, each pattern of the client walk, two clients, the SIGKILL fault and the
+//!   reconnect, the shutdown) reports a line starting `ok: <step> `, and none reports `FAILED`;
+//! - the closing line says all steps are OK;
+//! - the latency lines give a median;
 //! - an unknown subcommand and `demo --calls 0` are refused with a failure status.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
 use std::time::Duration;
+use support::courier;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Runs the `courier` binary with `args`; returns its exit status and stdout.
-fn run_with_deadline(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning courier");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let result = stdout.read_to_string(&mut text).map(|_| text);
-        let _ = tx.send(result);
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(text) => {
-            let status = child.wait().expect("waiting for courier");
-            (status, text.expect("reading stdout"))
-        }
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("courier {args:?} took more than {DEADLINE:?}; killed");
-        }
-    }
-}
+const LOCAL: [&str; 11] = [
+    "blocking req",
+    "async areq",
+    "deferred reply",
+    "one-way send",
+    "cancel",
+    "timeout",
+    "bounded queue backpressure",
+    "name registry",
+    "worker pool",
+    "weak client",
+    "round-trip latency",
+];
+
+const SHM: [&str; 18] = [
+    "server process",
+    "blocking req",
+    "areq",
+    "req_async + cancel",
+    "one-way send",
+    "fail -> App error",
+    "lend 4 KiB",
+    "lend_mut 4 KiB",
+    "lend_mut 1 MiB",
+    "lend_mut 16 MiB",
+    "scalar",
+    "blocking_scalar",
+    "deferred response",
+    "push notifications",
+    "two client processes",
+    "server killed",
+    "reconnect",
+    "shutdown",
+];
 
 #[test]
 fn demo_runs_every_pattern() {
-    let (status, out) = run_with_deadline(&["demo", "--calls", "2000"]);
-    for pattern in [
-        "blocking req",
-        "async areq",
-        "deferred reply",
-        "one-way send",
-        "cancel",
-        "timeout",
-        "bounded queue backpressure",
-        "name registry",
-        "worker pool",
-        "weak client",
-        "round-trip latency",
-    ] {
+    let out = courier(&["demo", "--calls", "2000"], &[], DEADLINE);
+    let text = &out.stdout;
+    let (local, shm) = text
+        .split_once("== courier::shm")
+        .unwrap_or_else(|| panic!("no courier::shm section:\n{text}\n{}", out.stderr));
+    for pattern in LOCAL {
         assert!(
-            out.lines().any(|l| l == format!("ok: {pattern}")),
-            "pattern {pattern:?} not reported ok:\n{out}"
+            local.lines().any(|l| l == format!("ok: {pattern}")),
+            "local pattern {pattern:?} not reported ok:\n{text}"
         );
     }
-    assert!(!out.contains("FAILED"), "a pattern failed:\n{out}");
+    for step in SHM {
+        assert!(
+            shm.lines().any(|l| l.starts_with(&format!("ok: {step} "))),
+            "shm step {step:?} not reported ok:\n{text}\n{}",
+            out.stderr
+        );
+    }
     assert!(
-        out.lines().any(|l| l == "demo: all 11 patterns OK"),
-        "no closing line:\n{out}"
+        !text.contains("FAILED"),
+        "a step failed:\n{text}\n{}",
+        out.stderr
     );
-    let latency = out
+    let total = LOCAL.len() + SHM.len();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("demo: all {total} steps OK"))),
+        "no closing line for {total} steps:\n{text}"
+    );
+    let latency = text
         .lines()
         .find(|l| l.contains("req round trips"))
-        .unwrap_or_else(|| panic!("no latency line:\n{out}"));
+        .unwrap_or_else(|| panic!("no local latency line:\n{text}"));
     assert!(
         latency.contains("median") && latency.contains("p99"),
         "latency line without median/p99: {latency}"
     );
-    assert!(status.success(), "exit status {status}; output:\n{out}");
+    for step in ["blocking req", "areq", "lend_mut 16 MiB", "blocking_scalar"] {
+        let line = shm
+            .lines()
+            .find(|l| l.starts_with(&format!("ok: {step} ")))
+            .unwrap_or_default();
+        assert!(line.contains("median"), "no median in {line:?}");
+    }
+    assert!(
+        shm.contains("ServerDisappeared"),
+        "the fault step does not mention ServerDisappeared:\n{shm}"
+    );
+    assert!(
+        out.status.success(),
+        "exit status {}; output:\n{text}",
+        out.status
+    );
 }
 
 #[test]
 fn unknown_subcommand_fails() {
-    let (status, _) = run_with_deadline(&["no-such-command"]);
-    assert!(!status.success());
+    let out = courier(&["no-such-command"], &[], DEADLINE);
+    assert!(!out.status.success());
 }
 
 #[test]
 fn zero_calls_is_refused() {
-    let (status, _) = run_with_deadline(&["demo", "--calls", "0"]);
-    assert!(!status.success());
+    let out = courier(&["demo", "--calls", "0"], &[], DEADLINE);
+    assert!(!out.status.success());
 }

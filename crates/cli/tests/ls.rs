@@ -1,0 +1,85 @@
+//! End-to-end tests of `courier ls`, each in a private runtime directory
+//! (`COURIER_RUNTIME_DIR`), with deadlines:
+//! - with nothing bound it prints `no live services`;
+//! - with a demo server process bound it shows the service's name and the server's pid, under
+//!   a header; once the server is killed the name is gone.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use support::{courier, Killed, RuntimeDir};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[test]
+fn empty() {
+    let dir = RuntimeDir::new("ls-empty");
+    let out = courier(&["ls"], &[("COURIER_RUNTIME_DIR", &dir.0)], DEADLINE);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout, "no live services\n");
+}
+
+#[test]
+fn shows_a_live_server() {
+    let dir = RuntimeDir::new("ls-live");
+    let name = format!("ls-test-{}", std::process::id());
+    let mut server = Killed(
+        Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["demo-server", &name])
+            .env("COURIER_RUNTIME_DIR", &dir.0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting demo-server"),
+    );
+    let stdout = server.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx
+        .recv_timeout(DEADLINE)
+        .expect("demo-server did not say ready");
+    let pid = ready
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("demo-server said {ready:?}"));
+    assert_eq!(pid, server.0.id().to_string());
+
+    let out = courier(&["ls"], &[("COURIER_RUNTIME_DIR", &dir.0)], DEADLINE);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let mut lines = out.stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in [
+        "NAME",
+        "PID",
+        "CLIENTS",
+        "QUEUED",
+        "IN SERVICE",
+        "LENDS",
+        "SERVED",
+    ] {
+        assert!(header.contains(column), "no {column} in {header:?}");
+    }
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{}", out.stdout));
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some(pid),
+        "wrong pid in {row:?}"
+    );
+
+    drop(server);
+    let out = courier(&["ls"], &[("COURIER_RUNTIME_DIR", &dir.0)], DEADLINE);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        !out.stdout.contains(&name),
+        "{name} still listed after its server was killed:\n{}",
+        out.stdout
+    );
+}
