@@ -68,3 +68,39 @@ fn table(services: &[shm::ServiceInfo]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, pid: u32, served: u64) -> shm::ServiceInfo {
+        shm::ServiceInfo {
+            name: name.to_string(),
+            pid,
+            clients: 2,
+            queued: 0,
+            in_service: 1,
+            lends: 0,
+            served,
+        }
+    }
+
+    #[test]
+    fn empty_table() {
+        assert_eq!(table(&[]), "no live services\n");
+    }
+
+    #[test]
+    fn columns_line_up() {
+        let out = table(&[info("a", 7, 123_456), info("a-much-longer-name", 1234, 5)]);
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME "), "{out}");
+        // Names left-aligned; the PID column ends at the same place on every line.
+        let pid_end = lines[0].find("PID").unwrap() + 3;
+        assert_eq!(&lines[1][..pid_end], format!("a{}7", " ".repeat(pid_end - 2)));
+        assert!(lines[2][..pid_end].starts_with("a-much-longer-name"));
+        assert!(lines[2][..pid_end].ends_with(" 1234"), "{out}");
+        assert!(lines[2].ends_with("      5"), "{out}");
+    }
+}

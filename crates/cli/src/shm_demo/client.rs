@@ -339,6 +339,25 @@ fn push(c: &DemoClient) -> Step {
 pub(crate) fn load(name: &str, calls: usize) -> bool {
     let step = (|| {
         let c = connect(name, CALL_LIMIT)?;
+        // Start together: wait until the server counts both clients connected.
+        let start = Instant::now();
+        let together = loop {
+            let clients = shm::services()
+                .map_err(e("services"))?
+                .into_iter()
+                .find(|s| s.name == name)
+                .map_or(0, |s| s.clients);
+            if clients >= 2 {
+                break true;
+            }
+            if start.elapsed() > CALL_LIMIT {
+                break false;
+            }
+            thread::sleep(Duration::from_micros(200));
+        };
+        if !together {
+            return Err("the other client never connected".to_string());
+        }
         let (lat, _) = timed(calls, |i| {
             let r = c.req_timeout([ECHO, i], CALL_LIMIT).map_err(e("req"))?;
             if r != i + 1 {

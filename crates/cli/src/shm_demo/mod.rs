@@ -137,6 +137,7 @@ pub(crate) fn run(tally: &mut Tally) {
 /// Two `demo-client load` processes at once; one line with both medians.
 fn two_clients(name: &str) -> Result<String, String> {
     let calls = LOAD_CALLS.to_string();
+    let served_before = served(name);
     let a = Proc::spawn(
         "first client",
         &["demo-client", name, "load", "--calls", &calls],
@@ -145,7 +146,6 @@ fn two_clients(name: &str) -> Result<String, String> {
         "second client",
         &["demo-client", name, "load", "--calls", &calls],
     )?;
-    let served_before = served(name);
     let mut lines = Vec::new();
     for (label, p) in [("first", a), ("second", b)] {
         let mut mine = Vec::new();
