@@ -107,6 +107,12 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
+            // The last owner may be dropped on the watcher thread itself (its wake-up closure
+            // can hold the connection): it is returning anyway, and joining it from itself
+            // would fail (EDEADLK) and panic.
+            if t.thread().id() == std::thread::current().id() {
+                return;
+            }
             // If the signal fails (it cannot, short of a bad descriptor), the thread may block
             // forever: leave it detached rather than hang this drop.
             if sys::eventfd_signal(self.shared.stop.as_fd()).is_ok() {
