@@ -36,12 +36,12 @@ fn table(services: &[shm::ServiceInfo]) -> String {
         .map(|s| {
             [
                 s.name.clone(),
-                s.pid.to_string(),
-                s.clients.to_string(),
-                s.queued.to_string(),
-                s.in_service.to_string(),
-                s.lends.to_string(),
-                s.served.to_string(),
+                s.stats.pid.to_string(),
+                s.stats.clients.to_string(),
+                s.stats.queued.to_string(),
+                s.stats.in_service.to_string(),
+                s.stats.lends.to_string(),
+                s.stats.served.to_string(),
             ]
         })
         .collect();
@@ -76,12 +76,14 @@ mod tests {
     fn info(name: &str, pid: u32, served: u64) -> shm::ServiceInfo {
         shm::ServiceInfo {
             name: name.to_string(),
-            pid,
-            clients: 2,
-            queued: 0,
-            in_service: 1,
-            lends: 0,
-            served,
+            stats: shm::ServerStats {
+                pid,
+                clients: 2,
+                queued: 0,
+                in_service: 1,
+                lends: 0,
+                served,
+            },
         }
     }
 
@@ -98,7 +100,10 @@ mod tests {
         assert!(lines[0].starts_with("NAME "), "{out}");
         // Names left-aligned; the PID column ends at the same place on every line.
         let pid_end = lines[0].find("PID").unwrap() + 3;
-        assert_eq!(&lines[1][..pid_end], format!("a{}7", " ".repeat(pid_end - 2)));
+        assert_eq!(
+            &lines[1][..pid_end],
+            format!("a{}7", " ".repeat(pid_end - 2))
+        );
         assert!(lines[2][..pid_end].starts_with("a-much-longer-name"));
         assert!(lines[2][..pid_end].ends_with(" 1234"), "{out}");
         assert!(lines[2].ends_with("      5"), "{out}");

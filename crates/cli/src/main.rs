@@ -12,11 +12,10 @@
 mod bench;
 mod demo;
 mod ls;
-mod rpc_mock;
 mod shm_demo;
 
 /// The courier::shm RPC API the demo and `ls` use.
-use rpc_mock as rpc;
+use courier::shm as rpc;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -2,8 +2,8 @@
 //! line by line by a thread, and killed and reaped when the handle is dropped, so no child
 //! outlives the demo (and each child also asks the kernel to kill it if the demo dies).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,6 +13,8 @@ pub(crate) struct Proc {
     /// What it is, for messages.
     label: String,
     child: Child,
+    /// Its stdin, for [`Proc::tell`].
+    stdin: Option<ChildStdin>,
     /// Its stdout, a line at a time; disconnected at end of file.
     lines: mpsc::Receiver<String>,
 }
@@ -25,11 +27,12 @@ impl Proc {
             .args(args)
             .arg("--parent")
             .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("starting the {label}: {e}"))?;
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -43,6 +46,7 @@ impl Proc {
         Ok(Proc {
             label: label.to_string(),
             child,
+            stdin,
             lines,
         })
     }
@@ -117,6 +121,14 @@ impl Proc {
                 Err(e) => return Err(format!("waiting for the {}: {e}", self.label)),
             }
         }
+    }
+
+    /// Writes `line` to the child's stdin.
+    pub(crate) fn tell(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("no stdin pipe")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("telling the {} {line:?}: {e}", self.label))
     }
 
     /// SIGKILL now, and reap.

@@ -346,7 +346,7 @@ pub(crate) fn load(name: &str, calls: usize) -> bool {
                 .map_err(e("services"))?
                 .into_iter()
                 .find(|s| s.name == name)
-                .map_or(0, |s| s.clients);
+                .map_or(0, |s| s.stats.clients);
             if clients >= 2 {
                 break true;
             }
@@ -374,8 +374,8 @@ pub(crate) fn load(name: &str, calls: usize) -> bool {
 }
 
 /// `fault`: makes a call, says `pending` once the server holds it, expects
-/// `ServerDisappeared` when the demo kills the server, then reconnects to the server that
-/// takes the name next and is served.
+/// `ServerDisappeared` when the demo kills the server (says `disappeared`), and once the demo
+/// says `go` (a new server has the name) reconnects to it and is served.
 pub(crate) fn fault(name: &str) -> bool {
     let step = (|| {
         let c = connect(name, CALL_LIMIT)?;
@@ -398,6 +398,14 @@ pub(crate) fn fault(name: &str) -> bool {
         }
         println!("disappeared {}", waited.elapsed().as_nanos());
         let _ = std::io::stdout().flush();
+        // The demo says when the next server is up (and the killed one is reaped).
+        let mut go = String::new();
+        std::io::stdin()
+            .read_line(&mut go)
+            .map_err(e("reading stdin"))?;
+        if go.trim() != "go" {
+            return Err(format!("expected go on stdin, got {go:?}"));
+        }
         let start = Instant::now();
         let fresh = connect(name, CALL_LIMIT)?;
         let r = fresh
