@@ -27,15 +27,18 @@ pub(crate) struct Args {
 
 /// The workspace this binary was built from.
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
-/// The command that runs the benchmark, and a description of it.
-fn command(args: &[OsString]) -> Result<(Command, String), String> {
+/// The command that runs the benchmark, a description of it, and whether it is the sibling
+/// executable (rather than cargo).
+fn command(args: &[OsString]) -> Result<(Command, String, bool), String> {
     let sibling = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.join("courier-bench")))
         .filter(|p| p.is_file());
+    let is_sibling = sibling.is_some();
     let (mut cmd, shown) = if let Some(bench) = sibling {
         let shown = format!("{} rpc --progress", bench.display());
         (Command::new(bench), shown)
@@ -65,12 +68,12 @@ fn command(args: &[OsString]) -> Result<(Command, String), String> {
     } else {
         format!("{shown} {}", extra.join(" "))
     };
-    Ok((cmd, shown))
+    Ok((cmd, shown, is_sibling))
 }
 
 /// Runs the benchmark; its exit status.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let (mut cmd, shown) = match command(&args.args) {
+    let (mut cmd, shown, is_sibling) = match command(&args.args) {
         Ok(c) => c,
         Err(why) => {
             eprintln!("courier bench: {why}");
@@ -86,6 +89,12 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("courier bench: the benchmark failed ({status})");
+            if is_sibling && status.code() == Some(2) {
+                eprintln!(
+                    "courier bench: (a usage error: if that courier-bench is older than this \
+                     command, rebuild it with `cargo build --release -p courier-bench`)"
+                );
+            }
             ExitCode::FAILURE
         }
         Err(e) => {
