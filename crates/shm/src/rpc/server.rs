@@ -358,6 +358,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             return None;
         }
         let start = core.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut finished = false;
         for k in 0..n {
             let conn = &conns[(start + k) % n];
             while let Some(slot) = conn.pop() {
@@ -366,6 +367,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Some(m);
                 }
             }
+            finished |= conn.gone() && conn.queued() == 0;
+        }
+        drop(conns);
+        if finished {
+            core.forget_finished();
         }
         None
     }
@@ -504,6 +510,20 @@ impl Core {
         for c in conns.iter() {
             c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
         }
+    }
+
+    /// Drops the connections of clients that are gone and whose last messages were taken.
+    fn forget_finished(&self) {
+        let gone: Vec<Arc<Conn>> = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let (gone, live) = std::mem::take(&mut *conns)
+                .into_iter()
+                .partition(|c| c.gone() && c.queued() == 0);
+            *conns = live;
+            gone
+        };
+        drop(gone); // outside the lock: joins the watcher threads
+        self.publish_stats();
     }
 
     /// Wakes the workers (a new connection, a shutdown): our own bump of the doorbell.
@@ -659,7 +679,9 @@ impl Conn {
     /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
     /// completed here and skipped; a client that breaks the ring's rules is cut off.
     fn pop(&self) -> Option<usize> {
-        if self.gone() {
+        // A dead client's messages are still taken (a one-way `send` just before its exit
+        // is delivered); a broken one's are not.
+        if self.broken.load(Ordering::Relaxed) {
             return None;
         }
         let seen = self.head_seen.load(Ordering::Relaxed);
@@ -713,6 +735,10 @@ impl Conn {
     /// Finds registered buffer `id` (reading registrations the client sent, if needed) and
     /// marks it lent, shared or exclusive. `len` is the length the client lends.
     fn take_lend(&self, core: &Core, id: u64, len: u64, exclusive: bool) -> Result<Lent, u32> {
+        if self.gone() {
+            // A dead client's buffers are already unmapped; nobody waits for this call.
+            return Err(status::NO_REPLY);
+        }
         let mut lends = self.lock_lends();
         if !lends.contains_key(&id) {
             self.read_registrations(&mut lends);
@@ -796,20 +822,21 @@ impl Conn {
 /// The largest lent buffer the server maps.
 const MAX_LEND_SEGMENT: usize = 1 << 30;
 
-/// Run by a connection's watcher when the client hangs up: forget the connection (its lends
-/// are unmapped as soon as no context holds them).
+/// Run by a connection's watcher when the client hangs up: its lent buffers are unmapped
+/// at once (as soon as no context holds them), its subscriptions end, and a worker is woken
+/// to take what it queued before it died and then forget the connection.
 fn client_gone(core: &Weak<Core>, id: u64) {
     let Some(core) = core.upgrade() else { return };
-    let gone = {
-        let mut conns = core.conns.write().unwrap_or_else(|p| p.into_inner());
-        let pos = conns.iter().position(|c| c.id == id);
-        pos.map(|i| conns.swap_remove(i))
+    let conn = {
+        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.iter().find(|c| c.id == id).cloned()
     };
-    if let Some(conn) = gone {
+    if let Some(conn) = conn {
         conn.lock_lends().clear();
         conn.lock_subs().clear();
-        core.publish_stats();
-        // Dropped here, on the watcher thread, if no context holds it (see `Watch`'s drop).
+        core.ring();
+        // Dropped here, on the watcher thread, if no worker or context holds it (see
+        // `Watch`'s drop).
         drop(conn);
     }
 }
