@@ -244,3 +244,55 @@ fn postcard_values_travel() {
     );
     worker.join().unwrap();
 }
+
+/// A hostile client (a raw connection that writes whatever it likes into its segment: ring
+/// counters, ring entries, slot records and states) never makes the server panic, hang or
+/// stop serving an honest client.
+#[test]
+fn hostile_client_writes_never_hurt_the_server() {
+    use courier_shm::{ConnectConfig, Connection};
+    let (s, c) = setup("inproc-hostile");
+    let evil = Connection::connect_timeout("inproc-hostile", &ConnectConfig::new(), T).unwrap();
+    let payload = evil.segment().payload();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..2000 {
+        // Mostly the control lines, the ring and the slot records; sometimes anywhere.
+        let span = if round % 4 == 0 {
+            payload.len()
+        } else {
+            16 * 1024
+        };
+        let off = (next() as usize % (span / 8)) * 8;
+        let v = match next() % 4 {
+            0 => next() % 8,            // small: slot indices, states, kinds
+            1 => round as u64 / 2,      // plausible counters
+            2 => u64::MAX - next() % 3, // huge
+            _ => next(),
+        };
+        evil.segment().write_at(off, &v.to_le_bytes()).unwrap();
+        let start = std::time::Instant::now();
+        match s.wait_timeout(Duration::from_micros(200)) {
+            Ok(Incoming::Call(_, ctx)) => drop(ctx.reply(1)),
+            Ok(Incoming::Scalar(call)) => drop(call.reply([1, 2])),
+            Ok(Incoming::Subscribe(_, n)) => drop(n.push(1u64)),
+            Err(_) => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    let worker = std::thread::spawn(move || loop {
+        // (The hostile connection may still produce junk calls: ignored.)
+        if let Incoming::Call(77, ctx) = s.wait_timeout(T).unwrap() {
+            ctx.reply(78).unwrap();
+            return;
+        }
+    });
+    assert_eq!(c.req_timeout(77, T), Ok(78));
+    worker.join().unwrap();
+    drop(evil);
+}
