@@ -296,3 +296,23 @@ fn hostile_client_writes_never_hurt_the_server() {
     worker.join().unwrap();
     drop(evil);
 }
+
+/// A listener that is not an RPC server (its segment has no RPC header, it sends no
+/// doorbell): connecting fails with an error, never a hang or a panic.
+#[test]
+fn a_non_rpc_listener_is_refused() {
+    use courier_shm::{Listener, ListenerConfig, ShmError};
+    let _ = setup("inproc-not-rpc-warmup");
+    let l = Listener::bind(
+        "inproc-not-rpc",
+        ListenerConfig::new().segment_size(1 << 16),
+    )
+    .unwrap();
+    let t = std::thread::spawn(move || {
+        // The client has the segment once this returns; dropping it changes nothing.
+        drop(l.accept_timeout(T).unwrap());
+    });
+    let r = Cli::connect("inproc-not-rpc", T);
+    assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
+    t.join().unwrap();
+}
