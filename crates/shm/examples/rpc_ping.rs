@@ -47,7 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(futures::executor::block_on(client.areq(i)), Ok(i + 1));
         asynchronous.push(t.elapsed());
     }
-    println!("areq round trip (futures block_on), median: {:?}", median(asynchronous));
+    println!(
+        "areq round trip (futures block_on), median: {:?}",
+        median(asynchronous)
+    );
     let mut buf = ShmBuf::new(1 << 20)?;
     let mut big = Vec::new();
     for i in 0..500u64 {
