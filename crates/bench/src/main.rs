@@ -13,6 +13,8 @@
 
 mod interchange;
 mod local;
+#[cfg(target_os = "linux")]
+mod proc;
 mod report;
 #[cfg(target_os = "linux")]
 mod shm;
