@@ -173,7 +173,7 @@ impl Kind {
     fn notes(self, n: usize) -> &'static str {
         let small = n == SMALL;
         match self {
-            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking); server: Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierReq => "Client::<u64, u64, u64>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
             Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
@@ -420,8 +420,9 @@ fn measure_row(
     };
     let samples = stats::measure_fallible(plan, |x| client.call(x))?;
     let stopped = client.stop();
-    drop(client);
+    // Every server exits on STOP: wait for that while still connected, then hang up.
     let clean = peer.finish();
+    drop(client);
     stopped?;
     if !clean {
         return Err("the server did not exit cleanly".into());
@@ -515,17 +516,94 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
     }
 }
 
-/// courier::shm's request/response: `Server` in the server process, `Client` here.
+/// courier::shm's request/response: a `Server<u64, u64, u64>` in the server process, a
+/// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
 mod courier_side {
-    use super::{Client, Kind};
+    use super::{check_bytes, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
+    use courier::shm::{Client as RpcClient, Incoming, Server, ServerConfig, ShmBuf};
 
-    /// Not there yet: the RPC API is being written on main.
-    pub(super) fn client(_kind: Kind, _n: usize, _name: &str) -> Result<Box<dyn Client>, String> {
-        Err("courier::shm's RPC API is not on this branch yet".into())
+    /// The application error type of the service (never sent).
+    type AppError = u64;
+    type Rpc = RpcClient<u64, u64, AppError>;
+
+    /// `req(x)`: blocking, the default.
+    struct Req {
+        client: Rpc,
     }
 
-    pub(super) fn server(_kind: Kind, _n: usize, _name: &str) -> Result<(), String> {
-        Err("courier::shm's RPC API is not on this branch yet".into())
+    /// `lend_mut(x, &mut buf)`: the server fills the buffer in place.
+    struct LendMut {
+        client: Rpc,
+        buf: ShmBuf,
+        n: usize,
+    }
+
+    fn stop(client: &Rpc) -> Result<(), String> {
+        client
+            .req_timeout(STOP, OP_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| format!("stop: {e}"))
+    }
+
+    impl Client for Req {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self.client.req(x).map_err(|e| format!("req: {e}"))?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            stop(&self.client)
+        }
+    }
+
+    impl Client for LendMut {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self
+                .client
+                .lend_mut(x, &mut self.buf)
+                .map_err(|e| format!("lend_mut: {e}"))?;
+            check_bytes(&self.buf, self.n, x)?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            stop(&self.client)
+        }
+    }
+
+    /// Connects to the row's server (waiting up to [`OP_TIMEOUT`] for its name to appear).
+    pub(super) fn client(kind: Kind, n: usize, name: &str) -> Result<Box<dyn Client>, String> {
+        let client = Rpc::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        if kind == Kind::CourierReq {
+            return Ok(Box::new(Req { client }));
+        }
+        let buf = ShmBuf::new(n).map_err(|e| format!("ShmBuf::new({n}): {e}"))?;
+        Ok(Box::new(LendMut { client, buf, n }))
+    }
+
+    /// The server: one worker (this thread) answers until [`STOP`].
+    pub(super) fn server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
+        let server = Server::<u64, u64, AppError>::bind(name, ServerConfig::new())
+            .map_err(|e| format!("bind: {e}"))?;
+        loop {
+            let (x, mut ctx) = match server.wait_timeout(OP_TIMEOUT) {
+                Ok(Incoming::Call(x, ctx)) => (x, ctx),
+                Ok(_) => return Err("unexpected message kind".into()),
+                Err(e) => return Err(format!("wait: {e}")),
+            };
+            if x == STOP {
+                return ctx.reply(STOP).map_err(|e| format!("reply: {e}"));
+            }
+            if kind == Kind::CourierLend {
+                let lent = ctx.lent_mut().ok_or("lend_mut call without a buffer")?;
+                if lent.len() != n {
+                    return Err(format!("lent {} bytes, expected {n}", lent.len()));
+                }
+                lent.fill(fill_byte(x));
+            }
+            ctx.reply(x.wrapping_add(1))
+                .map_err(|e| format!("reply: {e}"))?;
+        }
     }
 }
 
@@ -1064,7 +1142,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
                 courier: format!(
                     "{} (− floor = {})",
                     report::fmt_ns(c),
-                    report::fmt_ns(c - f)
+                    report::fmt_ns_delta(c - f)
                 ),
                 reference: format!(
                     "floor {} + {FEW} × req {} = {}",

@@ -1016,7 +1016,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
                     courier: format!(
                         "{} (− floor = {})",
                         report::fmt_ns(c),
-                        report::fmt_ns(c - f)
+                        report::fmt_ns_delta(c - f)
                     ),
                     reference: format!("{} (floor)", report::fmt_ns(f)),
                     ratio: Some(c / f),
@@ -1037,7 +1037,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
                 courier: format!(
                     "{} (− floor = {})",
                     report::fmt_ns(c),
-                    report::fmt_ns(c - f)
+                    report::fmt_ns_delta(c - f)
                 ),
                 reference: format!("{} (floor)", report::fmt_ns(f)),
                 ratio: Some(c / f),
