@@ -13,8 +13,9 @@
 //!   any executor. The successor to `ump`.
 //! - `shm` (feature `std`, Linux): processes on one host over shared memory: named services
 //!   in a private runtime directory, a handshake that checks the peer's credentials and passes
-//!   a sealed segment, and `ShmChannel`, the successor to crossbar's. RPC with the Xous caller
-//!   patterns comes next.
+//!   a sealed segment; `ShmChannel`, the successor to crossbar's; and RPC between processes
+//!   (`Server`, `Client`) with `local`'s verbs and the Xous caller patterns (lend, lend_mut,
+//!   scalar messages, deferred replies, push notifications).
 //!
 //! ```
 //! # #[cfg(feature = "std")] {
@@ -50,8 +51,8 @@ extern crate std;
 pub use courier_local as local;
 
 /// Processes on one Linux host: named services, their private runtime directory, the
-/// credential-checked handshake that hands both sides a sealed shared-memory segment, and
-/// `ShmChannel` on top of it. (RPC across processes is being built.)
+/// credential-checked handshake that hands both sides a sealed shared-memory segment,
+/// `ShmChannel` on top of it, and RPC between processes (`Server`, `Client`, `ShmBuf`).
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub use courier_shm as shm;
 

@@ -107,6 +107,11 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
+            if t.thread().id() == std::thread::current().id() {
+                // Dropped by its own `wake` (the RPC server forgets a dead client there): the
+                // thread is about to return; it cannot join itself.
+                return;
+            }
             // If the signal fails (it cannot, short of a bad descriptor), the thread may block
             // forever: leave it detached rather than hang this drop.
             if sys::eventfd_signal(self.shared.stop.as_fd()).is_ok() {

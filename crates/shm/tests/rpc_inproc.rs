@@ -199,3 +199,48 @@ fn timeout_withdraws_and_server_drop_fails_queued() {
     assert_eq!(w.wait_timeout(T), Err(Error::ServerDisappeared));
     assert_eq!(c.req_timeout(1, T), Err(Error::ServerDisappeared));
 }
+
+#[test]
+fn mismatched_types_and_oversized_messages_are_errors() {
+    let (s, c) = setup("inproc-mismatch");
+    // The worker sees only the honest call.
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(n, ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        ctx.reply(n).unwrap();
+    });
+    // A client that disagrees on the request type: refused by its signature, never served.
+    let wrong: Client<u32, u64, u32> = Client::connect("inproc-mismatch", T).unwrap();
+    assert_eq!(wrong.req_timeout(5, T), Err(Error::Protocol));
+    // A request larger than a slot (4 KiB by default) is not sent.
+    let big: Client<[u8; 8192], u64, u32> = Client::connect("inproc-mismatch", T).unwrap();
+    assert_eq!(big.req_timeout([0; 8192], T), Err(Error::TooLarge));
+    assert_eq!(c.req(8), Ok(8));
+    worker.join().unwrap();
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn postcard_values_travel() {
+    use courier_shm::Postcard;
+    static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
+    let d = DIR.get_or_init(rt_dir);
+    std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
+    let s: Server<Postcard<Vec<String>>, Postcard<String>, ()> =
+        Server::bind("inproc-postcard", ServerConfig::new()).unwrap();
+    let c: Client<Postcard<Vec<String>>, Postcard<String>, ()> =
+        Client::connect("inproc-postcard", T).unwrap();
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(Postcard(words), ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        ctx.reply(Postcard(words.join(" "))).unwrap();
+    });
+    let words = vec!["hello".to_owned(), "from".into(), "postcard".into()];
+    assert_eq!(
+        c.req(Postcard(words)),
+        Ok(Postcard("hello from postcard".to_owned()))
+    );
+    worker.join().unwrap();
+}

@@ -276,7 +276,7 @@ macro_rules! primitive {
 primitive! {
     u8 = 1, u16 = 2, u32 = 3, u64 = 4, u128 = 5, usize = 6,
     i8 = 11, i16 = 12, i32 = 13, i64 = 14, i128 = 15, isize = 16,
-    f32 = 21, f64 = 22, bool = 31, char = 32,
+    f32 = 21, f64 = 22, bool = 31, char = 32, () = 41,
 }
 
 // SAFETY: an array's layout is its element's, repeated; `[T::Mirror; N]` therefore matches

@@ -6,6 +6,7 @@ use super::layout::{
     PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB, REQ_TAIL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS,
     S_KIND, S_LEN, S_OP, S_RARGS, S_RLEN, S_RSIG, S_SIG, S_STATUS,
 };
+use super::slot;
 use super::wire::Wire;
 use super::{Bell, Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::error::ShmError;
@@ -494,8 +495,7 @@ impl Call {
             }
         }
         loop {
-            let s = word.load(Ordering::Acquire);
-            let phase = s & state::PHASE;
+            let phase = word.load(Ordering::Acquire) & state::PHASE;
             if phase == state::DONE {
                 return Ok(());
             }
@@ -507,14 +507,9 @@ impl Call {
                 // Only a hostile server puts anything else here.
                 return Err(Error::Protocol);
             }
-            let sleeping = s | state::WAITER;
-            if s != sleeping
-                && word
-                    .compare_exchange(s, sleeping, Ordering::SeqCst, Ordering::Acquire)
-                    .is_err()
-            {
+            let Some(sleeping) = slot::announce_sleep(word) else {
                 continue;
-            }
+            };
             self.conn.watch.shared.counted(|| {
                 if !self.conn.dead() {
                     sys::futex_wait(word, sleeping, timeout);
@@ -611,27 +606,22 @@ impl Call {
             self.pending = false;
             return Canceled::Dead;
         }
-        let word = self.conn.sh.state(self.slot);
-        let mut s = word.load(Ordering::Acquire);
-        loop {
-            let phase = s & state::PHASE;
-            let outcome = match phase {
-                state::DONE => return Canceled::Done,
-                state::QUEUED => Canceled::Withdrawn,
-                state::TAKEN => Canceled::Signaled,
-                _ => {
-                    // A hostile server: give the slot up.
-                    self.pending = false;
-                    return Canceled::Dead;
-                }
-            };
-            match word.compare_exchange(s, state::CANCELED, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    self.pending = false;
-                    self.conn.abandon(self.slot);
-                    return outcome;
-                }
-                Err(now) => s = now,
+        match slot::cancel(self.conn.sh.state(self.slot)) {
+            slot::Cancel::Done => Canceled::Done,
+            slot::Cancel::Withdrawn => {
+                self.pending = false;
+                self.conn.abandon(self.slot);
+                Canceled::Withdrawn
+            }
+            slot::Cancel::Signaled => {
+                self.pending = false;
+                self.conn.abandon(self.slot);
+                Canceled::Signaled
+            }
+            slot::Cancel::Broken => {
+                // A hostile server: give the slot up.
+                self.pending = false;
+                Canceled::Dead
             }
         }
     }

@@ -1,0 +1,60 @@
+//! A server process and a client process: `cargo run --release -p courier-shm --example
+//! rpc_ping` starts both (the client re-runs this binary as the server) and prints the
+//! median round trip of a small `req` and of a 1 MiB `lend_mut`.
+
+#[cfg(target_os = "linux")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use courier_shm::{Client, Incoming, Server, ServerConfig, ShmBuf};
+    use std::time::{Duration, Instant};
+
+    let name = format!("rpc-ping-{}", std::process::id());
+    if let Some(name) = std::env::args().nth(1) {
+        // The server: echo + 1, fill lends, until the client goes.
+        let server: Server<u64, u64, ()> = Server::bind(&name, ServerConfig::new())?;
+        println!("ready");
+        loop {
+            match server.wait_timeout(Duration::from_secs(5)) {
+                Ok(Incoming::Call(n, mut ctx)) => {
+                    if let Some(buf) = ctx.lent_mut() {
+                        buf.fill(n as u8);
+                    }
+                    let _ = ctx.reply(n + 1);
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg(&name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let client: Client<u64, u64, ()> = Client::connect(&name, Duration::from_secs(10))?;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut small = Vec::new();
+    for i in 0..20_000u64 {
+        let t = Instant::now();
+        assert_eq!(client.req(i), Ok(i + 1));
+        small.push(t.elapsed());
+    }
+    println!("req round trip, median: {:?}", median(small));
+    let mut buf = ShmBuf::new(1 << 20)?;
+    let mut big = Vec::new();
+    for i in 0..500u64 {
+        let t = Instant::now();
+        client.lend_mut(i, &mut buf).expect("lend_mut");
+        big.push(t.elapsed());
+        assert_eq!(buf[buf.len() - 1], i as u8);
+    }
+    println!("lend_mut 1 MiB round trip, median: {:?}", median(big));
+    drop(client);
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {}
