@@ -173,7 +173,7 @@ impl Kind {
     fn notes(self, n: usize) -> &'static str {
         let small = n == SMALL;
         match self {
-            Kind::CourierReq => "Client::<u64, u64, u64>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
             Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
@@ -516,14 +516,14 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
     }
 }
 
-/// courier::shm's request/response: a `Server<u64, u64, u64>` in the server process, a
+/// courier::shm's request/response: a `Server<u64, u64, ()>` in the server process, a
 /// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
 mod courier_side {
     use super::{check_bytes, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
     use courier::shm::{Client as RpcClient, Incoming, Server, ServerConfig, ShmBuf};
 
     /// The application error type of the service (never sent).
-    type AppError = u64;
+    type AppError = ();
     type Rpc = RpcClient<u64, u64, AppError>;
 
     /// `req(x)`: blocking, the default.
