@@ -9,11 +9,16 @@
 //! cargo run --release -p courier-bench -- local --quick    # a few seconds, tiny counts
 //! cargo run --release -p courier-bench -- interchange      # needs valgrind for instructions
 //! cargo run --release -p courier-bench -- shm              # two processes per row, about a minute
+//! cargo run --release -p courier-bench -- rpc              # request/response, under a minute
 //! ```
 
 mod interchange;
 mod local;
+#[cfg(target_os = "linux")]
+mod proc;
 mod report;
+#[cfg(target_os = "linux")]
+mod rpc;
 #[cfg(target_os = "linux")]
 mod shm;
 mod stats;
@@ -43,6 +48,11 @@ enum Command {
     /// round trips of 8 B to 16 MiB between two processes (Linux only).
     #[cfg(target_os = "linux")]
     Shm(shm::Args),
+    /// courier::shm's request/response (req, lend_mut) beside iceoryx2 request-response,
+    /// ipc-channel and a Unix socket: small and large (4 KiB to 16 MiB) calls between two
+    /// processes (Linux only).
+    #[cfg(target_os = "linux")]
+    Rpc(rpc::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,8 @@ fn main() -> ExitCode {
         Command::Interchange(args) => interchange::run(args),
         #[cfg(target_os = "linux")]
         Command::Shm(args) => shm::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Rpc(args) => rpc::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -369,6 +369,16 @@ pub(crate) fn fmt_ns(ns: f64) -> String {
     }
 }
 
+/// A difference of durations in nanoseconds: [`fmt_ns`] of its size, with a minus sign when
+/// it is negative (e.g. a row measured below its floor).
+pub(crate) fn fmt_ns_delta(ns: f64) -> String {
+    if ns < 0.0 {
+        format!("−{}", fmt_ns(-ns))
+    } else {
+        fmt_ns(ns)
+    }
+}
+
 /// A rate per second, as "415.6 k" or "1.55 M".
 pub(crate) fn fmt_rate(per_s: f64) -> String {
     if !per_s.is_finite() {
@@ -436,6 +446,8 @@ mod tests {
         assert_eq!(fmt_ns(638.2), "638 ns");
         assert_eq!(fmt_ns(2_370.0), "2.37 µs");
         assert_eq!(fmt_ns(1_230_000.0), "1.23 ms");
+        assert_eq!(fmt_ns_delta(-74_352.0), "−74.35 µs");
+        assert_eq!(fmt_ns_delta(2_370.0), "2.37 µs");
         assert_eq!(fmt_rate(415_600.0), "415.6 k");
         assert_eq!(fmt_rate(1_550_000.0), "1.55 M");
         assert_eq!(ratio(1.0, 4.0), "0.25x");

@@ -14,13 +14,12 @@
 //! The "floor: no IPC" rows do the same payload work (memset and check both messages) in one
 //! process with no transport at all: what any round trip of that size must cost at least.
 
+use crate::proc::{self, Peer, OP_TIMEOUT};
 use crate::report::{self, Goal, Machine, Row, Verdict};
 use crate::stats::{self, Plan, Samples};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// Options of `courier-bench shm`.
@@ -58,13 +57,6 @@ pub(crate) struct Args {
 const COURIER: &str = "courier::shm";
 /// The name of the floor rows.
 const FLOOR: &str = "floor: no IPC";
-
-/// How long a peer may take to appear, and a blocking receive to return.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a peer may take to exit after the stop message.
-const EXIT_WAIT: Duration = Duration::from_secs(3);
-/// A peer process ends itself after this long, whatever happens.
-const PEER_LIMIT: Duration = Duration::from_secs(120);
 
 /// A message size and the labels of its two scenarios.
 struct Size {
@@ -233,15 +225,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     }
     let machine = Machine::detect();
     // One private runtime directory for courier's names, set before any thread starts.
-    let dir = std::env::temp_dir().join(format!("courier-bench-shm-{}", std::process::id()));
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+    let dir = proc::runtime_dir("shm")?;
     stats::start_watchdog(
         Duration::from_secs(if args.quick { 60 } else { 240 }),
         "run",
@@ -360,55 +344,13 @@ trait Client {
     fn stop(&mut self) -> Result<(), String>;
 }
 
-/// A peer process: killed and reaped when dropped, unless it already exited.
-struct Peer {
-    child: Option<Child>,
-}
-
-impl Peer {
-    fn spawn(kind: Kind, n: usize, name: &str, piped: bool) -> Result<Peer, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["shm", "--peer", kind.arg(), "--size"])
-            .arg(n.to_string())
-            .args(["--name", name])
-            .stderr(Stdio::inherit());
-        if piped {
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        } else {
-            cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        }
-        let child = cmd.spawn().map_err(|e| format!("spawning the peer: {e}"))?;
-        Ok(Peer { child: Some(child) })
-    }
-
-    /// Waits up to [`EXIT_WAIT`] for a clean exit, then kills; true if it exited cleanly.
-    fn finish(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let deadline = Instant::now() + EXIT_WAIT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts the peer of a row: `courier-bench shm --peer KIND --size N --name NAME`.
+fn spawn(kind: Kind, n: usize, name: &str, piped: bool) -> Result<Peer, String> {
+    let size = n.to_string();
+    Peer::spawn(
+        &["shm", "--peer", kind.arg(), "--size", &size, "--name", name],
+        piped,
+    )
 }
 
 /// Measures one row: starts the peer, connects, measures, stops the peer.
@@ -431,16 +373,16 @@ fn measure_row(
     let mut peer;
     let mut client: Box<dyn Client> = match kind {
         Kind::CourierSpin | Kind::CourierBlock => {
-            peer = Peer::spawn(kind, n, name, false)?;
+            peer = spawn(kind, n, name, false)?;
             Box::new(courier_side::Parent::new(kind, n, name)?)
         }
         Kind::CrossbarSpin | Kind::CrossbarBlock => {
-            peer = Peer::spawn(kind, n, name, false)?;
+            peer = spawn(kind, n, name, false)?;
             Box::new(crossbar_side::Parent::new(kind, n, name)?)
         }
         Kind::IoxSpin | Kind::IoxEvent => {
             let parent = iox_side::Parent::new(kind == Kind::IoxEvent, n, name)?;
-            peer = Peer::spawn(kind, n, name, false)?;
+            peer = spawn(kind, n, name, false)?;
             parent.wait_for_peer()?;
             Box::new(parent)
         }
@@ -449,12 +391,12 @@ fn measure_row(
             let listener = UnixListener::bind(&path)
                 .map_err(|e| format!("binding {}: {e}", path.display()))?;
             let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
-            peer = Peer::spawn(kind, n, path_text, false)?;
-            Box::new(Stream::new(accept(&listener)?, n)?)
+            peer = spawn(kind, n, path_text, false)?;
+            Box::new(Stream::new(proc::accept(&listener)?, n)?)
         }
         Kind::Pipe => {
-            peer = Peer::spawn(kind, n, name, true)?;
-            let child = peer.child.as_mut().ok_or("no child")?;
+            peer = spawn(kind, n, name, true)?;
+            let child = peer.child_mut().ok_or("no child")?;
             let stdin = child.stdin.take().ok_or("no stdin")?;
             let stdout = child.stdout.take().ok_or("no stdout")?;
             Box::new(Pipe {
@@ -481,42 +423,9 @@ fn measure_row(
 
 /// Times the client's round trips with the plan; the first error ends the row.
 fn measure_client(client: &mut dyn Client, plan: &Plan) -> Result<Samples, String> {
-    let mut error = None;
-    let samples = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        stats::measure_sync(plan, |x| match client.round_trip(tag(x)) {
-            Ok(()) => x.wrapping_add(1),
-            Err(e) => {
-                error = Some(e);
-                panic!("round trip failed");
-            }
-        })
-    }));
-    match (samples, error) {
-        (Ok(s), _) => Ok(s),
-        (Err(_), Some(e)) => Err(e),
-        (Err(_), None) => Err("the measurement panicked".into()),
-    }
-}
-
-/// Accepts one connection, waiting up to [`OP_TIMEOUT`].
-fn accept(listener: &UnixListener) -> Result<UnixStream, String> {
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("set_nonblocking: {e}"))?;
-    let deadline = Instant::now() + OP_TIMEOUT;
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)
-                    .map_err(|e| format!("set_nonblocking: {e}"))?;
-                return Ok(s);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(format!("accept: {e}")),
-        }
-    }
+    stats::measure_fallible(plan, |x| {
+        client.round_trip(tag(x)).map(|()| x.wrapping_add(1))
+    })
 }
 
 /// The floor: the payload work of a round trip, in one process.
@@ -547,9 +456,7 @@ struct Stream {
 
 impl Stream {
     fn new(s: UnixStream, n: usize) -> Result<Stream, String> {
-        s.set_read_timeout(Some(OP_TIMEOUT))
-            .and_then(|()| s.set_write_timeout(Some(OP_TIMEOUT)))
-            .map_err(|e| format!("socket timeouts: {e}"))?;
+        proc::bound_socket(&s)?;
         Ok(Stream {
             s,
             buf: vec![0u8; n],
@@ -609,8 +516,7 @@ impl Client for Pipe {
 /// The peer process: echoes requests of `n` bytes with replies of tag + 1 until the stop
 /// message (tag 0), the end of its input or its parent's death.
 fn run_peer(kind: Kind, n: usize, name: &str) -> Result<(), String> {
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    stats::start_watchdog(PEER_LIMIT, "peer");
+    proc::become_peer();
     match kind {
         Kind::CourierSpin | Kind::CourierBlock => courier_side::peer(kind, n, name),
         Kind::CrossbarSpin | Kind::CrossbarBlock => crossbar_side::peer(kind, n, name),
@@ -1110,7 +1016,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
                     courier: format!(
                         "{} (− floor = {})",
                         report::fmt_ns(c),
-                        report::fmt_ns(c - f)
+                        report::fmt_ns_delta(c - f)
                     ),
                     reference: format!("{} (floor)", report::fmt_ns(f)),
                     ratio: Some(c / f),
@@ -1131,7 +1037,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
                 courier: format!(
                     "{} (− floor = {})",
                     report::fmt_ns(c),
-                    report::fmt_ns(c - f)
+                    report::fmt_ns_delta(c - f)
                 ),
                 reference: format!("{} (floor)", report::fmt_ns(f)),
                 ratio: Some(c / f),

@@ -169,6 +169,30 @@ pub(crate) fn measure_sync(plan: &Plan, mut call: impl FnMut(u64) -> u64) -> Sam
     merge(vec![run], wall)
 }
 
+/// Measures one blocking client whose calls can fail (a round trip to another process):
+/// `call(x)` returns `x + 1` or an error, and the first error ends the measurement and is
+/// returned.
+pub(crate) fn measure_fallible(
+    plan: &Plan,
+    mut call: impl FnMut(u64) -> Result<u64, String>,
+) -> Result<Samples, String> {
+    let mut error = None;
+    let samples = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        measure_sync(plan, |x| match call(x) {
+            Ok(reply) => reply,
+            Err(e) => {
+                error = Some(e);
+                panic!("round trip failed");
+            }
+        })
+    }));
+    match (samples, error) {
+        (Ok(s), _) => Ok(s),
+        (Err(_), Some(e)) => Err(e),
+        (Err(_), None) => Err("the measurement panicked".into()),
+    }
+}
+
 /// Measures several blocking clients, one thread each, released together after their warm-up.
 /// Calls/s is the total over all clients, divided by the time from release to the last
 /// client's end.

@@ -41,6 +41,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         small.push(t.elapsed());
     }
     println!("req round trip, median: {:?}", median(small));
+    let mut asynchronous = Vec::new();
+    for i in 0..5_000u64 {
+        let t = Instant::now();
+        assert_eq!(futures::executor::block_on(client.areq(i)), Ok(i + 1));
+        asynchronous.push(t.elapsed());
+    }
+    println!(
+        "areq round trip (futures block_on), median: {:?}",
+        median(asynchronous)
+    );
     let mut buf = ShmBuf::new(1 << 20)?;
     let mut big = Vec::new();
     for i in 0..500u64 {

@@ -48,6 +48,8 @@ const HELLO_MAGIC: [u8; 4] = *b"CRHS";
 const PROTOCOL_VERSION: u16 = 1;
 const HELLO_LEN: usize = 16;
 const ACCEPTED: u8 = 0;
+/// The handshake error of a listener that closed the connection without answering.
+const HUNG_UP: &str = "the listener hung up";
 const REFUSED: u8 = 1;
 
 fn hello(status: u8) -> [u8; HELLO_LEN] {
@@ -372,9 +374,15 @@ impl Connection {
                 sys::connect_unix(&d.join(format!("{name}.sock")))
                     .map_err(|e| connect_error(name, e))
             });
-            match attempt {
-                Ok(sock) => return Self::handshake(name, sock, config, Some(deadline)),
+            match attempt.and_then(|sock| Self::handshake(name, sock, config, Some(deadline))) {
+                Ok(conn) => return Ok(conn),
                 Err(ShmError::NotFound(_)) => {}
+                // A listener that dies while our connection waits in its backlog (its process
+                // closes the listening socket after the sockets of its connections) resets
+                // or hangs up on it: the name is changing hands, so look again.
+                Err(ShmError::Io { ref source, .. })
+                    if source.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(ShmError::Handshake { reason, .. }) if reason == HUNG_UP => {}
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
@@ -406,7 +414,7 @@ impl Connection {
         let (n, fd) = sys::recv_with_fd(sock.as_fd(), &mut msg)
             .map_err(ShmError::io("receiving the handshake"))?;
         if n == 0 {
-            return Err(fail("the listener hung up"));
+            return Err(fail(HUNG_UP));
         }
         if n != HELLO_LEN || msg[..4] != HELLO_MAGIC {
             return Err(fail("not a courier handshake"));

@@ -107,10 +107,9 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            // The last owner may be dropped on the watcher thread itself (its wake-up closure
-            // can hold the connection): it is returning anyway, and joining it from itself
-            // would fail (EDEADLK) and panic.
             if t.thread().id() == std::thread::current().id() {
+                // Dropped by its own `wake` (the RPC server forgets a dead client there): the
+                // thread is about to return; it cannot join itself.
                 return;
             }
             // If the signal fails (it cannot, short of a bad descriptor), the thread may block

@@ -199,3 +199,120 @@ fn timeout_withdraws_and_server_drop_fails_queued() {
     assert_eq!(w.wait_timeout(T), Err(Error::ServerDisappeared));
     assert_eq!(c.req_timeout(1, T), Err(Error::ServerDisappeared));
 }
+
+#[test]
+fn mismatched_types_and_oversized_messages_are_errors() {
+    let (s, c) = setup("inproc-mismatch");
+    // The worker sees only the honest call.
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(n, ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        ctx.reply(n).unwrap();
+    });
+    // A client that disagrees on the request type: refused by its signature, never served.
+    let wrong: Client<u32, u64, u32> = Client::connect("inproc-mismatch", T).unwrap();
+    assert_eq!(wrong.req_timeout(5, T), Err(Error::Protocol));
+    // A request larger than a slot (4 KiB by default) is not sent.
+    let big: Client<[u8; 8192], u64, u32> = Client::connect("inproc-mismatch", T).unwrap();
+    assert_eq!(big.req_timeout([0; 8192], T), Err(Error::TooLarge));
+    assert_eq!(c.req(8), Ok(8));
+    worker.join().unwrap();
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn postcard_values_travel() {
+    use courier_shm::Postcard;
+    static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
+    let d = DIR.get_or_init(rt_dir);
+    std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
+    let s: Server<Postcard<Vec<String>>, Postcard<String>, ()> =
+        Server::bind("inproc-postcard", ServerConfig::new()).unwrap();
+    let c: Client<Postcard<Vec<String>>, Postcard<String>, ()> =
+        Client::connect("inproc-postcard", T).unwrap();
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(Postcard(words), ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        ctx.reply(Postcard(words.join(" "))).unwrap();
+    });
+    let words = vec!["hello".to_owned(), "from".into(), "postcard".into()];
+    assert_eq!(
+        c.req(Postcard(words)),
+        Ok(Postcard("hello from postcard".to_owned()))
+    );
+    worker.join().unwrap();
+}
+
+/// A hostile client (a raw connection that writes whatever it likes into its segment: ring
+/// counters, ring entries, slot records and states) never makes the server panic, hang or
+/// stop serving an honest client.
+#[test]
+fn hostile_client_writes_never_hurt_the_server() {
+    use courier_shm::{ConnectConfig, Connection};
+    let (s, c) = setup("inproc-hostile");
+    let evil = Connection::connect_timeout("inproc-hostile", &ConnectConfig::new(), T).unwrap();
+    let payload = evil.segment().payload();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..2000 {
+        // Mostly the control lines, the ring and the slot records; sometimes anywhere.
+        let span = if round % 4 == 0 {
+            payload.len()
+        } else {
+            16 * 1024
+        };
+        let off = (next() as usize % (span / 8)) * 8;
+        let v = match next() % 4 {
+            0 => next() % 8,            // small: slot indices, states, kinds
+            1 => round as u64 / 2,      // plausible counters
+            2 => u64::MAX - next() % 3, // huge
+            _ => next(),
+        };
+        evil.segment().write_at(off, &v.to_le_bytes()).unwrap();
+        let start = std::time::Instant::now();
+        match s.wait_timeout(Duration::from_micros(200)) {
+            Ok(Incoming::Call(_, ctx)) => drop(ctx.reply(1)),
+            Ok(Incoming::Scalar(call)) => drop(call.reply([1, 2])),
+            Ok(Incoming::Subscribe(_, n)) => drop(n.push(1u64)),
+            Err(_) => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    let worker = std::thread::spawn(move || loop {
+        // (The hostile connection may still produce junk calls: ignored.)
+        if let Incoming::Call(77, ctx) = s.wait_timeout(T).unwrap() {
+            ctx.reply(78).unwrap();
+            return;
+        }
+    });
+    assert_eq!(c.req_timeout(77, T), Ok(78));
+    worker.join().unwrap();
+    drop(evil);
+}
+
+/// A listener that is not an RPC server (its segment has no RPC header, it sends no
+/// doorbell): connecting fails with an error, never a hang or a panic.
+#[test]
+fn a_non_rpc_listener_is_refused() {
+    use courier_shm::{Listener, ListenerConfig, ShmError};
+    let _ = setup("inproc-not-rpc-warmup");
+    let l = Listener::bind(
+        "inproc-not-rpc",
+        ListenerConfig::new().segment_size(1 << 16),
+    )
+    .unwrap();
+    let t = std::thread::spawn(move || {
+        // The client has the segment once this returns; dropping it changes nothing.
+        drop(l.accept_timeout(T).unwrap());
+    });
+    let r = Cli::connect("inproc-not-rpc", T);
+    assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
+    t.join().unwrap();
+}

@@ -6,6 +6,7 @@ use super::layout::{
     PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB, REQ_TAIL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS,
     S_KIND, S_LEN, S_OP, S_RARGS, S_RLEN, S_RSIG, S_SIG, S_STATUS,
 };
+use super::slot;
 use super::wire::Wire;
 use super::{Bell, Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::error::ShmError;
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 
 /// How many times a caller looks at its slot before it sleeps.
 const SPINS: u32 = 2000;
+/// How many times an async call looks at its slot, in its first poll, before it registers
+/// with the bell thread (a few microseconds: an executor thread is not held for long).
+const ASYNC_SPINS: u32 = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -494,8 +498,7 @@ impl Call {
             }
         }
         loop {
-            let s = word.load(Ordering::Acquire);
-            let phase = s & state::PHASE;
+            let phase = word.load(Ordering::Acquire) & state::PHASE;
             if phase == state::DONE {
                 return Ok(());
             }
@@ -507,14 +510,9 @@ impl Call {
                 // Only a hostile server puts anything else here.
                 return Err(Error::Protocol);
             }
-            let sleeping = s | state::WAITER;
-            if s != sleeping
-                && word
-                    .compare_exchange(s, sleeping, Ordering::SeqCst, Ordering::Acquire)
-                    .is_err()
-            {
+            let Some(sleeping) = slot::announce_sleep(word) else {
                 continue;
-            }
+            };
             self.conn.watch.shared.counted(|| {
                 if !self.conn.dead() {
                     sys::futex_wait(word, sleeping, timeout);
@@ -611,27 +609,22 @@ impl Call {
             self.pending = false;
             return Canceled::Dead;
         }
-        let word = self.conn.sh.state(self.slot);
-        let mut s = word.load(Ordering::Acquire);
-        loop {
-            let phase = s & state::PHASE;
-            let outcome = match phase {
-                state::DONE => return Canceled::Done,
-                state::QUEUED => Canceled::Withdrawn,
-                state::TAKEN => Canceled::Signaled,
-                _ => {
-                    // A hostile server: give the slot up.
-                    self.pending = false;
-                    return Canceled::Dead;
-                }
-            };
-            match word.compare_exchange(s, state::CANCELED, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    self.pending = false;
-                    self.conn.abandon(self.slot);
-                    return outcome;
-                }
-                Err(now) => s = now,
+        match slot::cancel(self.conn.sh.state(self.slot)) {
+            slot::Cancel::Done => Canceled::Done,
+            slot::Cancel::Withdrawn => {
+                self.pending = false;
+                self.conn.abandon(self.slot);
+                Canceled::Withdrawn
+            }
+            slot::Cancel::Signaled => {
+                self.pending = false;
+                self.conn.abandon(self.slot);
+                Canceled::Signaled
+            }
+            slot::Cancel::Broken => {
+                // A hostile server: give the slot up.
+                self.pending = false;
+                Canceled::Dead
             }
         }
     }
@@ -806,6 +799,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         let call = self.start_call(kind::CALL, F_ASYNC, [0; 4], rq, None)?;
         CallFuture {
             call: Some(call),
+            spun: false,
             _types: PhantomData::<fn() -> (Rp, E)>,
         }
         .await
@@ -994,8 +988,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
 }
 
 /// The future of [`Client::areq`] and [`WaitReply::wait_async`].
+///
+/// Its first poll spins briefly (as a blocking wait does) before it hands the wait to the
+/// client's bell thread: a reply that comes within a few microseconds costs no thread hop.
 struct CallFuture<Rp, E> {
     call: Option<Call>,
+    spun: bool,
     _types: PhantomData<fn() -> (Rp, E)>,
 }
 
@@ -1003,6 +1001,17 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
     type Output = Result<Rp, Error<E>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.spun {
+            self.spun = true;
+            if let Some(call) = self.call.as_ref() {
+                for _ in 0..ASYNC_SPINS {
+                    if call.is_done() {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
         let Some(call) = self.call.as_ref() else {
             return Poll::Ready(Err(Error::Protocol));
         };
@@ -1082,6 +1091,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     pub async fn wait_async(mut self) -> Result<Rp, Error<E>> {
         CallFuture {
             call: Some(self.call()),
+            spun: false,
             _types: PhantomData::<fn() -> (Rp, E)>,
         }
         .await

@@ -111,7 +111,6 @@ pub(crate) mod status {
     pub(crate) const OK: u32 = 1;
     pub(crate) const APP: u32 = 2;
     pub(crate) const NO_REPLY: u32 = 3;
-    pub(crate) const WITHDRAWN: u32 = 4;
     pub(crate) const PROTOCOL: u32 = 5;
     pub(crate) const TOO_LARGE: u32 = 6;
     pub(crate) const SERVER_GONE: u32 = 7;

@@ -30,7 +30,8 @@
 //! (a lock only to append to the ring); workers of one server share all connections
 //! (each ring is taken by one worker at a time).
 //!
-//! The slot's state word (see `layout::state`) is the call's state machine; the client's
+//! The slot's state word (see `layout::state`, transitions in `slot.rs`, model-checked with
+//! loom) is the call's state machine; the client's
 //! cancellation is a compare-and-swap on it that tells it whether the request was still
 //! queued (withdrawn: the server skips it), already taken (signaled: the server sees
 //! [`ReplyContext::is_canceled`]) or already answered.
@@ -81,6 +82,7 @@ mod buf;
 mod client;
 mod layout;
 mod server;
+mod slot;
 mod stats;
 mod wire;
 

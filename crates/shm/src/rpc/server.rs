@@ -2,10 +2,11 @@
 //! ([`ReplyContext`], [`ScalarCall`], [`Notifier`]).
 
 use super::layout::{
-    kind, state, status, write_header, Layout, Shared, CBELL, CBELL_WAIT, F_ASYNC, PUSH_DATA,
-    PUSH_END, PUSH_HEAD, PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB, REQ_HEAD, REQ_TAIL, SRV_CLOSED,
-    SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_RARGS, S_RLEN, S_RSIG, S_SIG, S_STATUS,
+    kind, status, write_header, Layout, Shared, CBELL, CBELL_WAIT, F_ASYNC, PUSH_DATA, PUSH_END,
+    PUSH_HEAD, PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB, REQ_HEAD, REQ_TAIL, SRV_CLOSED, SRV_SLEEP,
+    S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_RARGS, S_RLEN, S_RSIG, S_SIG, S_STATUS,
 };
+use super::slot;
 use super::stats::StatsFile;
 use super::wire::Wire;
 use super::{Bell, Error, BELL_HELLO, LEND_HELLO, LEND_OFFSET, MSG_LEN};
@@ -24,9 +25,6 @@ use std::time::{Duration, Instant};
 
 /// How many times an idle worker looks at every connection before it sleeps.
 const SPINS: u32 = 2000;
-/// How many times a transition of a slot's state is retried against a peer that keeps
-/// changing the word before the connection is given up as hostile.
-const CAS_TRIES: u32 = 64;
 /// The most lent buffers one client may have registered at once.
 const MAX_BUFFERS: usize = 4096;
 
@@ -360,6 +358,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             return None;
         }
         let start = core.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut finished = false;
         for k in 0..n {
             let conn = &conns[(start + k) % n];
             while let Some(slot) = conn.pop() {
@@ -368,6 +367,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Some(m);
                 }
             }
+            finished |= conn.gone() && conn.queued() == 0;
+        }
+        drop(conns);
+        if finished {
+            core.forget_finished();
         }
         None
     }
@@ -506,6 +510,20 @@ impl Core {
         for c in conns.iter() {
             c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
         }
+    }
+
+    /// Drops the connections of clients that are gone and whose last messages were taken.
+    fn forget_finished(&self) {
+        let gone: Vec<Arc<Conn>> = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let (gone, live) = std::mem::take(&mut *conns)
+                .into_iter()
+                .partition(|c| c.gone() && c.queued() == 0);
+            *conns = live;
+            gone
+        };
+        drop(gone); // outside the lock: joins the watcher threads
+        self.publish_stats();
     }
 
     /// Wakes the workers (a new connection, a shutdown): our own bump of the doorbell.
@@ -661,7 +679,9 @@ impl Conn {
     /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
     /// completed here and skipped; a client that breaks the ring's rules is cut off.
     fn pop(&self) -> Option<usize> {
-        if self.gone() {
+        // A dead client's messages are still taken (a one-way `send` just before its exit
+        // is delivered); a broken one's are not.
+        if self.broken.load(Ordering::Relaxed) {
             return None;
         }
         let seen = self.head_seen.load(Ordering::Relaxed);
@@ -691,39 +711,14 @@ impl Conn {
                 self.cut_off();
                 return None;
             }
-            let word = self.sh.state(slot);
-            let mut s = word.load(Ordering::Acquire);
-            let mut tries = 0;
-            loop {
-                match s & state::PHASE {
-                    state::QUEUED => match word.compare_exchange(
-                        s,
-                        state::TAKEN | (s & state::WAITER),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
-                            self.counters.in_service.fetch_add(1, Ordering::Relaxed);
-                            return Some(slot);
-                        }
-                        Err(now) => s = now,
-                    },
-                    state::CANCELED => {
-                        // Withdrawn before we took it: hand the slot back.
-                        self.sh
-                            .u32(self.sh.lay.rec(slot) + S_STATUS)
-                            .store(status::WITHDRAWN, Ordering::Relaxed);
-                        word.store(state::DONE, Ordering::Release);
-                        self.in_service[slot].store(false, Ordering::Release);
-                        break;
-                    }
-                    _ => {
-                        self.cut_off();
-                        return None;
-                    }
+            match slot::take(self.sh.state(slot)) {
+                slot::Take::Taken => {
+                    self.counters.in_service.fetch_add(1, Ordering::Relaxed);
+                    return Some(slot);
                 }
-                tries += 1;
-                if tries > CAS_TRIES {
+                // Withdrawn before we took it: the slot is back with the client; next.
+                slot::Take::Withdrawn => self.in_service[slot].store(false, Ordering::Release),
+                slot::Take::Broken => {
                     self.cut_off();
                     return None;
                 }
@@ -740,6 +735,10 @@ impl Conn {
     /// Finds registered buffer `id` (reading registrations the client sent, if needed) and
     /// marks it lent, shared or exclusive. `len` is the length the client lends.
     fn take_lend(&self, core: &Core, id: u64, len: u64, exclusive: bool) -> Result<Lent, u32> {
+        if self.gone() {
+            // A dead client's buffers are already unmapped; nobody waits for this call.
+            return Err(status::NO_REPLY);
+        }
         let mut lends = self.lock_lends();
         if !lends.contains_key(&id) {
             self.read_registrations(&mut lends);
@@ -823,20 +822,21 @@ impl Conn {
 /// The largest lent buffer the server maps.
 const MAX_LEND_SEGMENT: usize = 1 << 30;
 
-/// Run by a connection's watcher when the client hangs up: forget the connection (its lends
-/// are unmapped as soon as no context holds them).
+/// Run by a connection's watcher when the client hangs up: its lent buffers are unmapped
+/// at once (as soon as no context holds them), its subscriptions end, and a worker is woken
+/// to take what it queued before it died and then forget the connection.
 fn client_gone(core: &Weak<Core>, id: u64) {
     let Some(core) = core.upgrade() else { return };
-    let gone = {
-        let mut conns = core.conns.write().unwrap_or_else(|p| p.into_inner());
-        let pos = conns.iter().position(|c| c.id == id);
-        pos.map(|i| conns.swap_remove(i))
+    let conn = {
+        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.iter().find(|c| c.id == id).cloned()
     };
-    if let Some(conn) = gone {
+    if let Some(conn) = conn {
         conn.lock_lends().clear();
         conn.lock_subs().clear();
-        core.publish_stats();
-        // Dropped here, on the watcher thread, if no context holds it (see `Watch`'s drop).
+        core.ring();
+        // Dropped here, on the watcher thread, if no worker or context holds it (see
+        // `Watch`'s drop).
         drop(conn);
     }
 }
@@ -865,7 +865,7 @@ impl SlotRef {
     }
 
     fn is_canceled(&self) -> bool {
-        self.conn.sh.state(self.slot).load(Ordering::Acquire) & state::PHASE == state::CANCELED
+        slot::is_canceled(self.conn.sh.state(self.slot))
     }
 
     /// Completes the slot: `write` fills the data area and returns (length, signature, reply
@@ -913,8 +913,7 @@ impl SlotRef {
                 return Err(Error::OriginDisappeared);
             }
             let word = sh.state(slot);
-            let mut s = word.load(Ordering::Acquire);
-            if s & state::PHASE == state::TAKEN {
+            if slot::is_taken(word) {
                 let rec = sh.lay.rec(slot);
                 let (st, (len, sig, words)) = match write(sh.data_mut(slot)) {
                     Some(w) => (st, w),
@@ -930,46 +929,28 @@ impl SlotRef {
                     sh.u64(rec + S_RARGS + 8 * i).store(*w, Ordering::Relaxed);
                 }
             }
-            for _ in 0..CAS_TRIES {
-                match s & state::PHASE {
-                    state::TAKEN => {
-                        // Release: the reply written above is visible to a caller that sees
-                        // DONE (its Acquire load).
-                        // SeqCst: with the flag load below, the Dekker pair with an async
-                        // waiter that sets F_ASYNC and then looks for DONE.
-                        match word.compare_exchange(
-                            s,
-                            state::DONE,
-                            Ordering::SeqCst,
-                            Ordering::Acquire,
-                        ) {
-                            Ok(_) => {
-                                if s & state::WAITER != 0 {
-                                    sys::futex_wake(word);
-                                }
-                                let flags =
-                                    sh.u32(sh.lay.rec(slot) + S_FLAGS).load(Ordering::SeqCst);
-                                if (self.flags | flags) & F_ASYNC != 0 {
-                                    ring_client(sh);
-                                }
-                                return outcome;
-                            }
-                            Err(now) => s = now,
-                        }
+            // The answer above is visible to a caller that sees DONE (the transition's
+            // Release, its Acquire).
+            match slot::complete(word) {
+                slot::Complete::Delivered { wake } => {
+                    if wake {
+                        sys::futex_wake(word);
                     }
-                    state::CANCELED => {
-                        // The caller gave up after we took it: hand the slot back.
-                        word.store(state::DONE, Ordering::Release);
-                        return Err(Error::OriginDisappeared);
+                    // SeqCst (after the transition's SeqCst CAS): the Dekker pair with an
+                    // async waiter that sets F_ASYNC and then looks for DONE.
+                    let flags = sh.u32(sh.lay.rec(slot) + S_FLAGS).load(Ordering::SeqCst);
+                    if (self.flags | flags) & F_ASYNC != 0 {
+                        ring_client(sh);
                     }
-                    _ => {
-                        conn.cut_off();
-                        return Err(Error::OriginDisappeared);
-                    }
+                    outcome
+                }
+                // The caller gave up after we took it; the slot is back with it.
+                slot::Complete::Canceled => Err(Error::OriginDisappeared),
+                slot::Complete::Broken => {
+                    conn.cut_off();
+                    Err(Error::OriginDisappeared)
                 }
             }
-            conn.cut_off();
-            Err(Error::OriginDisappeared)
         })();
         conn.in_service[slot].store(false, Ordering::Release);
         conn.counters.in_service.fetch_sub(1, Ordering::Relaxed);

@@ -1,0 +1,1221 @@
+//! `courier-bench rpc`: courier::shm's request/response (`Client::req`, `Client::lend_mut`)
+//! beside iceoryx2 0.10 request-response, ipc-channel 0.23 and a Unix domain socket, between
+//! two processes.
+//!
+//! Two kinds of scenario:
+//! - **small**: a `u64` request, the server replies request + 1;
+//! - **large** (4 KiB, 1 MiB, 16 MiB): a small request, the server writes N bytes (a memset
+//!   with a byte that changes every call) and replies; the client checks the first and last
+//!   byte. courier's server writes them in place into the client's lent buffer
+//!   (`lend_mut`); the peers send a reply of N bytes. The "floor" row does the memset and the
+//!   check in one process, with no transport at all: what any such call must cost at least.
+//!
+//! Every row starts its own server process: this binary again, as `courier-bench rpc --peer
+//! KIND --size N --name NAME` (hidden options). The request [`STOP`] makes the server answer
+//! and exit. The client kills and reaps its server when a row ends (after a bounded wait for a
+//! clean exit), servers die with their client (`PR_SET_PDEATHSIG`), and both have a watchdog.
+
+use crate::proc::{self, Peer, OP_TIMEOUT};
+use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::stats::{self, Plan, Samples};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Options of `courier-bench rpc`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Tiny iteration counts, for a smoke test that runs in a few seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Show a progress bar on stderr (one tick per row) instead of a line per row.
+    #[arg(long)]
+    progress: bool,
+    /// Only rows whose name contains this text (case-insensitive); courier and the floor are
+    /// always kept.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Also write the report (markdown) to this file.
+    #[arg(long, value_name = "FILE")]
+    markdown_out: Option<PathBuf>,
+    /// Also write the results (machine, rows in nanoseconds, goals) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Internal: run as the server process of a row of this kind.
+    #[arg(long, hide = true, value_name = "KIND")]
+    peer: Option<String>,
+    /// Internal: the reply size of the server's row (8: the small scenario).
+    #[arg(long, hide = true, default_value_t = SMALL)]
+    size: usize,
+    /// Internal: the service name (or socket path) of the server's row.
+    #[arg(long, hide = true, default_value = "")]
+    name: String,
+}
+
+/// The size of the small scenario (one `u64` each way).
+const SMALL: usize = 8;
+
+/// The reply sizes of the large scenarios.
+const LARGE: [usize; 3] = [4 << 10, 1 << 20, 16 << 20];
+
+/// The request that makes a server answer (with anything) and exit.
+const STOP: u64 = u64::MAX;
+
+/// The scenario of size `n`.
+fn scenario(n: usize) -> &'static str {
+    match n {
+        SMALL => "small: u64 round trip",
+        4096 => "4 KiB written by the server",
+        1_048_576 => "1 MiB written by the server",
+        _ => "16 MiB written by the server",
+    }
+}
+
+/// The byte the server writes for call `x`: changes every call, never 0 (a fresh buffer).
+fn fill_byte(x: u64) -> u8 {
+    (x % 251) as u8 + 1
+}
+
+/// Checks the first and last byte of a large reply of call `x`.
+fn check_bytes(msg: &[u8], n: usize, x: u64) -> Result<(), String> {
+    let expect = fill_byte(x);
+    if msg.len() != n || msg[0] != expect || msg[n - 1] != expect {
+        return Err(format!(
+            "bad reply: {} bytes (expected {n}), first {:?}, last {:?}, expected {expect}",
+            msg.len(),
+            msg.first(),
+            msg.last()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a small reply of call `x`.
+fn check_small(reply: u64, x: u64) -> Result<u64, String> {
+    if reply == x.wrapping_add(1) {
+        Ok(reply)
+    } else {
+        Err(format!("bad reply {reply} to request {x}"))
+    }
+}
+
+/// One kind of row: an implementation and how it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// courier::shm `Client::req` (small).
+    CourierReq,
+    /// courier::shm `Client::lend_mut` (large).
+    CourierLend,
+    /// The memset and check alone, in one process (large).
+    Floor,
+    /// iceoryx2 request-response with an event service each way for wakeups.
+    IoxEvent,
+    /// iceoryx2 request-response, both sides busy-polling.
+    IoxSpin,
+    /// ipc-channel: a request sender plus one reply channel sent at setup (bytes when large).
+    Ipc,
+    /// ipc-channel: a new reply sender sent with every request (small).
+    IpcPerCall,
+    /// A Unix domain stream socket.
+    Uds,
+}
+
+/// Every kind, in the order of the table (courier first, then the floor).
+const KINDS: [Kind; 8] = [
+    Kind::CourierReq,
+    Kind::CourierLend,
+    Kind::Floor,
+    Kind::IoxEvent,
+    Kind::IoxSpin,
+    Kind::Ipc,
+    Kind::IpcPerCall,
+    Kind::Uds,
+];
+
+impl Kind {
+    /// The value of `--peer`.
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::CourierReq => "courier-req",
+            Kind::CourierLend => "courier-lend-mut",
+            Kind::Floor => "floor",
+            Kind::IoxEvent => "iceoryx2-event",
+            Kind::IoxSpin => "iceoryx2-spin",
+            Kind::Ipc => "ipc-channel",
+            Kind::IpcPerCall => "ipc-channel-per-call",
+            Kind::Uds => "uds",
+        }
+    }
+
+    fn from_arg(arg: &str) -> Option<Kind> {
+        KINDS.iter().copied().find(|k| k.arg() == arg)
+    }
+
+    /// The row's name.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::CourierReq => "courier::shm req",
+            Kind::CourierLend => "courier::shm lend_mut",
+            Kind::Floor => "floor: memset, one process",
+            Kind::IoxEvent => "iceoryx2 0.10 (event)",
+            Kind::IoxSpin => "iceoryx2 0.10 (busy-poll)",
+            Kind::Ipc => "ipc-channel 0.23",
+            Kind::IpcPerCall => "ipc-channel 0.23 (reply sender per call)",
+            Kind::Uds => "UnixStream",
+        }
+    }
+
+    fn is_courier(self) -> bool {
+        matches!(self, Kind::CourierReq | Kind::CourierLend)
+    }
+
+    fn notes(self, n: usize) -> &'static str {
+        let small = n == SMALL;
+        match self {
+            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
+            Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
+            Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
+            Kind::IoxEvent => "request_response::<u64, [u8]>; server: loan_slice_uninit(N) → memset → send → notify; client: receive, else Listener::timed_wait, reads first/last byte in place",
+            Kind::IoxSpin if small => "request_response::<u64, u64>; send_copy(x); both sides busy-poll receive()",
+            Kind::IoxSpin => "request_response::<u64, [u8]>; server: loan_slice_uninit(N) → memset → send; both sides busy-poll receive(); client reads first/last byte in place",
+            Kind::Ipc if small => "IpcSender<Request> to the server plus one IpcSender<u64> for replies, sent once at setup; blocking recv() both sides",
+            Kind::Ipc => "IpcSender<Request> to the server; the server memsets a reused Vec of N bytes and sends it on an IpcBytesSender sent at setup; client: blocking recv() → Vec<u8>",
+            Kind::IpcPerCall => "each request carries a new IpcSender<u64> (ipc::channel() per call) for its reply; blocking recv()",
+            Kind::Uds if small => "std UnixStream (listener in a temp dir): write_all 8 B / read_exact 8 B, 10 s socket timeouts",
+            Kind::Uds => "std UnixStream: client writes 8 B; server memsets a reused buffer of N bytes, write_all; client read_exact N (the kernel copies in and out)",
+        }
+    }
+
+    /// Whether this kind runs at size `n`.
+    fn runs_at(self, n: usize) -> bool {
+        match self {
+            Kind::CourierReq | Kind::IpcPerCall => n == SMALL,
+            Kind::CourierLend | Kind::Floor => n != SMALL,
+            _ => true,
+        }
+    }
+}
+
+/// The plan of a size, full or quick.
+fn plan(n: usize, quick: bool) -> Plan {
+    let budget = Duration::from_millis(1500);
+    if quick {
+        return Plan {
+            warmup: 3,
+            batches: stats::MIN_BATCHES,
+            per_batch: if n >= 16 << 20 { 2 } else { 10 },
+            budget,
+        };
+    }
+    let (warmup, batches, per_batch) = match n {
+        0..=4096 => (1_000, 20, 2_000),
+        4097..=1_048_576 => (20, 20, 50),
+        _ => (3, 10, 10),
+    };
+    Plan {
+        warmup,
+        batches,
+        per_batch,
+        budget,
+    }
+}
+
+/// The client side of one row: one call per `call`.
+trait Client {
+    /// Makes call `x` and checks its reply; returns `x + 1`.
+    fn call(&mut self, x: u64) -> Result<u64, String>;
+    /// Sends [`STOP`] and waits (bounded) for its answer.
+    fn stop(&mut self) -> Result<(), String>;
+}
+
+/// A textual progress bar on stderr, one tick per row.
+struct Progress {
+    enabled: bool,
+    done: usize,
+    total: usize,
+}
+
+impl Progress {
+    const WIDTH: usize = 30;
+
+    /// Shows that row `label` starts.
+    fn start(&self, label: &str) {
+        if self.enabled {
+            let filled = self.done * Self::WIDTH / self.total.max(1);
+            eprint!(
+                "\rcourier-bench rpc [{}{}] {}/{} {:<60.60}",
+                "#".repeat(filled),
+                ".".repeat(Self::WIDTH - filled),
+                self.done,
+                self.total,
+                label
+            );
+        } else {
+            eprintln!(
+                "courier-bench rpc: row {}/{}: {label}",
+                self.done + 1,
+                self.total
+            );
+        }
+    }
+
+    /// One row finished.
+    fn tick(&mut self) {
+        self.done += 1;
+        if self.enabled && self.done == self.total {
+            eprintln!(
+                "\rcourier-bench rpc [{}] {}/{} {:<60}",
+                "#".repeat(Self::WIDTH),
+                self.done,
+                self.total,
+                "done"
+            );
+        }
+    }
+}
+
+/// Runs the rpc benchmark (or, with `--peer`, one server process) and prints the report.
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    if let Some(kind) = &args.peer {
+        let kind = Kind::from_arg(kind).ok_or_else(|| format!("unknown peer kind {kind}"))?;
+        proc::become_peer();
+        return run_server(kind, args.size, &args.name);
+    }
+    let machine = Machine::detect();
+    let dir = proc::runtime_dir("rpc")?;
+    stats::start_watchdog(
+        Duration::from_secs(if args.quick { 60 } else { 180 }),
+        "run",
+    );
+    let started = Instant::now();
+    let result = measure_all(args, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (rows, failed) = result;
+    let goals = goals(&rows);
+    let text = render(
+        &machine,
+        &rows,
+        &goals,
+        &failed,
+        args.quick,
+        started.elapsed(),
+    );
+    report::emit(
+        "rpc",
+        &text,
+        &machine,
+        &rows,
+        &goals,
+        args.markdown_out.as_deref(),
+        args.json.as_deref(),
+    )
+}
+
+/// Measures every selected row once; returns the rows and the failures.
+fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
+    let filter = args.only.as_ref().map(|s| s.to_lowercase());
+    let mut specs = Vec::new();
+    for n in std::iter::once(SMALL).chain(LARGE) {
+        for kind in KINDS {
+            let keep = kind.is_courier()
+                || kind == Kind::Floor
+                || filter
+                    .as_ref()
+                    .is_none_or(|f| kind.name().to_lowercase().contains(f));
+            if keep && kind.runs_at(n) {
+                specs.push((n, kind));
+            }
+        }
+    }
+    let mut progress = Progress {
+        enabled: args.progress,
+        done: 0,
+        total: specs.len(),
+    };
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for (i, &(n, kind)) in specs.iter().enumerate() {
+        let label = format!("{} | {} ({})", scenario(n), kind.name(), kind.arg());
+        stats::set_current_row(&label);
+        progress.start(&label);
+        let name = format!("cr{}-{i}", std::process::id());
+        let plan = plan(n, args.quick);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            measure_row(kind, n, &name, dir, &plan)
+        }));
+        progress.tick();
+        let error = match outcome {
+            Ok(Ok(samples)) => {
+                rows.push(Row {
+                    scenario: scenario(n),
+                    name: kind.name(),
+                    subject: kind.is_courier(),
+                    notes: kind.notes(n),
+                    summary: samples.summary(),
+                });
+                continue;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "panicked (see stderr)".to_string(),
+        };
+        failed.push(format!("{label}: {error}"));
+    }
+    (rows, failed)
+}
+
+/// Starts the server of a row: `courier-bench rpc --peer KIND --size N --name NAME`.
+fn spawn(kind: Kind, n: usize, name: &str) -> Result<Peer, String> {
+    let size = n.to_string();
+    Peer::spawn(
+        &["rpc", "--peer", kind.arg(), "--size", &size, "--name", name],
+        false,
+    )
+}
+
+/// Measures one row: starts the server, connects, measures, stops the server.
+fn measure_row(
+    kind: Kind,
+    n: usize,
+    name: &str,
+    dir: &Path,
+    plan: &Plan,
+) -> Result<Samples, String> {
+    if kind == Kind::Floor {
+        let mut floor = Floor { buf: vec![0u8; n] };
+        return stats::measure_fallible(plan, |x| floor.call(x));
+    }
+    let mut peer;
+    let mut client: Box<dyn Client> = match kind {
+        Kind::CourierReq | Kind::CourierLend => {
+            peer = spawn(kind, n, name)?;
+            courier_side::client(kind, n, name)?
+        }
+        Kind::IoxEvent | Kind::IoxSpin => {
+            let client = iox_side::Parent::new(kind == Kind::IoxEvent, n, name)?;
+            peer = spawn(kind, n, name)?;
+            client.wait_for_server()?;
+            Box::new(client)
+        }
+        Kind::Ipc | Kind::IpcPerCall => {
+            let (server, server_name) = ipc_side::Parent::listen()?;
+            peer = spawn(kind, n, &server_name)?;
+            Box::new(ipc_side::Parent::accept(server, kind, n)?)
+        }
+        Kind::Uds => {
+            let path = dir.join(format!("{name}.sock"));
+            let listener = UnixListener::bind(&path)
+                .map_err(|e| format!("binding {}: {e}", path.display()))?;
+            let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
+            peer = spawn(kind, n, path_text)?;
+            let s = proc::accept(&listener)?;
+            proc::bound_socket(&s)?;
+            Box::new(Stream {
+                s,
+                buf: vec![0u8; n],
+            })
+        }
+        Kind::Floor => unreachable!("handled above"),
+    };
+    let samples = stats::measure_fallible(plan, |x| client.call(x))?;
+    let stopped = client.stop();
+    // Every server exits on STOP: wait for that while still connected, then hang up.
+    let clean = peer.finish();
+    drop(client);
+    stopped?;
+    if !clean {
+        return Err("the server did not exit cleanly".into());
+    }
+    Ok(samples)
+}
+
+/// The server process of a row: answers calls until [`STOP`], or its client's death.
+fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
+    match kind {
+        Kind::CourierReq | Kind::CourierLend => courier_side::server(kind, n, name),
+        Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
+        Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
+        Kind::Uds => {
+            let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
+            stream_server(&s, n)
+        }
+        Kind::Floor => Err("the floor has no server".into()),
+    }
+}
+
+/// The floor: the payload work of a large call, in one process.
+struct Floor {
+    buf: Vec<u8>,
+}
+
+impl Client for Floor {
+    fn call(&mut self, x: u64) -> Result<u64, String> {
+        let n = self.buf.len();
+        self.buf.fill(fill_byte(x));
+        check_bytes(std::hint::black_box(&self.buf), n, x)?;
+        Ok(x.wrapping_add(1))
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The Unix socket client: 8 B request; an 8 B reply (small) or N bytes (large).
+struct Stream {
+    s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Client for Stream {
+    fn call(&mut self, x: u64) -> Result<u64, String> {
+        let mut s = &self.s;
+        s.write_all(&x.to_le_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        s.read_exact(&mut self.buf)
+            .map_err(|e| format!("read: {e}"))?;
+        let n = self.buf.len();
+        if n == SMALL {
+            let reply = u64::from_le_bytes(self.buf[..8].try_into().expect("8 bytes"));
+            check_small(reply, x)
+        } else {
+            check_bytes(&self.buf, n, x)?;
+            Ok(x.wrapping_add(1))
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        let mut s = &self.s;
+        s.write_all(&STOP.to_le_bytes())
+            .map_err(|e| format!("write: {e}"))
+    }
+}
+
+/// The Unix socket server: read 8 B, answer, until [`STOP`] or the end of the stream.
+fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
+    let mut s = s;
+    let mut buf = vec![0u8; n];
+    loop {
+        let mut rq = [0u8; 8];
+        match s.read_exact(&mut rq) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        let x = u64::from_le_bytes(rq);
+        if x == STOP {
+            return Ok(());
+        }
+        if n == SMALL {
+            buf.copy_from_slice(&x.wrapping_add(1).to_le_bytes());
+        } else {
+            buf.fill(fill_byte(x));
+        }
+        s.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+    }
+}
+
+/// courier::shm's request/response: a `Server<u64, u64, ()>` in the server process, a
+/// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
+mod courier_side {
+    use super::{check_bytes, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
+    use courier::shm::{Client as RpcClient, Incoming, Server, ServerConfig, ShmBuf};
+
+    /// The application error type of the service (never sent).
+    type AppError = ();
+    type Rpc = RpcClient<u64, u64, AppError>;
+
+    /// `req(x)`: blocking, the default.
+    struct Req {
+        client: Rpc,
+    }
+
+    /// `lend_mut(x, &mut buf)`: the server fills the buffer in place.
+    struct LendMut {
+        client: Rpc,
+        buf: ShmBuf,
+        n: usize,
+    }
+
+    fn stop(client: &Rpc) -> Result<(), String> {
+        client
+            .req_timeout(STOP, OP_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| format!("stop: {e}"))
+    }
+
+    impl Client for Req {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self.client.req(x).map_err(|e| format!("req: {e}"))?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            stop(&self.client)
+        }
+    }
+
+    impl Client for LendMut {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self
+                .client
+                .lend_mut(x, &mut self.buf)
+                .map_err(|e| format!("lend_mut: {e}"))?;
+            check_bytes(&self.buf, self.n, x)?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            stop(&self.client)
+        }
+    }
+
+    /// Connects to the row's server (waiting up to [`OP_TIMEOUT`] for its name to appear).
+    pub(super) fn client(kind: Kind, n: usize, name: &str) -> Result<Box<dyn Client>, String> {
+        let client = Rpc::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        if kind == Kind::CourierReq {
+            return Ok(Box::new(Req { client }));
+        }
+        let buf = ShmBuf::new(n).map_err(|e| format!("ShmBuf::new({n}): {e}"))?;
+        Ok(Box::new(LendMut { client, buf, n }))
+    }
+
+    /// The server: one worker (this thread) answers until [`STOP`].
+    pub(super) fn server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
+        let server = Server::<u64, u64, AppError>::bind(name, ServerConfig::new())
+            .map_err(|e| format!("bind: {e}"))?;
+        loop {
+            let (x, mut ctx) = match server.wait_timeout(OP_TIMEOUT) {
+                Ok(Incoming::Call(x, ctx)) => (x, ctx),
+                Ok(_) => return Err("unexpected message kind".into()),
+                Err(e) => return Err(format!("wait: {e}")),
+            };
+            if x == STOP {
+                return ctx.reply(STOP).map_err(|e| format!("reply: {e}"));
+            }
+            if kind == Kind::CourierLend {
+                let lent = ctx.lent_mut().ok_or("lend_mut call without a buffer")?;
+                if lent.len() != n {
+                    return Err(format!("lent {} bytes, expected {n}", lent.len()));
+                }
+                lent.fill(fill_byte(x));
+            }
+            ctx.reply(x.wrapping_add(1))
+                .map_err(|e| format!("reply: {e}"))?;
+        }
+    }
+}
+
+/// ipc-channel 0.23: a one-shot server for the setup, then typed channels (bytes when large).
+mod ipc_side {
+    use super::{check_bytes, check_small, fill_byte, Client, Kind, SMALL, STOP};
+    use ipc_channel::ipc::{
+        self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
+    };
+    use serde::{Deserialize, Serialize};
+    use std::sync::mpsc;
+
+    /// What the client sends to the server.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(super) enum Request {
+        /// Answer on the reply channel of the setup.
+        Call(u64),
+        /// Answer on this sender.
+        CallWithReply(u64, IpcSender<u64>),
+    }
+
+    /// The server's first message: where to send requests, and where to send the setup.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(super) struct Hello {
+        requests: IpcSender<Request>,
+        setup: IpcSender<Setup>,
+    }
+
+    /// The client's answer to [`Hello`]: the reply channels, sent once.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(super) struct Setup {
+        replies: IpcSender<u64>,
+        bytes: IpcBytesSender,
+    }
+
+    pub(super) struct Parent {
+        requests: IpcSender<Request>,
+        replies: IpcReceiver<u64>,
+        bytes: IpcBytesReceiver,
+        per_call: bool,
+        n: usize,
+    }
+
+    /// Runs `f` on a thread and waits for it up to [`super::OP_TIMEOUT`] (ipc-channel's
+    /// `accept` has no timeout; on a timeout the thread is left blocked until the process
+    /// ends, and the row fails).
+    fn bounded<T: Send + 'static>(
+        what: &str,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(super::OP_TIMEOUT)
+            .map_err(|_| format!("{what}: no answer within {:?}", super::OP_TIMEOUT))?
+    }
+
+    impl Parent {
+        /// The one-shot server the server process connects to, and its name.
+        pub(super) fn listen() -> Result<(IpcOneShotServer<Hello>, String), String> {
+            IpcOneShotServer::new().map_err(|e| format!("one-shot server: {e}"))
+        }
+
+        /// Accepts the server process and sends it the reply channels.
+        pub(super) fn accept(
+            server: IpcOneShotServer<Hello>,
+            kind: Kind,
+            n: usize,
+        ) -> Result<Parent, String> {
+            let hello = bounded("accept", move || {
+                server
+                    .accept()
+                    .map(|(_, hello)| hello)
+                    .map_err(|e| format!("accept: {e:?}"))
+            })?;
+            let (replies_tx, replies) = ipc::channel().map_err(|e| format!("channel: {e}"))?;
+            let (bytes_tx, bytes) = ipc::bytes_channel().map_err(|e| format!("channel: {e}"))?;
+            hello
+                .setup
+                .send(Setup {
+                    replies: replies_tx,
+                    bytes: bytes_tx,
+                })
+                .map_err(|e| format!("send setup: {e:?}"))?;
+            Ok(Parent {
+                requests: hello.requests,
+                replies,
+                bytes,
+                per_call: kind == Kind::IpcPerCall,
+                n,
+            })
+        }
+    }
+
+    impl Client for Parent {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            if self.per_call {
+                let (tx, rx) = ipc::channel().map_err(|e| format!("channel: {e}"))?;
+                self.requests
+                    .send(Request::CallWithReply(x, tx))
+                    .map_err(|e| format!("send: {e:?}"))?;
+                let reply = rx.recv().map_err(|e| format!("recv: {e:?}"))?;
+                return check_small(reply, x);
+            }
+            self.requests
+                .send(Request::Call(x))
+                .map_err(|e| format!("send: {e:?}"))?;
+            if self.n == SMALL {
+                let reply = self.replies.recv().map_err(|e| format!("recv: {e:?}"))?;
+                check_small(reply, x)
+            } else {
+                let msg = self.bytes.recv().map_err(|e| format!("recv: {e:?}"))?;
+                check_bytes(&msg, self.n, x)?;
+                Ok(x.wrapping_add(1))
+            }
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            self.requests
+                .send(Request::Call(STOP))
+                .map_err(|e| format!("send: {e:?}"))
+        }
+    }
+
+    /// The server process: connects to the client's one-shot server `name`.
+    pub(super) fn server(n: usize, name: &str) -> Result<(), String> {
+        let (requests, requests_rx) = ipc::channel().map_err(|e| format!("channel: {e}"))?;
+        let (setup, setup_rx) = ipc::channel::<Setup>().map_err(|e| format!("channel: {e}"))?;
+        IpcSender::<Hello>::connect(name.to_string())
+            .map_err(|e| format!("connect {name}: {e}"))?
+            .send(Hello { requests, setup })
+            .map_err(|e| format!("send hello: {e:?}"))?;
+        let setup = setup_rx
+            .try_recv_timeout(super::OP_TIMEOUT)
+            .map_err(|e| format!("recv setup: {e:?}"))?;
+        let mut buf = vec![0u8; n];
+        loop {
+            // Blocking: the channel disconnects when the client ends (or dies).
+            let request = match requests_rx.recv() {
+                Ok(r) => r,
+                Err(ipc_channel::IpcError::Disconnected) => return Ok(()),
+                Err(e) => return Err(format!("recv: {e:?}")),
+            };
+            match request {
+                Request::Call(STOP) => return Ok(()),
+                Request::Call(x) if n == SMALL => setup
+                    .replies
+                    .send(x.wrapping_add(1))
+                    .map_err(|e| format!("send: {e:?}"))?,
+                Request::Call(x) => {
+                    buf.fill(fill_byte(x));
+                    setup.bytes.send(&buf).map_err(|e| format!("send: {e}"))?;
+                }
+                Request::CallWithReply(x, reply) => reply
+                    .send(x.wrapping_add(1))
+                    .map_err(|e| format!("send: {e:?}"))?,
+            }
+        }
+    }
+}
+
+/// iceoryx2 0.10 request-response: `u64` → `u64` (small) or `u64` → `[u8]` (large), with an
+/// event service each way in the blocking variant.
+mod iox_side {
+    use super::{check_bytes, check_small, fill_byte, Client, OP_TIMEOUT, SMALL, STOP};
+    use iceoryx2::port::client::Client as IoxClient;
+    use iceoryx2::port::listener::Listener;
+    use iceoryx2::port::notifier::Notifier;
+    use iceoryx2::prelude::*;
+    use iceoryx2::service::port_factory::request_response::PortFactory;
+    use iceoryx2::service::port_factory::PortFactory as _;
+    use std::time::{Duration, Instant};
+
+    type EventFactory = iceoryx2::service::port_factory::event::PortFactory<ipc::Service>;
+
+    fn service_name(name: &str, which: &str) -> Result<ServiceName, String> {
+        format!("courier-bench-rpc/{name}/{which}")
+            .as_str()
+            .try_into()
+            .map_err(|e| format!("service name: {e:?}"))
+    }
+
+    fn open_event(
+        node: &Node<ipc::Service>,
+        name: &str,
+        which: &str,
+    ) -> Result<EventFactory, String> {
+        node.service_builder(&service_name(name, which)?)
+            .event()
+            .open_or_create()
+            .map_err(|e| format!("event service {which}: {e:?}"))
+    }
+
+    /// The event ends of the blocking variant: a notifier towards the other side's listener.
+    struct Events {
+        tx_service: EventFactory,
+        _rx_service: EventFactory,
+        notifier: Notifier<ipc::Service>,
+        listener: Listener<ipc::Service>,
+    }
+
+    impl Events {
+        /// `tx` is the event this side notifies, `rx` the one it listens to.
+        fn new(node: &Node<ipc::Service>, name: &str, tx: &str, rx: &str) -> Result<Self, String> {
+            let tx_service = open_event(node, name, tx)?;
+            let rx_service = open_event(node, name, rx)?;
+            let notifier = tx_service
+                .notifier_builder()
+                .create()
+                .map_err(|e| format!("notifier: {e:?}"))?;
+            let listener = rx_service
+                .listener_builder()
+                .create()
+                .map_err(|e| format!("listener: {e:?}"))?;
+            Ok(Events {
+                tx_service,
+                _rx_service: rx_service,
+                notifier,
+                listener,
+            })
+        }
+
+        fn notify(&self) -> Result<(), String> {
+            self.notifier
+                .notify()
+                .map(|_| ())
+                .map_err(|e| format!("notify: {e:?}"))
+        }
+
+        fn other_side_listens(&self) -> bool {
+            self.tx_service.dynamic_config().number_of_listeners() >= 1
+        }
+    }
+
+    /// Waits for the next thing `poll` returns: busy-polling, or on the listener when there
+    /// is one; fails after [`OP_TIMEOUT`].
+    fn wait_for<T>(
+        events: Option<&Events>,
+        mut poll: impl FnMut() -> Result<Option<T>, String>,
+    ) -> Result<T, String> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        let mut polls = 0u32;
+        loop {
+            if let Some(v) = poll()? {
+                return Ok(v);
+            }
+            if let Some(ev) = events {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err("no message within the timeout".into());
+                }
+                ev.listener
+                    .timed_wait(|_| {}, left)
+                    .map_err(|e| format!("wait: {e:?}"))?;
+                continue;
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 4096 == 0 && Instant::now() >= deadline {
+                return Err("no message within the timeout".into());
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Waits (sleeping) until `ready` holds, up to [`OP_TIMEOUT`].
+    fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        while !ready() {
+            if Instant::now() >= deadline {
+                return Err(format!("{what} did not connect"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// The client's ports, small or large.
+    enum Ports {
+        Small(
+            PortFactory<ipc::Service, u64, (), u64, ()>,
+            IoxClient<ipc::Service, u64, (), u64, ()>,
+        ),
+        Large(
+            PortFactory<ipc::Service, u64, (), [u8], ()>,
+            IoxClient<ipc::Service, u64, (), [u8], ()>,
+        ),
+    }
+
+    pub(super) struct Parent {
+        _node: Node<ipc::Service>,
+        ports: Ports,
+        events: Option<Events>,
+        n: usize,
+    }
+
+    fn node() -> Result<Node<ipc::Service>, String> {
+        NodeBuilder::new()
+            .create::<ipc::Service>()
+            .map_err(|e| format!("node: {e:?}"))
+    }
+
+    impl Parent {
+        pub(super) fn new(events: bool, n: usize, name: &str) -> Result<Parent, String> {
+            let node = node()?;
+            let service = service_name(name, "rpc")?;
+            let builder = node.service_builder(&service);
+            let ports = if n == SMALL {
+                let factory = builder
+                    .request_response::<u64, u64>()
+                    .open_or_create()
+                    .map_err(|e| format!("service: {e:?}"))?;
+                let client = factory
+                    .client_builder()
+                    .create()
+                    .map_err(|e| format!("client: {e:?}"))?;
+                Ports::Small(factory, client)
+            } else {
+                let factory = builder
+                    .request_response::<u64, [u8]>()
+                    .open_or_create()
+                    .map_err(|e| format!("service: {e:?}"))?;
+                let client = factory
+                    .client_builder()
+                    .create()
+                    .map_err(|e| format!("client: {e:?}"))?;
+                Ports::Large(factory, client)
+            };
+            let events = if events {
+                Some(Events::new(&node, name, "request-event", "response-event")?)
+            } else {
+                None
+            };
+            Ok(Parent {
+                _node: node,
+                ports,
+                events,
+                n,
+            })
+        }
+
+        /// Waits until the server process has its server port (and listener).
+        pub(super) fn wait_for_server(&self) -> Result<(), String> {
+            wait_until("the iceoryx2 server", || {
+                let servers = match &self.ports {
+                    Ports::Small(f, _) => f.dynamic_config().number_of_servers(),
+                    Ports::Large(f, _) => f.dynamic_config().number_of_servers(),
+                };
+                servers >= 1 && self.events.as_ref().is_none_or(Events::other_side_listens)
+            })
+        }
+
+        /// One call: send `x`, wait for the answer, check it; keeps the pending response
+        /// until the answer is there (dropping it earlier would cancel the request).
+        fn call_inner(&self, x: u64) -> Result<u64, String> {
+            let events = self.events.as_ref();
+            match &self.ports {
+                Ports::Small(_, client) => {
+                    let pending = client.send_copy(x).map_err(|e| format!("send: {e:?}"))?;
+                    if let Some(ev) = events {
+                        ev.notify()?;
+                    }
+                    let reply = wait_for(events, || {
+                        pending
+                            .receive()
+                            .map(|r| r.map(|r| *r.payload()))
+                            .map_err(|e| format!("receive: {e:?}"))
+                    })?;
+                    if x == STOP {
+                        return Ok(reply);
+                    }
+                    check_small(reply, x)
+                }
+                Ports::Large(_, client) => {
+                    let pending = client.send_copy(x).map_err(|e| format!("send: {e:?}"))?;
+                    if let Some(ev) = events {
+                        ev.notify()?;
+                    }
+                    let response = wait_for(events, || {
+                        pending.receive().map_err(|e| format!("receive: {e:?}"))
+                    })?;
+                    if x != STOP {
+                        check_bytes(response.payload(), self.n, x)?;
+                    }
+                    Ok(x.wrapping_add(1))
+                }
+            }
+        }
+    }
+
+    impl Client for Parent {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            self.call_inner(x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            self.call_inner(STOP).map(|_| ())
+        }
+    }
+
+    pub(super) fn server(events: bool, n: usize, name: &str) -> Result<(), String> {
+        let node = node()?;
+        let service = service_name(name, "rpc")?;
+        let events = if events {
+            Some(Events::new(&node, name, "response-event", "request-event")?)
+        } else {
+            None
+        };
+        let events = events.as_ref();
+        let builder = node.service_builder(&service);
+        if n == SMALL {
+            let factory = builder
+                .request_response::<u64, u64>()
+                .open_or_create()
+                .map_err(|e| format!("service: {e:?}"))?;
+            let server = factory
+                .server_builder()
+                .create()
+                .map_err(|e| format!("server: {e:?}"))?;
+            wait_until("the iceoryx2 client", || {
+                factory.dynamic_config().number_of_clients() >= 1
+                    && events.is_none_or(Events::other_side_listens)
+            })?;
+            loop {
+                let request = wait_for(events, || {
+                    server.receive().map_err(|e| format!("receive: {e:?}"))
+                })?;
+                let x = *request.payload();
+                request
+                    .send_copy(x.wrapping_add(1))
+                    .map_err(|e| format!("send: {e:?}"))?;
+                if let Some(ev) = events {
+                    ev.notify()?;
+                }
+                if x == STOP {
+                    return Ok(());
+                }
+            }
+        } else {
+            let factory = builder
+                .request_response::<u64, [u8]>()
+                .open_or_create()
+                .map_err(|e| format!("service: {e:?}"))?;
+            let server = factory
+                .server_builder()
+                .initial_max_slice_len(n)
+                .create()
+                .map_err(|e| format!("server: {e:?}"))?;
+            wait_until("the iceoryx2 client", || {
+                factory.dynamic_config().number_of_clients() >= 1
+                    && events.is_none_or(Events::other_side_listens)
+            })?;
+            loop {
+                let request = wait_for(events, || {
+                    server.receive().map_err(|e| format!("receive: {e:?}"))
+                })?;
+                let x = *request.payload();
+                let len = if x == STOP { 0 } else { n };
+                let mut response = request
+                    .loan_slice_uninit(len)
+                    .map_err(|e| format!("loan: {e:?}"))?;
+                let byte = fill_byte(x);
+                for b in response.payload_mut() {
+                    b.write(byte);
+                }
+                // SAFETY: every element was written just above.
+                let response = unsafe { response.assume_init() };
+                response.send().map_err(|e| format!("send: {e:?}"))?;
+                if let Some(ev) = events {
+                    ev.notify()?;
+                }
+                if x == STOP {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The goals of the issue: courier's small round trip below iceoryx2's and under a tenth of
+/// ipc-channel's; lend_mut of 16 MiB within a few times the small round trip plus the floor.
+fn goals(rows: &[Row]) -> Vec<Goal> {
+    let median = |scenario: &str, name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.name == name)
+            .map(|r| r.summary.median_ns)
+    };
+    let small = scenario(SMALL);
+    let req = median(small, Kind::CourierReq.name());
+    let mut goals = Vec::new();
+    for (peer, factor, text) in [
+        (
+            Kind::IoxEvent,
+            1.0,
+            "small round trip: courier req (blocking) below iceoryx2's blocking (event) row",
+        ),
+        (
+            Kind::IoxSpin,
+            1.0,
+            "small round trip: courier req (blocking) below iceoryx2's busy-poll row",
+        ),
+        (
+            Kind::Ipc,
+            0.1,
+            "small round trip: courier req under a tenth of ipc-channel's",
+        ),
+    ] {
+        match (req, median(small, peer.name())) {
+            (Some(c), Some(p)) => goals.push(Goal {
+                text: text.to_string(),
+                courier: report::fmt_ns(c),
+                reference: format!("{} ({})", report::fmt_ns(p), peer.name()),
+                ratio: Some(c / p),
+                verdict: Verdict::of(c < factor * p),
+            }),
+            _ => goals.push(Goal::not_measured(text.to_string())),
+        }
+    }
+    for n in LARGE {
+        let text = if n == LARGE[2] {
+            format!(
+                "{}: courier lend_mut ≤ floor + {FEW} × courier's small req (ratio: (lend_mut − floor) / req)",
+                scenario(n)
+            )
+        } else {
+            format!(
+                "{}: courier lend_mut − floor, in small round trips (informational)",
+                scenario(n)
+            )
+        };
+        let lend = median(scenario(n), Kind::CourierLend.name());
+        let floor = median(scenario(n), Kind::Floor.name());
+        match (lend, floor, req) {
+            (Some(c), Some(f), Some(s)) => goals.push(Goal {
+                text,
+                courier: format!(
+                    "{} (− floor = {})",
+                    report::fmt_ns(c),
+                    report::fmt_ns_delta(c - f)
+                ),
+                reference: format!(
+                    "floor {} + {FEW} × req {} = {}",
+                    report::fmt_ns(f),
+                    report::fmt_ns(s),
+                    report::fmt_ns(f + FEW * s)
+                ),
+                ratio: Some((c - f) / s),
+                verdict: if n == LARGE[2] {
+                    Verdict::of(c <= f + FEW * s)
+                } else {
+                    Verdict::Info
+                },
+            }),
+            _ => goals.push(Goal::not_measured(text)),
+        }
+    }
+    goals
+}
+
+/// "A few times the small round trip": the bound of the 16 MiB goal.
+const FEW: f64 = 4.0;
+
+/// The whole report: header, table, goals, failures.
+fn render(
+    machine: &Machine,
+    rows: &[Row],
+    goals: &[Goal],
+    failed: &[String],
+    quick: bool,
+    took: Duration,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# courier-bench rpc\n\n");
+    out.push_str(&machine.markdown());
+    let p8 = plan(SMALL, quick);
+    let p16 = plan(16 << 20, quick);
+    out.push_str(&format!(
+        "- method: two processes per row (the server is this binary, re-executed; a new \
+         process and service name for every row), except the floor rows. Each row warms up, \
+         then times batches of calls ({}×{} small … {}×{} at 16 MiB; a row stops early after \
+         {:?}). Each call is timed with one `Instant::now()` after the reply (chained \
+         timestamps); *median* and *p99* are over all calls.{}\n\
+         - small: a u64 request, reply = request + 1, checked. Large: a u64 request; the server \
+         writes all N bytes (a byte that changes every call) and the client checks the first \
+         and last byte of the reply — for courier, of its own lent buffer (`lend_mut`).\n\
+         - ratios: courier/peer median below 1 means courier is faster; every row of a scenario \
+         is compared with courier's row of that scenario (req when small, lend_mut when large).\n\
+         - the busy-poll rows keep both processes spinning, so they need both cores: with \
+         {nproc} CPU(s) and other load, a preempted spinner waits out a scheduler slice.\n\
+         - wall time of the run: {:.1} s; load average after: {}\n\n",
+        p8.batches,
+        p8.per_batch,
+        p16.batches,
+        p16.per_batch,
+        p8.budget,
+        if quick {
+            " **--quick: tiny counts, numbers are not meaningful.**"
+        } else {
+            ""
+        },
+        took.as_secs_f64(),
+        report::load_average(),
+        nproc = machine.nproc,
+    ));
+    out.push_str(&report::table(rows, "courier"));
+    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
+    out.push_str(&report::goal_table(goals));
+    if !failed.is_empty() {
+        out.push_str("\n## Rows that failed (left out of the table)\n\n");
+        for f in failed {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    out
+}

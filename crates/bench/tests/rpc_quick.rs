@@ -1,0 +1,91 @@
+//! End-to-end test of `courier-bench rpc --quick --progress` (Linux only): runs the built
+//! binary (killed if it takes more than 60 s) and checks
+//! - it exits with status 0;
+//! - the header records the machine, rustc, commit and date;
+//! - every row is printed, with a median and a p99: courier's req and every small peer, and at
+//!   each large size courier's lend_mut, the floor and every large peer; peer rows carry the
+//!   ratio to courier; no row failed;
+//! - the goals are there, with a verdict for the three small-call goals and the 16 MiB one.
+
+#![cfg(target_os = "linux")]
+
+mod support;
+use support::run_with_deadline;
+
+const SMALL: &str = "small: u64 round trip";
+const LARGE: [&str; 3] = [
+    "4 KiB written by the server",
+    "1 MiB written by the server",
+    "16 MiB written by the server",
+];
+const PEERS_BOTH: [&str; 4] = [
+    "iceoryx2 0.10 (event)",
+    "iceoryx2 0.10 (busy-poll)",
+    "ipc-channel 0.23",
+    "UnixStream",
+];
+
+/// The cells of the row `name` of `scenario`, after checking it has a median and a p99.
+fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("| {scenario} | {name} | ");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
+    let cells: Vec<&str> = line.split(" | ").collect();
+    assert_eq!(cells.len(), 10, "row {prefix:?} has not 10 cells: {line}");
+    assert!(
+        cells[2].ends_with('s') && cells[3].ends_with('s'),
+        "no median or p99 in: {line}"
+    );
+    cells
+}
+
+/// Checks a peer row and that it is compared with courier (a ratio like "0.42x").
+fn peer_row(out: &str, scenario: &str, name: &str) {
+    let cells = row(out, scenario, name);
+    assert!(
+        cells[5].ends_with('x'),
+        "no courier/peer ratio in row {name:?} of {scenario:?}: {cells:?}"
+    );
+}
+
+#[test]
+fn rpc_quick_prints_every_row() {
+    let (status, out) = run_with_deadline(&["rpc", "--quick", "--progress"]);
+    assert!(status.success(), "exit status {status}; output:\n{out}");
+
+    for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
+        assert!(
+            out.lines().any(|l| l.starts_with(header)),
+            "no header line {header:?} in:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("Rows that failed"),
+        "some rows failed:\n{out}"
+    );
+
+    row(&out, SMALL, "courier::shm req");
+    for name in PEERS_BOTH
+        .iter()
+        .chain(&["ipc-channel 0.23 (reply sender per call)"])
+    {
+        peer_row(&out, SMALL, name);
+    }
+    for scenario in LARGE {
+        row(&out, scenario, "courier::shm lend_mut");
+        for name in PEERS_BOTH.iter().chain(&["floor: memset, one process"]) {
+            peer_row(&out, scenario, name);
+        }
+    }
+
+    let verdicts = out
+        .lines()
+        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
+        .count();
+    assert_eq!(
+        verdicts, 4,
+        "expected verdicts for the three small goals and the 16 MiB goal in:\n{out}"
+    );
+}
