@@ -407,25 +407,7 @@ pub(crate) fn fault(name: &str) -> bool {
             return Err(format!("expected go on stdin, got {go:?}"));
         }
         let start = Instant::now();
-        // A connection reset during the handshake is retried (and reported): courier-shm
-        // has been seen to reset a client that connects while a new server starts up.
-        let mut retried = Vec::new();
-        let fresh = loop {
-            match DemoClient::connect(name, CALL_LIMIT.saturating_sub(start.elapsed())) {
-                Ok(c) => break c,
-                Err(shm::ShmError::Io { op, source })
-                    if source.kind() == std::io::ErrorKind::ConnectionReset
-                        && start.elapsed() < CALL_LIMIT =>
-                {
-                    retried.push(format!("{op}: {source}"));
-                }
-                Err(err) => return Err(format!("connecting to {name:?}: {err}")),
-            }
-        };
-        let retried = match retried.len() {
-            0 => String::new(),
-            n => format!(" [{n} retried: {}]", retried.join("; ")),
-        };
+        let fresh = connect(name, CALL_LIMIT)?;
         let r = fresh
             .req_timeout([ECHO, 41], CALL_LIMIT)
             .map_err(e("req after reconnect"))?;
@@ -434,7 +416,7 @@ pub(crate) fn fault(name: &str) -> bool {
         }
         Ok(format!(
             "pending call -> Err(ServerDisappeared); reconnected in {:.1?} to server pid {} \
-             (was {old_pid}) and req([ECHO, 41]) -> {r}{retried}",
+             (was {old_pid}) and req([ECHO, 41]) -> {r}",
             start.elapsed(),
             fresh.server_pid()
         ))
