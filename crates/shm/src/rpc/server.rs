@@ -692,6 +692,10 @@ impl Conn {
             return None;
         }
         let mut head = self.head.try_lock().ok()?;
+        // Again under the lock: the look above was only a hint, and another worker may have
+        // taken entries past it since (a stale tail behind our head would look like a
+        // broken ring).
+        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Acquire);
         loop {
             if *head == tail {
                 return None;
