@@ -1,6 +1,7 @@
 //! A server process and a client process: `cargo run --release -p courier-shm --example
 //! rpc_ping` starts both (the client re-runs this binary as the server) and prints the
-//! median round trip of a small `req` and of a 1 MiB `lend_mut`.
+//! median round trip of a small `req`, an `areq` and a 16 MiB `lend_mut` (whose reply is the
+//! time the server spent filling the buffer, so the transport's share shows).
 
 #[cfg(target_os = "linux")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,14 +10,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let name = format!("rpc-ping-{}", std::process::id());
     if let Some(name) = std::env::args().nth(1) {
-        // The server: echo + 1, fill lends, until the client goes.
+        // The server: echo + 1, fill lends, until the client goes (5 s without a call).
         let server: Server<u64, u64, ()> = Server::bind(&name, ServerConfig::new())?;
         println!("ready");
         loop {
             match server.wait_timeout(Duration::from_secs(5)) {
                 Ok(Incoming::Call(n, mut ctx)) => {
+                    // A lend: fill it and answer with the nanoseconds that took.
                     if let Some(buf) = ctx.lent_mut() {
+                        let t = Instant::now();
                         buf.fill(n as u8);
+                        let _ = ctx.reply(t.elapsed().as_nanos() as u64);
+                        continue;
                     }
                     let _ = ctx.reply(n + 1);
                 }
@@ -51,15 +56,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "areq round trip (futures block_on), median: {:?}",
         median(asynchronous)
     );
-    let mut buf = ShmBuf::new(1 << 20)?;
+    let mut buf = ShmBuf::new(16 << 20)?;
     let mut big = Vec::new();
-    for i in 0..500u64 {
+    let mut w = Vec::new();
+    for i in 0..200u64 {
         let t = Instant::now();
-        client.lend_mut(i, &mut buf).expect("lend_mut");
+        let ns = client.lend_mut(i, &mut buf).expect("lend_mut");
         big.push(t.elapsed());
+        w.push(Duration::from_nanos(ns));
         assert_eq!(buf[buf.len() - 1], i as u8);
     }
-    println!("lend_mut 1 MiB round trip, median: {:?}", median(big));
+    let (big, w) = (median(big), median(w));
+    println!(
+        "lend_mut 16 MiB round trip, median: {big:?} (the server's fill: {w:?}; the rest: {:?})",
+        big.saturating_sub(w)
+    );
     drop(client);
     child.kill()?;
     child.wait()?;
