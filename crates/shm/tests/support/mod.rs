@@ -94,8 +94,20 @@ pub(crate) struct Peer {
 
 /// Starts this test binary as a peer playing `role` on service `name`, as `uid` if given.
 pub(crate) fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> Peer {
+    spawn_with(role, dir, name, uid, &[])
+}
+
+/// [`spawn`] with extra environment variables for the peer (its parameters).
+pub(crate) fn spawn_with(
+    role: &str,
+    dir: &TestDir,
+    name: &str,
+    uid: Option<u32>,
+    env: &[(&str, String)],
+) -> Peer {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(ROLE, role)
         .env(NAME, name)
         .env("COURIER_RUNTIME_DIR", &dir.rt)
