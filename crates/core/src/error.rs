@@ -43,6 +43,13 @@ pub enum Error<E> {
     /// A `*_timeout` call ran out of time. For a request, the request was withdrawn if the
     /// server had not taken it yet, or the server was told it was canceled.
     Timeout,
+    /// Process transports only: the message does not fit the service's call slot (nothing was
+    /// sent), or a lent buffer is out of the size a service accepts.
+    TooLarge,
+    /// Process transports only: the other side broke the protocol. Bytes that arrived failed
+    /// validation (a layout signature of another type, a bad length, an invalid value), or
+    /// the peer used a lent buffer in a way the protocol forbids. Nothing invalid was used.
+    Protocol,
 }
 
 impl<E> Error<E> {
@@ -76,6 +83,8 @@ impl<E> Error<E> {
             Error::ClientsDisappeared => "all clients disappeared",
             Error::App(_) => "application error",
             Error::Timeout => "timed out",
+            Error::TooLarge => "message too large for the service's call slot",
+            Error::Protocol => "the peer broke the protocol (invalid message)",
         }
     }
 }

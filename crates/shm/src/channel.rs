@@ -111,25 +111,18 @@
 //! after a pause growing from 50 µs to 10 ms. The waker only ever calls `futex_wake` on its
 //! own mapping, whatever the peer wrote.
 //!
-//! **Why a thread per channel** rather than one process-wide thread with `epoll` over every
-//! live channel: a channel is one connection between two processes, so a process has few of
-//! them; a thread per channel needs no registry, no lock shared between channels and no
-//! bookkeeping of which words belong to which socket, its lifetime is the channel's (the drop
-//! signals the `eventfd` and joins it, so nothing leaks: the socket is closed and the segment
-//! released by the thread), and it costs one sleeping thread with a 64 KiB stack, which uses no
-//! CPU. A process-wide watcher would pay off for thousands of channels; it can replace this one
-//! behind the same flag without changing the protocol. A peer that forked a child which
-//! inherited its socket stays "alive" until the child exits.
+//! The watcher itself (and why it is a thread per channel) is described in `watch.rs`; it is
+//! shared with the RPC layer.
 
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
-use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
+use crate::watch::Watch;
 use std::cell::Cell;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
@@ -141,12 +134,6 @@ const CHAN_READY: u32 = 1;
 
 /// How many times a waiter looks at the ring before it sleeps.
 const SPINS: u32 = 512;
-/// The watcher's first pause between repeated wake-ups of a waiter that has not left its
-/// sleep yet (see "A dead peer"); it doubles up to [`REWAKE_MAX`].
-const REWAKE_FIRST: Duration = Duration::from_micros(50);
-const REWAKE_MAX: Duration = Duration::from_millis(10);
-/// The watcher thread's stack: it only polls and wakes.
-const WATCHER_STACK: usize = 64 * 1024;
 
 /// The largest block, block count and ring depth a layout may have.
 const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -438,7 +425,14 @@ impl ShmChannel {
         // The words this side sleeps on: the receiver's of the direction it receives on, the
         // sender's of the direction it sends on.
         let words = [lay.ctl[rx] + R_WAIT, lay.ctl[tx] + S_WAIT];
-        let watch = Watch::start(Arc::clone(&seg), sock, words)?;
+        let theirs = Arc::clone(&seg);
+        let watch = Watch::start(sock, move || {
+            for &off in &words {
+                let word = word_at(&theirs, off);
+                word.store(AWAKE, Ordering::SeqCst);
+                sys::futex_wake(word);
+            }
+        })?;
         Ok(ShmChannel {
             seg,
             watch,
@@ -912,89 +906,6 @@ fn word_at(seg: &Segment, off: usize) -> &AtomicU32 {
     unsafe { &*seg.payload_ptr().add(off).cast::<AtomicU32>() }
 }
 
-/// What a channel and its watcher thread share.
-struct WatchShared {
-    /// The peer hung up. Set once by the watcher, before it wakes the waiters.
-    dead: AtomicBool,
-    /// How many threads of this process are between announcing a sleep and leaving it (at
-    /// most one: the channel is not `Sync`). The watcher wakes again while it is not zero.
-    sleepers: AtomicU32,
-    /// Made readable by the channel's drop: the watcher stops.
-    stop: OwnedFd,
-}
-
-/// The watcher of one channel: a thread blocked in `poll` on the connection's socket and an
-/// `eventfd`, stopped and joined on drop.
-struct Watch {
-    shared: Arc<WatchShared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Watch {
-    /// Starts watching `sock`; on its hang-up the thread wakes the futex words at `words` in
-    /// `seg` (this side's own mapping).
-    fn start(seg: Arc<Segment>, sock: OwnedFd, words: [usize; 2]) -> Result<Watch, ShmError> {
-        let stop = sys::eventfd().map_err(ShmError::io("creating the watcher's eventfd"))?;
-        let shared = Arc::new(WatchShared {
-            dead: AtomicBool::new(false),
-            sleepers: AtomicU32::new(0),
-            stop,
-        });
-        let theirs = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("courier-shm-watch".into())
-            .stack_size(WATCHER_STACK)
-            .spawn(move || watch(&theirs, &seg, sock, words))
-            .map_err(ShmError::io("starting the watcher thread"))?;
-        Ok(Watch {
-            shared,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            // If the signal fails (it cannot, short of a bad descriptor), the thread may block
-            // forever: leave it detached rather than hang this drop.
-            if sys::eventfd_signal(self.shared.stop.as_fd()).is_ok() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// The watcher thread's body: blocks until the peer hangs up (or the channel is dropped),
-/// then sets `dead` and wakes this side's waiters until none is left asleep.
-fn watch(shared: &WatchShared, seg: &Segment, sock: OwnedFd, words: [usize; 2]) {
-    if !sys::wait_hang_up(sock.as_fd(), shared.stop.as_fd()) {
-        return;
-    }
-    // SeqCst: before the stores of AWAKE below, and against the sleeper's store of SLEEPING and
-    // its count in `sleepers` before its load of `dead` (see "A dead peer").
-    shared.dead.store(true, Ordering::SeqCst);
-    let mut pause = REWAKE_FIRST;
-    loop {
-        for &off in &words {
-            let word = word_at(seg, off);
-            word.store(AWAKE, Ordering::SeqCst);
-            sys::futex_wake(word);
-        }
-        if shared.sleepers.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        // A waiter is still between its announcement and its wake-up: it has seen `dead`
-        // and is leaving, or a hostile peer put SLEEPING back after our store and the waiter
-        // went to sleep on it. Wake again, until the channel is dropped if need be.
-        let until = Instant::now() + pause;
-        if sys::wait_readable(shared.stop.as_fd(), Some(until)).unwrap_or(true) {
-            return;
-        }
-        pause = (pause * 2).min(REWAKE_MAX);
-    }
-}
-
 /// Writes the channel header into a new segment (before it is sent to the client).
 fn write_header(seg: &Segment, lay: &Layout) {
     let p = seg.payload_ptr();
@@ -1163,6 +1074,7 @@ impl Drop for ShmMessage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::AtomicBool;
 
     const PID: Credentials = Credentials {
         pid: 1,

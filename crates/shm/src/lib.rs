@@ -96,6 +96,8 @@ mod dir;
 #[cfg(target_os = "linux")]
 mod error;
 #[cfg(target_os = "linux")]
+mod rpc;
+#[cfg(target_os = "linux")]
 mod segment;
 #[cfg(target_os = "linux")]
 mod service;
@@ -103,6 +105,8 @@ mod service;
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
+#[cfg(target_os = "linux")]
+mod watch;
 
 #[cfg(target_os = "linux")]
 pub use channel::{Full, ShmChannel, ShmConfig, ShmLoan, ShmMessage, WaitStrategy};
@@ -110,6 +114,14 @@ pub use channel::{Full, ShmChannel, ShmConfig, ShmLoan, ShmMessage, WaitStrategy
 pub use dir::{runtime_dir, RUNTIME_DIR_ENV};
 #[cfg(target_os = "linux")]
 pub use error::{SegmentError, ShmError};
+#[cfg(all(target_os = "linux", feature = "serde"))]
+pub use rpc::Postcard;
+#[cfg(target_os = "linux")]
+pub use rpc::{
+    services, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
+    ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, WaitReply,
+    Wire,
+};
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 #[cfg(target_os = "linux")]

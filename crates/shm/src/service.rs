@@ -246,6 +246,12 @@ impl Listener {
         self.accept_with(deadline, |_| {})
     }
 
+    /// Blocks until a client is waiting to be accepted (`true`) or `stop` becomes readable
+    /// (`false`), with no time-out: the RPC server's accept thread sleeps here.
+    pub(crate) fn wait_client(&self, stop: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+        sys::wait_either(self.sock.as_fd(), stop)
+    }
+
     /// As [`Listener::accept_timeout`], with `init` run on the new segment before it is sent:
     /// what it writes is in place before the client can map the segment.
     pub(crate) fn accept_with(

@@ -161,6 +161,44 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
     }
 }
 
+/// Blocks until `fd` is readable (`true`) or `stop` is (`false`), with no time-out.
+pub(crate) fn wait_either(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        let mut fds = [
+            PollFd::from_borrowed_fd(fd, PollFlags::IN),
+            PollFd::from_borrowed_fd(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {
+                if !fds[1].revents().is_empty() {
+                    return Ok(false);
+                }
+                if !fds[0].revents().is_empty() {
+                    return Ok(true);
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether another process holds an exclusive `flock` on the file at `path` (a live owner of
+/// a service name); `false` if the file is missing or unlocked.
+pub(crate) fn is_locked(path: &Path) -> bool {
+    let Ok(fd) = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    matches!(
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
+}
+
 /// Accepts one connection (close-on-exec, blocking) from a listener made by [`listen_unix`].
 /// `Ok(None)` if none is pending.
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {

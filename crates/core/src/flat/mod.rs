@@ -324,6 +324,81 @@ pub const fn signature_of<T: IpcSafe>() -> u64 {
     T::SIGNATURE
 }
 
+/// Writes `value` into `out` as the bytes another process reads with [`read_value`]: its
+/// padding zeroed first, so nothing uninitialised leaves the process. Returns the number of
+/// bytes written (`size_of::<T>()`); `out` may have any alignment.
+///
+/// # Errors
+///
+/// [`FlatError::TooShort`] if `out` is smaller than `T`; nothing is written then.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::flat::{read_value, write_value};
+/// let mut buf = [0u8; 16];
+/// let n = write_value([7u16, 9], &mut buf[1..]).unwrap(); // unaligned on purpose
+/// assert_eq!(n, 4);
+/// assert_eq!(read_value::<[u16; 2]>(&buf[1..1 + n]).unwrap(), [7, 9]);
+/// ```
+pub fn write_value<T: IpcSafe>(mut value: T, out: &mut [u8]) -> Result<usize, FlatError> {
+    let n = size_of::<T>();
+    if out.len() < n {
+        return Err(FlatError::TooShort {
+            needed: n,
+            found: out.len(),
+        });
+    }
+    value.zero_padding();
+    // SAFETY: after `zero_padding` every byte of `value` is initialised (the `IpcSafe`
+    // contract); `out` holds at least `n` bytes and cannot overlap the local `value`.
+    unsafe { core::ptr::copy_nonoverlapping(&value as *const T as *const u8, out.as_mut_ptr(), n) };
+    Ok(n)
+}
+
+/// Reads a `T` that another process wrote with [`write_value`]: copies `size_of::<T>()` bytes
+/// out of `bytes` (any alignment; more bytes are ignored), then checks them (validity of
+/// `bool`, `char` and enum tags, lengths, UTF-8) before they become a `T`. The copy is taken
+/// first, so a peer that changes the bytes afterwards cannot change what was checked.
+///
+/// # Errors
+///
+/// [`FlatError::TooShort`], [`FlatError::InvalidValue`] or a content error. It never panics.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::flat::{read_value, FlatError};
+/// assert_eq!(read_value::<bool>(&[1]).unwrap(), true);
+/// assert_eq!(read_value::<bool>(&[2]).unwrap_err(), FlatError::InvalidValue);
+/// ```
+pub fn read_value<T: IpcSafe>(bytes: &[u8]) -> Result<T, FlatError> {
+    let n = size_of::<T>();
+    if bytes.len() < n {
+        return Err(FlatError::TooShort {
+            needed: n,
+            found: bytes.len(),
+        });
+    }
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `bytes` holds at least `n` bytes; the local cannot overlap them.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), value.as_mut_ptr().cast::<u8>(), n) };
+    // SAFETY: all `n` bytes of `value` were just initialised by the copy; the view lives
+    // only while `value` is not moved or written.
+    let view = unsafe { core::slice::from_raw_parts(value.as_ptr().cast::<u8>(), n) };
+    let mirror = T::Mirror::try_ref_from_bytes(view).map_err(|e| match e {
+        // `value` is aligned for `T`, and `T::Mirror` has `T`'s layout: only validity fails.
+        zerocopy::ConvertError::Alignment(_) | zerocopy::ConvertError::Size(_) => {
+            FlatError::InvalidValue
+        }
+        zerocopy::ConvertError::Validity(_) => FlatError::InvalidValue,
+    })?;
+    T::check(mirror, view)?;
+    // SAFETY: the bytes are a valid `T::Mirror` that passes `T::check`, hence (by the
+    // `IpcSafe` contract) a valid `T`.
+    Ok(unsafe { value.assume_init() })
+}
+
 /// The IPC form of a `T`: aligned to and padded to whole [`PAGE_SIZE`] pages.
 ///
 /// `#[derive(Ipc)]` on `Foo` names `Page<Foo>` as `IpcFoo` and adds `Foo::into_ipc` and

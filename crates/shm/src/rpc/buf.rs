@@ -1,0 +1,140 @@
+//! [`ShmBuf`]: a caller's buffer in shared memory, for `lend` and `lend_mut`.
+
+use super::LEND_OFFSET;
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
+
+/// The largest buffer (1 GiB).
+const MAX_LEN: usize = 1 << 30;
+
+/// A byte buffer in shared memory (a sealed memfd), page-aligned and zero-filled when made,
+/// that a [`Client`](crate::Client) lends to a server without copying it:
+/// [`lend`](crate::Client::lend) lets the server read it in place,
+/// [`lend_mut`](crate::Client::lend_mut) lets it write it in place.
+///
+/// Make one per purpose and reuse it: the first lend to a server maps it there, every later
+/// lend passes only an id. Dropping it tells each server that mapped it to unmap it.
+///
+/// ```no_run
+/// use courier_shm::{Client, ShmBuf};
+/// use std::time::Duration;
+///
+/// let client: Client<u32, u64, u32> = Client::connect("storage", Duration::from_secs(5))?;
+/// let mut block = ShmBuf::new(16 << 20)?;
+/// block[..5].copy_from_slice(b"hello");
+/// let written = client.lend_mut(7, &mut block).expect("call"); // the server fills it
+/// println!("server wrote {written} bytes; first byte {}", block[0]);
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+pub struct ShmBuf {
+    seg: Segment,
+    len: usize,
+    id: u64,
+    /// The connections that mapped this buffer (told to unmap it on drop or detach).
+    pub(crate) lent_to: Mutex<Vec<Weak<super::client::Conn>>>,
+}
+
+impl std::fmt::Debug for ShmBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmBuf")
+            .field("len", &self.len)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl ShmBuf {
+    /// A zero-filled buffer of `len` bytes (1 byte to 1 GiB). Its memory is taken from the
+    /// system page by page as it is first touched.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidConfig`] for a length of 0 or above 1 GiB; [`ShmError::Io`] if the
+    /// memfd cannot be made or mapped.
+    pub fn new(len: usize) -> Result<ShmBuf, ShmError> {
+        if len == 0 || len > MAX_LEN {
+            return Err(ShmError::InvalidConfig("a ShmBuf holds 1 byte to 1 GiB"));
+        }
+        let pages = len.div_ceil(4096) * 4096;
+        let seg = Segment::create(HEADER_LEN + LEND_OFFSET + pages)?;
+        Ok(ShmBuf {
+            seg,
+            len,
+            id: next_id(),
+            lent_to: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false` (a buffer holds at least one byte).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        // SAFETY: the segment holds HEADER_LEN + LEND_OFFSET + len bytes or more.
+        unsafe { self.seg.payload_ptr().add(LEND_OFFSET) }
+    }
+
+    /// Replaces the memory with a private copy under a new id, after a lend that the server
+    /// may still hold (a timed-out call): the old pages stay the server's until it answers,
+    /// and this buffer never sees its late writes.
+    pub(crate) fn detach(&mut self) -> Result<(), ShmError> {
+        let mut fresh = ShmBuf::new(self.len)?;
+        fresh.copy_from_slice(self);
+        let old = std::mem::replace(self, fresh);
+        drop(old); // tells the servers to unmap the old id once they are done
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for ShmBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is inside our mapping, which lives as long as `self`. While
+        // a server may write these pages (a `lend_mut` in progress) the caller's `&mut ShmBuf`
+        // borrow is held by the call, so no `&[u8]` exists; after a call that may still be
+        // in the server's hands, `detach` has replaced the pages.
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ShmBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only view in this process; a
+        // server reads these pages only during a `lend`, which borrows `self` (shared), so not
+        // while this view exists.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+    }
+}
+
+impl Drop for ShmBuf {
+    fn drop(&mut self) {
+        let conns = std::mem::take(&mut *self.lent_to.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in conns {
+            if let Some(c) = c.upgrade() {
+                c.forget_buffer(self.id);
+            }
+        }
+    }
+}

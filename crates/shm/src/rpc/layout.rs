@@ -1,0 +1,369 @@
+//! The shared memory of one RPC connection: where everything is, and the values of the slot
+//! state word. See the [module docs](super) for the protocol that uses it.
+//!
+//! # Layout (offsets from the start of the segment's payload)
+//!
+//! ```text
+//! 0      header (64 B): "CRPC", version, slots, slot size, push depth, push size, ready
+//! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16)
+//! 128    written by the server: req_head u64 (+0), push_tail u64 (+8), srv_sleep u32 (+16),
+//!                               cbell u32 (+20), srv_closed u32 (+24)
+//! 192    request ring: `slots` x u32 slot indices (client -> server)
+//! ..     slot records (64-aligned): `slots` x 128 B, see `S_*`
+//! ..     push ring (64-aligned): `push_depth` x (32 B header + `push_size`), see `P_*`
+//! ..     slot data, page-aligned in the mapping: `slots` x `slot_size`
+//! ```
+//!
+//! Each word has one writer, named above; the state word of a slot is the only word both
+//! sides write, and only with the transitions of [`state`].
+
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
+pub(crate) const VERSION: u32 = 1;
+const READY: u32 = 1;
+
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 4;
+const H_SLOTS: usize = 8;
+const H_SLOT_SIZE: usize = 12;
+const H_PUSH_DEPTH: usize = 16;
+const H_PUSH_SIZE: usize = 20;
+const H_READY: usize = 24;
+
+// The client's line.
+pub(crate) const REQ_TAIL: usize = 64;
+pub(crate) const PUSH_HEAD: usize = 72;
+pub(crate) const CBELL_WAIT: usize = 80;
+// The server's line.
+pub(crate) const REQ_HEAD: usize = 128;
+pub(crate) const PUSH_TAIL: usize = 136;
+pub(crate) const SRV_SLEEP: usize = 144;
+pub(crate) const CBELL: usize = 148;
+pub(crate) const SRV_CLOSED: usize = 152;
+const RING: usize = 192;
+
+/// A slot record: written by the client before it queues the slot (`S_KIND` .. `S_ARGS`),
+/// by the server before it completes it (`S_STATUS` .. `S_RARGS`); `S_STATE` by both.
+pub(crate) const SLOT_REC: usize = 128;
+pub(crate) const S_STATE: usize = 0;
+pub(crate) const S_KIND: usize = 4;
+pub(crate) const S_OP: usize = 8;
+pub(crate) const S_FLAGS: usize = 12;
+pub(crate) const S_LEN: usize = 16;
+pub(crate) const S_SIG: usize = 24;
+pub(crate) const S_ARGS: usize = 32;
+pub(crate) const S_STATUS: usize = 64;
+pub(crate) const S_RLEN: usize = 68;
+pub(crate) const S_RSIG: usize = 72;
+pub(crate) const S_RARGS: usize = 80;
+
+/// A push record: sub id, kind, length, signature, then the bytes.
+pub(crate) const PUSH_HDR: usize = 32;
+pub(crate) const P_SUB: usize = 0;
+pub(crate) const P_KIND: usize = 4;
+pub(crate) const P_LEN: usize = 8;
+pub(crate) const P_SIG: usize = 16;
+
+/// The slot state word.
+///
+/// ```text
+///            client queues            server takes            server completes
+///   (free) ----------------> QUEUED ---------------> TAKEN ------------------> DONE (client's)
+///                              |                       |
+///                client cancels|          client cancels|
+///                              v                       v
+///                          CANCELED  -- server sees it on take (withdrawn) or on completion
+///                                       (signaled): it stores DONE, the client reclaims
+/// ```
+///
+/// `WAITER` is or-ed into QUEUED or TAKEN by a client thread that sleeps on the word; the
+/// server's transitions keep it, and its completion wakes the word if it was set.
+pub(crate) mod state {
+    pub(crate) const QUEUED: u32 = 1;
+    pub(crate) const TAKEN: u32 = 2;
+    pub(crate) const DONE: u32 = 3;
+    pub(crate) const CANCELED: u32 = 4;
+    pub(crate) const WAITER: u32 = 0x100;
+    pub(crate) const PHASE: u32 = 0xff;
+}
+
+/// What a slot carries (`S_KIND`).
+pub(crate) mod kind {
+    pub(crate) const CALL: u32 = 1;
+    pub(crate) const SEND: u32 = 2;
+    pub(crate) const LEND: u32 = 3;
+    pub(crate) const LEND_MUT: u32 = 4;
+    pub(crate) const SCALAR: u32 = 5;
+    pub(crate) const BLOCKING_SCALAR: u32 = 6;
+    pub(crate) const SUBSCRIBE: u32 = 7;
+    pub(crate) const UNSUBSCRIBE: u32 = 8;
+    pub(crate) const FREE_BUF: u32 = 9;
+}
+
+/// `S_FLAGS`: the caller waits asynchronously; completing rings the client's bell.
+pub(crate) const F_ASYNC: u32 = 1;
+
+/// How a slot was completed (`S_STATUS`).
+pub(crate) mod status {
+    pub(crate) const OK: u32 = 1;
+    pub(crate) const APP: u32 = 2;
+    pub(crate) const NO_REPLY: u32 = 3;
+    pub(crate) const WITHDRAWN: u32 = 4;
+    pub(crate) const PROTOCOL: u32 = 5;
+    pub(crate) const TOO_LARGE: u32 = 6;
+    pub(crate) const SERVER_GONE: u32 = 7;
+}
+
+/// Push record kinds.
+pub(crate) const PUSH_DATA: u32 = 1;
+pub(crate) const PUSH_END: u32 = 2;
+
+/// Largest values a layout may have.
+pub(crate) const MAX_SLOTS: usize = 4096;
+pub(crate) const MAX_SLOT_SIZE: usize = 64 << 20;
+pub(crate) const MAX_PUSH_DEPTH: usize = 65536;
+pub(crate) const MAX_PUSH_SIZE: usize = 1 << 20;
+/// The largest connection segment (the client maps up to this).
+pub(crate) const MAX_SEGMENT: usize = 1 << 30;
+const PAGE: usize = 4096;
+
+/// Where everything is in one connection's segment; computed from four numbers, by the server
+/// when it makes the segment and by the client from the header, then checked against the
+/// segment's real size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) slots: usize,
+    pub(crate) slot_size: usize,
+    pub(crate) push_depth: usize,
+    pub(crate) push_size: usize,
+    pub(crate) recs: usize,
+    pub(crate) push: usize,
+    pub(crate) push_stride: usize,
+    pub(crate) data: usize,
+    /// Bytes of payload the layout uses.
+    pub(crate) total: usize,
+}
+
+fn align(n: usize, a: usize) -> Option<usize> {
+    n.checked_add(a - 1).map(|n| n / a * a)
+}
+
+impl Layout {
+    pub(crate) fn new(
+        slots: usize,
+        slot_size: usize,
+        push_depth: usize,
+        push_size: usize,
+    ) -> Option<Layout> {
+        if !(1..=MAX_SLOTS).contains(&slots)
+            || !(1..=MAX_SLOT_SIZE).contains(&slot_size)
+            || !(1..=MAX_PUSH_DEPTH).contains(&push_depth)
+            || !(1..=MAX_PUSH_SIZE).contains(&push_size)
+        {
+            return None;
+        }
+        let slot_size = align(slot_size, 64)?;
+        let recs = align(RING + slots * 4, 64)?;
+        let push = recs + slots * SLOT_REC;
+        let push_stride = align(PUSH_HDR + push_size, 64)?;
+        let end = push.checked_add(push_stride.checked_mul(push_depth)?)?;
+        // The data starts page-aligned in the mapping (the payload starts HEADER_LEN in).
+        let data = align(end + HEADER_LEN, PAGE)? - HEADER_LEN;
+        let total = data.checked_add(slot_size.checked_mul(slots)?)?;
+        if total.checked_add(HEADER_LEN)? > MAX_SEGMENT {
+            return None;
+        }
+        Some(Layout {
+            slots,
+            slot_size,
+            push_depth,
+            push_size,
+            recs,
+            push,
+            push_stride,
+            data,
+            total,
+        })
+    }
+
+    pub(crate) fn ring(&self, i: usize) -> usize {
+        RING + 4 * (i % self.slots)
+    }
+
+    pub(crate) fn rec(&self, slot: usize) -> usize {
+        self.recs + slot * SLOT_REC
+    }
+
+    pub(crate) fn push_rec(&self, n: u64) -> usize {
+        self.push + (n % self.push_depth as u64) as usize * self.push_stride
+    }
+
+    pub(crate) fn slot_data(&self, slot: usize) -> usize {
+        self.data + slot * self.slot_size
+    }
+}
+
+/// Typed access to one connection's segment at offsets of its checked [`Layout`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) seg: Segment,
+    pub(crate) lay: Layout,
+}
+
+impl Shared {
+    pub(crate) fn u32(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off % 4 == 0 && off + 4 <= self.lay.total);
+        // SAFETY: every offset passed here comes from `Layout` (or a constant below its
+        // first area) plus an index the caller checked against the layout's counts, so it is
+        // 4-aligned and inside `lay.total`, which was checked against the payload's real
+        // length; the payload starts 64-aligned; the mapping lives as long as `self.seg`;
+        // `AtomicU32` is valid for any bits and may be written by the other process.
+        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    pub(crate) fn u64(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.lay.total);
+        // SAFETY: as for `u32`, with 8-aligned offsets.
+        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    /// The state word of slot `slot` (`slot < lay.slots`).
+    pub(crate) fn state(&self, slot: usize) -> &AtomicU32 {
+        self.u32(self.lay.rec(slot) + S_STATE)
+    }
+
+    /// A raw pointer to `len` bytes at `off` (`off + len <= lay.total`, checked by callers
+    /// against the layout).
+    pub(crate) fn bytes_ptr(&self, off: usize) -> *mut u8 {
+        debug_assert!(off <= self.lay.total);
+        // SAFETY: `off <= lay.total <= payload length`: inside the mapping (or one past).
+        unsafe { self.seg.payload_ptr().add(off) }
+    }
+
+    /// Slot `slot`'s data area, for reading what the peer wrote. The peer may change it
+    /// while we read (it is untrusted input); callers copy out before they validate.
+    pub(crate) fn data(&self, slot: usize, len: usize) -> &[u8] {
+        let len = len.min(self.lay.slot_size);
+        // SAFETY: `slot < lay.slots` (callers check), so the area lies inside the layout;
+        // `len <= slot_size`. The bytes are plain memory of our mapping, valid as `u8`; the
+        // peer writing them concurrently can only change what we read, never make us access
+        // outside the mapping (the shared-memory caveat of the crate docs).
+        unsafe { std::slice::from_raw_parts(self.bytes_ptr(self.lay.slot_data(slot)), len) }
+    }
+
+    /// Slot `slot`'s data area for writing; the caller owns the slot in the protocol (the
+    /// client before queueing, the server between taking and completing).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn data_mut(&self, slot: usize) -> &mut [u8] {
+        // SAFETY: as for `data`; the protocol gives the caller the slot exclusively among
+        // honest parties, and our own process never makes two such views of one slot at once
+        // (the slot's owner in this process is a single call object).
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.bytes_ptr(self.lay.slot_data(slot)),
+                self.lay.slot_size,
+            )
+        }
+    }
+
+    /// The data bytes of push record `n` for writing (server).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn push_data_mut(&self, n: u64) -> &mut [u8] {
+        // SAFETY: the record lies inside the push ring of the layout; the producer (server,
+        // under its push lock) owns records between tail and head + depth.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.bytes_ptr(self.lay.push_rec(n) + PUSH_HDR),
+                self.lay.push_size,
+            )
+        }
+    }
+
+    /// The data bytes of push record `n` for reading (client).
+    pub(crate) fn push_data(&self, n: u64, len: usize) -> &[u8] {
+        let len = len.min(self.lay.push_size);
+        // SAFETY: as for `push_data_mut`; `len <= push_size`.
+        unsafe { std::slice::from_raw_parts(self.bytes_ptr(self.lay.push_rec(n) + PUSH_HDR), len) }
+    }
+}
+
+/// Writes the header of a new connection segment (server side, before it is sent).
+pub(crate) fn write_header(seg: &Segment, lay: &Layout) {
+    let p = seg.payload_ptr();
+    let w = |off: usize, v: u32| {
+        // SAFETY: the segment holds `HEADER_LEN + lay.total` bytes, `total > 64`, and every
+        // offset is 4-aligned and below 64; atomics, as everywhere in the segment.
+        unsafe { &*p.add(off).cast::<AtomicU32>() }.store(v, Ordering::Relaxed)
+    };
+    w(H_MAGIC, MAGIC);
+    w(H_VERSION, VERSION);
+    // The layout's limits keep each of these below 2^31.
+    w(H_SLOTS, lay.slots as u32);
+    w(H_SLOT_SIZE, lay.slot_size as u32);
+    w(H_PUSH_DEPTH, lay.push_depth as u32);
+    w(H_PUSH_SIZE, lay.push_size as u32);
+    // SAFETY: as above.
+    let ready = unsafe { &*p.add(H_READY).cast::<AtomicU32>() };
+    // Release: pairs with the Acquire load in `read_header`.
+    ready.store(READY, Ordering::Release);
+}
+
+/// Reads and checks the header of a segment received from a server: each field once, the
+/// layout recomputed and checked against the segment's real size.
+pub(crate) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
+    let payload_len = seg.payload().len();
+    if payload_len < 64 {
+        return Err(ShmError::Corrupt("segment too small for an RPC connection"));
+    }
+    let p = seg.payload_ptr();
+    let r = |off: usize, order| {
+        // SAFETY: `off + 4 <= 64 <= payload_len` (checked above), 4-aligned; atomics.
+        unsafe { &*p.add(off).cast::<AtomicU32>() }.load(order)
+    };
+    let ready = r(H_READY, Ordering::Acquire);
+    if r(H_MAGIC, Ordering::Relaxed) != MAGIC {
+        return Err(ShmError::Corrupt(
+            "not an RPC connection segment (bad magic)",
+        ));
+    }
+    if r(H_VERSION, Ordering::Relaxed) != VERSION {
+        return Err(ShmError::Corrupt("unsupported RPC layout version"));
+    }
+    if ready != READY {
+        return Err(ShmError::Corrupt("RPC header not ready"));
+    }
+    let lay = Layout::new(
+        r(H_SLOTS, Ordering::Relaxed) as usize,
+        r(H_SLOT_SIZE, Ordering::Relaxed) as usize,
+        r(H_PUSH_DEPTH, Ordering::Relaxed) as usize,
+        r(H_PUSH_SIZE, Ordering::Relaxed) as usize,
+    )
+    .ok_or(ShmError::Corrupt("RPC layout out of range"))?;
+    if lay.total > payload_len {
+        return Err(ShmError::Corrupt("RPC layout larger than the segment"));
+    }
+    Ok(lay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_page_aligned_and_areas_do_not_overlap() {
+        for (slots, size, depth, psize) in [(1, 1, 1, 1), (64, 4096, 64, 256), (7, 100, 3, 999)] {
+            let l = Layout::new(slots, size, depth, psize).unwrap();
+            assert_eq!((l.data + HEADER_LEN) % PAGE, 0);
+            assert!(RING + 4 * slots <= l.recs);
+            assert!(l.recs + SLOT_REC * slots <= l.push);
+            assert!(l.push + l.push_stride * depth <= l.data);
+            assert_eq!(l.total, l.data + l.slot_size * slots);
+            assert!(l.slot_size >= size && l.slot_size % 64 == 0);
+        }
+        assert!(Layout::new(0, 1, 1, 1).is_none());
+        assert!(Layout::new(MAX_SLOTS, MAX_SLOT_SIZE, 1, 1).is_none());
+    }
+}

@@ -1,0 +1,146 @@
+//! RPC between processes: a named [`Server`] that many client processes call through a
+//! [`Client`], with `courier::local`'s verbs and error model and the Xous message kinds.
+//!
+//! | caller ([`Client`])                       | server ([`Incoming`])                    | Xous idiom |
+//! |-------------------------------------------|------------------------------------------|------------|
+//! | `req`, `req_timeout`, `areq`, `req_async` | `Call(rq, ctx)`: `ctx.reply` / `ctx.fail` | synchronous |
+//! | `send`                                    | `Call(rq, ctx)`, `ctx.is_one_way()`      | fire and forget (memory) |
+//! | `lend(rq, &buf)`, `lend_mut(rq, &mut buf)`| `Call(rq, ctx)`: `ctx.lent()`, `ctx.lent_mut()` | lend, lend_mut |
+//! | `scalar`, `blocking_scalar`               | `Scalar(call)`: `call.reply([a, b])`      | scalar, blocking scalar |
+//! | `subscribe(rq)` → [`Subscription`]        | `Subscribe(rq, notifier)`: `notifier.push(v)` | asynchronous (push) |
+//! | any blocking call                         | keep `ctx` / `call`, answer later          | deferred response |
+//!
+//! # How a call travels
+//!
+//! Each client process has one connection to the server: the handshake of
+//! [`Listener`](crate::Listener) (a Unix socket in the runtime directory, `SO_PEERCRED`, a
+//! sealed memfd) gives it a segment of its own (see `layout.rs` for the map), and a second
+//! message on the socket passes the server's **doorbell**, a small sealed memfd shared by all
+//! clients of the server, whose one word the server's idle workers sleep on.
+//!
+//! A call owns a **slot** of the connection from start to finish: a 128-byte record (kind,
+//! opcode, length, signature, four words; status, reply length, reply signature, two reply
+//! words) and a data area (`slot_size` bytes, page-aligned). The caller writes its request
+//! into the slot, queues the slot's index on the request ring and waits on the slot's own
+//! state word; a worker takes the index, reads the request in place (copying a flat value out
+//! before it checks it), writes the reply into the same slot and flips the state to DONE,
+//! waking the caller only if it sleeps. So a call costs no allocation, no copy beyond the
+//! request and reply themselves, and no thread between caller and worker: the caller's
+//! thread is woken by the worker directly. Threads of one client share the connection
+//! (a lock only to append to the ring); workers of one server share all connections
+//! (each ring is taken by one worker at a time).
+//!
+//! The slot's state word (see `layout::state`) is the call's state machine; the client's
+//! cancellation is a compare-and-swap on it that tells it whether the request was still
+//! queued (withdrawn: the server skips it), already taken (signaled: the server sees
+//! [`ReplyContext::is_canceled`]) or already answered.
+//!
+//! **Lends** are buffers in shared memory ([`ShmBuf`]): a sealed memfd the client maps once.
+//! The first lend of a buffer to a server sends its descriptor over the connection socket;
+//! the server maps it once and keeps it until the buffer is dropped (or the client dies), so
+//! every later lend passes only an id and a length: a 64 MiB `lend_mut` costs what a small
+//! call costs plus what the server does with the bytes. The server checks each lend against
+//! the buffer's sealed size and refuses a second lend of a buffer that is lent mutably (or a
+//! mutable lend of one lent at all), so it never hands out two views that alias; the caller's
+//! `&mut ShmBuf` borrow keeps its own thread off the buffer until the call returns, and a
+//! caller that gives up (timeout) gets a fresh copy of the buffer, leaving the old pages to
+//! the server until it answers.
+//!
+//! **Scalars** use only the slot record: an opcode and four `u64` words (whatever the width
+//! of `usize` on either side, so 32- and 64-bit processes agree), two words back.
+//!
+//! **Pushes** travel on a per-connection ring of fixed records from server to client; the
+//! server never blocks on a slow subscriber ([`PushError::Full`]).
+//!
+//! # Waking
+//!
+//! Every wait spins briefly and then sleeps on a futex with no periodic wake-up; each side
+//! announces its sleep before a last look, and the other side wakes it only if it announced
+//! (the Dekker pattern of [`ShmChannel`](crate::ShmChannel)). A caller sleeps on its slot's
+//! state word (`WAITER` bit); idle workers on the doorbell (each connection's `srv_sleep`
+//! says how many sleep, so a client makes a system call only when one does); async waiters
+//! and subscription readers on the connection's client bell, which a thread of the client
+//! process (started on first use) turns into `Waker` calls.
+//!
+//! # Death
+//!
+//! A watcher thread per connection on each side sees the socket hang up (SIGKILL included):
+//! on the client every pending and future call fails with [`Error::ServerDisappeared`] at
+//! once; on the server the connection is dropped from the list, its lends unmapped as soon as
+//! no context holds them, and every answer to it returns [`Error::OriginDisappeared`].
+//!
+//! # A hostile peer
+//!
+//! Every index, length, signature and counter read from shared memory is checked before use;
+//! a request is copied out of the slot before it is validated, so it cannot change after the
+//! check; a client that breaks a rule of the rings is cut off (its calls never complete,
+//! which hurts only it). Like any memory shared with another process, the bytes of a lent
+//! buffer can be changed by a misbehaving peer while they are read.
+
+mod buf;
+mod client;
+mod layout;
+mod server;
+mod stats;
+mod wire;
+
+pub use buf::ShmBuf;
+pub use client::{CancelOutcome, Client, Subscription, WaitReply};
+pub use courier_core::error::Error;
+pub use server::{
+    Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig, ServerStats,
+};
+pub use stats::{services, ServiceInfo};
+#[cfg(feature = "serde")]
+pub use wire::Postcard;
+pub use wire::Wire;
+
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::sync::AtomicU32;
+
+/// Every message on a connection's socket after the handshake is 16 bytes: an 8-byte tag and
+/// a little-endian `u64`, with one descriptor attached.
+pub(crate) const MSG_LEN: usize = 16;
+/// Server to client, once: the doorbell's descriptor.
+pub(crate) const BELL_HELLO: [u8; MSG_LEN] = *b"CRPCBELL\0\0\0\0\0\0\0\0";
+/// Client to server, once per buffer: a lendable buffer's descriptor and id.
+pub(crate) const LEND_HELLO: [u8; 8] = *b"CRPCLEND";
+/// Where a lendable buffer's bytes start in its segment's payload: page-aligned in the
+/// mapping.
+pub(crate) const LEND_OFFSET: usize = 4096 - HEADER_LEN;
+
+/// The server's doorbell: one futex word in a small sealed memfd that every client maps.
+#[derive(Debug)]
+pub(crate) struct Bell {
+    seg: Segment,
+}
+
+impl Bell {
+    const LEN: usize = HEADER_LEN + 64;
+
+    pub(crate) fn create() -> Result<Bell, ShmError> {
+        Ok(Bell {
+            seg: Segment::create(Self::LEN)?,
+        })
+    }
+
+    pub(crate) fn open(fd: std::os::fd::OwnedFd) -> Result<Bell, ShmError> {
+        let seg = Segment::open(fd, Self::LEN)?;
+        if seg.len() < Self::LEN {
+            return Err(ShmError::Corrupt("doorbell too small"));
+        }
+        Ok(Bell { seg })
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.seg.fd()
+    }
+
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        // SAFETY: the segment holds at least HEADER_LEN + 64 bytes (checked in `open`, made so
+        // in `create`); the payload starts 64-aligned; atomics may be shared with other
+        // processes and are valid for any bits.
+        unsafe { &*self.seg.payload_ptr().cast::<AtomicU32>() }
+    }
+}

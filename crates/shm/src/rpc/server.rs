@@ -1,0 +1,1305 @@
+//! The server side: [`Server`], what it receives ([`Incoming`]) and how it answers
+//! ([`ReplyContext`], [`ScalarCall`], [`Notifier`]).
+
+use super::layout::{
+    kind, state, status, write_header, Layout, Shared, CBELL, CBELL_WAIT, F_ASYNC, PUSH_DATA,
+    PUSH_END, PUSH_HEAD, PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB, REQ_HEAD, REQ_TAIL, SRV_CLOSED,
+    SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_RARGS, S_RLEN, S_RSIG, S_SIG, S_STATUS,
+};
+use super::stats::StatsFile;
+use super::wire::Wire;
+use super::{Bell, Error, BELL_HELLO, LEND_HELLO, LEND_OFFSET, MSG_LEN};
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::service::{Listener, ListenerConfig};
+use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
+use crate::sys::{self, Credentials};
+use crate::watch::Watch;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How many times an idle worker looks at every connection before it sleeps.
+const SPINS: u32 = 2000;
+/// How many times a transition of a slot's state is retried against a peer that keeps
+/// changing the word before the connection is given up as hostile.
+const CAS_TRIES: u32 = 64;
+/// The most lent buffers one client may have registered at once.
+const MAX_BUFFERS: usize = 4096;
+
+/// How a [`Server`] sets up the connections of its clients.
+///
+/// ```
+/// use courier_shm::ServerConfig;
+/// let config = ServerConfig::new().slots(128).slot_size(16 * 1024).allow_uid(1000);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    slots: usize,
+    slot_size: usize,
+    push_depth: usize,
+    push_size: usize,
+    max_lend: usize,
+    listener: ListenerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            slots: 64,
+            slot_size: 4096,
+            push_depth: 64,
+            push_size: 256,
+            max_lend: 1 << 30,
+            listener: ListenerConfig::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults: 64 call slots of 4 KiB per client, 64 pushes of up to 256 bytes in flight
+    /// per client, lends up to 1 GiB, clients of this user only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many calls one client process may have in flight at once (1..=4096).
+    pub fn slots(mut self, n: usize) -> Self {
+        self.slots = n;
+        self
+    }
+
+    /// The largest request, reply or application error, in bytes (up to 64 MiB; rounded up
+    /// to 64). Larger payloads travel by lend.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+
+    /// How many pushes may wait for one client before [`Notifier::push`] reports
+    /// [`PushError::Full`].
+    pub fn push_depth(mut self, n: usize) -> Self {
+        self.push_depth = n;
+        self
+    }
+
+    /// The largest push, in bytes.
+    pub fn push_size(mut self, bytes: usize) -> Self {
+        self.push_size = bytes;
+        self
+    }
+
+    /// The largest buffer a client may lend (bigger ones fail with [`Error::TooLarge`]).
+    pub fn max_lend(mut self, bytes: usize) -> Self {
+        self.max_lend = bytes;
+        self
+    }
+
+    /// Also admits clients running as `uid` (by default only this process's user).
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.listener = self.listener.allow_uid(uid);
+        self
+    }
+
+    /// Also admits clients whose primary group is `gid`.
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.listener = self.listener.allow_gid(gid);
+        self
+    }
+
+    fn layout(&self) -> Result<Layout, ShmError> {
+        Layout::new(self.slots, self.slot_size, self.push_depth, self.push_size).ok_or(
+            ShmError::InvalidConfig("slots, slot size, push depth or push size out of range"),
+        )
+    }
+}
+
+/// What the server's counters say (see also [`services`](crate::services) for other
+/// processes' services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    /// The server's process id.
+    pub pid: u32,
+    /// Connected client processes.
+    pub clients: u64,
+    /// Calls queued by clients and not yet taken by a worker.
+    pub queued: u64,
+    /// Calls taken and not yet answered (deferred replies included).
+    pub in_service: u64,
+    /// Lent buffers currently held by the server (in calls not yet answered).
+    pub lends: u64,
+    /// Calls answered since the server started.
+    pub served: u64,
+}
+
+/// One message a worker received.
+#[derive(Debug)]
+pub enum Incoming<Rq, Rp, E> {
+    /// A call: `req`, `req_timeout`, `areq`, `req_async`, `send` (one-way:
+    /// [`ReplyContext::is_one_way`]), `lend` or `lend_mut` ([`ReplyContext::lent`]).
+    Call(Rq, ReplyContext<Rp, E>),
+    /// A scalar message: `scalar` (one-way) or `blocking_scalar`.
+    Scalar(ScalarCall),
+    /// A subscription (`subscribe`): keep the [`Notifier`] and push whenever you like.
+    Subscribe(Rq, Notifier),
+}
+
+/// A named service that client processes connect to ([`Client`](crate::Client)).
+///
+/// Cloning gives another handle to the same service, typically for another worker thread:
+/// every handle's [`wait`](Server::wait) takes the next call of any client. The service ends
+/// when the last handle is dropped: calls no worker has taken fail with
+/// [`Error::ServerDisappeared`] at once, calls taken and not yet answered can still be
+/// answered, and the name is freed.
+///
+/// A named service never reports [`Error::ClientsDisappeared`]: new clients may always come.
+/// A worker blocked in `wait` with nothing to do uses no CPU (a short spin, then a futex).
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::{Incoming, Server, ServerConfig};
+///
+/// let server: Server<u64, u64, u32> = Server::bind("doubler", ServerConfig::new())?;
+/// loop {
+///     match server.wait()? {
+///         Incoming::Call(n, ctx) if n > u64::MAX / 2 => { let _ = ctx.fail(1); }
+///         Incoming::Call(n, ctx) => { let _ = ctx.reply(2 * n); }
+///         Incoming::Scalar(call) => {
+///             let x = call.args()[0];
+///             let _ = call.reply([x.wrapping_mul(2), 0]);
+///         }
+///         Incoming::Subscribe(_, notifier) => drop(notifier),
+///     }
+/// }
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+pub struct Server<Rq, Rp, E> {
+    shared: Arc<ServerShared>,
+    _types: PhantomData<fn(Rq) -> (Rp, E)>,
+}
+
+impl<Rq, Rp, E> Clone for Server<Rq, Rp, E> {
+    fn clone(&self) -> Self {
+        Server {
+            shared: Arc::clone(&self.shared),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Rq, Rp, E> std::fmt::Debug for Server<Rq, Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.shared.core.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handles' shared part: stops the accept thread and fails untaken calls on drop.
+struct ServerShared {
+    core: Arc<Core>,
+    stop: OwnedFd,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// What the accept thread, the workers and the connections' watchers share.
+struct Core {
+    name: String,
+    lay: Layout,
+    max_lend: usize,
+    bell: Bell,
+    conns: RwLock<Vec<Arc<Conn>>>,
+    /// How many workers sleep (written to every connection's `srv_sleep`); the lock orders
+    /// those writes, so a connection never shows a stale zero.
+    sleeping: Mutex<u32>,
+    /// Round-robin start for the next poll.
+    next: AtomicU64,
+    counters: Arc<Counters>,
+    stats: Option<StatsFile>,
+    next_conn: AtomicU64,
+}
+
+impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
+    /// Takes the service name `name` (see [`Listener::bind`]) and starts accepting clients.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidName`], [`ShmError::InvalidConfig`], [`ShmError::NameInUse`] if a
+    /// live server owns the name, the runtime directory's errors, [`ShmError::Io`].
+    pub fn bind(name: &str, config: ServerConfig) -> Result<Self, ShmError> {
+        let lay = config.layout()?;
+        let listener = Listener::bind(
+            name,
+            config.listener.clone().segment_size(HEADER_LEN + lay.total),
+        )?;
+        let bell = Bell::create()?;
+        let stats = StatsFile::create(name).ok();
+        let core = Arc::new(Core {
+            name: name.to_owned(),
+            lay,
+            max_lend: config.max_lend,
+            bell,
+            conns: RwLock::new(Vec::new()),
+            sleeping: Mutex::new(0),
+            next: AtomicU64::new(0),
+            counters: Arc::new(Counters::default()),
+            stats,
+            next_conn: AtomicU64::new(0),
+        });
+        core.publish_stats();
+        let stop = sys::eventfd().map_err(ShmError::io("creating the accept thread's eventfd"))?;
+        let stop_theirs = stop
+            .try_clone()
+            .map_err(ShmError::io("duplicating an eventfd"))?;
+        let theirs = Arc::clone(&core);
+        let accept = std::thread::Builder::new()
+            .name(format!("courier-accept-{name}"))
+            .spawn(move || accept_loop(&theirs, &listener, &stop_theirs))
+            .map_err(ShmError::io("starting the accept thread"))?;
+        Ok(Server {
+            shared: Arc::new(ServerShared {
+                core,
+                stop,
+                accept: Some(accept),
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.shared.core.name
+    }
+
+    /// The service's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.core.stats()
+    }
+
+    /// Waits for the next message from any client.
+    ///
+    /// # Errors
+    ///
+    /// None today besides [`ShmError::Io`]-class failures of the system; the result type
+    /// leaves room for them.
+    pub fn wait(&self) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        self.wait_until(None)
+    }
+
+    /// As [`Server::wait`], for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Timeout`] if nothing came.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    /// Takes the next message if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// None today; see [`Server::wait`].
+    pub fn try_pop(&self) -> Result<Option<Incoming<Rq, Rp, E>>, ShmError> {
+        Ok(self.poll_once())
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        let core = &self.shared.core;
+        loop {
+            for i in 0..SPINS {
+                if let Some(m) = self.poll_once() {
+                    return Ok(m);
+                }
+                if i % 64 == 63 {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(ShmError::Timeout);
+                    }
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            // Sleep: announce it in every connection, then look once more (see "Waking the
+            // server" in the module docs).
+            core.set_sleeping(1);
+            fence(Ordering::SeqCst);
+            let seen = core.bell.word().load(Ordering::SeqCst);
+            if let Some(m) = self.poll_once() {
+                core.set_sleeping(-1);
+                return Ok(m);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        core.set_sleeping(-1);
+                        return Err(ShmError::Timeout);
+                    }
+                },
+            };
+            sys::futex_wait(core.bell.word(), seen, left);
+            core.set_sleeping(-1);
+            core.publish_stats();
+        }
+    }
+
+    /// One round over the connections: the first message found, already turned into an
+    /// [`Incoming`] (messages the transport handles itself are handled and skipped).
+    fn poll_once(&self) -> Option<Incoming<Rq, Rp, E>> {
+        let core = &self.shared.core;
+        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        let n = conns.len();
+        if n == 0 {
+            return None;
+        }
+        let start = core.next.fetch_add(1, Ordering::Relaxed) as usize;
+        for k in 0..n {
+            let conn = &conns[(start + k) % n];
+            while let Some(slot) = conn.pop() {
+                let conn = Arc::clone(conn);
+                if let Some(m) = self.incoming(conn, slot) {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+
+    /// Turns taken slot `slot` of `conn` into an [`Incoming`], or handles it here.
+    fn incoming(&self, conn: Arc<Conn>, slot: usize) -> Option<Incoming<Rq, Rp, E>> {
+        let core = &self.shared.core;
+        let sh = &Arc::clone(&conn).sh;
+        let rec = sh.lay.rec(slot);
+        // Read every field once; the client may change them afterwards.
+        let kind = sh.u32(rec + S_KIND).load(Ordering::Relaxed);
+        let op = sh.u32(rec + S_OP).load(Ordering::Relaxed);
+        let flags = sh.u32(rec + S_FLAGS).load(Ordering::Relaxed);
+        let len = sh.u32(rec + S_LEN).load(Ordering::Relaxed) as usize;
+        let sig = sh.u64(rec + S_SIG).load(Ordering::Relaxed);
+        let args: [u64; 4] =
+            std::array::from_fn(|i| sh.u64(rec + S_ARGS + 8 * i).load(Ordering::Relaxed));
+        let slot_ref = SlotRef {
+            conn,
+            slot,
+            flags,
+            done: false,
+        };
+        let decode = |slot_ref: &SlotRef| -> Option<Rq> {
+            if sig != Rq::SIGNATURE || len > sh.lay.slot_size {
+                return None;
+            }
+            Rq::decode(slot_ref.conn.sh.data(slot, len))
+        };
+        match kind {
+            kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT => {
+                let Some(rq) = decode(&slot_ref) else {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                };
+                let lent = if kind == kind::LEND || kind == kind::LEND_MUT {
+                    match slot_ref
+                        .conn
+                        .take_lend(core, args[0], args[1], kind == kind::LEND_MUT)
+                    {
+                        Ok(l) => Some(l),
+                        Err(st) => {
+                            slot_ref.settle(st);
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some(Incoming::Call(
+                    rq,
+                    ReplyContext {
+                        slot: slot_ref,
+                        one_way: kind == kind::SEND,
+                        lent,
+                        _types: PhantomData,
+                    },
+                ))
+            }
+            kind::SCALAR | kind::BLOCKING_SCALAR => Some(Incoming::Scalar(ScalarCall {
+                slot: slot_ref,
+                op,
+                args,
+                blocking: kind == kind::BLOCKING_SCALAR,
+            })),
+            kind::SUBSCRIBE => {
+                let Some(rq) = decode(&slot_ref) else {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                };
+                let id = args[0] as u32;
+                let fresh = slot_ref.conn.lock_subs().insert(id, true).is_none();
+                let conn = Arc::clone(&slot_ref.conn);
+                if !fresh {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                }
+                slot_ref.settle(status::OK);
+                Some(Incoming::Subscribe(rq, Notifier { conn, id }))
+            }
+            kind::UNSUBSCRIBE => {
+                slot_ref.conn.lock_subs().remove(&(args[0] as u32));
+                slot_ref.settle(status::OK);
+                None
+            }
+            kind::FREE_BUF => {
+                slot_ref.conn.lock_lends().remove(&args[0]);
+                slot_ref.settle(status::OK);
+                None
+            }
+            _ => {
+                slot_ref.settle(status::PROTOCOL);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ServerShared {
+    fn drop(&mut self) {
+        if let Some(t) = self.accept.take() {
+            if sys::eventfd_signal(self.stop.as_fd()).is_ok() {
+                let _ = t.join();
+            }
+        }
+        // Calls no worker took fail now; taken ones keep their connection (through their
+        // contexts) and can still be answered.
+        let conns =
+            std::mem::take(&mut *self.core.conns.write().unwrap_or_else(|p| p.into_inner()));
+        for conn in &conns {
+            conn.closing.store(true, Ordering::SeqCst);
+            conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
+            while let Some(slot) = conn.pop() {
+                SlotRef {
+                    conn: Arc::clone(conn),
+                    slot,
+                    flags: F_ASYNC,
+                    done: false,
+                }
+                .settle(status::SERVER_GONE);
+            }
+        }
+        drop(conns);
+        if let Some(s) = &self.core.stats {
+            s.remove();
+        }
+    }
+}
+
+impl Core {
+    /// Adds `delta` to the sleeping workers and writes the count to every connection.
+    fn set_sleeping(&self, delta: i32) {
+        let mut n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_add_signed(delta);
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.iter() {
+            c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes the workers (a new connection, a shutdown): our own bump of the doorbell.
+    fn ring(&self) {
+        self.bell.word().fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(self.bell.word());
+    }
+
+    fn stats(&self) -> ServerStats {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let queued = conns.iter().map(|c| c.queued()).sum();
+        ServerStats {
+            pid: std::process::id(),
+            clients: conns.len() as u64,
+            queued,
+            in_service: self.counters.in_service.load(Ordering::Relaxed),
+            lends: self.counters.lends.load(Ordering::Relaxed),
+            served: self.counters.served.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish_stats(&self) {
+        if let Some(f) = &self.stats {
+            f.write(&self.stats());
+        }
+    }
+}
+
+/// The counters every connection updates.
+#[derive(Debug, Default)]
+struct Counters {
+    served: AtomicU64,
+    in_service: AtomicU64,
+    lends: AtomicU64,
+}
+
+/// The accept thread: takes clients until the server's drop signals `stop`.
+fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
+    loop {
+        match listener.wait_client(stop.as_fd()) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+        let lay = core.lay;
+        let Ok(conn) = listener.accept_with(Some(Instant::now() + Duration::from_secs(1)), |seg| {
+            write_header(seg, &lay)
+        }) else {
+            continue; // refused or vanished client: the listener stays usable
+        };
+        let (seg, sock, peer) = conn.into_parts();
+        if let Ok(c) = Conn::start(core, seg, sock, peer) {
+            core.conns
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::clone(&c));
+            // Show the new connection how many workers sleep, then wake them: its first
+            // request may have been queued before it was in the list.
+            let n = *core.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+            c.sh.u32(SRV_SLEEP).store(n, Ordering::SeqCst);
+            core.ring();
+            core.publish_stats();
+        }
+    }
+}
+
+/// One client process's connection, server side.
+struct Conn {
+    id: u64,
+    sh: Shared,
+    peer: Credentials,
+    counters: Arc<Counters>,
+    watch: Watch,
+    /// Our copy of the connection socket: lent buffers' descriptors arrive on it.
+    sock: Mutex<OwnedFd>,
+    /// The consumer side of the request ring (the next index to read).
+    head: Mutex<u64>,
+    /// A copy of `head` for cheap looks.
+    head_seen: AtomicU64,
+    /// Which slots are taken and not yet completed (a client may not queue them again).
+    in_service: Vec<AtomicBool>,
+    lends: Mutex<HashMap<u64, Lendable>>,
+    /// Live subscriptions (id -> still subscribed).
+    subs: Mutex<HashMap<u32, bool>>,
+    /// The producer side of the push ring (the next record to write).
+    push_tail: Mutex<u64>,
+    /// The server is shutting down: no more takes.
+    closing: AtomicBool,
+    /// The client broke the protocol: its calls are ignored from now on.
+    broken: AtomicBool,
+}
+
+/// A buffer a client registered for lending.
+struct Lendable {
+    seg: Arc<Segment>,
+    /// Shared lends in progress, or `u32::MAX` for an exclusive one.
+    users: u32,
+}
+
+impl Conn {
+    fn start(
+        core: &Arc<Core>,
+        seg: Segment,
+        sock: OwnedFd,
+        peer: Credentials,
+    ) -> Result<Arc<Conn>, ShmError> {
+        let ours = sock
+            .try_clone()
+            .map_err(ShmError::io("duplicating the connection socket"))?;
+        // The client's second handshake message: the doorbell of this server.
+        sys::send_with_fd(sock.as_fd(), &BELL_HELLO, Some(core.bell.fd()))
+            .map_err(ShmError::io("sending the doorbell"))?;
+        let id = core.next_conn.fetch_add(1, Ordering::Relaxed);
+        let weak = Arc::downgrade(core);
+        let slots = core.lay.slots;
+        let watch = Watch::start(sock, move || client_gone(&weak, id))?;
+        Ok(Arc::new(Conn {
+            id,
+            sh: Shared { seg, lay: core.lay },
+            peer,
+            counters: Arc::clone(&core.counters),
+            watch,
+            sock: Mutex::new(ours),
+            head: Mutex::new(0),
+            head_seen: AtomicU64::new(0),
+            in_service: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+            lends: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
+            push_tail: Mutex::new(0),
+            closing: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+        }))
+    }
+
+    fn gone(&self) -> bool {
+        self.watch.shared.is_dead() || self.broken.load(Ordering::Relaxed)
+    }
+
+    fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, bool>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_lends(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lendable>> {
+        self.lends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls queued and not taken, as far as the (untrusted) tail says.
+    fn queued(&self) -> u64 {
+        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Relaxed);
+        tail.saturating_sub(self.head_seen.load(Ordering::Relaxed))
+            .min(self.sh.lay.slots as u64)
+    }
+
+    /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
+    /// completed here and skipped; a client that breaks the ring's rules is cut off.
+    fn pop(&self) -> Option<usize> {
+        if self.gone() {
+            return None;
+        }
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        // Acquire: pairs with the client's Release store of the tail, so the ring entry and
+        // the slot record it wrote before are visible.
+        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Acquire);
+        if tail == seen {
+            return None;
+        }
+        let mut head = self.head.try_lock().ok()?;
+        loop {
+            if *head == tail {
+                return None;
+            }
+            if tail.wrapping_sub(*head) > self.sh.lay.slots as u64 {
+                self.cut_off();
+                return None;
+            }
+            let slot = self
+                .sh
+                .u32(self.sh.lay.ring(*head as usize % self.sh.lay.slots))
+                .load(Ordering::Relaxed) as usize;
+            *head += 1;
+            self.head_seen.store(*head, Ordering::Relaxed);
+            self.sh.u64(REQ_HEAD).store(*head, Ordering::Release);
+            if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
+                self.cut_off();
+                return None;
+            }
+            let word = self.sh.state(slot);
+            let mut s = word.load(Ordering::Acquire);
+            let mut tries = 0;
+            loop {
+                match s & state::PHASE {
+                    state::QUEUED => match word.compare_exchange(
+                        s,
+                        state::TAKEN | (s & state::WAITER),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            self.counters.in_service.fetch_add(1, Ordering::Relaxed);
+                            return Some(slot);
+                        }
+                        Err(now) => s = now,
+                    },
+                    state::CANCELED => {
+                        // Withdrawn before we took it: hand the slot back.
+                        self.sh
+                            .u32(self.sh.lay.rec(slot) + S_STATUS)
+                            .store(status::WITHDRAWN, Ordering::Relaxed);
+                        word.store(state::DONE, Ordering::Release);
+                        self.in_service[slot].store(false, Ordering::Release);
+                        break;
+                    }
+                    _ => {
+                        self.cut_off();
+                        return None;
+                    }
+                }
+                tries += 1;
+                if tries > CAS_TRIES {
+                    self.cut_off();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The client broke the protocol: ignore it from now on (its process keeps its
+    /// connection until it hangs up; its calls never complete, which hurts only it).
+    fn cut_off(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    /// Finds registered buffer `id` (reading registrations the client sent, if needed) and
+    /// marks it lent, shared or exclusive. `len` is the length the client lends.
+    fn take_lend(&self, core: &Core, id: u64, len: u64, exclusive: bool) -> Result<Lent, u32> {
+        let mut lends = self.lock_lends();
+        if !lends.contains_key(&id) {
+            self.read_registrations(&mut lends);
+        }
+        let entry = lends.get_mut(&id).ok_or(status::PROTOCOL)?;
+        let cap = (entry.seg.len() - HEADER_LEN - LEND_OFFSET) as u64;
+        if len > cap {
+            return Err(status::PROTOCOL);
+        }
+        if len > core.max_lend as u64 {
+            return Err(status::TOO_LARGE);
+        }
+        match (exclusive, entry.users) {
+            (_, u32::MAX) | (true, 1..) => return Err(status::PROTOCOL),
+            (true, 0) => entry.users = u32::MAX,
+            (false, n) => entry.users = n + 1,
+        }
+        self.counters.lends.fetch_add(1, Ordering::Relaxed);
+        Ok(Lent {
+            seg: Arc::clone(&entry.seg),
+            id,
+            len: len as usize,
+            exclusive,
+        })
+    }
+
+    /// Reads the buffer registrations waiting on the socket (the client sends one before it
+    /// queues the first lend of a buffer, so it is there already); never blocks.
+    fn read_registrations(&self, lends: &mut HashMap<u64, Lendable>) {
+        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(true) = sys::wait_readable(sock.as_fd(), Some(Instant::now())) {
+            let mut msg = [0u8; MSG_LEN + 1];
+            let Ok((n, fd)) = sys::recv_with_fd(sock.as_fd(), &mut msg) else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            let (Some(fd), true) = (fd, n == MSG_LEN && msg[..8] == LEND_HELLO) else {
+                self.cut_off();
+                return;
+            };
+            let id = u64::from_le_bytes(msg[8..16].try_into().expect("8 bytes"));
+            if lends.len() >= MAX_BUFFERS || lends.contains_key(&id) {
+                self.cut_off();
+                return;
+            }
+            match Segment::open(fd, HEADER_LEN + LEND_OFFSET + MAX_LEND_SEGMENT) {
+                Ok(seg) if seg.len() >= HEADER_LEN + LEND_OFFSET => {
+                    lends.insert(
+                        id,
+                        Lendable {
+                            seg: Arc::new(seg),
+                            users: 0,
+                        },
+                    );
+                }
+                _ => {
+                    self.cut_off();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives a lend back (its context is answered or dropped).
+    fn end_lend(&self, lent: &Lent) {
+        self.counters.lends.fetch_sub(1, Ordering::Relaxed);
+        if let Some(e) = self.lock_lends().get_mut(&lent.id) {
+            if Arc::ptr_eq(&e.seg, &lent.seg) {
+                e.users = if lent.exclusive {
+                    0
+                } else {
+                    e.users.saturating_sub(1)
+                };
+            }
+        }
+    }
+}
+
+/// The largest lent buffer the server maps.
+const MAX_LEND_SEGMENT: usize = 1 << 30;
+
+/// Run by a connection's watcher when the client hangs up: forget the connection (its lends
+/// are unmapped as soon as no context holds them).
+fn client_gone(core: &Weak<Core>, id: u64) {
+    let Some(core) = core.upgrade() else { return };
+    let gone = {
+        let mut conns = core.conns.write().unwrap_or_else(|p| p.into_inner());
+        let pos = conns.iter().position(|c| c.id == id);
+        pos.map(|i| conns.swap_remove(i))
+    };
+    if let Some(conn) = gone {
+        conn.lock_lends().clear();
+        conn.lock_subs().clear();
+        core.publish_stats();
+        // Dropped here, on the watcher thread, if no context holds it (see `Watch`'s drop).
+        drop(conn);
+    }
+}
+
+/// A taken slot, owed a completion. Dropping it completes with `NO_REPLY`.
+struct SlotRef {
+    conn: Arc<Conn>,
+    slot: usize,
+    flags: u32,
+    done: bool,
+}
+
+impl std::fmt::Debug for SlotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("client_pid", &self.conn.peer.pid)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl SlotRef {
+    /// Completes the slot with `st` and no reply, whatever became of the caller.
+    fn settle(self, st: u32) {
+        let _ = self.complete(st, |_| (0, 0, [0; 2]));
+    }
+
+    fn is_canceled(&self) -> bool {
+        self.conn.sh.state(self.slot).load(Ordering::Acquire) & state::PHASE == state::CANCELED
+    }
+
+    /// Completes the slot: `write` fills the data area and returns (length, signature, reply
+    /// words); then `TAKEN -> DONE`, waking a sleeping caller. `Err` if the caller is gone or
+    /// canceled (nothing it can see was changed then, or only its abandoned slot).
+    fn complete(
+        mut self,
+        st: u32,
+        write: impl FnOnce(&mut [u8]) -> (usize, u64, [u64; 2]),
+    ) -> Result<(), Error<()>> {
+        self.done = true;
+        self.finish(st, write)
+    }
+
+    fn complete_with(
+        mut self,
+        st: u32,
+        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64, [u64; 2])>,
+    ) -> Result<(), Error<()>> {
+        self.done = true;
+        self.finish_with(st, write)
+    }
+
+    fn finish(
+        &mut self,
+        st: u32,
+        write: impl FnOnce(&mut [u8]) -> (usize, u64, [u64; 2]),
+    ) -> Result<(), Error<()>> {
+        self.finish_with(st, |out| Some(write(out)))
+    }
+
+    /// Completes the slot (see `complete`); a `write` that returns `None` (the value does
+    /// not fit) completes it with `TOO_LARGE` and reports [`Error::TooLarge`].
+    fn finish_with(
+        &mut self,
+        st: u32,
+        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64, [u64; 2])>,
+    ) -> Result<(), Error<()>> {
+        let conn = &self.conn;
+        let sh = &conn.sh;
+        let slot = self.slot;
+        let mut outcome = Ok(());
+        let r = (|| {
+            if conn.gone() {
+                return Err(Error::OriginDisappeared);
+            }
+            let word = sh.state(slot);
+            let mut s = word.load(Ordering::Acquire);
+            if s & state::PHASE == state::TAKEN {
+                let rec = sh.lay.rec(slot);
+                let (st, (len, sig, words)) = match write(sh.data_mut(slot)) {
+                    Some(w) => (st, w),
+                    None => {
+                        outcome = Err(Error::TooLarge);
+                        (status::TOO_LARGE, (0, 0, [0; 2]))
+                    }
+                };
+                sh.u32(rec + S_STATUS).store(st, Ordering::Relaxed);
+                sh.u32(rec + S_RLEN).store(len as u32, Ordering::Relaxed);
+                sh.u64(rec + S_RSIG).store(sig, Ordering::Relaxed);
+                for (i, w) in words.iter().enumerate() {
+                    sh.u64(rec + S_RARGS + 8 * i).store(*w, Ordering::Relaxed);
+                }
+            }
+            for _ in 0..CAS_TRIES {
+                match s & state::PHASE {
+                    state::TAKEN => {
+                        // Release: the reply written above is visible to a caller that sees
+                        // DONE (its Acquire load).
+                        // SeqCst: with the flag load below, the Dekker pair with an async
+                        // waiter that sets F_ASYNC and then looks for DONE.
+                        match word.compare_exchange(
+                            s,
+                            state::DONE,
+                            Ordering::SeqCst,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => {
+                                if s & state::WAITER != 0 {
+                                    sys::futex_wake(word);
+                                }
+                                let flags =
+                                    sh.u32(sh.lay.rec(slot) + S_FLAGS).load(Ordering::SeqCst);
+                                if (self.flags | flags) & F_ASYNC != 0 {
+                                    ring_client(sh);
+                                }
+                                return outcome;
+                            }
+                            Err(now) => s = now,
+                        }
+                    }
+                    state::CANCELED => {
+                        // The caller gave up after we took it: hand the slot back.
+                        word.store(state::DONE, Ordering::Release);
+                        return Err(Error::OriginDisappeared);
+                    }
+                    _ => {
+                        conn.cut_off();
+                        return Err(Error::OriginDisappeared);
+                    }
+                }
+            }
+            conn.cut_off();
+            Err(Error::OriginDisappeared)
+        })();
+        conn.in_service[slot].store(false, Ordering::Release);
+        conn.counters.in_service.fetch_sub(1, Ordering::Relaxed);
+        if r.is_ok() {
+            conn.counters.served.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            let _ = self.finish(status::NO_REPLY, |_| (0, 0, [0; 2]));
+        }
+    }
+}
+
+/// Rings the client's bell (its async waiters and subscription readers sleep on it).
+fn ring_client(sh: &Shared) {
+    // SeqCst: the Dekker pair with the client's store of `cbell_wait` and its fence before
+    // it reads the bell and looks at slots and the push ring.
+    fence(Ordering::SeqCst);
+    if sh.u32(CBELL_WAIT).load(Ordering::SeqCst) != 0 {
+        sh.u32(CBELL).fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(sh.u32(CBELL));
+    }
+}
+
+/// A buffer a caller lent with this call.
+struct Lent {
+    seg: Arc<Segment>,
+    id: u64,
+    len: usize,
+    exclusive: bool,
+}
+
+impl Lent {
+    fn ptr(&self) -> *mut u8 {
+        // SAFETY: the segment is at least HEADER_LEN + LEND_OFFSET + len bytes (checked in
+        // `take_lend` against its sealed size).
+        unsafe { self.seg.payload_ptr().add(LEND_OFFSET) }
+    }
+}
+
+/// The answer owed for one call; it may be kept and answered later, from any thread
+/// (deferred response).
+///
+/// Dropping it unanswered completes the call with [`Error::NoReply`] (for every kind of
+/// call: unlike Xous, no caller is left blocked). A lent buffer ([`lent`](Self::lent),
+/// [`lent_mut`](Self::lent_mut)) is the server's until the context is answered or dropped;
+/// then it goes back to the caller, whose `lend` / `lend_mut` returns.
+pub struct ReplyContext<Rp, E> {
+    slot: SlotRef,
+    one_way: bool,
+    lent: Option<Lent>,
+    _types: PhantomData<fn(Rp, E)>,
+}
+
+impl<Rp, E> std::fmt::Debug for ReplyContext<Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyContext")
+            .field("slot", &self.slot)
+            .field("one_way", &self.one_way)
+            .field("lent", &self.lent.as_ref().map(|l| l.len))
+            .finish()
+    }
+}
+
+impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
+    /// Answers the call with `reply`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OriginDisappeared`] if the caller's process died or it canceled the call (the
+    /// reply is discarded); [`Error::TooLarge`] if the reply does not fit a slot (the caller
+    /// gets `TooLarge` too). A one-way call's reply is discarded: `Ok`.
+    pub fn reply(self, reply: Rp) -> Result<(), Error<E>> {
+        self.answer(status::OK, reply)
+    }
+
+    /// Answers the call with an application error: the caller gets [`Error::App`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplyContext::reply`].
+    pub fn fail(self, err: E) -> Result<(), Error<E>> {
+        self.answer(status::APP, err)
+    }
+
+    fn answer<T: Wire>(mut self, st: u32, value: T) -> Result<(), Error<E>> {
+        let r = self.slot_take().complete_with(st, |out| {
+            value.encode(out).map(|n| (n, T::SIGNATURE, [0; 2]))
+        });
+        match r {
+            Err(Error::TooLarge) => Err(Error::TooLarge),
+            _ if self.one_way => Ok(()),
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::OriginDisappeared),
+        }
+    }
+
+    fn slot_take(&mut self) -> SlotRef {
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        let placeholder = SlotRef {
+            conn: Arc::clone(&self.slot.conn),
+            slot: self.slot.slot,
+            flags: self.slot.flags,
+            done: true,
+        };
+        std::mem::replace(&mut self.slot, placeholder)
+    }
+
+    /// Whether the caller canceled the call (a timeout, a dropped `WaitReply` or future); the
+    /// work may stop, a reply would be discarded.
+    pub fn is_canceled(&self) -> bool {
+        self.slot.is_canceled() || self.slot.conn.gone()
+    }
+
+    /// Whether the call was one-way (`send`): nobody waits for the reply.
+    pub fn is_one_way(&self) -> bool {
+        self.one_way
+    }
+
+    /// The caller's process id (from the kernel, at connection time).
+    pub fn client_pid(&self) -> u32 {
+        self.slot.conn.peer.pid as u32
+    }
+
+    /// The buffer the caller lent with `lend` or `lend_mut`, read in place (no copy).
+    ///
+    /// Like any memory shared with another process, a misbehaving caller could write it
+    /// while it is read; the protocol (and an honest `Client`) does not.
+    pub fn lent(&self) -> Option<&[u8]> {
+        self.lent.as_ref().map(|l| {
+            // SAFETY: `ptr..ptr+len` lies inside the lent segment (checked in `take_lend`),
+            // which the `Arc` keeps mapped while `self` lives; bytes are valid `u8`.
+            unsafe { std::slice::from_raw_parts(l.ptr(), l.len) }
+        })
+    }
+
+    /// The buffer the caller lent with `lend_mut`, for writing in place; the caller sees the
+    /// bytes when the call returns. `None` for other calls (including `lend`).
+    pub fn lent_mut(&mut self) -> Option<&mut [u8]> {
+        self.lent.as_mut().filter(|l| l.exclusive).map(|l| {
+            // SAFETY: as in `lent`; the lend is exclusive (checked in `take_lend`: no other
+            // lend of this buffer is in progress), and `&mut self` makes this the only view.
+            unsafe { std::slice::from_raw_parts_mut(l.ptr(), l.len) }
+        })
+    }
+}
+
+impl<Rp, E> Drop for ReplyContext<Rp, E> {
+    fn drop(&mut self) {
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        // `self.slot` completes with NO_REPLY in its own drop if still owed.
+    }
+}
+
+/// A scalar message: an opcode and four words, no payload. See [`Incoming::Scalar`].
+///
+/// Words are `u64` on the wire whatever the width of `usize` on either side, so a 32-bit and
+/// a 64-bit process agree. Dropping a blocking one unanswered gives its caller
+/// [`Error::NoReply`].
+#[derive(Debug)]
+pub struct ScalarCall {
+    slot: SlotRef,
+    op: u32,
+    args: [u64; 4],
+    blocking: bool,
+}
+
+impl ScalarCall {
+    /// The opcode.
+    pub fn op(&self) -> u32 {
+        self.op
+    }
+
+    /// The four argument words.
+    pub fn args(&self) -> [u64; 4] {
+        self.args
+    }
+
+    /// Whether the caller waits for a reply (`blocking_scalar`).
+    pub fn is_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    /// The caller's process id.
+    pub fn client_pid(&self) -> u32 {
+        self.slot.conn.peer.pid as u32
+    }
+
+    /// Whether the caller gave up waiting.
+    pub fn is_canceled(&self) -> bool {
+        self.slot.is_canceled() || self.slot.conn.gone()
+    }
+
+    /// Answers with two words. For a one-way scalar the words are discarded: `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OriginDisappeared`] if the caller died or gave up.
+    pub fn reply(self, words: [u64; 2]) -> Result<(), Error<()>> {
+        let blocking = self.blocking;
+        let r = self.slot.complete(status::OK, |_| (0, 0, words));
+        if !blocking {
+            return Ok(());
+        }
+        r
+    }
+}
+
+/// Why [`Notifier::push`] did not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The client dropped its [`Subscription`](crate::Subscription).
+    #[error("the client unsubscribed")]
+    Unsubscribed,
+    /// The client's process is gone.
+    #[error("the client process is gone")]
+    ClientGone,
+    /// The client has not read the pushes already waiting (`ServerConfig::push_depth`); the
+    /// value was not sent. A server never blocks on a slow subscriber.
+    #[error("the client's push ring is full")]
+    Full,
+    /// The value does not fit a push record (`ServerConfig::push_size`).
+    #[error("the value is larger than a push record")]
+    TooLarge,
+}
+
+/// The server's end of a subscription: pushes values to one client whenever the server likes
+/// (the asynchronous pattern). `Send + Sync`: keep it anywhere, push from any thread.
+///
+/// Dropping it ends the subscription: the client's receive returns
+/// [`Error::NoReply`] after the values already pushed.
+pub struct Notifier {
+    conn: Arc<Conn>,
+    id: u32,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("client_pid", &self.conn.peer.pid)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Notifier {
+    /// Whether the client still listens.
+    pub fn is_subscribed(&self) -> bool {
+        !self.conn.gone() && self.conn.lock_subs().get(&self.id) == Some(&true)
+    }
+
+    /// The subscribed client's process id.
+    pub fn client_pid(&self) -> u32 {
+        self.conn.peer.pid as u32
+    }
+
+    /// Pushes `value` to the client. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// See [`PushError`]; the value was not delivered.
+    pub fn push<T: Wire>(&self, value: T) -> Result<(), PushError> {
+        if self.conn.gone() {
+            return Err(PushError::ClientGone);
+        }
+        if !self.is_subscribed() {
+            return Err(PushError::Unsubscribed);
+        }
+        self.write(PUSH_DATA, |out| {
+            value.encode(out).map(|n| (n, T::SIGNATURE))
+        })
+    }
+
+    fn write(
+        &self,
+        kind: u32,
+        fill: impl FnOnce(&mut [u8]) -> Option<(usize, u64)>,
+    ) -> Result<(), PushError> {
+        let sh = &self.conn.sh;
+        let mut tail = self
+            .conn
+            .push_tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Acquire: the client's reads of records before `head` are done.
+        let head = sh.u64(PUSH_HEAD).load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > sh.lay.push_depth as u64 {
+            self.conn.cut_off();
+            return Err(PushError::ClientGone);
+        }
+        if used == sh.lay.push_depth as u64 {
+            return Err(PushError::Full);
+        }
+        let (len, sig) = fill(sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
+        let rec = sh.lay.push_rec(*tail);
+        sh.u32(rec + P_SUB).store(self.id, Ordering::Relaxed);
+        sh.u32(rec + P_KIND).store(kind, Ordering::Relaxed);
+        sh.u32(rec + P_LEN).store(len as u32, Ordering::Relaxed);
+        sh.u64(rec + P_SIG).store(sig, Ordering::Relaxed);
+        *tail += 1;
+        // Release: the record is visible to a client that sees the new tail.
+        sh.u64(PUSH_TAIL).store(*tail, Ordering::Release);
+        drop(tail);
+        ring_client(sh);
+        Ok(())
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let was = self.conn.lock_subs().remove(&self.id);
+        if was == Some(true) && !self.conn.gone() {
+            // Best effort: a full ring keeps the end from the client until it reads; the
+            // client also ends every subscription when the server goes.
+            let mut tries = 0;
+            while self.write(PUSH_END, |_| Some((0, 0))) == Err(PushError::Full) && tries < 1000 {
+                tries += 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+}

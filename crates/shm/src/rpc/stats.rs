@@ -1,0 +1,138 @@
+//! What `courier ls` shows: each server keeps its counters in `<name>.stats` in the runtime
+//! directory (mode 0600, in the 0700 directory), and [`services`] reads them back, listing a
+//! service only while its name's lock is held (a killed server's file is ignored, and
+//! replaced by the next server of that name).
+//!
+//! The file is 64 bytes of little-endian `u64`s: magic, pid, clients, queued, in service,
+//! lends, served. The server rewrites it when a connection comes or goes and when a worker
+//! wakes from sleep; the numbers are a snapshot, not a live gauge.
+
+use super::server::ServerStats;
+use crate::dir;
+use crate::error::ShmError;
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"CRSTATS1");
+const LEN: usize = 64;
+
+/// A server's stats file.
+#[derive(Debug)]
+pub(crate) struct StatsFile {
+    path: PathBuf,
+    file: Mutex<fs::File>,
+}
+
+impl StatsFile {
+    pub(crate) fn create(name: &str) -> Result<StatsFile, ShmError> {
+        let path = dir::for_listener()?.join(format!("{name}.stats"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(ShmError::io("creating the stats file"))?;
+        Ok(StatsFile {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub(crate) fn write(&self, s: &ServerStats) {
+        let words = [
+            MAGIC,
+            u64::from(s.pid),
+            s.clients,
+            s.queued,
+            s.in_service,
+            s.lends,
+            s.served,
+            0,
+        ];
+        let mut bytes = [0u8; LEN];
+        for (i, w) in words.iter().enumerate() {
+            bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // Best effort: the numbers are informational.
+        let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&bytes));
+    }
+
+    pub(crate) fn remove(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// One live service, as [`services`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The service name.
+    pub name: String,
+    /// The server's counters when it last wrote them.
+    pub stats: ServerStats,
+}
+
+/// The live RPC services of this user (in the [runtime directory](crate::runtime_dir)),
+/// sorted by name.
+///
+/// # Errors
+///
+/// The runtime directory's errors ([`ShmError::UnsafeRuntimeDir`], [`ShmError::Io`]); a
+/// missing directory is an empty list.
+///
+/// # Examples
+///
+/// ```no_run
+/// for s in courier_shm::services()? {
+///     println!("{} pid {} clients {}", s.name, s.stats.pid, s.stats.clients);
+/// }
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
+    let dir = crate::runtime_dir()?;
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ShmError::io("reading the runtime directory")(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".stats")) else {
+            continue;
+        };
+        if !courier_core::names::is_valid_name(name)
+            || !crate::sys::is_locked(&dir.join(format!("{name}.lock")))
+        {
+            continue;
+        }
+        let Ok(bytes) = fs::read(entry.path()) else {
+            continue;
+        };
+        if bytes.len() < LEN {
+            continue;
+        }
+        let w = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8"));
+        if w(0) != MAGIC {
+            continue;
+        }
+        out.push(ServiceInfo {
+            name: name.to_owned(),
+            stats: ServerStats {
+                pid: w(1) as u32,
+                clients: w(2),
+                queued: w(3),
+                in_service: w(4),
+                lends: w(5),
+                served: w(6),
+            },
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}

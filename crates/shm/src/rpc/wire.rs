@@ -1,0 +1,76 @@
+//! What a request, a reply, an application error or a push can be: [`Wire`].
+
+use courier_core::flat::{self, IpcSafe};
+
+/// A value that can cross the process boundary in a call slot.
+///
+/// Implemented for every `courier::flat` type (`T: IpcSafe`: integers, floats, `bool`,
+/// `char`, arrays, `flat::String<N>`, `flat::Vec<T, N>`, `flat::Option<T>` and
+/// `#[derive(Ipc)]` types), which are copied into the slot as they are in memory (padding
+/// zeroed) and checked when they are read back, and, with the `serde` feature, for
+/// `Postcard<T>` (any `serde` type, encoded with `postcard`). The methods are the
+/// transport's; they are not meant to be called by users.
+///
+/// Every message carries its type's [`SIGNATURE`](Wire::SIGNATURE); a receiver refuses a
+/// message whose signature differs from the type it expects
+/// ([`Error::Protocol`](crate::Error::Protocol)), so client and server that disagree on a type get an error
+/// instead of garbage.
+pub trait Wire: Sized + Send + 'static {
+    /// The layout signature of the type (for flat types, [`IpcSafe::SIGNATURE`]).
+    const SIGNATURE: u64;
+
+    /// Writes the value into `out`; `None` if it does not fit.
+    #[doc(hidden)]
+    fn encode(self, out: &mut [u8]) -> Option<usize>;
+
+    /// Reads a value from `bytes`, which another process wrote: checked, never trusted.
+    #[doc(hidden)]
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl<T: IpcSafe + Send + 'static> Wire for T {
+    const SIGNATURE: u64 = T::SIGNATURE;
+
+    fn encode(self, out: &mut [u8]) -> Option<usize> {
+        flat::write_value(self, out).ok()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != core::mem::size_of::<T>() {
+            return None;
+        }
+        flat::read_value(bytes).ok()
+    }
+}
+
+/// A `serde` value sent with `postcard` (feature `serde`), for requests and replies that are
+/// not flat (they hold a `std::string::String`, a `Vec`, a `HashMap`...). It costs an encoding
+/// and a decoding per message, which flat types do not.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use courier_shm::Postcard;
+/// let greeting: Postcard<Vec<String>> = Postcard(vec!["hello".into()]);
+/// # let _ = greeting;
+/// # }
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Postcard<T>(pub T);
+
+#[cfg(feature = "serde")]
+impl<T> Wire for Postcard<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    /// One signature for every postcard type: postcard's own decoding checks the bytes.
+    const SIGNATURE: u64 = u64::from_le_bytes(*b"postcard");
+
+    fn encode(self, out: &mut [u8]) -> Option<usize> {
+        postcard::to_slice(&self.0, out).ok().map(|used| used.len())
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok().map(Postcard)
+    }
+}

@@ -1,0 +1,201 @@
+//! The RPC layer with server and client in one process (two mappings of each segment): the
+//! quick checks of every verb. The cross-process behaviour is tested in `rpc.rs`.
+#![cfg(target_os = "linux")]
+
+use courier_shm::{CancelOutcome, Client, Error, Incoming, Server, ServerConfig, ShmBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+fn rt_dir() -> tempdir::Dir {
+    tempdir::Dir::new()
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+    pub(crate) struct Dir(pub(crate) PathBuf);
+    impl Dir {
+        pub(crate) fn new() -> Dir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p =
+                std::env::temp_dir().join(format!("courier-rpc-inproc-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+type Srv = Server<u64, u64, u32>;
+type Cli = Client<u64, u64, u32>;
+
+/// One runtime directory for the whole test binary (tests run in parallel threads).
+fn setup(name: &str) -> (Srv, Cli) {
+    static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
+    let d = DIR.get_or_init(rt_dir);
+    std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
+    let s = Srv::bind(name, ServerConfig::new()).unwrap();
+    let c = Cli::connect(name, T).unwrap();
+    (s, c)
+}
+
+#[test]
+fn req_reply_fail_send_scalar() {
+    let (s, c) = setup("inproc-basic");
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || loop {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(0, ctx) => {
+                ctx.reply(0).unwrap();
+                return;
+            }
+            Incoming::Call(13, ctx) => ctx.fail(7).unwrap(),
+            Incoming::Call(n, ctx) if ctx.is_one_way() => tx.send(n).unwrap(),
+            Incoming::Call(n, ctx) => ctx.reply(n + 1).unwrap(),
+            Incoming::Scalar(call) if call.is_blocking() => {
+                let a = call.args();
+                let op = u64::from(call.op());
+                call.reply([a[0] + a[1], op]).unwrap();
+            }
+            Incoming::Scalar(call) => tx.send(call.args()[3]).unwrap(),
+            Incoming::Subscribe(..) => unreachable!(),
+        }
+    });
+    for i in 1..1000u64 {
+        if i != 13 {
+            assert_eq!(c.req(i), Ok(i + 1));
+        }
+    }
+    assert_eq!(c.req(13), Err(Error::App(7)));
+    c.send(99).unwrap();
+    assert_eq!(rx.recv_timeout(T).unwrap(), 99);
+    c.scalar(1, [0, 0, 0, u64::MAX]).unwrap();
+    assert_eq!(rx.recv_timeout(T).unwrap(), u64::MAX);
+    assert_eq!(
+        c.blocking_scalar(5, [u64::MAX - 1, 1, 0, 0]),
+        Ok([u64::MAX, 5])
+    );
+    let w = c.req_async(41).unwrap();
+    assert_eq!(w.wait(), Ok(42));
+    assert_eq!(futures::executor::block_on(c.areq(10)), Ok(11));
+    c.req(0).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
+fn lend_and_lend_mut_in_place() {
+    let (s, c) = setup("inproc-lend");
+    let worker = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Incoming::Call(op, mut ctx) = s.wait_timeout(T).unwrap() else {
+                panic!()
+            };
+            if op == 1 {
+                let sum: u64 = ctx.lent().unwrap().iter().map(|&b| u64::from(b)).sum();
+                assert!(ctx.lent_mut().is_none());
+                ctx.reply(sum).unwrap();
+            } else {
+                let buf = ctx.lent_mut().unwrap();
+                buf.fill(0xAB);
+                let n = buf.len() as u64;
+                ctx.reply(n).unwrap();
+            }
+        }
+    });
+    let mut buf = ShmBuf::new(1 << 20).unwrap();
+    buf[..4].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(c.lend(1, &buf), Ok(10));
+    assert_eq!(c.lend_mut(2, &mut buf), Ok(1 << 20));
+    assert!(buf.iter().all(|&b| b == 0xAB));
+    worker.join().unwrap();
+}
+
+#[test]
+fn deferred_noreply_cancel_and_push() {
+    let (s, c) = setup("inproc-defer");
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        // A call kept while another is served, answered later from another thread.
+        let Incoming::Call(1, kept) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        let Incoming::Call(2, ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        ctx.reply(20).unwrap();
+        std::thread::spawn(move || kept.reply(10).unwrap())
+            .join()
+            .unwrap();
+        // Dropped unanswered.
+        let Incoming::Call(3, ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        drop(ctx);
+        let Incoming::Scalar(call) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        drop(call);
+        // Cancel seen by the server.
+        let Incoming::Call(4, ctx) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + T;
+        while !ctx.is_canceled() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        assert_eq!(ctx.reply(0), Err(Error::OriginDisappeared));
+        // Push.
+        let Incoming::Subscribe(5, n) = s.wait_timeout(T).unwrap() else {
+            panic!()
+        };
+        for i in 0..10u64 {
+            n.push(i).unwrap();
+        }
+        drop(n);
+    });
+    let w1 = c.req_async(1).unwrap();
+    assert_eq!(c.req(2), Ok(20));
+    assert_eq!(w1.wait_timeout(T), Ok(10));
+    assert_eq!(c.req(3), Err(Error::NoReply));
+    assert_eq!(c.blocking_scalar(0, [0; 4]), Err(Error::NoReply));
+    let w = c.req_async(4).unwrap();
+    rx.recv_timeout(T).unwrap();
+    assert_eq!(w.cancel(), CancelOutcome::Signaled);
+    let sub = c.subscribe(5).unwrap();
+    for i in 0..10u64 {
+        assert_eq!(sub.recv_timeout::<u64>(T), Ok(i));
+    }
+    assert_eq!(sub.recv_timeout::<u64>(T), Err(Error::NoReply));
+    worker.join().unwrap();
+}
+
+#[test]
+fn timeout_withdraws_and_server_drop_fails_queued() {
+    let (s, c) = setup("inproc-timeout");
+    assert_eq!(
+        c.req_timeout(1, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    // The withdrawn call is skipped; the next one is served.
+    let c2 = c.clone();
+    let t = std::thread::spawn(move || c2.req(2));
+    let Incoming::Call(2, ctx) = s.wait_timeout(T).unwrap() else {
+        panic!()
+    };
+    ctx.reply(3).unwrap();
+    assert_eq!(t.join().unwrap(), Ok(3));
+    let w = c.req_async(9).unwrap();
+    drop(s);
+    assert_eq!(w.wait_timeout(T), Err(Error::ServerDisappeared));
+    assert_eq!(c.req_timeout(1, T), Err(Error::ServerDisappeared));
+}
