@@ -106,7 +106,13 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        // Dropped on the watcher thread itself (the server forgets a dead client's connection
+        // there): joining it would be EDEADLK, a panic; let it finish on its own.
+        if let Some(t) = self
+            .thread
+            .take()
+            .filter(|t| t.thread().id() != std::thread::current().id())
+        {
             // If the signal fails (it cannot, short of a bad descriptor), the thread may block
             // forever: leave it detached rather than hang this drop.
             if sys::eventfd_signal(self.shared.stop.as_fd()).is_ok() {
