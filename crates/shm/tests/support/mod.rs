@@ -44,11 +44,47 @@ pub(crate) fn read_stdin_line() -> String {
 // ---------------------------------------------------------------------------------------
 // The test side.
 
-/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time.
-pub(crate) fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time; and a
+/// watchdog bounds each test as a whole (see [`serial_within`]).
+pub(crate) fn serial() -> Serial {
+    serial_within(TEST_DEADLINE)
 }
+
+/// How long one test may take in all, unless it says otherwise.
+pub(crate) const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// [`serial`], with a watchdog of `limit` for the test. Most waits have their own deadline;
+/// the watchdog also bounds calls that block without one (a plain `req` to a server that
+/// never answers): when it fires, it kills every peer process still running and ends this
+/// test process with a message naming the test, rather than hang.
+pub(crate) fn serial_within(limit: Duration) -> Serial {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let (done, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("watchdog: {test} did not finish within {limit:?}; killing its peers");
+            for pid in PEERS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            std::process::exit(101);
+        }
+    });
+    Serial {
+        _done: done,
+        _lock: lock,
+    }
+}
+
+/// Held by a test while it runs: the serial lock, and its watchdog (stopped on drop).
+pub(crate) struct Serial {
+    _done: mpsc::Sender<()>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// The peer processes alive now, for the watchdog.
+static PEERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// A fresh directory for one test (0755, so `nobody` can pass through it), with the runtime
 /// directory `rt` inside it not yet created; removed on drop.
@@ -118,6 +154,10 @@ pub(crate) fn spawn_with(
         cmd.uid(uid).gid(uid);
     }
     let mut child = cmd.spawn().unwrap();
+    PEERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(child.id());
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -169,6 +209,11 @@ impl Peer {
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+        let id = self.child.id();
+        PEERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != id);
     }
 
     /// Waits for the peer to exit by itself, within the deadline.
