@@ -323,45 +323,6 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     drop(peer);
 }
 
-/// The CPU time (user + system, in clock ticks) of every thread of process `pid`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
-            continue; // the thread exited meanwhile
-        };
-        // After the command name in parentheses: state is field 3, utime 14, stime 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        total += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    }
-    total
-}
-
-/// The context switches of every thread of process `pid`: each wake-up from a sleep is one.
-fn context_switches(pid: u32) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
-            continue;
-        };
-        total += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    total
-}
-
-/// Whether every thread of `pid` is asleep (state `S`), as a process blocked in `recv` is.
-fn all_asleep(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-        .all(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('S'))
-}
-
 #[test]
 fn a_process_blocked_in_recv_on_an_idle_channel_uses_no_cpu() {
     let _g = serial();

@@ -44,11 +44,47 @@ pub(crate) fn read_stdin_line() -> String {
 // ---------------------------------------------------------------------------------------
 // The test side.
 
-/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time.
-pub(crate) fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// Tests set `COURIER_RUNTIME_DIR` for their own process, so they run one at a time; and a
+/// watchdog bounds each test as a whole (see [`serial_within`]).
+pub(crate) fn serial() -> Serial {
+    serial_within(TEST_DEADLINE)
 }
+
+/// How long one test may take in all, unless it says otherwise.
+pub(crate) const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// [`serial`], with a watchdog of `limit` for the test. Most waits have their own deadline;
+/// the watchdog also bounds calls that block without one (a plain `req` to a server that
+/// never answers): when it fires, it kills every peer process still running and ends this
+/// test process with a message naming the test, rather than hang.
+pub(crate) fn serial_within(limit: Duration) -> Serial {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let (done, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("watchdog: {test} did not finish within {limit:?}; killing its peers");
+            for pid in PEERS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            std::process::exit(101);
+        }
+    });
+    Serial {
+        _done: done,
+        _lock: lock,
+    }
+}
+
+/// Held by a test while it runs: the serial lock, and its watchdog (stopped on drop).
+pub(crate) struct Serial {
+    _done: mpsc::Sender<()>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// The peer processes alive now, for the watchdog.
+static PEERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// A fresh directory for one test (0755, so `nobody` can pass through it), with the runtime
 /// directory `rt` inside it not yet created; removed on drop.
@@ -94,8 +130,20 @@ pub(crate) struct Peer {
 
 /// Starts this test binary as a peer playing `role` on service `name`, as `uid` if given.
 pub(crate) fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> Peer {
+    spawn_with(role, dir, name, uid, &[])
+}
+
+/// [`spawn`] with extra environment variables for the peer (its parameters).
+pub(crate) fn spawn_with(
+    role: &str,
+    dir: &TestDir,
+    name: &str,
+    uid: Option<u32>,
+    env: &[(&str, String)],
+) -> Peer {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(ROLE, role)
         .env(NAME, name)
         .env("COURIER_RUNTIME_DIR", &dir.rt)
@@ -106,6 +154,10 @@ pub(crate) fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> 
         cmd.uid(uid).gid(uid);
     }
     let mut child = cmd.spawn().unwrap();
+    PEERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(child.id());
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -157,6 +209,11 @@ impl Peer {
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+        let id = self.child.id();
+        PEERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != id);
     }
 
     /// Waits for the peer to exit by itself, within the deadline.
@@ -196,4 +253,60 @@ pub(crate) fn courier_files_in_dev_shm() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Watching a process from /proc.
+
+/// The CPU time (user + system, in clock ticks) of every thread of process `pid`.
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        total += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// The context switches of every thread of process `pid`: each wake-up from a sleep is one.
+pub(crate) fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Whether every thread of `pid` is asleep (state `S`), as a process blocked in `recv` is.
+pub(crate) fn all_asleep(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .all(|stat| stat[stat.rfind(')').unwrap() + 2..].starts_with('S'))
+}
+
+/// Polls `cond` (every millisecond) until it holds; panics, naming `what`, after the deadline.
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not before the deadline");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until every thread of `pid` is asleep (a process blocked in a wait, past any spin).
+pub(crate) fn wait_until_asleep(pid: u32) {
+    wait_for(&format!("process {pid} asleep"), || all_asleep(pid));
 }
