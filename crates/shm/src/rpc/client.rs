@@ -556,43 +556,47 @@ impl Call {
 
     /// Reads the answer of a done slot and frees it.
     fn take<Rp: Wire, E: Wire>(mut self) -> Result<Rp, Error<E>> {
-        let (st, r) = self.read(|sh, slot, len, sig| match sig {
-            s if s == Rp::SIGNATURE => Some(Ok(Rp::decode(sh.data(slot, len)))),
-            s if s == E::SIGNATURE => Some(Err(E::decode(sh.data(slot, len)))),
-            _ => None,
+        // Decode as the status says (a reply and an error type may share a signature).
+        let r = self.read(|sh, slot, st, len, sig| match st {
+            status::OK if sig == Rp::SIGNATURE => {
+                Rp::decode(sh.data(slot, len)).ok_or(Error::Protocol)
+            }
+            status::APP if sig == E::SIGNATURE => match E::decode(sh.data(slot, len)) {
+                Some(e) => Err(Error::App(e)),
+                None => Err(Error::Protocol),
+            },
+            status::OK | status::APP => Err(Error::Protocol),
+            other => Err(widen(status_error(other))),
         });
         self.finish();
-        match (st, r) {
-            (status::OK, Some(Ok(Some(rp)))) => Ok(rp),
-            (status::APP, Some(Err(Some(e)))) => Err(Error::App(e)),
-            // Both types may share a signature: decode as the status says.
-            (status::OK | status::APP, _) => Err(Error::Protocol),
-            (other, _) => Err(widen(status_error(other))),
-        }
+        r
     }
 
     /// Reads the two reply words of a done scalar slot and frees it.
     fn take_words(mut self) -> Result<[u64; 2], Error<()>> {
-        let (st, words) = self.read(|sh, slot, _, _| {
+        let r = self.read(|sh, slot, st, _, _| {
             let rec = sh.lay.rec(slot);
-            [0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed))
+            match st {
+                status::OK => {
+                    Ok([0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed)))
+                }
+                other => Err(status_error(other)),
+            }
         });
         self.finish();
-        match st {
-            status::OK => Ok(words),
-            other => Err(status_error(other)),
-        }
+        r
     }
 
-    /// Reads a done slot's status and, with `f`, its reply (length checked against the slot).
-    fn read<T>(&mut self, f: impl FnOnce(&Shared, usize, usize, u64) -> T) -> (u32, T) {
+    /// Reads a done slot's status, reply length (checked against the slot) and signature
+    /// once, and hands them to `f` to read the reply.
+    fn read<T>(&mut self, f: impl FnOnce(&Shared, usize, u32, usize, u64) -> T) -> T {
         let sh = &self.conn.sh;
         let rec = sh.lay.rec(self.slot);
         let st = sh.u32(rec + S_STATUS).load(Ordering::Relaxed);
         let len = sh.u32(rec + S_RLEN).load(Ordering::Relaxed) as usize;
         let sig = sh.u64(rec + S_RSIG).load(Ordering::Relaxed);
         let len = len.min(sh.lay.slot_size);
-        (st, f(sh, self.slot, len, sig))
+        f(sh, self.slot, st, len, sig)
     }
 
     fn finish(&mut self) {

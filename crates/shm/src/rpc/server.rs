@@ -537,7 +537,8 @@ impl Core {
         let queued = conns.iter().map(|c| c.queued()).sum();
         ServerStats {
             pid: std::process::id(),
-            clients: conns.len() as u64,
+            // A dead client's connection stays until its last messages are taken.
+            clients: conns.iter().filter(|c| !c.gone()).count() as u64,
             queued,
             in_service: self.counters.in_service.load(Ordering::Relaxed),
             lends: self.counters.lends.load(Ordering::Relaxed),
@@ -715,13 +716,14 @@ impl Conn {
                 self.cut_off();
                 return None;
             }
-            match slot::take(self.sh.state(slot)) {
+            let release = || self.in_service[slot].store(false, Ordering::Release);
+            match slot::take(self.sh.state(slot), release) {
                 slot::Take::Taken => {
                     self.counters.in_service.fetch_add(1, Ordering::Relaxed);
                     return Some(slot);
                 }
                 // Withdrawn before we took it: the slot is back with the client; next.
-                slot::Take::Withdrawn => self.in_service[slot].store(false, Ordering::Release),
+                slot::Take::Withdrawn => {}
                 slot::Take::Broken => {
                     self.cut_off();
                     return None;
@@ -838,6 +840,7 @@ fn client_gone(core: &Weak<Core>, id: u64) {
     if let Some(conn) = conn {
         conn.lock_lends().clear();
         conn.lock_subs().clear();
+        core.publish_stats();
         core.ring();
         // Dropped here, on the watcher thread, if no worker or context holds it (see
         // `Watch`'s drop).
@@ -914,6 +917,7 @@ impl SlotRef {
         let mut outcome = Ok(());
         let r = (|| {
             if conn.gone() {
+                conn.in_service[slot].store(false, Ordering::Release);
                 return Err(Error::OriginDisappeared);
             }
             let word = sh.state(slot);
@@ -935,7 +939,10 @@ impl SlotRef {
             }
             // The answer above is visible to a caller that sees DONE (the transition's
             // Release, its Acquire).
-            match slot::complete(word) {
+            // The slot stops being ours before the word says so (the client may queue it
+            // again the moment it sees DONE, and the next worker must not find it in service).
+            let release = || conn.in_service[slot].store(false, Ordering::Release);
+            match slot::complete(word, release) {
                 slot::Complete::Delivered { wake } => {
                     if wake {
                         sys::futex_wake(word);
@@ -956,7 +963,6 @@ impl SlotRef {
                 }
             }
         })();
-        conn.in_service[slot].store(false, Ordering::Release);
         conn.counters.in_service.fetch_sub(1, Ordering::Relaxed);
         if r.is_ok() {
             conn.counters.served.fetch_add(1, Ordering::Relaxed);

@@ -72,8 +72,10 @@ pub(crate) enum Take {
     Broken,
 }
 
-/// Server: QUEUED -> TAKEN (keeping WAITER), or hands a withdrawn slot back.
-pub(crate) fn take(word: &impl Word) -> Take {
+/// Server: QUEUED -> TAKEN (keeping WAITER), or hands a withdrawn slot back, calling
+/// `release` first (the server's own bookkeeping must say the slot is free before the client
+/// can queue it again).
+pub(crate) fn take(word: &impl Word, release: impl FnOnce()) -> Take {
     let mut s = word.load_acquire();
     for _ in 0..TRIES {
         match phase(s) {
@@ -82,6 +84,7 @@ pub(crate) fn take(word: &impl Word) -> Take {
                 Err(now) => s = now,
             },
             state::CANCELED => {
+                release();
                 word.store_release(state::DONE);
                 return Take::Withdrawn;
             }
@@ -114,8 +117,10 @@ pub(crate) fn is_canceled(word: &impl Word) -> bool {
 }
 
 /// Server, after writing the answer into the slot: TAKEN -> DONE (Release: the answer is
-/// visible to a caller that sees DONE).
-pub(crate) fn complete(word: &impl Word) -> Complete {
+/// visible to a caller that sees DONE). `release` runs first, as in [`take`]: once the word
+/// says DONE the client may queue the slot again at once.
+pub(crate) fn complete(word: &impl Word, release: impl FnOnce()) -> Complete {
+    release();
     let mut s = word.load_acquire();
     for _ in 0..TRIES {
         match phase(s) {
@@ -195,14 +200,14 @@ mod loom_models {
     }
 
     fn server(slot: &Slot) -> (Take, Option<Complete>) {
-        let t = take(&slot.word);
+        let t = take(&slot.word, || {});
         if t != Take::Taken {
             return (t, None);
         }
         if is_taken(&slot.word) {
             slot.reply.store(42, Ordering::Relaxed);
         }
-        (t, Some(complete(&slot.word)))
+        (t, Some(complete(&slot.word, || {})))
     }
 
     #[test]
