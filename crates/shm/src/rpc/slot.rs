@@ -191,38 +191,48 @@ mod loom_models {
     //! answers: exactly one side wins each race, the caller's view matches the server's, the
     //! slot always ends DONE (reclaimable), and an answer read is the one written.
     use super::*;
-    use loom::sync::atomic::{AtomicU32, Ordering};
+    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use loom::sync::Arc;
 
     struct Slot {
         word: AtomicU32,
         reply: AtomicU32,
+        /// The server's own "taken and not completed" mark for the slot.
+        in_service: AtomicBool,
+    }
+
+    fn slot() -> Arc<Slot> {
+        Arc::new(Slot {
+            word: AtomicU32::new(state::QUEUED),
+            reply: AtomicU32::new(0),
+            in_service: AtomicBool::new(true),
+        })
     }
 
     fn server(slot: &Slot) -> (Take, Option<Complete>) {
-        let t = take(&slot.word, || {});
+        let release = || slot.in_service.store(false, Ordering::Release);
+        let t = take(&slot.word, release);
         if t != Take::Taken {
             return (t, None);
         }
         if is_taken(&slot.word) {
             slot.reply.store(42, Ordering::Relaxed);
         }
-        (t, Some(complete(&slot.word, || {})))
+        (t, Some(complete(&slot.word, release)))
     }
 
     #[test]
     fn cancel_races_take_and_complete() {
         loom::model(|| {
-            let slot = Arc::new(Slot {
-                word: AtomicU32::new(state::QUEUED),
-                reply: AtomicU32::new(0),
-            });
+            let slot = slot();
             let s2 = Arc::clone(&slot);
             let worker = loom::thread::spawn(move || server(&s2));
             let c = cancel(&slot.word);
             if c == Cancel::Done {
-                // Acquire on DONE: the reply written before it is visible.
+                // Acquire on DONE: the reply written before it is visible, and the server no
+                // longer counts the slot as in service (the client may queue it again now).
                 assert_eq!(slot.reply.load(Ordering::Relaxed), 42);
+                assert!(!slot.in_service.load(Ordering::Acquire));
             }
             let (t, done) = worker.join().unwrap();
             match c {
@@ -244,10 +254,7 @@ mod loom_models {
     #[test]
     fn sleeper_is_told_to_wake() {
         loom::model(|| {
-            let slot = Arc::new(Slot {
-                word: AtomicU32::new(state::QUEUED),
-                reply: AtomicU32::new(0),
-            });
+            let slot = slot();
             let s2 = Arc::clone(&slot);
             let worker = loom::thread::spawn(move || server(&s2));
             let slept = announce_sleep(&slot.word);
