@@ -246,6 +246,21 @@ impl Goal {
     }
 }
 
+/// The part of a report after its header: the table (courier's rows first), the goals, and
+/// the rows that failed.
+pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String {
+    let mut out = table(rows, "courier");
+    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
+    out.push_str(&goal_table(goals));
+    if !failed.is_empty() {
+        out.push_str("\n## Rows that failed (left out of the table)\n\n");
+        for f in failed {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    out
+}
+
 /// The goals as a markdown table.
 pub(crate) fn goal_table(goals: &[Goal]) -> String {
     let mut out = String::from(

@@ -1094,14 +1094,6 @@ fn render(
         report::load_average(),
         nproc = machine.nproc,
     ));
-    out.push_str(&report::table(rows, "courier"));
-    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
-    out.push_str(&report::goal_table(goals));
-    if !failed.is_empty() {
-        out.push_str("\n## Rows that failed (left out of the table)\n\n");
-        for f in failed {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
+    out.push_str(&report::results(rows, goals, failed));
     out
 }
