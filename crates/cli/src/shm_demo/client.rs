@@ -112,14 +112,17 @@ pub(crate) fn walk(name: &str) -> bool {
     ok
 }
 
+/// One checked `req([ECHO, i])`: the server answers `i + 1`.
+fn echo(c: &DemoClient, i: u64) -> Result<u64, String> {
+    let r = c.req_timeout([ECHO, i], CALL_LIMIT).map_err(e("req"))?;
+    if r != i + 1 {
+        return Err(format!("req([ECHO, {i}]) -> {r}"));
+    }
+    Ok(r)
+}
+
 fn blocking_req(c: &DemoClient) -> Step {
-    let (lat, last) = timed(ITERS, |i| {
-        let r = c.req_timeout([ECHO, i], CALL_LIMIT).map_err(e("req"))?;
-        if r != i + 1 {
-            return Err(format!("req([ECHO, {i}]) -> {r}"));
-        }
-        Ok(r)
-    })?;
+    let (lat, last) = timed(ITERS, |i| echo(c, i))?;
     Ok(format!(
         "req([ECHO, {}]) -> {last}; median {lat:.1?} over {ITERS} calls (server pid {})",
         ITERS - 1,
@@ -358,13 +361,7 @@ pub(crate) fn load(name: &str, calls: usize) -> bool {
         if !together {
             return Err("the other client never connected".to_string());
         }
-        let (lat, _) = timed(calls, |i| {
-            let r = c.req_timeout([ECHO, i], CALL_LIMIT).map_err(e("req"))?;
-            if r != i + 1 {
-                return Err(format!("req([ECHO, {i}]) -> {r}"));
-            }
-            Ok(r)
-        })?;
+        let (lat, _) = timed(calls, |i| echo(&c, i))?;
         Ok(format!(
             "pid {}: {calls} calls, median {lat:.1?}",
             std::process::id()
