@@ -428,7 +428,7 @@ impl ShmChannel {
         let theirs = Arc::clone(&seg);
         let watch = Watch::start(sock, move || {
             for &off in &words {
-                let word = word_at(&theirs, off);
+                let word = theirs.u32_at(off);
                 word.store(AWAKE, Ordering::SeqCst);
                 sys::futex_wake(word);
             }
@@ -470,14 +470,11 @@ impl ShmChannel {
     // that the caller checked against the layout's counts.
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: `off` is 8-aligned and `off + 8 <= lay.total <= payload length` (see above);
-        // the payload starts 64-aligned; the mapping lives as long as `self.seg`; `AtomicU64`
-        // is valid for any bits and may be accessed concurrently by the other process.
-        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU64>() }
+        self.seg.u64_at(off)
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        word_at(&self.seg, off)
+        self.seg.u32_at(off)
     }
 
     fn ctl64(&self, dir: usize, field: usize) -> &AtomicU64 {
@@ -897,33 +894,17 @@ fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, ShmError> {
     }
 }
 
-/// The `u32` at offset `off` of `seg`'s payload.
-fn word_at(seg: &Segment, off: usize) -> &AtomicU32 {
-    // SAFETY: callers pass a 4-aligned `off` with `off + 4 <= lay.total <= payload length`
-    // (every offset comes from a `Layout` checked against the segment when the channel was
-    // made); the mapping lives as long as `seg`; `AtomicU32` is valid for any bits and may be
-    // accessed concurrently by the other process.
-    unsafe { &*seg.payload_ptr().add(off).cast::<AtomicU32>() }
-}
-
 /// Writes the channel header into a new segment (before it is sent to the client).
 fn write_header(seg: &Segment, lay: &Layout) {
-    let p = seg.payload_ptr();
-    let w = |off: usize, v: u32| {
-        // SAFETY: the segment was made `HEADER_LEN + lay.total` bytes, `total >= H_LEN`, and
-        // every offset is 4-aligned and below H_LEN; atomics, as everywhere in the segment.
-        unsafe { &*p.add(off).cast::<AtomicU32>() }.store(v, Ordering::Relaxed)
-    };
+    let w = |off: usize, v: u32| seg.u32_at(off).store(v, Ordering::Relaxed);
     w(H_MAGIC, CHAN_MAGIC);
     w(H_VERSION, CHAN_VERSION);
     // The layout's limits keep each of these below 2^31.
     w(H_BLOCK_SIZE, lay.block_size as u32);
     w(H_BLOCK_COUNT, lay.block_count as u32);
     w(H_RING_DEPTH, lay.ring_depth as u32);
-    // SAFETY: as above.
-    let ready = unsafe { &*p.add(H_READY).cast::<AtomicU32>() };
     // Release: pairs with the Acquire load in `read_header`.
-    ready.store(CHAN_READY, Ordering::Release);
+    seg.u32_at(H_READY).store(CHAN_READY, Ordering::Release);
 }
 
 /// Reads and checks the channel header of a segment received from a listener: each field
@@ -933,11 +914,7 @@ fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
     if payload_len < H_LEN {
         return Err(ShmError::Corrupt("segment too small for a channel"));
     }
-    let p = seg.payload_ptr();
-    let r = |off: usize, order| {
-        // SAFETY: `off + 4 <= H_LEN <= payload_len` (checked above), 4-aligned; atomics.
-        unsafe { &*p.add(off).cast::<AtomicU32>() }.load(order)
-    };
+    let r = |off: usize, order| seg.u32_at(off).load(order);
     // Acquire: pairs with the Release store of the ready flag in `write_header`.
     let ready = r(H_READY, Ordering::Acquire);
     let magic = r(H_MAGIC, Ordering::Relaxed);

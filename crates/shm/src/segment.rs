@@ -194,6 +194,36 @@ impl Segment {
         unsafe { self.ptr.as_ptr().add(HEADER_LEN) }
     }
 
+    /// The `u32` at payload offset `off`, shared with the peer. Offsets come from the
+    /// layouts of this crate (never straight from shared memory), so a misaligned or
+    /// out-of-range one is a bug here: it panics rather than touch memory outside the payload.
+    pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.check_word(off, 4);
+        // SAFETY: `check_word` proved `off..off + 4` is inside the payload and `off` 4-aligned
+        // (the payload starts 64-aligned in a page-aligned mapping that lives as long as
+        // `self`); `AtomicU32` is valid for any bits and may be accessed concurrently by the
+        // other process.
+        unsafe { &*self.payload_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// The `u64` at payload offset `off`, as [`Segment::u32_at`].
+    pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
+        self.check_word(off, 8);
+        // SAFETY: as in `u32_at`, for 8 bytes, 8-aligned.
+        unsafe { &*self.payload_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    fn check_word(&self, off: usize, size: usize) {
+        assert!(
+            off % size == 0
+                && off
+                    .checked_add(size)
+                    .is_some_and(|end| end <= self.len - HEADER_LEN),
+            "word at payload offset {off} (size {size}) outside a payload of {} bytes",
+            self.len - HEADER_LEN
+        );
+    }
+
     /// The payload: every byte after the header, shared with the peer.
     pub fn payload(&self) -> &[AtomicU8] {
         // SAFETY: bytes HEADER_LEN..len are inside the mapping, which lives as long as

@@ -213,20 +213,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Offsets come from `Layout` (or a constant below its first area) plus an index the
+    /// caller checked against the layout's counts.
     pub(crate) fn u32(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= self.lay.total);
-        // SAFETY: every offset passed here comes from `Layout` (or a constant below its
-        // first area) plus an index the caller checked against the layout's counts, so it is
-        // 4-aligned and inside `lay.total`, which was checked against the payload's real
-        // length; the payload starts 64-aligned; the mapping lives as long as `self.seg`;
-        // `AtomicU32` is valid for any bits and may be written by the other process.
-        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU32>() }
+        self.seg.u32_at(off)
     }
 
     pub(crate) fn u64(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.lay.total);
-        // SAFETY: as for `u32`, with 8-aligned offsets.
-        unsafe { &*self.seg.payload_ptr().add(off).cast::<AtomicU64>() }
+        self.seg.u64_at(off)
     }
 
     /// The state word of slot `slot` (`slot < lay.slots`).
@@ -291,12 +285,7 @@ impl Shared {
 
 /// Writes the header of a new connection segment (server side, before it is sent).
 pub(crate) fn write_header(seg: &Segment, lay: &Layout) {
-    let p = seg.payload_ptr();
-    let w = |off: usize, v: u32| {
-        // SAFETY: the segment holds `HEADER_LEN + lay.total` bytes, `total > 64`, and every
-        // offset is 4-aligned and below 64; atomics, as everywhere in the segment.
-        unsafe { &*p.add(off).cast::<AtomicU32>() }.store(v, Ordering::Relaxed)
-    };
+    let w = |off: usize, v: u32| seg.u32_at(off).store(v, Ordering::Relaxed);
     w(H_MAGIC, MAGIC);
     w(H_VERSION, VERSION);
     // The layout's limits keep each of these below 2^31.
@@ -304,10 +293,8 @@ pub(crate) fn write_header(seg: &Segment, lay: &Layout) {
     w(H_SLOT_SIZE, lay.slot_size as u32);
     w(H_PUSH_DEPTH, lay.push_depth as u32);
     w(H_PUSH_SIZE, lay.push_size as u32);
-    // SAFETY: as above.
-    let ready = unsafe { &*p.add(H_READY).cast::<AtomicU32>() };
     // Release: pairs with the Acquire load in `read_header`.
-    ready.store(READY, Ordering::Release);
+    seg.u32_at(H_READY).store(READY, Ordering::Release);
 }
 
 /// Reads and checks the header of a segment received from a server: each field once, the
@@ -317,11 +304,7 @@ pub(crate) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
     if payload_len < 64 {
         return Err(ShmError::Corrupt("segment too small for an RPC connection"));
     }
-    let p = seg.payload_ptr();
-    let r = |off: usize, order| {
-        // SAFETY: `off + 4 <= 64 <= payload_len` (checked above), 4-aligned; atomics.
-        unsafe { &*p.add(off).cast::<AtomicU32>() }.load(order)
-    };
+    let r = |off: usize, order| seg.u32_at(off).load(order);
     let ready = r(H_READY, Ordering::Acquire);
     if r(H_MAGIC, Ordering::Relaxed) != MAGIC {
         return Err(ShmError::Corrupt(

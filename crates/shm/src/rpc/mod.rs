@@ -140,9 +140,7 @@ impl Bell {
     }
 
     pub(crate) fn word(&self) -> &AtomicU32 {
-        // SAFETY: the segment holds at least HEADER_LEN + 64 bytes (checked in `open`, made so
-        // in `create`); the payload starts 64-aligned; atomics may be shared with other
-        // processes and are valid for any bits.
-        unsafe { &*self.seg.payload_ptr().cast::<AtomicU32>() }
+        // At least HEADER_LEN + 64 bytes: checked in `open`, made so in `create`.
+        self.seg.u32_at(0)
     }
 }
