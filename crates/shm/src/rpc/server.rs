@@ -323,8 +323,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     std::hint::spin_loop();
                 }
             }
-            // Sleep: announce it in every connection, then look once more (see "Waking the
-            // server" in the module docs).
+            // Going idle: a good time to record the counters for `courier ls` (not after the
+            // wake-up, which is the next call's critical path).
+            core.publish_stats();
+            // Sleep: announce it in every connection, then look once more (see "Waking" in
+            // the module docs).
             core.set_sleeping(1);
             fence(Ordering::SeqCst);
             let seen = core.bell.word().load(Ordering::SeqCst);
@@ -344,7 +347,6 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             };
             sys::futex_wait(core.bell.word(), seen, left);
             core.set_sleeping(-1);
-            core.publish_stats();
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! The file is 64 bytes of little-endian `u64`s: magic, pid, clients, queued, in service,
 //! lends, served. The server rewrites it when a connection comes or goes and when a worker
-//! wakes from sleep; the numbers are a snapshot, not a live gauge.
+//! goes to sleep; the numbers are a snapshot, not a live gauge.
 
 use super::server::ServerStats;
 use crate::dir;
