@@ -521,6 +521,19 @@ impl Call {
         }
     }
 
+    /// Waits for the answer until `deadline`; then cancels the call, unless the answer came
+    /// in the meantime. `Ok`: the call is done, ready to read.
+    fn settle(mut self, deadline: Option<Instant>) -> Result<Call, Error<()>> {
+        match self.wait(deadline) {
+            Ok(()) => Ok(self),
+            Err(Error::Timeout) => match self.cancel() {
+                Canceled::Done => Ok(self),
+                Canceled::Withdrawn | Canceled::Signaled | Canceled::Dead => Err(Error::Timeout),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// The async form of `wait`.
     fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error<()>>> {
         if self.is_done() {
@@ -756,8 +769,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         deadline: Option<Instant>,
     ) -> Result<Rp, Error<E>> {
         let call = self.start_call(k, 0, args, rq, deadline)?;
-        call.wait(deadline).map_err(widen)?;
-        call.take()
+        call.settle(deadline).map_err(widen)?.take()
     }
 
     /// Sends `rq` and waits for the reply.
@@ -893,19 +905,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         } else {
             kind::LEND
         };
-        let mut call = self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)?;
-        match call.wait(deadline) {
-            Ok(()) => call.take(),
-            Err(Error::Timeout) => match call.cancel() {
-                // Answered in the meantime: the lend is back.
-                Canceled::Done => {
-                    call.pending = true;
-                    call.take()
-                }
-                Canceled::Withdrawn | Canceled::Signaled | Canceled::Dead => Err(Error::Timeout),
-            },
-            Err(e) => Err(widen(e)),
-        }
+        let call = self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)?;
+        // Answered, even just after the deadline: the lend is back.
+        call.settle(deadline).map_err(widen)?.take()
     }
 
     /// Sends a one-way scalar message: an opcode and four words, no payload.
@@ -958,8 +960,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
                 deadline,
             )
             .map_err(widen)?;
-        call.wait(deadline).map_err(widen)?;
-        call.take_words().map_err(widen)
+        call.settle(deadline)
+            .and_then(Call::take_words)
+            .map_err(widen)
     }
 
     /// Subscribes with `rq`: the server gets a [`Notifier`](crate::Notifier) and pushes
@@ -974,10 +977,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         lock(&conn.push).queues.insert(id, SubQueue::default());
         let r = self
             .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], rq, None)
-            .and_then(|call| {
-                call.wait(None).map_err(widen)?;
-                call.take_words().map_err(widen)
-            });
+            .and_then(|call| call.settle(None).and_then(Call::take_words).map_err(widen));
         match r {
             Ok(_) => Ok(Subscription {
                 shared: Arc::clone(&self.shared),
@@ -1062,9 +1062,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     ///
     /// As [`Client::req`].
     pub fn wait(mut self) -> Result<Rp, Error<E>> {
-        let call = self.call();
-        call.wait(None).map_err(widen)?;
-        call.take()
+        self.call().settle(None).map_err(widen)?.take()
     }
 
     /// Waits at most `timeout`; then the call is canceled.
@@ -1073,18 +1071,10 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     ///
     /// As [`Client::req_timeout`].
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Rp, Error<E>> {
-        let mut call = self.call();
-        match call.wait(Some(Instant::now() + timeout)) {
-            Ok(()) => call.take(),
-            Err(Error::Timeout) => match call.cancel() {
-                Canceled::Done => {
-                    call.pending = true;
-                    call.take()
-                }
-                _ => Err(Error::Timeout),
-            },
-            Err(e) => Err(widen(e)),
-        }
+        self.call()
+            .settle(Some(Instant::now() + timeout))
+            .map_err(widen)?
+            .take()
     }
 
     /// Awaits the reply, on any executor.
@@ -1112,10 +1102,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
         match call.cancel() {
             Canceled::Withdrawn => CancelOutcome::Withdrawn,
             Canceled::Signaled => CancelOutcome::Signaled,
-            Canceled::Done => {
-                call.pending = true;
-                CancelOutcome::Completed(call.take())
-            }
+            Canceled::Done => CancelOutcome::Completed(call.take()),
             Canceled::Dead => CancelOutcome::Completed(Err(Error::ServerDisappeared)),
         }
     }
