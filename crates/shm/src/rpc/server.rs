@@ -869,50 +869,27 @@ impl std::fmt::Debug for SlotRef {
 
 impl SlotRef {
     /// Completes the slot with `st` and no reply, whatever became of the caller.
-    fn settle(self, st: u32) {
-        let _ = self.complete(st, |_| (0, 0, [0; 2]));
+    fn settle(mut self, st: u32) {
+        let _ = self.complete(st, |_| Some((0, 0, [0; 2])));
     }
 
     fn is_canceled(&self) -> bool {
         slot::is_canceled(self.conn.sh.state(self.slot))
     }
 
-    /// Completes the slot: `write` fills the data area and returns (length, signature, reply
-    /// words); then `TAKEN -> DONE`, waking a sleeping caller. `Err` if the caller is gone or
-    /// canceled (nothing it can see was changed then, or only its abandoned slot).
+    /// Completes the slot, once (later calls and the drop do nothing): `write` fills the
+    /// data area and returns (length, signature, reply words), or `None` if the value does not
+    /// fit (completed with `TOO_LARGE`, reported as [`Error::TooLarge`]); then
+    /// `TAKEN -> DONE`, waking a sleeping caller. `Err(OriginDisappeared)` if the caller is
+    /// gone or canceled (nothing it can see was changed then, or only its abandoned slot).
     fn complete(
-        mut self,
-        st: u32,
-        write: impl FnOnce(&mut [u8]) -> (usize, u64, [u64; 2]),
-    ) -> Result<(), Error<()>> {
-        self.done = true;
-        self.finish(st, write)
-    }
-
-    fn complete_with(
-        mut self,
-        st: u32,
-        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64, [u64; 2])>,
-    ) -> Result<(), Error<()>> {
-        self.done = true;
-        self.finish_with(st, write)
-    }
-
-    fn finish(
-        &mut self,
-        st: u32,
-        write: impl FnOnce(&mut [u8]) -> (usize, u64, [u64; 2]),
-    ) -> Result<(), Error<()>> {
-        self.finish_with(st, |out| Some(write(out)))
-    }
-
-    /// Completes the slot (see `complete`); a `write` that returns `None` (the value does
-    /// not fit) completes it with `TOO_LARGE` and reports [`Error::TooLarge`].
-    fn finish_with(
         &mut self,
         st: u32,
         write: impl FnOnce(&mut [u8]) -> Option<(usize, u64, [u64; 2])>,
     ) -> Result<(), Error<()>> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(Error::OriginDisappeared);
+        }
         let conn = &self.conn;
         let sh = &conn.sh;
         let slot = self.slot;
@@ -975,10 +952,7 @@ impl SlotRef {
 
 impl Drop for SlotRef {
     fn drop(&mut self) {
-        if !self.done {
-            self.done = true;
-            let _ = self.finish(status::NO_REPLY, |_| (0, 0, [0; 2]));
-        }
+        let _ = self.complete(status::NO_REPLY, |_| Some((0, 0, [0; 2])));
     }
 }
 
@@ -1055,7 +1029,10 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
     }
 
     fn answer<T: Wire>(mut self, st: u32, value: T) -> Result<(), Error<E>> {
-        let r = self.slot_take().complete_with(st, |out| {
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        let r = self.slot.complete(st, |out| {
             value.encode(out).map(|n| (n, T::SIGNATURE, [0; 2]))
         });
         match r {
@@ -1064,19 +1041,6 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             Ok(()) => Ok(()),
             Err(_) => Err(Error::OriginDisappeared),
         }
-    }
-
-    fn slot_take(&mut self) -> SlotRef {
-        if let Some(l) = self.lent.take() {
-            self.slot.conn.end_lend(&l);
-        }
-        let placeholder = SlotRef {
-            conn: Arc::clone(&self.slot.conn),
-            slot: self.slot.slot,
-            flags: self.slot.flags,
-            done: true,
-        };
-        std::mem::replace(&mut self.slot, placeholder)
     }
 
     /// Whether the caller canceled the call (a timeout, a dropped `WaitReply` or future); the
@@ -1172,8 +1136,8 @@ impl ScalarCall {
     ///
     /// [`Error::OriginDisappeared`] if the caller died or gave up.
     pub fn reply(self, words: [u64; 2]) -> Result<(), Error<()>> {
-        let blocking = self.blocking;
-        let r = self.slot.complete(status::OK, |_| (0, 0, words));
+        let (blocking, mut slot) = (self.blocking, self.slot);
+        let r = slot.complete(status::OK, |_| Some((0, 0, words)));
         if !blocking {
             return Ok(());
         }
