@@ -7,7 +7,7 @@
 //! - `--markdown-out` writes the same report and `--json` writes every row and goal.
 
 mod support;
-use support::run_with_deadline;
+use support::{assert_header, row, run_with_deadline, verdicts};
 
 #[test]
 fn local_quick_prints_every_row() {
@@ -39,16 +39,11 @@ fn local_quick_prints_every_row() {
         "{json}"
     );
     assert_eq!(json.matches("\"scenario\": ").count(), 17, "{json}");
-    let verdicts = json.matches("\"verdict\": \"PASS\"").count()
+    let json_verdicts = json.matches("\"verdict\": \"PASS\"").count()
         + json.matches("\"verdict\": \"MISS\"").count();
-    assert_eq!(verdicts, 5, "{json}");
+    assert_eq!(json_verdicts, 5, "{json}");
 
-    for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
-        assert!(
-            out.lines().any(|l| l.starts_with(header)),
-            "no header line {header:?} in:\n{out}"
-        );
-    }
+    assert_header(&out);
 
     let rows: &[(&str, &[&str])] = &[
         (
@@ -81,31 +76,20 @@ fn local_quick_prints_every_row() {
     ];
     for (scenario, names) in rows {
         for name in *names {
-            let prefix = format!("| {scenario} | {name} | ");
-            let line = out
-                .lines()
-                .find(|l| l.starts_with(&prefix))
-                .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
-            let cells: Vec<&str> = line.split(" | ").collect();
-            assert_eq!(
-                cells.len(),
-                10,
-                "row {prefix:?} does not have 10 cells: {line}"
-            );
-            // cells: scenario, name, median, p99, calls/s, ratio median, ratio calls/s, ...
+            let cells = row(&out, scenario, name);
             if *name == "courier::local" {
-                assert_eq!(&cells[5..7], ["—", "—"], "courier row has ratios: {line}");
+                assert_eq!(
+                    &cells[5..7],
+                    ["—", "—"],
+                    "courier row has ratios: {cells:?}"
+                );
             } else {
                 for ratio in &cells[5..7] {
-                    assert!(ratio.ends_with('x'), "peer row has no ratio: {line}");
+                    assert!(ratio.ends_with('x'), "peer row has no ratio: {cells:?}");
                 }
             }
         }
     }
 
-    let goals: Vec<&str> = out
-        .lines()
-        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
-        .collect();
-    assert_eq!(goals.len(), 5, "expected 5 goal verdicts in:\n{out}");
+    assert_eq!(verdicts(&out), 5, "expected 5 goal verdicts in:\n{out}");
 }

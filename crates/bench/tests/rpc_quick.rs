@@ -10,7 +10,7 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::run_with_deadline;
+use support::{assert_header, assert_no_failed_rows, row, run_with_deadline, verdicts};
 
 const SMALL: &str = "small: u64 round trip";
 const LARGE: [&str; 3] = [
@@ -24,22 +24,6 @@ const PEERS_BOTH: [&str; 4] = [
     "ipc-channel 0.23",
     "UnixStream",
 ];
-
-/// The cells of the row `name` of `scenario`, after checking it has a median and a p99.
-fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> {
-    let prefix = format!("| {scenario} | {name} | ");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
-    let cells: Vec<&str> = line.split(" | ").collect();
-    assert_eq!(cells.len(), 10, "row {prefix:?} has not 10 cells: {line}");
-    assert!(
-        cells[2].ends_with('s') && cells[3].ends_with('s'),
-        "no median or p99 in: {line}"
-    );
-    cells
-}
 
 /// Checks a peer row and that it is compared with courier (a ratio like "0.42x").
 fn peer_row(out: &str, scenario: &str, name: &str) {
@@ -55,16 +39,8 @@ fn rpc_quick_prints_every_row() {
     let (status, out) = run_with_deadline(&["rpc", "--quick", "--progress"]);
     assert!(status.success(), "exit status {status}; output:\n{out}");
 
-    for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
-        assert!(
-            out.lines().any(|l| l.starts_with(header)),
-            "no header line {header:?} in:\n{out}"
-        );
-    }
-    assert!(
-        !out.contains("Rows that failed"),
-        "some rows failed:\n{out}"
-    );
+    assert_header(&out);
+    assert_no_failed_rows(&out);
 
     row(&out, SMALL, "courier::shm req");
     for name in PEERS_BOTH
@@ -80,12 +56,9 @@ fn rpc_quick_prints_every_row() {
         }
     }
 
-    let verdicts = out
-        .lines()
-        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
-        .count();
     assert_eq!(
-        verdicts, 4,
+        verdicts(&out),
+        4,
         "expected verdicts for the three small goals and the 16 MiB goal in:\n{out}"
     );
 }

@@ -9,32 +9,17 @@
 #![cfg(target_os = "linux")]
 
 mod support;
-use support::run_with_deadline;
+use support::{assert_header, assert_no_failed_rows, row, run_with_deadline, verdicts};
 
 #[test]
 fn shm_quick_prints_courier_rows() {
     let (status, out) = run_with_deadline(&["shm", "--quick", "--only", "courier"]);
     assert!(status.success(), "exit status {status}; output:\n{out}");
 
-    for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
-        assert!(
-            out.lines().any(|l| l.starts_with(header)),
-            "no header line {header:?} in:\n{out}"
-        );
-    }
+    assert_header(&out);
     for size in ["8 B", "64 KiB", "1 MiB", "16 MiB"] {
         for wait in ["busy-wait", "blocking"] {
-            let prefix = format!("| {size} {wait} | courier::shm | ");
-            let line = out
-                .lines()
-                .find(|l| l.starts_with(&prefix))
-                .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
-            let cells: Vec<&str> = line.split(" | ").collect();
-            assert_eq!(cells.len(), 10, "row {prefix:?} has not 10 cells: {line}");
-            assert!(
-                cells[2].ends_with('s') && cells[3].ends_with('s'),
-                "no median or p99 in: {line}"
-            );
+            row(&out, &format!("{size} {wait}"), "courier::shm");
         }
     }
     for size in ["64 KiB", "1 MiB", "16 MiB"] {
@@ -44,18 +29,12 @@ fn shm_quick_prints_courier_rows() {
             "no floor row {prefix:?} in:\n{out}"
         );
     }
-    let verdicts = out
-        .lines()
-        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
-        .count();
     assert_eq!(
-        verdicts, 2,
+        verdicts(&out),
+        2,
         "expected the two 16 MiB floor goals in:\n{out}"
     );
-    assert!(
-        !out.contains("Rows that failed"),
-        "some rows failed:\n{out}"
-    );
+    assert_no_failed_rows(&out);
     assert!(
         !out.lines()
             .any(|l| l.starts_with("| ") && l.contains("| crossbar")),

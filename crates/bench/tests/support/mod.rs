@@ -1,4 +1,8 @@
-//! Shared by the end-to-end tests of the `courier-bench` binary.
+//! Shared by the end-to-end tests of the `courier-bench` binary: running it with a deadline,
+//! and reading its markdown report.
+//!
+//! Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -34,4 +38,47 @@ pub(crate) fn run_with_deadline(args: &[&str]) -> (std::process::ExitStatus, Str
             panic!("courier-bench {args:?} took more than {DEADLINE:?}; killed");
         }
     }
+}
+
+/// Checks that the report's header records the machine, rustc, commit and date.
+pub(crate) fn assert_header(out: &str) {
+    for header in ["- machine: nproc ", "- rustc: ", "- commit: ", "- date: "] {
+        assert!(
+            out.lines().any(|l| l.starts_with(header)),
+            "no header line {header:?} in:\n{out}"
+        );
+    }
+}
+
+/// The cells of the table row `name` of `scenario`, after checking it has all 10 cells and a
+/// median and a p99 (cells: scenario, name, median, p99, calls/s, ratio median, ratio
+/// calls/s, batch means, n, notes).
+pub(crate) fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("| {scenario} | {name} | ");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
+    let cells: Vec<&str> = line.split(" | ").collect();
+    assert_eq!(cells.len(), 10, "row {prefix:?} has not 10 cells: {line}");
+    assert!(
+        cells[2].ends_with('s') && cells[3].ends_with('s'),
+        "no median or p99 in: {line}"
+    );
+    cells
+}
+
+/// How many goals the report gives a PASS or MISS verdict.
+pub(crate) fn verdicts(out: &str) -> usize {
+    out.lines()
+        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
+        .count()
+}
+
+/// Checks that no row of the report failed.
+pub(crate) fn assert_no_failed_rows(out: &str) {
+    assert!(
+        !out.contains("Rows that failed"),
+        "some rows failed:\n{out}"
+    );
 }
