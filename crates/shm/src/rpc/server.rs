@@ -16,7 +16,7 @@ use crate::service::{Listener, ListenerConfig};
 use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -445,7 +445,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return None;
                 };
                 let id = args[0] as u32;
-                let fresh = slot_ref.conn.lock_subs().insert(id, true).is_none();
+                let fresh = slot_ref.conn.lock_subs().insert(id);
                 let conn = Arc::clone(&slot_ref.conn);
                 if !fresh {
                     slot_ref.settle(status::PROTOCOL);
@@ -484,7 +484,6 @@ impl Drop for ServerShared {
         let conns =
             std::mem::take(&mut *self.core.conns.write().unwrap_or_else(|p| p.into_inner()));
         for conn in &conns {
-            conn.closing.store(true, Ordering::SeqCst);
             conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
             while let Some(slot) = conn.pop() {
                 SlotRef {
@@ -608,12 +607,10 @@ struct Conn {
     /// Which slots are taken and not yet completed (a client may not queue them again).
     in_service: Vec<AtomicBool>,
     lends: Mutex<HashMap<u64, Lendable>>,
-    /// Live subscriptions (id -> still subscribed).
-    subs: Mutex<HashMap<u32, bool>>,
+    /// Live subscriptions.
+    subs: Mutex<HashSet<u32>>,
     /// The producer side of the push ring (the next record to write).
     push_tail: Mutex<u64>,
-    /// The server is shutting down: no more takes.
-    closing: AtomicBool,
     /// The client broke the protocol: its calls are ignored from now on.
     broken: AtomicBool,
 }
@@ -653,9 +650,8 @@ impl Conn {
             head_seen: AtomicU64::new(0),
             in_service: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             lends: Mutex::new(HashMap::new()),
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashSet::new()),
             push_tail: Mutex::new(0),
-            closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
         }))
     }
@@ -664,7 +660,7 @@ impl Conn {
         self.watch.shared.is_dead() || self.broken.load(Ordering::Relaxed)
     }
 
-    fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, bool>> {
+    fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1185,7 +1181,7 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Whether the client still listens.
     pub fn is_subscribed(&self) -> bool {
-        !self.conn.gone() && self.conn.lock_subs().get(&self.id) == Some(&true)
+        !self.conn.gone() && self.conn.lock_subs().contains(&self.id)
     }
 
     /// The subscribed client's process id.
@@ -1249,7 +1245,7 @@ impl Notifier {
 impl Drop for Notifier {
     fn drop(&mut self) {
         let was = self.conn.lock_subs().remove(&self.id);
-        if was == Some(true) && !self.conn.gone() {
+        if was && !self.conn.gone() {
             // Best effort: a full ring keeps the end from the client until it reads; the
             // client also ends every subscription when the server goes.
             let mut tries = 0;
