@@ -79,13 +79,21 @@ fn fill_byte(x: u64) -> u8 {
 
 /// Checks the first and last byte of a large reply of call `x`.
 fn check_bytes(msg: &[u8], n: usize, x: u64) -> Result<(), String> {
-    let expect = fill_byte(x);
-    if msg.len() != n || msg[0] != expect || msg[n - 1] != expect {
+    check_ends(msg.len(), msg.first().copied(), msg.last().copied(), n, x)
+}
+
+/// Checks a large reply of call `x` of `len` bytes by its first and last byte.
+fn check_ends(
+    len: usize,
+    first: Option<u8>,
+    last: Option<u8>,
+    n: usize,
+    x: u64,
+) -> Result<(), String> {
+    let expect = Some(fill_byte(x));
+    if len != n || first != expect || last != expect {
         return Err(format!(
-            "bad reply: {} bytes (expected {n}), first {:?}, last {:?}, expected {expect}",
-            msg.len(),
-            msg.first(),
-            msg.last()
+            "bad reply: {len} bytes (expected {n}), first {first:?}, last {last:?}, expected {expect:?}"
         ));
     }
     Ok(())
@@ -519,7 +527,7 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
 /// courier::shm's request/response: a `Server<u64, u64, ()>` in the server process, a
 /// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
 mod courier_side {
-    use super::{check_bytes, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
+    use super::{check_ends, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
     use courier::shm::{Client as RpcClient, Incoming, Server, ServerConfig, ShmBuf};
 
     /// The application error type of the service (never sent).
@@ -562,7 +570,8 @@ mod courier_side {
                 .client
                 .lend_mut(x, &mut self.buf)
                 .map_err(|e| format!("lend_mut: {e}"))?;
-            check_bytes(&self.buf, self.n, x)?;
+            let v = self.buf.view();
+            check_ends(v.len(), v.get(0), v.get(v.len() - 1), self.n, x)?;
             check_small(reply, x)
         }
 
@@ -595,7 +604,7 @@ mod courier_side {
                 return ctx.reply(STOP).map_err(|e| format!("reply: {e}"));
             }
             if kind == Kind::CourierLend {
-                let lent = ctx.lent_mut().ok_or("lend_mut call without a buffer")?;
+                let mut lent = ctx.lent_mut().ok_or("lend_mut call without a buffer")?;
                 if lent.len() != n {
                     return Err(format!("lent {} bytes, expected {n}", lent.len()));
                 }

@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             match server.wait_timeout(Duration::from_secs(5)) {
                 Ok(Incoming::Call(n, mut ctx)) => {
                     // A lend: fill it and answer with the nanoseconds that took.
-                    if let Some(buf) = ctx.lent_mut() {
+                    if let Some(mut buf) = ctx.lent_mut() {
                         let t = Instant::now();
                         buf.fill(n as u8);
                         let _ = ctx.reply(t.elapsed().as_nanos() as u64);
@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ns = client.lend_mut(i, &mut buf).expect("lend_mut");
         big.push(t.elapsed());
         w.push(Duration::from_nanos(ns));
-        assert_eq!(buf[buf.len() - 1], i as u8);
+        assert_eq!(buf.view().get(buf.len() - 1), Some(i as u8));
     }
     let (big, w) = (median(big), median(w));
     println!(

@@ -106,6 +106,8 @@ mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
 #[cfg(target_os = "linux")]
+mod view;
+#[cfg(target_os = "linux")]
 mod watch;
 
 #[cfg(target_os = "linux")]
@@ -128,3 +130,5 @@ pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 pub use service::{ConnectConfig, Connection, Listener, ListenerConfig};
 #[cfg(target_os = "linux")]
 pub use sys::Credentials;
+#[cfg(target_os = "linux")]
+pub use view::{ShmView, ShmViewMut};

@@ -38,7 +38,7 @@ use courier_core::flat;
 use courier_derive::Ipc;
 use courier_shm::{
     CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server,
-    ServerConfig, ShmBuf, ShmError, Wire,
+    ServerConfig, ShmBuf, ShmError, ShmView, ShmViewMut, Wire,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -139,15 +139,17 @@ fn word(seed: u64, i: usize) -> u64 {
     (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed
 }
 
-fn fill(buf: &mut [u8], seed: u64) {
-    for (i, w) in buf.chunks_exact_mut(8).enumerate() {
-        w.copy_from_slice(&word(seed, i).to_le_bytes());
-    }
+fn fill(buf: &mut ShmViewMut<'_>, seed: u64) {
+    let bytes: Vec<u8> = (0..buf.len() / 8)
+        .flat_map(|i| word(seed, i).to_le_bytes())
+        .collect();
+    buf.write_at(0, &bytes).unwrap();
 }
 
 /// The index of the first word that is not `pattern(seed)`, if any.
-fn mismatch(buf: &[u8], seed: u64) -> Option<usize> {
-    buf.chunks_exact(8)
+fn mismatch(buf: &ShmView<'_>, seed: u64) -> Option<usize> {
+    buf.to_vec()
+        .chunks_exact(8)
         .enumerate()
         .position(|(i, w)| u64::from_le_bytes(w.try_into().unwrap()) != word(seed, i))
 }
@@ -336,7 +338,7 @@ fn handle(incoming: Incoming<Cmd, Cmd, Why>, held: &Held) {
                 LEND_CHECK => {
                     let no_mut = ctx.lent_mut().is_none();
                     let (len, ok) = match ctx.lent() {
-                        Some(b) => (b.len() as u64, mismatch(b, rq.b).is_none()),
+                        Some(b) => (b.len() as u64, mismatch(&b, rq.b).is_none()),
                         None => (0, false),
                     };
                     ctx.reply(Cmd {
@@ -347,8 +349,8 @@ fn handle(incoming: Incoming<Cmd, Cmd, Why>, held: &Held) {
                 }
                 LEND_FILL => {
                     let len = match ctx.lent_mut() {
-                        Some(b) => {
-                            fill(b, rq.b);
+                        Some(mut b) => {
+                            fill(&mut b, rq.b);
                             b.len() as u64
                         }
                         None => 0,
@@ -446,8 +448,8 @@ fn obey(line: &str, held: &Held) {
         // Answer a held call (writing pattern(arg) into a lent buffer first).
         "reply" => {
             let mut ctx = take(arg);
-            if let Some(b) = ctx.lent_mut() {
-                fill(b, arg);
+            if let Some(mut b) = ctx.lent_mut() {
+                fill(&mut b, arg);
             }
             let r = ctx.reply(echo(arg));
             say(&format!("replied {arg} {}", outcome(&r)));
@@ -461,7 +463,7 @@ fn obey(line: &str, held: &Held) {
             let mut calls = held.calls.lock().unwrap();
             let ctx = &mut calls.iter_mut().find(|(x, _)| *x == arg).unwrap().1;
             match ctx.lent_mut() {
-                Some(b) => {
+                Some(mut b) => {
                     b.fill(0xEE);
                     say(&format!("scribbled {arg}"));
                 }
@@ -1041,11 +1043,11 @@ fn lend_and_lend_mut_of_4k_1m_64m() {
         let mut buf = ShmBuf::new(size).unwrap();
         assert_eq!(buf.len(), size);
         assert!(
-            buf.chunks_exact(8).all(|w| w == [0; 8]),
+            buf.view().to_vec().iter().all(|&b| b == 0),
             "a new ShmBuf is not zeroed"
         );
         let seed = 0x1111_0000 + i as u64;
-        fill(&mut buf, seed);
+        fill(&mut buf.view_mut(), seed);
 
         // lend: the server reads the caller's bytes in place, and cannot write them.
         let c = cli.clone();
@@ -1064,7 +1066,7 @@ fn lend_and_lend_mut_of_4k_1m_64m() {
         assert_eq!(r.a, size as u64, "the server saw a lend of {} bytes", r.a);
         assert_eq!(r.b, 1, "the server read other bytes than the caller wrote");
         assert_eq!(r.op, 1, "a read-only lend offered lent_mut to the server");
-        assert_eq!(mismatch(&buf, seed), None);
+        assert_eq!(mismatch(&buf.view(), seed), None);
 
         // lend_mut: the server's writes are there on return.
         let seed2 = 0x2222_0000 + i as u64;
@@ -1089,7 +1091,7 @@ fn lend_and_lend_mut_of_4k_1m_64m() {
             }
         );
         assert_eq!(
-            mismatch(&buf, seed2),
+            mismatch(&buf.view(), seed2),
             None,
             "the server's writes are not seen"
         );
@@ -1104,7 +1106,7 @@ fn lend_mut_timeout_while_held_leaves_the_buffer_usable() {
     let name = unique("lendto");
     let (mut srv, cli) = server_peer(&dir, &name, 2);
     let mut buf = ShmBuf::new(1 << 20).unwrap();
-    fill(&mut buf, 1);
+    fill(&mut buf.view_mut(), 1);
     assert_eq!(
         cli.lend_mut_timeout(cmd(LEND_HOLD, 50), &mut buf, Duration::from_millis(200)),
         Err(Error::Timeout)
@@ -1114,12 +1116,12 @@ fn lend_mut_timeout_while_held_leaves_the_buffer_usable() {
 
     // The buffer is the caller's again: readable, writable, lendable.
     assert_eq!(
-        mismatch(&buf, 1),
+        mismatch(&buf.view(), 1),
         None,
         "the timed-out lend changed the buffer"
     );
-    fill(&mut buf, 2);
-    assert_eq!(mismatch(&buf, 2), None);
+    fill(&mut buf.view_mut(), 2);
+    assert_eq!(mismatch(&buf.view(), 2), None);
     let r = cli
         .lend_timeout(
             Cmd {
@@ -1144,19 +1146,19 @@ fn lend_mut_timeout_while_held_leaves_the_buffer_usable() {
         )
         .unwrap();
     assert_eq!(r.a, 1 << 20);
-    assert_eq!(mismatch(&buf, 3), None);
+    assert_eq!(mismatch(&buf.view(), 3), None);
 
     // The server still holding the abandoned lend cannot write into the caller's buffer now.
     srv.tell("scribble 50");
     let said = srv.line();
     assert!(said == "scribbled 50" || said == "no-lend 50", "{said}");
     assert_eq!(
-        mismatch(&buf, 3),
+        mismatch(&buf.view(), 3),
         None,
         "the server wrote into the caller's buffer after lend_mut_timeout returned ({said})"
     );
     order(&mut srv, "reply 50", "replied 50 OriginDisappeared");
-    assert_eq!(mismatch(&buf, 3), None);
+    assert_eq!(mismatch(&buf.view(), 3), None);
 }
 
 #[test]
@@ -1215,7 +1217,7 @@ fn deferred_round(srv: &mut Peer, cli: &Cli, base: u64, answer: bool) {
         let cli = cli.clone();
         background(move || {
             let mut buf = ShmBuf::new(64 << 10).unwrap();
-            fill(&mut buf, 9);
+            fill(&mut buf.view_mut(), 9);
             let r = cli.lend_mut(cmd(LEND_HOLD, base + 2), &mut buf);
             (r, buf)
         })
@@ -1245,7 +1247,11 @@ fn deferred_round(srv: &mut Peer, cli: &Cli, base: u64, answer: bool) {
         assert_eq!(result_of(&scalar, "deferred scalar"), Ok(mix(WORDS)));
         let (r, buf) = result_of(&lend, "deferred lend");
         assert_eq!(r, Ok(echo(base + 2)));
-        assert_eq!(mismatch(&buf, base + 2), None, "the deferred lend's writes");
+        assert_eq!(
+            mismatch(&buf.view(), base + 2),
+            None,
+            "the deferred lend's writes"
+        );
     } else {
         order(srv, &format!("drop {base}"), &format!("dropped {base}"));
         order(srv, "scalar-drop", "scalar-dropped");
@@ -1259,8 +1265,8 @@ fn deferred_round(srv: &mut Peer, cli: &Cli, base: u64, answer: bool) {
         let (r, mut buf) = result_of(&lend, "dropped lend");
         assert_eq!(r, Err(Error::NoReply));
         // Its buffer is usable afterwards.
-        fill(&mut buf, 5);
-        assert_eq!(mismatch(&buf, 5), None);
+        fill(&mut buf.view_mut(), 5);
+        assert_eq!(mismatch(&buf.view(), 5), None);
     }
 }
 
@@ -1359,11 +1365,11 @@ fn sigkill_of_the_server_fails_every_pending_call_and_a_new_server_takes_over() 
         let cli = cli.clone();
         background(move || {
             let mut buf = ShmBuf::new(1 << 20).unwrap();
-            fill(&mut buf, 4);
+            fill(&mut buf.view_mut(), 4);
             let r = outcome(&cli.lend_mut(cmd(LEND_HOLD, 4), &mut buf));
             // The buffer is usable after the server's death.
-            fill(&mut buf, 5);
-            (r, mismatch(&buf, 5))
+            fill(&mut buf.view_mut(), 5);
+            (r, mismatch(&buf.view(), 5))
         })
     };
     let sub = cli.subscribe(cmd(0, 5)).unwrap();
@@ -1424,7 +1430,7 @@ fn sigkill_of_a_client_gives_origin_disappeared_and_frees_its_lends() {
     held.sort_by_key(|(rq, _)| rq.a);
     assert_eq!(held[0].0, cmd(HOLD, 1));
     assert_eq!(held[1].0, cmd(LEND_HOLD, 2));
-    assert_eq!(held[1].1.lent().map(<[u8]>::len), Some(1 << 20));
+    assert_eq!(held[1].1.lent().map(|v| v.len()), Some(1 << 20));
     assert_eq!(client.line(), "calling");
     let stats = server.stats();
     assert_eq!(stats.pid, std::process::id());

@@ -99,11 +99,17 @@ fn lend_and_lend_mut_in_place() {
                 panic!()
             };
             if op == 1 {
-                let sum: u64 = ctx.lent().unwrap().iter().map(|&b| u64::from(b)).sum();
+                let sum: u64 = ctx
+                    .lent()
+                    .unwrap()
+                    .to_vec()
+                    .iter()
+                    .map(|&b| u64::from(b))
+                    .sum();
                 assert!(ctx.lent_mut().is_none());
                 ctx.reply(sum).unwrap();
             } else {
-                let buf = ctx.lent_mut().unwrap();
+                let mut buf = ctx.lent_mut().unwrap();
                 buf.fill(0xAB);
                 let n = buf.len() as u64;
                 ctx.reply(n).unwrap();
@@ -111,10 +117,10 @@ fn lend_and_lend_mut_in_place() {
         }
     });
     let mut buf = ShmBuf::new(1 << 20).unwrap();
-    buf[..4].copy_from_slice(&[1, 2, 3, 4]);
+    buf.view_mut().write_at(0, &[1, 2, 3, 4]).unwrap();
     assert_eq!(c.lend(1, &buf), Ok(10));
     assert_eq!(c.lend_mut(2, &mut buf), Ok(1 << 20));
-    assert!(buf.iter().all(|&b| b == 0xAB));
+    assert!(buf.view().to_vec().iter().all(|&b| b == 0xAB));
     worker.join().unwrap();
 }
 

@@ -208,10 +208,9 @@ fn size(len: usize) -> String {
 
 fn lend(c: &DemoClient, len: usize) -> Step {
     let mut buf = ShmBuf::new(len).map_err(e("ShmBuf::new"))?;
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let want: u64 = buf.iter().map(|&b| u64::from(b)).sum();
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    buf.view_mut().copy_from_slice(&pattern);
+    let want: u64 = pattern.iter().map(|&b| u64::from(b)).sum();
     let (lat, sum) = timed(ITERS, |_| {
         c.lend_timeout([LEND_SUM, 0], &buf, CALL_LIMIT)
             .map_err(e("lend"))
@@ -232,8 +231,8 @@ fn lend_mut(c: &DemoClient, len: usize, iters: usize) -> Step {
         let n = c
             .lend_mut_timeout([LEND_STAMP, stamp], &mut buf, CALL_LIMIT)
             .map_err(e("lend_mut"))?;
-        let first = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
-        let last = u64::from_le_bytes(buf[len - 8..].try_into().unwrap_or_default());
+        let first = buf.view().read::<u64>(0).unwrap_or_default();
+        let last = buf.view().read::<u64>(len - 8).unwrap_or_default();
         if n != len as u64 || first != stamp || last != stamp {
             return Err(format!(
                 "after lend_mut: len {n}, head {first:#x}, tail {last:#x}; expected {stamp:#x}"

@@ -124,15 +124,15 @@ fn call(
             _ => u64::MAX,
         },
         LEND_SUM => match rctx.lent() {
-            Some(bytes) => bytes.iter().map(|&b| u64::from(b)).sum(),
+            Some(bytes) => bytes.to_vec().iter().map(|&b| u64::from(b)).sum(),
             None => u64::MAX,
         },
         LEND_STAMP => match rctx.lent_mut() {
-            Some(bytes) if bytes.len() >= 16 => {
+            Some(mut bytes) if bytes.len() >= 16 => {
                 let stamp = arg.to_le_bytes();
                 let n = bytes.len();
-                bytes[..8].copy_from_slice(&stamp);
-                bytes[n - 8..].copy_from_slice(&stamp);
+                let _ = bytes.write_at(0, &stamp);
+                let _ = bytes.write_at(n - 8, &stamp);
                 n as u64
             }
             _ => u64::MAX,

@@ -3,6 +3,7 @@
 use super::LEND_OFFSET;
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
+use crate::view::{ShmView, ShmViewMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 
@@ -23,9 +24,9 @@ const MAX_LEN: usize = 1 << 30;
 ///
 /// let client: Client<u32, u64, u32> = Client::connect("storage", Duration::from_secs(5))?;
 /// let mut block = ShmBuf::new(16 << 20)?;
-/// block[..5].copy_from_slice(b"hello");
+/// block.view_mut().write_at(0, b"hello")?;
 /// let written = client.lend_mut(7, &mut block).expect("call"); // the server fills it
-/// println!("server wrote {written} bytes; first byte {}", block[0]);
+/// println!("server wrote {written} bytes; first byte {:?}", block.view().get(0));
 /// # Ok::<(), courier_shm::ShmError>(())
 /// ```
 pub struct ShmBuf {
@@ -95,36 +96,33 @@ impl ShmBuf {
         unsafe { self.seg.payload_ptr().add(LEND_OFFSET) }
     }
 
+    /// The bytes, to copy out or read flat values from ([`ShmView`]).
+    ///
+    /// A view rather than `&[u8]`: once the buffer was lent, the server that mapped it can
+    /// write its pages at any time (a hostile one even after the call), so no reference to
+    /// them is ever handed out.
+    pub fn view(&self) -> ShmView<'_> {
+        // SAFETY: `ptr..ptr+len` is inside our mapping, which lives as long as `self`.
+        unsafe { ShmView::new(self.ptr(), self.len) }
+    }
+
+    /// The bytes, to write in place ([`ShmViewMut`]).
+    pub fn view_mut(&mut self) -> ShmViewMut<'_> {
+        // SAFETY: as in `view`; `&mut self` keeps this process's other views away.
+        unsafe { ShmViewMut::new(self.ptr(), self.len) }
+    }
+
     /// Replaces the memory with a private copy under a new id, after a lend that the server
     /// may still hold (a timed-out call): the old pages stay the server's until it answers,
     /// and this buffer never sees its late writes.
     pub(crate) fn detach(&mut self) -> Result<(), ShmError> {
         let mut fresh = ShmBuf::new(self.len)?;
-        fresh.copy_from_slice(self);
+        // SAFETY: `fresh` is new and ours alone: no other process has its pages.
+        self.view()
+            .copy_to_slice(unsafe { fresh.view_mut().as_mut_slice() });
         let old = std::mem::replace(self, fresh);
         drop(old); // tells the servers to unmap the old id once they are done
         Ok(())
-    }
-}
-
-impl std::ops::Deref for ShmBuf {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` is inside our mapping, which lives as long as `self`. While
-        // a server may write these pages (a `lend_mut` in progress) the caller's `&mut ShmBuf`
-        // borrow is held by the call, so no `&[u8]` exists; after a call that may still be
-        // in the server's hands, `detach` has replaced the pages.
-        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for ShmBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`, and `&mut self` makes this the only view in this process; a
-        // server reads these pages only during a `lend`, which borrows `self` (shared), so not
-        // while this view exists.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
     }
 }
 

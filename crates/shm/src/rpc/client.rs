@@ -13,6 +13,7 @@ use crate::error::ShmError;
 use crate::service::{ConnectConfig, Connection};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
+use crate::view::{ShmView, ShmViewMut};
 use crate::watch::Watch;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -224,14 +225,14 @@ impl Conn {
     fn start(
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
-        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64)>,
+        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
         deadline: Option<Instant>,
     ) -> Result<Call, Error<()>> {
         self.flush_frees();
         let (k, op, flags, args) = call;
         let slot = self.acquire(deadline)?;
         let sh = &self.sh;
-        let Some((len, sig)) = write(sh.data_mut(slot)) else {
+        let Some((len, sig)) = write(&mut sh.data_mut(slot)) else {
             self.release(slot);
             return Err(Error::TooLarge);
         };
@@ -282,7 +283,7 @@ impl Conn {
     fn post(
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
-        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64)>,
+        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
         deadline: Option<Instant>,
     ) -> Result<(), Error<()>> {
         let mut c = self.start(call, write, deadline)?;
@@ -572,9 +573,9 @@ impl Call {
         // Decode as the status says (a reply and an error type may share a signature).
         let r = self.read(|sh, slot, st, len, sig| match st {
             status::OK if sig == Rp::SIGNATURE => {
-                Rp::decode(sh.data(slot, len)).ok_or(Error::Protocol)
+                Rp::decode(&sh.data(slot, len)).ok_or(Error::Protocol)
             }
-            status::APP if sig == E::SIGNATURE => match E::decode(sh.data(slot, len)) {
+            status::APP if sig == E::SIGNATURE => match E::decode(&sh.data(slot, len)) {
                 Some(e) => Err(Error::App(e)),
                 None => Err(Error::Protocol),
             },
@@ -1146,7 +1147,9 @@ impl Subscription {
             if sig != T::SIGNATURE {
                 return Err(Error::Protocol);
             }
-            return T::decode(&bytes).map(Some).ok_or(Error::Protocol);
+            return T::decode(&ShmView::from_private(&bytes))
+                .map(Some)
+                .ok_or(Error::Protocol);
         }
         if q.ended {
             return Err(Error::NoReply);

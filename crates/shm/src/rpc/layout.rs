@@ -20,6 +20,7 @@
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
 pub(crate) const VERSION: u32 = 1;
@@ -236,39 +237,32 @@ impl Shared {
         unsafe { self.seg.payload_ptr().add(off) }
     }
 
-    /// Slot `slot`'s data area, for reading what the peer wrote. The peer may change it
-    /// while we read (it is untrusted input); callers copy out before they validate.
-    pub(crate) fn data(&self, slot: usize, len: usize) -> &[u8] {
+    /// Slot `slot`'s data area (its first `len` bytes, at most the slot size), for reading
+    /// what the peer wrote: a view, since the peer may change the bytes while we read.
+    pub(crate) fn data(&self, slot: usize, len: usize) -> ShmView<'_> {
         let len = len.min(self.lay.slot_size);
-        // SAFETY: `slot < lay.slots` (callers check), so the area lies inside the layout;
-        // `len <= slot_size`. The bytes are plain memory of our mapping, valid as `u8`; the
-        // peer writing them concurrently can only change what we read, never make us access
-        // outside the mapping (the shared-memory caveat of the crate docs).
-        unsafe { std::slice::from_raw_parts(self.bytes_ptr(self.lay.slot_data(slot)), len) }
+        // SAFETY: `slot < lay.slots` (callers check), so the area lies inside the layout,
+        // which lies inside the mapping `self.seg` keeps for as long as `&self`; `len <=
+        // slot_size`. No reference to slot data is ever made.
+        unsafe { ShmView::new(self.bytes_ptr(self.lay.slot_data(slot)), len) }
     }
 
     /// Slot `slot`'s data area for writing; the caller owns the slot in the protocol (the
     /// client before queueing, the server between taking and completing).
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn data_mut(&self, slot: usize) -> &mut [u8] {
-        // SAFETY: as for `data`; the protocol gives the caller the slot exclusively among
-        // honest parties, and our own process never makes two such views of one slot at once
-        // (the slot's owner in this process is a single call object).
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.bytes_ptr(self.lay.slot_data(slot)),
-                self.lay.slot_size,
-            )
-        }
+    pub(crate) fn data_mut(&self, slot: usize) -> ShmViewMut<'_> {
+        // SAFETY: as for `data`, for the whole slot; writes go through the view's raw
+        // copies, so a peer writing the same bytes (only a hostile one would) races with
+        // nothing this process assumes.
+        unsafe { ShmViewMut::new(self.bytes_ptr(self.lay.slot_data(slot)), self.lay.slot_size) }
     }
 
     /// The data bytes of push record `n` for writing (server).
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn push_data_mut(&self, n: u64) -> &mut [u8] {
-        // SAFETY: the record lies inside the push ring of the layout; the producer (server,
-        // under its push lock) owns records between tail and head + depth.
+    pub(crate) fn push_data_mut(&self, n: u64) -> ShmViewMut<'_> {
+        // SAFETY: the record lies inside the push ring of the layout, inside the mapping;
+        // the producer (server, under its push lock) owns records between tail and head +
+        // depth.
         unsafe {
-            std::slice::from_raw_parts_mut(
+            ShmViewMut::new(
                 self.bytes_ptr(self.lay.push_rec(n) + PUSH_HDR),
                 self.lay.push_size,
             )
@@ -276,10 +270,10 @@ impl Shared {
     }
 
     /// The data bytes of push record `n` for reading (client).
-    pub(crate) fn push_data(&self, n: u64, len: usize) -> &[u8] {
+    pub(crate) fn push_data(&self, n: u64, len: usize) -> ShmView<'_> {
         let len = len.min(self.lay.push_size);
         // SAFETY: as for `push_data_mut`; `len <= push_size`.
-        unsafe { std::slice::from_raw_parts(self.bytes_ptr(self.lay.push_rec(n) + PUSH_HDR), len) }
+        unsafe { ShmView::new(self.bytes_ptr(self.lay.push_rec(n) + PUSH_HDR), len) }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{Listener, ListenerConfig};
 use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
+use crate::view::{ShmView, ShmViewMut};
 use crate::watch::Watch;
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
@@ -401,7 +402,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             if sig != Rq::SIGNATURE || len > sh.lay.slot_size {
                 return None;
             }
-            Rq::decode(slot_ref.conn.sh.data(slot, len))
+            Rq::decode(&slot_ref.conn.sh.data(slot, len))
         };
         match kind {
             kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT => {
@@ -881,7 +882,7 @@ impl SlotRef {
     fn complete(
         &mut self,
         st: u32,
-        write: impl FnOnce(&mut [u8]) -> Option<(usize, u64, [u64; 2])>,
+        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64, [u64; 2])>,
     ) -> Result<(), Error<()>> {
         if std::mem::replace(&mut self.done, true) {
             return Err(Error::OriginDisappeared);
@@ -898,7 +899,7 @@ impl SlotRef {
             let word = sh.state(slot);
             if slot::is_taken(word) {
                 let rec = sh.lay.rec(slot);
-                let (st, (len, sig, words)) = match write(sh.data_mut(slot)) {
+                let (st, (len, sig, words)) = match write(&mut sh.data_mut(slot)) {
                     Some(w) => (st, w),
                     None => {
                         outcome = Err(Error::TooLarge);
@@ -1055,25 +1056,25 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
         self.slot.conn.peer.pid as u32
     }
 
-    /// The buffer the caller lent with `lend` or `lend_mut`, read in place (no copy).
-    ///
-    /// Like any memory shared with another process, a misbehaving caller could write it
-    /// while it is read; the protocol (and an honest `Client`) does not.
-    pub fn lent(&self) -> Option<&[u8]> {
+    /// The buffer the caller lent with `lend` or `lend_mut`, in place (no copy): a view, from
+    /// which bytes are copied out or flat values read and checked ([`ShmView`]), since the
+    /// caller's process can write the pages while the server reads them.
+    pub fn lent(&self) -> Option<ShmView<'_>> {
         self.lent.as_ref().map(|l| {
             // SAFETY: `ptr..ptr+len` lies inside the lent segment (checked in `take_lend`),
-            // which the `Arc` keeps mapped while `self` lives; bytes are valid `u8`.
-            unsafe { std::slice::from_raw_parts(l.ptr(), l.len) }
+            // which the `Arc` keeps mapped while `self` is borrowed.
+            unsafe { ShmView::new(l.ptr(), l.len) }
         })
     }
 
     /// The buffer the caller lent with `lend_mut`, for writing in place; the caller sees the
     /// bytes when the call returns. `None` for other calls (including `lend`).
-    pub fn lent_mut(&mut self) -> Option<&mut [u8]> {
+    pub fn lent_mut(&mut self) -> Option<ShmViewMut<'_>> {
         self.lent.as_mut().filter(|l| l.exclusive).map(|l| {
             // SAFETY: as in `lent`; the lend is exclusive (checked in `take_lend`: no other
-            // lend of this buffer is in progress), and `&mut self` makes this the only view.
-            unsafe { std::slice::from_raw_parts_mut(l.ptr(), l.len) }
+            // lend of this buffer is in progress), and `&mut self` makes this the only
+            // writable view this process hands out.
+            unsafe { ShmViewMut::new(l.ptr(), l.len) }
         })
     }
 }
@@ -1209,7 +1210,7 @@ impl Notifier {
     fn write(
         &self,
         kind: u32,
-        fill: impl FnOnce(&mut [u8]) -> Option<(usize, u64)>,
+        fill: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
     ) -> Result<(), PushError> {
         let sh = &self.conn.sh;
         let mut tail = self
@@ -1227,7 +1228,7 @@ impl Notifier {
         if used == sh.lay.push_depth as u64 {
             return Err(PushError::Full);
         }
-        let (len, sig) = fill(sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
+        let (len, sig) = fill(&mut sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
         let rec = sh.lay.push_rec(*tail);
         sh.u32(rec + P_SUB).store(self.id, Ordering::Relaxed);
         sh.u32(rec + P_KIND).store(kind, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! What a request, a reply, an application error or a push can be: [`Wire`].
 
-use courier_core::flat::{self, IpcSafe};
+use crate::view::{ShmView, ShmViewMut};
+use courier_core::flat::IpcSafe;
 
 /// A value that can cross the process boundary in a call slot.
 ///
@@ -19,27 +20,29 @@ pub trait Wire: Sized + Send + 'static {
     /// The layout signature of the type (for flat types, [`IpcSafe::SIGNATURE`]).
     const SIGNATURE: u64;
 
-    /// Writes the value into `out`; `None` if it does not fit.
+    /// Writes the value into `out` (shared memory, written in place); `None` if it does not
+    /// fit.
     #[doc(hidden)]
-    fn encode(self, out: &mut [u8]) -> Option<usize>;
+    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize>;
 
-    /// Reads a value from `bytes`, which another process wrote: checked, never trusted.
+    /// Reads a value from `bytes`, which another process wrote and may still be writing:
+    /// copied out, then checked, never trusted.
     #[doc(hidden)]
-    fn decode(bytes: &[u8]) -> Option<Self>;
+    fn decode(bytes: &ShmView<'_>) -> Option<Self>;
 }
 
 impl<T: IpcSafe + Send + 'static> Wire for T {
     const SIGNATURE: u64 = T::SIGNATURE;
 
-    fn encode(self, out: &mut [u8]) -> Option<usize> {
-        flat::write_value(self, out).ok()
+    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+        out.write(0, self).ok()
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    fn decode(bytes: &ShmView<'_>) -> Option<Self> {
         if bytes.len() != core::mem::size_of::<T>() {
             return None;
         }
-        flat::read_value(bytes).ok()
+        bytes.read(0).ok()
     }
 }
 
@@ -66,11 +69,17 @@ where
     /// One signature for every postcard type: postcard's own decoding checks the bytes.
     const SIGNATURE: u64 = u64::from_le_bytes(*b"postcard");
 
-    fn encode(self, out: &mut [u8]) -> Option<usize> {
-        postcard::to_slice(&self.0, out).ok().map(|used| used.len())
+    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+        // Encoded in private memory, then copied in: serde's serializer is not written
+        // against a view, and the copy is small beside the encoding itself.
+        let bytes = postcard::to_allocvec(&self.0).ok()?;
+        out.write_at(0, &bytes).ok()?;
+        Some(bytes.len())
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes(bytes).ok().map(Postcard)
+    fn decode(bytes: &ShmView<'_>) -> Option<Self> {
+        // Copied out first: serde checks a string's UTF-8 and then reads its bytes again, so
+        // decoding in place would let a peer change them between the check and the use.
+        postcard::from_bytes(&bytes.to_vec()).ok().map(Postcard)
     }
 }
