@@ -50,6 +50,11 @@ pub enum Error<E> {
     /// validation (a layout signature of another type, a bad length, an invalid value), or
     /// the peer used a lent buffer in a way the protocol forbids. Nothing invalid was used.
     Protocol,
+    /// Process transports only: the server refused the call because a limit was reached: a
+    /// cap of its configuration (lent buffers per client or in total, their bytes), or it
+    /// ran out of descriptors or memory. Nothing was served; the connection stays usable,
+    /// and the call may succeed once resources are freed.
+    LimitReached,
 }
 
 impl<E> Error<E> {
@@ -85,6 +90,7 @@ impl<E> Error<E> {
             Error::Timeout => "timed out",
             Error::TooLarge => "message too large for the service's call slot",
             Error::Protocol => "the peer broke the protocol (invalid message)",
+            Error::LimitReached => "the server refused the call: a resource limit was reached",
         }
     }
 }

@@ -39,6 +39,11 @@ pub enum ShmError {
     #[error("service {0:?} is already served by a live listener")]
     NameInUse(String),
 
+    /// The service is at its limit of connected clients (`ServerConfig::max_clients`); try
+    /// again once some have left.
+    #[error("service {0:?} is at its limit of connected clients")]
+    ServerFull(String),
+
     /// No listener serves the name (no socket, or a socket left by a dead listener).
     #[error("no listener serves {0:?}")]
     NotFound(String),

@@ -73,7 +73,9 @@ const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
 pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
-    _fd: OwnedFd,
+    /// The file, kept while it may be sent to a peer; `None` once closed (the mapping
+    /// stays).
+    fd: Option<OwnedFd>,
 }
 
 // SAFETY: `Segment` owns its mapping and file; the mapped memory is only accessed through
@@ -100,7 +102,11 @@ impl Segment {
         let fd = sys::memfd(len as u64).map_err(ShmError::io("creating the memfd segment"))?;
         sys::seal_size(fd.as_fd()).map_err(ShmError::io("sealing the segment"))?;
         let ptr = sys::map_shared(fd.as_fd(), len).map_err(ShmError::io("mapping the segment"))?;
-        let seg = Segment { ptr, len, _fd: fd };
+        let seg = Segment {
+            ptr,
+            len,
+            fd: Some(fd),
+        };
         let h = seg.header();
         h.magic.store(MAGIC, Ordering::Relaxed);
         h.version.store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -133,7 +139,11 @@ impl Segment {
         let len = actual as usize;
         let ptr = sys::map_shared(fd.as_fd(), len).map_err(ShmError::io("mapping the segment"))?;
         // From here on `Drop` unmaps on every error path.
-        let seg = Segment { ptr, len, _fd: fd };
+        let seg = Segment {
+            ptr,
+            len,
+            fd: Some(fd),
+        };
         let h = seg.header();
         // Acquire: pairs with the creator's Release store of READY; read first so the other
         // fields are read after it. Each field is read once, into a local.
@@ -165,8 +175,23 @@ impl Segment {
     }
 
     /// The file descriptor, for passing to the peer.
+    ///
+    /// # Panics
+    ///
+    /// If [`Segment::close_fd`] was called: only segments this process keeps to itself are
+    /// closed.
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self._fd.as_fd()
+        self.fd
+            .as_ref()
+            .expect("the descriptor of a segment that is sent is never closed")
+            .as_fd()
+    }
+
+    /// Closes the file descriptor; the mapping stays until the segment is dropped. A server
+    /// keeps no descriptor per connection or lent buffer, so its descriptor limit bounds
+    /// neither.
+    pub(crate) fn close_fd(&mut self) {
+        self.fd = None;
     }
 
     fn header(&self) -> &Header {

@@ -51,6 +51,8 @@ const ACCEPTED: u8 = 0;
 /// The handshake error of a listener that closed the connection without answering.
 const HUNG_UP: &str = "the listener hung up";
 const REFUSED: u8 = 1;
+/// The listener is at its connection limit.
+const BUSY: u8 = 2;
 
 fn hello(status: u8) -> [u8; HELLO_LEN] {
     let mut m = [0; HELLO_LEN];
@@ -248,6 +250,18 @@ impl Listener {
         self.accept_with(deadline, |_| {})
     }
 
+    /// Accepts one waiting client (if any) and tells it the service is at its connection
+    /// limit: it gets [`ShmError::ServerFull`].
+    pub(crate) fn refuse_busy(&self) -> Result<(), ShmError> {
+        if let Some(sock) =
+            sys::accept(self.sock.as_fd()).map_err(ShmError::io("accepting a client"))?
+        {
+            // Best effort: the client may already be gone.
+            let _ = sys::send_with_fd(sock.as_fd(), &hello(BUSY), None);
+        }
+        Ok(())
+    }
+
     /// Blocks until a client is waiting to be accepted (`true`) or `stop` becomes readable
     /// (`false`), with no time-out: the RPC server's accept thread sleeps here.
     pub(crate) fn wait_client(&self, stop: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
@@ -433,6 +447,7 @@ impl Connection {
                 segment: Segment::open(fd, config.max_segment_size)?,
                 _sock: sock,
             }),
+            (BUSY, _) => Err(ShmError::ServerFull(name.to_owned())),
             (ACCEPTED, None) => Err(fail("no segment was attached")),
             _ => Err(fail("unknown status")),
         }

@@ -437,3 +437,114 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     let _ =
         rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
 }
+
+/// A connected pair of Unix datagram sockets (close-on-exec): one connection's wake-up path
+/// from a client to the server's idle workers (see `rpc/mod.rs`, "Waking").
+pub(crate) fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Whether `fd` is a datagram socket (what a server must send as a connection's wake-up
+/// path: a send to it with `MSG_DONTWAIT` never blocks, whatever the peer does).
+pub(crate) fn is_dgram_socket(fd: BorrowedFd<'_>) -> bool {
+    rustix::net::sockopt::socket_type(fd).is_ok_and(|t| t == SocketType::DGRAM)
+}
+
+/// Sends a one-byte wake-up on a datagram socket without ever blocking: a full socket
+/// already holds wake-ups the receiver has not read, so dropping this one loses nothing.
+pub(crate) fn kick(fd: BorrowedFd<'_>) {
+    loop {
+        match rustix::net::send(fd, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Reads and discards up to `max` pending datagrams (or eventfd counts) from `fd` without
+/// blocking; `true` if something was pending.
+pub(crate) fn drain(fd: BorrowedFd<'_>, max: usize) -> bool {
+    let mut buf = [0u8; 8];
+    let mut any = false;
+    for _ in 0..max {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(_) => any = true,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    any
+}
+
+/// A new epoll instance (close-on-exec).
+pub(crate) fn epoll() -> io::Result<OwnedFd> {
+    Ok(rustix::event::epoll::create(
+        rustix::event::epoll::CreateFlags::CLOEXEC,
+    )?)
+}
+
+/// Watches `fd` for readability (level-triggered) in `epoll`, reported with `key`. At most one
+/// waiter is woken per event (`EPOLLEXCLUSIVE`), so a wake-up costs one worker, not all.
+pub(crate) fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
+    use rustix::event::epoll::{self, EventData, EventFlags};
+    Ok(epoll::add(
+        epoll,
+        fd,
+        EventData::new_u64(key),
+        EventFlags::IN | EventFlags::EXCLUSIVE,
+    )?)
+}
+
+/// Waits up to `timeout` for readiness in `epoll`; the keys of the ready sources go into
+/// `keys` (cleared first). An interrupted wait returns with no keys.
+pub(crate) fn epoll_wait(
+    epoll: BorrowedFd<'_>,
+    keys: &mut Vec<u64>,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    keys.clear();
+    let mut events = [MaybeUninit::uninit(); 16];
+    let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    match rustix::event::epoll::wait(epoll, &mut events, Some(&ts)) {
+        Ok((ready, _)) => keys.extend(ready.iter().map(|e| e.data.u64())),
+        Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Makes a non-blocking `fd` (an eventfd, say) non-blocking; used for descriptors this process
+/// made itself.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    Ok(rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK)?)
+}
+
+/// Shuts a connected socket down both ways: its peer sees a hang-up at once, however many
+/// descriptors of it are still open.
+pub(crate) fn shutdown(sock: BorrowedFd<'_>) {
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Both);
+}
+
+/// Which file `fd` is: (device, inode), the same for every descriptor of one memfd.
+pub(crate) fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Whether `e` says the process or the system ran out of descriptors or memory: a resource
+/// error, not a fault of the peer.
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE | rustix::io::Errno::NOMEM)
+    )
+}

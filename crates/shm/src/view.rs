@@ -1,48 +1,5 @@
 //! Views of bytes in shared memory: [`ShmView`] (read by copy) and [`ShmViewMut`] (written in
-//! place).
-//!
-//! # Why not `&[u8]`
-//!
-//! Memory shared with another process can change at any moment, whatever this process
-//! believes: a hostile or buggy peer may write a lent buffer, a message block or a call slot
-//! while we look at it. A `&[u8]` (or `&mut [u8]`, or `&T`) over such bytes promises the
-//! compiler that they do not change while the reference lives, so it may read a byte twice
-//! and see two values, and a bounds check made on the first read would not protect the
-//! second. That is undefined behaviour in safe code, and courier never creates such a
-//! reference behind a safe API.
-//!
-//! A view instead holds a raw pointer and a length, and offers:
-//!
-//! - **bulk copies out** ([`ShmView::copy_to_slice`], [`ShmView::read_at`],
-//!   [`ShmView::to_vec`]) and **checked typed reads** of flat values ([`ShmView::read`]):
-//!   the bytes land in private memory first (one `memcpy`), and only the copy is checked and
-//!   used, so what was checked is what is used;
-//! - **writes in place** ([`ShmViewMut::copy_from_slice`], [`ShmViewMut::write_at`],
-//!   [`ShmViewMut::fill`], [`ShmViewMut::write`]): straight into the shared pages, no copy;
-//! - **raw access** for code that must work in place: [`ShmView::as_ptr`],
-//!   [`ShmViewMut::as_mut_ptr`], and, behind `unsafe`, a `&[u8]` / `&mut [u8]`
-//!   ([`ShmView::as_slice`], [`ShmViewMut::as_mut_slice`]) whose caller vouches that no other
-//!   process writes the bytes while the reference lives.
-//!
-//! A copy out of shared memory is a plain `memcpy` from a raw pointer into memory this process
-//! owns: the compiler assumes nothing about the source (no reference to it exists), and a
-//! byte a peer changes during the copy only changes what was copied, which is then checked
-//! before use like any input from outside.
-//!
-//! # Examples
-//!
-//! ```no_run
-//! use courier_shm::ShmBuf;
-//!
-//! let mut buf = ShmBuf::new(4096)?;
-//! buf.view_mut().write_at(0, b"hello")?;       // in place
-//! buf.view_mut().write(8, 42u64)?;              // a flat value, in place
-//! let mut head = [0u8; 5];
-//! buf.view().read_at(0, &mut head)?;           // a copy out
-//! assert_eq!(&head, b"hello");
-//! assert_eq!(buf.view().read::<u64>(8)?, 42);  // copied, then checked
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! place). See [`ShmView`] for why and how.
 
 use courier_core::flat::{self, FlatError, IpcSafe};
 use std::marker::PhantomData;
@@ -51,10 +8,52 @@ use std::ops::{Bound, RangeBounds};
 
 use crate::error::ShmError;
 
-/// A read-only view of `len` bytes in memory shared with another process (see the
-/// [module docs](self)): every read is a copy into this process's memory.
+/// A read-only view of `len` bytes in memory shared with another process: every read is a
+/// copy into this process's memory. It borrows what owns the mapping (`'a`), so it cannot
+/// outlive it.
 ///
-/// It borrows what owns the mapping (`'a`), so it cannot outlive it.
+/// # Why not `&[u8]`
+///
+/// Memory shared with another process can change at any moment, whatever this process
+/// believes: a hostile or buggy peer may write a lent buffer, a message block or a call slot
+/// while we look at it. A `&[u8]` (or `&mut [u8]`, or `&T`) over such bytes promises the
+/// compiler that they do not change while the reference lives, so it may read a byte twice
+/// and see two values, and a bounds check made on the first read would not protect the
+/// second. That is undefined behaviour in safe code, and courier never creates such a
+/// reference behind a safe API.
+///
+/// A view instead holds a raw pointer and a length, and offers:
+///
+/// - **bulk copies out** ([`ShmView::copy_to_slice`], [`ShmView::read_at`],
+///   [`ShmView::to_vec`]) and **checked typed reads** of flat values ([`ShmView::read`]):
+///   the bytes land in private memory first (one `memcpy`), and only the copy is checked and
+///   used, so what was checked is what is used;
+/// - **writes in place** ([`ShmViewMut::copy_from_slice`], [`ShmViewMut::write_at`],
+///   [`ShmViewMut::fill`], [`ShmViewMut::write`]): straight into the shared pages, no copy;
+/// - **raw access** for code that must work in place: [`ShmView::as_ptr`],
+///   [`ShmViewMut::as_mut_ptr`], and, behind `unsafe`, a `&[u8]` / `&mut [u8]`
+///   ([`ShmView::as_slice`], [`ShmViewMut::as_mut_slice`]) whose caller vouches that no other
+///   process writes the bytes while the reference lives.
+///
+/// A copy out of shared memory is a plain `memcpy` from a raw pointer into memory this process
+/// owns: the compiler assumes nothing about the source (no reference to it exists), and a
+/// byte a peer changes during the copy only changes what was copied, which is then checked
+/// before use like any input from outside.
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::ShmBuf;
+///
+/// let mut buf = ShmBuf::new(4096)?;
+/// buf.view_mut().write_at(0, b"hello")?;       // in place
+/// buf.view_mut().write(8, 42u64)?;              // a flat value, in place
+/// let mut head = [0u8; 5];
+/// buf.view().read_at(0, &mut head)?;           // a copy out
+/// assert_eq!(&head, b"hello");
+/// assert_eq!(buf.view().read::<u64>(8)?, 42);  // copied, then checked
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ShmView<'a> {
     ptr: *const u8,
     len: usize,
@@ -140,7 +139,7 @@ impl<'a> ShmView<'a> {
         self.len == 0
     }
 
-    /// The first byte, for raw access (see the [module docs](self)).
+    /// The first byte, for raw access (see [`ShmView`]).
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
@@ -260,7 +259,7 @@ impl<'a> ShmViewMut<'a> {
         }
     }
 
-    /// The first byte, for raw access (see the [module docs](self)).
+    /// The first byte, for raw access (see [`ShmView`]).
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.view.ptr.cast_mut()
     }

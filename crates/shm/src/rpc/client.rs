@@ -8,7 +8,7 @@ use super::layout::{
 };
 use super::slot;
 use super::wire::Wire;
-use super::{Bell, Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
+use super::{Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::error::ShmError;
 use crate::service::{ConnectConfig, Connection};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
@@ -44,6 +44,7 @@ fn widen<E>(e: Error<()>) -> Error<E> {
         Error::ClientsDisappeared => Error::ClientsDisappeared,
         Error::Timeout => Error::Timeout,
         Error::TooLarge => Error::TooLarge,
+        Error::LimitReached => Error::LimitReached,
         Error::Protocol | Error::App(()) => Error::Protocol,
     }
 }
@@ -61,7 +62,8 @@ fn left(deadline: Option<Instant>) -> Result<Option<Duration>, Error<()>> {
 /// One client process's connection to a server.
 pub(crate) struct Conn {
     sh: Arc<Shared>,
-    bell: Bell,
+    /// Our end of the connection's wake-up socket: a byte on it wakes a sleeping worker.
+    kick: OwnedFd,
     watch: Watch,
     server: Credentials,
     /// Our copy of the connection socket, for registering lendable buffers.
@@ -109,25 +111,32 @@ impl Conn {
         let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
         let lay = read_header(conn.segment())?;
         let (seg, sock, server) = conn.into_parts();
-        // The second message: the server's doorbell.
+        // The second message: our end of the connection's wake-up socket. Only a datagram
+        // socket is taken: a send to it with MSG_DONTWAIT never blocks, whatever the server
+        // does with its end.
         if !sys::wait_readable(sock.as_fd(), Some(deadline))
-            .map_err(ShmError::io("waiting for the doorbell"))?
+            .map_err(ShmError::io("waiting for the wake-up socket"))?
         {
             return Err(ShmError::Timeout);
         }
         let mut msg = [0u8; MSG_LEN + 1];
         let (n, fd) = sys::recv_with_fd(sock.as_fd(), &mut msg)
-            .map_err(ShmError::io("receiving the doorbell"))?;
-        let fd = match fd {
-            Some(fd) if n == MSG_LEN && msg[..MSG_LEN] == BELL_HELLO => fd,
+            .map_err(ShmError::io("receiving the wake-up socket"))?;
+        let kick = match fd {
+            Some(fd)
+                if n == MSG_LEN
+                    && msg[..MSG_LEN] == BELL_HELLO
+                    && sys::is_dgram_socket(fd.as_fd()) =>
+            {
+                fd
+            }
             _ => {
                 return Err(ShmError::Handshake {
                     name: name.to_owned(),
-                    reason: "no doorbell after the handshake",
+                    reason: "no wake-up socket after the handshake",
                 })
             }
         };
-        let bell = Bell::open(fd)?;
         let ours = sock
             .try_clone()
             .map_err(ShmError::io("duplicating the connection socket"))?;
@@ -140,7 +149,7 @@ impl Conn {
             sys::futex_wake(theirs.u32(CBELL));
         })?;
         Ok(Arc::new(Conn {
-            bell,
+            kick,
             watch,
             server,
             sock: Mutex::new(ours),
@@ -260,8 +269,7 @@ impl Conn {
         // before its last look at the rings: it sees our tail, or we see it sleeping.
         fence(Ordering::SeqCst);
         if sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0 {
-            self.bell.word().fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake(self.bell.word());
+            sys::kick(self.kick.as_fd());
         }
         let mut call = Call {
             conn: Arc::clone(self),
@@ -664,6 +672,7 @@ fn status_error(st: u32) -> Error<()> {
         status::NO_REPLY => Error::NoReply,
         status::TOO_LARGE => Error::TooLarge,
         status::SERVER_GONE => Error::ServerDisappeared,
+        status::LIMIT => Error::LimitReached,
         _ => Error::Protocol,
     }
 }
@@ -908,7 +917,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         };
         let call = self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)?;
         // Answered, even just after the deadline: the lend is back.
-        call.settle(deadline).map_err(widen)?.take()
+        let r = call.settle(deadline).map_err(widen)?.take();
+        if matches!(r, Err(Error::LimitReached | Error::TooLarge)) {
+            // The server may have refused the registration: send it again next time (a
+            // server that kept it ignores the copy).
+            lock(&conn.registered).remove(&buf.id());
+        }
+        r
     }
 
     /// Sends a one-way scalar message: an opcode and four words, no payload.

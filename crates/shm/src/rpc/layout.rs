@@ -115,6 +115,9 @@ pub(crate) mod status {
     pub(crate) const PROTOCOL: u32 = 5;
     pub(crate) const TOO_LARGE: u32 = 6;
     pub(crate) const SERVER_GONE: u32 = 7;
+    /// A limit of the server (`ServerConfig`), or its descriptors or memory, refused the
+    /// call: `Error::LimitReached`.
+    pub(crate) const LIMIT: u32 = 8;
 }
 
 /// Push record kinds.

@@ -97,50 +97,15 @@ pub use stats::{services, ServiceInfo};
 pub use wire::Postcard;
 pub use wire::Wire;
 
-use crate::error::ShmError;
-use crate::segment::{Segment, HEADER_LEN};
-use crate::sync::AtomicU32;
+use crate::segment::HEADER_LEN;
 
 /// Every message on a connection's socket after the handshake is 16 bytes: an 8-byte tag and
 /// a little-endian `u64`, with one descriptor attached.
 pub(crate) const MSG_LEN: usize = 16;
-/// Server to client, once: the doorbell's descriptor.
+/// Server to client, once: the client's end of the connection's wake-up socket.
 pub(crate) const BELL_HELLO: [u8; MSG_LEN] = *b"CRPCBELL\0\0\0\0\0\0\0\0";
 /// Client to server, once per buffer: a lendable buffer's descriptor and id.
 pub(crate) const LEND_HELLO: [u8; 8] = *b"CRPCLEND";
 /// Where a lendable buffer's bytes start in its segment's payload: page-aligned in the
 /// mapping.
 pub(crate) const LEND_OFFSET: usize = 4096 - HEADER_LEN;
-
-/// The server's doorbell: one futex word in a small sealed memfd that every client maps.
-#[derive(Debug)]
-pub(crate) struct Bell {
-    seg: Segment,
-}
-
-impl Bell {
-    const LEN: usize = HEADER_LEN + 64;
-
-    pub(crate) fn create() -> Result<Bell, ShmError> {
-        Ok(Bell {
-            seg: Segment::create(Self::LEN)?,
-        })
-    }
-
-    pub(crate) fn open(fd: std::os::fd::OwnedFd) -> Result<Bell, ShmError> {
-        let seg = Segment::open(fd, Self::LEN)?;
-        if seg.len() < Self::LEN {
-            return Err(ShmError::Corrupt("doorbell too small"));
-        }
-        Ok(Bell { seg })
-    }
-
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.seg.fd()
-    }
-
-    pub(crate) fn word(&self) -> &AtomicU32 {
-        // At least HEADER_LEN + 64 bytes: checked in `open`, made so in `create`.
-        self.seg.u32_at(0)
-    }
-}

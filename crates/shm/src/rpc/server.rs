@@ -9,7 +9,7 @@ use super::layout::{
 use super::slot;
 use super::stats::StatsFile;
 use super::wire::Wire;
-use super::{Bell, Error, BELL_HELLO, LEND_HELLO, LEND_OFFSET, MSG_LEN};
+use super::{Error, BELL_HELLO, LEND_HELLO, LEND_OFFSET, MSG_LEN};
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{Listener, ListenerConfig};
@@ -26,8 +26,14 @@ use std::time::{Duration, Instant};
 
 /// How many times an idle worker looks at every connection before it sleeps.
 const SPINS: u32 = 2000;
-/// The most lent buffers one client may have registered at once.
-const MAX_BUFFERS: usize = 4096;
+/// The longest an idle worker sleeps before it looks again on its own: every sleep is
+/// bounded, so no lost wake-up (a client that lies about its ring, say) lasts longer.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How many wake-ups a worker reads from one connection at a time.
+const KICKS_PER_WAKE: usize = 64;
+/// The epoll key of the server's own wake-up (new connections, dead clients); a connection's
+/// key is its id + 1.
+const WAKE_KEY: u64 = 0;
 
 /// How a [`Server`] sets up the connections of its clients.
 ///
@@ -43,7 +49,18 @@ pub struct ServerConfig {
     push_depth: usize,
     push_size: usize,
     max_lend: usize,
+    limits: Limits,
     listener: ListenerConfig,
+}
+
+/// What one client, and all of them together, may make the server hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    clients: usize,
+    lends_per_client: usize,
+    lend_bytes_per_client: u64,
+    lends: usize,
+    lend_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +71,13 @@ impl Default for ServerConfig {
             push_depth: 64,
             push_size: 256,
             max_lend: 1 << 30,
+            limits: Limits {
+                clients: 128,
+                lends_per_client: 256,
+                lend_bytes_per_client: 16 << 30,
+                lends: 4096,
+                lend_bytes: 64 << 30,
+            },
             listener: ListenerConfig::new(),
         }
     }
@@ -92,9 +116,48 @@ impl ServerConfig {
         self
     }
 
-    /// The largest buffer a client may lend (bigger ones fail with [`Error::TooLarge`]).
+    /// The largest buffer a client may lend (bigger ones fail with [`Error::TooLarge`],
+    /// checked when the buffer is first lent and at every lend).
     pub fn max_lend(mut self, bytes: usize) -> Self {
         self.max_lend = bytes;
+        self
+    }
+
+    /// How many client processes may be connected at once (default 128). A client beyond it
+    /// is refused at connect ([`ShmError::ServerFull`]). Each connection costs the server
+    /// about four descriptors, a watcher thread and a mapping of its segment, so the
+    /// default stays within a default limit of 1,024 descriptors.
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.limits.clients = n;
+        self
+    }
+
+    /// How many distinct buffers one client may have registered for lending at once
+    /// (default 256); a lend of one more fails with [`Error::LimitReached`] until the client
+    /// drops some. The server keeps a mapping, and no descriptor, per buffer.
+    pub fn max_lends_per_client(mut self, n: usize) -> Self {
+        self.limits.lends_per_client = n;
+        self
+    }
+
+    /// How many bytes of registered buffers one client may have at once (default 16 GiB of
+    /// address space; the pages are the client's).
+    pub fn max_lend_bytes_per_client(mut self, bytes: u64) -> Self {
+        self.limits.lend_bytes_per_client = bytes;
+        self
+    }
+
+    /// How many lent buffers all clients together may have registered (default 4,096
+    /// mappings, well within the kernel's default `vm.max_map_count`).
+    pub fn max_lends(mut self, n: usize) -> Self {
+        self.limits.lends = n;
+        self
+    }
+
+    /// How many bytes of lent buffers all clients together may have registered (default
+    /// 64 GiB of address space).
+    pub fn max_lend_bytes(mut self, bytes: u64) -> Self {
+        self.limits.lend_bytes = bytes;
         self
     }
 
@@ -211,7 +274,10 @@ struct Core {
     name: String,
     lay: Layout,
     max_lend: usize,
-    bell: Bell,
+    limits: Limits,
+    /// Lent buffers registered by all clients: (count, bytes).
+    lend_totals: Mutex<(usize, u64)>,
+    poller: Poller,
     conns: RwLock<Vec<Arc<Conn>>>,
     /// How many workers sleep (written to every connection's `srv_sleep`); the lock orders
     /// those writes, so a connection never shows a stale zero.
@@ -236,13 +302,15 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             name,
             config.listener.clone().segment_size(HEADER_LEN + lay.total),
         )?;
-        let bell = Bell::create()?;
+        let poller = Poller::new()?;
         let stats = StatsFile::create(name).ok();
         let core = Arc::new(Core {
             name: name.to_owned(),
             lay,
             max_lend: config.max_lend,
-            bell,
+            limits: config.limits,
+            lend_totals: Mutex::new((0, 0)),
+            poller,
             conns: RwLock::new(Vec::new()),
             sleeping: Mutex::new(0),
             next: AtomicU64::new(0),
@@ -310,8 +378,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<Incoming<Rq, Rp, E>, ShmError> {
         let core = &self.shared.core;
+        // Whether the last wake-up found nothing to do: then the next sleep comes at once,
+        // without the spin, so a client that only sends wake-ups keeps no worker spinning.
+        let mut idle_wake = false;
+        let mut keys = Vec::new();
         loop {
-            for i in 0..SPINS {
+            let spins = if idle_wake { 1 } else { SPINS };
+            for i in 0..spins {
                 if let Some(m) = self.poll_once() {
                     return Ok(m);
                 }
@@ -331,28 +404,35 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             // the module docs).
             core.set_sleeping(1);
             fence(Ordering::SeqCst);
-            let seen = core.bell.word().load(Ordering::SeqCst);
             if let Some(m) = self.poll_once() {
                 core.set_sleeping(-1);
                 return Ok(m);
             }
             let left = match deadline {
-                None => None,
+                None => MAX_SLEEP,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
+                    Some(left) if !left.is_zero() => left.min(MAX_SLEEP),
                     _ => {
                         core.set_sleeping(-1);
                         return Err(ShmError::Timeout);
                     }
                 },
             };
-            sys::futex_wait(core.bell.word(), seen, left);
+            let slept = core.poller.wait(&mut keys, left);
             core.set_sleeping(-1);
+            slept.map_err(ShmError::io("waiting for calls"))?;
+            core.take_wakeups(&keys);
+            if let Some(m) = self.poll_once() {
+                return Ok(m);
+            }
+            idle_wake = true;
         }
     }
 
     /// One round over the connections: the first message found, already turned into an
-    /// [`Incoming`] (messages the transport handles itself are handled and skipped).
+    /// [`Incoming`] (messages the transport handles itself are handled and skipped, at most
+    /// `slots` of them per connection per round, so a client that re-queues them as fast as
+    /// they are settled cannot hold the worker here).
     fn poll_once(&self) -> Option<Incoming<Rq, Rp, E>> {
         let core = &self.shared.core;
         let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
@@ -364,13 +444,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         let mut finished = false;
         for k in 0..n {
             let conn = &conns[(start + k) % n];
-            while let Some(slot) = conn.pop() {
-                let conn = Arc::clone(conn);
-                if let Some(m) = self.incoming(conn, slot) {
+            conn.flush_ends();
+            for _ in 0..core.lay.slots {
+                let Some(slot) = conn.pop() else { break };
+                if let Some(m) = self.incoming(Arc::clone(conn), slot) {
                     return Some(m);
                 }
             }
-            finished |= conn.gone() && conn.queued() == 0;
+            finished |= conn.finished();
         }
         drop(conns);
         if finished {
@@ -461,7 +542,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 None
             }
             kind::FREE_BUF => {
-                slot_ref.conn.lock_lends().remove(&args[0]);
+                slot_ref.conn.free_buffer(core, args[0]);
                 slot_ref.settle(status::OK);
                 None
             }
@@ -486,7 +567,10 @@ impl Drop for ServerShared {
             std::mem::take(&mut *self.core.conns.write().unwrap_or_else(|p| p.into_inner()));
         for conn in &conns {
             conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
-            while let Some(slot) = conn.pop() {
+            // At most one ring's worth: a client that queues again at once is not waited for
+            // (it learns of the shutdown from `srv_closed` and the hang-up).
+            for _ in 0..conn.sh.lay.slots {
+                let Some(slot) = conn.pop() else { break };
                 SlotRef {
                     conn: Arc::clone(conn),
                     slot,
@@ -520,7 +604,7 @@ impl Core {
             let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
             let (gone, live) = std::mem::take(&mut *conns)
                 .into_iter()
-                .partition(|c| c.gone() && c.queued() == 0);
+                .partition(|c| c.finished());
             *conns = live;
             gone
         };
@@ -528,10 +612,25 @@ impl Core {
         self.publish_stats();
     }
 
-    /// Wakes the workers (a new connection, a shutdown): our own bump of the doorbell.
+    /// Wakes a sleeping worker (a new connection, a dead client to forget).
     fn ring(&self) {
-        self.bell.word().fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake(self.bell.word());
+        let _ = sys::eventfd_signal(self.poller.wake.as_fd());
+    }
+
+    /// Reads the wake-ups that ended a sleep (`keys` from [`Poller::wait`]), so that a
+    /// level-triggered source does not end the next sleep too.
+    fn take_wakeups(&self, keys: &[u64]) {
+        if keys.is_empty() {
+            return;
+        }
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for &key in keys {
+            if key == WAKE_KEY {
+                sys::drain(self.poller.wake.as_fd(), 1);
+            } else if let Some(c) = conns.iter().find(|c| c.id + 1 == key) {
+                sys::drain(c.kick.as_fd(), KICKS_PER_WAKE);
+            }
+        }
     }
 
     fn stats(&self) -> ServerStats {
@@ -563,32 +662,82 @@ struct Counters {
     lends: AtomicU64,
 }
 
-/// The accept thread: takes clients until the server's drop signals `stop`.
+/// Where idle workers sleep: an epoll instance watching each connection's wake-up socket
+/// and the server's own eventfd (see "Waking" in the module docs).
+struct Poller {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+}
+
+impl Poller {
+    fn new() -> Result<Poller, ShmError> {
+        let epoll = sys::epoll().map_err(ShmError::io("creating the workers' epoll"))?;
+        let wake = sys::eventfd().map_err(ShmError::io("creating the workers' eventfd"))?;
+        sys::set_nonblocking(wake.as_fd()).map_err(ShmError::io("setting up an eventfd"))?;
+        sys::epoll_add(epoll.as_fd(), wake.as_fd(), WAKE_KEY)
+            .map_err(ShmError::io("watching the workers' eventfd"))?;
+        Ok(Poller { epoll, wake })
+    }
+
+    /// Sleeps until a wake-up or `timeout`; the keys of the sources that woke us go to `keys`.
+    fn wait(&self, keys: &mut Vec<u64>, timeout: Duration) -> std::io::Result<()> {
+        sys::epoll_wait(self.epoll.as_fd(), keys, timeout)
+    }
+}
+
+/// The accept thread: takes clients until the server's drop signals `stop`. When the process
+/// runs out of descriptors or memory it waits (10 ms, doubling up to 1 s) instead of retrying
+/// at once, so a full descriptor table costs no CPU; a client beyond `max_clients` is told so.
 fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
+    const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+    const BACKOFF_MAX: Duration = Duration::from_secs(1);
+    let mut backoff = BACKOFF_FIRST;
     loop {
         match listener.wait_client(stop.as_fd()) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
-        let lay = core.lay;
-        let Ok(conn) = listener.accept_with(Some(Instant::now() + Duration::from_secs(1)), |seg| {
-            write_header(seg, &lay)
-        }) else {
-            continue; // refused or vanished client: the listener stays usable
-        };
-        let (seg, sock, peer) = conn.into_parts();
-        if let Ok(c) = Conn::start(core, seg, sock, peer) {
-            core.conns
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Arc::clone(&c));
-            // Show the new connection how many workers sleep, then wake them: its first
-            // request may have been queued before it was in the list.
-            let n = *core.sleeping.lock().unwrap_or_else(|p| p.into_inner());
-            c.sh.u32(SRV_SLEEP).store(n, Ordering::SeqCst);
-            core.ring();
-            core.publish_stats();
+        let clients = core.conns.read().unwrap_or_else(|p| p.into_inner()).len();
+        if clients >= core.limits.clients {
+            let _ = listener.refuse_busy();
+            continue;
         }
+        let lay = core.lay;
+        let started = listener
+            .accept_with(Some(Instant::now() + Duration::from_secs(1)), |seg| {
+                write_header(seg, &lay)
+            })
+            .and_then(|conn| {
+                let (seg, sock, peer) = conn.into_parts();
+                Conn::start(core, seg, sock, peer)
+            });
+        let c = match started {
+            Ok(c) => c,
+            Err(ShmError::Io { source, .. }) if sys::is_exhaustion(&source) => {
+                // Out of descriptors or memory: the client stays in the backlog (or gives up);
+                // look again after a pause, or at once if the server is stopping.
+                if !matches!(
+                    sys::wait_readable(stop.as_fd(), Some(Instant::now() + backoff)),
+                    Ok(false)
+                ) {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => continue, // refused or vanished client: the listener stays usable
+        };
+        backoff = BACKOFF_FIRST;
+        core.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&c));
+        // Show the new connection how many workers sleep, then wake one: its first request
+        // may have been queued before it was in the list.
+        let n = *core.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        c.sh.u32(SRV_SLEEP).store(n, Ordering::SeqCst);
+        core.ring();
+        core.publish_stats();
     }
 }
 
@@ -598,22 +747,50 @@ struct Conn {
     sh: Shared,
     peer: Credentials,
     counters: Arc<Counters>,
+    core: Weak<Core>,
     watch: Watch,
     /// Our copy of the connection socket: lent buffers' descriptors arrive on it.
     sock: Mutex<OwnedFd>,
+    /// Our end of the connection's wake-up socket (the client sends a byte when a worker
+    /// sleeps); watched by the workers' epoll.
+    kick: OwnedFd,
     /// The consumer side of the request ring (the next index to read).
     head: Mutex<u64>,
     /// A copy of `head` for cheap looks.
     head_seen: AtomicU64,
+    /// `head` when the client was seen dead (`u64::MAX` while it lives): its last messages
+    /// are still taken, at most one ring's worth, whatever its counters say.
+    head_at_death: AtomicU64,
     /// Which slots are taken and not yet completed (a client may not queue them again).
     in_service: Vec<AtomicBool>,
-    lends: Mutex<HashMap<u64, Lendable>>,
+    lends: Mutex<Lends>,
     /// Live subscriptions.
     subs: Mutex<HashSet<u32>>,
+    /// Subscriptions whose end could not be pushed yet (the ring was full): pushed before
+    /// anything else, as soon as there is room.
+    ends: Mutex<Vec<u32>>,
+    has_ends: AtomicBool,
     /// The producer side of the push ring (the next record to write).
     push_tail: Mutex<u64>,
-    /// The client broke the protocol: its calls are ignored from now on.
+    /// The client broke the protocol: it was hung up on and its calls are ignored.
     broken: AtomicBool,
+}
+
+/// The buffers one client registered for lending.
+///
+/// A buffer is known by its file (device and inode, the same for every descriptor of one
+/// memfd), so a client that registers one memfd under several ids gets one mapping with one
+/// lend state: the server never hands out two writable views of the same pages.
+#[derive(Default)]
+struct Lends {
+    files: HashMap<(u64, u64), Lendable>,
+    /// The client's buffer ids, each naming a file.
+    ids: HashMap<u64, (u64, u64)>,
+    /// Ids whose registration was refused, and the status their lends get (until the
+    /// client frees or registers them again).
+    refused: HashMap<u64, u32>,
+    /// Bytes of `files`.
+    bytes: u64,
 }
 
 /// A buffer a client registered for lending.
@@ -621,37 +798,67 @@ struct Lendable {
     seg: Arc<Segment>,
     /// Shared lends in progress, or `u32::MAX` for an exclusive one.
     users: u32,
+    /// Ids of the client that name this file.
+    ids: u32,
 }
+
+impl Lendable {
+    /// The usable bytes (the mapping past the header and the page before the data).
+    fn capacity(seg: &Segment) -> u64 {
+        (seg.len() - HEADER_LEN - LEND_OFFSET) as u64
+    }
+}
+
+/// The largest registration refusals one client may have pending: older ones are forgotten
+/// (their lends then fail with `Protocol` instead of `LimitReached`).
+const MAX_REFUSED: usize = 1024;
 
 impl Conn {
     fn start(
         core: &Arc<Core>,
-        seg: Segment,
+        mut seg: Segment,
         sock: OwnedFd,
         peer: Credentials,
     ) -> Result<Arc<Conn>, ShmError> {
+        // The client has the segment now; we keep only the mapping.
+        seg.close_fd();
         let ours = sock
             .try_clone()
             .map_err(ShmError::io("duplicating the connection socket"))?;
-        // The client's second handshake message: the doorbell of this server.
-        sys::send_with_fd(sock.as_fd(), &BELL_HELLO, Some(core.bell.fd()))
-            .map_err(ShmError::io("sending the doorbell"))?;
+        // The client's second handshake message: its end of the wake-up socket.
+        let (kick, theirs) =
+            sys::dgram_pair().map_err(ShmError::io("creating a wake-up socket"))?;
+        // Our end only (the client's is another socket): workers read it without blocking.
+        sys::set_nonblocking(kick.as_fd()).map_err(ShmError::io("setting up a wake-up socket"))?;
+        sys::send_with_fd(sock.as_fd(), &BELL_HELLO, Some(theirs.as_fd()))
+            .map_err(ShmError::io("sending the wake-up socket"))?;
+        drop(theirs);
         let id = core.next_conn.fetch_add(1, Ordering::Relaxed);
+        sys::epoll_add(core.poller.epoll.as_fd(), kick.as_fd(), id + 1)
+            .map_err(ShmError::io("watching a wake-up socket"))?;
         let weak = Arc::downgrade(core);
         let slots = core.lay.slots;
-        let watch = Watch::start(sock, move || client_gone(&weak, id))?;
+        let watch = Watch::start(sock, {
+            let weak = weak.clone();
+            move || client_gone(&weak, id)
+        })?;
         Ok(Arc::new(Conn {
             id,
             sh: Shared { seg, lay: core.lay },
             peer,
             counters: Arc::clone(&core.counters),
+            core: weak,
             watch,
             sock: Mutex::new(ours),
+            kick,
             head: Mutex::new(0),
             head_seen: AtomicU64::new(0),
+            head_at_death: AtomicU64::new(u64::MAX),
             in_service: (0..slots).map(|_| AtomicBool::new(false)).collect(),
-            lends: Mutex::new(HashMap::new()),
+            lends: Mutex::new(Lends::default()),
             subs: Mutex::new(HashSet::new()),
+            ends: Mutex::new(Vec::new()),
+            has_ends: AtomicBool::new(false),
             push_tail: Mutex::new(0),
             broken: AtomicBool::new(false),
         }))
@@ -661,11 +868,32 @@ impl Conn {
         self.watch.shared.is_dead() || self.broken.load(Ordering::Relaxed)
     }
 
+    /// Whether the connection can be forgotten: the client broke the protocol (it was hung
+    /// up on), or it is dead and its last messages were taken: none is queued, or a ring's
+    /// worth was taken since its death (a dead client's counters are not waited on).
+    fn finished(&self) -> bool {
+        if self.broken.load(Ordering::Relaxed) {
+            return true;
+        }
+        if !self.watch.shared.is_dead() {
+            return false;
+        }
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        let at_death = match self.head_at_death.load(Ordering::Relaxed) {
+            u64::MAX => {
+                self.head_at_death.store(seen, Ordering::Relaxed);
+                seen
+            }
+            h => h,
+        };
+        self.queued() == 0 || seen.wrapping_sub(at_death) >= self.sh.lay.slots as u64
+    }
+
     fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_lends(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lendable>> {
+    fn lock_lends(&self) -> std::sync::MutexGuard<'_, Lends> {
         self.lends.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -731,26 +959,38 @@ impl Conn {
         }
     }
 
-    /// The client broke the protocol: ignore it from now on (its process keeps its
-    /// connection until it hangs up; its calls never complete, which hurts only it).
+    /// The client broke the protocol: ignore it from now on and hang up on it, so its
+    /// process sees the server gone (every pending and later call fails with
+    /// `ServerDisappeared`) and the connection is forgotten at once, whatever its ring
+    /// counters say.
     fn cut_off(&self) {
-        self.broken.store(true, Ordering::Relaxed);
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            sys::shutdown(self.sock.lock().unwrap_or_else(|p| p.into_inner()).as_fd());
+            // A worker forgets the connection (and its lends, in `Conn`'s drop) at once.
+            if let Some(core) = self.core.upgrade() {
+                core.ring();
+            }
+        }
     }
 
     /// Finds registered buffer `id` (reading registrations the client sent, if needed) and
-    /// marks it lent, shared or exclusive. `len` is the length the client lends.
+    /// marks it lent, shared or exclusive. `len` is the length the client lends. `Err` is the
+    /// status the call completes with.
     fn take_lend(&self, core: &Core, id: u64, len: u64, exclusive: bool) -> Result<Lent, u32> {
         if self.gone() {
             // A dead client's buffers are already unmapped; nobody waits for this call.
             return Err(status::NO_REPLY);
         }
         let mut lends = self.lock_lends();
-        if !lends.contains_key(&id) {
-            self.read_registrations(&mut lends);
+        if !lends.ids.contains_key(&id) {
+            self.read_registrations(core, &mut lends);
         }
-        let entry = lends.get_mut(&id).ok_or(status::PROTOCOL)?;
-        let cap = (entry.seg.len() - HEADER_LEN - LEND_OFFSET) as u64;
-        if len > cap {
+        if let Some(&st) = lends.refused.get(&id) {
+            return Err(st);
+        }
+        let file = *lends.ids.get(&id).ok_or(status::PROTOCOL)?;
+        let entry = lends.files.get_mut(&file).ok_or(status::PROTOCOL)?;
+        if len > Lendable::capacity(&entry.seg) {
             return Err(status::PROTOCOL);
         }
         if len > core.max_lend as u64 {
@@ -764,47 +1004,127 @@ impl Conn {
         self.counters.lends.fetch_add(1, Ordering::Relaxed);
         Ok(Lent {
             seg: Arc::clone(&entry.seg),
-            id,
+            file,
             len: len as usize,
             exclusive,
         })
     }
 
     /// Reads the buffer registrations waiting on the socket (the client sends one before it
-    /// queues the first lend of a buffer, so it is there already); never blocks.
-    fn read_registrations(&self, lends: &mut HashMap<u64, Lendable>) {
+    /// queues the first lend of a buffer, so it is there already); never blocks. A message
+    /// that breaks the protocol cuts the client off; a registration refused for a limit or a
+    /// resource of the server is remembered, and the lends of that buffer fail with the
+    /// matching status (the client is not cut off: only its own calls fail).
+    fn read_registrations(&self, core: &Core, lends: &mut Lends) {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         while let Ok(true) = sys::wait_readable(sock.as_fd(), Some(Instant::now())) {
             let mut msg = [0u8; MSG_LEN + 1];
-            let Ok((n, fd)) = sys::recv_with_fd(sock.as_fd(), &mut msg) else {
-                return;
+            let (n, fd) = match sys::recv_with_fd(sock.as_fd(), &mut msg) {
+                Ok(r) => r,
+                // Out of descriptors: the message (and its descriptor) stays queued; this
+                // lend fails as if refused, a later one reads it again.
+                Err(e) if sys::is_exhaustion(&e) => return,
+                Err(_) => return,
             };
             if n == 0 {
                 return;
             }
             let (Some(fd), true) = (fd, n == MSG_LEN && msg[..8] == LEND_HELLO) else {
+                drop(sock);
                 self.cut_off();
                 return;
             };
             let id = u64::from_le_bytes(msg[8..16].try_into().expect("8 bytes"));
-            if lends.len() >= MAX_BUFFERS || lends.contains_key(&id) {
-                self.cut_off();
-                return;
+            if lends.ids.contains_key(&id) {
+                // Sent again (the client forgot a refused registration that a worker had
+                // accepted meanwhile, say): the mapping we have stands.
+                continue;
             }
-            match Segment::open(fd, HEADER_LEN + LEND_OFFSET + MAX_LEND_SEGMENT) {
-                Ok(seg) if seg.len() >= HEADER_LEN + LEND_OFFSET => {
-                    lends.insert(
-                        id,
-                        Lendable {
-                            seg: Arc::new(seg),
-                            users: 0,
-                        },
-                    );
+            lends.refused.remove(&id);
+            if let Err(st) = self.register(core, lends, id, fd) {
+                if lends.refused.len() >= MAX_REFUSED {
+                    lends.refused.clear();
                 }
-                _ => {
-                    self.cut_off();
-                    return;
-                }
+                lends.refused.insert(id, st);
+            }
+        }
+    }
+
+    /// Maps a buffer the client sent, within the limits, under `id`; `Err` is the status its
+    /// lends get. The descriptor is closed once mapped.
+    fn register(&self, core: &Core, lends: &mut Lends, id: u64, fd: OwnedFd) -> Result<(), u32> {
+        let file = sys::file_id(fd.as_fd()).map_err(|_| status::PROTOCOL)?;
+        if lends.files.contains_key(&file) {
+            // Another id for a buffer already mapped: the same lend state.
+            lends.ids.insert(id, file);
+            if let Some(e) = lends.files.get_mut(&file) {
+                e.ids += 1;
+            }
+            return Ok(());
+        }
+        let limits = &core.limits;
+        if lends.files.len() >= limits.lends_per_client {
+            return Err(status::LIMIT);
+        }
+        let mut seg = match Segment::open(fd, HEADER_LEN + LEND_OFFSET + MAX_LEND_SEGMENT) {
+            Ok(seg) if seg.len() >= HEADER_LEN + LEND_OFFSET => seg,
+            Ok(_) => return Err(status::PROTOCOL),
+            Err(ShmError::Io { source, .. }) if sys::is_exhaustion(&source) => {
+                return Err(status::LIMIT)
+            }
+            Err(ShmError::BadSegment(crate::SegmentError::BadSize { len, .. }))
+                if len > (HEADER_LEN + LEND_OFFSET + MAX_LEND_SEGMENT) as u64 =>
+            {
+                return Err(status::TOO_LARGE)
+            }
+            Err(_) => return Err(status::PROTOCOL),
+        };
+        seg.close_fd();
+        let bytes = Lendable::capacity(&seg);
+        if bytes > core.max_lend as u64 {
+            return Err(status::TOO_LARGE);
+        }
+        if lends.bytes + bytes > limits.lend_bytes_per_client {
+            return Err(status::LIMIT);
+        }
+        {
+            let mut totals = core.lend_totals.lock().unwrap_or_else(|p| p.into_inner());
+            if totals.0 >= limits.lends || totals.1 + bytes > limits.lend_bytes {
+                return Err(status::LIMIT);
+            }
+            totals.0 += 1;
+            totals.1 += bytes;
+        }
+        lends.bytes += bytes;
+        lends.ids.insert(id, file);
+        lends.files.insert(
+            file,
+            Lendable {
+                seg: Arc::new(seg),
+                users: 0,
+                ids: 1,
+            },
+        );
+        Ok(())
+    }
+
+    /// The client dropped buffer `id`: forget the id, and unmap the buffer once no id names
+    /// it (and no context holds it).
+    fn free_buffer(&self, core: &Core, id: u64) {
+        let mut lends = self.lock_lends();
+        lends.refused.remove(&id);
+        let Some(file) = lends.ids.remove(&id) else {
+            return;
+        };
+        let last = lends.files.get_mut(&file).is_some_and(|e| {
+            e.ids -= 1;
+            e.ids == 0
+        });
+        if last {
+            if let Some(e) = lends.files.remove(&file) {
+                let bytes = Lendable::capacity(&e.seg);
+                lends.bytes -= bytes;
+                core.forget_lends(1, bytes);
             }
         }
     }
@@ -812,7 +1132,7 @@ impl Conn {
     /// Gives a lend back (its context is answered or dropped).
     fn end_lend(&self, lent: &Lent) {
         self.counters.lends.fetch_sub(1, Ordering::Relaxed);
-        if let Some(e) = self.lock_lends().get_mut(&lent.id) {
+        if let Some(e) = self.lock_lends().files.get_mut(&lent.file) {
             if Arc::ptr_eq(&e.seg, &lent.seg) {
                 e.users = if lent.exclusive {
                     0
@@ -822,10 +1142,55 @@ impl Conn {
             }
         }
     }
+
+    /// Pushes the subscription ends that found the ring full, while there is room.
+    fn flush_ends(self: &Arc<Self>) {
+        if !self.has_ends.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&id) = ends.first() {
+            let n = Notifier {
+                conn: Arc::clone(self),
+                id,
+            };
+            let r = n.write(PUSH_END, |_| Some((0, 0)));
+            std::mem::forget(n);
+            if r == Err(PushError::Full) {
+                return;
+            }
+            ends.remove(0);
+        }
+        self.has_ends.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            core.release_lends(&mut self.lock_lends());
+        }
+    }
 }
 
 /// The largest lent buffer the server maps.
 const MAX_LEND_SEGMENT: usize = 1 << 30;
+
+impl Core {
+    /// Takes `count` buffers of `bytes` off the server's totals.
+    fn forget_lends(&self, count: usize, bytes: u64) {
+        let mut totals = self.lend_totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.0 = totals.0.saturating_sub(count);
+        totals.1 = totals.1.saturating_sub(bytes);
+    }
+
+    /// Forgets every buffer of one client (it died or was cut off); mappings still held by a
+    /// context go when it does.
+    fn release_lends(&self, lends: &mut Lends) {
+        let lends = std::mem::take(lends);
+        self.forget_lends(lends.files.len(), lends.bytes);
+    }
+}
 
 /// Run by a connection's watcher when the client hangs up: its lent buffers are unmapped
 /// at once (as soon as no context holds them), its subscriptions end, and a worker is woken
@@ -837,7 +1202,7 @@ fn client_gone(core: &Weak<Core>, id: u64) {
         conns.iter().find(|c| c.id == id).cloned()
     };
     if let Some(conn) = conn {
-        conn.lock_lends().clear();
+        core.release_lends(&mut conn.lock_lends());
         conn.lock_subs().clear();
         core.publish_stats();
         core.ring();
@@ -967,7 +1332,7 @@ fn ring_client(sh: &Shared) {
 /// A buffer a caller lent with this call.
 struct Lent {
     seg: Arc<Segment>,
-    id: u64,
+    file: (u64, u64),
     len: usize,
     exclusive: bool,
 }
@@ -1246,14 +1611,15 @@ impl Notifier {
 impl Drop for Notifier {
     fn drop(&mut self) {
         let was = self.conn.lock_subs().remove(&self.id);
-        if was && !self.conn.gone() {
-            // Best effort: a full ring keeps the end from the client until it reads; the
-            // client also ends every subscription when the server goes.
-            let mut tries = 0;
-            while self.write(PUSH_END, |_| Some((0, 0))) == Err(PushError::Full) && tries < 1000 {
-                tries += 1;
-                std::thread::sleep(Duration::from_micros(100));
-            }
+        if was
+            && !self.conn.gone()
+            && self.write(PUSH_END, |_| Some((0, 0))) == Err(PushError::Full)
+        {
+            // Never wait for a slow client: the end is pushed by a worker as soon as the
+            // ring has room (see `Conn::flush_ends`).
+            let mut ends = self.conn.ends.lock().unwrap_or_else(|p| p.into_inner());
+            ends.push(self.id);
+            self.conn.has_ends.store(true, Ordering::Relaxed);
         }
     }
 }
