@@ -1,0 +1,275 @@
+//! A hostile client against the RPC server, in one process: the test maps a real `Client`'s
+//! connection segment a second time (found as the memfd the connection added to
+//! `/proc/self/fd`) and writes it as a hostile client process would.
+//!
+//! Cases (hardening findings 6, 7 and 8):
+//! - a client that breaks the request ring (a tail of `u64::MAX`) is hung up on: its own
+//!   calls fail with `ServerDisappeared` at once, other clients are served;
+//! - a client that re-queues transport messages (`FREE_BUF`) as fast as they are settled
+//!   holds no worker: other clients' calls are answered and dropping the server returns;
+//! - a client that zeroes every shared mapping it was given (its segment and, before each
+//!   connection had its own wake-up path, the server's doorbell) hurts only itself: new
+//!   clients still connect and are served.
+//!
+//! The tests of this file run one at a time (they compare `/proc/self/fd` before and after a
+//! connect); every wait has a deadline.
+#![cfg(target_os = "linux")]
+
+use courier_shm::{Client, Error, Incoming, Server, ServerConfig};
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+type Srv = Server<u64, u64, u32>;
+type Cli = Client<u64, u64, u32>;
+
+/// Payload offsets of the RPC layout (version 1, the default 64 slots): see `rpc/layout.rs`.
+const REQ_TAIL: usize = 64;
+const RING: usize = 192;
+const RECS: usize = 448;
+const S_STATE: usize = 0;
+const S_KIND: usize = 4;
+const QUEUED: u32 = 1;
+const DONE: u32 = 3;
+const FREE_BUF: u32 = 9;
+/// Where the payload starts in a segment.
+const HEADER: usize = 64;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh runtime directory for this test binary, and a unique name.
+fn setup(tag: &str) -> (Srv, String) {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let d = DIR.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("courier-rpc-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        p
+    });
+    std::env::set_var("COURIER_RUNTIME_DIR", d);
+    let name = format!("hostile-{tag}");
+    (Srv::bind(&name, ServerConfig::new()).unwrap(), name)
+}
+
+/// The memfds open in this process now.
+fn memfds() -> HashSet<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_string_lossy()
+                .starts_with("/memfd:")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// A second, writable mapping of a shared file, as a hostile process would have it.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: only raw atomic accesses are made through the pointer, from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn of_fd(fd: i32) -> Mapping {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh shared mapping at an address the kernel picks; only accessed
+        // through atomics below, and unmapped on drop.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                file.as_fd(),
+                0,
+            )
+            .unwrap()
+        };
+        Mapping {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn u32(&self, payload_off: usize) -> &AtomicU32 {
+        assert!(HEADER + payload_off + 4 <= self.len);
+        // SAFETY: in bounds (checked), 4-aligned offsets in a page-aligned mapping.
+        unsafe { &*self.ptr.add(HEADER + payload_off).cast::<AtomicU32>() }
+    }
+
+    fn u64(&self, payload_off: usize) -> &AtomicU64 {
+        assert!(HEADER + payload_off + 8 <= self.len);
+        // SAFETY: as in `u32`, 8-aligned.
+        unsafe { &*self.ptr.add(HEADER + payload_off).cast::<AtomicU64>() }
+    }
+
+    fn zero(&self) {
+        for off in (0..self.len - HEADER).step_by(8) {
+            self.u64(off).store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A client of `name`, and writable mappings of every memfd its connection brought in.
+fn client_and_mappings(name: &str) -> (Cli, Vec<Mapping>) {
+    let before = memfds();
+    let c = Cli::connect(name, T).unwrap();
+    let new: Vec<Mapping> = memfds()
+        .difference(&before)
+        .map(|&fd| Mapping::of_fd(fd))
+        .collect();
+    assert!(!new.is_empty(), "the connection brought no memfd");
+    (c, new)
+}
+
+/// The connection segment among `maps`: the one that carries an RPC header ("CRPC").
+fn segment(maps: &[Mapping]) -> &Mapping {
+    maps.iter()
+        .find(|m| m.len > 4096 && m.u32(0).load(Ordering::Relaxed) == u32::from_le_bytes(*b"CRPC"))
+        .expect("no RPC segment among the new memfds")
+}
+
+/// Serves `req(x)` with `x + 1` until `stop`, on a thread; returns its handle.
+fn serve(s: Srv, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Srv> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(Duration::from_millis(20)) {
+                let _ = ctx.reply(x + 1);
+            }
+        }
+        s
+    })
+}
+
+#[test]
+fn a_client_that_breaks_its_ring_is_hung_up_on_and_others_are_served() {
+    let _g = serial();
+    let (s, name) = setup("ring");
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = serve(s, Arc::clone(&stop));
+    let (evil, maps) = client_and_mappings(&name);
+    assert_eq!(evil.req_timeout(1, T), Ok(2));
+    segment(&maps)
+        .u64(REQ_TAIL)
+        .store(u64::MAX, Ordering::Release);
+    // The server cuts the client off at its next look and hangs up: its calls fail at once
+    // (before the fix they were ignored until their deadline: Timeout).
+    let start = Instant::now();
+    let r = evil.req_timeout(2, T);
+    assert_eq!(
+        r,
+        Err(Error::ServerDisappeared),
+        "after {:?}",
+        start.elapsed()
+    );
+    assert!(!evil.is_connected());
+    let honest = Cli::connect(&name, T).unwrap();
+    assert_eq!(honest.req_timeout(10, T), Ok(11));
+    stop.store(true, Ordering::Relaxed);
+    let s = worker.join().unwrap();
+    assert_eq!(s.stats().clients, 1, "the broken connection was forgotten");
+}
+
+#[test]
+fn a_client_requeueing_transport_messages_holds_no_worker() {
+    let _g = serial();
+    let (s, name) = setup("requeue");
+    let (evil, maps) = client_and_mappings(&name);
+    let seg = segment(&maps);
+    let honest = Cli::connect(&name, T).unwrap();
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        // The trap: slot 0 carries FREE_BUF, queued again as soon as the server settles it.
+        scope.spawn(|| {
+            let rec = RECS;
+            let mut tail = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                seg.u32(rec + S_KIND).store(FREE_BUF, Ordering::Relaxed);
+                seg.u32(rec + S_STATE).store(QUEUED, Ordering::Relaxed);
+                seg.u32(RING + 4 * (tail as usize % 64))
+                    .store(0, Ordering::Relaxed);
+                tail += 1;
+                seg.u64(REQ_TAIL).store(tail, Ordering::Release);
+                let end = Instant::now() + T;
+                while seg.u32(rec + S_STATE).load(Ordering::Acquire) & 0xff != DONE
+                    && !stop.load(Ordering::Relaxed)
+                    && Instant::now() < end
+                {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let s = &s;
+        scope.spawn(move || {
+            for _ in 0..3 {
+                if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(T) {
+                    let _ = ctx.reply(x + 1);
+                }
+            }
+        });
+        for i in 0..3 {
+            tx.send(honest.req_timeout(i, T)).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    for i in 0..3 {
+        assert_eq!(rx.recv_timeout(T).unwrap(), Ok(i + 1));
+    }
+    // Dropping the server does not wait on the trap either.
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(s);
+        done_tx.send(()).unwrap();
+    });
+    assert!(done_rx.recv_timeout(T).is_ok(), "dropping the server hung");
+    drop(evil);
+}
+
+#[test]
+fn a_client_zeroing_what_it_was_given_hurts_only_itself() {
+    let _g = serial();
+    let (s, name) = setup("zero");
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = serve(s, Arc::clone(&stop));
+    let (evil, maps) = client_and_mappings(&name);
+    for m in &maps {
+        m.zero();
+    }
+    // New clients connect and are served (a shared doorbell whose header was zeroed made
+    // every later connect fail with BadMagic).
+    for i in 0..3 {
+        let c = Cli::connect(&name, T).unwrap();
+        assert_eq!(c.req_timeout(i, T), Ok(i + 1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    drop(evil);
+}
