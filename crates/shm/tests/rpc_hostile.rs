@@ -123,9 +123,11 @@ impl Mapping {
         unsafe { &*self.ptr.add(HEADER + payload_off).cast::<AtomicU64>() }
     }
 
+    /// Zeroes every byte, the segment header included.
     fn zero(&self) {
-        for off in (0..self.len - HEADER).step_by(8) {
-            self.u64(off).store(0, Ordering::Relaxed);
+        for off in (0..self.len).step_by(8) {
+            // SAFETY: in bounds, 8-aligned in a page-aligned mapping.
+            unsafe { &*self.ptr.add(off).cast::<AtomicU64>() }.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -207,23 +209,27 @@ fn a_client_requeueing_transport_messages_holds_no_worker() {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|scope| {
-        // The trap: slot 0 carries FREE_BUF, queued again as soon as the server settles it.
+        // The trap: every slot carries FREE_BUF and is queued again as soon as the server
+        // settles it, so the ring is never empty for long.
         scope.spawn(|| {
-            let rec = RECS;
             let mut tail = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            let mut queue = |slot: usize| {
+                let rec = RECS + 128 * slot;
                 seg.u32(rec + S_KIND).store(FREE_BUF, Ordering::Relaxed);
                 seg.u32(rec + S_STATE).store(QUEUED, Ordering::Relaxed);
                 seg.u32(RING + 4 * (tail as usize % 64))
-                    .store(0, Ordering::Relaxed);
+                    .store(slot as u32, Ordering::Relaxed);
                 tail += 1;
                 seg.u64(REQ_TAIL).store(tail, Ordering::Release);
-                let end = Instant::now() + T;
-                while seg.u32(rec + S_STATE).load(Ordering::Acquire) & 0xff != DONE
-                    && !stop.load(Ordering::Relaxed)
-                    && Instant::now() < end
-                {
-                    std::hint::spin_loop();
+            };
+            for slot in 0..64 {
+                queue(slot);
+            }
+            while !stop.load(Ordering::Relaxed) {
+                for slot in 0..64 {
+                    if seg.u32(RECS + 128 * slot + S_STATE).load(Ordering::Acquire) & 0xff == DONE {
+                        queue(slot);
+                    }
                 }
             }
         });
