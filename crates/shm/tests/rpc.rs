@@ -1129,7 +1129,7 @@ fn lend_mut_timeout_while_held_leaves_the_buffer_usable() {
                 a: 0,
                 b: 2,
             },
-            &buf,
+            &mut buf,
             DEADLINE,
         )
         .unwrap();

@@ -1,8 +1,18 @@
 //! The RPC layer with server and client in one process (two mappings of each segment): the
 //! quick checks of every verb. The cross-process behaviour is tested in `rpc.rs`.
+//!
+//! Also, from the hardening review: 300 `areq` futures on one thread against 4 slots and a
+//! server answering in batches all finish (the executor is never blocked waiting for a slot),
+//! also when the slots are held by abandoned (one-way, canceled) calls; a timed-out `lend`
+//! leaves the caller a private copy; registering buffers with a server that does not read
+//! them times out instead of hanging; an unread subscription holds at most `push_depth`
+//! values (the server sees `Full`); the `try_*` and `*_timeout` forms of every blocking verb,
+//! and `Duration::MAX` timeouts.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{CancelOutcome, Client, Error, Incoming, Server, ServerConfig, ShmBuf};
+use courier_shm::{
+    CancelOutcome, Client, Error, Incoming, Server, ServerConfig, ShmBuf, TrySendError,
+};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,10 +49,14 @@ type Cli = Client<u64, u64, u32>;
 
 /// One runtime directory for the whole test binary (tests run in parallel threads).
 fn setup(name: &str) -> (Srv, Cli) {
+    setup_with(name, ServerConfig::new())
+}
+
+fn setup_with(name: &str, cfg: ServerConfig) -> (Srv, Cli) {
     static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
     let d = DIR.get_or_init(rt_dir);
     std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
-    let s = Srv::bind(name, ServerConfig::new()).unwrap();
+    let s = Srv::bind(name, cfg).unwrap();
     let c = Cli::connect(name, T).unwrap();
     (s, c)
 }
@@ -321,4 +335,142 @@ fn a_non_rpc_listener_is_refused() {
     let r = Cli::connect("inproc-not-rpc", T);
     assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
     t.join().unwrap();
+}
+
+/// Runs `f` on its own thread and returns its result, or fails after `T`.
+fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(T)
+        .unwrap_or_else(|_| panic!("{what}: not done before the deadline"))
+}
+
+/// A worker that takes `batch` calls before it answers them (`n + 1` each), `total` in all.
+fn batch_worker(s: Srv, batch: usize, total: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut served = 0;
+        while served < total {
+            let mut held = Vec::new();
+            while held.len() < batch.min(total - served) {
+                match s.wait_timeout(T).unwrap() {
+                    Incoming::Call(n, ctx) => held.push((n, ctx)),
+                    _ => unreachable!(),
+                }
+            }
+            served += held.len();
+            for (n, ctx) in held {
+                let _ = ctx.reply(n + 1);
+            }
+        }
+    })
+}
+
+#[test]
+fn areq_on_one_thread_waits_for_slots_without_blocking_it() {
+    let (s, c) = setup_with("inproc-areq-slots", ServerConfig::new().slots(4));
+    let worker = batch_worker(s, 4, 300);
+    let got = within("300 areqs on one thread, 4 slots", move || {
+        futures::executor::block_on(futures::future::join_all((0..300u64).map(|i| c.areq(i))))
+    });
+    assert_eq!(got, (0..300u64).map(|i| Ok(i + 1)).collect::<Vec<_>>());
+    worker.join().unwrap();
+}
+
+#[test]
+fn areq_waits_for_slots_held_by_abandoned_calls() {
+    let (s, c) = setup_with("inproc-areq-zombies", ServerConfig::new().slots(2));
+    // Both slots: a one-way call and a canceled one, neither completed by the server yet.
+    c.send(100).unwrap();
+    assert_eq!(
+        c.req_timeout(200, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    let c2 = c.clone();
+    let pending = std::thread::spawn(move || {
+        futures::executor::block_on(futures::future::join_all((0..8u64).map(|i| c2.areq(i))))
+    });
+    // The server takes the abandoned ones (the canceled one is handed back unseen), then
+    // answers the rest.
+    let mut answered = 0;
+    while answered < 8 {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(n, ctx) if ctx.is_one_way() => assert_eq!(n, 100),
+            Incoming::Call(n, ctx) => {
+                assert!(n < 8, "the withdrawn call came through");
+                ctx.reply(n + 1).unwrap();
+                answered += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(pending.join().unwrap()));
+    let got = rx
+        .recv_timeout(T)
+        .expect("areqs behind abandoned slots: not done");
+    assert_eq!(got, (0..8u64).map(|i| Ok(i + 1)).collect::<Vec<_>>());
+}
+
+#[test]
+fn try_and_timeout_forms_never_wait_past_their_limit() {
+    let (s, c) = setup_with("inproc-try-forms", ServerConfig::new().slots(2));
+    // Both slots held by calls the server keeps.
+    let c2 = c.clone();
+    let held = std::thread::spawn(move || c2.req(1));
+    let c3 = c.clone();
+    let held2 = std::thread::spawn(move || c3.req(3));
+    let mut ctxs = Vec::new();
+    while ctxs.len() < 2 {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(n, ctx) => ctxs.push((n, ctx)),
+            _ => unreachable!(),
+        }
+    }
+    match c.try_send(7) {
+        Err(TrySendError::Full(7)) => {}
+        other => panic!("try_send with no free slot: {other:?}"),
+    }
+    assert!(matches!(c.try_req(8), Err(TrySendError::Full(8))));
+    assert_eq!(c.try_scalar(1, [0; 4]), Err(Error::Timeout));
+    let short = Duration::from_millis(30);
+    assert_eq!(c.send_timeout(9, short), Err(Error::Timeout));
+    assert_eq!(c.scalar_timeout(1, [0; 4], short), Err(Error::Timeout));
+    assert_eq!(c.req_timeout(10, short), Err(Error::Timeout));
+    assert_eq!(
+        c.blocking_scalar_timeout(1, [0; 4], short),
+        Err(Error::Timeout)
+    );
+    assert!(matches!(
+        c.subscribe_timeout(11, short),
+        Err(Error::Timeout)
+    ));
+    // Answer: everything flows again, and `Duration::MAX` means no limit.
+    for (n, ctx) in ctxs {
+        ctx.reply(n + 1).unwrap();
+    }
+    let worker = std::thread::spawn(move || {
+        let mut subs = Vec::new();
+        for _ in 0..4 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Call(n, ctx) if ctx.is_one_way() => assert_eq!(n, 12),
+                Incoming::Call(n, ctx) => ctx.reply(n + 1).unwrap(),
+                Incoming::Subscribe(_, notifier) => subs.push(notifier),
+                Incoming::Scalar(call) => call.reply([5, 6]).unwrap(),
+            }
+        }
+        (s, subs)
+    });
+    let c4 = c.clone();
+    let r = within("Duration::MAX timeouts", move || {
+        let a = c4.req_timeout(13, Duration::MAX);
+        let b = c4.blocking_scalar_timeout(2, [0; 4], Duration::MAX);
+        c4.send_timeout(12, Duration::MAX).unwrap();
+        let sub = c4.subscribe_timeout(14, Duration::MAX).map(drop);
+        (a, b, sub)
+    });
+    assert_eq!(r, (Ok(14), Ok([5, 6]), Ok(())));
+    let _ = worker.join().unwrap();
+    let _ = (held.join().unwrap(), held2.join().unwrap());
 }
