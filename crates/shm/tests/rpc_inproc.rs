@@ -11,7 +11,7 @@
 #![cfg(target_os = "linux")]
 
 use courier_shm::{
-    CancelOutcome, Client, Error, Incoming, Server, ServerConfig, ShmBuf, TrySendError,
+    CancelOutcome, Client, Error, Incoming, PushError, Server, ServerConfig, ShmBuf, TrySendError,
 };
 use std::sync::mpsc;
 use std::time::Duration;
@@ -473,4 +473,115 @@ fn try_and_timeout_forms_never_wait_past_their_limit() {
     assert_eq!(r, (Ok(14), Ok([5, 6]), Ok(())));
     let _ = worker.join().unwrap();
     let _ = (held.join().unwrap(), held2.join().unwrap());
+}
+
+#[test]
+fn registering_buffers_with_a_server_that_reads_none_times_out() {
+    // No worker ever waits, so the server reads no registration and the socket fills.
+    let (_s, c) = setup("inproc-register-full");
+    let r = within(
+        "lends of fresh buffers to a server that reads nothing",
+        move || {
+            let mut outcomes = std::collections::BTreeMap::new();
+            for i in 0..3000u64 {
+                let mut buf = ShmBuf::new(4096).unwrap();
+                let r = c.lend_timeout(i, &mut buf, Duration::ZERO);
+                *outcomes.entry(format!("{r:?}")).or_insert(0) += 1;
+            }
+            // Once the socket is full, a lend with time to spare gives up at its deadline.
+            let mut buf = ShmBuf::new(4096).unwrap();
+            let start = std::time::Instant::now();
+            let r = c.lend_timeout(1, &mut buf, Duration::from_millis(200));
+            (outcomes, r, start.elapsed())
+        },
+    );
+    let (outcomes, last, took) = r;
+    assert_eq!(outcomes.keys().collect::<Vec<_>>(), ["Err(Timeout)"]);
+    assert_eq!(last, Err(Error::Timeout));
+    assert!(
+        took >= Duration::from_millis(200),
+        "gave up early: {took:?}"
+    );
+}
+
+#[test]
+fn an_unread_subscription_holds_at_most_push_depth_values() {
+    const DEPTH: usize = 4;
+    let (s, c) = setup_with("inproc-push-bound", ServerConfig::new().push_depth(DEPTH));
+    let worker = std::thread::spawn(move || {
+        let mut n = Vec::new();
+        for _ in 0..2 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Subscribe(k, notifier) => n.push((k, notifier)),
+                _ => unreachable!(),
+            }
+        }
+        n.sort_by_key(|(k, _)| *k);
+        n
+    });
+    let quiet = c.subscribe(1).unwrap();
+    let busy = c.subscribe(2).unwrap();
+    let notifiers = worker.join().unwrap();
+    let (quiet_n, busy_n) = (&notifiers[0].1, &notifiers[1].1);
+    // The server pushes 10 x depth values to the subscription nobody reads, while the
+    // other subscription's reader keeps draining the shared ring.
+    let mut accepted = Vec::new();
+    let mut full = 0;
+    for i in 0..(10 * DEPTH) as u64 {
+        match quiet_n.push(i) {
+            Ok(()) => accepted.push(i),
+            Err(PushError::Full) => full += 1,
+            Err(e) => panic!("push {i}: {e:?}"),
+        }
+        assert_eq!(busy.try_recv::<u64>(), Ok(None));
+    }
+    // At most depth values wait in the client's queue and depth in the shared ring.
+    assert!(
+        accepted.len() <= 2 * DEPTH,
+        "{} pushes accepted",
+        accepted.len()
+    );
+    assert_eq!(full, 10 * DEPTH - accepted.len());
+    // The other subscription waits behind the full queue (the promised backpressure) and
+    // gets its value once the quiet one is read.
+    assert_eq!(busy_n.push(99u64), Err(PushError::Full));
+    let got: Vec<u64> = (0..accepted.len())
+        .map(|_| quiet.recv_timeout(T).unwrap())
+        .collect();
+    assert_eq!(got, accepted, "the accepted values, in order");
+    assert_eq!(quiet.try_recv::<u64>(), Ok(None));
+    busy_n.push(100u64).unwrap();
+    assert_eq!(busy.recv_timeout::<u64>(T), Ok(100));
+}
+
+#[test]
+fn a_timed_out_lend_leaves_the_caller_a_private_copy() {
+    let (s, c) = setup("inproc-lend-detach");
+    let (written, wait_written) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(_, ctx) = s.wait_timeout(T).unwrap() else {
+            unreachable!()
+        };
+        // Held past the caller's deadline, until it has written its buffer again; then the
+        // server reads what it was lent.
+        wait_written.recv_timeout(T).unwrap();
+        let seen = ctx.lent().unwrap().to_vec();
+        let _ = ctx.reply(0);
+        seen
+    });
+    let mut buf = ShmBuf::new(8192).unwrap();
+    buf.view_mut().fill(1);
+    let r = c.lend_timeout(5, &mut buf, Duration::from_secs(1));
+    assert_eq!(r, Err(Error::Timeout));
+    assert!(!buf.is_poisoned());
+    // The caller's bytes are as they were, and what it writes now is its own.
+    assert_eq!(buf.view().to_vec(), vec![1u8; 8192]);
+    buf.view_mut().fill(2);
+    written.send(()).unwrap();
+    let seen = worker.join().unwrap();
+    assert_eq!(
+        seen,
+        vec![1u8; 8192],
+        "the server saw the caller's later writes"
+    );
 }
