@@ -121,8 +121,8 @@ pub use rpc::Postcard;
 #[cfg(target_os = "linux")]
 pub use rpc::{
     services, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
-    ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, WaitReply,
-    Wire,
+    ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, TrySendError,
+    WaitReply, Wire,
 };
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};

@@ -24,6 +24,8 @@
 //! - faults: SIGKILL of the server with calls of every kind pending → `ServerDisappeared`, then a
 //!   new server takes the name and serves a reconnecting client; SIGKILL of a client while the
 //!   server holds its calls → `OriginDisappeared`, and `Server::stats` shows it gone, lends freed;
+//! - 300 `areq` futures joined on one thread against a server with 4 slots that answers in
+//!   batches of 4 all finish (waiting for a slot never blocks the executor);
 //! - load: 4 client processes × 4 threads × `COURIER_LOAD_CALLS` calls (default 2,000; the
 //!   issue's full size is 100,000: `COURIER_LOAD_CALLS=100000 cargo test --release -p
 //!   courier-shm --test rpc -- load`) against 2 workers: every reply reaches its own caller
@@ -202,6 +204,7 @@ fn peer_main() {
     match role.as_str() {
         "server" => serve(&name),
         "server-bytes" => serve_bytes(&name),
+        "server-batch" => serve_batches(&name),
         #[cfg(feature = "serde")]
         "server-postcard" => serve_postcard(&name),
         // Connect (the name may appear later), make one call, report the server's pid.
@@ -539,6 +542,30 @@ fn obey(line: &str, held: &Held) {
         }
         other => panic!("unknown command {other}"),
     }
+}
+
+/// The `server-batch` role: 4 slots, one worker that takes 4 calls before it echoes them
+/// all, until stdin closes.
+fn serve_batches(name: &str) {
+    let server = Srv::bind(name, ServerConfig::new().slots(4)).unwrap();
+    thread::spawn(move || loop {
+        let mut held = Vec::new();
+        while held.len() < 4 {
+            match server.wait() {
+                Ok(Incoming::Call(rq, ctx)) => held.push((rq, ctx)),
+                Ok(_) => {}
+                Err(e) => {
+                    say(&format!("wait-error {e}"));
+                    return;
+                }
+            }
+        }
+        for (rq, ctx) in held {
+            let _ = ctx.reply(echo(rq.a));
+        }
+    });
+    say(&format!("ready {}", std::process::id()));
+    read_stdin_line();
 }
 
 /// The `server-bytes` role: `[u8; 32]` in, its hex as a `flat::String<64>` out; a request
@@ -900,6 +927,24 @@ fn areq_under_three_executors_and_dropping_it_cancels() {
 }
 
 #[test]
+fn areq_300_on_one_thread_against_4_slots_answered_in_batches() {
+    // Hardening finding 5: the futures that free the slots need the very thread that waits
+    // for one, so waiting for a slot must not block it.
+    let _g = serial();
+    let dir = TestDir::new("areq-batches");
+    let name = unique("areq-batches");
+    let srv = spawn("server-batch", &dir, &name, None);
+    assert_eq!(srv.line(), format!("ready {}", srv.pid()));
+    let cli = Cli::connect(&name, DEADLINE).unwrap();
+    let got = within("300 areqs joined on one thread", move || {
+        futures::executor::block_on(futures::future::join_all(
+            (0..300).map(|a| cli.areq(cmd(ECHO, a))),
+        ))
+    });
+    assert_eq!(got, (0..300).map(|a| Ok(echo(a))).collect::<Vec<_>>());
+}
+
+#[test]
 fn req_async_wait_and_every_cancel_outcome() {
     let _g = serial();
     let dir = TestDir::new("reqasync");
@@ -1129,7 +1174,7 @@ fn lend_mut_timeout_while_held_leaves_the_buffer_usable() {
                 a: 0,
                 b: 2,
             },
-            &buf,
+            &mut buf,
             DEADLINE,
         )
         .unwrap();

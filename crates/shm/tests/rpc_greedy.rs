@@ -55,8 +55,8 @@ fn peer_main() {
             let mut kept = Vec::with_capacity(BUFFERS);
             let (mut ok, mut limited, mut other) = (0, 0, Vec::new());
             for i in 0..BUFFERS {
-                let buf = ShmBuf::new(4096).unwrap();
-                match c.lend_timeout(i as u64, &buf, DEADLINE) {
+                let mut buf = ShmBuf::new(4096).unwrap();
+                match c.lend_timeout(i as u64, &mut buf, DEADLINE) {
                     Ok(_) => ok += 1,
                     Err(Error::LimitReached) => limited += 1,
                     Err(e) => other.push(format!("{e:?}")),

@@ -1,8 +1,18 @@
 //! The RPC layer with server and client in one process (two mappings of each segment): the
 //! quick checks of every verb. The cross-process behaviour is tested in `rpc.rs`.
+//!
+//! Also, from the hardening review: 300 `areq` futures on one thread against 4 slots and a
+//! server answering in batches all finish (the executor is never blocked waiting for a slot),
+//! also when the slots are held by abandoned (one-way, canceled) calls; a timed-out `lend`
+//! leaves the caller a private copy; registering buffers with a server that does not read
+//! them times out instead of hanging; an unread subscription holds at most `push_depth`
+//! values (the server sees `Full`); the `try_*` and `*_timeout` forms of every blocking verb,
+//! and `Duration::MAX` timeouts.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{CancelOutcome, Client, Error, Incoming, Server, ServerConfig, ShmBuf};
+use courier_shm::{
+    CancelOutcome, Client, Error, Incoming, PushError, Server, ServerConfig, ShmBuf, TrySendError,
+};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,10 +49,14 @@ type Cli = Client<u64, u64, u32>;
 
 /// One runtime directory for the whole test binary (tests run in parallel threads).
 fn setup(name: &str) -> (Srv, Cli) {
+    setup_with(name, ServerConfig::new())
+}
+
+fn setup_with(name: &str, cfg: ServerConfig) -> (Srv, Cli) {
     static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
     let d = DIR.get_or_init(rt_dir);
     std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
-    let s = Srv::bind(name, ServerConfig::new()).unwrap();
+    let s = Srv::bind(name, cfg).unwrap();
     let c = Cli::connect(name, T).unwrap();
     (s, c)
 }
@@ -321,4 +335,253 @@ fn a_non_rpc_listener_is_refused() {
     let r = Cli::connect("inproc-not-rpc", T);
     assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
     t.join().unwrap();
+}
+
+/// Runs `f` on its own thread and returns its result, or fails after `T`.
+fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(T)
+        .unwrap_or_else(|_| panic!("{what}: not done before the deadline"))
+}
+
+/// A worker that takes `batch` calls before it answers them (`n + 1` each), `total` in all.
+fn batch_worker(s: Srv, batch: usize, total: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut served = 0;
+        while served < total {
+            let mut held = Vec::new();
+            while held.len() < batch.min(total - served) {
+                match s.wait_timeout(T).unwrap() {
+                    Incoming::Call(n, ctx) => held.push((n, ctx)),
+                    _ => unreachable!(),
+                }
+            }
+            served += held.len();
+            for (n, ctx) in held {
+                let _ = ctx.reply(n + 1);
+            }
+        }
+    })
+}
+
+#[test]
+fn areq_on_one_thread_waits_for_slots_without_blocking_it() {
+    let (s, c) = setup_with("inproc-areq-slots", ServerConfig::new().slots(4));
+    let worker = batch_worker(s, 4, 300);
+    let got = within("300 areqs on one thread, 4 slots", move || {
+        futures::executor::block_on(futures::future::join_all((0..300u64).map(|i| c.areq(i))))
+    });
+    assert_eq!(got, (0..300u64).map(|i| Ok(i + 1)).collect::<Vec<_>>());
+    worker.join().unwrap();
+}
+
+#[test]
+fn areq_waits_for_slots_held_by_abandoned_calls() {
+    let (s, c) = setup_with("inproc-areq-zombies", ServerConfig::new().slots(2));
+    // Both slots: a one-way call and a canceled one, neither completed by the server yet.
+    c.send(100).unwrap();
+    assert_eq!(
+        c.req_timeout(200, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    let c2 = c.clone();
+    let pending = std::thread::spawn(move || {
+        futures::executor::block_on(futures::future::join_all((0..8u64).map(|i| c2.areq(i))))
+    });
+    // The server takes the abandoned ones (the canceled one is handed back unseen), then
+    // answers the rest.
+    let mut answered = 0;
+    while answered < 8 {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(n, ctx) if ctx.is_one_way() => assert_eq!(n, 100),
+            Incoming::Call(n, ctx) => {
+                assert!(n < 8, "the withdrawn call came through");
+                ctx.reply(n + 1).unwrap();
+                answered += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(pending.join().unwrap()));
+    let got = rx
+        .recv_timeout(T)
+        .expect("areqs behind abandoned slots: not done");
+    assert_eq!(got, (0..8u64).map(|i| Ok(i + 1)).collect::<Vec<_>>());
+}
+
+#[test]
+fn try_and_timeout_forms_never_wait_past_their_limit() {
+    let (s, c) = setup_with("inproc-try-forms", ServerConfig::new().slots(2));
+    // Both slots held by calls the server keeps.
+    let c2 = c.clone();
+    let held = std::thread::spawn(move || c2.req(1));
+    let c3 = c.clone();
+    let held2 = std::thread::spawn(move || c3.req(3));
+    let mut ctxs = Vec::new();
+    while ctxs.len() < 2 {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(n, ctx) => ctxs.push((n, ctx)),
+            _ => unreachable!(),
+        }
+    }
+    match c.try_send(7) {
+        Err(TrySendError::Full(7)) => {}
+        other => panic!("try_send with no free slot: {other:?}"),
+    }
+    assert!(matches!(c.try_req(8), Err(TrySendError::Full(8))));
+    assert_eq!(c.try_scalar(1, [0; 4]), Err(Error::Timeout));
+    let short = Duration::from_millis(30);
+    assert_eq!(c.send_timeout(9, short), Err(Error::Timeout));
+    assert_eq!(c.scalar_timeout(1, [0; 4], short), Err(Error::Timeout));
+    assert_eq!(c.req_timeout(10, short), Err(Error::Timeout));
+    assert_eq!(
+        c.blocking_scalar_timeout(1, [0; 4], short),
+        Err(Error::Timeout)
+    );
+    assert!(matches!(
+        c.subscribe_timeout(11, short),
+        Err(Error::Timeout)
+    ));
+    // Answer: everything flows again, and `Duration::MAX` means no limit.
+    for (n, ctx) in ctxs {
+        ctx.reply(n + 1).unwrap();
+    }
+    let worker = std::thread::spawn(move || {
+        let mut subs = Vec::new();
+        for _ in 0..4 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Call(n, ctx) if ctx.is_one_way() => assert_eq!(n, 12),
+                Incoming::Call(n, ctx) => ctx.reply(n + 1).unwrap(),
+                Incoming::Subscribe(_, notifier) => subs.push(notifier),
+                Incoming::Scalar(call) => call.reply([5, 6]).unwrap(),
+            }
+        }
+        (s, subs)
+    });
+    let c4 = c.clone();
+    let r = within("Duration::MAX timeouts", move || {
+        let a = c4.req_timeout(13, Duration::MAX);
+        let b = c4.blocking_scalar_timeout(2, [0; 4], Duration::MAX);
+        c4.send_timeout(12, Duration::MAX).unwrap();
+        let sub = c4.subscribe_timeout(14, Duration::MAX).map(drop);
+        (a, b, sub)
+    });
+    assert_eq!(r, (Ok(14), Ok([5, 6]), Ok(())));
+    let _ = worker.join().unwrap();
+    let _ = (held.join().unwrap(), held2.join().unwrap());
+}
+
+#[test]
+fn registering_buffers_with_a_server_that_reads_none_times_out() {
+    // No worker ever waits, so the server reads no registration and the socket fills.
+    let (_s, c) = setup("inproc-register-full");
+    let r = within(
+        "lends of fresh buffers to a server that reads nothing",
+        move || {
+            let mut outcomes = std::collections::BTreeMap::new();
+            for i in 0..3000u64 {
+                let mut buf = ShmBuf::new(4096).unwrap();
+                let r = c.lend_timeout(i, &mut buf, Duration::ZERO);
+                *outcomes.entry(format!("{r:?}")).or_insert(0) += 1;
+            }
+            // Once the socket is full, a lend with time to spare gives up at its deadline.
+            let mut buf = ShmBuf::new(4096).unwrap();
+            let start = std::time::Instant::now();
+            let r = c.lend_timeout(1, &mut buf, Duration::from_millis(200));
+            (outcomes, r, start.elapsed())
+        },
+    );
+    let (outcomes, last, took) = r;
+    assert_eq!(outcomes.keys().collect::<Vec<_>>(), ["Err(Timeout)"]);
+    assert_eq!(last, Err(Error::Timeout));
+    assert!(
+        took >= Duration::from_millis(200),
+        "gave up early: {took:?}"
+    );
+}
+
+#[test]
+fn an_unread_subscription_holds_at_most_push_depth_values() {
+    const DEPTH: usize = 4;
+    let (s, c) = setup_with("inproc-push-bound", ServerConfig::new().push_depth(DEPTH));
+    let worker = std::thread::spawn(move || {
+        let mut n = Vec::new();
+        for _ in 0..2 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Subscribe(k, notifier) => n.push((k, notifier)),
+                _ => unreachable!(),
+            }
+        }
+        n.sort_by_key(|(k, _)| *k);
+        n
+    });
+    let quiet = c.subscribe(1).unwrap();
+    let busy = c.subscribe(2).unwrap();
+    let notifiers = worker.join().unwrap();
+    let (quiet_n, busy_n) = (&notifiers[0].1, &notifiers[1].1);
+    // The server pushes 10 x depth values to the subscription nobody reads, while the
+    // other subscription's reader keeps draining the shared ring.
+    let mut accepted = Vec::new();
+    let mut full = 0;
+    for i in 0..(10 * DEPTH) as u64 {
+        match quiet_n.push(i) {
+            Ok(()) => accepted.push(i),
+            Err(PushError::Full) => full += 1,
+            Err(e) => panic!("push {i}: {e:?}"),
+        }
+        assert_eq!(busy.try_recv::<u64>(), Ok(None));
+    }
+    // At most depth values wait in the client's queue and depth in the shared ring.
+    assert!(
+        accepted.len() <= 2 * DEPTH,
+        "{} pushes accepted",
+        accepted.len()
+    );
+    assert_eq!(full, 10 * DEPTH - accepted.len());
+    // The other subscription waits behind the full queue (the promised backpressure) and
+    // gets its value once the quiet one is read.
+    assert_eq!(busy_n.push(99u64), Err(PushError::Full));
+    let got: Vec<u64> = (0..accepted.len())
+        .map(|_| quiet.recv_timeout(T).unwrap())
+        .collect();
+    assert_eq!(got, accepted, "the accepted values, in order");
+    assert_eq!(quiet.try_recv::<u64>(), Ok(None));
+    busy_n.push(100u64).unwrap();
+    assert_eq!(busy.recv_timeout::<u64>(T), Ok(100));
+}
+
+#[test]
+fn a_timed_out_lend_leaves_the_caller_a_private_copy() {
+    let (s, c) = setup("inproc-lend-detach");
+    let (written, wait_written) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let Incoming::Call(_, ctx) = s.wait_timeout(T).unwrap() else {
+            unreachable!()
+        };
+        // Held past the caller's deadline, until it has written its buffer again; then the
+        // server reads what it was lent.
+        wait_written.recv_timeout(T).unwrap();
+        let seen = ctx.lent().unwrap().to_vec();
+        let _ = ctx.reply(0);
+        seen
+    });
+    let mut buf = ShmBuf::new(8192).unwrap();
+    buf.view_mut().fill(1);
+    let r = c.lend_timeout(5, &mut buf, Duration::from_secs(1));
+    assert_eq!(r, Err(Error::Timeout));
+    assert!(!buf.is_poisoned());
+    // The caller's bytes are as they were, and what it writes now is its own.
+    assert_eq!(buf.view().to_vec(), vec![1u8; 8192]);
+    buf.view_mut().fill(2);
+    written.send(()).unwrap();
+    let seen = worker.join().unwrap();
+    assert_eq!(
+        seen,
+        vec![1u8; 8192],
+        "the server saw the caller's later writes"
+    );
 }

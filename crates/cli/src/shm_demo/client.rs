@@ -212,7 +212,7 @@ fn lend(c: &DemoClient, len: usize) -> Step {
     buf.view_mut().copy_from_slice(&pattern);
     let want: u64 = pattern.iter().map(|&b| u64::from(b)).sum();
     let (lat, sum) = timed(ITERS, |_| {
-        c.lend_timeout([LEND_SUM, 0], &buf, CALL_LIMIT)
+        c.lend_timeout([LEND_SUM, 0], &mut buf, CALL_LIMIT)
             .map_err(e("lend"))
     })?;
     if sum != want {

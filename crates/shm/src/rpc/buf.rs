@@ -35,6 +35,8 @@ pub struct ShmBuf {
     id: u64,
     /// The connections that mapped this buffer (told to unmap it on drop or detach).
     pub(crate) lent_to: Mutex<Vec<Weak<super::client::Conn>>>,
+    /// A timed-out lend left these pages with a server and no fresh ones could be had.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for ShmBuf {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for ShmBuf {
         f.debug_struct("ShmBuf")
             .field("len", &self.len)
             .field("id", &self.id)
+            .field("poisoned", &self.poisoned)
             .finish()
     }
 }
@@ -70,6 +73,7 @@ impl ShmBuf {
             len,
             id: next_id(),
             lent_to: Mutex::new(Vec::new()),
+            poisoned: false,
         })
     }
 
@@ -112,17 +116,46 @@ impl ShmBuf {
         unsafe { ShmViewMut::new(self.ptr(), self.len) }
     }
 
+    /// Whether a timed-out lend ([`Client::lend_timeout`](crate::Client::lend_timeout),
+    /// [`Client::lend_mut_timeout`](crate::Client::lend_mut_timeout)) left this buffer's
+    /// pages with a server that may still read or write them, because no fresh pages could
+    /// be made for it (no memory or descriptors). Every later lend of it fails with
+    /// [`Error::Protocol`](crate::Error::Protocol); its views still work (they are safe on
+    /// bytes a peer writes) but show and share the server's pages. Make a new buffer.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Replaces the memory with a private copy under a new id, after a lend that the server
     /// may still hold (a timed-out call): the old pages stay the server's until it answers,
-    /// and this buffer never sees its late writes.
-    pub(crate) fn detach(&mut self) -> Result<(), ShmError> {
-        let mut fresh = ShmBuf::new(self.len)?;
-        // SAFETY: `fresh` is new and ours alone: no other process has its pages.
-        self.view()
-            .copy_to_slice(unsafe { fresh.view_mut().as_mut_slice() });
+    /// this buffer never sees its late writes, and it never sees what we write next.
+    ///
+    /// The copy reads pages the server may be writing at that moment: it goes through views
+    /// (no reference to the shared bytes is made), in chunks, into the fresh pages, which no
+    /// other process has. The copy holds whatever bytes were there as it read them.
+    ///
+    /// If no fresh buffer can be made, the buffer is poisoned instead (see
+    /// [`ShmBuf::is_poisoned`]).
+    pub(crate) fn detach(&mut self) {
+        let Ok(mut fresh) = ShmBuf::new(self.len) else {
+            self.poisoned = true;
+            return;
+        };
+        let mut chunk = vec![0u8; self.len.min(64 << 10)];
+        let mut at = 0;
+        while at < self.len {
+            let n = chunk.len().min(self.len - at);
+            let (src, dst) = (&mut chunk[..n], at);
+            if self.view().read_at(at, src).is_err() || fresh.view_mut().write_at(dst, src).is_err()
+            {
+                // Both are `len` bytes long: not reached.
+                self.poisoned = true;
+                return;
+            }
+            at += n;
+        }
         let old = std::mem::replace(self, fresh);
         drop(old); // tells the servers to unmap the old id once they are done
-        Ok(())
     }
 }
 

@@ -20,7 +20,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +60,22 @@ fn left(deadline: Option<Instant>) -> Result<Option<Duration>, Error<()>> {
     }
 }
 
+/// The deadline `timeout` from now; `None` (no deadline) if it is too far to represent
+/// (`Duration::MAX`), so no `*_timeout` form panics on overflow.
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The longest a blocking wait sleeps before it looks at the watcher's verdict again, where
+/// it waits on something the watcher does not wake (a full socket, a thread park without the
+/// bell thread).
+const DEATH_CHECK: Duration = Duration::from_millis(100);
+
+/// How often the bell thread looks at abandoned slots while a caller waits for a slot and
+/// one of them is a canceled call: the server completes those without ringing the client
+/// (see [`Pool`]).
+const ZOMBIE_LOOK: Duration = Duration::from_millis(1);
+
 /// One client process's connection to a server.
 pub(crate) struct Conn {
     sh: Arc<Shared>,
@@ -67,29 +84,126 @@ pub(crate) struct Conn {
     watch: Watch,
     server: Credentials,
     /// Our copy of the connection socket, for registering lendable buffers.
-    sock: Mutex<OwnedFd>,
+    sock: OwnedFd,
+    /// Held for one non-blocking send on `sock` (never across a wait).
+    send_lock: Mutex<()>,
     /// The producer side of the request ring.
     tail: Mutex<u64>,
-    pool: Mutex<Pool>,
-    pool_cv: Condvar,
-    /// Wakers of async waits, by slot.
-    wakers: Mutex<Vec<Option<Waker>>>,
+    /// Everything a waiter registers to be woken by; shared with the watcher, which wakes it
+    /// all when the server dies.
+    wake: Arc<Wakeups>,
     push: Mutex<PushState>,
-    push_wakers: Mutex<Vec<Waker>>,
     /// Buffers whose descriptor the server has.
     registered: Mutex<HashSet<u64>>,
     /// Buffers to unmap, told to the server with the next call (no slot was free).
     pending_free: Mutex<Vec<u64>>,
     next_sub: AtomicU32,
-    reactor: Mutex<Option<JoinHandle<()>>>,
+    /// The bell thread, and the channel it drops when it ends.
+    reactor: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
     stopping: AtomicBool,
 }
 
-/// The slots of this connection that no call holds.
+/// The wakers of a connection: slot waiters, async calls, subscription readers.
+struct Wakeups {
+    pool: Mutex<Pool>,
+    /// Wakers of async waits, by slot.
+    calls: Mutex<Vec<Option<Waker>>>,
+    push: Mutex<Vec<Waker>>,
+}
+
+impl Wakeups {
+    /// The server is gone (the watcher's callback) or the client stops: wakes every waiter,
+    /// which then looks at `dead()` / `stopping`. Each waiter registers under the same lock
+    /// it is taken from here and looks at `dead()` after registering, so none is missed.
+    fn wake_all(&self) {
+        let slots: Vec<Waker> = lock(&self.pool).waiters.drain(..).map(|(_, w)| w).collect();
+        let calls: Vec<Waker> = lock(&self.calls)
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        let push = std::mem::take(&mut *lock(&self.push));
+        for w in slots.into_iter().chain(calls).chain(push) {
+            w.wake();
+        }
+    }
+}
+
+/// The slots of this connection that no call holds, and the callers waiting for one.
+///
+/// Slot waiting, blocking and async alike (one mechanism: a blocking caller's `Waker`
+/// unparks its thread):
+///
+/// ```text
+///   caller                          releaser / bell thread / watcher
+///   lock pool; dead? -> error
+///   free slot? take it -> done
+///   queue (ticket, waker)
+///   mark zombies F_ASYNC            release: push free, pop first waiter, wake it
+///   unlock; sleep / Pending         bell thread: DONE zombies -> free, wake as many waiters
+///   woken: lock pool, look again    watcher (death): wake every waiter
+/// ```
+///
+/// A waiter that was popped and woken but gives up (deadline, dropped future) passes the
+/// wake-up on to the next waiter, so a freed slot never sits unclaimed while someone waits.
+///
+/// **Zombies** are abandoned slots (one-way calls, canceled calls) that stay the server's
+/// until it completes them, which it does without telling the client unless the slot's
+/// `F_ASYNC` flag asks it to ring the client bell. So while a caller waits for a slot, every
+/// zombie is flagged `F_ASYNC` (then a last look for DONE: the Dekker pair with the server's
+/// completion CAS and its load of the flag), and the bell thread reclaims zombies on every
+/// ring. A canceled call is the exception: the server hands it back without looking at the
+/// flag, so while one is a zombie and a caller waits, the bell thread also looks every
+/// [`ZOMBIE_LOOK`] (until the server rings for those too).
 struct Pool {
     free: Vec<usize>,
-    /// Abandoned (canceled or one-way) slots the server has not completed yet.
-    zombies: Vec<usize>,
+    zombies: Vec<Zombie>,
+    waiters: VecDeque<(u64, Waker)>,
+    next_ticket: u64,
+}
+
+/// An abandoned slot the server has not completed yet.
+struct Zombie {
+    slot: usize,
+    /// A canceled call (the server completes it without ringing).
+    canceled: bool,
+    /// Flagged `F_ASYNC` (the server rings when it completes it).
+    flagged: bool,
+}
+
+impl Pool {
+    /// Whether a waiter depends on a completion the server does not announce.
+    fn needs_look(&self) -> bool {
+        !self.waiters.is_empty() && self.zombies.iter().any(|z| z.canceled)
+    }
+
+    /// Removes `ticket` from the queue; `true` if it was there (not woken).
+    fn dequeue(&mut self, ticket: u64) -> bool {
+        match self.waiters.iter().position(|(t, _)| *t == ticket) {
+            Some(i) => {
+                self.waiters.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Pops the first `n` waiters, to be woken once the lock is released.
+    fn pop_waiters(&mut self, n: usize) -> Vec<Waker> {
+        let n = n.min(self.waiters.len());
+        self.waiters.drain(..n).map(|(_, w)| w).collect()
+    }
+}
+
+/// Unparks a thread waiting in a blocking call (its `Waker`).
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 struct PushState {
@@ -97,6 +211,9 @@ struct PushState {
     queues: HashMap<u32, SubQueue>,
     /// The server broke the push ring's rules.
     broken: bool,
+    /// The record at `head` is for a subscription whose queue is full: draining waits for
+    /// its reader (see `drain_push`).
+    stalled: bool,
 }
 
 #[derive(Default)]
@@ -107,14 +224,14 @@ struct SubQueue {
 
 impl Conn {
     fn connect(name: &str, timeout: Duration) -> Result<Arc<Conn>, ShmError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
         let lay = read_header(conn.segment())?;
         let (seg, sock, server) = conn.into_parts();
         // The second message: our end of the connection's wake-up socket. Only a datagram
         // socket is taken: a send to it with MSG_DONTWAIT never blocks, whatever the server
         // does with its end.
-        if !sys::wait_readable(sock.as_fd(), Some(deadline))
+        if !sys::wait_readable(sock.as_fd(), deadline)
             .map_err(ShmError::io("waiting for the wake-up socket"))?
         {
             return Err(ShmError::Timeout);
@@ -141,31 +258,39 @@ impl Conn {
             .try_clone()
             .map_err(ShmError::io("duplicating the connection socket"))?;
         let sh = Arc::new(Shared { seg, lay });
+        let wake = Arc::new(Wakeups {
+            pool: Mutex::new(Pool {
+                free: (0..lay.slots).rev().collect(),
+                zombies: Vec::new(),
+                waiters: VecDeque::new(),
+                next_ticket: 0,
+            }),
+            calls: Mutex::new(vec![None; lay.slots]),
+            push: Mutex::new(Vec::new()),
+        });
         let theirs = Arc::clone(&sh);
+        let wakers = Arc::clone(&wake);
         let watch = Watch::start(sock, move || {
             for slot in 0..theirs.lay.slots {
                 sys::futex_wake(theirs.state(slot));
             }
             sys::futex_wake(theirs.u32(CBELL));
+            wakers.wake_all();
         })?;
         Ok(Arc::new(Conn {
             kick,
             watch,
             server,
-            sock: Mutex::new(ours),
+            sock: ours,
+            send_lock: Mutex::new(()),
             tail: Mutex::new(0),
-            pool: Mutex::new(Pool {
-                free: (0..lay.slots).rev().collect(),
-                zombies: Vec::new(),
-            }),
-            pool_cv: Condvar::new(),
-            wakers: Mutex::new(vec![None; lay.slots]),
+            wake,
             push: Mutex::new(PushState {
                 head: 0,
                 queues: HashMap::new(),
                 broken: false,
+                stalled: false,
             }),
-            push_wakers: Mutex::new(Vec::new()),
             registered: Mutex::new(HashSet::new()),
             pending_free: Mutex::new(Vec::new()),
             next_sub: AtomicU32::new(1),
@@ -176,6 +301,8 @@ impl Conn {
     }
 
     fn dead(&self) -> bool {
+        #[cfg(test)]
+        tests::before_death_check();
         self.watch.shared.is_dead()
     }
 
@@ -183,50 +310,178 @@ impl Conn {
         self.sh.state(slot).load(Ordering::Acquire) & state::PHASE
     }
 
-    /// Takes a free slot, reclaiming abandoned ones the server has completed; waits (until
-    /// `deadline`) while every slot is in flight.
-    fn acquire(&self, deadline: Option<Instant>) -> Result<usize, Error<()>> {
-        let mut pool = lock(&self.pool);
-        loop {
-            if self.dead() {
-                return Err(Error::ServerDisappeared);
+    /// Moves the zombies the server has completed to the free list; how many.
+    fn reclaim(&self, pool: &mut Pool) -> usize {
+        let before = pool.free.len();
+        let mut i = 0;
+        while i < pool.zombies.len() {
+            let s = pool.zombies[i].slot;
+            if self.phase(s) == state::DONE {
+                pool.zombies.swap_remove(i);
+                pool.free.push(s);
+            } else {
+                i += 1;
             }
-            if let Some(s) = pool.free.pop() {
-                return Ok(s);
-            }
-            let mut i = 0;
-            while i < pool.zombies.len() {
-                let s = pool.zombies[i];
-                if self.phase(s) == state::DONE {
-                    pool.zombies.swap_remove(i);
-                    pool.free.push(s);
-                } else {
-                    i += 1;
-                }
-            }
-            if let Some(s) = pool.free.pop() {
-                return Ok(s);
-            }
-            // Every slot is in flight: a release wakes us; abandoned slots are completed by
-            // the server without telling us, so look again every millisecond.
-            let wait = left(deadline)?.map_or(Duration::from_millis(1), |l| {
-                l.min(Duration::from_millis(1))
-            });
-            pool = self
-                .pool_cv
-                .wait_timeout(pool, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        }
+        pool.free.len() - before
+    }
+
+    /// Asks the server to ring when it completes each one-way zombie (see [`Pool`]).
+    fn flag_zombies(&self, pool: &mut Pool) {
+        let mut any = false;
+        for z in pool
+            .zombies
+            .iter_mut()
+            .filter(|z| !z.flagged && !z.canceled)
+        {
+            let rec = self.sh.lay.rec(z.slot);
+            // SeqCst: the Dekker pair with the server's completion CAS and its SeqCst load of
+            // the flag: it sees the flag and rings, or our look below (after the fence) sees
+            // DONE.
+            self.sh
+                .u32(rec + S_FLAGS)
+                .fetch_or(F_ASYNC, Ordering::SeqCst);
+            z.flagged = true;
+            any = true;
+        }
+        if any {
+            fence(Ordering::SeqCst);
         }
     }
 
-    fn release(&self, slot: usize) {
-        lock(&self.pool).free.push(slot);
-        self.pool_cv.notify_one();
+    /// One attempt to take a slot. With `waker`, a caller that finds none is queued under
+    /// `ticket` (kept across attempts) and `Ok(None)` means: wait to be woken. `Ok(Some(true))`
+    /// in `needs_reactor`: only the bell thread will notice the slot that frees it.
+    fn poll_slot(
+        &self,
+        ticket: &mut Option<u64>,
+        waker: &Waker,
+        needs_reactor: &mut bool,
+    ) -> Result<Option<usize>, Error<()>> {
+        let mut pool = lock(&self.wake.pool);
+        let registered = ticket.is_some_and(|t| pool.waiters.iter().any(|(x, _)| *x == t));
+        // Under the pool lock: the watcher sets `dead` before it empties the queue, so
+        // either it finds us queued or we see `dead` here.
+        if self.dead() {
+            if let Some(t) = ticket.take() {
+                pool.dequeue(t);
+            }
+            return Err(Error::ServerDisappeared);
+        }
+        let take = |pool: &mut Pool, ticket: &mut Option<u64>| {
+            let s = pool.free.pop()?;
+            if let Some(t) = ticket.take() {
+                pool.dequeue(t);
+            }
+            Some(s)
+        };
+        if let Some(s) = take(&mut pool, ticket) {
+            return Ok(Some(s));
+        }
+        if registered {
+            let t = ticket.expect("registered");
+            if let Some(e) = pool.waiters.iter_mut().find(|(x, _)| *x == t) {
+                e.1.clone_from(waker);
+            }
+        } else {
+            let t = pool.next_ticket;
+            pool.next_ticket += 1;
+            pool.waiters.push_back((t, waker.clone()));
+            *ticket = Some(t);
+        }
+        self.flag_zombies(&mut pool);
+        self.reclaim(&mut pool);
+        if let Some(s) = take(&mut pool, ticket) {
+            return Ok(Some(s));
+        }
+        *needs_reactor = !pool.zombies.is_empty();
+        if pool.needs_look() {
+            // The bell thread may sleep without a timeout: have it look again.
+            self.kick_reactor();
+        }
+        Ok(None)
     }
 
-    fn abandon(&self, slot: usize) {
-        lock(&self.pool).zombies.push(slot);
+    /// Leaves the slot queue after giving up (deadline, dropped future): a waiter that was
+    /// already woken for a free slot passes the wake-up on.
+    fn leave_slot_queue(&self, ticket: Option<u64>) {
+        let Some(t) = ticket else { return };
+        let mut pool = lock(&self.wake.pool);
+        if pool.dequeue(t) {
+            return;
+        }
+        let n = pool.free.len();
+        let wake = pool.pop_waiters(n);
+        drop(pool);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// Takes a free slot, reclaiming abandoned ones the server has completed; waits (until
+    /// `deadline`) while every slot is in flight. A deadline already past makes one attempt.
+    fn acquire(self: &Arc<Self>, deadline: Option<Instant>) -> Result<usize, Error<()>> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut ticket = None;
+        let r = loop {
+            let mut needs_reactor = false;
+            match self.poll_slot(&mut ticket, &waker, &mut needs_reactor) {
+                Ok(Some(s)) => break Ok(s),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            let timeout = match left(deadline) {
+                Ok(t) => t,
+                Err(e) => break Err(e),
+            };
+            // Without the bell thread, completed zombies are found by looking again.
+            let nap = if needs_reactor && self.ensure_reactor().is_err() {
+                Some(timeout.map_or(ZOMBIE_LOOK, |t| t.min(ZOMBIE_LOOK)))
+            } else {
+                timeout
+            };
+            match nap {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::thread::park(),
+            }
+        };
+        self.leave_slot_queue(ticket);
+        r
+    }
+
+    fn release(&self, slot: usize) {
+        let mut pool = lock(&self.wake.pool);
+        pool.free.push(slot);
+        let wake = pool.pop_waiters(1);
+        drop(pool);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// Gives a slot to the server for good (a one-way call, or a `canceled` one): it comes
+    /// back once the server completes it.
+    fn abandon(&self, slot: usize, canceled: bool) {
+        let mut pool = lock(&self.wake.pool);
+        pool.zombies.push(Zombie {
+            slot,
+            canceled,
+            flagged: false,
+        });
+        if pool.waiters.is_empty() {
+            return;
+        }
+        self.flag_zombies(&mut pool);
+        let n = self.reclaim(&mut pool);
+        let wake = pool.pop_waiters(n);
+        let look = pool.needs_look();
+        drop(pool);
+        wake.into_iter().for_each(Waker::wake);
+        if look {
+            self.kick_reactor();
+        }
+    }
+
+    /// Rings the client bell ourselves: the bell thread looks at everything again.
+    fn kick_reactor(&self) {
+        self.sh.u32(CBELL).fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(self.sh.u32(CBELL));
     }
 
     /// Writes a call into a fresh slot and queues it. `write` fills the data area and
@@ -238,8 +493,18 @@ impl Conn {
         deadline: Option<Instant>,
     ) -> Result<Call, Error<()>> {
         self.flush_frees();
-        let (k, op, flags, args) = call;
         let slot = self.acquire(deadline)?;
+        self.start_in(slot, call, write)
+    }
+
+    /// [`Conn::start`] in a slot already taken (from the pool).
+    fn start_in(
+        self: &Arc<Self>,
+        slot: usize,
+        call: (u32, u32, u32, [u64; 4]),
+        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
+    ) -> Result<Call, Error<()>> {
+        let (k, op, flags, args) = call;
         let sh = &self.sh;
         let Some((len, sig)) = write(&mut sh.data_mut(slot)) else {
             self.release(slot);
@@ -294,9 +559,8 @@ impl Conn {
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
         deadline: Option<Instant>,
     ) -> Result<(), Error<()>> {
-        let mut c = self.start(call, write, deadline)?;
-        c.pending = false;
-        self.abandon(c.slot);
+        let c = self.start(call, write, deadline)?;
+        c.abandon();
         Ok(())
     }
 
@@ -328,58 +592,109 @@ impl Conn {
     }
 
     /// Makes sure the server has `buf`'s descriptor (sent once, before the first lend).
-    fn register(self: &Arc<Self>, buf: &ShmBuf) -> Result<(), Error<()>> {
-        let mut reg = lock(&self.registered);
-        if reg.contains(&buf.id()) {
-            return Ok(());
-        }
+    ///
+    /// The server reads registrations only when it needs them, so the socket can be full:
+    /// the send never blocks, and room is waited for until `deadline` (`None`: until the
+    /// server dies, looking at the watcher's verdict every [`DEATH_CHECK`]), holding no lock.
+    fn register(
+        self: &Arc<Self>,
+        buf: &ShmBuf,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error<()>> {
         let mut msg = [0u8; MSG_LEN];
         msg[..8].copy_from_slice(&LEND_HELLO);
         msg[8..].copy_from_slice(&buf.id().to_le_bytes());
-        let sock = lock(&self.sock);
-        sys::send_with_fd(sock.as_fd(), &msg, Some(buf.segment().fd()))
-            .map_err(|_| Error::ServerDisappeared)?;
-        reg.insert(buf.id());
-        lock(&buf.lent_to).push(Arc::downgrade(self));
-        Ok(())
+        loop {
+            {
+                let _send = lock(&self.send_lock);
+                // Under the send lock: a thread that registered the buffer meanwhile did so
+                // under it too.
+                if lock(&self.registered).contains(&buf.id()) {
+                    return Ok(());
+                }
+                match sys::try_send_with_fd(self.sock.as_fd(), &msg, Some(buf.segment().fd())) {
+                    Ok(true) => {
+                        lock(&self.registered).insert(buf.id());
+                        lock(&buf.lent_to).push(Arc::downgrade(self));
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(_) => return Err(Error::ServerDisappeared),
+                }
+            }
+            if self.dead() {
+                return Err(Error::ServerDisappeared);
+            }
+            let slice = Instant::now() + DEATH_CHECK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            left(deadline)?;
+            sys::wait_writable(self.sock.as_fd(), Some(until))
+                .map_err(|_| Error::ServerDisappeared)?;
+        }
     }
 
-    /// Starts the thread that turns the client bell into `Waker` calls, once.
-    fn ensure_reactor(self: &Arc<Self>) {
+    /// Starts the thread that turns the client bell into `Waker` calls, once. `Err` if it
+    /// cannot be started (tried again on the next call).
+    fn ensure_reactor(self: &Arc<Self>) -> Result<(), ()> {
         let mut r = lock(&self.reactor);
         if r.is_some() {
-            return;
+            return Ok(());
         }
         // Announce before any async wait registers, so the server rings from now on.
         self.sh.u32(CBELL_WAIT).store(1, Ordering::SeqCst);
         let conn = Arc::clone(self);
-        *r = std::thread::Builder::new()
+        let (ending, ended) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
             .name("courier-client-bell".into())
             .stack_size(64 * 1024)
-            .spawn(move || reactor(&conn))
-            .ok();
+            .spawn(move || {
+                let _ending = ending;
+                reactor(&conn);
+            })
+            .map_err(drop)?;
+        *r = Some((t, ended));
+        Ok(())
     }
 
-    /// Reads the push records the server has published into the subscriptions' queues.
-    fn drain_push(&self, push: &mut PushState) {
+    /// Reads the push records the server has published into the subscriptions' queues; how
+    /// many it read.
+    ///
+    /// **A subscription's queue never holds more than `push_depth` values.** Draining stops
+    /// at a record for a full queue (`stalled`), so the records behind it, for any
+    /// subscription, wait in the shared ring until that reader takes a value; the server's
+    /// `push` then sees `Full`. That is the backpressure `push_depth` promises: memory for
+    /// pushes is bounded by `push_depth` per subscription plus the ring, whatever is unread.
+    fn drain_push(&self, push: &mut PushState) -> usize {
         if push.broken {
-            return;
+            return 0;
         }
         let sh = &self.sh;
+        let depth = sh.lay.push_depth;
         // Acquire: the records before the tail are complete.
         let tail = sh.u64(PUSH_TAIL).load(Ordering::Acquire);
-        if tail.wrapping_sub(push.head) > sh.lay.push_depth as u64 {
+        if tail.wrapping_sub(push.head) > depth as u64 {
             push.broken = true;
-            return;
+            return 0;
         }
+        let mut n = 0;
+        push.stalled = false;
         while push.head != tail {
             let rec = sh.lay.push_rec(push.head);
             let sub = sh.u32(rec + P_SUB).load(Ordering::Relaxed);
+            if push
+                .queues
+                .get(&sub)
+                .is_some_and(|q| q.items.len() >= depth)
+            {
+                push.stalled = true;
+                break;
+            }
             let k = sh.u32(rec + P_KIND).load(Ordering::Relaxed);
             let len = sh.u32(rec + P_LEN).load(Ordering::Relaxed) as usize;
             let sig = sh.u64(rec + P_SIG).load(Ordering::Relaxed);
             let bytes = sh.push_data(push.head, len).to_vec();
             push.head += 1;
+            n += 1;
             // Release: we are done reading the record; the server may reuse it.
             sh.u64(PUSH_HEAD).store(push.head, Ordering::Release);
             if let Some(q) = push.queues.get_mut(&sub) {
@@ -390,17 +705,29 @@ impl Conn {
                 }
             }
         }
+        n
     }
 
+    /// Whether the push ring holds records that draining would take (not ones stalled
+    /// behind a full queue).
     fn push_pending(&self) -> bool {
         let push = lock(&self.push);
-        self.sh.u64(PUSH_TAIL).load(Ordering::Acquire) != push.head
+        self.sh.u64(PUSH_TAIL).load(Ordering::Acquire) != push.head && !push.stalled
+    }
+
+    /// Values were drained that readers of other subscriptions may sleep for (the ring had
+    /// stalled behind a full queue, and the server does not ring again for them).
+    fn wake_push_readers(&self) {
+        for w in std::mem::take(&mut *lock(&self.wake.push)) {
+            w.wake();
+        }
+        self.kick_reactor();
     }
 }
 
 /// The client bell thread: sleeps on the connection's client bell, wakes the async waits
-/// whose slots are done and the subscription readers, until the client is dropped or the
-/// server dies.
+/// whose slots are done, the slot waiters for zombies that came back and the subscription
+/// readers, until the client is dropped or the server dies.
 fn reactor(conn: &Conn) {
     let sh = &conn.sh;
     loop {
@@ -411,27 +738,33 @@ fn reactor(conn: &Conn) {
         let seen = sh.u32(CBELL).load(Ordering::SeqCst);
         let dead = conn.dead();
         let stop = conn.stopping.load(Ordering::SeqCst);
+        if dead || stop {
+            conn.wake.wake_all();
+            return;
+        }
+        let mut wake = Vec::new();
         {
-            let mut w = lock(&conn.wakers);
+            let mut w = lock(&conn.wake.calls);
             for (slot, waker) in w.iter_mut().enumerate() {
-                if waker.is_some() && (dead || stop || conn.phase(slot) == state::DONE) {
-                    if let Some(w) = waker.take() {
-                        w.wake();
-                    }
+                if waker.is_some() && conn.phase(slot) == state::DONE {
+                    wake.extend(waker.take());
                 }
             }
         }
-        if dead || stop || conn.push_pending() {
-            for w in std::mem::take(&mut *lock(&conn.push_wakers)) {
-                w.wake();
-            }
+        let look = {
+            let mut pool = lock(&conn.wake.pool);
+            conn.reclaim(&mut pool);
+            let free = pool.free.len();
+            wake.extend(pool.pop_waiters(free));
+            pool.needs_look()
+        };
+        if conn.push_pending() {
+            wake.extend(std::mem::take(&mut *lock(&conn.wake.push)));
         }
-        if dead || stop {
-            return;
-        }
+        wake.into_iter().for_each(Waker::wake);
         conn.watch.shared.counted(|| {
             if !conn.dead() && !conn.stopping.load(Ordering::SeqCst) {
-                sys::futex_wait(sh.u32(CBELL), seen, None);
+                sys::futex_wait(sh.u32(CBELL), seen, look.then_some(ZOMBIE_LOOK));
             }
         });
     }
@@ -447,11 +780,25 @@ impl Drop for ClientShared {
     fn drop(&mut self) {
         let conn = &self.conn;
         conn.stopping.store(true, Ordering::SeqCst);
-        if let Some(t) = lock(&conn.reactor).take() {
-            // Our own bump of the bell: the reactor sees `stopping`.
-            conn.sh.u32(CBELL).fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake(conn.sh.u32(CBELL));
-            let _ = t.join();
+        let Some(t) = lock(&conn.reactor).take() else {
+            return;
+        };
+        if t.0.thread().id() == std::thread::current().id() {
+            // Dropped by a waker the bell thread called: it sees `stopping` and ends.
+            return;
+        }
+        // Our own bump of the bell: the reactor sees `stopping`. A hostile server can write
+        // the bell word back between our bump and the reactor's sleep, so bump again while it
+        // runs, and give up waiting after a while (it holds its own `Arc<Conn>`, so leaving
+        // it is safe: it ends at the next ring or when the watcher sees the server go).
+        let (t, ended) = t;
+        for _ in 0..10 {
+            conn.kick_reactor();
+            // Disconnected: the thread dropped its end as it returned.
+            if let Err(RecvTimeoutError::Disconnected) = ended.recv_timeout(DEATH_CHECK / 10) {
+                let _ = t.join();
+                return;
+            }
         }
     }
 }
@@ -499,7 +846,7 @@ impl Call {
             }
             if i % 64 == 63 {
                 if self.conn.dead() {
-                    return Err(Error::ServerDisappeared);
+                    return self.done_or_dead();
                 }
                 std::thread::yield_now();
             } else {
@@ -512,7 +859,7 @@ impl Call {
                 return Ok(());
             }
             if self.conn.dead() {
-                return Err(Error::ServerDisappeared);
+                return self.done_or_dead();
             }
             let timeout = left(deadline)?;
             if phase != state::QUEUED && phase != state::TAKEN {
@@ -549,10 +896,15 @@ impl Call {
             return Poll::Ready(Ok(()));
         }
         if self.conn.dead() {
-            return Poll::Ready(Err(Error::ServerDisappeared));
+            return Poll::Ready(self.done_or_dead());
         }
-        self.conn.ensure_reactor();
-        lock(&self.conn.wakers)[self.slot] = Some(cx.waker().clone());
+        if self.conn.ensure_reactor().is_err() {
+            // No thread to wake us: look again at the executor's next turn (never blocks
+            // it, never leaves the future unwoken; costs polls until a spawn succeeds).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        lock(&self.conn.wake.calls)[self.slot] = Some(cx.waker().clone());
         // SeqCst: the server reads the flag after it completes the slot; either it sees the
         // flag and rings, or we see DONE below.
         let rec = self.conn.sh.lay.rec(self.slot);
@@ -561,18 +913,25 @@ impl Call {
             .u32(rec + S_FLAGS)
             .fetch_or(F_ASYNC, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.is_done() || self.conn.dead() {
-            lock(&self.conn.wakers)[self.slot] = None;
-            return self.poll_done_now();
+        if self.is_done() {
+            lock(&self.conn.wake.calls)[self.slot] = None;
+            return Poll::Ready(Ok(()));
+        }
+        if self.conn.dead() {
+            lock(&self.conn.wake.calls)[self.slot] = None;
+            return Poll::Ready(self.done_or_dead());
         }
         Poll::Pending
     }
 
-    fn poll_done_now(&self) -> Poll<Result<(), Error<()>>> {
+    /// After seeing the server dead: the answer may have landed just before it died (its
+    /// `reply` returned `Ok`), so look at the slot once more. **An answer that landed is
+    /// never reported as `ServerDisappeared`.**
+    fn done_or_dead(&self) -> Result<(), Error<()>> {
         if self.is_done() {
-            Poll::Ready(Ok(()))
+            Ok(())
         } else {
-            Poll::Ready(Err(Error::ServerDisappeared))
+            Err(Error::ServerDisappeared)
         }
     }
 
@@ -621,6 +980,12 @@ impl Call {
         f(sh, self.slot, st, len, sig)
     }
 
+    /// Leaves a one-way call's slot to the server (it comes back once completed).
+    fn abandon(mut self) {
+        self.pending = false;
+        self.conn.abandon(self.slot, false);
+    }
+
     fn finish(&mut self) {
         if self.pending {
             self.pending = false;
@@ -631,7 +996,9 @@ impl Call {
     /// Cancels: withdraws a queued request, signals a taken one, or finds it done (the
     /// call is then still ours to read).
     fn cancel(&mut self) -> Canceled {
-        if self.conn.dead() && !self.is_done() {
+        // Death first, then the slot (as in `done_or_dead`): an answer that landed before
+        // the server died is still read.
+        if self.conn.dead() && self.done_or_dead().is_err() {
             self.pending = false;
             return Canceled::Dead;
         }
@@ -639,12 +1006,12 @@ impl Call {
             slot::Cancel::Done => Canceled::Done,
             slot::Cancel::Withdrawn => {
                 self.pending = false;
-                self.conn.abandon(self.slot);
+                self.conn.abandon(self.slot, true);
                 Canceled::Withdrawn
             }
             slot::Cancel::Signaled => {
                 self.pending = false;
-                self.conn.abandon(self.slot);
+                self.conn.abandon(self.slot, true);
                 Canceled::Signaled
             }
             slot::Cancel::Broken => {
@@ -659,7 +1026,7 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         if self.pending {
-            lock(&self.conn.wakers)[self.slot] = None;
+            lock(&self.conn.wake.calls)[self.slot] = None;
             if let Canceled::Done = self.cancel() {
                 self.finish();
             }
@@ -763,11 +1130,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ) -> Result<Call, Error<E>> {
         self.shared
             .conn
-            .start(
-                (k, 0, flags, args),
-                |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE)),
-                deadline,
-            )
+            .start((k, 0, flags, args), encoder(rq), deadline)
             .map_err(widen)
     }
 
@@ -782,6 +1145,17 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         call.settle(deadline).map_err(widen)?.take()
     }
 
+    /// Takes a free slot without waiting, for the `try_*` forms: `Err` hands `rq` back.
+    fn try_slot(&self, rq: Rq) -> Result<(usize, Rq), TrySendError<Rq>> {
+        let conn = &self.shared.conn;
+        conn.flush_frees();
+        match conn.acquire(Some(Instant::now())) {
+            Ok(slot) => Ok((slot, rq)),
+            Err(Error::ServerDisappeared) => Err(TrySendError::ServerDisappeared(Some(rq))),
+            Err(_) => Err(TrySendError::Full(rq)),
+        }
+    }
+
     /// Sends `rq` and waits for the reply.
     ///
     /// # Errors
@@ -793,36 +1167,90 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     }
 
     /// As [`Client::req`], giving up after `timeout` (waiting for a free slot included): the
-    /// request is withdrawn if the server has not taken it, or the server is told.
+    /// request is withdrawn if the server has not taken it, or the server is told. A
+    /// `timeout` too large to add to the clock (`Duration::MAX`) means no limit.
     ///
     /// # Errors
     ///
     /// As [`Client::req`], and [`Error::Timeout`].
     pub fn req_timeout(&self, rq: Rq, timeout: Duration) -> Result<Rp, Error<E>> {
-        self.call_until(kind::CALL, [0; 4], rq, Some(Instant::now() + timeout))
+        self.call_until(kind::CALL, [0; 4], rq, deadline_after(timeout))
     }
 
     /// Sends `rq` and returns at once; the reply is waited for with the [`WaitReply`].
+    /// Waits for a free slot if all `slots` are in flight.
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
     pub fn req_async(&self, rq: Rq) -> Result<WaitReply<Rp, E>, Error<E>> {
-        Ok(WaitReply {
-            call: Some(self.start_call(kind::CALL, 0, [0; 4], rq, None)?),
-            _client: Arc::clone(&self.shared),
-            _types: PhantomData,
-        })
+        Ok(self.wait_reply(self.start_call(kind::CALL, 0, [0; 4], rq, None)?))
     }
 
-    /// Sends `rq` and awaits the reply, on any executor. Dropping the future cancels the
-    /// call. Waiting for a free slot (all `slots` in flight) blocks the thread briefly.
+    fn wait_reply(&self, call: Call) -> WaitReply<Rp, E> {
+        WaitReply {
+            call: Some(call),
+            _client: Arc::clone(&self.shared),
+            _types: PhantomData,
+        }
+    }
+
+    /// As [`Client::req_async`] without waiting for a slot: if all `slots` are in flight,
+    /// the request comes back.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] or [`TrySendError::ServerDisappeared`] with the request;
+    /// [`TrySendError::TooLarge`] (the request does not fit a slot; it was consumed).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use courier_shm::{Client, TrySendError};
+    /// use std::time::Duration;
+    ///
+    /// let client: Client<u64, u64, u32> = Client::connect("doubler", Duration::from_secs(5))?;
+    /// match client.try_req(21) {
+    ///     Ok(pending) => println!("{:?}", pending.wait()),
+    ///     Err(TrySendError::Full(rq)) => println!("busy; {rq} comes back"),
+    ///     Err(e) => println!("{e}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_req(&self, rq: Rq) -> Result<WaitReply<Rp, E>, TrySendError<Rq>> {
+        let (slot, rq) = self.try_slot(rq)?;
+        match self
+            .shared
+            .conn
+            .start_in(slot, (kind::CALL, 0, 0, [0; 4]), encoder(rq))
+        {
+            Ok(call) => Ok(self.wait_reply(call)),
+            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
+            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+        }
+    }
+
+    /// Sends `rq` and awaits the reply, on any executor. Waiting for a free slot (all
+    /// `slots` in flight) is asynchronous too: the task is woken when a slot frees, and the
+    /// executor's thread is never blocked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the call (withdrawn if the server has not taken it, else
+    /// signaled: [`ReplyContext::is_canceled`](crate::ReplyContext::is_canceled)); dropped
+    /// while waiting for a slot, it leaves the queue of slot waiters. The request is lost
+    /// with the future.
     ///
     /// # Errors
     ///
     /// As [`Client::req`].
     pub async fn areq(&self, rq: Rq) -> Result<Rp, Error<E>> {
-        let call = self.start_call(kind::CALL, F_ASYNC, [0; 4], rq, None)?;
+        let conn = &self.shared.conn;
+        conn.flush_frees();
+        let slot = SlotFuture { conn, ticket: None }.await.map_err(widen)?;
+        let call = conn
+            .start_in(slot, (kind::CALL, 0, F_ASYNC, [0; 4]), encoder(rq))
+            .map_err(widen)?;
         CallFuture {
             call: Some(call),
             spun: false,
@@ -833,20 +1261,51 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
 
     /// Sends `rq` one-way: the server's reply is discarded
     /// ([`ReplyContext::is_one_way`](crate::ReplyContext::is_one_way)). Returns once the
-    /// request is queued.
+    /// request is queued (waiting for a free slot if all are in flight).
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
     pub fn send(&self, rq: Rq) -> Result<(), Error<E>> {
+        self.send_until(rq, None)
+    }
+
+    /// As [`Client::send`], waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send`], and [`Error::Timeout`] (nothing was sent).
+    pub fn send_timeout(&self, rq: Rq, timeout: Duration) -> Result<(), Error<E>> {
+        self.send_until(rq, deadline_after(timeout))
+    }
+
+    fn send_until(&self, rq: Rq, deadline: Option<Instant>) -> Result<(), Error<E>> {
         self.shared
             .conn
-            .post(
-                (kind::SEND, 0, 0, [0; 4]),
-                |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE)),
-                None,
-            )
+            .post((kind::SEND, 0, 0, [0; 4]), encoder(rq), deadline)
             .map_err(widen)
+    }
+
+    /// As [`Client::send`] without waiting for a slot: if all `slots` are in flight, the
+    /// request comes back.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::try_req`].
+    pub fn try_send(&self, rq: Rq) -> Result<(), TrySendError<Rq>> {
+        let (slot, rq) = self.try_slot(rq)?;
+        match self
+            .shared
+            .conn
+            .start_in(slot, (kind::SEND, 0, 0, [0; 4]), encoder(rq))
+        {
+            Ok(call) => {
+                call.abandon();
+                Ok(())
+            }
+            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
+            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+        }
     }
 
     /// Lends `buf` with `rq`: the server reads it in place
@@ -855,18 +1314,31 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// As [`Client::req`]; [`Error::TooLarge`] if the buffer is larger than the server's
-    /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably.
+    /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably, or is
+    /// [poisoned](ShmBuf::is_poisoned).
     pub fn lend(&self, rq: Rq, buf: &ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, false, None)
+        self.lend_until(rq, buf, false, None).0
     }
 
-    /// As [`Client::lend`], giving up after `timeout`.
+    /// As [`Client::lend`], giving up after `timeout` (registering the buffer with the
+    /// server and waiting for a slot included). If the server still holds the lend then,
+    /// `buf` is given fresh pages holding a copy of its bytes, so the server never reads
+    /// what the caller writes next (that is why it takes `&mut`).
+    ///
+    /// If no fresh pages can be had (the copy needs a new memfd and mapping), the buffer is
+    /// [poisoned](ShmBuf::is_poisoned): it stays shared with that server, and every later
+    /// lend of it fails.
     ///
     /// # Errors
     ///
     /// As [`Client::lend`], and [`Error::Timeout`].
-    pub fn lend_timeout(&self, rq: Rq, buf: &ShmBuf, timeout: Duration) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, false, Some(Instant::now() + timeout))
+    pub fn lend_timeout(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        timeout: Duration,
+    ) -> Result<Rp, Error<E>> {
+        self.lend_detaching(rq, buf, false, timeout)
     }
 
     /// Lends `buf` mutably with `rq`: the server writes it in place
@@ -877,12 +1349,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::lend`].
     pub fn lend_mut(&self, rq: Rq, buf: &mut ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, true, None)
+        self.lend_until(rq, buf, true, None).0
     }
 
     /// As [`Client::lend_mut`], giving up after `timeout`. If the server still holds the
     /// buffer then, `buf` is given fresh pages holding a copy of its bytes, so the server's
-    /// late writes never reach it.
+    /// late writes never reach it; if that fails, `buf` is
+    /// [poisoned](ShmBuf::is_poisoned), as in [`Client::lend_timeout`].
     ///
     /// # Errors
     ///
@@ -893,32 +1366,61 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         buf: &mut ShmBuf,
         timeout: Duration,
     ) -> Result<Rp, Error<E>> {
-        let r = self.lend_until(rq, buf, true, Some(Instant::now() + timeout));
-        if matches!(r, Err(Error::Timeout)) {
-            // The server may still write the old pages; see `lend_until`.
-            buf.detach().map_err(|_| Error::Timeout)?;
+        self.lend_detaching(rq, buf, true, timeout)
+    }
+
+    fn lend_detaching(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        exclusive: bool,
+        timeout: Duration,
+    ) -> Result<Rp, Error<E>> {
+        let (r, held) = self.lend_until(rq, buf, exclusive, deadline_after(timeout));
+        if held {
+            // The server may still read (or write) the old pages: see `ShmBuf::detach`.
+            buf.detach();
         }
         r
     }
 
+    /// The lend, and whether the server may still hold the buffer (a call it had taken
+    /// when the deadline passed).
     fn lend_until(
         &self,
         rq: Rq,
         buf: &ShmBuf,
         exclusive: bool,
         deadline: Option<Instant>,
-    ) -> Result<Rp, Error<E>> {
+    ) -> (Result<Rp, Error<E>>, bool) {
+        if buf.is_poisoned() {
+            return (Err(Error::Protocol), false);
+        }
         let conn = &self.shared.conn;
-        conn.register(buf).map_err(widen)?;
+        if let Err(e) = conn.register(buf, deadline) {
+            return (Err(widen(e)), false);
+        }
         let k = if exclusive {
             kind::LEND_MUT
         } else {
             kind::LEND
         };
-        let call = self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)?;
-        // Answered, even just after the deadline: the lend is back.
-        let r = call.settle(deadline).map_err(widen)?.take();
-        if matches!(r, Err(Error::LimitReached | Error::TooLarge)) {
+        let mut call = match self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)
+        {
+            Ok(c) => c,
+            Err(e) => return (Err(e), false),
+        };
+        let r = match call.wait(deadline) {
+            Ok(()) => (call.take(), false),
+            // Answered, even just after the deadline: the lend is back.
+            Err(Error::Timeout) => match call.cancel() {
+                Canceled::Done => (call.take(), false),
+                Canceled::Signaled => (Err(Error::Timeout), true),
+                Canceled::Withdrawn | Canceled::Dead => (Err(Error::Timeout), false),
+            },
+            Err(e) => (Err(widen(e)), false),
+        };
+        if matches!(r.0, Err(Error::LimitReached | Error::TooLarge)) {
             // The server may have refused the registration: send it again next time (a
             // server that kept it ignores the copy).
             lock(&conn.registered).remove(&buf.id());
@@ -926,15 +1428,49 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         r
     }
 
-    /// Sends a one-way scalar message: an opcode and four words, no payload.
+    /// Sends a one-way scalar message: an opcode and four words, no payload (waiting for a
+    /// free slot if all are in flight).
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`].
     pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, None)
+    }
+
+    /// As [`Client::scalar`], waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::scalar`], and [`Error::Timeout`] (nothing was sent).
+    pub fn scalar_timeout(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        timeout: Duration,
+    ) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, deadline_after(timeout))
+    }
+
+    /// As [`Client::scalar`] without waiting: [`Error::Timeout`] if all `slots` are in
+    /// flight (nothing was sent).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::scalar_timeout`].
+    pub fn try_scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Some(Instant::now()))
+    }
+
+    fn scalar_post(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        deadline: Option<Instant>,
+    ) -> Result<(), Error<E>> {
         self.shared
             .conn
-            .post((kind::SCALAR, op, 0, args), |_| Some((0, 0)), None)
+            .post((kind::SCALAR, op, 0, args), |_| Some((0, 0)), deadline)
             .map_err(widen)
     }
 
@@ -958,7 +1494,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<[u64; 2], Error<E>> {
-        self.scalar_until(op, args, Some(Instant::now() + timeout))
+        self.scalar_until(op, args, deadline_after(timeout))
     }
 
     fn scalar_until(
@@ -988,12 +1524,30 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::req`].
     pub fn subscribe(&self, rq: Rq) -> Result<Subscription, Error<E>> {
+        self.subscribe_until(rq, None)
+    }
+
+    /// As [`Client::subscribe`], giving up after `timeout` (waiting for a slot and for the
+    /// server's answer included; the server is told, as for [`Client::req_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`], and [`Error::Timeout`].
+    pub fn subscribe_timeout(&self, rq: Rq, timeout: Duration) -> Result<Subscription, Error<E>> {
+        self.subscribe_until(rq, deadline_after(timeout))
+    }
+
+    fn subscribe_until(&self, rq: Rq, deadline: Option<Instant>) -> Result<Subscription, Error<E>> {
         let conn = &self.shared.conn;
         let id = conn.next_sub.fetch_add(1, Ordering::Relaxed);
         lock(&conn.push).queues.insert(id, SubQueue::default());
         let r = self
-            .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], rq, None)
-            .and_then(|call| call.settle(None).and_then(Call::take_words).map_err(widen));
+            .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], rq, deadline)
+            .and_then(|call| {
+                call.settle(deadline)
+                    .and_then(Call::take_words)
+                    .map_err(widen)
+            });
         match r {
             Ok(_) => Ok(Subscription {
                 shared: Arc::clone(&self.shared),
@@ -1004,6 +1558,105 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
                 Err(e)
             }
         }
+    }
+}
+
+/// The request's encoder: fills a slot's data area, `None` if it does not fit.
+fn encoder<Rq: Wire>(rq: Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> {
+    move |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE))
+}
+
+/// Why a `try_*` call ([`Client::try_req`], [`Client::try_send`]) sent nothing. The
+/// request comes back where it was not consumed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrySendError<T> {
+    /// Every slot of the connection is in flight.
+    Full(T),
+    /// The server is gone. The request comes back if it had not been encoded yet (`None`:
+    /// the server went while it was being written).
+    ServerDisappeared(Option<T>),
+    /// The request does not fit a slot; encoding it consumed it.
+    TooLarge,
+}
+
+impl<T> TrySendError<T> {
+    /// The request that was not sent, if it was not consumed.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            TrySendError::Full(t) => Some(t),
+            TrySendError::ServerDisappeared(t) => t,
+            TrySendError::TooLarge => None,
+        }
+    }
+
+    /// `true` for [`TrySendError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+
+    /// `true` for [`TrySendError::ServerDisappeared`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TrySendError::ServerDisappeared(_))
+    }
+}
+
+impl<T> std::fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The request is not printed: it need not be `Debug` (as `SendError`).
+        f.write_str(match self {
+            TrySendError::Full(_) => "Full(..)",
+            TrySendError::ServerDisappeared(_) => "ServerDisappeared(..)",
+            TrySendError::TooLarge => "TooLarge",
+        })
+    }
+}
+
+impl<T> std::fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "every call slot is in flight",
+            TrySendError::ServerDisappeared(_) => "server disappeared",
+            TrySendError::TooLarge => "the request does not fit a call slot",
+        })
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Waits for a free slot without blocking: the future of [`Client::areq`]'s first step.
+/// Queued among the connection's slot waiters (see [`Pool`]); dropped, it leaves the queue.
+struct SlotFuture<'a> {
+    conn: &'a Arc<Conn>,
+    ticket: Option<u64>,
+}
+
+impl Future for SlotFuture<'_> {
+    type Output = Result<usize, Error<()>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut needs_reactor = false;
+        match this
+            .conn
+            .poll_slot(&mut this.ticket, cx.waker(), &mut needs_reactor)
+        {
+            Ok(Some(s)) => Poll::Ready(Ok(s)),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(None) => {
+                if needs_reactor && this.conn.ensure_reactor().is_err() {
+                    // No bell thread to notice completed zombies: look again at the
+                    // executor's next turn.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for SlotFuture<'_> {
+    fn drop(&mut self) {
+        self.conn.leave_slot_queue(self.ticket.take());
     }
 }
 
@@ -1088,7 +1741,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     /// As [`Client::req_timeout`].
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Rp, Error<E>> {
         self.call()
-            .settle(Some(Instant::now() + timeout))
+            .settle(deadline_after(timeout))
             .map_err(widen)?
             .take()
     }
@@ -1159,6 +1812,11 @@ impl Subscription {
         }
         let q = push.queues.entry(self.id).or_default();
         if let Some((sig, bytes)) = q.items.pop_front() {
+            if push.stalled && conn.drain_push(&mut push) > 0 {
+                // Our queue held the ring up: values for other readers came through.
+                drop(push);
+                conn.wake_push_readers();
+            }
             if sig != T::SIGNATURE {
                 return Err(Error::Protocol);
             }
@@ -1190,7 +1848,7 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`], and [`Error::Timeout`].
     pub fn recv_timeout<T: Wire>(&self, timeout: Duration) -> Result<T, Error<()>> {
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_until(deadline_after(timeout))
     }
 
     fn recv_until<T: Wire>(&self, deadline: Option<Instant>) -> Result<T, Error<()>> {
@@ -1226,8 +1884,12 @@ impl Subscription {
                 return Poll::Ready(Ok(v));
             }
             let conn = &self.shared.conn;
-            conn.ensure_reactor();
-            lock(&conn.push_wakers).push(cx.waker().clone());
+            if conn.ensure_reactor().is_err() {
+                // No bell thread: look again at the executor's next turn (see `poll_done`).
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            lock(&conn.wake.push).push(cx.waker().clone());
             // The reactor wakes on every ring of the bell; look once more after registering.
             if conn.push_pending() || conn.dead() {
                 if let Some(v) = self.try_recv()? {
@@ -1243,7 +1905,15 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let conn = &self.shared.conn;
-        let was = lock(&conn.push).queues.remove(&self.id);
+        let mut push = lock(&conn.push);
+        let was = push.queues.remove(&self.id);
+        // Our full queue may have held the ring up: its records are now dropped as read.
+        if push.stalled && conn.drain_push(&mut push) > 0 {
+            drop(push);
+            conn.wake_push_readers();
+        } else {
+            drop(push);
+        }
         if was.is_some_and(|q| !q.ended) && !conn.dead() {
             let _ = conn.post(
                 (kind::UNSUBSCRIBE, 0, 0, [u64::from(self.id), 0, 0, 0]),
@@ -1251,5 +1921,85 @@ impl Drop for Subscription {
                 Some(Instant::now() + Duration::from_millis(100)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The exactly-once rule near death (hardening finding 11): a reply that lands just
+    //! before the watcher's verdict is read, by `wait`, `poll_done` and `cancel` alike. A
+    //! hook runs just before the caller looks at the verdict; there the reply lands and the
+    //! server is declared dead, the interleaving that used to lose the reply.
+
+    use super::*;
+    use crate::{Incoming, Server, ServerConfig};
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// Runs (once) the hook this thread set, just before `Conn::dead` reads the verdict.
+    pub(super) fn before_death_check() {
+        if let Some(f) = HOOK.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    type Srv = Server<u64, u64, u32>;
+    type Cli = Client<u64, u64, u32>;
+
+    fn pair(name: &str) -> (Srv, Cli) {
+        let dir = std::env::temp_dir().join(format!("courier-client-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+        let s = Srv::bind(name, ServerConfig::new()).unwrap();
+        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
+        (s, c)
+    }
+
+    /// A call taken by the server; the hook answers it and then marks the server dead.
+    fn taken_call(s: &Srv, c: &Cli, n: u64) -> WaitReply<u64, u32> {
+        let w = c.req_async(n).unwrap();
+        let Incoming::Call(got, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not a call");
+        };
+        assert_eq!(got, n);
+        let conn = Arc::clone(&c.shared.conn);
+        HOOK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                assert_eq!(ctx.reply(n + 1), Ok(()));
+                conn.watch.shared.dead.store(true, Ordering::SeqCst);
+            }))
+        });
+        w
+    }
+
+    fn undead(c: &Cli) {
+        c.shared
+            .conn
+            .watch
+            .shared
+            .dead
+            .store(false, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_reply_that_lands_before_death_is_read() {
+        let (s, c) = pair("client-unit-exactly-once");
+        // Blocking wait (its spin loop looks at the verdict first).
+        let w = taken_call(&s, &c, 1);
+        assert_eq!(w.wait(), Ok(2));
+        undead(&c);
+        // Async wait.
+        let w = taken_call(&s, &c, 3);
+        assert_eq!(futures::executor::block_on(w.wait_async()), Ok(4));
+        undead(&c);
+        // Cancel finds the answer.
+        let w = taken_call(&s, &c, 5);
+        assert_eq!(w.cancel(), CancelOutcome::Completed(Ok(6)));
+        undead(&c);
     }
 }

@@ -87,7 +87,7 @@ mod stats;
 mod wire;
 
 pub use buf::ShmBuf;
-pub use client::{CancelOutcome, Client, Subscription, WaitReply};
+pub use client::{CancelOutcome, Client, Subscription, TrySendError, WaitReply};
 pub use courier_core::error::Error;
 pub use server::{
     Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig, ServerStats,
