@@ -464,6 +464,7 @@ fn try_and_timeout_forms_never_wait_past_their_limit() {
     });
     let c4 = c.clone();
     let r = within("Duration::MAX timeouts", move || {
+        drop(Cli::connect("inproc-try-forms", Duration::MAX).unwrap());
         let a = c4.req_timeout(13, Duration::MAX);
         let b = c4.blocking_scalar_timeout(2, [0; 4], Duration::MAX);
         c4.send_timeout(12, Duration::MAX).unwrap();

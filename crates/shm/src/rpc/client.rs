@@ -225,6 +225,9 @@ struct SubQueue {
 impl Conn {
     fn connect(name: &str, timeout: Duration) -> Result<Arc<Conn>, ShmError> {
         let deadline = deadline_after(timeout);
+        // `connect_timeout` adds its timeout to the clock: keep `Duration::MAX` (no limit)
+        // from overflowing there (2^32 s is over a century).
+        let timeout = timeout.min(Duration::from_secs(1 << 32));
         let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
         let lay = read_header(conn.segment())?;
         let (seg, sock, server) = conn.into_parts();
