@@ -156,8 +156,8 @@ impl Kind {
 
     fn notes(self) -> &'static str {
         match self {
-            Kind::CourierSpin => "ShmChannel::loan → memset in the block → publish(n); recv_with(BusySpin), read in place",
-            Kind::CourierBlock => "ShmChannel::loan → memset in the block → publish(n); recv_with(Timeout(10 s)) (spin, then futex), read in place",
+            Kind::CourierSpin => "ShmChannel::loan → memset in the block (view fill) → publish(n); recv_with(BusySpin), first/last byte copied out of the view",
+            Kind::CourierBlock => "ShmChannel::loan → memset in the block (view fill) → publish(n); recv_with(Timeout(10 s)) (spin, then futex), first/last byte copied out of the view",
             Kind::CrossbarSpin => "Channel::loan → memset → set_len → publish; recv_with(BusySpin), read in place; heartbeat() every 256 messages (every message when large)",
             Kind::CrossbarBlock => "Channel::loan → memset → set_len → publish; recv() (default Adaptive: spin, then futex), read in place; heartbeat() as busy row",
             Kind::IoxSpin => "publish-subscribe [u8] on two services; loan_slice_uninit → memset → send; busy-poll receive(), read in place",
@@ -556,8 +556,8 @@ fn stream_peer(w: &mut impl Write, r: &mut impl Read, n: usize) -> Result<(), St
 
 /// courier::shm's `ShmChannel`.
 mod courier_side {
-    use super::{check, Client, Kind, OP_TIMEOUT};
-    use courier::shm::{ShmChannel, ShmConfig, ShmError, WaitStrategy};
+    use super::{Client, Kind, OP_TIMEOUT};
+    use courier::shm::{ShmChannel, ShmConfig, ShmError, ShmView, WaitStrategy};
 
     fn wait(kind: Kind) -> WaitStrategy {
         if kind == Kind::CourierSpin {
@@ -573,11 +573,27 @@ mod courier_side {
             .block_count(if n > 1 << 20 { 2 } else { 4 })
     }
 
-    /// Sends `n` bytes of `t` by loan.
+    /// Sends `n` bytes of `t` by loan: one memset in place in the block (through the loan's
+    /// view, as the peers' `as_mut_slice` / `loan_slice_uninit`).
     fn send(ch: &ShmChannel, n: usize, t: u8) -> Result<(), String> {
         let mut loan = ch.loan().map_err(|e| format!("loan: {e}"))?;
-        loan[..n].fill(t);
+        loan.slice_mut(..n)
+            .ok_or_else(|| format!("{n} bytes do not fit in a block"))?
+            .fill(t);
         loan.publish(n).map_err(|e| format!("publish: {e}"))
+    }
+
+    /// The first byte of a received message and its check, as the peers' rows do it (first
+    /// and last byte), each read as a copy out of the block.
+    fn check_view(msg: &ShmView<'_>, n: usize, expect: u8) -> Result<(), String> {
+        let (len, first, last) = (msg.len(), msg.get(0), msg.get(n.wrapping_sub(1)));
+        if len != n || first != Some(expect) || last != Some(expect) {
+            return Err(format!(
+                "bad message: {len} bytes (expected {n}), first {first:?}, last {last:?}, \
+                 expected {expect}"
+            ));
+        }
+        Ok(())
     }
 
     pub(super) struct Parent {
@@ -605,7 +621,7 @@ mod courier_side {
                 .ch
                 .recv_with(self.wait)
                 .map_err(|e| format!("recv: {e}"))?;
-            check(&msg, self.n, t.wrapping_add(1))
+            check_view(&msg, self.n, t.wrapping_add(1))
         }
 
         fn stop(&mut self) -> Result<(), String> {
@@ -627,8 +643,8 @@ mod courier_side {
                 Err(ShmError::PeerDead) => return Ok(()),
                 Err(e) => return Err(format!("recv: {e}")),
             };
-            let t = msg.first().copied().unwrap_or(0);
-            check(&msg, n, t)?;
+            let t = msg.get(0).unwrap_or(0);
+            check_view(&msg, n, t)?;
             drop(msg);
             if t == 0 {
                 return Ok(());

@@ -42,8 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return Err(e.into()),
             };
             let mut reply = ch.loan()?;
-            reply[..msg.len()].copy_from_slice(&msg);
             let n = msg.len();
+            // Block to block, in shared memory: no private copy in between.
+            reply
+                .slice_mut(..n)
+                .ok_or("message longer than a block")?
+                .copy_from_view(&msg);
             drop(msg);
             reply.publish(n)?;
         }
@@ -52,11 +56,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ch = ShmChannel::connect(NAME, config, Duration::from_secs(10))?;
         let payload = vec![0xa5u8; size];
         let mut times = Vec::with_capacity(count);
+        let mut got = vec![0u8; size];
         for i in 0..count + count / 10 {
             let start = Instant::now();
             ch.send(&payload)?;
             let reply = ch.recv_with(wait)?;
-            let sum = reply.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+            // Copied out in one memcpy, then read: the peer could change the block meanwhile.
+            let got = got
+                .get_mut(..reply.len())
+                .ok_or("reply longer than the request")?;
+            reply.copy_to_slice(got);
+            let sum = got.iter().fold(0u8, |a, &b| a.wrapping_add(b));
             std::hint::black_box(sum);
             drop(reply);
             // The first tenth warms up.

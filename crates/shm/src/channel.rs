@@ -119,6 +119,7 @@ use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
+use crate::view::{ShmView, ShmViewMut};
 use crate::watch::Watch;
 use std::cell::Cell;
 use std::os::fd::OwnedFd;
@@ -313,8 +314,8 @@ const CLIENT_TX: usize = 1;
 
 /// One end of a bidirectional shared-memory channel between two processes.
 ///
-/// Both ends can send and receive. Receiving returns a [`ShmMessage`] that reads the message
-/// in place and gives its block back when dropped; sending copies into a block
+/// Both ends can send and receive. Receiving returns a [`ShmMessage`], a view of the message
+/// in its block (read by copy) that gives the block back when dropped; sending copies into a block
 /// ([`ShmChannel::send`]) or writes one in place ([`ShmChannel::loan`]). The channel is `Send`
 /// but not `Sync`: one thread uses an end at a time.
 ///
@@ -331,11 +332,11 @@ const CLIENT_TX: usize = 1;
 ///
 /// cli.send(b"request")?;
 /// let msg = srv.recv()?;
-/// assert_eq!(&*msg, b"request");
+/// assert_eq!(msg.to_vec(), b"request");
 /// drop(msg);
 /// srv.send(b"response")?;
 /// let reply = cli.recv()?;
-/// assert_eq!(&*reply, b"response");
+/// assert_eq!(reply.to_vec(), b"response");
 /// # Ok::<(), courier_shm::ShmError>(())
 /// ```
 pub struct ShmChannel {
@@ -562,7 +563,7 @@ impl ShmChannel {
             });
         }
         let mut loan = self.loan_until(deadline)?;
-        loan[..data.len()].copy_from_slice(data);
+        loan.write_at(0, data)?;
         loan.publish_until(data.len(), deadline)
     }
 
@@ -607,10 +608,17 @@ impl ShmChannel {
     }
 
     fn loaned(&self, idx: usize) -> ShmLoan<'_> {
+        // SAFETY: `idx < block_count` (it came from the local free list), so the block lies
+        // inside the segment, which lives as long as the borrow of `self`; the block is
+        // LOANED to us: the honest receiver does not touch it until it is published (a hostile
+        // one may, which changes bytes but not bounds: the view makes no reference to them);
+        // only this loan's view points at it in this process.
+        let view = unsafe { ShmViewMut::new(self.block_ptr(self.tx, idx), self.lay.block_size) };
         ShmLoan {
             ch: self,
             idx,
             published: false,
+            view,
         }
     }
 
@@ -855,7 +863,16 @@ impl ShmChannel {
         if len > self.lay.block_size {
             return Err(ShmError::Corrupt("message longer than a block"));
         }
-        Ok(Some(ShmMessage { ch: self, idx, len }))
+        // SAFETY: `idx < block_count` and `len <= block_size` were checked just above, so the
+        // bytes lie inside the segment, which lives as long as the borrow of `self`; the block
+        // is HELD by us: the honest sender does not write it until it comes back (a hostile
+        // one may, which changes bytes but not bounds: the view makes no reference to them).
+        let view = unsafe { ShmView::new(self.block_ptr(self.rx, idx), len) };
+        Ok(Some(ShmMessage {
+            ch: self,
+            idx,
+            view,
+        }))
     }
 
     /// Gives block `idx` of the receiving direction back to the sender.
@@ -939,14 +956,31 @@ fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
     Ok(lay)
 }
 
-/// A block loaned for writing a message in place. Derefs to the whole block (`block_size`
-/// bytes, holding whatever it held before); [`ShmLoan::publish`] sends its first `len` bytes.
-/// Dropped without publishing, the block goes back to the pool.
+/// A block loaned for writing a message in place. Derefs to a [`ShmViewMut`] of the whole
+/// block (`block_size` bytes, holding whatever it held before: write what you send);
+/// [`ShmLoan::publish`] sends its first `len` bytes. Dropped without publishing, the block goes
+/// back to the pool.
+///
+/// The view writes into the shared block and reads back by copy: no `&mut [u8]` to the block
+/// is ever made, since a hostile receiver could write it while we hold one (see
+/// [`ShmView`](crate::ShmView)).
+///
+/// # Examples
+///
+/// ```no_run
+/// # let ch = courier_shm::ShmChannel::connect("rpc", Default::default(), std::time::Duration::from_secs(5))?;
+/// let mut loan = ch.loan()?;
+/// loan.write_at(0, b"hello")?;
+/// loan.publish(5)?;
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
 #[derive(Debug)]
 pub struct ShmLoan<'a> {
     ch: &'a ShmChannel,
     idx: usize,
     published: bool,
+    /// The whole block, LOANED to us.
+    view: ShmViewMut<'a>,
 }
 
 impl ShmLoan<'_> {
@@ -984,31 +1018,17 @@ impl ShmLoan<'_> {
     }
 }
 
-impl std::ops::Deref for ShmLoan<'_> {
-    type Target = [u8];
+impl<'a> std::ops::Deref for ShmLoan<'a> {
+    type Target = ShmViewMut<'a>;
 
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `idx < block_count` (it came from the local free list); the block is LOANED
-        // to us: the honest receiver does not touch it until it is published (a hostile one
-        // may, which changes bytes but not bounds); the mapping outlives the borrow of `ch`.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.ch.block_ptr(self.ch.tx, self.idx),
-                self.ch.lay.block_size,
-            )
-        }
+    fn deref(&self) -> &ShmViewMut<'a> {
+        &self.view
     }
 }
 
-impl std::ops::DerefMut for ShmLoan<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only view in this process.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ch.block_ptr(self.ch.tx, self.idx),
-                self.ch.lay.block_size,
-            )
-        }
+impl<'a> std::ops::DerefMut for ShmLoan<'a> {
+    fn deref_mut(&mut self) -> &mut ShmViewMut<'a> {
+        &mut self.view
     }
 }
 
@@ -1022,23 +1042,36 @@ impl Drop for ShmLoan<'_> {
     }
 }
 
-/// A received message, read in place. Derefs to its bytes; dropping it gives the block back
-/// to the sender.
+/// A received message, in place in its block. Derefs to a [`ShmView`] of its bytes (read by
+/// copy: [`ShmView::to_vec`], [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the
+/// block back to the sender.
+///
+/// The sender could still write the block (an honest one does not until it comes back), so
+/// no `&[u8]` to it is ever made: what you copy out is what you check and use.
+///
+/// # Examples
+///
+/// ```no_run
+/// # let ch = courier_shm::ShmChannel::connect("rpc", Default::default(), std::time::Duration::from_secs(5))?;
+/// let msg = ch.recv()?;
+/// let mut head = [0u8; 4];
+/// msg.read_at(0, &mut head)?;
+/// let all: Vec<u8> = msg.to_vec();
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
 #[derive(Debug)]
 pub struct ShmMessage<'a> {
     ch: &'a ShmChannel,
     idx: usize,
-    len: usize,
+    /// The message's `len` bytes, HELD by us.
+    view: ShmView<'a>,
 }
 
-impl std::ops::Deref for ShmMessage<'_> {
-    type Target = [u8];
+impl<'a> std::ops::Deref for ShmMessage<'a> {
+    type Target = ShmView<'a>;
 
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `idx < block_count` and `len <= block_size` were checked in `try_take`; the
-        // block is HELD by us: the honest sender does not write it until it comes back (a
-        // hostile one may, which changes bytes but not bounds); the mapping outlives `ch`.
-        unsafe { std::slice::from_raw_parts(self.ch.block_ptr(self.ch.rx, self.idx), self.len) }
+    fn deref(&self) -> &ShmView<'a> {
+        &self.view
     }
 }
 
@@ -1089,15 +1122,18 @@ mod tests {
         let (l, c) = pair(ShmConfig::new().block_size(100).block_count(4));
         c.send(b"request").unwrap();
         let m = l.recv_timeout(SHORT).unwrap();
-        assert_eq!(&*m, b"request");
+        assert_eq!(m.to_vec(), b"request");
         l.send(b"response").unwrap();
-        assert_eq!(&*c.recv_with(WaitStrategy::BusySpin).unwrap(), b"response");
+        assert_eq!(
+            c.recv_with(WaitStrategy::BusySpin).unwrap().to_vec(),
+            b"response"
+        );
         drop(m);
         let mut loan = l.loan().unwrap();
         assert_eq!(loan.len(), 100);
-        loan[..5].copy_from_slice(b"in pl");
+        loan.write_at(0, b"in pl").unwrap();
         loan.publish(5).unwrap();
-        assert_eq!(&*c.try_recv().unwrap().unwrap(), b"in pl");
+        assert_eq!(c.try_recv().unwrap().unwrap().to_vec(), b"in pl");
         assert!(c.try_recv().unwrap().is_none());
         // An empty message is a message.
         c.send(b"").unwrap();
@@ -1129,8 +1165,8 @@ mod tests {
         assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
         drop(m1);
         c.send(b"3").unwrap();
-        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"2");
-        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"3");
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"2");
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"3");
 
         // With backpressure, a send waits for a block instead, and a message held too long
         // is a timeout.
@@ -1157,7 +1193,7 @@ mod tests {
         c.send(b"1").unwrap();
         c.send(b"2").unwrap();
         assert!(matches!(c.send(b"3"), Err(ShmError::RingFull)));
-        assert_eq!(&*l.try_recv().unwrap().unwrap(), b"1");
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"1");
         c.send(b"3").unwrap();
 
         let (l, c) = pair(cfg.full(Full::Backpressure));
@@ -1185,7 +1221,7 @@ mod tests {
         assert!(l.try_recv().unwrap().is_none());
         c.send(b"last words").unwrap();
         drop(c);
-        assert_eq!(&*l.recv().unwrap(), b"last words");
+        assert_eq!(l.recv().unwrap().to_vec(), b"last words");
         assert!(matches!(l.recv(), Err(ShmError::PeerDead)));
         assert!(matches!(l.try_recv(), Err(ShmError::PeerDead)));
         assert!(matches!(
@@ -1294,7 +1330,7 @@ mod tests {
             });
             for i in 0..N {
                 let m = l.recv().unwrap();
-                assert_eq!(u64::from_le_bytes((*m).try_into().unwrap()), i);
+                assert_eq!(u64::from_le_bytes(m.to_vec().try_into().unwrap()), i);
             }
         });
     }
@@ -1422,7 +1458,7 @@ mod tests {
                     1 => drop(l.send_timeout(b"hello", TINY)),
                     2 => {
                         if let Ok(m) = l.recv_timeout(TINY) {
-                            let _ = m.iter().map(|&b| u64::from(b)).sum::<u64>();
+                            let _ = m.to_vec().iter().map(|&b| u64::from(b)).sum::<u64>();
                             held.push(m);
                         }
                     }
@@ -1498,7 +1534,7 @@ mod tests {
                             } else {
                                 c.loan().and_then(|mut loan| {
                                     let k = len.min(loan.len());
-                                    loan[..k].copy_from_slice(&msg[..k]);
+                                    loan.write_at(0, &msg[..k]).unwrap();
                                     loan.publish(len)
                                 })
                             };
@@ -1539,7 +1575,7 @@ mod tests {
                             if !held.is_empty() {
                                 let (m, want) = held.swap_remove(i % held.len());
                                 // Still intact while held.
-                                prop_assert_eq!(&*m, want.as_slice());
+                                prop_assert_eq!(m.to_vec(), want);
                             }
                         }
                     }
@@ -1564,7 +1600,7 @@ mod tests {
                         0 => drop(c.send_timeout(b"abc", Duration::from_millis(1))),
                         1 => drop(l.send_timeout(b"abc", Duration::from_millis(1))),
                         2 => if let Ok(m) = l.recv_timeout(Duration::from_millis(1)) {
-                            let _ = m.iter().fold(0u8, |a, &b| a ^ b);
+                            let _ = m.to_vec().iter().fold(0u8, |a, &b| a ^ b);
                             held.push(m);
                         },
                         3 => drop(c.try_recv().map(|m| m.map(|m| m.len()))),

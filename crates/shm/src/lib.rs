@@ -55,8 +55,8 @@
 //! [`ShmChannel::listen`] and [`ShmChannel::connect`] make the two ends of a channel; each
 //! sends (a copy with [`ShmChannel::send`], or in place with [`ShmChannel::loan`]) and
 //! receives ([`ShmChannel::recv`], [`ShmChannel::try_recv`], [`ShmChannel::recv_with`] a
-//! [`WaitStrategy`]) a [`ShmMessage`] that reads the block in place and gives it back when
-//! dropped. The listener's [`ShmConfig`] sets the block size and count and the ring depth;
+//! [`WaitStrategy`]) a [`ShmMessage`], a [`ShmView`] of the block (read by copy, never as a
+//! `&[u8]` the peer could change underneath) that gives it back when dropped. The listener's [`ShmConfig`] sets the block size and count and the ring depth;
 //! a full ring or pool is backpressure or an error ([`Full`]), never a lost message. A blocked
 //! receiver spins briefly, then sleeps on a futex with no periodic wake-up (an idle process
 //! uses no CPU); a peer's death, SIGKILL included, ends it with [`ShmError::PeerDead`] at once:
@@ -72,15 +72,15 @@
 //! let srv = ShmChannel::listen("rpc", ShmConfig::new(), Duration::from_secs(30))?;
 //! let msg = srv.recv()?;
 //! let mut reply = srv.loan()?;
-//! reply[..msg.len()].copy_from_slice(&msg);
 //! let n = msg.len();
+//! reply.write_at(0, &msg.to_vec())?; // a view: read by copy, written in place
 //! drop(msg); // gives the request's block back
 //! reply.publish(n)?;
 //!
 //! // Client process:
 //! let cli = ShmChannel::connect("rpc", ShmConfig::new(), Duration::from_secs(5))?;
 //! cli.send(b"ping")?;
-//! assert_eq!(&*cli.recv_timeout(Duration::from_secs(1))?, b"ping");
+//! assert_eq!(cli.recv_timeout(Duration::from_secs(1))?.to_vec(), b"ping");
 //! # Ok::<(), courier_shm::ShmError>(())
 //! ```
 //!

@@ -299,6 +299,24 @@ impl<'a> ShmViewMut<'a> {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.as_mut_ptr(), src.len()) }
     }
 
+    /// Copies every byte of `src` (another view, of this mapping or another) over every byte
+    /// of this one, which must be exactly as long: shared memory to shared memory in one
+    /// `memmove`, with no private copy in between (an echo, say).
+    ///
+    /// # Panics
+    ///
+    /// If `src.len() != self.len()`.
+    pub fn copy_from_view(&mut self, src: &ShmView<'_>) {
+        assert_eq!(
+            src.len, self.view.len,
+            "ShmViewMut::copy_from_view: source length differs from the view's"
+        );
+        // SAFETY: the source is `len` readable bytes of a mapping and the destination `len`
+        // writable bytes of one (both views' contracts); no reference to either exists, and
+        // `ptr::copy` allows them to overlap (two views of the same bytes).
+        unsafe { std::ptr::copy(src.ptr, self.as_mut_ptr(), src.len) }
+    }
+
     /// Copies `src` into the bytes starting at `offset`.
     ///
     /// # Errors
@@ -399,6 +417,16 @@ mod tests {
             assert!(v.write_at(usize::MAX, b"x").is_err());
             v.fill(7);
             assert!(v.to_vec().iter().all(|&b| b == 7));
+            v.write_at(3, b"abc").unwrap();
+            let mut other = vec![0u8; 4];
+            {
+                // SAFETY: private memory standing in for a second mapping, used only by the
+                // view while it lives.
+                let mut w = unsafe { ShmViewMut::new(other.as_mut_ptr(), 4) };
+                w.copy_from_view(&v.slice(3..7).unwrap());
+                assert_eq!(w.to_vec(), [b'a', b'b', b'c', 7]);
+            }
+            assert_eq!(other, [b'a', b'b', b'c', 7]);
             assert_eq!(v.slice(60..).unwrap().len(), 4);
             assert!(v.slice(60..65).is_none());
             assert!(v.slice(usize::MAX..).is_none());

@@ -20,7 +20,9 @@
 //! Every wait has a deadline.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{ConnectConfig, Connection, Full, ShmChannel, ShmConfig, ShmError, WaitStrategy};
+use courier_shm::{
+    ConnectConfig, Connection, Full, ShmChannel, ShmConfig, ShmError, ShmView, WaitStrategy,
+};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,8 @@ fn numbered(i: u64) -> Vec<u8> {
     m
 }
 
-fn check_numbered(i: u64, m: &[u8]) {
-    assert_eq!(m, numbered(i).as_slice(), "message {i}");
+fn check_numbered(i: u64, m: &ShmView<'_>) {
+    assert_eq!(m.to_vec(), numbered(i), "message {i}");
 }
 
 /// A small deterministic generator (xorshift64*).
@@ -88,10 +90,10 @@ fn peer_main() {
             let cli = connect(Full::Backpressure).unwrap();
             cli.send(b"request").unwrap();
             let reply = cli.recv_timeout(DEADLINE).unwrap();
-            assert_eq!(&*reply, b"response");
+            assert_eq!(reply.to_vec(), b"response");
             drop(reply);
             let mut loan = cli.loan().unwrap();
-            loan[..6].copy_from_slice(b"loaned");
+            loan.write_at(0, b"loaned").unwrap();
             loan.publish(6).unwrap();
             say("ok");
         }
@@ -200,10 +202,10 @@ fn parity_example_across_processes() {
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
     assert_eq!(srv.peer().pid, peer.child.id() as i32);
     let msg = srv.recv_timeout(DEADLINE).unwrap();
-    assert_eq!(&*msg, b"request");
+    assert_eq!(msg.to_vec(), b"request");
     drop(msg);
     srv.send(b"response").unwrap();
-    assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"loaned");
+    assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), b"loaned");
     assert_eq!(peer.line(), "ok");
 }
 
@@ -237,8 +239,8 @@ fn send_errors_across_processes() {
     assert_eq!(peer.line(), "too-large");
     assert_eq!(peer.line(), "ring-full");
     assert_eq!(peer.line(), "pool-exhausted");
-    assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"1");
-    assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"2");
+    assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), b"1");
+    assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), b"2");
     drop(srv);
 
     let peer = spawn("backpressure", &dir, &name, None);
@@ -247,7 +249,7 @@ fn send_errors_across_processes() {
     assert_eq!(peer.line(), "blocking");
     // The peer's send waits for room; receiving makes it, and nothing is lost.
     for want in [b"1", b"2", b"3"] {
-        assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), want);
+        assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), want);
     }
     assert_eq!(peer.line(), "ok");
 }
@@ -319,7 +321,7 @@ fn sigkill_of_the_peer_wakes_a_blocked_recv_with_peer_dead() {
     assert_eq!(courier_files_in_dev_shm(), Vec::<String>::new());
     let peer = spawn("parity", &dir, &name, None);
     let srv = ShmChannel::listen(&name, ShmConfig::new(), DEADLINE).unwrap();
-    assert_eq!(&*srv.recv_timeout(DEADLINE).unwrap(), b"request");
+    assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), b"request");
     drop(peer);
 }
 
@@ -425,7 +427,7 @@ fn a_hostile_peer_scribbling_over_the_segment_gets_errors_not_panics() {
             0 => srv.send_timeout(b"to a hostile peer", step).map(|_| ()),
             1 => srv.recv_timeout(step).map(|m| {
                 // Read every byte: bounds hold whatever the peer wrote.
-                let _ = m.iter().fold(0u8, |a, &b| a ^ b);
+                let _ = m.to_vec().iter().fold(0u8, |a, &b| a ^ b);
                 held.push(m);
             }),
             2 => srv.try_recv().map(drop),

@@ -53,7 +53,7 @@ fn dropping_channels_joins_their_watchers() {
     let (l, c) = pair(&name);
     c.send(b"x").unwrap();
     drop(c);
-    assert_eq!(&*l.recv().unwrap(), b"x");
+    assert_eq!(l.recv().unwrap().to_vec(), b"x");
     assert!(matches!(l.recv(), Err(ShmError::PeerDead)));
     drop(l);
     assert_threads_back_to(before);
