@@ -15,8 +15,9 @@
 //! Each client process has one connection to the server: the handshake of
 //! [`Listener`](crate::Listener) (a Unix socket in the runtime directory, `SO_PEERCRED`, a
 //! sealed memfd) gives it a segment of its own (see `layout.rs` for the map), and a second
-//! message on the socket passes the server's **doorbell**, a small sealed memfd shared by all
-//! clients of the server, whose one word the server's idle workers sleep on.
+//! message on the socket passes the client its end of the connection's **wake-up socket**, a
+//! datagram socket pair of its own: nothing the server's clients share can be written by one
+//! of them to hurt the others.
 //!
 //! A call owns a **slot** of the connection from start to finish: a 128-byte record (kind,
 //! opcode, length, signature, four words; status, reply length, reply signature, two reply
@@ -55,11 +56,16 @@
 //!
 //! # Waking
 //!
-//! Every wait spins briefly and then sleeps on a futex with no periodic wake-up; each side
-//! announces its sleep before a last look, and the other side wakes it only if it announced
-//! (the Dekker pattern of [`ShmChannel`](crate::ShmChannel)). A caller sleeps on its slot's
-//! state word (`WAITER` bit); idle workers on the doorbell (each connection's `srv_sleep`
-//! says how many sleep, so a client makes a system call only when one does); async waiters
+//! Every wait spins briefly and then sleeps; each side announces its sleep before a last
+//! look, and the other side wakes it only if it announced (the Dekker pattern of
+//! [`ShmChannel`](crate::ShmChannel)). A caller sleeps on a futex, its slot's state word
+//! (`WAITER` bit). Idle workers sleep in `epoll_wait` on every connection's wake-up socket
+//! (and the server's own eventfd, for new connections and dead clients), at most 500 ms at a
+//! time: each connection's `srv_sleep` says how many sleep, so a client sends its one-byte
+//! wake-up (`MSG_DONTWAIT`: it never blocks) only when one does. The kernel keeps the
+//! wake-up, so no other client can take it back or forge a sleep; a worker woken for nothing
+//! goes back to sleep without spinning, so a client that only sends wake-ups pays a system
+//! call for each and keeps no worker busy. Async waiters
 //! and subscription readers on the connection's client bell, which a thread of the client
 //! process (started on first use) turns into `Waker` calls.
 //!

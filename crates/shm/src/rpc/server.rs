@@ -949,8 +949,9 @@ impl Conn {
                     self.counters.in_service.fetch_add(1, Ordering::Relaxed);
                     return Some(slot);
                 }
-                // Withdrawn before we took it: the slot is back with the client; next.
-                slot::Take::Withdrawn => {}
+                // Withdrawn before we took it: the slot is back with the client (tell a caller
+                // waiting for a free slot: it may be this one); next.
+                slot::Take::Withdrawn => self.ring_if_async(slot),
                 slot::Take::Broken => {
                     self.cut_off();
                     return None;
@@ -1143,6 +1144,19 @@ impl Conn {
         }
     }
 
+    /// Rings the client's bell if slot `slot`'s record asks for it (`F_ASYNC`: an async
+    /// caller, or a caller waiting for an abandoned slot to come back).
+    fn ring_if_async(&self, slot: usize) {
+        // SeqCst: as in `SlotRef::complete`, the Dekker pair with the client's flag store.
+        let flags = self
+            .sh
+            .u32(self.sh.lay.rec(slot) + S_FLAGS)
+            .load(Ordering::SeqCst);
+        if flags & F_ASYNC != 0 {
+            ring_client(&self.sh);
+        }
+    }
+
     /// Pushes the subscription ends that found the ring full, while there is room.
     fn flush_ends(self: &Arc<Self>) {
         if !self.has_ends.load(Ordering::Relaxed) {
@@ -1297,7 +1311,10 @@ impl SlotRef {
                     outcome
                 }
                 // The caller gave up after we took it; the slot is back with it.
-                slot::Complete::Canceled => Err(Error::OriginDisappeared),
+                slot::Complete::Canceled => {
+                    conn.ring_if_async(slot);
+                    Err(Error::OriginDisappeared)
+                }
                 slot::Complete::Broken => {
                     conn.cut_off();
                     Err(Error::OriginDisappeared)
