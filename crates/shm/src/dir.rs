@@ -47,6 +47,11 @@ fn choose(over: Option<OsString>, xdg: Option<OsString>, uid: u32) -> Result<Pat
     Ok(PathBuf::from(format!("/tmp/courier-{uid}")))
 }
 
+/// Whether a client running as `me` may look for sockets in a directory described by `info`.
+fn client_may_use(info: &sys::FileInfo, me: u32) -> bool {
+    info.is_dir && info.mode & 0o022 == 0 && (info.uid == me || info.uid == 0)
+}
+
 fn mode_ok(mode: u32) -> bool {
     mode & 0o700 == 0o700 && mode & 0o7077 & !0o011 == 0
 }
@@ -86,13 +91,17 @@ pub(crate) fn for_listener() -> Result<PathBuf, ShmError> {
     Ok(dir)
 }
 
-/// The runtime directory for a client: it must exist, be a directory and not be writable by
-/// anyone but its owner (who is the only one who can have made the socket in it). Its owner
-/// may be another user, for a service that admits this client in its allow-list.
+/// The runtime directory for a client: it must exist, be a directory, not be writable by
+/// anyone but its owner, and belong to this user or to root. A directory of another user is
+/// refused even where its mode looks right: with the predictable `/tmp/courier-<uid>`
+/// fallback, another user could have made it first and serve this user's names from it.
+/// (A client of another user's service points `COURIER_RUNTIME_DIR` at a directory of root's,
+/// or trusts nothing there: the listener's uid is checked at connect too.)
 pub(crate) fn for_client(name: &str) -> Result<PathBuf, ShmError> {
     let dir = runtime_dir()?;
+    let me = sys::euid();
     match sys::lstat(&dir) {
-        Ok(info) if info.is_dir && info.mode & 0o022 == 0 => Ok(dir),
+        Ok(info) if client_may_use(&info, me) => Ok(dir),
         Ok(info) => Err(ShmError::UnsafeRuntimeDir {
             path: dir,
             uid: info.uid,
@@ -142,6 +151,23 @@ mod tests {
             choose(None, None, 7).unwrap(),
             PathBuf::from("/tmp/courier-7")
         );
+    }
+
+    #[test]
+    fn a_client_refuses_a_directory_of_another_user() {
+        let dir = |uid, mode| sys::FileInfo {
+            uid,
+            mode,
+            is_dir: true,
+        };
+        assert!(client_may_use(&dir(1000, 0o700), 1000));
+        assert!(client_may_use(&dir(0, 0o711), 1000), "root's directory");
+        // Another user's directory, even with a good mode: a squatter of /tmp/courier-1000.
+        assert!(!client_may_use(&dir(1001, 0o711), 1000));
+        assert!(!client_may_use(&dir(1000, 0o777), 1000));
+        let mut file = dir(1000, 0o700);
+        file.is_dir = false;
+        assert!(!client_may_use(&file, 1000));
     }
 
     #[test]

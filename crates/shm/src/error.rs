@@ -59,6 +59,16 @@ pub enum ShmError {
         peer: Option<Credentials>,
     },
 
+    /// The listener of the name runs as a user this client does not trust (by default, any
+    /// user but its own: see `ConnectConfig::trust_uid`). Nothing was sent to it.
+    #[error("service {name:?} is served by uid {} (pid {}), which this client does not trust", peer.uid, peer.pid)]
+    UntrustedPeer {
+        /// The service name.
+        name: String,
+        /// The listener's credentials.
+        peer: Credentials,
+    },
+
     /// The shared segment the peer sent is not one courier can use.
     #[error("bad shared segment: {0}")]
     BadSegment(#[from] SegmentError),
@@ -152,9 +162,14 @@ pub enum SegmentError {
         /// The largest size accepted.
         max: u64,
     },
-    /// The segment's size can still change: it lacks the shrink, grow or seal seal.
+    /// The segment's size can still change: it lacks the shrink, grow or seal seal. (Checked
+    /// before its size is read, so a peer cannot shrink it between the two.)
     #[error("segment is not sealed against resizing")]
     NotSealed,
+    /// The descriptor is not a memfd in ordinary shared memory: a FIFO, a socket, a file on
+    /// disk, or a huge-page memfd (whose pool a peer could drain under our mapping).
+    #[error("the descriptor is not a regular memfd on tmpfs ({0})")]
+    NotMemfd(&'static str),
     /// The header does not start with courier's magic number.
     #[error("bad magic number {0:#018x}")]
     BadMagic(u64),

@@ -121,6 +121,14 @@ impl Segment {
     /// (within `HEADER_LEN..=max_len`), its seals, then its header's ready flag, magic,
     /// version and size.
     pub(crate) fn open(fd: OwnedFd, max_len: usize) -> Result<Segment, ShmError> {
+        // The seals first: once they are on, the size read below holds for good (read before
+        // them, a peer could shrink the file between the two and make our mapping fault).
+        if !sys::has_size_seals(fd.as_fd()) {
+            return Err(SegmentError::NotSealed.into());
+        }
+        if let Some(what) = sys::not_tmpfs_file(fd.as_fd()) {
+            return Err(SegmentError::NotMemfd(what).into());
+        }
         let actual =
             sys::file_size(fd.as_fd()).map_err(ShmError::io("reading the segment size"))?;
         let (min, max) = (HEADER_LEN as u64, max_len as u64);
@@ -131,9 +139,6 @@ impl Segment {
                 max,
             }
             .into());
-        }
-        if !sys::has_size_seals(fd.as_fd()) {
-            return Err(SegmentError::NotSealed.into());
         }
         // `actual <= max_len`, a usize: the cast is lossless.
         let len = actual as usize;
@@ -431,5 +436,74 @@ mod tests {
         ));
         let fd = crafted(2 << 20, true, |h| good(h, 2 << 20));
         assert!(matches!(open_err(fd), SegmentError::BadSize { .. }));
+    }
+
+    /// A peer's descriptor that is not a sealed memfd on tmpfs is refused with a clear error
+    /// before anything is mapped: never a SIGBUS, a hang or a mapping past the end of a file.
+    #[test]
+    fn descriptors_that_are_not_sealed_tmpfs_memfds_are_refused() {
+        use std::os::fd::OwnedFd;
+        // An unsealed memfd whose header claims 1 MiB, shrunk to a page: refused on its seals
+        // before its size is even read.
+        let fd = crafted(1 << 20, false, |h| good(h, 1 << 20));
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        assert_eq!(open_err(fd), SegmentError::NotSealed);
+        // A FIFO (opened read-write, non-blocking: opening it never waits).
+        let dir = std::env::temp_dir().join(format!("courier-seg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let f: OwnedFd = rustix::fs::open(
+            &fifo,
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        assert!(matches!(
+            open_err(f),
+            SegmentError::NotSealed | SegmentError::NotMemfd(_)
+        ));
+        // A socket.
+        let (a, _b) = sys::socketpair().unwrap();
+        assert!(matches!(
+            open_err(a),
+            SegmentError::NotSealed | SegmentError::NotMemfd(_)
+        ));
+        // A plain file (in the build directory, on disk).
+        let path = std::env::current_exe().unwrap().with_extension("seg-test");
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let f: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        assert!(matches!(
+            open_err(f),
+            SegmentError::NotSealed | SegmentError::NotMemfd(_)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A sealed huge-page memfd, where the kernel has huge pages to give.
+        match rustix::fs::memfd_create(
+            "courier-huge",
+            rustix::fs::MemfdFlags::HUGETLB | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        ) {
+            Ok(fd) => {
+                if rustix::fs::ftruncate(&fd, 2 << 20).is_ok() {
+                    let _ = sys::seal_size(fd.as_fd());
+                    assert!(matches!(
+                        open_err(fd),
+                        SegmentError::NotMemfd(_) | SegmentError::NotSealed
+                    ));
+                } else {
+                    eprintln!("skipped the huge-page case: no huge pages to size a memfd");
+                }
+            }
+            Err(e) => eprintln!("skipped the huge-page case: memfd_create(MFD_HUGETLB): {e}"),
+        }
     }
 }

@@ -132,12 +132,14 @@ impl ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
     max_segment_size: usize,
+    trusted_uids: Vec<u32>,
 }
 
 impl Default for ConnectConfig {
     fn default() -> Self {
         ConnectConfig {
             max_segment_size: 1 << 30,
+            trusted_uids: Vec::new(),
         }
     }
 }
@@ -153,6 +155,19 @@ impl ConnectConfig {
     pub fn max_segment_size(mut self, bytes: usize) -> Self {
         self.max_segment_size = bytes;
         self
+    }
+
+    /// Also accepts a listener running as `uid`. By default only a listener of this
+    /// process's effective uid is accepted (root's included only when trusted here): the
+    /// client sends it every request and lent buffer, so a listener of another user is
+    /// refused with [`ShmError::UntrustedPeer`] before anything is mapped.
+    pub fn trust_uid(mut self, uid: u32) -> Self {
+        self.trusted_uids.push(uid);
+        self
+    }
+
+    fn trusts(&self, peer: &Credentials) -> bool {
+        peer.uid == sys::euid() || self.trusted_uids.contains(&peer.uid)
     }
 }
 
@@ -419,6 +434,12 @@ impl Connection {
         };
         let peer = sys::peer_credentials(sock.as_fd())
             .map_err(ShmError::io("reading the listener's credentials"))?;
+        if !config.trusts(&peer) {
+            return Err(ShmError::UntrustedPeer {
+                name: name.to_owned(),
+                peer,
+            });
+        }
         if !sys::wait_readable(sock.as_fd(), deadline)
             .map_err(ShmError::io("waiting for the listener"))?
         {
@@ -614,6 +635,20 @@ mod tests {
             Connection::handshake("x", client, &ConnectConfig::new(), deadline),
             Err(ShmError::Timeout)
         ));
+    }
+
+    #[test]
+    fn a_client_trusts_only_its_own_uid_unless_told() {
+        let me = sys::euid();
+        let peer = |uid| Credentials {
+            pid: 0,
+            uid,
+            gid: 0,
+        };
+        let other = me.wrapping_add(12345);
+        assert!(ConnectConfig::new().trusts(&peer(me)));
+        assert!(!ConnectConfig::new().trusts(&peer(other)));
+        assert!(ConnectConfig::new().trust_uid(other).trusts(&peer(other)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::sync::AtomicU32;
 /// when the connection was made (`SO_PEERCRED`); the peer cannot forge them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Credentials {
-    /// The peer's process id.
+    /// The peer's process id; 0 if the peer is in another pid namespace.
     pub pid: i32,
     /// The peer's effective user id.
     pub uid: u32,
@@ -211,13 +211,38 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The credentials of the peer of a connected Unix socket.
+/// The credentials of the peer of a connected Unix socket. Read with `getsockopt` directly:
+/// rustix's `socket_peercred` builds a non-zero pid, and a peer in another pid namespace has
+/// pid 0 here (which [`Credentials::pid`] then says).
 pub(crate) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<Credentials> {
-    let c = rustix::net::sockopt::socket_peercred(sock)?;
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable `ucred` of `len` bytes, as SO_PEERCRED writes; `sock` is a
+    // live descriptor for the call's duration.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::other("short SO_PEERCRED"));
+    }
     Ok(Credentials {
-        pid: c.pid.as_raw_nonzero().get(),
-        uid: c.uid.as_raw(),
-        gid: c.gid.as_raw(),
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
     })
 }
 
@@ -327,6 +352,22 @@ pub(crate) fn has_size_seals(fd: BorrowedFd<'_>) -> bool {
 pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let st = rustix::fs::fstat(fd)?;
     u64::try_from(st.st_size).map_err(|_| io::Error::other("negative file size"))
+}
+
+/// Why `fd` is not a regular file on tmpfs (what a memfd without huge pages is), or `None` if
+/// it is one.
+pub(crate) fn not_tmpfs_file(fd: BorrowedFd<'_>) -> Option<&'static str> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    match rustix::fs::fstat(fd) {
+        Ok(st) if st.st_mode & 0o170000 != 0o100000 => return Some("not a regular file"),
+        Ok(_) => {}
+        Err(_) => return Some("fstat failed"),
+    }
+    match rustix::fs::fstatfs(fd) {
+        Ok(fs) if fs.f_type as u64 == TMPFS_MAGIC => None,
+        Ok(_) => Some("not on tmpfs (a huge-page memfd or a file on disk)"),
+        Err(_) => Some("fstatfs failed"),
+    }
 }
 
 /// Maps `len` bytes of `fd` shared, readable and writable.

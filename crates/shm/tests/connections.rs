@@ -49,7 +49,9 @@ fn peer_main() {
         return;
     };
     let name = std::env::var(NAME).unwrap();
-    let cc = ConnectConfig::new();
+    // The test process may run as root while a peer runs as another user: peers trust it
+    // (a client refuses a listener of another uid unless told; see `client-strict`).
+    let cc = ConnectConfig::new().trust_uid(0);
     match role.as_str() {
         // Bind, then serve handshakes and keep every connection, until killed.
         "listen" => {
@@ -96,6 +98,16 @@ fn peer_main() {
             Ok(c) => say(&format!("connected {}", c.peer().pid)),
             Err(e) => say(kind(&e)),
         },
+        // As `client-once`, trusting no listener of another uid.
+        "client-strict" => {
+            match Connection::connect_timeout(&name, &ConnectConfig::new(), DEADLINE) {
+                Ok(c) => say(&format!("connected {}", c.peer().pid)),
+                Err(ShmError::UntrustedPeer { peer, .. }) => {
+                    say(&format!("untrusted {}", peer.uid))
+                }
+                Err(e) => say(kind(&e)),
+            }
+        }
         // Connect, then hold the connection until killed.
         "client-hold" => {
             let _conn = Connection::connect_timeout(&name, &cc, DEADLINE).unwrap();
@@ -381,6 +393,13 @@ fn another_user_is_refused_unless_allowed() {
     let conn = l.accept_timeout(DEADLINE).unwrap();
     assert_eq!(conn.peer().uid, NOBODY);
     assert_eq!(client.line(), format!("connected {}", std::process::id()));
+    assert!(client.exit_status().success());
+
+    // The listener admits nobody, but nobody's client does not trust a listener of another
+    // user (root here) unless told: it refuses before it sends or maps anything.
+    let mut client = spawn("client-strict", &dir, &name, Some(NOBODY));
+    let _ = l.accept_timeout(DEADLINE);
+    assert_eq!(client.line(), format!("untrusted {}", euid()));
     assert!(client.exit_status().success());
 }
 
