@@ -21,7 +21,8 @@
 //! Every counter only grows (u64: it does not wrap in practice); a slot is `counter % depth`.
 //! Each direction is a pair of single-producer single-consumer rings over its own pool of
 //! blocks: messages go forward through the message ring, blocks come back through the returned
-//! ring.
+//! ring. Both are the substrate's checked ring (`substrate/ring.rs`, model-checked with loom);
+//! the waits below are its park/wake handshake (`substrate/park.rs`, likewise).
 //!
 //! # Ownership of a block, per phase
 //!
@@ -117,14 +118,17 @@
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
-use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave, AWAKE};
+use crate::substrate::ring::{Consumer, Producer, RingError};
+use crate::sync::shared::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::view::{ShmView, ShmViewMut};
 use crate::watch::Watch;
 use std::cell::Cell;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
 const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
@@ -132,9 +136,6 @@ const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
 const CHAN_VERSION: u32 = 1;
 /// The value of the channel header's ready flag once it is complete.
 const CHAN_READY: u32 = 1;
-
-/// How many times a waiter looks at the ring before it sleeps.
-const SPINS: u32 = 512;
 
 /// The largest block, block count and ring depth a layout may have.
 const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -159,12 +160,6 @@ const H_BLOCK_COUNT: usize = 12;
 const H_RING_DEPTH: usize = 16;
 const H_READY: usize = 20;
 const H_LEN: usize = 64;
-
-// Values of the `s_wait` / `r_wait` futex words.
-/// Nobody sleeps (or the sleeper has been woken).
-const AWAKE: u32 = 0;
-/// The owner of the word announced that it sleeps: the other side must wake it.
-const SLEEPING: u32 = 1;
 
 /// What a send does when the ring towards the peer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,14 +344,16 @@ pub struct ShmChannel {
     full: Full,
     tx: usize,
     rx: usize,
-    // Sending side, authoritative copies (never read back from the segment).
-    tail: Cell<u64>,
-    ret_head: Cell<u64>,
+    // Sending side, authoritative copies (never read back from the segment): the producer
+    // of the message ring and the consumer of the returned ring of direction `tx`.
+    msg_tx: Cell<Producer>,
+    ret_rx: Cell<Consumer>,
     free: Cell<Vec<u32>>,
     in_flight: Cell<Vec<bool>>,
-    // Receiving side.
-    head: Cell<u64>,
-    ret_tail: Cell<u64>,
+    // Receiving side: the consumer of the message ring and the producer of the returned
+    // ring of direction `rx`.
+    msg_rx: Cell<Consumer>,
+    ret_tx: Cell<Producer>,
 }
 
 impl std::fmt::Debug for ShmChannel {
@@ -381,13 +378,13 @@ impl ShmChannel {
     /// [`Listener::bind`] (a bad name, a name in use, the runtime directory) and of
     /// [`Listener::accept_timeout`] ([`ShmError::Timeout`], [`ShmError::PermissionDenied`]).
     pub fn listen(name: &str, config: ShmConfig, timeout: Duration) -> Result<Self, ShmError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         let lay = config.layout()?;
         let listener = Listener::bind(
             name,
             ListenerConfig::new().segment_size(HEADER_LEN + lay.total),
         )?;
-        let conn = listener.accept_with(Some(deadline), |seg| write_header(seg, &lay))?;
+        let conn = listener.accept_with(deadline.instant(), |seg| write_header(seg, &lay))?;
         drop(listener);
         Self::new(conn, lay, config.full, LISTENER_TX)
     }
@@ -442,12 +439,12 @@ impl ShmChannel {
             full,
             tx,
             rx,
-            tail: Cell::new(0),
-            ret_head: Cell::new(0),
+            msg_tx: Cell::new(Producer::new(lay.ring_depth)),
+            ret_rx: Cell::new(Consumer::new(lay.block_count)),
             free: Cell::new(free),
             in_flight: Cell::new(vec![false; lay.block_count]),
-            head: Cell::new(0),
-            ret_tail: Cell::new(0),
+            msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
+            ret_tx: Cell::new(Producer::new(lay.block_count)),
         })
     }
 
@@ -502,35 +499,6 @@ impl ShmChannel {
         self.watch.shared.dead.load(Ordering::SeqCst)
     }
 
-    /// Sleeps on `word` (one of this side's futex words) until woken, the peer's death, or
-    /// `timeout` (`None`: no limit), unless `ready` (evaluated after announcing the sleep)
-    /// finds the awaited change already made. Returns `ready`'s result. See "Waiting" and
-    /// "A dead peer" for why no wake-up is missed.
-    fn sleep_on<T>(
-        &self,
-        word: &AtomicU32,
-        timeout: Option<Duration>,
-        ready: impl FnOnce() -> Result<Option<T>, ShmError>,
-    ) -> Result<Option<T>, ShmError> {
-        let shared = &self.watch.shared;
-        // SeqCst (with the loads and stores of `dead` and `sleepers` in the watcher): the
-        // watcher either sees this count and wakes us until we leave, or we see `dead` below.
-        shared.sleepers.fetch_add(1, Ordering::SeqCst);
-        word.store(SLEEPING, Ordering::SeqCst);
-        // SeqCst: the Dekker pair with the peer's fence in `wake` after its store of a
-        // counter: either `ready` sees that store or the peer sees SLEEPING and wakes us.
-        fence(Ordering::SeqCst);
-        let got = ready();
-        if let Ok(None) = got {
-            if !shared.dead.load(Ordering::SeqCst) {
-                sys::futex_wait(word, SLEEPING, timeout);
-            }
-        }
-        word.store(AWAKE, Ordering::Relaxed);
-        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
-        got
-    }
-
     // ----- Sending.
 
     /// Copies `data` into a block and sends it.
@@ -543,7 +511,7 @@ impl ShmChannel {
     /// [`ShmError::TooLarge`], [`ShmError::PoolExhausted`], [`ShmError::RingFull`],
     /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]. Nothing was sent.
     pub fn send(&self, data: &[u8]) -> Result<(), ShmError> {
-        self.send_until(data, None)
+        self.send_until(data, Deadline::NEVER)
     }
 
     /// As [`ShmChannel::send`], waiting at most `timeout` for room in the ring.
@@ -552,10 +520,10 @@ impl ShmChannel {
     ///
     /// As [`ShmChannel::send`], and [`ShmError::Timeout`].
     pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), ShmError> {
-        self.send_until(data, Some(Instant::now() + timeout))
+        self.send_until(data, Deadline::after(timeout))
     }
 
-    fn send_until(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), ShmError> {
+    fn send_until(&self, data: &[u8], deadline: Deadline) -> Result<(), ShmError> {
         if data.len() > self.lay.block_size {
             return Err(ShmError::TooLarge {
                 len: data.len(),
@@ -591,17 +559,17 @@ impl ShmChannel {
     ///
     /// As [`ShmChannel::loan`], and [`ShmError::Timeout`].
     pub fn loan_timeout(&self, timeout: Duration) -> Result<ShmLoan<'_>, ShmError> {
-        self.loan_until(Some(Instant::now() + timeout))
+        self.loan_until(Deadline::after(timeout))
     }
 
-    fn loan_until(&self, deadline: Option<Instant>) -> Result<ShmLoan<'_>, ShmError> {
+    fn loan_until(&self, deadline: Deadline) -> Result<ShmLoan<'_>, ShmError> {
         match self.full {
             Full::Error => self.loan(),
             Full::Backpressure => {
                 if self.peer_dead() {
                     return Err(ShmError::PeerDead);
                 }
-                let idx = self.wait_for(deadline, || self.take_block())?;
+                let idx = self.wait_for(deadline, || self.take_block(), || self.block_ready())?;
                 Ok(self.loaned(idx))
             }
         }
@@ -637,22 +605,31 @@ impl ShmChannel {
         Ok(idx.map(|i| i as usize))
     }
 
+    /// Whether a block could be taken now (free, or returned), without taking it.
+    fn block_ready(&self) -> Result<bool, ShmError> {
+        let free = self.free.take();
+        let any_free = !free.is_empty();
+        self.free.set(free);
+        if any_free {
+            return Ok(true);
+        }
+        let returned = self.ret_rx.get().available(self.ctl64(self.tx, RET_TAIL));
+        Ok(returned.map_err(|_| RETURNED_BROKEN)? > 0)
+    }
+
     /// Takes the blocks the receiver returned back into `free`.
     fn reclaim(&self, free: &mut Vec<u32>) -> Result<(), ShmError> {
-        let count = self.lay.block_count;
-        // Acquire: pairs with the receiver's Release store of `ret_tail` in `release`, so the
-        // slots below hold the indices it wrote (Relaxed could show an old slot).
-        let ret_tail = self.ctl64(self.tx, RET_TAIL).load(Ordering::Acquire);
-        let mut pos = self.ret_head.get();
-        if ret_tail.wrapping_sub(pos) > count as u64 {
-            return Err(ShmError::Corrupt("returned-ring counter out of range"));
-        }
+        let mut ring = self.ret_rx.get();
+        let n = ring
+            .available(self.ctl64(self.tx, RET_TAIL))
+            .map_err(|_| RETURNED_BROKEN)?;
         let mut in_flight = self.in_flight.take();
         let mut result = Ok(());
-        while pos != ret_tail {
-            let slot = (pos % count as u64) as usize;
+        let mut taken = 0;
+        while taken < n {
+            // Read once; accepted only if this side has that block in flight.
             let idx = self
-                .u32_at(self.lay.ret[self.tx] + slot * 4)
+                .u32_at(self.lay.ret[self.tx] + ring.slot(taken) * 4)
                 .load(Ordering::Relaxed) as usize;
             match in_flight.get_mut(idx) {
                 Some(f) if *f => *f = false,
@@ -662,71 +639,55 @@ impl ShmChannel {
                 }
             }
             free.push(idx as u32);
-            pos += 1;
+            taken += 1;
         }
         self.in_flight.set(in_flight);
-        self.ret_head.set(pos);
-        // Release: pairs with the receiver's Acquire load of `ret_head` in `release`: it
-        // overwrites these slots only after our reads of them.
-        self.ctl64(self.tx, RET_HEAD).store(pos, Ordering::Release);
+        ring.advance(taken, self.ctl64(self.tx, RET_HEAD));
+        self.ret_rx.set(ring);
         result
     }
 
-    /// Whether the message ring has room for one more entry.
-    fn ring_has_room(&self) -> Result<bool, ShmError> {
-        // Acquire: pairs with the receiver's Release store of `head` in `try_take`, so its read
-        // of a slot happens before we overwrite the slot.
-        let head = self.ctl64(self.tx, HEAD).load(Ordering::Acquire);
-        let used = self.tail.get().wrapping_sub(head);
-        if used > self.lay.ring_depth as u64 {
-            return Err(ShmError::Corrupt("message-ring head out of range"));
+    /// The slot of the message ring the next entry goes in, if the ring has room.
+    fn reserve_slot(&self) -> Result<Option<usize>, ShmError> {
+        match self.msg_tx.get().reserve(self.ctl64(self.tx, HEAD)) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(RingError::Full) => Ok(None),
+            Err(RingError::Broken) => Err(ShmError::Corrupt("message-ring head out of range")),
         }
-        Ok(used < self.lay.ring_depth as u64)
     }
 
-    /// Waits for room in the ring per the `full` policy.
-    fn wait_for_room(&self, deadline: Option<Instant>) -> Result<(), ShmError> {
+    /// Waits for room in the ring per the `full` policy; returns the slot to fill.
+    fn wait_for_room(&self, deadline: Deadline) -> Result<usize, ShmError> {
         if self.full == Full::Error {
-            return match self.ring_has_room()? {
-                true => Ok(()),
-                false => Err(ShmError::RingFull),
-            };
+            return self.reserve_slot()?.ok_or(ShmError::RingFull);
         }
-        self.wait_for(deadline, || Ok(self.ring_has_room()?.then_some(())))
+        self.wait_for(
+            deadline,
+            || self.reserve_slot(),
+            || Ok(self.reserve_slot()?.is_some()),
+        )
     }
 
     /// Retries `attempt` until it gives a value: spinning, then asleep on this direction's
-    /// `s_wait` word, woken by the receiver when it consumes a message or returns a block.
+    /// `s_wait` word, woken by the receiver when it consumes a message or returns a block
+    /// (`ready` says whether `attempt` may succeed now, without taking anything).
     fn wait_for<T>(
         &self,
-        deadline: Option<Instant>,
-        mut attempt: impl FnMut() -> Result<Option<T>, ShmError>,
+        deadline: Deadline,
+        attempt: impl FnMut() -> Result<Option<T>, ShmError>,
+        ready: impl FnMut() -> Result<bool, ShmError>,
     ) -> Result<T, ShmError> {
-        for _ in 0..SPINS {
-            if let Some(v) = attempt()? {
-                return Ok(v);
-            }
-            std::hint::spin_loop();
-        }
-        loop {
-            if let Some(v) = attempt()? {
-                return Ok(v);
-            }
-            if self.peer_dead() {
-                return Err(ShmError::PeerDead);
-            }
-            let timeout = time_left(deadline)?;
-            // Woken by the receiver after its store of `head` or `ret_tail`, or by the watcher.
-            if let Some(v) = self.sleep_on(self.ctl32(self.tx, S_WAIT), timeout, &mut attempt)? {
-                return Ok(v);
-            }
-        }
+        let word = self.ctl32(self.tx, S_WAIT);
+        park::wait(word, &*self.watch.shared, deadline, attempt, ready).map_err(|g| match g {
+            Gave::Err(e) => e,
+            Gave::Dead => ShmError::PeerDead,
+            Gave::Expired => ShmError::Timeout,
+        })
     }
 
-    /// Publishes block `idx` holding `len <= block_size` bytes. The ring has room.
-    fn commit(&self, idx: usize, len: usize) {
-        let tail = self.tail.get();
-        let slot = (tail % self.lay.ring_depth as u64) as usize;
+    /// Publishes block `idx` holding `len <= block_size` bytes in `slot`, which
+    /// [`ShmChannel::wait_for_room`] reserved.
+    fn commit(&self, slot: usize, idx: usize, len: usize) {
         self.u64_at(self.lay.ring[self.tx] + slot * 8)
             .store(((idx as u64) << 32) | len as u64, Ordering::Relaxed);
         let mut in_flight = self.in_flight.take();
@@ -734,23 +695,12 @@ impl ShmChannel {
             *f = true;
         }
         self.in_flight.set(in_flight);
-        self.tail.set(tail + 1);
-        // Release: pairs with the receiver's Acquire load of `tail`: it sees the entry above
-        // and the bytes written into the block (Relaxed would let it read a stale block).
-        self.ctl64(self.tx, TAIL).store(tail + 1, Ordering::Release);
-        self.wake(self.tx, R_WAIT);
-    }
-
-    /// After a store the peer may be sleeping for: the waker's half of the Dekker pair.
-    fn wake(&self, dir: usize, field: usize) {
-        // SeqCst: orders the store just made before the load of the flag, against the
-        // sleeper's store of SLEEPING before its load of our counter (see "Waiting"). Without
-        // it both could read the old values: the sleeper would sleep with a message waiting.
-        fence(Ordering::SeqCst);
-        let word = self.ctl32(dir, field);
-        if word.load(Ordering::Relaxed) != AWAKE && word.swap(AWAKE, Ordering::Relaxed) != AWAKE {
-            sys::futex_wake(word);
-        }
+        let mut ring = self.msg_tx.get();
+        // Its Release store of `tail` makes the entry above and the bytes written into the
+        // block visible to a receiver that sees the new tail.
+        ring.commit(self.ctl64(self.tx, TAIL));
+        self.msg_tx.set(ring);
+        park::wake(self.ctl32(self.tx, R_WAIT));
     }
 
     // ----- Receiving.
@@ -798,28 +748,32 @@ impl ShmChannel {
     pub fn recv_with(&self, strategy: WaitStrategy) -> Result<ShmMessage<'_>, ShmError> {
         let deadline = match strategy {
             WaitStrategy::BusySpin => return self.recv_spinning(),
-            WaitStrategy::Adaptive => None,
-            WaitStrategy::Timeout(d) => Some(Instant::now() + d),
+            WaitStrategy::Adaptive => Deadline::NEVER,
+            WaitStrategy::Timeout(d) => Deadline::after(d),
         };
-        for _ in 0..SPINS {
-            if let Some(m) = self.try_take()? {
-                return Ok(m);
-            }
-            std::hint::spin_loop();
-        }
-        loop {
-            if let Some(m) = self.try_take()? {
-                return Ok(m);
-            }
-            if self.peer_dead() {
-                return self.try_take()?.ok_or(ShmError::PeerDead);
-            }
-            let timeout = time_left(deadline)?;
-            // Woken by the sender after its store of `tail`, or by the watcher.
-            self.sleep_on(self.ctl32(self.rx, R_WAIT), timeout, || {
-                let tail = self.ctl64(self.rx, TAIL).load(Ordering::Relaxed);
-                Ok((tail != self.head.get()).then_some(()))
-            })?;
+        // Woken by the sender after its store of `tail`, or by the watcher.
+        let word = self.ctl32(self.rx, R_WAIT);
+        let waiting = || {
+            let tail = self.ctl64(self.rx, TAIL);
+            Ok(self
+                .msg_rx
+                .get()
+                .available(tail)
+                .map_err(|_| MESSAGES_BROKEN)?
+                > 0)
+        };
+        match park::wait(
+            word,
+            &*self.watch.shared,
+            deadline,
+            || self.try_take(),
+            waiting,
+        ) {
+            Ok(m) => Ok(m),
+            Err(Gave::Err(e)) => Err(e),
+            // A message published just before the hang-up is still delivered.
+            Err(Gave::Dead) => self.try_take()?.ok_or(ShmError::PeerDead),
+            Err(Gave::Expired) => Err(ShmError::Timeout),
         }
     }
 
@@ -836,25 +790,19 @@ impl ShmChannel {
     }
 
     fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
-        let head = self.head.get();
-        // Acquire: pairs with the sender's Release store of `tail` in `commit`: the entry and
-        // the block's bytes are visible to us.
-        let tail = self.ctl64(self.rx, TAIL).load(Ordering::Acquire);
-        if tail == head {
+        let mut ring = self.msg_rx.get();
+        let (tail, head) = (self.ctl64(self.rx, TAIL), self.ctl64(self.rx, HEAD));
+        // The entry is read once; its slot goes back to the sender (Release of `head`) before
+        // the entry is checked, so a bad entry is consumed, not met again.
+        let entry = ring.pop(tail, head, |slot| {
+            self.u64_at(self.lay.ring[self.rx] + slot * 8)
+                .load(Ordering::Relaxed)
+        });
+        let Some(entry) = entry.map_err(|_| MESSAGES_BROKEN)? else {
             return Ok(None);
-        }
-        if tail.wrapping_sub(head) > self.lay.ring_depth as u64 {
-            return Err(ShmError::Corrupt("message-ring tail out of range"));
-        }
-        let slot = (head % self.lay.ring_depth as u64) as usize;
-        let entry = self
-            .u64_at(self.lay.ring[self.rx] + slot * 8)
-            .load(Ordering::Relaxed);
-        self.head.set(head + 1);
-        // Release: pairs with the sender's Acquire load of `head` in `ring_has_room`: the slot
-        // is reused only after the read above.
-        self.ctl64(self.rx, HEAD).store(head + 1, Ordering::Release);
-        self.wake(self.rx, S_WAIT);
+        };
+        self.msg_rx.set(ring);
+        park::wake(self.ctl32(self.rx, S_WAIT));
         let idx = (entry >> 32) as usize;
         let len = (entry & 0xffff_ffff) as usize;
         if idx >= self.lay.block_count {
@@ -877,39 +825,29 @@ impl ShmChannel {
 
     /// Gives block `idx` of the receiving direction back to the sender.
     fn release(&self, idx: usize) {
-        let t = self.ret_tail.get();
-        // Acquire: pairs with the sender's Release store of `ret_head` in `reclaim`: the slot
-        // we overwrite has been read.
-        let taken = self.ctl64(self.rx, RET_HEAD).load(Ordering::Acquire);
-        if t.wrapping_sub(taken) >= self.lay.block_count as u64 {
+        let mut ring = self.ret_tx.get();
+        let (head, tail) = (self.ctl64(self.rx, RET_HEAD), self.ctl64(self.rx, RET_TAIL));
+        // `idx < block_count <= 2^20` fits in u32.
+        let slots = self.lay.ret[self.rx];
+        let put = |slot: usize| {
+            self.u32_at(slots + slot * 4)
+                .store(idx as u32, Ordering::Relaxed)
+        };
+        if ring.push(head, tail, put).is_err() {
             // Only a corrupt peer gets here (an honest one has a free slot for every block it
             // sent): keep the block rather than overwrite an entry.
             return;
         }
-        let slot = (t % self.lay.block_count as u64) as usize;
-        // `idx < block_count <= 2^20` fits in u32.
-        self.u32_at(self.lay.ret[self.rx] + slot * 4)
-            .store(idx as u32, Ordering::Relaxed);
-        self.ret_tail.set(t + 1);
-        // Release: pairs with the sender's Acquire load of `ret_tail` in `reclaim`.
-        self.ctl64(self.rx, RET_TAIL)
-            .store(t + 1, Ordering::Release);
+        self.ret_tx.set(ring);
         // A sender waiting for a block sleeps without a timeout: it must be woken here.
-        self.wake(self.rx, S_WAIT);
+        park::wake(self.ctl32(self.rx, S_WAIT));
     }
 }
 
-/// How long a waiter may sleep: `None` (no limit) without a deadline, what is left before
-/// `deadline` otherwise; [`ShmError::Timeout`] once it has passed.
-fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, ShmError> {
-    match deadline {
-        None => Ok(None),
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(ShmError::Timeout),
-        },
-    }
-}
+/// The message ring's tail is impossible.
+const MESSAGES_BROKEN: ShmError = ShmError::Corrupt("message-ring tail out of range");
+/// The returned ring's tail is impossible.
+const RETURNED_BROKEN: ShmError = ShmError::Corrupt("returned-ring counter out of range");
 
 /// Writes the channel header into a new segment (before it is sent to the client).
 fn write_header(seg: &Segment, lay: &Layout) {
@@ -992,7 +930,7 @@ impl ShmLoan<'_> {
     /// [`ShmError::TooLarge`] if `len` is larger than the block, [`ShmError::RingFull`],
     /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]; the block then goes back to the pool.
     pub fn publish(self, len: usize) -> Result<(), ShmError> {
-        self.publish_until(len, None)
+        self.publish_until(len, Deadline::NEVER)
     }
 
     /// As [`ShmLoan::publish`], waiting at most `timeout` for room in the ring.
@@ -1001,18 +939,18 @@ impl ShmLoan<'_> {
     ///
     /// As [`ShmLoan::publish`], and [`ShmError::Timeout`].
     pub fn publish_timeout(self, len: usize, timeout: Duration) -> Result<(), ShmError> {
-        self.publish_until(len, Some(Instant::now() + timeout))
+        self.publish_until(len, Deadline::after(timeout))
     }
 
-    fn publish_until(mut self, len: usize, deadline: Option<Instant>) -> Result<(), ShmError> {
+    fn publish_until(mut self, len: usize, deadline: Deadline) -> Result<(), ShmError> {
         if len > self.ch.lay.block_size {
             return Err(ShmError::TooLarge {
                 len,
                 max: self.ch.lay.block_size,
             });
         }
-        self.ch.wait_for_room(deadline)?;
-        self.ch.commit(self.idx, len);
+        let slot = self.ch.wait_for_room(deadline)?;
+        self.ch.commit(slot, self.idx, len);
         self.published = true;
         Ok(())
     }
@@ -1084,7 +1022,9 @@ impl Drop for ShmMessage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::substrate::park::SLEEPING;
     use crate::sync::AtomicBool;
+    use std::time::Instant;
 
     const PID: Credentials = Credentials {
         pid: 1,
