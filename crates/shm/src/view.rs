@@ -51,8 +51,10 @@ use std::ops::{Bound, RangeBounds};
 
 use crate::error::ShmError;
 
-/// A read-only view of `len` bytes in memory shared with another process (see the
-/// [module docs](self)): every read is a copy into this process's memory.
+/// A read-only view of `len` bytes in memory shared with another process: every read is a
+/// copy into this process's memory, so no `&[u8]` to bytes the peer may change is ever made
+/// (a reference promises the compiler the bytes do not change while it lives; a peer could
+/// break that promise, and a bounds check made on one read would not hold for the next).
 ///
 /// It borrows what owns the mapping (`'a`), so it cannot outlive it.
 pub struct ShmView<'a> {
@@ -140,7 +142,8 @@ impl<'a> ShmView<'a> {
         self.len == 0
     }
 
-    /// The first byte, for raw access (see the [module docs](self)).
+    /// The first byte, for raw access (whoever dereferences it makes the trust assumption of
+    /// [`ShmView::as_slice`]).
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
@@ -260,7 +263,8 @@ impl<'a> ShmViewMut<'a> {
         }
     }
 
-    /// The first byte, for raw access (see the [module docs](self)).
+    /// The first byte, for raw access (whoever dereferences it makes the trust assumption of
+    /// [`ShmView::as_slice`]).
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.view.ptr.cast_mut()
     }
