@@ -102,6 +102,8 @@ mod segment;
 #[cfg(target_os = "linux")]
 mod service;
 #[cfg(target_os = "linux")]
+mod substrate;
+#[cfg(target_os = "linux")]
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;

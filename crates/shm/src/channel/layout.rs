@@ -1,0 +1,181 @@
+//! Where everything of a channel lies in its segment, and the header that says so.
+//!
+//! # Layout (offsets from the start of the segment's payload)
+//!
+//! ```text
+//! 0        channel header (64 B): "CHAN", version, block size, block count, ring depth, ready
+//! 64       direction 0 control (listener -> client), 128 B:
+//!            +0   tail      u64  messages published      (written by the sender)
+//!            +8   ret_head  u64  returned blocks taken   (written by the sender)
+//!            +16  s_wait    u32  the sender sleeps       (futex word, see "Waiting")
+//!            +64  head      u64  messages consumed       (written by the receiver)
+//!            +72  ret_tail  u64  blocks returned         (written by the receiver)
+//!            +80  r_wait    u32  the receiver sleeps     (futex word)
+//! 192      direction 1 control (client -> listener), the same
+//! 320      message ring of each direction: ring_depth x u64 entries (block << 32 | length)
+//!          returned ring of each direction: block_count x u32 block indices
+//!          blocks of each direction (64-byte aligned): block_count x block_size bytes
+//! ```
+//!
+//! Every counter only grows (u64: it does not wrap in practice); a slot is `counter % depth`.
+//! Each direction is a pair of single-producer single-consumer rings over its own pool of
+//! blocks: messages go forward through the message ring, blocks come back through the returned
+//! ring. Both are the substrate's checked ring (`substrate/ring.rs`, model-checked with loom);
+//! the waits below are its park/wake handshake (`substrate/park.rs`, likewise).
+//!
+
+use crate::error::ShmError;
+use crate::segment::{Segment, HEADER_LEN};
+use crate::sync::shared::Ordering;
+
+/// The channel header's magic number: "CHAN" read as a little-endian `u32`.
+pub(super) const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
+/// The channel layout version.
+pub(super) const CHAN_VERSION: u32 = 1;
+/// The value of the channel header's ready flag once it is complete.
+pub(super) const CHAN_READY: u32 = 1;
+
+/// The largest block, block count and ring depth a layout may have.
+pub(super) const MAX_BLOCK_SIZE: usize = 1 << 30;
+pub(super) const MAX_COUNT: usize = 1 << 20;
+/// The largest segment a channel uses (the client maps segments up to 1 GiB by default).
+pub(super) const MAX_SEGMENT: usize = 1 << 30;
+
+// Offsets inside a direction's control area.
+pub(super) const CTL_LEN: usize = 128;
+pub(super) const TAIL: usize = 0;
+pub(super) const RET_HEAD: usize = 8;
+pub(super) const S_WAIT: usize = 16;
+pub(super) const HEAD: usize = 64;
+pub(super) const RET_TAIL: usize = 72;
+pub(super) const R_WAIT: usize = 80;
+
+// Offsets inside the channel header.
+pub(super) const H_MAGIC: usize = 0;
+pub(super) const H_VERSION: usize = 4;
+pub(super) const H_BLOCK_SIZE: usize = 8;
+pub(super) const H_BLOCK_COUNT: usize = 12;
+pub(super) const H_RING_DEPTH: usize = 16;
+pub(super) const H_READY: usize = 20;
+pub(super) const H_LEN: usize = 64;
+
+/// Where everything is, computed from the three numbers in the header with checked arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub(super) block_size: usize,
+    pub(super) block_count: usize,
+    pub(super) ring_depth: usize,
+    /// Distance between two blocks: `block_size` rounded up to 64.
+    pub(super) stride: usize,
+    pub(super) ctl: [usize; 2],
+    pub(super) ring: [usize; 2],
+    pub(super) ret: [usize; 2],
+    pub(super) blocks: [usize; 2],
+    /// Bytes of payload the channel uses.
+    pub(super) total: usize,
+}
+
+impl Layout {
+    pub(super) fn new(block_size: usize, block_count: usize, ring_depth: usize) -> Option<Layout> {
+        if !(1..=MAX_BLOCK_SIZE).contains(&block_size)
+            || !(1..=MAX_COUNT).contains(&block_count)
+            || !(1..=MAX_COUNT).contains(&ring_depth)
+        {
+            return None;
+        }
+        let align = |n: usize, a: usize| n.checked_add(a - 1).map(|n| n / a * a);
+        let stride = align(block_size, 64)?;
+        let mut off = H_LEN;
+        let ctl = [off, off + CTL_LEN];
+        off += 2 * CTL_LEN;
+        let ring = [off, off + ring_depth * 8];
+        off += 2 * ring_depth * 8;
+        let ret = [off, off + block_count * 4];
+        off = align(off + 2 * block_count * 4, 64)?;
+        let pool = stride.checked_mul(block_count)?;
+        let blocks = [off, off.checked_add(pool)?];
+        let total = blocks[1].checked_add(pool)?;
+        if total.checked_add(HEADER_LEN)? > MAX_SEGMENT {
+            return None;
+        }
+        Some(Layout {
+            block_size,
+            block_count,
+            ring_depth,
+            stride,
+            ctl,
+            ring,
+            ret,
+            blocks,
+            total,
+        })
+    }
+}
+
+/// Writes the channel header into a new segment (before it is sent to the client).
+pub(super) fn write_header(seg: &Segment, lay: &Layout) {
+    let w = |off: usize, v: u32| seg.u32_at(off).store(v, Ordering::Relaxed);
+    w(H_MAGIC, CHAN_MAGIC);
+    w(H_VERSION, CHAN_VERSION);
+    // The layout's limits keep each of these below 2^31.
+    w(H_BLOCK_SIZE, lay.block_size as u32);
+    w(H_BLOCK_COUNT, lay.block_count as u32);
+    w(H_RING_DEPTH, lay.ring_depth as u32);
+    // Release: pairs with the Acquire load in `read_header`.
+    seg.u32_at(H_READY).store(CHAN_READY, Ordering::Release);
+}
+
+/// Reads and checks the channel header of a segment received from a listener: each field
+/// once, the layout recomputed and checked against the segment's real size.
+pub(super) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
+    let payload_len = seg.payload().len();
+    if payload_len < H_LEN {
+        return Err(ShmError::Corrupt("segment too small for a channel"));
+    }
+    let r = |off: usize, order| seg.u32_at(off).load(order);
+    // Acquire: pairs with the Release store of the ready flag in `write_header`.
+    let ready = r(H_READY, Ordering::Acquire);
+    let magic = r(H_MAGIC, Ordering::Relaxed);
+    let version = r(H_VERSION, Ordering::Relaxed);
+    let bs = r(H_BLOCK_SIZE, Ordering::Relaxed);
+    let bc = r(H_BLOCK_COUNT, Ordering::Relaxed);
+    let depth = r(H_RING_DEPTH, Ordering::Relaxed);
+    if magic != CHAN_MAGIC {
+        return Err(ShmError::Corrupt("not a channel segment (bad magic)"));
+    }
+    if version != CHAN_VERSION {
+        return Err(ShmError::Corrupt("unsupported channel layout version"));
+    }
+    if ready != CHAN_READY {
+        return Err(ShmError::Corrupt("channel header not ready"));
+    }
+    let lay = Layout::new(bs as usize, bc as usize, depth as usize)
+        .ok_or(ShmError::Corrupt("channel layout out of range"))?;
+    if lay.total > payload_len {
+        return Err(ShmError::Corrupt("channel layout larger than the segment"));
+    }
+    Ok(lay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ShmConfig;
+
+    #[test]
+    fn layouts_out_of_range_are_refused() {
+        for cfg in [
+            ShmConfig::new().block_size(0),
+            ShmConfig::new().block_count(0),
+            ShmConfig::new().ring_depth(0),
+            ShmConfig::new().block_count(MAX_COUNT + 1),
+            ShmConfig::new().block_size(MAX_BLOCK_SIZE).block_count(2),
+            ShmConfig::new().block_size(usize::MAX),
+        ] {
+            assert!(
+                matches!(cfg.layout(), Err(ShmError::InvalidConfig(_))),
+                "{cfg:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Receiving: the next entry of the message ring, read once and checked, as a
+//! [`ShmMessage`] (a view of its block) that gives the block back through the returned ring
+//! when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
+//! the module docs of `channel`.
+
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT, TAIL};
+use super::{ShmChannel, WaitStrategy};
+use crate::error::ShmError;
+use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave};
+use crate::sync::shared::Ordering;
+use crate::view::ShmView;
+use std::time::Duration;
+
+impl ShmChannel {
+    /// Takes the next message if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PeerDead`] if there is none and the peer is gone; [`ShmError::Corrupt`].
+    pub fn try_recv(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
+        if let Some(m) = self.try_take()? {
+            return Ok(Some(m));
+        }
+        if self.peer_dead() {
+            // A message published just before the hang-up is still delivered.
+            return self.try_take()?.map(Some).ok_or(ShmError::PeerDead);
+        }
+        Ok(None)
+    }
+
+    /// Waits for the next message ([`WaitStrategy::Adaptive`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PeerDead`] (as soon as the watcher sees the peer's hang-up),
+    /// [`ShmError::Corrupt`].
+    pub fn recv(&self) -> Result<ShmMessage<'_>, ShmError> {
+        self.recv_with(WaitStrategy::Adaptive)
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::recv`], and [`ShmError::Timeout`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<ShmMessage<'_>, ShmError> {
+        self.recv_with(WaitStrategy::Timeout(timeout))
+    }
+
+    /// Waits for the next message as `strategy` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::recv`], and [`ShmError::Timeout`] with [`WaitStrategy::Timeout`].
+    pub fn recv_with(&self, strategy: WaitStrategy) -> Result<ShmMessage<'_>, ShmError> {
+        let deadline = match strategy {
+            WaitStrategy::BusySpin => return self.recv_spinning(),
+            WaitStrategy::Adaptive => Deadline::NEVER,
+            WaitStrategy::Timeout(d) => Deadline::after(d),
+        };
+        // Woken by the sender after its store of `tail`, or by the watcher.
+        let word = self.ctl32(self.rx, R_WAIT);
+        let waiting = || {
+            let tail = self.ctl64(self.rx, TAIL);
+            Ok(self
+                .msg_rx
+                .get()
+                .available(tail)
+                .map_err(|_| MESSAGES_BROKEN)?
+                > 0)
+        };
+        match park::wait(
+            word,
+            &*self.watch.shared,
+            deadline,
+            || self.try_take(),
+            waiting,
+        ) {
+            Ok(m) => Ok(m),
+            Err(Gave::Err(e)) => Err(e),
+            // A message published just before the hang-up is still delivered.
+            Err(Gave::Dead) => self.try_take()?.ok_or(ShmError::PeerDead),
+            Err(Gave::Expired) => Err(ShmError::Timeout),
+        }
+    }
+
+    fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
+        loop {
+            if let Some(m) = self.try_take()? {
+                return Ok(m);
+            }
+            if self.peer_dead() {
+                return self.try_take()?.ok_or(ShmError::PeerDead);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
+        let mut ring = self.msg_rx.get();
+        let (tail, head) = (self.ctl64(self.rx, TAIL), self.ctl64(self.rx, HEAD));
+        // The entry is read once; its slot goes back to the sender (Release of `head`) before
+        // the entry is checked, so a bad entry is consumed, not met again.
+        let entry = ring.pop(tail, head, |slot| {
+            self.u64_at(self.lay.ring[self.rx] + slot * 8)
+                .load(Ordering::Relaxed)
+        });
+        let Some(entry) = entry.map_err(|_| MESSAGES_BROKEN)? else {
+            return Ok(None);
+        };
+        self.msg_rx.set(ring);
+        park::wake(self.ctl32(self.rx, S_WAIT));
+        let idx = (entry >> 32) as usize;
+        let len = (entry & 0xffff_ffff) as usize;
+        if idx >= self.lay.block_count {
+            return Err(ShmError::Corrupt("block index out of range"));
+        }
+        if len > self.lay.block_size {
+            return Err(ShmError::Corrupt("message longer than a block"));
+        }
+        // SAFETY: `idx < block_count` and `len <= block_size` were checked just above, so the
+        // bytes lie inside the segment, which lives as long as the borrow of `self`; the block
+        // is HELD by us: the honest sender does not write it until it comes back (a hostile
+        // one may, which changes bytes but not bounds: the view makes no reference to them).
+        let view = unsafe { ShmView::new(self.block_ptr(self.rx, idx), len) };
+        Ok(Some(ShmMessage {
+            ch: self,
+            idx,
+            view,
+        }))
+    }
+
+    /// Gives block `idx` of the receiving direction back to the sender.
+    fn release(&self, idx: usize) {
+        let mut ring = self.ret_tx.get();
+        let (head, tail) = (self.ctl64(self.rx, RET_HEAD), self.ctl64(self.rx, RET_TAIL));
+        // `idx < block_count <= 2^20` fits in u32.
+        let slots = self.lay.ret[self.rx];
+        let put = |slot: usize| {
+            self.u32_at(slots + slot * 4)
+                .store(idx as u32, Ordering::Relaxed)
+        };
+        if ring.push(head, tail, put).is_err() {
+            // Only a corrupt peer gets here (an honest one has a free slot for every block it
+            // sent): keep the block rather than overwrite an entry.
+            return;
+        }
+        self.ret_tx.set(ring);
+        // A sender waiting for a block sleeps without a timeout: it must be woken here.
+        park::wake(self.ctl32(self.rx, S_WAIT));
+    }
+}
+
+/// The message ring's tail is impossible.
+const MESSAGES_BROKEN: ShmError = ShmError::Corrupt("message-ring tail out of range");
+
+/// A received message, in place in its block. Derefs to a [`ShmView`] of its bytes (read by
+/// copy: [`ShmView::to_vec`], [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the
+/// block back to the sender.
+///
+/// The sender could still write the block (an honest one does not until it comes back), so
+/// no `&[u8]` to it is ever made: what you copy out is what you check and use.
+///
+/// # Examples
+///
+/// ```no_run
+/// # let ch = courier_shm::ShmChannel::connect("rpc", Default::default(), std::time::Duration::from_secs(5))?;
+/// let msg = ch.recv()?;
+/// let mut head = [0u8; 4];
+/// msg.read_at(0, &mut head)?;
+/// let all: Vec<u8> = msg.to_vec();
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+#[derive(Debug)]
+pub struct ShmMessage<'a> {
+    ch: &'a ShmChannel,
+    idx: usize,
+    /// The message's `len` bytes, HELD by us.
+    view: ShmView<'a>,
+}
+
+impl<'a> std::ops::Deref for ShmMessage<'a> {
+    type Target = ShmView<'a>;
+
+    fn deref(&self) -> &ShmView<'a> {
+        &self.view
+    }
+}
+
+impl Drop for ShmMessage<'_> {
+    fn drop(&mut self) {
+        self.ch.release(self.idx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::layout::R_WAIT;
+    use crate::channel::support::*;
+    use crate::channel::{ShmConfig, WaitStrategy, CLIENT_TX};
+    use crate::substrate::park::SLEEPING;
+    use crate::sync::AtomicBool;
+    use std::time::Duration;
+
+    #[test]
+    fn recv_times_out_and_a_closed_peer_is_dead() {
+        let (l, c) = pair(ShmConfig::new());
+        assert!(matches!(l.recv_timeout(SHORT), Err(ShmError::Timeout)));
+        assert!(l.try_recv().unwrap().is_none());
+        c.send(b"last words").unwrap();
+        drop(c);
+        assert_eq!(l.recv().unwrap().to_vec(), b"last words");
+        assert!(matches!(l.recv(), Err(ShmError::PeerDead)));
+        assert!(matches!(l.try_recv(), Err(ShmError::PeerDead)));
+        assert!(matches!(
+            l.recv_with(WaitStrategy::BusySpin),
+            Err(ShmError::PeerDead)
+        ));
+        assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
+        assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
+
+        // A sender that never received learns it from the watcher too: as soon as the flag is
+        // set (the hang-up reaches the watcher at once; the wait is a deadline, not a delay).
+        let (l, c) = pair(ShmConfig::new());
+        l.send(b"alive").unwrap();
+        drop(c);
+        wait_dead(&l);
+        assert!(matches!(l.send(b"x"), Err(ShmError::PeerDead)));
+        assert!(matches!(
+            l.send_timeout(b"x", SHORT),
+            Err(ShmError::PeerDead)
+        ));
+        assert!(matches!(l.loan(), Err(ShmError::PeerDead)));
+    }
+
+    #[test]
+    fn a_hostile_peer_rewriting_the_sleep_word_cannot_keep_a_waiter_asleep() {
+        let cfg = ShmConfig::new();
+        let lay = cfg.layout().unwrap();
+        let (l, c, evil) = pair_with(cfg);
+        let word = lay.ctl[CLIENT_TX] + R_WAIT;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Keeps putting SLEEPING back, so a single wake-up could be lost.
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    evil_u32(&evil, word, SLEEPING);
+                    std::hint::spin_loop();
+                }
+            });
+            let blocked = s.spawn(move || l.recv().map(|m| m.len()));
+            std::thread::sleep(Duration::from_millis(30));
+            drop(c);
+            let r = blocked.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
+        });
+    }
+
+    #[test]
+    fn many_messages_across_threads_in_order() {
+        let (l, c) = pair(ShmConfig::new().block_size(16).block_count(8).ring_depth(4));
+        const N: u64 = 20_000;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for i in 0..N {
+                    c.send(&i.to_le_bytes()).unwrap();
+                }
+            });
+            for i in 0..N {
+                let m = l.recv().unwrap();
+                assert_eq!(u64::from_le_bytes(m.to_vec().try_into().unwrap()), i);
+            }
+        });
+    }
+}

@@ -1,0 +1,428 @@
+//! Sending: a block from the local free list (taking back the ones the receiver returned),
+//! written by copy ([`ShmChannel::send`]) or in place ([`ShmChannel::loan`] and
+//! [`ShmLoan`]), then published through the message ring. The ownership of a block in each
+//! phase, and how a full ring or an empty pool waits, are in the module docs of `channel`.
+
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT, TAIL};
+use super::{Full, ShmChannel};
+use crate::error::ShmError;
+use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave};
+use crate::substrate::ring::RingError;
+use crate::sync::shared::Ordering;
+use crate::view::ShmViewMut;
+use std::time::Duration;
+
+impl ShmChannel {
+    /// Copies `data` into a block and sends it.
+    ///
+    /// On a full ring or an exhausted pool this waits (with [`Full::Backpressure`], as long as
+    /// the peer lives) or fails (with [`Full::Error`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::TooLarge`], [`ShmError::PoolExhausted`], [`ShmError::RingFull`],
+    /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]. Nothing was sent.
+    pub fn send(&self, data: &[u8]) -> Result<(), ShmError> {
+        self.send_until(data, Deadline::NEVER)
+    }
+
+    /// As [`ShmChannel::send`], waiting at most `timeout` for room in the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::send`], and [`ShmError::Timeout`].
+    pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), ShmError> {
+        self.send_until(data, Deadline::after(timeout))
+    }
+
+    fn send_until(&self, data: &[u8], deadline: Deadline) -> Result<(), ShmError> {
+        if data.len() > self.lay.block_size {
+            return Err(ShmError::TooLarge {
+                len: data.len(),
+                max: self.lay.block_size,
+            });
+        }
+        let mut loan = self.loan_until(deadline)?;
+        loan.write_at(0, data)?;
+        loan.publish_until(data.len(), deadline)
+    }
+
+    /// Takes a free block to write a message in place; [`ShmLoan::publish`] sends it. Never
+    /// waits (see [`ShmChannel::loan_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::PoolExhausted`] if every block is in use, [`ShmError::PeerDead`],
+    /// [`ShmError::Corrupt`] if the peer returned a block it was not sent.
+    pub fn loan(&self) -> Result<ShmLoan<'_>, ShmError> {
+        if self.peer_dead() {
+            return Err(ShmError::PeerDead);
+        }
+        match self.take_block()? {
+            Some(idx) => Ok(self.loaned(idx)),
+            None => Err(ShmError::PoolExhausted),
+        }
+    }
+
+    /// As [`ShmChannel::loan`], but with [`Full::Backpressure`] waits up to `timeout` for the
+    /// receiver to give a block back instead of failing with [`ShmError::PoolExhausted`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmChannel::loan`], and [`ShmError::Timeout`].
+    pub fn loan_timeout(&self, timeout: Duration) -> Result<ShmLoan<'_>, ShmError> {
+        self.loan_until(Deadline::after(timeout))
+    }
+
+    fn loan_until(&self, deadline: Deadline) -> Result<ShmLoan<'_>, ShmError> {
+        match self.full {
+            Full::Error => self.loan(),
+            Full::Backpressure => {
+                if self.peer_dead() {
+                    return Err(ShmError::PeerDead);
+                }
+                let idx = self.wait_for(deadline, || self.take_block(), || self.block_ready())?;
+                Ok(self.loaned(idx))
+            }
+        }
+    }
+
+    fn loaned(&self, idx: usize) -> ShmLoan<'_> {
+        // SAFETY: `idx < block_count` (it came from the local free list), so the block lies
+        // inside the segment, which lives as long as the borrow of `self`; the block is
+        // LOANED to us: the honest receiver does not touch it until it is published (a hostile
+        // one may, which changes bytes but not bounds: the view makes no reference to them);
+        // only this loan's view points at it in this process.
+        let view = unsafe { ShmViewMut::new(self.block_ptr(self.tx, idx), self.lay.block_size) };
+        ShmLoan {
+            ch: self,
+            idx,
+            published: false,
+            view,
+        }
+    }
+
+    /// A free block, taking back the returned ones if none is left.
+    fn take_block(&self) -> Result<Option<usize>, ShmError> {
+        let mut free = self.free.take();
+        let r = if free.is_empty() {
+            self.reclaim(&mut free)
+        } else {
+            Ok(())
+        };
+        // On an error the blocks taken back before it stay in the free list.
+        let idx = if r.is_ok() { free.pop() } else { None };
+        self.free.set(free);
+        r?;
+        Ok(idx.map(|i| i as usize))
+    }
+
+    /// Whether a block could be taken now (free, or returned), without taking it.
+    fn block_ready(&self) -> Result<bool, ShmError> {
+        let free = self.free.take();
+        let any_free = !free.is_empty();
+        self.free.set(free);
+        if any_free {
+            return Ok(true);
+        }
+        let returned = self.ret_rx.get().available(self.ctl64(self.tx, RET_TAIL));
+        Ok(returned.map_err(|_| RETURNED_BROKEN)? > 0)
+    }
+
+    /// Takes the blocks the receiver returned back into `free`.
+    fn reclaim(&self, free: &mut Vec<u32>) -> Result<(), ShmError> {
+        let mut ring = self.ret_rx.get();
+        let n = ring
+            .available(self.ctl64(self.tx, RET_TAIL))
+            .map_err(|_| RETURNED_BROKEN)?;
+        let mut in_flight = self.in_flight.take();
+        let mut result = Ok(());
+        let mut taken = 0;
+        while taken < n {
+            // Read once; accepted only if this side has that block in flight.
+            let idx = self
+                .u32_at(self.lay.ret[self.tx] + ring.slot(taken) * 4)
+                .load(Ordering::Relaxed) as usize;
+            match in_flight.get_mut(idx) {
+                Some(f) if *f => *f = false,
+                _ => {
+                    result = Err(ShmError::Corrupt("a block came back that was not sent"));
+                    break;
+                }
+            }
+            free.push(idx as u32);
+            taken += 1;
+        }
+        self.in_flight.set(in_flight);
+        ring.advance(taken, self.ctl64(self.tx, RET_HEAD));
+        self.ret_rx.set(ring);
+        result
+    }
+
+    /// The slot of the message ring the next entry goes in, if the ring has room.
+    fn reserve_slot(&self) -> Result<Option<usize>, ShmError> {
+        match self.msg_tx.get().reserve(self.ctl64(self.tx, HEAD)) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(RingError::Full) => Ok(None),
+            Err(RingError::Broken) => Err(ShmError::Corrupt("message-ring head out of range")),
+        }
+    }
+
+    /// Waits for room in the ring per the `full` policy; returns the slot to fill.
+    fn wait_for_room(&self, deadline: Deadline) -> Result<usize, ShmError> {
+        if self.full == Full::Error {
+            return self.reserve_slot()?.ok_or(ShmError::RingFull);
+        }
+        self.wait_for(
+            deadline,
+            || self.reserve_slot(),
+            || Ok(self.reserve_slot()?.is_some()),
+        )
+    }
+
+    /// Retries `attempt` until it gives a value: spinning, then asleep on this direction's
+    /// `s_wait` word, woken by the receiver when it consumes a message or returns a block
+    /// (`ready` says whether `attempt` may succeed now, without taking anything).
+    fn wait_for<T>(
+        &self,
+        deadline: Deadline,
+        attempt: impl FnMut() -> Result<Option<T>, ShmError>,
+        ready: impl FnMut() -> Result<bool, ShmError>,
+    ) -> Result<T, ShmError> {
+        let word = self.ctl32(self.tx, S_WAIT);
+        park::wait(word, &*self.watch.shared, deadline, attempt, ready).map_err(|g| match g {
+            Gave::Err(e) => e,
+            Gave::Dead => ShmError::PeerDead,
+            Gave::Expired => ShmError::Timeout,
+        })
+    }
+
+    /// Publishes block `idx` holding `len <= block_size` bytes in `slot`, which
+    /// [`ShmChannel::wait_for_room`] reserved.
+    fn commit(&self, slot: usize, idx: usize, len: usize) {
+        self.u64_at(self.lay.ring[self.tx] + slot * 8)
+            .store(((idx as u64) << 32) | len as u64, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.take();
+        if let Some(f) = in_flight.get_mut(idx) {
+            *f = true;
+        }
+        self.in_flight.set(in_flight);
+        let mut ring = self.msg_tx.get();
+        // Its Release store of `tail` makes the entry above and the bytes written into the
+        // block visible to a receiver that sees the new tail.
+        ring.commit(self.ctl64(self.tx, TAIL));
+        self.msg_tx.set(ring);
+        park::wake(self.ctl32(self.tx, R_WAIT));
+    }
+}
+
+/// The returned ring's tail is impossible.
+const RETURNED_BROKEN: ShmError = ShmError::Corrupt("returned-ring counter out of range");
+
+/// A block loaned for writing a message in place. Derefs to a [`ShmViewMut`] of the whole
+/// block (`block_size` bytes, holding whatever it held before: write what you send);
+/// [`ShmLoan::publish`] sends its first `len` bytes. Dropped without publishing, the block goes
+/// back to the pool.
+///
+/// The view writes into the shared block and reads back by copy: no `&mut [u8]` to the block
+/// is ever made, since a hostile receiver could write it while we hold one (see
+/// [`ShmView`](crate::ShmView)).
+///
+/// # Examples
+///
+/// ```no_run
+/// # let ch = courier_shm::ShmChannel::connect("rpc", Default::default(), std::time::Duration::from_secs(5))?;
+/// let mut loan = ch.loan()?;
+/// loan.write_at(0, b"hello")?;
+/// loan.publish(5)?;
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+#[derive(Debug)]
+pub struct ShmLoan<'a> {
+    ch: &'a ShmChannel,
+    idx: usize,
+    published: bool,
+    /// The whole block, LOANED to us.
+    view: ShmViewMut<'a>,
+}
+
+impl ShmLoan<'_> {
+    /// Sends the first `len` bytes of the block. On a full ring this waits or fails as the
+    /// channel's [`Full`] says.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::TooLarge`] if `len` is larger than the block, [`ShmError::RingFull`],
+    /// [`ShmError::PeerDead`], [`ShmError::Corrupt`]; the block then goes back to the pool.
+    pub fn publish(self, len: usize) -> Result<(), ShmError> {
+        self.publish_until(len, Deadline::NEVER)
+    }
+
+    /// As [`ShmLoan::publish`], waiting at most `timeout` for room in the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmLoan::publish`], and [`ShmError::Timeout`].
+    pub fn publish_timeout(self, len: usize, timeout: Duration) -> Result<(), ShmError> {
+        self.publish_until(len, Deadline::after(timeout))
+    }
+
+    fn publish_until(mut self, len: usize, deadline: Deadline) -> Result<(), ShmError> {
+        if len > self.ch.lay.block_size {
+            return Err(ShmError::TooLarge {
+                len,
+                max: self.ch.lay.block_size,
+            });
+        }
+        let slot = self.ch.wait_for_room(deadline)?;
+        self.ch.commit(slot, self.idx, len);
+        self.published = true;
+        Ok(())
+    }
+}
+
+impl<'a> std::ops::Deref for ShmLoan<'a> {
+    type Target = ShmViewMut<'a>;
+
+    fn deref(&self) -> &ShmViewMut<'a> {
+        &self.view
+    }
+}
+
+impl<'a> std::ops::DerefMut for ShmLoan<'a> {
+    fn deref_mut(&mut self) -> &mut ShmViewMut<'a> {
+        &mut self.view
+    }
+}
+
+impl Drop for ShmLoan<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let mut free = self.ch.free.take();
+            free.push(self.idx as u32);
+            self.ch.free.set(free);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::support::*;
+    use crate::channel::{Full, ShmConfig};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn pool_exhausted_too_large_and_unpublished_loans() {
+        let (l, c) = pair(
+            ShmConfig::new()
+                .block_size(8)
+                .block_count(2)
+                .full(Full::Error),
+        );
+        assert!(matches!(
+            c.send(&[0; 9]),
+            Err(ShmError::TooLarge { len: 9, max: 8 })
+        ));
+        let a = c.loan().unwrap();
+        let b = c.loan().unwrap();
+        assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
+        drop(a);
+        assert!(matches!(b.publish(9), Err(ShmError::TooLarge { .. })));
+        // Both blocks are free again.
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        let m1 = l.try_recv().unwrap().unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        drop(m1);
+        c.send(b"3").unwrap();
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"2");
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"3");
+
+        // With backpressure, a send waits for a block instead, and a message held too long
+        // is a timeout.
+        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
+        c.send(b"1").unwrap();
+        let m = l.try_recv().unwrap().unwrap();
+        assert!(matches!(
+            c.send_timeout(b"2", SHORT),
+            Err(ShmError::Timeout)
+        ));
+        assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
+        std::thread::scope(|s| {
+            s.spawn(move || c.loan_timeout(Duration::from_secs(10)).unwrap().publish(0));
+            std::thread::sleep(SHORT);
+            drop(m);
+        });
+        assert_eq!(l.recv_timeout(Duration::from_secs(10)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn full_ring_is_an_error_or_backpressure() {
+        let cfg = ShmConfig::new().block_count(4).ring_depth(2);
+        let (l, c) = pair(cfg.full(Full::Error));
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(c.send(b"3"), Err(ShmError::RingFull)));
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"1");
+        c.send(b"3").unwrap();
+
+        let (l, c) = pair(cfg.full(Full::Backpressure));
+        c.send(b"1").unwrap();
+        c.send(b"2").unwrap();
+        assert!(matches!(
+            c.send_timeout(b"3", SHORT),
+            Err(ShmError::Timeout)
+        ));
+        // A receiver on another thread makes room: the blocked send goes through.
+        std::thread::scope(|s| {
+            s.spawn(move || c.send_timeout(b"3", Duration::from_secs(10)).unwrap());
+            std::thread::sleep(SHORT);
+            let got: Vec<Vec<u8>> = (0..3)
+                .map(|_| l.recv_timeout(Duration::from_secs(10)).unwrap().to_vec())
+                .collect();
+            assert_eq!(got, [b"1", b"2", b"3"]);
+        });
+    }
+
+    #[test]
+    fn a_sender_waiting_for_a_block_is_woken_when_one_comes_back() {
+        // Waiters sleep without a timeout now: a returned block must wake the sender, not the
+        // end of a sleep slice (nor its 10 s deadline).
+        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
+        c.send(b"1").unwrap();
+        let m = l.try_recv().unwrap().unwrap();
+        std::thread::scope(|s| {
+            let blocked = s.spawn(move || {
+                let r = c.loan_timeout(Duration::from_secs(10)).map(drop);
+                (r, Instant::now())
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            let returned = Instant::now();
+            drop(m);
+            let (r, woke) = blocked.join().unwrap();
+            r.unwrap();
+            assert!(woke.duration_since(returned) < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn a_sender_blocked_on_a_full_ring_wakes_on_the_hang_up() {
+        let (l, c) = pair(ShmConfig::new().block_count(1));
+        c.send(b"1").unwrap();
+        std::thread::scope(|s| {
+            let blocked = s.spawn(move || {
+                let r = c.send(b"2");
+                (r, Instant::now())
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            let closed = Instant::now();
+            drop(l);
+            let (r, woke) = blocked.join().unwrap();
+            assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
+            assert!(woke.duration_since(closed) < Duration::from_secs(1));
+        });
+    }
+}

@@ -1,0 +1,99 @@
+//! One deadline type for every wait of the transport: "no later than this instant", or no
+//! limit at all, and how long a sleep may last before it.
+//!
+//! `Instant + Duration` panics on overflow; a caller who passes `Duration::MAX` (or any
+//! timeout past what the clock can represent) means "no deadline", so [`Deadline::after`] turns
+//! an overflow into [`Deadline::NEVER`] instead.
+
+use crate::error::ShmError;
+use std::time::{Duration, Instant};
+
+/// When a wait gives up: an instant, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline(Option<Instant>);
+
+/// The deadline has passed: the caller's "timeout" error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expired;
+
+impl Deadline {
+    /// No deadline: wait until the awaited change or the peer's death.
+    pub(crate) const NEVER: Deadline = Deadline(None);
+
+    /// `timeout` from now; [`Deadline::NEVER`] if that instant cannot be represented
+    /// (`Duration::MAX`, say).
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// The instant, or `None` for no deadline.
+    pub(crate) fn instant(self) -> Option<Instant> {
+        self.0
+    }
+
+    /// Whether the deadline has passed (never, for [`Deadline::NEVER`]): for a spin phase,
+    /// which looks at the clock now and then without sleeping.
+    #[allow(dead_code)] // The RPC server's spin phase (`Server::wait_until`) is its user.
+    pub(crate) fn has_passed(self) -> bool {
+        self.0.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// How long a sleep may last: `Ok(None)` without a deadline, `Ok(Some(left))` with
+    /// `left > 0`, [`Expired`] once it has passed.
+    pub(crate) fn left(self) -> Result<Option<Duration>, Expired> {
+        match self.0 {
+            None => Ok(None),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(Some(left)),
+                _ => Err(Expired),
+            },
+        }
+    }
+}
+
+impl From<Option<Instant>> for Deadline {
+    fn from(instant: Option<Instant>) -> Deadline {
+        Deadline(instant)
+    }
+}
+
+impl From<Expired> for ShmError {
+    fn from(_: Expired) -> ShmError {
+        ShmError::Timeout
+    }
+}
+
+impl<E> From<Expired> for courier_core::error::Error<E> {
+    fn from(_: Expired) -> Self {
+        courier_core::error::Error::Timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unrepresentable_timeout_is_no_deadline() {
+        assert_eq!(Deadline::after(Duration::MAX), Deadline::NEVER);
+        assert_eq!(Deadline::NEVER.left(), Ok(None));
+        assert!(!Deadline::NEVER.has_passed());
+        assert_eq!(Deadline::from(None), Deadline::NEVER);
+    }
+
+    #[test]
+    fn time_left_shrinks_then_expires() {
+        let d = Deadline::after(Duration::from_secs(3600));
+        let left = d.left().unwrap().unwrap();
+        assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
+        assert!(!d.has_passed());
+        let past = Deadline::from(Some(Instant::now()));
+        assert_eq!(past.left(), Err(Expired));
+        assert!(past.has_passed());
+        assert!(matches!(ShmError::from(Expired), ShmError::Timeout));
+        assert_eq!(
+            courier_core::error::Error::<()>::from(Expired),
+            courier_core::error::Error::Timeout
+        );
+    }
+}

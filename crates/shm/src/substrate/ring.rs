@@ -1,0 +1,311 @@
+//! A checked single-producer single-consumer index ring over a region of a segment: the
+//! message ring and the returned-block ring of each channel direction, and the shape the RPC
+//! request and push rings take.
+//!
+//! The ring is two counters in the segment (`tail`: entries pushed, written only by the
+//! producer; `head`: entries taken, written only by the consumer) and `depth` entry slots; an
+//! entry's slot is `counter % depth`. Counters only grow (u64: they do not wrap in practice,
+//! and the arithmetic is wrapping so a hostile value cannot make it panic).
+//!
+//! ```text
+//! producer (one process)                     consumer (the other)
+//! tail: its own, kept here                   head: its own, kept here
+//! reserve: h = head word     (Acquire)       available: t = tail word       (Acquire)
+//!          tail - h > depth ? Broken                    t - head > depth ? Broken
+//!          tail - h == depth ? Full                     t == head ? empty
+//! write entry[tail % depth]                  read entry[head % depth] once
+//! commit: tail += 1; tail word = tail        advance: head += 1; head word = head
+//!                            (Release)                                     (Release)
+//! ```
+//!
+//! Ownership of a slot: the producer's while it is not in `head..tail`, the consumer's while it
+//! is; it changes hands only through the two Release/Acquire pairs above (the producer's
+//! commit makes the entry visible to the consumer; the consumer's advance makes its read of
+//! the slot happen before the producer overwrites it).
+//!
+//! **Each side keeps its authoritative counter in its own memory and only ever stores it to
+//! the segment; the peer's counter is read once into a local and checked (`0 <= distance <=
+//! depth`) before use, so a hostile peer can make the ring report [`RingError::Broken`] but
+//! never make this side read or write a slot outside `0..depth`.** What an entry says (a block
+//! index, a length) is the caller's to check: it is as untrusted as any input from outside.
+//!
+//! The functions take any [`Word64`], so that the loom model below runs this very code.
+
+use crate::sync::{Ordering, Word64};
+
+/// Why a ring operation could not be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RingError {
+    /// The ring holds `depth` entries: the producer must wait for the consumer.
+    Full,
+    /// The peer's counter is impossible (more than `depth` entries apart from ours, or behind
+    /// us): only a hostile or broken peer writes one.
+    Broken,
+}
+
+/// The producer's end of a ring: the count of entries it pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Producer {
+    tail: u64,
+    depth: u64,
+}
+
+impl Producer {
+    /// The producer of an empty ring of `depth >= 1` slots.
+    pub(crate) fn new(depth: usize) -> Producer {
+        debug_assert!(depth >= 1);
+        Producer {
+            tail: 0,
+            depth: depth as u64,
+        }
+    }
+
+    /// How many entries are in the ring, from the consumer's counter read once.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Broken`] if the counter is impossible.
+    pub(crate) fn in_ring(&self, head: &impl Word64) -> Result<u64, RingError> {
+        // Acquire: pairs with the consumer's Release store in `Consumer::advance`: its reads of
+        // the slots before `head` happen before we overwrite them (Relaxed would let us reuse
+        // a slot it is still reading).
+        let head = head.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > self.depth {
+            return Err(RingError::Broken);
+        }
+        Ok(used)
+    }
+
+    /// The slot the next entry goes in.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Full`] if the ring holds `depth` entries; [`RingError::Broken`].
+    pub(crate) fn reserve(&self, head: &impl Word64) -> Result<usize, RingError> {
+        if self.in_ring(head)? == self.depth {
+            return Err(RingError::Full);
+        }
+        Ok((self.tail % self.depth) as usize)
+    }
+
+    /// Publishes the entry written into the slot [`Producer::reserve`] gave.
+    pub(crate) fn commit(&mut self, tail: &impl Word64) {
+        self.tail = self.tail.wrapping_add(1);
+        // Release: pairs with the consumer's Acquire load in `Consumer::available`: the entry,
+        // and whatever this side wrote before it (a message block), are visible to a consumer
+        // that sees the new tail (Relaxed would let it read a stale entry).
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Reserves a slot, lets `write` fill it, and commits it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::reserve`]; nothing was written.
+    pub(crate) fn push(
+        &mut self,
+        head: &impl Word64,
+        tail: &impl Word64,
+        write: impl FnOnce(usize),
+    ) -> Result<(), RingError> {
+        let slot = self.reserve(head)?;
+        write(slot);
+        self.commit(tail);
+        Ok(())
+    }
+}
+
+/// The consumer's end of a ring: the count of entries it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Consumer {
+    head: u64,
+    depth: u64,
+}
+
+impl Consumer {
+    /// The consumer of an empty ring of `depth >= 1` slots.
+    pub(crate) fn new(depth: usize) -> Consumer {
+        debug_assert!(depth >= 1);
+        Consumer {
+            head: 0,
+            depth: depth as u64,
+        }
+    }
+
+    /// How many entries wait, from the producer's counter read once.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Broken`] if the counter is impossible.
+    pub(crate) fn available(&self, tail: &impl Word64) -> Result<u64, RingError> {
+        // Acquire: pairs with the producer's Release store in `Producer::commit`: the entries
+        // before `tail` (and what they describe) are visible.
+        let tail = tail.load(Ordering::Acquire);
+        let n = tail.wrapping_sub(self.head);
+        if n > self.depth {
+            return Err(RingError::Broken);
+        }
+        Ok(n)
+    }
+
+    /// The slot of the `i`-th waiting entry (`i < available`).
+    pub(crate) fn slot(&self, i: u64) -> usize {
+        (self.head.wrapping_add(i) % self.depth) as usize
+    }
+
+    /// Hands the first `n` waiting entries (all read) back to the producer.
+    pub(crate) fn advance(&mut self, n: u64, head: &impl Word64) {
+        self.head = self.head.wrapping_add(n);
+        // Release: pairs with the producer's Acquire load in `Producer::in_ring`: our reads of
+        // the slots happen before it overwrites them.
+        head.store(self.head, Ordering::Release);
+    }
+
+    /// Takes the next entry, if any: `read` reads its slot (once), then the slot goes back.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Broken`] if the producer's counter is impossible; nothing was taken.
+    pub(crate) fn pop<T>(
+        &mut self,
+        tail: &impl Word64,
+        head: &impl Word64,
+        read: impl FnOnce(usize) -> T,
+    ) -> Result<Option<T>, RingError> {
+        if self.available(tail)? == 0 {
+            return Ok(None);
+        }
+        let v = read(self.slot(0));
+        self.advance(1, head);
+        Ok(Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::AtomicU64;
+
+    #[test]
+    fn entries_go_through_in_order_and_a_full_ring_is_refused() {
+        let (head, tail) = (AtomicU64::new(0), AtomicU64::new(0));
+        let slots: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
+        let (mut p, mut c) = (Producer::new(3), Consumer::new(3));
+        let mut next = 0u64;
+        let mut want = 0u64;
+        for round in 0..10 {
+            // Fill the ring, then one more is refused and writes nothing.
+            while p.reserve(&head) != Err(RingError::Full) {
+                p.push(&head, &tail, |s| slots[s].store(next, Ordering::Relaxed))
+                    .unwrap();
+                next += 1;
+            }
+            assert_eq!(p.in_ring(&head), Ok(3));
+            let r = p.push(&head, &tail, |_| panic!("wrote into a full ring"));
+            assert_eq!(r, Err(RingError::Full));
+            // Take one or all.
+            let take = if round % 2 == 0 { 1 } else { 3 };
+            for _ in 0..take {
+                let got = c.pop(&tail, &head, |s| slots[s].load(Ordering::Relaxed));
+                assert_eq!(got, Ok(Some(want)));
+                want += 1;
+            }
+        }
+        assert_eq!(next - want, p.in_ring(&head).unwrap());
+    }
+
+    #[test]
+    fn impossible_counters_are_broken() {
+        let (head, tail) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (mut p, mut c) = (Producer::new(2), Consumer::new(2));
+        assert_eq!(c.pop(&tail, &head, |_| ()), Ok(None));
+        // The producer's tail runs more than `depth` ahead, or behind the consumer.
+        for bad in [3, u64::MAX] {
+            tail.store(bad, Ordering::Relaxed);
+            assert_eq!(
+                c.pop(&tail, &head, |_| panic!("read")),
+                Err(RingError::Broken)
+            );
+        }
+        tail.store(0, Ordering::Relaxed);
+        // The consumer's head runs ahead of what was pushed.
+        head.store(1, Ordering::Relaxed);
+        assert_eq!(p.reserve(&head), Err(RingError::Broken));
+        assert_eq!(
+            p.push(&head, &tail, |_| panic!("write")),
+            Err(RingError::Broken)
+        );
+        head.store(0, Ordering::Relaxed);
+        p.push(&head, &tail, |_| ()).unwrap();
+        assert_eq!(c.available(&tail), Ok(1));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! Every interleaving of a producer and a consumer on a ring of depth 2 passing 3 entries
+    //! (so the ring is full at least once in many interleavings): no entry is lost, duplicated
+    //! or reordered, and the producer never writes a slot the consumer may still be reading
+    //! (the entries are plain cells, so loom reports such a race, or a read of an entry whose
+    //! write it has not seen, as a failure).
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicU64;
+    use loom::sync::Arc;
+
+    const DEPTH: usize = 2;
+    const N: u64 = 3;
+
+    struct Ring {
+        head: AtomicU64,
+        tail: AtomicU64,
+        slots: [UnsafeCell<u64>; DEPTH],
+    }
+
+    #[test]
+    fn entries_are_never_lost_duplicated_or_reordered() {
+        loom::model(|| {
+            let ring = Arc::new(Ring {
+                head: AtomicU64::new(0),
+                tail: AtomicU64::new(0),
+                slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            });
+            let r = Arc::clone(&ring);
+            let producer = loom::thread::spawn(move || {
+                let mut p = Producer::new(DEPTH);
+                let mut fulls = 0;
+                for v in 1..=N {
+                    loop {
+                        // SAFETY: the ring gives this slot to the producer until commit.
+                        let put = |s: usize| r.slots[s].with_mut(|e| unsafe { *e = v });
+                        match p.push(&r.head, &r.tail, put) {
+                            Ok(()) => break,
+                            Err(RingError::Full) => {
+                                fulls += 1;
+                                loom::thread::yield_now();
+                            }
+                            Err(RingError::Broken) => panic!("an honest ring is never broken"),
+                        }
+                    }
+                }
+                fulls
+            });
+            let mut c = Consumer::new(DEPTH);
+            let mut got = Vec::new();
+            while got.len() < N as usize {
+                // SAFETY: the ring gives this slot to the consumer until advance.
+                let take = |s: usize| ring.slots[s].with(|e| unsafe { *e });
+                match c.pop(&ring.tail, &ring.head, take) {
+                    Ok(Some(v)) => got.push(v),
+                    Ok(None) => loom::thread::yield_now(),
+                    Err(e) => panic!("an honest ring is never {e:?}"),
+                }
+            }
+            assert_eq!(got, [1, 2, 3]);
+            producer.join().unwrap();
+            // Nothing more arrives.
+            assert_eq!(c.available(&ring.tail), Ok(0));
+        });
+    }
+}
