@@ -134,20 +134,25 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<OwnedFd> {
 /// Waits until `fd` is readable (or hung up), at most until `deadline` (`None`: forever).
 /// `Ok(false)` on timeout.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    wait_ready(fd, PollFlags::IN, deadline)
+}
+
+/// Waits until `fd` reports one of `events` (or a hang-up or error), at most until
+/// `deadline` (`None`: forever). `Ok(false)` on timeout.
+fn wait_ready(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(
-                    rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
-                        tv_sec: i64::MAX,
-                        tv_nsec: 0,
-                    }),
-                )
-            }
-        };
-        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        let mut fds = [PollFd::from_borrowed_fd(fd, events)];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -253,6 +258,17 @@ pub(crate) fn send_with_fd(
     bytes: &[u8],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
+    send_msg(sock, bytes, fd, SendFlags::empty()).map(drop)
+}
+
+/// One `sendmsg` of `bytes` with `fd` attached, retried on `EINTR`, with `flags` beside
+/// `MSG_NOSIGNAL`; `Ok(false)` if `MSG_DONTWAIT` found the socket full (nothing was sent).
+fn send_msg(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+    flags: SendFlags,
+) -> io::Result<bool> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds;
@@ -267,16 +283,19 @@ pub(crate) fn send_with_fd(
             sock,
             &[IoSlice::new(bytes)],
             &mut control,
-            SendFlags::NOSIGNAL,
+            SendFlags::NOSIGNAL | flags,
         ) {
             Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) if flags.contains(SendFlags::DONTWAIT) => {
+                return Ok(false)
+            }
             r => break r?,
         }
     };
     if n != bytes.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Receives one message into `buf`: its length and the first file descriptor attached to it,
@@ -597,54 +616,11 @@ pub(crate) fn try_send_with_fd(
     bytes: &[u8],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<bool> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds;
-    if let Some(fd) = fd {
-        fds = [fd];
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(io::Error::other("no room for SCM_RIGHTS"));
-        }
-    }
-    let n = loop {
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-        ) {
-            Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
-            r => break r?,
-        }
-    };
-    if n != bytes.len() {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
-    }
-    Ok(true)
+    send_msg(sock, bytes, fd, SendFlags::DONTWAIT)
 }
 
 /// Waits until `fd` is writable (or hung up: the next send reports it), at most until
 /// `deadline` (`None`: forever). `Ok(false)` on timeout.
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    loop {
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            })
-        });
-        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(false);
-                }
-            }
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    wait_ready(fd, PollFlags::OUT, deadline)
 }
