@@ -58,8 +58,10 @@ fn pair() -> Pair {
     // A fresh pair works both ways.
     for from in 0..2 {
         let msg = vec![from as u8; 5];
-        timed("send", OP * 100, || p.ends[from].send_timeout(&msg, OP * 100))
-            .expect("send on a fresh pair");
+        timed("send", OP * 100, || {
+            p.ends[from].send_timeout(&msg, OP * 100)
+        })
+        .expect("send on a fresh pair");
         let got = timed("recv", OP * 100, || {
             p.ends[1 - from].recv_timeout(OP * 100).map(|m| m.to_vec())
         })
@@ -175,7 +177,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // The pair may be broken for good (a peer that breaks a ring's rules is refused from
         // then on): drop it, bounded, and make a fresh one, which must work.
         let old = guard.take();
-        timed("dropping a scribbled pair", Duration::from_secs(1), || drop(old));
+        timed("dropping a scribbled pair", Duration::from_secs(1), || {
+            drop(old)
+        });
         *guard = Some(pair());
     }
 });

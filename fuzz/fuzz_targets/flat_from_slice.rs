@@ -157,7 +157,9 @@ fn check<T: IpcSafe + Clone + Inspect + std::fmt::Debug>(mode: u8, bytes: &[u8])
                     let seen: &T = p;
                     assert_eq!(encode(seen), encode(v), "from_slice and read_value differ");
                 }
-                (Err(a), Err(b)) => assert_eq!(a, b, "from_slice and read_value refuse differently"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a, b, "from_slice and read_value refuse differently")
+                }
                 _ => panic!("from_slice {r:?} but read_value {padded:?}"),
             }
         }
@@ -173,12 +175,19 @@ fn check<T: IpcSafe + Clone + Inspect + std::fmt::Debug>(mode: u8, bytes: &[u8])
             // Misaligned by one byte, or one byte short.
             assert!(Page::<T>::from_slice(&buf.0[1..page_len + 1], sig).is_err());
             let short = Page::<T>::from_slice(&buf.0[..page_len - 1], sig);
-            assert!(matches!(short, Err(FlatError::TooShort { .. })), "{short:?}");
+            assert!(
+                matches!(short, Err(FlatError::TooShort { .. })),
+                "{short:?}"
+            );
         }
         _ => {
             let before = read_value::<T>(&buf.0[..n]);
             let r = Page::<T>::with_slice_mut(&mut buf.0[..page_len], sig, |v| v.clone());
-            assert_eq!(r.is_ok(), before.is_ok(), "with_slice_mut and read_value disagree");
+            assert_eq!(
+                r.is_ok(),
+                before.is_ok(),
+                "with_slice_mut and read_value disagree"
+            );
             if let (Ok(seen), Ok(before)) = (r, before) {
                 assert_eq!(encode(&seen), encode(&before));
                 // Padding zeroed afterwards: the bytes still read as the same value.

@@ -83,7 +83,12 @@ fn send(sock: &OwnedFd, bytes: &[u8], fd: Option<&OwnedFd>) {
         control.push(SendAncillaryMessage::ScmRights(&fds));
     }
     // A client that gave up already is no error here.
-    let _ = rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL);
+    let _ = rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    );
 }
 
 /// A memfd of `len` bytes, with `fill` run on a mapping of it, sealed or not.
@@ -198,7 +203,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let i = b.u8() as usize % 16;
             bell[i] = b.u8();
         }
-        let blen = if flags & 0x40 != 0 { b.u8() as usize * 2 } else { 128 };
+        let blen = if flags & 0x40 != 0 {
+            b.u8() as usize * 2
+        } else {
+            128
+        };
         let fd = memfd(blen, flags & 0x80 == 0, |m| {
             segment_header(m, blen);
             patches(m, &mut b);
@@ -226,9 +235,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             Connection::connect_timeout(&h.name, &cfg, CONNECT)
         });
         if let Ok(c) = r {
-            assert_eq!(c.segment().len(), len, "the segment's size is the sealed file's");
+            assert_eq!(
+                c.segment().len(),
+                len,
+                "the segment's size is the sealed file's"
+            );
             let mut buf = [0u8; 8];
-            let _ = c.segment().read_at(c.segment().payload().len().saturating_sub(4), &mut buf);
+            let _ = c
+                .segment()
+                .read_at(c.segment().payload().len().saturating_sub(4), &mut buf);
         }
     }
 });

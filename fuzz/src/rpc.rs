@@ -290,7 +290,12 @@ impl Session<'_> {
     }
 
     /// Checks a result against the honest answer (until the first scribble).
-    fn check(&mut self, what: &str, got: &Result<u64, Error<Why>>, want: &Option<Result<u64, Error<Why>>>) {
+    fn check(
+        &mut self,
+        what: &str,
+        got: &Result<u64, Error<Why>>,
+        want: &Option<Result<u64, Error<Why>>>,
+    ) {
         if matches!(got, Err(Error::Timeout)) {
             self.timeouts += 1;
             self.lost += 1;
@@ -340,7 +345,8 @@ impl Session<'_> {
         // Now and then the slot data (requests or replies) too.
         if sel & 0x80 != 0 {
             let slot = b.u8() as usize % SLOTS;
-            let at = HEADER + LAY.data + slot * align_const(SLOT_SIZE) + b.u8() as usize % SLOT_SIZE;
+            let at =
+                HEADER + LAY.data + slot * align_const(SLOT_SIZE) + b.u8() as usize % SLOT_SIZE;
             let bytes = b.take(16);
             self.map.write(at, &bytes);
         }
@@ -537,7 +543,11 @@ pub fn run(data: &[u8], side: Side) {
     // Everything the input left is dropped: each drop is bounded too.
     timed("dropping the session", OP * 10, move || {
         let Session {
-            cli, pending, subs, map, ..
+            cli,
+            pending,
+            subs,
+            map,
+            ..
         } = s;
         drop(pending);
         drop(subs);
