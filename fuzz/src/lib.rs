@@ -119,9 +119,11 @@ pub fn courier_memfds() -> Vec<((u64, u64), u64)> {
 }
 
 /// Waits up to `within` for the memfd `id` to be closed by everyone in this process.
-pub fn memfd_closed(id: (u64, u64), within: Duration) -> bool {
+/// `between` runs before each look (to drop what a worker thread may still be handing over).
+pub fn memfd_closed(id: (u64, u64), within: Duration, mut between: impl FnMut()) -> bool {
     let deadline = Instant::now() + within;
     loop {
+        between();
         if !courier_memfds().iter().any(|(m, _)| *m == id) {
             return true;
         }
