@@ -6,8 +6,7 @@
 # coverage (libFuzzer's `cov:` and `ft:`). Exits 1 if any target crashed, hung or leaked
 # (the reproducer is in fuzz/artifacts/<target>/), 2 if this toolchain cannot fuzz.
 #
-# Environment: TARGETS="a b" to run only some targets; COURIER_FUZZ_STRICT=1 to stop working
-# around the known bugs listed in fuzz/README.md; CARGO_TARGET_DIR as usual.
+# Environment: TARGETS="a b" to run only some targets; CARGO_TARGET_DIR as usual.
 set -uo pipefail
 cd "$(dirname "$0")"
 

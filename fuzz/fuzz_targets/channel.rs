@@ -124,7 +124,7 @@ fn step(p: &mut Pair, b: &mut Bytes<'_>, timeouts: &mut usize) {
             let msg = b.take(BLOCK);
             let r = timed("loan_timeout", OP, || match p.ends[end].loan_timeout(OP) {
                 Ok(mut l) => {
-                    l[..msg.len()].copy_from_slice(&msg);
+                    l.write_at(0, &msg).expect("a message fits its block");
                     l.publish_timeout(msg.len(), OP)
                 }
                 Err(e) => Err(e),

@@ -134,12 +134,6 @@ pub fn memfd_closed(id: (u64, u64), within: Duration, mut between: impl FnMut())
     }
 }
 
-/// Whether `COURIER_FUZZ_STRICT=1`: known bugs are not worked around (see README.md).
-pub fn strict() -> bool {
-    static S: OnceLock<bool> = OnceLock::new();
-    *S.get_or_init(|| std::env::var("COURIER_FUZZ_STRICT").is_ok_and(|v| v == "1"))
-}
-
 /// How many descriptors this process has open (for leak checks).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
