@@ -305,7 +305,7 @@ impl Conn {
 
     fn dead(&self) -> bool {
         #[cfg(test)]
-        tests::before_death_check();
+        tests::hook(tests::Point::DeathCheck);
         self.watch.shared.is_dead()
     }
 
@@ -545,12 +545,25 @@ impl Conn {
             pending: true,
         };
         // SeqCst (after our tail, above): a server shutting down sets `srv_closed` before it
-        // fails the calls queued so far; one queued after that is ours to take back.
+        // fails the calls queued so far. A call it took before (answered already, perhaps)
+        // goes on as usual; one still queued may have come after its last look, so it is
+        // taken back. (Canceling a taken call here would throw away an answer that landed.)
+        #[cfg(test)]
+        tests::hook(tests::Point::ClosedCheck);
         if sh.u32(SRV_CLOSED).load(Ordering::SeqCst) != 0 {
-            if let Canceled::Done = call.cancel() {
-                call.finish();
+            match slot::withdraw(sh.state(slot)) {
+                slot::Withdraw::Taken => {}
+                slot::Withdraw::Withdrawn => {
+                    call.pending = false;
+                    self.abandon(slot, true);
+                    return Err(Error::ServerDisappeared);
+                }
+                slot::Withdraw::Broken => {
+                    // A hostile server: give the slot up.
+                    call.pending = false;
+                    return Err(Error::ServerDisappeared);
+                }
             }
-            return Err(Error::ServerDisappeared);
         }
         Ok(call)
     }
@@ -1938,13 +1951,38 @@ mod tests {
     use crate::{Incoming, Server, ServerConfig};
     use std::cell::RefCell;
 
-    thread_local! {
-        static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    /// Where a test's hook runs.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Point {
+        /// Just before `Conn::dead` reads the watcher's verdict.
+        DeathCheck,
+        /// Just before a new call looks at `srv_closed` (its request already queued).
+        ClosedCheck,
     }
 
-    /// Runs (once) the hook this thread set, just before `Conn::dead` reads the verdict.
-    pub(super) fn before_death_check() {
-        if let Some(f) = HOOK.with(|h| h.borrow_mut().take()) {
+    type Hook = (Point, Box<dyn FnOnce()>);
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    fn set_hook(at: Point, f: impl FnOnce() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some((at, Box::new(f))));
+    }
+
+    /// Runs (once) the hook this thread set for `at`.
+    pub(super) fn hook(at: Point) {
+        let f = HOOK.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.take() {
+                Some((p, f)) if p == at => Some(f),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        });
+        if let Some(f) = f {
             f();
         }
     }
@@ -1971,11 +2009,9 @@ mod tests {
         };
         assert_eq!(got, n);
         let conn = Arc::clone(&c.shared.conn);
-        HOOK.with(|h| {
-            *h.borrow_mut() = Some(Box::new(move || {
-                assert_eq!(ctx.reply(n + 1), Ok(()));
-                conn.watch.shared.dead.store(true, Ordering::SeqCst);
-            }))
+        set_hook(Point::DeathCheck, move || {
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+            conn.watch.shared.dead.store(true, Ordering::SeqCst);
         });
         w
     }
@@ -2004,5 +2040,47 @@ mod tests {
         let w = taken_call(&s, &c, 5);
         assert_eq!(w.cancel(), CancelOutcome::Completed(Ok(6)));
         undead(&c);
+    }
+
+    /// A server that takes a call, answers it and shuts down, all before the caller looks at
+    /// `srv_closed`: the caller gets the answer, not `ServerDisappeared` (the courier demo's
+    /// SHUTDOWN step failed so under load).
+    #[test]
+    fn an_answer_before_the_server_closed_is_read() {
+        let (s, c) = pair("client-unit-closed-answered");
+        set_hook(Point::ClosedCheck, move || {
+            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+                panic!("not a call");
+            };
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+            drop(s);
+        });
+        assert_eq!(c.req_timeout(7, Duration::from_secs(10)), Ok(8));
+        // And the server is gone for the next call.
+        assert_eq!(
+            c.req_timeout(9, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
+        );
+    }
+
+    /// A call still queued when the caller sees `srv_closed` is taken back: the caller gets
+    /// `ServerDisappeared` at once, and a worker that looks later finds it withdrawn.
+    #[test]
+    fn a_call_queued_after_close_is_withdrawn() {
+        let (s, c) = pair("client-unit-closed-queued");
+        let conn = Arc::clone(&c.shared.conn);
+        set_hook(Point::ClosedCheck, move || {
+            conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
+        });
+        let t = Instant::now();
+        assert_eq!(
+            c.req_timeout(7, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "not at once");
+        assert!(
+            matches!(s.try_pop(), Ok(None)),
+            "the server was handed a withdrawn call"
+        );
     }
 }

@@ -172,6 +172,33 @@ pub(crate) fn cancel(word: &impl Word) -> Cancel {
     Cancel::Broken
 }
 
+/// What the client found when it tried to take back a request the server may never look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Withdraw {
+    /// QUEUED -> CANCELED: the server will never see the request.
+    Withdrawn,
+    /// The server had taken it (or answered it already): the call goes on.
+    Taken,
+    Broken,
+}
+
+/// Client: QUEUED -> CANCELED only. Unlike [`cancel`], a call the server took is left alone,
+/// so its answer still counts.
+pub(crate) fn withdraw(word: &impl Word) -> Withdraw {
+    let mut s = word.load_acquire();
+    for _ in 0..TRIES {
+        match phase(s) {
+            state::QUEUED => match word.cas(s, state::CANCELED) {
+                Ok(_) => return Withdraw::Withdrawn,
+                Err(now) => s = now,
+            },
+            state::TAKEN | state::DONE => return Withdraw::Taken,
+            _ => return Withdraw::Broken,
+        }
+    }
+    Withdraw::Broken
+}
+
 /// Client, before it sleeps: sets WAITER on a QUEUED or TAKEN word. `Some(v)`: sleep while
 /// the word is `v`; `None`: the word changed (look again) or is DONE.
 pub(crate) fn announce_sleep(word: &impl Word) -> Option<u32> {
@@ -271,6 +298,28 @@ mod loom_models {
             }
             assert_eq!(slot.word.load(Ordering::Acquire), state::DONE);
             assert_eq!(slot.reply.load(Ordering::Relaxed), 42);
+        });
+    }
+
+    #[test]
+    fn withdraw_races_take_and_complete() {
+        loom::model(|| {
+            let slot = slot();
+            let s2 = Arc::clone(&slot);
+            let worker = loom::thread::spawn(move || server(&s2));
+            let w = withdraw(&slot.word);
+            let (t, done) = worker.join().unwrap();
+            match w {
+                // The server never saw the request; it handed the slot back.
+                Withdraw::Withdrawn => assert_eq!((t, done), (Take::Withdrawn, None)),
+                // A taken call is never touched: its answer is delivered, not discarded.
+                Withdraw::Taken => assert_eq!(
+                    (t, done),
+                    (Take::Taken, Some(Complete::Delivered { wake: false }))
+                ),
+                Withdraw::Broken => panic!("an honest pair never breaks the machine"),
+            }
+            assert_eq!(slot.word.load(Ordering::Acquire), state::DONE);
         });
     }
 }
