@@ -12,14 +12,18 @@
 //!   read and write the shared segment;
 //! - permissions: a client running as `nobody` is refused with a permission error (by the
 //!   credential check, and by the socket's mode), and admitted when allow-listed (needs root:
-//!   skipped with a notice otherwise);
+//!   skipped with a notice otherwise); an RPC client as `nobody` refuses a root server that
+//!   admits it unless it trusts root (`Client::connect_with`), and then calls it;
 //! - residue: after SIGKILL of every process, nothing blocks a new `bind`, the runtime
 //!   directory is empty once that listener is dropped, and /dev/shm holds nothing of courier's.
 //!
 //! Every wait has a deadline.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{ConnectConfig, Connection, Listener, ListenerConfig, ShmError};
+use courier_shm::{
+    Client, ConnectConfig, Connection, Incoming, Listener, ListenerConfig, Server, ServerConfig,
+    ShmError,
+};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -107,6 +111,19 @@ fn peer_main() {
                 }
                 Err(e) => say(kind(&e)),
             }
+        }
+        // An RPC client: first trusting only its own uid, then root too; one call.
+        "rpc-client" => {
+            let t = DEADLINE;
+            match Client::<u64, u64, ()>::connect(&name, t) {
+                Err(ShmError::UntrustedPeer { peer, .. }) => {
+                    say(&format!("untrusted {}", peer.uid))
+                }
+                Err(e) => say(kind(&e)),
+                Ok(_) => say("connected without trust"),
+            }
+            let c = Client::<u64, u64, ()>::connect_with(&name, &cc, t).unwrap();
+            say(&format!("req {:?}", c.req_timeout(41, t)));
         }
         // Connect, then hold the connection until killed.
         "client-hold" => {
@@ -400,6 +417,39 @@ fn another_user_is_refused_unless_allowed() {
     let mut client = spawn("client-strict", &dir, &name, Some(NOBODY));
     let _ = l.accept_timeout(DEADLINE);
     assert_eq!(client.line(), format!("untrusted {}", euid()));
+    assert!(client.exit_status().success());
+}
+
+#[test]
+fn an_rpc_client_trusts_a_server_of_another_user_only_when_told() {
+    let _g = serial();
+    if euid() != 0 {
+        println!("notice: not root, cannot run a client as nobody; the trust test is skipped");
+        return;
+    }
+    let dir = TestDir::new("rpc-trust");
+    let exe = std::env::current_exe().unwrap();
+    if !executable_by_nobody(&exe) {
+        println!("notice: {exe:?} is not reachable by nobody; the trust test is skipped");
+        return;
+    }
+    let name = unique("rpc-trust");
+    let server =
+        Server::<u64, u64, ()>::bind(&name, ServerConfig::new().allow_uid(NOBODY)).unwrap();
+    // Nobody passes through the runtime directory (the socket's mode lets it in).
+    std::fs::set_permissions(&dir.rt, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut client = spawn("rpc-client", &dir, &name, Some(NOBODY));
+    // The strict connect refuses root's server before it sends anything.
+    assert_eq!(client.line(), format!("untrusted {}", euid()));
+    // Trusting root, it connects and calls.
+    match server.wait_timeout(DEADLINE).unwrap() {
+        Incoming::Call(n, ctx) => {
+            assert_eq!(ctx.client_pid(), client.pid() as u32);
+            ctx.reply(n + 1).unwrap();
+        }
+        _ => panic!("not a call"),
+    }
+    assert_eq!(client.line(), "req Ok(42)");
     assert!(client.exit_status().success());
 }
 

@@ -303,7 +303,24 @@ impl ShmChannel {
     /// [`ShmError::PermissionDenied`], [`ShmError::BadSegment`]), and [`ShmError::Corrupt`] if
     /// the channel header is not one this build can use.
     pub fn connect(name: &str, config: ShmConfig, timeout: Duration) -> Result<Self, ShmError> {
-        let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
+        Self::connect_with(name, config, &ConnectConfig::new(), timeout)
+    }
+
+    /// [`ShmChannel::connect`] with the client's side of the checks (`connect`): the largest
+    /// segment it maps and the users whose listeners it trusts besides its own
+    /// ([`ConnectConfig::trust_uid`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ShmChannel::connect`], and [`ShmError::UntrustedPeer`] if the listener runs
+    /// as a user `connect` does not trust.
+    pub fn connect_with(
+        name: &str,
+        config: ShmConfig,
+        connect: &ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Self, ShmError> {
+        let conn = Connection::connect_timeout(name, connect, timeout)?;
         let lay = read_header(conn.segment())?;
         Self::new(conn, lay, config.full, CLIENT_TX)
     }

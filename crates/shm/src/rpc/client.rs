@@ -223,12 +223,16 @@ struct SubQueue {
 }
 
 impl Conn {
-    fn connect(name: &str, timeout: Duration) -> Result<Arc<Conn>, ShmError> {
+    fn connect(
+        name: &str,
+        config: &ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, ShmError> {
         let deadline = deadline_after(timeout);
         // `connect_timeout` adds its timeout to the clock: keep `Duration::MAX` (no limit)
         // from overflowing there (2^32 s is over a century).
         let timeout = timeout.min(Duration::from_secs(1 << 32));
-        let conn = Connection::connect_timeout(name, &ConnectConfig::new(), timeout)?;
+        let conn = Connection::connect_timeout(name, config, timeout)?;
         let lay = read_header(conn.segment())?;
         let (seg, sock, server) = conn.into_parts();
         // The second message: our end of the connection's wake-up socket. Only a datagram
@@ -1118,9 +1122,40 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// [`ShmError::BadSegment`] / [`ShmError::Corrupt`] / [`ShmError::Handshake`] if the
     /// server's segment or messages are not valid, [`ShmError::Io`].
     pub fn connect(name: &str, timeout: Duration) -> Result<Self, ShmError> {
+        Self::connect_with(name, &ConnectConfig::new(), timeout)
+    }
+
+    /// [`Client::connect`] with the client's side of the checks: the largest segment it maps
+    /// and the users whose servers it trusts besides its own
+    /// ([`ConnectConfig::trust_uid`]: a server running as root, or as a service account,
+    /// that admits this user with [`ServerConfig::allow_uid`](crate::ServerConfig::allow_uid)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::connect`], and [`ShmError::UntrustedPeer`] if the server runs as a
+    /// user `config` does not trust (nothing was sent to it or mapped).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use courier_shm::{Client, ConnectConfig};
+    /// use std::time::Duration;
+    ///
+    /// // A system service running as root that lets this user in.
+    /// let trust_root = ConnectConfig::new().trust_uid(0);
+    /// let c: Client<u64, u64, ()> =
+    ///     Client::connect_with("clock", &trust_root, Duration::from_secs(5))?;
+    /// println!("{:?}", c.req(1));
+    /// # Ok::<(), courier_shm::ShmError>(())
+    /// ```
+    pub fn connect_with(
+        name: &str,
+        config: &ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Self, ShmError> {
         Ok(Client {
             shared: Arc::new(ClientShared {
-                conn: Conn::connect(name, timeout)?,
+                conn: Conn::connect(name, config, timeout)?,
             }),
             _types: PhantomData,
         })
