@@ -1157,20 +1157,49 @@ impl Conn {
         }
     }
 
+    /// Writes one record (of subscription `sub`) into the push ring and rings the client;
+    /// never waits. `Full` if the ring has no room; a head the client moved past the tail cuts
+    /// it off.
+    fn write_push(
+        &self,
+        sub: u32,
+        kind: u32,
+        fill: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
+    ) -> Result<(), PushError> {
+        let sh = &self.sh;
+        let mut tail = self.push_tail.lock().unwrap_or_else(|p| p.into_inner());
+        // Acquire: the client's reads of records before `head` are done.
+        let head = sh.u64(PUSH_HEAD).load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > sh.lay.push_depth as u64 {
+            self.cut_off();
+            return Err(PushError::ClientGone);
+        }
+        if used == sh.lay.push_depth as u64 {
+            return Err(PushError::Full);
+        }
+        let (len, sig) = fill(&mut sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
+        let rec = sh.lay.push_rec(*tail);
+        sh.u32(rec + P_SUB).store(sub, Ordering::Relaxed);
+        sh.u32(rec + P_KIND).store(kind, Ordering::Relaxed);
+        sh.u32(rec + P_LEN).store(len as u32, Ordering::Relaxed);
+        sh.u64(rec + P_SIG).store(sig, Ordering::Relaxed);
+        *tail += 1;
+        // Release: the record is visible to a client that sees the new tail.
+        sh.u64(PUSH_TAIL).store(*tail, Ordering::Release);
+        drop(tail);
+        ring_client(sh);
+        Ok(())
+    }
+
     /// Pushes the subscription ends that found the ring full, while there is room.
-    fn flush_ends(self: &Arc<Self>) {
+    fn flush_ends(&self) {
         if !self.has_ends.load(Ordering::Relaxed) {
             return;
         }
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(&id) = ends.first() {
-            let n = Notifier {
-                conn: Arc::clone(self),
-                id,
-            };
-            let r = n.write(PUSH_END, |_| Some((0, 0)));
-            std::mem::forget(n);
-            if r == Err(PushError::Full) {
+            if self.write_push(id, PUSH_END, |_| Some((0, 0))) == Err(PushError::Full) {
                 return;
             }
             ends.remove(0);
@@ -1584,44 +1613,9 @@ impl Notifier {
         if !self.is_subscribed() {
             return Err(PushError::Unsubscribed);
         }
-        self.write(PUSH_DATA, |out| {
+        self.conn.write_push(self.id, PUSH_DATA, |out| {
             value.encode(out).map(|n| (n, T::SIGNATURE))
         })
-    }
-
-    fn write(
-        &self,
-        kind: u32,
-        fill: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
-    ) -> Result<(), PushError> {
-        let sh = &self.conn.sh;
-        let mut tail = self
-            .conn
-            .push_tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Acquire: the client's reads of records before `head` are done.
-        let head = sh.u64(PUSH_HEAD).load(Ordering::Acquire);
-        let used = tail.wrapping_sub(head);
-        if used > sh.lay.push_depth as u64 {
-            self.conn.cut_off();
-            return Err(PushError::ClientGone);
-        }
-        if used == sh.lay.push_depth as u64 {
-            return Err(PushError::Full);
-        }
-        let (len, sig) = fill(&mut sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
-        let rec = sh.lay.push_rec(*tail);
-        sh.u32(rec + P_SUB).store(self.id, Ordering::Relaxed);
-        sh.u32(rec + P_KIND).store(kind, Ordering::Relaxed);
-        sh.u32(rec + P_LEN).store(len as u32, Ordering::Relaxed);
-        sh.u64(rec + P_SIG).store(sig, Ordering::Relaxed);
-        *tail += 1;
-        // Release: the record is visible to a client that sees the new tail.
-        sh.u64(PUSH_TAIL).store(*tail, Ordering::Release);
-        drop(tail);
-        ring_client(sh);
-        Ok(())
     }
 }
 
@@ -1630,7 +1624,7 @@ impl Drop for Notifier {
         let was = self.conn.lock_subs().remove(&self.id);
         if was
             && !self.conn.gone()
-            && self.write(PUSH_END, |_| Some((0, 0))) == Err(PushError::Full)
+            && self.conn.write_push(self.id, PUSH_END, |_| Some((0, 0))) == Err(PushError::Full)
         {
             // Never wait for a slow client: the end is pushed by a worker as soon as the
             // ring has room (see `Conn::flush_ends`).
