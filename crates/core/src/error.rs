@@ -58,6 +58,31 @@ pub enum Error<E> {
 }
 
 impl<E> Error<E> {
+    /// The same error with its application error, if any, replaced by what `f` makes of it:
+    /// another application error, or another variant (a typed client turns an error it
+    /// cannot have been sent into [`Error::Protocol`]). The other variants stay as they are.
+    ///
+    /// ```
+    /// use courier_core::error::Error;
+    ///
+    /// let e: Error<u8> = Error::App(7);
+    /// assert_eq!(e.map_app(|n| Error::App(u32::from(n) * 2)), Error::App(14));
+    /// assert_eq!(Error::<u8>::Timeout.map_app(|_| Error::<u32>::Protocol), Error::Timeout);
+    /// ```
+    pub fn map_app<E2>(self, f: impl FnOnce(E) -> Error<E2>) -> Error<E2> {
+        match self {
+            Error::App(e) => f(e),
+            Error::ServerDisappeared => Error::ServerDisappeared,
+            Error::NoReply => Error::NoReply,
+            Error::OriginDisappeared => Error::OriginDisappeared,
+            Error::ClientsDisappeared => Error::ClientsDisappeared,
+            Error::Timeout => Error::Timeout,
+            Error::TooLarge => Error::TooLarge,
+            Error::Protocol => Error::Protocol,
+            Error::LimitReached => Error::LimitReached,
+        }
+    }
+
     /// Returns the application error if this is [`Error::App`], and `None` otherwise.
     pub fn into_apperr(self) -> Option<E> {
         match self {

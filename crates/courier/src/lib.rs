@@ -96,6 +96,17 @@ pub use courier_core::flat;
 /// ```
 pub use courier_derive::Ipc;
 
+/// The error every request/response transport reports (see [`courier_core::error`]).
+pub use courier_core::error::{Error, SendError};
+
+#[cfg(feature = "std")]
+pub mod service;
+
+/// `#[courier::service]`: a trait becomes a typed service, its client and its server, on
+/// every std transport (see the [`service`](mod@service) module).
+#[cfg(feature = "std")]
+pub use courier_derive::service;
+
 /// The README's examples run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

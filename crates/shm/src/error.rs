@@ -86,6 +86,19 @@ pub enum ShmError {
         peer: Credentials,
     },
 
+    /// A typed client (`#[courier::service]`) found a server of the name that speaks another
+    /// interface: another service, or another version of this one (a method added, removed or
+    /// changed). Checked once, at connect; nothing else was sent.
+    #[error("service {name:?} serves {theirs}, but this client speaks {ours}")]
+    InterfaceMismatch {
+        /// The service name.
+        name: String,
+        /// The client's interface: its trait name and signature.
+        ours: String,
+        /// The server's, as it described itself (or why it could not).
+        theirs: String,
+    },
+
     /// The shared segment the peer sent is not one courier can use.
     #[error("bad shared segment: {0}")]
     BadSegment(#[from] SegmentError),

@@ -1,0 +1,733 @@
+//! Typed services: what [`#[courier::service]`](macro@crate::service) generates runs on this.
+//!
+//! A service is a trait. The macro turns its methods into three flat enums (the requests, the
+//! replies and the application errors, each variant tagged by a hash of its method's name, so
+//! reordering methods changes nothing on the wire), a client `FooClient` whose methods are the
+//! trait's, and a server `FooServer` whose `serve` calls an implementation of the trait. Both
+//! wrap the transport-neutral [`Client`] and [`Server`] of this module, which carry the calls
+//! over `courier::local` (threads and tasks of one process) or `courier::shm` (processes on
+//! one host), so the service is written once and moves between the two by changing how the
+//! client and server are made (`FooClient::pair()` or `FooServer::bind` and
+//! `FooClient::connect`).
+//!
+//! The items of this module are the generated code's runtime; users meet them only through
+//! the generated types and [`Interface`].
+//!
+//! # Method kinds
+//!
+//! | trait method | on the wire | client method returns |
+//! |---|---|---|
+//! | `fn m(&self, a: A) -> Result<T, E>` | a call; `Err` arrives as `Error::App(E)` | `Result<T, Error<E>>` |
+//! | `fn m(&self, a: A) -> T` | a call | `Result<T, Error<Infallible>>` |
+//! | `fn m(&self, a: A)` | one-way (`send`): the caller does not wait | `Result<(), Error<Infallible>>` |
+//! | `fn m(&self, #[lend] d: &[u8]) -> ..` | a lend: the server reads the caller's bytes | as a call |
+//! | `fn m(&self, #[lend_mut] d: &mut [u8]) -> ..` | a mutable lend: the server writes them | as a call |
+//!
+//! Arguments, results and errors are flat types (`courier::flat`: integers, `bool`, `char`,
+//! arrays, `flat::String<N>`, `flat::Vec<T, N>`, `#[derive(Ipc)]` types): a type that is not
+//! is a compile error naming `IpcSafe`.
+//!
+//! # Lends and copies
+//!
+//! A service method receives `&[u8]`/`&mut [u8]`, a Rust reference, and no safe code may hold
+//! one to bytes another process can write at the same time. Across processes the server
+//! therefore copies the lent bytes into a buffer of its own worker (reused: no allocation per
+//! call once warm) before the method runs, and copies a mutable lend back after it; the
+//! client copies the caller's slice into a pooled `ShmBuf` registered with the server once.
+//! In one process the bytes travel in a `Vec` (one allocation per lend).
+//!
+//! # Interface signature
+//!
+//! Each service has an [`Interface`]: its trait name, its methods and their kinds, and a
+//! signature hashed from the method names, kinds and the flat signatures of every argument,
+//! result and error type. `FooClient::connect` asks the server for its interface once (a
+//! scalar message, outside the typed slots) and refuses a server that speaks another one with
+//! `ShmError::InterfaceMismatch`, naming both.
+
+use core::fmt;
+use core::time::Duration;
+use std::vec::Vec;
+
+use courier_core::error::{Error, SendError};
+
+/// A service's interface, as the macro describes it: the trait name, the methods with their
+/// kinds, and a signature of all of it (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interface {
+    /// The trait's name.
+    pub name: &'static str,
+    /// The signature: a hash of the method names, kinds and flat type signatures.
+    pub signature: u64,
+    /// Each method's name and kind (`"call"`, `"send"`, `"lend"`, `"lend_mut"`), in the
+    /// trait's order.
+    pub methods: &'static [(&'static str, &'static str)],
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (interface {:#018x})", self.name, self.signature)
+    }
+}
+
+/// What a generated dispatch made of one request.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Outcome<Rp, F> {
+    /// The method returned a value (or `()` for a one-way method).
+    Reply(Rp),
+    /// The method returned an application error.
+    Fail(F),
+    /// The request does not fit the method (a lend without bytes, a length past the lent
+    /// buffer): only a client of another build sends one. No reply: the caller sees
+    /// `Error::NoReply`.
+    Refuse,
+}
+
+/// The bytes a caller lent to one request, as the dispatch hands them to the method.
+#[doc(hidden)]
+pub struct Lent<'a> {
+    inner: LentInner<'a>,
+    /// How many bytes of a mutable lend the method was given (to copy back).
+    written: Option<usize>,
+}
+
+enum LentInner<'a> {
+    None,
+    /// In one process: the bytes themselves, moved with the request.
+    Local {
+        bytes: &'a mut Vec<u8>,
+        mutable: bool,
+    },
+    /// Across processes: the lent buffer, and the worker's private copy of it.
+    #[cfg(target_os = "linux")]
+    Shm {
+        view: courier_shm::ShmView<'a>,
+        mutable: bool,
+        scratch: &'a mut Vec<u8>,
+    },
+}
+
+impl<'a> Lent<'a> {
+    fn new(inner: LentInner<'a>) -> Lent<'a> {
+        Lent {
+            inner,
+            written: None,
+        }
+    }
+
+    /// The first `len` bytes lent, for a `#[lend]` method; `None` if nothing (or less) was
+    /// lent.
+    pub fn bytes(&mut self, len: u64) -> Option<&[u8]> {
+        let len = usize::try_from(len).ok()?;
+        match &mut self.inner {
+            LentInner::None => None,
+            LentInner::Local { bytes, .. } => bytes.get(..len),
+            #[cfg(target_os = "linux")]
+            LentInner::Shm { view, scratch, .. } => {
+                let part = view.slice(..len)?;
+                scratch.clear();
+                scratch.resize(len, 0);
+                part.copy_to_slice(scratch);
+                Some(&scratch[..])
+            }
+        }
+    }
+
+    /// The first `len` bytes lent mutably, for a `#[lend_mut]` method; `None` if the lend was
+    /// not mutable or shorter.
+    pub fn bytes_mut(&mut self, len: u64) -> Option<&mut [u8]> {
+        let len = usize::try_from(len).ok()?;
+        match &mut self.inner {
+            LentInner::None => None,
+            LentInner::Local { bytes, mutable } => {
+                if !*mutable {
+                    return None;
+                }
+                bytes.get_mut(..len)
+            }
+            #[cfg(target_os = "linux")]
+            LentInner::Shm {
+                view,
+                mutable,
+                scratch,
+            } => {
+                if !*mutable {
+                    return None;
+                }
+                let part = view.slice(..len)?;
+                scratch.clear();
+                scratch.resize(len, 0);
+                part.copy_to_slice(scratch);
+                self.written = Some(len);
+                Some(&mut scratch[..])
+            }
+        }
+    }
+}
+
+/// A message of the in-process transport: the typed value, and the bytes of a lend (moved
+/// there and, for a mutable lend, back).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Envelope<T> {
+    msg: T,
+    lent: Option<Vec<u8>>,
+    mutable: bool,
+}
+
+impl<T> Envelope<T> {
+    fn plain(msg: T) -> Envelope<T> {
+        Envelope {
+            msg,
+            lent: None,
+            mutable: false,
+        }
+    }
+}
+
+/// Scalar opcodes a typed server answers outside its typed slots: its interface signature
+/// and name length, then its name 16 bytes at a time.
+const INTERFACE_OP: u32 = 0xFFFF_FF01;
+const INTERFACE_NAME_OP: u32 = 0xFFFF_FF02;
+
+/// The client under every generated `FooClient`: one transport, and the timeout every call
+/// of this handle waits at most (none by default).
+#[doc(hidden)]
+pub struct Client<Rq, Rp, F> {
+    transport: ClientTransport<Rq, Rp, F>,
+    timeout: Option<Duration>,
+}
+
+enum ClientTransport<Rq, Rp, F> {
+    Local(courier_local::Client<Envelope<Rq>, Envelope<Rp>, F>),
+    #[cfg(target_os = "linux")]
+    Shm(std::sync::Arc<shm::ShmClient<Rq, Rp, F>>),
+}
+
+impl<Rq, Rp, F> Clone for Client<Rq, Rp, F> {
+    fn clone(&self) -> Self {
+        Client {
+            transport: match &self.transport {
+                ClientTransport::Local(c) => ClientTransport::Local(c.clone()),
+                #[cfg(target_os = "linux")]
+                ClientTransport::Shm(c) => ClientTransport::Shm(c.clone()),
+            },
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<Rq, Rp, F> fmt::Debug for Client<Rq, Rp, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match &self.transport {
+            ClientTransport::Local(_) => "local",
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(_) => "shm",
+        };
+        f.debug_struct("Client")
+            .field("transport", &transport)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `SendError` of the in-process transport as the typed client reports it.
+fn send_error<T, F>(e: SendError<T>) -> Error<F> {
+    match e {
+        SendError::ServerDisappeared(_) => Error::ServerDisappeared,
+        SendError::Full(_) | SendError::Timeout(_) => Error::Timeout,
+    }
+}
+
+/// A local reply envelope's value (and, for a mutable lend, its bytes copied back).
+fn local_reply<Rp, F>(
+    env: Result<Envelope<Rp>, Error<F>>,
+    back: Option<&mut [u8]>,
+) -> Result<Rp, Error<F>> {
+    let env = env?;
+    if let Some(out) = back {
+        match env.lent {
+            Some(bytes) if bytes.len() == out.len() => out.copy_from_slice(&bytes),
+            _ => return Err(Error::Protocol),
+        }
+    }
+    Ok(env.msg)
+}
+
+impl<Rq: Send + 'static, Rp: Send + 'static, F: Send + 'static> Client<Rq, Rp, F> {
+    /// A client and a server of one process (`FooClient::pair`).
+    pub fn pair() -> (Client<Rq, Rp, F>, Server<Rq, Rp, F>) {
+        let (server, client) = courier_local::channel();
+        (
+            Client {
+                transport: ClientTransport::Local(client),
+                timeout: None,
+            },
+            Server {
+                transport: ServerTransport::Local(server),
+            },
+        )
+    }
+
+    /// This handle with every call bounded by `timeout` (`None`: no limit).
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> Client<Rq, Rp, F> {
+        let mut c = self.clone();
+        c.timeout = timeout;
+        c
+    }
+
+    /// The timeout of this handle's calls.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+impl<Rq, Rp, F> Client<Rq, Rp, F>
+where
+    Rq: Wire,
+    Rp: Wire,
+    F: Wire,
+{
+    /// Whether the server is known to be gone.
+    pub fn is_server_gone(&self) -> bool {
+        match &self.transport {
+            ClientTransport::Local(c) => c.is_server_gone(),
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => !c.client.is_connected(),
+        }
+    }
+
+    /// A call: waits for the reply (or the timeout).
+    pub fn call(&self, rq: Rq) -> Result<Rp, Error<F>> {
+        match (&self.transport, self.timeout) {
+            (ClientTransport::Local(c), None) => local_reply(c.req(Envelope::plain(rq)), None),
+            (ClientTransport::Local(c), Some(t)) => {
+                local_reply(c.req_timeout(Envelope::plain(rq), t), None)
+            }
+            #[cfg(target_os = "linux")]
+            (ClientTransport::Shm(c), None) => c.client.req(rq),
+            #[cfg(target_os = "linux")]
+            (ClientTransport::Shm(c), Some(t)) => c.client.req_timeout(rq, t),
+        }
+    }
+
+    /// A call awaited: never blocks the executor's thread. Cancel it by dropping the future
+    /// (the handle's timeout does not apply: use the executor's).
+    pub async fn call_async(&self, rq: Rq) -> Result<Rp, Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(c) => local_reply(c.areq(Envelope::plain(rq)).await, None),
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => c.client.areq(rq).await,
+        }
+    }
+
+    /// A one-way message: returns once it is queued.
+    pub fn send(&self, rq: Rq) -> Result<(), Error<F>> {
+        match (&self.transport, self.timeout) {
+            (ClientTransport::Local(c), None) => c.send(Envelope::plain(rq)).map_err(send_error),
+            (ClientTransport::Local(c), Some(t)) => {
+                c.send_timeout(Envelope::plain(rq), t).map_err(send_error)
+            }
+            #[cfg(target_os = "linux")]
+            (ClientTransport::Shm(c), None) => c.client.send(rq),
+            #[cfg(target_os = "linux")]
+            (ClientTransport::Shm(c), Some(t)) => c.client.send_timeout(rq, t),
+        }
+    }
+
+    /// A call that lends `data` to the server for reading.
+    pub fn lend(&self, rq: Rq, data: &[u8]) -> Result<Rp, Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(c) => {
+                let env = Envelope {
+                    msg: rq,
+                    lent: Some(data.to_vec()),
+                    mutable: false,
+                };
+                let r = match self.timeout {
+                    None => c.req(env),
+                    Some(t) => c.req_timeout(env, t),
+                };
+                local_reply(r, None)
+            }
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => c.lend(rq, shm::Data::Ref(data), self.timeout),
+        }
+    }
+
+    /// A call that lends `data` to the server for reading and writing; the server's writes
+    /// are in `data` when it returns `Ok` (on an error, `data` may hold some of them).
+    pub fn lend_mut(&self, rq: Rq, data: &mut [u8]) -> Result<Rp, Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(c) => {
+                let env = Envelope {
+                    msg: rq,
+                    lent: Some(data.to_vec()),
+                    mutable: true,
+                };
+                let r = match self.timeout {
+                    None => c.req(env),
+                    Some(t) => c.req_timeout(env, t),
+                };
+                local_reply(r, Some(data))
+            }
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => c.lend(rq, shm::Data::Mut(data), self.timeout),
+        }
+    }
+}
+
+/// What may travel in a typed service: on Linux, what `courier::shm` can carry (flat types);
+/// elsewhere any `Send` value (only the in-process transport exists there).
+#[doc(hidden)]
+#[cfg(target_os = "linux")]
+pub trait Wire: courier_shm::Wire {}
+#[cfg(target_os = "linux")]
+impl<T: courier_shm::Wire> Wire for T {}
+#[doc(hidden)]
+#[cfg(not(target_os = "linux"))]
+pub trait Wire: Send + 'static {}
+#[cfg(not(target_os = "linux"))]
+impl<T: Send + 'static> Wire for T {}
+
+/// The server under every generated `FooServer`.
+#[doc(hidden)]
+pub struct Server<Rq, Rp, F> {
+    transport: ServerTransport<Rq, Rp, F>,
+}
+
+enum ServerTransport<Rq, Rp, F> {
+    Local(courier_local::Server<Envelope<Rq>, Envelope<Rp>, F>),
+    #[cfg(target_os = "linux")]
+    Shm(courier_shm::Server<Rq, Rp, F>),
+}
+
+impl<Rq, Rp, F> Clone for Server<Rq, Rp, F> {
+    fn clone(&self) -> Self {
+        Server {
+            transport: match &self.transport {
+                ServerTransport::Local(s) => ServerTransport::Local(s.clone()),
+                #[cfg(target_os = "linux")]
+                ServerTransport::Shm(s) => ServerTransport::Shm(s.clone()),
+            },
+        }
+    }
+}
+
+impl<Rq, Rp, F> fmt::Debug for Server<Rq, Rp, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match &self.transport {
+            ServerTransport::Local(_) => "local",
+            #[cfg(target_os = "linux")]
+            ServerTransport::Shm(_) => "shm",
+        };
+        f.debug_struct("Server")
+            .field("transport", &transport)
+            .finish()
+    }
+}
+
+/// Why a typed server stopped serving.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The shared-memory server failed (an operating-system error).
+    #[cfg(target_os = "linux")]
+    Shm(courier_shm::ShmError),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            #[cfg(target_os = "linux")]
+            ServeError::Shm(ref e) => write!(f, "serving failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
+    /// Serves requests on the calling thread with `dispatch` until every client is gone (in
+    /// one process) or the server fails (across processes, where new clients may always
+    /// come: run it on a thread of its own, or clone the server for more workers).
+    pub fn serve(
+        &self,
+        interface: &Interface,
+        mut dispatch: impl FnMut(Rq, &mut Lent<'_>) -> Outcome<Rp, F>,
+    ) -> Result<(), ServeError> {
+        match &self.transport {
+            ServerTransport::Local(server) => {
+                while let Ok((mut env, ctx)) = server.wait() {
+                    let mutable = env.mutable;
+                    let outcome = {
+                        let inner = match env.lent.as_mut() {
+                            Some(bytes) => LentInner::Local { bytes, mutable },
+                            None => LentInner::None,
+                        };
+                        dispatch(env.msg, &mut Lent::new(inner))
+                    };
+                    // A one-way message's context takes no reply: ignoring the result is
+                    // what `send` means.
+                    let _ = match outcome {
+                        Outcome::Reply(rp) => ctx.reply(Envelope {
+                            msg: rp,
+                            lent: if mutable { env.lent } else { None },
+                            mutable,
+                        }),
+                        Outcome::Fail(f) => ctx.fail(f),
+                        Outcome::Refuse => {
+                            drop(ctx);
+                            Ok(())
+                        }
+                    };
+                }
+                Ok(())
+            }
+            #[cfg(target_os = "linux")]
+            ServerTransport::Shm(server) => shm::serve(server, interface, &mut dispatch),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
+    /// Takes the service name `name` (`FooServer::bind_with`).
+    pub fn bind(
+        name: &str,
+        config: courier_shm::ServerConfig,
+    ) -> Result<Self, courier_shm::ShmError> {
+        Ok(Server {
+            transport: ServerTransport::Shm(courier_shm::Server::bind(name, config)?),
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
+    /// Connects to the server of `name` and checks that it speaks `interface`
+    /// (`FooClient::connect`).
+    pub fn connect(
+        name: &str,
+        interface: &Interface,
+        config: &courier_shm::ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Self, courier_shm::ShmError> {
+        let client = courier_shm::Client::connect_with(name, config, timeout)?;
+        shm::check_interface(&client, name, interface, timeout)?;
+        Ok(Client {
+            transport: ClientTransport::Shm(std::sync::Arc::new(shm::ShmClient {
+                client,
+                pool: std::sync::Mutex::new(Vec::new()),
+            })),
+            timeout: None,
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod shm {
+    //! The shared-memory side: pooled lend buffers, the interface check, the serve loop.
+
+    use super::{Interface, Lent, LentInner, Outcome, ServeError, Wire};
+    use super::{INTERFACE_NAME_OP, INTERFACE_OP};
+    use core::time::Duration;
+    use courier_core::error::Error;
+    use courier_shm::{Incoming, ShmBuf, ShmError};
+    use std::string::String;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    /// The caller's bytes of a lend.
+    pub(super) enum Data<'a> {
+        Ref(&'a [u8]),
+        Mut(&'a mut [u8]),
+    }
+
+    /// Buffers kept for lends, at most this many (the rest are dropped after use).
+    const POOL: usize = 4;
+
+    pub(super) struct ShmClient<Rq, Rp, F> {
+        pub(super) client: courier_shm::Client<Rq, Rp, F>,
+        /// Lend buffers registered with the server, reused (each call takes one out).
+        pub(super) pool: Mutex<Vec<ShmBuf>>,
+    }
+
+    impl<Rq: Wire, Rp: Wire, F: Wire> ShmClient<Rq, Rp, F> {
+        /// A pooled buffer of at least `len` bytes (one of the pool's, or a new one rounded up
+        /// to a power of two, so a growing caller makes few).
+        fn take(&self, len: usize) -> Result<ShmBuf, Error<F>> {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = pool.iter().position(|b| b.len() >= len) {
+                return Ok(pool.swap_remove(i));
+            }
+            drop(pool);
+            let size = len.max(4096).checked_next_power_of_two().unwrap_or(len);
+            ShmBuf::new(size)
+                .or_else(|_| ShmBuf::new(len.max(1)))
+                .map_err(|_| Error::LimitReached)
+        }
+
+        fn give_back(&self, buf: ShmBuf) {
+            if buf.is_poisoned() {
+                return;
+            }
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL {
+                pool.push(buf);
+            }
+        }
+
+        /// A lend of `data`, copied into a pooled buffer; a mutable lend's result is copied
+        /// back into it once the server replied.
+        pub(super) fn lend(
+            &self,
+            rq: Rq,
+            data: Data<'_>,
+            timeout: Option<Duration>,
+        ) -> Result<Rp, Error<F>> {
+            let src: &[u8] = match &data {
+                Data::Ref(d) => d,
+                Data::Mut(d) => d,
+            };
+            let mut buf = self.take(src.len())?;
+            if let Some(mut part) = buf.view_mut().slice_mut(..src.len()) {
+                part.copy_from_slice(src);
+            }
+            let r = match (&data, timeout) {
+                (Data::Ref(_), None) => self.client.lend(rq, &buf),
+                (Data::Ref(_), Some(t)) => self.client.lend_timeout(rq, &mut buf, t),
+                (Data::Mut(_), None) => self.client.lend_mut(rq, &mut buf),
+                (Data::Mut(_), Some(t)) => self.client.lend_mut_timeout(rq, &mut buf, t),
+            };
+            if let (Ok(_), Data::Mut(out)) = (&r, data) {
+                if let Some(part) = buf.view().slice(..out.len()) {
+                    part.copy_to_slice(out);
+                }
+            }
+            self.give_back(buf);
+            r
+        }
+    }
+
+    /// Asks the server of `name` for its interface and compares it with ours.
+    pub(super) fn check_interface<Rq: Wire, Rp: Wire, F: Wire>(
+        client: &courier_shm::Client<Rq, Rp, F>,
+        name: &str,
+        ours: &Interface,
+        timeout: Duration,
+    ) -> Result<(), ShmError> {
+        let mismatch = |theirs: String| ShmError::InterfaceMismatch {
+            name: name.into(),
+            ours: std::string::ToString::to_string(ours),
+            theirs,
+        };
+        let [signature, len] = match client.blocking_scalar_timeout(INTERFACE_OP, [0; 4], timeout) {
+            Ok(words) => words,
+            Err(Error::Timeout) => return Err(ShmError::Timeout),
+            Err(e) => {
+                return Err(mismatch(std::format!(
+                    "no interface it would describe ({}): not a #[courier::service] server",
+                    e.map_app(|_| Error::<()>::Protocol)
+                )))
+            }
+        };
+        if signature == ours.signature {
+            return Ok(());
+        }
+        // Another interface: fetch its name (at most 256 bytes, 16 per message) to say which.
+        let len = len.min(256) as usize;
+        let mut bytes = Vec::with_capacity(len);
+        for chunk in 0..len.div_ceil(16) {
+            match client.blocking_scalar_timeout(
+                INTERFACE_NAME_OP,
+                [chunk as u64, 0, 0, 0],
+                timeout,
+            ) {
+                Ok([a, b]) => {
+                    bytes.extend_from_slice(&a.to_le_bytes());
+                    bytes.extend_from_slice(&b.to_le_bytes());
+                }
+                Err(_) => break,
+            }
+        }
+        bytes.truncate(len);
+        let their_name = String::from_utf8_lossy(&bytes);
+        Err(mismatch(std::format!(
+            "{their_name} (interface {signature:#018x})"
+        )))
+    }
+
+    /// The scalar answer to an interface question.
+    fn interface_words(interface: &Interface, op: u32, args: [u64; 4]) -> Option<[u64; 2]> {
+        match op {
+            INTERFACE_OP => Some([interface.signature, interface.name.len() as u64]),
+            INTERFACE_NAME_OP => {
+                let name = interface.name.as_bytes();
+                let start = usize::try_from(args[0]).ok()?.checked_mul(16)?;
+                let mut chunk = [0u8; 16];
+                if let Some(part) = name.get(start..) {
+                    let n = part.len().min(16);
+                    chunk[..n].copy_from_slice(&part[..n]);
+                }
+                let word = |i: usize| u64::from_le_bytes(chunk[i..i + 8].try_into().expect("8"));
+                Some([word(0), word(8)])
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn serve<Rq: Wire, Rp: Wire, F: Wire>(
+        server: &courier_shm::Server<Rq, Rp, F>,
+        interface: &Interface,
+        dispatch: &mut impl FnMut(Rq, &mut Lent<'_>) -> Outcome<Rp, F>,
+    ) -> Result<(), ServeError> {
+        // The worker's private copy of lent bytes, reused from call to call.
+        let mut scratch = Vec::new();
+        loop {
+            match server.wait().map_err(ServeError::Shm)? {
+                Incoming::Call(rq, mut ctx) => {
+                    // A lend_mut's buffer: read through the view here, written back below.
+                    let mutable = ctx.lent_mut().is_some();
+                    let (outcome, written) = {
+                        let inner = match ctx.lent() {
+                            Some(view) => LentInner::Shm {
+                                mutable,
+                                view,
+                                scratch: &mut scratch,
+                            },
+                            None => LentInner::None,
+                        };
+                        let mut lent = Lent::new(inner);
+                        let outcome = dispatch(rq, &mut lent);
+                        (outcome, lent.written)
+                    };
+                    if let (Some(n), Outcome::Reply(_)) = (written, &outcome) {
+                        match ctx.lent_mut().and_then(|mut v| {
+                            v.slice_mut(..n)
+                                .map(|mut part| part.copy_from_slice(&scratch[..n]))
+                        }) {
+                            Some(()) => {}
+                            None => continue, // not writable after all: no reply
+                        }
+                    }
+                    let _ = match outcome {
+                        Outcome::Reply(rp) => ctx.reply(rp),
+                        Outcome::Fail(f) => ctx.fail(f),
+                        Outcome::Refuse => {
+                            drop(ctx);
+                            Ok(())
+                        }
+                    };
+                }
+                Incoming::Scalar(call) => {
+                    if let Some(words) = interface_words(interface, call.op(), call.args()) {
+                        let _ = call.reply(words);
+                    }
+                }
+                // Subscriptions are not part of this service: the caller's subscription ends.
+                Incoming::Subscribe(_, notifier) => drop(notifier),
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! `#[courier::service]` end to end: the issue's `Kv` trait (a call with an application error,
+//! a one-way message, a lend, a mutable lend), served over `courier::local` and over
+//! `courier::shm` by the same implementation and checked by one conformance function per
+//! behaviour, each run on both transports. Also: timeouts reach every call, async forms,
+//! several workers, the interface check at connect.
+//!
+//! Cross-thread waits synchronise through channels with deadlines; nothing sleeps and hopes.
+
+use courier::{flat, Error, Ipc};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bound for every wait.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Ipc, Debug, Clone, Copy, PartialEq, Eq)]
+/// Why `get` failed.
+#[repr(u8)]
+pub enum KvError {
+    /// No value under the key.
+    NotFound,
+    /// The store is full.
+    Full,
+}
+
+/// The key-value store, and a gated call.
+#[courier::service]
+pub trait Kv {
+    /// A call: `Err` reaches the caller as `courier::Error::App(KvError)`.
+    fn get(&self, key: u64) -> Result<u64, KvError>;
+    /// No return type: one-way (`send`); the caller does not wait.
+    fn put(&self, key: u64, value: u64);
+    /// A lend: the server reads the caller's bytes.
+    fn sum(&self, #[lend] data: &[u8]) -> u64;
+    /// A mutable lend: the server writes the caller's bytes.
+    fn fill(&self, byte: u8, #[lend_mut] data: &mut [u8]) -> usize;
+    /// Waits until the test opens the gate, then answers: for timeouts.
+    fn gated(&self) -> flat::String<8>;
+}
+
+/// The service: a map, and a gate the test controls.
+struct Store {
+    map: Mutex<HashMap<u64, u64>>,
+    gate: Mutex<mpsc::Receiver<()>>,
+    entered: mpsc::SyncSender<()>,
+}
+
+impl Kv for Store {
+    fn get(&self, key: u64) -> Result<u64, KvError> {
+        let map = self.map.lock().unwrap();
+        if map.len() > 1000 {
+            return Err(KvError::Full);
+        }
+        map.get(&key).copied().ok_or(KvError::NotFound)
+    }
+    fn put(&self, key: u64, value: u64) {
+        self.map.lock().unwrap().insert(key, value);
+    }
+    fn sum(&self, data: &[u8]) -> u64 {
+        data.iter().map(|&b| u64::from(b)).sum()
+    }
+    fn fill(&self, byte: u8, data: &mut [u8]) -> usize {
+        data.fill(byte);
+        data.len()
+    }
+    fn gated(&self) -> flat::String<8> {
+        let _ = self.entered.send(());
+        self.gate
+            .lock()
+            .unwrap()
+            .recv_timeout(DEADLINE)
+            .expect("the test never opened the gate");
+        "open".try_into().unwrap()
+    }
+}
+
+/// A running service: its client, the gate's controls, the serving thread.
+struct Running {
+    client: KvClient,
+    open: mpsc::Sender<()>,
+    entered: mpsc::Receiver<()>,
+    /// For a local server: says when its `serve` returned.
+    served: Option<mpsc::Receiver<()>>,
+}
+
+fn store() -> (Store, mpsc::Sender<()>, mpsc::Receiver<()>) {
+    let (open, gate) = mpsc::channel();
+    let (entered_tx, entered) = mpsc::sync_channel(16);
+    (
+        Store {
+            map: Mutex::new(HashMap::new()),
+            gate: Mutex::new(gate),
+            entered: entered_tx,
+        },
+        open,
+        entered,
+    )
+}
+
+fn local() -> Running {
+    let (client, server) = KvClient::pair();
+    let (s, open, entered) = store();
+    let (done, served) = mpsc::channel();
+    std::thread::spawn(move || {
+        server.serve(s).unwrap();
+        let _ = done.send(());
+    });
+    Running {
+        client,
+        open,
+        entered,
+        served: Some(served),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn runtime_dir() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("courier-service-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+    });
+}
+
+#[cfg(target_os = "linux")]
+fn shm(tag: &str) -> Running {
+    runtime_dir();
+    let name = format!("kv-{}-{tag}", std::process::id());
+    let server = KvServer::bind(&name).unwrap();
+    let (s, open, entered) = store();
+    // Serves until the test process ends (a shm server waits for new clients forever).
+    // Serves until the test process ends: a shm server waits for new clients forever.
+    std::thread::spawn(move || {
+        let _ = server.serve(s);
+    });
+    let client = KvClient::connect(&name, DEADLINE).unwrap();
+    Running {
+        client,
+        open,
+        entered,
+        served: None,
+    }
+}
+
+impl Running {
+    /// Drops the client; a local server's `serve` then returns (every client is gone).
+    fn finish(self) {
+        drop(self.client);
+        if let Some(served) = self.served {
+            served
+                .recv_timeout(DEADLINE)
+                .expect("serve did not return once every client was gone");
+        }
+    }
+}
+
+/// Instantiates one conformance function for each transport.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_local {
+            $(#[test] fn $name() { super::$name(super::local()); })*
+        }
+        #[cfg(target_os = "linux")]
+        mod on_shm {
+            $(#[test] fn $name() { super::$name(super::shm(stringify!($name))); })*
+        }
+    };
+}
+
+conformance!(
+    calls_sends_and_app_errors,
+    lends_read_and_write_the_callers_bytes,
+    a_timeout_reaches_every_call,
+    async_calls_complete,
+    clones_call_from_many_threads,
+);
+
+fn calls_sends_and_app_errors(r: Running) {
+    let c = &r.client;
+    assert_eq!(c.get(1), Err(Error::App(KvError::NotFound)));
+    c.put(1, 10).unwrap();
+    c.put(2, 20).unwrap();
+    // A call after the sends is served after them (one client, one worker).
+    assert_eq!(c.get(1), Ok(10));
+    assert_eq!(c.get(2), Ok(20));
+    r.finish();
+}
+
+fn lends_read_and_write_the_callers_bytes(r: Running) {
+    let c = &r.client;
+    for len in [1usize, 4095, 4096, 70_000, 1 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(c.sum(&data), Ok(want), "sum of {len} bytes");
+        let mut buf = vec![0u8; len];
+        assert_eq!(c.fill(0xA5, &mut buf), Ok(len));
+        assert!(buf.iter().all(|&b| b == 0xA5), "fill of {len} bytes");
+    }
+    // An empty lend.
+    assert_eq!(c.sum(&[]), Ok(0));
+    r.finish();
+}
+
+fn a_timeout_reaches_every_call(r: Running) {
+    let quick = r.client.with_timeout(Duration::from_millis(50));
+    // The gate is shut until the call has timed out: the timeout is the only way back.
+    assert_eq!(quick.gated(), Err(Error::Timeout));
+    r.entered.recv_timeout(DEADLINE).unwrap();
+    r.open.send(()).unwrap();
+    // The client still works, and the late answer did not leak into the next call.
+    assert_eq!(r.client.get(7), Err(Error::App(KvError::NotFound)));
+    assert_eq!(quick.sum(&[1, 2, 3]), Ok(6));
+    drop(quick);
+    r.finish();
+}
+
+fn async_calls_complete(r: Running) {
+    let c = r.client.clone();
+    r.client.put(5, 55).unwrap();
+    let got = pollster::block_on(async move {
+        let a = c.get_async(5).await;
+        let b = c.get_async(6).await;
+        (a, b)
+    });
+    assert_eq!(got, (Ok(55), Err(Error::App(KvError::NotFound))));
+    r.finish();
+}
+
+fn clones_call_from_many_threads(r: Running) {
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let c = r.client.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    c.put(t * 1000 + i, i).unwrap();
+                    let mut b = [0u8; 32];
+                    assert_eq!(c.fill(t as u8, &mut b), Ok(32));
+                    assert_eq!(b, [t as u8; 32]);
+                }
+                assert_eq!(c.get(t * 1000 + 199), Ok(199));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    r.finish();
+}
+
+#[test]
+fn one_implementation_served_by_several_workers() {
+    let (client, server) = KvClient::pair();
+    let (s, open, entered) = store();
+    let s = std::sync::Arc::new(s);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (server, s) = (server.clone(), s.clone());
+            std::thread::spawn(move || server.serve(&*s).unwrap())
+        })
+        .collect();
+    drop(server);
+    // One worker is held in `gated`; the other still answers.
+    let held = {
+        let c = client.clone();
+        std::thread::spawn(move || c.gated())
+    };
+    entered.recv_timeout(DEADLINE).unwrap();
+    client.put(3, 33).unwrap();
+    assert_eq!(client.get(3), Ok(33));
+    open.send(()).unwrap();
+    assert_eq!(held.join().unwrap().unwrap(), "open");
+    drop(client);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn the_interface_lists_methods_and_kinds() {
+    let i = KvClient::INTERFACE;
+    assert_eq!(i.name, "Kv");
+    assert_eq!(
+        i.methods,
+        &[
+            ("get", "call"),
+            ("put", "send"),
+            ("sum", "lend"),
+            ("fill", "lend_mut"),
+            ("gated", "call")
+        ]
+    );
+    assert_ne!(i.signature, OtherClient::INTERFACE.signature);
+    assert_ne!(i.signature, KvReorderedClient::INTERFACE.signature);
+}
+
+/// Another service: a client of `Kv` must not talk to it.
+#[courier::service]
+pub trait Other {
+    /// Echoes `key`.
+    fn get(&self, key: u32) -> u32;
+}
+
+struct Echo;
+impl Other for Echo {
+    fn get(&self, key: u32) -> u32 {
+        key
+    }
+}
+
+/// `Kv` with its methods in another order and one argument type changed: another interface.
+#[courier::service]
+pub trait KvReordered {
+    /// As `Kv::put`, with a `u32` value.
+    fn put(&self, key: u64, value: u32);
+    /// As `Kv::get`.
+    fn get(&self, key: u64) -> Result<u64, KvError>;
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_client_refuses_a_server_of_another_interface_at_connect() {
+    runtime_dir();
+    let name = format!("other-{}", std::process::id());
+    let server = OtherServer::bind(&name).unwrap();
+    std::thread::spawn(move || {
+        let _ = server.serve(Echo);
+    });
+    match KvClient::connect(&name, DEADLINE) {
+        Err(courier::shm::ShmError::InterfaceMismatch { ours, theirs, .. }) => {
+            assert!(ours.starts_with("Kv "), "{ours}");
+            assert!(theirs.starts_with("Other "), "{theirs}");
+        }
+        other => panic!("expected an interface mismatch, got {other:?}"),
+    }
+    // The right client connects and calls.
+    let c = OtherClient::connect(&name, DEADLINE).unwrap();
+    assert_eq!(c.get(9), Ok(9));
+}

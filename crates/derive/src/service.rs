@@ -1,0 +1,722 @@
+//! `#[courier::service]`: a trait in, the trait plus its flat wire enums, `FooClient` and
+//! `FooServer` out (see `courier::service` for what they run on).
+//!
+//! Expansion, for `trait Foo` with methods `m1..mn`:
+//!
+//! ```text
+//! trait Foo { .. }                      the trait, #[lend]/#[lend_mut] removed
+//! impl<T: Foo + ?Sized> Foo for &T      so one implementation serves several workers
+//! enum __CourierFooRequest  (flat)      one variant per method: its arguments (+ lend length)
+//! enum __CourierFooReply    (flat)      one variant per method: its result
+//! enum __CourierFooError    (flat)      one variant per method that returns Result<_, E>
+//! struct FooClient { inner }            FooClient::INTERFACE, pair, connect, one method per
+//!                                       trait method (+ `_async` for plain calls)
+//! struct FooServer { inner }            bind, bind_with, serve
+//! ```
+//!
+//! Each variant's tag is a 32-bit FNV-1a hash of its method's name, so the order of the
+//! methods does not matter on the wire; two names that hash alike are a compile error.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{
+    Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType,
+    TraitItem, Type,
+};
+
+/// What a method does on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Call,
+    Send,
+    Lend,
+    LendMut,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Call => "call",
+            Kind::Send => "send",
+            Kind::Lend => "lend",
+            Kind::LendMut => "lend_mut",
+        }
+    }
+
+    fn code(self) -> u64 {
+        match self {
+            Kind::Call => 1,
+            Kind::Send => 2,
+            Kind::Lend => 3,
+            Kind::LendMut => 4,
+        }
+    }
+}
+
+/// One trait method, parsed.
+struct Method {
+    name: Ident,
+    kind: Kind,
+    /// The moved arguments: name and type.
+    args: Vec<(Ident, Type)>,
+    /// The lent argument's name and its position among all arguments.
+    lend: Option<(Ident, usize)>,
+    /// The result type (`()` for none) and the error type, if it returns `Result<T, E>`.
+    ok: Type,
+    err: Option<Type>,
+    tag: u32,
+    docs: Vec<syn::Attribute>,
+}
+
+/// `#[courier::service]` or `#[courier::service(crate = "path")]`.
+pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<TokenStream> {
+    let c = parse_crate(attr)?;
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        return Err(Error::new(
+            item.generics.span(),
+            "#[courier::service] traits cannot be generic: client and server must agree on one interface",
+        ));
+    }
+    let mut methods = Vec::new();
+    for it in &mut item.items {
+        match it {
+            TraitItem::Fn(f) => methods.push(parse_method(f)?),
+            other => {
+                return Err(Error::new(
+                    other.span(),
+                    "#[courier::service] traits hold methods only",
+                ))
+            }
+        }
+    }
+    if methods.is_empty() {
+        return Err(Error::new(
+            item.ident.span(),
+            "#[courier::service] needs at least one method",
+        ));
+    }
+    for (i, a) in methods.iter().enumerate() {
+        if let Some(b) = methods[..i].iter().find(|b| b.tag == a.tag) {
+            return Err(Error::new(
+                a.name.span(),
+                format!(
+                    "the wire tags of `{}` and `{}` collide (a 32-bit hash of the name): rename one",
+                    a.name, b.name
+                ),
+            ));
+        }
+    }
+
+    let vis = &item.vis;
+    let trait_name = &item.ident;
+    let trait_str = trait_name.to_string();
+    let flat_path = LitStr::new(&format!("{}::flat", path_string(&c)), Span::call_site());
+    // The wire enums live in a hidden module of their own (their derived `IpcFoo` aliases
+    // too), which sees the trait's surroundings through `use super::*`.
+    let module = format_ident!("__courier_service_{}", trait_name);
+    let rq: Path = syn::parse_quote!(#module::Request);
+    let rp: Path = syn::parse_quote!(#module::Reply);
+    let fail: Path = syn::parse_quote!(#module::Error);
+    let client = format_ident!("{}Client", trait_name);
+    let server = format_ident!("{}Server", trait_name);
+
+    // The wire enums.
+    let rq_variants = methods.iter().map(|m| {
+        let name = &m.name;
+        let tag = m.tag;
+        let fields = m.args.iter().map(|(a, t)| quote!(#a: #t));
+        let len = m.lend.as_ref().map(|_| quote!(__len: u64));
+        let all: Vec<TokenStream> = fields.chain(len).collect();
+        if all.is_empty() {
+            quote!(#name = #tag)
+        } else {
+            quote!(#name { #(#all),* } = #tag)
+        }
+    });
+    let rp_variants = methods.iter().map(|m| {
+        let name = &m.name;
+        let tag = m.tag;
+        let ok = &m.ok;
+        if is_unit(ok) {
+            quote!(#name = #tag)
+        } else {
+            quote!(#name(#ok) = #tag)
+        }
+    });
+    let fail_variants: Vec<TokenStream> = methods
+        .iter()
+        .filter_map(|m| {
+            let name = &m.name;
+            let tag = m.tag;
+            m.err.as_ref().map(|e| quote!(#name(#e) = #tag))
+        })
+        .collect();
+    let fail_variants = if fail_variants.is_empty() {
+        vec![quote!(__none = 0)]
+    } else {
+        fail_variants
+    };
+
+    // The interface.
+    let method_list = methods.iter().map(|m| {
+        let n = m.name.to_string();
+        let k = m.kind.name();
+        quote!((#n, #k))
+    });
+    let method_words = methods.iter().map(|m| {
+        let tag = u64::from(m.tag);
+        let code = m.kind.code();
+        quote!(.word(#tag).word(#code))
+    });
+
+    // The client's methods.
+    let client_methods = methods
+        .iter()
+        .map(|m| client_method(&c, &trait_str, m, &rq, &rp, &fail));
+    // The server's dispatch.
+    let arms = methods.iter().map(|m| dispatch_arm(&c, m, &rq, &rp, &fail));
+
+    // The trait as written, without the argument attributes this macro reads.
+    for it in &mut item.items {
+        if let TraitItem::Fn(f) = it {
+            for input in &mut f.sig.inputs {
+                if let FnArg::Typed(pt) = input {
+                    pt.attrs
+                        .retain(|a| !a.path().is_ident("lend") && !a.path().is_ident("lend_mut"));
+                }
+            }
+        }
+    }
+    let forward = methods.iter().map(|m| {
+        let name = &m.name;
+        let sig = item
+            .items
+            .iter()
+            .find_map(|it| match it {
+                TraitItem::Fn(f) if f.sig.ident == *name => Some(&f.sig),
+                _ => None,
+            })
+            .expect("parsed from the trait");
+        let args = sig.inputs.iter().filter_map(|a| match a {
+            FnArg::Typed(pt) => match &*pt.pat {
+                Pat::Ident(p) => Some(&p.ident),
+                _ => None,
+            },
+            FnArg::Receiver(_) => None,
+        });
+        quote!(#sig { (**self).#name(#(#args),*) })
+    });
+
+    let doc_client = format!(
+        "The client of [`{trait_str}`]: one method per trait method, on any transport \
+         (`{client}::pair()` in one process, `{client}::connect(name, timeout)` across \
+         processes). Cheap to clone; clones share the connection."
+    );
+    let doc_server = format!(
+        "The server of [`{trait_str}`]: `serve` runs an implementation of the trait on the \
+         calling thread; clone it for more workers."
+    );
+
+    Ok(quote! {
+        #item
+
+        impl<__T: #trait_name + ?Sized> #trait_name for &__T {
+            #(#forward)*
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, non_camel_case_types, dead_code, missing_docs, unreachable_pub, unused_imports)]
+        #vis mod #module {
+            use super::*;
+
+            #[derive(#c::Ipc, Debug)]
+            #[ipc(crate = #flat_path)]
+            #[repr(u32)]
+            pub enum Request { #(#rq_variants),* }
+
+            #[derive(#c::Ipc, Debug)]
+            #[ipc(crate = #flat_path)]
+            #[repr(u32)]
+            pub enum Reply { #(#rp_variants),* }
+
+            #[derive(#c::Ipc, Debug)]
+            #[ipc(crate = #flat_path)]
+            #[repr(u32)]
+            pub enum Error { #(#fail_variants),* }
+        }
+
+        #[doc = #doc_client]
+        #[derive(Clone, Debug)]
+        #vis struct #client {
+            inner: #c::service::Client<#rq, #rp, #fail>,
+        }
+
+        #[doc = #doc_server]
+        #[derive(Clone, Debug)]
+        #vis struct #server {
+            inner: #c::service::Server<#rq, #rp, #fail>,
+        }
+
+        #[allow(dead_code)]
+        impl #client {
+            /// This service's interface: its name, methods and signature, compared with the
+            /// server's at connect.
+            #vis const INTERFACE: #c::service::Interface = #c::service::Interface {
+                name: #trait_str,
+                signature: #c::flat::SignatureHasher::new(0x7365_7276_6963_6531)
+                    .word(<#rq as #c::flat::IpcSafe>::SIGNATURE)
+                    .word(<#rp as #c::flat::IpcSafe>::SIGNATURE)
+                    .word(<#fail as #c::flat::IpcSafe>::SIGNATURE)
+                    #(#method_words)*
+                    .finish(),
+                methods: &[#(#method_list),*],
+            };
+
+            /// A client and a server of this service in one process (over `courier::local`).
+            #vis fn pair() -> (#client, #server) {
+                let (inner, s) = #c::service::Client::pair();
+                (#client { inner }, #server { inner: s })
+            }
+
+            /// Connects to the server of `name` in another process (`courier::shm`), waiting up
+            /// to `timeout` for it, and checks that it serves this interface.
+            ///
+            /// # Errors
+            ///
+            /// Those of `courier::shm::Client::connect`, and `ShmError::InterfaceMismatch` if
+            /// the server speaks another interface.
+            #[cfg(target_os = "linux")]
+            #vis fn connect(
+                name: &str,
+                timeout: ::core::time::Duration,
+            ) -> ::core::result::Result<#client, #c::shm::ShmError> {
+                Self::connect_with(name, &#c::shm::ConnectConfig::new(), timeout)
+            }
+
+            /// [`connect`](Self::connect) with a `ConnectConfig` (a server of another user to
+            /// trust, a segment size limit).
+            ///
+            /// # Errors
+            ///
+            /// As [`connect`](Self::connect).
+            #[cfg(target_os = "linux")]
+            #vis fn connect_with(
+                name: &str,
+                config: &#c::shm::ConnectConfig,
+                timeout: ::core::time::Duration,
+            ) -> ::core::result::Result<#client, #c::shm::ShmError> {
+                #c::service::Client::connect(name, &Self::INTERFACE, config, timeout)
+                    .map(|inner| #client { inner })
+            }
+
+            /// This client with every blocking call bounded by `timeout`: past it, a call
+            /// returns `Error::Timeout` (and the server's late answer is discarded).
+            #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> #client {
+                #client { inner: self.inner.with_timeout(::core::option::Option::Some(timeout)) }
+            }
+
+            /// Whether the server is known to be gone.
+            #vis fn is_server_gone(&self) -> bool {
+                self.inner.is_server_gone()
+            }
+
+            #(#client_methods)*
+        }
+
+        #[allow(dead_code)]
+        impl #server {
+            /// Takes the service name `name` for other processes (`courier::shm`, default
+            /// `ServerConfig`); clients reach it with `connect`.
+            ///
+            /// # Errors
+            ///
+            /// Those of `courier::shm::Server::bind`.
+            #[cfg(target_os = "linux")]
+            #vis fn bind(name: &str) -> ::core::result::Result<#server, #c::shm::ShmError> {
+                Self::bind_with(name, #c::shm::ServerConfig::new())
+            }
+
+            /// [`bind`](Self::bind) with a `ServerConfig`.
+            ///
+            /// # Errors
+            ///
+            /// Those of `courier::shm::Server::bind`.
+            #[cfg(target_os = "linux")]
+            #vis fn bind_with(
+                name: &str,
+                config: #c::shm::ServerConfig,
+            ) -> ::core::result::Result<#server, #c::shm::ShmError> {
+                #c::service::Server::bind(name, config).map(|inner| #server { inner })
+            }
+
+            /// Serves requests with `service` on the calling thread: in one process until every
+            /// client is gone, across processes until the server fails. Pass `&service` to
+            /// serve one implementation from several threads (each with a clone of this
+            /// server).
+            ///
+            /// # Errors
+            ///
+            /// [`ServeError`](#c::service::ServeError) if the shared-memory server fails.
+            #vis fn serve<__S: #trait_name>(
+                &self,
+                service: __S,
+            ) -> ::core::result::Result<(), #c::service::ServeError> {
+                self.inner.serve(&#client::INTERFACE, |__rq, __lent| match __rq {
+                    #(#arms)*
+                })
+            }
+        }
+    })
+}
+
+fn parse_crate(attr: TokenStream) -> syn::Result<Path> {
+    let mut path: Path = syn::parse_quote!(::courier);
+    if attr.is_empty() {
+        return Ok(path);
+    }
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("crate") {
+            let s: LitStr = meta.value()?.parse()?;
+            path = s.parse()?;
+            Ok(())
+        } else {
+            Err(meta.error("expected `crate = \"path::to::courier\"`"))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    Ok(path)
+}
+
+fn path_string(p: &Path) -> String {
+    let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+    let lead = if p.leading_colon.is_some() { "::" } else { "" };
+    format!("{lead}{}", segs.join("::"))
+}
+
+/// 32-bit FNV-1a of `name`: the method's wire tag.
+fn tag_of(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Whether `ty` is `()`.
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+fn is_byte_slice(ty: &Type, mutable: bool) -> bool {
+    match ty {
+        Type::Reference(r) if r.mutability.is_some() == mutable => match &*r.elem {
+            Type::Slice(s) => matches!(&*s.elem, Type::Path(p) if p.path.is_ident("u8")),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `Result<T, E>` → `(T, Some(E))`; anything else `(ty, None)`.
+fn split_result(ty: &Type) -> (Type, Option<Type>) {
+    if let Type::Path(p) = ty {
+        if let Some(last) = p.path.segments.last() {
+            if last.ident == "Result" {
+                if let PathArguments::AngleBracketed(args) = &last.arguments {
+                    let tys: Vec<&Type> = args
+                        .args
+                        .iter()
+                        .filter_map(|a| match a {
+                            GenericArgument::Type(t) => Some(t),
+                            _ => None,
+                        })
+                        .collect();
+                    if let [ok, err] = tys[..] {
+                        return (ok.clone(), Some(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+    (ty.clone(), None)
+}
+
+fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
+    let sig = &f.sig;
+    if sig.asyncness.is_some() {
+        return Err(Error::new(
+            sig.asyncness.span(),
+            "#[courier::service] methods are written sync; the client gets `_async` forms",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(
+            sig.generics.span(),
+            "#[courier::service] methods cannot be generic",
+        ));
+    }
+    if f.default.is_some() {
+        return Err(Error::new(
+            f.default.span(),
+            "#[courier::service] methods have no default body: the server implements them",
+        ));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        _ => return Err(Error::new(
+            sig.span(),
+            "#[courier::service] methods take `&self` (a server may run them on several threads)",
+        )),
+    }
+    let mut args = Vec::new();
+    let mut lend = None;
+    let mut kind = None;
+    for (i, input) in sig.inputs.iter().skip(1).enumerate() {
+        let FnArg::Typed(pt) = input else {
+            unreachable!("only the first argument is a receiver")
+        };
+        let Pat::Ident(pi) = &*pt.pat else {
+            return Err(Error::new(
+                pt.pat.span(),
+                "#[courier::service] arguments are plain names (they become fields on the wire)",
+            ));
+        };
+        let lend_attr = pt.attrs.iter().find_map(|a| {
+            if a.path().is_ident("lend") {
+                Some(Kind::Lend)
+            } else if a.path().is_ident("lend_mut") {
+                Some(Kind::LendMut)
+            } else {
+                None
+            }
+        });
+        match lend_attr {
+            Some(k) => {
+                if lend.is_some() {
+                    return Err(Error::new(pt.span(), "a method lends at most one buffer"));
+                }
+                let mutable = k == Kind::LendMut;
+                if !is_byte_slice(&pt.ty, mutable) {
+                    return Err(Error::new(
+                        pt.ty.span(),
+                        if mutable {
+                            "#[lend_mut] takes `&mut [u8]`"
+                        } else {
+                            "#[lend] takes `&[u8]`"
+                        },
+                    ));
+                }
+                lend = Some((pi.ident.clone(), i));
+                kind = Some(k);
+            }
+            None => {
+                if matches!(&*pt.ty, Type::Reference(_)) {
+                    return Err(Error::new(
+                        pt.ty.span(),
+                        "#[courier::service] arguments are moved to the server: use an owned flat type, or #[lend]/#[lend_mut] for bytes",
+                    ));
+                }
+                args.push((pi.ident.clone(), (*pt.ty).clone()));
+            }
+        }
+    }
+    let (ok, err, kind) = match &sig.output {
+        ReturnType::Default => {
+            if kind.is_some() {
+                return Err(Error::new(
+                    sig.span(),
+                    "a lending method returns a value: the caller waits for the server to be done with the bytes",
+                ));
+            }
+            (syn::parse_quote!(()), None, Kind::Send)
+        }
+        ReturnType::Type(_, ty) => {
+            let (ok, err) = split_result(ty);
+            (ok, err, kind.unwrap_or(Kind::Call))
+        }
+    };
+    let name = sig.ident.clone();
+    let docs = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
+    Ok(Method {
+        tag: tag_of(&name.to_string()),
+        name,
+        kind,
+        args,
+        lend,
+        ok,
+        err,
+        docs,
+    })
+}
+
+fn client_method(
+    c: &Path,
+    trait_str: &str,
+    m: &Method,
+    rq: &Path,
+    rp: &Path,
+    fail: &Path,
+) -> TokenStream {
+    let name = &m.name;
+    let ok = &m.ok;
+    let call_doc = format!("Calls `{trait_str}::{name}` on the server.");
+    let docs = if m.docs.is_empty() {
+        quote!(#[doc = #call_doc])
+    } else {
+        let d = &m.docs;
+        quote!(#(#d)*)
+    };
+    let err_ty = match &m.err {
+        Some(e) => quote!(#e),
+        None => quote!(::core::convert::Infallible),
+    };
+    // The client method's parameters, in the trait's order (the lend at its place).
+    let mut params: Vec<TokenStream> = m.args.iter().map(|(a, t)| quote!(#a: #t)).collect();
+    if let Some((l, at)) = &m.lend {
+        let ty = if m.kind == Kind::LendMut {
+            quote!(&mut [u8])
+        } else {
+            quote!(&[u8])
+        };
+        params.insert(*at, quote!(#l: #ty));
+    }
+    let field_names: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
+    let request = match &m.lend {
+        Some((l, _)) => {
+            quote!(#rq::#name { #(#field_names,)* __len: #l.len() as u64 })
+        }
+        None if field_names.is_empty() => quote!(#rq::#name),
+        None => quote!(#rq::#name { #(#field_names),* }),
+    };
+    let narrow = match &m.err {
+        Some(_) => quote! {
+            |__e: #c::Error<#fail>| __e.map_app(|__f| match __f {
+                #fail::#name(__e) => #c::Error::App(__e),
+                #[allow(unreachable_patterns)]
+                _ => #c::Error::Protocol,
+            })
+        },
+        None => quote!(|__e: #c::Error<#fail>| __e.map_app(|_| #c::Error::Protocol)),
+    };
+    let got = if is_unit(ok) {
+        quote!(#rp::#name => ::core::result::Result::Ok(()))
+    } else {
+        quote!(#rp::#name(__v) => ::core::result::Result::Ok(__v))
+    };
+    let unpack = quote! {
+        match __r {
+            ::core::result::Result::Ok(__rp) => match __rp {
+                #got,
+                #[allow(unreachable_patterns)]
+                _ => ::core::result::Result::Err(#c::Error::Protocol),
+            },
+            ::core::result::Result::Err(__e) => ::core::result::Result::Err((#narrow)(__e)),
+        }
+    };
+    let ret = quote!(::core::result::Result<#ok, #c::Error<#err_ty>>);
+    match m.kind {
+        Kind::Send => quote! {
+            #docs
+            ///
+            /// One-way: returns once the message is queued; the server's answer is not awaited.
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #c::Error<#err_ty>> {
+                self.inner.send(#request).map_err(#narrow)
+            }
+        },
+        Kind::Call => {
+            let name_async = format_ident!("{}_async", name);
+            let doc_async = format!(
+                "[`{name}`](Self::{name}) awaited: never blocks the executor's thread. Cancel \
+                 it by dropping the future (the client's timeout does not apply)."
+            );
+            quote! {
+                #docs
+                pub fn #name(&self, #(#params),*) -> #ret {
+                    let __r = self.inner.call(#request);
+                    #unpack
+                }
+
+                #[doc = #doc_async]
+                pub async fn #name_async(&self, #(#params),*) -> #ret {
+                    let __r = self.inner.call_async(#request).await;
+                    #unpack
+                }
+            }
+        }
+        Kind::Lend | Kind::LendMut => {
+            let (l, _) = m.lend.as_ref().expect("a lending method");
+            let call = if m.kind == Kind::LendMut {
+                quote!(self.inner.lend_mut(#request, #l))
+            } else {
+                quote!(self.inner.lend(#request, #l))
+            };
+            quote! {
+                #docs
+                pub fn #name(&self, #(#params),*) -> #ret {
+                    let __r = #call;
+                    #unpack
+                }
+            }
+        }
+    }
+}
+
+fn dispatch_arm(c: &Path, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> TokenStream {
+    let name = &m.name;
+    let fields: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
+    let pattern = match &m.lend {
+        Some(_) => quote!(#rq::#name { #(#fields,)* __len }),
+        None if fields.is_empty() => quote!(#rq::#name),
+        None => quote!(#rq::#name { #(#fields),* }),
+    };
+    // The call's arguments in the trait's order.
+    let mut call_args: Vec<TokenStream> = fields.iter().map(|f| quote!(#f)).collect();
+    if let Some((l, at)) = &m.lend {
+        call_args.insert(*at, quote!(#l));
+    }
+    let out = {
+        let call = quote!(service.#name(#(#call_args),*));
+        match &m.err {
+            Some(_) if is_unit(&m.ok) => quote! {
+                match #call {
+                    ::core::result::Result::Ok(()) => #c::service::Outcome::Reply(#rp::#name),
+                    ::core::result::Result::Err(__e) => #c::service::Outcome::Fail(#fail::#name(__e)),
+                }
+            },
+            Some(_) => quote! {
+                match #call {
+                    ::core::result::Result::Ok(__v) => #c::service::Outcome::Reply(#rp::#name(__v)),
+                    ::core::result::Result::Err(__e) => #c::service::Outcome::Fail(#fail::#name(__e)),
+                }
+            },
+            None if is_unit(&m.ok) => quote!({
+                #call;
+                #c::service::Outcome::Reply(#rp::#name)
+            }),
+            None => quote!(#c::service::Outcome::Reply(#rp::#name(#call))),
+        }
+    };
+    match &m.lend {
+        Some((l, _)) => {
+            let get = if m.kind == Kind::LendMut {
+                quote!(__lent.bytes_mut(__len))
+            } else {
+                quote!(__lent.bytes(__len))
+            };
+            quote! {
+                #pattern => match #get {
+                    ::core::option::Option::Some(#l) => #out,
+                    ::core::option::Option::None => #c::service::Outcome::Refuse,
+                },
+            }
+        }
+        None => quote!(#pattern => #out,),
+    }
+}
