@@ -112,12 +112,14 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     let trait_name = &item.ident;
     let trait_str = trait_name.to_string();
     let flat_path = LitStr::new(&format!("{}::flat", path_string(&c)), Span::call_site());
-    // The wire enums live in a hidden module of their own (their derived `IpcFoo` aliases
-    // too), which sees the trait's surroundings through `use super::*`.
-    let module = format_ident!("__courier_service_{}", trait_name);
-    let rq: Path = syn::parse_quote!(#module::Request);
-    let rp: Path = syn::parse_quote!(#module::Reply);
-    let fail: Path = syn::parse_quote!(#module::Error);
+    // The wire enums sit beside the trait (a module of their own would not see types
+    // declared in the same function body), hidden from the docs.
+    let rq_id = format_ident!("__Courier{}Request", trait_name);
+    let rp_id = format_ident!("__Courier{}Reply", trait_name);
+    let fail_id = format_ident!("__Courier{}Error", trait_name);
+    let rq: Path = syn::parse_quote!(#rq_id);
+    let rp: Path = syn::parse_quote!(#rp_id);
+    let fail: Path = syn::parse_quote!(#fail_id);
     let client = format_ident!("{}Client", trait_name);
     let server = format_ident!("{}Server", trait_name);
 
@@ -226,25 +228,25 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         }
 
         #[doc(hidden)]
-        #[allow(non_snake_case, non_camel_case_types, dead_code, missing_docs, unreachable_pub, unused_imports)]
-        #vis mod #module {
-            use super::*;
+        #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
+        #[derive(#c::Ipc, Debug)]
+        #[ipc(crate = #flat_path)]
+        #[repr(u32)]
+        #vis enum #rq_id { #(#rq_variants),* }
 
-            #[derive(#c::Ipc, Debug)]
-            #[ipc(crate = #flat_path)]
-            #[repr(u32)]
-            pub enum Request { #(#rq_variants),* }
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
+        #[derive(#c::Ipc, Debug)]
+        #[ipc(crate = #flat_path)]
+        #[repr(u32)]
+        #vis enum #rp_id { #(#rp_variants),* }
 
-            #[derive(#c::Ipc, Debug)]
-            #[ipc(crate = #flat_path)]
-            #[repr(u32)]
-            pub enum Reply { #(#rp_variants),* }
-
-            #[derive(#c::Ipc, Debug)]
-            #[ipc(crate = #flat_path)]
-            #[repr(u32)]
-            pub enum Error { #(#fail_variants),* }
-        }
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
+        #[derive(#c::Ipc, Debug)]
+        #[ipc(crate = #flat_path)]
+        #[repr(u32)]
+        #vis enum #fail_id { #(#fail_variants),* }
 
         #[doc = #doc_client]
         #[derive(Clone, Debug)]
