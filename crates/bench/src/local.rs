@@ -55,6 +55,9 @@ const WORKERS: usize = 2;
 pub(crate) const COURIER: &str = "courier::local";
 /// The name of ump's rows.
 pub(crate) const UMP: &str = "ump 0.13";
+/// The rows of the same calls through a `#[courier::service]` client (the generated stubs'
+/// cost beside the raw `req`).
+pub(crate) const COURIER_SERVICE: &str = "courier::local via #[courier::service]";
 /// The row that reuses one reply channel: shown, but not a peer of the same shape.
 pub(crate) const CROSSBEAM_REUSED: &str = "crossbeam-channel (reused reply)";
 
@@ -73,6 +76,12 @@ const SPECS: &[Spec] = &[
         name: COURIER,
         notes: "Client::req / Server::wait + ReplyContext::reply",
         run: courier_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: COURIER_SERVICE,
+        notes: "IncClient::inc / IncServer::serve (generated from a one-method trait)",
+        run: service_sync,
     },
     Spec {
         scenario: SYNC,
@@ -329,7 +338,12 @@ fn find<'a>(rows: &'a [Row], scenario: &str, name: &str) -> Option<&'a Row> {
 /// The fastest same-shape peer (by median) of `scenario`.
 fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
     rows.iter()
-        .filter(|r| r.scenario == scenario && !r.subject && r.name != CROSSBEAM_REUSED)
+        .filter(|r| {
+            r.scenario == scenario
+                && !r.subject
+                && r.name != CROSSBEAM_REUSED
+                && r.name != COURIER_SERVICE
+        })
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
 }
 
@@ -462,6 +476,28 @@ fn courier_sync(plan: &Plan) -> Samples {
     with_server_thread(
         move || courier_serve(server),
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
+/// The benchmark's service: the same u64 + 1 as every other row.
+#[courier::service]
+trait Inc {
+    fn inc(&self, x: u64) -> u64;
+}
+
+struct Adder;
+
+impl Inc for Adder {
+    fn inc(&self, x: u64) -> u64 {
+        x + 1
+    }
+}
+
+fn service_sync(plan: &Plan) -> Samples {
+    let (client, server) = IncClient::pair();
+    with_server_thread(
+        move || server.serve(Adder).expect("serve"),
+        move || stats::measure_sync(plan, |x| client.inc(x).expect("IncClient::inc")),
     )
 }
 

@@ -115,6 +115,8 @@ enum Kind {
     CourierReq,
     /// courier::shm `Client::lend_mut` (large).
     CourierLend,
+    /// The small call through a `#[courier::service]` client and server (the stubs' cost).
+    CourierService,
     /// The memset and check alone, in one process (large).
     Floor,
     /// iceoryx2 request-response with an event service each way for wakeups.
@@ -130,9 +132,10 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::CourierReq,
     Kind::CourierLend,
+    Kind::CourierService,
     Kind::Floor,
     Kind::IoxEvent,
     Kind::IoxSpin,
@@ -147,6 +150,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier-req",
             Kind::CourierLend => "courier-lend-mut",
+            Kind::CourierService => "courier-service",
             Kind::Floor => "floor",
             Kind::IoxEvent => "iceoryx2-event",
             Kind::IoxSpin => "iceoryx2-spin",
@@ -165,6 +169,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier::shm req",
             Kind::CourierLend => "courier::shm lend_mut",
+            Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
             Kind::IoxEvent => "iceoryx2 0.10 (event)",
             Kind::IoxSpin => "iceoryx2 0.10 (busy-poll)",
@@ -182,6 +187,7 @@ impl Kind {
         let small = n == SMALL;
         match self {
             Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
             Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
@@ -199,7 +205,7 @@ impl Kind {
     /// Whether this kind runs at size `n`.
     fn runs_at(self, n: usize) -> bool {
         match self {
-            Kind::CourierReq | Kind::IpcPerCall => n == SMALL,
+            Kind::CourierReq | Kind::CourierService | Kind::IpcPerCall => n == SMALL,
             Kind::CourierLend | Kind::Floor => n != SMALL,
             _ => true,
         }
@@ -329,6 +335,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
         for kind in KINDS {
             let keep = kind.is_courier()
                 || kind == Kind::Floor
+                || kind == Kind::CourierService
                 || filter
                     .as_ref()
                     .is_none_or(|f| kind.name().to_lowercase().contains(f));
@@ -396,7 +403,7 @@ fn measure_row(
     }
     let mut peer;
     let mut client: Box<dyn Client> = match kind {
-        Kind::CourierReq | Kind::CourierLend => {
+        Kind::CourierReq | Kind::CourierLend | Kind::CourierService => {
             peer = spawn(kind, n, name)?;
             courier_side::client(kind, n, name)?
         }
@@ -442,6 +449,7 @@ fn measure_row(
 fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     match kind {
         Kind::CourierReq | Kind::CourierLend => courier_side::server(kind, n, name),
+        Kind::CourierService => courier_side::service_server(name),
         Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
         Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
         Kind::Uds => {
@@ -580,8 +588,62 @@ mod courier_side {
         }
     }
 
+    /// The service of the `#[courier::service]` row: x + 1, as every row.
+    #[courier::service]
+    trait Inc {
+        fn inc(&self, x: u64) -> u64;
+    }
+
+    /// Answers x + 1; on [`STOP`], tells the process to end.
+    struct Adder(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+
+    impl Inc for Adder {
+        fn inc(&self, x: u64) -> u64 {
+            if x == STOP {
+                let _ = self.0.lock().map(|s| s.send(()));
+                return STOP;
+            }
+            x.wrapping_add(1)
+        }
+    }
+
+    struct Service {
+        client: IncClient,
+    }
+
+    impl Client for Service {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self.client.inc(x).map_err(|e| format!("inc: {e}"))?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            // The server's process may end before its answer to STOP is written.
+            match self.client.with_timeout(OP_TIMEOUT).inc(STOP) {
+                Ok(_) | Err(courier::Error::ServerDisappeared | courier::Error::NoReply) => Ok(()),
+                Err(e) => Err(format!("stop: {e}")),
+            }
+        }
+    }
+
+    /// The generated server on a thread of its own (it serves until the process ends); this
+    /// thread returns once a client asked it to stop.
+    pub(super) fn service_server(name: &str) -> Result<(), String> {
+        let server = IncServer::bind(name).map_err(|e| format!("bind: {e}"))?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || server.serve(Adder(std::sync::Mutex::new(stop))));
+        stopped
+            .recv_timeout(OP_TIMEOUT * 10)
+            .map_err(|_| "no STOP within the deadline".to_string())
+    }
+
     /// Connects to the row's server (waiting up to [`OP_TIMEOUT`] for its name to appear).
     pub(super) fn client(kind: Kind, n: usize, name: &str) -> Result<Box<dyn Client>, String> {
+        if kind == Kind::CourierService {
+            let client =
+                IncClient::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+            return Ok(Box::new(Service { client }));
+        }
         let client = Rpc::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
         if kind == Kind::CourierReq {
             return Ok(Box::new(Req { client }));

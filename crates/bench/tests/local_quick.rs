@@ -38,7 +38,7 @@ fn local_quick_prints_every_row() {
         3,
         "{json}"
     );
-    assert_eq!(json.matches("\"scenario\": ").count(), 17, "{json}");
+    assert_eq!(json.matches("\"scenario\": ").count(), 18, "{json}");
     let json_verdicts = json.matches("\"verdict\": \"PASS\"").count()
         + json.matches("\"verdict\": \"MISS\"").count();
     assert_eq!(json_verdicts, 5, "{json}");
@@ -50,6 +50,7 @@ fn local_quick_prints_every_row() {
             "(1) sync 1:1",
             &[
                 "courier::local",
+                "courier::local via #[courier::service]",
                 "ump 0.13",
                 "crossbeam-channel",
                 "crossbeam-channel (reused reply)",

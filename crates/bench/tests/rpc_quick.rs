@@ -43,10 +43,10 @@ fn rpc_quick_prints_every_row() {
     assert_no_failed_rows(&out);
 
     row(&out, SMALL, "courier::shm req");
-    for name in PEERS_BOTH
-        .iter()
-        .chain(&["ipc-channel 0.23 (reply sender per call)"])
-    {
+    for name in PEERS_BOTH.iter().chain(&[
+        "ipc-channel 0.23 (reply sender per call)",
+        "courier::shm via #[courier::service]",
+    ]) {
         peer_row(&out, SMALL, name);
     }
     for scenario in LARGE {
