@@ -22,6 +22,7 @@
 //! | `fn m(&self, a: A)` | one-way (`send`): the caller does not wait | `Result<(), Error<Infallible>>` |
 //! | `fn m(&self, #[lend] d: &[u8]) -> ..` | a lend: the server reads the caller's bytes | as a call |
 //! | `fn m(&self, #[lend_mut] d: &mut [u8]) -> ..` | a mutable lend: the server writes them | as a call |
+//! | `#[deferred] fn m(&self, a: A, reply: Reply<T, E>)` | a call the server answers later, from anywhere ([`Reply`]) | `Result<T, Error<E>>` |
 //!
 //! Arguments, results and errors are flat types (`courier::flat`: integers, `bool`, `char`,
 //! arrays, `flat::String<N>`, `flat::Vec<T, N>`, `#[derive(Ipc)]` types): a type that is not
@@ -46,6 +47,7 @@
 
 use core::fmt;
 use core::time::Duration;
+use std::boxed::Box;
 use std::vec::Vec;
 
 use courier_core::error::{Error, SendError};
@@ -77,10 +79,125 @@ pub enum Outcome<Rp, F> {
     Reply(Rp),
     /// The method returned an application error.
     Fail(F),
+    /// A `#[deferred]` method took the reply handle: it answers later, from anywhere.
+    Deferred,
     /// The request does not fit the method (a lend without bytes, a length past the lent
     /// buffer): only a client of another build sends one. No reply: the caller sees
     /// `Error::NoReply`.
     Refuse,
+}
+
+/// The reply handle of one request, before a `#[deferred]` method takes it (only requests
+/// without a lend have one).
+#[doc(hidden)]
+pub struct Pending<Rp, F> {
+    inner: PendingInner<Rp, F>,
+}
+
+enum PendingInner<Rp, F> {
+    Local(courier_local::ReplyContext<Envelope<Rp>, F>),
+    #[cfg(target_os = "linux")]
+    Shm(courier_shm::ReplyContext<Rp, F>),
+}
+
+impl<Rp: Wire, F: Wire> Pending<Rp, F> {
+    /// The typed handle a `#[deferred]` method receives: `ok` and `err` put its answer into
+    /// the service's reply and error enums.
+    pub fn defer<T: 'static, E: 'static>(self, ok: fn(T) -> Rp, err: fn(E) -> F) -> Reply<T, E> {
+        let answer: Answer<T, E> = match self.inner {
+            PendingInner::Local(ctx) => Box::new(move |r| {
+                let done = match r {
+                    Ok(v) => ctx.reply(Envelope::plain(ok(v))),
+                    Err(e) => ctx.fail(err(e)),
+                };
+                done.map_err(|e| e.map_app(|_| Error::Protocol))
+            }),
+            #[cfg(target_os = "linux")]
+            PendingInner::Shm(ctx) => Box::new(move |r| {
+                let done = match r {
+                    Ok(v) => ctx.reply(ok(v)),
+                    Err(e) => ctx.fail(err(e)),
+                };
+                done.map_err(|e| e.map_app(|_| Error::Protocol))
+            }),
+        };
+        Reply {
+            answer: Some(answer),
+        }
+    }
+}
+
+/// Sends a deferred answer through the transport's reply context.
+type Answer<T, E> = Box<dyn FnOnce(Result<T, E>) -> Result<(), Error<()>> + Send>;
+
+/// The answer a `#[deferred]` method owes: keep it, hand it to another thread, and answer
+/// with [`reply`](Reply::reply) or [`fail`](Reply::fail) when ready. Dropping it unanswered
+/// gives the caller `Error::NoReply`.
+///
+/// It boxes the transport's reply context: one allocation per deferred call.
+///
+/// # Examples
+///
+/// ```
+/// use courier::service::Reply;
+///
+/// #[courier::service]
+/// trait Clock {
+///     /// Answers on another thread.
+///     #[deferred]
+///     fn later(&self, x: u64, reply: Reply<u64>);
+/// }
+///
+/// struct Later;
+/// impl Clock for Later {
+///     fn later(&self, x: u64, reply: Reply<u64>) {
+///         std::thread::spawn(move || reply.reply(x + 1));
+///     }
+/// }
+///
+/// let (client, server) = ClockClient::pair();
+/// let worker = std::thread::spawn(move || server.serve(Later));
+/// assert_eq!(client.later(41), Ok(42));
+/// drop(client);
+/// worker.join().unwrap().unwrap();
+/// ```
+pub struct Reply<T, E = core::convert::Infallible> {
+    answer: Option<Answer<T, E>>,
+}
+
+impl<T, E> Reply<T, E> {
+    /// Answers with `value`.
+    ///
+    /// # Errors
+    ///
+    /// What the transport says when the caller can no longer receive it (it gave up, or its
+    /// process died): `Error::OriginDisappeared` and the like.
+    pub fn reply(mut self, value: T) -> Result<(), Error<()>> {
+        match self.answer.take() {
+            Some(a) => a(Ok(value)),
+            None => Err(Error::NoReply),
+        }
+    }
+
+    /// Answers with the application error `error` (the caller gets `Error::App(error)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`reply`](Reply::reply).
+    pub fn fail(mut self, error: E) -> Result<(), Error<()>> {
+        match self.answer.take() {
+            Some(a) => a(Err(error)),
+            None => Err(Error::NoReply),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Reply<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("answered", &self.answer.is_none())
+            .finish()
+    }
 }
 
 /// The bytes a caller lent to one request, as the dispatch hands them to the method.
@@ -454,18 +571,39 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
     pub fn serve(
         &self,
         interface: &Interface,
-        mut dispatch: impl FnMut(Rq, &mut Lent<'_>) -> Outcome<Rp, F>,
+        mut dispatch: impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
     ) -> Result<(), ServeError> {
         match &self.transport {
             ServerTransport::Local(server) => {
                 while let Ok((mut env, ctx)) = server.wait() {
                     let mutable = env.mutable;
+                    // A request without a lend may be answered later (`#[deferred]`).
+                    let (mut pending, ctx) = match env.lent {
+                        None => (
+                            Some(Pending {
+                                inner: PendingInner::Local(ctx),
+                            }),
+                            None,
+                        ),
+                        Some(_) => (None, Some(ctx)),
+                    };
                     let outcome = {
                         let inner = match env.lent.as_mut() {
                             Some(bytes) => LentInner::Local { bytes, mutable },
                             None => LentInner::None,
                         };
-                        dispatch(env.msg, &mut Lent::new(inner))
+                        dispatch(env.msg, &mut Lent::new(inner), &mut pending)
+                    };
+                    let ctx = match (ctx, pending) {
+                        (Some(ctx), _) => ctx,
+                        (
+                            None,
+                            Some(Pending {
+                                inner: PendingInner::Local(ctx),
+                            }),
+                        ) => ctx,
+                        // Taken by a deferred method, which answers it.
+                        _ => continue,
                     };
                     // A one-way message's context takes no reply: ignoring the result is
                     // what `send` means.
@@ -476,7 +614,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
                             mutable,
                         }),
                         Outcome::Fail(f) => ctx.fail(f),
-                        Outcome::Refuse => {
+                        Outcome::Refuse | Outcome::Deferred => {
                             drop(ctx);
                             Ok(())
                         }
@@ -529,7 +667,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
 mod shm {
     //! The shared-memory side: pooled lend buffers, the interface check, the serve loop.
 
-    use super::{Interface, Lent, LentInner, Outcome, ServeError, Wire};
+    use super::{Interface, Lent, LentInner, Outcome, Pending, PendingInner, ServeError, Wire};
     use super::{INTERFACE_NAME_OP, INTERFACE_OP};
     use core::time::Duration;
     use courier_core::error::Error;
@@ -680,12 +818,33 @@ mod shm {
     pub(super) fn serve<Rq: Wire, Rp: Wire, F: Wire>(
         server: &courier_shm::Server<Rq, Rp, F>,
         interface: &Interface,
-        dispatch: &mut impl FnMut(Rq, &mut Lent<'_>) -> Outcome<Rp, F>,
+        dispatch: &mut impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
     ) -> Result<(), ServeError> {
         // The worker's private copy of lent bytes, reused from call to call.
         let mut scratch = Vec::new();
         loop {
             match server.wait().map_err(ServeError::Shm)? {
+                Incoming::Call(rq, ctx) if ctx.lent().is_none() => {
+                    // No lend: the method may take the reply handle (`#[deferred]`).
+                    let mut pending = Some(Pending {
+                        inner: PendingInner::Shm(ctx),
+                    });
+                    let outcome = dispatch(rq, &mut Lent::new(LentInner::None), &mut pending);
+                    let Some(Pending {
+                        inner: PendingInner::Shm(ctx),
+                    }) = pending
+                    else {
+                        continue; // taken by a deferred method, which answers it
+                    };
+                    let _ = match outcome {
+                        Outcome::Reply(rp) => ctx.reply(rp),
+                        Outcome::Fail(f) => ctx.fail(f),
+                        Outcome::Refuse | Outcome::Deferred => {
+                            drop(ctx);
+                            Ok(())
+                        }
+                    };
+                }
                 Incoming::Call(rq, mut ctx) => {
                     // A lend_mut's buffer: read through the view here, written back below.
                     let mutable = ctx.lent_mut().is_some();
@@ -699,7 +858,7 @@ mod shm {
                             None => LentInner::None,
                         };
                         let mut lent = Lent::new(inner);
-                        let outcome = dispatch(rq, &mut lent);
+                        let outcome = dispatch(rq, &mut lent, &mut None);
                         (outcome, lent.written)
                     };
                     if let (Some(n), Outcome::Reply(_)) = (written, &outcome) {
@@ -714,7 +873,7 @@ mod shm {
                     let _ = match outcome {
                         Outcome::Reply(rp) => ctx.reply(rp),
                         Outcome::Fail(f) => ctx.fail(f),
-                        Outcome::Refuse => {
+                        Outcome::Refuse | Outcome::Deferred => {
                             drop(ctx);
                             Ok(())
                         }

@@ -6,6 +6,7 @@
 //!
 //! Cross-thread waits synchronise through channels with deadlines; nothing sleeps and hopes.
 
+use courier::service::Reply;
 use courier::{flat, Error, Ipc};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -38,6 +39,12 @@ pub trait Kv {
     fn fill(&self, byte: u8, #[lend_mut] data: &mut [u8]) -> usize;
     /// Waits until the test opens the gate, then answers: for timeouts.
     fn gated(&self) -> flat::String<8>;
+    /// Answered later, from another thread.
+    #[deferred]
+    fn later(&self, key: u64, reply: Reply<u64, KvError>);
+    /// Never answered: the handle is dropped.
+    #[deferred]
+    fn dropped(&self, reply: Reply<()>);
 }
 
 /// The service: a map, and a gate the test controls.
@@ -73,6 +80,18 @@ impl Kv for Store {
             .recv_timeout(DEADLINE)
             .expect("the test never opened the gate");
         "open".try_into().unwrap()
+    }
+    fn later(&self, key: u64, reply: Reply<u64, KvError>) {
+        let found = self.map.lock().unwrap().get(&key).copied();
+        std::thread::spawn(move || {
+            let _ = match found {
+                Some(v) => reply.reply(v),
+                None => reply.fail(KvError::NotFound),
+            };
+        });
+    }
+    fn dropped(&self, reply: Reply<()>) {
+        drop(reply);
     }
 }
 
@@ -176,7 +195,19 @@ conformance!(
     a_timeout_reaches_every_call,
     async_calls_complete,
     clones_call_from_many_threads,
+    deferred_replies_come_from_another_thread,
 );
+
+fn deferred_replies_come_from_another_thread(r: Running) {
+    let c = &r.client;
+    c.put(4, 44).unwrap();
+    assert_eq!(c.later(4), Ok(44));
+    assert_eq!(c.later(5), Err(Error::App(KvError::NotFound)));
+    assert_eq!(pollster::block_on(c.later_async(4)), Ok(44));
+    // A handle dropped unanswered: the caller learns there will be no answer.
+    assert_eq!(c.dropped(), Err(Error::NoReply));
+    r.finish();
+}
 
 fn calls_sends_and_app_errors(r: Running) {
     let c = &r.client;
@@ -289,7 +320,9 @@ fn the_interface_lists_methods_and_kinds() {
             ("put", "send"),
             ("sum", "lend"),
             ("fill", "lend_mut"),
-            ("gated", "call")
+            ("gated", "call"),
+            ("later", "deferred"),
+            ("dropped", "deferred")
         ]
     );
     assert_ne!(i.signature, OtherClient::INTERFACE.signature);

@@ -1,7 +1,7 @@
 //! Must-not-compile cases for `#[courier::service]` (trybuild, expected messages in
 //! `tests/ui/service/*.stderr`): a non-flat argument (the error names `IpcSafe` and what is
 //! flat), `&mut self`, a reference argument, a lend of something other than bytes, a one-way
-//! lend, a generic method.
+//! lend, a generic method, a `#[deferred]` method without its `Reply` or with a lend.
 
 #[test]
 fn service_compile_fail() {

@@ -32,6 +32,9 @@ enum Kind {
     Send,
     Lend,
     LendMut,
+    /// A call answered later through a `Reply<T, E>` argument (`#[deferred]`); the same as a
+    /// call on the wire.
+    Deferred,
 }
 
 impl Kind {
@@ -41,12 +44,14 @@ impl Kind {
             Kind::Send => "send",
             Kind::Lend => "lend",
             Kind::LendMut => "lend_mut",
+            Kind::Deferred => "deferred",
         }
     }
 
     fn code(self) -> u64 {
         match self {
-            Kind::Call => 1,
+            // A deferred method is a call to its clients: a server may switch between the two.
+            Kind::Call | Kind::Deferred => 1,
             Kind::Send => 2,
             Kind::Lend => 3,
             Kind::LendMut => 4,
@@ -182,6 +187,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     // The trait as written, without the argument attributes this macro reads.
     for it in &mut item.items {
         if let TraitItem::Fn(f) = it {
+            f.attrs.retain(|a| !a.path().is_ident("deferred"));
             for input in &mut f.sig.inputs {
                 if let FnArg::Typed(pt) = input {
                     pt.attrs
@@ -364,7 +370,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 &self,
                 service: __S,
             ) -> ::core::result::Result<(), #c::service::ServeError> {
-                self.inner.serve(&#client::INTERFACE, |__rq, __lent| match __rq {
+                self.inner.serve(&#client::INTERFACE, |__rq, __lent, __pending| match __rq {
                     #(#arms)*
                 })
             }
@@ -421,6 +427,31 @@ fn is_byte_slice(ty: &Type, mutable: bool) -> bool {
     }
 }
 
+/// `Reply<T>` → `(T, None)`, `Reply<T, E>` → `(T, Some(E))` (any path ending in `Reply`).
+fn reply_types(ty: &Type) -> Option<(Type, Option<Type>)> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Reply" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let tys: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    match tys[..] {
+        [ok] => Some((ok.clone(), None)),
+        [ok, err] => Some((ok.clone(), Some(err.clone()))),
+        _ => None,
+    }
+}
+
 /// `Result<T, E>` → `(T, Some(E))`; anything else `(ty, None)`.
 fn split_result(ty: &Type) -> (Type, Option<Type>) {
     if let Type::Path(p) = ty {
@@ -472,10 +503,34 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
             "#[courier::service] methods take `&self` (a server may run them on several threads)",
         )),
     }
+    let deferred = f.attrs.iter().any(|a| a.path().is_ident("deferred"));
     let mut args = Vec::new();
     let mut lend = None;
     let mut kind = None;
-    for (i, input) in sig.inputs.iter().skip(1).enumerate() {
+    let mut inputs: Vec<&FnArg> = sig.inputs.iter().skip(1).collect();
+    // A deferred method's last argument is its `Reply<T, E>`.
+    let mut reply = None;
+    if deferred {
+        let last = inputs.pop();
+        let reply_ty = match last {
+            Some(FnArg::Typed(pt)) => reply_types(&pt.ty),
+            _ => None,
+        };
+        let Some(r) = reply_ty else {
+            return Err(Error::new(
+                sig.span(),
+                "a #[deferred] method takes its answer handle last: `reply: courier::service::Reply<T>` or `Reply<T, E>`",
+            ));
+        };
+        if !matches!(sig.output, ReturnType::Default) {
+            return Err(Error::new(
+                sig.output.span(),
+                "a #[deferred] method returns nothing: it answers through its `Reply`",
+            ));
+        }
+        reply = Some(r);
+    }
+    for (i, input) in inputs.into_iter().enumerate() {
         let FnArg::Typed(pt) = input else {
             unreachable!("only the first argument is a receiver")
         };
@@ -498,6 +553,12 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
             Some(k) => {
                 if lend.is_some() {
                     return Err(Error::new(pt.span(), "a method lends at most one buffer"));
+                }
+                if deferred {
+                    return Err(Error::new(
+                        pt.span(),
+                        "a #[deferred] method cannot lend: the lent bytes are the caller's only until the method returns",
+                    ));
                 }
                 let mutable = k == Kind::LendMut;
                 if !is_byte_slice(&pt.ty, mutable) {
@@ -524,8 +585,9 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
             }
         }
     }
-    let (ok, err, kind) = match &sig.output {
-        ReturnType::Default => {
+    let (ok, err, kind) = match (&sig.output, reply) {
+        (_, Some((ok, err))) => (ok, err, Kind::Deferred),
+        (ReturnType::Default, None) => {
             if kind.is_some() {
                 return Err(Error::new(
                     sig.span(),
@@ -534,7 +596,7 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
             }
             (syn::parse_quote!(()), None, Kind::Send)
         }
-        ReturnType::Type(_, ty) => {
+        (ReturnType::Type(_, ty), None) => {
             let (ok, err) = split_result(ty);
             (ok, err, kind.unwrap_or(Kind::Call))
         }
@@ -632,7 +694,7 @@ fn client_method(
                 self.inner.send(#request).map_err(#narrow)
             }
         },
-        Kind::Call => {
+        Kind::Call | Kind::Deferred => {
             let name_async = format_ident!("{}_async", name);
             let doc_async = format!(
                 "[`{name}`](Self::{name}) awaited: never blocks the executor's thread. Cancel \
@@ -705,6 +767,26 @@ fn dispatch_arm(c: &Path, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> Toke
             None => quote!(#c::service::Outcome::Reply(#rp::#name(#call))),
         }
     };
+    if m.kind == Kind::Deferred {
+        let ok_fn = if is_unit(&m.ok) {
+            quote!(|_: ()| #rp::#name)
+        } else {
+            quote!(#rp::#name)
+        };
+        let err_fn = match &m.err {
+            Some(_) => quote!(#fail::#name),
+            None => quote!(|__e: ::core::convert::Infallible| match __e {}),
+        };
+        return quote! {
+            #pattern => match __pending.take() {
+                ::core::option::Option::Some(__p) => {
+                    service.#name(#(#call_args,)* __p.defer(#ok_fn, #err_fn));
+                    #c::service::Outcome::Deferred
+                }
+                ::core::option::Option::None => #c::service::Outcome::Refuse,
+            },
+        };
+    }
     match &m.lend {
         Some((l, _)) => {
             let get = if m.kind == Kind::LendMut {
