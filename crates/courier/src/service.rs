@@ -22,6 +22,8 @@
 //! | `fn m(&self, a: A)` | one-way (`send`): the caller does not wait | `Result<(), Error<Infallible>>` |
 //! | `fn m(&self, #[lend] d: &[u8]) -> ..` | a lend: the server reads the caller's bytes | as a call |
 //! | `fn m(&self, #[lend_mut] d: &mut [u8]) -> ..` | a mutable lend: the server writes them | as a call |
+//! | `#[scalar] fn m(&self, a: u32, b: bool) -> (u64, i32)` | a Xous scalar message: up to four integer words, up to two back, no slot payload | `Result<(u64, i32), Error<Infallible>>` |
+//! | `#[scalar] fn m(&self, a: u32)` | a one-way scalar message | `Result<(), Error<Infallible>>` |
 //! | `#[deferred] fn m(&self, a: A, reply: Reply<T, E>)` | a call the server answers later, from anywhere ([`Reply`]) | `Result<T, Error<E>>` |
 //!
 //! Arguments, results and errors are flat types (`courier::flat`: integers, `bool`, `char`,
@@ -494,6 +496,62 @@ where
     }
 }
 
+impl<Rq, Rp, F> Client<Rq, Rp, F>
+where
+    Rq: Wire,
+    Rp: Wire,
+    F: Wire,
+{
+    /// A `#[scalar]` call: up to four words out, two back. Across processes it is a Xous
+    /// scalar message (no slot payload, opcode `op`); in one process, the request `rq` and
+    /// the words `unpack` finds in the reply.
+    pub fn scalar(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        rq: impl FnOnce() -> Rq,
+        unpack: impl FnOnce(Rp) -> Option<[u64; 2]>,
+    ) -> Result<[u64; 2], Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(_) => self
+                .call(rq())
+                .and_then(|rp| unpack(rp).ok_or(Error::Protocol)),
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => match self.timeout {
+                None => c.client.blocking_scalar(op, args),
+                Some(t) => c.client.blocking_scalar_timeout(op, args, t),
+            },
+        }
+    }
+
+    /// A one-way `#[scalar]` message (see [`scalar`](Client::scalar)).
+    pub fn scalar_send(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        rq: impl FnOnce() -> Rq,
+    ) -> Result<(), Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(_) => self.send(rq()),
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => match self.timeout {
+                None => c.client.scalar(op, args),
+                Some(t) => c.client.scalar_timeout(op, args, t),
+            },
+        }
+    }
+}
+
+/// How a server turns a scalar message into a request of its service and a reply into the
+/// two words it answers with (generated for the `#[scalar]` methods).
+#[doc(hidden)]
+pub struct Scalars<Rq, Rp> {
+    /// The request of opcode `op` with these argument words, if `op` is a scalar method.
+    pub request: fn(u32, [u64; 4]) -> Option<Rq>,
+    /// The words of a scalar method's reply.
+    pub words: fn(Rp) -> Option<[u64; 2]>,
+}
+
 /// What may travel in a typed service: on Linux, what `courier::shm` can carry (flat types);
 /// elsewhere any `Send` value (only the in-process transport exists there).
 #[doc(hidden)]
@@ -571,6 +629,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
     pub fn serve(
         &self,
         interface: &Interface,
+        scalars: &Scalars<Rq, Rp>,
         mut dispatch: impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
     ) -> Result<(), ServeError> {
         match &self.transport {
@@ -623,7 +682,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
                 Ok(())
             }
             #[cfg(target_os = "linux")]
-            ServerTransport::Shm(server) => shm::serve(server, interface, &mut dispatch),
+            ServerTransport::Shm(server) => shm::serve(server, interface, scalars, &mut dispatch),
         }
     }
 }
@@ -667,7 +726,9 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
 mod shm {
     //! The shared-memory side: pooled lend buffers, the interface check, the serve loop.
 
-    use super::{Interface, Lent, LentInner, Outcome, Pending, PendingInner, ServeError, Wire};
+    use super::{
+        Interface, Lent, LentInner, Outcome, Pending, PendingInner, Scalars, ServeError, Wire,
+    };
     use super::{INTERFACE_NAME_OP, INTERFACE_OP};
     use core::time::Duration;
     use courier_core::error::Error;
@@ -818,6 +879,7 @@ mod shm {
     pub(super) fn serve<Rq: Wire, Rp: Wire, F: Wire>(
         server: &courier_shm::Server<Rq, Rp, F>,
         interface: &Interface,
+        scalars: &Scalars<Rq, Rp>,
         dispatch: &mut impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
     ) -> Result<(), ServeError> {
         // The worker's private copy of lent bytes, reused from call to call.
@@ -882,7 +944,16 @@ mod shm {
                 Incoming::Scalar(call) => {
                     if let Some(words) = interface_words(interface, call.op(), call.args()) {
                         let _ = call.reply(words);
+                    } else if let Some(rq) = (scalars.request)(call.op(), call.args()) {
+                        let outcome = dispatch(rq, &mut Lent::new(LentInner::None), &mut None);
+                        if let Outcome::Reply(rp) = outcome {
+                            if let Some(words) = (scalars.words)(rp) {
+                                // A one-way scalar takes no reply; the result says so.
+                                let _ = call.reply(words);
+                            }
+                        }
                     }
+                    // Any other opcode: dropped unanswered (a blocking caller gets NoReply).
                 }
                 // Subscriptions are not part of this service: the caller's subscription ends.
                 Incoming::Subscribe(_, notifier) => drop(notifier),

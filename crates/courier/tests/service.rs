@@ -45,6 +45,12 @@ pub trait Kv {
     /// Never answered: the handle is dropped.
     #[deferred]
     fn dropped(&self, reply: Reply<()>);
+    /// A Xous scalar: integers in, a pair of words back, no slot payload.
+    #[scalar]
+    fn divmod(&self, a: u32, b: u32, negate: bool) -> (i64, u32);
+    /// A one-way scalar: adds `n` to key 0.
+    #[scalar]
+    fn bump(&self, n: u16);
 }
 
 /// The service: a map, and a gate the test controls.
@@ -92,6 +98,13 @@ impl Kv for Store {
     }
     fn dropped(&self, reply: Reply<()>) {
         drop(reply);
+    }
+    fn divmod(&self, a: u32, b: u32, negate: bool) -> (i64, u32) {
+        let q = i64::from(a / b.max(1));
+        (if negate { -q } else { q }, a % b.max(1))
+    }
+    fn bump(&self, n: u16) {
+        *self.map.lock().unwrap().entry(0).or_default() += u64::from(n);
     }
 }
 
@@ -196,7 +209,19 @@ conformance!(
     async_calls_complete,
     clones_call_from_many_threads,
     deferred_replies_come_from_another_thread,
+    scalars_carry_integers_both_ways,
 );
+
+fn scalars_carry_integers_both_ways(r: Running) {
+    let c = &r.client;
+    assert_eq!(c.divmod(17, 5, false), Ok((3, 2)));
+    assert_eq!(c.divmod(u32::MAX, 1, true), Ok((-i64::from(u32::MAX), 0)));
+    c.bump(3).unwrap();
+    c.bump(u16::MAX).unwrap();
+    // A call after the one-way scalars sees them (one client, one worker, in order).
+    assert_eq!(c.get(0), Ok(3 + u64::from(u16::MAX)));
+    r.finish();
+}
 
 fn deferred_replies_come_from_another_thread(r: Running) {
     let c = &r.client;
@@ -322,7 +347,9 @@ fn the_interface_lists_methods_and_kinds() {
             ("fill", "lend_mut"),
             ("gated", "call"),
             ("later", "deferred"),
-            ("dropped", "deferred")
+            ("dropped", "deferred"),
+            ("divmod", "scalar"),
+            ("bump", "scalar_send")
         ]
     );
     assert_ne!(i.signature, OtherClient::INTERFACE.signature);

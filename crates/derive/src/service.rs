@@ -35,6 +35,10 @@ enum Kind {
     /// A call answered later through a `Reply<T, E>` argument (`#[deferred]`); the same as a
     /// call on the wire.
     Deferred,
+    /// A Xous scalar message that waits for two words back (`#[scalar]` with a result).
+    Scalar,
+    /// A one-way Xous scalar message (`#[scalar]` without a result).
+    ScalarSend,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
             Kind::Lend => "lend",
             Kind::LendMut => "lend_mut",
             Kind::Deferred => "deferred",
+            Kind::Scalar => "scalar",
+            Kind::ScalarSend => "scalar_send",
         }
     }
 
@@ -55,6 +61,8 @@ impl Kind {
             Kind::Send => 2,
             Kind::Lend => 3,
             Kind::LendMut => 4,
+            Kind::Scalar => 5,
+            Kind::ScalarSend => 6,
         }
     }
 }
@@ -72,6 +80,8 @@ struct Method {
     err: Option<Type>,
     tag: u32,
     docs: Vec<syn::Attribute>,
+    /// For a `#[scalar]` method: the argument types' names and the result's (0 to 2 words).
+    scalar: Option<(Vec<Ident>, Vec<Ident>)>,
 }
 
 /// `#[courier::service]` or `#[courier::service(crate = "path")]`.
@@ -132,6 +142,9 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     let rq_variants = methods.iter().map(|m| {
         let name = &m.name;
         let tag = m.tag;
+        if m.scalar.is_some() {
+            return quote!(#name([u64; 4]) = #tag);
+        }
         let fields = m.args.iter().map(|(a, t)| quote!(#a: #t));
         let len = m.lend.as_ref().map(|_| quote!(__len: u64));
         let all: Vec<TokenStream> = fields.chain(len).collect();
@@ -145,7 +158,9 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         let name = &m.name;
         let tag = m.tag;
         let ok = &m.ok;
-        if is_unit(ok) {
+        if m.scalar.is_some() {
+            quote!(#name([u64; 2]) = #tag)
+        } else if is_unit(ok) {
             quote!(#name = #tag)
         } else {
             quote!(#name(#ok) = #tag)
@@ -181,13 +196,32 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     let client_methods = methods
         .iter()
         .map(|m| client_method(&c, &trait_str, m, &rq, &rp, &fail));
+    // How a server maps scalar messages to requests and replies to words.
+    let scalar_ops: Vec<TokenStream> = methods
+        .iter()
+        .filter(|m| m.scalar.is_some())
+        .map(|m| {
+            let name = &m.name;
+            let tag = m.tag;
+            quote!(#tag => ::core::option::Option::Some(#rq::#name(__a)),)
+        })
+        .collect();
+    let scalar_words: Vec<TokenStream> = methods
+        .iter()
+        .filter(|m| m.scalar.is_some())
+        .map(|m| {
+            let name = &m.name;
+            quote!(#rp::#name(__w) => ::core::option::Option::Some(__w),)
+        })
+        .collect();
     // The server's dispatch.
     let arms = methods.iter().map(|m| dispatch_arm(&c, m, &rq, &rp, &fail));
 
     // The trait as written, without the argument attributes this macro reads.
     for it in &mut item.items {
         if let TraitItem::Fn(f) = it {
-            f.attrs.retain(|a| !a.path().is_ident("deferred"));
+            f.attrs
+                .retain(|a| !a.path().is_ident("deferred") && !a.path().is_ident("scalar"));
             for input in &mut f.sig.inputs {
                 if let FnArg::Typed(pt) = input {
                     pt.attrs
@@ -370,7 +404,18 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 &self,
                 service: __S,
             ) -> ::core::result::Result<(), #c::service::ServeError> {
-                self.inner.serve(&#client::INTERFACE, |__rq, __lent, __pending| match __rq {
+                let __scalars = #c::service::Scalars {
+                    request: |__op: u32, __a: [u64; 4]| match __op {
+                        #(#scalar_ops)*
+                        _ => ::core::option::Option::None,
+                    },
+                    #[allow(unreachable_patterns)]
+                    words: |__rp: #rp| match __rp {
+                        #(#scalar_words)*
+                        _ => ::core::option::Option::None,
+                    },
+                };
+                self.inner.serve(&#client::INTERFACE, &__scalars, |__rq, __lent, __pending| match __rq {
                     #(#arms)*
                 })
             }
@@ -503,6 +548,9 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
             "#[courier::service] methods take `&self` (a server may run them on several threads)",
         )),
     }
+    if f.attrs.iter().any(|a| a.path().is_ident("scalar")) {
+        return parse_scalar(f);
+    }
     let deferred = f.attrs.iter().any(|a| a.path().is_ident("deferred"));
     let mut args = Vec::new();
     let mut lend = None;
@@ -617,7 +665,111 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
         ok,
         err,
         docs,
+        scalar: None,
     })
+}
+
+/// The integer types (and `bool`) a scalar word carries.
+const SCALAR_TYPES: &[&str] = &[
+    "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "bool",
+];
+
+/// `ty` as a scalar word's type name, if it is one.
+fn scalar_type(ty: &Type) -> Option<Ident> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => {
+            let id = p.path.get_ident()?;
+            SCALAR_TYPES
+                .contains(&id.to_string().as_str())
+                .then(|| id.clone())
+        }
+        _ => None,
+    }
+}
+
+/// A `#[scalar]` method: up to four integer arguments, nothing, one or two integers back.
+fn parse_scalar(f: &syn::TraitItemFn) -> syn::Result<Method> {
+    const WHAT: &str = "a #[scalar] method takes up to four integer (or bool) arguments and returns nothing, one integer or a pair of integers";
+    let sig = &f.sig;
+    let mut args = Vec::new();
+    let mut arg_types = Vec::new();
+    for input in sig.inputs.iter().skip(1) {
+        let FnArg::Typed(pt) = input else {
+            unreachable!("only the first argument is a receiver")
+        };
+        let Pat::Ident(pi) = &*pt.pat else {
+            return Err(Error::new(
+                pt.pat.span(),
+                "#[courier::service] arguments are plain names",
+            ));
+        };
+        let Some(t) = scalar_type(&pt.ty) else {
+            return Err(Error::new(pt.ty.span(), WHAT));
+        };
+        args.push((pi.ident.clone(), (*pt.ty).clone()));
+        arg_types.push(t);
+    }
+    if args.len() > 4 {
+        return Err(Error::new(sig.inputs.span(), WHAT));
+    }
+    let (ok, results, kind): (Type, Vec<Ident>, Kind) = match &sig.output {
+        ReturnType::Default => (syn::parse_quote!(()), Vec::new(), Kind::ScalarSend),
+        ReturnType::Type(_, ty) => {
+            let results = match &**ty {
+                Type::Tuple(t) if t.elems.len() == 2 => {
+                    t.elems.iter().map(scalar_type).collect::<Option<Vec<_>>>()
+                }
+                other => scalar_type(other).map(|t| vec![t]),
+            };
+            let Some(results) = results else {
+                return Err(Error::new(ty.span(), WHAT));
+            };
+            ((**ty).clone(), results, Kind::Scalar)
+        }
+    };
+    let name = sig.ident.clone();
+    let tag = tag_of(&name.to_string());
+    if tag >= 0xFFFF_FF00 {
+        return Err(Error::new(
+            name.span(),
+            "this name's opcode falls in the range courier keeps for itself: rename the method",
+        ));
+    }
+    let docs = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
+    Ok(Method {
+        tag,
+        name,
+        kind,
+        args,
+        lend: None,
+        ok,
+        err: None,
+        docs,
+        scalar: Some((arg_types, results)),
+    })
+}
+
+/// The expression that turns `value` (of scalar type `t`) into a word.
+fn to_word(t: &Ident, value: TokenStream) -> TokenStream {
+    match t.to_string().as_str() {
+        "bool" => quote!(u64::from(#value)),
+        "i8" | "i16" | "i32" | "i64" | "isize" => quote!((#value as i64) as u64),
+        _ => quote!(#value as u64),
+    }
+}
+
+/// The expression that reads a value of scalar type `t` from the word `word` (truncating: a
+/// peer's word never panics).
+fn from_word(t: &Ident, word: TokenStream) -> TokenStream {
+    match t.to_string().as_str() {
+        "bool" => quote!((#word != 0)),
+        _ => quote!((#word as #t)),
+    }
 }
 
 fn client_method(
@@ -641,6 +793,9 @@ fn client_method(
         Some(e) => quote!(#e),
         None => quote!(::core::convert::Infallible),
     };
+    if let Some((arg_types, results)) = &m.scalar {
+        return scalar_client_method(c, m, &docs, arg_types, results, rq, rp);
+    }
     // The client method's parameters, in the trait's order (the lend at its place).
     let mut params: Vec<TokenStream> = m.args.iter().map(|(a, t)| quote!(#a: #t)).collect();
     if let Some((l, at)) = &m.lend {
@@ -714,6 +869,7 @@ fn client_method(
                 }
             }
         }
+        Kind::Scalar | Kind::ScalarSend => unreachable!("scalar methods return above"),
         Kind::Lend | Kind::LendMut => {
             let (l, _) = m.lend.as_ref().expect("a lending method");
             let call = if m.kind == Kind::LendMut {
@@ -732,7 +888,114 @@ fn client_method(
     }
 }
 
+/// The client method of a `#[scalar]` method.
+fn scalar_client_method(
+    c: &Path,
+    m: &Method,
+    docs: &TokenStream,
+    arg_types: &[Ident],
+    results: &[Ident],
+    rq: &Path,
+    rp: &Path,
+) -> TokenStream {
+    let name = &m.name;
+    let tag = m.tag;
+    let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
+    let mut words: Vec<TokenStream> = m
+        .args
+        .iter()
+        .zip(arg_types)
+        .map(|((a, _), t)| to_word(t, quote!(#a)))
+        .collect();
+    words.resize(4, quote!(0u64));
+    let narrow = quote!(|__e: #c::Error<_>| __e.map_app(|_| #c::Error::Protocol));
+    if m.kind == Kind::ScalarSend {
+        return quote! {
+            #docs
+            ///
+            /// A one-way scalar message: returns once it is queued.
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #c::Error<::core::convert::Infallible>> {
+                let __args: [u64; 4] = [#(#words),*];
+                self.inner
+                    .scalar_send(#tag, __args, || #rq::#name(__args))
+                    .map_err(#narrow)
+            }
+        };
+    }
+    let ok = &m.ok;
+    let value = match results {
+        [one] => from_word(one, quote!(__w[0])),
+        [a, b] => {
+            let a = from_word(a, quote!(__w[0]));
+            let b = from_word(b, quote!(__w[1]));
+            quote!((#a, #b))
+        }
+        _ => unreachable!("one or two result words"),
+    };
+    quote! {
+        #docs
+        ///
+        /// A scalar message: no slot payload across processes, the answer in two words.
+        pub fn #name(&self, #(#params),*) -> ::core::result::Result<#ok, #c::Error<::core::convert::Infallible>> {
+            let __args: [u64; 4] = [#(#words),*];
+            let __w = self
+                .inner
+                .scalar(#tag, __args, || #rq::#name(__args), |__rp| match __rp {
+                    #rp::#name(__w) => ::core::option::Option::Some(__w),
+                    #[allow(unreachable_patterns)]
+                    _ => ::core::option::Option::None,
+                })
+                .map_err(#narrow)?;
+            ::core::result::Result::Ok(#value)
+        }
+    }
+}
+
+/// The server's arm for a `#[scalar]` method: the words back into arguments, the result into
+/// words.
+fn scalar_dispatch_arm(
+    c: &Path,
+    m: &Method,
+    arg_types: &[Ident],
+    results: &[Ident],
+    rq: &Path,
+    rp: &Path,
+) -> TokenStream {
+    let name = &m.name;
+    let args = arg_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| from_word(t, quote!(__a[#i])));
+    let call = quote!(service.#name(#(#args),*));
+    let words = match results {
+        [] => quote!({
+            #call;
+            [0u64, 0u64]
+        }),
+        [one] => {
+            let w = to_word(one, quote!(__r));
+            quote!({
+                let __r = #call;
+                [#w, 0u64]
+            })
+        }
+        [a, b] => {
+            let wa = to_word(a, quote!(__r.0));
+            let wb = to_word(b, quote!(__r.1));
+            quote!({
+                let __r = #call;
+                [#wa, #wb]
+            })
+        }
+        _ => unreachable!("up to two result words"),
+    };
+    quote!(#rq::#name(__a) => #c::service::Outcome::Reply(#rp::#name(#words)),)
+}
+
 fn dispatch_arm(c: &Path, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> TokenStream {
+    if let Some((arg_types, results)) = &m.scalar {
+        return scalar_dispatch_arm(c, m, arg_types, results, rq, rp);
+    }
     let name = &m.name;
     let fields: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
     let pattern = match &m.lend {
