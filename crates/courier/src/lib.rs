@@ -102,6 +102,13 @@ pub use courier_core::error::{Error, SendError};
 #[cfg(feature = "std")]
 pub mod service;
 
+/// What generated code names and users do not.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "serde")]
+    pub use serde;
+}
+
 /// `#[courier::service]`: a trait becomes a typed service, its client and its server, on
 /// every std transport (see the [`service`](mod@service) module).
 #[cfg(feature = "std")]

@@ -28,7 +28,10 @@
 //!
 //! Arguments, results and errors are flat types (`courier::flat`: integers, `bool`, `char`,
 //! arrays, `flat::String<N>`, `flat::Vec<T, N>`, `#[derive(Ipc)]` types): a type that is not
-//! is a compile error naming `IpcSafe`.
+//! is a compile error naming `IpcSafe`. With `#[courier::service(serde)]` (feature `serde`)
+//! they are any serde types instead (std `String`, `Vec`, maps...): moved as they are in one
+//! process, encoded with postcard across processes (an encoding per message, which flat types
+//! do not pay); the interface signature then hashes the types as written.
 //!
 //! # Lends and copies
 //!
@@ -550,6 +553,30 @@ pub struct Scalars<Rq, Rp> {
     pub request: fn(u32, [u64; 4]) -> Option<Rq>,
     /// The words of a scalar method's reply.
     pub words: fn(Rp) -> Option<[u64; 2]>,
+}
+
+/// A value of a `#[courier::service(serde)]` service: any serde type, moved as it is in one
+/// process and encoded with postcard across processes (copied out of shared memory before it
+/// is decoded).
+#[doc(hidden)]
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serde<T>(pub T);
+
+#[cfg(all(feature = "serde", target_os = "linux"))]
+impl<T> courier_shm::Wire for Serde<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    const SIGNATURE: u64 = <courier_shm::Postcard<T> as courier_shm::Wire>::SIGNATURE;
+
+    fn encode(self, out: &mut courier_shm::ShmViewMut<'_>) -> Option<usize> {
+        courier_shm::Postcard(self.0).encode(out)
+    }
+
+    fn decode(bytes: &courier_shm::ShmView<'_>) -> Option<Self> {
+        <courier_shm::Postcard<T> as courier_shm::Wire>::decode(bytes).map(|p| Serde(p.0))
+    }
 }
 
 /// What may travel in a typed service: on Linux, what `courier::shm` can carry (flat types);

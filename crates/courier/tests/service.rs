@@ -356,6 +356,29 @@ fn the_interface_lists_methods_and_kinds() {
     assert_ne!(i.signature, KvReorderedClient::INTERFACE.signature);
 }
 
+/// Two traits with the same methods in another order: one interface.
+#[courier::service]
+pub trait Ab {
+    /// `a + 1`.
+    fn a(&self, a: u64) -> u64;
+    /// Nothing back.
+    fn b(&self, b: u8);
+}
+
+/// [`Ab`] reordered.
+#[courier::service]
+pub trait Ba {
+    /// Nothing back.
+    fn b(&self, b: u8);
+    /// `a + 1`.
+    fn a(&self, a: u64) -> u64;
+}
+
+#[test]
+fn reordering_methods_changes_neither_tags_nor_signature() {
+    assert_eq!(AbClient::INTERFACE.signature, BaClient::INTERFACE.signature);
+}
+
 /// Another service: a client of `Kv` must not talk to it.
 #[courier::service]
 pub trait Other {

@@ -18,7 +18,7 @@
 //! methods does not matter on the wire; two names that hash alike are a compile error.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, ToTokens};
 use syn::spanned::Spanned;
 use syn::{
     Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType,
@@ -67,6 +67,45 @@ impl Kind {
     }
 }
 
+/// How values travel: flat (`#[derive(Ipc)]` enums) or, with `#[courier::service(serde)]`,
+/// serde enums wrapped in `courier::service::Serde` (moved in one process, postcard across
+/// processes). Generated code names wire values only through these helpers.
+struct Form {
+    c: Path,
+    serde: bool,
+}
+
+impl Form {
+    /// The wire type of `ty`.
+    fn ty(&self, ty: impl ToTokens) -> TokenStream {
+        let c = &self.c;
+        if self.serde {
+            quote!(#c::service::Serde<#ty>)
+        } else {
+            quote!(#ty)
+        }
+    }
+
+    /// `value` as it goes on the wire.
+    fn wrap(&self, value: TokenStream) -> TokenStream {
+        let c = &self.c;
+        if self.serde {
+            quote!(#c::service::Serde(#value))
+        } else {
+            value
+        }
+    }
+
+    /// A wire value back as the service's own.
+    fn unwrap(&self, value: TokenStream) -> TokenStream {
+        if self.serde {
+            quote!((#value).0)
+        } else {
+            value
+        }
+    }
+}
+
 /// One trait method, parsed.
 struct Method {
     name: Ident,
@@ -86,7 +125,8 @@ struct Method {
 
 /// `#[courier::service]` or `#[courier::service(crate = "path")]`.
 pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<TokenStream> {
-    let c = parse_crate(attr)?;
+    let form = parse_args(attr)?;
+    let c = form.c.clone();
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         return Err(Error::new(
             item.generics.span(),
@@ -138,64 +178,133 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     let client = format_ident!("{}Client", trait_name);
     let server = format_ident!("{}Server", trait_name);
 
-    // The wire enums.
-    let rq_variants = methods.iter().map(|m| {
-        let name = &m.name;
+    // The wire enums, their variants in the order of their tags (flat: each discriminant is
+    // its tag too; serde encodes a variant by its position), so that neither the wire nor the
+    // interface signature depends on the order of the trait's methods.
+    let mut by_tag: Vec<&Method> = methods.iter().collect();
+    by_tag.sort_by_key(|m| m.tag);
+    let tagged = |m: &Method, body: TokenStream| {
         let tag = m.tag;
-        if m.scalar.is_some() {
-            return quote!(#name([u64; 4]) = #tag);
-        }
-        let fields = m.args.iter().map(|(a, t)| quote!(#a: #t));
-        let len = m.lend.as_ref().map(|_| quote!(__len: u64));
-        let all: Vec<TokenStream> = fields.chain(len).collect();
-        if all.is_empty() {
-            quote!(#name = #tag)
+        if form.serde {
+            body
         } else {
-            quote!(#name { #(#all),* } = #tag)
+            quote!(#body = #tag)
         }
-    });
-    let rp_variants = methods.iter().map(|m| {
-        let name = &m.name;
-        let tag = m.tag;
-        let ok = &m.ok;
-        if m.scalar.is_some() {
-            quote!(#name([u64; 2]) = #tag)
-        } else if is_unit(ok) {
-            quote!(#name = #tag)
-        } else {
-            quote!(#name(#ok) = #tag)
-        }
-    });
-    let fail_variants: Vec<TokenStream> = methods
+    };
+    let rq_variants: Vec<TokenStream> = by_tag
+        .iter()
+        .map(|m| {
+            let name = &m.name;
+            if m.scalar.is_some() {
+                return tagged(m, quote!(#name([u64; 4])));
+            }
+            let fields = m.args.iter().map(|(a, t)| quote!(#a: #t));
+            let len = m.lend.as_ref().map(|_| quote!(__len: u64));
+            let all: Vec<TokenStream> = fields.chain(len).collect();
+            if all.is_empty() {
+                tagged(m, quote!(#name))
+            } else {
+                tagged(m, quote!(#name { #(#all),* }))
+            }
+        })
+        .collect();
+    let rp_variants: Vec<TokenStream> = by_tag
+        .iter()
+        .map(|m| {
+            let name = &m.name;
+            let ok = &m.ok;
+            if m.scalar.is_some() {
+                tagged(m, quote!(#name([u64; 2])))
+            } else if is_unit(ok) {
+                tagged(m, quote!(#name))
+            } else {
+                tagged(m, quote!(#name(#ok)))
+            }
+        })
+        .collect();
+    let fail_variants: Vec<TokenStream> = by_tag
         .iter()
         .filter_map(|m| {
             let name = &m.name;
-            let tag = m.tag;
-            m.err.as_ref().map(|e| quote!(#name(#e) = #tag))
+            m.err.as_ref().map(|e| tagged(m, quote!(#name(#e))))
         })
         .collect();
     let fail_variants = if fail_variants.is_empty() {
-        vec![quote!(__none = 0)]
+        if form.serde {
+            vec![quote!(__none)]
+        } else {
+            vec![quote!(__none = 0)]
+        }
     } else {
         fail_variants
     };
-
-    // The interface.
+    let enum_attrs = if form.serde {
+        let serde_path = LitStr::new(
+            &format!("{}::__private::serde", path_string(&c)),
+            Span::call_site(),
+        );
+        quote! {
+            #[derive(#c::__private::serde::Serialize, #c::__private::serde::Deserialize, Debug)]
+            #[serde(crate = #serde_path)]
+        }
+    } else {
+        quote! {
+            #[derive(#c::Ipc, Debug)]
+            #[ipc(crate = #flat_path)]
+            #[repr(u32)]
+        }
+    };
+    // The interface: the methods as written, and a signature of them in tag order.
     let method_list = methods.iter().map(|m| {
         let n = m.name.to_string();
         let k = m.kind.name();
         quote!((#n, #k))
     });
-    let method_words = methods.iter().map(|m| {
+    let method_words = by_tag.iter().map(|m| {
         let tag = u64::from(m.tag);
         let code = m.kind.code();
         quote!(.word(#tag).word(#code))
     });
+    // The interface signature. Flat: the types' layout signatures. Serde: the types as
+    // written (serde types have no layout signature), hashed here.
+    let signature = if form.serde {
+        let mut text = String::new();
+        for m in &by_tag {
+            let args: Vec<String> = m
+                .args
+                .iter()
+                .map(|(a, t)| format!("{a}: {}", t.to_token_stream()))
+                .collect();
+            text.push_str(&format!(
+                "{} {} ({}) -> {} / {};",
+                m.name,
+                m.kind.code(),
+                args.join(", "),
+                m.ok.to_token_stream(),
+                m.err
+                    .as_ref()
+                    .map(|e| e.to_token_stream().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        let h = fnv64(&text);
+        quote!(#h)
+    } else {
+        quote! {
+            #c::flat::SignatureHasher::new(0x7365_7276_6963_6531)
+                .word(<#rq as #c::flat::IpcSafe>::SIGNATURE)
+                .word(<#rp as #c::flat::IpcSafe>::SIGNATURE)
+                .word(<#fail as #c::flat::IpcSafe>::SIGNATURE)
+                #(#method_words)*
+                .finish()
+        }
+    };
+    let (w_rq, w_rp, w_fail) = (form.ty(&rq), form.ty(&rp), form.ty(&fail));
 
     // The client's methods.
     let client_methods = methods
         .iter()
-        .map(|m| client_method(&c, &trait_str, m, &rq, &rp, &fail));
+        .map(|m| client_method(&form, &trait_str, m, &rq, &rp, &fail));
     // How a server maps scalar messages to requests and replies to words.
     let scalar_ops: Vec<TokenStream> = methods
         .iter()
@@ -203,7 +312,8 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         .map(|m| {
             let name = &m.name;
             let tag = m.tag;
-            quote!(#tag => ::core::option::Option::Some(#rq::#name(__a)),)
+            let rq_value = form.wrap(quote!(#rq::#name(__a)));
+            quote!(#tag => ::core::option::Option::Some(#rq_value),)
         })
         .collect();
     let scalar_words: Vec<TokenStream> = methods
@@ -214,8 +324,12 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             quote!(#rp::#name(__w) => ::core::option::Option::Some(__w),)
         })
         .collect();
+    let unwrap_rp = form.unwrap(quote!(__rp));
+    let unwrap_rq = form.unwrap(quote!(__rq));
     // The server's dispatch.
-    let arms = methods.iter().map(|m| dispatch_arm(&c, m, &rq, &rp, &fail));
+    let arms = methods
+        .iter()
+        .map(|m| dispatch_arm(&form, m, &rq, &rp, &fail));
 
     // The trait as written, without the argument attributes this macro reads.
     for it in &mut item.items {
@@ -269,35 +383,29 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
-        #[derive(#c::Ipc, Debug)]
-        #[ipc(crate = #flat_path)]
-        #[repr(u32)]
+        #enum_attrs
         #vis enum #rq_id { #(#rq_variants),* }
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
-        #[derive(#c::Ipc, Debug)]
-        #[ipc(crate = #flat_path)]
-        #[repr(u32)]
+        #enum_attrs
         #vis enum #rp_id { #(#rp_variants),* }
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
-        #[derive(#c::Ipc, Debug)]
-        #[ipc(crate = #flat_path)]
-        #[repr(u32)]
+        #enum_attrs
         #vis enum #fail_id { #(#fail_variants),* }
 
         #[doc = #doc_client]
         #[derive(Clone, Debug)]
         #vis struct #client {
-            inner: #c::service::Client<#rq, #rp, #fail>,
+            inner: #c::service::Client<#w_rq, #w_rp, #w_fail>,
         }
 
         #[doc = #doc_server]
         #[derive(Clone, Debug)]
         #vis struct #server {
-            inner: #c::service::Server<#rq, #rp, #fail>,
+            inner: #c::service::Server<#w_rq, #w_rp, #w_fail>,
         }
 
         #[allow(dead_code)]
@@ -306,12 +414,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             /// server's at connect.
             #vis const INTERFACE: #c::service::Interface = #c::service::Interface {
                 name: #trait_str,
-                signature: #c::flat::SignatureHasher::new(0x7365_7276_6963_6531)
-                    .word(<#rq as #c::flat::IpcSafe>::SIGNATURE)
-                    .word(<#rp as #c::flat::IpcSafe>::SIGNATURE)
-                    .word(<#fail as #c::flat::IpcSafe>::SIGNATURE)
-                    #(#method_words)*
-                    .finish(),
+                signature: #signature,
                 methods: &[#(#method_list),*],
             };
 
@@ -410,12 +513,12 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                         _ => ::core::option::Option::None,
                     },
                     #[allow(unreachable_patterns)]
-                    words: |__rp: #rp| match __rp {
+                    words: |__rp: #w_rp| match #unwrap_rp {
                         #(#scalar_words)*
                         _ => ::core::option::Option::None,
                     },
                 };
-                self.inner.serve(&#client::INTERFACE, &__scalars, |__rq, __lent, __pending| match __rq {
+                self.inner.serve(&#client::INTERFACE, &__scalars, |__rq, __lent, __pending| match #unwrap_rq {
                     #(#arms)*
                 })
             }
@@ -423,28 +526,45 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     })
 }
 
-fn parse_crate(attr: TokenStream) -> syn::Result<Path> {
-    let mut path: Path = syn::parse_quote!(::courier);
+/// `#[courier::service]`'s arguments: `crate = "path"`, `serde`.
+fn parse_args(attr: TokenStream) -> syn::Result<Form> {
+    let mut form = Form {
+        c: syn::parse_quote!(::courier),
+        serde: false,
+    };
     if attr.is_empty() {
-        return Ok(path);
+        return Ok(form);
     }
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("crate") {
             let s: LitStr = meta.value()?.parse()?;
-            path = s.parse()?;
+            form.c = s.parse()?;
+            Ok(())
+        } else if meta.path.is_ident("serde") {
+            form.serde = true;
             Ok(())
         } else {
-            Err(meta.error("expected `crate = \"path::to::courier\"`"))
+            Err(meta.error("expected `crate = \"path::to::courier\"` or `serde`"))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;
-    Ok(path)
+    Ok(form)
 }
 
 fn path_string(p: &Path) -> String {
     let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
     let lead = if p.leading_colon.is_some() { "::" } else { "" };
     format!("{lead}{}", segs.join("::"))
+}
+
+/// 64-bit FNV-1a of `text`.
+fn fnv64(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// 32-bit FNV-1a of `name`: the method's wire tag.
@@ -773,13 +893,14 @@ fn from_word(t: &Ident, word: TokenStream) -> TokenStream {
 }
 
 fn client_method(
-    c: &Path,
+    form: &Form,
     trait_str: &str,
     m: &Method,
     rq: &Path,
     rp: &Path,
     fail: &Path,
 ) -> TokenStream {
+    let c = &form.c;
     let name = &m.name;
     let ok = &m.ok;
     let call_doc = format!("Calls `{trait_str}::{name}` on the server.");
@@ -794,7 +915,7 @@ fn client_method(
         None => quote!(::core::convert::Infallible),
     };
     if let Some((arg_types, results)) = &m.scalar {
-        return scalar_client_method(c, m, &docs, arg_types, results, rq, rp);
+        return scalar_client_method(form, m, &docs, arg_types, results, rq, rp);
     }
     // The client method's parameters, in the trait's order (the lend at its place).
     let mut params: Vec<TokenStream> = m.args.iter().map(|(a, t)| quote!(#a: #t)).collect();
@@ -807,22 +928,25 @@ fn client_method(
         params.insert(*at, quote!(#l: #ty));
     }
     let field_names: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
-    let request = match &m.lend {
+    let request = form.wrap(match &m.lend {
         Some((l, _)) => {
             quote!(#rq::#name { #(#field_names,)* __len: #l.len() as u64 })
         }
         None if field_names.is_empty() => quote!(#rq::#name),
         None => quote!(#rq::#name { #(#field_names),* }),
-    };
+    });
+    let unwrap_f = form.unwrap(quote!(__f));
+    let w_fail = form.ty(fail);
+    let unwrap_rp = form.unwrap(quote!(__rp));
     let narrow = match &m.err {
         Some(_) => quote! {
-            |__e: #c::Error<#fail>| __e.map_app(|__f| match __f {
+            |__e: #c::Error<#w_fail>| __e.map_app(|__f| match #unwrap_f {
                 #fail::#name(__e) => #c::Error::App(__e),
                 #[allow(unreachable_patterns)]
                 _ => #c::Error::Protocol,
             })
         },
-        None => quote!(|__e: #c::Error<#fail>| __e.map_app(|_| #c::Error::Protocol)),
+        None => quote!(|__e: #c::Error<#w_fail>| __e.map_app(|_| #c::Error::Protocol)),
     };
     let got = if is_unit(ok) {
         quote!(#rp::#name => ::core::result::Result::Ok(()))
@@ -831,7 +955,7 @@ fn client_method(
     };
     let unpack = quote! {
         match __r {
-            ::core::result::Result::Ok(__rp) => match __rp {
+            ::core::result::Result::Ok(__rp) => match #unwrap_rp {
                 #got,
                 #[allow(unreachable_patterns)]
                 _ => ::core::result::Result::Err(#c::Error::Protocol),
@@ -890,7 +1014,7 @@ fn client_method(
 
 /// The client method of a `#[scalar]` method.
 fn scalar_client_method(
-    c: &Path,
+    form: &Form,
     m: &Method,
     docs: &TokenStream,
     arg_types: &[Ident],
@@ -898,6 +1022,7 @@ fn scalar_client_method(
     rq: &Path,
     rp: &Path,
 ) -> TokenStream {
+    let c = &form.c;
     let name = &m.name;
     let tag = m.tag;
     let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
@@ -909,6 +1034,8 @@ fn scalar_client_method(
         .collect();
     words.resize(4, quote!(0u64));
     let narrow = quote!(|__e: #c::Error<_>| __e.map_app(|_| #c::Error::Protocol));
+    let request = form.wrap(quote!(#rq::#name(__args)));
+    let unwrap_rp = form.unwrap(quote!(__rp));
     if m.kind == Kind::ScalarSend {
         return quote! {
             #docs
@@ -917,7 +1044,7 @@ fn scalar_client_method(
             pub fn #name(&self, #(#params),*) -> ::core::result::Result<(), #c::Error<::core::convert::Infallible>> {
                 let __args: [u64; 4] = [#(#words),*];
                 self.inner
-                    .scalar_send(#tag, __args, || #rq::#name(__args))
+                    .scalar_send(#tag, __args, || #request)
                     .map_err(#narrow)
             }
         };
@@ -940,7 +1067,7 @@ fn scalar_client_method(
             let __args: [u64; 4] = [#(#words),*];
             let __w = self
                 .inner
-                .scalar(#tag, __args, || #rq::#name(__args), |__rp| match __rp {
+                .scalar(#tag, __args, || #request, |__rp| match #unwrap_rp {
                     #rp::#name(__w) => ::core::option::Option::Some(__w),
                     #[allow(unreachable_patterns)]
                     _ => ::core::option::Option::None,
@@ -954,13 +1081,14 @@ fn scalar_client_method(
 /// The server's arm for a `#[scalar]` method: the words back into arguments, the result into
 /// words.
 fn scalar_dispatch_arm(
-    c: &Path,
+    form: &Form,
     m: &Method,
     arg_types: &[Ident],
     results: &[Ident],
     rq: &Path,
     rp: &Path,
 ) -> TokenStream {
+    let c = &form.c;
     let name = &m.name;
     let args = arg_types
         .iter()
@@ -989,12 +1117,14 @@ fn scalar_dispatch_arm(
         }
         _ => unreachable!("up to two result words"),
     };
-    quote!(#rq::#name(__a) => #c::service::Outcome::Reply(#rp::#name(#words)),)
+    let reply = form.wrap(quote!(#rp::#name(#words)));
+    quote!(#rq::#name(__a) => #c::service::Outcome::Reply(#reply),)
 }
 
-fn dispatch_arm(c: &Path, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> TokenStream {
+fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> TokenStream {
+    let c = &form.c;
     if let Some((arg_types, results)) = &m.scalar {
-        return scalar_dispatch_arm(c, m, arg_types, results, rq, rp);
+        return scalar_dispatch_arm(form, m, arg_types, results, rq, rp);
     }
     let name = &m.name;
     let fields: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
@@ -1011,33 +1141,46 @@ fn dispatch_arm(c: &Path, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> Toke
     let out = {
         let call = quote!(service.#name(#(#call_args),*));
         match &m.err {
-            Some(_) if is_unit(&m.ok) => quote! {
-                match #call {
-                    ::core::result::Result::Ok(()) => #c::service::Outcome::Reply(#rp::#name),
-                    ::core::result::Result::Err(__e) => #c::service::Outcome::Fail(#fail::#name(__e)),
+            Some(_) => {
+                let (ok_pat, ok_val) = if is_unit(&m.ok) {
+                    (quote!(()), form.wrap(quote!(#rp::#name)))
+                } else {
+                    (quote!(__v), form.wrap(quote!(#rp::#name(__v))))
+                };
+                let err_val = form.wrap(quote!(#fail::#name(__e)));
+                quote! {
+                    match #call {
+                        ::core::result::Result::Ok(#ok_pat) => #c::service::Outcome::Reply(#ok_val),
+                        ::core::result::Result::Err(__e) => #c::service::Outcome::Fail(#err_val),
+                    }
                 }
-            },
-            Some(_) => quote! {
-                match #call {
-                    ::core::result::Result::Ok(__v) => #c::service::Outcome::Reply(#rp::#name(__v)),
-                    ::core::result::Result::Err(__e) => #c::service::Outcome::Fail(#fail::#name(__e)),
-                }
-            },
-            None if is_unit(&m.ok) => quote!({
-                #call;
-                #c::service::Outcome::Reply(#rp::#name)
-            }),
-            None => quote!(#c::service::Outcome::Reply(#rp::#name(#call))),
+            }
+            None if is_unit(&m.ok) => {
+                let val = form.wrap(quote!(#rp::#name));
+                quote!({
+                    #call;
+                    #c::service::Outcome::Reply(#val)
+                })
+            }
+            None => {
+                let val = form.wrap(quote!(#rp::#name(#call)));
+                quote!(#c::service::Outcome::Reply(#val))
+            }
         }
     };
     if m.kind == Kind::Deferred {
         let ok_fn = if is_unit(&m.ok) {
-            quote!(|_: ()| #rp::#name)
+            let v = form.wrap(quote!(#rp::#name));
+            quote!(|_: ()| #v)
         } else {
-            quote!(#rp::#name)
+            let v = form.wrap(quote!(#rp::#name(__v)));
+            quote!(|__v| #v)
         };
         let err_fn = match &m.err {
-            Some(_) => quote!(#fail::#name),
+            Some(_) => {
+                let v = form.wrap(quote!(#fail::#name(__e)));
+                quote!(|__e| #v)
+            }
             None => quote!(|__e: ::core::convert::Infallible| match __e {}),
         };
         return quote! {
