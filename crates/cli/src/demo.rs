@@ -46,6 +46,7 @@ pub(crate) fn run(args: &Args) -> bool {
     let mut tally = crate::shm_demo::Tally::default();
     local(args, &mut tally);
     crate::shm_demo::run(&mut tally);
+    crate::service_demo::run(&mut tally);
     let total = tally.passed + tally.failed;
     if tally.failed == 0 {
         println!("\ndemo: all {total} steps OK in {:.1?}", started.elapsed());

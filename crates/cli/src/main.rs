@@ -12,6 +12,7 @@
 mod bench;
 mod demo;
 mod ls;
+mod service_demo;
 mod shm_demo;
 
 /// The courier::shm RPC API the demo and `ls` use.
@@ -47,6 +48,15 @@ enum Command {
     /// The demo's server process (started by `courier demo`).
     #[command(hide = true)]
     DemoServer {
+        /// The service name to bind.
+        name: String,
+        /// The demo's pid: this process dies with it.
+        #[arg(long)]
+        parent: Option<u32>,
+    },
+    /// The demo's `#[courier::service]` server process (started by `courier demo`).
+    #[command(hide = true)]
+    DemoServiceServer {
         /// The service name to bind.
         name: String,
         /// The demo's pid: this process dies with it.
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
         Command::Ls => ls::run(),
         Command::Bench(args) => return bench::run(args),
         Command::DemoServer { name, parent } => adopt(*parent) && shm_demo::server::run(name),
+        Command::DemoServiceServer { name, parent } => adopt(*parent) && service_demo::serve(name),
         Command::DemoClient {
             name,
             mode,

@@ -4,6 +4,8 @@
 //! - every courier::local pattern reports `ok: <pattern>`, every courier::shm step (server
 //!   process, each pattern of the client walk, two clients, the SIGKILL fault and the
 //!   reconnect, the shutdown) reports a line starting `ok: <step> `, and none reports `FAILED`;
+//! - every `#[courier::service]` step, against a thread and against a server process,
+//!   reports `ok: <where>: <step> `;
 //! - the closing line says all steps are OK;
 //! - the latency lines give a median;
 //! - an unknown subcommand and `demo --calls 0` are refused with a failure status.
@@ -50,13 +52,45 @@ const SHM: [&str; 18] = [
     "shutdown",
 ];
 
+/// The `#[courier::service]` section's steps: each runs against a thread and a process.
+const SERVICE_BOTH: [&str; 6] = [
+    "call and app error",
+    "lend and lend_mut",
+    "deferred reply",
+    "scalar message",
+    "async call",
+    "latency",
+];
+const SERVICE_ONCE: [&str; 3] = [
+    "thread: serve returns",
+    "process: connect",
+    "process: shutdown",
+];
+
 #[test]
 fn demo_runs_every_pattern() {
     let out = courier(&["demo", "--calls", "2000"], &[], DEADLINE);
     let text = &out.stdout;
-    let (local, shm) = text
+    let (local, rest) = text
         .split_once("== courier::shm")
         .unwrap_or_else(|| panic!("no courier::shm section:\n{text}\n{}", out.stderr));
+    let (shm, service) = rest
+        .split_once("== #[courier::service]")
+        .unwrap_or_else(|| panic!("no #[courier::service] section:\n{text}\n{}", out.stderr));
+    let service_steps: Vec<String> = SERVICE_BOTH
+        .iter()
+        .flat_map(|s| [format!("thread: {s}"), format!("process: {s}")])
+        .chain(SERVICE_ONCE.iter().map(|s| s.to_string()))
+        .collect();
+    for step in &service_steps {
+        assert!(
+            service
+                .lines()
+                .any(|l| l.starts_with(&format!("ok: {step} "))),
+            "service step {step:?} not reported ok:\n{text}\n{}",
+            out.stderr
+        );
+    }
     for pattern in LOCAL {
         assert!(
             local.lines().any(|l| l == format!("ok: {pattern}")),
@@ -75,7 +109,7 @@ fn demo_runs_every_pattern() {
         "a step failed:\n{text}\n{}",
         out.stderr
     );
-    let total = LOCAL.len() + SHM.len();
+    let total = LOCAL.len() + SHM.len() + service_steps.len();
     assert!(
         text.lines()
             .any(|l| l.starts_with(&format!("demo: all {total} steps OK"))),

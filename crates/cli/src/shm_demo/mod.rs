@@ -41,7 +41,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     /// Counts and prints a step's outcome.
-    fn step(&mut self, name: &str, outcome: Result<String, String>) {
+    pub(crate) fn step(&mut self, name: &str, outcome: Result<String, String>) {
         if report(name, outcome) {
             self.passed += 1;
         } else {
@@ -69,6 +69,14 @@ fn start_server(name: &str) -> Result<(Proc, u32), String> {
         .parse()
         .map_err(|_| format!("server said ready {pid:?}"))?;
     Ok((server, pid))
+}
+
+/// Starts the `#[courier::service]` section's server process on `name` and waits for it to
+/// be ready.
+pub(crate) fn start_service_server(name: &str) -> Result<Proc, String> {
+    let server = Proc::spawn("service server process", &["demo-service-server", name])?;
+    server.expect("ready ", START_LIMIT, |l| println!("server: {l}"))?;
+    Ok(server)
 }
 
 /// Runs the shm section; adds its steps to `tally`.
