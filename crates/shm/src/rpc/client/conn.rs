@@ -3,7 +3,7 @@
 //! queueing a call, one-way posts and the registration of lendable buffers.
 
 use crate::error::ShmError;
-use crate::rpc::buf::ShmBuf;
+use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::layout::{
     kind, read_header, state, Shared, CBELL, F_ASYNC, REQ_TAIL, SRV_CLOSED, SRV_SLEEP, S_ARGS,
     S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
@@ -18,7 +18,7 @@ use crate::watch::Watch;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -506,21 +506,6 @@ impl Conn {
         }
     }
 
-    /// A lendable buffer was dropped (or detached): tell the server to unmap it.
-    pub(crate) fn forget_buffer(self: &Arc<Self>, id: u64) {
-        if !lock(&self.registered).remove(&id) || self.dead() {
-            return;
-        }
-        let sent = self.post(
-            (kind::FREE_BUF, 0, 0, [id, 0, 0, 0]),
-            |_| Some((0, 0)),
-            Some(Instant::now()),
-        );
-        if sent.is_err() {
-            lock(&self.pending_free).push(id);
-        }
-    }
-
     /// Makes sure the server has `buf`'s descriptor (sent once, before the first lend).
     ///
     /// The server reads registrations only when it needs them, so the socket can be full:
@@ -545,7 +530,8 @@ impl Conn {
                 match sys::try_send_with_fd(self.sock.as_fd(), &msg, Some(buf.segment().fd())) {
                     Ok(true) => {
                         lock(&self.registered).insert(buf.id());
-                        lock(&buf.lent_to).push(Arc::downgrade(self));
+                        let holder: Weak<Conn> = Arc::downgrade(self);
+                        lock(&buf.lent_to).push(holder);
                         return Ok(());
                     }
                     Ok(false) => {}
@@ -560,6 +546,23 @@ impl Conn {
             left(deadline)?;
             sys::wait_writable(self.sock.as_fd(), Some(until))
                 .map_err(|_| Error::ServerDisappeared)?;
+        }
+    }
+}
+
+impl BufferHolder for Conn {
+    /// A lendable buffer was dropped (or detached): tell the server to unmap it.
+    fn forget_buffer(self: Arc<Self>, id: u64) {
+        if !lock(&self.registered).remove(&id) || self.dead() {
+            return;
+        }
+        let sent = self.post(
+            (kind::FREE_BUF, 0, 0, [id, 0, 0, 0]),
+            |_| Some((0, 0)),
+            Some(Instant::now()),
+        );
+        if sent.is_err() {
+            lock(&self.pending_free).push(id);
         }
     }
 }

@@ -13,7 +13,6 @@ mod conn;
 mod subscription;
 
 pub use call::{CancelOutcome, WaitReply};
-pub(crate) use conn::Conn;
 pub use subscription::Subscription;
 
 use crate::error::ShmError;
@@ -30,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use call::{Call, CallFuture, Canceled, SlotFuture};
+use conn::Conn;
 use subscription::SubQueue;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

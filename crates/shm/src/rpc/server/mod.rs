@@ -24,7 +24,7 @@ use crate::rpc::layout::{
     kind, status, write_header, Layout, F_ASYNC, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND,
     S_LEN, S_OP, S_SIG,
 };
-use crate::rpc::stats::StatsFile;
+use crate::rpc::stats::{ServerStats, StatsFile};
 use crate::rpc::wire::Wire;
 use crate::segment::HEADER_LEN;
 use crate::service::{Listener, ListenerConfig};
@@ -193,24 +193,6 @@ impl ServerConfig {
             ShmError::InvalidConfig("slots, slot size, push depth or push size out of range"),
         )
     }
-}
-
-/// What the server's counters say (see also [`services`](crate::services) for other
-/// processes' services).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ServerStats {
-    /// The server's process id.
-    pub pid: u32,
-    /// Connected client processes.
-    pub clients: u64,
-    /// Calls queued by clients and not yet taken by a worker.
-    pub queued: u64,
-    /// Calls taken and not yet answered (deferred replies included).
-    pub in_service: u64,
-    /// Lent buffers currently held by the server (in calls not yet answered).
-    pub lends: u64,
-    /// Calls answered since the server started.
-    pub served: u64,
 }
 
 /// One message a worker received.
