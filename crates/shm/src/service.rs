@@ -38,6 +38,7 @@
 use crate::dir;
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
+use crate::substrate::deadline::Deadline;
 use crate::sys::{self, Credentials};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -249,7 +250,8 @@ impl Listener {
         self.accept_until(None)
     }
 
-    /// Waits up to `timeout` for a client and performs the handshake.
+    /// Waits up to `timeout` for a client and performs the handshake (`Duration::MAX`: no
+    /// limit).
     ///
     /// # Errors
     ///
@@ -258,7 +260,7 @@ impl Listener {
     /// [`ShmError::Io`] if the segment cannot be made or sent (a client that hung up first,
     /// say).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ShmError> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(Deadline::after(timeout).instant())
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ShmError> {
@@ -381,7 +383,7 @@ impl Connection {
     }
 
     /// Connects to the listener of `name`, waiting up to `timeout` for the name to appear
-    /// (looking again every 10 ms) and for the handshake.
+    /// (looking again every 10 ms) and for the handshake. `Duration::MAX` means no limit.
     ///
     /// # Errors
     ///
@@ -397,13 +399,13 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Connection, ShmError> {
         check_name(name)?;
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         loop {
             let attempt = dir::for_client(name).and_then(|d| {
                 sys::connect_unix(&d.join(format!("{name}.sock")))
                     .map_err(|e| connect_error(name, e))
             });
-            match attempt.and_then(|sock| Self::handshake(name, sock, config, Some(deadline))) {
+            match attempt.and_then(|sock| Self::handshake(name, sock, config, deadline.instant())) {
                 Ok(conn) => return Ok(conn),
                 Err(ShmError::NotFound(_)) => {}
                 // A listener that dies while our connection waits in its backlog (its process
@@ -414,11 +416,8 @@ impl Connection {
                 Err(ShmError::Handshake { reason, .. }) if reason == HUNG_UP => {}
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ShmError::Timeout);
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+            let pause = Duration::from_millis(10);
+            std::thread::sleep(deadline.left()?.map_or(pause, |left| left.min(pause)));
         }
     }
 

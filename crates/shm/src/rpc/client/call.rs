@@ -8,6 +8,7 @@ use crate::rpc::layout::{
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
+use crate::substrate::deadline::Deadline;
 use crate::sync::{fence, Ordering};
 use crate::sys;
 use std::future::Future;
@@ -15,10 +16,10 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::Conn;
-use super::{deadline_after, left, lock, widen, ClientShared};
+use super::{lock, widen, ClientShared};
 
 /// How many times a caller looks at its slot before it sleeps.
 pub(super) const SPINS: u32 = 2000;
@@ -61,7 +62,7 @@ impl Call {
 
     /// Waits until the slot is done (`Ok`), the server dies or `deadline` passes; the call
     /// stays pending on an error.
-    pub(super) fn wait(&self, deadline: Option<Instant>) -> Result<(), Error<()>> {
+    pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Error<()>> {
         let word = self.conn.sh.state(self.slot);
         for i in 0..SPINS {
             if word.load(Ordering::Acquire) & state::PHASE == state::DONE {
@@ -84,7 +85,7 @@ impl Call {
             if self.conn.dead() {
                 return self.done_or_dead();
             }
-            let timeout = left(deadline)?;
+            let timeout = deadline.left()?;
             if phase != state::QUEUED && phase != state::TAKEN {
                 // Only a hostile server puts anything else here.
                 return Err(Error::Protocol);
@@ -102,7 +103,7 @@ impl Call {
 
     /// Waits for the answer until `deadline`; then cancels the call, unless the answer came
     /// in the meantime. `Ok`: the call is done, ready to read.
-    pub(super) fn settle(mut self, deadline: Option<Instant>) -> Result<Call, Error<()>> {
+    pub(super) fn settle(mut self, deadline: Deadline) -> Result<Call, Error<()>> {
         match self.wait(deadline) {
             Ok(()) => Ok(self),
             Err(Error::Timeout) => match self.cancel() {
@@ -375,7 +376,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     ///
     /// As [`Client::req`](crate::Client::req).
     pub fn wait(mut self) -> Result<Rp, Error<E>> {
-        self.call().settle(None).map_err(widen)?.take()
+        self.call().settle(Deadline::NEVER).map_err(widen)?.take()
     }
 
     /// Waits at most `timeout`; then the call is canceled.
@@ -385,7 +386,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     /// As [`Client::req_timeout`](crate::Client::req_timeout).
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Rp, Error<E>> {
         self.call()
-            .settle(deadline_after(timeout))
+            .settle(Deadline::after(timeout))
             .map_err(widen)?
             .take()
     }

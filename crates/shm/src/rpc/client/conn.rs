@@ -11,6 +11,7 @@ use crate::rpc::layout::{
 use crate::rpc::slot;
 use crate::rpc::{Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
+use crate::substrate::deadline::Deadline;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 use crate::view::ShmViewMut;
@@ -21,12 +22,12 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::bell::Wakeups;
 use super::call::Call;
 use super::subscription::PushState;
-use super::{deadline_after, left, lock, DEATH_CHECK};
+use super::{lock, DEATH_CHECK};
 
 /// How often the bell thread looks at abandoned slots while a caller waits for a slot and
 /// one of them is a canceled call: the server completes those without ringing the client
@@ -144,17 +145,14 @@ impl Conn {
         config: &ConnectConfig,
         timeout: Duration,
     ) -> Result<Arc<Conn>, ShmError> {
-        let deadline = deadline_after(timeout);
-        // `connect_timeout` adds its timeout to the clock: keep `Duration::MAX` (no limit)
-        // from overflowing there (2^32 s is over a century).
-        let timeout = timeout.min(Duration::from_secs(1 << 32));
+        let deadline = Deadline::after(timeout);
         let conn = Connection::connect_timeout(name, config, timeout)?;
         let lay = read_header(conn.segment())?;
         let (seg, sock, server) = conn.into_parts();
         // The second message: our end of the connection's wake-up socket. Only a datagram
         // socket is taken: a send to it with MSG_DONTWAIT never blocks, whatever the server
         // does with its end.
-        if !sys::wait_readable(sock.as_fd(), deadline)
+        if !sys::wait_readable(sock.as_fd(), deadline.instant())
             .map_err(ShmError::io("waiting for the wake-up socket"))?
         {
             return Err(ShmError::Timeout);
@@ -341,7 +339,7 @@ impl Conn {
 
     /// Takes a free slot, reclaiming abandoned ones the server has completed; waits (until
     /// `deadline`) while every slot is in flight. A deadline already past makes one attempt.
-    pub(super) fn acquire(self: &Arc<Self>, deadline: Option<Instant>) -> Result<usize, Error<()>> {
+    pub(super) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<usize, Error<()>> {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut ticket = None;
         let r = loop {
@@ -351,9 +349,9 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            let timeout = match left(deadline) {
+            let timeout = match deadline.left() {
                 Ok(t) => t,
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             };
             // Without the bell thread, completed zombies are found by looking again.
             let nap = if needs_reactor && self.ensure_reactor().is_err() {
@@ -407,7 +405,7 @@ impl Conn {
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Call, Error<()>> {
         self.flush_frees();
         let slot = self.acquire(deadline)?;
@@ -487,7 +485,7 @@ impl Conn {
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<(), Error<()>> {
         let c = self.start(call, write, deadline)?;
         c.abandon();
@@ -501,7 +499,7 @@ impl Conn {
             let _ = self.post(
                 (kind::FREE_BUF, 0, 0, [id, 0, 0, 0]),
                 |_| Some((0, 0)),
-                Some(Instant::now()),
+                Deadline::after(Duration::ZERO),
             );
         }
     }
@@ -514,7 +512,7 @@ impl Conn {
     pub(super) fn register(
         self: &Arc<Self>,
         buf: &ShmBuf,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<(), Error<()>> {
         let mut msg = [0u8; MSG_LEN];
         msg[..8].copy_from_slice(&LEND_HELLO);
@@ -541,10 +539,9 @@ impl Conn {
             if self.dead() {
                 return Err(Error::ServerDisappeared);
             }
-            let slice = Instant::now() + DEATH_CHECK;
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            left(deadline)?;
-            sys::wait_writable(self.sock.as_fd(), Some(until))
+            deadline.left()?;
+            let until = deadline.min(Deadline::after(DEATH_CHECK));
+            sys::wait_writable(self.sock.as_fd(), until.instant())
                 .map_err(|_| Error::ServerDisappeared)?;
         }
     }
@@ -559,7 +556,7 @@ impl BufferHolder for Conn {
         let sent = self.post(
             (kind::FREE_BUF, 0, 0, [id, 0, 0, 0]),
             |_| Some((0, 0)),
-            Some(Instant::now()),
+            Deadline::after(Duration::ZERO),
         );
         if sent.is_err() {
             lock(&self.pending_free).push(id);

@@ -21,12 +21,13 @@ use crate::rpc::layout::{kind, F_ASYNC};
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::service::ConnectConfig;
+use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
 use crate::view::ShmViewMut;
 use std::marker::PhantomData;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use call::{Call, CallFuture, Canceled, SlotFuture};
 use conn::Conn;
@@ -48,22 +49,6 @@ fn widen<E>(e: Error<()>) -> Error<E> {
         Error::LimitReached => Error::LimitReached,
         Error::Protocol | Error::App(()) => Error::Protocol,
     }
-}
-
-fn left(deadline: Option<Instant>) -> Result<Option<Duration>, Error<()>> {
-    match deadline {
-        None => Ok(None),
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(l) if !l.is_zero() => Ok(Some(l)),
-            _ => Err(Error::Timeout),
-        },
-    }
-}
-
-/// The deadline `timeout` from now; `None` (no deadline) if it is too far to represent
-/// (`Duration::MAX`), so no `*_timeout` form panics on overflow.
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }
 
 /// The longest a blocking wait sleeps before it looks at the watcher's verdict again, where
@@ -217,7 +202,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         flags: u32,
         args: [u64; 4],
         rq: Rq,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Call, Error<E>> {
         self.shared
             .conn
@@ -230,7 +215,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         k: u32,
         args: [u64; 4],
         rq: Rq,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Rp, Error<E>> {
         let call = self.start_call(k, 0, args, rq, deadline)?;
         call.settle(deadline).map_err(widen)?.take()
@@ -240,7 +225,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     fn try_slot(&self, rq: Rq) -> Result<(usize, Rq), TrySendError<Rq>> {
         let conn = &self.shared.conn;
         conn.flush_frees();
-        match conn.acquire(Some(Instant::now())) {
+        match conn.acquire(Deadline::after(Duration::ZERO)) {
             Ok(slot) => Ok((slot, rq)),
             Err(Error::ServerDisappeared) => Err(TrySendError::ServerDisappeared(Some(rq))),
             Err(_) => Err(TrySendError::Full(rq)),
@@ -254,7 +239,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// [`Error::ServerDisappeared`], [`Error::NoReply`], [`Error::App`],
     /// [`Error::TooLarge`] (the request does not fit a slot: not sent), [`Error::Protocol`].
     pub fn req(&self, rq: Rq) -> Result<Rp, Error<E>> {
-        self.call_until(kind::CALL, [0; 4], rq, None)
+        self.call_until(kind::CALL, [0; 4], rq, Deadline::NEVER)
     }
 
     /// As [`Client::req`], giving up after `timeout` (waiting for a free slot included): the
@@ -265,7 +250,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::req`], and [`Error::Timeout`].
     pub fn req_timeout(&self, rq: Rq, timeout: Duration) -> Result<Rp, Error<E>> {
-        self.call_until(kind::CALL, [0; 4], rq, deadline_after(timeout))
+        self.call_until(kind::CALL, [0; 4], rq, Deadline::after(timeout))
     }
 
     /// Sends `rq` and returns at once; the reply is waited for with the [`WaitReply`].
@@ -275,7 +260,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
     pub fn req_async(&self, rq: Rq) -> Result<WaitReply<Rp, E>, Error<E>> {
-        Ok(self.wait_reply(self.start_call(kind::CALL, 0, [0; 4], rq, None)?))
+        Ok(self.wait_reply(self.start_call(kind::CALL, 0, [0; 4], rq, Deadline::NEVER)?))
     }
 
     fn wait_reply(&self, call: Call) -> WaitReply<Rp, E> {
@@ -358,7 +343,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
     pub fn send(&self, rq: Rq) -> Result<(), Error<E>> {
-        self.send_until(rq, None)
+        self.send_until(rq, Deadline::NEVER)
     }
 
     /// As [`Client::send`], waiting at most `timeout` for a free slot.
@@ -367,10 +352,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::send`], and [`Error::Timeout`] (nothing was sent).
     pub fn send_timeout(&self, rq: Rq, timeout: Duration) -> Result<(), Error<E>> {
-        self.send_until(rq, deadline_after(timeout))
+        self.send_until(rq, Deadline::after(timeout))
     }
 
-    fn send_until(&self, rq: Rq, deadline: Option<Instant>) -> Result<(), Error<E>> {
+    fn send_until(&self, rq: Rq, deadline: Deadline) -> Result<(), Error<E>> {
         self.shared
             .conn
             .post((kind::SEND, 0, 0, [0; 4]), encoder(rq), deadline)
@@ -408,7 +393,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably, or is
     /// [poisoned](ShmBuf::is_poisoned).
     pub fn lend(&self, rq: Rq, buf: &ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, false, None).0
+        self.lend_until(rq, buf, false, Deadline::NEVER).0
     }
 
     /// As [`Client::lend`], giving up after `timeout` (registering the buffer with the
@@ -440,7 +425,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::lend`].
     pub fn lend_mut(&self, rq: Rq, buf: &mut ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, true, None).0
+        self.lend_until(rq, buf, true, Deadline::NEVER).0
     }
 
     /// As [`Client::lend_mut`], giving up after `timeout`. If the server still holds the
@@ -467,7 +452,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         exclusive: bool,
         timeout: Duration,
     ) -> Result<Rp, Error<E>> {
-        let (r, held) = self.lend_until(rq, buf, exclusive, deadline_after(timeout));
+        let (r, held) = self.lend_until(rq, buf, exclusive, Deadline::after(timeout));
         if held {
             // The server may still read (or write) the old pages: see `ShmBuf::detach`.
             buf.detach();
@@ -482,7 +467,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         rq: Rq,
         buf: &ShmBuf,
         exclusive: bool,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> (Result<Rp, Error<E>>, bool) {
         if buf.is_poisoned() {
             return (Err(Error::Protocol), false);
@@ -526,7 +511,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// [`Error::ServerDisappeared`].
     pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
-        self.scalar_post(op, args, None)
+        self.scalar_post(op, args, Deadline::NEVER)
     }
 
     /// As [`Client::scalar`], waiting at most `timeout` for a free slot.
@@ -540,7 +525,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<(), Error<E>> {
-        self.scalar_post(op, args, deadline_after(timeout))
+        self.scalar_post(op, args, Deadline::after(timeout))
     }
 
     /// As [`Client::scalar`] without waiting: [`Error::Timeout`] if all `slots` are in
@@ -550,15 +535,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::scalar_timeout`].
     pub fn try_scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
-        self.scalar_post(op, args, Some(Instant::now()))
+        self.scalar_post(op, args, Deadline::after(Duration::ZERO))
     }
 
-    fn scalar_post(
-        &self,
-        op: u32,
-        args: [u64; 4],
-        deadline: Option<Instant>,
-    ) -> Result<(), Error<E>> {
+    fn scalar_post(&self, op: u32, args: [u64; 4], deadline: Deadline) -> Result<(), Error<E>> {
         self.shared
             .conn
             .post((kind::SCALAR, op, 0, args), |_| Some((0, 0)), deadline)
@@ -571,7 +551,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// [`Error::ServerDisappeared`], [`Error::NoReply`] (the server dropped it unanswered).
     pub fn blocking_scalar(&self, op: u32, args: [u64; 4]) -> Result<[u64; 2], Error<E>> {
-        self.scalar_until(op, args, None)
+        self.scalar_until(op, args, Deadline::NEVER)
     }
 
     /// As [`Client::blocking_scalar`], giving up after `timeout`.
@@ -585,14 +565,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<[u64; 2], Error<E>> {
-        self.scalar_until(op, args, deadline_after(timeout))
+        self.scalar_until(op, args, Deadline::after(timeout))
     }
 
     fn scalar_until(
         &self,
         op: u32,
         args: [u64; 4],
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<[u64; 2], Error<E>> {
         let call = self
             .shared
@@ -615,7 +595,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::req`].
     pub fn subscribe(&self, rq: Rq) -> Result<Subscription, Error<E>> {
-        self.subscribe_until(rq, None)
+        self.subscribe_until(rq, Deadline::NEVER)
     }
 
     /// As [`Client::subscribe`], giving up after `timeout` (waiting for a slot and for the
@@ -625,10 +605,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::subscribe`], and [`Error::Timeout`].
     pub fn subscribe_timeout(&self, rq: Rq, timeout: Duration) -> Result<Subscription, Error<E>> {
-        self.subscribe_until(rq, deadline_after(timeout))
+        self.subscribe_until(rq, Deadline::after(timeout))
     }
 
-    fn subscribe_until(&self, rq: Rq, deadline: Option<Instant>) -> Result<Subscription, Error<E>> {
+    fn subscribe_until(&self, rq: Rq, deadline: Deadline) -> Result<Subscription, Error<E>> {
         let conn = &self.shared.conn;
         let id = conn.next_sub.fetch_add(1, Ordering::Relaxed);
         lock(&conn.push).queues.insert(id, SubQueue::default());
@@ -725,6 +705,7 @@ mod tests {
     use crate::rpc::layout::SRV_CLOSED;
     use crate::{Incoming, Server, ServerConfig};
     use std::cell::RefCell;
+    use std::time::Instant;
 
     /// Where a test's hook runs.
     #[derive(Clone, Copy, PartialEq, Eq)]

@@ -6,16 +6,17 @@ use crate::rpc::layout::{
 };
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
+use crate::substrate::deadline::Deadline;
 use crate::sync::{fence, Ordering};
 use crate::sys;
 use crate::view::ShmView;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::Conn;
-use super::{deadline_after, left, lock, ClientShared};
+use super::{lock, ClientShared};
 
 pub(super) struct PushState {
     pub(super) head: u64,
@@ -165,7 +166,7 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`].
     pub fn recv<T: Wire>(&self) -> Result<T, Error<()>> {
-        self.recv_until(None)
+        self.recv_until(Deadline::NEVER)
     }
 
     /// Waits at most `timeout` for the next value.
@@ -174,17 +175,17 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`], and [`Error::Timeout`].
     pub fn recv_timeout<T: Wire>(&self, timeout: Duration) -> Result<T, Error<()>> {
-        self.recv_until(deadline_after(timeout))
+        self.recv_until(Deadline::after(timeout))
     }
 
-    pub(super) fn recv_until<T: Wire>(&self, deadline: Option<Instant>) -> Result<T, Error<()>> {
+    pub(super) fn recv_until<T: Wire>(&self, deadline: Deadline) -> Result<T, Error<()>> {
         let conn = &self.shared.conn;
         let sh = &conn.sh;
         loop {
             if let Some(v) = self.try_recv()? {
                 return Ok(v);
             }
-            let timeout = left(deadline)?;
+            let timeout = deadline.left()?;
             sh.u32(CBELL_WAIT).store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let seen = sh.u32(CBELL).load(Ordering::SeqCst);
@@ -244,7 +245,7 @@ impl Drop for Subscription {
             let _ = conn.post(
                 (kind::UNSUBSCRIBE, 0, 0, [u64::from(self.id), 0, 0, 0]),
                 |_| Some((0, 0)),
-                Some(Instant::now() + Duration::from_millis(100)),
+                Deadline::after(Duration::from_millis(100)),
             );
         }
     }

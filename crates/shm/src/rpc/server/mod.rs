@@ -28,13 +28,14 @@ use crate::rpc::stats::{ServerStats, StatsFile};
 use crate::rpc::wire::Wire;
 use crate::segment::HEADER_LEN;
 use crate::service::{Listener, ListenerConfig};
+use crate::substrate::deadline::Deadline;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conn::Conn;
 use reply::SlotRef;
@@ -352,16 +353,17 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     /// None today besides [`ShmError::Io`]-class failures of the system; the result type
     /// leaves room for them.
     pub fn wait(&self) -> Result<Incoming<Rq, Rp, E>, ShmError> {
-        self.wait_until(None)
+        self.wait_until(Deadline::NEVER)
     }
 
-    /// As [`Server::wait`], for at most `timeout`.
+    /// As [`Server::wait`], for at most `timeout` (`Duration::MAX`, or any `timeout` too large
+    /// to add to the clock, means no limit).
     ///
     /// # Errors
     ///
     /// [`ShmError::Timeout`] if nothing came.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Incoming<Rq, Rp, E>, ShmError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(Deadline::after(timeout))
     }
 
     /// Takes the next message if one is queued.
@@ -373,7 +375,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         Ok(self.poll_once())
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+    fn wait_until(&self, deadline: Deadline) -> Result<Incoming<Rq, Rp, E>, ShmError> {
         let core = &self.shared.core;
         // Whether the last wake-up found nothing to do: then the next sleep comes at once,
         // without the spin, so a client that only sends wake-ups keeps no worker spinning.
@@ -386,7 +388,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Ok(m);
                 }
                 if i % 64 == 63 {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if deadline.has_passed() {
                         return Err(ShmError::Timeout);
                     }
                     std::thread::yield_now();
@@ -405,15 +407,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 core.set_sleeping(-1);
                 return Ok(m);
             }
-            let left = match deadline {
-                None => MAX_SLEEP,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(MAX_SLEEP),
-                    _ => {
-                        core.set_sleeping(-1);
-                        return Err(ShmError::Timeout);
-                    }
-                },
+            let left = match deadline.left() {
+                Ok(None) => MAX_SLEEP,
+                Ok(Some(left)) => left.min(MAX_SLEEP),
+                Err(expired) => {
+                    core.set_sleeping(-1);
+                    return Err(expired.into());
+                }
             };
             let slept = core.poller.wait(&mut keys, left);
             core.set_sleeping(-1);
@@ -701,7 +701,7 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
         }
         let lay = core.lay;
         let started = listener
-            .accept_with(Some(Instant::now() + Duration::from_secs(1)), |seg| {
+            .accept_with(Deadline::after(Duration::from_secs(1)).instant(), |seg| {
                 write_header(seg, &lay)
             })
             .and_then(|conn| {
@@ -714,7 +714,7 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
                 // Out of descriptors or memory: the client stays in the backlog (or gives up);
                 // look again after a pause, or at once if the server is stopping.
                 if !matches!(
-                    sys::wait_readable(stop.as_fd(), Some(Instant::now() + backoff)),
+                    sys::wait_readable(stop.as_fd(), Deadline::after(backoff).instant()),
                     Ok(false)
                 ) {
                     return;
