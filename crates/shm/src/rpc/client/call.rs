@@ -9,8 +9,8 @@ use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
-use crate::sys;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -62,42 +62,26 @@ impl Call {
 
     /// Waits until the slot is done (`Ok`), the server dies or `deadline` passes; the call
     /// stays pending on an error.
+    ///
+    /// The caller parks on the slot's state word ([`park::wait_announced`]): its sleep is the
+    /// `WAITER` bit, set by a CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the
+    /// server's completion CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS
+    /// fails on DONE (one word, so the two compare-and-swaps are ordered: no fence needed).
     pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Error<()>> {
         let word = self.conn.sh.state(self.slot);
-        for i in 0..SPINS {
-            if word.load(Ordering::Acquire) & state::PHASE == state::DONE {
-                return Ok(());
-            }
-            if i % 64 == 63 {
-                if self.conn.dead() {
-                    return self.done_or_dead();
-                }
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-        loop {
-            let phase = word.load(Ordering::Acquire) & state::PHASE;
-            if phase == state::DONE {
-                return Ok(());
-            }
-            if self.conn.dead() {
-                return self.done_or_dead();
-            }
-            let timeout = deadline.left()?;
-            if phase != state::QUEUED && phase != state::TAKEN {
-                // Only a hostile server puts anything else here.
-                return Err(Error::Protocol);
-            }
-            let Some(sleeping) = slot::announce_sleep(word) else {
-                continue;
-            };
-            self.conn.watch.shared.counted(|| {
-                if !self.conn.dead() {
-                    sys::futex_wait(word, sleeping, timeout);
-                }
-            });
+        let done = || Ok(self.is_done().then_some(()));
+        let announce = || match word.load(Ordering::Acquire) & state::PHASE {
+            state::DONE => Ok(None),
+            state::QUEUED | state::TAKEN => Ok(slot::announce_sleep(word)),
+            // Only a hostile server puts anything else here.
+            _ => Err(Error::Protocol),
+        };
+        match park::wait_announced(word, &*self.conn, SPINS, deadline, done, announce) {
+            Ok(()) => Ok(()),
+            Err(Gave::Err(e)) => Err(e),
+            // The answer may have landed just before the server died.
+            Err(Gave::Dead) => self.done_or_dead(),
+            Err(Gave::Expired) => Err(Error::Timeout),
         }
     }
 

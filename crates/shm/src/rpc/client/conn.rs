@@ -12,6 +12,7 @@ use crate::rpc::slot;
 use crate::rpc::{Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
+use crate::substrate::park::Liveness;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 use crate::view::ShmViewMut;
@@ -544,6 +545,18 @@ impl Conn {
             sys::wait_writable(self.sock.as_fd(), until.instant())
                 .map_err(|_| Error::ServerDisappeared)?;
         }
+    }
+}
+
+/// The server's life as the watcher sees it, for [`park`](crate::substrate::park) waits on
+/// the connection's words (a slot's state, the client bell); `is_dead` goes through
+/// [`Conn::dead`].
+impl Liveness for Conn {
+    fn is_dead(&self) -> bool {
+        self.dead()
+    }
+    fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
+        self.watch.shared.counted(sleep)
     }
 }
 

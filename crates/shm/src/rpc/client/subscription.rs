@@ -7,8 +7,8 @@ use crate::rpc::layout::{
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
-use crate::sys;
 use crate::view::ShmView;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -178,25 +178,29 @@ impl Subscription {
         self.recv_until(Deadline::after(timeout))
     }
 
+    /// Parks on the client bell ([`park::wait_announced`], without spinning): the sleep is
+    /// announced by `cbell_wait` and the bell's value before the last look at the push ring;
+    /// the server bumps the bell and wakes it after each push while `cbell_wait` is set, so a
+    /// push after the look changes the word and the sleep does not happen or ends.
     pub(super) fn recv_until<T: Wire>(&self, deadline: Deadline) -> Result<T, Error<()>> {
         let conn = &self.shared.conn;
         let sh = &conn.sh;
-        loop {
-            if let Some(v) = self.try_recv()? {
-                return Ok(v);
-            }
-            let timeout = deadline.left()?;
+        let bell = sh.u32(CBELL);
+        let announce = || {
             sh.u32(CBELL_WAIT).store(1, Ordering::SeqCst);
+            // SeqCst: the Dekker pair with the server's fence in `ring_client` after it
+            // publishes a push: it sees `cbell_wait` and rings, or `push_pending` below sees
+            // the push.
             fence(Ordering::SeqCst);
-            let seen = sh.u32(CBELL).load(Ordering::SeqCst);
-            if conn.push_pending() {
-                continue;
-            }
-            conn.watch.shared.counted(|| {
-                if !conn.dead() {
-                    sys::futex_wait(sh.u32(CBELL), seen, timeout);
-                }
-            });
+            let seen = bell.load(Ordering::SeqCst);
+            Ok((!conn.push_pending()).then_some(seen))
+        };
+        match park::wait_announced(bell, &**conn, 0, deadline, || self.try_recv(), announce) {
+            Ok(v) => Ok(v),
+            Err(Gave::Err(e)) => Err(e),
+            // Values pushed before the server died are still received.
+            Err(Gave::Dead) => self.try_recv()?.ok_or(Error::ServerDisappeared),
+            Err(Gave::Expired) => Err(Error::Timeout),
         }
     }
 
