@@ -98,25 +98,35 @@ pub(crate) fn for_listener() -> Result<PathBuf, ShmError> {
 /// (A client of another user's service points `COURIER_RUNTIME_DIR` at a directory of root's,
 /// or trusts nothing there: the listener's uid is checked at connect too.)
 pub(crate) fn for_client(name: &str) -> Result<PathBuf, ShmError> {
-    let dir = runtime_dir()?;
-    let me = sys::euid();
-    match sys::lstat(&dir) {
-        Ok(info) if client_may_use(&info, me) => Ok(dir),
-        Ok(info) => Err(ShmError::UnsafeRuntimeDir {
-            path: dir,
-            uid: info.uid,
-            mode: if info.is_dir { info.mode } else { 0 },
-            expected_uid: sys::euid(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ShmError::NotFound(name.to_owned()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+    match checked_for_client() {
+        Ok(Some(dir)) => Ok(dir),
+        Ok(None) => Err(ShmError::NotFound(name.to_owned())),
+        Err(ShmError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
             Err(ShmError::PermissionDenied {
                 name: name.to_owned(),
                 peer: None,
             })
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// The runtime directory, checked as [`for_client`] does, or `None` if it does not exist
+/// (no service has run yet): what a client, or `courier ls`, may read.
+pub(crate) fn checked_for_client() -> Result<Option<PathBuf>, ShmError> {
+    let dir = runtime_dir()?;
+    let me = sys::euid();
+    match sys::lstat(&dir) {
+        Ok(info) if client_may_use(&info, me) => Ok(Some(dir)),
+        Ok(info) => Err(ShmError::UnsafeRuntimeDir {
+            path: dir,
+            uid: info.uid,
+            mode: if info.is_dir { info.mode } else { 0 },
+            expected_uid: me,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ShmError::Io {
             op: "inspecting the runtime directory",
             source: e,

@@ -17,7 +17,8 @@ pub enum ShmError {
     /// link, say), or belongs to another user, or lets other users read or write it.
     #[error(
         "unsafe runtime directory {path:?}: owner uid {uid}, mode {mode:o} \
-         (need a directory owned by uid {expected_uid}, mode 0700 or 0711)"
+         (need a directory owned by uid {expected_uid}, mode 0700 or 0711; \
+         set XDG_RUNTIME_DIR or COURIER_RUNTIME_DIR to a directory of your own)"
     )]
     UnsafeRuntimeDir {
         /// The directory.
@@ -28,6 +29,22 @@ pub enum ShmError {
         mode: u32,
         /// The uid it must belong to.
         expected_uid: u32,
+    },
+
+    /// The service's socket path is longer than a Unix socket address holds: the runtime
+    /// directory's path and the name are too long together. Nothing was created; use a
+    /// shorter name or a shorter `COURIER_RUNTIME_DIR`.
+    #[error(
+        "socket path {path:?} is {len} bytes, a Unix socket address holds {max}: \
+         use a shorter service name or runtime directory"
+    )]
+    SocketPathTooLong {
+        /// The path that does not fit.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest that fits ([`MAX_SOCKET_PATH`](crate::MAX_SOCKET_PATH)).
+        max: usize,
     },
 
     /// No runtime directory could be chosen: neither `COURIER_RUNTIME_DIR` nor

@@ -129,7 +129,7 @@ pub use rpc::{
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};
 #[cfg(target_os = "linux")]
-pub use service::{ConnectConfig, Connection, Listener, ListenerConfig};
+pub use service::{ConnectConfig, Connection, Listener, ListenerConfig, MAX_SOCKET_PATH};
 #[cfg(target_os = "linux")]
 pub use sys::Credentials;
 #[cfg(target_os = "linux")]

@@ -121,13 +121,15 @@ impl Segment {
     /// (within `HEADER_LEN..=max_len`), its seals, then its header's ready flag, magic,
     /// version and size.
     pub(crate) fn open(fd: OwnedFd, max_len: usize) -> Result<Segment, ShmError> {
-        // The seals first: once they are on, the size read below holds for good (read before
-        // them, a peer could shrink the file between the two and make our mapping fault).
-        if !sys::has_size_seals(fd.as_fd()) {
-            return Err(SegmentError::NotSealed.into());
-        }
+        // What the descriptor is first (a FIFO, a socket, a file on disk or on hugetlbfs is
+        // named as such), then the seals: once they are on, the size read below holds for
+        // good (read before them, a peer could shrink the file between the two and make our
+        // mapping fault). Neither check reads the size.
         if let Some(what) = sys::not_tmpfs_file(fd.as_fd()) {
             return Err(SegmentError::NotMemfd(what).into());
+        }
+        if !sys::has_size_seals(fd.as_fd()) {
+            return Err(SegmentError::NotSealed.into());
         }
         let actual =
             sys::file_size(fd.as_fd()).map_err(ShmError::io("reading the segment size"))?;
@@ -467,24 +469,19 @@ mod tests {
             rustix::fs::Mode::empty(),
         )
         .unwrap();
-        assert!(matches!(
-            open_err(f),
-            SegmentError::NotSealed | SegmentError::NotMemfd(_)
-        ));
+        assert_eq!(open_err(f), SegmentError::NotMemfd("a FIFO"));
         // A socket.
         let (a, _b) = sys::socketpair().unwrap();
-        assert!(matches!(
-            open_err(a),
-            SegmentError::NotSealed | SegmentError::NotMemfd(_)
-        ));
+        assert_eq!(open_err(a), SegmentError::NotMemfd("a socket"));
         // A plain file (in the build directory, on disk).
         let path = std::env::current_exe().unwrap().with_extension("seg-test");
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
         let f: OwnedFd = std::fs::File::open(&path).unwrap().into();
-        assert!(matches!(
-            open_err(f),
-            SegmentError::NotSealed | SegmentError::NotMemfd(_)
-        ));
+        match open_err(f) {
+            // Where the build directory is itself on tmpfs, the file is unsealed instead.
+            SegmentError::NotMemfd(what) => assert!(what.contains("outside tmpfs"), "{what}"),
+            e => assert_eq!(e, SegmentError::NotSealed),
+        }
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir_all(&dir);
         // A sealed huge-page memfd, where the kernel has huge pages to give.
@@ -495,15 +492,26 @@ mod tests {
             Ok(fd) => {
                 if rustix::fs::ftruncate(&fd, 2 << 20).is_ok() {
                     let _ = sys::seal_size(fd.as_fd());
-                    assert!(matches!(
+                    assert_eq!(
                         open_err(fd),
-                        SegmentError::NotMemfd(_) | SegmentError::NotSealed
-                    ));
+                        SegmentError::NotMemfd("a huge-page memfd (hugetlbfs)")
+                    );
                 } else {
                     eprintln!("skipped the huge-page case: no huge pages to size a memfd");
                 }
             }
             Err(e) => eprintln!("skipped the huge-page case: memfd_create(MFD_HUGETLB): {e}"),
         }
+    }
+
+    /// The size of an unsealed file is never read: one larger than any segment we accept is
+    /// refused for its missing seals, not for its size (which a peer could change between a
+    /// size check and the seal check).
+    #[test]
+    fn the_size_of_an_unsealed_file_is_never_read() {
+        let fd = crafted(4 << 20, false, |h| good(h, 4 << 20));
+        assert_eq!(open_err(fd), SegmentError::NotSealed);
+        let fd = sys::memfd(HEADER_LEN as u64 - 1).unwrap();
+        assert_eq!(open_err(fd), SegmentError::NotSealed);
     }
 }

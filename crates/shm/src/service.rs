@@ -42,7 +42,7 @@ use crate::substrate::deadline::Deadline;
 use crate::sys::{self, Credentials};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const HELLO_MAGIC: [u8; 4] = *b"CRHS";
@@ -69,6 +69,25 @@ fn check_name(name: &str) -> Result<(), ShmError> {
     } else {
         Err(ShmError::InvalidName(name.to_owned()))
     }
+}
+
+/// The longest socket path, in bytes, a Unix socket address holds (`sun_path` is 108 bytes,
+/// the last one a NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The path of `name`'s socket in `dir`, or [`ShmError::SocketPathTooLong`] if it does not
+/// fit in a socket address (a long runtime directory with a long name).
+fn socket_path(dir: &Path, name: &str) -> Result<PathBuf, ShmError> {
+    let path = dir.join(format!("{name}.sock"));
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(ShmError::SocketPathTooLong {
+            path,
+            len,
+            max: MAX_SOCKET_PATH,
+        });
+    }
+    Ok(path)
 }
 
 /// How a [`Listener`] sets up its connections.
@@ -196,6 +215,8 @@ pub struct Listener {
     lock_path: PathBuf,
     sock: OwnedFd,
     config: ListenerConfig,
+    /// Other files of the name, removed with the socket (see [`Listener::remove_on_drop`]).
+    companions: Vec<PathBuf>,
     // Last: the lock is released only after the files are removed (see `Drop`).
     _lock: OwnedFd,
 }
@@ -217,8 +238,9 @@ impl Listener {
             ));
         }
         let dir = dir::for_listener()?;
+        // Before the lock file is made: a name that cannot be bound leaves nothing behind.
+        let sock_path = socket_path(&dir, name)?;
         let lock_path = dir.join(format!("{name}.lock"));
-        let sock_path = dir.join(format!("{name}.sock"));
         let lock = sys::lock_file(&lock_path)
             .map_err(ShmError::io("locking the service name"))?
             .ok_or_else(|| ShmError::NameInUse(name.to_owned()))?;
@@ -232,8 +254,16 @@ impl Listener {
             lock_path,
             sock,
             config,
+            companions: Vec::new(),
             _lock: lock,
         })
+    }
+
+    /// Makes `path` (a file beside the socket, such as an RPC server's `<name>.stats`) go
+    /// with the name: it is removed when the listener drops, while the name's lock is still
+    /// held, so it can never remove the file of a new owner of the name.
+    pub(crate) fn remove_on_drop(&mut self, path: PathBuf) {
+        self.companions.push(path);
     }
 
     /// The service name.
@@ -334,6 +364,9 @@ impl Drop for Listener {
         // that opened the lock file before we remove it finds it unlinked and starts over
         // (see `sys::lock_file`).
         let _ = sys::unlink_if_present(&self.sock_path);
+        for path in &self.companions {
+            let _ = sys::unlink_if_present(path);
+        }
         let _ = sys::unlink_if_present(&self.lock_path);
     }
 }
@@ -374,7 +407,7 @@ impl Connection {
     /// serves the name, and no [`ShmError::Timeout`].
     pub fn connect(name: &str, config: &ConnectConfig) -> Result<Connection, ShmError> {
         check_name(name)?;
-        let path = dir::for_client(name)?.join(format!("{name}.sock"));
+        let path = socket_path(&dir::for_client(name)?, name)?;
         let sock = match sys::connect_unix(&path) {
             Ok(s) => s,
             Err(e) => return Err(connect_error(name, e)),
@@ -399,11 +432,12 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Connection, ShmError> {
         check_name(name)?;
+        // `Duration::MAX` (or any timeout past the clock's range) means no limit.
         let deadline = Deadline::after(timeout);
         loop {
             let attempt = dir::for_client(name).and_then(|d| {
-                sys::connect_unix(&d.join(format!("{name}.sock")))
-                    .map_err(|e| connect_error(name, e))
+                let path = socket_path(&d, name)?;
+                sys::connect_unix(&path).map_err(|e| connect_error(name, e))
             });
             match attempt.and_then(|sock| Self::handshake(name, sock, config, deadline.instant())) {
                 Ok(conn) => return Ok(conn),
@@ -416,8 +450,8 @@ impl Connection {
                 Err(ShmError::Handshake { reason, .. }) if reason == HUNG_UP => {}
                 Err(e) => return Err(e),
             }
-            let pause = Duration::from_millis(10);
-            std::thread::sleep(deadline.left()?.map_or(pause, |left| left.min(pause)));
+            let left = deadline.left()?.unwrap_or(Duration::MAX);
+            std::thread::sleep(left.min(Duration::from_millis(10)));
         }
     }
 

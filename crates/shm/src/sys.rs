@@ -2,7 +2,7 @@
 //! in `OwnedFd`s, paths and plain numbers; nothing else imports `rustix`.
 
 use rustix::event::{PollFd, PollFlags};
-use rustix::fs::{FlockOperation, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -70,7 +70,13 @@ pub(crate) fn unlink_if_present(path: &Path) -> io::Result<()> {
 }
 
 /// Opens (creating if needed, mode 0600) the lock file at `path` and takes an exclusive
-/// `flock` on it without blocking. `Ok(None)` if another open file description holds it.
+/// open-file-description lock (`F_OFD_SETLK`) on all of it without blocking. `Ok(None)` if
+/// another open file description holds it.
+///
+/// An OFD lock, not `flock`: [`is_locked`] can then ask whether the name is held
+/// (`F_OFD_GETLK`) without taking a lock itself, so `courier ls` never makes a concurrent
+/// bind fail. Unlike a classic `fcntl` lock, it belongs to the open file description, so two
+/// servers in one process exclude each other too, and it goes when the descriptor closes.
 ///
 /// The lock is the one that `path` names *now*: if the file was unlinked or replaced while we
 /// waited for it, we try again, so two processes can never each hold a lock on a different
@@ -82,10 +88,12 @@ pub(crate) fn lock_file(path: &Path) -> io::Result<Option<OwnedFd>> {
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(0o600),
         )?;
-        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        match ofd_lock(fd.as_fd(), libc::F_OFD_SETLK, libc::F_WRLCK) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
         }
         let held = rustix::fs::fstat(&fd)?;
         match rustix::fs::lstat(path) {
@@ -96,6 +104,29 @@ pub(crate) fn lock_file(path: &Path) -> io::Result<Option<OwnedFd>> {
             // lock: the lock we hold is on an orphan. Start over with the current file.
             Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `fcntl(fd, cmd, &flock { l_type, whole file })`, retried on `EINTR`; returns the `flock`
+/// as the kernel left it (for `F_OFD_GETLK`, the conflicting lock's type or `F_UNLCK`).
+fn ofd_lock(fd: BorrowedFd<'_>, cmd: libc::c_int, l_type: libc::c_int) -> io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: an all-zero `flock` is a valid value of this plain C struct (whole file from
+        // offset 0, pid 0, as OFD commands require).
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = l_type as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: `fl` is a writable `flock` that lives across the call, which is what the
+        // OFD lock commands read and (GETLK) write; `fd` is a live descriptor.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r != -1 {
+            return Ok(fl);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -188,20 +219,25 @@ pub(crate) fn wait_either(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> io::Resul
     }
 }
 
-/// Whether another process holds an exclusive `flock` on the file at `path` (a live owner of
-/// a service name); `false` if the file is missing or unlocked.
+/// Whether a live owner holds the name lock at `path` (see [`lock_file`]); `false` if the
+/// file is missing, unlocked or not a regular file. A probe (`F_OFD_GETLK`): it takes no lock,
+/// so it never makes a concurrent [`lock_file`] fail, and it never blocks (the file is opened
+/// `O_NONBLOCK`, so a FIFO planted under the name cannot hold us in `open`).
 pub(crate) fn is_locked(path: &Path) -> bool {
     let Ok(fd) = rustix::fs::open(
         path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
         Mode::empty(),
     ) else {
         return false;
     };
-    matches!(
-        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockShared),
-        Err(rustix::io::Errno::WOULDBLOCK)
-    )
+    if !rustix::fs::fstat(&fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+    }) {
+        return false;
+    }
+    ofd_lock(fd.as_fd(), libc::F_OFD_GETLK, libc::F_WRLCK)
+        .is_ok_and(|fl| i32::from(fl.l_type) != libc::F_UNLCK)
 }
 
 /// Accepts one connection (close-on-exec, blocking) from a listener made by [`listen_unix`].
@@ -373,19 +409,30 @@ pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     u64::try_from(st.st_size).map_err(|_| io::Error::other("negative file size"))
 }
 
-/// Why `fd` is not a regular file on tmpfs (what a memfd without huge pages is), or `None` if
-/// it is one.
+/// What `fd` is, if it is not a regular file on tmpfs (what a memfd without huge pages is),
+/// or `None` if it is one. Only the kind and the file system are read, never the size.
 pub(crate) fn not_tmpfs_file(fd: BorrowedFd<'_>) -> Option<&'static str> {
+    use rustix::fs::FileType;
     const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
     match rustix::fs::fstat(fd) {
-        Ok(st) if st.st_mode & 0o170000 != 0o100000 => return Some("not a regular file"),
-        Ok(_) => {}
-        Err(_) => return Some("fstat failed"),
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Fifo => return Some("a FIFO"),
+            FileType::Socket => return Some("a socket"),
+            FileType::Directory => return Some("a directory"),
+            FileType::CharacterDevice => return Some("a character device"),
+            FileType::BlockDevice => return Some("a block device"),
+            FileType::Symlink => return Some("a symbolic link"),
+            _ => return Some("not a regular file"),
+        },
+        Err(_) => return Some("fstat failed on it"),
     }
     match rustix::fs::fstatfs(fd) {
         Ok(fs) if fs.f_type as u64 == TMPFS_MAGIC => None,
-        Ok(_) => Some("not on tmpfs (a huge-page memfd or a file on disk)"),
-        Err(_) => Some("fstatfs failed"),
+        Ok(fs) if fs.f_type as u64 == HUGETLBFS_MAGIC => Some("a huge-page memfd (hugetlbfs)"),
+        Ok(_) => Some("a regular file outside tmpfs (a file on disk)"),
+        Err(_) => Some("fstatfs failed on it"),
     }
 }
 

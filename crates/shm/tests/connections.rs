@@ -25,7 +25,6 @@ use courier_shm::{
     ShmError,
 };
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 
 mod support;
 use support::*;
@@ -451,15 +450,4 @@ fn an_rpc_client_trusts_a_server_of_another_user_only_when_told() {
     }
     assert_eq!(client.line(), "req Ok(42)");
     assert!(client.exit_status().success());
-}
-
-/// Whether `nobody` can execute `path`: every ancestor searchable by others, the file
-/// readable and executable by others.
-fn executable_by_nobody(path: &Path) -> bool {
-    let file_ok = std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o005 == 0o005);
-    file_ok
-        && path
-            .ancestors()
-            .skip(1)
-            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0))
 }

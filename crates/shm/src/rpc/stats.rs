@@ -62,8 +62,9 @@ impl StatsFile {
         let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&bytes));
     }
 
-    pub(crate) fn remove(&self) {
-        let _ = fs::remove_file(&self.path);
+    /// Where the file is; the server's listener removes it with the name's other files.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
     }
 }
 
@@ -83,6 +84,24 @@ pub struct ServerStats {
     pub lends: u64,
     /// Calls answered since the server started.
     pub served: u64,
+}
+
+/// The first [`LEN`] bytes of the stats file at `path`, if it is a regular file (opened
+/// without following a link and without blocking: a FIFO planted under the name is skipped,
+/// never waited on).
+fn read_stats(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(LEN);
+    file.take(LEN as u64).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// One live service, as [`services`] reports it.
@@ -111,7 +130,11 @@ pub struct ServiceInfo {
 /// # Ok::<(), courier_shm::ShmError>(())
 /// ```
 pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
-    let dir = crate::runtime_dir()?;
+    // The directory is checked as a client checks it: another user's directory (a squatter
+    // of `/tmp/courier-<uid>`) is refused, not listed.
+    let Some(dir) = dir::checked_for_client()? else {
+        return Ok(Vec::new());
+    };
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -128,7 +151,7 @@ pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
         {
             continue;
         }
-        let Ok(bytes) = fs::read(entry.path()) else {
+        let Some(bytes) = read_stats(&entry.path()) else {
             continue;
         };
         if bytes.len() < LEN {

@@ -141,7 +141,28 @@ pub(crate) fn spawn_with(
     uid: Option<u32>,
     env: &[(&str, String)],
 ) -> Peer {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    spawn_via(&[], role, dir, name, uid, env)
+}
+
+/// [`spawn_with`], the peer started through `wrapper` (a command and its arguments, such as
+/// `unshare --pid --fork`), which then runs this test binary.
+pub(crate) fn spawn_via(
+    wrapper: &[&str],
+    role: &str,
+    dir: &TestDir,
+    name: &str,
+    uid: Option<u32>,
+    env: &[(&str, String)],
+) -> Peer {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
     cmd.args(["--exact", "peer_main", "--nocapture", "--test-threads=1"])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env(ROLE, role)
@@ -236,6 +257,18 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `nobody` can execute `path`: every ancestor searchable by others, the file
+/// readable and executable by others.
+pub(crate) fn executable_by_nobody(path: &std::path::Path) -> bool {
+    let file_ok = std::fs::metadata(path)
+        .is_ok_and(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o005 == 0o005);
+    file_ok
+        && path.ancestors().skip(1).all(|a| {
+            std::fs::metadata(a)
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o001 != 0)
+        })
 }
 
 /// A service name unique to this test process and test.

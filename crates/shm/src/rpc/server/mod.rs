@@ -296,12 +296,16 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     /// live server owns the name, the runtime directory's errors, [`ShmError::Io`].
     pub fn bind(name: &str, config: ServerConfig) -> Result<Self, ShmError> {
         let lay = config.layout()?;
-        let listener = Listener::bind(
+        let mut listener = Listener::bind(
             name,
             config.listener.clone().segment_size(HEADER_LEN + lay.total),
         )?;
         let poller = Poller::new()?;
         let stats = StatsFile::create(name).ok();
+        if let Some(s) = &stats {
+            // Removed while the name is still ours, never a later server's file.
+            listener.remove_on_drop(s.path().to_owned());
+        }
         let core = Arc::new(Core {
             name: name.to_owned(),
             lay,
@@ -578,9 +582,6 @@ impl Drop for ServerShared {
             }
         }
         drop(conns);
-        if let Some(s) = &self.core.stats {
-            s.remove();
-        }
     }
 }
 
