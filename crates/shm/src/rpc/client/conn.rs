@@ -13,6 +13,7 @@ use crate::rpc::{Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::Liveness;
+use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 use crate::view::ShmViewMut;
@@ -208,7 +209,7 @@ impl Conn {
             tail: Mutex::new(0),
             wake,
             push: Mutex::new(PushState {
-                head: 0,
+                ring: Consumer::new(lay.push_depth),
                 queues: HashMap::new(),
                 broken: false,
                 stalled: false,

@@ -702,7 +702,7 @@ mod tests {
     //! server is declared dead, the interleaving that used to lose the reply.
 
     use super::*;
-    use crate::rpc::layout::SRV_CLOSED;
+    use crate::rpc::layout::{PUSH_HEAD, PUSH_TAIL, SRV_CLOSED};
     use crate::{Incoming, Server, ServerConfig};
     use std::cell::RefCell;
     use std::time::Instant;
@@ -837,6 +837,32 @@ mod tests {
         assert!(
             matches!(s.try_pop(), Ok(None)),
             "the server was handed a withdrawn call"
+        );
+    }
+
+    /// The push ring's counters are checked on both sides (`substrate::ring`): a tail the
+    /// server moved more than a ring ahead makes the reader report `Protocol`, and a head the
+    /// client moved past the server's tail makes the server's push fail with `ClientGone`
+    /// (the client is cut off).
+    #[test]
+    fn impossible_push_ring_counters_are_refused() {
+        let (s, c) = pair("client-unit-push-counters");
+        let c2 = c.clone();
+        let subscriber = std::thread::spawn(move || c2.subscribe(1));
+        let Incoming::Subscribe(1, notifier) = s.wait_timeout(Duration::from_secs(10)).unwrap()
+        else {
+            panic!("not a subscription");
+        };
+        let sub = subscriber.join().unwrap().unwrap();
+        let sh = &c.shared.conn.sh;
+        sh.u64(PUSH_TAIL).store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(sub.try_recv::<u64>(), Err(Error::Protocol));
+        sh.u64(PUSH_TAIL).store(0, Ordering::SeqCst);
+        sh.u64(PUSH_HEAD).store(5, Ordering::SeqCst);
+        assert_eq!(notifier.push(7u64), Err(crate::PushError::ClientGone));
+        assert_eq!(
+            c.req_timeout(2, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
         );
     }
 }

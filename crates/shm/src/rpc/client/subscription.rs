@@ -8,6 +8,7 @@ use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
+use crate::substrate::ring::Consumer;
 use crate::sync::{fence, Ordering};
 use crate::view::ShmView;
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +20,8 @@ use super::conn::Conn;
 use super::{lock, ClientShared};
 
 pub(super) struct PushState {
-    pub(super) head: u64,
+    /// The consumer side of the push ring (the substrate's checked ring).
+    pub(super) ring: Consumer,
     pub(super) queues: HashMap<u32, SubQueue>,
     /// The server broke the push ring's rules.
     pub(super) broken: bool,
@@ -49,16 +51,17 @@ impl Conn {
         }
         let sh = &self.sh;
         let depth = sh.lay.push_depth;
-        // Acquire: the records before the tail are complete.
-        let tail = sh.u64(PUSH_TAIL).load(Ordering::Acquire);
-        if tail.wrapping_sub(push.head) > depth as u64 {
+        // The server's tail, read once and checked (`Consumer::available`; its Acquire: the
+        // records before the tail are complete).
+        let Ok(waiting) = push.ring.available(sh.u64(PUSH_TAIL)) else {
             push.broken = true;
             return 0;
-        }
+        };
         let mut n = 0;
         push.stalled = false;
-        while push.head != tail {
-            let rec = sh.lay.push_rec(push.head);
+        while n < waiting {
+            let slot = push.ring.slot(0) as u64;
+            let rec = sh.lay.push_rec(slot);
             let sub = sh.u32(rec + P_SUB).load(Ordering::Relaxed);
             if push
                 .queues
@@ -71,11 +74,11 @@ impl Conn {
             let k = sh.u32(rec + P_KIND).load(Ordering::Relaxed);
             let len = sh.u32(rec + P_LEN).load(Ordering::Relaxed) as usize;
             let sig = sh.u64(rec + P_SIG).load(Ordering::Relaxed);
-            let bytes = sh.push_data(push.head, len).to_vec();
-            push.head += 1;
+            let bytes = sh.push_data(slot, len).to_vec();
+            // We are done reading the record; the server may reuse it (the advance's
+            // Release).
+            push.ring.advance(1, sh.u64(PUSH_HEAD));
             n += 1;
-            // Release: we are done reading the record; the server may reuse it.
-            sh.u64(PUSH_HEAD).store(push.head, Ordering::Release);
             if let Some(q) = push.queues.get_mut(&sub) {
                 if k == PUSH_END {
                     q.ended = true;
@@ -84,14 +87,14 @@ impl Conn {
                 }
             }
         }
-        n
+        n as usize
     }
 
     /// Whether the push ring holds records that draining would take (not ones stalled
     /// behind a full queue).
     pub(super) fn push_pending(&self) -> bool {
         let push = lock(&self.push);
-        self.sh.u64(PUSH_TAIL).load(Ordering::Acquire) != push.head && !push.stalled
+        push.ring.available(self.sh.u64(PUSH_TAIL)) != Ok(0) && !push.stalled
     }
 
     /// Values were drained that readers of other subscriptions may sleep for (the ring had

@@ -7,6 +7,7 @@ use crate::rpc::layout::{Shared, CBELL, CBELL_WAIT, F_ASYNC, REQ_HEAD, REQ_TAIL,
 use crate::rpc::slot;
 use crate::rpc::BELL_HELLO;
 use crate::segment::Segment;
+use crate::substrate::ring::{Consumer, Producer, RingError};
 use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
@@ -30,9 +31,9 @@ pub(super) struct Conn {
     /// Our end of the connection's wake-up socket (the client sends a byte when a worker
     /// sleeps); watched by the workers' epoll.
     pub(super) kick: OwnedFd,
-    /// The consumer side of the request ring (the next index to read).
-    pub(super) head: Mutex<u64>,
-    /// A copy of `head` for cheap looks.
+    /// The consumer side of the request ring (the substrate's checked ring).
+    pub(super) requests: Mutex<Consumer>,
+    /// A copy of the entries `requests` took, for cheap looks.
     pub(super) head_seen: AtomicU64,
     /// `head` when the client was seen dead (`u64::MAX` while it lives): its last messages
     /// are still taken, at most one ring's worth, whatever its counters say.
@@ -46,8 +47,8 @@ pub(super) struct Conn {
     /// anything else, as soon as there is room.
     pub(super) ends: Mutex<Vec<u32>>,
     pub(super) has_ends: AtomicBool,
-    /// The producer side of the push ring (the next record to write).
-    pub(super) push_tail: Mutex<u64>,
+    /// The producer side of the push ring (the substrate's checked ring).
+    pub(super) push: Mutex<Producer>,
     /// The client broke the protocol: it was hung up on and its calls are ignored.
     pub(super) broken: AtomicBool,
 }
@@ -90,7 +91,7 @@ impl Conn {
             watch,
             sock: Mutex::new(ours),
             kick,
-            head: Mutex::new(0),
+            requests: Mutex::new(Consumer::new(slots)),
             head_seen: AtomicU64::new(0),
             head_at_death: AtomicU64::new(u64::MAX),
             in_service: (0..slots).map(|_| AtomicBool::new(false)).collect(),
@@ -98,7 +99,7 @@ impl Conn {
             subs: Mutex::new(HashSet::new()),
             ends: Mutex::new(Vec::new()),
             has_ends: AtomicBool::new(false),
-            push_tail: Mutex::new(0),
+            push: Mutex::new(Producer::new(core.lay.push_depth)),
             broken: AtomicBool::new(false),
         }))
     }
@@ -158,26 +159,24 @@ impl Conn {
         if tail == seen {
             return None;
         }
-        let mut head = self.head.try_lock().ok()?;
-        // Again under the lock: the look above was only a hint, and another worker may have
-        // taken entries past it since (a stale tail behind our head would look like a
-        // broken ring).
-        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Acquire);
-        loop {
-            if *head == tail {
-                return None;
-            }
-            if tail.wrapping_sub(*head) > self.sh.lay.slots as u64 {
-                self.cut_off();
-                return None;
-            }
-            let slot = self
-                .sh
-                .u32(self.sh.lay.ring(*head as usize % self.sh.lay.slots))
-                .load(Ordering::Relaxed) as usize;
-            *head += 1;
-            self.head_seen.store(*head, Ordering::Relaxed);
-            self.sh.u64(REQ_HEAD).store(*head, Ordering::Release);
+        let mut requests = self.requests.try_lock().ok()?;
+        // The tail is read again under the lock (`Consumer::pop`): the look above was only a
+        // hint, and another worker may have taken entries past it since (a stale tail behind
+        // our head would look like a broken ring). At most one ring's worth of withdrawn
+        // entries is skipped per call, as many as the ring can hold at one look.
+        for _ in 0..self.sh.lay.slots {
+            let (tail, head) = (self.sh.u64(REQ_TAIL), self.sh.u64(REQ_HEAD));
+            let entry = |s: usize| self.sh.u32(self.sh.lay.ring(s)).load(Ordering::Relaxed);
+            let slot = match requests.pop(tail, head, entry) {
+                Ok(Some(slot)) => slot as usize,
+                Ok(None) => return None,
+                // A tail more than a ring ahead of our head, or behind it.
+                Err(RingError::Broken | RingError::Full) => {
+                    self.cut_off();
+                    return None;
+                }
+            };
+            self.head_seen.store(requests.taken(), Ordering::Relaxed);
             if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
                 self.cut_off();
                 return None;
@@ -197,6 +196,7 @@ impl Conn {
                 }
             }
         }
+        None
     }
 
     /// The client broke the protocol: ignore it from now on and hang up on it, so its

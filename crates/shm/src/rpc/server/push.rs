@@ -3,6 +3,7 @@
 
 use crate::rpc::layout::{PUSH_DATA, PUSH_END, PUSH_HEAD, PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB};
 use crate::rpc::wire::Wire;
+use crate::substrate::ring::RingError;
 use crate::sync::Ordering;
 use crate::view::ShmViewMut;
 use std::sync::Arc;
@@ -20,27 +21,26 @@ impl Conn {
         fill: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
     ) -> Result<(), PushError> {
         let sh = &self.sh;
-        let mut tail = self.push_tail.lock().unwrap_or_else(|p| p.into_inner());
-        // Acquire: the client's reads of records before `head` are done.
-        let head = sh.u64(PUSH_HEAD).load(Ordering::Acquire);
-        let used = tail.wrapping_sub(head);
-        if used > sh.lay.push_depth as u64 {
-            self.cut_off();
-            return Err(PushError::ClientGone);
-        }
-        if used == sh.lay.push_depth as u64 {
-            return Err(PushError::Full);
-        }
-        let (len, sig) = fill(&mut sh.push_data_mut(*tail)).ok_or(PushError::TooLarge)?;
-        let rec = sh.lay.push_rec(*tail);
+        let mut ring = self.push.lock().unwrap_or_else(|p| p.into_inner());
+        // The client's head, read once and checked (`Producer::reserve`).
+        let slot = match ring.reserve(sh.u64(PUSH_HEAD)) {
+            Ok(slot) => slot as u64,
+            Err(RingError::Full) => return Err(PushError::Full),
+            // A head moved past our tail: only a broken or hostile client writes one.
+            Err(RingError::Broken) => {
+                self.cut_off();
+                return Err(PushError::ClientGone);
+            }
+        };
+        let (len, sig) = fill(&mut sh.push_data_mut(slot)).ok_or(PushError::TooLarge)?;
+        let rec = sh.lay.push_rec(slot);
         sh.u32(rec + P_SUB).store(sub, Ordering::Relaxed);
         sh.u32(rec + P_KIND).store(kind, Ordering::Relaxed);
         sh.u32(rec + P_LEN).store(len as u32, Ordering::Relaxed);
         sh.u64(rec + P_SIG).store(sig, Ordering::Relaxed);
-        *tail += 1;
-        // Release: the record is visible to a client that sees the new tail.
-        sh.u64(PUSH_TAIL).store(*tail, Ordering::Release);
-        drop(tail);
+        // The record is visible to a client that sees the new tail (the commit's Release).
+        ring.commit(sh.u64(PUSH_TAIL));
+        drop(ring);
         ring_client(sh);
         Ok(())
     }
