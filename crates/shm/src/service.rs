@@ -280,7 +280,8 @@ impl Listener {
         self.accept_until(None)
     }
 
-    /// Waits up to `timeout` for a client and performs the handshake.
+    /// Waits up to `timeout` for a client and performs the handshake (`Duration::MAX`: no
+    /// limit).
     ///
     /// # Errors
     ///
@@ -415,7 +416,7 @@ impl Connection {
     }
 
     /// Connects to the listener of `name`, waiting up to `timeout` for the name to appear
-    /// (looking again every 10 ms) and for the handshake.
+    /// (looking again every 10 ms) and for the handshake. `Duration::MAX` means no limit.
     ///
     /// # Errors
     ///

@@ -7,7 +7,8 @@
 //! leaves the caller a private copy; registering buffers with a server that does not read
 //! them times out instead of hanging; an unread subscription holds at most `push_depth`
 //! values (the server sees `Full`); the `try_*` and `*_timeout` forms of every blocking verb,
-//! and `Duration::MAX` timeouts.
+//! and `Duration::MAX` timeouts (no limit, no overflow panic): `Server::wait_timeout` released
+//! by a call, and every client `*_timeout` form.
 #![cfg(target_os = "linux")]
 
 use courier_shm::{
@@ -585,4 +586,70 @@ fn a_timed_out_lend_leaves_the_caller_a_private_copy() {
         vec![1u8; 8192],
         "the server saw the caller's later writes"
     );
+}
+
+/// `Server::wait_timeout(Duration::MAX)` means no limit: a worker waiting so is released by
+/// the next call (it used to panic adding the timeout to the clock).
+#[test]
+fn server_wait_timeout_of_duration_max_is_released_by_a_call() {
+    let (s, c) = setup("inproc-wait-max");
+    let (started, wait_started) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        started.send(()).unwrap();
+        match s.wait_timeout(Duration::MAX) {
+            Ok(Incoming::Call(n, ctx)) => ctx.reply(n + 1).map_err(|e| format!("{e:?}")),
+            Ok(other) => Err(format!("not a call: {other:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    });
+    wait_started
+        .recv_timeout(T)
+        .expect("the worker did not start before the deadline");
+    assert_eq!(c.req_timeout(7, T), Ok(8));
+    let r = within("the worker's end", move || worker.join());
+    assert_eq!(r.expect("the worker panicked"), Ok(()));
+}
+
+/// Every client `*_timeout` form not covered above takes `Duration::MAX` as no limit:
+/// `lend_timeout`, `lend_mut_timeout`, `scalar_timeout`, `WaitReply::wait_timeout`,
+/// `Subscription::recv_timeout`.
+#[test]
+fn client_timeout_forms_of_duration_max_mean_no_limit() {
+    let (s, c) = setup("inproc-client-max");
+    let worker = std::thread::spawn(move || {
+        let mut subs = Vec::new();
+        for _ in 0..5 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Call(1, ctx) => {
+                    let n = ctx.lent().unwrap().len() as u64;
+                    ctx.reply(n).unwrap();
+                }
+                Incoming::Call(2, mut ctx) => {
+                    ctx.lent_mut().unwrap().fill(9);
+                    ctx.reply(2).unwrap();
+                }
+                Incoming::Call(n, ctx) => ctx.reply(n + 1).unwrap(),
+                Incoming::Scalar(call) => assert_eq!(call.args()[0], 4),
+                Incoming::Subscribe(n, notifier) => {
+                    notifier.push(n + 100).unwrap();
+                    subs.push(notifier);
+                }
+            }
+        }
+        subs
+    });
+    let r = within("Duration::MAX timeouts of the client", move || {
+        let mut buf = ShmBuf::new(4096).unwrap();
+        let lend = c.lend_timeout(1, &mut buf, Duration::MAX);
+        let lend_mut = c.lend_mut_timeout(2, &mut buf, Duration::MAX);
+        let filled = buf.view().to_vec().iter().all(|&b| b == 9);
+        let pending = c.req_async(3).unwrap();
+        let waited = pending.wait_timeout(Duration::MAX);
+        c.scalar_timeout(0, [4, 0, 0, 0], Duration::MAX).unwrap();
+        let sub = c.subscribe(5).unwrap();
+        let pushed = sub.recv_timeout::<u64>(Duration::MAX);
+        (lend, lend_mut, filled, waited, pushed)
+    });
+    assert_eq!(r, (Ok(4096), Ok(2), true, Ok(4), Ok(105)));
+    drop(worker.join().unwrap());
 }

@@ -5,10 +5,18 @@ use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::view::{ShmView, ShmViewMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The largest buffer (1 GiB).
 const MAX_LEN: usize = 1 << 30;
+
+/// A connection whose server was given a buffer's descriptor (the client's connection): told
+/// when the buffer is dropped or detached, so that its server unmaps it. Defined here so that
+/// this file needs nothing of the client.
+pub(crate) trait BufferHolder: Send + Sync {
+    /// Buffer `id` is gone: tell the server to forget (unmap) it.
+    fn forget_buffer(self: Arc<Self>, id: u64);
+}
 
 /// A byte buffer in shared memory (a sealed memfd), page-aligned and zero-filled when made,
 /// that a [`Client`](crate::Client) lends to a server without copying it:
@@ -34,7 +42,7 @@ pub struct ShmBuf {
     len: usize,
     id: u64,
     /// The connections that mapped this buffer (told to unmap it on drop or detach).
-    pub(crate) lent_to: Mutex<Vec<Weak<super::client::Conn>>>,
+    pub(crate) lent_to: Mutex<Vec<Weak<dyn BufferHolder>>>,
     /// A timed-out lend left these pages with a server and no fresh ones could be had.
     poisoned: bool,
 }

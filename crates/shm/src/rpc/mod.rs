@@ -95,10 +95,8 @@ mod wire;
 pub use buf::ShmBuf;
 pub use client::{CancelOutcome, Client, Subscription, TrySendError, WaitReply};
 pub use courier_core::error::Error;
-pub use server::{
-    Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig, ServerStats,
-};
-pub use stats::{services, ServiceInfo};
+pub use server::{Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig};
+pub use stats::{services, ServerStats, ServiceInfo};
 #[cfg(feature = "serde")]
 pub use wire::Postcard;
 pub use wire::Wire;

@@ -216,8 +216,14 @@ pub(crate) fn announce_sleep(word: &impl Word) -> Option<u32> {
 mod loom_models {
     //! Every interleaving of a caller that cancels (or sleeps) against a worker that takes and
     //! answers: exactly one side wins each race, the caller's view matches the server's, the
-    //! slot always ends DONE (reclaimable), and an answer read is the one written.
+    //! slot always ends DONE (reclaimable), and an answer read is the one written; and a
+    //! caller parked on the word (`park::wait_announced`, as `Call::wait` does) is always
+    //! woken by the completion.
     use super::*;
+    use crate::substrate::deadline::Deadline;
+    use crate::substrate::park::loom_models::{Alive, ModelFutex};
+    use crate::substrate::park::{self, Gave};
+    use crate::sync::Futex;
     use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use loom::sync::Arc;
 
@@ -320,6 +326,33 @@ mod loom_models {
                 Withdraw::Broken => panic!("an honest pair never breaks the machine"),
             }
             assert_eq!(slot.word.load(Ordering::Acquire), state::DONE);
+        });
+    }
+
+    /// The caller's wait of `Call::wait` (announce by setting WAITER, sleep on the word)
+    /// against a worker that takes the call and completes it, waking the word only if
+    /// `complete` saw the bit: the caller is never left asleep on a DONE slot (loom reports
+    /// a thread blocked forever on the model futex as a deadlock).
+    #[test]
+    fn a_parked_caller_is_always_woken() {
+        loom::model(|| {
+            let p = Arc::new((ModelFutex::new(state::QUEUED), Alive::new()));
+            let p2 = Arc::clone(&p);
+            let worker = loom::thread::spawn(move || {
+                let word = &p2.0.word;
+                assert_eq!(take(word, || ()), Take::Taken);
+                if let Complete::Delivered { wake: true } = complete(word, || ()) {
+                    p2.0.wake();
+                }
+            });
+            let word = &p.0.word;
+            let done = || Ok::<_, ()>((phase(word.load_acquire()) == state::DONE).then_some(()));
+            let announce = || Ok(announce_sleep(word));
+            let got: Result<(), Gave<()>> =
+                park::wait_announced(&p.0, &p.1, 0, Deadline::NEVER, done, announce);
+            assert_eq!(got, Ok(()));
+            worker.join().unwrap();
+            assert_eq!(p.1.sleepers(), 0);
         });
     }
 }

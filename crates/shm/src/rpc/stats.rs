@@ -7,7 +7,6 @@
 //! lends, served. The server rewrites it when a connection comes or goes and when a worker
 //! goes to sleep; the numbers are a snapshot, not a live gauge.
 
-use super::server::ServerStats;
 use crate::dir;
 use crate::error::ShmError;
 use std::fs::{self, OpenOptions};
@@ -67,6 +66,24 @@ impl StatsFile {
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
+}
+
+/// What the server's counters say (see also [`services`](crate::services) for other
+/// processes' services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    /// The server's process id.
+    pub pid: u32,
+    /// Connected client processes.
+    pub clients: u64,
+    /// Calls queued by clients and not yet taken by a worker.
+    pub queued: u64,
+    /// Calls taken and not yet answered (deferred replies included).
+    pub in_service: u64,
+    /// Lent buffers currently held by the server (in calls not yet answered).
+    pub lends: u64,
+    /// Calls answered since the server started.
+    pub served: u64,
 }
 
 /// The first [`LEN`] bytes of the stats file at `path`, if it is a regular file (opened

@@ -31,9 +31,17 @@ impl Deadline {
         self.0
     }
 
+    /// The earlier of two deadlines ([`Deadline::NEVER`] is later than any instant): a
+    /// sleep bounded both by the caller's deadline and by a slice of its own.
+    pub(crate) fn min(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
+    }
+
     /// Whether the deadline has passed (never, for [`Deadline::NEVER`]): for a spin phase,
     /// which looks at the clock now and then without sleeping.
-    #[allow(dead_code)] // The RPC server's spin phase (`Server::wait_until`) is its user.
     pub(crate) fn has_passed(self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
     }
@@ -79,6 +87,12 @@ mod tests {
         assert_eq!(Deadline::NEVER.left(), Ok(None));
         assert!(!Deadline::NEVER.has_passed());
         assert_eq!(Deadline::from(None), Deadline::NEVER);
+        let soon = Deadline::after(Duration::from_secs(1));
+        assert_eq!(Deadline::NEVER.min(soon), soon);
+        assert_eq!(soon.min(Deadline::NEVER), soon);
+        assert_eq!(Deadline::NEVER.min(Deadline::NEVER), Deadline::NEVER);
+        let later = Deadline::after(Duration::from_secs(2));
+        assert_eq!(later.min(soon), soon);
     }
 
     #[test]

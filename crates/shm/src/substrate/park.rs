@@ -122,10 +122,78 @@ pub(crate) fn wait<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
     deadline: Deadline,
-    mut attempt: impl FnMut() -> Result<Option<T>, E>,
+    attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<T, Gave<E>> {
-    for _ in 0..SPINS {
+    wait_with(SPINS, live, deadline, attempt, |timeout| {
+        sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
+    })
+}
+
+/// One sleep on a word the sleeper may not overwrite with [`SLEEPING`], because it carries
+/// more than the announcement (an RPC slot's state, which both processes change; the client
+/// bell, a counter the peer bumps): `announce` marks the sleep in its own way and looks once
+/// more, returning the value to sleep on while the word still holds it (`Ok(Some(v))`), or
+/// `Ok(None)` if the word already moved or there is something to take (no sleep).
+///
+/// ```text
+/// sleeper                                     waker (the other side)
+/// sleepers += 1   (SeqCst, see watch.rs)      publish the change
+/// announce: v = mark the sleep in the word    SeqCst RMW or fence, then a look at the mark
+///           (a SeqCst CAS or store + fence),    (the slot's WAITER bit seen by its DONE CAS,
+///           look again -> None: no sleep        the bell's waiter flag), then futex_wake
+/// dead? -> no sleep
+/// futex_wait(word, v, timeout)
+/// sleepers -= 1; look again
+/// ```
+///
+/// As for [`sleep`], the announcement and the waker's change are a Dekker pair: the
+/// announcement's look sees the change, or the waker sees the mark and wakes the word; and a
+/// change of the word between the announcement and `futex_wait` makes it return at once,
+/// since the word no longer holds `v`. The mark is the caller's protocol; its loom model is
+/// below (`an_announced_sleep_is_always_woken`).
+pub(crate) fn sleep_announced<W: Futex, E>(
+    word: &W,
+    live: &impl Liveness,
+    timeout: Option<Duration>,
+    announce: impl FnOnce() -> Result<Option<u32>, E>,
+) -> Result<(), E> {
+    live.counted(|| {
+        if let Some(v) = announce()? {
+            if !live.is_dead() {
+                word.wait(v, timeout);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// [`wait`] on a word whose sleep is announced by the caller ([`sleep_announced`]), after
+/// `spins` looks (the RPC caller spins longer than the channel, a subscription reader not at
+/// all).
+pub(crate) fn wait_announced<W: Futex, T, E>(
+    word: &W,
+    live: &impl Liveness,
+    spins: u32,
+    deadline: Deadline,
+    attempt: impl FnMut() -> Result<Option<T>, E>,
+    mut announce: impl FnMut() -> Result<Option<u32>, E>,
+) -> Result<T, Gave<E>> {
+    wait_with(spins, live, deadline, attempt, |timeout| {
+        sleep_announced(word, live, timeout, &mut announce)
+    })
+}
+
+/// The loop of every wait: `spins` attempts, then attempt, the peer's death, the deadline and
+/// one sleep (`sleep_once`, given how long it may last), until `attempt` gives a value.
+fn wait_with<T, E>(
+    spins: u32,
+    live: &impl Liveness,
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> Result<Option<T>, E>,
+    mut sleep_once: impl FnMut(Option<Duration>) -> Result<(), E>,
+) -> Result<T, Gave<E>> {
+    for _ in 0..spins {
         if let Some(v) = attempt().map_err(Gave::Err)? {
             return Ok(v);
         }
@@ -139,12 +207,12 @@ pub(crate) fn wait<W: Futex, T, E>(
             return Err(Gave::Dead);
         }
         let timeout = deadline.left().map_err(|Expired| Gave::Expired)?;
-        sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map_err(Gave::Err)?;
+        sleep_once(timeout).map_err(Gave::Err)?;
     }
 }
 
 #[cfg(all(test, loom))]
-mod loom_models {
+pub(crate) mod loom_models {
     //! Every interleaving of a sleeper that waits for a change and a waker that makes it: the
     //! sleeper is never left asleep with the change made (a missed wake-up leaves its thread
     //! blocked on the condition variable forever, which loom reports as a deadlock).
@@ -155,10 +223,20 @@ mod loom_models {
 
     /// A futex for the model: the value check and the sleep are atomic against a wake, as in
     /// the kernel (the futex's hash-bucket lock is this mutex).
-    struct ModelFutex {
-        word: AtomicU32,
+    pub(crate) struct ModelFutex {
+        pub(crate) word: AtomicU32,
         lock: Mutex<()>,
         cv: Condvar,
+    }
+
+    impl ModelFutex {
+        pub(crate) fn new(v: u32) -> ModelFutex {
+            ModelFutex {
+                word: AtomicU32::new(v),
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+            }
+        }
     }
 
     impl Word32 for ModelFutex {
@@ -192,9 +270,22 @@ mod loom_models {
     }
 
     /// A peer that stays alive, counting sleepers as the watcher's state does.
-    struct Alive {
+    pub(crate) struct Alive {
         sleepers: AtomicU32,
         dead: AtomicBool,
+    }
+
+    impl Alive {
+        pub(crate) fn new() -> Alive {
+            Alive {
+                sleepers: AtomicU32::new(0),
+                dead: AtomicBool::new(false),
+            }
+        }
+
+        pub(crate) fn sleepers(&self) -> u32 {
+            self.sleepers.load(Ordering::SeqCst)
+        }
     }
 
     impl Liveness for Alive {
@@ -251,6 +342,49 @@ mod loom_models {
             }
             waker.join().unwrap();
             assert_eq!(p.live.sleepers.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// The announced shape ([`sleep_announced`]) on a counter bell, as the client's
+    /// subscription reader uses it: the sleeper sets a waiter flag, fences, reads the bell,
+    /// looks for the change, and sleeps while the bell holds what it read; the waker publishes
+    /// the change, fences, and bumps and wakes the bell if the flag is set (the server's
+    /// `ring_client`). The sleeper is never left asleep with the change made.
+    #[test]
+    fn an_announced_sleep_on_a_bell_is_always_woken() {
+        struct Bell {
+            bell: ModelFutex,
+            waiting: AtomicU32,
+            change: AtomicU64,
+            live: Alive,
+        }
+        loom::model(|| {
+            let p = Arc::new(Bell {
+                bell: ModelFutex::new(0),
+                waiting: AtomicU32::new(0),
+                change: AtomicU64::new(0),
+                live: Alive::new(),
+            });
+            let w = Arc::clone(&p);
+            let waker = loom::thread::spawn(move || {
+                w.change.store(1, Ordering::Release);
+                loom::sync::atomic::fence(Ordering::SeqCst);
+                if w.waiting.load(Ordering::SeqCst) != 0 {
+                    w.bell.word.fetch_add(1, Ordering::SeqCst);
+                    w.bell.wake();
+                }
+            });
+            let attempt = || Ok::<_, ()>((p.change.load(Ordering::Acquire) == 1).then_some(()));
+            let announce = || {
+                p.waiting.store(1, Ordering::SeqCst);
+                loom::sync::atomic::fence(Ordering::SeqCst);
+                let seen = p.bell.word.load(Ordering::SeqCst);
+                Ok((p.change.load(Ordering::Acquire) != 1).then_some(seen))
+            };
+            let got = wait_announced(&p.bell, &p.live, 0, Deadline::NEVER, attempt, announce);
+            assert_eq!(got, Ok(()));
+            waker.join().unwrap();
+            assert_eq!(p.live.sleepers(), 0);
         });
     }
 }

@@ -1,6 +1,6 @@
 //! A checked single-producer single-consumer index ring over a region of a segment: the
-//! message ring and the returned-block ring of each channel direction, and the shape the RPC
-//! request and push rings take.
+//! message ring and the returned-block ring of each channel direction, the RPC request ring
+//! (consumed by the server) and the RPC push ring (both ends).
 //!
 //! The ring is two counters in the segment (`tail`: entries pushed, written only by the
 //! producer; `head`: entries taken, written only by the consumer) and `depth` entry slots; an
@@ -147,6 +147,11 @@ impl Consumer {
             return Err(RingError::Broken);
         }
         Ok(n)
+    }
+
+    /// How many entries this side has taken (its own counter).
+    pub(crate) fn taken(&self) -> u64 {
+        self.head
     }
 
     /// The slot of the `i`-th waiting entry (`i < available`).

@@ -1,0 +1,407 @@
+//! A call in flight ([`Call`]): waiting for its slot to be done (blocking, with a deadline,
+//! or as a future), settling or cancelling it, and reading its answer; the public
+//! [`WaitReply`] and [`CancelOutcome`], and the futures of `areq` and `wait_async`.
+
+use crate::rpc::layout::{
+    state, status, Shared, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
+};
+use crate::rpc::slot;
+use crate::rpc::wire::Wire;
+use crate::rpc::Error;
+use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, Gave};
+use crate::sync::{fence, Ordering};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::conn::Conn;
+use super::{lock, widen, ClientShared};
+
+/// How many times a caller looks at its slot before it sleeps.
+pub(super) const SPINS: u32 = 2000;
+/// How many times an async call looks at its slot, in its first poll, before it registers
+/// with the bell thread (a few microseconds: an executor thread is not held for long).
+pub(super) const ASYNC_SPINS: u32 = 1000;
+
+/// A call in flight: owns its slot until it is answered and read, canceled or the server
+/// dies. Dropping it unread cancels it.
+pub(super) struct Call {
+    pub(super) conn: Arc<Conn>,
+    pub(super) slot: usize,
+    pub(super) pending: bool,
+}
+
+/// What [`WaitReply::cancel`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome<Rp, E> {
+    /// The server had not taken the request: it never will.
+    Withdrawn,
+    /// The server had taken it and can see the cancellation
+    /// ([`ReplyContext::is_canceled`](crate::ReplyContext::is_canceled)); its answer will be
+    /// discarded.
+    Signaled,
+    /// The answer had already come: here it is.
+    Completed(Result<Rp, Error<E>>),
+}
+
+pub(super) enum Canceled {
+    Withdrawn,
+    Signaled,
+    Done,
+    Dead,
+}
+
+impl Call {
+    pub(super) fn is_done(&self) -> bool {
+        self.conn.phase(self.slot) == state::DONE
+    }
+
+    /// Waits until the slot is done (`Ok`), the server dies or `deadline` passes; the call
+    /// stays pending on an error.
+    ///
+    /// The caller parks on the slot's state word ([`park::wait_announced`]): its sleep is the
+    /// `WAITER` bit, set by a CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the
+    /// server's completion CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS
+    /// fails on DONE (one word, so the two compare-and-swaps are ordered: no fence needed).
+    pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Error<()>> {
+        let word = self.conn.sh.state(self.slot);
+        let done = || Ok(self.is_done().then_some(()));
+        let announce = || match word.load(Ordering::Acquire) & state::PHASE {
+            state::DONE => Ok(None),
+            state::QUEUED | state::TAKEN => Ok(slot::announce_sleep(word)),
+            // Only a hostile server puts anything else here.
+            _ => Err(Error::Protocol),
+        };
+        match park::wait_announced(word, &*self.conn, SPINS, deadline, done, announce) {
+            Ok(()) => Ok(()),
+            Err(Gave::Err(e)) => Err(e),
+            // The answer may have landed just before the server died.
+            Err(Gave::Dead) => self.done_or_dead(),
+            Err(Gave::Expired) => Err(Error::Timeout),
+        }
+    }
+
+    /// Waits for the answer until `deadline`; then cancels the call, unless the answer came
+    /// in the meantime. `Ok`: the call is done, ready to read.
+    pub(super) fn settle(mut self, deadline: Deadline) -> Result<Call, Error<()>> {
+        match self.wait(deadline) {
+            Ok(()) => Ok(self),
+            Err(Error::Timeout) => match self.cancel() {
+                Canceled::Done => Ok(self),
+                Canceled::Withdrawn | Canceled::Signaled | Canceled::Dead => Err(Error::Timeout),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The async form of `wait`.
+    pub(super) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error<()>>> {
+        if self.is_done() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.conn.dead() {
+            return Poll::Ready(self.done_or_dead());
+        }
+        if self.conn.ensure_reactor().is_err() {
+            // No thread to wake us: look again at the executor's next turn (never blocks
+            // it, never leaves the future unwoken; costs polls until a spawn succeeds).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        lock(&self.conn.wake.calls)[self.slot] = Some(cx.waker().clone());
+        // SeqCst: the server reads the flag after it completes the slot; either it sees the
+        // flag and rings, or we see DONE below.
+        let rec = self.conn.sh.lay.rec(self.slot);
+        self.conn
+            .sh
+            .u32(rec + S_FLAGS)
+            .fetch_or(F_ASYNC, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.is_done() {
+            lock(&self.conn.wake.calls)[self.slot] = None;
+            return Poll::Ready(Ok(()));
+        }
+        if self.conn.dead() {
+            lock(&self.conn.wake.calls)[self.slot] = None;
+            return Poll::Ready(self.done_or_dead());
+        }
+        Poll::Pending
+    }
+
+    /// After seeing the server dead: the answer may have landed just before it died (its
+    /// `reply` returned `Ok`), so look at the slot once more. **An answer that landed is
+    /// never reported as `ServerDisappeared`.**
+    pub(super) fn done_or_dead(&self) -> Result<(), Error<()>> {
+        if self.is_done() {
+            Ok(())
+        } else {
+            Err(Error::ServerDisappeared)
+        }
+    }
+
+    /// Reads the answer of a done slot and frees it.
+    pub(super) fn take<Rp: Wire, E: Wire>(mut self) -> Result<Rp, Error<E>> {
+        // Decode as the status says (a reply and an error type may share a signature).
+        let r = self.read(|sh, slot, st, len, sig| match st {
+            status::OK if sig == Rp::SIGNATURE => {
+                Rp::decode(&sh.data(slot, len)).ok_or(Error::Protocol)
+            }
+            status::APP if sig == E::SIGNATURE => match E::decode(&sh.data(slot, len)) {
+                Some(e) => Err(Error::App(e)),
+                None => Err(Error::Protocol),
+            },
+            status::OK | status::APP => Err(Error::Protocol),
+            other => Err(widen(status_error(other))),
+        });
+        self.finish();
+        r
+    }
+
+    /// Reads the two reply words of a done scalar slot and frees it.
+    pub(super) fn take_words(mut self) -> Result<[u64; 2], Error<()>> {
+        let r = self.read(|sh, slot, st, _, _| {
+            let rec = sh.lay.rec(slot);
+            match st {
+                status::OK => {
+                    Ok([0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed)))
+                }
+                other => Err(status_error(other)),
+            }
+        });
+        self.finish();
+        r
+    }
+
+    /// Reads a done slot's status, reply length (checked against the slot) and signature
+    /// once, and hands them to `f` to read the reply.
+    pub(super) fn read<T>(&mut self, f: impl FnOnce(&Shared, usize, u32, usize, u64) -> T) -> T {
+        let sh = &self.conn.sh;
+        let rec = sh.lay.rec(self.slot);
+        let st = sh.u32(rec + S_STATUS).load(Ordering::Relaxed);
+        let len = sh.u32(rec + S_RLEN).load(Ordering::Relaxed) as usize;
+        let sig = sh.u64(rec + S_RSIG).load(Ordering::Relaxed);
+        let len = len.min(sh.lay.slot_size);
+        f(sh, self.slot, st, len, sig)
+    }
+
+    /// Leaves a one-way call's slot to the server (it comes back once completed).
+    pub(super) fn abandon(mut self) {
+        self.pending = false;
+        self.conn.abandon(self.slot, false);
+    }
+
+    pub(super) fn finish(&mut self) {
+        if self.pending {
+            self.pending = false;
+            self.conn.release(self.slot);
+        }
+    }
+
+    /// Cancels: withdraws a queued request, signals a taken one, or finds it done (the
+    /// call is then still ours to read).
+    pub(super) fn cancel(&mut self) -> Canceled {
+        // Death first, then the slot (as in `done_or_dead`): an answer that landed before
+        // the server died is still read.
+        if self.conn.dead() && self.done_or_dead().is_err() {
+            self.pending = false;
+            return Canceled::Dead;
+        }
+        match slot::cancel(self.conn.sh.state(self.slot)) {
+            slot::Cancel::Done => Canceled::Done,
+            slot::Cancel::Withdrawn => {
+                self.pending = false;
+                self.conn.abandon(self.slot, true);
+                Canceled::Withdrawn
+            }
+            slot::Cancel::Signaled => {
+                self.pending = false;
+                self.conn.abandon(self.slot, true);
+                Canceled::Signaled
+            }
+            slot::Cancel::Broken => {
+                // A hostile server: give the slot up.
+                self.pending = false;
+                Canceled::Dead
+            }
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.pending {
+            lock(&self.conn.wake.calls)[self.slot] = None;
+            if let Canceled::Done = self.cancel() {
+                self.finish();
+            }
+        }
+    }
+}
+
+pub(super) fn status_error(st: u32) -> Error<()> {
+    match st {
+        status::NO_REPLY => Error::NoReply,
+        status::TOO_LARGE => Error::TooLarge,
+        status::SERVER_GONE => Error::ServerDisappeared,
+        status::LIMIT => Error::LimitReached,
+        _ => Error::Protocol,
+    }
+}
+
+/// Waits for a free slot without blocking: the future of [`Client::areq`]'s first step.
+/// Queued among the connection's slot waiters (see [`Pool`]); dropped, it leaves the queue.
+pub(super) struct SlotFuture<'a> {
+    pub(super) conn: &'a Arc<Conn>,
+    pub(super) ticket: Option<u64>,
+}
+
+impl Future for SlotFuture<'_> {
+    type Output = Result<usize, Error<()>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut needs_reactor = false;
+        match this
+            .conn
+            .poll_slot(&mut this.ticket, cx.waker(), &mut needs_reactor)
+        {
+            Ok(Some(s)) => Poll::Ready(Ok(s)),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(None) => {
+                if needs_reactor && this.conn.ensure_reactor().is_err() {
+                    // No bell thread to notice completed zombies: look again at the
+                    // executor's next turn.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for SlotFuture<'_> {
+    fn drop(&mut self) {
+        self.conn.leave_slot_queue(self.ticket.take());
+    }
+}
+
+/// The future of [`Client::areq`] and [`WaitReply::wait_async`].
+///
+/// Its first poll spins briefly (as a blocking wait does) before it hands the wait to the
+/// client's bell thread: a reply that comes within a few microseconds costs no thread hop.
+pub(super) struct CallFuture<Rp, E> {
+    pub(super) call: Option<Call>,
+    pub(super) spun: bool,
+    pub(super) _types: PhantomData<fn() -> (Rp, E)>,
+}
+
+impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
+    type Output = Result<Rp, Error<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.spun {
+            self.spun = true;
+            if let Some(call) = self.call.as_ref() {
+                for _ in 0..ASYNC_SPINS {
+                    if call.is_done() {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let Some(call) = self.call.as_ref() else {
+            return Poll::Ready(Err(Error::Protocol));
+        };
+        match call.poll_done(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                let call = self.call.take().expect("checked above");
+                Poll::Ready(call.take())
+            }
+            Poll::Ready(Err(e)) => {
+                self.call = None;
+                Poll::Ready(Err(widen(e)))
+            }
+        }
+    }
+}
+
+/// A call started with [`Client::req_async`](crate::Client::req_async): wait for it now or later, blocking or async,
+/// or cancel it. Dropping it cancels the call.
+pub struct WaitReply<Rp, E> {
+    pub(super) call: Option<Call>,
+    pub(super) _client: Arc<ClientShared>,
+    pub(super) _types: PhantomData<fn() -> (Rp, E)>,
+}
+
+impl<Rp, E> std::fmt::Debug for WaitReply<Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitReply")
+            .field("slot", &self.call.as_ref().map(|c| c.slot))
+            .finish()
+    }
+}
+
+impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
+    pub(super) fn call(&mut self) -> Call {
+        self.call
+            .take()
+            .expect("a WaitReply holds its call until consumed")
+    }
+
+    /// Waits for the reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`](crate::Client::req).
+    pub fn wait(mut self) -> Result<Rp, Error<E>> {
+        self.call().settle(Deadline::NEVER).map_err(widen)?.take()
+    }
+
+    /// Waits at most `timeout`; then the call is canceled.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req_timeout`](crate::Client::req_timeout).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Rp, Error<E>> {
+        self.call()
+            .settle(Deadline::after(timeout))
+            .map_err(widen)?
+            .take()
+    }
+
+    /// Awaits the reply, on any executor.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`](crate::Client::req).
+    pub async fn wait_async(mut self) -> Result<Rp, Error<E>> {
+        CallFuture {
+            call: Some(self.call()),
+            spun: false,
+            _types: PhantomData::<fn() -> (Rp, E)>,
+        }
+        .await
+    }
+
+    /// Whether the reply is there (a `wait` would not block).
+    pub fn is_ready(&self) -> bool {
+        self.call.as_ref().is_some_and(Call::is_done)
+    }
+
+    /// Cancels the call and says how far it had got.
+    pub fn cancel(mut self) -> CancelOutcome<Rp, E> {
+        let mut call = self.call();
+        match call.cancel() {
+            Canceled::Withdrawn => CancelOutcome::Withdrawn,
+            Canceled::Signaled => CancelOutcome::Signaled,
+            Canceled::Done => CancelOutcome::Completed(call.take()),
+            Canceled::Dead => CancelOutcome::Completed(Err(Error::ServerDisappeared)),
+        }
+    }
+}

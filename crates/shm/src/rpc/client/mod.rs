@@ -1,0 +1,868 @@
+//! The client side: [`Client`] (connecting, the call verbs, their `try_` / `_timeout` /
+//! async forms) and [`TrySendError`], over one connection per client process.
+//!
+//! - `conn.rs`: the connection (its segment, sockets, the slot pool and its waiters,
+//!   starting and posting calls, lend registration);
+//! - `call.rs`: a call in flight ([`WaitReply`], the futures, waiting and cancelling);
+//! - `bell.rs`: the client bell thread that turns the server's rings into `Waker` calls;
+//! - `subscription.rs`: the push ring's reader and [`Subscription`].
+
+mod bell;
+mod call;
+mod conn;
+mod subscription;
+
+pub use call::{CancelOutcome, WaitReply};
+pub use subscription::Subscription;
+
+use crate::error::ShmError;
+use crate::rpc::buf::ShmBuf;
+use crate::rpc::layout::{kind, F_ASYNC};
+use crate::rpc::wire::Wire;
+use crate::rpc::Error;
+use crate::service::ConnectConfig;
+use crate::substrate::deadline::Deadline;
+use crate::sync::Ordering;
+use crate::view::ShmViewMut;
+use std::marker::PhantomData;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use call::{Call, CallFuture, Canceled, SlotFuture};
+use conn::Conn;
+use subscription::SubQueue;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `Error<()>` (the transport's) as `Error<E>` (the caller's): never `App`.
+fn widen<E>(e: Error<()>) -> Error<E> {
+    match e {
+        Error::ServerDisappeared => Error::ServerDisappeared,
+        Error::NoReply => Error::NoReply,
+        Error::OriginDisappeared => Error::OriginDisappeared,
+        Error::ClientsDisappeared => Error::ClientsDisappeared,
+        Error::Timeout => Error::Timeout,
+        Error::TooLarge => Error::TooLarge,
+        Error::LimitReached => Error::LimitReached,
+        Error::Protocol | Error::App(()) => Error::Protocol,
+    }
+}
+
+/// The longest a blocking wait sleeps before it looks at the watcher's verdict again, where
+/// it waits on something the watcher does not wake (a full socket, a thread park without the
+/// bell thread).
+const DEATH_CHECK: Duration = Duration::from_millis(100);
+
+/// The client handles' shared part: stops the bell thread when the last handle (client,
+/// pending call, subscription) is gone.
+struct ClientShared {
+    conn: Arc<Conn>,
+}
+
+impl Drop for ClientShared {
+    fn drop(&mut self) {
+        let conn = &self.conn;
+        conn.stopping.store(true, Ordering::SeqCst);
+        let Some(t) = lock(&conn.reactor).take() else {
+            return;
+        };
+        if t.0.thread().id() == std::thread::current().id() {
+            // Dropped by a waker the bell thread called: it sees `stopping` and ends.
+            return;
+        }
+        // Our own bump of the bell: the reactor sees `stopping`. A hostile server can write
+        // the bell word back between our bump and the reactor's sleep, so bump again while it
+        // runs, and give up waiting after a while (it holds its own `Arc<Conn>`, so leaving
+        // it is safe: it ends at the next ring or when the watcher sees the server go).
+        let (t, ended) = t;
+        for _ in 0..10 {
+            conn.kick_reactor();
+            // Disconnected: the thread dropped its end as it returned.
+            if let Err(RecvTimeoutError::Disconnected) = ended.recv_timeout(DEATH_CHECK / 10) {
+                let _ = t.join();
+                return;
+            }
+        }
+    }
+}
+
+/// A connection to a named [`Server`](crate::Server) in another process.
+///
+/// `Clone`, `Send` and `Sync`: threads and tasks of the process share one connection and may
+/// all call at once (up to the server's `slots` calls in flight; more wait for a slot). The
+/// verbs are `courier::local`'s ([`req`](Client::req), [`areq`](Client::areq),
+/// [`req_async`](Client::req_async), [`send`](Client::send)) and Xous's
+/// ([`lend`](Client::lend), [`lend_mut`](Client::lend_mut), [`scalar`](Client::scalar),
+/// [`blocking_scalar`](Client::blocking_scalar), [`subscribe`](Client::subscribe)).
+///
+/// When the server's process dies (or its last `Server` handle is dropped), every pending
+/// call fails with [`Error::ServerDisappeared`] at once, and so does every later one: connect
+/// again to reach the next server of the name.
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::Client;
+/// use std::time::Duration;
+///
+/// let client: Client<u64, u64, u32> = Client::connect("doubler", Duration::from_secs(5))?;
+/// assert_eq!(client.req(21), Ok(42));
+/// let pending = client.req_async(2)?;
+/// assert_eq!(pending.wait_timeout(Duration::from_secs(1)), Ok(4));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Client<Rq, Rp, E> {
+    shared: Arc<ClientShared>,
+    _types: PhantomData<fn(Rq) -> (Rp, E)>,
+}
+
+impl<Rq, Rp, E> Clone for Client<Rq, Rp, E> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: Arc::clone(&self.shared),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Rq, Rp, E> std::fmt::Debug for Client<Rq, Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server_pid", &self.shared.conn.server.pid)
+            .field("connected", &!self.shared.conn.dead())
+            .finish()
+    }
+}
+
+impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
+    /// Connects to the server of `name`, waiting up to `timeout` for the name to appear
+    /// (a server that starts later is found) and for the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidName`], [`ShmError::Timeout`], [`ShmError::PermissionDenied`],
+    /// [`ShmError::BadSegment`] / [`ShmError::Corrupt`] / [`ShmError::Handshake`] if the
+    /// server's segment or messages are not valid, [`ShmError::Io`].
+    pub fn connect(name: &str, timeout: Duration) -> Result<Self, ShmError> {
+        Self::connect_with(name, &ConnectConfig::new(), timeout)
+    }
+
+    /// [`Client::connect`] with the client's side of the checks: the largest segment it maps
+    /// and the users whose servers it trusts besides its own
+    /// ([`ConnectConfig::trust_uid`]: a server running as root, or as a service account,
+    /// that admits this user with [`ServerConfig::allow_uid`](crate::ServerConfig::allow_uid)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Client::connect`], and [`ShmError::UntrustedPeer`] if the server runs as a
+    /// user `config` does not trust (nothing was sent to it or mapped).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use courier_shm::{Client, ConnectConfig};
+    /// use std::time::Duration;
+    ///
+    /// // A system service running as root that lets this user in.
+    /// let trust_root = ConnectConfig::new().trust_uid(0);
+    /// let c: Client<u64, u64, ()> =
+    ///     Client::connect_with("clock", &trust_root, Duration::from_secs(5))?;
+    /// println!("{:?}", c.req(1));
+    /// # Ok::<(), courier_shm::ShmError>(())
+    /// ```
+    pub fn connect_with(
+        name: &str,
+        config: &ConnectConfig,
+        timeout: Duration,
+    ) -> Result<Self, ShmError> {
+        Ok(Client {
+            shared: Arc::new(ClientShared {
+                conn: Conn::connect(name, config, timeout)?,
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// The server's process id (from the kernel, at connection time).
+    pub fn server_pid(&self) -> u32 {
+        self.shared.conn.server.pid as u32
+    }
+
+    /// Whether the server is still there, as far as this process knows.
+    pub fn is_connected(&self) -> bool {
+        !self.shared.conn.dead()
+    }
+
+    fn start_call(
+        &self,
+        k: u32,
+        flags: u32,
+        args: [u64; 4],
+        rq: Rq,
+        deadline: Deadline,
+    ) -> Result<Call, Error<E>> {
+        self.shared
+            .conn
+            .start((k, 0, flags, args), encoder(rq), deadline)
+            .map_err(widen)
+    }
+
+    fn call_until(
+        &self,
+        k: u32,
+        args: [u64; 4],
+        rq: Rq,
+        deadline: Deadline,
+    ) -> Result<Rp, Error<E>> {
+        let call = self.start_call(k, 0, args, rq, deadline)?;
+        call.settle(deadline).map_err(widen)?.take()
+    }
+
+    /// Takes a free slot without waiting, for the `try_*` forms: `Err` hands `rq` back.
+    fn try_slot(&self, rq: Rq) -> Result<(usize, Rq), TrySendError<Rq>> {
+        let conn = &self.shared.conn;
+        conn.flush_frees();
+        match conn.acquire(Deadline::after(Duration::ZERO)) {
+            Ok(slot) => Ok((slot, rq)),
+            Err(Error::ServerDisappeared) => Err(TrySendError::ServerDisappeared(Some(rq))),
+            Err(_) => Err(TrySendError::Full(rq)),
+        }
+    }
+
+    /// Sends `rq` and waits for the reply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ServerDisappeared`], [`Error::NoReply`], [`Error::App`],
+    /// [`Error::TooLarge`] (the request does not fit a slot: not sent), [`Error::Protocol`].
+    pub fn req(&self, rq: Rq) -> Result<Rp, Error<E>> {
+        self.call_until(kind::CALL, [0; 4], rq, Deadline::NEVER)
+    }
+
+    /// As [`Client::req`], giving up after `timeout` (waiting for a free slot included): the
+    /// request is withdrawn if the server has not taken it, or the server is told. A
+    /// `timeout` too large to add to the clock (`Duration::MAX`) means no limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`], and [`Error::Timeout`].
+    pub fn req_timeout(&self, rq: Rq, timeout: Duration) -> Result<Rp, Error<E>> {
+        self.call_until(kind::CALL, [0; 4], rq, Deadline::after(timeout))
+    }
+
+    /// Sends `rq` and returns at once; the reply is waited for with the [`WaitReply`].
+    /// Waits for a free slot if all `slots` are in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
+    pub fn req_async(&self, rq: Rq) -> Result<WaitReply<Rp, E>, Error<E>> {
+        Ok(self.wait_reply(self.start_call(kind::CALL, 0, [0; 4], rq, Deadline::NEVER)?))
+    }
+
+    fn wait_reply(&self, call: Call) -> WaitReply<Rp, E> {
+        WaitReply {
+            call: Some(call),
+            _client: Arc::clone(&self.shared),
+            _types: PhantomData,
+        }
+    }
+
+    /// As [`Client::req_async`] without waiting for a slot: if all `slots` are in flight,
+    /// the request comes back.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] or [`TrySendError::ServerDisappeared`] with the request;
+    /// [`TrySendError::TooLarge`] (the request does not fit a slot; it was consumed).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use courier_shm::{Client, TrySendError};
+    /// use std::time::Duration;
+    ///
+    /// let client: Client<u64, u64, u32> = Client::connect("doubler", Duration::from_secs(5))?;
+    /// match client.try_req(21) {
+    ///     Ok(pending) => println!("{:?}", pending.wait()),
+    ///     Err(TrySendError::Full(rq)) => println!("busy; {rq} comes back"),
+    ///     Err(e) => println!("{e}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_req(&self, rq: Rq) -> Result<WaitReply<Rp, E>, TrySendError<Rq>> {
+        let (slot, rq) = self.try_slot(rq)?;
+        match self
+            .shared
+            .conn
+            .start_in(slot, (kind::CALL, 0, 0, [0; 4]), encoder(rq))
+        {
+            Ok(call) => Ok(self.wait_reply(call)),
+            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
+            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+        }
+    }
+
+    /// Sends `rq` and awaits the reply, on any executor. Waiting for a free slot (all
+    /// `slots` in flight) is asynchronous too: the task is woken when a slot frees, and the
+    /// executor's thread is never blocked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the call (withdrawn if the server has not taken it, else
+    /// signaled: [`ReplyContext::is_canceled`](crate::ReplyContext::is_canceled)); dropped
+    /// while waiting for a slot, it leaves the queue of slot waiters. The request is lost
+    /// with the future.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`].
+    pub async fn areq(&self, rq: Rq) -> Result<Rp, Error<E>> {
+        let conn = &self.shared.conn;
+        conn.flush_frees();
+        let slot = SlotFuture { conn, ticket: None }.await.map_err(widen)?;
+        let call = conn
+            .start_in(slot, (kind::CALL, 0, F_ASYNC, [0; 4]), encoder(rq))
+            .map_err(widen)?;
+        CallFuture {
+            call: Some(call),
+            spun: false,
+            _types: PhantomData::<fn() -> (Rp, E)>,
+        }
+        .await
+    }
+
+    /// Sends `rq` one-way: the server's reply is discarded
+    /// ([`ReplyContext::is_one_way`](crate::ReplyContext::is_one_way)). Returns once the
+    /// request is queued (waiting for a free slot if all are in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
+    pub fn send(&self, rq: Rq) -> Result<(), Error<E>> {
+        self.send_until(rq, Deadline::NEVER)
+    }
+
+    /// As [`Client::send`], waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send`], and [`Error::Timeout`] (nothing was sent).
+    pub fn send_timeout(&self, rq: Rq, timeout: Duration) -> Result<(), Error<E>> {
+        self.send_until(rq, Deadline::after(timeout))
+    }
+
+    fn send_until(&self, rq: Rq, deadline: Deadline) -> Result<(), Error<E>> {
+        self.shared
+            .conn
+            .post((kind::SEND, 0, 0, [0; 4]), encoder(rq), deadline)
+            .map_err(widen)
+    }
+
+    /// As [`Client::send`] without waiting for a slot: if all `slots` are in flight, the
+    /// request comes back.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::try_req`].
+    pub fn try_send(&self, rq: Rq) -> Result<(), TrySendError<Rq>> {
+        let (slot, rq) = self.try_slot(rq)?;
+        match self
+            .shared
+            .conn
+            .start_in(slot, (kind::SEND, 0, 0, [0; 4]), encoder(rq))
+        {
+            Ok(call) => {
+                call.abandon();
+                Ok(())
+            }
+            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
+            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+        }
+    }
+
+    /// Lends `buf` with `rq`: the server reads it in place
+    /// ([`ReplyContext::lent`](crate::ReplyContext::lent)); returns the reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`]; [`Error::TooLarge`] if the buffer is larger than the server's
+    /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably, or is
+    /// [poisoned](ShmBuf::is_poisoned).
+    pub fn lend(&self, rq: Rq, buf: &ShmBuf) -> Result<Rp, Error<E>> {
+        self.lend_until(rq, buf, false, Deadline::NEVER).0
+    }
+
+    /// As [`Client::lend`], giving up after `timeout` (registering the buffer with the
+    /// server and waiting for a slot included). If the server still holds the lend then,
+    /// `buf` is given fresh pages holding a copy of its bytes, so the server never reads
+    /// what the caller writes next (that is why it takes `&mut`).
+    ///
+    /// If no fresh pages can be had (the copy needs a new memfd and mapping), the buffer is
+    /// [poisoned](ShmBuf::is_poisoned): it stays shared with that server, and every later
+    /// lend of it fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend`], and [`Error::Timeout`].
+    pub fn lend_timeout(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        timeout: Duration,
+    ) -> Result<Rp, Error<E>> {
+        self.lend_detaching(rq, buf, false, timeout)
+    }
+
+    /// Lends `buf` mutably with `rq`: the server writes it in place
+    /// ([`ReplyContext::lent_mut`](crate::ReplyContext::lent_mut)) and this call returns
+    /// once it has answered, with the bytes as it left them. No byte of the buffer is copied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend`].
+    pub fn lend_mut(&self, rq: Rq, buf: &mut ShmBuf) -> Result<Rp, Error<E>> {
+        self.lend_until(rq, buf, true, Deadline::NEVER).0
+    }
+
+    /// As [`Client::lend_mut`], giving up after `timeout`. If the server still holds the
+    /// buffer then, `buf` is given fresh pages holding a copy of its bytes, so the server's
+    /// late writes never reach it; if that fails, `buf` is
+    /// [poisoned](ShmBuf::is_poisoned), as in [`Client::lend_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend`], and [`Error::Timeout`].
+    pub fn lend_mut_timeout(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        timeout: Duration,
+    ) -> Result<Rp, Error<E>> {
+        self.lend_detaching(rq, buf, true, timeout)
+    }
+
+    fn lend_detaching(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        exclusive: bool,
+        timeout: Duration,
+    ) -> Result<Rp, Error<E>> {
+        let (r, held) = self.lend_until(rq, buf, exclusive, Deadline::after(timeout));
+        if held {
+            // The server may still read (or write) the old pages: see `ShmBuf::detach`.
+            buf.detach();
+        }
+        r
+    }
+
+    /// The lend, and whether the server may still hold the buffer (a call it had taken
+    /// when the deadline passed).
+    fn lend_until(
+        &self,
+        rq: Rq,
+        buf: &ShmBuf,
+        exclusive: bool,
+        deadline: Deadline,
+    ) -> (Result<Rp, Error<E>>, bool) {
+        if buf.is_poisoned() {
+            return (Err(Error::Protocol), false);
+        }
+        let conn = &self.shared.conn;
+        if let Err(e) = conn.register(buf, deadline) {
+            return (Err(widen(e)), false);
+        }
+        let k = if exclusive {
+            kind::LEND_MUT
+        } else {
+            kind::LEND
+        };
+        let mut call = match self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)
+        {
+            Ok(c) => c,
+            Err(e) => return (Err(e), false),
+        };
+        let r = match call.wait(deadline) {
+            Ok(()) => (call.take(), false),
+            // Answered, even just after the deadline: the lend is back.
+            Err(Error::Timeout) => match call.cancel() {
+                Canceled::Done => (call.take(), false),
+                Canceled::Signaled => (Err(Error::Timeout), true),
+                Canceled::Withdrawn | Canceled::Dead => (Err(Error::Timeout), false),
+            },
+            Err(e) => (Err(widen(e)), false),
+        };
+        if matches!(r.0, Err(Error::LimitReached | Error::TooLarge)) {
+            // The server may have refused the registration: send it again next time (a
+            // server that kept it ignores the copy).
+            lock(&conn.registered).remove(&buf.id());
+        }
+        r
+    }
+
+    /// Sends a one-way scalar message: an opcode and four words, no payload (waiting for a
+    /// free slot if all are in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ServerDisappeared`].
+    pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Deadline::NEVER)
+    }
+
+    /// As [`Client::scalar`], waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::scalar`], and [`Error::Timeout`] (nothing was sent).
+    pub fn scalar_timeout(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        timeout: Duration,
+    ) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Deadline::after(timeout))
+    }
+
+    /// As [`Client::scalar`] without waiting: [`Error::Timeout`] if all `slots` are in
+    /// flight (nothing was sent).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::scalar_timeout`].
+    pub fn try_scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Deadline::after(Duration::ZERO))
+    }
+
+    fn scalar_post(&self, op: u32, args: [u64; 4], deadline: Deadline) -> Result<(), Error<E>> {
+        self.shared
+            .conn
+            .post((kind::SCALAR, op, 0, args), |_| Some((0, 0)), deadline)
+            .map_err(widen)
+    }
+
+    /// Sends a scalar message and waits for its two-word reply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ServerDisappeared`], [`Error::NoReply`] (the server dropped it unanswered).
+    pub fn blocking_scalar(&self, op: u32, args: [u64; 4]) -> Result<[u64; 2], Error<E>> {
+        self.scalar_until(op, args, Deadline::NEVER)
+    }
+
+    /// As [`Client::blocking_scalar`], giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::blocking_scalar`], and [`Error::Timeout`].
+    pub fn blocking_scalar_timeout(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        timeout: Duration,
+    ) -> Result<[u64; 2], Error<E>> {
+        self.scalar_until(op, args, Deadline::after(timeout))
+    }
+
+    fn scalar_until(
+        &self,
+        op: u32,
+        args: [u64; 4],
+        deadline: Deadline,
+    ) -> Result<[u64; 2], Error<E>> {
+        let call = self
+            .shared
+            .conn
+            .start(
+                (kind::BLOCKING_SCALAR, op, 0, args),
+                |_| Some((0, 0)),
+                deadline,
+            )
+            .map_err(widen)?;
+        call.settle(deadline)
+            .and_then(Call::take_words)
+            .map_err(widen)
+    }
+
+    /// Subscribes with `rq`: the server gets a [`Notifier`](crate::Notifier) and pushes
+    /// values whenever it likes; they arrive, in order, on the returned [`Subscription`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::req`].
+    pub fn subscribe(&self, rq: Rq) -> Result<Subscription, Error<E>> {
+        self.subscribe_until(rq, Deadline::NEVER)
+    }
+
+    /// As [`Client::subscribe`], giving up after `timeout` (waiting for a slot and for the
+    /// server's answer included; the server is told, as for [`Client::req_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`], and [`Error::Timeout`].
+    pub fn subscribe_timeout(&self, rq: Rq, timeout: Duration) -> Result<Subscription, Error<E>> {
+        self.subscribe_until(rq, Deadline::after(timeout))
+    }
+
+    fn subscribe_until(&self, rq: Rq, deadline: Deadline) -> Result<Subscription, Error<E>> {
+        let conn = &self.shared.conn;
+        let id = conn.next_sub.fetch_add(1, Ordering::Relaxed);
+        lock(&conn.push).queues.insert(id, SubQueue::default());
+        let r = self
+            .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], rq, deadline)
+            .and_then(|call| {
+                call.settle(deadline)
+                    .and_then(Call::take_words)
+                    .map_err(widen)
+            });
+        match r {
+            Ok(_) => Ok(Subscription {
+                shared: Arc::clone(&self.shared),
+                id,
+            }),
+            Err(e) => {
+                lock(&conn.push).queues.remove(&id);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The request's encoder: fills a slot's data area, `None` if it does not fit.
+fn encoder<Rq: Wire>(rq: Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> {
+    move |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE))
+}
+
+/// Why a `try_*` call ([`Client::try_req`], [`Client::try_send`]) sent nothing. The
+/// request comes back where it was not consumed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrySendError<T> {
+    /// Every slot of the connection is in flight.
+    Full(T),
+    /// The server is gone. The request comes back if it had not been encoded yet (`None`:
+    /// the server went while it was being written).
+    ServerDisappeared(Option<T>),
+    /// The request does not fit a slot; encoding it consumed it.
+    TooLarge,
+}
+
+impl<T> TrySendError<T> {
+    /// The request that was not sent, if it was not consumed.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            TrySendError::Full(t) => Some(t),
+            TrySendError::ServerDisappeared(t) => t,
+            TrySendError::TooLarge => None,
+        }
+    }
+
+    /// `true` for [`TrySendError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+
+    /// `true` for [`TrySendError::ServerDisappeared`].
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TrySendError::ServerDisappeared(_))
+    }
+}
+
+impl<T> std::fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The request is not printed: it need not be `Debug` (as `SendError`).
+        f.write_str(match self {
+            TrySendError::Full(_) => "Full(..)",
+            TrySendError::ServerDisappeared(_) => "ServerDisappeared(..)",
+            TrySendError::TooLarge => "TooLarge",
+        })
+    }
+}
+
+impl<T> std::fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "every call slot is in flight",
+            TrySendError::ServerDisappeared(_) => "server disappeared",
+            TrySendError::TooLarge => "the request does not fit a call slot",
+        })
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+#[cfg(test)]
+mod tests {
+    //! The exactly-once rule near death (hardening finding 11): a reply that lands just
+    //! before the watcher's verdict is read, by `wait`, `poll_done` and `cancel` alike. A
+    //! hook runs just before the caller looks at the verdict; there the reply lands and the
+    //! server is declared dead, the interleaving that used to lose the reply.
+
+    use super::*;
+    use crate::rpc::layout::{PUSH_HEAD, PUSH_TAIL, SRV_CLOSED};
+    use crate::{Incoming, Server, ServerConfig};
+    use std::cell::RefCell;
+    use std::time::Instant;
+
+    /// Where a test's hook runs.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Point {
+        /// Just before `Conn::dead` reads the watcher's verdict.
+        DeathCheck,
+        /// Just before a new call looks at `srv_closed` (its request already queued).
+        ClosedCheck,
+    }
+
+    type Hook = (Point, Box<dyn FnOnce()>);
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    fn set_hook(at: Point, f: impl FnOnce() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some((at, Box::new(f))));
+    }
+
+    /// Runs (once) the hook this thread set for `at`.
+    pub(super) fn hook(at: Point) {
+        let f = HOOK.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.take() {
+                Some((p, f)) if p == at => Some(f),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        });
+        if let Some(f) = f {
+            f();
+        }
+    }
+
+    type Srv = Server<u64, u64, u32>;
+    type Cli = Client<u64, u64, u32>;
+
+    fn pair(name: &str) -> (Srv, Cli) {
+        let dir = std::env::temp_dir().join(format!("courier-client-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+        let s = Srv::bind(name, ServerConfig::new()).unwrap();
+        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
+        (s, c)
+    }
+
+    /// A call taken by the server; the hook answers it and then marks the server dead.
+    fn taken_call(s: &Srv, c: &Cli, n: u64) -> WaitReply<u64, u32> {
+        let w = c.req_async(n).unwrap();
+        let Incoming::Call(got, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not a call");
+        };
+        assert_eq!(got, n);
+        let conn = Arc::clone(&c.shared.conn);
+        set_hook(Point::DeathCheck, move || {
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+            conn.watch.shared.dead.store(true, Ordering::SeqCst);
+        });
+        w
+    }
+
+    fn undead(c: &Cli) {
+        c.shared
+            .conn
+            .watch
+            .shared
+            .dead
+            .store(false, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_reply_that_lands_before_death_is_read() {
+        let (s, c) = pair("client-unit-exactly-once");
+        // Blocking wait (its spin loop looks at the verdict first).
+        let w = taken_call(&s, &c, 1);
+        assert_eq!(w.wait(), Ok(2));
+        undead(&c);
+        // Async wait.
+        let w = taken_call(&s, &c, 3);
+        assert_eq!(futures::executor::block_on(w.wait_async()), Ok(4));
+        undead(&c);
+        // Cancel finds the answer.
+        let w = taken_call(&s, &c, 5);
+        assert_eq!(w.cancel(), CancelOutcome::Completed(Ok(6)));
+        undead(&c);
+    }
+
+    /// A server that takes a call, answers it and shuts down, all before the caller looks at
+    /// `srv_closed`: the caller gets the answer, not `ServerDisappeared` (the courier demo's
+    /// SHUTDOWN step failed so under load).
+    #[test]
+    fn an_answer_before_the_server_closed_is_read() {
+        let (s, c) = pair("client-unit-closed-answered");
+        set_hook(Point::ClosedCheck, move || {
+            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+                panic!("not a call");
+            };
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+            drop(s);
+        });
+        assert_eq!(c.req_timeout(7, Duration::from_secs(10)), Ok(8));
+        // And the server is gone for the next call.
+        assert_eq!(
+            c.req_timeout(9, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
+        );
+    }
+
+    /// A call still queued when the caller sees `srv_closed` is taken back: the caller gets
+    /// `ServerDisappeared` at once, and a worker that looks later finds it withdrawn.
+    #[test]
+    fn a_call_queued_after_close_is_withdrawn() {
+        let (s, c) = pair("client-unit-closed-queued");
+        let conn = Arc::clone(&c.shared.conn);
+        set_hook(Point::ClosedCheck, move || {
+            conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
+        });
+        let t = Instant::now();
+        assert_eq!(
+            c.req_timeout(7, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "not at once");
+        assert!(
+            matches!(s.try_pop(), Ok(None)),
+            "the server was handed a withdrawn call"
+        );
+    }
+
+    /// The push ring's counters are checked on both sides (`substrate::ring`): a tail the
+    /// server moved more than a ring ahead makes the reader report `Protocol`, and a head the
+    /// client moved past the server's tail makes the server's push fail with `ClientGone`
+    /// (the client is cut off).
+    #[test]
+    fn impossible_push_ring_counters_are_refused() {
+        let (s, c) = pair("client-unit-push-counters");
+        let c2 = c.clone();
+        let subscriber = std::thread::spawn(move || c2.subscribe(1));
+        let Incoming::Subscribe(1, notifier) = s.wait_timeout(Duration::from_secs(10)).unwrap()
+        else {
+            panic!("not a subscription");
+        };
+        let sub = subscriber.join().unwrap().unwrap();
+        let sh = &c.shared.conn.sh;
+        sh.u64(PUSH_TAIL).store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(sub.try_recv::<u64>(), Err(Error::Protocol));
+        sh.u64(PUSH_TAIL).store(0, Ordering::SeqCst);
+        sh.u64(PUSH_HEAD).store(5, Ordering::SeqCst);
+        assert_eq!(notifier.push(7u64), Err(crate::PushError::ClientGone));
+        assert_eq!(
+            c.req_timeout(2, Duration::from_secs(10)),
+            Err(Error::ServerDisappeared)
+        );
+    }
+}

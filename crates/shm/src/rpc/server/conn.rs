@@ -1,0 +1,267 @@
+//! One client process's connection, server side ([`Conn`]): its start (the wake-up socket),
+//! taking requests off its ring, cutting off a client that breaks the protocol, and what
+//! happens when the client dies ([`client_gone`]); ringing the client's bell.
+
+use crate::error::ShmError;
+use crate::rpc::layout::{Shared, CBELL, CBELL_WAIT, F_ASYNC, REQ_HEAD, REQ_TAIL, S_FLAGS};
+use crate::rpc::slot;
+use crate::rpc::BELL_HELLO;
+use crate::segment::Segment;
+use crate::substrate::ring::{Consumer, Producer, RingError};
+use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
+use crate::sys::{self, Credentials};
+use crate::watch::Watch;
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::lend::Lends;
+use super::{Core, Counters};
+
+/// One client process's connection, server side.
+pub(super) struct Conn {
+    pub(super) id: u64,
+    pub(super) sh: Shared,
+    pub(super) peer: Credentials,
+    pub(super) counters: Arc<Counters>,
+    pub(super) core: Weak<Core>,
+    pub(super) watch: Watch,
+    /// Our copy of the connection socket: lent buffers' descriptors arrive on it.
+    pub(super) sock: Mutex<OwnedFd>,
+    /// Our end of the connection's wake-up socket (the client sends a byte when a worker
+    /// sleeps); watched by the workers' epoll.
+    pub(super) kick: OwnedFd,
+    /// The consumer side of the request ring (the substrate's checked ring).
+    pub(super) requests: Mutex<Consumer>,
+    /// A copy of the entries `requests` took, for cheap looks.
+    pub(super) head_seen: AtomicU64,
+    /// `head` when the client was seen dead (`u64::MAX` while it lives): its last messages
+    /// are still taken, at most one ring's worth, whatever its counters say.
+    pub(super) head_at_death: AtomicU64,
+    /// Which slots are taken and not yet completed (a client may not queue them again).
+    pub(super) in_service: Vec<AtomicBool>,
+    pub(super) lends: Mutex<Lends>,
+    /// Live subscriptions.
+    pub(super) subs: Mutex<HashSet<u32>>,
+    /// Subscriptions whose end could not be pushed yet (the ring was full): pushed before
+    /// anything else, as soon as there is room.
+    pub(super) ends: Mutex<Vec<u32>>,
+    pub(super) has_ends: AtomicBool,
+    /// The producer side of the push ring (the substrate's checked ring).
+    pub(super) push: Mutex<Producer>,
+    /// The client broke the protocol: it was hung up on and its calls are ignored.
+    pub(super) broken: AtomicBool,
+}
+
+impl Conn {
+    pub(super) fn start(
+        core: &Arc<Core>,
+        mut seg: Segment,
+        sock: OwnedFd,
+        peer: Credentials,
+    ) -> Result<Arc<Conn>, ShmError> {
+        // The client has the segment now; we keep only the mapping.
+        seg.close_fd();
+        let ours = sock
+            .try_clone()
+            .map_err(ShmError::io("duplicating the connection socket"))?;
+        // The client's second handshake message: its end of the wake-up socket.
+        let (kick, theirs) =
+            sys::dgram_pair().map_err(ShmError::io("creating a wake-up socket"))?;
+        // Our end only (the client's is another socket): workers read it without blocking.
+        sys::set_nonblocking(kick.as_fd()).map_err(ShmError::io("setting up a wake-up socket"))?;
+        sys::send_with_fd(sock.as_fd(), &BELL_HELLO, Some(theirs.as_fd()))
+            .map_err(ShmError::io("sending the wake-up socket"))?;
+        drop(theirs);
+        let id = core.next_conn.fetch_add(1, Ordering::Relaxed);
+        sys::epoll_add(core.poller.epoll.as_fd(), kick.as_fd(), id + 1)
+            .map_err(ShmError::io("watching a wake-up socket"))?;
+        let weak = Arc::downgrade(core);
+        let slots = core.lay.slots;
+        let watch = Watch::start(sock, {
+            let weak = weak.clone();
+            move || client_gone(&weak, id)
+        })?;
+        Ok(Arc::new(Conn {
+            id,
+            sh: Shared { seg, lay: core.lay },
+            peer,
+            counters: Arc::clone(&core.counters),
+            core: weak,
+            watch,
+            sock: Mutex::new(ours),
+            kick,
+            requests: Mutex::new(Consumer::new(slots)),
+            head_seen: AtomicU64::new(0),
+            head_at_death: AtomicU64::new(u64::MAX),
+            in_service: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+            lends: Mutex::new(Lends::default()),
+            subs: Mutex::new(HashSet::new()),
+            ends: Mutex::new(Vec::new()),
+            has_ends: AtomicBool::new(false),
+            push: Mutex::new(Producer::new(core.lay.push_depth)),
+            broken: AtomicBool::new(false),
+        }))
+    }
+
+    pub(super) fn gone(&self) -> bool {
+        self.watch.shared.is_dead() || self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection can be forgotten: the client broke the protocol (it was hung
+    /// up on), or it is dead and its last messages were taken: none is queued, or a ring's
+    /// worth was taken since its death (a dead client's counters are not waited on).
+    pub(super) fn finished(&self) -> bool {
+        if self.broken.load(Ordering::Relaxed) {
+            return true;
+        }
+        if !self.watch.shared.is_dead() {
+            return false;
+        }
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        let at_death = match self.head_at_death.load(Ordering::Relaxed) {
+            u64::MAX => {
+                self.head_at_death.store(seen, Ordering::Relaxed);
+                seen
+            }
+            h => h,
+        };
+        self.queued() == 0 || seen.wrapping_sub(at_death) >= self.sh.lay.slots as u64
+    }
+
+    pub(super) fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn lock_lends(&self) -> std::sync::MutexGuard<'_, Lends> {
+        self.lends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls queued and not taken, as far as the (untrusted) tail says.
+    pub(super) fn queued(&self) -> u64 {
+        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Relaxed);
+        tail.saturating_sub(self.head_seen.load(Ordering::Relaxed))
+            .min(self.sh.lay.slots as u64)
+    }
+
+    /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
+    /// completed here and skipped; a client that breaks the ring's rules is cut off.
+    pub(super) fn pop(&self) -> Option<usize> {
+        // A dead client's messages are still taken (a one-way `send` just before its exit
+        // is delivered); a broken one's are not.
+        if self.broken.load(Ordering::Relaxed) {
+            return None;
+        }
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        // Acquire: pairs with the client's Release store of the tail, so the ring entry and
+        // the slot record it wrote before are visible.
+        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Acquire);
+        if tail == seen {
+            return None;
+        }
+        let mut requests = self.requests.try_lock().ok()?;
+        // The tail is read again under the lock (`Consumer::pop`): the look above was only a
+        // hint, and another worker may have taken entries past it since (a stale tail behind
+        // our head would look like a broken ring). At most one ring's worth of withdrawn
+        // entries is skipped per call, as many as the ring can hold at one look.
+        for _ in 0..self.sh.lay.slots {
+            let (tail, head) = (self.sh.u64(REQ_TAIL), self.sh.u64(REQ_HEAD));
+            let entry = |s: usize| self.sh.u32(self.sh.lay.ring(s)).load(Ordering::Relaxed);
+            let slot = match requests.pop(tail, head, entry) {
+                Ok(Some(slot)) => slot as usize,
+                Ok(None) => return None,
+                // A tail more than a ring ahead of our head, or behind it.
+                Err(RingError::Broken | RingError::Full) => {
+                    self.cut_off();
+                    return None;
+                }
+            };
+            self.head_seen.store(requests.taken(), Ordering::Relaxed);
+            if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
+                self.cut_off();
+                return None;
+            }
+            let release = || self.in_service[slot].store(false, Ordering::Release);
+            match slot::take(self.sh.state(slot), release) {
+                slot::Take::Taken => {
+                    self.counters.in_service.fetch_add(1, Ordering::Relaxed);
+                    return Some(slot);
+                }
+                // Withdrawn before we took it: the slot is back with the client (tell a caller
+                // waiting for a free slot: it may be this one); next.
+                slot::Take::Withdrawn => self.ring_if_async(slot),
+                slot::Take::Broken => {
+                    self.cut_off();
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// The client broke the protocol: ignore it from now on and hang up on it, so its
+    /// process sees the server gone (every pending and later call fails with
+    /// `ServerDisappeared`) and the connection is forgotten at once, whatever its ring
+    /// counters say.
+    pub(super) fn cut_off(&self) {
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            sys::shutdown(self.sock.lock().unwrap_or_else(|p| p.into_inner()).as_fd());
+            // A worker forgets the connection (and its lends, in `Conn`'s drop) at once.
+            if let Some(core) = self.core.upgrade() {
+                core.ring();
+            }
+        }
+    }
+
+    /// Rings the client's bell if slot `slot`'s record asks for it (`F_ASYNC`: an async
+    /// caller, or a caller waiting for an abandoned slot to come back).
+    pub(super) fn ring_if_async(&self, slot: usize) {
+        // SeqCst: as in `SlotRef::complete`, the Dekker pair with the client's flag store.
+        let flags = self
+            .sh
+            .u32(self.sh.lay.rec(slot) + S_FLAGS)
+            .load(Ordering::SeqCst);
+        if flags & F_ASYNC != 0 {
+            ring_client(&self.sh);
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            core.release_lends(&mut self.lock_lends());
+        }
+    }
+}
+
+/// Run by a connection's watcher when the client hangs up: its lent buffers are unmapped
+/// at once (as soon as no context holds them), its subscriptions end, and a worker is woken
+/// to take what it queued before it died and then forget the connection.
+pub(super) fn client_gone(core: &Weak<Core>, id: u64) {
+    let Some(core) = core.upgrade() else { return };
+    let conn = {
+        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.iter().find(|c| c.id == id).cloned()
+    };
+    if let Some(conn) = conn {
+        core.release_lends(&mut conn.lock_lends());
+        conn.lock_subs().clear();
+        core.publish_stats();
+        core.ring();
+        // Dropped here, on the watcher thread, if no worker or context holds it (see
+        // `Watch`'s drop).
+        drop(conn);
+    }
+}
+
+/// Rings the client's bell (its async waiters and subscription readers sleep on it).
+pub(super) fn ring_client(sh: &Shared) {
+    // SeqCst: the Dekker pair with the client's store of `cbell_wait` and its fence before
+    // it reads the bell and looks at slots and the push ring.
+    fence(Ordering::SeqCst);
+    if sh.u32(CBELL_WAIT).load(Ordering::SeqCst) != 0 {
+        sh.u32(CBELL).fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(sh.u32(CBELL));
+    }
+}

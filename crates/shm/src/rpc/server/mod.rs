@@ -1,0 +1,740 @@
+//! The server side: [`Server`], what it receives ([`Incoming`]) and how it answers
+//! ([`ReplyContext`], [`ScalarCall`], [`Notifier`]).
+//!
+//! This file holds the service ([`Server`], [`ServerConfig`], the state its workers share),
+//! the accept thread, and the workers' wait: polling every connection's request ring, the
+//! sleep on the workers' epoll, and turning a taken slot into an [`Incoming`]. The rest:
+//!
+//! - `conn.rs`: one client's connection (taking requests off its ring, cutting off a client
+//!   that breaks the rules, its death);
+//! - `lend.rs`: the buffers a client registers for lending, their limits and mappings;
+//! - `reply.rs`: completing a taken slot ([`ReplyContext`], [`ScalarCall`]);
+//! - `push.rs`: the push ring's writer ([`Notifier`], [`PushError`]).
+
+mod conn;
+mod lend;
+mod push;
+mod reply;
+
+pub use push::{Notifier, PushError};
+pub use reply::{ReplyContext, ScalarCall};
+
+use crate::error::ShmError;
+use crate::rpc::layout::{
+    kind, status, write_header, Layout, F_ASYNC, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND,
+    S_LEN, S_OP, S_SIG,
+};
+use crate::rpc::stats::{ServerStats, StatsFile};
+use crate::rpc::wire::Wire;
+use crate::segment::HEADER_LEN;
+use crate::service::{Listener, ListenerConfig};
+use crate::substrate::deadline::Deadline;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sys;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use conn::Conn;
+use reply::SlotRef;
+
+/// How many times an idle worker looks at every connection before it sleeps.
+const SPINS: u32 = 2000;
+/// The longest an idle worker sleeps before it looks again on its own: every sleep is
+/// bounded, so no lost wake-up (a client that lies about its ring, say) lasts longer.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How many wake-ups a worker reads from one connection at a time.
+const KICKS_PER_WAKE: usize = 64;
+/// The epoll key of the server's own wake-up (new connections, dead clients); a connection's
+/// key is its id + 1.
+const WAKE_KEY: u64 = 0;
+
+/// How a [`Server`] sets up the connections of its clients.
+///
+/// ```
+/// use courier_shm::ServerConfig;
+/// let config = ServerConfig::new().slots(128).slot_size(16 * 1024).allow_uid(1000);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    slots: usize,
+    slot_size: usize,
+    push_depth: usize,
+    push_size: usize,
+    max_lend: usize,
+    limits: Limits,
+    listener: ListenerConfig,
+}
+
+/// What one client, and all of them together, may make the server hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    clients: usize,
+    lends_per_client: usize,
+    lend_bytes_per_client: u64,
+    lends: usize,
+    lend_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            slots: 64,
+            slot_size: 4096,
+            push_depth: 64,
+            push_size: 256,
+            max_lend: 1 << 30,
+            limits: Limits {
+                clients: 128,
+                lends_per_client: 256,
+                lend_bytes_per_client: 16 << 30,
+                lends: 4096,
+                lend_bytes: 64 << 30,
+            },
+            listener: ListenerConfig::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults: 64 call slots of 4 KiB per client, 64 pushes of up to 256 bytes in flight
+    /// per client, lends up to 1 GiB, clients of this user only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many calls one client process may have in flight at once (1..=4096).
+    pub fn slots(mut self, n: usize) -> Self {
+        self.slots = n;
+        self
+    }
+
+    /// The largest request, reply or application error, in bytes (up to 64 MiB; rounded up
+    /// to 64). Larger payloads travel by lend.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+
+    /// How many pushes may wait for one client before [`Notifier::push`] reports
+    /// [`PushError::Full`].
+    pub fn push_depth(mut self, n: usize) -> Self {
+        self.push_depth = n;
+        self
+    }
+
+    /// The largest push, in bytes.
+    pub fn push_size(mut self, bytes: usize) -> Self {
+        self.push_size = bytes;
+        self
+    }
+
+    /// The largest buffer a client may lend (bigger ones fail with [`Error::TooLarge`](crate::Error::TooLarge),
+    /// checked when the buffer is first lent and at every lend).
+    pub fn max_lend(mut self, bytes: usize) -> Self {
+        self.max_lend = bytes;
+        self
+    }
+
+    /// How many client processes may be connected at once (default 128). A client beyond it
+    /// is refused at connect ([`ShmError::ServerFull`]). Each connection costs the server
+    /// about four descriptors, a watcher thread and a mapping of its segment, so the
+    /// default stays within a default limit of 1,024 descriptors.
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.limits.clients = n;
+        self
+    }
+
+    /// How many distinct buffers one client may have registered for lending at once
+    /// (default 256); a lend of one more fails with [`Error::LimitReached`](crate::Error::LimitReached) until the client
+    /// drops some. The server keeps a mapping, and no descriptor, per buffer.
+    pub fn max_lends_per_client(mut self, n: usize) -> Self {
+        self.limits.lends_per_client = n;
+        self
+    }
+
+    /// How many bytes of registered buffers one client may have at once (default 16 GiB of
+    /// address space; the pages are the client's).
+    pub fn max_lend_bytes_per_client(mut self, bytes: u64) -> Self {
+        self.limits.lend_bytes_per_client = bytes;
+        self
+    }
+
+    /// How many lent buffers all clients together may have registered (default 4,096
+    /// mappings, well within the kernel's default `vm.max_map_count`).
+    pub fn max_lends(mut self, n: usize) -> Self {
+        self.limits.lends = n;
+        self
+    }
+
+    /// How many bytes of lent buffers all clients together may have registered (default
+    /// 64 GiB of address space).
+    pub fn max_lend_bytes(mut self, bytes: u64) -> Self {
+        self.limits.lend_bytes = bytes;
+        self
+    }
+
+    /// Also admits clients running as `uid` (by default only this process's user).
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.listener = self.listener.allow_uid(uid);
+        self
+    }
+
+    /// Also admits clients whose primary group is `gid`.
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.listener = self.listener.allow_gid(gid);
+        self
+    }
+
+    fn layout(&self) -> Result<Layout, ShmError> {
+        Layout::new(self.slots, self.slot_size, self.push_depth, self.push_size).ok_or(
+            ShmError::InvalidConfig("slots, slot size, push depth or push size out of range"),
+        )
+    }
+}
+
+/// One message a worker received.
+#[derive(Debug)]
+pub enum Incoming<Rq, Rp, E> {
+    /// A call: `req`, `req_timeout`, `areq`, `req_async`, `send` (one-way:
+    /// [`ReplyContext::is_one_way`]), `lend` or `lend_mut` ([`ReplyContext::lent`]).
+    Call(Rq, ReplyContext<Rp, E>),
+    /// A scalar message: `scalar` (one-way) or `blocking_scalar`.
+    Scalar(ScalarCall),
+    /// A subscription (`subscribe`): keep the [`Notifier`] and push whenever you like.
+    Subscribe(Rq, Notifier),
+}
+
+/// A named service that client processes connect to ([`Client`](crate::Client)).
+///
+/// Cloning gives another handle to the same service, typically for another worker thread:
+/// every handle's [`wait`](Server::wait) takes the next call of any client. The service ends
+/// when the last handle is dropped: calls no worker has taken fail with
+/// [`Error::ServerDisappeared`](crate::Error::ServerDisappeared) at once, calls taken and not yet answered can still be
+/// answered, and the name is freed.
+///
+/// A named service never reports [`Error::ClientsDisappeared`](crate::Error::ClientsDisappeared): new clients may always come.
+/// A worker blocked in `wait` with nothing to do uses no CPU (a short spin, then a futex).
+///
+/// # Examples
+///
+/// ```no_run
+/// use courier_shm::{Incoming, Server, ServerConfig};
+///
+/// let server: Server<u64, u64, u32> = Server::bind("doubler", ServerConfig::new())?;
+/// loop {
+///     match server.wait()? {
+///         Incoming::Call(n, ctx) if n > u64::MAX / 2 => { let _ = ctx.fail(1); }
+///         Incoming::Call(n, ctx) => { let _ = ctx.reply(2 * n); }
+///         Incoming::Scalar(call) => {
+///             let x = call.args()[0];
+///             let _ = call.reply([x.wrapping_mul(2), 0]);
+///         }
+///         Incoming::Subscribe(_, notifier) => drop(notifier),
+///     }
+/// }
+/// # Ok::<(), courier_shm::ShmError>(())
+/// ```
+pub struct Server<Rq, Rp, E> {
+    shared: Arc<ServerShared>,
+    _types: PhantomData<fn(Rq) -> (Rp, E)>,
+}
+
+impl<Rq, Rp, E> Clone for Server<Rq, Rp, E> {
+    fn clone(&self) -> Self {
+        Server {
+            shared: Arc::clone(&self.shared),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Rq, Rp, E> std::fmt::Debug for Server<Rq, Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.shared.core.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handles' shared part: stops the accept thread and fails untaken calls on drop.
+struct ServerShared {
+    core: Arc<Core>,
+    stop: OwnedFd,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// What the accept thread, the workers and the connections' watchers share.
+struct Core {
+    name: String,
+    lay: Layout,
+    max_lend: usize,
+    limits: Limits,
+    /// Lent buffers registered by all clients: (count, bytes).
+    lend_totals: Mutex<(usize, u64)>,
+    poller: Poller,
+    conns: RwLock<Vec<Arc<Conn>>>,
+    /// How many workers sleep (written to every connection's `srv_sleep`); the lock orders
+    /// those writes, so a connection never shows a stale zero.
+    sleeping: Mutex<u32>,
+    /// Round-robin start for the next poll.
+    next: AtomicU64,
+    counters: Arc<Counters>,
+    stats: Option<StatsFile>,
+    next_conn: AtomicU64,
+}
+
+impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
+    /// Takes the service name `name` (see [`Listener::bind`]) and starts accepting clients.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::InvalidName`], [`ShmError::InvalidConfig`], [`ShmError::NameInUse`] if a
+    /// live server owns the name, the runtime directory's errors, [`ShmError::Io`].
+    pub fn bind(name: &str, config: ServerConfig) -> Result<Self, ShmError> {
+        let lay = config.layout()?;
+        let mut listener = Listener::bind(
+            name,
+            config.listener.clone().segment_size(HEADER_LEN + lay.total),
+        )?;
+        let poller = Poller::new()?;
+        let stats = StatsFile::create(name).ok();
+        if let Some(s) = &stats {
+            // Removed while the name is still ours, never a later server's file.
+            listener.remove_on_drop(s.path().to_owned());
+        }
+        let core = Arc::new(Core {
+            name: name.to_owned(),
+            lay,
+            max_lend: config.max_lend,
+            limits: config.limits,
+            lend_totals: Mutex::new((0, 0)),
+            poller,
+            conns: RwLock::new(Vec::new()),
+            sleeping: Mutex::new(0),
+            next: AtomicU64::new(0),
+            counters: Arc::new(Counters::default()),
+            stats,
+            next_conn: AtomicU64::new(0),
+        });
+        core.publish_stats();
+        let stop = sys::eventfd().map_err(ShmError::io("creating the accept thread's eventfd"))?;
+        let stop_theirs = stop
+            .try_clone()
+            .map_err(ShmError::io("duplicating an eventfd"))?;
+        let theirs = Arc::clone(&core);
+        let accept = std::thread::Builder::new()
+            .name(format!("courier-accept-{name}"))
+            .spawn(move || accept_loop(&theirs, &listener, &stop_theirs))
+            .map_err(ShmError::io("starting the accept thread"))?;
+        Ok(Server {
+            shared: Arc::new(ServerShared {
+                core,
+                stop,
+                accept: Some(accept),
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.shared.core.name
+    }
+
+    /// The service's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.core.stats()
+    }
+
+    /// Waits for the next message from any client.
+    ///
+    /// # Errors
+    ///
+    /// None today besides [`ShmError::Io`]-class failures of the system; the result type
+    /// leaves room for them.
+    pub fn wait(&self) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        self.wait_until(Deadline::NEVER)
+    }
+
+    /// As [`Server::wait`], for at most `timeout` (`Duration::MAX`, or any `timeout` too large
+    /// to add to the clock, means no limit).
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Timeout`] if nothing came.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        self.wait_until(Deadline::after(timeout))
+    }
+
+    /// Takes the next message if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// None today; see [`Server::wait`].
+    pub fn try_pop(&self) -> Result<Option<Incoming<Rq, Rp, E>>, ShmError> {
+        Ok(self.poll_once())
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        let core = &self.shared.core;
+        // Whether the last wake-up found nothing to do: then the next sleep comes at once,
+        // without the spin, so a client that only sends wake-ups keeps no worker spinning.
+        let mut idle_wake = false;
+        let mut keys = Vec::new();
+        loop {
+            let spins = if idle_wake { 1 } else { SPINS };
+            for i in 0..spins {
+                if let Some(m) = self.poll_once() {
+                    return Ok(m);
+                }
+                if i % 64 == 63 {
+                    if deadline.has_passed() {
+                        return Err(ShmError::Timeout);
+                    }
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            // Going idle: a good time to record the counters for `courier ls` (not after the
+            // wake-up, which is the next call's critical path).
+            core.publish_stats();
+            // Sleep: announce it in every connection, then look once more (see "Waking" in
+            // the module docs).
+            core.set_sleeping(1);
+            fence(Ordering::SeqCst);
+            if let Some(m) = self.poll_once() {
+                core.set_sleeping(-1);
+                return Ok(m);
+            }
+            let left = match deadline.left() {
+                Ok(None) => MAX_SLEEP,
+                Ok(Some(left)) => left.min(MAX_SLEEP),
+                Err(expired) => {
+                    core.set_sleeping(-1);
+                    return Err(expired.into());
+                }
+            };
+            let slept = core.poller.wait(&mut keys, left);
+            core.set_sleeping(-1);
+            slept.map_err(ShmError::io("waiting for calls"))?;
+            core.take_wakeups(&keys);
+            if let Some(m) = self.poll_once() {
+                return Ok(m);
+            }
+            idle_wake = true;
+        }
+    }
+
+    /// One round over the connections: the first message found, already turned into an
+    /// [`Incoming`] (messages the transport handles itself are handled and skipped, at most
+    /// `slots` of them per connection per round, so a client that re-queues them as fast as
+    /// they are settled cannot hold the worker here).
+    fn poll_once(&self) -> Option<Incoming<Rq, Rp, E>> {
+        let core = &self.shared.core;
+        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        let n = conns.len();
+        if n == 0 {
+            return None;
+        }
+        let start = core.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut finished = false;
+        for k in 0..n {
+            let conn = &conns[(start + k) % n];
+            conn.flush_ends();
+            for _ in 0..core.lay.slots {
+                let Some(slot) = conn.pop() else { break };
+                if let Some(m) = self.incoming(Arc::clone(conn), slot) {
+                    return Some(m);
+                }
+            }
+            finished |= conn.finished();
+        }
+        drop(conns);
+        if finished {
+            core.forget_finished();
+        }
+        None
+    }
+
+    /// Turns taken slot `slot` of `conn` into an [`Incoming`], or handles it here.
+    fn incoming(&self, conn: Arc<Conn>, slot: usize) -> Option<Incoming<Rq, Rp, E>> {
+        let core = &self.shared.core;
+        let sh = &Arc::clone(&conn).sh;
+        let rec = sh.lay.rec(slot);
+        // Read every field once; the client may change them afterwards.
+        let kind = sh.u32(rec + S_KIND).load(Ordering::Relaxed);
+        let op = sh.u32(rec + S_OP).load(Ordering::Relaxed);
+        let flags = sh.u32(rec + S_FLAGS).load(Ordering::Relaxed);
+        let len = sh.u32(rec + S_LEN).load(Ordering::Relaxed) as usize;
+        let sig = sh.u64(rec + S_SIG).load(Ordering::Relaxed);
+        let args: [u64; 4] =
+            std::array::from_fn(|i| sh.u64(rec + S_ARGS + 8 * i).load(Ordering::Relaxed));
+        let slot_ref = SlotRef {
+            conn,
+            slot,
+            flags,
+            done: false,
+        };
+        let decode = |slot_ref: &SlotRef| -> Option<Rq> {
+            if sig != Rq::SIGNATURE || len > sh.lay.slot_size {
+                return None;
+            }
+            Rq::decode(&slot_ref.conn.sh.data(slot, len))
+        };
+        match kind {
+            kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT => {
+                let Some(rq) = decode(&slot_ref) else {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                };
+                let lent = if kind == kind::LEND || kind == kind::LEND_MUT {
+                    match slot_ref
+                        .conn
+                        .take_lend(core, args[0], args[1], kind == kind::LEND_MUT)
+                    {
+                        Ok(l) => Some(l),
+                        Err(st) => {
+                            slot_ref.settle(st);
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some(Incoming::Call(
+                    rq,
+                    ReplyContext {
+                        slot: slot_ref,
+                        one_way: kind == kind::SEND,
+                        lent,
+                        _types: PhantomData,
+                    },
+                ))
+            }
+            kind::SCALAR | kind::BLOCKING_SCALAR => Some(Incoming::Scalar(ScalarCall {
+                slot: slot_ref,
+                op,
+                args,
+                blocking: kind == kind::BLOCKING_SCALAR,
+            })),
+            kind::SUBSCRIBE => {
+                let Some(rq) = decode(&slot_ref) else {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                };
+                let id = args[0] as u32;
+                let fresh = slot_ref.conn.lock_subs().insert(id);
+                let conn = Arc::clone(&slot_ref.conn);
+                if !fresh {
+                    slot_ref.settle(status::PROTOCOL);
+                    return None;
+                }
+                slot_ref.settle(status::OK);
+                Some(Incoming::Subscribe(rq, Notifier { conn, id }))
+            }
+            kind::UNSUBSCRIBE => {
+                slot_ref.conn.lock_subs().remove(&(args[0] as u32));
+                slot_ref.settle(status::OK);
+                None
+            }
+            kind::FREE_BUF => {
+                slot_ref.conn.free_buffer(core, args[0]);
+                slot_ref.settle(status::OK);
+                None
+            }
+            _ => {
+                slot_ref.settle(status::PROTOCOL);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ServerShared {
+    fn drop(&mut self) {
+        if let Some(t) = self.accept.take() {
+            if sys::eventfd_signal(self.stop.as_fd()).is_ok() {
+                let _ = t.join();
+            }
+        }
+        // Calls no worker took fail now; taken ones keep their connection (through their
+        // contexts) and can still be answered.
+        let conns =
+            std::mem::take(&mut *self.core.conns.write().unwrap_or_else(|p| p.into_inner()));
+        for conn in &conns {
+            conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
+            // At most one ring's worth: a client that queues again at once is not waited for
+            // (it learns of the shutdown from `srv_closed` and the hang-up).
+            for _ in 0..conn.sh.lay.slots {
+                let Some(slot) = conn.pop() else { break };
+                SlotRef {
+                    conn: Arc::clone(conn),
+                    slot,
+                    flags: F_ASYNC,
+                    done: false,
+                }
+                .settle(status::SERVER_GONE);
+            }
+        }
+        drop(conns);
+    }
+}
+
+impl Core {
+    /// Adds `delta` to the sleeping workers and writes the count to every connection.
+    fn set_sleeping(&self, delta: i32) {
+        let mut n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_add_signed(delta);
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.iter() {
+            c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
+        }
+    }
+
+    /// Drops the connections of clients that are gone and whose last messages were taken.
+    fn forget_finished(&self) {
+        let gone: Vec<Arc<Conn>> = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let (gone, live) = std::mem::take(&mut *conns)
+                .into_iter()
+                .partition(|c| c.finished());
+            *conns = live;
+            gone
+        };
+        drop(gone); // outside the lock: joins the watcher threads
+        self.publish_stats();
+    }
+
+    /// Wakes a sleeping worker (a new connection, a dead client to forget).
+    fn ring(&self) {
+        let _ = sys::eventfd_signal(self.poller.wake.as_fd());
+    }
+
+    /// Reads the wake-ups that ended a sleep (`keys` from [`Poller::wait`]), so that a
+    /// level-triggered source does not end the next sleep too.
+    fn take_wakeups(&self, keys: &[u64]) {
+        if keys.is_empty() {
+            return;
+        }
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for &key in keys {
+            if key == WAKE_KEY {
+                sys::drain(self.poller.wake.as_fd(), 1);
+            } else if let Some(c) = conns.iter().find(|c| c.id + 1 == key) {
+                sys::drain(c.kick.as_fd(), KICKS_PER_WAKE);
+            }
+        }
+    }
+
+    fn stats(&self) -> ServerStats {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let queued = conns.iter().map(|c| c.queued()).sum();
+        ServerStats {
+            pid: std::process::id(),
+            // A dead client's connection stays until its last messages are taken.
+            clients: conns.iter().filter(|c| !c.gone()).count() as u64,
+            queued,
+            in_service: self.counters.in_service.load(Ordering::Relaxed),
+            lends: self.counters.lends.load(Ordering::Relaxed),
+            served: self.counters.served.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish_stats(&self) {
+        if let Some(f) = &self.stats {
+            f.write(&self.stats());
+        }
+    }
+}
+
+/// The counters every connection updates.
+#[derive(Debug, Default)]
+struct Counters {
+    served: AtomicU64,
+    in_service: AtomicU64,
+    lends: AtomicU64,
+}
+
+/// Where idle workers sleep: an epoll instance watching each connection's wake-up socket
+/// and the server's own eventfd (see "Waking" in the module docs).
+struct Poller {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+}
+
+impl Poller {
+    fn new() -> Result<Poller, ShmError> {
+        let epoll = sys::epoll().map_err(ShmError::io("creating the workers' epoll"))?;
+        let wake = sys::eventfd().map_err(ShmError::io("creating the workers' eventfd"))?;
+        sys::set_nonblocking(wake.as_fd()).map_err(ShmError::io("setting up an eventfd"))?;
+        sys::epoll_add(epoll.as_fd(), wake.as_fd(), WAKE_KEY)
+            .map_err(ShmError::io("watching the workers' eventfd"))?;
+        Ok(Poller { epoll, wake })
+    }
+
+    /// Sleeps until a wake-up or `timeout`; the keys of the sources that woke us go to `keys`.
+    fn wait(&self, keys: &mut Vec<u64>, timeout: Duration) -> std::io::Result<()> {
+        sys::epoll_wait(self.epoll.as_fd(), keys, timeout)
+    }
+}
+
+/// The accept thread: takes clients until the server's drop signals `stop`. When the process
+/// runs out of descriptors or memory it waits (10 ms, doubling up to 1 s) instead of retrying
+/// at once, so a full descriptor table costs no CPU; a client beyond `max_clients` is told so.
+fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
+    const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+    const BACKOFF_MAX: Duration = Duration::from_secs(1);
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match listener.wait_client(stop.as_fd()) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+        let clients = core.conns.read().unwrap_or_else(|p| p.into_inner()).len();
+        if clients >= core.limits.clients {
+            let _ = listener.refuse_busy();
+            continue;
+        }
+        let lay = core.lay;
+        let started = listener
+            .accept_with(Deadline::after(Duration::from_secs(1)).instant(), |seg| {
+                write_header(seg, &lay)
+            })
+            .and_then(|conn| {
+                let (seg, sock, peer) = conn.into_parts();
+                Conn::start(core, seg, sock, peer)
+            });
+        let c = match started {
+            Ok(c) => c,
+            Err(ShmError::Io { source, .. }) if sys::is_exhaustion(&source) => {
+                // Out of descriptors or memory: the client stays in the backlog (or gives up);
+                // look again after a pause, or at once if the server is stopping.
+                if !matches!(
+                    sys::wait_readable(stop.as_fd(), Deadline::after(backoff).instant()),
+                    Ok(false)
+                ) {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => continue, // refused or vanished client: the listener stays usable
+        };
+        backoff = BACKOFF_FIRST;
+        core.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&c));
+        // Show the new connection how many workers sleep, then wake one: its first request
+        // may have been queued before it was in the list.
+        let n = *core.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        c.sh.u32(SRV_SLEEP).store(n, Ordering::SeqCst);
+        core.ring();
+        core.publish_stats();
+    }
+}

@@ -1,0 +1,286 @@
+//! Answering: a taken slot owed a completion ([`SlotRef`]), and the public handles that
+//! complete it, [`ReplyContext`] (calls and lends) and [`ScalarCall`].
+
+use crate::rpc::layout::{status, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS};
+use crate::rpc::slot;
+use crate::rpc::wire::Wire;
+use crate::rpc::Error;
+use crate::sync::Ordering;
+use crate::sys;
+use crate::view::{ShmView, ShmViewMut};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use super::conn::{ring_client, Conn};
+use super::lend::Lent;
+
+/// A taken slot, owed a completion. Dropping it completes with `NO_REPLY`.
+pub(super) struct SlotRef {
+    pub(super) conn: Arc<Conn>,
+    pub(super) slot: usize,
+    pub(super) flags: u32,
+    pub(super) done: bool,
+}
+
+impl std::fmt::Debug for SlotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("client_pid", &self.conn.peer.pid)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl SlotRef {
+    /// Completes the slot with `st` and no reply, whatever became of the caller.
+    pub(super) fn settle(mut self, st: u32) {
+        let _ = self.complete(st, |_| Some((0, 0, [0; 2])));
+    }
+
+    pub(super) fn is_canceled(&self) -> bool {
+        slot::is_canceled(self.conn.sh.state(self.slot))
+    }
+
+    /// Completes the slot, once (later calls and the drop do nothing): `write` fills the
+    /// data area and returns (length, signature, reply words), or `None` if the value does not
+    /// fit (completed with `TOO_LARGE`, reported as [`Error::TooLarge`]); then
+    /// `TAKEN -> DONE`, waking a sleeping caller. `Err(OriginDisappeared)` if the caller is
+    /// gone or canceled (nothing it can see was changed then, or only its abandoned slot).
+    pub(super) fn complete(
+        &mut self,
+        st: u32,
+        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64, [u64; 2])>,
+    ) -> Result<(), Error<()>> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(Error::OriginDisappeared);
+        }
+        let conn = &self.conn;
+        let sh = &conn.sh;
+        let slot = self.slot;
+        let mut outcome = Ok(());
+        let r = (|| {
+            if conn.gone() {
+                conn.in_service[slot].store(false, Ordering::Release);
+                return Err(Error::OriginDisappeared);
+            }
+            let word = sh.state(slot);
+            if slot::is_taken(word) {
+                let rec = sh.lay.rec(slot);
+                let (st, (len, sig, words)) = match write(&mut sh.data_mut(slot)) {
+                    Some(w) => (st, w),
+                    None => {
+                        outcome = Err(Error::TooLarge);
+                        (status::TOO_LARGE, (0, 0, [0; 2]))
+                    }
+                };
+                sh.u32(rec + S_STATUS).store(st, Ordering::Relaxed);
+                sh.u32(rec + S_RLEN).store(len as u32, Ordering::Relaxed);
+                sh.u64(rec + S_RSIG).store(sig, Ordering::Relaxed);
+                for (i, w) in words.iter().enumerate() {
+                    sh.u64(rec + S_RARGS + 8 * i).store(*w, Ordering::Relaxed);
+                }
+            }
+            // The answer above is visible to a caller that sees DONE (the transition's
+            // Release, its Acquire).
+            // The slot stops being ours before the word says so (the client may queue it
+            // again the moment it sees DONE, and the next worker must not find it in service).
+            let release = || conn.in_service[slot].store(false, Ordering::Release);
+            match slot::complete(word, release) {
+                slot::Complete::Delivered { wake } => {
+                    if wake {
+                        sys::futex_wake(word);
+                    }
+                    // SeqCst (after the transition's SeqCst CAS): the Dekker pair with an
+                    // async waiter that sets F_ASYNC and then looks for DONE.
+                    let flags = sh.u32(sh.lay.rec(slot) + S_FLAGS).load(Ordering::SeqCst);
+                    if (self.flags | flags) & F_ASYNC != 0 {
+                        ring_client(sh);
+                    }
+                    outcome
+                }
+                // The caller gave up after we took it; the slot is back with it.
+                slot::Complete::Canceled => {
+                    conn.ring_if_async(slot);
+                    Err(Error::OriginDisappeared)
+                }
+                slot::Complete::Broken => {
+                    conn.cut_off();
+                    Err(Error::OriginDisappeared)
+                }
+            }
+        })();
+        conn.counters.in_service.fetch_sub(1, Ordering::Relaxed);
+        if r.is_ok() {
+            conn.counters.served.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        let _ = self.complete(status::NO_REPLY, |_| Some((0, 0, [0; 2])));
+    }
+}
+
+/// The answer owed for one call; it may be kept and answered later, from any thread
+/// (deferred response).
+///
+/// Dropping it unanswered completes the call with [`Error::NoReply`] (for every kind of
+/// call: unlike Xous, no caller is left blocked). A lent buffer ([`lent`](Self::lent),
+/// [`lent_mut`](Self::lent_mut)) is the server's until the context is answered or dropped;
+/// then it goes back to the caller, whose `lend` / `lend_mut` returns.
+pub struct ReplyContext<Rp, E> {
+    pub(super) slot: SlotRef,
+    pub(super) one_way: bool,
+    pub(super) lent: Option<Lent>,
+    pub(super) _types: PhantomData<fn(Rp, E)>,
+}
+
+impl<Rp, E> std::fmt::Debug for ReplyContext<Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyContext")
+            .field("slot", &self.slot)
+            .field("one_way", &self.one_way)
+            .field("lent", &self.lent.as_ref().map(|l| l.len))
+            .finish()
+    }
+}
+
+impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
+    /// Answers the call with `reply`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OriginDisappeared`] if the caller's process died or it canceled the call (the
+    /// reply is discarded); [`Error::TooLarge`] if the reply does not fit a slot (the caller
+    /// gets `TooLarge` too). A one-way call's reply is discarded: `Ok`.
+    pub fn reply(self, reply: Rp) -> Result<(), Error<E>> {
+        self.answer(status::OK, reply)
+    }
+
+    /// Answers the call with an application error: the caller gets [`Error::App`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplyContext::reply`].
+    pub fn fail(self, err: E) -> Result<(), Error<E>> {
+        self.answer(status::APP, err)
+    }
+
+    pub(super) fn answer<T: Wire>(mut self, st: u32, value: T) -> Result<(), Error<E>> {
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        let r = self.slot.complete(st, |out| {
+            value.encode(out).map(|n| (n, T::SIGNATURE, [0; 2]))
+        });
+        match r {
+            Err(Error::TooLarge) => Err(Error::TooLarge),
+            _ if self.one_way => Ok(()),
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::OriginDisappeared),
+        }
+    }
+
+    /// Whether the caller canceled the call (a timeout, a dropped `WaitReply` or future); the
+    /// work may stop, a reply would be discarded.
+    pub fn is_canceled(&self) -> bool {
+        self.slot.is_canceled() || self.slot.conn.gone()
+    }
+
+    /// Whether the call was one-way (`send`): nobody waits for the reply.
+    pub fn is_one_way(&self) -> bool {
+        self.one_way
+    }
+
+    /// The caller's process id (from the kernel, at connection time).
+    pub fn client_pid(&self) -> u32 {
+        self.slot.conn.peer.pid as u32
+    }
+
+    /// The buffer the caller lent with `lend` or `lend_mut`, in place (no copy): a view, from
+    /// which bytes are copied out or flat values read and checked ([`ShmView`]), since the
+    /// caller's process can write the pages while the server reads them.
+    pub fn lent(&self) -> Option<ShmView<'_>> {
+        self.lent.as_ref().map(|l| {
+            // SAFETY: `ptr..ptr+len` lies inside the lent segment (checked in `take_lend`),
+            // which the `Arc` keeps mapped while `self` is borrowed.
+            unsafe { ShmView::new(l.ptr(), l.len) }
+        })
+    }
+
+    /// The buffer the caller lent with `lend_mut`, for writing in place; the caller sees the
+    /// bytes when the call returns. `None` for other calls (including `lend`).
+    pub fn lent_mut(&mut self) -> Option<ShmViewMut<'_>> {
+        self.lent.as_mut().filter(|l| l.exclusive).map(|l| {
+            // SAFETY: as in `lent`; the lend is exclusive (checked in `take_lend`: no other
+            // lend of this buffer is in progress), and `&mut self` makes this the only
+            // writable view this process hands out.
+            unsafe { ShmViewMut::new(l.ptr(), l.len) }
+        })
+    }
+}
+
+impl<Rp, E> Drop for ReplyContext<Rp, E> {
+    fn drop(&mut self) {
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        // `self.slot` completes with NO_REPLY in its own drop if still owed.
+    }
+}
+
+/// A scalar message: an opcode and four words, no payload. See [`Incoming::Scalar`](crate::Incoming::Scalar).
+///
+/// Words are `u64` on the wire whatever the width of `usize` on either side, so a 32-bit and
+/// a 64-bit process agree. Dropping a blocking one unanswered gives its caller
+/// [`Error::NoReply`].
+#[derive(Debug)]
+pub struct ScalarCall {
+    pub(super) slot: SlotRef,
+    pub(super) op: u32,
+    pub(super) args: [u64; 4],
+    pub(super) blocking: bool,
+}
+
+impl ScalarCall {
+    /// The opcode.
+    pub fn op(&self) -> u32 {
+        self.op
+    }
+
+    /// The four argument words.
+    pub fn args(&self) -> [u64; 4] {
+        self.args
+    }
+
+    /// Whether the caller waits for a reply (`blocking_scalar`).
+    pub fn is_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    /// The caller's process id.
+    pub fn client_pid(&self) -> u32 {
+        self.slot.conn.peer.pid as u32
+    }
+
+    /// Whether the caller gave up waiting.
+    pub fn is_canceled(&self) -> bool {
+        self.slot.is_canceled() || self.slot.conn.gone()
+    }
+
+    /// Answers with two words. For a one-way scalar the words are discarded: `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OriginDisappeared`] if the caller died or gave up.
+    pub fn reply(self, words: [u64; 2]) -> Result<(), Error<()>> {
+        let (blocking, mut slot) = (self.blocking, self.slot);
+        let r = slot.complete(status::OK, |_| Some((0, 0, words)));
+        if !blocking {
+            return Ok(());
+        }
+        r
+    }
+}
