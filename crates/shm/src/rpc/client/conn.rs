@@ -132,6 +132,19 @@ impl Pool {
 /// Unparks a thread waiting in a blocking call (its `Waker`).
 pub(super) struct Unpark(std::thread::Thread);
 
+impl Unpark {
+    /// A waker that unparks the calling thread: made once per thread and cloned after (an
+    /// `Arc` count), so a blocking call that has to wait allocates nothing.
+    pub(super) fn current() -> Waker {
+        thread_local! {
+            static WAKER: Waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        }
+        WAKER
+            .try_with(Waker::clone)
+            .unwrap_or_else(|_| Waker::from(Arc::new(Unpark(std::thread::current()))))
+    }
+}
+
 impl std::task::Wake for Unpark {
     fn wake(self: Arc<Self>) {
         self.0.unpark();
@@ -342,7 +355,7 @@ impl Conn {
     /// Takes a free slot, reclaiming abandoned ones the server has completed; waits (until
     /// `deadline`) while every slot is in flight. A deadline already past makes one attempt.
     pub(super) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<usize, Error<()>> {
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waker = Unpark::current();
         let mut ticket = None;
         let r = loop {
             let mut needs_reactor = false;
