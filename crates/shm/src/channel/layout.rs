@@ -3,7 +3,8 @@
 //! # Layout (offsets from the start of the segment's payload)
 //!
 //! ```text
-//! 0        channel header (64 B): "CHAN", version, block size, block count, ring depth, ready
+//! 0        channel header (64 B, `substrate/header.rs`): "CHAN", version, block size, block
+//!          count, ring depth, ready
 //! 64       direction 0 control (listener -> client), 128 B:
 //!            +0   tail      u64  messages published      (written by the sender)
 //!            +8   ret_head  u64  returned blocks taken   (written by the sender)
@@ -26,14 +27,12 @@
 
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
-use crate::sync::shared::Ordering;
+use crate::substrate::header::Protocol;
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
 pub(super) const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
 /// The channel layout version.
 pub(super) const CHAN_VERSION: u32 = 1;
-/// The value of the channel header's ready flag once it is complete.
-pub(super) const CHAN_READY: u32 = 1;
 
 /// The largest block, block count and ring depth a layout may have.
 pub(super) const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -50,13 +49,7 @@ pub(super) const HEAD: usize = 64;
 pub(super) const RET_TAIL: usize = 72;
 pub(super) const R_WAIT: usize = 80;
 
-// Offsets inside the channel header.
-pub(super) const H_MAGIC: usize = 0;
-pub(super) const H_VERSION: usize = 4;
-pub(super) const H_BLOCK_SIZE: usize = 8;
-pub(super) const H_BLOCK_COUNT: usize = 12;
-pub(super) const H_RING_DEPTH: usize = 16;
-pub(super) const H_READY: usize = 20;
+/// The channel header's length (its fields: `write_header`).
 pub(super) const H_LEN: usize = 64;
 
 /// Where everything is, computed from the three numbers in the header with checked arithmetic.
@@ -112,46 +105,36 @@ impl Layout {
     }
 }
 
+/// The channel's header (see `substrate/header.rs`): block size, block count, ring depth.
+const HEADER: Protocol = Protocol {
+    magic: CHAN_MAGIC,
+    version: CHAN_VERSION,
+    too_small: "segment too small for a channel",
+    bad_magic: "not a channel segment (bad magic)",
+    bad_version: "unsupported channel layout version",
+    not_ready: "channel header not ready",
+};
+
 /// Writes the channel header into a new segment (before it is sent to the client).
 pub(super) fn write_header(seg: &Segment, lay: &Layout) {
-    let w = |off: usize, v: u32| seg.u32_at(off).store(v, Ordering::Relaxed);
-    w(H_MAGIC, CHAN_MAGIC);
-    w(H_VERSION, CHAN_VERSION);
     // The layout's limits keep each of these below 2^31.
-    w(H_BLOCK_SIZE, lay.block_size as u32);
-    w(H_BLOCK_COUNT, lay.block_count as u32);
-    w(H_RING_DEPTH, lay.ring_depth as u32);
-    // Release: pairs with the Acquire load in `read_header`.
-    seg.u32_at(H_READY).store(CHAN_READY, Ordering::Release);
+    HEADER.write(
+        seg,
+        [
+            lay.block_size as u32,
+            lay.block_count as u32,
+            lay.ring_depth as u32,
+        ],
+    );
 }
 
 /// Reads and checks the channel header of a segment received from a listener: each field
 /// once, the layout recomputed and checked against the segment's real size.
 pub(super) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
-    let payload_len = seg.payload().len();
-    if payload_len < H_LEN {
-        return Err(ShmError::Corrupt("segment too small for a channel"));
-    }
-    let r = |off: usize, order| seg.u32_at(off).load(order);
-    // Acquire: pairs with the Release store of the ready flag in `write_header`.
-    let ready = r(H_READY, Ordering::Acquire);
-    let magic = r(H_MAGIC, Ordering::Relaxed);
-    let version = r(H_VERSION, Ordering::Relaxed);
-    let bs = r(H_BLOCK_SIZE, Ordering::Relaxed);
-    let bc = r(H_BLOCK_COUNT, Ordering::Relaxed);
-    let depth = r(H_RING_DEPTH, Ordering::Relaxed);
-    if magic != CHAN_MAGIC {
-        return Err(ShmError::Corrupt("not a channel segment (bad magic)"));
-    }
-    if version != CHAN_VERSION {
-        return Err(ShmError::Corrupt("unsupported channel layout version"));
-    }
-    if ready != CHAN_READY {
-        return Err(ShmError::Corrupt("channel header not ready"));
-    }
+    let [bs, bc, depth] = HEADER.read(seg)?;
     let lay = Layout::new(bs as usize, bc as usize, depth as usize)
         .ok_or(ShmError::Corrupt("channel layout out of range"))?;
-    if lay.total > payload_len {
+    if lay.total > seg.payload().len() {
         return Err(ShmError::Corrupt("channel layout larger than the segment"));
     }
     Ok(lay)

@@ -4,7 +4,8 @@
 //! # Layout (offsets from the start of the segment's payload)
 //!
 //! ```text
-//! 0      header (64 B): "CRPC", version, slots, slot size, push depth, push size, ready
+//! 0      header (64 B, `substrate/header.rs`): "CRPC", version, slots, slot size, push depth,
+//!        push size, ready
 //! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16)
 //! 128    written by the server: req_head u64 (+0), push_tail u64 (+8), srv_sleep u32 (+16),
 //!                               cbell u32 (+20), srv_closed u32 (+24)
@@ -19,20 +20,12 @@
 
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::substrate::header::Protocol;
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
 pub(crate) const VERSION: u32 = 1;
-const READY: u32 = 1;
-
-const H_MAGIC: usize = 0;
-const H_VERSION: usize = 4;
-const H_SLOTS: usize = 8;
-const H_SLOT_SIZE: usize = 12;
-const H_PUSH_DEPTH: usize = 16;
-const H_PUSH_SIZE: usize = 20;
-const H_READY: usize = 24;
 
 // The client's line.
 pub(crate) const REQ_TAIL: usize = 64;
@@ -280,48 +273,43 @@ impl Shared {
     }
 }
 
+/// The connection segment's header (see `substrate/header.rs`): slots, slot size, push
+/// depth, push record size.
+const HEADER: Protocol = Protocol {
+    magic: MAGIC,
+    version: VERSION,
+    too_small: "segment too small for an RPC connection",
+    bad_magic: "not an RPC connection segment (bad magic)",
+    bad_version: "unsupported RPC layout version",
+    not_ready: "RPC header not ready",
+};
+
 /// Writes the header of a new connection segment (server side, before it is sent).
 pub(crate) fn write_header(seg: &Segment, lay: &Layout) {
-    let w = |off: usize, v: u32| seg.u32_at(off).store(v, Ordering::Relaxed);
-    w(H_MAGIC, MAGIC);
-    w(H_VERSION, VERSION);
     // The layout's limits keep each of these below 2^31.
-    w(H_SLOTS, lay.slots as u32);
-    w(H_SLOT_SIZE, lay.slot_size as u32);
-    w(H_PUSH_DEPTH, lay.push_depth as u32);
-    w(H_PUSH_SIZE, lay.push_size as u32);
-    // Release: pairs with the Acquire load in `read_header`.
-    seg.u32_at(H_READY).store(READY, Ordering::Release);
+    HEADER.write(
+        seg,
+        [
+            lay.slots as u32,
+            lay.slot_size as u32,
+            lay.push_depth as u32,
+            lay.push_size as u32,
+        ],
+    );
 }
 
 /// Reads and checks the header of a segment received from a server: each field once, the
 /// layout recomputed and checked against the segment's real size.
 pub(crate) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
-    let payload_len = seg.payload().len();
-    if payload_len < 64 {
-        return Err(ShmError::Corrupt("segment too small for an RPC connection"));
-    }
-    let r = |off: usize, order| seg.u32_at(off).load(order);
-    let ready = r(H_READY, Ordering::Acquire);
-    if r(H_MAGIC, Ordering::Relaxed) != MAGIC {
-        return Err(ShmError::Corrupt(
-            "not an RPC connection segment (bad magic)",
-        ));
-    }
-    if r(H_VERSION, Ordering::Relaxed) != VERSION {
-        return Err(ShmError::Corrupt("unsupported RPC layout version"));
-    }
-    if ready != READY {
-        return Err(ShmError::Corrupt("RPC header not ready"));
-    }
+    let [slots, slot_size, push_depth, push_size] = HEADER.read(seg)?;
     let lay = Layout::new(
-        r(H_SLOTS, Ordering::Relaxed) as usize,
-        r(H_SLOT_SIZE, Ordering::Relaxed) as usize,
-        r(H_PUSH_DEPTH, Ordering::Relaxed) as usize,
-        r(H_PUSH_SIZE, Ordering::Relaxed) as usize,
+        slots as usize,
+        slot_size as usize,
+        push_depth as usize,
+        push_size as usize,
     )
     .ok_or(ShmError::Corrupt("RPC layout out of range"))?;
-    if lay.total > payload_len {
+    if lay.total > seg.payload().len() {
         return Err(ShmError::Corrupt("RPC layout larger than the segment"));
     }
     Ok(lay)
