@@ -16,7 +16,8 @@ pub(crate) fn run() -> bool {
     }
 }
 
-/// The services as an aligned table (names left-aligned, numbers right-aligned), or
+/// The services as an aligned table (names left-aligned, numbers right-aligned), then the
+/// interface of each service that described one (`#[courier::service]` servers do), or
 /// `no live services`.
 fn table(services: &[shm::ServiceInfo]) -> String {
     if services.is_empty() {
@@ -66,6 +67,21 @@ fn table(services: &[shm::ServiceInfo]) -> String {
     for row in &rows {
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
+    let described: Vec<_> = services
+        .iter()
+        .filter_map(|s| Some((&s.name, s.interface.as_ref()?)))
+        .collect();
+    if !described.is_empty() {
+        out.push('\n');
+        for (name, interface) in described {
+            // Another process wrote the description: no control characters reach the terminal.
+            let clean: String = interface
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push_str(&format!("{name}: {clean}\n"));
+        }
+    }
     out
 }
 
@@ -84,7 +100,22 @@ mod tests {
                 lends: 0,
                 served,
             },
+            interface: None,
         }
+    }
+
+    #[test]
+    fn interfaces_follow_the_table_without_control_characters() {
+        let mut described = info("kv", 9, 1);
+        described.interface = Some("Kv (interface 0x1): get (call),\x1b[2J put (send)".into());
+        let out = table(&[info("plain", 8, 0), described]);
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert_eq!(lines[3], "");
+        assert_eq!(
+            lines[4],
+            "kv: Kv (interface 0x1): get (call), [2J put (send)"
+        );
     }
 
     #[test]

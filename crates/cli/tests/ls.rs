@@ -83,3 +83,48 @@ fn shows_a_live_server() {
         out.stdout
     );
 }
+
+#[test]
+fn shows_the_interface_of_a_typed_service() {
+    let dir = RuntimeDir::new("ls-service");
+    let name = format!("ls-service-{}", std::process::id());
+    let mut server = Killed(
+        Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["demo-service-server", &name])
+            .env("COURIER_RUNTIME_DIR", &dir.0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting demo-service-server"),
+    );
+    let stdout = server.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx
+        .recv_timeout(DEADLINE)
+        .expect("demo-service-server did not say ready");
+    assert!(ready.starts_with("ready "), "{ready:?}");
+
+    let out = courier(&["ls"], &[("COURIER_RUNTIME_DIR", &dir.0)], DEADLINE);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no interface line for {name}:\n{}", out.stdout));
+    assert!(line.contains("Store (interface 0x"), "{line}");
+    for method in [
+        "get (call)",
+        "put (send)",
+        "checksum (lend)",
+        "scramble (lend_mut)",
+        "later (deferred)",
+        "count (scalar)",
+    ] {
+        assert!(line.contains(method), "{method} missing from {line}");
+    }
+}

@@ -70,6 +70,19 @@ pub struct Interface {
     pub methods: &'static [(&'static str, &'static str)],
 }
 
+impl Interface {
+    /// The one-line description a server gives `courier ls`: the interface, then each method
+    /// with its kind.
+    pub fn describe(&self) -> std::string::String {
+        let methods: Vec<std::string::String> = self
+            .methods
+            .iter()
+            .map(|(name, kind)| std::format!("{name} ({kind})"))
+            .collect();
+        std::format!("{self}: {}", methods.join(", "))
+    }
+}
+
 impl fmt::Display for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (interface {:#018x})", self.name, self.signature)
@@ -716,13 +729,17 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
 
 #[cfg(target_os = "linux")]
 impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
-    /// Takes the service name `name` (`FooServer::bind_with`).
+    /// Takes the service name `name` and describes `interface` for `courier ls`
+    /// (`FooServer::bind_with`).
     pub fn bind(
         name: &str,
+        interface: &Interface,
         config: courier_shm::ServerConfig,
     ) -> Result<Self, courier_shm::ShmError> {
+        let server = courier_shm::Server::bind(name, config)?;
+        server.describe(&interface.describe());
         Ok(Server {
-            transport: ServerTransport::Shm(courier_shm::Server::bind(name, config)?),
+            transport: ServerTransport::Shm(server),
         })
     }
 }

@@ -492,7 +492,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 name: &str,
                 config: #c::shm::ServerConfig,
             ) -> ::core::result::Result<#server, #c::shm::ShmError> {
-                #c::service::Server::bind(name, config).map(|inner| #server { inner })
+                #c::service::Server::bind(name, &#client::INTERFACE, config).map(|inner| #server { inner })
             }
 
             /// Serves requests with `service` on the calling thread: in one process until every

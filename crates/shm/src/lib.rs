@@ -124,7 +124,7 @@ pub use rpc::Postcard;
 pub use rpc::{
     services, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
     ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, TrySendError,
-    WaitReply, Wire,
+    WaitReply, Wire, MAX_DESCRIPTION,
 };
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};

@@ -4,8 +4,12 @@
 //! replaced by the next server of that name).
 //!
 //! The file is 64 bytes of little-endian `u64`s: magic, pid, clients, queued, in service,
-//! lends, served. The server rewrites it when a connection comes or goes and when a worker
-//! goes to sleep; the numbers are a snapshot, not a live gauge.
+//! lends, served; then, if the server described its interface ([`Server::describe`]), a
+//! little-endian `u32` length and that many bytes of UTF-8 (at most [`MAX_DESCRIPTION`]).
+//! The server rewrites the counters when a connection comes or goes and when a worker goes to
+//! sleep; the numbers are a snapshot, not a live gauge.
+//!
+//! [`Server::describe`]: crate::Server::describe
 
 use crate::dir;
 use crate::error::ShmError;
@@ -17,6 +21,8 @@ use std::sync::Mutex;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CRSTATS1");
 const LEN: usize = 64;
+/// The longest interface description a stats file holds, in bytes.
+pub const MAX_DESCRIPTION: usize = 4096;
 
 /// A server's stats file.
 #[derive(Debug)]
@@ -62,6 +68,22 @@ impl StatsFile {
         let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&bytes));
     }
 
+    /// Writes the interface description after the counters (cut at [`MAX_DESCRIPTION`]
+    /// bytes, on a character boundary).
+    pub(crate) fn describe(&self, text: &str) {
+        let mut end = text.len().min(MAX_DESCRIPTION);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = Vec::with_capacity(4 + end);
+        bytes.extend_from_slice(&(end as u32).to_le_bytes());
+        bytes.extend_from_slice(&text.as_bytes()[..end]);
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = f
+            .seek(SeekFrom::Start(LEN as u64))
+            .and_then(|_| f.write_all(&bytes));
+    }
+
     /// Where the file is; the server's listener removes it with the name's other files.
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
@@ -86,7 +108,7 @@ pub struct ServerStats {
     pub served: u64,
 }
 
-/// The first [`LEN`] bytes of the stats file at `path`, if it is a regular file (opened
+/// The counters and description of the stats file at `path`, if it is a regular file (opened
 /// without following a link and without blocking: a FIFO planted under the name is skipped,
 /// never waited on).
 fn read_stats(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -99,8 +121,9 @@ fn read_stats(path: &std::path::Path) -> Option<Vec<u8>> {
     if !file.metadata().ok()?.is_file() {
         return None;
     }
+    let limit = LEN + 4 + MAX_DESCRIPTION;
     let mut bytes = Vec::with_capacity(LEN);
-    file.take(LEN as u64).read_to_end(&mut bytes).ok()?;
+    file.take(limit as u64).read_to_end(&mut bytes).ok()?;
     Some(bytes)
 }
 
@@ -111,6 +134,21 @@ pub struct ServiceInfo {
     pub name: String,
     /// The server's counters when it last wrote them.
     pub stats: ServerStats,
+    /// What the server says it serves ([`Server::describe`](crate::Server::describe)): for a
+    /// `#[courier::service]`, its interface and methods.
+    pub interface: Option<String>,
+}
+
+/// The description after the counters, if there is a well-formed one: another process wrote
+/// these bytes, so a bad length or bad UTF-8 is no description, never a panic.
+fn description(bytes: &[u8]) -> Option<String> {
+    let len = bytes.get(LEN..LEN + 4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    if len == 0 || len > MAX_DESCRIPTION {
+        return None;
+    }
+    let text = bytes.get(LEN + 4..LEN + 4 + len)?;
+    String::from_utf8(text.to_vec()).ok()
 }
 
 /// The live RPC services of this user (in the [runtime directory](crate::runtime_dir)),
@@ -171,8 +209,31 @@ pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
                 lends: w(5),
                 served: w(6),
             },
+            interface: description(&bytes),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_from_another_process_are_checked() {
+        let mut bytes = vec![0u8; LEN];
+        assert_eq!(description(&bytes), None);
+        bytes.extend_from_slice(&5u32.to_le_bytes());
+        bytes.extend_from_slice(b"Store");
+        assert_eq!(description(&bytes).as_deref(), Some("Store"));
+        // A length past the bytes, past the limit, and bytes that are not UTF-8.
+        bytes[LEN..LEN + 4].copy_from_slice(&6u32.to_le_bytes());
+        assert_eq!(description(&bytes), None);
+        bytes[LEN..LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(description(&bytes), None);
+        bytes[LEN..LEN + 4].copy_from_slice(&2u32.to_le_bytes());
+        bytes[LEN + 4] = 0xff;
+        assert_eq!(description(&bytes), None);
+    }
 }

@@ -345,6 +345,15 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         &self.shared.core.name
     }
 
+    /// Says what this server serves, for `courier ls` and [`services`](crate::services)
+    /// (`ServiceInfo::interface`); at most [`MAX_DESCRIPTION`](crate::MAX_DESCRIPTION)
+    /// bytes are kept. `#[courier::service]` servers describe their interface and methods.
+    pub fn describe(&self, description: &str) {
+        if let Some(s) = &self.shared.core.stats {
+            s.describe(description);
+        }
+    }
+
     /// The service's counters now.
     pub fn stats(&self) -> ServerStats {
         self.shared.core.stats()
