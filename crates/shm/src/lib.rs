@@ -122,7 +122,7 @@ pub use error::{SegmentError, ShmError};
 pub use rpc::Postcard;
 #[cfg(target_os = "linux")]
 pub use rpc::{
-    services, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
+    services, AsyncWait, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
     ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, TrySendError,
     WaitReply, Wire, MAX_DESCRIPTION,
 };

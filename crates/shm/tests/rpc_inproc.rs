@@ -653,3 +653,41 @@ fn client_timeout_forms_of_duration_max_mean_no_limit() {
     assert_eq!(r, (Ok(4096), Ok(2), true, Ok(4), Ok(105)));
     drop(worker.join().unwrap());
 }
+
+/// `Server::async_wait` serves calls from a task, without a blocking worker: each call comes
+/// only after the previous reply, so the task is idle (its future pending, the reactor asleep
+/// on the wake-up sockets) before every one of them, and the reactor must wake it. Two tasks
+/// joined on one thread share the calls.
+#[test]
+fn async_wait_serves_calls_from_tasks_on_one_thread() {
+    let (s, c) = setup("inproc-async-wait");
+    const N: u64 = 200;
+    let served = std::sync::atomic::AtomicU64::new(0);
+    let (done, finished) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let task = || async {
+            while served.load(std::sync::atomic::Ordering::SeqCst) < N {
+                match s.async_wait().await {
+                    Ok(Incoming::Call(n, ctx)) => {
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // The client checks every reply.
+                        let _ = ctx.reply(n + 1);
+                    }
+                    Ok(_) => panic!("not a call"),
+                    Err(e) => panic!("async_wait: {e}"),
+                }
+            }
+        };
+        // The second task ends once the first has counted the last call and the server
+        // gets one more (the stop call below).
+        pollster::block_on(futures::future::join(task(), task()));
+        let _ = done.send(());
+    });
+    for n in 0..N {
+        assert_eq!(c.req_timeout(n, T), Ok(n + 1));
+    }
+    // The other task still waits: one more call ends it.
+    assert_eq!(c.req_timeout(41, T), Ok(42));
+    finished.recv_timeout(T).expect("the tasks did not finish");
+    worker.join().unwrap();
+}

@@ -95,7 +95,9 @@ mod wire;
 pub use buf::ShmBuf;
 pub use client::{CancelOutcome, Client, Subscription, TrySendError, WaitReply};
 pub use courier_core::error::Error;
-pub use server::{Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig};
+pub use server::{
+    AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig,
+};
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};
 #[cfg(feature = "serde")]
 pub use wire::Postcard;

@@ -285,6 +285,17 @@ struct Core {
     counters: Arc<Counters>,
     stats: Option<StatsFile>,
     next_conn: AtomicU64,
+    /// The tasks waiting in [`Server::async_wait`], woken by the async reactor.
+    async_waiters: Mutex<AsyncWaiters>,
+    /// Tells the async reactor that a task registered.
+    async_registered: std::sync::Condvar,
+}
+
+/// The wakers of tasks in [`Server::async_wait`], and whether the reactor thread runs.
+#[derive(Default)]
+struct AsyncWaiters {
+    wakers: Vec<std::task::Waker>,
+    reactor: bool,
 }
 
 impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
@@ -319,6 +330,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             counters: Arc::new(Counters::default()),
             stats,
             next_conn: AtomicU64::new(0),
+            async_waiters: Mutex::new(AsyncWaiters::default()),
+            async_registered: std::sync::Condvar::new(),
         });
         core.publish_stats();
         let stop = sys::eventfd().map_err(ShmError::io("creating the accept thread's eventfd"))?;
@@ -437,6 +450,35 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             }
             idle_wake = true;
         }
+    }
+
+    /// Waits for the next message without blocking the thread: the future for a task under
+    /// any executor. It takes what is there when polled; when nothing is, the task sleeps
+    /// and is woken by the server's async reactor, a thread (started by the first
+    /// `async_wait`) that sleeps on the connections' wake-up sockets exactly as a blocking
+    /// worker does, without taking messages, and wakes the waiting tasks when a call may be
+    /// there. Several tasks (and blocking workers) may wait at once; each message goes to
+    /// one of them.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::Io`] if the reactor thread cannot be started.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use courier_shm::{Incoming, Server, ServerConfig};
+    ///
+    /// let server = Server::<u64, u64, ()>::bind("doubler", ServerConfig::new())?;
+    /// pollster::block_on(async {
+    ///     while let Ok(Incoming::Call(n, ctx)) = server.async_wait().await {
+    ///         let _ = ctx.reply(n * 2);
+    ///     }
+    /// });
+    /// # Ok::<(), courier_shm::ShmError>(())
+    /// ```
+    pub fn async_wait(&self) -> AsyncWait<'_, Rq, Rp, E> {
+        AsyncWait { server: self }
     }
 
     /// One round over the connections: the first message found, already turned into an
@@ -594,7 +636,110 @@ impl Drop for ServerShared {
     }
 }
 
+/// The future of [`Server::async_wait`].
+#[must_use = "a future does nothing unless polled"]
+pub struct AsyncWait<'a, Rq, Rp, E> {
+    server: &'a Server<Rq, Rp, E>,
+}
+
+impl<Rq, Rp, E> std::fmt::Debug for AsyncWait<'_, Rq, Rp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncWait").finish_non_exhaustive()
+    }
+}
+
+impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, E> {
+    type Output = Result<Incoming<Rq, Rp, E>, ShmError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let server = self.server;
+        if let Some(m) = server.poll_once() {
+            return Poll::Ready(Ok(m));
+        }
+        let core = &server.shared.core;
+        {
+            let mut w = core.async_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.wakers.iter().any(|k| k.will_wake(cx.waker())) {
+                w.wakers.push(cx.waker().clone());
+            }
+            if !w.reactor {
+                let weak = Arc::downgrade(core);
+                let started = std::thread::Builder::new()
+                    .name(format!("courier-async-{}", core.name))
+                    .spawn(move || async_reactor(&weak));
+                if let Err(e) = started {
+                    w.wakers.clear();
+                    return Poll::Ready(Err(ShmError::io("starting the async reactor")(e)));
+                }
+                w.reactor = true;
+            }
+        }
+        core.async_registered.notify_one();
+        // A message that came between the look above and the registration: the reactor may
+        // have looked before we registered, so look again.
+        match server.poll_once() {
+            Some(m) => Poll::Ready(Ok(m)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The async reactor of one server: while tasks wait, sleeps as a worker would (announced
+/// in every connection, so clients ring), and wakes them when a call may be there. Ends
+/// within [`MAX_SLEEP`] of the server's drop.
+fn async_reactor(core: &std::sync::Weak<Core>) {
+    let mut keys = Vec::new();
+    loop {
+        let Some(core) = core.upgrade() else { return };
+        {
+            let w = core.async_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if w.wakers.is_empty() {
+                // Bounded: the server may go away meanwhile.
+                let _ = core
+                    .async_registered
+                    .wait_timeout(w, MAX_SLEEP)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+        }
+        // Announce, then look (see "Waking" in the module docs): a client that queues a
+        // call after the look sees the announcement and rings.
+        core.set_sleeping(1);
+        fence(Ordering::SeqCst);
+        let mut work = core.has_work();
+        if !work {
+            work = core.poller.wait(&mut keys, MAX_SLEEP).is_ok() && !keys.is_empty();
+            core.take_wakeups(&keys);
+            work |= core.has_work();
+        }
+        core.set_sleeping(-1);
+        if work {
+            let wakers = std::mem::take(
+                &mut core
+                    .async_waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .wakers,
+            );
+            wakers.into_iter().for_each(std::task::Waker::wake);
+        }
+    }
+}
+
 impl Core {
+    /// Whether a connection has a call queued (a hint: a worker may take it first). A
+    /// connection cut off for breaking the ring does not count, whatever its counters say.
+    fn has_work(&self) -> bool {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .any(|c| !c.broken.load(Ordering::Relaxed) && c.queued() > 0)
+    }
+
     /// Adds `delta` to the sleeping workers and writes the count to every connection.
     fn set_sleeping(&self, delta: i32) {
         let mut n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
