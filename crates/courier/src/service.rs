@@ -33,6 +33,14 @@
 //! process, encoded with postcard across processes (an encoding per message, which flat types
 //! do not pay); the interface signature then hashes the types as written.
 //!
+//! # Async servers
+//!
+//! A method may be an `async fn`; `FooServer::serve` is then an `async fn` too, for any
+//! executor (across processes it waits with `courier::shm::Server::async_wait`, in one
+//! process with `courier::local::Server::async_wait`). Its future is `Send` when the
+//! methods' futures are, which Rust's `async fn` in traits does not promise: with a
+//! multi-threaded executor, run it with `block_on` on a thread of its own or on a local set.
+//!
 //! # Lends and copies
 //!
 //! A service method receives `&[u8]`/`&mut [u8]`, a Rust reference, and no safe code may hold
@@ -218,84 +226,189 @@ impl<T, E> fmt::Debug for Reply<T, E> {
     }
 }
 
-/// The bytes a caller lent to one request, as the dispatch hands them to the method.
+/// What a typed server serves by: its interface (the answer to `connect`'s question) and how
+/// its scalar methods map to requests and replies.
 #[doc(hidden)]
-pub struct Lent<'a> {
-    inner: LentInner<'a>,
-    /// How many bytes of a mutable lend the method was given (to copy back).
-    written: Option<usize>,
+pub struct Spec<Rq, Rp> {
+    /// The interface.
+    pub interface: Interface,
+    /// The scalar methods.
+    pub scalars: Scalars<Rq, Rp>,
 }
 
-enum LentInner<'a> {
-    None,
-    /// In one process: the bytes themselves, moved with the request.
+/// One request a typed server took: its value, the bytes lent with it, and how it is
+/// answered. The generated `serve` takes the value, runs the method (giving it the lent bytes
+/// or, for a `#[deferred]` method, the reply handle) and finishes the request with the
+/// outcome.
+#[doc(hidden)]
+pub struct Request<'s, Rq, Rp, F> {
+    rq: Option<Rq>,
+    to: ReplyTo<'s, Rp, F>,
+}
+
+enum ReplyTo<'s, Rp, F> {
+    /// In one process: the reply context and the lent bytes, moved with the request.
     Local {
-        bytes: &'a mut Vec<u8>,
+        ctx: Option<courier_local::ReplyContext<Envelope<Rp>, F>>,
+        lent: Option<Vec<u8>>,
         mutable: bool,
+        _scratch: core::marker::PhantomData<&'s mut Vec<u8>>,
     },
-    /// Across processes: the lent buffer, and the worker's private copy of it.
+    /// Across processes: the reply context (with the lent buffer, if any), the worker's
+    /// private copy of lent bytes, and how much of a mutable lend the method was given.
     #[cfg(target_os = "linux")]
     Shm {
-        view: courier_shm::ShmView<'a>,
+        ctx: Option<courier_shm::ReplyContext<Rp, F>>,
+        scratch: &'s mut Vec<u8>,
         mutable: bool,
-        scratch: &'a mut Vec<u8>,
+        written: Option<usize>,
+    },
+    /// A scalar message: two words back, if the caller waits.
+    #[cfg(target_os = "linux")]
+    Scalar {
+        call: courier_shm::ScalarCall,
+        words: fn(Rp) -> Option<[u64; 2]>,
     },
 }
 
-impl<'a> Lent<'a> {
-    fn new(inner: LentInner<'a>) -> Lent<'a> {
-        Lent {
-            inner,
-            written: None,
-        }
+impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
+    /// The request's value (once).
+    ///
+    /// # Panics
+    ///
+    /// If called twice: the generated code takes it once.
+    pub fn take(&mut self) -> Rq {
+        self.rq.take().expect("the request's value is taken once")
     }
 
     /// The first `len` bytes lent, for a `#[lend]` method; `None` if nothing (or less) was
-    /// lent.
+    /// lent. Across processes they are copied into the worker's own buffer first: the method
+    /// gets a `&[u8]`, which must never point into memory the caller can write.
     pub fn bytes(&mut self, len: u64) -> Option<&[u8]> {
         let len = usize::try_from(len).ok()?;
-        match &mut self.inner {
-            LentInner::None => None,
-            LentInner::Local { bytes, .. } => bytes.get(..len),
+        match &mut self.to {
+            ReplyTo::Local { lent, .. } => lent.as_deref()?.get(..len),
             #[cfg(target_os = "linux")]
-            LentInner::Shm { view, scratch, .. } => {
+            ReplyTo::Shm { ctx, scratch, .. } => {
+                let view = ctx.as_ref()?.lent()?;
                 let part = view.slice(..len)?;
                 scratch.clear();
                 scratch.resize(len, 0);
                 part.copy_to_slice(scratch);
                 Some(&scratch[..])
             }
+            #[cfg(target_os = "linux")]
+            ReplyTo::Scalar { .. } => None,
         }
     }
 
     /// The first `len` bytes lent mutably, for a `#[lend_mut]` method; `None` if the lend was
-    /// not mutable or shorter.
+    /// not mutable or is shorter. Across processes they are copied in, and back once the
+    /// method returned a value ([`finish`](Request::finish)).
     pub fn bytes_mut(&mut self, len: u64) -> Option<&mut [u8]> {
         let len = usize::try_from(len).ok()?;
-        match &mut self.inner {
-            LentInner::None => None,
-            LentInner::Local { bytes, mutable } => {
+        match &mut self.to {
+            ReplyTo::Local { lent, mutable, .. } => {
                 if !*mutable {
                     return None;
                 }
-                bytes.get_mut(..len)
+                lent.as_deref_mut()?.get_mut(..len)
             }
             #[cfg(target_os = "linux")]
-            LentInner::Shm {
-                view,
-                mutable,
+            ReplyTo::Shm {
+                ctx,
                 scratch,
+                mutable,
+                written,
             } => {
                 if !*mutable {
                     return None;
                 }
+                let view = ctx.as_ref()?.lent()?;
                 let part = view.slice(..len)?;
                 scratch.clear();
                 scratch.resize(len, 0);
                 part.copy_to_slice(scratch);
-                self.written = Some(len);
+                *written = Some(len);
                 Some(&mut scratch[..])
             }
+            #[cfg(target_os = "linux")]
+            ReplyTo::Scalar { .. } => None,
+        }
+    }
+
+    /// The reply handle, for a `#[deferred]` method: only a request without a lend has one
+    /// (lent bytes are the caller's only until the method returns).
+    pub fn pending(&mut self) -> Option<Pending<Rp, F>> {
+        match &mut self.to {
+            ReplyTo::Local {
+                ctx, lent: None, ..
+            } => ctx.take().map(|ctx| Pending {
+                inner: PendingInner::Local(ctx),
+            }),
+            #[cfg(target_os = "linux")]
+            ReplyTo::Shm { ctx, .. } if ctx.as_ref().is_some_and(|c| c.lent().is_none()) => {
+                ctx.take().map(|ctx| Pending {
+                    inner: PendingInner::Shm(ctx),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers the request with `outcome` (nothing, if a deferred method took the handle; a
+    /// one-way message's answer goes nowhere, which is what `send` means).
+    pub fn finish(self, outcome: Outcome<Rp, F>) {
+        match self.to {
+            ReplyTo::Local {
+                ctx: Some(ctx),
+                lent,
+                mutable,
+                ..
+            } => {
+                let _ = match outcome {
+                    Outcome::Reply(rp) => ctx.reply(Envelope {
+                        msg: rp,
+                        lent: if mutable { lent } else { None },
+                        mutable,
+                    }),
+                    Outcome::Fail(f) => ctx.fail(f),
+                    Outcome::Refuse | Outcome::Deferred => Ok(()),
+                };
+            }
+            #[cfg(target_os = "linux")]
+            ReplyTo::Shm {
+                ctx: Some(mut ctx),
+                scratch,
+                written,
+                ..
+            } => {
+                if let (Some(n), Outcome::Reply(_)) = (written, &outcome) {
+                    let copied = ctx.lent_mut().and_then(|mut v| {
+                        v.slice_mut(..n)
+                            .map(|mut part| part.copy_from_slice(&scratch[..n]))
+                    });
+                    if copied.is_none() {
+                        return; // not writable after all: no reply (NoReply)
+                    }
+                }
+                let _ = match outcome {
+                    Outcome::Reply(rp) => ctx.reply(rp),
+                    Outcome::Fail(f) => ctx.fail(f),
+                    Outcome::Refuse | Outcome::Deferred => Ok(()),
+                };
+            }
+            #[cfg(target_os = "linux")]
+            ReplyTo::Scalar { call, words } => {
+                if let Outcome::Reply(rp) = outcome {
+                    if let Some(w) = words(rp) {
+                        // A one-way scalar takes no reply; the result says so.
+                        let _ = call.reply(w);
+                    }
+                }
+            }
+            // Taken by a deferred method, which answers it.
+            _ => {}
         }
     }
 }
@@ -663,67 +776,71 @@ impl fmt::Display for ServeError {
 impl std::error::Error for ServeError {}
 
 impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
-    /// Serves requests on the calling thread with `dispatch` until every client is gone (in
-    /// one process) or the server fails (across processes, where new clients may always
-    /// come: run it on a thread of its own, or clone the server for more workers).
-    pub fn serve(
+    /// The next request, waiting for it on the calling thread; `None` once every client is
+    /// gone (in one process; across processes new clients may always come). Interface
+    /// questions are answered here; `scratch` holds the copy of a lend across processes.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError`] if the shared-memory server fails.
+    pub fn next<'s>(
         &self,
-        interface: &Interface,
-        scalars: &Scalars<Rq, Rp>,
-        mut dispatch: impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
-    ) -> Result<(), ServeError> {
+        spec: &Spec<Rq, Rp>,
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<Option<Request<'s, Rq, Rp, F>>, ServeError> {
         match &self.transport {
-            ServerTransport::Local(server) => {
-                while let Ok((mut env, ctx)) = server.wait() {
-                    let mutable = env.mutable;
-                    // A request without a lend may be answered later (`#[deferred]`).
-                    let (mut pending, ctx) = match env.lent {
-                        None => (
-                            Some(Pending {
-                                inner: PendingInner::Local(ctx),
-                            }),
-                            None,
-                        ),
-                        Some(_) => (None, Some(ctx)),
-                    };
-                    let outcome = {
-                        let inner = match env.lent.as_mut() {
-                            Some(bytes) => LentInner::Local { bytes, mutable },
-                            None => LentInner::None,
-                        };
-                        dispatch(env.msg, &mut Lent::new(inner), &mut pending)
-                    };
-                    let ctx = match (ctx, pending) {
-                        (Some(ctx), _) => ctx,
-                        (
-                            None,
-                            Some(Pending {
-                                inner: PendingInner::Local(ctx),
-                            }),
-                        ) => ctx,
-                        // Taken by a deferred method, which answers it.
-                        _ => continue,
-                    };
-                    // A one-way message's context takes no reply: ignoring the result is
-                    // what `send` means.
-                    let _ = match outcome {
-                        Outcome::Reply(rp) => ctx.reply(Envelope {
-                            msg: rp,
-                            lent: if mutable { env.lent } else { None },
-                            mutable,
-                        }),
-                        Outcome::Fail(f) => ctx.fail(f),
-                        Outcome::Refuse | Outcome::Deferred => {
-                            drop(ctx);
-                            Ok(())
-                        }
-                    };
-                }
-                Ok(())
-            }
+            ServerTransport::Local(server) => Ok(server.wait().ok().map(local_request)),
             #[cfg(target_os = "linux")]
-            ServerTransport::Shm(server) => shm::serve(server, interface, scalars, &mut dispatch),
+            ServerTransport::Shm(server) => {
+                let parts = loop {
+                    let incoming = server.wait().map_err(ServeError::Shm)?;
+                    if let Some(parts) = shm::classify(incoming, spec) {
+                        break parts;
+                    }
+                };
+                Ok(Some(parts.into_request(scratch)))
+            }
         }
+    }
+
+    /// [`next`](Server::next) for a task: never blocks the executor's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`next`](Server::next).
+    pub async fn next_async<'s>(
+        &self,
+        spec: &Spec<Rq, Rp>,
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<Option<Request<'s, Rq, Rp, F>>, ServeError> {
+        match &self.transport {
+            ServerTransport::Local(server) => Ok(server.async_wait().await.ok().map(local_request)),
+            #[cfg(target_os = "linux")]
+            ServerTransport::Shm(server) => {
+                let parts = loop {
+                    let incoming = server.async_wait().await.map_err(ServeError::Shm)?;
+                    if let Some(parts) = shm::classify(incoming, spec) {
+                        break parts;
+                    }
+                };
+                Ok(Some(parts.into_request(scratch)))
+            }
+        }
+    }
+}
+
+/// A request of the in-process transport.
+fn local_request<'s, Rq, Rp, F>(
+    (env, ctx): courier_local::Request<Envelope<Rq>, Envelope<Rp>, F>,
+) -> Request<'s, Rq, Rp, F> {
+    Request {
+        rq: Some(env.msg),
+        to: ReplyTo::Local {
+            ctx: Some(ctx),
+            lent: env.lent,
+            mutable: env.mutable,
+            _scratch: core::marker::PhantomData,
+        },
     }
 }
 
@@ -770,9 +887,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
 mod shm {
     //! The shared-memory side: pooled lend buffers, the interface check, the serve loop.
 
-    use super::{
-        Interface, Lent, LentInner, Outcome, Pending, PendingInner, Scalars, ServeError, Wire,
-    };
+    use super::{Interface, ReplyTo, Request, Spec, Wire};
     use super::{INTERFACE_NAME_OP, INTERFACE_OP};
     use core::time::Duration;
     use courier_core::error::Error;
@@ -920,87 +1035,56 @@ mod shm {
         }
     }
 
-    pub(super) fn serve<Rq: Wire, Rp: Wire, F: Wire>(
-        server: &courier_shm::Server<Rq, Rp, F>,
-        interface: &Interface,
-        scalars: &Scalars<Rq, Rp>,
-        dispatch: &mut impl FnMut(Rq, &mut Lent<'_>, &mut Option<Pending<Rp, F>>) -> Outcome<Rp, F>,
-    ) -> Result<(), ServeError> {
-        // The worker's private copy of lent bytes, reused from call to call.
-        let mut scratch = Vec::new();
-        loop {
-            match server.wait().map_err(ServeError::Shm)? {
-                Incoming::Call(rq, ctx) if ctx.lent().is_none() => {
-                    // No lend: the method may take the reply handle (`#[deferred]`).
-                    let mut pending = Some(Pending {
-                        inner: PendingInner::Shm(ctx),
-                    });
-                    let outcome = dispatch(rq, &mut Lent::new(LentInner::None), &mut pending);
-                    let Some(Pending {
-                        inner: PendingInner::Shm(ctx),
-                    }) = pending
-                    else {
-                        continue; // taken by a deferred method, which answers it
-                    };
-                    let _ = match outcome {
-                        Outcome::Reply(rp) => ctx.reply(rp),
-                        Outcome::Fail(f) => ctx.fail(f),
-                        Outcome::Refuse | Outcome::Deferred => {
-                            drop(ctx);
-                            Ok(())
-                        }
-                    };
-                }
-                Incoming::Call(rq, mut ctx) => {
-                    // A lend_mut's buffer: read through the view here, written back below.
+    /// A request of the shared-memory transport, before it gets the worker's buffer.
+    pub(super) enum Parts<Rq, Rp, F> {
+        Call(Rq, courier_shm::ReplyContext<Rp, F>),
+        Scalar(Rq, courier_shm::ScalarCall, fn(Rp) -> Option<[u64; 2]>),
+    }
+
+    impl<Rq: Wire, Rp: Wire, F: Wire> Parts<Rq, Rp, F> {
+        pub(super) fn into_request(self, scratch: &mut Vec<u8>) -> Request<'_, Rq, Rp, F> {
+            match self {
+                Parts::Call(rq, mut ctx) => {
                     let mutable = ctx.lent_mut().is_some();
-                    let (outcome, written) = {
-                        let inner = match ctx.lent() {
-                            Some(view) => LentInner::Shm {
-                                mutable,
-                                view,
-                                scratch: &mut scratch,
-                            },
-                            None => LentInner::None,
-                        };
-                        let mut lent = Lent::new(inner);
-                        let outcome = dispatch(rq, &mut lent, &mut None);
-                        (outcome, lent.written)
-                    };
-                    if let (Some(n), Outcome::Reply(_)) = (written, &outcome) {
-                        match ctx.lent_mut().and_then(|mut v| {
-                            v.slice_mut(..n)
-                                .map(|mut part| part.copy_from_slice(&scratch[..n]))
-                        }) {
-                            Some(()) => {}
-                            None => continue, // not writable after all: no reply
-                        }
+                    Request {
+                        rq: Some(rq),
+                        to: ReplyTo::Shm {
+                            ctx: Some(ctx),
+                            scratch,
+                            mutable,
+                            written: None,
+                        },
                     }
-                    let _ = match outcome {
-                        Outcome::Reply(rp) => ctx.reply(rp),
-                        Outcome::Fail(f) => ctx.fail(f),
-                        Outcome::Refuse | Outcome::Deferred => {
-                            drop(ctx);
-                            Ok(())
-                        }
-                    };
                 }
-                Incoming::Scalar(call) => {
-                    if let Some(words) = interface_words(interface, call.op(), call.args()) {
-                        let _ = call.reply(words);
-                    } else if let Some(rq) = (scalars.request)(call.op(), call.args()) {
-                        let outcome = dispatch(rq, &mut Lent::new(LentInner::None), &mut None);
-                        if let Outcome::Reply(rp) = outcome {
-                            if let Some(words) = (scalars.words)(rp) {
-                                // A one-way scalar takes no reply; the result says so.
-                                let _ = call.reply(words);
-                            }
-                        }
-                    }
-                    // Any other opcode: dropped unanswered (a blocking caller gets NoReply).
+                Parts::Scalar(rq, call, words) => Request {
+                    rq: Some(rq),
+                    to: ReplyTo::Scalar { call, words },
+                },
+            }
+        }
+    }
+
+    /// What a typed server makes of a message: a request for the service, or `None` for one
+    /// answered here (an interface question) or dropped (a subscription, an unknown scalar:
+    /// the caller learns there is no answer).
+    pub(super) fn classify<Rq: Wire, Rp: Wire, F: Wire>(
+        incoming: Incoming<Rq, Rp, F>,
+        spec: &Spec<Rq, Rp>,
+    ) -> Option<Parts<Rq, Rp, F>> {
+        match incoming {
+            Incoming::Call(rq, ctx) => Some(Parts::Call(rq, ctx)),
+            Incoming::Scalar(call) => {
+                if let Some(words) = interface_words(&spec.interface, call.op(), call.args()) {
+                    let _ = call.reply(words);
+                    return None;
                 }
-                // Subscriptions are not part of this service: the caller's subscription ends.
-                Incoming::Subscribe(_, notifier) => drop(notifier),
+                let rq = (spec.scalars.request)(call.op(), call.args())?;
+                Some(Parts::Scalar(rq, call, spec.scalars.words))
+            }
+            // Subscriptions are not part of a typed service yet: the caller's ends.
+            Incoming::Subscribe(_, notifier) => {
+                drop(notifier);
+                None
             }
         }
     }

@@ -422,3 +422,90 @@ fn a_client_refuses_a_server_of_another_interface_at_connect() {
     let c = OtherClient::connect(&name, DEADLINE).unwrap();
     assert_eq!(c.get(9), Ok(9));
 }
+
+/// A service with `async fn` methods (and a sync one): `serve` is then a future, run here by
+/// `pollster` on a thread; across processes it waits through `Server::async_wait`.
+#[courier::service]
+trait Suspend {
+    /// Answers after yielding to the executor once.
+    async fn echo(&self, x: u64) -> Result<u64, KvError>;
+    /// A lend read by an async method.
+    async fn total(&self, #[lend] data: &[u8]) -> u64;
+    /// A plain method beside them.
+    fn twice(&self, x: u64) -> u64;
+}
+
+struct Yielding;
+
+/// A future that is pending once, then ready: the method really suspends.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Suspend for Yielding {
+    async fn echo(&self, x: u64) -> Result<u64, KvError> {
+        YieldOnce(false).await;
+        if x == 0 {
+            Err(KvError::NotFound)
+        } else {
+            Ok(x)
+        }
+    }
+    async fn total(&self, data: &[u8]) -> u64 {
+        YieldOnce(false).await;
+        data.iter().map(|&b| u64::from(b)).sum()
+    }
+    fn twice(&self, x: u64) -> u64 {
+        2 * x
+    }
+}
+
+fn async_service_conformance(c: &SuspendClient) {
+    assert_eq!(c.echo(7), Ok(7));
+    assert_eq!(c.echo(0), Err(Error::App(KvError::NotFound)));
+    assert_eq!(c.total(&[1, 2, 3, 4]), Ok(10));
+    assert_eq!(c.twice(21), Ok(42));
+    assert_eq!(pollster::block_on(c.echo_async(9)), Ok(9));
+}
+
+#[test]
+fn an_async_service_in_one_process() {
+    let (client, server) = SuspendClient::pair();
+    let (done, served) = mpsc::channel();
+    std::thread::spawn(move || {
+        pollster::block_on(server.serve(Yielding)).unwrap();
+        let _ = done.send(());
+    });
+    async_service_conformance(&client);
+    drop(client);
+    served
+        .recv_timeout(DEADLINE)
+        .expect("serve returned once the client was gone");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_async_service_across_processes() {
+    runtime_dir();
+    let name = format!("suspend-{}", std::process::id());
+    let server = SuspendServer::bind(&name).unwrap();
+    std::thread::spawn(move || {
+        let _ = pollster::block_on(server.serve(Yielding));
+    });
+    let client = SuspendClient::connect(&name, DEADLINE).unwrap();
+    async_service_conformance(&client);
+}

@@ -121,6 +121,8 @@ struct Method {
     docs: Vec<syn::Attribute>,
     /// For a `#[scalar]` method: the argument types' names and the result's (0 to 2 words).
     scalar: Option<(Vec<Ident>, Vec<Ident>)>,
+    /// An `async fn`: the server awaits it (and `serve` is async).
+    is_async: bool,
 }
 
 /// `#[courier::service]` or `#[courier::service(crate = "path")]`.
@@ -325,7 +327,15 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         })
         .collect();
     let unwrap_rp = form.unwrap(quote!(__rp));
-    let unwrap_rq = form.unwrap(quote!(__rq));
+    let unwrap_take = form.unwrap(quote!(__req.take()));
+    // An `async fn` method makes `serve` async.
+    let any_async = methods.iter().any(|m| m.is_async);
+    let asyncness = any_async.then(|| quote!(async));
+    let next = if any_async {
+        quote!(self.inner.next_async(&__spec, &mut __scratch).await)
+    } else {
+        quote!(self.inner.next(&__spec, &mut __scratch))
+    };
     // The server's dispatch.
     let arms = methods
         .iter()
@@ -361,7 +371,8 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             },
             FnArg::Receiver(_) => None,
         });
-        quote!(#sig { (**self).#name(#(#args),*) })
+        let wait = sig.asyncness.map(|_| quote!(.await));
+        quote!(#sig { (**self).#name(#(#args),*) #wait })
     });
 
     let doc_client = format!(
@@ -495,32 +506,42 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 #c::service::Server::bind(name, &#client::INTERFACE, config).map(|inner| #server { inner })
             }
 
-            /// Serves requests with `service` on the calling thread: in one process until every
-            /// client is gone, across processes until the server fails. Pass `&service` to
-            /// serve one implementation from several threads (each with a clone of this
-            /// server).
+            /// Serves requests with `service`: in one process until every client is gone,
+            /// across processes until the server fails. Pass `&service` to serve one
+            /// implementation from several workers (each with a clone of this server). With
+            /// `async fn` methods it is an `async fn` for any executor (its future is `Send`
+            /// when the methods' futures are); otherwise it runs on the calling thread.
             ///
             /// # Errors
             ///
             /// [`ServeError`](#c::service::ServeError) if the shared-memory server fails.
-            #vis fn serve<__S: #trait_name>(
+            #vis #asyncness fn serve<__S: #trait_name>(
                 &self,
                 service: __S,
             ) -> ::core::result::Result<(), #c::service::ServeError> {
-                let __scalars = #c::service::Scalars {
-                    request: |__op: u32, __a: [u64; 4]| match __op {
-                        #(#scalar_ops)*
-                        _ => ::core::option::Option::None,
-                    },
-                    #[allow(unreachable_patterns)]
-                    words: |__rp: #w_rp| match #unwrap_rp {
-                        #(#scalar_words)*
-                        _ => ::core::option::Option::None,
+                let __spec = #c::service::Spec {
+                    interface: #client::INTERFACE,
+                    scalars: #c::service::Scalars {
+                        request: |__op: u32, __a: [u64; 4]| match __op {
+                            #(#scalar_ops)*
+                            _ => ::core::option::Option::None,
+                        },
+                        #[allow(unreachable_patterns)]
+                        words: |__rp: #w_rp| match #unwrap_rp {
+                            #(#scalar_words)*
+                            _ => ::core::option::Option::None,
+                        },
                     },
                 };
-                self.inner.serve(&#client::INTERFACE, &__scalars, |__rq, __lent, __pending| match #unwrap_rq {
-                    #(#arms)*
-                })
+                // The worker's copy of lent bytes, reused from call to call.
+                let mut __scratch = ::std::vec::Vec::new();
+                while let ::core::option::Option::Some(mut __req) = #next? {
+                    let __out = match #unwrap_take {
+                        #(#arms)*
+                    };
+                    __req.finish(__out);
+                }
+                ::core::result::Result::Ok(())
             }
         }
     })
@@ -643,12 +664,6 @@ fn split_result(ty: &Type) -> (Type, Option<Type>) {
 
 fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
     let sig = &f.sig;
-    if sig.asyncness.is_some() {
-        return Err(Error::new(
-            sig.asyncness.span(),
-            "#[courier::service] methods are written sync; the client gets `_async` forms",
-        ));
-    }
     if !sig.generics.params.is_empty() {
         return Err(Error::new(
             sig.generics.span(),
@@ -786,6 +801,7 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
         err,
         docs,
         scalar: None,
+        is_async: sig.asyncness.is_some(),
     })
 }
 
@@ -871,6 +887,7 @@ fn parse_scalar(f: &syn::TraitItemFn) -> syn::Result<Method> {
         err: None,
         docs,
         scalar: Some((arg_types, results)),
+        is_async: sig.asyncness.is_some(),
     })
 }
 
@@ -1094,7 +1111,8 @@ fn scalar_dispatch_arm(
         .iter()
         .enumerate()
         .map(|(i, t)| from_word(t, quote!(__a[#i])));
-    let call = quote!(service.#name(#(#args),*));
+    let wait = m.is_async.then(|| quote!(.await));
+    let call = quote!(service.#name(#(#args),*) #wait);
     let words = match results {
         [] => quote!({
             #call;
@@ -1139,7 +1157,8 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
         call_args.insert(*at, quote!(#l));
     }
     let out = {
-        let call = quote!(service.#name(#(#call_args),*));
+        let wait = m.is_async.then(|| quote!(.await));
+        let call = quote!(service.#name(#(#call_args),*) #wait);
         match &m.err {
             Some(_) => {
                 let (ok_pat, ok_val) = if is_unit(&m.ok) {
@@ -1169,6 +1188,7 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
         }
     };
     if m.kind == Kind::Deferred {
+        let wait = m.is_async.then(|| quote!(.await));
         let ok_fn = if is_unit(&m.ok) {
             let v = form.wrap(quote!(#rp::#name));
             quote!(|_: ()| #v)
@@ -1184,9 +1204,9 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
             None => quote!(|__e: ::core::convert::Infallible| match __e {}),
         };
         return quote! {
-            #pattern => match __pending.take() {
+            #pattern => match __req.pending() {
                 ::core::option::Option::Some(__p) => {
-                    service.#name(#(#call_args,)* __p.defer(#ok_fn, #err_fn));
+                    service.#name(#(#call_args,)* __p.defer(#ok_fn, #err_fn)) #wait;
                     #c::service::Outcome::Deferred
                 }
                 ::core::option::Option::None => #c::service::Outcome::Refuse,
@@ -1196,9 +1216,9 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
     match &m.lend {
         Some((l, _)) => {
             let get = if m.kind == Kind::LendMut {
-                quote!(__lent.bytes_mut(__len))
+                quote!(__req.bytes_mut(__len))
             } else {
-                quote!(__lent.bytes(__len))
+                quote!(__req.bytes(__len))
             };
             quote! {
                 #pattern => match #get {

@@ -402,13 +402,31 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     }
 
     fn wait_until(&self, deadline: Deadline) -> Result<Incoming<Rq, Rp, E>, ShmError> {
-        let core = &self.shared.core;
         // Whether the last wake-up found nothing to do: then the next sleep comes at once,
         // without the spin, so a client that only sends wake-ups keeps no worker spinning.
         let mut idle_wake = false;
-        let mut keys = Vec::new();
+        // The wake-up keys of a sleep: one buffer per worker thread, kept, so that a worker
+        // that sleeps between calls allocates nothing.
+        thread_local! {
+            static KEYS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let mut keys = KEYS.try_with(std::cell::Cell::take).unwrap_or_default();
+        let r = self.wait_with(deadline, &mut idle_wake, &mut keys);
+        keys.clear();
+        let _ = KEYS.try_with(|k| k.set(keys));
+        r
+    }
+
+    /// [`wait_until`](Self::wait_until) with the sleep's key buffer.
+    fn wait_with(
+        &self,
+        deadline: Deadline,
+        idle_wake: &mut bool,
+        keys: &mut Vec<u64>,
+    ) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+        let core = &self.shared.core;
         loop {
-            let spins = if idle_wake { 1 } else { SPINS };
+            let spins = if *idle_wake { 1 } else { SPINS };
             for i in 0..spins {
                 if let Some(m) = self.poll_once() {
                     return Ok(m);
@@ -441,14 +459,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Err(expired.into());
                 }
             };
-            let slept = core.poller.wait(&mut keys, left);
+            let slept = core.poller.wait(keys, left);
             core.set_sleeping(-1);
             slept.map_err(ShmError::io("waiting for calls"))?;
-            core.take_wakeups(&keys);
+            core.take_wakeups(keys);
             if let Some(m) = self.poll_once() {
                 return Ok(m);
             }
-            idle_wake = true;
+            *idle_wake = true;
         }
     }
 
