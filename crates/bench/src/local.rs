@@ -296,7 +296,9 @@ fn render(
          a row stops early after {:?} of a round. Each round trip is timed with one \
          `Instant::now()` after the reply (chained timestamps). *median* and *p99* are over all \
          per-call samples; *calls/s* = measured calls / wall time of the measured phases (all \
-         clients together in (2)); *batch means* show the spread between batches.{}\n\
+         clients together in (2)); *batch means* show the spread between batches; *CPU/call* \
+         = the CPU time of every thread of this process during the measured phase \
+         (`/proc/self/task/*/schedstat`) per call.{}\n\
          - scenarios: {SYNC} = one client thread, one server thread; {THROUGHPUT} = {CLIENTS} \
          client threads, one server thread; {ASYNC} = a client task and a server task spawned on \
          a multi-thread tokio runtime ({WORKERS} workers; both tasks may share one worker). \
@@ -841,6 +843,7 @@ mod tests {
                 n: 1,
                 batches: 1,
                 clients: 1,
+                cpu_per_call_ns: median_ns,
             },
         }
     }

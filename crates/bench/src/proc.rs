@@ -35,6 +35,8 @@ impl Peer {
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
         }
         let child = cmd.spawn().map_err(|e| format!("spawning the peer: {e}"))?;
+        // Its CPU time counts with ours in the row it serves.
+        crate::stats::watch_peer(Some(child.id()));
         Ok(Peer { child: Some(child) })
     }
 
@@ -48,6 +50,7 @@ impl Peer {
         let Some(mut child) = self.child.take() else {
             return true;
         };
+        crate::stats::watch_peer(None);
         let deadline = Instant::now() + EXIT_WAIT;
         loop {
             match child.try_wait() {
@@ -66,6 +69,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            crate::stats::watch_peer(None);
             let _ = child.kill();
             let _ = child.wait();
         }

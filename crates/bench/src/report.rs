@@ -152,10 +152,10 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | name | median round trip | p99 | calls/s | {s}/peer median | {s}/peer calls/s | batch means (min–max) | n | notes |",
+        "| scenario | name | median round trip | p99 | calls/s | {s}/peer median | {s}/peer calls/s | batch means (min–max) | n | CPU/call | notes |",
         s = subject_name
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in rows {
         let s = &row.summary;
         let (ratio_median, ratio_cps) = match subject_of(rows, row.scenario) {
@@ -167,7 +167,7 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} |",
             row.scenario,
             row.name,
             fmt_ns(s.median_ns),
@@ -178,6 +178,7 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
             fmt_ns(s.batch_min_ns),
             fmt_ns(s.batch_max_ns),
             fmt_count(s.n, s.batches, s.clients),
+            fmt_ns(s.cpu_per_call_ns),
             row.notes,
         );
     }
@@ -310,7 +311,7 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
             out,
             "    {{\"scenario\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
              \"p99_ns\": {}, \"calls_per_s\": {}, \"batch_min_ns\": {}, \"batch_max_ns\": {}, \
-             \"n\": {}, \"batches\": {}, \"clients\": {}, \"notes\": {}}}{}",
+             \"n\": {}, \"batches\": {}, \"clients\": {}, \"cpu_per_call_ns\": {}, \"notes\": {}}}{}",
             json_str(row.scenario),
             json_str(row.name),
             row.subject,
@@ -322,6 +323,7 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
             s.n,
             s.batches,
             s.clients,
+            num(s.cpu_per_call_ns),
             json_str(row.notes),
             if i + 1 < rows.len() { "," } else { "" }
         );

@@ -1257,6 +1257,9 @@ fn render(
          then times batches of calls ({}×{} small … {}×{} at 16 MiB; a row stops early after \
          {:?}). Each call is timed with one `Instant::now()` after the reply (chained \
          timestamps); *median* and *p99* are over all calls.{}\n\
+         - CPU/call: the CPU time of every thread of both processes (client and server) during \
+         the measured phase, from the scheduler's accounting (`/proc/*/task/*/schedstat`), per \
+         call: what a round trip costs the machine; a spinning waiter shows here.\n\
          - small: a u64 request, reply = request + 1, checked. Large: a u64 request; the server \
          writes all N bytes (a byte that changes every call) and the client checks the first \
          and last byte of the reply — for courier, of its own lent buffer (`lend_mut`).\n\

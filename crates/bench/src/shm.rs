@@ -1082,7 +1082,9 @@ fn render(
     let p16 = plan(16 << 20, quick);
     out.push_str(&format!(
         "- method: {rounds} round(s); each round measures every row once (starting at a \
-         different row each round) and a row's samples from all rounds are pooled. Two processes per row (the peer is this binary, re-executed; a new process, \
+         different row each round) and a row's samples from all rounds are pooled. *CPU/call*: \
+         the CPU time of every thread of both processes during the measured phase \
+         (`/proc/*/task/*/schedstat`), per round trip. Two processes per row (the peer is this binary, re-executed; a new process, \
          channel and name for every row), except the floor rows. Each row warms up, then times \
          batches of round trips ({}×{} at 8 B … {}×{} at 16 MiB; a row stops early after {:?}). \
          Each side memsets the whole payload of every message it sends and checks the first and \

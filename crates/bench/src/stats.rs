@@ -40,6 +40,9 @@ pub(crate) struct Samples {
     pub(crate) batches: usize,
     /// Number of client threads or tasks.
     pub(crate) clients: usize,
+    /// CPU time used during the measured phase by this process and the row's peer process
+    /// (every thread of both), in nanoseconds.
+    pub(crate) cpu_ns: u64,
 }
 
 /// What a row reports.
@@ -61,6 +64,9 @@ pub(crate) struct Summary {
     pub(crate) batches: usize,
     /// Clients.
     pub(crate) clients: usize,
+    /// CPU time per measured call, both processes (client and server) together, in
+    /// nanoseconds: what a round trip costs the machine, beside what it costs in time.
+    pub(crate) cpu_per_call_ns: f64,
 }
 
 impl Samples {
@@ -72,6 +78,7 @@ impl Samples {
         self.wall += other.wall;
         self.batches += other.batches;
         self.clients = self.clients.max(other.clients);
+        self.cpu_ns += other.cpu_ns;
     }
 
     /// Median, p99 and calls/s of these samples.
@@ -89,6 +96,11 @@ impl Samples {
             n,
             batches: self.batches,
             clients: self.clients,
+            cpu_per_call_ns: if n > 0 {
+                self.cpu_ns as f64 / n as f64
+            } else {
+                f64::NAN
+            },
         }
     }
 }
@@ -163,10 +175,11 @@ fn warm_up(plan: &Plan, call: &mut impl FnMut(u64) -> u64) {
 /// Measures one blocking client on the current thread.
 pub(crate) fn measure_sync(plan: &Plan, mut call: impl FnMut(u64) -> u64) -> Samples {
     warm_up(plan, &mut call);
+    let cpu = cpu_ns();
     let start = Instant::now();
     let run = client_loop(plan, &mut call, start);
     let wall = start.elapsed();
-    merge(vec![run], wall)
+    merge(vec![run], wall, cpu_ns().saturating_sub(cpu))
 }
 
 /// Measures one blocking client whose calls can fail (a round trip to another process):
@@ -215,6 +228,7 @@ where
                 })
             })
             .collect();
+        let cpu = cpu_ns();
         barrier.wait();
         let start = Instant::now();
         let runs: Vec<ClientRun> = handles
@@ -222,7 +236,7 @@ where
             .map(|h| h.join().expect("client thread panicked"))
             .collect();
         let wall = start.elapsed();
-        merge(runs, wall)
+        merge(runs, wall, cpu_ns().saturating_sub(cpu))
     })
 }
 
@@ -240,6 +254,7 @@ pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Sam
     for i in 0..plan.warmup as u64 {
         check(i, client.call(black_box(i)).await);
     }
+    let cpu = cpu_ns();
     let start = Instant::now();
     let mut run = ClientRun::with_capacity(&plan);
     let mut x = 0u64;
@@ -259,16 +274,17 @@ pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Sam
         run.batches += 1;
     }
     let wall = start.elapsed();
-    merge(vec![run], wall)
+    merge(vec![run], wall, cpu_ns().saturating_sub(cpu))
 }
 
-fn merge(runs: Vec<ClientRun>, wall: Duration) -> Samples {
+fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
     let clients = runs.len();
     let batches = runs.iter().map(|r| r.batches).min().unwrap_or(0);
     let mut out = Samples {
         wall,
         batches,
         clients,
+        cpu_ns,
         ..Samples::default()
     };
     for run in runs {
@@ -276,6 +292,39 @@ fn merge(runs: Vec<ClientRun>, wall: Duration) -> Samples {
         out.batch_mean_ns.extend(run.batch_mean_ns);
     }
     out
+}
+
+/// The pid of the row's peer process (0: the row runs in this process alone).
+static PEER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Counts `pid`'s CPU time with this process's in the rows measured from now on (`None`:
+/// this process alone).
+pub(crate) fn watch_peer(pid: Option<u32>) {
+    PEER.store(pid.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// CPU time used so far by every thread of this process and of the peer, in nanoseconds,
+/// from the scheduler's own accounting (`/proc/<pid>/task/<tid>/schedstat`, nanosecond
+/// resolution). 0 where `/proc` is not there.
+pub(crate) fn cpu_ns() -> u64 {
+    let peer = PEER.load(std::sync::atomic::Ordering::Relaxed);
+    let mut total = process_cpu_ns("self");
+    if peer != 0 {
+        total += process_cpu_ns(&peer.to_string());
+    }
+    total
+}
+
+/// The summed on-CPU time of the threads of `/proc/<pid>`.
+fn process_cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The row being measured, for the watchdog's message.

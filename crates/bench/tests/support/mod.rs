@@ -50,9 +50,9 @@ pub(crate) fn assert_header(out: &str) {
     }
 }
 
-/// The cells of the table row `name` of `scenario`, after checking it has all 10 cells and a
-/// median and a p99 (cells: scenario, name, median, p99, calls/s, ratio median, ratio
-/// calls/s, batch means, n, notes).
+/// The cells of the table row `name` of `scenario`, after checking it has all 11 cells, a
+/// median, a p99 and a CPU time per call (cells: scenario, name, median, p99, calls/s, ratio
+/// median, ratio calls/s, batch means, n, CPU/call, notes).
 pub(crate) fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> {
     let prefix = format!("| {scenario} | {name} | ");
     let line = out
@@ -60,11 +60,12 @@ pub(crate) fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> 
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no row {prefix:?} in:\n{out}"));
     let cells: Vec<&str> = line.split(" | ").collect();
-    assert_eq!(cells.len(), 10, "row {prefix:?} has not 10 cells: {line}");
+    assert_eq!(cells.len(), 11, "row {prefix:?} has not 11 cells: {line}");
     assert!(
         cells[2].ends_with('s') && cells[3].ends_with('s'),
         "no median or p99 in: {line}"
     );
+    assert!(cells[9].ends_with('s'), "no CPU time per call in: {line}");
     cells
 }
 
