@@ -24,6 +24,7 @@
 //! | `fn m(&self, #[lend_mut] d: &mut [u8]) -> ..` | a mutable lend: the server writes them | as a call |
 //! | `#[scalar] fn m(&self, a: u32, b: bool) -> (u64, i32)` | a Xous scalar message: up to four integer words, up to two back, no slot payload | `Result<(u64, i32), Error<Infallible>>` |
 //! | `#[scalar] fn m(&self, a: u32)` | a one-way scalar message | `Result<(), Error<Infallible>>` |
+//! | `#[subscribe] fn m(&self, a: A, sink: Sink<E>)` | a subscription: the server pushes `E`s into the [`Sink`] until it drops it | `Result<Subscription<E>, Error<Infallible>>` ([`Subscription`]: `recv`, `recv_timeout`, `try_recv`, `recv_async`) |
 //! | `#[deferred] fn m(&self, a: A, reply: Reply<T, E>)` | a call the server answers later, from anywhere ([`Reply`]) | `Result<T, Error<E>>` |
 //!
 //! Arguments, results and errors are flat types (`courier::flat`: integers, `bool`, `char`,
@@ -60,7 +61,12 @@
 
 use core::fmt;
 use core::time::Duration;
+use std::any::Any;
 use std::boxed::Box;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 use std::vec::Vec;
 
 use courier_core::error::{Error, SendError};
@@ -252,7 +258,13 @@ enum ReplyTo<'s, Rp, F> {
         ctx: Option<courier_local::ReplyContext<Envelope<Rp>, F>>,
         lent: Option<Vec<u8>>,
         mutable: bool,
+        push: Option<Arc<dyn Any + Send + Sync>>,
         _scratch: core::marker::PhantomData<&'s mut Vec<u8>>,
+    },
+    /// A subscription across processes: the notifier a `#[subscribe]` method takes.
+    #[cfg(target_os = "linux")]
+    Subscribe {
+        notifier: Option<courier_shm::Notifier>,
     },
     /// Across processes: the reply context (with the lent buffer, if any), the worker's
     /// private copy of lent bytes, and how much of a mutable lend the method was given.
@@ -298,7 +310,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
                 Some(&scratch[..])
             }
             #[cfg(target_os = "linux")]
-            ReplyTo::Scalar { .. } => None,
+            ReplyTo::Scalar { .. } | ReplyTo::Subscribe { .. } => None,
         }
     }
 
@@ -333,7 +345,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
                 Some(&mut scratch[..])
             }
             #[cfg(target_os = "linux")]
-            ReplyTo::Scalar { .. } => None,
+            ReplyTo::Scalar { .. } | ReplyTo::Subscribe { .. } => None,
         }
     }
 
@@ -356,6 +368,25 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
         }
     }
 
+    /// Where a `#[subscribe]` method pushes its events of type `E`; `None` if this request is
+    /// not a subscription (or one of another event type).
+    pub fn sink<E: Wire>(&mut self) -> Option<Sink<E>> {
+        match &mut self.to {
+            ReplyTo::Local { push, .. } => {
+                let queue = Arc::downcast::<LocalQueue<E>>(push.take()?).ok()?;
+                Some(Sink {
+                    inner: SinkInner::Local(queue),
+                })
+            }
+            #[cfg(target_os = "linux")]
+            ReplyTo::Subscribe { notifier } => Some(Sink {
+                inner: SinkInner::Shm(notifier.take()?, core::marker::PhantomData),
+            }),
+            #[cfg(target_os = "linux")]
+            _ => None,
+        }
+    }
+
     /// Answers the request with `outcome` (nothing, if a deferred method took the handle; a
     /// one-way message's answer goes nowhere, which is what `send` means).
     pub fn finish(self, outcome: Outcome<Rp, F>) {
@@ -371,6 +402,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
                         msg: rp,
                         lent: if mutable { lent } else { None },
                         mutable,
+                        push: None,
                     }),
                     Outcome::Fail(f) => ctx.fail(f),
                     Outcome::Refuse | Outcome::Deferred => Ok(()),
@@ -416,11 +448,12 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
 /// A message of the in-process transport: the typed value, and the bytes of a lend (moved
 /// there and, for a mutable lend, back).
 #[doc(hidden)]
-#[derive(Debug)]
 pub struct Envelope<T> {
     msg: T,
     lent: Option<Vec<u8>>,
     mutable: bool,
+    /// A subscription's queue (a `LocalQueue<E>` of the method's event type).
+    push: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<T> Envelope<T> {
@@ -429,7 +462,19 @@ impl<T> Envelope<T> {
             msg,
             lent: None,
             mutable: false,
+            push: None,
         }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("msg", &self.msg)
+            .field("lent", &self.lent.as_ref().map(Vec::len))
+            .field("mutable", &self.mutable)
+            .field("push", &self.push.is_some())
+            .finish()
     }
 }
 
@@ -591,6 +636,7 @@ where
                     msg: rq,
                     lent: Some(data.to_vec()),
                     mutable: false,
+                    push: None,
                 };
                 let r = match self.timeout {
                     None => c.req(env),
@@ -612,6 +658,7 @@ where
                     msg: rq,
                     lent: Some(data.to_vec()),
                     mutable: true,
+                    push: None,
                 };
                 let r = match self.timeout {
                     None => c.req(env),
@@ -702,6 +749,328 @@ where
 
     fn decode(bytes: &courier_shm::ShmView<'_>) -> Option<Self> {
         <courier_shm::Postcard<T> as courier_shm::Wire>::decode(bytes).map(|p| Serde(p.0))
+    }
+}
+
+/// Why a pushed event was not delivered (the event is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The subscriber dropped its subscription.
+    Unsubscribed,
+    /// The subscriber's process is gone.
+    Gone,
+    /// The subscriber has not read the events before: its queue is full (a slow reader costs
+    /// the server nothing, and never blocks it).
+    Full,
+    /// The event is larger than the transport's push record.
+    TooLarge,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PushError::Unsubscribed => "the subscriber unsubscribed",
+            PushError::Gone => "the subscriber is gone",
+            PushError::Full => "the subscriber's queue is full",
+            PushError::TooLarge => "the event is larger than a push record",
+        })
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// How many events a subscription holds in one process before pushes fail with
+/// [`PushError::Full`] (across processes: the server's `push_depth`).
+const LOCAL_PUSH_DEPTH: usize = 64;
+
+/// The queue of one subscription in one process.
+struct LocalQueue<E> {
+    state: Mutex<QueueState<E>>,
+    ready: Condvar,
+}
+
+struct QueueState<E> {
+    events: VecDeque<E>,
+    /// The sink was dropped: after the queued events, the stream ends.
+    ended: bool,
+    /// The subscription was dropped: pushes fail.
+    unsubscribed: bool,
+    /// A task waiting in `recv_async`.
+    waker: Option<Waker>,
+}
+
+impl<E> LocalQueue<E> {
+    fn new() -> LocalQueue<E> {
+        LocalQueue {
+            state: Mutex::new(QueueState {
+                events: VecDeque::new(),
+                ended: false,
+                unsubscribed: false,
+                waker: None,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state and wakes whoever waits.
+    fn notify(&self, change: impl FnOnce(&mut QueueState<E>)) {
+        let mut s = self.lock();
+        change(&mut s);
+        let waker = s.waker.take();
+        drop(s);
+        self.ready.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Where a `#[subscribe]` method pushes its events: keep it (on another thread, say) and
+/// [`push`](Sink::push); dropping it ends the subscriber's stream. Pushing never blocks.
+pub struct Sink<E> {
+    inner: SinkInner<E>,
+}
+
+enum SinkInner<E> {
+    Local(Arc<LocalQueue<E>>),
+    #[cfg(target_os = "linux")]
+    Shm(courier_shm::Notifier, core::marker::PhantomData<fn(E)>),
+}
+
+impl<E: Wire> Sink<E> {
+    /// Pushes `event` to the subscriber.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`]: the event was not delivered.
+    pub fn push(&self, event: E) -> Result<(), PushError> {
+        match &self.inner {
+            SinkInner::Local(q) => {
+                let mut s = q.lock();
+                if s.unsubscribed {
+                    return Err(PushError::Unsubscribed);
+                }
+                if s.events.len() >= LOCAL_PUSH_DEPTH {
+                    return Err(PushError::Full);
+                }
+                s.events.push_back(event);
+                let waker = s.waker.take();
+                drop(s);
+                q.ready.notify_all();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Ok(())
+            }
+            #[cfg(target_os = "linux")]
+            SinkInner::Shm(n, _) => n.push(event).map_err(|e| match e {
+                courier_shm::PushError::Unsubscribed => PushError::Unsubscribed,
+                courier_shm::PushError::ClientGone => PushError::Gone,
+                courier_shm::PushError::Full => PushError::Full,
+                _ => PushError::TooLarge,
+            }),
+        }
+    }
+
+    /// Whether the subscriber still listens.
+    pub fn is_subscribed(&self) -> bool {
+        match &self.inner {
+            SinkInner::Local(q) => !q.lock().unsubscribed,
+            #[cfg(target_os = "linux")]
+            SinkInner::Shm(n, _) => n.is_subscribed(),
+        }
+    }
+}
+
+impl<E> Drop for Sink<E> {
+    fn drop(&mut self) {
+        if let SinkInner::Local(q) = &self.inner {
+            q.notify(|s| s.ended = true);
+        }
+    }
+}
+
+impl<E> fmt::Debug for Sink<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+/// The events of a `#[subscribe]` method, in the order pushed. The stream ends
+/// (`Error::NoReply`) once the server drops its [`Sink`] and the queued events are read;
+/// dropping the subscription tells the server ([`PushError::Unsubscribed`]).
+pub struct Subscription<E> {
+    inner: SubInner<E>,
+}
+
+enum SubInner<E> {
+    Local(Arc<LocalQueue<E>>),
+    #[cfg(target_os = "linux")]
+    Shm(
+        courier_shm::Subscription,
+        core::marker::PhantomData<fn() -> E>,
+    ),
+}
+
+impl<E: Wire> Subscription<E> {
+    /// The next event if one is there.
+    ///
+    /// # Errors
+    ///
+    /// `Error::NoReply` once the stream has ended, `Error::ServerDisappeared`,
+    /// `Error::Protocol` for an event that is not an `E`.
+    pub fn try_recv(&self) -> Result<Option<E>, Error<()>> {
+        match &self.inner {
+            SubInner::Local(q) => {
+                let mut s = q.lock();
+                match s.events.pop_front() {
+                    Some(e) => Ok(Some(e)),
+                    None if s.ended => Err(Error::NoReply),
+                    None => Ok(None),
+                }
+            }
+            #[cfg(target_os = "linux")]
+            SubInner::Shm(sub, _) => sub.try_recv(),
+        }
+    }
+
+    /// Waits for the next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Subscription::try_recv).
+    pub fn recv(&self) -> Result<E, Error<()>> {
+        self.recv_until(None)
+    }
+
+    /// Waits at most `timeout` for the next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Subscription::try_recv), and `Error::Timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<E, Error<()>> {
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<E, Error<()>> {
+        match &self.inner {
+            SubInner::Local(q) => {
+                let mut s = q.lock();
+                loop {
+                    if let Some(e) = s.events.pop_front() {
+                        return Ok(e);
+                    }
+                    if s.ended {
+                        return Err(Error::NoReply);
+                    }
+                    s = match deadline {
+                        None => q.ready.wait(s).unwrap_or_else(|p| p.into_inner()),
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Err(Error::Timeout);
+                            }
+                            q.ready
+                                .wait_timeout(s, left)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                    };
+                }
+            }
+            #[cfg(target_os = "linux")]
+            SubInner::Shm(sub, _) => match deadline {
+                None => sub.recv(),
+                Some(d) => sub.recv_timeout(d.saturating_duration_since(Instant::now())),
+            },
+        }
+    }
+
+    /// The next event, awaited: never blocks the executor's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Subscription::try_recv).
+    pub async fn recv_async(&self) -> Result<E, Error<()>> {
+        match &self.inner {
+            SubInner::Local(q) => {
+                core::future::poll_fn(|cx: &mut Context<'_>| {
+                    let mut s = q.lock();
+                    if let Some(e) = s.events.pop_front() {
+                        return Poll::Ready(Ok(e));
+                    }
+                    if s.ended {
+                        return Poll::Ready(Err(Error::NoReply));
+                    }
+                    s.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                })
+                .await
+            }
+            #[cfg(target_os = "linux")]
+            SubInner::Shm(sub, _) => sub.recv_async().await,
+        }
+    }
+}
+
+impl<E> Drop for Subscription<E> {
+    fn drop(&mut self) {
+        if let SubInner::Local(q) = &self.inner {
+            q.notify(|s| s.unsubscribed = true);
+        }
+    }
+}
+
+impl<E> fmt::Debug for Subscription<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl<Rq, Rp, F> Client<Rq, Rp, F>
+where
+    Rq: Wire,
+    Rp: Wire,
+    F: Wire,
+{
+    /// A subscription: `rq` goes to the server's `#[subscribe]` method, which pushes events of
+    /// type `E` until it drops its [`Sink`].
+    pub fn subscribe<E: Wire>(&self, rq: Rq) -> Result<Subscription<E>, Error<F>> {
+        match &self.transport {
+            ClientTransport::Local(c) => {
+                let queue = Arc::new(LocalQueue::<E>::new());
+                let push: Arc<dyn Any + Send + Sync> = queue.clone();
+                let env = Envelope {
+                    msg: rq,
+                    lent: None,
+                    mutable: false,
+                    push: Some(push),
+                };
+                match self.timeout {
+                    None => c.send(env),
+                    Some(t) => c.send_timeout(env, t),
+                }
+                .map_err(send_error)?;
+                Ok(Subscription {
+                    inner: SubInner::Local(queue),
+                })
+            }
+            #[cfg(target_os = "linux")]
+            ClientTransport::Shm(c) => {
+                let sub = match self.timeout {
+                    None => c.client.subscribe(rq),
+                    Some(t) => c.client.subscribe_timeout(rq, t),
+                }?;
+                Ok(Subscription {
+                    inner: SubInner::Shm(sub, core::marker::PhantomData),
+                })
+            }
+        }
     }
 }
 
@@ -839,6 +1208,7 @@ fn local_request<'s, Rq, Rp, F>(
             ctx: Some(ctx),
             lent: env.lent,
             mutable: env.mutable,
+            push: env.push,
             _scratch: core::marker::PhantomData,
         },
     }
@@ -1039,6 +1409,7 @@ mod shm {
     pub(super) enum Parts<Rq, Rp, F> {
         Call(Rq, courier_shm::ReplyContext<Rp, F>),
         Scalar(Rq, courier_shm::ScalarCall, fn(Rp) -> Option<[u64; 2]>),
+        Subscribe(Rq, courier_shm::Notifier),
     }
 
     impl<Rq: Wire, Rp: Wire, F: Wire> Parts<Rq, Rp, F> {
@@ -1059,6 +1430,12 @@ mod shm {
                 Parts::Scalar(rq, call, words) => Request {
                     rq: Some(rq),
                     to: ReplyTo::Scalar { call, words },
+                },
+                Parts::Subscribe(rq, notifier) => Request {
+                    rq: Some(rq),
+                    to: ReplyTo::Subscribe {
+                        notifier: Some(notifier),
+                    },
                 },
             }
         }
@@ -1081,11 +1458,7 @@ mod shm {
                 let rq = (spec.scalars.request)(call.op(), call.args())?;
                 Some(Parts::Scalar(rq, call, spec.scalars.words))
             }
-            // Subscriptions are not part of a typed service yet: the caller's ends.
-            Incoming::Subscribe(_, notifier) => {
-                drop(notifier);
-                None
-            }
+            Incoming::Subscribe(rq, notifier) => Some(Parts::Subscribe(rq, notifier)),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Cross-thread waits synchronise through channels with deadlines; nothing sleeps and hopes.
 
-use courier::service::Reply;
+use courier::service::{Reply, Sink};
 use courier::{flat, Error, Ipc};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -51,6 +51,9 @@ pub trait Kv {
     /// A one-way scalar: adds `n` to key 0.
     #[scalar]
     fn bump(&self, n: u16);
+    /// Pushes `count` events from `from` on, from another thread, then ends the stream.
+    #[subscribe]
+    fn watch(&self, from: u64, count: u8, sink: Sink<u64>);
 }
 
 /// The service: a map, and a gate the test controls.
@@ -105,6 +108,13 @@ impl Kv for Store {
     }
     fn bump(&self, n: u16) {
         *self.map.lock().unwrap().entry(0).or_default() += u64::from(n);
+    }
+    fn watch(&self, from: u64, count: u8, sink: Sink<u64>) {
+        std::thread::spawn(move || {
+            for i in 0..u64::from(count) {
+                sink.push(from + i).expect("the subscriber listens");
+            }
+        });
     }
 }
 
@@ -210,7 +220,31 @@ conformance!(
     clones_call_from_many_threads,
     deferred_replies_come_from_another_thread,
     scalars_carry_integers_both_ways,
+    subscriptions_stream_events_then_end,
 );
+
+fn subscriptions_stream_events_then_end(r: Running) {
+    let c = &r.client;
+    let sub = c.watch(100, 5).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(sub.recv_timeout(DEADLINE).unwrap());
+    }
+    assert_eq!(got, [100, 101, 102, 103, 104]);
+    // The server dropped its sink: the stream ends after the last event.
+    assert_eq!(sub.recv_timeout(DEADLINE), Err(Error::NoReply));
+    // The async form, and two subscriptions at once.
+    let (a, b) = (c.watch(1, 2).unwrap(), c.watch(7, 1).unwrap());
+    let got = pollster::block_on(async {
+        let a1 = a.recv_async().await;
+        let a2 = a.recv_async().await;
+        let b1 = b.recv_async().await;
+        (a1, a2, b1, a.recv_async().await)
+    });
+    assert_eq!(got, (Ok(1), Ok(2), Ok(7), Err(Error::NoReply)));
+    drop((a, b));
+    r.finish();
+}
 
 fn scalars_carry_integers_both_ways(r: Running) {
     let c = &r.client;
@@ -349,7 +383,8 @@ fn the_interface_lists_methods_and_kinds() {
             ("later", "deferred"),
             ("dropped", "deferred"),
             ("divmod", "scalar"),
-            ("bump", "scalar_send")
+            ("bump", "scalar_send"),
+            ("watch", "subscribe")
         ]
     );
     assert_ne!(i.signature, OtherClient::INTERFACE.signature);

@@ -39,6 +39,9 @@ enum Kind {
     Scalar,
     /// A one-way Xous scalar message (`#[scalar]` without a result).
     ScalarSend,
+    /// A subscription: the method takes a `Sink<E>` last and pushes events into it
+    /// (`#[subscribe]`); `ok` is the event type.
+    Subscribe,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Deferred => "deferred",
             Kind::Scalar => "scalar",
             Kind::ScalarSend => "scalar_send",
+            Kind::Subscribe => "subscribe",
         }
     }
 
@@ -63,6 +67,7 @@ impl Kind {
             Kind::LendMut => 4,
             Kind::Scalar => 5,
             Kind::ScalarSend => 6,
+            Kind::Subscribe => 7,
         }
     }
 }
@@ -152,6 +157,14 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             item.ident.span(),
             "#[courier::service] needs at least one method",
         ));
+    }
+    if form.serde {
+        if let Some(m) = methods.iter().find(|m| m.kind == Kind::Subscribe) {
+            return Err(Error::new(
+                m.name.span(),
+                "#[subscribe] events are flat types: not available in a #[courier::service(serde)] service yet",
+            ));
+        }
     }
     for (i, a) in methods.iter().enumerate() {
         if let Some(b) = methods[..i].iter().find(|b| b.tag == a.tag) {
@@ -344,8 +357,11 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     // The trait as written, without the argument attributes this macro reads.
     for it in &mut item.items {
         if let TraitItem::Fn(f) = it {
-            f.attrs
-                .retain(|a| !a.path().is_ident("deferred") && !a.path().is_ident("scalar"));
+            f.attrs.retain(|a| {
+                !a.path().is_ident("deferred")
+                    && !a.path().is_ident("scalar")
+                    && !a.path().is_ident("subscribe")
+            });
             for input in &mut f.sig.inputs {
                 if let FnArg::Typed(pt) = input {
                     pt.attrs
@@ -613,6 +629,22 @@ fn is_byte_slice(ty: &Type, mutable: bool) -> bool {
     }
 }
 
+/// `Sink<E>` → `E` (any path ending in `Sink`).
+fn sink_type(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Sink" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>()[..] {
+        [GenericArgument::Type(t)] => Some(t.clone()),
+        _ => None,
+    }
+}
+
 /// `Reply<T>` → `(T, None)`, `Reply<T, E>` → `(T, Some(E))` (any path ending in `Reply`).
 fn reply_types(ty: &Type) -> Option<(Type, Option<Type>)> {
     let Type::Path(p) = ty else { return None };
@@ -687,12 +719,40 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
         return parse_scalar(f);
     }
     let deferred = f.attrs.iter().any(|a| a.path().is_ident("deferred"));
+    let subscribe = f.attrs.iter().any(|a| a.path().is_ident("subscribe"));
+    if deferred && subscribe {
+        return Err(Error::new(
+            sig.span(),
+            "a method is #[deferred] or #[subscribe], not both",
+        ));
+    }
     let mut args = Vec::new();
     let mut lend = None;
     let mut kind = None;
     let mut inputs: Vec<&FnArg> = sig.inputs.iter().skip(1).collect();
-    // A deferred method's last argument is its `Reply<T, E>`.
+    // A deferred method's last argument is its `Reply<T, E>`; a subscription's, its
+    // `Sink<E>`.
     let mut reply = None;
+    let mut sink = None;
+    if subscribe {
+        let event = match inputs.pop() {
+            Some(FnArg::Typed(pt)) => sink_type(&pt.ty),
+            _ => None,
+        };
+        let Some(event) = event else {
+            return Err(Error::new(
+                sig.span(),
+                "a #[subscribe] method takes its event sink last: `sink: courier::service::Sink<E>`",
+            ));
+        };
+        if !matches!(sig.output, ReturnType::Default) {
+            return Err(Error::new(
+                sig.output.span(),
+                "a #[subscribe] method returns nothing: it pushes events into its `Sink`",
+            ));
+        }
+        sink = Some(event);
+    }
     if deferred {
         let last = inputs.pop();
         let reply_ty = match last {
@@ -737,10 +797,10 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
                 if lend.is_some() {
                     return Err(Error::new(pt.span(), "a method lends at most one buffer"));
                 }
-                if deferred {
+                if deferred || subscribe {
                     return Err(Error::new(
                         pt.span(),
-                        "a #[deferred] method cannot lend: the lent bytes are the caller's only until the method returns",
+                        "a #[deferred] or #[subscribe] method cannot lend: the lent bytes are the caller's only until the method returns",
                     ));
                 }
                 let mutable = k == Kind::LendMut;
@@ -769,6 +829,7 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
         }
     }
     let (ok, err, kind) = match (&sig.output, reply) {
+        _ if sink.is_some() => (sink.expect("checked"), None, Kind::Subscribe),
         (_, Some((ok, err))) => (ok, err, Kind::Deferred),
         (ReturnType::Default, None) => {
             if kind.is_some() {
@@ -1011,6 +1072,14 @@ fn client_method(
             }
         }
         Kind::Scalar | Kind::ScalarSend => unreachable!("scalar methods return above"),
+        Kind::Subscribe => quote! {
+            #docs
+            ///
+            /// A subscription: the server pushes events until it drops its `Sink`.
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#c::service::Subscription<#ok>, #c::Error<::core::convert::Infallible>> {
+                self.inner.subscribe::<#ok>(#request).map_err(#narrow)
+            }
+        },
         Kind::Lend | Kind::LendMut => {
             let (l, _) = m.lend.as_ref().expect("a lending method");
             let call = if m.kind == Kind::LendMut {
@@ -1187,6 +1256,19 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
             }
         }
     };
+    if m.kind == Kind::Subscribe {
+        let wait = m.is_async.then(|| quote!(.await));
+        let event = &m.ok;
+        return quote! {
+            #pattern => match __req.sink::<#event>() {
+                ::core::option::Option::Some(__s) => {
+                    service.#name(#(#call_args,)* __s) #wait;
+                    #c::service::Outcome::Deferred
+                }
+                ::core::option::Option::None => #c::service::Outcome::Refuse,
+            },
+        };
+    }
     if m.kind == Kind::Deferred {
         let wait = m.is_async.then(|| quote!(.await));
         let ok_fn = if is_unit(&m.ok) {
