@@ -95,8 +95,10 @@ mod channel;
 mod dir;
 #[cfg(target_os = "linux")]
 mod error;
+/// The RPC guide (how a call travels, waking, lends, deferred replies, hostile peers); its
+/// types are re-exported at the crate root.
 #[cfg(target_os = "linux")]
-mod rpc;
+pub mod rpc;
 #[cfg(target_os = "linux")]
 mod segment;
 #[cfg(target_os = "linux")]
