@@ -29,6 +29,10 @@ if rustup target add thumbv7em-none-eabihf thumbv6m-none-eabi; then
     cargo build -p courier-core --target thumbv7em-none-eabihf --target-dir "$target_root/embedded"
     cargo build -p courier-core --target thumbv7em-none-eabihf --release \
         --target-dir "$target_root/embedded"
+    # A firmware app on #[courier::service(no_std)]: the facade without std, the generated
+    # client and dispatcher over interchange.
+    cargo build -p courier-firmware-example --target thumbv7em-none-eabihf --release \
+        --target-dir "$target_root/embedded"
     # Cortex-M0: no compare-and-swap; atomics from portable-atomic, emulated either with
     # interrupts disabled (single core) or through a critical-section implementation.
     RUSTFLAGS="--cfg portable_atomic_unsafe_assume_single_core" \

@@ -110,8 +110,8 @@ pub mod __private {
 }
 
 /// `#[courier::service]`: a trait becomes a typed service, its client and its server, on
-/// every std transport (see the [`service`](mod@service) module).
-#[cfg(feature = "std")]
+/// every std transport (see the `service` module); `#[courier::service(no_std)]` makes a
+/// client and a dispatcher over [`interchange`] instead, for firmware without std.
 pub use courier_derive::service;
 
 /// The README's examples run as doctests.

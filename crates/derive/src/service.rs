@@ -78,6 +78,8 @@ impl Kind {
 struct Form {
     c: Path,
     serde: bool,
+    /// `#[courier::service(no_std)]`: a client and a dispatcher over `courier::interchange`.
+    no_std: bool,
 }
 
 impl Form {
@@ -157,6 +159,9 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             item.ident.span(),
             "#[courier::service] needs at least one method",
         ));
+    }
+    if form.no_std {
+        return expand_no_std(&form, item, &methods);
     }
     if form.serde {
         if let Some(m) = methods.iter().find(|m| m.kind == Kind::Subscribe) {
@@ -568,6 +573,7 @@ fn parse_args(attr: TokenStream) -> syn::Result<Form> {
     let mut form = Form {
         c: syn::parse_quote!(::courier),
         serde: false,
+        no_std: false,
     };
     if attr.is_empty() {
         return Ok(form);
@@ -580,8 +586,11 @@ fn parse_args(attr: TokenStream) -> syn::Result<Form> {
         } else if meta.path.is_ident("serde") {
             form.serde = true;
             Ok(())
+        } else if meta.path.is_ident("no_std") {
+            form.no_std = true;
+            Ok(())
         } else {
-            Err(meta.error("expected `crate = \"path::to::courier\"` or `serde`"))
+            Err(meta.error("expected `crate = \"path::to::courier\"`, `serde` or `no_std`"))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;
@@ -1311,4 +1320,204 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
         }
         None => quote!(#pattern => #out,),
     }
+}
+
+/// `#[courier::service(no_std)]`: for firmware, over `courier::interchange` (a static
+/// request/response slot, no heap, no OS). Calls and one-way methods only; values are moved,
+/// not encoded. Generates `FooRequest`, `FooReply`, `FooChannel` (the slot's type, for a
+/// `static`), `FooClient` (one method per trait method; it waits with a function the caller
+/// gives, such as a WFI or a yield) and `FooServer::poll` (answers the pending request).
+fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::Result<TokenStream> {
+    let c = &form.c;
+    if form.serde {
+        return Err(Error::new(
+            item.ident.span(),
+            "a no_std service moves its values: `serde` does not apply",
+        ));
+    }
+    for m in methods {
+        if !matches!(m.kind, Kind::Call | Kind::Send) || m.is_async {
+            return Err(Error::new(
+                m.name.span(),
+                "a #[courier::service(no_std)] method is a plain call or one-way method (no lend, scalar, deferred, subscribe or async yet)",
+            ));
+        }
+    }
+    for it in &mut item.items {
+        if let TraitItem::Fn(f) = it {
+            f.attrs.retain(|a| {
+                !a.path().is_ident("deferred")
+                    && !a.path().is_ident("scalar")
+                    && !a.path().is_ident("subscribe")
+            });
+        }
+    }
+    let vis = &item.vis;
+    let trait_name = &item.ident;
+    let rq = format_ident!("{}Request", trait_name);
+    let rp = format_ident!("{}Reply", trait_name);
+    let channel = format_ident!("{}Channel", trait_name);
+    let client = format_ident!("{}Client", trait_name);
+    let server = format_ident!("{}Server", trait_name);
+    let doc_rq = format!("The requests of [`{trait_name}`], one variant per method.");
+    let doc_rp = format!("The replies of [`{trait_name}`], one variant per method.");
+    let doc_channel = format!(
+        "The slot between a [`{client}`] and a [`{server}`]: put one in a `static` \
+         (`{channel}::new()` is `const`) and `split` it."
+    );
+    let doc_client = format!(
+        "The client of [`{trait_name}`] over a [`{channel}`]: each method puts its request in \
+         the slot and calls `wait` until the reply is there."
+    );
+    let doc_server = format!(
+        "The server of [`{trait_name}`] over a [`{channel}`]: [`poll`]({server}::poll) answers \
+         the pending request."
+    );
+    let rq_variants = methods.iter().map(|m| {
+        let name = &m.name;
+        let fields = m.args.iter().map(|(a, t)| quote!(#a: #t));
+        quote!(#name { #(#fields),* })
+    });
+    let rp_variants = methods.iter().map(|m| {
+        let name = &m.name;
+        let ok = &m.ok;
+        match (&m.err, m.kind) {
+            (_, Kind::Send) => quote!(#name),
+            (Some(e), _) => quote!(#name(::core::result::Result<#ok, #e>)),
+            (None, _) => quote!(#name(#ok)),
+        }
+    });
+    let forward = methods.iter().map(|m| {
+        let name = &m.name;
+        let sig = item
+            .items
+            .iter()
+            .find_map(|it| match it {
+                TraitItem::Fn(f) if f.sig.ident == *name => Some(&f.sig),
+                _ => None,
+            })
+            .expect("parsed from the trait");
+        let args = m.args.iter().map(|(a, _)| a);
+        quote!(#sig { (**self).#name(#(#args),*) })
+    });
+    let client_methods = methods.iter().map(|m| {
+        let name = &m.name;
+        let ok = &m.ok;
+        let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
+        let fields = m.args.iter().map(|(a, _)| a);
+        let doc = format!("Calls `{trait_name}::{name}` on the server and waits for its reply.");
+        let (ret, got) = match (&m.err, m.kind) {
+            (_, Kind::Send) => (
+                quote!(::core::result::Result<(), #c::Error<::core::convert::Infallible>>),
+                quote!(#rp::#name => ::core::result::Result::Ok(())),
+            ),
+            (Some(e), _) => (
+                quote!(::core::result::Result<#ok, #c::Error<#e>>),
+                quote!(#rp::#name(__r) => __r.map_err(#c::Error::App)),
+            ),
+            (None, _) => (
+                quote!(::core::result::Result<#ok, #c::Error<::core::convert::Infallible>>),
+                quote!(#rp::#name(__v) => ::core::result::Result::Ok(__v)),
+            ),
+        };
+        quote! {
+            #[doc = #doc]
+            #vis fn #name(&mut self, #(#params),*) -> #ret {
+                match self.call(#rq::#name { #(#fields),* }) {
+                    ::core::option::Option::Some(__rp) => match __rp {
+                        #got,
+                        #[allow(unreachable_patterns)]
+                        _ => ::core::result::Result::Err(#c::Error::Protocol),
+                    },
+                    ::core::option::Option::None => ::core::result::Result::Err(#c::Error::Protocol),
+                }
+            }
+        }
+    });
+    let arms = methods.iter().map(|m| {
+        let name = &m.name;
+        let fields: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
+        match m.kind {
+            Kind::Send => quote!(#rq::#name { #(#fields),* } => {
+                service.#name(#(#fields),*);
+                #rp::#name
+            }),
+            _ => quote!(#rq::#name { #(#fields),* } => #rp::#name(service.#name(#(#fields),*)),),
+        }
+    });
+    Ok(quote! {
+        #item
+
+        impl<__T: #trait_name + ?Sized> #trait_name for &__T {
+            #(#forward)*
+        }
+
+        #[doc = #doc_rq]
+        #[allow(non_camel_case_types, missing_docs)]
+        #[derive(Debug)]
+        #vis enum #rq { #(#rq_variants),* }
+
+        #[doc = #doc_rp]
+        #[allow(non_camel_case_types, missing_docs)]
+        #[derive(Debug)]
+        #vis enum #rp { #(#rp_variants),* }
+
+        #[doc = #doc_channel]
+        #vis type #channel = #c::interchange::Channel<#rq, #rp>;
+
+        #[doc = #doc_client]
+        #vis struct #client<'i> {
+            requester: #c::interchange::Requester<'i, #rq, #rp>,
+            wait: fn(),
+        }
+
+        #[allow(dead_code)]
+        impl<'i> #client<'i> {
+            /// A client on `requester` that calls `wait` while a reply is not there yet (a
+            /// `wfi`, a yield to the scheduler, or nothing to spin).
+            #vis fn new(requester: #c::interchange::Requester<'i, #rq, #rp>, wait: fn()) -> Self {
+                #client { requester, wait }
+            }
+
+            /// Puts `rq` in the slot and waits for the reply; `None` if the slot is not free
+            /// (a previous request is still there).
+            fn call(&mut self, rq: #rq) -> ::core::option::Option<#rp> {
+                self.requester.request(rq).ok()?;
+                loop {
+                    if let ::core::option::Option::Some(__rp) = self.requester.take_response() {
+                        return ::core::option::Option::Some(__rp);
+                    }
+                    (self.wait)();
+                }
+            }
+
+            #(#client_methods)*
+        }
+
+        #[doc = #doc_server]
+        #vis struct #server<'i> {
+            responder: #c::interchange::Responder<'i, #rq, #rp>,
+        }
+
+        #[allow(dead_code)]
+        impl<'i> #server<'i> {
+            /// A server on `responder`.
+            #vis fn new(responder: #c::interchange::Responder<'i, #rq, #rp>) -> Self {
+                #server { responder }
+            }
+
+            /// Answers the pending request with `service`, if there is one: whether there was
+            /// (call it from the interrupt handler or the loop that serves the slot).
+            #vis fn poll<__S: #trait_name + ?Sized>(&mut self, service: &__S) -> bool {
+                let ::core::option::Option::Some(__rq) = self.responder.take_request() else {
+                    return false;
+                };
+                let __rp = match __rq {
+                    #(#arms)*
+                };
+                let _ = self.responder.respond(__rp);
+                true
+            }
+        }
+    })
 }
