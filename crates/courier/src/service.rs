@@ -558,6 +558,7 @@ impl<Rq: Send + 'static, Rp: Send + 'static, F: Send + 'static> Client<Rq, Rp, F
             },
             Server {
                 transport: ServerTransport::Local(server),
+                stop: Arc::default(),
             },
         )
     }
@@ -1091,7 +1092,12 @@ impl<T: Send + 'static> Wire for T {}
 #[doc(hidden)]
 pub struct Server<Rq, Rp, F> {
     transport: ServerTransport<Rq, Rp, F>,
+    /// Set by [`Server::stop`]; shared by clones.
+    stop: Arc<core::sync::atomic::AtomicBool>,
 }
+
+/// How often a blocking `serve` looks at the stop flag while no request comes.
+const STOP_LOOK: Duration = Duration::from_millis(250);
 
 enum ServerTransport<Rq, Rp, F> {
     Local(courier_local::Server<Envelope<Rq>, Envelope<Rp>, F>),
@@ -1107,6 +1113,7 @@ impl<Rq, Rp, F> Clone for Server<Rq, Rp, F> {
                 #[cfg(target_os = "linux")]
                 ServerTransport::Shm(s) => ServerTransport::Shm(s.clone()),
             },
+            stop: self.stop.clone(),
         }
     }
 }
@@ -1157,12 +1164,29 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
         spec: &Spec<Rq, Rp>,
         scratch: &'s mut Vec<u8>,
     ) -> Result<Option<Request<'s, Rq, Rp, F>>, ServeError> {
+        let stopped = || self.stop.load(core::sync::atomic::Ordering::SeqCst);
         match &self.transport {
-            ServerTransport::Local(server) => Ok(server.wait().ok().map(local_request)),
+            ServerTransport::Local(server) => loop {
+                if stopped() {
+                    return Ok(None);
+                }
+                match server.wait_timeout(STOP_LOOK) {
+                    Ok(request) => return Ok(Some(local_request(request))),
+                    Err(Error::Timeout) => {}
+                    Err(_) => return Ok(None), // every client is gone
+                }
+            },
             #[cfg(target_os = "linux")]
             ServerTransport::Shm(server) => {
                 let parts = loop {
-                    let incoming = server.wait().map_err(ServeError::Shm)?;
+                    if stopped() {
+                        return Ok(None);
+                    }
+                    let incoming = match server.wait_timeout(STOP_LOOK) {
+                        Ok(incoming) => incoming,
+                        Err(courier_shm::ShmError::Timeout) => continue,
+                        Err(e) => return Err(ServeError::Shm(e)),
+                    };
                     if let Some(parts) = shm::classify(incoming, spec) {
                         break parts;
                     }
@@ -1170,6 +1194,13 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
                 Ok(Some(parts.into_request(scratch)))
             }
         }
+    }
+
+    /// Asks every `serve` of this server and its clones to return `Ok(())`: a blocking one
+    /// within [`STOP_LOOK`] (250 ms), an async one when its next request comes. Requests
+    /// already taken are answered first.
+    pub fn stop(&self) {
+        self.stop.store(true, core::sync::atomic::Ordering::SeqCst);
     }
 
     /// [`next`](Server::next) for a task: never blocks the executor's thread.
@@ -1182,6 +1213,9 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
         spec: &Spec<Rq, Rp>,
         scratch: &'s mut Vec<u8>,
     ) -> Result<Option<Request<'s, Rq, Rp, F>>, ServeError> {
+        if self.stop.load(core::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
         match &self.transport {
             ServerTransport::Local(server) => Ok(server.async_wait().await.ok().map(local_request)),
             #[cfg(target_os = "linux")]
@@ -1227,6 +1261,7 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
         server.describe(&interface.describe());
         Ok(Server {
             transport: ServerTransport::Shm(server),
+            stop: Arc::default(),
         })
     }
 }

@@ -544,3 +544,42 @@ fn an_async_service_across_processes() {
     let client = SuspendClient::connect(&name, DEADLINE).unwrap();
     async_service_conformance(&client);
 }
+
+/// `FooServer::stop` ends every blocking `serve` of the server and its clones, in one
+/// process (with a client still connected) and across processes.
+#[test]
+fn stop_ends_serve_on_both_transports() {
+    let (client, server) = AbClient::pair();
+    struct Plus;
+    impl Ab for Plus {
+        fn a(&self, a: u64) -> u64 {
+            a + 1
+        }
+        fn b(&self, _: u8) {}
+    }
+    let (done, served) = mpsc::channel();
+    let worker = server.clone();
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let _ = d.send(worker.serve(Plus).is_ok());
+    });
+    assert_eq!(client.a(1), Ok(2));
+    server.stop();
+    assert_eq!(served.recv_timeout(DEADLINE), Ok(true));
+    drop(client);
+
+    #[cfg(target_os = "linux")]
+    {
+        runtime_dir();
+        let name = format!("stop-{}", std::process::id());
+        let server = AbServer::bind(&name).unwrap();
+        let worker = server.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(worker.serve(Plus).is_ok());
+        });
+        let client = AbClient::connect(&name, DEADLINE).unwrap();
+        assert_eq!(client.a(41), Ok(42));
+        server.stop();
+        assert_eq!(served.recv_timeout(DEADLINE), Ok(true));
+    }
+}

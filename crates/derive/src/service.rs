@@ -527,8 +527,16 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 #c::service::Server::bind(name, &#client::INTERFACE, config).map(|inner| #server { inner })
             }
 
-            /// Serves requests with `service`: in one process until every client is gone,
-            /// across processes until the server fails. Pass `&service` to serve one
+            /// Makes every `serve` of this server and its clones return `Ok(())`: a blocking
+            /// one within 250 ms, an async one at its next request; requests already taken
+            /// are answered first.
+            #vis fn stop(&self) {
+                self.inner.stop();
+            }
+
+            /// Serves requests with `service`: in one process until every client is gone
+            /// or [`stop`](Self::stop),
+            /// across processes until `stop` or the server fails. Pass `&service` to serve one
             /// implementation from several workers (each with a clone of this server). With
             /// `async fn` methods it is an `async fn` for any executor (its future is `Send`
             /// when the methods' futures are); otherwise it runs on the calling thread.
