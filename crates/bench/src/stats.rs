@@ -175,11 +175,11 @@ fn warm_up(plan: &Plan, call: &mut impl FnMut(u64) -> u64) {
 /// Measures one blocking client on the current thread.
 pub(crate) fn measure_sync(plan: &Plan, mut call: impl FnMut(u64) -> u64) -> Samples {
     warm_up(plan, &mut call);
-    let cpu = cpu_ns();
+    let cpu = cpu_snapshot();
     let start = Instant::now();
     let run = client_loop(plan, &mut call, start);
     let wall = start.elapsed();
-    merge(vec![run], wall, cpu_ns().saturating_sub(cpu))
+    merge(vec![run], wall, cpu.elapsed())
 }
 
 /// Measures one blocking client whose calls can fail (a round trip to another process):
@@ -228,7 +228,7 @@ where
                 })
             })
             .collect();
-        let cpu = cpu_ns();
+        let cpu = cpu_snapshot();
         barrier.wait();
         let start = Instant::now();
         let runs: Vec<ClientRun> = handles
@@ -236,7 +236,7 @@ where
             .map(|h| h.join().expect("client thread panicked"))
             .collect();
         let wall = start.elapsed();
-        merge(runs, wall, cpu_ns().saturating_sub(cpu))
+        merge(runs, wall, cpu.elapsed())
     })
 }
 
@@ -254,7 +254,7 @@ pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Sam
     for i in 0..plan.warmup as u64 {
         check(i, client.call(black_box(i)).await);
     }
-    let cpu = cpu_ns();
+    let cpu = cpu_snapshot();
     let start = Instant::now();
     let mut run = ClientRun::with_capacity(&plan);
     let mut x = 0u64;
@@ -274,7 +274,7 @@ pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Sam
         run.batches += 1;
     }
     let wall = start.elapsed();
-    merge(vec![run], wall, cpu_ns().saturating_sub(cpu))
+    merge(vec![run], wall, cpu.elapsed())
 }
 
 fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
@@ -303,28 +303,77 @@ pub(crate) fn watch_peer(pid: Option<u32>) {
     PEER.store(pid.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
 }
 
-/// CPU time used so far by every thread of this process and of the peer, in nanoseconds,
-/// from the scheduler's own accounting (`/proc/<pid>/task/<tid>/schedstat`, nanosecond
-/// resolution). 0 where `/proc` is not there.
-pub(crate) fn cpu_ns() -> u64 {
+/// The CPU time of this process so far (its CPU clock: every thread, ended ones included,
+/// up to date for the running thread), and of each thread of the peer (the scheduler's
+/// accounting, `/proc/<pid>/task/<tid>/schedstat`, in nanoseconds).
+pub(crate) fn cpu_snapshot() -> CpuSnapshot {
     let peer = PEER.load(std::sync::atomic::Ordering::Relaxed);
-    let mut total = process_cpu_ns("self");
+    let mut threads = Vec::new();
     if peer != 0 {
-        total += process_cpu_ns(&peer.to_string());
+        process_threads(&peer.to_string(), &mut threads);
     }
-    total
+    CpuSnapshot {
+        own: own_cpu_ns(),
+        peer: threads,
+    }
 }
 
-/// The summed on-CPU time of the threads of `/proc/<pid>`.
-fn process_cpu_ns(pid: &str) -> u64 {
+/// This process's CPU clock, in nanoseconds (0 where there is none).
+fn own_cpu_ns() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// CPU times at one moment: this process's, and the peer's by thread.
+#[derive(Debug, Default)]
+pub(crate) struct CpuSnapshot {
+    own: u64,
+    peer: Vec<((String, String), u64)>,
+}
+
+impl CpuSnapshot {
+    /// The CPU time used since `self` was taken: this process's growth, and each peer
+    /// thread's (all of one that started since). A peer thread that ended meanwhile is not
+    /// counted (its time cannot be read any more), so the peer's part is a lower bound.
+    pub(crate) fn elapsed(&self) -> u64 {
+        let now = cpu_snapshot();
+        let peer: u64 = now
+            .peer
+            .iter()
+            .map(|(id, t)| {
+                let before = self
+                    .peer
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map_or(0, |(_, b)| *b);
+                t.saturating_sub(before)
+            })
+            .sum();
+        now.own.saturating_sub(self.own) + peer
+    }
+}
+
+/// Adds the on-CPU time of each thread of `/proc/<pid>` to `out`.
+fn process_threads(pid: &str, out: &mut Vec<((String, String), u64)>) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return;
     };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            out.push(((pid.to_owned(), tid), ns));
+        }
+    }
 }
 
 /// The row being measured, for the watchdog's message.
