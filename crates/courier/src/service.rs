@@ -302,11 +302,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
             ReplyTo::Local { lent, .. } => lent.as_deref()?.get(..len),
             #[cfg(target_os = "linux")]
             ReplyTo::Shm { ctx, scratch, .. } => {
-                let view = ctx.as_ref()?.lent()?;
-                let part = view.slice(..len)?;
-                scratch.clear();
-                scratch.resize(len, 0);
-                part.copy_to_slice(scratch);
+                copy_lent(ctx.as_ref()?, len, scratch)?;
                 Some(&scratch[..])
             }
             #[cfg(target_os = "linux")]
@@ -336,11 +332,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
                 if !*mutable {
                     return None;
                 }
-                let view = ctx.as_ref()?.lent()?;
-                let part = view.slice(..len)?;
-                scratch.clear();
-                scratch.resize(len, 0);
-                part.copy_to_slice(scratch);
+                copy_lent(ctx.as_ref()?, len, scratch)?;
                 *written = Some(len);
                 Some(&mut scratch[..])
             }
@@ -463,6 +455,15 @@ impl<T> Envelope<T> {
             lent: None,
             mutable: false,
             push: None,
+        }
+    }
+
+    /// `msg` with a copy of `data` lent (for writing too when `mutable`).
+    fn lending(msg: T, data: &[u8], mutable: bool) -> Envelope<T> {
+        Envelope {
+            lent: Some(data.to_vec()),
+            mutable,
+            ..Envelope::plain(msg)
         }
     }
 }
@@ -594,9 +595,8 @@ where
     /// A call: waits for the reply (or the timeout).
     pub fn call(&self, rq: Rq) -> Result<Rp, Error<F>> {
         match (&self.transport, self.timeout) {
-            (ClientTransport::Local(c), None) => local_reply(c.req(Envelope::plain(rq)), None),
-            (ClientTransport::Local(c), Some(t)) => {
-                local_reply(c.req_timeout(Envelope::plain(rq), t), None)
+            (ClientTransport::Local(c), _) => {
+                local_reply(self.local_req(c, Envelope::plain(rq)), None)
             }
             #[cfg(target_os = "linux")]
             (ClientTransport::Shm(c), None) => c.client.req(rq),
@@ -629,21 +629,23 @@ where
         }
     }
 
+    /// A call in one process, bounded by the handle's timeout.
+    fn local_req(
+        &self,
+        c: &courier_local::Client<Envelope<Rq>, Envelope<Rp>, F>,
+        env: Envelope<Rq>,
+    ) -> Result<Envelope<Rp>, Error<F>> {
+        match self.timeout {
+            None => c.req(env),
+            Some(t) => c.req_timeout(env, t),
+        }
+    }
+
     /// A call that lends `data` to the server for reading.
     pub fn lend(&self, rq: Rq, data: &[u8]) -> Result<Rp, Error<F>> {
         match &self.transport {
             ClientTransport::Local(c) => {
-                let env = Envelope {
-                    msg: rq,
-                    lent: Some(data.to_vec()),
-                    mutable: false,
-                    push: None,
-                };
-                let r = match self.timeout {
-                    None => c.req(env),
-                    Some(t) => c.req_timeout(env, t),
-                };
-                local_reply(r, None)
+                local_reply(self.local_req(c, Envelope::lending(rq, data, false)), None)
             }
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.lend(rq, shm::Data::Ref(data), self.timeout),
@@ -655,17 +657,8 @@ where
     pub fn lend_mut(&self, rq: Rq, data: &mut [u8]) -> Result<Rp, Error<F>> {
         match &self.transport {
             ClientTransport::Local(c) => {
-                let env = Envelope {
-                    msg: rq,
-                    lent: Some(data.to_vec()),
-                    mutable: true,
-                    push: None,
-                };
-                let r = match self.timeout {
-                    None => c.req(env),
-                    Some(t) => c.req_timeout(env, t),
-                };
-                local_reply(r, Some(data))
+                let env = Envelope::lending(rq, data, true);
+                local_reply(self.local_req(c, env), Some(data))
             }
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.lend(rq, shm::Data::Mut(data), self.timeout),
@@ -1230,6 +1223,21 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
             }
         }
     }
+}
+
+/// Copies the first `len` bytes `ctx`'s caller lent into `scratch` (the worker's own
+/// memory); `None` if nothing, or less, was lent.
+#[cfg(target_os = "linux")]
+fn copy_lent<Rp: Wire, F: Wire>(
+    ctx: &courier_shm::ReplyContext<Rp, F>,
+    len: usize,
+    scratch: &mut Vec<u8>,
+) -> Option<()> {
+    let part = ctx.lent()?.slice(..len)?;
+    scratch.clear();
+    scratch.resize(len, 0);
+    part.copy_to_slice(scratch);
+    Some(())
 }
 
 /// A request of the in-process transport.

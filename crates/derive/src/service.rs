@@ -646,41 +646,39 @@ fn is_byte_slice(ty: &Type, mutable: bool) -> bool {
     }
 }
 
-/// `Sink<E>` → `E` (any path ending in `Sink`).
-fn sink_type(ty: &Type) -> Option<Type> {
+/// The type arguments of `ty` if it is a path whose last segment is `name` (`Result<T, E>`,
+/// `Reply<T>`, `Sink<E>`, however the path is written before it).
+fn type_args(ty: &Type, name: &str) -> Option<Vec<Type>> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if last.ident != "Sink" {
+    if last.ident != name {
         return None;
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else {
         return None;
     };
-    match args.args.iter().collect::<Vec<_>>()[..] {
-        [GenericArgument::Type(t)] => Some(t.clone()),
+    Some(
+        args.args
+            .iter()
+            .filter_map(|a| match a {
+                GenericArgument::Type(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `Sink<E>` → `E`.
+fn sink_type(ty: &Type) -> Option<Type> {
+    match &type_args(ty, "Sink")?[..] {
+        [event] => Some(event.clone()),
         _ => None,
     }
 }
 
-/// `Reply<T>` → `(T, None)`, `Reply<T, E>` → `(T, Some(E))` (any path ending in `Reply`).
+/// `Reply<T>` → `(T, None)`, `Reply<T, E>` → `(T, Some(E))`.
 fn reply_types(ty: &Type) -> Option<(Type, Option<Type>)> {
-    let Type::Path(p) = ty else { return None };
-    let last = p.path.segments.last()?;
-    if last.ident != "Reply" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let tys: Vec<&Type> = args
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            GenericArgument::Type(t) => Some(t),
-            _ => None,
-        })
-        .collect();
-    match tys[..] {
+    match &type_args(ty, "Reply")?[..] {
         [ok] => Some((ok.clone(), None)),
         [ok, err] => Some((ok.clone(), Some(err.clone()))),
         _ => None,
@@ -689,26 +687,33 @@ fn reply_types(ty: &Type) -> Option<(Type, Option<Type>)> {
 
 /// `Result<T, E>` → `(T, Some(E))`; anything else `(ty, None)`.
 fn split_result(ty: &Type) -> (Type, Option<Type>) {
-    if let Type::Path(p) = ty {
-        if let Some(last) = p.path.segments.last() {
-            if last.ident == "Result" {
-                if let PathArguments::AngleBracketed(args) = &last.arguments {
-                    let tys: Vec<&Type> = args
-                        .args
-                        .iter()
-                        .filter_map(|a| match a {
-                            GenericArgument::Type(t) => Some(t),
-                            _ => None,
-                        })
-                        .collect();
-                    if let [ok, err] = tys[..] {
-                        return (ok.clone(), Some(err.clone()));
-                    }
-                }
-            }
-        }
+    match type_args(ty, "Result").as_deref() {
+        Some([ok, err]) => (ok.clone(), Some(err.clone())),
+        _ => (ty.clone(), None),
     }
-    (ty.clone(), None)
+}
+
+/// The handle a `#[deferred]` or `#[subscribe]` method takes last, read by `read`; the method
+/// must return nothing. `last` and `returns` are the errors for a missing handle and for a
+/// return type.
+fn take_handle<T>(
+    sig: &syn::Signature,
+    inputs: &mut Vec<&FnArg>,
+    read: impl FnOnce(&Type) -> Option<T>,
+    last: &str,
+    returns: &str,
+) -> syn::Result<T> {
+    let handle = match inputs.pop() {
+        Some(FnArg::Typed(pt)) => read(&pt.ty),
+        _ => None,
+    };
+    let Some(handle) = handle else {
+        return Err(Error::new(sig.span(), last));
+    };
+    if !matches!(sig.output, ReturnType::Default) {
+        return Err(Error::new(sig.output.span(), returns));
+    }
+    Ok(handle)
 }
 
 fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
@@ -749,47 +754,28 @@ fn parse_method(f: &syn::TraitItemFn) -> syn::Result<Method> {
     let mut inputs: Vec<&FnArg> = sig.inputs.iter().skip(1).collect();
     // A deferred method's last argument is its `Reply<T, E>`; a subscription's, its
     // `Sink<E>`.
-    let mut reply = None;
-    let mut sink = None;
-    if subscribe {
-        let event = match inputs.pop() {
-            Some(FnArg::Typed(pt)) => sink_type(&pt.ty),
-            _ => None,
-        };
-        let Some(event) = event else {
-            return Err(Error::new(
-                sig.span(),
+    let sink = subscribe
+        .then(|| {
+            take_handle(
+                sig,
+                &mut inputs,
+                sink_type,
                 "a #[subscribe] method takes its event sink last: `sink: courier::service::Sink<E>`",
-            ));
-        };
-        if !matches!(sig.output, ReturnType::Default) {
-            return Err(Error::new(
-                sig.output.span(),
                 "a #[subscribe] method returns nothing: it pushes events into its `Sink`",
-            ));
-        }
-        sink = Some(event);
-    }
-    if deferred {
-        let last = inputs.pop();
-        let reply_ty = match last {
-            Some(FnArg::Typed(pt)) => reply_types(&pt.ty),
-            _ => None,
-        };
-        let Some(r) = reply_ty else {
-            return Err(Error::new(
-                sig.span(),
+            )
+        })
+        .transpose()?;
+    let reply = deferred
+        .then(|| {
+            take_handle(
+                sig,
+                &mut inputs,
+                reply_types,
                 "a #[deferred] method takes its answer handle last: `reply: courier::service::Reply<T>` or `Reply<T, E>`",
-            ));
-        };
-        if !matches!(sig.output, ReturnType::Default) {
-            return Err(Error::new(
-                sig.output.span(),
                 "a #[deferred] method returns nothing: it answers through its `Reply`",
-            ));
-        }
-        reply = Some(r);
-    }
+            )
+        })
+        .transpose()?;
     for (i, input) in inputs.into_iter().enumerate() {
         let FnArg::Typed(pt) = input else {
             unreachable!("only the first argument is a receiver")

@@ -39,16 +39,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// `Error<()>` (the transport's) as `Error<E>` (the caller's): never `App`.
 fn widen<E>(e: Error<()>) -> Error<E> {
-    match e {
-        Error::ServerDisappeared => Error::ServerDisappeared,
-        Error::NoReply => Error::NoReply,
-        Error::OriginDisappeared => Error::OriginDisappeared,
-        Error::ClientsDisappeared => Error::ClientsDisappeared,
-        Error::Timeout => Error::Timeout,
-        Error::TooLarge => Error::TooLarge,
-        Error::LimitReached => Error::LimitReached,
-        Error::Protocol | Error::App(()) => Error::Protocol,
-    }
+    e.map_app(|()| Error::Protocol)
 }
 
 /// The longest a blocking wait sleeps before it looks at the watcher's verdict again, where
