@@ -14,6 +14,31 @@ use support::{courier, Killed, RuntimeDir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Starts `courier <subcommand> <name>` in `dir` and waits for its first line (`ready ..`);
+/// the process is killed when the handle drops.
+fn start_server(subcommand: &str, name: &str, dir: &RuntimeDir) -> (Killed, String) {
+    let mut server = Killed(
+        Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args([subcommand, name])
+            .env("COURIER_RUNTIME_DIR", &dir.0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {subcommand}: {e}")),
+    );
+    let stdout = server.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{subcommand} did not say ready"));
+    (server, ready)
+}
+
 #[test]
 fn empty() {
     let dir = RuntimeDir::new("ls-empty");
@@ -26,25 +51,7 @@ fn empty() {
 fn shows_a_live_server() {
     let dir = RuntimeDir::new("ls-live");
     let name = format!("ls-test-{}", std::process::id());
-    let mut server = Killed(
-        Command::new(env!("CARGO_BIN_EXE_courier"))
-            .args(["demo-server", &name])
-            .env("COURIER_RUNTIME_DIR", &dir.0)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting demo-server"),
-    );
-    let stdout = server.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let ready = rx
-        .recv_timeout(DEADLINE)
-        .expect("demo-server did not say ready");
+    let (server, ready) = start_server("demo-server", &name, &dir);
     let pid = ready
         .strip_prefix("ready ")
         .unwrap_or_else(|| panic!("demo-server said {ready:?}"));
@@ -88,25 +95,7 @@ fn shows_a_live_server() {
 fn shows_the_interface_of_a_typed_service() {
     let dir = RuntimeDir::new("ls-service");
     let name = format!("ls-service-{}", std::process::id());
-    let mut server = Killed(
-        Command::new(env!("CARGO_BIN_EXE_courier"))
-            .args(["demo-service-server", &name])
-            .env("COURIER_RUNTIME_DIR", &dir.0)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting demo-service-server"),
-    );
-    let stdout = server.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let ready = rx
-        .recv_timeout(DEADLINE)
-        .expect("demo-service-server did not say ready");
+    let (_server, ready) = start_server("demo-service-server", &name, &dir);
     assert!(ready.starts_with("ready "), "{ready:?}");
 
     let out = courier(&["ls"], &[("COURIER_RUNTIME_DIR", &dir.0)], DEADLINE);

@@ -83,6 +83,13 @@ impl Reg for Register {
 
 const CALLS: u64 = 5_000;
 
+/// How many allocations `f` made on the counted threads.
+fn allocations(counter: &AtomicUsize, f: impl FnOnce()) -> usize {
+    let before = counter.load(Ordering::SeqCst);
+    f();
+    counter.load(Ordering::SeqCst) - before
+}
+
 /// `rounds` rounds of get/set (and lends when `lends`), checked.
 fn exercise(c: &RegClient, rounds: u64, lends: bool) {
     let data = [3u8; 256];
@@ -117,13 +124,9 @@ fn local_calls_and_sends_allocate_nothing() {
     let finished = serve_counted(server, counter);
     count_on_this_thread(counter);
     exercise(&client, 100, true);
-    let before = counter.load(Ordering::SeqCst);
-    exercise(&client, CALLS, false);
-    let calls = counter.load(Ordering::SeqCst) - before;
+    let calls = allocations(counter, || exercise(&client, CALLS, false));
     // A local lend moves its bytes in a Vec: one allocation each way at most.
-    let before = counter.load(Ordering::SeqCst);
-    exercise(&client, 100, true);
-    let lends = counter.load(Ordering::SeqCst) - before;
+    let lends = allocations(counter, || exercise(&client, 100, true));
     COUNTER.with(|c| c.set(None));
     drop(client);
     finished.recv_timeout(Duration::from_secs(20)).unwrap();
@@ -149,12 +152,8 @@ fn shm_calls_sends_and_lends_allocate_nothing() {
     let client = RegClient::connect("alloc", Duration::from_secs(20)).unwrap();
     count_on_this_thread(counter);
     exercise(&client, 100, true);
-    let before = counter.load(Ordering::SeqCst);
-    exercise(&client, CALLS, false);
-    let calls = counter.load(Ordering::SeqCst) - before;
-    let before = counter.load(Ordering::SeqCst);
-    exercise(&client, CALLS, true);
-    let all = counter.load(Ordering::SeqCst) - before;
+    let calls = allocations(counter, || exercise(&client, CALLS, false));
+    let all = allocations(counter, || exercise(&client, CALLS, true));
     COUNTER.with(|c| c.set(None));
     assert!(
         calls <= 2,

@@ -137,10 +137,6 @@ fn peer_main() {
 // ---------------------------------------------------------------------------------------
 // The test side.
 
-fn euid() -> u32 {
-    std::fs::metadata("/proc/self").unwrap().uid()
-}
-
 #[test]
 fn bad_names_touch_nothing() {
     let _g = serial();
@@ -366,16 +362,10 @@ fn sigkill_of_every_process_leaves_nothing_that_blocks() {
 #[test]
 fn another_user_is_refused_unless_allowed() {
     let _g = serial();
-    if euid() != 0 {
-        println!("notice: not root, cannot run a client as nobody; the permission test is skipped");
+    if !can_run_as_nobody("permission") {
         return;
     }
     let dir = TestDir::new("nobody");
-    let exe = std::env::current_exe().unwrap();
-    if !executable_by_nobody(&exe) {
-        println!("notice: {exe:?} is not reachable by nobody; the permission test is skipped");
-        return;
-    }
     let name = unique("nobody");
 
     // Same-uid only (the default): the socket's mode keeps nobody out.
@@ -422,16 +412,10 @@ fn another_user_is_refused_unless_allowed() {
 #[test]
 fn an_rpc_client_trusts_a_server_of_another_user_only_when_told() {
     let _g = serial();
-    if euid() != 0 {
-        println!("notice: not root, cannot run a client as nobody; the trust test is skipped");
+    if !can_run_as_nobody("trust") {
         return;
     }
     let dir = TestDir::new("rpc-trust");
-    let exe = std::env::current_exe().unwrap();
-    if !executable_by_nobody(&exe) {
-        println!("notice: {exe:?} is not reachable by nobody; the trust test is skipped");
-        return;
-    }
     let name = unique("rpc-trust");
     let server =
         Server::<u64, u64, ()>::bind(&name, ServerConfig::new().allow_uid(NOBODY)).unwrap();

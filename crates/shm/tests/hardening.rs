@@ -23,7 +23,7 @@ use courier_shm::{
     services, ConnectConfig, Connection, Listener, ListenerConfig, Server, ServerConfig,
     ShmChannel, ShmConfig, ShmError, MAX_SOCKET_PATH,
 };
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -70,10 +70,6 @@ fn peer_main() {
 // ---------------------------------------------------------------------------------------
 // The test side.
 
-fn euid() -> u32 {
-    std::fs::metadata("/proc/self").unwrap().uid()
-}
-
 /// Runs `f` on a thread and returns its result, or `None` if it is not done by `limit` (the
 /// thread is then left behind: the caller fails the test).
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -87,16 +83,10 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 #[test]
 fn a_squatted_runtime_directory_is_refused() {
     let _g = serial();
-    if euid() != 0 {
-        println!("notice: not root, cannot play the squatting user; the squatter test is skipped");
+    if !can_run_as_nobody("squatter") {
         return;
     }
     let dir = TestDir::new("squat");
-    let exe = std::env::current_exe().unwrap();
-    if !executable_by_nobody(&exe) {
-        println!("notice: {exe:?} is not reachable by nobody; the squatter test is skipped");
-        return;
-    }
     // Another user made our runtime directory first, with a mode that looks right.
     std::fs::create_dir(&dir.rt).unwrap();
     std::os::unix::fs::chown(&dir.rt, Some(NOBODY), Some(NOBODY)).unwrap();

@@ -271,6 +271,26 @@ pub(crate) fn executable_by_nobody(path: &std::path::Path) -> bool {
         })
 }
 
+/// This process's effective user id.
+pub(crate) fn euid() -> u32 {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+}
+
+/// Whether this test can run a peer as `nobody`: it runs as root, and `nobody` can execute
+/// this test binary. Otherwise says why `test` is skipped.
+pub(crate) fn can_run_as_nobody(test: &str) -> bool {
+    if euid() != 0 {
+        println!("notice: not root, cannot run a peer as nobody; the {test} test is skipped");
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    if !executable_by_nobody(&exe) {
+        println!("notice: {exe:?} is not reachable by nobody; the {test} test is skipped");
+        return false;
+    }
+    true
+}
+
 /// A service name unique to this test process and test.
 pub(crate) fn unique(test: &str) -> String {
     format!("t{}-{test}", std::process::id())
