@@ -183,6 +183,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         }
     }
 
+    strip_attributes(&mut item);
     let vis = &item.vis;
     let trait_name = &item.ident;
     let trait_str = trait_name.to_string();
@@ -359,42 +360,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
         .iter()
         .map(|m| dispatch_arm(&form, m, &rq, &rp, &fail));
 
-    // The trait as written, without the argument attributes this macro reads.
-    for it in &mut item.items {
-        if let TraitItem::Fn(f) = it {
-            f.attrs.retain(|a| {
-                !a.path().is_ident("deferred")
-                    && !a.path().is_ident("scalar")
-                    && !a.path().is_ident("subscribe")
-            });
-            for input in &mut f.sig.inputs {
-                if let FnArg::Typed(pt) = input {
-                    pt.attrs
-                        .retain(|a| !a.path().is_ident("lend") && !a.path().is_ident("lend_mut"));
-                }
-            }
-        }
-    }
-    let forward = methods.iter().map(|m| {
-        let name = &m.name;
-        let sig = item
-            .items
-            .iter()
-            .find_map(|it| match it {
-                TraitItem::Fn(f) if f.sig.ident == *name => Some(&f.sig),
-                _ => None,
-            })
-            .expect("parsed from the trait");
-        let args = sig.inputs.iter().filter_map(|a| match a {
-            FnArg::Typed(pt) => match &*pt.pat {
-                Pat::Ident(p) => Some(&p.ident),
-                _ => None,
-            },
-            FnArg::Receiver(_) => None,
-        });
-        let wait = sig.asyncness.map(|_| quote!(.await));
-        quote!(#sig { (**self).#name(#(#args),*) #wait })
-    });
+    let forward = forwarding_impl(&item);
 
     let doc_client = format!(
         "The client of [`{trait_str}`]: one method per trait method, on any transport \
@@ -409,9 +375,7 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     Ok(quote! {
         #item
 
-        impl<__T: #trait_name + ?Sized> #trait_name for &__T {
-            #(#forward)*
-        }
+        #forward
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
@@ -574,6 +538,49 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
             }
         }
     })
+}
+
+/// The trait as written, without the method and argument attributes this macro reads.
+fn strip_attributes(item: &mut ItemTrait) {
+    const READ: [&str; 5] = ["deferred", "scalar", "subscribe", "lend", "lend_mut"];
+    let ours = |a: &syn::Attribute| READ.iter().any(|r| a.path().is_ident(r));
+    for it in &mut item.items {
+        if let TraitItem::Fn(f) = it {
+            f.attrs.retain(|a| !ours(a));
+            for input in &mut f.sig.inputs {
+                if let FnArg::Typed(pt) = input {
+                    pt.attrs.retain(|a| !ours(a));
+                }
+            }
+        }
+    }
+}
+
+/// `impl<T: Trait + ?Sized> Trait for &T`, so that one implementation serves several workers
+/// (an `async fn` forwards with `.await`).
+fn forwarding_impl(item: &ItemTrait) -> TokenStream {
+    let trait_name = &item.ident;
+    let methods = item.items.iter().filter_map(|it| match it {
+        TraitItem::Fn(f) => Some(&f.sig),
+        _ => None,
+    });
+    let forward = methods.map(|sig| {
+        let name = &sig.ident;
+        let args = sig.inputs.iter().filter_map(|a| match a {
+            FnArg::Typed(pt) => match &*pt.pat {
+                Pat::Ident(p) => Some(&p.ident),
+                _ => None,
+            },
+            FnArg::Receiver(_) => None,
+        });
+        let wait = sig.asyncness.map(|_| quote!(.await));
+        quote!(#sig { (**self).#name(#(#args),*) #wait })
+    });
+    quote! {
+        impl<__T: #trait_name + ?Sized> #trait_name for &__T {
+            #(#forward)*
+        }
+    }
 }
 
 /// `#[courier::service]`'s arguments: `crate = "path"`, `serde`.
@@ -1337,15 +1344,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
             ));
         }
     }
-    for it in &mut item.items {
-        if let TraitItem::Fn(f) = it {
-            f.attrs.retain(|a| {
-                !a.path().is_ident("deferred")
-                    && !a.path().is_ident("scalar")
-                    && !a.path().is_ident("subscribe")
-            });
-        }
-    }
+    strip_attributes(&mut item);
     let vis = &item.vis;
     let trait_name = &item.ident;
     let rq = format_ident!("{}Request", trait_name);
@@ -1381,19 +1380,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
             (None, _) => quote!(#name(#ok)),
         }
     });
-    let forward = methods.iter().map(|m| {
-        let name = &m.name;
-        let sig = item
-            .items
-            .iter()
-            .find_map(|it| match it {
-                TraitItem::Fn(f) if f.sig.ident == *name => Some(&f.sig),
-                _ => None,
-            })
-            .expect("parsed from the trait");
-        let args = m.args.iter().map(|(a, _)| a);
-        quote!(#sig { (**self).#name(#(#args),*) })
-    });
+    let forward = forwarding_impl(&item);
     let client_methods = methods.iter().map(|m| {
         let name = &m.name;
         let ok = &m.ok;
@@ -1442,9 +1429,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
     Ok(quote! {
         #item
 
-        impl<__T: #trait_name + ?Sized> #trait_name for &__T {
-            #(#forward)*
-        }
+        #forward
 
         #[doc = #doc_rq]
         #[allow(non_camel_case_types, missing_docs)]
