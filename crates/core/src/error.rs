@@ -23,7 +23,14 @@ use core::fmt;
 /// assert_eq!(e.into_apperr(), Some("bad input"));
 /// assert_eq!(Error::<()>::NoReply.to_string(), "server dropped the request without replying");
 /// ```
+///
+/// # Non-exhaustive
+///
+/// The enum is `#[non_exhaustive]`: a transport added later (the network one) may need a
+/// variant of its own, and a `match` outside this crate keeps a `_` arm for it. The variants
+/// marked "process transports only" never come from `courier::local`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Error<E> {
     /// The server is gone: there was none when the request was sent, or the last server handle
     /// was dropped while the request still sat in the queue (requests a server had already
@@ -145,20 +152,28 @@ impl<E: fmt::Debug> core::error::Error for Error<E> {}
 /// assert_eq!(e.into_inner(), 7);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SendError<T> {
-    /// The queue is bounded and full (only from the `try_*` forms).
+    /// The queue is bounded and full (only from the `try_*` forms). On a process transport:
+    /// every call slot of the connection is in flight.
     Full(T),
     /// The queue stayed full until the timeout ran out (only from the `*_timeout` forms).
     Timeout(T),
     /// No server is left to take the request.
     ServerDisappeared(T),
+    /// Process transports only: the request does not fit the service's call slot; nothing
+    /// was sent.
+    TooLarge(T),
 }
 
 impl<T> SendError<T> {
     /// The request that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            SendError::Full(t) | SendError::Timeout(t) | SendError::ServerDisappeared(t) => t,
+            SendError::Full(t)
+            | SendError::Timeout(t)
+            | SendError::ServerDisappeared(t)
+            | SendError::TooLarge(t) => t,
         }
     }
 
@@ -177,6 +192,7 @@ impl<T> SendError<T> {
             SendError::Full(_) => "queue is full",
             SendError::Timeout(_) => "timed out waiting for room in the queue",
             SendError::ServerDisappeared(_) => "server disappeared",
+            SendError::TooLarge(_) => "message too large for the service's call slot",
         }
     }
 }
@@ -188,6 +204,7 @@ impl<T> fmt::Debug for SendError<T> {
             SendError::Full(_) => "Full(..)",
             SendError::Timeout(_) => "Timeout(..)",
             SendError::ServerDisappeared(_) => "ServerDisappeared(..)",
+            SendError::TooLarge(_) => "TooLarge(..)",
         };
         f.write_str(name)
     }

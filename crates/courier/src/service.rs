@@ -59,6 +59,7 @@
 //! scalar message, outside the typed slots) and refuses a server that speaks another one with
 //! `ShmError::InterfaceMismatch`, naming both.
 
+use core::convert::Infallible;
 use core::fmt;
 use core::time::Duration;
 use std::any::Any;
@@ -525,11 +526,13 @@ impl<Rq, Rp, F> fmt::Debug for Client<Rq, Rp, F> {
     }
 }
 
-/// `SendError` of the in-process transport as the typed client reports it.
+/// A transport's `SendError` as the typed client reports it (a typed one-way call has
+/// nothing to hand back: its arguments were packed into the request).
 fn send_error<T, F>(e: SendError<T>) -> Error<F> {
     match e {
         SendError::ServerDisappeared(_) => Error::ServerDisappeared,
-        SendError::Full(_) | SendError::Timeout(_) => Error::Timeout,
+        SendError::TooLarge(_) => Error::TooLarge,
+        _ => Error::Timeout,
     }
 }
 
@@ -588,7 +591,7 @@ where
         match &self.transport {
             ClientTransport::Local(c) => c.is_server_gone(),
             #[cfg(target_os = "linux")]
-            ClientTransport::Shm(c) => !c.client.is_connected(),
+            ClientTransport::Shm(c) => c.client.is_server_gone(),
         }
     }
 
@@ -623,9 +626,9 @@ where
                 c.send_timeout(Envelope::plain(rq), t).map_err(send_error)
             }
             #[cfg(target_os = "linux")]
-            (ClientTransport::Shm(c), None) => c.client.send(rq),
+            (ClientTransport::Shm(c), None) => c.client.send(rq).map_err(send_error),
             #[cfg(target_os = "linux")]
-            (ClientTransport::Shm(c), Some(t)) => c.client.send_timeout(rq, t),
+            (ClientTransport::Shm(c), Some(t)) => c.client.send_timeout(rq, t).map_err(send_error),
         }
     }
 
@@ -737,8 +740,8 @@ where
 {
     const SIGNATURE: u64 = <courier_shm::Postcard<T> as courier_shm::Wire>::SIGNATURE;
 
-    fn encode(self, out: &mut courier_shm::ShmViewMut<'_>) -> Option<usize> {
-        courier_shm::Postcard(self.0).encode(out)
+    fn encode(&self, out: &mut courier_shm::ShmViewMut<'_>) -> Option<usize> {
+        courier_shm::rpc::encode_postcard(&self.0, out)
     }
 
     fn decode(bytes: &courier_shm::ShmView<'_>) -> Option<Self> {
@@ -1128,16 +1131,16 @@ impl<Rq, Rp, F> fmt::Debug for Server<Rq, Rp, F> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The shared-memory server failed (an operating-system error).
-    #[cfg(target_os = "linux")]
-    Shm(courier_shm::ShmError),
+    /// The transport could not wait for requests: what its server's `wait` reported (across
+    /// processes, [`Error::LimitReached`] when the system refuses the wait's poll or the
+    /// async reactor's thread).
+    Wait(Error<Infallible>),
 }
 
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            #[cfg(target_os = "linux")]
-            ServeError::Shm(ref e) => write!(f, "serving failed: {e}"),
+            ServeError::Wait(ref e) => write!(f, "serving failed: {e}"),
         }
     }
 }
@@ -1177,8 +1180,8 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
                     }
                     let incoming = match server.wait_timeout(STOP_LOOK) {
                         Ok(incoming) => incoming,
-                        Err(courier_shm::ShmError::Timeout) => continue,
-                        Err(e) => return Err(ServeError::Shm(e)),
+                        Err(Error::Timeout) => continue,
+                        Err(e) => return Err(ServeError::Wait(e.map_app(|_| Error::Protocol))),
                     };
                     if let Some(parts) = shm::classify(incoming, spec) {
                         break parts;
@@ -1214,7 +1217,10 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Server<Rq, Rp, F> {
             #[cfg(target_os = "linux")]
             ServerTransport::Shm(server) => {
                 let parts = loop {
-                    let incoming = server.async_wait().await.map_err(ServeError::Shm)?;
+                    let incoming = server
+                        .async_wait()
+                        .await
+                        .map_err(|e| ServeError::Wait(e.map_app(|_| Error::Protocol)))?;
                     if let Some(parts) = shm::classify(incoming, spec) {
                         break parts;
                     }

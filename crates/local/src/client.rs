@@ -222,7 +222,9 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
         }
     }
 
-    /// Whether the server side is gone (every `Server` handle dropped).
+    /// Whether the server side is gone (every `Server` handle dropped). Once `true` it stays
+    /// `true`; requests then fail with [`Error::ServerDisappeared`]. `false` is only a
+    /// snapshot. The same method, with the same meaning, as on `courier::shm`'s client.
     pub fn is_server_gone(&self) -> bool {
         self.shared.servers.load(Ordering::Acquire) == 0
     }

@@ -125,7 +125,7 @@ pub use rpc::Postcard;
 #[cfg(target_os = "linux")]
 pub use rpc::{
     services, AsyncWait, CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext,
-    ScalarCall, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription, TrySendError,
+    ScalarCall, SendError, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf, Subscription,
     WaitReply, Wire, MAX_DESCRIPTION,
 };
 #[cfg(target_os = "linux")]

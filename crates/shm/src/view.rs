@@ -351,6 +351,15 @@ impl<'a> ShmViewMut<'a> {
     ///
     /// [`FlatError::TooShort`] if it does not fit in the view from `offset`.
     pub fn write<T: IpcSafe>(&mut self, offset: usize, value: T) -> Result<usize, FlatError> {
+        self.write_ref(offset, &value)
+    }
+
+    /// [`ShmViewMut::write`] of a borrowed value, which stays the caller's.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmViewMut::write`].
+    pub fn write_ref<T: IpcSafe>(&mut self, offset: usize, value: &T) -> Result<usize, FlatError> {
         let n = size_of::<T>();
         let found = self.view.len.saturating_sub(offset);
         let Some(mut dst) = offset
@@ -363,7 +372,7 @@ impl<'a> ShmViewMut<'a> {
         // SAFETY: `copy` is `n` bytes of our stack; `write_value` fills every one of them
         // (padding zeroed) before anything reads it.
         let out = unsafe { std::slice::from_raw_parts_mut(copy.as_mut_ptr().cast::<u8>(), n) };
-        flat::write_value(value, out)?;
+        flat::write_ref(value, out)?;
         dst.copy_from_slice(out);
         Ok(n)
     }

@@ -163,9 +163,9 @@ fn kind(e: &impl Debug) -> String {
 }
 
 /// The name of a cancel outcome.
-fn cancel_kind<Rp, E>(c: &CancelOutcome<Rp, E>) -> &'static str {
+fn cancel_kind<Rq, Rp, E>(c: &CancelOutcome<Rq, Rp, E>) -> &'static str {
     match c {
-        CancelOutcome::Withdrawn => "Withdrawn",
+        CancelOutcome::Withdrawn(_) => "Withdrawn",
         CancelOutcome::Signaled => "Signaled",
         CancelOutcome::Completed(_) => "Completed",
     }
@@ -769,7 +769,7 @@ fn client_processes_with_threads_and_a_server_with_workers() {
                     let (rq, ctx) = match server.wait_timeout(Duration::from_millis(50)) {
                         Ok(Incoming::Call(rq, ctx)) => (rq, ctx),
                         Ok(_) => panic!("expected a call"),
-                        Err(ShmError::Timeout) => continue,
+                        Err(Error::Timeout) => continue,
                         Err(e) => panic!("wait: {e}"),
                     };
                     // Rendezvous: every worker holds its first call until all do, so they
@@ -852,7 +852,7 @@ fn req_fail_one_way_and_req_timeout() {
     order(&mut srv, "reply 20", "replied 20 OriginDisappeared");
     // The client is still fine.
     assert_eq!(cli.req_d(cmd(ECHO, 21)), Ok(echo(21)));
-    assert!(cli.is_connected());
+    assert!(!cli.is_server_gone());
 }
 
 #[test]
@@ -990,7 +990,8 @@ fn req_async_wait_and_every_cancel_outcome() {
     let withdrawn = cli.req_async(cmd(ECHO, 13)).unwrap();
     let kept = cli.req_async(cmd(ECHO, 14)).unwrap();
     match withdrawn.cancel() {
-        CancelOutcome::Withdrawn => {}
+        // The request comes back, as on courier::local.
+        CancelOutcome::Withdrawn(rq) => assert_eq!(rq, cmd(ECHO, 13)),
         other => panic!("expected Withdrawn, got {}", cancel_kind(&other)),
     }
     order(&mut srv, "unstall", "unstalled");
@@ -1444,7 +1445,7 @@ fn sigkill_of_the_server_fails_every_pending_call_and_a_new_server_takes_over() 
         "every pending call failed {:?} after the kill",
         killed.elapsed()
     );
-    assert!(!cli.is_connected());
+    assert!(cli.is_server_gone());
     assert_eq!(cli.req_d(cmd(ECHO, 6)), Err(Error::ServerDisappeared));
 
     // A new server binds the name; a reconnecting client is served by it.
@@ -1547,7 +1548,7 @@ fn load_every_reply_reaches_its_own_caller_exactly_once() {
                     let (rq, ctx) = match server.wait_timeout(Duration::from_millis(50)) {
                         Ok(Incoming::Call(rq, ctx)) => (rq, ctx),
                         Ok(_) => panic!("expected a call"),
-                        Err(ShmError::Timeout) => continue,
+                        Err(Error::Timeout) => continue,
                         Err(e) => panic!("wait: {e}"),
                     };
                     let (p, t, seq) = (rq.a >> 48, (rq.a >> 32) & 0xFFFF, rq.a & 0xFFFF_FFFF);

@@ -12,7 +12,7 @@
 #![cfg(target_os = "linux")]
 
 use courier_shm::{
-    CancelOutcome, Client, Error, Incoming, PushError, Server, ServerConfig, ShmBuf, TrySendError,
+    CancelOutcome, Client, Error, Incoming, PushError, SendError, Server, ServerConfig, ShmBuf,
 };
 use std::sync::mpsc;
 use std::time::Duration;
@@ -430,13 +430,13 @@ fn try_and_timeout_forms_never_wait_past_their_limit() {
         }
     }
     match c.try_send(7) {
-        Err(TrySendError::Full(7)) => {}
+        Err(SendError::Full(7)) => {}
         other => panic!("try_send with no free slot: {other:?}"),
     }
-    assert!(matches!(c.try_req(8), Err(TrySendError::Full(8))));
+    assert!(matches!(c.try_req(8), Err(SendError::Full(8))));
     assert_eq!(c.try_scalar(1, [0; 4]), Err(Error::Timeout));
     let short = Duration::from_millis(30);
-    assert_eq!(c.send_timeout(9, short), Err(Error::Timeout));
+    assert_eq!(c.send_timeout(9, short), Err(SendError::Timeout(9)));
     assert_eq!(c.scalar_timeout(1, [0; 4], short), Err(Error::Timeout));
     assert_eq!(c.req_timeout(10, short), Err(Error::Timeout));
     assert_eq!(

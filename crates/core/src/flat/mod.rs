@@ -341,7 +341,27 @@ pub const fn signature_of<T: IpcSafe>() -> u64 {
 /// assert_eq!(n, 4);
 /// assert_eq!(read_value::<[u16; 2]>(&buf[1..1 + n]).unwrap(), [7, 9]);
 /// ```
-pub fn write_value<T: IpcSafe>(mut value: T, out: &mut [u8]) -> Result<usize, FlatError> {
+pub fn write_value<T: IpcSafe>(value: T, out: &mut [u8]) -> Result<usize, FlatError> {
+    write_ref(&value, out)
+}
+
+/// [`write_value`] of a borrowed value, which stays the caller's: a sender that must hand the
+/// value back when sending fails writes it this way.
+///
+/// # Errors
+///
+/// [`FlatError::TooShort`] if `out` is smaller than `T`; nothing is written then.
+///
+/// # Examples
+///
+/// ```
+/// use courier_core::flat::{read_value, write_ref};
+/// let value = [7u16, 9];
+/// let mut buf = [0u8; 4];
+/// assert_eq!(write_ref(&value, &mut buf).unwrap(), 4);
+/// assert_eq!(read_value::<[u16; 2]>(&buf).unwrap(), value); // and `value` is still ours
+/// ```
+pub fn write_ref<T: IpcSafe>(value: &T, out: &mut [u8]) -> Result<usize, FlatError> {
     let n = size_of::<T>();
     if out.len() < n {
         return Err(FlatError::TooShort {
@@ -349,10 +369,14 @@ pub fn write_value<T: IpcSafe>(mut value: T, out: &mut [u8]) -> Result<usize, Fl
             found: out.len(),
         });
     }
-    value.zero_padding();
-    // SAFETY: after `zero_padding` every byte of `value` is initialised (the `IpcSafe`
-    // contract); `out` holds at least `n` bytes and cannot overlap the local `value`.
-    unsafe { core::ptr::copy_nonoverlapping(&value as *const T as *const u8, out.as_mut_ptr(), n) };
+    // SAFETY: a bitwise copy of `*value`, never dropped (`ManuallyDrop`) and never used as a
+    // `T` beyond zeroing its padding: an `IpcSafe` type holds no pointer or handle, so the
+    // copy owns nothing the original also owns.
+    let mut copy = core::mem::ManuallyDrop::new(unsafe { core::ptr::read(value) });
+    copy.zero_padding();
+    // SAFETY: after `zero_padding` every byte of `copy` is initialised (the `IpcSafe`
+    // contract); `out` holds at least `n` bytes and cannot overlap the local `copy`.
+    unsafe { core::ptr::copy_nonoverlapping(&*copy as *const T as *const u8, out.as_mut_ptr(), n) };
     Ok(n)
 }
 

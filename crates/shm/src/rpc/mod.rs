@@ -86,6 +86,7 @@
 
 mod buf;
 mod client;
+pub(crate) mod fault;
 mod layout;
 mod server;
 mod slot;
@@ -93,15 +94,15 @@ mod stats;
 mod wire;
 
 pub use buf::ShmBuf;
-pub use client::{CancelOutcome, Client, Subscription, TrySendError, WaitReply};
-pub use courier_core::error::Error;
+pub use client::{CancelOutcome, Client, Subscription, WaitReply};
+pub use courier_core::error::{Error, SendError};
 pub use server::{
     AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig,
 };
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};
-#[cfg(feature = "serde")]
-pub use wire::Postcard;
 pub use wire::Wire;
+#[cfg(feature = "serde")]
+pub use wire::{encode_postcard, Postcard};
 
 use crate::segment::HEADER_LEN;
 

@@ -21,9 +21,9 @@ pub trait Wire: Sized + Send + 'static {
     const SIGNATURE: u64;
 
     /// Writes the value into `out` (shared memory, written in place); `None` if it does not
-    /// fit.
+    /// fit. The value stays the caller's, so a send that fails can hand it back.
     #[doc(hidden)]
-    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize>;
+    fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize>;
 
     /// Reads a value from `bytes`, which another process wrote and may still be writing:
     /// copied out, then checked, never trusted.
@@ -34,8 +34,8 @@ pub trait Wire: Sized + Send + 'static {
 impl<T: IpcSafe + Send + 'static> Wire for T {
     const SIGNATURE: u64 = T::SIGNATURE;
 
-    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize> {
-        out.write(0, self).ok()
+    fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+        out.write_ref(0, self).ok()
     }
 
     fn decode(bytes: &ShmView<'_>) -> Option<Self> {
@@ -69,12 +69,8 @@ where
     /// One signature for every postcard type: postcard's own decoding checks the bytes.
     const SIGNATURE: u64 = u64::from_le_bytes(*b"postcard");
 
-    fn encode(self, out: &mut ShmViewMut<'_>) -> Option<usize> {
-        // Encoded in private memory, then copied in: serde's serializer is not written
-        // against a view, and the copy is small beside the encoding itself.
-        let bytes = postcard::to_allocvec(&self.0).ok()?;
-        out.write_at(0, &bytes).ok()?;
-        Some(bytes.len())
+    fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+        encode_postcard(&self.0, out)
     }
 
     fn decode(bytes: &ShmView<'_>) -> Option<Self> {
@@ -82,4 +78,16 @@ where
         // decoding in place would let a peer change them between the check and the use.
         postcard::from_bytes(&bytes.to_vec()).ok().map(Postcard)
     }
+}
+
+/// Encodes `value` with postcard into `out`: the bytes of [`Postcard<T>`] (and of the typed
+/// services' serde values), `None` if they do not fit.
+#[cfg(feature = "serde")]
+#[doc(hidden)]
+pub fn encode_postcard<T: serde::Serialize>(value: &T, out: &mut ShmViewMut<'_>) -> Option<usize> {
+    // Encoded in private memory, then copied in: serde's serializer is not written against a
+    // view, and the copy is small beside the encoding itself.
+    let bytes = postcard::to_allocvec(value).ok()?;
+    out.write_at(0, &bytes).ok()?;
+    Some(bytes.len())
 }

@@ -71,12 +71,6 @@ impl From<Expired> for ShmError {
     }
 }
 
-impl<E> From<Expired> for courier_core::error::Error<E> {
-    fn from(_: Expired) -> Self {
-        courier_core::error::Error::Timeout
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,8 +100,8 @@ mod tests {
         assert!(past.has_passed());
         assert!(matches!(ShmError::from(Expired), ShmError::Timeout));
         assert_eq!(
-            courier_core::error::Error::<()>::from(Expired),
-            courier_core::error::Error::Timeout
+            crate::rpc::fault::Fault::from(Expired),
+            crate::rpc::fault::Fault::Timeout
         );
     }
 }

@@ -2,6 +2,7 @@
 //! or as a future), settling or cancelling it, and reading its answer; the public
 //! [`WaitReply`] and [`CancelOutcome`], and the futures of `areq` and `wait_async`.
 
+use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     state, status, Shared, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
 };
@@ -19,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::conn::Conn;
-use super::{lock, widen, ClientShared};
+use super::{lock, ClientShared};
 
 /// How many times a caller looks at its slot before it sleeps.
 pub(super) const SPINS: u32 = 2000;
@@ -35,11 +36,11 @@ pub(super) struct Call {
     pub(super) pending: bool,
 }
 
-/// What [`WaitReply::cancel`] found.
+/// What [`WaitReply::cancel`] found. The same shape as `courier::local`'s.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CancelOutcome<Rp, E> {
-    /// The server had not taken the request: it never will.
-    Withdrawn,
+pub enum CancelOutcome<Rq, Rp, E> {
+    /// The server had not taken the request: it never will, and here it is back.
+    Withdrawn(Rq),
     /// The server had taken it and can see the cancellation
     /// ([`ReplyContext::is_canceled`](crate::ReplyContext::is_canceled)); its answer will be
     /// discarded.
@@ -67,39 +68,39 @@ impl Call {
     /// `WAITER` bit, set by a CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the
     /// server's completion CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS
     /// fails on DONE (one word, so the two compare-and-swaps are ordered: no fence needed).
-    pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Error<()>> {
+    pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Fault> {
         let word = self.conn.sh.state(self.slot);
         let done = || Ok(self.is_done().then_some(()));
         let announce = || match word.load(Ordering::Acquire) & state::PHASE {
             state::DONE => Ok(None),
             state::QUEUED | state::TAKEN => Ok(slot::announce_sleep(word)),
             // Only a hostile server puts anything else here.
-            _ => Err(Error::Protocol),
+            _ => Err(Fault::Protocol),
         };
         match park::wait_announced(word, &*self.conn, SPINS, deadline, done, announce) {
             Ok(()) => Ok(()),
             Err(Gave::Err(e)) => Err(e),
             // The answer may have landed just before the server died.
             Err(Gave::Dead) => self.done_or_dead(),
-            Err(Gave::Expired) => Err(Error::Timeout),
+            Err(Gave::Expired) => Err(Fault::Timeout),
         }
     }
 
     /// Waits for the answer until `deadline`; then cancels the call, unless the answer came
     /// in the meantime. `Ok`: the call is done, ready to read.
-    pub(super) fn settle(mut self, deadline: Deadline) -> Result<Call, Error<()>> {
+    pub(super) fn settle(mut self, deadline: Deadline) -> Result<Call, Fault> {
         match self.wait(deadline) {
             Ok(()) => Ok(self),
-            Err(Error::Timeout) => match self.cancel() {
+            Err(Fault::Timeout) => match self.cancel() {
                 Canceled::Done => Ok(self),
-                Canceled::Withdrawn | Canceled::Signaled | Canceled::Dead => Err(Error::Timeout),
+                Canceled::Withdrawn | Canceled::Signaled | Canceled::Dead => Err(Fault::Timeout),
             },
             Err(e) => Err(e),
         }
     }
 
     /// The async form of `wait`.
-    pub(super) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error<()>>> {
+    pub(super) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<(), Fault>> {
         if self.is_done() {
             return Poll::Ready(Ok(()));
         }
@@ -135,11 +136,11 @@ impl Call {
     /// After seeing the server dead: the answer may have landed just before it died (its
     /// `reply` returned `Ok`), so look at the slot once more. **An answer that landed is
     /// never reported as `ServerDisappeared`.**
-    pub(super) fn done_or_dead(&self) -> Result<(), Error<()>> {
+    pub(super) fn done_or_dead(&self) -> Result<(), Fault> {
         if self.is_done() {
             Ok(())
         } else {
-            Err(Error::ServerDisappeared)
+            Err(Fault::ServerDisappeared)
         }
     }
 
@@ -155,14 +156,14 @@ impl Call {
                 None => Err(Error::Protocol),
             },
             status::OK | status::APP => Err(Error::Protocol),
-            other => Err(widen(status_error(other))),
+            other => Err(Error::from(status_error(other))),
         });
         self.finish();
         r
     }
 
     /// Reads the two reply words of a done scalar slot and frees it.
-    pub(super) fn take_words(mut self) -> Result<[u64; 2], Error<()>> {
+    pub(super) fn take_words(mut self) -> Result<[u64; 2], Fault> {
         let r = self.read(|sh, slot, st, _, _| {
             let rec = sh.lay.rec(slot);
             match st {
@@ -242,13 +243,13 @@ impl Drop for Call {
     }
 }
 
-pub(super) fn status_error(st: u32) -> Error<()> {
+pub(super) fn status_error(st: u32) -> Fault {
     match st {
-        status::NO_REPLY => Error::NoReply,
-        status::TOO_LARGE => Error::TooLarge,
-        status::SERVER_GONE => Error::ServerDisappeared,
-        status::LIMIT => Error::LimitReached,
-        _ => Error::Protocol,
+        status::NO_REPLY => Fault::NoReply,
+        status::TOO_LARGE => Fault::TooLarge,
+        status::SERVER_GONE => Fault::ServerDisappeared,
+        status::LIMIT => Fault::LimitReached,
+        _ => Fault::Protocol,
     }
 }
 
@@ -260,7 +261,7 @@ pub(super) struct SlotFuture<'a> {
 }
 
 impl Future for SlotFuture<'_> {
-    type Output = Result<usize, Error<()>>;
+    type Output = Result<usize, Fault>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -325,7 +326,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
             }
             Poll::Ready(Err(e)) => {
                 self.call = None;
-                Poll::Ready(Err(widen(e)))
+                Poll::Ready(Err(Error::from(e)))
             }
         }
     }
@@ -333,13 +334,17 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
 
 /// A call started with [`Client::req_async`](crate::Client::req_async): wait for it now or later, blocking or async,
 /// or cancel it. Dropping it cancels the call.
-pub struct WaitReply<Rp, E> {
+///
+/// It keeps the request (the slot holds a copy), so that a call withdrawn before the server
+/// took it hands the request back ([`CancelOutcome::Withdrawn`]), as `courier::local` does.
+pub struct WaitReply<Rq, Rp, E> {
     pub(super) call: Option<Call>,
+    pub(super) request: Option<Rq>,
     pub(super) _client: Arc<ClientShared>,
     pub(super) _types: PhantomData<fn() -> (Rp, E)>,
 }
 
-impl<Rp, E> std::fmt::Debug for WaitReply<Rp, E> {
+impl<Rq, Rp, E> std::fmt::Debug for WaitReply<Rq, Rp, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WaitReply")
             .field("slot", &self.call.as_ref().map(|c| c.slot))
@@ -347,7 +352,7 @@ impl<Rp, E> std::fmt::Debug for WaitReply<Rp, E> {
     }
 }
 
-impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
+impl<Rq, Rp: Wire, E: Wire> WaitReply<Rq, Rp, E> {
     pub(super) fn call(&mut self) -> Call {
         self.call
             .take()
@@ -360,7 +365,10 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     ///
     /// As [`Client::req`](crate::Client::req).
     pub fn wait(mut self) -> Result<Rp, Error<E>> {
-        self.call().settle(Deadline::NEVER).map_err(widen)?.take()
+        self.call()
+            .settle(Deadline::NEVER)
+            .map_err(Error::from)?
+            .take()
     }
 
     /// Waits at most `timeout`; then the call is canceled.
@@ -371,7 +379,7 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Rp, Error<E>> {
         self.call()
             .settle(Deadline::after(timeout))
-            .map_err(widen)?
+            .map_err(Error::from)?
             .take()
     }
 
@@ -395,10 +403,14 @@ impl<Rp: Wire, E: Wire> WaitReply<Rp, E> {
     }
 
     /// Cancels the call and says how far it had got.
-    pub fn cancel(mut self) -> CancelOutcome<Rp, E> {
+    pub fn cancel(mut self) -> CancelOutcome<Rq, Rp, E> {
         let mut call = self.call();
         match call.cancel() {
-            Canceled::Withdrawn => CancelOutcome::Withdrawn,
+            Canceled::Withdrawn => CancelOutcome::Withdrawn(
+                self.request
+                    .take()
+                    .expect("a WaitReply holds its request until canceled"),
+            ),
             Canceled::Signaled => CancelOutcome::Signaled,
             Canceled::Done => CancelOutcome::Completed(call.take()),
             Canceled::Dead => CancelOutcome::Completed(Err(Error::ServerDisappeared)),

@@ -4,12 +4,13 @@
 
 use crate::error::ShmError;
 use crate::rpc::buf::{BufferHolder, ShmBuf};
+use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     kind, read_header, state, Shared, CBELL, F_ASYNC, REQ_TAIL, SRV_CLOSED, SRV_SLEEP, S_ARGS,
     S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
 };
 use crate::rpc::slot;
-use crate::rpc::{Error, BELL_HELLO, LEND_HELLO, MSG_LEN};
+use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::Liveness;
@@ -293,7 +294,7 @@ impl Conn {
         ticket: &mut Option<u64>,
         waker: &Waker,
         needs_reactor: &mut bool,
-    ) -> Result<Option<usize>, Error<()>> {
+    ) -> Result<Option<usize>, Fault> {
         let mut pool = lock(&self.wake.pool);
         let registered = ticket.is_some_and(|t| pool.waiters.iter().any(|(x, _)| *x == t));
         // Under the pool lock: the watcher sets `dead` before it empties the queue, so
@@ -302,7 +303,7 @@ impl Conn {
             if let Some(t) = ticket.take() {
                 pool.dequeue(t);
             }
-            return Err(Error::ServerDisappeared);
+            return Err(Fault::ServerDisappeared);
         }
         let take = |pool: &mut Pool, ticket: &mut Option<u64>| {
             let s = pool.free.pop()?;
@@ -354,7 +355,7 @@ impl Conn {
 
     /// Takes a free slot, reclaiming abandoned ones the server has completed; waits (until
     /// `deadline`) while every slot is in flight. A deadline already past makes one attempt.
-    pub(super) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<usize, Error<()>> {
+    pub(super) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<usize, Fault> {
         let waker = Unpark::current();
         let mut ticket = None;
         let r = loop {
@@ -421,7 +422,7 @@ impl Conn {
         call: (u32, u32, u32, [u64; 4]),
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
         deadline: Deadline,
-    ) -> Result<Call, Error<()>> {
+    ) -> Result<Call, Fault> {
         self.flush_frees();
         let slot = self.acquire(deadline)?;
         self.start_in(slot, call, write)
@@ -433,12 +434,12 @@ impl Conn {
         slot: usize,
         call: (u32, u32, u32, [u64; 4]),
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
-    ) -> Result<Call, Error<()>> {
+    ) -> Result<Call, Fault> {
         let (k, op, flags, args) = call;
         let sh = &self.sh;
         let Some((len, sig)) = write(&mut sh.data_mut(slot)) else {
             self.release(slot);
-            return Err(Error::TooLarge);
+            return Err(Fault::TooLarge);
         };
         let rec = sh.lay.rec(slot);
         sh.u32(rec + S_KIND).store(k, Ordering::Relaxed);
@@ -483,12 +484,12 @@ impl Conn {
                 slot::Withdraw::Withdrawn => {
                     call.pending = false;
                     self.abandon(slot, true);
-                    return Err(Error::ServerDisappeared);
+                    return Err(Fault::ServerDisappeared);
                 }
                 slot::Withdraw::Broken => {
                     // A hostile server: give the slot up.
                     call.pending = false;
-                    return Err(Error::ServerDisappeared);
+                    return Err(Fault::ServerDisappeared);
                 }
             }
         }
@@ -501,7 +502,7 @@ impl Conn {
         call: (u32, u32, u32, [u64; 4]),
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
         deadline: Deadline,
-    ) -> Result<(), Error<()>> {
+    ) -> Result<(), Fault> {
         let c = self.start(call, write, deadline)?;
         c.abandon();
         Ok(())
@@ -528,7 +529,7 @@ impl Conn {
         self: &Arc<Self>,
         buf: &ShmBuf,
         deadline: Deadline,
-    ) -> Result<(), Error<()>> {
+    ) -> Result<(), Fault> {
         let mut msg = [0u8; MSG_LEN];
         msg[..8].copy_from_slice(&LEND_HELLO);
         msg[8..].copy_from_slice(&buf.id().to_le_bytes());
@@ -548,16 +549,16 @@ impl Conn {
                         return Ok(());
                     }
                     Ok(false) => {}
-                    Err(_) => return Err(Error::ServerDisappeared),
+                    Err(_) => return Err(Fault::ServerDisappeared),
                 }
             }
             if self.dead() {
-                return Err(Error::ServerDisappeared);
+                return Err(Fault::ServerDisappeared);
             }
             deadline.left()?;
             let until = deadline.min(Deadline::after(DEATH_CHECK));
             sys::wait_writable(self.sock.as_fd(), until.instant())
-                .map_err(|_| Error::ServerDisappeared)?;
+                .map_err(|_| Fault::ServerDisappeared)?;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The client side: [`Client`] (connecting, the call verbs, their `try_` / `_timeout` /
-//! async forms) and [`TrySendError`], over one connection per client process.
+//! async forms), over one connection per client process.
 //!
 //! - `conn.rs`: the connection (its segment, sockets, the slot pool and its waiters,
 //!   starting and posting calls, lend registration);
@@ -17,9 +17,10 @@ pub use subscription::Subscription;
 
 use crate::error::ShmError;
 use crate::rpc::buf::ShmBuf;
+use crate::rpc::fault::Fault;
 use crate::rpc::layout::{kind, F_ASYNC};
 use crate::rpc::wire::Wire;
-use crate::rpc::Error;
+use crate::rpc::{Error, SendError};
 use crate::service::ConnectConfig;
 use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
@@ -35,11 +36,6 @@ use subscription::SubQueue;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `Error<()>` (the transport's) as `Error<E>` (the caller's): never `App`.
-fn widen<E>(e: Error<()>) -> Error<E> {
-    e.map_app(|()| Error::Protocol)
 }
 
 /// The longest a blocking wait sleeps before it looks at the watcher's verdict again, where
@@ -182,9 +178,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         self.shared.conn.server.pid as u32
     }
 
-    /// Whether the server is still there, as far as this process knows.
-    pub fn is_connected(&self) -> bool {
-        !self.shared.conn.dead()
+    /// Whether the server is gone: its process died, or its last handle was dropped (the
+    /// service closed). Once `true` it stays `true`; every call then fails with
+    /// [`Error::ServerDisappeared`]. `false` is only a snapshot: the server may go at once
+    /// after. The same method, with the same meaning, as on `courier::local`'s client.
+    pub fn is_server_gone(&self) -> bool {
+        self.shared.conn.dead()
     }
 
     fn start_call(
@@ -192,13 +191,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         k: u32,
         flags: u32,
         args: [u64; 4],
-        rq: Rq,
+        rq: &Rq,
         deadline: Deadline,
     ) -> Result<Call, Error<E>> {
         self.shared
             .conn
             .start((k, 0, flags, args), encoder(rq), deadline)
-            .map_err(widen)
+            .map_err(Error::from)
     }
 
     fn call_until(
@@ -208,19 +207,22 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         rq: Rq,
         deadline: Deadline,
     ) -> Result<Rp, Error<E>> {
-        let call = self.start_call(k, 0, args, rq, deadline)?;
-        call.settle(deadline).map_err(widen)?.take()
+        let call = self.start_call(k, 0, args, &rq, deadline)?;
+        call.settle(deadline).map_err(Error::from)?.take()
     }
 
-    /// Takes a free slot without waiting, for the `try_*` forms: `Err` hands `rq` back.
-    fn try_slot(&self, rq: Rq) -> Result<(usize, Rq), TrySendError<Rq>> {
+    /// Starts a call of kind `k` in a free slot without waiting for one, for the `try_*`
+    /// forms: `Err` hands `rq` back.
+    fn try_start(&self, k: u32, rq: &Rq) -> Result<Call, Fault> {
         let conn = &self.shared.conn;
         conn.flush_frees();
-        match conn.acquire(Deadline::after(Duration::ZERO)) {
-            Ok(slot) => Ok((slot, rq)),
-            Err(Error::ServerDisappeared) => Err(TrySendError::ServerDisappeared(Some(rq))),
-            Err(_) => Err(TrySendError::Full(rq)),
-        }
+        let slot = conn
+            .acquire(Deadline::after(Duration::ZERO))
+            .map_err(|e| match e {
+                Fault::Timeout => Fault::LimitReached,
+                e => e,
+            })?;
+        conn.start_in(slot, (k, 0, 0, [0; 4]), encoder(rq))
     }
 
     /// Sends `rq` and waits for the reply.
@@ -250,13 +252,15 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
-    pub fn req_async(&self, rq: Rq) -> Result<WaitReply<Rp, E>, Error<E>> {
-        Ok(self.wait_reply(self.start_call(kind::CALL, 0, [0; 4], rq, Deadline::NEVER)?))
+    pub fn req_async(&self, rq: Rq) -> Result<WaitReply<Rq, Rp, E>, Error<E>> {
+        let call = self.start_call(kind::CALL, 0, [0; 4], &rq, Deadline::NEVER)?;
+        Ok(self.wait_reply(call, rq))
     }
 
-    fn wait_reply(&self, call: Call) -> WaitReply<Rp, E> {
+    fn wait_reply(&self, call: Call, rq: Rq) -> WaitReply<Rq, Rp, E> {
         WaitReply {
             call: Some(call),
+            request: Some(rq),
             _client: Arc::clone(&self.shared),
             _types: PhantomData,
         }
@@ -267,33 +271,27 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] or [`TrySendError::ServerDisappeared`] with the request;
-    /// [`TrySendError::TooLarge`] (the request does not fit a slot; it was consumed).
+    /// [`SendError::Full`], [`SendError::ServerDisappeared`] or [`SendError::TooLarge`] (the
+    /// request does not fit a slot), each with the request.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// use courier_shm::{Client, TrySendError};
+    /// use courier_shm::{Client, SendError};
     /// use std::time::Duration;
     ///
     /// let client: Client<u64, u64, u32> = Client::connect("doubler", Duration::from_secs(5))?;
     /// match client.try_req(21) {
     ///     Ok(pending) => println!("{:?}", pending.wait()),
-    ///     Err(TrySendError::Full(rq)) => println!("busy; {rq} comes back"),
+    ///     Err(SendError::Full(rq)) => println!("busy; {rq} comes back"),
     ///     Err(e) => println!("{e}"),
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_req(&self, rq: Rq) -> Result<WaitReply<Rp, E>, TrySendError<Rq>> {
-        let (slot, rq) = self.try_slot(rq)?;
-        match self
-            .shared
-            .conn
-            .start_in(slot, (kind::CALL, 0, 0, [0; 4]), encoder(rq))
-        {
-            Ok(call) => Ok(self.wait_reply(call)),
-            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
-            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+    pub fn try_req(&self, rq: Rq) -> Result<WaitReply<Rq, Rp, E>, SendError<Rq>> {
+        match self.try_start(kind::CALL, &rq) {
+            Ok(call) => Ok(self.wait_reply(call, rq)),
+            Err(e) => Err(unsent(e, rq)),
         }
     }
 
@@ -314,10 +312,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     pub async fn areq(&self, rq: Rq) -> Result<Rp, Error<E>> {
         let conn = &self.shared.conn;
         conn.flush_frees();
-        let slot = SlotFuture { conn, ticket: None }.await.map_err(widen)?;
+        let slot = SlotFuture { conn, ticket: None }
+            .await
+            .map_err(Error::from)?;
         let call = conn
-            .start_in(slot, (kind::CALL, 0, F_ASYNC, [0; 4]), encoder(rq))
-            .map_err(widen)?;
+            .start_in(slot, (kind::CALL, 0, F_ASYNC, [0; 4]), encoder(&rq))
+            .map_err(Error::from)?;
         CallFuture {
             call: Some(call),
             spun: false,
@@ -332,8 +332,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::ServerDisappeared`], [`Error::TooLarge`].
-    pub fn send(&self, rq: Rq) -> Result<(), Error<E>> {
+    /// [`SendError::ServerDisappeared`] or [`SendError::TooLarge`] (the request does not fit
+    /// a slot), with the request: as `courier::local`'s `send`, nothing sent is lost and
+    /// nothing unsent is consumed.
+    pub fn send(&self, rq: Rq) -> Result<(), SendError<Rq>> {
         self.send_until(rq, Deadline::NEVER)
     }
 
@@ -341,16 +343,16 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// As [`Client::send`], and [`Error::Timeout`] (nothing was sent).
-    pub fn send_timeout(&self, rq: Rq, timeout: Duration) -> Result<(), Error<E>> {
+    /// As [`Client::send`], and [`SendError::Timeout`] (nothing was sent).
+    pub fn send_timeout(&self, rq: Rq, timeout: Duration) -> Result<(), SendError<Rq>> {
         self.send_until(rq, Deadline::after(timeout))
     }
 
-    fn send_until(&self, rq: Rq, deadline: Deadline) -> Result<(), Error<E>> {
+    fn send_until(&self, rq: Rq, deadline: Deadline) -> Result<(), SendError<Rq>> {
         self.shared
             .conn
-            .post((kind::SEND, 0, 0, [0; 4]), encoder(rq), deadline)
-            .map_err(widen)
+            .post((kind::SEND, 0, 0, [0; 4]), encoder(&rq), deadline)
+            .map_err(|e| unsent(e, rq))
     }
 
     /// As [`Client::send`] without waiting for a slot: if all `slots` are in flight, the
@@ -359,19 +361,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// As [`Client::try_req`].
-    pub fn try_send(&self, rq: Rq) -> Result<(), TrySendError<Rq>> {
-        let (slot, rq) = self.try_slot(rq)?;
-        match self
-            .shared
-            .conn
-            .start_in(slot, (kind::SEND, 0, 0, [0; 4]), encoder(rq))
-        {
+    pub fn try_send(&self, rq: Rq) -> Result<(), SendError<Rq>> {
+        match self.try_start(kind::SEND, &rq) {
             Ok(call) => {
                 call.abandon();
                 Ok(())
             }
-            Err(Error::TooLarge) => Err(TrySendError::TooLarge),
-            Err(_) => Err(TrySendError::ServerDisappeared(None)),
+            Err(e) => Err(unsent(e, rq)),
         }
     }
 
@@ -465,27 +461,27 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         }
         let conn = &self.shared.conn;
         if let Err(e) = conn.register(buf, deadline) {
-            return (Err(widen(e)), false);
+            return (Err(Error::from(e)), false);
         }
         let k = if exclusive {
             kind::LEND_MUT
         } else {
             kind::LEND
         };
-        let mut call = match self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], rq, deadline)
-        {
-            Ok(c) => c,
-            Err(e) => return (Err(e), false),
-        };
+        let mut call =
+            match self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], &rq, deadline) {
+                Ok(c) => c,
+                Err(e) => return (Err(e), false),
+            };
         let r = match call.wait(deadline) {
             Ok(()) => (call.take(), false),
             // Answered, even just after the deadline: the lend is back.
-            Err(Error::Timeout) => match call.cancel() {
+            Err(Fault::Timeout) => match call.cancel() {
                 Canceled::Done => (call.take(), false),
                 Canceled::Signaled => (Err(Error::Timeout), true),
                 Canceled::Withdrawn | Canceled::Dead => (Err(Error::Timeout), false),
             },
-            Err(e) => (Err(widen(e)), false),
+            Err(e) => (Err(Error::from(e)), false),
         };
         if matches!(r.0, Err(Error::LimitReached | Error::TooLarge)) {
             // The server may have refused the registration: send it again next time (a
@@ -533,7 +529,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         self.shared
             .conn
             .post((kind::SCALAR, op, 0, args), |_| Some((0, 0)), deadline)
-            .map_err(widen)
+            .map_err(Error::from)
     }
 
     /// Sends a scalar message and waits for its two-word reply.
@@ -573,10 +569,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
                 |_| Some((0, 0)),
                 deadline,
             )
-            .map_err(widen)?;
+            .map_err(Error::from)?;
         call.settle(deadline)
             .and_then(Call::take_words)
-            .map_err(widen)
+            .map_err(Error::from)
     }
 
     /// Subscribes with `rq`: the server gets a [`Notifier`](crate::Notifier) and pushes
@@ -604,11 +600,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         let id = conn.next_sub.fetch_add(1, Ordering::Relaxed);
         lock(&conn.push).queues.insert(id, SubQueue::default());
         let r = self
-            .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], rq, deadline)
+            .start_call(kind::SUBSCRIBE, 0, [u64::from(id), 0, 0, 0], &rq, deadline)
             .and_then(|call| {
                 call.settle(deadline)
                     .and_then(Call::take_words)
-                    .map_err(widen)
+                    .map_err(Error::from)
             });
         match r {
             Ok(_) => Ok(Subscription {
@@ -623,67 +619,22 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     }
 }
 
-/// The request's encoder: fills a slot's data area, `None` if it does not fit.
-fn encoder<Rq: Wire>(rq: Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> {
+/// The request's encoder: fills a slot's data area, `None` if it does not fit. The request
+/// stays the caller's, to hand back if the call is not sent.
+fn encoder<Rq: Wire>(rq: &Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> + '_ {
     move |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE))
 }
 
-/// Why a `try_*` call ([`Client::try_req`], [`Client::try_send`]) sent nothing. The
-/// request comes back where it was not consumed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrySendError<T> {
-    /// Every slot of the connection is in flight.
-    Full(T),
-    /// The server is gone. The request comes back if it had not been encoded yet (`None`:
-    /// the server went while it was being written).
-    ServerDisappeared(Option<T>),
-    /// The request does not fit a slot; encoding it consumed it.
-    TooLarge,
-}
-
-impl<T> TrySendError<T> {
-    /// The request that was not sent, if it was not consumed.
-    pub fn into_inner(self) -> Option<T> {
-        match self {
-            TrySendError::Full(t) => Some(t),
-            TrySendError::ServerDisappeared(t) => t,
-            TrySendError::TooLarge => None,
-        }
-    }
-
-    /// `true` for [`TrySendError::Full`].
-    pub fn is_full(&self) -> bool {
-        matches!(self, TrySendError::Full(_))
-    }
-
-    /// `true` for [`TrySendError::ServerDisappeared`].
-    pub fn is_disconnected(&self) -> bool {
-        matches!(self, TrySendError::ServerDisappeared(_))
+/// Why a request was not sent, as the [`SendError`] that hands it back: no free slot
+/// (`LimitReached`, from [`Client::try_start`]), no slot in time, too large, or no server.
+fn unsent<Rq>(e: Fault, rq: Rq) -> SendError<Rq> {
+    match e {
+        Fault::LimitReached => SendError::Full(rq),
+        Fault::Timeout => SendError::Timeout(rq),
+        Fault::TooLarge => SendError::TooLarge(rq),
+        _ => SendError::ServerDisappeared(rq),
     }
 }
-
-impl<T> std::fmt::Debug for TrySendError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The request is not printed: it need not be `Debug` (as `SendError`).
-        f.write_str(match self {
-            TrySendError::Full(_) => "Full(..)",
-            TrySendError::ServerDisappeared(_) => "ServerDisappeared(..)",
-            TrySendError::TooLarge => "TooLarge",
-        })
-    }
-}
-
-impl<T> std::fmt::Display for TrySendError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TrySendError::Full(_) => "every call slot is in flight",
-            TrySendError::ServerDisappeared(_) => "server disappeared",
-            TrySendError::TooLarge => "the request does not fit a call slot",
-        })
-    }
-}
-
-impl<T> std::error::Error for TrySendError<T> {}
 
 #[cfg(test)]
 mod tests {
@@ -749,7 +700,7 @@ mod tests {
     }
 
     /// A call taken by the server; the hook answers it and then marks the server dead.
-    fn taken_call(s: &Srv, c: &Cli, n: u64) -> WaitReply<u64, u32> {
+    fn taken_call(s: &Srv, c: &Cli, n: u64) -> WaitReply<u64, u64, u32> {
         let w = c.req_async(n).unwrap();
         let Incoming::Call(got, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
             panic!("not a call");

@@ -1,6 +1,7 @@
 //! Pushes, client side: draining the push ring the server writes into per-subscription
 //! queues ([`PushState`]), and the public [`Subscription`] that reads them.
 
+use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     kind, CBELL, CBELL_WAIT, PUSH_END, PUSH_HEAD, PUSH_TAIL, P_KIND, P_LEN, P_SIG, P_SUB,
 };
@@ -134,11 +135,16 @@ impl Subscription {
     /// [`Error::Protocol`] if the value is not a `T`; [`Error::NoReply`] /
     /// [`Error::ServerDisappeared`] when the subscription has ended.
     pub fn try_recv<T: Wire>(&self) -> Result<Option<T>, Error<()>> {
+        Ok(self.next()?)
+    }
+
+    /// [`Subscription::try_recv`] with the transport's error.
+    fn next<T: Wire>(&self) -> Result<Option<T>, Fault> {
         let conn = &self.shared.conn;
         let mut push = lock(&conn.push);
         conn.drain_push(&mut push);
         if push.broken {
-            return Err(Error::Protocol);
+            return Err(Fault::Protocol);
         }
         let q = push.queues.entry(self.id).or_default();
         if let Some((sig, bytes)) = q.items.pop_front() {
@@ -148,17 +154,17 @@ impl Subscription {
                 conn.wake_push_readers();
             }
             if sig != T::SIGNATURE {
-                return Err(Error::Protocol);
+                return Err(Fault::Protocol);
             }
             return T::decode(&ShmView::from_private(&bytes))
                 .map(Some)
-                .ok_or(Error::Protocol);
+                .ok_or(Fault::Protocol);
         }
         if q.ended {
-            return Err(Error::NoReply);
+            return Err(Fault::NoReply);
         }
         if conn.dead() {
-            return Err(Error::ServerDisappeared);
+            return Err(Fault::ServerDisappeared);
         }
         Ok(None)
     }
@@ -169,7 +175,7 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`].
     pub fn recv<T: Wire>(&self) -> Result<T, Error<()>> {
-        self.recv_until(Deadline::NEVER)
+        Ok(self.recv_until(Deadline::NEVER)?)
     }
 
     /// Waits at most `timeout` for the next value.
@@ -178,14 +184,14 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`], and [`Error::Timeout`].
     pub fn recv_timeout<T: Wire>(&self, timeout: Duration) -> Result<T, Error<()>> {
-        self.recv_until(Deadline::after(timeout))
+        Ok(self.recv_until(Deadline::after(timeout))?)
     }
 
     /// Parks on the client bell ([`park::wait_announced`], without spinning): the sleep is
     /// announced by `cbell_wait` and the bell's value before the last look at the push ring;
     /// the server bumps the bell and wakes it after each push while `cbell_wait` is set, so a
     /// push after the look changes the word and the sleep does not happen or ends.
-    pub(super) fn recv_until<T: Wire>(&self, deadline: Deadline) -> Result<T, Error<()>> {
+    pub(super) fn recv_until<T: Wire>(&self, deadline: Deadline) -> Result<T, Fault> {
         let conn = &self.shared.conn;
         let sh = &conn.sh;
         let bell = sh.u32(CBELL);
@@ -198,12 +204,12 @@ impl Subscription {
             let seen = bell.load(Ordering::SeqCst);
             Ok((!conn.push_pending()).then_some(seen))
         };
-        match park::wait_announced(bell, &**conn, 0, deadline, || self.try_recv(), announce) {
+        match park::wait_announced(bell, &**conn, 0, deadline, || self.next(), announce) {
             Ok(v) => Ok(v),
             Err(Gave::Err(e)) => Err(e),
             // Values pushed before the server died are still received.
-            Err(Gave::Dead) => self.try_recv()?.ok_or(Error::ServerDisappeared),
-            Err(Gave::Expired) => Err(Error::Timeout),
+            Err(Gave::Dead) => self.next()?.ok_or(Fault::ServerDisappeared),
+            Err(Gave::Expired) => Err(Fault::Timeout),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::rpc::layout::{
 };
 use crate::rpc::stats::{ServerStats, StatsFile};
 use crate::rpc::wire::Wire;
+use crate::rpc::Error;
 use crate::segment::HEADER_LEN;
 use crate::service::{Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
@@ -236,7 +237,7 @@ pub enum Incoming<Rq, Rp, E> {
 ///         Incoming::Subscribe(_, notifier) => drop(notifier),
 ///     }
 /// }
-/// # Ok::<(), courier_shm::ShmError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Server<Rq, Rp, E> {
     shared: Arc<ServerShared>,
@@ -374,11 +375,15 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
 
     /// Waits for the next message from any client.
     ///
+    /// The error type is `courier::local`'s (`Server::wait` there returns the same
+    /// [`Error<E>`]), so a serving loop reads the same on both transports.
+    ///
     /// # Errors
     ///
-    /// None today besides [`ShmError::Io`]-class failures of the system; the result type
-    /// leaves room for them.
-    pub fn wait(&self) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+    /// [`Error::LimitReached`] only if the system refuses the wait itself (the poll of the
+    /// connections' wake-up sockets fails); never [`Error::ClientsDisappeared`], since new
+    /// clients may always connect to a named service.
+    pub fn wait(&self) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         self.wait_until(Deadline::NEVER)
     }
 
@@ -387,8 +392,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// [`ShmError::Timeout`] if nothing came.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+    /// [`Error::Timeout`] if nothing came; as [`Server::wait`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         self.wait_until(Deadline::after(timeout))
     }
 
@@ -396,12 +401,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// None today; see [`Server::wait`].
-    pub fn try_pop(&self) -> Result<Option<Incoming<Rq, Rp, E>>, ShmError> {
+    /// None today; the type is [`Server::wait`]'s.
+    pub fn try_pop(&self) -> Result<Option<Incoming<Rq, Rp, E>>, Error<E>> {
         Ok(self.poll_once())
     }
 
-    fn wait_until(&self, deadline: Deadline) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+    fn wait_until(&self, deadline: Deadline) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         // Whether the last wake-up found nothing to do: then the next sleep comes at once,
         // without the spin, so a client that only sends wake-ups keeps no worker spinning.
         let mut idle_wake = false;
@@ -423,7 +428,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         deadline: Deadline,
         idle_wake: &mut bool,
         keys: &mut Vec<u64>,
-    ) -> Result<Incoming<Rq, Rp, E>, ShmError> {
+    ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         let core = &self.shared.core;
         loop {
             let spins = if *idle_wake { 1 } else { SPINS };
@@ -433,7 +438,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 }
                 if i % 64 == 63 {
                     if deadline.has_passed() {
-                        return Err(ShmError::Timeout);
+                        return Err(Error::Timeout);
                     }
                     std::thread::yield_now();
                 } else {
@@ -454,14 +459,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             let left = match deadline.left() {
                 Ok(None) => MAX_SLEEP,
                 Ok(Some(left)) => left.min(MAX_SLEEP),
-                Err(expired) => {
+                Err(_expired) => {
                     core.set_sleeping(-1);
-                    return Err(expired.into());
+                    return Err(Error::Timeout);
                 }
             };
             let slept = core.poller.wait(keys, left);
             core.set_sleeping(-1);
-            slept.map_err(ShmError::io("waiting for calls"))?;
+            slept.map_err(|_| Error::LimitReached)?;
             core.take_wakeups(keys);
             if let Some(m) = self.poll_once() {
                 return Ok(m);
@@ -480,7 +485,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     ///
     /// # Errors
     ///
-    /// [`ShmError::Io`] if the reactor thread cannot be started.
+    /// [`Error::LimitReached`] if the reactor thread cannot be started.
     ///
     /// # Examples
     ///
@@ -667,7 +672,7 @@ impl<Rq, Rp, E> std::fmt::Debug for AsyncWait<'_, Rq, Rp, E> {
 }
 
 impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, E> {
-    type Output = Result<Incoming<Rq, Rp, E>, ShmError>;
+    type Output = Result<Incoming<Rq, Rp, E>, Error<E>>;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
@@ -689,9 +694,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
                 let started = std::thread::Builder::new()
                     .name(format!("courier-async-{}", core.name))
                     .spawn(move || async_reactor(&weak));
-                if let Err(e) = started {
+                if started.is_err() {
                     w.wakers.clear();
-                    return Poll::Ready(Err(ShmError::io("starting the async reactor")(e)));
+                    return Poll::Ready(Err(Error::LimitReached));
                 }
                 w.reactor = true;
             }

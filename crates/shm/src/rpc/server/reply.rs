@@ -1,6 +1,7 @@
 //! Answering: a taken slot owed a completion ([`SlotRef`]), and the public handles that
 //! complete it, [`ReplyContext`] (calls and lends) and [`ScalarCall`].
 
+use crate::rpc::fault::Fault;
 use crate::rpc::layout::{status, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS};
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
@@ -50,9 +51,9 @@ impl SlotRef {
         &mut self,
         st: u32,
         write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64, [u64; 2])>,
-    ) -> Result<(), Error<()>> {
+    ) -> Result<(), Fault> {
         if std::mem::replace(&mut self.done, true) {
-            return Err(Error::OriginDisappeared);
+            return Err(Fault::OriginDisappeared);
         }
         let conn = &self.conn;
         let sh = &conn.sh;
@@ -61,7 +62,7 @@ impl SlotRef {
         let r = (|| {
             if conn.gone() {
                 conn.in_service[slot].store(false, Ordering::Release);
-                return Err(Error::OriginDisappeared);
+                return Err(Fault::OriginDisappeared);
             }
             let word = sh.state(slot);
             if slot::is_taken(word) {
@@ -69,7 +70,7 @@ impl SlotRef {
                 let (st, (len, sig, words)) = match write(&mut sh.data_mut(slot)) {
                     Some(w) => (st, w),
                     None => {
-                        outcome = Err(Error::TooLarge);
+                        outcome = Err(Fault::TooLarge);
                         (status::TOO_LARGE, (0, 0, [0; 2]))
                     }
                 };
@@ -101,11 +102,11 @@ impl SlotRef {
                 // The caller gave up after we took it; the slot is back with it.
                 slot::Complete::Canceled => {
                     conn.ring_if_async(slot);
-                    Err(Error::OriginDisappeared)
+                    Err(Fault::OriginDisappeared)
                 }
                 slot::Complete::Broken => {
                     conn.cut_off();
-                    Err(Error::OriginDisappeared)
+                    Err(Fault::OriginDisappeared)
                 }
             }
         })();
@@ -176,7 +177,7 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             value.encode(out).map(|n| (n, T::SIGNATURE, [0; 2]))
         });
         match r {
-            Err(Error::TooLarge) => Err(Error::TooLarge),
+            Err(Fault::TooLarge) => Err(Error::TooLarge),
             _ if self.one_way => Ok(()),
             Ok(()) => Ok(()),
             Err(_) => Err(Error::OriginDisappeared),
@@ -281,6 +282,6 @@ impl ScalarCall {
         if !blocking {
             return Ok(());
         }
-        r
+        Ok(r?)
     }
 }
