@@ -42,6 +42,35 @@
 //! - Bytes from another process are validated before a typed view of them exists.
 //! - Lock-free state machines are documented where they are written and model-checked with
 //!   loom.
+//!
+//! # One API on `local` and `shm`
+//!
+//! The raw clients and servers of `local` and `shm` share their names, signatures and
+//! errors, so that moving a service from a thread to a process changes a constructor:
+//!
+//! | | both transports |
+//! |---|---|
+//! | calls | `req`, `req_timeout`, `areq` (async), `req_async` → `WaitReply<Rq, Rp, E>` |
+//! | a pending call | `WaitReply::{wait, wait_timeout, wait_async, is_ready, cancel}` → `CancelOutcome<Rq, Rp, E>`, whose `Withdrawn(rq)` hands the request back |
+//! | one-way | `send`, `send_timeout`, `try_send`, `try_req`: `SendError<Rq>`, which hands the request back on every error |
+//! | liveness | `Client::is_server_gone` (once `true`, stays `true`) |
+//! | serving | `Server::wait`, `wait_timeout`, `try_pop`, `async_wait`, all failing with `Error<E>`; `ReplyContext::{reply, fail, is_canceled, is_one_way}` |
+//! | errors | one [`Error<E>`] (`#[non_exhaustive]`) on every transport |
+//!
+//! The differences left have a reason:
+//!
+//! - `local`'s `wait` yields a `(request, ReplyContext)` tuple, as `ump`'s does, so that a
+//!   port from `ump` keeps its loops; `shm`'s yields an `Incoming` enum, because a process
+//!   service also receives scalar messages and subscriptions, which `local` does not carry.
+//!   The typed services of [`mod@service`] hide both behind one `serve`.
+//! - Lends, scalars and subscriptions are `shm` verbs: in one process a reference or a
+//!   channel does the job without a transport. Typed services offer them on both.
+//! - A named `shm` service never reports `ClientsDisappeared`: new clients may connect at
+//!   any time. `shm` alone reports `TooLarge`, `Protocol` and `LimitReached`.
+//! - `req_async` returns a `WaitReply` without being `async`: the name is `ump`'s; the async
+//!   forms are `areq`, `async_wait`, `wait_async` and `recv_async`.
+//! - Setting up (`bind`, `connect`) fails with `shm::ShmError`, which names system causes;
+//!   nothing after connect does.
 #![no_std]
 
 #[cfg(feature = "std")]
