@@ -29,26 +29,26 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// `courier::local`: a bounded channel in this process.
 mod local_t {
     use super::*;
-    pub use courier::local::{CancelOutcome, ReplyContext};
+    pub(crate) use courier::local::{CancelOutcome, ReplyContext};
 
-    pub type Server = courier::local::Server<u64, u64, u32>;
-    pub type Client = courier::local::Client<u64, u64, u32>;
-    pub type Ctx = ReplyContext<u64, u32>;
+    pub(crate) type Server = courier::local::Server<u64, u64, u32>;
+    pub(crate) type Client = courier::local::Client<u64, u64, u32>;
+    pub(crate) type Ctx = ReplyContext<u64, u32>;
 
     /// A server and a client whose queue holds `room` requests.
-    pub fn pair(room: usize) -> (Server, Client) {
+    pub(crate) fn pair(room: usize) -> (Server, Client) {
         courier::local::bounded(room)
     }
 
-    pub fn next(s: &Server, timeout: Duration) -> Result<(u64, Ctx), Error<u32>> {
+    pub(crate) fn next(s: &Server, timeout: Duration) -> Result<(u64, Ctx), Error<u32>> {
         s.wait_timeout(timeout)
     }
 
-    pub fn try_next(s: &Server) -> Result<Option<(u64, Ctx)>, Error<u32>> {
+    pub(crate) fn try_next(s: &Server) -> Result<Option<(u64, Ctx)>, Error<u32>> {
         s.try_pop()
     }
 
-    pub async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
+    pub(crate) async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
         s.async_wait().await
     }
 }
@@ -58,15 +58,15 @@ mod local_t {
 #[cfg(target_os = "linux")]
 mod shm_t {
     use super::*;
-    pub use courier::shm::{CancelOutcome, ReplyContext};
+    pub(crate) use courier::shm::{CancelOutcome, ReplyContext};
     use courier::shm::{Incoming, ServerConfig};
 
-    pub type Server = courier::shm::Server<u64, u64, u32>;
-    pub type Client = courier::shm::Client<u64, u64, u32>;
-    pub type Ctx = ReplyContext<u64, u32>;
+    pub(crate) type Server = courier::shm::Server<u64, u64, u32>;
+    pub(crate) type Client = courier::shm::Client<u64, u64, u32>;
+    pub(crate) type Ctx = ReplyContext<u64, u32>;
 
     /// A service with `room` call slots per client, and a client of it.
-    pub fn pair(room: usize) -> (Server, Client) {
+    pub(crate) fn pair(room: usize) -> (Server, Client) {
         static ONCE: std::sync::Once = std::sync::Once::new();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         ONCE.call_once(|| {
@@ -89,15 +89,15 @@ mod shm_t {
         }
     }
 
-    pub fn next(s: &Server, timeout: Duration) -> Result<(u64, Ctx), Error<u32>> {
+    pub(crate) fn next(s: &Server, timeout: Duration) -> Result<(u64, Ctx), Error<u32>> {
         s.wait_timeout(timeout).map(call)
     }
 
-    pub fn try_next(s: &Server) -> Result<Option<(u64, Ctx)>, Error<u32>> {
+    pub(crate) fn try_next(s: &Server) -> Result<Option<(u64, Ctx)>, Error<u32>> {
         s.try_pop().map(|m| m.map(call))
     }
 
-    pub async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
+    pub(crate) async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
         s.async_wait().await.map(call)
     }
 }
