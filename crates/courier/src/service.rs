@@ -361,9 +361,10 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
         }
     }
 
-    /// Where a `#[subscribe]` method pushes its events of type `E`; `None` if this request is
-    /// not a subscription (or one of another event type).
-    pub fn sink<E: Wire>(&mut self) -> Option<Sink<E>> {
+    /// Where a `#[subscribe]` method pushes its events of type `E`, carried across processes
+    /// as `W` (`E` itself, or `Serde<E>` in a serde service); `None` if this request is not a
+    /// subscription (or one of another event type).
+    pub fn sink<E: Send + 'static, W: Carrier<E>>(&mut self) -> Option<Sink<E>> {
         match &mut self.to {
             ReplyTo::Local { push, .. } => {
                 let queue = Arc::downcast::<LocalQueue<E>>(push.take()?).ok()?;
@@ -373,7 +374,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
             }
             #[cfg(target_os = "linux")]
             ReplyTo::Subscribe { notifier } => Some(Sink {
-                inner: SinkInner::Shm(notifier.take()?, core::marker::PhantomData),
+                inner: SinkInner::Shm(notifier.take()?, push_as::<E, W>),
             }),
             #[cfg(target_os = "linux")]
             _ => None,
@@ -835,11 +836,56 @@ pub struct Sink<E> {
 
 enum SinkInner<E> {
     Local(Arc<LocalQueue<E>>),
+    /// The notifier, and how an `E` goes into it (the carrier chosen by the macro).
     #[cfg(target_os = "linux")]
-    Shm(courier_shm::Notifier, core::marker::PhantomData<fn(E)>),
+    Shm(courier_shm::Notifier, PushFn<E>),
 }
 
-impl<E: Wire> Sink<E> {
+#[cfg(target_os = "linux")]
+type PushFn<E> = fn(&courier_shm::Notifier, E) -> Result<(), courier_shm::PushError>;
+
+/// Pushes `event` carried as `W`.
+#[cfg(target_os = "linux")]
+fn push_as<E, W: Carrier<E>>(
+    n: &courier_shm::Notifier,
+    event: E,
+) -> Result<(), courier_shm::PushError> {
+    n.push(W::carry(event))
+}
+
+/// How a subscription's event of type `E` travels across processes: as itself (a flat type),
+/// or as `Serde<E>` in a `#[courier::service(serde)]` service. In one process it is moved.
+#[doc(hidden)]
+pub trait Carrier<E>: Wire {
+    /// The event as it travels.
+    fn carry(event: E) -> Self;
+    /// The event as it arrived.
+    fn deliver(self) -> E;
+}
+
+impl<T: Wire> Carrier<T> for T {
+    fn carry(event: T) -> T {
+        event
+    }
+    fn deliver(self) -> T {
+        self
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> Carrier<T> for Serde<T>
+where
+    Serde<T>: Wire,
+{
+    fn carry(event: T) -> Serde<T> {
+        Serde(event)
+    }
+    fn deliver(self) -> T {
+        self.0
+    }
+}
+
+impl<E> Sink<E> {
     /// Pushes `event` to the subscriber.
     ///
     /// # Errors
@@ -865,7 +911,7 @@ impl<E: Wire> Sink<E> {
                 Ok(())
             }
             #[cfg(target_os = "linux")]
-            SinkInner::Shm(n, _) => n.push(event).map_err(|e| match e {
+            SinkInner::Shm(n, push) => push(n, event).map_err(|e| match e {
                 courier_shm::PushError::Unsubscribed => PushError::Unsubscribed,
                 courier_shm::PushError::ClientGone => PushError::Gone,
                 courier_shm::PushError::Full => PushError::Full,
@@ -901,20 +947,23 @@ impl<E> fmt::Debug for Sink<E> {
 /// The events of a `#[subscribe]` method, in the order pushed. The stream ends
 /// (`Error::NoReply`) once the server drops its [`Sink`] and the queued events are read;
 /// dropping the subscription tells the server ([`PushError::Unsubscribed`]).
-pub struct Subscription<E> {
-    inner: SubInner<E>,
+///
+/// `W` is how the events travel across processes (`E` itself, or `Serde<E>` in a serde
+/// service); the generated client picks it.
+pub struct Subscription<E, W = E> {
+    inner: SubInner<E, W>,
 }
 
-enum SubInner<E> {
+enum SubInner<E, W> {
     Local(Arc<LocalQueue<E>>),
     #[cfg(target_os = "linux")]
     Shm(
         courier_shm::Subscription,
-        core::marker::PhantomData<fn() -> E>,
+        core::marker::PhantomData<fn() -> (E, W)>,
     ),
 }
 
-impl<E: Wire> Subscription<E> {
+impl<E: Send + 'static, W: Carrier<E>> Subscription<E, W> {
     /// The next event if one is there.
     ///
     /// # Errors
@@ -932,7 +981,7 @@ impl<E: Wire> Subscription<E> {
                 }
             }
             #[cfg(target_os = "linux")]
-            SubInner::Shm(sub, _) => sub.try_recv(),
+            SubInner::Shm(sub, _) => Ok(sub.try_recv::<W>()?.map(W::deliver)),
         }
     }
 
@@ -982,9 +1031,10 @@ impl<E: Wire> Subscription<E> {
             }
             #[cfg(target_os = "linux")]
             SubInner::Shm(sub, _) => match deadline {
-                None => sub.recv(),
-                Some(d) => sub.recv_timeout(d.saturating_duration_since(Instant::now())),
-            },
+                None => sub.recv::<W>(),
+                Some(d) => sub.recv_timeout::<W>(d.saturating_duration_since(Instant::now())),
+            }
+            .map(W::deliver),
         }
     }
 
@@ -1010,12 +1060,12 @@ impl<E: Wire> Subscription<E> {
                 .await
             }
             #[cfg(target_os = "linux")]
-            SubInner::Shm(sub, _) => sub.recv_async().await,
+            SubInner::Shm(sub, _) => sub.recv_async::<W>().await.map(W::deliver),
         }
     }
 }
 
-impl<E> Drop for Subscription<E> {
+impl<E, W> Drop for Subscription<E, W> {
     fn drop(&mut self) {
         if let SubInner::Local(q) = &self.inner {
             q.notify(|s| s.unsubscribed = true);
@@ -1023,7 +1073,7 @@ impl<E> Drop for Subscription<E> {
     }
 }
 
-impl<E> fmt::Debug for Subscription<E> {
+impl<E, W> fmt::Debug for Subscription<E, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription").finish_non_exhaustive()
     }
@@ -1036,8 +1086,11 @@ where
     F: Wire,
 {
     /// A subscription: `rq` goes to the server's `#[subscribe]` method, which pushes events of
-    /// type `E` until it drops its [`Sink`].
-    pub fn subscribe<E: Wire>(&self, rq: Rq) -> Result<Subscription<E>, Error<F>> {
+    /// type `E` (carried as `W` across processes) until it drops its [`Sink`].
+    pub fn subscribe<E: Send + 'static, W: Carrier<E>>(
+        &self,
+        rq: Rq,
+    ) -> Result<Subscription<E, W>, Error<F>> {
         match &self.transport {
             ClientTransport::Local(c) => {
                 let queue = Arc::new(LocalQueue::<E>::new());

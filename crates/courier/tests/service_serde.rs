@@ -6,6 +6,7 @@
 //! `cargo test -p courier --features serde --test service_serde`).
 #![cfg(feature = "serde")]
 
+use courier::service::Sink;
 use courier::Error;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -31,6 +32,9 @@ pub trait Log {
     fn grep(&self, word: String) -> Vec<(u64, String)>;
     /// Forgets everything (one-way).
     fn clear(&self);
+    /// Streams the lines from number `from` on (serde events), then ends.
+    #[subscribe]
+    fn follow(&self, from: u64, sink: Sink<(u64, String)>);
 }
 
 #[derive(Default)]
@@ -57,6 +61,17 @@ impl Log for Lines {
     fn clear(&self) {
         self.0.lock().unwrap().clear();
     }
+    fn follow(&self, from: u64, sink: Sink<(u64, String)>) {
+        let lines: Vec<_> = self.0.lock().unwrap().iter().cloned().enumerate().collect();
+        // Pushed from another thread, after the subscription is answered.
+        std::thread::spawn(move || {
+            for (i, line) in lines.into_iter().skip(from as usize) {
+                if sink.push((i as u64, line)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 fn conformance(c: &LogClient) {
@@ -69,6 +84,14 @@ fn conformance(c: &LogClient) {
         c.grep("world".into()),
         Ok(vec![(0, "hello world".into()), (2, "world peace".into())])
     );
+    // A subscription of serde events: every line from 1 on, in order, then the end.
+    let sub = c.follow(1).unwrap();
+    assert_eq!(sub.recv_timeout(DEADLINE), Ok((1, "déjà vu".to_string())));
+    assert_eq!(
+        pollster::block_on(sub.recv_async()),
+        Ok((2, "world peace".to_string()))
+    );
+    assert_eq!(sub.recv_timeout(DEADLINE), Err(Error::NoReply));
     c.clear().unwrap();
     assert_eq!(c.grep(String::new()), Ok(vec![]));
     assert_eq!(pollster::block_on(c.append_async("again".into())), Ok(0));
@@ -106,6 +129,8 @@ fn the_interface_signature_ignores_method_order_but_not_types() {
     /// `Log` with its methods in another order.
     #[courier::service(serde)]
     trait LogReordered {
+        #[subscribe]
+        fn follow(&self, from: u64, sink: Sink<(u64, String)>);
         fn clear(&self);
         fn grep(&self, word: String) -> Vec<(u64, String)>;
         fn line(&self, n: u64) -> Result<String, LogError>;
@@ -118,6 +143,8 @@ fn the_interface_signature_ignores_method_order_but_not_types() {
         fn line(&self, n: u64) -> Result<String, LogError>;
         fn grep(&self, word: String) -> Vec<(u64, String)>;
         fn clear(&self);
+        #[subscribe]
+        fn follow(&self, from: u64, sink: Sink<(u64, String)>);
     }
     assert_eq!(
         LogClient::INTERFACE.signature,

@@ -163,14 +163,6 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
     if form.no_std {
         return expand_no_std(&form, item, &methods);
     }
-    if form.serde {
-        if let Some(m) = methods.iter().find(|m| m.kind == Kind::Subscribe) {
-            return Err(Error::new(
-                m.name.span(),
-                "#[subscribe] events are flat types: not available in a #[courier::service(serde)] service yet",
-            ));
-        }
-    }
     for (i, a) in methods.iter().enumerate() {
         if let Some(b) = methods[..i].iter().find(|b| b.tag == a.tag) {
             return Err(Error::new(
@@ -1082,14 +1074,17 @@ fn client_method(
             }
         }
         Kind::Scalar | Kind::ScalarSend => unreachable!("scalar methods return above"),
-        Kind::Subscribe => quote! {
+        Kind::Subscribe => {
+            let ok_wire = form.ty(ok);
+            quote! {
             #docs
             ///
             /// A subscription: the server pushes events until it drops its `Sink`.
-            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#c::service::Subscription<#ok>, #c::Error<::core::convert::Infallible>> {
-                self.inner.subscribe::<#ok>(#request).map_err(#narrow)
+            pub fn #name(&self, #(#params),*) -> ::core::result::Result<#c::service::Subscription<#ok, #ok_wire>, #c::Error<::core::convert::Infallible>> {
+                self.inner.subscribe::<#ok, #ok_wire>(#request).map_err(#narrow)
             }
-        },
+            }
+        }
         Kind::Lend | Kind::LendMut => {
             let (l, _) = m.lend.as_ref().expect("a lending method");
             let call = if m.kind == Kind::LendMut {
@@ -1269,8 +1264,9 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
     if m.kind == Kind::Subscribe {
         let wait = m.is_async.then(|| quote!(.await));
         let event = &m.ok;
+        let event_wire = form.ty(event);
         return quote! {
-            #pattern => match __req.sink::<#event>() {
+            #pattern => match __req.sink::<#event, #event_wire>() {
                 ::core::option::Option::Some(__s) => {
                     service.#name(#(#call_args,)* __s) #wait;
                     #c::service::Outcome::Deferred
