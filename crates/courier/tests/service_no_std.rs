@@ -1,6 +1,6 @@
 //! `#[courier::service(no_std)]`: the same kind of trait over `courier::interchange` (a static
 //! slot, values moved, no heap): a client thread and a server thread that polls, calls with
-//! an application error and one-way methods, in order.
+//! an application error, one-way methods and scalars, in order.
 
 use courier::Error;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,6 +22,13 @@ pub trait Registers {
     fn write(&self, key: u8, value: u32);
     /// How many writes were made.
     fn writes(&self) -> u32;
+    /// A Xous-style scalar (in firmware, a call whose integers are moved as they are):
+    /// registers `a` and `b` added, and whether the sum overflowed.
+    #[scalar]
+    fn add(&self, a: u8, b: u8) -> (u32, bool);
+    /// A one-way scalar: clears register `key`.
+    #[scalar]
+    fn clear(&self, key: u8);
 }
 
 struct File {
@@ -42,6 +49,13 @@ impl Registers for File {
     }
     fn writes(&self) -> u32 {
         self.writes.load(Ordering::SeqCst)
+    }
+    fn add(&self, a: u8, b: u8) -> (u32, bool) {
+        let get = |k: u8| self.regs[usize::from(k % 16)].load(Ordering::SeqCst);
+        get(a).overflowing_add(get(b))
+    }
+    fn clear(&self, key: u8) {
+        self.regs[usize::from(key % 16)].store(0, Ordering::SeqCst);
     }
 }
 
@@ -81,6 +95,12 @@ fn calls_and_one_way_messages_over_a_static_slot() {
         client.write(i % 16, u32::from(i)).unwrap();
     }
     assert_eq!(client.writes(), Ok(101));
+    // Scalars: registers 0 and 1 hold 96 and 97 (the last writes of the loop).
+    assert_eq!(client.add(0, 1), Ok((193, false)));
+    client.write(2, u32::MAX).unwrap();
+    assert_eq!(client.add(2, 1), Ok((96, true)));
+    client.clear(2).unwrap();
+    assert_eq!(client.read(2), Ok(0));
     stop.store(true, Ordering::SeqCst);
-    assert_eq!(server.join().unwrap(), 105);
+    assert_eq!(server.join().unwrap(), 110);
 }

@@ -1320,8 +1320,8 @@ fn dispatch_arm(form: &Form, m: &Method, rq: &Path, rp: &Path, fail: &Path) -> T
 }
 
 /// `#[courier::service(no_std)]`: for firmware, over `courier::interchange` (a static
-/// request/response slot, no heap, no OS). Calls and one-way methods only; values are moved,
-/// not encoded. Generates `FooRequest`, `FooReply`, `FooChannel` (the slot's type, for a
+/// request/response slot, no heap, no OS). Calls, one-way methods and `#[scalar]` ones (the
+/// same as calls here); values are moved, not encoded. Generates `FooRequest`, `FooReply`, `FooChannel` (the slot's type, for a
 /// `static`), `FooClient` (one method per trait method; it waits with a function the caller
 /// gives, such as a WFI or a yield) and `FooServer::poll` (answers the pending request).
 fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::Result<TokenStream> {
@@ -1333,10 +1333,17 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
         ));
     }
     for m in methods {
-        if !matches!(m.kind, Kind::Call | Kind::Send) || m.is_async {
+        let why = match m.kind {
+            _ if m.is_async => Some("an async method needs an executor's waker; a no_std service is polled"),
+            Kind::Lend | Kind::LendMut => Some("a lend would put a borrowed buffer in a `static` slot, which outlives it: pass the bytes by value (an array or `courier::flat::Vec<u8, N>`)"),
+            Kind::Deferred => Some("a deferred method's `Reply` is std's; a no_std server answers in `poll`"),
+            Kind::Subscribe => Some("an interchange slot carries one request and one response, no stream of pushes"),
+            Kind::Call | Kind::Send | Kind::Scalar | Kind::ScalarSend => None,
+        };
+        if let Some(why) = why {
             return Err(Error::new(
                 m.name.span(),
-                "a #[courier::service(no_std)] method is a plain call or one-way method (no lend, scalar, deferred, subscribe or async yet)",
+                format!("a #[courier::service(no_std)] method is a call, a one-way method or a #[scalar] one: {why}"),
             ));
         }
     }
@@ -1371,7 +1378,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
         let name = &m.name;
         let ok = &m.ok;
         match (&m.err, m.kind) {
-            (_, Kind::Send) => quote!(#name),
+            (_, Kind::Send | Kind::ScalarSend) => quote!(#name),
             (Some(e), _) => quote!(#name(::core::result::Result<#ok, #e>)),
             (None, _) => quote!(#name(#ok)),
         }
@@ -1384,7 +1391,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
         let fields = m.args.iter().map(|(a, _)| a);
         let doc = format!("Calls `{trait_name}::{name}` on the server and waits for its reply.");
         let (ret, got) = match (&m.err, m.kind) {
-            (_, Kind::Send) => (
+            (_, Kind::Send | Kind::ScalarSend) => (
                 quote!(::core::result::Result<(), #c::Error<::core::convert::Infallible>>),
                 quote!(#rp::#name => ::core::result::Result::Ok(())),
             ),
@@ -1415,7 +1422,7 @@ fn expand_no_std(form: &Form, mut item: ItemTrait, methods: &[Method]) -> syn::R
         let name = &m.name;
         let fields: Vec<&Ident> = m.args.iter().map(|(a, _)| a).collect();
         match m.kind {
-            Kind::Send => quote!(#rq::#name { #(#fields),* } => {
+            Kind::Send | Kind::ScalarSend => quote!(#rq::#name { #(#fields),* } => {
                 service.#name(#(#fields),*);
                 #rp::#name
             }),
