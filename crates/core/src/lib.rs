@@ -10,6 +10,7 @@
 extern crate std;
 
 pub mod error;
+// Every build uses a different subset of the atomics (loom, portable-atomic, the targets).
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
