@@ -691,3 +691,67 @@ fn async_wait_serves_calls_from_tasks_on_one_thread() {
     finished.recv_timeout(T).expect("the tasks did not finish");
     worker.join().unwrap();
 }
+
+/// A `Client<Raw, Raw, Raw>` calls a typed service without its types: requests travel with
+/// the signature they carry and are checked by the server as a typed client's are; replies,
+/// errors and pushes come back with their own signatures and bytes; lends, scalars and
+/// timeouts work as for any client.
+#[test]
+fn a_raw_client_forwards_bytes_with_their_signatures() {
+    use courier_shm::{Raw, Wire};
+    let (s, typed) = setup("inproc-raw");
+    drop(typed);
+    let raw: Client<Raw, Raw, Raw> = Client::connect("inproc-raw", T).unwrap();
+    let worker = std::thread::spawn(move || loop {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(0, ctx) => return ctx.reply(0).unwrap(),
+            Incoming::Call(13, ctx) => ctx.fail(7).unwrap(),
+            Incoming::Call(n, mut ctx) => {
+                if let Some(mut view) = ctx.lent_mut() {
+                    view.fill(n as u8);
+                }
+                let lent = ctx.lent().map_or(0, |v| v.len() as u64);
+                ctx.reply(n + lent).unwrap();
+            }
+            Incoming::Scalar(call) => {
+                let a = call.args();
+                call.reply([a[0] * 2, 0]).unwrap();
+            }
+            Incoming::Subscribe(n, notifier) => {
+                notifier.push(n).unwrap();
+                notifier.push(n + 1).unwrap();
+            }
+        }
+    });
+    let u64_raw = |n: u64| Raw::new(u64::SIGNATURE, n.to_le_bytes().to_vec());
+    // A call: the reply keeps its type's signature.
+    assert_eq!(raw.req(u64_raw(41)), Ok(u64_raw(41)));
+    // An application error: the error type's signature and bytes.
+    assert_eq!(
+        raw.req(u64_raw(13)),
+        Err(Error::App(Raw::new(u32::SIGNATURE, 7u32.to_le_bytes().to_vec())))
+    );
+    // A request of another type is refused by the server, as a typed one would be.
+    let wrong = Raw::new(u32::SIGNATURE, 5u32.to_le_bytes().to_vec());
+    assert_eq!(raw.req(wrong.clone()), Err(Error::Protocol));
+    // So are bytes that are not a value of the type.
+    assert_eq!(
+        raw.req(Raw::new(u64::SIGNATURE, vec![1, 2, 3])),
+        Err(Error::Protocol)
+    );
+    // A lend and a mutable lend.
+    let mut buf = ShmBuf::new(100).unwrap();
+    assert_eq!(raw.lend(u64_raw(1), &buf), Ok(u64_raw(101)));
+    assert_eq!(raw.lend_mut(u64_raw(9), &mut buf), Ok(u64_raw(109)));
+    assert!(buf.view().to_vec().iter().all(|&b| b == 9));
+    // Scalars, one-way and timeouts.
+    assert_eq!(raw.blocking_scalar(1, [21, 0, 0, 0]), Ok([42, 0]));
+    raw.send_timeout(u64_raw(5), T).unwrap();
+    assert_eq!(raw.req_timeout(u64_raw(6), T), Ok(u64_raw(6)));
+    // A subscription's pushes, with their signature.
+    let sub = raw.subscribe(u64_raw(70)).unwrap();
+    assert_eq!(sub.recv_timeout::<Raw>(T), Ok(u64_raw(70)));
+    assert_eq!(sub.recv_timeout::<Raw>(T), Ok(u64_raw(71)));
+    assert_eq!(raw.req(u64_raw(0)), Ok(u64_raw(0)));
+    worker.join().unwrap();
+}

@@ -100,9 +100,9 @@ pub use server::{
     AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig,
 };
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};
-pub use wire::Wire;
 #[cfg(feature = "serde")]
 pub use wire::{encode_postcard, Postcard};
+pub use wire::{Raw, Wire};
 
 use crate::segment::HEADER_LEN;
 

@@ -29,6 +29,24 @@ pub trait Wire: Sized + Send + 'static {
     /// copied out, then checked, never trusted.
     #[doc(hidden)]
     fn decode(bytes: &ShmView<'_>) -> Option<Self>;
+
+    /// The signature this value travels with: [`SIGNATURE`](Wire::SIGNATURE), except for
+    /// [`Raw`], which carries the signature of the value it stands for.
+    #[doc(hidden)]
+    fn signature(&self) -> u64 {
+        Self::SIGNATURE
+    }
+
+    /// Reads a value that arrived with `signature`: `None` if that is not this type's (or
+    /// the bytes are not a valid value).
+    #[doc(hidden)]
+    fn decode_signed(signature: u64, bytes: &ShmView<'_>) -> Option<Self> {
+        if signature == Self::SIGNATURE {
+            Self::decode(bytes)
+        } else {
+            None
+        }
+    }
 }
 
 impl<T: IpcSafe + Send + 'static> Wire for T {
@@ -90,4 +108,60 @@ pub fn encode_postcard<T: serde::Serialize>(value: &T, out: &mut ShmViewMut<'_>)
     let bytes = postcard::to_allocvec(value).ok()?;
     out.write_at(0, &bytes).ok()?;
     Some(bytes.len())
+}
+
+/// A value of any type, as its signature and its bytes: what a bridge or a tool that forwards
+/// the calls of every service moves, without knowing their types
+/// (`Client<Raw, Raw, Raw>`, [`Subscription::recv`](crate::Subscription::recv)`::<Raw>`).
+///
+/// A `Raw` request travels with its own signature, so the server checks it against the
+/// type it expects exactly as it checks a typed client's; a `Raw` reply, error or push
+/// accepts any signature and keeps it, so the bytes can be passed on and checked where the
+/// type is known. The bytes were copied out of shared memory: they are private.
+///
+/// ```
+/// use courier_shm::{Raw, Wire};
+///
+/// let r = Raw::new(<u64 as Wire>::SIGNATURE, 42u64.to_le_bytes().to_vec());
+/// assert_eq!(r.signature(), u64::SIGNATURE);
+/// assert_eq!(r.bytes, 42u64.to_le_bytes());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Raw {
+    /// The signature of the type the bytes are a value of.
+    pub signature: u64,
+    /// The value's bytes, as that type writes them.
+    pub bytes: Vec<u8>,
+}
+
+impl Raw {
+    /// The value of the type whose signature is `signature`, written as `bytes`.
+    pub fn new(signature: u64, bytes: Vec<u8>) -> Raw {
+        Raw { signature, bytes }
+    }
+}
+
+impl Wire for Raw {
+    /// Never sent: a `Raw` travels with [`Raw::signature`](Raw#structfield.signature).
+    const SIGNATURE: u64 = 0;
+
+    fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+        out.write_at(0, &self.bytes).ok()?;
+        Some(self.bytes.len())
+    }
+
+    fn decode(bytes: &ShmView<'_>) -> Option<Self> {
+        Self::decode_signed(0, bytes)
+    }
+
+    fn signature(&self) -> u64 {
+        self.signature
+    }
+
+    fn decode_signed(signature: u64, bytes: &ShmView<'_>) -> Option<Self> {
+        Some(Raw {
+            signature,
+            bytes: bytes.to_vec(),
+        })
+    }
 }

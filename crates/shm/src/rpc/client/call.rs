@@ -148,14 +148,11 @@ impl Call {
     pub(super) fn take<Rp: Wire, E: Wire>(mut self) -> Result<Rp, Error<E>> {
         // Decode as the status says (a reply and an error type may share a signature).
         let r = self.read(|sh, slot, st, len, sig| match st {
-            status::OK if sig == Rp::SIGNATURE => {
-                Rp::decode(&sh.data(slot, len)).ok_or(Error::Protocol)
-            }
-            status::APP if sig == E::SIGNATURE => match E::decode(&sh.data(slot, len)) {
+            status::OK => Rp::decode_signed(sig, &sh.data(slot, len)).ok_or(Error::Protocol),
+            status::APP => match E::decode_signed(sig, &sh.data(slot, len)) {
                 Some(e) => Err(Error::App(e)),
                 None => Err(Error::Protocol),
             },
-            status::OK | status::APP => Err(Error::Protocol),
             other => Err(Error::from(status_error(other))),
         });
         self.finish();

@@ -622,7 +622,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
 /// The request's encoder: fills a slot's data area, `None` if it does not fit. The request
 /// stays the caller's, to hand back if the call is not sent.
 fn encoder<Rq: Wire>(rq: &Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> + '_ {
-    move |out| rq.encode(out).map(|n| (n, Rq::SIGNATURE))
+    move |out| rq.encode(out).map(|n| (n, rq.signature()))
 }
 
 /// Why a request was not sent, as the [`SendError`] that hands it back: no free slot

@@ -153,10 +153,7 @@ impl Subscription {
                 drop(push);
                 conn.wake_push_readers();
             }
-            if sig != T::SIGNATURE {
-                return Err(Fault::Protocol);
-            }
-            return T::decode(&ShmView::from_private(&bytes))
+            return T::decode_signed(sig, &ShmView::from_private(&bytes))
                 .map(Some)
                 .ok_or(Fault::Protocol);
         }

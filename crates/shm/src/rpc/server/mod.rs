@@ -555,10 +555,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             done: false,
         };
         let decode = |slot_ref: &SlotRef| -> Option<Rq> {
-            if sig != Rq::SIGNATURE || len > sh.lay.slot_size {
+            if len > sh.lay.slot_size {
                 return None;
             }
-            Rq::decode(&slot_ref.conn.sh.data(slot, len))
+            Rq::decode_signed(sig, &slot_ref.conn.sh.data(slot, len))
         };
         match kind {
             kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT => {

@@ -122,7 +122,7 @@ impl Notifier {
             return Err(PushError::Unsubscribed);
         }
         self.conn.write_push(self.id, PUSH_DATA, |out| {
-            value.encode(out).map(|n| (n, T::SIGNATURE))
+            value.encode(out).map(|n| (n, value.signature()))
         })
     }
 }

@@ -174,7 +174,7 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             self.slot.conn.end_lend(&l);
         }
         let r = self.slot.complete(st, |out| {
-            value.encode(out).map(|n| (n, T::SIGNATURE, [0; 2]))
+            value.encode(out).map(|n| (n, value.signature(), [0; 2]))
         });
         match r {
             Err(Fault::TooLarge) => Err(Error::TooLarge),
