@@ -123,8 +123,9 @@ impl<'a> ShmView<'a> {
     }
 
     /// A view of bytes this process owns alone (decoding a value already copied out of
-    /// shared memory goes through the same code as one read in place).
-    pub(crate) fn from_private(bytes: &'a [u8]) -> ShmView<'a> {
+    /// shared memory, or received from the network, goes through the same code as one read
+    /// in place).
+    pub fn from_private(bytes: &'a [u8]) -> ShmView<'a> {
         // SAFETY: `bytes` is valid for `'a`; the view only reads, as the shared borrow does.
         unsafe { ShmView::new(bytes.as_ptr(), bytes.len()) }
     }
@@ -257,6 +258,13 @@ impl<'a> ShmViewMut<'a> {
             view: unsafe { ShmView::new(ptr, len) },
             _mapping: PhantomData,
         }
+    }
+
+    /// A writable view of bytes this process owns alone (encoding a value for the network
+    /// goes through the same code as one written into a slot).
+    pub fn from_private(bytes: &'a mut [u8]) -> ShmViewMut<'a> {
+        // SAFETY: `bytes` is valid and ours alone for `'a`; the view borrows it mutably.
+        unsafe { ShmViewMut::new(bytes.as_mut_ptr(), bytes.len()) }
     }
 
     /// The first byte, for raw access (see [`ShmView`]).

@@ -729,7 +729,10 @@ fn a_raw_client_forwards_bytes_with_their_signatures() {
     // An application error: the error type's signature and bytes.
     assert_eq!(
         raw.req(u64_raw(13)),
-        Err(Error::App(Raw::new(u32::SIGNATURE, 7u32.to_le_bytes().to_vec())))
+        Err(Error::App(Raw::new(
+            u32::SIGNATURE,
+            7u32.to_le_bytes().to_vec()
+        )))
     );
     // A request of another type is refused by the server, as a typed one would be.
     let wrong = Raw::new(u32::SIGNATURE, 5u32.to_le_bytes().to_vec());
