@@ -41,7 +41,7 @@
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -72,8 +72,7 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// A child process, killed (SIGKILL) and reaped when dropped.
 ///
-/// The field is the [`Child`] itself, for what this type does not wrap; it also derefs to
-/// it (`guard.id()`).
+/// The field is the [`Child`] itself, for what this type does not wrap.
 pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
@@ -84,6 +83,11 @@ impl ChildGuard {
             Ok(child) => ChildGuard(child),
             Err(e) => panic!("starting {cmd:?}: {e}"),
         }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
     }
 
     /// Waits for the child to exit by itself; its exit status, or `None` if it is still
@@ -105,20 +109,6 @@ impl ChildGuard {
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-impl Deref for ChildGuard {
-    type Target = Child;
-
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl DerefMut for ChildGuard {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
     }
 }
 
@@ -149,8 +139,8 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let end = Instant::now() + limit;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = ChildGuard::spawn(cmd);
-    let stdout = read_to_end(child.stdout.take().expect("piped stdout"));
-    let stderr = read_to_end(child.stderr.take().expect("piped stderr"));
+    let stdout = read_to_end(child.0.stdout.take().expect("piped stdout"));
+    let stderr = read_to_end(child.0.stderr.take().expect("piped stderr"));
     let status = child.wait_within(limit);
     let left = || end.saturating_duration_since(Instant::now());
     let out = stdout.recv_timeout(left());
@@ -224,7 +214,7 @@ impl Process {
     fn start(cmd: &mut Command, marker: Option<String>) -> Process {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(cmd);
-        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout = child.0.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             let mut listened = true;
@@ -243,7 +233,7 @@ impl Process {
             }
         });
         Process {
-            stdin: child.stdin.take(),
+            stdin: child.0.stdin.take(),
             child,
             lines,
         }
