@@ -6,37 +6,25 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use courier_testkit::{ChildGuard, Process};
+use std::process::Command;
 use std::time::Duration;
-use support::{courier, Killed, RuntimeDir};
+use support::{courier, RuntimeDir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Starts `courier <subcommand> <name>` in `dir` and waits for its first line (`ready ..`);
 /// the process is killed when the handle drops.
-fn start_server(subcommand: &str, name: &str, dir: &RuntimeDir) -> (Killed, String) {
-    let mut server = Killed(
+fn start_server(subcommand: &str, name: &str, dir: &RuntimeDir) -> (ChildGuard, String) {
+    let server = Process::spawn(
         Command::new(env!("CARGO_BIN_EXE_courier"))
             .args([subcommand, name])
-            .env("COURIER_RUNTIME_DIR", &dir.0)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {subcommand}: {e}")),
+            .env("COURIER_RUNTIME_DIR", dir.0.path()),
     );
-    let stdout = server.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let ready = rx
-        .recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("{subcommand} did not say ready"));
-    (server, ready)
+    let ready = server
+        .line_within(DEADLINE)
+        .unwrap_or_else(|| panic!("{subcommand} did not say ready"));
+    (server.into_child(), ready)
 }
 
 #[test]

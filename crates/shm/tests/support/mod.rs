@@ -2,17 +2,26 @@
 //! itself as the peer (`peer_main`, chosen by a role in the environment), the peer reports on
 //! stdout behind a marker, and every wait has a deadline.
 //!
+//! The generic parts (a child killed on drop, lines read with a deadline, polling waits,
+//! temporary directories, unique names, the effective uid) come from courier-testkit; what
+//! stays here is this harness's own: the peer's protocol, the serial lock and watchdog (the
+//! tests set `COURIER_RUNTIME_DIR` in their own process), the runtime directory layout, the
+//! fixed [`DEADLINE`], running as `nobody`, and reading /proc and /dev/shm.
+//!
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use courier_testkit::{Process, TempDir};
+use std::io::{BufRead, Write};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub(crate) use courier_testkit::{euid, unique};
 
 /// Which part a peer process plays.
 pub(crate) const ROLE: &str = "COURIER_SHM_TEST_ROLE";
@@ -34,7 +43,7 @@ pub(crate) fn say(msg: &str) {
     out.flush().unwrap();
 }
 
-/// Reads one line the test side sent with [`Peer::tell`].
+/// Reads one line the test side sent with [`Process::tell`](courier_testkit::Process::tell).
 pub(crate) fn read_stdin_line() -> String {
     let mut s = String::new();
     std::io::stdin().lock().read_line(&mut s).unwrap();
@@ -89,16 +98,13 @@ static PEERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// A fresh directory for one test (0755, so `nobody` can pass through it), with the runtime
 /// directory `rt` inside it not yet created; removed on drop.
 pub(crate) struct TestDir {
-    pub(crate) base: PathBuf,
+    pub(crate) base: TempDir,
     pub(crate) rt: PathBuf,
 }
 
 impl TestDir {
     pub(crate) fn new(test: &str) -> TestDir {
-        let base = std::env::temp_dir().join(format!("courier-shm-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir(&base).unwrap();
-        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let base = TempDir::new("courier-shm", test, 0o755);
         let rt = base.join("rt");
         std::env::set_var("COURIER_RUNTIME_DIR", &rt);
         TestDir { base, rt }
@@ -115,18 +121,10 @@ impl TestDir {
     }
 }
 
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-/// A peer process; killed (SIGKILL) and reaped on drop.
-pub(crate) struct Peer {
-    pub(crate) child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
+/// A peer process; killed (SIGKILL) and reaped on drop. Derefs to the testkit's [`Process`]
+/// (its `child`, `line_within`, `tell`, `close_stdin`); its own methods wait [`DEADLINE`]
+/// and keep the watchdog's list of peers.
+pub(crate) struct Peer(Process);
 
 /// Starts this test binary as a peer playing `role` on service `name`, as `uid` if given.
 pub(crate) fn spawn(role: &str, dir: &TestDir, name: &str, uid: Option<u32>) -> Peer {
@@ -168,69 +166,32 @@ pub(crate) fn spawn_via(
         .env(ROLE, role)
         .env(NAME, name)
         .env("COURIER_RUNTIME_DIR", &dir.rt)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let mut child = cmd.spawn().unwrap();
+    let peer = Peer(Process::spawn_marked(&mut cmd, MARK));
     PEERS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(child.id());
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(i) = line.find(MARK) {
-                if tx.send(line[i + MARK.len()..].to_owned()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    Peer {
-        stdin: child.stdin.take(),
-        child,
-        lines,
-    }
+        .push(peer.id());
+    peer
 }
 
 impl Peer {
     pub(crate) fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.id() as i32
     }
 
     /// The peer's next line, within the deadline.
     pub(crate) fn line(&self) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
+        self.line_within(DEADLINE)
             .expect("the peer said nothing before the deadline")
     }
 
-    /// The peer's next line, if it comes within `limit`.
-    pub(crate) fn line_within(&self, limit: Duration) -> Option<String> {
-        self.lines.recv_timeout(limit).ok()
-    }
-
-    /// Sends the peer one line (read with [`read_stdin_line`]).
-    pub(crate) fn tell(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Closes the peer's stdin (its next read sees end of file).
-    pub(crate) fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
     pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-        let id = self.child.id();
+        self.0.kill();
+        let id = self.id();
         PEERS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -239,17 +200,21 @@ impl Peer {
 
     /// Waits for the peer to exit by itself, within the deadline.
     pub(crate) fn exit_status(&mut self) -> ExitStatus {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "the peer did not exit before the deadline"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.0.exit_status(DEADLINE)
+    }
+}
+
+impl Deref for Peer {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl DerefMut for Peer {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
     }
 }
 
@@ -257,23 +222,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Whether `nobody` can execute `path`: every ancestor searchable by others, the file
-/// readable and executable by others.
-pub(crate) fn executable_by_nobody(path: &std::path::Path) -> bool {
-    let file_ok = std::fs::metadata(path)
-        .is_ok_and(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o005 == 0o005);
-    file_ok
-        && path.ancestors().skip(1).all(|a| {
-            std::fs::metadata(a)
-                .is_ok_and(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o001 != 0)
-        })
-}
-
-/// This process's effective user id.
-pub(crate) fn euid() -> u32 {
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
 }
 
 /// Whether this test can run a peer as `nobody`: it runs as root, and `nobody` can execute
@@ -284,16 +232,11 @@ pub(crate) fn can_run_as_nobody(test: &str) -> bool {
         return false;
     }
     let exe = std::env::current_exe().unwrap();
-    if !executable_by_nobody(&exe) {
+    if !courier_testkit::executable_by_others(&exe) {
         println!("notice: {exe:?} is not reachable by nobody; the {test} test is skipped");
         return false;
     }
     true
-}
-
-/// A service name unique to this test process and test.
-pub(crate) fn unique(test: &str) -> String {
-    format!("t{}-{test}", std::process::id())
 }
 
 /// Names in /dev/shm that mention courier (there should never be any).
@@ -351,12 +294,8 @@ pub(crate) fn all_asleep(pid: u32) -> bool {
 }
 
 /// Polls `cond` (every millisecond) until it holds; panics, naming `what`, after the deadline.
-pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < end, "{what}: not before the deadline");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+pub(crate) fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    courier_testkit::wait_until(what, DEADLINE, cond);
 }
 
 /// Waits until every thread of `pid` is asleep (a process blocked in a wait, past any spin).
