@@ -105,12 +105,7 @@ mod shm_t {
 /// Runs `f` on a thread and returns its result, failing the test if it takes longer than
 /// [`DEADLINE`].
 fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLINE:?}"))
+    courier_testkit::within(what, DEADLINE, f)
 }
 
 /// The suite, instantiated for the transport module `$t` as module `$m`.

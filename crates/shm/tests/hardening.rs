@@ -73,11 +73,7 @@ fn peer_main() {
 /// Runs `f` on a thread and returns its result, or `None` if it is not done by `limit` (the
 /// thread is then left behind: the caller fails the test).
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit).ok()
+    courier_testkit::background(f).recv_timeout(limit).ok()
 }
 
 #[test]

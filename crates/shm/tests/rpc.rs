@@ -691,11 +691,7 @@ impl Drop for StopOnDrop<'_> {
 
 /// Runs `f` on its own thread; the result comes back through the receiver.
 fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx
+    courier_testkit::background(f)
 }
 
 fn result_of<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {

@@ -340,12 +340,7 @@ fn a_non_rpc_listener_is_refused() {
 
 /// Runs `f` on its own thread and returns its result, or fails after `T`.
 fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(T)
-        .unwrap_or_else(|_| panic!("{what}: not done before the deadline"))
+    courier_testkit::within(what, T, f)
 }
 
 /// A worker that takes `batch` calls before it answers them (`n + 1` each), `total` in all.

@@ -67,6 +67,28 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `f` on a thread of its own; its result comes on the returned channel (which a test
+/// reads with a deadline).
+pub fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx
+}
+
+/// Runs `f` on a thread of its own and returns its result; panics, naming `what`, if it is
+/// not done within `limit` (a blocking call that should have returned).
+pub fn within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    background(f)
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what}: not done before the deadline"))
+}
+
 // ---------------------------------------------------------------------------------------
 // A child process.
 
