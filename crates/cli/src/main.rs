@@ -11,6 +11,7 @@
 
 mod bench;
 mod demo;
+mod expose;
 mod ls;
 mod service_demo;
 mod shm_demo;
@@ -45,6 +46,10 @@ enum Command {
     /// `cargo run --release -p courier-bench -- rpc --progress` in the workspace this command
     /// was built from (courier-bench needs libclang to build).
     Bench(bench::Args),
+    /// Expose a courier::shm service of this host on the network: a zenoh bridge that serves
+    /// it at `courier/<namespace>/<name>` until the process is stopped. Clients on other
+    /// hosts call it with `courier::net::Client`.
+    Expose(expose::Args),
     /// The demo's server process (started by `courier demo`).
     #[command(hide = true)]
     DemoServer {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
     let ok = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Ls => ls::run(),
+        Command::Expose(args) => expose::run(args),
         Command::Bench(args) => return bench::run(args),
         Command::DemoServer { name, parent } => adopt(*parent) && shm_demo::server::run(name),
         Command::DemoServiceServer { name, parent } => adopt(*parent) && service_demo::serve(name),

@@ -85,6 +85,12 @@ pub use courier_local as local;
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub use courier_shm as shm;
 
+/// Services reachable from other hosts (feature `net`, Linux): a bridge exposes a
+/// courier::shm service over zenoh, and a network client calls it with shm's verbs and
+/// errors.
+#[cfg(all(feature = "net", target_os = "linux"))]
+pub use courier_net as net;
+
 /// Static request/response slots for firmware (no heap, no OS): see [`courier_core::interchange`].
 pub use courier_core::interchange;
 

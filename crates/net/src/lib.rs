@@ -53,6 +53,8 @@ pub use bridge::{expose, expose_with, ExposeConfig, Exposed};
 pub use client::{Client, Subscription, WaitReply, DEFAULT_TIMEOUT};
 pub use courier_core::error::{Error, SendError};
 pub use courier_shm::CancelOutcome;
+/// The zenoh this crate is built with, for opening sessions with the same version.
+pub use zenoh;
 
 /// The first chunk of every courier key.
 pub const ROOT: &str = "courier";
