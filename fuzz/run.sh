@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 secs="${1:-30}"
-targets="${TARGETS:-flat_from_slice segment_header channel rpc_server rpc_client}"
+targets="${TARGETS:-flat_from_slice segment_header channel rpc_server rpc_client net_frame}"
 
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address, sanitizer coverage) to rustc.
 # A stable rustc accepts them with RUSTC_BOOTSTRAP=1; without a working sanitizer runtime

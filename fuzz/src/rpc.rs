@@ -273,7 +273,7 @@ struct Session<'w> {
     side: Side,
     cli: Cli,
     map: Mapping,
-    pending: Vec<(WaitReply<u64, Why>, Option<Result<u64, Error<Why>>>)>,
+    pending: Vec<(WaitReply<Req, u64, Why>, Option<Result<u64, Error<Why>>>)>,
     subs: Vec<Subscription>,
     /// Slots that may not come back to the client's pool (one-way messages, canceled or
     /// timed-out calls): an untimed operation (`send`, `scalar`, `req_async`, `subscribe`)
@@ -381,7 +381,7 @@ impl Session<'_> {
                 let _ = wr.is_ready();
                 match timed("cancel", Duration::ZERO, || wr.cancel()) {
                     CancelOutcome::Completed(got) => self.check("cancel", &got, &want),
-                    CancelOutcome::Withdrawn | CancelOutcome::Signaled => self.lost += 1,
+                    CancelOutcome::Withdrawn(_) | CancelOutcome::Signaled => self.lost += 1,
                 }
             }
             4 if self.free() => {
