@@ -47,6 +47,7 @@ pub(crate) fn run(args: &Args) -> bool {
     local(args, &mut tally);
     crate::shm_demo::run(&mut tally);
     crate::service_demo::run(&mut tally);
+    crate::net_demo::run(&mut tally);
     let total = tally.passed + tally.failed;
     if tally.failed == 0 {
         println!("\ndemo: all {total} steps OK in {:.1?}", started.elapsed());

@@ -13,6 +13,7 @@ mod bench;
 mod demo;
 mod expose;
 mod ls;
+mod net_demo;
 mod service_demo;
 mod shm_demo;
 

@@ -66,6 +66,16 @@ const SERVICE_ONCE: [&str; 3] = [
     "process: connect",
     "process: shutdown",
 ];
+/// The courier::net section's steps (the shm server process through a zenoh bridge).
+const NET: [&str; 7] = [
+    "net: connect",
+    "net: call and app error",
+    "net: lend and lend_mut",
+    "net: subscription",
+    "net: deadline",
+    "net: latency",
+    "net: shutdown",
+];
 
 #[test]
 fn demo_runs_every_pattern() {
@@ -74,9 +84,19 @@ fn demo_runs_every_pattern() {
     let (local, rest) = text
         .split_once("== courier::shm")
         .unwrap_or_else(|| panic!("no courier::shm section:\n{text}\n{}", out.stderr));
-    let (shm, service) = rest
+    let (shm, rest) = rest
         .split_once("== #[courier::service]")
         .unwrap_or_else(|| panic!("no #[courier::service] section:\n{text}\n{}", out.stderr));
+    let (service, net) = rest
+        .split_once("== courier::net")
+        .unwrap_or_else(|| panic!("no courier::net section:\n{text}\n{}", out.stderr));
+    for step in NET {
+        assert!(
+            net.lines().any(|l| l.starts_with(&format!("ok: {step} "))),
+            "net step {step:?} not reported ok:\n{text}\n{}",
+            out.stderr
+        );
+    }
     let service_steps: Vec<String> = SERVICE_BOTH
         .iter()
         .flat_map(|s| [format!("thread: {s}"), format!("process: {s}")])
@@ -109,7 +129,7 @@ fn demo_runs_every_pattern() {
         "a step failed:\n{text}\n{}",
         out.stderr
     );
-    let total = LOCAL.len() + SHM.len() + service_steps.len();
+    let total = LOCAL.len() + SHM.len() + service_steps.len() + NET.len();
     assert!(
         text.lines()
             .any(|l| l.starts_with(&format!("demo: all {total} steps OK"))),

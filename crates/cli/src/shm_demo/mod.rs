@@ -10,7 +10,7 @@
 
 mod child;
 pub(crate) mod client;
-mod proto;
+pub(crate) mod proto;
 pub(crate) mod server;
 
 use crate::rpc as shm;
@@ -61,7 +61,7 @@ impl Tally {
 }
 
 /// Starts a server process on `name` and waits for it to be ready.
-fn start_server(name: &str) -> Result<(Proc, u32), String> {
+pub(crate) fn start_server(name: &str) -> Result<(Proc, u32), String> {
     let server = Proc::spawn("server process", &["demo-server", name])?;
     let pid = server.expect("ready ", START_LIMIT, |l| println!("server: {l}"))?;
     let pid = pid
