@@ -19,18 +19,10 @@
 
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
-use crate::slot::{Slot, SlotCore, Taken};
-use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicUsize, Mutex, Ordering};
+use crate::slot::{Pool, Slot, SlotCore, Taken};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use courier_core::error::{Error, SendError};
-use std::ptr;
 use std::time::Instant;
-
-/// Recycled slots kept per channel; more concurrent calls than this allocate (and free).
-#[cfg(not(loom))]
-const POOL_SIZE: usize = 16;
-/// Small under loom: every pool entry is an atomic the model checker interleaves.
-#[cfg(loom)]
-const POOL_SIZE: usize = 2;
 
 /// How long a push may wait for room in a bounded queue.
 #[derive(Clone, Copy)]
@@ -59,17 +51,13 @@ pub(crate) struct Shared<Rq, Rp, E> {
     consumer: AtomicBool,
     pub(crate) clients: AtomicUsize,
     pub(crate) servers: AtomicUsize,
-    /// Capacity of a bounded queue; `usize::MAX` when unbounded.
-    cap: usize,
-    /// Requests in the queue, counted only when bounded.
-    len: AtomicUsize,
     /// Server workers waiting for a request.
     pub(crate) requests: Event,
-    /// Clients waiting for room in a bounded queue.
-    room: Event,
     /// Serialises drains (see [`Shared::drain`]).
     drain_lock: Mutex<()>,
-    pool: [AtomicPtr<Slot<Rq, Rp, E>>; POOL_SIZE],
+    /// The free slots, and the bounded queue's room (`cap`, `len`, the `room` wait list):
+    /// what a slot gives back when its call ends, so slots hold it rather than the channel.
+    pool: Arc<Pool<Rq, Rp, E>>,
 }
 
 // SAFETY: the raw slot pointers inside are owned by the channel and carry requests, replies
@@ -87,47 +75,14 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             consumer: AtomicBool::new(false),
             clients: AtomicUsize::new(1),
             servers: AtomicUsize::new(1),
-            cap: cap.unwrap_or(usize::MAX),
-            len: AtomicUsize::new(0),
             requests: Event::new(),
-            room: Event::new(),
             drain_lock: Mutex::new(()),
-            pool: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            pool: Arc::new(Pool::new(cap)),
         }
     }
 
     fn bounded(&self) -> bool {
-        self.cap != usize::MAX
-    }
-
-    /// Takes a free slot from the pool, or allocates one.
-    fn alloc_slot(&self) -> *mut Slot<Rq, Rp, E> {
-        for entry in &self.pool {
-            if !entry.load(Ordering::Relaxed).is_null() {
-                // Acquire: pairs with the Release in `recycle`, so the previous user's accesses
-                // happen-before ours.
-                let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
-                if !p.is_null() {
-                    return p;
-                }
-            }
-        }
-        Box::into_raw(Slot::new_boxed())
-    }
-
-    /// Puts a released slot back into the pool, or frees it when the pool is full.
-    pub(crate) fn recycle(&self, slot: *mut Slot<Rq, Rp, E>) {
-        for entry in &self.pool {
-            // Release: pairs with the Acquire in `alloc_slot`.
-            if entry
-                .compare_exchange(ptr::null_mut(), slot, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
-                return;
-            }
-        }
-        // SAFETY: released slots come from `Box::into_raw` and have no other user.
-        drop(unsafe { Box::from_raw(slot) });
+        self.pool.bounded()
     }
 
     /// Reserves room for one request in a bounded queue.
@@ -136,9 +91,10 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             if self.servers.load(Ordering::Acquire) == 0 {
                 return Some(Err(Reserve::Closed));
             }
-            let mut n = self.len.load(Ordering::Relaxed);
-            while n < self.cap {
-                match self
+            let pool = &self.pool;
+            let mut n = pool.len.load(Ordering::Relaxed);
+            while n < pool.cap {
+                match pool
                     .len
                     .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
                 {
@@ -156,7 +112,8 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             Wait::Forever => None,
             Wait::Until(d) => Some(d),
         };
-        self.room
+        self.pool
+            .room
             .wait_until(deadline, try_reserve)
             .unwrap_or(Err(Reserve::Timeout))
     }
@@ -180,35 +137,29 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             match self.reserve(Wait::No) {
                 Err(Reserve::Full) => {}
                 other => {
-                    self.room.unregister(*listener);
+                    self.pool.room.unregister(*listener);
                     *listener = 0;
                     return Poll::Ready(other);
                 }
             }
             if *listener != 0 {
                 // Registered already and still full: refresh the waker and sleep.
-                self.room
+                self.pool
+                    .room
                     .register(*listener, crate::event::Waiter::Task(cx.waker().clone()));
                 return Poll::Pending;
             }
             *listener = self
+                .pool
                 .room
                 .register(0, crate::event::Waiter::Task(cx.waker().clone()));
         }
     }
 
-    /// Gives back room reserved with `reserve` (after a withdrawal, or a failed push).
-    pub(crate) fn unreserve(&self) {
-        if self.bounded() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            self.room.notify_one();
-        }
-    }
-
     /// Forgets an async room registration (a dropped future that was maybe notified).
     pub(crate) fn cancel_room_wait(&self, listener: usize) {
-        if listener != 0 && !self.room.unregister(listener) {
-            self.room.notify_one();
+        if listener != 0 && !self.pool.room.unregister(listener) {
+            self.pool.room.notify_one();
         }
     }
 
@@ -236,11 +187,11 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         request: Rq,
         one_way: bool,
     ) -> Result<*mut Slot<Rq, Rp, E>, SendError<Rq>> {
-        let slot = this.alloc_slot();
+        let slot = this.pool.alloc();
         // SAFETY: `slot` is free and ours; after `fill` it is a valid, unlinked node that stays
         // valid until released, which only happens after it is popped.
         unsafe {
-            Slot::fill(slot, request, one_way, Arc::clone(this));
+            Slot::fill(slot, request, one_way, Arc::clone(&this.pool));
             this.queue.push(slot);
         }
         // SeqCst (inside `notify_one`'s fence): pairs with the last server's fence before its
@@ -314,10 +265,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         self.consumer.store(false, Ordering::Release);
         match found {
             TryTake::Request(..) => {
-                if self.bounded() {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    self.room.notify_one();
-                }
+                self.pool.unreserve();
                 if more {
                     // Other workers may have backed off while we held the role.
                     self.requests.notify_one();
@@ -352,7 +300,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             if let Taken::Request { request, one_way } = unsafe { Slot::take_request(slot) } {
                 drop(request);
                 if self.bounded() {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.pool.len.fetch_sub(1, Ordering::Relaxed);
                 }
                 if !one_way {
                     // SAFETY: we took the request, so we hold the server's share.
@@ -363,21 +311,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             }
         }
         self.consumer.store(false, Ordering::Release);
-        self.room.notify_all();
-    }
-}
-
-impl<Rq, Rp, E> Drop for Shared<Rq, Rp, E> {
-    fn drop(&mut self) {
-        // Every slot in use holds an `Arc` to us, so none is in use now: the queue is empty and
-        // the pool holds every remaining slot.
-        for entry in &self.pool {
-            let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
-            if !p.is_null() {
-                // SAFETY: pooled slots come from `Box::into_raw` and have no user.
-                drop(unsafe { Box::from_raw(p) });
-            }
-        }
+        self.pool.room.notify_all();
     }
 }
 

@@ -442,8 +442,8 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
 unsafe fn cancel<Rq, Rp, E>(slot: *mut Slot<Rq, Rp, E>) -> CancelOutcome<Rq, Rp, E> {
     // SAFETY: guaranteed by the caller.
     match unsafe { Slot::cancel(slot) } {
-        Cancel::Withdrawn(request, shared) => {
-            shared.unreserve();
+        Cancel::Withdrawn(request, pool) => {
+            pool.unreserve();
             CancelOutcome::Withdrawn(request)
         }
         Cancel::Signaled => CancelOutcome::Signaled,

@@ -1,6 +1,6 @@
 //! The call slot: one request, its reply, and the state word that hands them between a
-//! requester and a server. Slots are recycled through the channel's pool, so a call in steady
-//! state allocates nothing.
+//! requester and a server. Slots are recycled through the channel's [`Pool`] (`pool.rs`), so
+//! a call in steady state allocates nothing.
 //!
 //! # State machine
 //!
@@ -39,7 +39,10 @@
 //! happens-before it**: the requester after it read a `DONE` result; the completer when it
 //! finds `CLIENT_GONE`; the consumer when it pops a `WITHDRAWN` or a one-way slot.
 
-use crate::chan::Shared;
+mod pool;
+
+pub(crate) use pool::Pool;
+
 use crate::event::Waiter;
 use crate::queue::Linked;
 use crate::sync::{spin_loop, Arc, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
@@ -82,8 +85,8 @@ pub(crate) struct Slot<Rq, Rp, E> {
     core: SlotCore<Rp, E>,
     next: AtomicPtr<Slot<Rq, Rp, E>>,
     request: UnsafeCell<MaybeUninit<Rq>>,
-    /// The channel, held while the slot is in use so the pool outlives it.
-    shared: UnsafeCell<Option<Arc<Shared<Rq, Rp, E>>>>,
+    /// The pool the slot returns to, held while the slot is in use so that it outlives it.
+    pool: UnsafeCell<Option<Arc<Pool<Rq, Rp, E>>>>,
 }
 
 impl<Rq, Rp, E> Linked for Slot<Rq, Rp, E> {
@@ -103,7 +106,8 @@ pub(crate) enum Taken<Rq> {
 
 /// The result of [`Slot::cancel`] (see `CancelOutcome` for the public form).
 pub(crate) enum Cancel<Rq, Rp, E> {
-    Withdrawn(Rq, Arc<Shared<Rq, Rp, E>>),
+    /// The request, and the pool whose room it held (the caller gives it back).
+    Withdrawn(Rq, Arc<Pool<Rq, Rp, E>>),
     Signaled,
     Completed(Outcome<Rp, E>),
 }
@@ -120,7 +124,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
             },
             next: AtomicPtr::new(ptr::null_mut()),
             request: UnsafeCell::new(MaybeUninit::uninit()),
-            shared: UnsafeCell::new(None),
+            pool: UnsafeCell::new(None),
         })
     }
 
@@ -133,7 +137,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         this: *mut Self,
         request: Rq,
         one_way: bool,
-        shared: Arc<Shared<Rq, Rp, E>>,
+        pool: Arc<Pool<Rq, Rp, E>>,
     ) {
         // SAFETY: the caller owns the free slot; nobody else can reach it until it is pushed.
         unsafe {
@@ -143,7 +147,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 .state
                 .store(if one_way { ONE_WAY } else { 0 }, Ordering::Relaxed);
             s.request.with_mut(|p| (*p).write(request));
-            s.shared.with_mut(|p| *p = Some(shared));
+            s.pool.with_mut(|p| *p = Some(pool));
         }
     }
 
@@ -339,9 +343,9 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 // SAFETY: the request is initialised while QUEUED and nobody writes it; the
                 // consumer only reads it after winning the CAS, so a concurrent read is fine.
                 let copy: MaybeUninit<Rq> = unsafe { s.request.with(|p| ptr::read(p)) };
-                // SAFETY: `shared` is set while the slot is in use and only the releaser
+                // SAFETY: `pool` is set while the slot is in use and only the releaser
                 // clears it; we still hold our share.
-                let shared = unsafe { s.shared.with(|p| (*p).clone()) };
+                let pool = unsafe { s.pool.with(|p| (*p).clone()) };
                 let new = (cur | WITHDRAWN | CLIENT_GONE) & !WAITER;
                 // AcqRel: Release orders our read of the request before the consumer's release
                 // of the slot (it loads the state with Acquire).
@@ -353,8 +357,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                     Ok(_) => {
                         // SAFETY: our CAS made the withdrawal final, so the bits are ours.
                         let request = unsafe { copy.assume_init() };
-                        let shared = shared.expect("a slot in use holds its channel");
-                        return Cancel::Withdrawn(request, shared);
+                        let pool = pool.expect("a slot in use holds its pool");
+                        return Cancel::Withdrawn(request, pool);
                     }
                     Err(actual) => cur = actual,
                 }
@@ -384,11 +388,11 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         unsafe {
             let s = &*this;
             s.core.waiter.with_mut(|p| *p = None);
-            let shared = s.shared.with_mut(|p| (*p).take());
-            match shared {
-                Some(shared) => {
-                    shared.recycle(this);
-                    drop(shared);
+            let pool = s.pool.with_mut(|p| (*p).take());
+            match pool {
+                Some(pool) => {
+                    pool.recycle(this);
+                    drop(pool);
                 }
                 None => drop(Box::from_raw(this)),
             }
