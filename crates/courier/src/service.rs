@@ -498,6 +498,8 @@ enum ClientTransport<Rq, Rp, F> {
     Local(courier_local::Client<Envelope<Rq>, Envelope<Rp>, F>),
     #[cfg(target_os = "linux")]
     Shm(std::sync::Arc<shm::ShmClient<Rq, Rp, F>>),
+    #[cfg(all(feature = "net", target_os = "linux"))]
+    Net(courier_net::Client<Rq, Rp, F>),
 }
 
 impl<Rq, Rp, F> Clone for Client<Rq, Rp, F> {
@@ -507,6 +509,8 @@ impl<Rq, Rp, F> Clone for Client<Rq, Rp, F> {
                 ClientTransport::Local(c) => ClientTransport::Local(c.clone()),
                 #[cfg(target_os = "linux")]
                 ClientTransport::Shm(c) => ClientTransport::Shm(c.clone()),
+                #[cfg(all(feature = "net", target_os = "linux"))]
+                ClientTransport::Net(c) => ClientTransport::Net(c.clone()),
             },
             timeout: self.timeout,
         }
@@ -519,6 +523,8 @@ impl<Rq, Rp, F> fmt::Debug for Client<Rq, Rp, F> {
             ClientTransport::Local(_) => "local",
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(_) => "shm",
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(_) => "net",
         };
         f.debug_struct("Client")
             .field("transport", &transport)
@@ -593,6 +599,10 @@ where
             ClientTransport::Local(c) => c.is_server_gone(),
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.client.is_server_gone(),
+            // Across a network a gone server is learned from a call's error: a bridge may
+            // reconnect to a restarted one at any time.
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(_) => false,
         }
     }
 
@@ -606,6 +616,10 @@ where
             (ClientTransport::Shm(c), None) => c.client.req(rq),
             #[cfg(target_os = "linux")]
             (ClientTransport::Shm(c), Some(t)) => c.client.req_timeout(rq, t),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            (ClientTransport::Net(c), None) => c.req(rq),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            (ClientTransport::Net(c), Some(t)) => c.req_timeout(rq, t),
         }
     }
 
@@ -616,6 +630,8 @@ where
             ClientTransport::Local(c) => local_reply(c.areq(Envelope::plain(rq)).await, None),
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.client.areq(rq).await,
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => c.areq(rq).await,
         }
     }
 
@@ -630,6 +646,10 @@ where
             (ClientTransport::Shm(c), None) => c.client.send(rq).map_err(send_error),
             #[cfg(target_os = "linux")]
             (ClientTransport::Shm(c), Some(t)) => c.client.send_timeout(rq, t).map_err(send_error),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            (ClientTransport::Net(c), None) => c.send(rq).map_err(send_error),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            (ClientTransport::Net(c), Some(t)) => c.send_timeout(rq, t).map_err(send_error),
         }
     }
 
@@ -653,6 +673,11 @@ where
             }
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.lend(rq, shm::Data::Ref(data), self.timeout),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => match self.timeout {
+                None => c.lend(rq, data),
+                Some(t) => c.lend_timeout(rq, data, t),
+            },
         }
     }
 
@@ -666,6 +691,11 @@ where
             }
             #[cfg(target_os = "linux")]
             ClientTransport::Shm(c) => c.lend(rq, shm::Data::Mut(data), self.timeout),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => match self.timeout {
+                None => c.lend_mut(rq, data),
+                Some(t) => c.lend_mut_timeout(rq, data, t),
+            },
         }
     }
 }
@@ -695,6 +725,11 @@ where
                 None => c.client.blocking_scalar(op, args),
                 Some(t) => c.client.blocking_scalar_timeout(op, args, t),
             },
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => match self.timeout {
+                None => c.blocking_scalar(op, args),
+                Some(t) => c.blocking_scalar_timeout(op, args, t),
+            },
         }
     }
 
@@ -711,6 +746,11 @@ where
             ClientTransport::Shm(c) => match self.timeout {
                 None => c.client.scalar(op, args),
                 Some(t) => c.client.scalar_timeout(op, args, t),
+            },
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => match self.timeout {
+                None => c.scalar(op, args),
+                Some(t) => c.scalar_timeout(op, args, t),
             },
         }
     }
@@ -961,6 +1001,11 @@ enum SubInner<E, W> {
         courier_shm::Subscription,
         core::marker::PhantomData<fn() -> (E, W)>,
     ),
+    #[cfg(all(feature = "net", target_os = "linux"))]
+    Net(
+        courier_net::Subscription,
+        core::marker::PhantomData<fn() -> (E, W)>,
+    ),
 }
 
 impl<E: Send + 'static, W: Carrier<E>> Subscription<E, W> {
@@ -982,6 +1027,8 @@ impl<E: Send + 'static, W: Carrier<E>> Subscription<E, W> {
             }
             #[cfg(target_os = "linux")]
             SubInner::Shm(sub, _) => Ok(sub.try_recv::<W>()?.map(W::deliver)),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            SubInner::Net(sub, _) => Ok(sub.try_recv::<W>()?.map(W::deliver)),
         }
     }
 
@@ -1035,6 +1082,19 @@ impl<E: Send + 'static, W: Carrier<E>> Subscription<E, W> {
                 Some(d) => sub.recv_timeout::<W>(d.saturating_duration_since(Instant::now())),
             }
             .map(W::deliver),
+            // A network subscription has only bounded waits: an unbounded one waits in
+            // one-second steps (a host that dies sends no end; use `recv_timeout` there).
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            SubInner::Net(sub, _) => loop {
+                let step = Duration::from_secs(1);
+                let wait = deadline.map_or(step, |d| {
+                    d.saturating_duration_since(Instant::now()).min(step)
+                });
+                match sub.recv_timeout::<W>(wait) {
+                    Err(Error::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => {}
+                    r => break r.map(W::deliver),
+                }
+            },
         }
     }
 
@@ -1061,6 +1121,8 @@ impl<E: Send + 'static, W: Carrier<E>> Subscription<E, W> {
             }
             #[cfg(target_os = "linux")]
             SubInner::Shm(sub, _) => sub.recv_async::<W>().await.map(W::deliver),
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            SubInner::Net(sub, _) => sub.recv_async::<W>().await.map(W::deliver),
         }
     }
 }
@@ -1118,6 +1180,16 @@ where
                 }?;
                 Ok(Subscription {
                     inner: SubInner::Shm(sub, core::marker::PhantomData),
+                })
+            }
+            #[cfg(all(feature = "net", target_os = "linux"))]
+            ClientTransport::Net(c) => {
+                let sub = match self.timeout {
+                    None => c.subscribe(rq),
+                    Some(t) => c.subscribe_timeout(rq, t),
+                }?;
+                Ok(Subscription {
+                    inner: SubInner::Net(sub, core::marker::PhantomData),
                 })
             }
         }
@@ -1355,6 +1427,113 @@ impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
     }
 }
 
+/// Asks a server for its interface with `ask` (a blocking scalar: the two interface
+/// questions travel outside the typed slots) and compares it with `ours`: `Err(None)` if
+/// time ran out, `Err(Some(theirs))` naming what the server speaks instead.
+#[cfg(target_os = "linux")]
+fn interface_of(
+    ask: impl Fn(u32, [u64; 4]) -> Result<[u64; 2], Error<()>>,
+    ours: &Interface,
+) -> Result<(), Option<std::string::String>> {
+    let [signature, len] = match ask(INTERFACE_OP, [0; 4]) {
+        Ok(words) => words,
+        Err(Error::Timeout) => return Err(None),
+        Err(e) => {
+            return Err(Some(std::format!(
+                "no interface it would describe ({e}): not a #[courier::service] server"
+            )))
+        }
+    };
+    if signature == ours.signature {
+        return Ok(());
+    }
+    // Another interface: fetch its name (at most 256 bytes, 16 per message) to say which.
+    let len = len.min(256) as usize;
+    let mut bytes = Vec::with_capacity(len);
+    for chunk in 0..len.div_ceil(16) {
+        match ask(INTERFACE_NAME_OP, [chunk as u64, 0, 0, 0]) {
+            Ok([a, b]) => {
+                bytes.extend_from_slice(&a.to_le_bytes());
+                bytes.extend_from_slice(&b.to_le_bytes());
+            }
+            Err(_) => break,
+        }
+    }
+    bytes.truncate(len);
+    let their_name = std::string::String::from_utf8_lossy(&bytes);
+    Err(Some(std::format!(
+        "{their_name} (interface {signature:#018x})"
+    )))
+}
+
+/// The zenoh session a typed client connects through (`FooClient::connect_net`): zenoh's
+/// `Session` with the `net` feature; without it, a type with no value, so that the
+/// generated constructor exists and cannot be called.
+#[cfg(all(feature = "net", target_os = "linux"))]
+pub type NetSession = courier_net::zenoh::Session;
+/// See the `net` feature's form.
+#[cfg(not(all(feature = "net", target_os = "linux")))]
+#[derive(Debug)]
+pub enum NetSession {}
+
+/// Why `FooClient::connect_net` failed (`courier::net::NetError` with the `net` feature).
+#[cfg(all(feature = "net", target_os = "linux"))]
+pub type NetError = courier_net::NetError;
+/// See the `net` feature's form.
+#[cfg(not(all(feature = "net", target_os = "linux")))]
+#[derive(Debug)]
+pub enum NetError {}
+
+impl<Rq: Wire, Rp: Wire, F: Wire> Client<Rq, Rp, F> {
+    /// Connects through `session` to the service `name` exposed on the network
+    /// (`courier::net`) and checks that it speaks `interface` (`FooClient::connect_net`).
+    ///
+    /// # Errors
+    ///
+    /// `NetError::NotFound` if no bridge answers in time, `NetError::InterfaceMismatch` if
+    /// the server speaks another interface.
+    #[cfg(all(feature = "net", target_os = "linux"))]
+    pub fn connect_net(
+        session: &NetSession,
+        name: &str,
+        interface: &Interface,
+        timeout: Duration,
+    ) -> Result<Self, NetError> {
+        let client = courier_net::Client::<Rq, Rp, F>::connect(session, name, timeout)?;
+        let ask = |op, args| {
+            client
+                .blocking_scalar_timeout(op, args, timeout)
+                .map_err(|e| e.map_app(|_| Error::Protocol))
+        };
+        match interface_of(ask, interface) {
+            Ok(()) => Ok(Client {
+                transport: ClientTransport::Net(client),
+                timeout: None,
+            }),
+            Err(theirs) => Err(courier_net::NetError::InterfaceMismatch {
+                name: name.into(),
+                ours: std::string::ToString::to_string(interface),
+                theirs: theirs.unwrap_or_else(|| "nothing within the timeout".into()),
+            }),
+        }
+    }
+
+    /// Without the `net` feature there is no session to connect through.
+    ///
+    /// # Errors
+    ///
+    /// None: no `NetSession` value exists.
+    #[cfg(not(all(feature = "net", target_os = "linux")))]
+    pub fn connect_net(
+        session: &NetSession,
+        _name: &str,
+        _interface: &Interface,
+        _timeout: Duration,
+    ) -> Result<Self, NetError> {
+        match *session {}
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod shm {
     //! The shared-memory side: pooled lend buffers, the interface check, the serve loop.
@@ -1364,7 +1543,6 @@ mod shm {
     use core::time::Duration;
     use courier_core::error::Error;
     use courier_shm::{Incoming, ShmBuf, ShmError};
-    use std::string::String;
     use std::sync::Mutex;
     use std::vec::Vec;
 
@@ -1447,45 +1625,20 @@ mod shm {
         ours: &Interface,
         timeout: Duration,
     ) -> Result<(), ShmError> {
-        let mismatch = |theirs: String| ShmError::InterfaceMismatch {
-            name: name.into(),
-            ours: std::string::ToString::to_string(ours),
-            theirs,
+        let ask = |op, args| {
+            client
+                .blocking_scalar_timeout(op, args, timeout)
+                .map_err(|e| e.map_app(|_| Error::Protocol))
         };
-        let [signature, len] = match client.blocking_scalar_timeout(INTERFACE_OP, [0; 4], timeout) {
-            Ok(words) => words,
-            Err(Error::Timeout) => return Err(ShmError::Timeout),
-            Err(e) => {
-                return Err(mismatch(std::format!(
-                    "no interface it would describe ({}): not a #[courier::service] server",
-                    e.map_app(|_| Error::<()>::Protocol)
-                )))
-            }
-        };
-        if signature == ours.signature {
-            return Ok(());
+        match super::interface_of(ask, ours) {
+            Ok(()) => Ok(()),
+            Err(None) => Err(ShmError::Timeout),
+            Err(Some(theirs)) => Err(ShmError::InterfaceMismatch {
+                name: name.into(),
+                ours: std::string::ToString::to_string(ours),
+                theirs,
+            }),
         }
-        // Another interface: fetch its name (at most 256 bytes, 16 per message) to say which.
-        let len = len.min(256) as usize;
-        let mut bytes = Vec::with_capacity(len);
-        for chunk in 0..len.div_ceil(16) {
-            match client.blocking_scalar_timeout(
-                INTERFACE_NAME_OP,
-                [chunk as u64, 0, 0, 0],
-                timeout,
-            ) {
-                Ok([a, b]) => {
-                    bytes.extend_from_slice(&a.to_le_bytes());
-                    bytes.extend_from_slice(&b.to_le_bytes());
-                }
-                Err(_) => break,
-            }
-        }
-        bytes.truncate(len);
-        let their_name = String::from_utf8_lossy(&bytes);
-        Err(mismatch(std::format!(
-            "{their_name} (interface {signature:#018x})"
-        )))
     }
 
     /// The scalar answer to an interface question.

@@ -125,6 +125,8 @@ struct Running {
     entered: mpsc::Receiver<()>,
     /// For a local server: says when its `serve` returned.
     served: Option<mpsc::Receiver<()>>,
+    /// What must live as long as the client (the network bridge and its sessions).
+    _keep: Vec<Box<dyn std::any::Any>>,
 }
 
 fn store() -> (Store, mpsc::Sender<()>, mpsc::Receiver<()>) {
@@ -154,6 +156,7 @@ fn local() -> Running {
         open,
         entered,
         served: Some(served),
+        _keep: Vec::new(),
     }
 }
 
@@ -184,6 +187,41 @@ fn shm(tag: &str) -> Running {
         open,
         entered,
         served: None,
+        _keep: Vec::new(),
+    }
+}
+
+/// The service behind a courier::net bridge: a shm server (a thread), the bridge on one zenoh
+/// session, the client on another, joined over loopback TCP.
+#[cfg(all(feature = "net", target_os = "linux"))]
+fn net(tag: &str) -> Running {
+    use courier::net::zenoh::{self, Wait};
+    runtime_dir();
+    let name = format!("kv-net-{}-{tag}", std::process::id());
+    let server = KvServer::bind(&name).unwrap();
+    let (s, open, entered) = store();
+    std::thread::spawn(move || {
+        let _ = server.serve(s);
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let listen = courier::net::peer_config(std::slice::from_ref(&ep), &[]).unwrap();
+    let a = zenoh::open(listen).wait().unwrap();
+    let b = zenoh::open(courier::net::peer_config(&[], &[ep]).unwrap())
+        .wait()
+        .unwrap();
+    let exposed = courier::net::expose(&a, &name).unwrap();
+    let client = KvClient::connect_net(&b, &name, DEADLINE).unwrap();
+    Running {
+        client,
+        open,
+        entered,
+        served: None,
+        _keep: vec![Box::new(exposed), Box::new(a), Box::new(b)],
     }
 }
 
@@ -208,6 +246,10 @@ macro_rules! conformance {
         #[cfg(target_os = "linux")]
         mod on_shm {
             $(#[test] fn $name() { super::$name(super::shm(stringify!($name))); })*
+        }
+        #[cfg(all(feature = "net", target_os = "linux"))]
+        mod on_net {
+            $(#[test] fn $name() { super::$name(super::net(stringify!($name))); })*
         }
     };
 }
@@ -455,6 +497,41 @@ fn a_client_refuses_a_server_of_another_interface_at_connect() {
     }
     // The right client connects and calls.
     let c = OtherClient::connect(&name, DEADLINE).unwrap();
+    assert_eq!(c.get(9), Ok(9));
+}
+
+/// The same check across the network: the interface questions cross the bridge.
+#[cfg(all(feature = "net", target_os = "linux"))]
+#[test]
+fn a_network_client_refuses_a_server_of_another_interface_at_connect() {
+    use courier::net::zenoh::{self, Wait};
+    runtime_dir();
+    let name = format!("other-net-{}", std::process::id());
+    let server = OtherServer::bind(&name).unwrap();
+    std::thread::spawn(move || {
+        let _ = server.serve(Echo);
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let a = zenoh::open(courier::net::peer_config(std::slice::from_ref(&ep), &[]).unwrap())
+        .wait()
+        .unwrap();
+    let b = zenoh::open(courier::net::peer_config(&[], &[ep]).unwrap())
+        .wait()
+        .unwrap();
+    let _exposed = courier::net::expose(&a, &name).unwrap();
+    match KvClient::connect_net(&b, &name, DEADLINE) {
+        Err(courier::net::NetError::InterfaceMismatch { ours, theirs, .. }) => {
+            assert!(ours.starts_with("Kv "), "{ours}");
+            assert!(theirs.starts_with("Other "), "{theirs}");
+        }
+        other => panic!("expected an interface mismatch, got {other:?}"),
+    }
+    let c = OtherClient::connect_net(&b, &name, DEADLINE).unwrap();
     assert_eq!(c.get(9), Ok(9));
 }
 

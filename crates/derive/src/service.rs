@@ -443,6 +443,25 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                     .map(|inner| #client { inner })
             }
 
+            /// Connects through the zenoh `session` to the service `name` exposed on the
+            /// network by another host (`courier expose`, `courier::net::expose`): `"name"`
+            /// (the first host to answer) or `"namespace/name"`. The interface is checked as
+            /// for [`connect`](Self::connect). Needs courier's `net` feature (without it the
+            /// session type has no value).
+            ///
+            /// # Errors
+            ///
+            /// `courier::net::NetError::NotFound` if no bridge answers within `timeout`,
+            /// `NetError::InterfaceMismatch` if the server speaks another interface.
+            #vis fn connect_net(
+                session: &#c::service::NetSession,
+                name: &str,
+                timeout: ::core::time::Duration,
+            ) -> ::core::result::Result<#client, #c::service::NetError> {
+                #c::service::Client::connect_net(session, name, &Self::INTERFACE, timeout)
+                    .map(|inner| #client { inner })
+            }
+
             /// This client with every blocking call bounded by `timeout`: past it, a call
             /// returns `Error::Timeout` (and the server's late answer is discarded).
             #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> #client {

@@ -319,12 +319,12 @@ impl Shared {
                 .encode()
             }
             Kind::Lend | Kind::LendMut => {
-                let b = match buf
-                    .take()
-                    .filter(|b| b.len() == rq.lent.len() && !b.is_poisoned())
-                {
+                // A shared buffer cannot be empty: an empty lend arrives as one zero byte (a
+                // typed service reads the length its request carries, so it sees none).
+                let len = rq.lent.len().max(1);
+                let b = match buf.take().filter(|b| b.len() == len && !b.is_poisoned()) {
                     Some(b) => b,
-                    None => match ShmBuf::new(rq.lent.len()) {
+                    None => match ShmBuf::new(len) {
                         Ok(b) => b,
                         Err(_) => return Answer::status(Status::LimitReached).encode(),
                     },
@@ -340,7 +340,9 @@ impl Shared {
                     (_, Some(t)) => client.lend_mut_timeout(raw, &mut b, t),
                 };
                 let back = if rq.kind == Kind::LendMut && r.is_ok() {
-                    b.view().to_vec()
+                    let mut back = b.view().to_vec();
+                    back.truncate(rq.lent.len());
+                    back
                 } else {
                     Vec::new()
                 };

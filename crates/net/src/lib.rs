@@ -78,6 +78,16 @@ pub enum NetError {
     /// zenoh refused a declaration.
     #[error("zenoh: {0}")]
     Zenoh(String),
+    /// A typed client (`FooClient::connect_net`) found a server of another interface.
+    #[error("{name}: the server speaks {theirs}, not {ours}")]
+    InterfaceMismatch {
+        /// The service's name.
+        name: String,
+        /// The client's interface.
+        ours: String,
+        /// What the server said it speaks.
+        theirs: String,
+    },
 }
 
 /// `chunk` if it can be one chunk of a key.
