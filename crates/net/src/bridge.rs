@@ -10,7 +10,7 @@
 use crate::frame::{Answer, Kind, Request, Status, NO_BUDGET};
 use crate::{key_of, namespace, NetError};
 use courier_core::error::Error;
-use courier_shm::{Client, ConnectConfig, Raw, SendError, ShmBuf, Subscription};
+use courier_shm::{Client, ConnectConfig, Raw, SendError, ShmBuf, Subscription, Wire};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,14 @@ impl ExposeConfig {
         self
     }
 
+    /// The key service `name` is exposed at with this config.
+    fn key(&self, name: &str) -> Result<String, NetError> {
+        match &self.namespace {
+            Some(ns) => key_of(ns, name),
+            None => key_of(&namespace(), name),
+        }
+    }
+
     /// How long [`expose_with`] waits for the service to appear.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -126,8 +134,8 @@ struct Shared {
     key: String,
     session: Session,
     config: ExposeConfig,
-    /// The connection to the service, made again when the service restarts.
-    client: Mutex<Option<RawClient>>,
+    /// Where the calls go.
+    backend: Backend,
     queryable: Queryable<FifoChannelHandler<Query>>,
     stop: AtomicBool,
     /// The forwarded subscriptions, by push key: set to end one.
@@ -157,12 +165,119 @@ pub fn expose_with(
     name: &str,
     config: &ExposeConfig,
 ) -> Result<Exposed, NetError> {
-    let ns = match &config.namespace {
-        Some(ns) => ns.clone(),
-        None => namespace(),
-    };
-    let key = key_of(&ns, name)?;
+    let key = config.key(name)?;
     let client = RawClient::connect_with(name, &config.connect, config.connect_timeout)?;
+    start(
+        session,
+        name,
+        key,
+        config,
+        Backend::Shm(Mutex::new(Some(client))),
+    )
+}
+
+/// Exposes a courier::local service of this process (the client side of its channel) at
+/// `courier/<namespace>/<name>`, as [`expose_with`] does a courier::shm one. Its types must
+/// be able to travel (flat types, or `courier::shm::Postcard` ones). A local channel carries
+/// calls and one-way messages: a network client's lends, scalars and subscriptions are
+/// answered [`Status::Protocol`] (a `#[courier::service]` offers those on every transport).
+///
+/// # Errors
+///
+/// As [`expose_with`] (but the service is here: no connect error).
+pub fn expose_local<Rq, Rp, E>(
+    session: &Session,
+    name: &str,
+    client: courier_local::Client<Rq, Rp, E>,
+    config: &ExposeConfig,
+) -> Result<Exposed, NetError>
+where
+    Rq: Wire,
+    Rp: Wire + Send,
+    E: Wire + Send,
+{
+    let key = config.key(name)?;
+    start(session, name, key, config, Backend::Local(Box::new(client)))
+}
+
+/// Where a bridge's calls go.
+enum Backend {
+    /// A courier::shm service, through a connection made again when it restarts.
+    Shm(Mutex<Option<RawClient>>),
+    /// A courier::local service of this process.
+    Local(Box<dyn LocalService>),
+}
+
+/// A courier::local client, its types erased: serves one request frame.
+trait LocalService: Send + Sync {
+    fn serve(&self, rq: &Request<'_>, budget: Option<Duration>) -> Vec<u8>;
+}
+
+impl<Rq: Wire, Rp: Wire + Send, E: Wire + Send> LocalService for courier_local::Client<Rq, Rp, E> {
+    fn serve(&self, rq: &Request<'_>, budget: Option<Duration>) -> Vec<u8> {
+        if rq.kind == Kind::Hello {
+            return Answer {
+                words: [u64::from(std::process::id()), 0],
+                ..Answer::status(Status::Ok)
+            }
+            .encode();
+        }
+        let Some(value) = crate::decode::<Rq>(rq.signature, rq.body) else {
+            return Answer::status(Status::Protocol).encode();
+        };
+        match rq.kind {
+            Kind::Call => {
+                let r = match budget {
+                    None => self.req(value),
+                    Some(t) => self.req_timeout(value, t),
+                };
+                match r {
+                    Ok(rp) => match crate::encode(&rp) {
+                        Some(body) => Answer {
+                            signature: rp.signature(),
+                            body: &body,
+                            ..Answer::status(Status::Ok)
+                        }
+                        .encode(),
+                        None => Answer::status(Status::TooLarge).encode(),
+                    },
+                    Err(Error::App(e)) => match crate::encode(&e) {
+                        Some(body) => Answer {
+                            signature: e.signature(),
+                            body: &body,
+                            ..Answer::status(Status::App)
+                        }
+                        .encode(),
+                        None => Answer::status(Status::TooLarge).encode(),
+                    },
+                    Err(e) => Answer::status(status_of(&e)).encode(),
+                }
+            }
+            Kind::Send => {
+                let r = match budget {
+                    None => self.send(value),
+                    Some(t) => self.send_timeout(value, t),
+                };
+                Answer::status(match r {
+                    Ok(()) => Status::Ok,
+                    Err(SendError::ServerDisappeared(_)) => Status::ServerGone,
+                    Err(_) => Status::Timeout,
+                })
+                .encode()
+            }
+            _ => Answer::status(Status::Protocol).encode(),
+        }
+    }
+}
+
+/// Declares the queryable and starts the workers.
+fn start(
+    session: &Session,
+    name: &str,
+    key: String,
+    config: &ExposeConfig,
+    backend: Backend,
+) -> Result<Exposed, NetError> {
     let queryable = session
         .declare_queryable(&key)
         .wait()
@@ -172,7 +287,7 @@ pub fn expose_with(
         key: key.clone(),
         session: session.clone(),
         config: config.clone(),
-        client: Mutex::new(Some(client)),
+        backend,
         queryable,
         stop: AtomicBool::new(false),
         subscriptions: Mutex::new(HashMap::new()),
@@ -257,7 +372,10 @@ impl Shared {
     /// The connection to the service: the one made before, or a new one if the service
     /// went (and came back).
     fn client(&self, deadline: Option<Instant>) -> Option<RawClient> {
-        let mut c = lock(&self.client);
+        let Backend::Shm(client) = &self.backend else {
+            return None;
+        };
+        let mut c = lock(client);
         if let Some(client) = c.as_ref().filter(|c| !c.is_server_gone()) {
             return Some(client.clone());
         }
@@ -286,6 +404,9 @@ impl Shared {
                 flag.store(true, Ordering::SeqCst);
             }
             return Answer::status(Status::Ok).encode();
+        }
+        if let Backend::Local(local) = &self.backend {
+            return local.serve(rq, budget);
         }
         let Some(client) = self.client(deadline) else {
             return Answer::status(Status::ServerGone).encode();

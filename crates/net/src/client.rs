@@ -1,9 +1,9 @@
 //! The network client: [`Client`], with courier::shm's verbs over a zenoh session.
 
 use crate::frame::{Answer, Kind, Request, Status};
-use crate::{NetError, PUSH};
+use crate::{decode, encode, NetError, PUSH};
 use courier_core::error::{Error, SendError};
-use courier_shm::{CancelOutcome, ShmView, ShmViewMut, Wire};
+use courier_shm::{CancelOutcome, Wire};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,9 +16,6 @@ use zenoh::{Session, Wait};
 /// The default deadline of a call made without one ([`Client::with_timeout`] changes it):
 /// across a network every call has one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest request a client encodes (requests are encoded in private memory first).
-const MAX_REQUEST: usize = 64 << 20;
 
 /// A client of a courier service exposed on the network ([`expose`](crate::expose)), with
 /// courier::shm's verbs and errors.
@@ -143,34 +140,6 @@ fn error_of<E>(st: Status) -> Error<E> {
         Status::LimitReached => Error::LimitReached,
         Status::Ok | Status::App | Status::Protocol => Error::Protocol,
     }
-}
-
-/// Decodes a value of `T` that arrived with `signature`.
-fn decode<T: Wire>(signature: u64, bytes: &[u8]) -> Option<T> {
-    T::decode_signed(signature, &ShmView::from_private(bytes))
-}
-
-/// Encodes `value` in private memory: its signature and bytes.
-fn encode<T: Wire>(value: &T) -> Option<Vec<u8>> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let mut size = 256;
-        loop {
-            if s.len() < size {
-                s.resize(size, 0);
-            }
-            if let Some(n) = value.encode(&mut ShmViewMut::from_private(&mut s[..size])) {
-                return Some(s[..n].to_vec());
-            }
-            if size >= MAX_REQUEST {
-                return None;
-            }
-            size *= 4;
-        }
-    })
 }
 
 /// The reply (and a mutable lend's bytes) an answer frame holds.

@@ -49,7 +49,7 @@ pub mod bridge;
 pub mod client;
 pub mod frame;
 
-pub use bridge::{expose, expose_with, ExposeConfig, Exposed};
+pub use bridge::{expose, expose_local, expose_with, ExposeConfig, Exposed};
 pub use client::{Client, Subscription, WaitReply, DEFAULT_TIMEOUT};
 pub use courier_core::error::{Error, SendError};
 pub use courier_shm::CancelOutcome;
@@ -88,6 +88,39 @@ pub enum NetError {
         /// What the server said it speaks.
         theirs: String,
     },
+}
+
+/// The largest value encoded for the network (values are encoded in private memory first).
+const MAX_VALUE: usize = 64 << 20;
+
+/// Decodes a value of `T` that arrived with `signature`.
+pub(crate) fn decode<T: courier_shm::Wire>(signature: u64, bytes: &[u8]) -> Option<T> {
+    T::decode_signed(signature, &courier_shm::ShmView::from_private(bytes))
+}
+
+/// Encodes `value` in private memory: its signature and bytes.
+pub(crate) fn encode<T: courier_shm::Wire>(value: &T) -> Option<Vec<u8>> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let mut size = 256;
+        loop {
+            if s.len() < size {
+                s.resize(size, 0);
+            }
+            if let Some(n) =
+                value.encode(&mut courier_shm::ShmViewMut::from_private(&mut s[..size]))
+            {
+                return Some(s[..n].to_vec());
+            }
+            if size >= MAX_VALUE {
+                return None;
+            }
+            size *= 4;
+        }
+    })
 }
 
 /// `chunk` if it can be one chunk of a key.

@@ -257,3 +257,49 @@ fn malformed_frames_are_refused_and_others_served() {
     assert_eq!(wrong.req(1), Err(Error::Protocol));
     assert_eq!(c.req(2), Ok(3));
 }
+
+/// A courier::local service (a channel in this process) exposed on the network: calls, app
+/// errors, one-way messages and the deadline, as for a shm one; a lend is refused
+/// (`Protocol`), since a local channel carries none.
+#[test]
+fn a_local_service_can_be_exposed_too() {
+    let (server, client) = courier_local::channel::<u64, u64, u32>();
+    let (tx, sent) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok((n, ctx)) = server.wait() {
+            if ctx.is_one_way() {
+                let _ = tx.send(n);
+            } else if n == 13 {
+                let _ = ctx.fail(7);
+            } else if n == 500 {
+                // Held until the caller gives up: the bridge's deadline reaches it.
+                let end = Instant::now() + DEADLINE;
+                while !ctx.is_canceled() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = tx.send(500);
+            } else {
+                let _ = ctx.reply(n * 3);
+            }
+        }
+    });
+    let (a, b) = sessions();
+    let config = ExposeConfig::new().namespace("in-process");
+    let _exposed = courier_net::expose_local(&a, "tripler", client, &config).unwrap();
+    let c: Client<u64, u64, u32> = Client::connect(&b, "in-process/tripler", DEADLINE).unwrap();
+    assert_eq!(c.server_pid(), std::process::id());
+    assert_eq!(c.req(5), Ok(15));
+    assert_eq!(c.req(13), Err(Error::App(7)));
+    c.send(4).unwrap();
+    assert_eq!(sent.recv_timeout(DEADLINE), Ok(4));
+    assert_eq!(
+        c.req_timeout(500, Duration::from_millis(200)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(sent.recv_timeout(DEADLINE), Ok(500));
+    assert_eq!(c.lend(1, &[1, 2, 3]), Err(Error::Protocol));
+    // A request of another type is refused, as the shm service would.
+    let wrong: Client<u32, u64, u32> = Client::connect(&b, "in-process/tripler", DEADLINE).unwrap();
+    assert_eq!(wrong.req(1), Err(Error::Protocol));
+    assert_eq!(c.req(2), Ok(6));
+}
