@@ -10,10 +10,13 @@
 //! cargo run --release -p courier-bench -- interchange      # needs valgrind for instructions
 //! cargo run --release -p courier-bench -- shm              # two processes per row, about a minute
 //! cargo run --release -p courier-bench -- rpc              # request/response, under a minute
+//! cargo run --release -p courier-bench -- net              # across a zenoh bridge, loopback
 //! ```
 
 mod interchange;
 mod local;
+#[cfg(target_os = "linux")]
+mod net;
 #[cfg(target_os = "linux")]
 mod proc;
 mod report;
@@ -53,6 +56,11 @@ enum Command {
     /// processes (Linux only).
     #[cfg(target_os = "linux")]
     Rpc(rpc::Args),
+    /// courier::net (calls through a zenoh bridge to a courier::shm service) beside raw
+    /// zenoh query/reply, tarpc and plain TCP: small and 1 MiB calls between two processes
+    /// over loopback (Linux only).
+    #[cfg(target_os = "linux")]
+    Net(net::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,8 @@ fn main() -> ExitCode {
         Command::Shm(args) => shm::run(args),
         #[cfg(target_os = "linux")]
         Command::Rpc(args) => rpc::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Net(args) => net::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
