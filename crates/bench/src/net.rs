@@ -14,7 +14,7 @@
 use crate::proc::{self, Peer, OP_TIMEOUT};
 use crate::report::{self, Goal, Machine, Row, Verdict};
 use crate::stats::{self, Plan, Samples};
-use courier::net::zenoh::{self, Wait};
+use courier_net::zenoh::{self, Wait};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -290,7 +290,7 @@ fn exit_soon() {
 }
 
 fn open(listen: &[String], connect: &[String]) -> Result<zenoh::Session, String> {
-    let config = courier::net::peer_config(listen, connect).map_err(|e| e.to_string())?;
+    let config = courier_net::peer_config(listen, connect).map_err(|e| e.to_string())?;
     zenoh::open(config)
         .wait()
         .map_err(|e| format!("zenoh: {e}"))
@@ -306,9 +306,9 @@ fn courier_server(n: usize, port: &str) -> Result<(), String> {
         Server::bind(&name, ServerConfig::new().max_lend(n.max(4096)))
             .map_err(|e| format!("bind: {e}"))?;
     let session = open(&[endpoint(port)], &[])?;
-    let config = courier::net::ExposeConfig::new().namespace(SERVICE);
+    let config = courier_net::ExposeConfig::new().namespace(SERVICE);
     let _exposed =
-        courier::net::expose_with(&session, &name, &config).map_err(|e| e.to_string())?;
+        courier_net::expose_with(&session, &name, &config).map_err(|e| e.to_string())?;
     loop {
         match server.wait() {
             Ok(Incoming::Call(x, ctx)) => {
@@ -338,7 +338,7 @@ fn courier_server(n: usize, port: &str) -> Result<(), String> {
 
 struct CourierClient {
     _session: zenoh::Session,
-    client: courier::net::Client<u64, u64, u64>,
+    client: courier_net::Client<u64, u64, u64>,
     buf: Vec<u8>,
 }
 
@@ -346,7 +346,7 @@ impl CourierClient {
     fn connect(port: &str, n: usize) -> Result<Self, String> {
         let session = open(&[], &[endpoint(port)])?;
         let key = format!("{SERVICE}/{SERVICE}-{port}");
-        let client = courier::net::Client::connect(&session, &key, OP_TIMEOUT)
+        let client = courier_net::Client::connect(&session, &key, OP_TIMEOUT)
             .map_err(|e| e.to_string())?
             .with_timeout(OP_TIMEOUT);
         Ok(CourierClient {

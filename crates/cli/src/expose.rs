@@ -1,6 +1,6 @@
 //! `courier expose`: this host's courier::shm service on the network, through a zenoh bridge.
 
-use courier::net::zenoh::Wait;
+use courier_net::zenoh::Wait;
 use std::time::Duration;
 
 /// `courier expose <name> [--listen ENDPOINT]... [--connect ENDPOINT]... [--namespace NS]`.
@@ -28,27 +28,27 @@ pub(crate) struct Args {
 
 /// Runs the bridge until the process is stopped; false if it could not start.
 pub(crate) fn run(args: &Args) -> bool {
-    let config = match courier::net::peer_config(&args.listen, &args.connect) {
+    let config = match courier_net::peer_config(&args.listen, &args.connect) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("courier expose: {e}");
             return false;
         }
     };
-    let session = match courier::net::zenoh::open(config).wait() {
+    let session = match courier_net::zenoh::open(config).wait() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("courier expose: opening the zenoh session: {e}");
             return false;
         }
     };
-    let mut expose = courier::net::ExposeConfig::new()
+    let mut expose = courier_net::ExposeConfig::new()
         .workers(args.workers)
         .connect_timeout(Duration::from_secs(args.wait));
     if let Some(ns) = &args.namespace {
         expose = expose.namespace(ns);
     }
-    let exposed = match courier::net::expose_with(&session, &args.name, &expose) {
+    let exposed = match courier_net::expose_with(&session, &args.name, &expose) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("courier expose: {e}");

@@ -8,8 +8,8 @@ use crate::shm_demo::proto::{
     SUBSCRIBE,
 };
 use crate::shm_demo::Tally;
-use courier::net::zenoh::{self, Wait};
-use courier::net::{expose_with, peer_config, Client, ExposeConfig};
+use courier_net::zenoh::{self, Wait};
+use courier_net::{expose_with, peer_config, Client, ExposeConfig};
 use courier::Error;
 use std::time::{Duration, Instant};
 
@@ -92,13 +92,13 @@ pub(crate) fn run(tally: &mut Tally) {
         .and_then(|c| {
             zenoh::open(c)
                 .wait()
-                .map_err(|e| courier::net::NetError::Zenoh(e.to_string()))
+                .map_err(|e| courier_net::NetError::Zenoh(e.to_string()))
         })
         .and_then(|a| {
             let b = peer_config(&[], std::slice::from_ref(&ep))?;
             let b = zenoh::open(b)
                 .wait()
-                .map_err(|e| courier::net::NetError::Zenoh(e.to_string()))?;
+                .map_err(|e| courier_net::NetError::Zenoh(e.to_string()))?;
             Ok((a, b))
         });
     let (a, b) = match sessions {

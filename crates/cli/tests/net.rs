@@ -10,8 +10,8 @@
 mod support;
 
 use courier::flat::String as FlatString;
-use courier::net::zenoh::{self, Wait};
-use courier::net::{peer_config, Client};
+use courier_net::zenoh::{self, Wait};
+use courier_net::{peer_config, Client};
 use courier::{Error, SendError};
 use courier_testkit::{wait_until, Process};
 use std::process::Command;
