@@ -353,20 +353,7 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
 fn goals(rows: &[Row]) -> Vec<Goal> {
     let mut goals = Vec::new();
     let median_goal = |text: String, scenario: &str, reference: Option<&Row>, limit: f64| {
-        let courier = find(rows, scenario, COURIER);
-        match (courier, reference) {
-            (Some(c), Some(r)) => {
-                let q = c.summary.median_ns / r.summary.median_ns;
-                Goal {
-                    text,
-                    courier: report::fmt_ns(c.summary.median_ns),
-                    reference: format!("{} ({})", report::fmt_ns(r.summary.median_ns), r.name),
-                    ratio: Some(q),
-                    verdict: Verdict::of(q <= limit),
-                }
-            }
-            _ => Goal::not_measured(text),
-        }
+        Goal::median(text, find(rows, scenario, COURIER), reference, limit)
     };
     for scenario in [SYNC, ASYNC] {
         goals.push(median_goal(

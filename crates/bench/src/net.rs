@@ -12,7 +12,7 @@
 //! [`STOP`] makes the server answer and exit shortly after.
 
 use crate::proc::{self, Peer, OP_TIMEOUT};
-use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::report::{self, Goal, Machine, Row};
 use crate::stats::{self, Plan, Samples};
 use courier_net::zenoh::{self, Wait};
 use std::io::{Read, Write};
@@ -65,6 +65,17 @@ fn scenario(n: usize) -> &'static str {
 /// The byte at both ends of a large request of call `x`.
 fn fill_byte(x: u64) -> u8 {
     (x % 251) as u8 + 1
+}
+
+/// Writes request `x` into `buf`: `x` in the first 8 bytes and, for a large request, the
+/// call's byte after it and at the end.
+fn fill_request(buf: &mut [u8], x: u64) {
+    let n = buf.len();
+    buf[..8].copy_from_slice(&x.to_le_bytes());
+    if n > SMALL {
+        buf[8] = fill_byte(x);
+        buf[n - 1] = fill_byte(x);
+    }
 }
 
 /// Whether a large request of call `x` arrived whole (its length, first and last byte).
@@ -221,19 +232,7 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
             (Kind::Tarpc, 1.0, "ahead of tarpc"),
         ] {
             let text = format!("{sc}: courier median {what}");
-            goals.push(match (find(Kind::Courier), find(peer)) {
-                (Some(c), Some(p)) => {
-                    let ratio = c.summary.median_ns / p.summary.median_ns;
-                    Goal {
-                        text,
-                        courier: report::fmt_ns(c.summary.median_ns),
-                        reference: format!("{} ({})", report::fmt_ns(p.summary.median_ns), p.name),
-                        ratio: Some(ratio),
-                        verdict: Verdict::of(ratio <= limit),
-                    }
-                }
-                _ => Goal::not_measured(text),
-            });
+            goals.push(Goal::median(text, find(Kind::Courier), find(peer), limit));
         }
     }
     goals
@@ -307,8 +306,7 @@ fn courier_server(n: usize, port: &str) -> Result<(), String> {
             .map_err(|e| format!("bind: {e}"))?;
     let session = open(&[endpoint(port)], &[])?;
     let config = courier_net::ExposeConfig::new().namespace(SERVICE);
-    let _exposed =
-        courier_net::expose_with(&session, &name, &config).map_err(|e| e.to_string())?;
+    let _exposed = courier_net::expose_with(&session, &name, &config).map_err(|e| e.to_string())?;
     loop {
         match server.wait() {
             Ok(Incoming::Call(x, ctx)) => {
@@ -429,12 +427,7 @@ impl ZenohClient {
 
 impl Client for ZenohClient {
     fn call(&mut self, x: u64) -> Result<u64, String> {
-        let n = self.buf.len();
-        self.buf[..8].copy_from_slice(&x.to_le_bytes());
-        if n > SMALL {
-            self.buf[8] = fill_byte(x);
-            self.buf[n - 1] = fill_byte(x);
-        }
+        fill_request(&mut self.buf, x);
         let replies = self
             .session
             .get(RAW_KEY)
@@ -505,12 +498,7 @@ impl TcpClient {
 
 impl Client for TcpClient {
     fn call(&mut self, x: u64) -> Result<u64, String> {
-        let n = self.buf.len();
-        self.buf[..8].copy_from_slice(&x.to_le_bytes());
-        if n > SMALL {
-            self.buf[8] = fill_byte(x);
-            self.buf[n - 1] = fill_byte(x);
-        }
+        fill_request(&mut self.buf, x);
         self.s
             .write_all(&self.buf)
             .map_err(|e| format!("write: {e}"))?;

@@ -235,6 +235,29 @@ pub(crate) struct Goal {
 }
 
 impl Goal {
+    /// A goal on medians: `subject`'s at most `limit` times `reference`'s (not measured if
+    /// either row is missing).
+    pub(crate) fn median(
+        text: String,
+        subject: Option<&Row>,
+        reference: Option<&Row>,
+        limit: f64,
+    ) -> Self {
+        match (subject, reference) {
+            (Some(c), Some(r)) => {
+                let q = c.summary.median_ns / r.summary.median_ns;
+                Goal {
+                    text,
+                    courier: fmt_ns(c.summary.median_ns),
+                    reference: format!("{} ({})", fmt_ns(r.summary.median_ns), r.name),
+                    ratio: Some(q),
+                    verdict: Verdict::of(q <= limit),
+                }
+            }
+            _ => Goal::not_measured(text),
+        }
+    }
+
     /// A goal whose rows were not measured.
     pub(crate) fn not_measured(text: String) -> Self {
         Goal {

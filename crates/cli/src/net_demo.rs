@@ -8,9 +8,9 @@ use crate::shm_demo::proto::{
     SUBSCRIBE,
 };
 use crate::shm_demo::Tally;
+use courier::Error;
 use courier_net::zenoh::{self, Wait};
 use courier_net::{expose_with, peer_config, Client, ExposeConfig};
-use courier::Error;
 use std::time::{Duration, Instant};
 
 /// How long any step may take.

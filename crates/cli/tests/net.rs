@@ -10,9 +10,9 @@
 mod support;
 
 use courier::flat::String as FlatString;
+use courier::{Error, SendError};
 use courier_net::zenoh::{self, Wait};
 use courier_net::{peer_config, Client};
-use courier::{Error, SendError};
 use courier_testkit::{wait_until, Process};
 use std::process::Command;
 use std::time::{Duration, Instant};

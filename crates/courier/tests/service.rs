@@ -191,18 +191,10 @@ fn shm(tag: &str) -> Running {
     }
 }
 
-/// The service behind a courier::net bridge: a shm server (a thread), the bridge on one zenoh
-/// session, the client on another, joined over loopback TCP.
+/// Two zenoh sessions joined over loopback TCP (the first listens, the second connects).
 #[cfg(all(feature = "net", target_os = "linux"))]
-fn net(tag: &str) -> Running {
+fn loopback_sessions() -> (courier::net::zenoh::Session, courier::net::zenoh::Session) {
     use courier::net::zenoh::{self, Wait};
-    runtime_dir();
-    let name = format!("kv-net-{}-{tag}", std::process::id());
-    let server = KvServer::bind(&name).unwrap();
-    let (s, open, entered) = store();
-    std::thread::spawn(move || {
-        let _ = server.serve(s);
-    });
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -214,6 +206,21 @@ fn net(tag: &str) -> Running {
     let b = zenoh::open(courier::net::peer_config(&[], &[ep]).unwrap())
         .wait()
         .unwrap();
+    (a, b)
+}
+
+/// The service behind a courier::net bridge: a shm server (a thread), the bridge on one zenoh
+/// session, the client on another, joined over loopback TCP.
+#[cfg(all(feature = "net", target_os = "linux"))]
+fn net(tag: &str) -> Running {
+    runtime_dir();
+    let name = format!("kv-net-{}-{tag}", std::process::id());
+    let server = KvServer::bind(&name).unwrap();
+    let (s, open, entered) = store();
+    std::thread::spawn(move || {
+        let _ = server.serve(s);
+    });
+    let (a, b) = loopback_sessions();
     let exposed = courier::net::expose(&a, &name).unwrap();
     let client = KvClient::connect_net(&b, &name, DEADLINE).unwrap();
     Running {
@@ -504,25 +511,13 @@ fn a_client_refuses_a_server_of_another_interface_at_connect() {
 #[cfg(all(feature = "net", target_os = "linux"))]
 #[test]
 fn a_network_client_refuses_a_server_of_another_interface_at_connect() {
-    use courier::net::zenoh::{self, Wait};
     runtime_dir();
     let name = format!("other-net-{}", std::process::id());
     let server = OtherServer::bind(&name).unwrap();
     std::thread::spawn(move || {
         let _ = server.serve(Echo);
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ep = format!("tcp/127.0.0.1:{port}");
-    let a = zenoh::open(courier::net::peer_config(std::slice::from_ref(&ep), &[]).unwrap())
-        .wait()
-        .unwrap();
-    let b = zenoh::open(courier::net::peer_config(&[], &[ep]).unwrap())
-        .wait()
-        .unwrap();
+    let (a, b) = loopback_sessions();
     let _exposed = courier::net::expose(&a, &name).unwrap();
     match KvClient::connect_net(&b, &name, DEADLINE) {
         Err(courier::net::NetError::InterfaceMismatch { ours, theirs, .. }) => {
