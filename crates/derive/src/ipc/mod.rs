@@ -5,6 +5,9 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Error, Fields, Ident, Path, Type};
 
+mod enums;
+mod structs;
+
 /// What `#[repr(...)]` said.
 #[derive(Default)]
 struct Repr {
@@ -255,6 +258,43 @@ impl Shape {
     }
 }
 
+/// What both kinds of type share while their parts are made: the names and attributes of the
+/// generated items.
+pub(super) struct Ctx<'a> {
+    /// The path of `courier::flat` (or `#[ipc(crate = ...)]`).
+    p: &'a Path,
+    /// The type's name.
+    name: &'a Ident,
+    /// The type's visibility.
+    vis: &'a syn::Visibility,
+    /// The mirror type's name.
+    mirror: &'a Ident,
+    /// The mirror's attributes (zerocopy's derives, the type's `repr`).
+    mirror_attrs: &'a TokenStream,
+    /// The generics of the impls, bounds included.
+    impl_generics: &'a TokenStream,
+    /// The where clause, with an `IpcSafe` bound on every type parameter.
+    where_clause: &'a TokenStream,
+}
+
+/// The parts of the expansion that depend on the kind of type (struct or enum).
+pub(super) struct Parts {
+    /// The mirror type (same layout, fields replaced by their mirrors), for zerocopy.
+    mirror_def: TokenStream,
+    /// An enum's tag type (nothing for a struct).
+    tag_def: TokenStream,
+    /// The `SIGNATURE` expression: a hash of the layout.
+    signature: TokenStream,
+    /// The `HAS_PADDING` expression.
+    has_padding: TokenStream,
+    /// The `NEEDS_CHECK` expression.
+    needs_check: TokenStream,
+    /// The body of `check` after the mirror is bound: every field's own check.
+    check_body: TokenStream,
+    /// The body of `zero_padding`.
+    zero_body: TokenStream,
+}
+
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let p = parse_crate_path(input)?;
     let repr = parse_repr(input)?;
@@ -311,225 +351,33 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #(#repr_attrs)*
     };
 
-    let (mirror_def, tag_def, signature, has_padding, needs_check, check_body, zero_body) =
+    let impl_generics_tokens = quote!(#impl_generics);
+    let where_tokens = quote!(#where_clause);
+    let cx = Ctx {
+        p: &p,
+        name,
+        vis,
+        mirror: &mirror,
+        mirror_attrs: &mirror_attrs,
+        impl_generics: &impl_generics_tokens,
+        where_clause: &where_tokens,
+    };
+    let Parts {
+        mirror_def,
+        tag_def,
+        signature,
+        has_padding,
+        needs_check,
+        check_body,
+        zero_body,
+    } =
         match &input.data {
             Data::Union(_) => return Err(Error::new(
                 name.span(),
                 "#[derive(Ipc)] does not support unions: which field is valid cannot be checked",
             )),
-            Data::Struct(s) => {
-                if !repr.c || repr.transparent {
-                    return Err(Error::new(
-                        name.span(),
-                        "#[derive(Ipc)] needs #[repr(C)] on a struct: the default layout may differ between builds",
-                    ));
-                }
-                let shape = Shape::new(&s.fields)?;
-                if shape.fields.is_empty() {
-                    return Err(Error::new(
-                        name.span(),
-                        "#[derive(Ipc)] needs at least one field: an IPC type must not be zero-sized",
-                    ));
-                }
-                let body = shape.mirror_body(&p);
-                let semi = match shape.style {
-                    Style::Named => quote!(),
-                    _ => quote!(;),
-                };
-                let mirror_def = quote! {
-                    #mirror_attrs
-                    #vis struct #mirror #impl_generics #where_clause #body #semi
-                };
-                let pat = shape.pattern();
-                let n = shape.fields.len();
-                let members = shape.fields.iter().map(|(m, _)| m);
-                let tys = shape.types();
-                let signature = quote! {
-                    #p::SignatureHasher::new(#p::signature::kind::STRUCT)
-                        .usize(::core::mem::size_of::<Self>())
-                        .usize(::core::mem::align_of::<Self>())
-                        .usize(#n)
-                        #(
-                            .usize(::core::mem::offset_of!(Self, #members))
-                            .word(<#tys as #p::IpcSafe>::SIGNATURE)
-                        )*
-                        .finish()
-                };
-                let size_sum = shape.size_sum();
-                let any_pad = shape.any(&p, "HAS_PADDING");
-                let has_padding = quote!(::core::mem::size_of::<Self>() != #size_sum || #any_pad);
-                let needs_check = shape.any(&p, "NEEDS_CHECK");
-                let checks = shape.check_fields(&p);
-                let check_body = quote! {
-                    let #mirror #pat = __mirror;
-                    #checks
-                };
-                let recurse = shape.types().enumerate().map(|(i, ty)| {
-                    let f = format_ident!("__f{}", i);
-                    quote! {
-                        if <#ty as #p::IpcSafe>::HAS_PADDING {
-                            <#ty as #p::IpcSafe>::zero_padding(#f);
-                        }
-                    }
-                });
-                let members = shape.fields.iter().map(|(m, _)| m);
-                let tys = shape.types();
-                // `repr(C)`: fields lie in declaration order, so the constant ranges are sorted.
-                let zero_body = quote! {
-                    if !<Self as #p::IpcSafe>::HAS_PADDING {
-                        return;
-                    }
-                    {
-                        let Self #pat = &mut *self;
-                        #(#recurse)*
-                    }
-                    let __ranges: [(usize, usize); #n] = [
-                        #((::core::mem::offset_of!(Self, #members), ::core::mem::size_of::<#tys>())),*
-                    ];
-                    unsafe { #p::__private::zero_gaps_sorted(self, &__ranges) }
-                };
-                (
-                    mirror_def,
-                    quote!(),
-                    signature,
-                    has_padding,
-                    needs_check,
-                    check_body,
-                    zero_body,
-                )
-            }
-            Data::Enum(e) => {
-                if !repr.c && repr.int.is_none() {
-                    return Err(Error::new(
-                        name.span(),
-                        "#[derive(Ipc)] needs #[repr(C)], #[repr(u8)] (or another fixed-width integer) on an enum: the default layout may differ between builds",
-                    ));
-                }
-                if repr.c && repr.int.is_some() {
-                    return Err(Error::new(
-                        name.span(),
-                        "#[derive(Ipc)]: use #[repr(C)] or #[repr(u8)] (or another fixed-width integer) on an enum, not both: zerocopy cannot validate the combined layout",
-                    ));
-                }
-                if e.variants.is_empty() {
-                    return Err(Error::new(
-                        name.span(),
-                        "#[derive(Ipc)] needs at least one variant",
-                    ));
-                }
-                let tag = format_ident!("__CourierIpcTag{}", name);
-                let tag_repr = match &repr.int {
-                    Some(int) => quote!(#[repr(#int)]),
-                    None => quote!(#[repr(C)]),
-                };
-                // 1: `repr(C)` (tag, then a union of the variants); 2: `repr(uN)` (a union of
-                // `repr(C)` structs that each start with the tag).
-                let repr_code: u64 = if repr.c { 1 } else { 2 };
-                let mut shapes = Vec::new();
-                for v in &e.variants {
-                    shapes.push((v, Shape::new(&v.fields)?));
-                }
-                let tag_variants = shapes.iter().map(|(v, _)| {
-                    let ident = &v.ident;
-                    match &v.discriminant {
-                        Some((_, expr)) => quote!(#ident = #expr),
-                        None => quote!(#ident),
-                    }
-                });
-                let tag_def = quote! {
-                    #[allow(dead_code, non_camel_case_types, clippy::all)]
-                    #tag_repr
-                    enum #tag { #(#tag_variants),* }
-                };
-                let mirror_variants = shapes.iter().map(|(v, shape)| {
-                    let ident = &v.ident;
-                    let body = shape.mirror_body(&p);
-                    match &v.discriminant {
-                        Some((_, expr)) => quote!(#ident #body = #expr),
-                        None => quote!(#ident #body),
-                    }
-                });
-                let mirror_def = quote! {
-                    #mirror_attrs
-                    #vis enum #mirror #impl_generics #where_clause { #(#mirror_variants),* }
-                };
-                let nvariants = shapes.len();
-                let variant_sigs = shapes.iter().map(|(v, shape)| {
-                    let ident = &v.ident;
-                    let n = shape.fields.len();
-                    let tys = shape.types();
-                    quote! {
-                        .word(#tag::#ident as i64 as u64)
-                        .usize(#n)
-                        #( .usize(::core::mem::size_of::<#tys>()) )*
-                    }
-                });
-                let variant_sigs2 = shapes.iter().map(|(_, shape)| {
-                    let tys = shape.types();
-                    quote!(#( .word(<#tys as #p::IpcSafe>::SIGNATURE) )*)
-                });
-                let signature = quote! {
-                    #p::SignatureHasher::new(#p::signature::kind::ENUM)
-                        .usize(::core::mem::size_of::<Self>())
-                        .usize(::core::mem::align_of::<Self>())
-                        .word(#repr_code)
-                        .usize(::core::mem::size_of::<#tag>())
-                        .usize(#nvariants)
-                        #( #variant_sigs #variant_sigs2 )*
-                        .finish()
-                };
-                let pads = shapes.iter().map(|(_, shape)| {
-                    let sum = shape.size_sum();
-                    let any = shape.any(&p, "HAS_PADDING");
-                    quote!((::core::mem::size_of::<#tag>() + #sum != ::core::mem::size_of::<Self>() || #any))
-                });
-                let has_padding = quote!(false #(|| #pads)*);
-                let checks_any = shapes.iter().map(|(_, shape)| shape.any(&p, "NEEDS_CHECK"));
-                let needs_check = quote!(false #(|| #checks_any)*);
-                let check_arms = shapes.iter().map(|(v, shape)| {
-                    let ident = &v.ident;
-                    let pat = shape.pattern();
-                    let checks = shape.check_fields(&p);
-                    quote!(#mirror::#ident #pat => { #checks })
-                });
-                let check_body = quote! {
-                    match __mirror { #(#check_arms)* }
-                };
-                let max_fields = shapes
-                    .iter()
-                    .map(|(_, s)| s.fields.len())
-                    .max()
-                    .unwrap_or(0);
-                let k = max_fields + 1;
-                let zero_arms = shapes.iter().map(|(v, shape)| {
-                    let ident = &v.ident;
-                    let pat = shape.pattern();
-                    let zeroes = shape.zero_fields(&p);
-                    quote!(Self::#ident #pat => { #zeroes })
-                });
-                let zero_body = quote! {
-                    if !<Self as #p::IpcSafe>::HAS_PADDING {
-                        return;
-                    }
-                    let __base = #p::__private::address(&*self);
-                    let mut __ranges = [(0usize, 0usize); #k];
-                    __ranges[0] = (0, ::core::mem::size_of::<#tag>());
-                    let mut __n = 1usize;
-                    match &mut *self { #(#zero_arms)* }
-                    // Each variant is laid out as `repr(C)`: the tag, then its fields in order,
-                    // so the ranges are already sorted by offset.
-                    unsafe { #p::__private::zero_gaps_sorted(self, &__ranges[..__n]) }
-                };
-                (
-                    mirror_def,
-                    tag_def,
-                    signature,
-                    has_padding,
-                    needs_check,
-                    check_body,
-                    zero_body,
-                )
-            }
+            Data::Struct(s) => structs::parts(&cx, &repr, s)?,
+            Data::Enum(e) => enums::parts(&cx, &repr, e)?,
         };
 
     let alias_doc = format!(
