@@ -3,11 +3,13 @@
 use courier_net::zenoh::Wait;
 use std::time::Duration;
 
-/// `courier expose <name> [--listen ENDPOINT]... [--connect ENDPOINT]... [--namespace NS]`.
+/// `courier expose <name>... [--listen ENDPOINT]... [--connect ENDPOINT]... [--namespace NS]`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The courier::shm service to expose (it must be running, or start within `--wait`).
-    name: String,
+    /// The courier::shm services to expose (each must be running, or start within `--wait`):
+    /// one bridge process serves every service of the host it is given.
+    #[arg(required = true)]
+    names: Vec<String>,
     /// A zenoh endpoint to listen on, e.g. `tcp/0.0.0.0:7447` (repeatable).
     #[arg(long)]
     listen: Vec<String>,
@@ -48,14 +50,19 @@ pub(crate) fn run(args: &Args) -> bool {
     if let Some(ns) = &args.namespace {
         expose = expose.namespace(ns);
     }
-    let exposed = match courier_net::expose_with(&session, &args.name, &expose) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("courier expose: {e}");
-            return false;
+    let mut exposed = Vec::new();
+    for name in &args.names {
+        match courier_net::expose_with(&session, name, &expose) {
+            Ok(e) => {
+                println!("exposed {name} at {}", e.key());
+                exposed.push(e);
+            }
+            Err(e) => {
+                eprintln!("courier expose {name}: {e}");
+                return false;
+            }
         }
-    };
-    println!("exposed {} at {}", args.name, exposed.key());
+    }
     // Serves until stopped (SIGINT, SIGTERM): the bridge's workers do the work.
     loop {
         std::thread::park();

@@ -61,18 +61,36 @@ fn every_verb_crosses_the_bridge_between_three_processes() {
     let name = courier_testkit::unique("net-demo");
     let (server, ready) = start(&["demo-server", &name], &dir);
     assert!(ready.starts_with("ready "), "{ready}");
+    // A second service: one bridge process serves both.
+    let other = format!("{name}-2");
+    let (other_server, _) = start(&["demo-server", &other], &dir);
     let ep = endpoint();
     let (mut bridge, said) = start(
-        &["expose", &name, "--listen", &ep, "--namespace", "cli-test"],
+        &[
+            "expose",
+            &name,
+            &other,
+            "--listen",
+            &ep,
+            "--namespace",
+            "cli-test",
+        ],
         &dir,
     );
     assert_eq!(said, format!("exposed {name} at courier/cli-test/{name}"));
+    assert_eq!(
+        bridge.line(DEADLINE),
+        format!("exposed {other} at courier/cli-test/{other}")
+    );
 
     let session = zenoh::open(peer_config(&[], &[ep]).unwrap())
         .wait()
         .unwrap();
     let c: Demo = Client::connect(&session, &format!("cli-test/{name}"), DEADLINE).unwrap();
     assert_eq!(c.server_pid(), server.id());
+    let c2: Demo = Client::connect(&session, &format!("cli-test/{other}"), DEADLINE).unwrap();
+    assert_eq!(c2.server_pid(), other_server.id());
+    assert_eq!(c2.req([ECHO, 9]), Ok(10));
     // Calls and an application error.
     assert_eq!(c.req([ECHO, 41]), Ok(42));
     assert_eq!(pollster::block_on(c.areq([ECHO, 1])), Ok(2));
