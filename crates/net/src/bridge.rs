@@ -23,6 +23,9 @@ use zenoh::{Session, Wait};
 /// The courier::shm client the bridge forwards through.
 type RawClient = Client<Raw, Raw, Raw>;
 
+/// The most subscriptions one bridge forwards at once (each has a thread).
+const MAX_SUBSCRIPTIONS: usize = 256;
+
 /// How long a worker waits for a query before it looks at the stop flag.
 const STOP_LOOK: Duration = Duration::from_millis(100);
 
@@ -138,8 +141,9 @@ struct Shared {
     backend: Backend,
     queryable: Queryable<FifoChannelHandler<Query>>,
     stop: AtomicBool,
-    /// The forwarded subscriptions, by push key: set to end one.
-    subscriptions: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The forwarded subscriptions, by push key: set to end one. A forwarder removes its own
+    /// entry when it ends.
+    subscriptions: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
 }
 
 /// Exposes this host's courier::shm service `name` at `courier/<host name>/<name>`: see
@@ -290,7 +294,7 @@ fn start(
         backend,
         queryable,
         stop: AtomicBool::new(false),
-        subscriptions: Mutex::new(HashMap::new()),
+        subscriptions: Arc::default(),
     });
     let workers = (0..config.workers)
         .map(|i| {
@@ -515,6 +519,10 @@ impl Shared {
         if !key.starts_with(&format!("{}/push/", self.key)) || key.contains(['*', '$', '?', '#']) {
             return Answer::status(Status::Protocol).encode();
         }
+        // One thread per forwarded subscription: a client cannot make more than this many.
+        if lock(&self.subscriptions).len() >= MAX_SUBSCRIPTIONS {
+            return Answer::status(Status::LimitReached).encode();
+        }
         let Ok(publisher) = self.session.declare_publisher(key.to_owned()).wait() else {
             return Answer::status(Status::Protocol).encode();
         };
@@ -528,11 +536,19 @@ impl Shared {
         };
         let ended = Arc::new(AtomicBool::new(false));
         lock(&self.subscriptions).insert(key.to_owned(), Arc::clone(&ended));
-        let stop = Arc::clone(&ended);
+        let (stop, all, own) = (
+            Arc::clone(&ended),
+            Arc::clone(&self.subscriptions),
+            key.to_owned(),
+        );
         let started = std::thread::Builder::new()
             .name(format!("courier-net-push-{}", self.name))
-            .spawn(move || forward_pushes(&sub, &publisher, &stop));
+            .spawn(move || {
+                forward_pushes(&sub, &publisher, &stop);
+                lock(&all).remove(&own);
+            });
         if started.is_err() {
+            lock(&self.subscriptions).remove(key);
             return Answer::status(Status::LimitReached).encode();
         }
         Answer::status(Status::Ok).encode()

@@ -303,3 +303,22 @@ fn a_local_service_can_be_exposed_too() {
     assert_eq!(wrong.req(1), Err(Error::Protocol));
     assert_eq!(c.req(2), Ok(6));
 }
+
+/// A bridge forwards at most 256 subscriptions at once, and one that ended frees its place:
+/// 300 subscriptions one after another, each read to its end, all succeed.
+#[test]
+fn ended_subscriptions_free_their_place() {
+    let (_service, _seen) = serve("net-subs");
+    let (a, b) = sessions();
+    let _exposed = expose_with(&a, "net-subs", &ExposeConfig::new()).unwrap();
+    let c: Client<u64, u64, u32> = Client::connect(&b, "net-subs", DEADLINE).unwrap();
+    for i in 0..300u64 {
+        let sub = c
+            .subscribe(i)
+            .unwrap_or_else(|e| panic!("subscription {i}: {e}"));
+        for k in i..i + 3 {
+            assert_eq!(sub.recv_timeout::<u64>(DEADLINE), Ok(k));
+        }
+        assert_eq!(sub.recv_timeout::<u64>(DEADLINE), Err(Error::NoReply));
+    }
+}
