@@ -3,6 +3,8 @@
 //! - `fail` gives the client `App(e)`;
 //! - dropping the server fails queued requests at once, while reply contexts already taken
 //!   still deliver;
+//! - calls in flight outlive every handle: with the server and all clients gone, a taken
+//!   context still replies, cancels and drops as usual;
 //! - a request made after the server is gone fails with `ServerDisappeared`;
 //! - after the last client goes, the server drains what is queued, then gets
 //!   `ClientsDisappeared` (sync and async);
@@ -10,7 +12,7 @@
 //! - clients are cloned and moved across threads;
 //! - every mix of sync/async clients and servers, under tokio and under `futures::executor`.
 
-use courier_local::{channel, Error};
+use courier_local::{channel, CancelOutcome, Error};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -67,6 +69,28 @@ fn server_drop_fails_queued_but_taken_contexts_still_deliver() {
         .join()
         .unwrap();
     assert_eq!(first.wait(), Ok(10));
+}
+
+/// A call's slot keeps only the channel's slot pool alive, not the channel: once the server
+/// and every client are gone, the calls already taken still finish every way a call can, and
+/// their slots go back to the pool (freed with it by the last of them).
+#[test]
+fn calls_in_flight_outlive_every_handle() {
+    let (server, client) = channel::<u32, u32, ()>();
+    let answered = client.req_async(1).unwrap();
+    let canceled = client.req_async(2).unwrap();
+    let abandoned = client.req_async(3).unwrap();
+    let take = || server.wait().unwrap().1;
+    let (a, b, c) = (take(), take(), take());
+    drop(server);
+    drop(client);
+    thread::spawn(move || a.reply(10).unwrap()).join().unwrap();
+    assert_eq!(answered.wait(), Ok(10));
+    assert!(matches!(canceled.cancel(), CancelOutcome::Signaled));
+    assert!(b.is_canceled());
+    assert_eq!(b.reply(20), Err(Error::OriginDisappeared));
+    drop(c);
+    assert_eq!(abandoned.wait(), Err(Error::NoReply));
 }
 
 #[test]
