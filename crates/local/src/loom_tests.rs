@@ -1,6 +1,7 @@
 //! loom models of the lock-free state machines: the call slot (take / cancel / reply /
 //! drop / wait), the intrusive queue with several producers, the wait lists (register vs.
-//! notify), and shutdown (last server vs. a push, last client vs. a waiting server).
+//! notify), shutdown (last server vs. a push, last client vs. a waiting server), and a call
+//! that outlives every handle of its channel.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p courier-local --release --lib loom`
 //! (`LOOM_MAX_PREEMPTIONS` bounds the search; CI uses 2).
@@ -65,6 +66,30 @@ fn loom_cancel_races_reply() {
         let t = thread::spawn(move || ctx.reply(2));
         let outcome = pending.cancel();
         let replied = t.join().unwrap();
+        match outcome {
+            CancelOutcome::Completed(r) => {
+                assert_eq!(r, Ok(2));
+                assert_eq!(replied, Ok(()));
+            }
+            CancelOutcome::Signaled => assert_eq!(replied, Err(Error::OriginDisappeared)),
+            CancelOutcome::Withdrawn(_) => panic!("a taken request cannot be withdrawn"),
+        }
+    });
+}
+
+/// The last handles go while a taken call ends: the slot keeps its pool (not the channel)
+/// alive, whichever side releases it, and the last of channel and slot frees the pool.
+#[test]
+fn loom_call_outlives_handles() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(1).unwrap();
+        let (_, ctx) = server.try_pop().unwrap().unwrap();
+        let handles = thread::spawn(move || drop((server, client)));
+        let replier = thread::spawn(move || ctx.reply(2));
+        let outcome = pending.cancel();
+        let replied = replier.join().unwrap();
+        handles.join().unwrap();
         match outcome {
             CancelOutcome::Completed(r) => {
                 assert_eq!(r, Ok(2));
