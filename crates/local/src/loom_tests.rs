@@ -4,7 +4,7 @@
 //! that outlives every handle of its channel.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p courier-local --release --lib loom`
-//! (`LOOM_MAX_PREEMPTIONS` bounds the search; CI uses 2).
+//! (`LOOM_MAX_PREEMPTIONS` bounds the search; CI uses 3).
 
 use crate::{channel, CancelOutcome, Error};
 use loom::thread;
