@@ -1,262 +1,20 @@
 //! `#[derive(Ipc)]`: the flat type's checks, mirror, signature and page form.
+//!
+//! The layers, from the bottom: [`repr`] reads `#[repr(...)]` and refuses the layouts that
+//! cannot be checked; [`shape`] refuses field types that can never cross and makes the
+//! per-field code; [`structs`] and [`enums`] make the [`Parts`] that depend on the kind of
+//! type; [`expand`] parses the input, then assembles the parts into the impls and the alias.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
-use syn::{Data, DeriveInput, Error, Fields, Ident, Path, Type};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, ToTokens};
+use syn::{Data, DeriveInput, Error, Generics, Ident, Path};
 
 mod enums;
+mod repr;
+mod shape;
 mod structs;
 
-/// What `#[repr(...)]` said.
-#[derive(Default)]
-struct Repr {
-    c: bool,
-    int: Option<Ident>,
-    packed: bool,
-    transparent: bool,
-    /// The full list of repr attributes, copied to the mirror.
-    attrs: Vec<syn::Attribute>,
-}
-
-fn parse_repr(input: &DeriveInput) -> syn::Result<Repr> {
-    let mut repr = Repr::default();
-    for attr in &input.attrs {
-        if !attr.path().is_ident("repr") {
-            continue;
-        }
-        repr.attrs.push(attr.clone());
-        attr.parse_nested_meta(|meta| {
-            let Some(ident) = meta.path.get_ident() else {
-                return Ok(());
-            };
-            match ident.to_string().as_str() {
-                "C" => repr.c = true,
-                "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" => {
-                    repr.int = Some(ident.clone())
-                }
-                "usize" | "isize" | "u128" | "i128" => {
-                    return Err(meta.error(
-                        "#[derive(Ipc)]: use a fixed-width tag (u8, u16, u32, u64, i8 .. i64)",
-                    ))
-                }
-                "packed" => repr.packed = true,
-                "transparent" => repr.transparent = true,
-                _ => {}
-            }
-            if meta.input.peek(syn::token::Paren) {
-                let content;
-                syn::parenthesized!(content in meta.input);
-                let _: TokenStream = content.parse()?;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(repr)
-}
-
-fn parse_crate_path(input: &DeriveInput) -> syn::Result<Path> {
-    let mut path: Path = syn::parse_quote!(::courier::flat);
-    for attr in &input.attrs {
-        if !attr.path().is_ident("ipc") {
-            continue;
-        }
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("crate") {
-                let lit: syn::LitStr = meta.value()?.parse()?;
-                path = lit.parse()?;
-                Ok(())
-            } else {
-                Err(meta.error("unknown #[ipc] option; expected `crate = \"path\"`"))
-            }
-        })?;
-    }
-    Ok(path)
-}
-
-/// Rejects, with a clear message, field types that can never be IPC-safe whatever traits exist.
-fn check_field_type(ty: &Type) -> syn::Result<()> {
-    let what = match ty {
-        Type::Array(a) => return check_field_type(&a.elem),
-        Type::Paren(p) => return check_field_type(&p.elem),
-        Type::Group(g) => return check_field_type(&g.elem),
-        Type::Path(path) => return check_path_type(path),
-        Type::Ptr(_) => "a raw pointer is an address in the sender's memory",
-        Type::Reference(_) => "a reference is an address in the sender's memory",
-        Type::BareFn(_) => "a function pointer is an address in the sender's memory",
-        Type::TraitObject(_) | Type::ImplTrait(_) => "a trait object has no fixed layout",
-        Type::Slice(_) => "a slice has no fixed size; use an array or courier::flat::Vec<T, N>",
-        Type::Tuple(_) => "a tuple has no defined layout; use a #[repr(C)] struct",
-        Type::Never(_) => "`!` has no values",
-        _ => "this type cannot be checked to be IPC-safe",
-    };
-    Err(Error::new(
-        ty.span(),
-        format!("#[derive(Ipc)]: this field cannot cross a process boundary: {what}"),
-    ))
-}
-
-/// Rejects the std types that can never be IPC-safe where the path alone proves which they are
-/// (`Box`, a `String` without a capacity, a one-parameter `Vec`, `std::`/`alloc::` paths to
-/// them), then checks type arguments recursively. Everything else is left to the `IpcSafe`
-/// bound, whose message names the type.
-fn check_path_type(path: &syn::TypePath) -> syn::Result<()> {
-    let segments = &path.path.segments;
-    let Some(last) = segments.last() else {
-        return Ok(());
-    };
-    let first = segments
-        .first()
-        .map(|s| s.ident.to_string())
-        .unwrap_or_default();
-    let from_std =
-        path.qself.is_none() && segments.len() > 1 && (first == "std" || first == "alloc");
-    let type_args: Vec<&Type> = match &last.arguments {
-        syn::PathArguments::AngleBracketed(args) => args
-            .args
-            .iter()
-            .filter_map(|a| match a {
-                syn::GenericArgument::Type(t) => Some(t),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let n_args = match &last.arguments {
-        syn::PathArguments::AngleBracketed(args) => args.args.len(),
-        _ => 0,
-    };
-    let what = match last.ident.to_string().as_str() {
-        "Box" | "Rc" | "Arc" => Some("a Box, Rc or Arc is a pointer to the sender's heap"),
-        "String" if n_args == 0 || from_std => {
-            Some("std's String points to the sender's heap; use courier::flat::String<N>")
-        }
-        "Vec" if n_args == 1 || from_std => {
-            Some("std's Vec points to the sender's heap; use courier::flat::Vec<T, N>")
-        }
-        "Option" if from_std => {
-            Some("std's Option has an unspecified layout; use courier::flat::Option<T>")
-        }
-        _ => None,
-    };
-    if let Some(what) = what {
-        return Err(Error::new(
-            path.span(),
-            format!("#[derive(Ipc)]: this field cannot cross a process boundary: {what}"),
-        ));
-    }
-    type_args.into_iter().try_for_each(check_field_type)
-}
-
-/// One variant (or the struct body): its pattern and field types.
-struct Shape {
-    /// The path to match on (`Self`, `Self::A`, the mirror, ...) is prepended by the caller.
-    fields: Vec<(syn::Member, Type)>,
-    style: Style,
-}
-
-#[derive(Clone, Copy)]
-enum Style {
-    Named,
-    Unnamed,
-    Unit,
-}
-
-impl Shape {
-    fn new(fields: &Fields) -> syn::Result<Self> {
-        let style = match fields {
-            Fields::Named(_) => Style::Named,
-            Fields::Unnamed(_) => Style::Unnamed,
-            Fields::Unit => Style::Unit,
-        };
-        let mut out = Vec::new();
-        for (i, f) in fields.iter().enumerate() {
-            check_field_type(&f.ty)?;
-            let member = match &f.ident {
-                Some(ident) => syn::Member::Named(ident.clone()),
-                None => syn::Member::Unnamed(syn::Index::from(i)),
-            };
-            out.push((member, f.ty.clone()));
-        }
-        Ok(Self { fields: out, style })
-    }
-
-    /// `{ a: __f0, b: __f1 }`, `(__f0, __f1)` or nothing.
-    fn pattern(&self) -> TokenStream {
-        let binds = (0..self.fields.len()).map(|i| format_ident!("__f{}", i));
-        match self.style {
-            Style::Named => {
-                let members = self.fields.iter().map(|(m, _)| m);
-                quote!({ #(#members: #binds),* })
-            }
-            Style::Unnamed => quote!(( #(#binds),* )),
-            Style::Unit => quote!(),
-        }
-    }
-
-    /// The body of the mirror's struct or variant.
-    fn mirror_body(&self, p: &Path) -> TokenStream {
-        let tys = self
-            .fields
-            .iter()
-            .map(|(_, t)| quote_spanned!(t.span()=> <#t as #p::IpcSafe>::Mirror));
-        match self.style {
-            Style::Named => {
-                let members = self.fields.iter().map(|(m, _)| m);
-                quote!({ #(#members: #tys),* })
-            }
-            Style::Unnamed => quote!(( #(#tys),* )),
-            Style::Unit => quote!(),
-        }
-    }
-
-    fn types(&self) -> impl Iterator<Item = &Type> {
-        self.fields.iter().map(|(_, t)| t)
-    }
-
-    /// Statements checking every field of a matched mirror.
-    fn check_fields(&self, p: &Path) -> TokenStream {
-        let stmts = self.types().enumerate().map(|(i, ty)| {
-            let f = format_ident!("__f{}", i);
-            quote! {
-                <#ty as #p::IpcSafe>::check(
-                    #f,
-                    #p::__private::field_bytes(__bytes, __base, #f)?,
-                )?;
-            }
-        });
-        quote!(#(#stmts)*)
-    }
-
-    /// Statements recording every matched field's range and zeroing its padding.
-    fn zero_fields(&self, p: &Path) -> TokenStream {
-        let stmts = self.types().enumerate().map(|(i, ty)| {
-            let f = format_ident!("__f{}", i);
-            quote! {
-                __ranges[__n] = (
-                    #p::__private::offset_in(__base, &*#f),
-                    ::core::mem::size_of::<#ty>(),
-                );
-                __n += 1;
-                <#ty as #p::IpcSafe>::zero_padding(#f);
-            }
-        });
-        quote!(#(#stmts)*)
-    }
-
-    /// `size_of::<A>() + size_of::<B>() ...` (0 if none).
-    fn size_sum(&self) -> TokenStream {
-        let tys = self.types();
-        quote!(0usize #(+ ::core::mem::size_of::<#tys>())*)
-    }
-
-    /// `false || A::HAS_PADDING || ...` and the same for NEEDS_CHECK.
-    fn any(&self, p: &Path, konst: &str) -> TokenStream {
-        let konst = Ident::new(konst, Span::call_site());
-        let tys = self.types();
-        quote!(false #(|| <#tys as #p::IpcSafe>::#konst)*)
-    }
-}
+use repr::Repr;
 
 /// What both kinds of type share while their parts are made: the names and attributes of the
 /// generated items.
@@ -295,34 +53,91 @@ pub(super) struct Parts {
     zero_body: TokenStream,
 }
 
+/// Expands `#[derive(Ipc)]` on `input`: the mirror type, the `IpcFoo` alias, and (in an
+/// anonymous const) the tag type, the `IpcSafe` impl and `into_ipc`/`from_ipc`/`signature`.
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let p = parse_crate_path(input)?;
-    let repr = parse_repr(input)?;
+    let repr = Repr::parse(input)?;
     let name = &input.ident;
-    let vis = &input.vis;
     let mirror = format_ident!("__CourierIpcMirror{}", name);
-    let alias = format_ident!("Ipc{}", name);
-
-    if repr.packed {
-        return Err(Error::new(
-            name.span(),
-            "#[derive(Ipc)] does not support #[repr(packed)]: its fields may be misaligned",
-        ));
-    }
-
-    // Generics: every type parameter must itself be IPC-safe.
-    let mut generics = input.generics.clone();
-    {
-        let type_params: Vec<Ident> = generics.type_params().map(|t| t.ident.clone()).collect();
-        let where_clause = generics.make_where_clause();
-        for t in type_params {
-            where_clause
-                .predicates
-                .push(syn::parse_quote!(#t: #p::IpcSafe));
-        }
-    }
+    let generics = ipc_generics(&input.generics, &p);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let alias_params = input.generics.params.iter().map(|param| match param {
+    let mirror_attrs = mirror_attrs(&p, &repr);
+    let impl_generics = quote!(#impl_generics);
+    let where_clause = quote!(#where_clause);
+    let cx = Ctx {
+        p: &p,
+        name,
+        vis: &input.vis,
+        mirror: &mirror,
+        mirror_attrs: &mirror_attrs,
+        impl_generics: &impl_generics,
+        where_clause: &where_clause,
+    };
+    let parts =
+        match &input.data {
+            Data::Union(_) => return Err(Error::new(
+                name.span(),
+                "#[derive(Ipc)] does not support unions: which field is valid cannot be checked",
+            )),
+            Data::Struct(s) => structs::parts(&cx, &repr, s)?,
+            Data::Enum(e) => enums::parts(&cx, &repr, e)?,
+        };
+    Ok(assemble(input, &cx, &quote!(#ty_generics), parts))
+}
+
+/// The path given by `#[ipc(crate = "...")]`, or `::courier::flat`.
+fn parse_crate_path(input: &DeriveInput) -> syn::Result<Path> {
+    let mut path: Path = syn::parse_quote!(::courier::flat);
+    for attr in &input.attrs {
+        if !attr.path().is_ident("ipc") {
+            continue;
+        }
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                let lit: syn::LitStr = meta.value()?.parse()?;
+                path = lit.parse()?;
+                Ok(())
+            } else {
+                Err(meta.error("unknown #[ipc] option; expected `crate = \"path\"`"))
+            }
+        })?;
+    }
+    Ok(path)
+}
+
+/// The type's generics with, in the where clause, an `IpcSafe` bound on every type parameter:
+/// every type parameter must itself be IPC-safe.
+fn ipc_generics(generics: &Generics, p: &Path) -> Generics {
+    let mut generics = generics.clone();
+    let type_params: Vec<Ident> = generics.type_params().map(|t| t.ident.clone()).collect();
+    let where_clause = generics.make_where_clause();
+    for t in type_params {
+        where_clause
+            .predicates
+            .push(syn::parse_quote!(#t: #p::IpcSafe));
+    }
+    generics
+}
+
+/// The mirror's attributes: hidden, zerocopy's derives (through the flat crate's re-export)
+/// and the type's own `repr` attributes.
+fn mirror_attrs(p: &Path, repr: &Repr) -> TokenStream {
+    let repr_attrs = &repr.attrs;
+    let zc = quote!(#p::__private::zerocopy);
+    let zc_str = format!("{}", quote!(#zc)).replace(' ', "");
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, missing_docs, dead_code, clippy::all)]
+        #[derive(#zc::TryFromBytes, #zc::KnownLayout, #zc::Immutable)]
+        #[zerocopy(crate = #zc_str)]
+        #(#repr_attrs)*
+    }
+}
+
+/// The alias's parameters: `<'a, T, const N: usize>` (a type alias takes no bounds).
+fn alias_params(generics: &Generics) -> TokenStream {
+    let params = generics.params.iter().map(|param| match param {
         syn::GenericParam::Type(t) => {
             let ident = &t.ident;
             quote!(#ident)
@@ -337,31 +152,26 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             quote!(const #ident: #ty)
         }
     });
-    let alias_params = quote!(<#(#alias_params),*>);
-    let (_, plain_ty_generics, _) = input.generics.split_for_impl();
+    quote!(<#(#params),*>)
+}
 
-    let repr_attrs = &repr.attrs;
-    let zc = quote!(#p::__private::zerocopy);
-    let zc_str = format!("{}", quote!(#zc)).replace(' ', "");
-    let mirror_attrs = quote! {
-        #[doc(hidden)]
-        #[allow(non_camel_case_types, missing_docs, dead_code, clippy::all)]
-        #[derive(#zc::TryFromBytes, #zc::KnownLayout, #zc::Immutable)]
-        #[zerocopy(crate = #zc_str)]
-        #(#repr_attrs)*
-    };
-
-    let impl_generics_tokens = quote!(#impl_generics);
-    let where_tokens = quote!(#where_clause);
-    let cx = Ctx {
-        p: &p,
+/// The whole expansion: the mirror, the `IpcFoo` alias, and in an anonymous const the tag,
+/// the `IpcSafe` impl and the inherent methods. `ty_generics` are the type's own parameters.
+fn assemble(
+    input: &DeriveInput,
+    cx: &Ctx<'_>,
+    ty_generics: &TokenStream,
+    parts: Parts,
+) -> TokenStream {
+    let Ctx {
+        p,
         name,
         vis,
-        mirror: &mirror,
-        mirror_attrs: &mirror_attrs,
-        impl_generics: &impl_generics_tokens,
-        where_clause: &where_tokens,
-    };
+        mirror,
+        impl_generics,
+        where_clause,
+        ..
+    } = cx;
     let Parts {
         mirror_def,
         tag_def,
@@ -370,16 +180,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         needs_check,
         check_body,
         zero_body,
-    } =
-        match &input.data {
-            Data::Union(_) => return Err(Error::new(
-                name.span(),
-                "#[derive(Ipc)] does not support unions: which field is valid cannot be checked",
-            )),
-            Data::Struct(s) => structs::parts(&cx, &repr, s)?,
-            Data::Enum(e) => enums::parts(&cx, &repr, e)?,
-        };
-
+    } = parts;
+    let alias = format_ident!("Ipc{}", name);
+    let alias_params = alias_params(&input.generics);
+    let (_, plain_ty_generics, _) = input.generics.split_for_impl();
     let alias_doc = format!(
         "The page-aligned IPC form of [`{name}`] (`courier::flat::Page<{name}>`), generated by `#[derive(Ipc)]`."
     );
@@ -390,7 +194,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .iter()
         .any(|a| a.path().is_ident("doc") && a.to_token_stream().to_string().contains("hidden"))
         .then(|| quote!(#[doc(hidden)]));
-    Ok(quote! {
+    quote! {
         #mirror_def
 
         #[doc = #alias_doc]
@@ -453,5 +257,5 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 }
             }
         };
-    })
+    }
 }

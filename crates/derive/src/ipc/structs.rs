@@ -1,8 +1,11 @@
 //! The layout parts of `#[derive(Ipc)]` on a `#[repr(C)]` struct.
 
-use super::{Ctx, Parts, Repr, Shape, Style};
+use super::repr::Repr;
+use super::shape::{Shape, Style};
+use super::{Ctx, Parts};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::Error;
+use syn::{Error, Path};
 
 /// The mirror, signature, padding and check code of a struct.
 pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Result<Parts> {
@@ -15,12 +18,7 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
         impl_generics,
         where_clause,
     } = cx;
-    if !repr.c || repr.transparent {
-        return Err(Error::new(
-            name.span(),
-            "#[derive(Ipc)] needs #[repr(C)] on a struct: the default layout may differ between builds",
-        ));
-    }
+    repr.check_struct(name)?;
     let shape = Shape::new(&s.fields)?;
     if shape.fields.is_empty() {
         return Err(Error::new(
@@ -37,11 +35,30 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
         #mirror_attrs
         #vis struct #mirror #impl_generics #where_clause #body #semi
     };
+    let size_sum = shape.size_sum();
+    let any_pad = shape.any(p, "HAS_PADDING");
     let pat = shape.pattern();
+    let checks = shape.check_fields(p);
+    Ok(Parts {
+        mirror_def,
+        tag_def: quote!(),
+        signature: signature(p, &shape),
+        has_padding: quote!(::core::mem::size_of::<Self>() != #size_sum || #any_pad),
+        needs_check: shape.any(p, "NEEDS_CHECK"),
+        check_body: quote! {
+            let #mirror #pat = __mirror;
+            #checks
+        },
+        zero_body: zero_body(p, &shape),
+    })
+}
+
+/// The `SIGNATURE` expression: size, alignment, then each field's offset and signature.
+fn signature(p: &Path, shape: &Shape) -> TokenStream {
     let n = shape.fields.len();
     let members = shape.fields.iter().map(|(m, _)| m);
     let tys = shape.types();
-    let signature = quote! {
+    quote! {
         #p::SignatureHasher::new(#p::signature::kind::STRUCT)
             .usize(::core::mem::size_of::<Self>())
             .usize(::core::mem::align_of::<Self>())
@@ -51,16 +68,13 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
                 .word(<#tys as #p::IpcSafe>::SIGNATURE)
             )*
             .finish()
-    };
-    let size_sum = shape.size_sum();
-    let any_pad = shape.any(p, "HAS_PADDING");
-    let has_padding = quote!(::core::mem::size_of::<Self>() != #size_sum || #any_pad);
-    let needs_check = shape.any(p, "NEEDS_CHECK");
-    let checks = shape.check_fields(p);
-    let check_body = quote! {
-        let #mirror #pat = __mirror;
-        #checks
-    };
+    }
+}
+
+/// The body of `zero_padding`: the fields' own padding first, then the gaps between fields.
+fn zero_body(p: &Path, shape: &Shape) -> TokenStream {
+    let pat = shape.pattern();
+    let n = shape.fields.len();
     let recurse = shape.types().enumerate().map(|(i, ty)| {
         let f = format_ident!("__f{}", i);
         quote! {
@@ -72,7 +86,7 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
     let members = shape.fields.iter().map(|(m, _)| m);
     let tys = shape.types();
     // `repr(C)`: fields lie in declaration order, so the constant ranges are sorted.
-    let zero_body = quote! {
+    quote! {
         if !<Self as #p::IpcSafe>::HAS_PADDING {
             return;
         }
@@ -84,14 +98,5 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
             #((::core::mem::offset_of!(Self, #members), ::core::mem::size_of::<#tys>())),*
         ];
         unsafe { #p::__private::zero_gaps_sorted(self, &__ranges) }
-    };
-    Ok(Parts {
-        mirror_def,
-        tag_def: quote!(),
-        signature,
-        has_padding,
-        needs_check,
-        check_body,
-        zero_body,
-    })
+    }
 }
