@@ -2,7 +2,7 @@
 //! one struct body or enum variant, with the per-field code both kinds of type generate.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Error, Fields, Ident, Path, Type};
 
@@ -124,29 +124,26 @@ impl Shape {
 
     /// `{ a: __f0, b: __f1 }`, `(__f0, __f1)` or nothing.
     pub(super) fn pattern(&self) -> TokenStream {
-        let binds = (0..self.fields.len()).map(|i| format_ident!("__f{}", i));
-        match self.style {
-            Style::Named => {
-                let members = self.fields.iter().map(|(m, _)| m);
-                quote!({ #(#members: #binds),* })
-            }
-            Style::Unnamed => quote!(( #(#binds),* )),
-            Style::Unit => quote!(),
-        }
+        self.wrap((0..self.fields.len()).map(|i| format_ident!("__f{}", i)))
     }
 
     /// The body of the mirror's struct or variant.
     pub(super) fn mirror_body(&self, p: &Path) -> TokenStream {
-        let tys = self
-            .fields
-            .iter()
-            .map(|(_, t)| quote_spanned!(t.span()=> <#t as #p::IpcSafe>::Mirror));
+        self.wrap(
+            self.fields
+                .iter()
+                .map(|(_, t)| quote_spanned!(t.span()=> <#t as #p::IpcSafe>::Mirror)),
+        )
+    }
+
+    /// One item per field, written in this body's style: `{ a: x, b: y }`, `(x, y)` or nothing.
+    fn wrap<T: ToTokens>(&self, items: impl Iterator<Item = T>) -> TokenStream {
         match self.style {
             Style::Named => {
                 let members = self.fields.iter().map(|(m, _)| m);
-                quote!({ #(#members: #tys),* })
+                quote!({ #(#members: #items),* })
             }
-            Style::Unnamed => quote!(( #(#tys),* )),
+            Style::Unnamed => quote!(( #(#items),* )),
             Style::Unit => quote!(),
         }
     }
