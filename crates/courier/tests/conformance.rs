@@ -150,6 +150,33 @@ macro_rules! conformance {
                 assert!(!c.is_server_gone());
             }
 
+            /// `Duration::MAX` as a timeout means "no limit" in every `_timeout` form: no
+            /// overflow panic, no instant timeout. (Before, courier::local added it to
+            /// `Instant::now()` and panicked.)
+            #[test]
+            fn a_timeout_of_duration_max_means_no_limit() {
+                let (s, c) = pair(4);
+                let worker = thread::spawn(move || {
+                    // Released by the first call: a server waiting without a limit.
+                    for _ in 0..3 {
+                        let (n, ctx) = next(&s, Duration::MAX).unwrap();
+                        let _ = ctx.reply(n + 1);
+                    }
+                    s
+                });
+                let c2 = c.clone();
+                let r = within("Duration::MAX timeouts", move || {
+                    let a = c2.req_timeout(1, Duration::MAX);
+                    let b = c2.req_async(2).unwrap().wait_timeout(Duration::MAX);
+                    c2.send_timeout(3, Duration::MAX)
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((a, b))
+                });
+                assert_eq!(r, Ok((Ok(2), Ok(3))));
+                let s = worker.join().unwrap();
+                assert!(matches!(try_next(&s), Ok(None)));
+            }
+
             #[test]
             fn a_server_waits_with_a_deadline_and_polls_without_one() {
                 let (s, _c) = pair(4);

@@ -22,7 +22,7 @@ use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use courier_core::error::{Error, SendError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How long a push may wait for room in a bounded queue.
 #[derive(Clone, Copy)]
@@ -33,6 +33,19 @@ pub(crate) enum Wait {
     Forever,
     /// Wait until the deadline.
     Until(Instant),
+}
+
+impl Wait {
+    /// Wait for `timeout`: [`Wait::Forever`] where the deadline is past what an [`Instant`]
+    /// can hold (`Duration::MAX` means no limit, never a panic).
+    pub(crate) fn at_most(timeout: Duration) -> Self {
+        deadline_after(timeout).map_or(Wait::Forever, Wait::Until)
+    }
+}
+
+/// The instant `timeout` from now, or `None` (no deadline) where it cannot be represented.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }
 
 /// What one attempt to take a request found.

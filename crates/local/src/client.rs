@@ -1,6 +1,6 @@
 //! The requesting side: [`Client`], [`WeakClient`], [`WaitReply`] and the reply future.
 
-use crate::chan::{Reserve, Shared, Wait};
+use crate::chan::{deadline_after, Reserve, Shared, Wait};
 use crate::slot::{Cancel, Slot};
 use crate::sync::{Arc, Ordering};
 use courier_core::error::{Error, SendError};
@@ -71,8 +71,9 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// assert_eq!(client.req_timeout(1, Duration::from_millis(10)), Err(Error::Timeout));
     /// ```
     pub fn req_timeout(&self, request: Rq, timeout: Duration) -> Result<Rp, Error<E>> {
-        let deadline = Instant::now() + timeout;
-        match Shared::enqueue(&self.shared, request, false, Wait::Until(deadline)) {
+        let deadline = deadline_after(timeout);
+        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        match Shared::enqueue(&self.shared, request, false, wait) {
             Ok(slot) => WaitReply::new(slot).wait_deadline(deadline),
             Err(SendError::ServerDisappeared(_)) => Err(Error::ServerDisappeared),
             Err(_) => Err(Error::Timeout),
@@ -211,8 +212,7 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     ///
     /// [`SendError::Timeout`] or [`SendError::ServerDisappeared`], with the message.
     pub fn send_timeout(&self, message: Rq, timeout: Duration) -> Result<(), SendError<Rq>> {
-        let deadline = Instant::now() + timeout;
-        Shared::enqueue(&self.shared, message, true, Wait::Until(deadline)).map(drop)
+        Shared::enqueue(&self.shared, message, true, Wait::at_most(timeout)).map(drop)
     }
 
     /// A weak handle that does not count as a client (see [`WeakClient`]).
@@ -377,14 +377,14 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
     ///
     /// As [`Client::req`], plus [`Error::Timeout`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<Rp, Error<E>> {
-        self.wait_deadline(Instant::now() + timeout)
+        self.wait_deadline(deadline_after(timeout))
     }
 
-    fn wait_deadline(self, deadline: Instant) -> Result<Rp, Error<E>> {
+    fn wait_deadline(self, deadline: Option<Instant>) -> Result<Rp, Error<E>> {
         let slot = self.into_slot();
         // SAFETY: we own the requester's share of `slot`.
         unsafe {
-            if (*slot).wait_ready(Some(deadline)) {
+            if (*slot).wait_ready(deadline) {
                 return Slot::take_result(slot);
             }
             match cancel(slot) {

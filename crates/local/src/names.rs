@@ -46,8 +46,9 @@ pub const MAX_NAME_LEN: usize = courier_core::names::MAX_NAME_LEN;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NameError {
-    /// The name is empty, longer than [`MAX_NAME_LEN`] bytes, `.` or `..`, or has a byte
-    /// outside `[A-Za-z0-9._-]`.
+    /// The name breaks the rule of `courier_core::names` (empty, longer than
+    /// [`MAX_NAME_LEN`] bytes, `.` or `..`, a control character, one of `/ \ * $ ? #`, a
+    /// leading `@`).
     InvalidName(String),
     /// No live service is registered under the name.
     NotFound(String),
@@ -69,10 +70,13 @@ pub enum NameError {
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NameError::InvalidName(n) => write!(
-                f,
-                "invalid service name {n:?}: use 1 to {MAX_NAME_LEN} bytes of [A-Za-z0-9._-], not . or .."
-            ),
+            NameError::InvalidName(n) => {
+                write!(
+                    f,
+                    "invalid service name {n:?}: {}",
+                    courier_core::names::RULE
+                )
+            }
             NameError::NotFound(n) => write!(f, "no service is registered as {n:?}"),
             NameError::AlreadyRegistered(n) => {
                 write!(f, "a live service is already registered as {n:?}")
@@ -92,8 +96,8 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
-/// Checks a service name: 1 to 63 bytes of `[A-Za-z0-9._-]`, and not `.` or `..` (the same
-/// rule as for services across processes, whose names become file names).
+/// Checks a service name against the rule of every transport (`courier_core::names`: 1 to
+/// 63 bytes, no control characters, none of `/ \ * $ ? #`, not `.` or `..`, no leading `@`).
 ///
 /// # Errors
 ///
@@ -241,18 +245,21 @@ impl Registry {
         E: Send + 'static,
     {
         validate_name(name)?;
-        let deadline = Instant::now() + timeout;
+        // `None`: no deadline (`Duration::MAX`).
+        let deadline = crate::chan::deadline_after(timeout);
         let mut map = self.lock();
         loop {
             if let Some(client) = Self::lookup(&map, name)? {
                 return Ok(client);
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(NameError::Timeout(name.to_owned()));
-            }
+            let left = match deadline {
+                Some(d) if now >= d => return Err(NameError::Timeout(name.to_owned())),
+                Some(d) => d - now,
+                None => Duration::MAX,
+            };
             // A dead server does not announce itself: look again at least every 50 ms.
-            let slice = (deadline - now).min(Duration::from_millis(50));
+            let slice = left.min(Duration::from_millis(50));
             map = self
                 .changed
                 .wait_timeout(map, slice)

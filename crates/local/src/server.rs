@@ -86,7 +86,7 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     /// assert!(matches!(server.wait_timeout(Duration::from_millis(5)), Err(Error::Timeout)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Request<Rq, Rp, E>, Error<E>> {
-        self.wait_deadline(Some(Instant::now() + timeout))
+        self.wait_deadline(crate::chan::deadline_after(timeout))
             .unwrap_or(Err(Error::Timeout))
     }
 

@@ -146,7 +146,17 @@ fn invalid_names_are_refused() {
     let registry = Registry::new();
     let (_server, client) = channel::<u32, u32, ()>();
     let long = "x".repeat(64);
-    for bad in ["", "a/b", "..", ".", "a b", "nul\0", long.as_str(), "é"] {
+    for bad in [
+        "",
+        "a/b",
+        "..",
+        ".",
+        "a*",
+        "tab\t",
+        "nul\0",
+        "@x",
+        long.as_str(),
+    ] {
         assert!(
             matches!(
                 registry.register(bad, &client),
@@ -162,6 +172,33 @@ fn invalid_names_are_refused() {
     let max = "y".repeat(63);
     assert!(registry.register(&max, &client).is_ok());
     assert!(registry.register("A-z_0.9", &client).is_ok());
+}
+
+/// The Xous seed's own example name (spaces, 49 bytes) registers and connects as it is,
+/// and `connect_timeout` with `Duration::MAX` waits without a limit (no overflow panic).
+#[test]
+fn a_xous_name_and_a_timeout_of_duration_max() {
+    let registry = std::sync::Arc::new(Registry::new());
+    let (server, client) = channel::<u32, u32, ()>();
+    let t = echo_server(server);
+    let name = "_Any descriptive and unique name under 64 chars_";
+    let r = std::sync::Arc::clone(&registry);
+    // The connection waits for a registration that comes after it started.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        let r = r
+            .connect_timeout::<u32, u32, ()>(name, std::time::Duration::MAX)
+            .map(|c| c.req(1));
+        done_tx.send(r).unwrap();
+    });
+    started_rx.recv_timeout(DEADLINE).unwrap();
+    let reg = registry.register(name, &client).unwrap();
+    drop(client);
+    assert_eq!(done_rx.recv_timeout(DEADLINE), Ok(Ok(Ok(2))));
+    drop(reg);
+    t.join().unwrap();
 }
 
 #[test]

@@ -17,6 +17,10 @@ use zenoh::{Session, Wait};
 /// across a network every call has one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest deadline a call can have: the request's budget field counts milliseconds in
+/// a `u32` (about 49 days). A longer timeout, `Duration::MAX` included, means this one.
+pub const LONGEST_TIMEOUT: Duration = Duration::from_millis(u32::MAX as u64 - 1);
+
 /// A client of a courier service exposed on the network ([`expose`](crate::expose)), with
 /// courier::shm's verbs and errors.
 ///
@@ -95,7 +99,7 @@ fn query(
         .get(key)
         .payload(frame)
         .consolidation(ConsolidationMode::None)
-        .timeout(timeout)
+        .timeout(timeout.min(LONGEST_TIMEOUT))
         .wait()
         .map_err(|_| Status::Protocol)
 }
@@ -104,7 +108,7 @@ fn query(
 fn answer(replies: &FifoChannelHandler<Reply>, sent: Instant, timeout: Duration) -> Got {
     // zenoh closes the channel when the query ends: at its timeout, or at once when no
     // queryable matches. A little past the deadline, so that zenoh's own ending is seen.
-    let deadline = sent + timeout + Duration::from_millis(500);
+    let deadline = sent + timeout.min(LONGEST_TIMEOUT) + Duration::from_millis(500);
     match replies.recv_deadline(deadline) {
         Ok(Some(reply)) => got(reply, sent, timeout),
         Ok(None) => Got::Failed(Status::Timeout),
@@ -199,7 +203,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
             Some((ns, svc)) => crate::key_of(ns, svc)?,
             None => format!("{}/*/{}", crate::ROOT, crate::check_chunk(name)?),
         };
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.min(LONGEST_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = Request {
@@ -565,7 +569,7 @@ impl<Rq, Rp: Wire, E: Wire> WaitReply<Rq, Rp, E> {
         if let Some(got) = self.early.take() {
             return reply_of(got, None);
         }
-        match self.replies.recv_timeout(timeout) {
+        match self.replies.recv_timeout(timeout.min(LONGEST_TIMEOUT)) {
             Ok(Some(reply)) => reply_of(got(reply, self.sent, self.timeout), None),
             Ok(None) => Err(Error::Timeout),
             Err(_) => Err(error_of(ended(self.sent, self.timeout))),
@@ -656,7 +660,7 @@ impl Subscription {
     ///
     /// As [`Subscription::try_recv`], and [`Error::Timeout`].
     pub fn recv_timeout<T: Wire>(&self, timeout: Duration) -> Result<T, Error<()>> {
-        match self.subscriber.recv_timeout(timeout) {
+        match self.subscriber.recv_timeout(timeout.min(LONGEST_TIMEOUT)) {
             Ok(Some(s)) => Self::value(&s),
             Ok(None) => Err(Error::Timeout),
             Err(_) => Err(Error::ServerDisappeared),

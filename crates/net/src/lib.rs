@@ -50,7 +50,7 @@ pub mod client;
 pub mod frame;
 
 pub use bridge::{expose, expose_local, expose_with, ExposeConfig, Exposed};
-pub use client::{Client, Subscription, WaitReply, DEFAULT_TIMEOUT};
+pub use client::{Client, Subscription, WaitReply, DEFAULT_TIMEOUT, LONGEST_TIMEOUT};
 pub use courier_core::error::{Error, SendError};
 pub use courier_shm::CancelOutcome;
 /// The zenoh this crate is built with, for opening sessions with the same version.
@@ -204,5 +204,25 @@ mod tests {
         }
         let ns = namespace();
         assert!(check_chunk(&ns).is_ok(), "{ns:?}");
+    }
+
+    /// Every name a service may have (`courier_core::names`) makes a key zenoh accepts, one
+    /// chunk long: the Xous-style names with spaces and `+` included.
+    #[test]
+    fn every_valid_service_name_is_one_chunk_of_a_valid_key() {
+        for name in [
+            "kv",
+            "_Any descriptive and unique name under 64 chars_",
+            "c++ log",
+            "é",
+            "a@b",
+            "...",
+        ] {
+            assert!(courier_core::names::is_valid_name(name), "{name:?}");
+            let key = key_of("host-a", name).unwrap();
+            let parsed = zenoh::key_expr::KeyExpr::try_from(key.clone());
+            assert!(parsed.is_ok(), "{key:?}: {parsed:?}");
+            assert_eq!(key.split('/').count(), 3, "{key:?}");
+        }
     }
 }

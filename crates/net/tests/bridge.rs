@@ -199,6 +199,26 @@ fn the_deadline_travels_with_the_request() {
     assert_eq!(seen.recv_timeout(DEADLINE), Ok(Seen::Canceled(500)));
     // And the client goes on.
     assert_eq!(c.req(1), Ok(2));
+    // `Duration::MAX` means the longest deadline a request can carry (LONGEST_TIMEOUT),
+    // never an overflow panic, in every form that takes one.
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let forever = Duration::MAX;
+        let c2: Result<Client<u64, u64, u32>, _> = Client::connect(&b, "net-deadline", forever);
+        let c2 = c2.unwrap().with_timeout(forever);
+        let r = (
+            c2.req(2),
+            c.req_timeout(3, forever),
+            c.req_async(4).unwrap().wait_timeout(forever),
+            c.send_timeout(5, forever),
+        );
+        done_tx.send(r).unwrap();
+    });
+    assert_eq!(
+        done.recv_timeout(DEADLINE),
+        Ok((Ok(3), Ok(4), Ok(5), Ok(())))
+    );
+    assert_eq!(seen.recv_timeout(DEADLINE), Ok(Seen::Sent(5)));
 }
 
 #[test]

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShmError {
-    /// The service name is empty, longer than 63 bytes, `.` or `..`, or has a byte outside
-    /// `[A-Za-z0-9._-]`. Nothing was touched on disk.
-    #[error("invalid service name {0:?}: use 1 to 63 bytes of [A-Za-z0-9._-], not . or ..")]
+    /// The service name breaks the rule of `courier_core::names` (empty, longer than 63
+    /// bytes, `.` or `..`, a control character, one of `/ \ * $ ? #`, a leading `@`).
+    /// Nothing was touched on disk.
+    #[error("invalid service name {0:?}: {rule}", rule = courier_core::names::RULE)]
     InvalidName(String),
 
     /// The runtime directory exists but is not safe to use: it is not a directory (a symbolic

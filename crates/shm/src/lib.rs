@@ -22,8 +22,9 @@
 //!
 //! # Names
 //!
-//! A service name is 1 to 63 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`; anything else is
-//! [`ShmError::InvalidName`] before any file is touched. A [`Listener`] owns its name
+//! A service name is 1 to 63 bytes of UTF-8, not `.` or `..`, without control characters,
+//! `/ \ * $ ? #` or a leading `@` (the rule of every transport: `courier_core::names`);
+//! anything else is [`ShmError::InvalidName`] before any file is touched. A [`Listener`] owns its name
 //! exclusively; a name left by a dead listener (even one killed with SIGKILL) is taken over by
 //! the next, and a live one is never stolen.
 //!

@@ -31,7 +31,8 @@
 //!   courier-shm --test rpc -- load`) against 2 workers: every reply reaches its own caller
 //!   exactly once, nothing lost, duplicated or misrouted;
 //! - an idle server blocked in `wait` uses at most one clock tick in 300 ms;
-//! - `courier_shm::services()` lists the live service, its pid and its client count.
+//! - `courier_shm::services()` lists the live service (its name has spaces, as Xous names
+//!   do), its pid and its client count.
 //!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
 #![cfg(target_os = "linux")]
@@ -1600,11 +1601,14 @@ fn an_idle_server_blocked_in_wait_uses_no_cpu() {
     assert_eq!(cli.req_d(cmd(ECHO, 2)), Ok(echo(2)));
 }
 
+/// The service has a Xous-style name (spaces, `+`), which client processes connect to and
+/// `services()` lists as it is.
 #[test]
 fn services_lists_the_live_service_with_its_pid_and_clients() {
     let _g = serial();
     let dir = TestDir::new("ls");
-    let name = unique("ls");
+    let name = format!("_A log server c++ {}_", unique("ls"));
+    assert!(name.len() <= 63, "{name:?}");
     let mut srv = spawn_with("server", &dir, &name, None, &[(WORKERS, "1".into())]);
     assert_eq!(srv.line(), format!("ready {}", srv.pid()));
     let mut clients: Vec<Peer> = (0..2)
