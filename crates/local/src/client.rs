@@ -335,7 +335,9 @@ pub enum CancelOutcome<Rq, Rp, E> {
 /// [`wait`](WaitReply::wait), [`wait_timeout`](WaitReply::wait_timeout) or
 /// [`wait_async`](WaitReply::wait_async), or give up with [`cancel`](WaitReply::cancel).
 /// Dropping a `WaitReply` cancels the call the same way (unlike `ump`, where the server still
-/// receives the request and learns only at reply time).
+/// receives the request and learns only at reply time). To keep the call running without
+/// waiting for its reply, as dropping does in `ump`, [`detach`](WaitReply::detach) it (or
+/// send it one-way with [`Client::send`] from the start).
 pub struct WaitReply<Rq, Rp, E> {
     slot: *mut Slot<Rq, Rp, E>,
 }
@@ -431,6 +433,31 @@ impl<Rq, Rp, E> WaitReply<Rq, Rp, E> {
     pub fn cancel(self) -> CancelOutcome<Rq, Rp, E> {
         // SAFETY: we own the requester's share of the slot.
         unsafe { cancel(self.into_slot()) }
+    }
+
+    /// Stops waiting without canceling: the call goes on, the server receives it (if it has
+    /// not yet) and answers it as usual, and the answer is dropped. This is what dropping a
+    /// `WaitReply` does in `ump`. The server is not told: its
+    /// [`is_canceled`](crate::ReplyContext::is_canceled) stays `false`, and its `reply`
+    /// returns [`Error::OriginDisappeared`] as nobody reads it. Returns the answer if it had
+    /// already arrived.
+    ///
+    /// The call keeps its place in a bounded queue until the server answers it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_local::channel;
+    ///
+    /// let (server, client) = channel::<&str, (), ()>();
+    /// assert!(client.req_async("flush the log").unwrap().detach().is_none());
+    /// let (request, ctx) = server.wait().unwrap(); // the server still gets it
+    /// assert_eq!(request, "flush the log");
+    /// assert!(!ctx.is_canceled());
+    /// ```
+    pub fn detach(self) -> Option<Result<Rp, Error<E>>> {
+        // SAFETY: we own the requester's share of the slot, and give it up here.
+        unsafe { Slot::detach(self.into_slot()) }
     }
 }
 

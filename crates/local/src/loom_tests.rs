@@ -56,6 +56,31 @@ fn loom_cancel_races_take() {
     });
 }
 
+/// The requester detaches while the server pops and answers: the server always gets the
+/// call, never sees it canceled, and exactly one side drops the answer (loom checks the
+/// slot is released once and nothing leaks).
+#[test]
+fn loom_detach_races_take_and_reply() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let pending = client.req_async(7).unwrap();
+        let t = thread::spawn(move || {
+            let (n, ctx) = server.wait().unwrap();
+            assert_eq!(n, 7);
+            assert!(!ctx.is_canceled());
+            ctx.reply(8).is_ok()
+        });
+        let early = pending.detach();
+        let delivered = t.join().unwrap();
+        // The answer reached the requester's share only if it came before the detach.
+        assert_eq!(early.is_some(), delivered);
+        if let Some(r) = early {
+            assert_eq!(r, Ok(8));
+        }
+        drop(client);
+    });
+}
+
 /// The requester cancels while the server replies to a taken request.
 #[test]
 fn loom_cancel_races_reply() {

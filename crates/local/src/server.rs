@@ -317,6 +317,7 @@ impl<Rp, E> ReplyContext<Rp, E> {
 
     /// Whether the requester canceled the call (or stopped waiting, e.g. dropped its
     /// `areq` future or timed out). A server doing long work may check this and stop early.
+    /// A call the requester [detached](crate::WaitReply::detach) is not canceled.
     pub fn is_canceled(&self) -> bool {
         // SAFETY: we own the server's share of the slot, which keeps it valid.
         !self.slot.is_null() && unsafe { (*self.slot).is_canceled() }

@@ -4,7 +4,8 @@
 //!   `send_timeout`), and what the server sees when a caller times out;
 //! - cancellation the server can see: `WaitReply::cancel` withdraws a queued request and hands
 //!   it back; a taken one turns `is_canceled()` and its `reply` reports it; dropping a
-//!   `WaitReply` or an `areq` future cancels the same way;
+//!   `WaitReply` or an `areq` future cancels the same way; `WaitReply::detach` keeps the call
+//!   running without its caller (what dropping does in ump);
 //! - bounded queues: `req`/`areq`/`send` wait for room, `try_req`/`try_send` hand the request
 //!   back, a withdrawal frees room;
 //! - several server workers on one channel, concurrently;
@@ -199,6 +200,37 @@ fn dropping_wait_reply_cancels() {
     drop(pending);
     assert!(ctx.is_canceled());
     assert_eq!(ctx.fail(()), Err(Error::OriginDisappeared));
+}
+
+/// The one deliberate difference from ump, and the way to get ump's behaviour: a detached
+/// call (queued, or already taken) is served as usual and is not canceled; it keeps its
+/// room in a bounded queue until the server answers; an answer that came first is returned.
+#[test]
+fn a_detached_call_goes_on_without_its_caller() {
+    let (server, client) = bounded::<u32, u32, ()>(1);
+    // Queued, then detached: the server still receives it, not canceled.
+    assert!(client.req_async(1).unwrap().detach().is_none());
+    // Its room is still held: the queue of one is full.
+    assert!(matches!(client.try_req(9), Err(SendError::Full(9))));
+    let (n, ctx) = server.wait().unwrap();
+    assert_eq!(n, 1);
+    assert!(!ctx.is_canceled());
+    // Nobody reads the answer, and the server is told so.
+    assert_eq!(ctx.reply(2), Err(Error::OriginDisappeared));
+    // The room came back with the answer.
+    let taken = client.req_async(3).unwrap();
+    let (n, ctx) = server.wait().unwrap();
+    assert_eq!(n, 3);
+    // Taken, then detached: still not canceled.
+    assert!(taken.detach().is_none());
+    assert!(!ctx.is_canceled());
+    drop(ctx); // a dropped context owes nothing to a detached caller
+               // Answered first: detach hands the answer back.
+    let answered = client.req_async(5).unwrap();
+    let (n, ctx) = server.wait().unwrap();
+    ctx.reply(n + 1).unwrap();
+    assert_eq!(answered.detach(), Some(Ok(6)));
+    assert!(server.try_pop().unwrap().is_none());
 }
 
 #[test]

@@ -19,6 +19,11 @@
 //!                                                                 DONE ──(requester reads
 //!   TAKEN ──(requester cancels: CAS +CLIENT_GONE)──▶ TAKEN|CLIENT_GONE      result, releases)
 //!                     server sees is_canceled(); its reply/drop finds CLIENT_GONE and releases
+//!
+//!   QUEUED or TAKEN ──(requester detaches: CAS +CLIENT_GONE +DETACHED)──▶ the call goes on:
+//!                     the server takes it as usual, is_canceled() stays false, and its
+//!                     reply/drop finds CLIENT_GONE and releases (DONE first: the requester
+//!                     reads and drops the result itself)
 //! ```
 //!
 //! Ownership of each part in each phase:
@@ -64,6 +69,9 @@ const WAITER: usize = 1 << 3;
 const WITHDRAWN: usize = 1 << 4;
 /// A one-way message: no requester waits, nothing is owed.
 const ONE_WAY: usize = 1 << 5;
+/// With `CLIENT_GONE`: the requester stopped waiting without canceling (`WaitReply::detach`),
+/// so the server is not told the call was canceled.
+const DETACHED: usize = 1 << 6;
 
 /// The result a requester receives.
 pub(crate) type Outcome<Rp, E> = Result<Rp, Error<E>>;
@@ -378,6 +386,29 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         }
     }
 
+    /// Requester side: stops waiting without canceling. The call stays queued or taken and
+    /// the server answers it as usual; the answer is dropped. Returns the result if it was
+    /// already there.
+    ///
+    /// # Safety
+    ///
+    /// The requester has not given up its share of the slot; after this call it has none.
+    pub(crate) unsafe fn detach(this: *mut Self) -> Option<Outcome<Rp, E>> {
+        // SAFETY: the requester's share keeps the slot alive until the CAS gives it up.
+        let s = unsafe { &*this };
+        // Release (in the CAS): our last accesses (none to the payload) happen-before the
+        // completer's release of the slot, which loads the state with Acquire.
+        if s.update_unless_done(
+            |cur| (cur | CLIENT_GONE | DETACHED) & !WAITER,
+            Ordering::AcqRel,
+        ) {
+            return None;
+        }
+        s.spin_until_finished();
+        // SAFETY: the result is ready and our share is intact.
+        Some(unsafe { Self::take_result(this) })
+    }
+
     /// Puts a finished slot back into the pool (or frees it).
     ///
     /// # Safety
@@ -416,7 +447,7 @@ unsafe fn release_erased<Rq, Rp, E>(core: *mut SlotCore<Rp, E>) {
 impl<Rp, E> SlotCore<Rp, E> {
     /// Server side: whether the requester canceled or stopped waiting.
     pub(crate) fn is_canceled(&self) -> bool {
-        self.state.load(Ordering::Relaxed) & CLIENT_GONE != 0
+        self.state.load(Ordering::Relaxed) & (CLIENT_GONE | DETACHED) == CLIENT_GONE
     }
 
     /// Server side: delivers `result` and gives up the server's share of the slot. Hands the
