@@ -17,3 +17,4 @@ pub(crate) mod sync;
 pub mod flat;
 pub mod interchange;
 pub mod names;
+pub mod opcode;

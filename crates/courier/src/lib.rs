@@ -131,6 +131,11 @@ pub use courier_core::flat;
 /// ```
 pub use courier_derive::Ipc;
 
+pub use courier_core::opcode;
+/// `#[derive(Opcode)]` (see [`opcode`]) and the trait it implements.
+pub use courier_core::opcode::Opcode;
+pub use courier_derive::Opcode;
+
 /// The error every request/response transport reports (see [`courier_core::error`]).
 pub use courier_core::error::{Error, SendError};
 

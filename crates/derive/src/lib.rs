@@ -11,6 +11,7 @@
 //! `#[ipc(crate = "path::to::flat")]`), so a crate that depends on `courier` alone can use it.
 
 mod ipc;
+mod opcode;
 mod service;
 
 use syn::{parse_macro_input, DeriveInput, Error};
@@ -52,6 +53,45 @@ use syn::{parse_macro_input, DeriveInput, Error};
 pub fn derive_ipc(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     ipc::expand(&input)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+/// Makes a field-less enum the opcodes of scalar messages, as `num_derive`'s
+/// `FromPrimitive` + `ToPrimitive` do for Xous servers: implements `courier::opcode::Opcode`,
+/// `From<Op> for u32` and `TryFrom<u32> for Op` (error: `courier::opcode::UnknownOpcode`).
+/// Every discriminant must fit in a `u32` (checked at compile time).
+///
+/// # Examples
+///
+/// ```
+/// use courier::opcode::{Opcode, UnknownOpcode};
+///
+/// #[derive(courier::Opcode, Debug, PartialEq)]
+/// enum Op {
+///     Add = 1,
+///     Clear,
+///     Shutdown = 255,
+/// }
+///
+/// assert_eq!(u32::from(Op::Clear), 2);
+/// assert_eq!(Op::try_from(255), Ok(Op::Shutdown));
+/// assert_eq!(Op::try_from(3), Err(UnknownOpcode(3)));
+/// assert_eq!(Op::from_u32(1), Some(Op::Add));
+/// ```
+///
+/// A variant with fields is refused:
+///
+/// ```compile_fail
+/// #[derive(courier::Opcode)]
+/// enum Op {
+///     Add(u32),
+/// }
+/// ```
+#[proc_macro_derive(Opcode, attributes(opcode))]
+pub fn derive_opcode(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    opcode::expand(&input)
         .unwrap_or_else(Error::into_compile_error)
         .into()
 }

@@ -441,12 +441,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         .encode()
     }
 
-    /// Sends a one-way scalar message; returns once the bridge has queued it.
+    /// Sends a one-way scalar message; returns once the bridge has queued it. The opcode is
+    /// a `u32` or a [`#[derive(Opcode)]`](courier_core::opcode) enum.
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`], [`Error::Timeout`] (delivery unknown).
-    pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+    pub fn scalar(&self, op: impl Into<u32>, args: [u64; 4]) -> Result<(), Error<E>> {
         self.scalar_timeout(op, args, self.timeout)
     }
 
@@ -457,11 +458,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// As [`Client::scalar`].
     pub fn scalar_timeout(
         &self,
-        op: u32,
+        op: impl Into<u32>,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<(), Error<E>> {
-        let frame = Self::scalar_frame(Kind::Scalar, op, args, timeout);
+        let frame = Self::scalar_frame(Kind::Scalar, op.into(), args, timeout);
         status_of(self.exchange(frame, timeout))
             .map(drop)
             .map_err(error_of)
@@ -472,7 +473,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// See [`Client`].
-    pub fn blocking_scalar(&self, op: u32, args: [u64; 4]) -> Result<[u64; 2], Error<E>> {
+    pub fn blocking_scalar(
+        &self,
+        op: impl Into<u32>,
+        args: [u64; 4],
+    ) -> Result<[u64; 2], Error<E>> {
         self.blocking_scalar_timeout(op, args, self.timeout)
     }
 
@@ -483,11 +488,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// See [`Client`].
     pub fn blocking_scalar_timeout(
         &self,
-        op: u32,
+        op: impl Into<u32>,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<[u64; 2], Error<E>> {
-        let frame = Self::scalar_frame(Kind::BlockingScalar, op, args, timeout);
+        let frame = Self::scalar_frame(Kind::BlockingScalar, op.into(), args, timeout);
         status_of(self.exchange(frame, timeout)).map_err(error_of)
     }
 

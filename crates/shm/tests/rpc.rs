@@ -16,7 +16,8 @@
 //! - memory messages: `lend` (the server reads the caller's bytes in place) and `lend_mut` (the
 //!   caller sees the server's writes) of 4 KiB, 1 MiB and 64 MiB; `lend_mut_timeout` while the
 //!   server holds the lend gives Timeout and leaves the caller's buffer its own;
-//! - scalars: one-way and blocking with a two-word reply, all 64 bits of every word;
+//! - scalars: one-way and blocking with a two-word reply, all 64 bits of every word; opcodes
+//!   as a `#[derive(Opcode)]` enum, an unknown one refused (`Error::Protocol`);
 //! - deferred responses: a stored `ReplyContext`, `ScalarCall` and lend answered later from
 //!   another thread while other calls are served; each dropped unanswered gives `NoReply`;
 //! - push notifications: in order, blocking and async; a dropped `Subscription` makes `push`
@@ -38,6 +39,7 @@
 #![cfg(target_os = "linux")]
 
 use courier_core::flat;
+use courier_core::opcode::UnknownOpcode;
 use courier_derive::Ipc;
 use courier_shm::{
     CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server,
@@ -93,9 +95,17 @@ const STALL: u64 = 9;
 const SEEN: u64 = 10;
 
 /// Scalar opcodes: the server says `scalar <op> <args> <blocking> from <pid>`, and replies
-/// `mix(args)` when blocking; `SC_HOLD` is held (`held scalar`) instead.
-const SC_PLAIN: u32 = 0x51;
-const SC_HOLD: u32 = 0x53;
+/// `mix(args)` when blocking; `Sc::Hold` is held (`held scalar`) instead; an opcode it does
+/// not know is refused (`unknown opcode <op>`: a blocking caller gets `Error::Protocol`).
+#[derive(courier_derive::Opcode, Clone, Copy, Debug, PartialEq, Eq)]
+#[opcode(crate = "courier_core::opcode")]
+enum Sc {
+    Plain = 0x51,
+    Hold = 0x53,
+}
+const SC_PLAIN: u32 = Sc::Plain as u32;
+/// No variant of `Sc` has it.
+const SC_UNKNOWN: u32 = 0x52;
 /// Every bit of every word matters.
 const WORDS: [u64; 4] = [
     u64::MAX,
@@ -387,10 +397,18 @@ fn handle(incoming: Incoming<Cmd, Cmd, Why>, held: &Held) {
             };
         }
         Incoming::Scalar(sc) => {
-            if sc.op() == SC_HOLD {
-                held.scalars.lock().unwrap().push(sc);
-                say("held scalar");
-                return;
+            match sc.opcode::<Sc>() {
+                Ok(Sc::Plain) => {}
+                Ok(Sc::Hold) => {
+                    held.scalars.lock().unwrap().push(sc);
+                    say("held scalar");
+                    return;
+                }
+                Err(UnknownOpcode(op)) => {
+                    say(&format!("unknown opcode {op}"));
+                    let _ = sc.refuse();
+                    return;
+                }
             }
             let a = sc.args();
             say(&format!(
@@ -1219,7 +1237,7 @@ fn scalars_one_way_and_blocking_with_full_words() {
         )
     };
 
-    cli.scalar(SC_PLAIN, WORDS).unwrap();
+    cli.scalar(Sc::Plain, WORDS).unwrap();
     assert_eq!(srv.line(), line(false));
     assert_eq!(cli.blocking_scalar_d(SC_PLAIN, WORDS), Ok(mix(WORDS)));
     assert_eq!(srv.line(), line(true));
@@ -1233,7 +1251,7 @@ fn scalars_one_way_and_blocking_with_full_words() {
 
     // Held: the timeout form gives up, then the server's late reply is ignored.
     assert_eq!(
-        cli.blocking_scalar_timeout(SC_HOLD, WORDS, Duration::from_millis(200)),
+        cli.blocking_scalar_timeout(Sc::Hold, WORDS, Duration::from_millis(200)),
         Err(Error::Timeout)
     );
     assert_eq!(srv.line(), "held scalar");
@@ -1241,6 +1259,18 @@ fn scalars_one_way_and_blocking_with_full_words() {
     let said = srv.line();
     assert!(said.starts_with("scalar-replied "), "{said}");
     // The connection is still good.
+    assert_eq!(cli.blocking_scalar_d(SC_PLAIN, WORDS), Ok(mix(WORDS)));
+    assert_eq!(srv.line(), line(true));
+
+    // An opcode the server's enum does not have reaches it as a value it refuses: the
+    // blocking caller gets Protocol, a one-way one nothing; the connection stays good.
+    assert_eq!(
+        cli.blocking_scalar_d(SC_UNKNOWN, WORDS),
+        Err(Error::Protocol)
+    );
+    assert_eq!(srv.line(), format!("unknown opcode {SC_UNKNOWN}"));
+    cli.scalar(SC_UNKNOWN, WORDS).unwrap();
+    assert_eq!(srv.line(), format!("unknown opcode {SC_UNKNOWN}"));
     assert_eq!(cli.blocking_scalar_d(SC_PLAIN, WORDS), Ok(mix(WORDS)));
     assert_eq!(srv.line(), line(true));
 }
@@ -1254,7 +1284,7 @@ fn deferred_round(srv: &mut Peer, cli: &Cli, base: u64, answer: bool) {
     };
     let scalar = {
         let cli = cli.clone();
-        background(move || cli.blocking_scalar(SC_HOLD, WORDS))
+        background(move || cli.blocking_scalar(Sc::Hold, WORDS))
     };
     let lend = {
         let cli = cli.clone();
@@ -1402,7 +1432,7 @@ fn sigkill_of_the_server_fails_every_pending_call_and_a_new_server_takes_over() 
     };
     let scalar = {
         let cli = cli.clone();
-        background(move || outcome(&cli.blocking_scalar(SC_HOLD, WORDS)))
+        background(move || outcome(&cli.blocking_scalar(Sc::Hold, WORDS)))
     };
     let lend = {
         let cli = cli.clone();

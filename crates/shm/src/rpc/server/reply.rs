@@ -9,6 +9,7 @@ use crate::rpc::Error;
 use crate::sync::Ordering;
 use crate::sys;
 use crate::view::{ShmView, ShmViewMut};
+use courier_core::opcode::{Opcode, UnknownOpcode};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -251,6 +252,16 @@ impl ScalarCall {
         self.op
     }
 
+    /// The opcode as the enum `O` (a [`#[derive(Opcode)]`](courier_core::opcode) enum), or
+    /// the opcode no variant has, to answer with [`ScalarCall::refuse`].
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownOpcode`] when `O` has no variant with this opcode.
+    pub fn opcode<O: Opcode>(&self) -> Result<O, UnknownOpcode> {
+        O::decode(self.op)
+    }
+
     /// The four argument words.
     pub fn args(&self) -> [u64; 4] {
         self.args
@@ -277,8 +288,23 @@ impl ScalarCall {
     ///
     /// [`Error::OriginDisappeared`] if the caller died or gave up.
     pub fn reply(self, words: [u64; 2]) -> Result<(), Error<()>> {
+        self.answer(status::OK, words)
+    }
+
+    /// Refuses the message because this server does not know its opcode (or its
+    /// arguments): a blocking caller gets [`Error::Protocol`]; for a one-way scalar nothing
+    /// is sent (`Ok`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OriginDisappeared`] if the caller died or gave up.
+    pub fn refuse(self) -> Result<(), Error<()>> {
+        self.answer(status::PROTOCOL, [0; 2])
+    }
+
+    fn answer(self, status: u32, words: [u64; 2]) -> Result<(), Error<()>> {
         let (blocking, mut slot) = (self.blocking, self.slot);
-        let r = slot.complete(status::OK, |_| Some((0, 0, words)));
+        let r = slot.complete(status, |_| Some((0, 0, words)));
         if !blocking {
             return Ok(());
         }

@@ -1,0 +1,7 @@
+#[derive(courier::Opcode)]
+enum Op {
+    Add(u32),
+    Clear,
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[derive(courier::Opcode)]
+struct Op(u32);
+
+fn main() {}
