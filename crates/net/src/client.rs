@@ -441,13 +441,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         .encode()
     }
 
-    /// Sends a one-way scalar message; returns once the bridge has queued it. The opcode is
-    /// a `u32` or a [`#[derive(Opcode)]`](courier_core::opcode) enum.
+    /// Sends a one-way scalar message; returns once the bridge has queued it. The opcode of
+    /// a [`#[derive(Opcode)]`](courier_core::opcode) enum is `Op::Add.into()`.
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`], [`Error::Timeout`] (delivery unknown).
-    pub fn scalar(&self, op: impl Into<u32>, args: [u64; 4]) -> Result<(), Error<E>> {
+    pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
         self.scalar_timeout(op, args, self.timeout)
     }
 
@@ -458,11 +458,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// As [`Client::scalar`].
     pub fn scalar_timeout(
         &self,
-        op: impl Into<u32>,
+        op: u32,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<(), Error<E>> {
-        let frame = Self::scalar_frame(Kind::Scalar, op.into(), args, timeout);
+        let frame = Self::scalar_frame(Kind::Scalar, op, args, timeout);
         status_of(self.exchange(frame, timeout))
             .map(drop)
             .map_err(error_of)
@@ -473,11 +473,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// See [`Client`].
-    pub fn blocking_scalar(
-        &self,
-        op: impl Into<u32>,
-        args: [u64; 4],
-    ) -> Result<[u64; 2], Error<E>> {
+    pub fn blocking_scalar(&self, op: u32, args: [u64; 4]) -> Result<[u64; 2], Error<E>> {
         self.blocking_scalar_timeout(op, args, self.timeout)
     }
 
@@ -488,11 +484,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// See [`Client`].
     pub fn blocking_scalar_timeout(
         &self,
-        op: impl Into<u32>,
+        op: u32,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<[u64; 2], Error<E>> {
-        let frame = Self::scalar_frame(Kind::BlockingScalar, op.into(), args, timeout);
+        let frame = Self::scalar_frame(Kind::BlockingScalar, op, args, timeout);
         status_of(self.exchange(frame, timeout)).map_err(error_of)
     }
 

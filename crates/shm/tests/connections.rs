@@ -148,8 +148,10 @@ fn bad_names_touch_nothing() {
         "a/b",
         "/etc/passwd",
         "a\0b",
-        "sp ace",
-        "é",
+        "new\nline",
+        "back\\slash",
+        "wild*",
+        "@admin",
         &"n".repeat(64),
     ] {
         assert!(matches!(
@@ -165,6 +167,11 @@ fn bad_names_touch_nothing() {
     let longest = "n".repeat(63);
     let l = Listener::bind(&longest, ListenerConfig::new()).unwrap();
     assert_eq!(l.name(), longest);
+    // Xous-style names, with spaces, `+` and UTF-8, are file names like any other.
+    for xous in ["_Any descriptive and unique name under 64 chars_", "c++ log", "é"] {
+        let l = Listener::bind(xous, ListenerConfig::new()).unwrap();
+        assert_eq!(l.name(), xous);
+    }
     let err = Listener::bind("a/b", ListenerConfig::new()).unwrap_err();
     assert!(err.to_string().contains("invalid service name"), "{err}");
 }

@@ -1237,7 +1237,7 @@ fn scalars_one_way_and_blocking_with_full_words() {
         )
     };
 
-    cli.scalar(Sc::Plain, WORDS).unwrap();
+    cli.scalar(Sc::Plain.into(), WORDS).unwrap();
     assert_eq!(srv.line(), line(false));
     assert_eq!(cli.blocking_scalar_d(SC_PLAIN, WORDS), Ok(mix(WORDS)));
     assert_eq!(srv.line(), line(true));
@@ -1251,7 +1251,7 @@ fn scalars_one_way_and_blocking_with_full_words() {
 
     // Held: the timeout form gives up, then the server's late reply is ignored.
     assert_eq!(
-        cli.blocking_scalar_timeout(Sc::Hold, WORDS, Duration::from_millis(200)),
+        cli.blocking_scalar_timeout(Sc::Hold.into(), WORDS, Duration::from_millis(200)),
         Err(Error::Timeout)
     );
     assert_eq!(srv.line(), "held scalar");
@@ -1284,7 +1284,7 @@ fn deferred_round(srv: &mut Peer, cli: &Cli, base: u64, answer: bool) {
     };
     let scalar = {
         let cli = cli.clone();
-        background(move || cli.blocking_scalar(Sc::Hold, WORDS))
+        background(move || cli.blocking_scalar(Sc::Hold.into(), WORDS))
     };
     let lend = {
         let cli = cli.clone();
@@ -1432,7 +1432,7 @@ fn sigkill_of_the_server_fails_every_pending_call_and_a_new_server_takes_over() 
     };
     let scalar = {
         let cli = cli.clone();
-        background(move || outcome(&cli.blocking_scalar(Sc::Hold, WORDS)))
+        background(move || outcome(&cli.blocking_scalar(Sc::Hold.into(), WORDS)))
     };
     let lend = {
         let cli = cli.clone();

@@ -492,14 +492,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     }
 
     /// Sends a one-way scalar message: an opcode and four words, no payload (waiting for a
-    /// free slot if all are in flight). The opcode is a `u32` or a
-    /// [`#[derive(Opcode)]`](courier_core::opcode) enum.
+    /// free slot if all are in flight). The opcode of a
+    /// [`#[derive(Opcode)]`](courier_core::opcode) enum is `Op::Add.into()`.
     ///
     /// # Errors
     ///
     /// [`Error::ServerDisappeared`].
-    pub fn scalar(&self, op: impl Into<u32>, args: [u64; 4]) -> Result<(), Error<E>> {
-        self.scalar_post(op.into(), args, Deadline::NEVER)
+    pub fn scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Deadline::NEVER)
     }
 
     /// As [`Client::scalar`], waiting at most `timeout` for a free slot.
@@ -509,11 +509,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// As [`Client::scalar`], and [`Error::Timeout`] (nothing was sent).
     pub fn scalar_timeout(
         &self,
-        op: impl Into<u32>,
+        op: u32,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<(), Error<E>> {
-        self.scalar_post(op.into(), args, Deadline::after(timeout))
+        self.scalar_post(op, args, Deadline::after(timeout))
     }
 
     /// As [`Client::scalar`] without waiting: [`Error::Timeout`] if all `slots` are in
@@ -522,8 +522,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// # Errors
     ///
     /// As [`Client::scalar_timeout`].
-    pub fn try_scalar(&self, op: impl Into<u32>, args: [u64; 4]) -> Result<(), Error<E>> {
-        self.scalar_post(op.into(), args, Deadline::after(Duration::ZERO))
+    pub fn try_scalar(&self, op: u32, args: [u64; 4]) -> Result<(), Error<E>> {
+        self.scalar_post(op, args, Deadline::after(Duration::ZERO))
     }
 
     fn scalar_post(&self, op: u32, args: [u64; 4], deadline: Deadline) -> Result<(), Error<E>> {
@@ -541,12 +541,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// [`Error::Protocol`] (the server does not know the opcode: [`ScalarCall::refuse`]).
     ///
     /// [`ScalarCall::refuse`]: crate::ScalarCall::refuse
-    pub fn blocking_scalar(
-        &self,
-        op: impl Into<u32>,
-        args: [u64; 4],
-    ) -> Result<[u64; 2], Error<E>> {
-        self.scalar_until(op.into(), args, Deadline::NEVER)
+    pub fn blocking_scalar(&self, op: u32, args: [u64; 4]) -> Result<[u64; 2], Error<E>> {
+        self.scalar_until(op, args, Deadline::NEVER)
     }
 
     /// As [`Client::blocking_scalar`], giving up after `timeout`.
@@ -556,11 +552,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// As [`Client::blocking_scalar`], and [`Error::Timeout`].
     pub fn blocking_scalar_timeout(
         &self,
-        op: impl Into<u32>,
+        op: u32,
         args: [u64; 4],
         timeout: Duration,
     ) -> Result<[u64; 2], Error<E>> {
-        self.scalar_until(op.into(), args, Deadline::after(timeout))
+        self.scalar_until(op, args, Deadline::after(timeout))
     }
 
     fn scalar_until(

@@ -32,6 +32,7 @@ use crate::service::{Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
+use std::any::TypeId;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, RwLock};
@@ -580,12 +581,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 } else {
                     None
                 };
+                let unit_on_drop = lent.is_some() && TypeId::of::<Rp>() == TypeId::of::<()>();
                 Some(Incoming::Call(
                     rq,
                     ReplyContext {
                         slot: slot_ref,
                         one_way: kind == kind::SEND,
                         lent,
+                        unit_on_drop,
                         _types: PhantomData,
                     },
                 ))

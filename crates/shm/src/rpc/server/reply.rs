@@ -129,13 +129,17 @@ impl Drop for SlotRef {
 /// (deferred response).
 ///
 /// Dropping it unanswered completes the call with [`Error::NoReply`] (for every kind of
-/// call: unlike Xous, no caller is left blocked). A lent buffer ([`lent`](Self::lent),
+/// call: unlike Xous, no caller is left blocked), except a lend or lend_mut whose reply type
+/// is `()`: as a Xous memory message, dropping answers it, and the caller gets `Ok(())`
+/// (its buffer holding whatever the server wrote). A lent buffer ([`lent`](Self::lent),
 /// [`lent_mut`](Self::lent_mut)) is the server's until the context is answered or dropped;
 /// then it goes back to the caller, whose `lend` / `lend_mut` returns.
 pub struct ReplyContext<Rp, E> {
     pub(super) slot: SlotRef,
     pub(super) one_way: bool,
     pub(super) lent: Option<Lent>,
+    /// A lend whose reply type is `()`: dropping the context answers `Ok(())`.
+    pub(super) unit_on_drop: bool,
     pub(super) _types: PhantomData<fn(Rp, E)>,
 }
 
@@ -228,6 +232,13 @@ impl<Rp, E> Drop for ReplyContext<Rp, E> {
     fn drop(&mut self) {
         if let Some(l) = self.lent.take() {
             self.slot.conn.end_lend(&l);
+            if self.unit_on_drop {
+                // Xous's rule for memory messages: a lend whose reply is `()` is answered
+                // by dropping it.
+                let _ = self.slot.complete(status::OK, |out| {
+                    ().encode(out).map(|n| (n, <() as Wire>::SIGNATURE, [0; 2]))
+                });
+            }
         }
         // `self.slot` completes with NO_REPLY in its own drop if still owed.
     }

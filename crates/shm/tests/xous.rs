@@ -1,0 +1,209 @@
+//! The Xous caller idioms that courier::shm adopts as they are, across real processes (the
+//! test binary runs itself as the peer, `peer_main`, chosen by `COURIER_SHM_TEST_ROLE`):
+//! - a lend or lend_mut whose reply type is `()` is answered by dropping its context, as a
+//!   Xous memory message is: the caller gets `Ok(())` and sees the server's writes (the
+//!   flatipc seed's "42 becomes 43 in place"); a call of another kind dropped unanswered is
+//!   still `NoReply`, and `fail` still reaches the caller;
+//! - a clean disconnect in both directions: a client process that drops its `Client` (no
+//!   SIGKILL) is forgotten by the server, its lends freed, and exits normally; a server
+//!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`.
+//!
+//! Every wait has a deadline; peers report on stdout and the test waits for those lines.
+#![cfg(target_os = "linux")]
+
+use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ShmBuf};
+use std::time::Duration;
+
+mod support;
+use support::*;
+
+/// The request of the Xous-style service: an opcode and an argument.
+type Op = [u64; 2];
+
+/// lend_mut: add 1 to the first byte in place, then drop the context.
+const INCREMENT: u64 = 1;
+/// lend: report the sum of the bytes on stdout (`sum <n>`), then drop the context.
+const SUM: u64 = 2;
+/// lend: fail with the argument.
+const FAIL: u64 = 3;
+/// A plain call, dropped unanswered.
+const DROP_CALL: u64 = 4;
+
+type XousServer = Server<Op, (), u64>;
+type XousClient = Client<Op, (), u64>;
+
+// ---------------------------------------------------------------------------------------
+// The peer process.
+
+/// Not a test of its own: the body of the peer processes. Without `COURIER_SHM_TEST_ROLE`
+/// it does nothing.
+#[test]
+fn peer_main() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let name = std::env::var(NAME).unwrap();
+    match role.as_str() {
+        "server-xous" => serve_xous(&name),
+        // Connect, lend a buffer once, drop the client cleanly, then wait for stdin to
+        // close and exit normally.
+        "client-disconnect" => {
+            let cli = XousClient::connect(&name, DEADLINE).unwrap();
+            let mut buf = ShmBuf::new(4096).unwrap();
+            let r = cli.lend_mut([INCREMENT, 0], &mut buf);
+            say(&format!("lent {r:?} {}", buf.view().to_vec()[0]));
+            drop(cli);
+            say("dropped");
+            read_stdin_line();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The `server-xous` role: serves until stdin says `quit`, then drops its `Server` and
+/// exits normally.
+fn serve_xous(name: &str) {
+    let server = XousServer::bind(name, ServerConfig::new()).unwrap();
+    let quit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let q = std::sync::Arc::clone(&quit);
+    std::thread::spawn(move || {
+        if read_stdin_line().trim() == "quit" {
+            q.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    say("ready");
+    while !quit.load(std::sync::atomic::Ordering::SeqCst) {
+        match server.wait_timeout(Duration::from_millis(20)) {
+            Ok(incoming) => handle(incoming),
+            Err(Error::Timeout) => {}
+            Err(e) => panic!("wait: {e}"),
+        }
+    }
+    drop(server);
+    say("closed");
+}
+
+fn handle(incoming: Incoming<Op, (), u64>) {
+    let Incoming::Call([op, arg], mut ctx) = incoming else {
+        return;
+    };
+    match op {
+        INCREMENT => {
+            if let Some(mut lent) = ctx.lent_mut() {
+                let mut first = [0u8];
+                lent.read_at(0, &mut first).unwrap();
+                lent.write_at(0, &[first[0].wrapping_add(1)]).unwrap();
+            }
+            // Dropped: the caller's lend_mut returns Ok(()).
+        }
+        SUM => {
+            let sum: u64 = ctx
+                .lent()
+                .map(|l| l.to_vec().iter().map(|&b| u64::from(b)).sum())
+                .unwrap_or(0);
+            say(&format!("sum {sum}"));
+        }
+        FAIL => {
+            let _ = ctx.fail(arg);
+        }
+        DROP_CALL => drop(ctx),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+/// A server process, ready, and a client of it in this process.
+fn xous_server(dir: &TestDir, name: &str) -> (Peer, XousClient) {
+    let peer = spawn("server-xous", dir, name, None);
+    assert_eq!(peer.line(), "ready");
+    let cli = XousClient::connect(name, DEADLINE).unwrap();
+    (peer, cli)
+}
+
+#[test]
+fn dropping_a_lend_with_a_unit_reply_answers_it() {
+    let _g = serial();
+    let dir = TestDir::new("xous-drop");
+    let name = unique("xous-drop");
+    let (srv, cli) = xous_server(&dir, &name);
+
+    // The flatipc seed's example: the server increments 42 to 43 in place, and answers by
+    // letting the message go.
+    let mut buf = ShmBuf::new(4096).unwrap();
+    buf.view_mut().write_at(0, &[42]).unwrap();
+    assert_eq!(cli.lend_mut([INCREMENT, 0], &mut buf), Ok(()));
+    assert_eq!(buf.view().to_vec()[0], 43);
+
+    // A read-only lend, dropped: Ok(()) too, and the server read the caller's bytes.
+    buf.view_mut().write_at(0, &[1, 2, 3]).unwrap();
+    assert_eq!(cli.lend([SUM, 0], &buf), Ok(()));
+    assert_eq!(srv.line(), "sum 6");
+
+    // An explicit failure still reaches the caller, and a plain call dropped unanswered is
+    // still NoReply: only lends are answered by dropping.
+    assert_eq!(cli.lend([FAIL, 9], &buf), Err(Error::App(9)));
+    assert_eq!(cli.req([DROP_CALL, 0]), Err(Error::NoReply));
+}
+
+#[test]
+fn a_client_that_disconnects_cleanly_is_forgotten() {
+    let _g = serial();
+    let dir = TestDir::new("xous-bye");
+    let name = unique("xous-bye");
+    let server = XousServer::bind(&name, ServerConfig::new()).unwrap();
+    let mut client = spawn("client-disconnect", &dir, &name, None);
+    // Its lend_mut, served here and answered by dropping.
+    match server.wait_timeout(DEADLINE).unwrap() {
+        Incoming::Call([INCREMENT, _], mut ctx) => {
+            assert_eq!(server.stats().lends, 1);
+            ctx.lent_mut().unwrap().write_at(0, &[7]).unwrap();
+            drop(ctx);
+        }
+        _ => panic!("expected the client's lend_mut"),
+    }
+    assert_eq!(client.line(), "lent Ok(()) 7");
+    assert_eq!(client.line(), "dropped");
+    // The server forgets the client: no connection, no lend, nothing queued.
+    wait_for("the server to forget the client", || {
+        let s = server.stats();
+        s.clients == 0 && s.lends == 0 && s.queued == 0 && s.in_service == 0
+    });
+    // It still serves: another client connects and calls.
+    let other = XousClient::connect(&name, DEADLINE).unwrap();
+    let srv = std::thread::spawn(move || {
+        if let Incoming::Call(_, ctx) = server.wait_timeout(DEADLINE).unwrap() {
+            let _ = ctx.fail(5);
+        }
+    });
+    assert_eq!(other.req([0, 0]), Err(Error::App(5)));
+    srv.join().unwrap();
+    // And the client process ends normally.
+    client.close_stdin();
+    assert!(client.exit_status().success());
+}
+
+#[test]
+fn a_server_that_closes_cleanly_ends_its_clients_calls() {
+    let _g = serial();
+    let dir = TestDir::new("xous-close");
+    let name = unique("xous-close");
+    let (mut srv, cli) = xous_server(&dir, &name);
+    assert_eq!(cli.lend([SUM, 0], &ShmBuf::new(4096).unwrap()), Ok(()));
+    assert_eq!(srv.line(), "sum 0");
+    srv.tell("quit");
+    assert_eq!(srv.line(), "closed");
+    assert!(srv.exit_status().success());
+    wait_for("the client to see the server gone", || cli.is_server_gone());
+    assert_eq!(cli.req([SUM, 0]), Err(Error::ServerDisappeared));
+    let mut buf = ShmBuf::new(4096).unwrap();
+    assert_eq!(
+        cli.lend_mut([INCREMENT, 0], &mut buf),
+        Err(Error::ServerDisappeared)
+    );
+    // The name is free again: a new server takes it and the old client may reconnect.
+    let (_srv2, again) = xous_server(&dir, &name);
+    assert_eq!(again.lend_mut([INCREMENT, 0], &mut buf), Ok(()));
+    assert_eq!(buf.view().to_vec()[0], 1);
+}
