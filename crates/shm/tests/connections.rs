@@ -168,7 +168,11 @@ fn bad_names_touch_nothing() {
     let l = Listener::bind(&longest, ListenerConfig::new()).unwrap();
     assert_eq!(l.name(), longest);
     // Xous-style names, with spaces, `+` and UTF-8, are file names like any other.
-    for xous in ["_Any descriptive and unique name under 64 chars_", "c++ log", "é"] {
+    for xous in [
+        "_Any descriptive and unique name under 64 chars_",
+        "c++ log",
+        "é",
+    ] {
         let l = Listener::bind(xous, ListenerConfig::new()).unwrap();
         assert_eq!(l.name(), xous);
     }

@@ -4,6 +4,9 @@
 //!   Xous memory message is: the caller gets `Ok(())` and sees the server's writes (the
 //!   flatipc seed's "42 becomes 43 in place"); a call of another kind dropped unanswered is
 //!   still `NoReply`, and `fail` still reaches the caller;
+//! - Xous's `offset` and `valid`: `lend_range` / `lend_mut_range` lend a window of a buffer,
+//!   the server sees only the window (and where it starts) and reports how many bytes are
+//!   valid (`set_valid`);
 //! - a clean disconnect in both directions: a client process that drops its `Client` (no
 //!   SIGKILL) is forgotten by the server, its lends freed, and exits normally; a server
 //!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`.
@@ -28,6 +31,11 @@ const SUM: u64 = 2;
 const FAIL: u64 = 3;
 /// A plain call, dropped unanswered.
 const DROP_CALL: u64 = 4;
+/// lend_mut of a window: report `window <offset> <len>`, write `offset + i` into the first
+/// `arg` bytes, report them valid, and drop (answering `Ok(())` with the count). An `arg`
+/// longer than the window is refused by `set_valid` (`refused <arg>`), and the whole window
+/// counts as valid.
+const READ_INTO: u64 = 5;
 
 type XousServer = Server<Op, (), u64>;
 type XousClient = Client<Op, (), u64>;
@@ -107,6 +115,17 @@ fn handle(incoming: Incoming<Op, (), u64>) {
             let _ = ctx.fail(arg);
         }
         DROP_CALL => drop(ctx),
+        READ_INTO => {
+            let offset = ctx.lent_offset().unwrap();
+            let len = ctx.lent().unwrap().len();
+            say(&format!("window {offset} {len}"));
+            let n = (arg as usize).min(len);
+            let bytes: Vec<u8> = (0..n).map(|i| (offset + i) as u8).collect();
+            ctx.lent_mut().unwrap().write_at(0, &bytes).unwrap();
+            if ctx.set_valid(arg as usize).is_err() {
+                say(&format!("refused {arg}"));
+            }
+        }
         _ => {}
     }
 }
@@ -145,6 +164,60 @@ fn dropping_a_lend_with_a_unit_reply_answers_it() {
     // still NoReply: only lends are answered by dropping.
     assert_eq!(cli.lend([FAIL, 9], &buf), Err(Error::App(9)));
     assert_eq!(cli.req([DROP_CALL, 0]), Err(Error::NoReply));
+}
+
+/// Xous's `offset` and `valid`: a lend of a sub-range shows the server that window only, and
+/// the server reports how many of its bytes are valid.
+#[test]
+fn a_lend_of_a_window_carries_offset_and_valid() {
+    let _g = serial();
+    let dir = TestDir::new("xous-window");
+    let name = unique("xous-window");
+    let (srv, cli) = xous_server(&dir, &name);
+    let mut buf = ShmBuf::new(8192).unwrap();
+    buf.view_mut().copy_from_slice(&[0xEE; 8192]);
+
+    // The server fills 100 bytes of the window 1000..5096 and says 100 are valid.
+    assert_eq!(
+        cli.lend_mut_range([READ_INTO, 100], &mut buf, 1000..5096),
+        Ok(((), 100))
+    );
+    assert_eq!(srv.line(), "window 1000 4096");
+    let after = buf.view().to_vec();
+    let expected: Vec<u8> = (1000..1100).map(|i| i as u8).collect();
+    assert_eq!(&after[1000..1100], &expected[..]);
+    // Nothing outside what the server wrote changed: before the window, after the bytes.
+    assert!(after[..1000].iter().all(|&b| b == 0xEE));
+    assert!(after[1100..].iter().all(|&b| b == 0xEE));
+
+    // A count longer than the window is refused on the server's side; the window's length
+    // is what the caller gets.
+    assert_eq!(
+        cli.lend_mut_range([READ_INTO, 9000], &mut buf, 0..16),
+        Ok(((), 16))
+    );
+    assert_eq!(srv.line(), "window 0 16");
+    assert_eq!(srv.line(), "refused 9000");
+
+    // A read-only window: the server sees its bytes only.
+    buf.view_mut().copy_from_slice(&[0; 8192]);
+    buf.view_mut().write_at(4096, &[5, 6, 7]).unwrap();
+    assert_eq!(cli.lend_range([SUM, 0], &buf, 4096..4099), Ok(()));
+    assert_eq!(srv.line(), "sum 18");
+
+    // A window outside the buffer is refused before anything is sent.
+    assert_eq!(
+        cli.lend_range([SUM, 0], &buf, 8000..8200),
+        Err(Error::TooLarge)
+    );
+    let (start, end) = (10, 5);
+    assert_eq!(
+        cli.lend_mut_range([READ_INTO, 1], &mut buf, start..end),
+        Err(Error::TooLarge)
+    );
+    // The connection goes on.
+    assert_eq!(cli.lend([SUM, 0], &buf), Ok(()));
+    assert_eq!(srv.line(), "sum 18");
 }
 
 #[test]

@@ -145,10 +145,21 @@ impl Call {
     }
 
     /// Reads the answer of a done slot and frees it.
-    pub(super) fn take<Rp: Wire, E: Wire>(mut self) -> Result<Rp, Error<E>> {
+    pub(super) fn take<Rp: Wire, E: Wire>(self) -> Result<Rp, Error<E>> {
+        self.take_with_words().map(|(rp, _)| rp)
+    }
+
+    /// As `take`, with the two reply words beside the reply (a lend's `[valid, 0]`).
+    pub(super) fn take_with_words<Rp: Wire, E: Wire>(mut self) -> Result<(Rp, [u64; 2]), Error<E>> {
         // Decode as the status says (a reply and an error type may share a signature).
         let r = self.read(|sh, slot, st, len, sig| match st {
-            status::OK => Rp::decode_signed(sig, &sh.data(slot, len)).ok_or(Error::Protocol),
+            status::OK => {
+                let rec = sh.lay.rec(slot);
+                let words = [0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed));
+                Rp::decode_signed(sig, &sh.data(slot, len))
+                    .map(|rp| (rp, words))
+                    .ok_or(Error::Protocol)
+            }
             status::APP => match E::decode_signed(sig, &sh.data(slot, len)) {
                 Some(e) => Err(Error::App(e)),
                 None => Err(Error::Protocol),

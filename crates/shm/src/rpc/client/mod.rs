@@ -26,9 +26,13 @@ use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
 use crate::view::ShmViewMut;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// A lend's reply and its two reply words (`[valid, 0]`).
+type LendResult<Rp, E> = Result<(Rp, [u64; 2]), Error<E>>;
 
 use call::{Call, CallFuture, Canceled, SlotFuture};
 use conn::Conn;
@@ -380,7 +384,26 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably, or is
     /// [poisoned](ShmBuf::is_poisoned).
     pub fn lend(&self, rq: Rq, buf: &ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, false, Deadline::NEVER).0
+        self.lend_until(rq, buf, 0..buf.len(), false, Deadline::NEVER)
+            .0
+            .map(|(rp, _)| rp)
+    }
+
+    /// Lends the bytes `range` of `buf` with `rq` (Xous's `offset`): the server reads them
+    /// in place and sees nothing else of the buffer ([`ReplyContext::lent`] is the window,
+    /// [`ReplyContext::lent_offset`] says where it starts).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend`]; [`Error::TooLarge`] (nothing sent) if `range` is not inside
+    /// `buf`.
+    ///
+    /// [`ReplyContext::lent`]: crate::ReplyContext::lent
+    /// [`ReplyContext::lent_offset`]: crate::ReplyContext::lent_offset
+    pub fn lend_range(&self, rq: Rq, buf: &ShmBuf, range: Range<usize>) -> Result<Rp, Error<E>> {
+        self.lend_until(rq, buf, range, false, Deadline::NEVER)
+            .0
+            .map(|(rp, _)| rp)
     }
 
     /// As [`Client::lend`], giving up after `timeout` (registering the buffer with the
@@ -412,7 +435,52 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     ///
     /// As [`Client::lend`].
     pub fn lend_mut(&self, rq: Rq, buf: &mut ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, true, Deadline::NEVER).0
+        let all = 0..buf.len();
+        self.lend_until(rq, buf, all, true, Deadline::NEVER)
+            .0
+            .map(|(rp, _)| rp)
+    }
+
+    /// Lends the bytes `range` of `buf` mutably with `rq` (Xous's `offset` and `valid`): the
+    /// server writes them in place and sees nothing else of the buffer, and reports how many
+    /// bytes from `range.start` are valid ([`ReplyContext::set_valid`]; the whole window if
+    /// it does not). Returns the reply and that count.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend_range`]; [`Error::Protocol`] if the server reports more valid bytes
+    /// than it was lent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use courier_shm::{Client, ShmBuf};
+    /// use std::time::Duration;
+    ///
+    /// // A Xous-style read: the server fills the window and says how much it wrote.
+    /// let client = Client::<u32, (), ()>::connect("flash", Duration::from_secs(1))?;
+    /// let mut buf = ShmBuf::new(4096)?;
+    /// let ((), valid) = client.lend_mut_range(7, &mut buf, 512..4096)?;
+    /// let read = buf.view().slice(512..512 + valid).unwrap().to_vec();
+    /// # let _ = read;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`ReplyContext::set_valid`]: crate::ReplyContext::set_valid
+    pub fn lend_mut_range(
+        &self,
+        rq: Rq,
+        buf: &mut ShmBuf,
+        range: Range<usize>,
+    ) -> Result<(Rp, usize), Error<E>> {
+        let window = range.len();
+        let (rp, [valid, _]) = self.lend_until(rq, buf, range, true, Deadline::NEVER).0?;
+        match usize::try_from(valid) {
+            Ok(valid) if valid <= window => Ok((rp, valid)),
+            _ => Err(Error::Protocol),
+        }
     }
 
     /// As [`Client::lend_mut`], giving up after `timeout`. If the server still holds the
@@ -439,12 +507,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         exclusive: bool,
         timeout: Duration,
     ) -> Result<Rp, Error<E>> {
-        let (r, held) = self.lend_until(rq, buf, exclusive, Deadline::after(timeout));
+        let all = 0..buf.len();
+        let (r, held) = self.lend_until(rq, buf, all, exclusive, Deadline::after(timeout));
         if held {
             // The server may still read (or write) the old pages: see `ShmBuf::detach`.
             buf.detach();
         }
-        r
+        r.map(|(rp, _)| rp)
     }
 
     /// The lend, and whether the server may still hold the buffer (a call it had taken
@@ -453,11 +522,15 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         &self,
         rq: Rq,
         buf: &ShmBuf,
+        range: Range<usize>,
         exclusive: bool,
         deadline: Deadline,
-    ) -> (Result<Rp, Error<E>>, bool) {
+    ) -> (LendResult<Rp, E>, bool) {
         if buf.is_poisoned() {
             return (Err(Error::Protocol), false);
+        }
+        if range.start > range.end || range.end > buf.len() {
+            return (Err(Error::TooLarge), false);
         }
         let conn = &self.shared.conn;
         if let Err(e) = conn.register(buf, deadline) {
@@ -468,16 +541,16 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         } else {
             kind::LEND
         };
-        let mut call =
-            match self.start_call(k, 0, [buf.id(), buf.len() as u64, 0, 0], &rq, deadline) {
-                Ok(c) => c,
-                Err(e) => return (Err(e), false),
-            };
+        let args = [buf.id(), range.len() as u64, range.start as u64, 0];
+        let mut call = match self.start_call(k, 0, args, &rq, deadline) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), false),
+        };
         let r = match call.wait(deadline) {
-            Ok(()) => (call.take(), false),
+            Ok(()) => (call.take_with_words(), false),
             // Answered, even just after the deadline: the lend is back.
             Err(Fault::Timeout) => match call.cancel() {
-                Canceled::Done => (call.take(), false),
+                Canceled::Done => (call.take_with_words(), false),
                 Canceled::Signaled => (Err(Error::Timeout), true),
                 Canceled::Withdrawn | Canceled::Dead => (Err(Error::Timeout), false),
             },

@@ -62,6 +62,7 @@ impl Conn {
         core: &Core,
         id: u64,
         len: u64,
+        offset: u64,
         exclusive: bool,
     ) -> Result<Lent, u32> {
         if self.gone() {
@@ -77,8 +78,11 @@ impl Conn {
         }
         let file = *lends.ids.get(&id).ok_or(status::PROTOCOL)?;
         let entry = lends.files.get_mut(&file).ok_or(status::PROTOCOL)?;
-        if len > Lendable::capacity(&entry.seg) {
-            return Err(status::PROTOCOL);
+        // The window `offset..offset + len` must lie inside the buffer (the words come from
+        // the client, which may lie).
+        match offset.checked_add(len) {
+            Some(end) if end <= Lendable::capacity(&entry.seg) => {}
+            _ => return Err(status::PROTOCOL),
         }
         if len > core.max_lend as u64 {
             return Err(status::TOO_LARGE);
@@ -92,6 +96,7 @@ impl Conn {
         Ok(Lent {
             seg: Arc::clone(&entry.seg),
             file,
+            offset: offset as usize,
             len: len as usize,
             exclusive,
         })
@@ -260,14 +265,19 @@ impl Core {
 pub(super) struct Lent {
     pub(super) seg: Arc<Segment>,
     pub(super) file: (u64, u64),
+    /// Where the lent window starts in the caller's buffer.
+    pub(super) offset: usize,
+    /// The window's length: what the server may read (or write).
     pub(super) len: usize,
     pub(super) exclusive: bool,
 }
 
 impl Lent {
+    /// The window's first byte.
     pub(super) fn ptr(&self) -> *mut u8 {
-        // SAFETY: the segment is at least HEADER_LEN + LEND_OFFSET + len bytes (checked in
-        // `take_lend` against its sealed size).
-        unsafe { self.seg.payload_ptr().add(LEND_OFFSET) }
+        // SAFETY: the segment holds HEADER_LEN + LEND_OFFSET + the buffer's capacity, and
+        // `offset + len` is at most that capacity (checked in `take_lend` against its
+        // sealed size).
+        unsafe { self.seg.payload_ptr().add(LEND_OFFSET + self.offset) }
     }
 }

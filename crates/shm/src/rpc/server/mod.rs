@@ -568,10 +568,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return None;
                 };
                 let lent = if kind == kind::LEND || kind == kind::LEND_MUT {
-                    match slot_ref
-                        .conn
-                        .take_lend(core, args[0], args[1], kind == kind::LEND_MUT)
-                    {
+                    match slot_ref.conn.take_lend(
+                        core,
+                        args[0],
+                        args[1],
+                        args[2],
+                        kind == kind::LEND_MUT,
+                    ) {
                         Ok(l) => Some(l),
                         Err(st) => {
                             slot_ref.settle(st);
@@ -589,6 +592,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                         one_way: kind == kind::SEND,
                         lent,
                         unit_on_drop,
+                        valid: None,
                         _types: PhantomData,
                     },
                 ))

@@ -140,6 +140,9 @@ pub struct ReplyContext<Rp, E> {
     pub(super) lent: Option<Lent>,
     /// A lend whose reply type is `()`: dropping the context answers `Ok(())`.
     pub(super) unit_on_drop: bool,
+    /// The count of valid bytes the server reports for the lent window
+    /// ([`set_valid`](Self::set_valid)); the window's length if unset.
+    pub(super) valid: Option<usize>,
     pub(super) _types: PhantomData<fn(Rp, E)>,
 }
 
@@ -175,11 +178,12 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
     }
 
     pub(super) fn answer<T: Wire>(mut self, st: u32, value: T) -> Result<(), Error<E>> {
+        let words = self.valid_words();
         if let Some(l) = self.lent.take() {
             self.slot.conn.end_lend(&l);
         }
         let r = self.slot.complete(st, |out| {
-            value.encode(out).map(|n| (n, value.signature(), [0; 2]))
+            value.encode(out).map(|n| (n, value.signature(), words))
         });
         match r {
             Err(Fault::TooLarge) => Err(Error::TooLarge),
@@ -216,6 +220,38 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
         })
     }
 
+    /// Where the lent window starts in the caller's buffer: `0` for `lend` / `lend_mut`,
+    /// `range.start` for [`Client::lend_range`](crate::Client::lend_range) /
+    /// [`lend_mut_range`](crate::Client::lend_mut_range) (Xous's `offset`). `None` for a
+    /// call without a lend.
+    pub fn lent_offset(&self) -> Option<usize> {
+        self.lent.as_ref().map(|l| l.offset)
+    }
+
+    /// Reports how many bytes of the lent window, from its start, are valid (Xous's
+    /// `valid`): the caller of [`lend_mut_range`](crate::Client::lend_mut_range) gets it
+    /// beside the reply. Unset, it is the window's length.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] (nothing set) if `valid` is longer than the window, or the call
+    /// has no lend.
+    pub fn set_valid(&mut self, valid: usize) -> Result<(), Error<E>> {
+        match &self.lent {
+            Some(l) if valid <= l.len => {
+                self.valid = Some(valid);
+                Ok(())
+            }
+            _ => Err(Error::TooLarge),
+        }
+    }
+
+    /// The reply words of a lend: `[valid, 0]`.
+    fn valid_words(&self) -> [u64; 2] {
+        let valid = self.valid.or(self.lent.as_ref().map(|l| l.len));
+        [valid.unwrap_or(0) as u64, 0]
+    }
+
     /// The buffer the caller lent with `lend_mut`, for writing in place; the caller sees the
     /// bytes when the call returns. `None` for other calls (including `lend`).
     pub fn lent_mut(&mut self) -> Option<ShmViewMut<'_>> {
@@ -235,8 +271,9 @@ impl<Rp, E> Drop for ReplyContext<Rp, E> {
             if self.unit_on_drop {
                 // Xous's rule for memory messages: a lend whose reply is `()` is answered
                 // by dropping it.
+                let words = [self.valid.unwrap_or(l.len) as u64, 0];
                 let _ = self.slot.complete(status::OK, |out| {
-                    ().encode(out).map(|n| (n, <() as Wire>::SIGNATURE, [0; 2]))
+                    ().encode(out).map(|n| (n, <() as Wire>::SIGNATURE, words))
                 });
             }
         }
