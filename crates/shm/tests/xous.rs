@@ -11,10 +11,12 @@
 //!   SIGKILL) is forgotten by the server, its lends freed, and exits normally; a server
 //!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`.
 //!
+//! - the connection limit of `register_name`: `ServerConfig::max_clients`, across processes.
+//!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ShmBuf};
+use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ShmBuf, ShmError};
 use std::time::Duration;
 
 mod support;
@@ -62,6 +64,12 @@ fn peer_main() {
             say(&format!("lent {r:?} {}", buf.view().to_vec()[0]));
             drop(cli);
             say("dropped");
+            read_stdin_line();
+        }
+        // Connect, then hold the connection until stdin closes.
+        "client-idle" => {
+            let _cli = XousClient::connect(&name, DEADLINE).unwrap();
+            say("connected");
             read_stdin_line();
         }
         other => panic!("unknown role {other}"),
@@ -279,4 +287,34 @@ fn a_server_that_closes_cleanly_ends_its_clients_calls() {
     let (_srv2, again) = xous_server(&dir, &name);
     assert_eq!(again.lend_mut([INCREMENT, 0], &mut buf), Ok(()));
     assert_eq!(buf.view().to_vec()[0], 1);
+}
+
+/// `register_name(name, Some(2))`: a server admits two client processes; a third is refused
+/// at connect (`ServerFull`), and admitted once one of the two has gone.
+#[test]
+fn a_connection_limit_refuses_one_client_too_many() {
+    let _g = serial();
+    let dir = TestDir::new("xous-limit");
+    let name = unique("xous-limit");
+    let server = XousServer::bind(&name, ServerConfig::new().max_clients(2)).unwrap();
+    let mut first = spawn("client-idle", &dir, &name, None);
+    let second = spawn("client-idle", &dir, &name, None);
+    assert_eq!(first.line(), "connected");
+    assert_eq!(second.line(), "connected");
+    wait_for("two clients", || server.stats().clients == 2);
+    match XousClient::connect(&name, DEADLINE) {
+        Err(ShmError::ServerFull(n)) => assert_eq!(n, name),
+        other => panic!("a third client was not refused: {:?}", other.map(|_| ())),
+    }
+    first.close_stdin();
+    assert!(first.exit_status().success());
+    wait_for("one client", || server.stats().clients == 1);
+    let third = XousClient::connect(&name, DEADLINE).unwrap();
+    let srv = std::thread::spawn(move || {
+        if let Incoming::Call(_, ctx) = server.wait_timeout(DEADLINE).unwrap() {
+            let _ = ctx.fail(3);
+        }
+    });
+    assert_eq!(third.req([0, 0]), Err(Error::App(3)));
+    srv.join().unwrap();
 }

@@ -879,8 +879,14 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
-        let clients = core.conns.read().unwrap_or_else(|p| p.into_inner()).len();
-        if clients >= core.limits.clients {
+        let held = || core.conns.read().unwrap_or_else(|p| p.into_inner()).len();
+        // At the limit, forget the clients that have gone first: a worker does so when it
+        // wakes, but none may be waiting now, and a client that left must not keep the
+        // next one out.
+        if held() >= core.limits.clients {
+            core.forget_finished();
+        }
+        if held() >= core.limits.clients {
             let _ = listener.refuse_busy();
             continue;
         }
