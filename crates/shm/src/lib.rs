@@ -125,9 +125,9 @@ pub use error::{SegmentError, ShmError};
 pub use rpc::Postcard;
 #[cfg(target_os = "linux")]
 pub use rpc::{
-    services, AsyncWait, CancelOutcome, Client, Error, Incoming, Notifier, PushError, Raw,
-    ReplyContext, ScalarCall, SendError, Server, ServerConfig, ServerStats, ServiceInfo, ShmBuf,
-    Subscription, WaitReply, Wire, MAX_DESCRIPTION,
+    services, AsyncWait, CancelOutcome, Client, Error, Incoming, Notifier, ParseServerIdError,
+    PushError, Raw, ReplyContext, ScalarCall, SendError, Server, ServerConfig, ServerId,
+    ServerStats, ServiceInfo, ShmBuf, Subscription, WaitReply, Wire, MAX_DESCRIPTION,
 };
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};

@@ -11,12 +11,14 @@
 //!   SIGKILL) is forgotten by the server, its lends freed, and exits normally; a server
 //!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`.
 //!
+//! - unnamed servers (Xous's SIDs): `Server::bind_unnamed` and `Client::connect_id`, the id
+//!   handed out in a scalar reply by a named server of another process;
 //! - the connection limit of `register_name`: `ServerConfig::max_clients`, across processes.
 //!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ShmBuf, ShmError};
+use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ServerId, ShmBuf, ShmError};
 use std::time::Duration;
 
 mod support;
@@ -65,6 +67,24 @@ fn peer_main() {
             drop(cli);
             say("dropped");
             read_stdin_line();
+        }
+        // A named server whose blocking scalar opens a session: an unnamed server, whose id
+        // goes back in the two reply words; each session fails every call with `arg + 1000`.
+        "server-session" => {
+            let directory = XousServer::bind(&name, ServerConfig::new()).unwrap();
+            say("ready");
+            while let Ok(incoming) = directory.wait() {
+                if let Incoming::Scalar(sc) = incoming {
+                    let (session, id) = XousServer::bind_unnamed(ServerConfig::new()).unwrap();
+                    say(&format!("session {id}"));
+                    std::thread::spawn(move || {
+                        while let Ok(Incoming::Call([_, arg], ctx)) = session.wait() {
+                            let _ = ctx.fail(arg + 1000);
+                        }
+                    });
+                    let _ = sc.reply(id.to_words());
+                }
+            }
         }
         // Connect, then hold the connection until stdin closes.
         "client-idle" => {
@@ -317,4 +337,40 @@ fn a_connection_limit_refuses_one_client_too_many() {
     });
     assert_eq!(third.req([0, 0]), Err(Error::App(3)));
     srv.join().unwrap();
+}
+
+/// Xous's unnamed servers: a named server hands out the id of an unnamed one (in a scalar
+/// reply), the client connects by id and is served; `services()` lists the named server
+/// only; an id nobody serves is not found.
+#[test]
+fn an_unnamed_server_is_reached_by_the_id_another_hands_out() {
+    let _g = serial();
+    let dir = TestDir::new("xous-sid");
+    let name = unique("xous-sid");
+    let peer = spawn("server-session", &dir, &name, None);
+    assert_eq!(peer.line(), "ready");
+    let directory = XousClient::connect(&name, DEADLINE).unwrap();
+    let words = directory.blocking_scalar(1, [0; 4]).unwrap();
+    let id = ServerId::from_words(words);
+    assert_eq!(peer.line(), format!("session {id}"));
+    let session = XousClient::connect_id(id, DEADLINE).unwrap();
+    assert_eq!(session.server_pid(), peer.pid() as u32);
+    assert_eq!(session.req([0, 5]), Err(Error::App(1005)));
+    // A second session is another server.
+    let other = ServerId::from_words(directory.blocking_scalar(1, [0; 4]).unwrap());
+    assert_ne!(other, id);
+    assert_eq!(peer.line(), format!("session {other}"));
+    // Out of sight: only the named server is listed.
+    let listed: Vec<String> = courier_shm::services()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&name));
+    // An id that nobody serves.
+    let nobody = "0123456789abcdef0123456789abcdef".parse().unwrap();
+    assert!(matches!(
+        XousClient::connect_id(nobody, Duration::from_millis(100)),
+        Err(ShmError::Timeout)
+    ));
 }

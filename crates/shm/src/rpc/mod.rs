@@ -89,6 +89,7 @@ mod client;
 pub(crate) mod fault;
 mod layout;
 mod server;
+mod sid;
 mod slot;
 mod stats;
 mod wire;
@@ -99,6 +100,7 @@ pub use courier_core::error::{Error, SendError};
 pub use server::{
     AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig,
 };
+pub use sid::{ParseServerIdError, ServerId};
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};
 #[cfg(feature = "serde")]
 pub use wire::{encode_postcard, Postcard};

@@ -185,6 +185,7 @@ pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
             continue;
         };
         if !courier_core::names::is_valid_name(name)
+            || name.starts_with(crate::rpc::sid::PREFIX)
             || !crate::sys::is_locked(&dir.join(format!("{name}.lock")))
         {
             continue;

@@ -19,6 +19,7 @@ use crate::error::ShmError;
 use crate::rpc::buf::ShmBuf;
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{kind, F_ASYNC};
+use crate::rpc::sid::ServerId;
 use crate::rpc::wire::Wire;
 use crate::rpc::{Error, SendError};
 use crate::service::ConnectConfig;
@@ -139,6 +140,16 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// server's segment or messages are not valid, [`ShmError::Io`].
     pub fn connect(name: &str, timeout: Duration) -> Result<Self, ShmError> {
         Self::connect_with(name, &ConnectConfig::new(), timeout)
+    }
+
+    /// Connects to the unnamed server `id` ([`Server::bind_unnamed`](crate::Server::bind_unnamed)),
+    /// waiting up to `timeout` as [`Client::connect`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`] ([`ShmError::Timeout`] if no server has this id).
+    pub fn connect_id(id: ServerId, timeout: Duration) -> Result<Self, ShmError> {
+        Self::connect(&id.name(), timeout)
     }
 
     /// [`Client::connect`] with the client's side of the checks: the largest segment it maps

@@ -24,6 +24,7 @@ use crate::rpc::layout::{
     kind, status, write_header, Layout, F_ASYNC, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND,
     S_LEN, S_OP, S_SIG,
 };
+use crate::rpc::sid::ServerId;
 use crate::rpc::stats::{ServerStats, StatsFile};
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
@@ -301,6 +302,41 @@ struct AsyncWaiters {
 }
 
 impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
+    /// Starts a server without a public name (Xous's unnamed server, reached by SID): its
+    /// clients connect with [`Client::connect_id`](crate::Client::connect_id) and the id,
+    /// which this process hands to those it chooses (in a reply, or the two words of a
+    /// scalar reply: [`ServerId::to_words`]). [`services`](crate::services) does not list
+    /// it. [`ServerId`] says what the id does and does not protect.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::bind`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use courier_shm::{Client, Server, ServerConfig};
+    /// use std::time::Duration;
+    ///
+    /// let (session, id) = Server::<u64, u64, ()>::bind_unnamed(ServerConfig::new())?;
+    /// // ... the id reaches a client, which connects:
+    /// let client = Client::<u64, u64, ()>::connect_id(id, Duration::from_secs(1))?;
+    /// # let _ = (session, client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind_unnamed(config: ServerConfig) -> Result<(Self, ServerId), ShmError> {
+        loop {
+            let id = ServerId::random()?;
+            match Self::bind(&id.name(), config.clone()) {
+                // 128 random bits taken already: draw again.
+                Err(ShmError::NameInUse(_)) => continue,
+                r => return r.map(|server| (server, id)),
+            }
+        }
+    }
+
     /// Takes the service name `name` (see [`Listener::bind`]) and starts accepting clients.
     ///
     /// # Errors
