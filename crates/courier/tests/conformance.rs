@@ -51,6 +51,14 @@ mod local_t {
     pub(crate) async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
         s.async_wait().await
     }
+
+    pub(crate) fn reply_and_next(
+        s: &Server,
+        ctx: Ctx,
+        reply: u64,
+    ) -> Result<(u64, Ctx), Error<u32>> {
+        s.reply_and_receive_next(ctx, reply)
+    }
 }
 
 /// `courier::shm`: a named service and a client connected to it, in this process (server
@@ -100,6 +108,14 @@ mod shm_t {
     pub(crate) async fn next_async(s: &Server) -> Result<(u64, Ctx), Error<u32>> {
         s.async_wait().await.map(call)
     }
+
+    pub(crate) fn reply_and_next(
+        s: &Server,
+        ctx: Ctx,
+        reply: u64,
+    ) -> Result<(u64, Ctx), Error<u32>> {
+        s.reply_and_receive_next(ctx, reply).map(call)
+    }
 }
 
 /// Runs `f` on a thread and returns its result, failing the test if it takes longer than
@@ -112,7 +128,7 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
 macro_rules! conformance {
     ($m:ident, $t:ident) => {
         mod $m {
-            use super::$t::{next, next_async, pair, try_next, CancelOutcome};
+            use super::$t::{next, next_async, pair, reply_and_next, try_next, CancelOutcome};
             use super::*;
 
             /// A server thread answering `n` with `2n`, `fail`ing odd numbers above 1000 with
@@ -175,6 +191,52 @@ macro_rules! conformance {
                 assert_eq!(r, Ok((Ok(2), Ok(3))));
                 let s = worker.join().unwrap();
                 assert!(matches!(try_next(&s), Ok(None)));
+            }
+
+            /// Xous's `reply_and_receive_next`: a serving loop that answers and takes the
+            /// next call in one step serves every caller, and a caller that gave up
+            /// (its reply goes nowhere) does not stop the loop.
+            #[test]
+            fn reply_and_receive_next_serves_a_loop() {
+                let (s, c) = pair(4);
+                let (took_tx, took) = mpsc::channel();
+                let (go, go_rx) = mpsc::channel::<()>();
+                let worker = thread::spawn(move || {
+                    let (mut n, mut ctx) = next(&s, DEADLINE).unwrap();
+                    let mut served = 0;
+                    while n != 0 {
+                        served += 1;
+                        if n == 7 {
+                            // Hold 7 until its caller has given up.
+                            took_tx.send(()).unwrap();
+                            go_rx.recv_timeout(DEADLINE).unwrap();
+                        }
+                        (n, ctx) = reply_and_next(&s, ctx, n + 1).unwrap();
+                    }
+                    let _ = ctx.reply(0);
+                    served
+                });
+                let r = within("a reply_and_receive_next loop", move || {
+                    let clients: Vec<_> = (0..2u64)
+                        .map(|t| {
+                            let c = c.clone();
+                            thread::spawn(move || {
+                                (1..=50u64)
+                                    .all(|i| c.req(t * 1000 + 10 + i) == Ok(t * 1000 + 11 + i))
+                            })
+                        })
+                        .collect();
+                    let all_ok = clients.into_iter().all(|h| h.join().unwrap());
+                    // A caller that gives up once the server holds its call: the reply goes
+                    // nowhere, and the loop goes on.
+                    let gone = c.req_async(7).unwrap();
+                    took.recv_timeout(DEADLINE).unwrap();
+                    let canceled = matches!(gone.cancel(), CancelOutcome::Signaled);
+                    go.send(()).unwrap();
+                    (all_ok, canceled, c.req(8), c.req(0))
+                });
+                assert_eq!(r, (true, true, Ok(9), Ok(0)));
+                assert_eq!(worker.join().unwrap(), 102);
             }
 
             #[test]

@@ -70,6 +70,43 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
             .expect("a wait without deadline returns only with a result")
     }
 
+    /// Answers `ctx` with `reply`, then waits for the next request: Xous's
+    /// `reply_and_receive_next`, the loop of a server that answers as it goes. A caller that
+    /// gave up meanwhile misses nothing the server could tell it, so that reply's
+    /// [`Error::OriginDisappeared`] is not reported.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_local::channel;
+    ///
+    /// let (server, client) = channel::<u32, u32, ()>();
+    /// let worker = std::thread::spawn(move || {
+    ///     let (mut n, mut ctx) = server.wait()?;
+    ///     loop {
+    ///         (n, ctx) = server.reply_and_receive_next(ctx, n * 2)?;
+    ///     }
+    ///     # #[allow(unreachable_code)]
+    ///     Ok::<(), courier_local::Error<()>>(())
+    /// });
+    /// assert_eq!(client.req(2), Ok(4));
+    /// assert_eq!(client.req(5), Ok(10));
+    /// drop(client);
+    /// assert!(worker.join().unwrap().is_err()); // ClientsDisappeared
+    /// ```
+    pub fn reply_and_receive_next(
+        &self,
+        ctx: ReplyContext<Rp, E>,
+        reply: Rp,
+    ) -> Result<Request<Rq, Rp, E>, Error<E>> {
+        let _ = ctx.reply(reply);
+        self.wait()
+    }
+
     /// [`Server::wait`] for at most `timeout`.
     ///
     /// # Errors

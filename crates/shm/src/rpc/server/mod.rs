@@ -410,6 +410,26 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         self.shared.core.stats()
     }
 
+    /// Answers `ctx` with `reply`, then waits for the next message: Xous's
+    /// `reply_and_receive_next`. A caller that gave up meanwhile misses nothing the server
+    /// could tell it, so that reply's [`Error::OriginDisappeared`] is not reported; a reply
+    /// too large for the slot is (the caller got [`Error::TooLarge`]), and then nothing is
+    /// waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] (the reply), or as [`Server::wait`].
+    pub fn reply_and_receive_next(
+        &self,
+        ctx: ReplyContext<Rp, E>,
+        reply: Rp,
+    ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
+        match ctx.reply(reply) {
+            Err(Error::TooLarge) => Err(Error::TooLarge),
+            _ => self.wait(),
+        }
+    }
+
     /// Waits for the next message from any client.
     ///
     /// The error type is `courier::local`'s (`Server::wait` there returns the same
