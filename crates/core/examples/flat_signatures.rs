@@ -60,6 +60,29 @@ pub enum CTagged {
     P(u16, u8),
 }
 
+/// Eight-byte fields, whose alignment differs (4 on i686, 8 on x86_64) while their layout
+/// does not: the signature must agree, or a 32-bit peer could not talk to a 64-bit one.
+#[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
+#[repr(C)]
+pub struct Wide {
+    id: u64,
+    value: f64,
+    delta: i64,
+    pair: [u64; 2],
+    maybe: flat::Option<u32>,
+}
+
+/// A `u32` then a `u64`: the `u64` sits at offset 4 on i686 and 8 on x86_64, so this layout
+/// (and its signature) differs by design.
+#[derive(Ipc)]
+#[ipc(crate = "courier_core::flat")]
+#[repr(C)]
+pub struct Unpadded {
+    small: u32,
+    big: u64,
+}
+
 fn row<T: IpcSafe>(name: &str) -> (&str, u64, usize) {
     (name, T::SIGNATURE, core::mem::size_of::<T>())
 }
@@ -73,13 +96,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         row::<flat::String<100>>("String<100>"),
         row::<flat::Vec<u16, 10>>("Vec<u16,10>"),
         row::<[char; 3]>("[char;3]"),
+        row::<Wide>("Wide"),
+        row::<u64>("u64"),
+        row::<[u64; 2]>("[u64;2]"),
     ];
     for (name, signature, size) in rows {
         println!("{name} size={size} signature={signature:#018x}");
     }
     // These layouts differ by design between 32- and 64-bit targets; the CI script checks that
     // they do differ, which proves the two outputs came from two different targets.
-    let (name, signature, size) = row::<usize>("usize");
-    println!("width-dependent: {name} size={size} signature={signature:#018x}");
+    for (name, signature, size) in [row::<usize>("usize"), row::<Unpadded>("Unpadded")] {
+        println!("width-dependent: {name} size={size} signature={signature:#018x}");
+    }
     Ok(())
 }

@@ -48,9 +48,15 @@
 //! # Signatures
 //!
 //! [`IpcSafe::SIGNATURE`] is a `u64` computed at compile time from the real layout: size,
-//! alignment, each field's offset and signature (recursively), enum tag sizes and discriminant
-//! values. Names, docs, visibility and formatting do not enter it; it is the same on 32- and
-//! 64-bit targets for a layout that is the same on both.
+//! each field's offset and signature (recursively), enum tag sizes and discriminant values.
+//! Names, docs, visibility and formatting do not enter it; it is the same on 32- and 64-bit
+//! targets for a layout that is the same on both. Alignment is left out: where it changes a
+//! layout it shows in offsets and sizes, and alone it differs between targets whose bytes
+//! agree (`u64` is 4-aligned on i686, 8-aligned on x86_64), which would refuse a `[u64; 2]`
+//! between a 32-bit and a 64-bit peer. `struct { a: u32, b: u64 }` still differs (offsets 4
+//! and 8, sizes 12 and 16), and so do `flat::Option<u64>` (its value at offset 4 or 8) and
+//! a struct with 8-byte fields whose size is not a multiple of 8 (x86_64 pads its end): add
+//! the padding fields by hand to make such a type portable.
 //!
 //! # Porting from flatipc
 //!
@@ -259,7 +265,6 @@ macro_rules! primitive {
             const SIGNATURE: u64 = SignatureHasher::new(signature::kind::PRIMITIVE)
                 .word($id)
                 .usize(size_of::<$ty>())
-                .usize(align_of::<$ty>())
                 .finish();
             const HAS_PADDING: bool = false;
             const NEEDS_CHECK: bool = false;

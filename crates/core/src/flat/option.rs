@@ -135,7 +135,6 @@ unsafe impl<T: IpcSafe> IpcSafe for Option<T> {
     const SIGNATURE: u64 = SignatureHasher::new(signature::kind::OPTION)
         .word(T::SIGNATURE)
         .usize(size_of::<Self>())
-        .usize(align_of::<Self>())
         .finish();
     const HAS_PADDING: bool = T::HAS_PADDING || size_of::<Self>() != 1;
     const NEEDS_CHECK: bool = T::NEEDS_CHECK;

@@ -3,8 +3,8 @@
 //!
 //! Every word fed to the hash is a `u64`, whatever the target's pointer width, so the same layout
 //! gives the same signature on 32- and 64-bit targets and nothing is ever truncated. Names, doc
-//! comments, visibility, attributes and formatting never enter the hash: only sizes, alignments,
-//! field offsets, field signatures (recursively), enum tag sizes and discriminant values, and
+//! comments, visibility, attributes and formatting never enter the hash: only sizes, field
+//! offsets, field signatures (recursively), enum tag sizes and discriminant values, and
 //! container capacities.
 
 /// The FNV-1a 64-bit offset basis.

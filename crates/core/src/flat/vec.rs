@@ -265,7 +265,6 @@ unsafe impl<T: IpcSafe + Copy, const N: usize> IpcSafe for Vec<T, N> {
         .usize(N)
         .word(T::SIGNATURE)
         .usize(size_of::<Self>())
-        .usize(align_of::<Self>())
         .finish();
     // Uncounted slots are always initialised (zeroed by `new`, written whole by `push`).
     const HAS_PADDING: bool = T::HAS_PADDING || size_of::<Self>() != 4 + N * size_of::<T>();

@@ -121,7 +121,6 @@ impl Enum<'_> {
         quote! {
             #p::SignatureHasher::new(#p::signature::kind::ENUM)
                 .usize(::core::mem::size_of::<Self>())
-                .usize(::core::mem::align_of::<Self>())
                 .word(#repr_code)
                 .usize(::core::mem::size_of::<#tag>())
                 .usize(#nvariants)

@@ -53,7 +53,8 @@ pub(super) fn parts(cx: &Ctx<'_>, repr: &Repr, s: &syn::DataStruct) -> syn::Resu
     })
 }
 
-/// The `SIGNATURE` expression: size, alignment, then each field's offset and signature.
+/// The `SIGNATURE` expression: size, then each field's offset and signature (alignment is left
+/// out: see `courier::flat`'s Signatures).
 fn signature(p: &Path, shape: &Shape) -> TokenStream {
     let n = shape.fields.len();
     let members = shape.fields.iter().map(|(m, _)| m);
@@ -61,7 +62,6 @@ fn signature(p: &Path, shape: &Shape) -> TokenStream {
     quote! {
         #p::SignatureHasher::new(#p::signature::kind::STRUCT)
             .usize(::core::mem::size_of::<Self>())
-            .usize(::core::mem::align_of::<Self>())
             .usize(#n)
             #(
                 .usize(::core::mem::offset_of!(Self, #members))

@@ -27,6 +27,9 @@ pub(crate) use courier_testkit::{euid, unique};
 pub(crate) const ROLE: &str = "COURIER_SHM_TEST_ROLE";
 /// The service name a peer uses.
 pub(crate) const NAME: &str = "COURIER_SHM_TEST_NAME";
+/// If set, the peer processes run this executable (the same test, built for another
+/// target) instead of the test binary itself.
+pub(crate) const PEER_EXE: &str = "COURIER_SHM_TEST_PEER_EXE";
 /// Upper bound for every wait on a peer.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -152,7 +155,12 @@ pub(crate) fn spawn_via(
     uid: Option<u32>,
     env: &[(&str, String)],
 ) -> Peer {
-    let exe = std::env::current_exe().unwrap();
+    // The peer is this test binary, or the same test built for another target (a 32-bit
+    // peer for a 64-bit test process: `.ci/peer32.sh`).
+    let exe = match std::env::var_os(PEER_EXE) {
+        Some(exe) => PathBuf::from(exe),
+        None => std::env::current_exe().unwrap(),
+    };
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -231,7 +239,12 @@ pub(crate) fn can_run_as_nobody(test: &str) -> bool {
         println!("notice: not root, cannot run a peer as nobody; the {test} test is skipped");
         return false;
     }
-    let exe = std::env::current_exe().unwrap();
+    // The peer is this test binary, or the same test built for another target (a 32-bit
+    // peer for a 64-bit test process: `.ci/peer32.sh`).
+    let exe = match std::env::var_os(PEER_EXE) {
+        Some(exe) => PathBuf::from(exe),
+        None => std::env::current_exe().unwrap(),
+    };
     if !courier_testkit::executable_by_others(&exe) {
         println!("notice: {exe:?} is not reachable by nobody; the {test} test is skipped");
         return false;
