@@ -1,6 +1,6 @@
 //! [`Option<T>`]: an optional value with a defined (`repr(u8)`) layout.
 
-use core::mem::{align_of, size_of};
+use core::mem::size_of;
 use core::result::Result;
 
 use zerocopy::{Immutable, KnownLayout, TryFromBytes};

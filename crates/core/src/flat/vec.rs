@@ -1,7 +1,7 @@
 //! [`Vec<T, N>`]: at most `N` elements stored inline.
 
 use core::fmt;
-use core::mem::{align_of, offset_of, size_of, MaybeUninit};
+use core::mem::{offset_of, size_of, MaybeUninit};
 use core::ops::{Deref, DerefMut};
 use core::result::Result;
 
