@@ -13,6 +13,8 @@
 //!
 //! - unnamed servers (Xous's SIDs): `Server::bind_unnamed` and `Client::connect_id`, the id
 //!   handed out in a scalar reply by a named server of another process;
+//! - Xous's memory `send`: `send_buf` gives a buffer away; the server keeps it
+//!   (`take_sent`) and reads and writes it after the call;
 //! - the connection limit of `register_name`: `ServerConfig::max_clients`, across processes.
 //!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
@@ -35,6 +37,14 @@ const SUM: u64 = 2;
 const FAIL: u64 = 3;
 /// A plain call, dropped unanswered.
 const DROP_CALL: u64 = 4;
+/// send_buf: keep the buffer (`kept <len> <sum>`); the server's books then hold no lend.
+const KEEP: u64 = 6;
+/// Report the sums of the kept buffers, read again now (`kept-sums <sum> ..`), then add 1 to
+/// the first byte of each in place.
+const KEPT_SUMS: u64 = 7;
+/// The server's largest lend (`max_lend`), so that a bigger gift is refused.
+const MAX_LEND: usize = 16 << 20;
+
 /// lend_mut of a window: report `window <offset> <len>`, write `offset + i` into the first
 /// `arg` bytes, report them valid, and drop (answering `Ok(())` with the count). An `arg`
 /// longer than the window is refused by `set_valid` (`refused <arg>`), and the whole window
@@ -99,7 +109,8 @@ fn peer_main() {
 /// The `server-xous` role: serves until stdin says `quit`, then drops its `Server` and
 /// exits normally.
 fn serve_xous(name: &str) {
-    let server = XousServer::bind(name, ServerConfig::new()).unwrap();
+    let server = XousServer::bind(name, ServerConfig::new().max_lend(MAX_LEND)).unwrap();
+    let mut kept = Vec::new();
     let quit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let q = std::sync::Arc::clone(&quit);
     std::thread::spawn(move || {
@@ -110,7 +121,7 @@ fn serve_xous(name: &str) {
     say("ready");
     while !quit.load(std::sync::atomic::Ordering::SeqCst) {
         match server.wait_timeout(Duration::from_millis(20)) {
-            Ok(incoming) => handle(incoming),
+            Ok(incoming) => handle(incoming, &mut kept, &server),
             Err(Error::Timeout) => {}
             Err(e) => panic!("wait: {e}"),
         }
@@ -119,7 +130,15 @@ fn serve_xous(name: &str) {
     say("closed");
 }
 
-fn handle(incoming: Incoming<Op, (), u64>) {
+fn sum(view: &courier_shm::ShmView<'_>) -> u64 {
+    view.to_vec().iter().map(|&b| u64::from(b)).sum()
+}
+
+fn handle(
+    incoming: Incoming<Op, (), u64>,
+    kept: &mut Vec<courier_shm::SentBuf>,
+    server: &XousServer,
+) {
     let Incoming::Call([op, arg], mut ctx) = incoming else {
         return;
     };
@@ -133,16 +152,33 @@ fn handle(incoming: Incoming<Op, (), u64>) {
             // Dropped: the caller's lend_mut returns Ok(()).
         }
         SUM => {
-            let sum: u64 = ctx
-                .lent()
-                .map(|l| l.to_vec().iter().map(|&b| u64::from(b)).sum())
-                .unwrap_or(0);
-            say(&format!("sum {sum}"));
+            let total = ctx.lent().map(|l| sum(&l)).unwrap_or(0);
+            say(&format!("sum {total}"));
         }
         FAIL => {
             let _ = ctx.fail(arg);
         }
         DROP_CALL => drop(ctx),
+        KEEP => {
+            let buf = ctx.take_sent().expect("a buffer given away");
+            assert!(ctx.is_one_way());
+            drop(ctx);
+            say(&format!(
+                "kept {} {} lends {}",
+                buf.len(),
+                sum(&buf.view()),
+                server.stats().lends
+            ));
+            kept.push(buf);
+        }
+        KEPT_SUMS => {
+            let sums: Vec<String> = kept.iter().map(|b| sum(&b.view()).to_string()).collect();
+            for b in kept.iter_mut() {
+                let first = b.view().to_vec()[0];
+                b.view_mut().write_at(0, &[first.wrapping_add(1)]).unwrap();
+            }
+            say(&format!("kept-sums {}", sums.join(" ")));
+        }
         READ_INTO => {
             let offset = ctx.lent_offset().unwrap();
             let len = ctx.lent().unwrap().len();
@@ -373,4 +409,45 @@ fn an_unnamed_server_is_reached_by_the_id_another_hands_out() {
         XousClient::connect_id(nobody, Duration::from_millis(100)),
         Err(ShmError::Timeout)
     ));
+}
+
+/// Xous's memory `send`: `send_buf` gives a buffer away, with no copy; the server keeps its
+/// pages after the call (off its lend books) and reads and writes them later, whatever the
+/// client does next. A gift the server cannot take comes back with its request.
+#[test]
+fn a_buffer_given_away_is_the_servers_to_keep() {
+    let _g = serial();
+    let dir = TestDir::new("xous-gift");
+    let name = unique("xous-gift");
+    let (srv, cli) = xous_server(&dir, &name);
+    let mut frame = ShmBuf::new(8 << 20).unwrap();
+    frame.view_mut().copy_from_slice(&vec![0x80; 8 << 20]);
+    cli.send_buf([KEEP, 0], frame).map_err(|(e, ..)| e).unwrap();
+    let full = (8u64 << 20) * 0x80;
+    assert_eq!(srv.line(), format!("kept {} {full} lends 0", 8 << 20));
+    // A second gift, and the first is still the server's, readable and writable.
+    let mut small = ShmBuf::new(4096).unwrap();
+    small.view_mut().copy_from_slice(&[1; 4096]);
+    cli.send_buf([KEEP, 0], small).map_err(|(e, ..)| e).unwrap();
+    assert_eq!(srv.line(), "kept 4096 4096 lends 0");
+    assert_eq!(cli.req([KEPT_SUMS, 0]), Err(Error::NoReply));
+    assert_eq!(srv.line(), format!("kept-sums {full} 4096"));
+    assert_eq!(cli.req([KEPT_SUMS, 0]), Err(Error::NoReply));
+    assert_eq!(srv.line(), format!("kept-sums {} 4097", full + 1));
+    // Larger than the server's max_lend: refused, and the request and buffer come back.
+    let mut big = ShmBuf::new(MAX_LEND + 4096).unwrap();
+    big.view_mut().write_at(0, &[9]).unwrap();
+    match cli.send_buf([KEEP, 5], big) {
+        Err((Error::TooLarge, rq, back)) => {
+            assert_eq!(rq, [KEEP, 5]);
+            assert_eq!(back.view().to_vec()[0], 9);
+        }
+        other => panic!(
+            "expected TooLarge with the gift back, got {:?}",
+            other.map_err(|(e, ..)| e)
+        ),
+    }
+    // The connection goes on.
+    assert_eq!(cli.lend([SUM, 0], &ShmBuf::new(4096).unwrap()), Ok(()));
+    assert_eq!(srv.line(), "sum 0");
 }

@@ -95,6 +95,9 @@ pub(crate) mod kind {
     pub(crate) const SUBSCRIBE: u32 = 7;
     pub(crate) const UNSUBSCRIBE: u32 = 8;
     pub(crate) const FREE_BUF: u32 = 9;
+    /// A buffer given away with a one-way request (`Client::send_buf`): completed as soon as
+    /// the server takes it, the buffer then the server's.
+    pub(crate) const SEND_BUF: u32 = 10;
 }
 
 /// `S_FLAGS`: the caller waits asynchronously; completing rings the client's bell.

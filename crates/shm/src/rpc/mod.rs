@@ -95,10 +95,11 @@ mod stats;
 mod wire;
 
 pub use buf::ShmBuf;
-pub use client::{CancelOutcome, Client, Subscription, WaitReply};
+pub use client::{CancelOutcome, Client, SendBufError, Subscription, WaitReply};
 pub use courier_core::error::{Error, SendError};
 pub use server::{
-    AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server, ServerConfig,
+    AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, SentBuf, Server,
+    ServerConfig,
 };
 pub use sid::{ParseServerIdError, ServerId};
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};

@@ -32,6 +32,9 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// A refused [`Client::send_buf`]: why, and the request and buffer, still the caller's.
+pub type SendBufError<Rq, E> = (Error<E>, Rq, ShmBuf);
+
 /// A lend's reply and its two reply words (`[valid, 0]`).
 type LendResult<Rp, E> = Result<(Rp, [u64; 2]), Error<E>>;
 
@@ -573,6 +576,61 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
             lock(&conn.registered).remove(&buf.id());
         }
         r
+    }
+
+    /// Gives `buf` away with the one-way request `rq` (Xous's memory `send`): the server
+    /// receives both and keeps the buffer's pages for as long as it likes
+    /// ([`ReplyContext::take_sent`](crate::ReplyContext::take_sent)), with no copy of its
+    /// bytes. Returns once the server has taken the message, not when it has handled it;
+    /// the buffer is gone from this process then.
+    ///
+    /// # Errors
+    ///
+    /// With the request and the buffer, which stay the caller's: [`Error::ServerDisappeared`],
+    /// [`Error::TooLarge`] (larger than the server's `max_lend`, or `rq` larger than a slot),
+    /// [`Error::LimitReached`] (the server's lend limits), [`Error::Protocol`] (a
+    /// [poisoned](ShmBuf::is_poisoned) buffer, or one lent mutably elsewhere).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use courier_shm::{Client, ShmBuf};
+    /// use std::time::Duration;
+    ///
+    /// let client = Client::<u32, (), ()>::connect("frames", Duration::from_secs(1))?;
+    /// let mut frame = ShmBuf::new(8 << 20)?;
+    /// frame.view_mut().copy_from_slice(&vec![0x80; 8 << 20]);
+    /// client.send_buf(1, frame).map_err(|(e, _, _)| e)?; // the server owns the 8 MiB now
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_buf(&self, rq: Rq, buf: ShmBuf) -> Result<(), SendBufError<Rq, E>> {
+        if buf.is_poisoned() {
+            return Err((Error::Protocol, rq, buf));
+        }
+        let conn = &self.shared.conn;
+        if let Err(e) = conn.register(&buf, Deadline::NEVER) {
+            return Err((Error::from(e), rq, buf));
+        }
+        let args = [buf.id(), buf.len() as u64, 0, 0];
+        let taken = self
+            .start_call(kind::SEND_BUF, 0, args, &rq, Deadline::NEVER)
+            .and_then(|call| {
+                call.settle(Deadline::NEVER)
+                    .and_then(Call::take_words)
+                    .map_err(Error::from)
+            });
+        match taken {
+            // Dropping it here unmaps it in this process; the server's mapping stays.
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, Error::LimitReached | Error::TooLarge) {
+                    lock(&conn.registered).remove(&buf.id());
+                }
+                Err((e, rq, buf))
+            }
+        }
     }
 
     /// Sends a one-way scalar message: an opcode and four words, no payload (waiting for a

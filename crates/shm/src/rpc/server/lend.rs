@@ -227,6 +227,21 @@ impl Conn {
         }
     }
 
+    /// The client gave the buffer of `lent` away ([`kind::SEND_BUF`]): it leaves the
+    /// client's books (its ids, its byte count, the server's totals), and `lent` (then a
+    /// [`SentBuf`](crate::SentBuf)) keeps the mapping for as long as the server likes.
+    ///
+    /// [`kind::SEND_BUF`]: crate::rpc::layout::kind::SEND_BUF
+    pub(super) fn give_away(&self, core: &Core, lent: &Lent) {
+        let mut lends = self.lock_lends();
+        if let Some(e) = lends.files.remove(&lent.file) {
+            let bytes = Lendable::capacity(&e.seg);
+            lends.bytes -= bytes;
+            core.forget_lends(1, bytes);
+        }
+        lends.ids.retain(|_, file| *file != lent.file);
+    }
+
     /// Gives a lend back (its context is answered or dropped).
     pub(super) fn end_lend(&self, lent: &Lent) {
         self.counters.lends.fetch_sub(1, Ordering::Relaxed);

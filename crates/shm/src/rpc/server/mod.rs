@@ -15,9 +15,11 @@ mod conn;
 mod lend;
 mod push;
 mod reply;
+mod sent;
 
 pub use push::{Notifier, PushError};
 pub use reply::{ReplyContext, ScalarCall};
+pub use sent::SentBuf;
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
@@ -618,19 +620,18 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             Rq::decode_signed(sig, &slot_ref.conn.sh.data(slot, len))
         };
         match kind {
-            kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT => {
+            kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT | kind::SEND_BUF => {
                 let Some(rq) = decode(&slot_ref) else {
                     slot_ref.settle(status::PROTOCOL);
                     return None;
                 };
-                let lent = if kind == kind::LEND || kind == kind::LEND_MUT {
-                    match slot_ref.conn.take_lend(
-                        core,
-                        args[0],
-                        args[1],
-                        args[2],
-                        kind == kind::LEND_MUT,
-                    ) {
+                let mut slot_ref = slot_ref;
+                let lent = if matches!(kind, kind::LEND | kind::LEND_MUT | kind::SEND_BUF) {
+                    let exclusive = kind != kind::LEND;
+                    match slot_ref
+                        .conn
+                        .take_lend(core, args[0], args[1], args[2], exclusive)
+                    {
                         Ok(l) => Some(l),
                         Err(st) => {
                             slot_ref.settle(st);
@@ -640,14 +641,23 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 } else {
                     None
                 };
-                let unit_on_drop = lent.is_some() && TypeId::of::<Rp>() == TypeId::of::<()>();
+                let given = kind == kind::SEND_BUF;
+                if let (true, Some(l)) = (given, &lent) {
+                    // The buffer is ours now: off the client's books, and the caller, which
+                    // waits only for this, is released at once.
+                    slot_ref.conn.give_away(core, l);
+                    let _ = slot_ref.complete(status::OK, |_| Some((0, 0, [0; 2])));
+                }
+                let unit_on_drop =
+                    !given && lent.is_some() && TypeId::of::<Rp>() == TypeId::of::<()>();
                 Some(Incoming::Call(
                     rq,
                     ReplyContext {
                         slot: slot_ref,
-                        one_way: kind == kind::SEND,
+                        one_way: kind == kind::SEND || given,
                         lent,
                         unit_on_drop,
+                        given,
                         valid: None,
                         _types: PhantomData,
                     },

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::conn::{ring_client, Conn};
 use super::lend::Lent;
+use super::sent::SentBuf;
 
 /// A taken slot, owed a completion. Dropping it completes with `NO_REPLY`.
 pub(super) struct SlotRef {
@@ -140,6 +141,8 @@ pub struct ReplyContext<Rp, E> {
     pub(super) lent: Option<Lent>,
     /// A lend whose reply type is `()`: dropping the context answers `Ok(())`.
     pub(super) unit_on_drop: bool,
+    /// The buffer was given away ([`Client::send_buf`](crate::Client::send_buf)).
+    pub(super) given: bool,
     /// The count of valid bytes the server reports for the lent window
     /// ([`set_valid`](Self::set_valid)); the window's length if unset.
     pub(super) valid: Option<usize>,
@@ -218,6 +221,19 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             // which the `Arc` keeps mapped while `self` is borrowed.
             unsafe { ShmView::new(l.ptr(), l.len) }
         })
+    }
+
+    /// The buffer the caller gave away with
+    /// [`Client::send_buf`](crate::Client::send_buf), to keep after the call: `None` for
+    /// other calls, or once taken. Until taken, [`lent`](Self::lent) and
+    /// [`lent_mut`](Self::lent_mut) reach it too; a context dropped with it unmaps it.
+    pub fn take_sent(&mut self) -> Option<SentBuf> {
+        if !self.given {
+            return None;
+        }
+        let lent = self.lent.take()?;
+        self.slot.conn.end_lend(&lent);
+        Some(SentBuf::new(lent))
     }
 
     /// Where the lent window starts in the caller's buffer: `0` for `lend` / `lend_mut`,
