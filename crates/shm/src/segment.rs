@@ -194,6 +194,11 @@ impl Segment {
             .as_fd()
     }
 
+    /// The file descriptor, unless [`Segment::close_fd`] closed it.
+    pub(crate) fn try_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Closes the file descriptor; the mapping stays until the segment is dropped. A server
     /// keeps no descriptor per connection or lent buffer, so its descriptor limit bounds
     /// neither.

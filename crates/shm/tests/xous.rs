@@ -15,6 +15,8 @@
 //!   handed out in a scalar reply by a named server of another process;
 //! - Xous's memory `send`: `send_buf` gives a buffer away; the server keeps it
 //!   (`take_sent`) and reads and writes it after the call;
+//! - forwarding: a gateway process passes calls and their lends to a storage process
+//!   (`ReplyContext::forward`), without copying the lent pages;
 //! - the connection limit of `register_name`: `ServerConfig::max_clients`, across processes.
 //!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
@@ -50,6 +52,9 @@ const MAX_LEND: usize = 16 << 20;
 /// longer than the window is refused by `set_valid` (`refused <arg>`), and the whole window
 /// counts as valid.
 const READ_INTO: u64 = 5;
+
+/// The `server-gateway` role's storage server name.
+const STORAGE: &str = "XOUS_STORAGE";
 
 type XousServer = Server<Op, (), u64>;
 type XousClient = Client<Op, (), u64>;
@@ -93,6 +98,18 @@ fn peer_main() {
                         }
                     });
                     let _ = sc.reply(id.to_words());
+                }
+            }
+        }
+        // A gateway: every call, lends included, forwarded to the server named in STORAGE.
+        "server-gateway" => {
+            let gateway = XousServer::bind(&name, ServerConfig::new().forwarding(true)).unwrap();
+            let storage = XousClient::connect(&std::env::var(STORAGE).unwrap(), DEADLINE).unwrap();
+            say("ready");
+            while let Ok(incoming) = gateway.wait() {
+                if let Incoming::Call(rq, ctx) = incoming {
+                    let r = ctx.forward(&storage, rq);
+                    say(&format!("forwarded {} {r:?}", rq[0]));
                 }
             }
         }
@@ -450,4 +467,79 @@ fn a_buffer_given_away_is_the_servers_to_keep() {
     // The connection goes on.
     assert_eq!(cli.lend([SUM, 0], &ShmBuf::new(4096).unwrap()), Ok(()));
     assert_eq!(srv.line(), "sum 0");
+}
+
+/// The resident memory of process `pid`, in bytes (VmRSS).
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Xous's forwarding: a gateway process passes every call, with its lend, to a storage
+/// process, which answers the original caller through it; the lent pages are never copied
+/// by the gateway (its resident memory does not grow by the 15 MiB it forwards).
+#[test]
+fn a_gateway_forwards_calls_and_lends_without_copying_them() {
+    let _g = serial();
+    let dir = TestDir::new("xous-fwd");
+    let storage_name = unique("xous-storage");
+    let name = unique("xous-gateway");
+    let storage = spawn("server-xous", &dir, &storage_name, None);
+    assert_eq!(storage.line(), "ready");
+    let gateway = spawn_with(
+        "server-gateway",
+        &dir,
+        &name,
+        None,
+        &[(STORAGE, storage_name)],
+    );
+    assert_eq!(gateway.line(), "ready");
+    let cli = XousClient::connect(&name, DEADLINE).unwrap();
+
+    // The seed's example, through the gateway: 42 becomes 43 in the caller's buffer.
+    let mut buf = ShmBuf::new(4096).unwrap();
+    buf.view_mut().write_at(0, &[42]).unwrap();
+    assert_eq!(cli.lend_mut([INCREMENT, 0], &mut buf), Ok(()));
+    assert_eq!(buf.view().to_vec()[0], 43);
+    assert_eq!(gateway.line(), format!("forwarded {INCREMENT} Ok(())"));
+    // A shared lend and a window with its valid count.
+    buf.view_mut().write_at(0, &[1, 2, 3]).unwrap();
+    assert_eq!(cli.lend([SUM, 0], &buf), Ok(()));
+    assert_eq!(storage.line(), "sum 6");
+    assert_eq!(gateway.line(), format!("forwarded {SUM} Ok(())"));
+    assert_eq!(
+        cli.lend_mut_range([READ_INTO, 10], &mut buf, 100..200),
+        Ok(((), 10))
+    );
+    assert_eq!(storage.line(), "window 100 100");
+    assert_eq!(gateway.line(), format!("forwarded {READ_INTO} Ok(())"));
+    assert_eq!(
+        buf.view().to_vec()[100..110],
+        (100..110).map(|i| i as u8).collect::<Vec<_>>()[..]
+    );
+    // Errors pass through as they are.
+    assert_eq!(cli.lend([FAIL, 9], &buf), Err(Error::App(9)));
+    assert_eq!(gateway.line(), format!("forwarded {FAIL} Ok(())"));
+    assert_eq!(cli.req([DROP_CALL, 0]), Err(Error::NoReply));
+    assert_eq!(gateway.line(), format!("forwarded {DROP_CALL} Ok(())"));
+
+    // 15 MiB (under the storage's max_lend) through the gateway: the storage reads every
+    // page, the gateway touches none.
+    let size = 15 << 20;
+    let before = rss(gateway.pid());
+    let mut big = ShmBuf::new(size).unwrap();
+    big.view_mut().copy_from_slice(&vec![7; size]);
+    assert_eq!(cli.lend([SUM, 0], &big), Ok(()));
+    assert_eq!(storage.line(), format!("sum {}", 7 * size as u64));
+    assert_eq!(gateway.line(), format!("forwarded {SUM} Ok(())"));
+    let after = rss(gateway.pid());
+    assert!(
+        after < before + (size as u64) / 2,
+        "the gateway's resident memory grew from {before} to {after} bytes forwarding {size}"
+    );
 }

@@ -85,6 +85,28 @@ impl ShmBuf {
         })
     }
 
+    /// A buffer of the same pages as `seg` (a lent buffer this server received, its
+    /// descriptor kept: `ServerConfig::forwarding`), mapped again in this process, to lend
+    /// them on without copying. Its length is the whole buffer's.
+    pub(crate) fn sharing(seg: &Segment) -> Result<ShmBuf, ShmError> {
+        let fd = seg
+            .try_fd()
+            .ok_or(ShmError::InvalidConfig(
+                "forwarding a lend needs a server bound with ServerConfig::forwarding",
+            ))?
+            .try_clone_to_owned()
+            .map_err(ShmError::io("duplicating a lent buffer's descriptor"))?;
+        let seg = Segment::open(fd, seg.len())?;
+        let len = seg.len() - HEADER_LEN - LEND_OFFSET;
+        Ok(ShmBuf {
+            seg,
+            len,
+            id: next_id(),
+            lent_to: Mutex::new(Vec::new()),
+            poisoned: false,
+        })
+    }
+
     /// The length in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -143,7 +143,7 @@ impl Conn {
     }
 
     /// Maps a buffer the client sent, within the limits, under `id`; `Err` is the status its
-    /// lends get. The descriptor is closed once mapped.
+    /// lends get. The descriptor is closed once mapped, unless the server forwards lends.
     pub(super) fn register(
         &self,
         core: &Core,
@@ -177,7 +177,9 @@ impl Conn {
             }
             Err(_) => return Err(status::PROTOCOL),
         };
-        seg.close_fd();
+        if !core.forwarding {
+            seg.close_fd();
+        }
         let bytes = Lendable::capacity(&seg);
         if bytes > core.max_lend as u64 {
             return Err(status::TOO_LARGE);

@@ -70,6 +70,7 @@ pub struct ServerConfig {
     push_depth: usize,
     push_size: usize,
     max_lend: usize,
+    forwarding: bool,
     limits: Limits,
     listener: ListenerConfig,
 }
@@ -92,6 +93,7 @@ impl Default for ServerConfig {
             push_depth: 64,
             push_size: 256,
             max_lend: 1 << 30,
+            forwarding: false,
             limits: Limits {
                 clients: 128,
                 lends_per_client: 256,
@@ -141,6 +143,15 @@ impl ServerConfig {
     /// checked when the buffer is first lent and at every lend).
     pub fn max_lend(mut self, bytes: usize) -> Self {
         self.max_lend = bytes;
+        self
+    }
+
+    /// Lets this server pass the buffers it is lent on to another server
+    /// ([`ReplyContext::forward`]): it keeps a descriptor of each registered buffer (without
+    /// this, it closes it once mapped), so at most [`max_lends`](Self::max_lends) more
+    /// descriptors; keep that below the process's descriptor limit.
+    pub fn forwarding(mut self, on: bool) -> Self {
+        self.forwarding = on;
         self
     }
 
@@ -277,6 +288,8 @@ struct Core {
     name: String,
     lay: Layout,
     max_lend: usize,
+    /// Keep lent buffers' descriptors, to forward lends.
+    forwarding: bool,
     limits: Limits,
     /// Lent buffers registered by all clients: (count, bytes).
     lend_totals: Mutex<(usize, u64)>,
@@ -361,6 +374,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             name: name.to_owned(),
             lay,
             max_lend: config.max_lend,
+            forwarding: config.forwarding,
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
             poller,

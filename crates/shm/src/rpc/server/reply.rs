@@ -196,6 +196,80 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
         }
     }
 
+    /// Passes the call on to another server through `to`, as `rq`, and answers the caller
+    /// with that server's answer: Xous's forwarding, for proxies and gateways. A lent buffer
+    /// goes on as the same window of the same pages (no byte copied): shared for a `lend`,
+    /// exclusive for a `lend_mut` (whose valid count comes back too). The worker waits for the
+    /// other server; call it from another thread (the context is `Send`) to keep serving.
+    ///
+    /// The other server's reply, application error, `NoReply`, `TooLarge`, `LimitReached`,
+    /// `Protocol` or `ServerDisappeared` reaches the caller as such (`Timeout` as `NoReply`).
+    ///
+    /// # Errors
+    ///
+    /// What answering the caller returns ([`Error::OriginDisappeared`] if it gave up), or,
+    /// for a lend, [`Error::Protocol`] if this server was not bound with
+    /// [`ServerConfig::forwarding`](crate::ServerConfig::forwarding) (the caller gets
+    /// `NoReply`; nothing was forwarded).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use courier_shm::{Client, Incoming, Server, ServerConfig};
+    /// use std::time::Duration;
+    ///
+    /// // A gateway in front of "storage": every call, lends included, goes on unchanged.
+    /// let gateway = Server::<u32, u64, u8>::bind("gateway", ServerConfig::new().forwarding(true))?;
+    /// let storage = Client::<u32, u64, u8>::connect("storage", Duration::from_secs(1))?;
+    /// while let Ok(Incoming::Call(rq, ctx)) = gateway.wait() {
+    ///     let _ = ctx.forward(&storage, rq);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forward<Rq2: Wire>(
+        mut self,
+        to: &crate::Client<Rq2, Rp, E>,
+        rq: Rq2,
+    ) -> Result<(), Error<E>> {
+        let answer = match &self.lent {
+            None => to.req(rq),
+            Some(l) => {
+                let Ok(mut buf) = crate::ShmBuf::sharing(&l.seg) else {
+                    drop(self);
+                    return Err(Error::Protocol);
+                };
+                let window = l.offset..l.offset + l.len;
+                if l.exclusive {
+                    to.lend_mut_range(rq, &mut buf, window).map(|(rp, valid)| {
+                        self.valid = Some(valid);
+                        rp
+                    })
+                } else {
+                    to.lend_range(rq, &buf, window)
+                }
+            }
+        };
+        let st = match answer {
+            Ok(rp) => return self.reply(rp),
+            Err(Error::App(e)) => return self.fail(e),
+            Err(Error::TooLarge) => status::TOO_LARGE,
+            Err(Error::LimitReached) => status::LIMIT,
+            Err(Error::Protocol) => status::PROTOCOL,
+            Err(Error::ServerDisappeared) => status::SERVER_GONE,
+            Err(_) => status::NO_REPLY,
+        };
+        if let Some(l) = self.lent.take() {
+            self.slot.conn.end_lend(&l);
+        }
+        match self.slot.complete(st, |_| Some((0, 0, [0; 2]))) {
+            Ok(()) => Ok(()),
+            Err(_) if self.one_way => Ok(()),
+            Err(_) => Err(Error::OriginDisappeared),
+        }
+    }
+
     /// Whether the caller canceled the call (a timeout, a dropped `WaitReply` or future); the
     /// work may stop, a reply would be discarded.
     pub fn is_canceled(&self) -> bool {
