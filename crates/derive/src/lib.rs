@@ -14,7 +14,30 @@ mod ipc;
 mod opcode;
 mod service;
 
-use syn::{parse_macro_input, DeriveInput, Error};
+use syn::{parse_macro_input, DeriveInput, Error, Path};
+
+/// The path a derive's `#[<attr>(crate = "...")]` gives for the module its generated code
+/// names, or `default`.
+fn crate_path(input: &DeriveInput, attr: &str, default: Path) -> syn::Result<Path> {
+    let mut path = default;
+    for a in &input.attrs {
+        if !a.path().is_ident(attr) {
+            continue;
+        }
+        a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                let lit: syn::LitStr = meta.value()?.parse()?;
+                path = lit.parse()?;
+                Ok(())
+            } else {
+                Err(meta.error(format!(
+                    "unknown #[{attr}] option; expected `crate = \"path\"`"
+                )))
+            }
+        })?;
+    }
+    Ok(path)
+}
 
 /// Makes a `#[repr(C)]` type IPC-safe and gives it its page-aligned IPC form `IpcName`.
 ///

@@ -90,20 +90,5 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The path given by `#[opcode(crate = "...")]`, or `::courier::opcode`.
 fn crate_path(input: &DeriveInput) -> syn::Result<Path> {
-    let mut path: Path = syn::parse_quote!(::courier::opcode);
-    for attr in &input.attrs {
-        if !attr.path().is_ident("opcode") {
-            continue;
-        }
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("crate") {
-                let lit: syn::LitStr = meta.value()?.parse()?;
-                path = lit.parse()?;
-                Ok(())
-            } else {
-                Err(meta.error("unknown #[opcode] option; expected `crate = \"path\"`"))
-            }
-        })?;
-    }
-    Ok(path)
+    crate::crate_path(input, "opcode", syn::parse_quote!(::courier::opcode))
 }

@@ -79,10 +79,9 @@ impl Rng {
 /// nothing.
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     let connect = |full| ShmChannel::connect(&name, ShmConfig::new().full(full), DEADLINE);
     match role.as_str() {
         // The seed's example, client side, then a loaned message.

@@ -48,10 +48,9 @@ fn kind(e: &ShmError) -> &'static str {
 /// it does nothing.
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     // The test process may run as root while a peer runs as another user: peers trust it
     // (a client refuses a listener of another uid unless told; see `client-strict`).
     let cc = ConnectConfig::new().trust_uid(0);

@@ -39,10 +39,9 @@ const NOBODY: u32 = 65534;
 /// it does nothing.
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     match role.as_str() {
         // A listener that admits root (the squatter's bait), serving until killed.
         "listen-admit-root" => {

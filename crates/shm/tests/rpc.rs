@@ -208,10 +208,9 @@ fn env_or(var: &str, default: u64) -> u64 {
 /// it does nothing.
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     match role.as_str() {
         "server" => serve(&name),
         "server-bytes" => serve_bytes(&name),

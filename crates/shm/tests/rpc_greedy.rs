@@ -21,10 +21,9 @@ const FAST: Duration = Duration::from_secs(1);
 
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     match role.as_str() {
         // The server, with the descriptor limit of a default shell.
         "server" => {

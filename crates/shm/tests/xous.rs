@@ -66,10 +66,9 @@ type XousClient = Client<Op, (), u64>;
 /// it does nothing.
 #[test]
 fn peer_main() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     match role.as_str() {
         "server-xous" => serve_xous(&name),
         // Connect, lend a buffer once, drop the client cleanly, then wait for stdin to

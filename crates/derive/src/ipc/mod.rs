@@ -88,22 +88,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The path given by `#[ipc(crate = "...")]`, or `::courier::flat`.
 fn parse_crate_path(input: &DeriveInput) -> syn::Result<Path> {
-    let mut path: Path = syn::parse_quote!(::courier::flat);
-    for attr in &input.attrs {
-        if !attr.path().is_ident("ipc") {
-            continue;
-        }
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("crate") {
-                let lit: syn::LitStr = meta.value()?.parse()?;
-                path = lit.parse()?;
-                Ok(())
-            } else {
-                Err(meta.error("unknown #[ipc] option; expected `crate = \"path\"`"))
-            }
-        })?;
-    }
-    Ok(path)
+    crate::crate_path(input, "ipc", syn::parse_quote!(::courier::flat))
 }
 
 /// The type's generics with, in the where clause, an `IpcSafe` bound on every type parameter:

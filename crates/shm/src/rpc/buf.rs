@@ -75,14 +75,10 @@ impl ShmBuf {
             return Err(ShmError::InvalidConfig("a ShmBuf holds 1 byte to 1 GiB"));
         }
         let pages = len.div_ceil(4096) * 4096;
-        let seg = Segment::create(HEADER_LEN + LEND_OFFSET + pages)?;
-        Ok(ShmBuf {
-            seg,
+        Ok(ShmBuf::over(
+            Segment::create(HEADER_LEN + LEND_OFFSET + pages)?,
             len,
-            id: next_id(),
-            lent_to: Mutex::new(Vec::new()),
-            poisoned: false,
-        })
+        ))
     }
 
     /// A buffer of the same pages as `seg` (a lent buffer this server received, its
@@ -98,13 +94,18 @@ impl ShmBuf {
             .map_err(ShmError::io("duplicating a lent buffer's descriptor"))?;
         let seg = Segment::open(fd, seg.len())?;
         let len = seg.len() - HEADER_LEN - LEND_OFFSET;
-        Ok(ShmBuf {
+        Ok(ShmBuf::over(seg, len))
+    }
+
+    /// A buffer of `len` bytes over `seg`, under a new id, lent to nobody yet.
+    fn over(seg: Segment, len: usize) -> ShmBuf {
+        ShmBuf {
             seg,
             len,
             id: next_id(),
             lent_to: Mutex::new(Vec::new()),
             poisoned: false,
-        })
+        }
     }
 
     /// The length in bytes.

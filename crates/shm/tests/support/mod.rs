@@ -30,6 +30,13 @@ pub(crate) const NAME: &str = "COURIER_SHM_TEST_NAME";
 /// If set, the peer processes run this executable (the same test, built for another
 /// target) instead of the test binary itself.
 pub(crate) const PEER_EXE: &str = "COURIER_SHM_TEST_PEER_EXE";
+/// The role and service name this process plays when it runs as a peer (`peer_main`), or
+/// `None` in the test process itself.
+pub(crate) fn peer_role() -> Option<(String, String)> {
+    let role = std::env::var(ROLE).ok()?;
+    Some((role, std::env::var(NAME).unwrap()))
+}
+
 /// Upper bound for every wait on a peer.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
