@@ -54,7 +54,7 @@
 //! | a pending call | `WaitReply::{wait, wait_timeout, wait_async, is_ready, cancel}` → `CancelOutcome<Rq, Rp, E>`, whose `Withdrawn(rq)` hands the request back |
 //! | one-way | `send`, `send_timeout`, `try_send`, `try_req`: `SendError<Rq>`, which hands the request back on every error |
 //! | liveness | `Client::is_server_gone` (once `true`, stays `true`) |
-//! | serving | `Server::wait`, `wait_timeout`, `try_pop`, `async_wait`, all failing with `Error<E>`; `ReplyContext::{reply, fail, is_canceled, is_one_way}` |
+//! | serving | `Server::wait`, `wait_timeout`, `try_pop`, `async_wait`, `reply_and_receive_next`, all failing with `Error<E>`; `ReplyContext::{reply, fail, is_canceled, is_one_way}` |
 //! | errors | one [`Error<E>`] (`#[non_exhaustive]`) on every transport |
 //!
 //! The differences left have a reason:
@@ -71,6 +71,9 @@
 //!   forms are `areq`, `async_wait`, `wait_async` and `recv_async`.
 //! - Setting up (`bind`, `connect`) fails with `shm::ShmError`, which names system causes;
 //!   nothing after connect does.
+//! - `WaitReply::detach` (a call that goes on without its caller, as a dropped `WaitReply`
+//!   does in `ump`) is `local`'s: on `shm` a call's slot is the caller's until it reads the
+//!   answer, so a call that must go on without its caller is sent with `send` from the start.
 #![no_std]
 
 #[cfg(feature = "std")]
