@@ -93,6 +93,8 @@
 #[cfg(target_os = "linux")]
 mod channel;
 #[cfg(target_os = "linux")]
+pub mod crossbar_compat;
+#[cfg(target_os = "linux")]
 mod dir;
 #[cfg(target_os = "linux")]
 mod error;

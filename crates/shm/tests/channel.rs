@@ -2,7 +2,8 @@
 //! selected by an environment variable).
 //!
 //! Cases:
-//! - the seed's parity example: request one way, response the other, loan and publish;
+//! - the seed's parity example: request one way, response the other, loan and publish; the
+//!   same written against crossbar's names (`crossbar_compat`), imports changed only;
 //! - many messages in a row (10,000 each way, lengths varying) without loss or reordering;
 //! - the errors of a send across processes: too large, pool exhausted, a full ring as an error
 //!   and as backpressure (a blocked send goes through once the receiver makes room);
@@ -95,6 +96,36 @@ fn peer_main() {
             loan.write_at(0, b"loaned").unwrap();
             loan.publish(6).unwrap();
             say("ok");
+        }
+        // The seed's example written against crossbar's names, client side, with the
+        // imports changed only (`crossbar_compat`): then its error names.
+        "compat" => {
+            use courier_shm::crossbar_compat::*;
+            let mut cli = ShmChannel::connect(&name, PubSubConfig::default(), DEADLINE).unwrap();
+            cli.send(b"request").unwrap();
+            let reply = cli.recv().unwrap();
+            assert_eq!(&*reply, b"response");
+            drop(reply);
+            assert!(cli.try_recv().is_none());
+            match cli.send(&[0; 4097]) {
+                Err(IpcError::DataTooLarge) => say("data-too-large"),
+                other => say(&format!("unexpected {other:?}")),
+            }
+            cli.heartbeat();
+            say("ok");
+            // Told to go on: read what the listener sent until it is gone, which crossbar's
+            // recv reports as PublisherDead.
+            read_stdin_line();
+            let mut drained = 0;
+            let last = loop {
+                match cli.recv_with(WaitStrategy::Timeout(DEADLINE)) {
+                    Ok(m) if &*m == b"x" => drained += 1,
+                    Ok(m) => break format!("unexpected message {:?}", &*m),
+                    Err(IpcError::PublisherDead) => break "publisher-dead".to_string(),
+                    Err(e) => break format!("unexpected {e:?}"),
+                }
+            };
+            say(&format!("drained {drained} {last}"));
         }
         // Send MANY numbered messages, then receive MANY and check them.
         "many" => {
@@ -206,6 +237,42 @@ fn parity_example_across_processes() {
     srv.send(b"response").unwrap();
     assert_eq!(srv.recv_timeout(DEADLINE).unwrap().to_vec(), b"loaned");
     assert_eq!(peer.line(), "ok");
+}
+
+/// crossbar's example, with its imports changed to `courier_shm::crossbar_compat` and
+/// nothing else, on both sides of two processes: `PubSubConfig`, `send(&mut self, ..)`,
+/// `recv` / `try_recv -> Option` / `recv_with`, `SampleGuard` dereferencing to bytes, and
+/// `IpcError`'s names (`DataTooLarge`, `PoolExhausted`, `PublisherDead`).
+#[test]
+fn crossbar_s_example_ported_by_imports_across_processes() {
+    use courier_shm::crossbar_compat::{IpcError, PubSubConfig, ShmChannel as CbChannel};
+    let _g = serial();
+    let dir = TestDir::new("compat");
+    let name = unique("compat");
+    let mut peer = spawn("compat", &dir, &name, None);
+    let mut srv = CbChannel::listen(&name, PubSubConfig::default(), DEADLINE).unwrap();
+    let msg = srv.recv().unwrap();
+    assert_eq!(&*msg, b"request");
+    drop(msg);
+    srv.send(b"response").unwrap();
+    assert_eq!(peer.line(), "data-too-large");
+    assert_eq!(peer.line(), "ok");
+    // Every block of the pool sent and unread: PoolExhausted.
+    let blocks = srv.inner().block_count();
+    let mut sent = 0;
+    let full = loop {
+        match srv.send(b"x") {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent <= blocks, "more sends than blocks");
+    };
+    assert!(matches!(full, IpcError::PoolExhausted), "{full:?}");
+    assert_eq!(sent, blocks);
+    // The peer reads them all, then learns that this end is gone.
+    peer.tell("go");
+    drop(srv);
+    assert_eq!(peer.line(), format!("drained {blocks} publisher-dead"));
 }
 
 #[test]

@@ -175,7 +175,7 @@ const MESSAGES_BROKEN: ShmError = ShmError::Corrupt("message-ring tail out of ra
 #[derive(Debug)]
 pub struct ShmMessage<'a> {
     ch: &'a ShmChannel,
-    idx: usize,
+    pub(super) idx: usize,
     /// The message's `len` bytes, HELD by us.
     view: ShmView<'a>,
 }
