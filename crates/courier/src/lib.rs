@@ -133,6 +133,8 @@ pub use courier_core::flat;
 /// assert_eq!(core::mem::size_of_val(&ipc), 4096);
 /// ```
 pub use courier_derive::Ipc;
+/// `#[derive(IpcSafe)]`: flatipc's other name for [`macro@Ipc`] (the same derive).
+pub use courier_derive::IpcSafe;
 
 pub use courier_core::opcode;
 /// `#[derive(Opcode)]` (see [`opcode`]) and the trait it implements.

@@ -1,9 +1,7 @@
 //! Must-not-compile cases for `#[derive(Ipc)]` (trybuild, with the expected messages in
 //! `tests/ui/flat/*.stderr`): raw pointers, references, `Box`, std `String`/`Vec`/`Option`,
 //! a bounded `Vec` of pointers, a generic instantiated with a reference, a missing `repr(C)`,
-//! `repr(packed)` and unions. (`from_slice_mut` on a type with padding fails only when the
-//! program is built, not checked, so it is a `compile_fail` doctest on `Page::from_slice_mut`.)
-//! Also one must-compile-and-run case: a downstream crate that depends on `courier` alone uses
+//! `repr(packed)` and unions. Also one must-compile-and-run case: a downstream crate that depends on `courier` alone uses
 //! the derive on structs, enums and generics.
 
 #[test]

@@ -7,7 +7,9 @@
 //! - page alignment and padding, zeroed interior padding and page tail;
 //! - untrusted bytes: bad bool, char, enum tag, option tag, string length and UTF-8, vector
 //!   length, short, misaligned and wrong-signature buffers are typed errors;
-//! - `from_slice_mut` for padding-free types, `with_slice_mut` for types with padding.
+//! - `from_slice_mut` in place for padding-free types and as a copy written back (padding
+//!   zeroed) for types with padding; `with_slice_mut` in place for both; `to_ipc` as
+//!   flatipc spells `into_ipc`; `#[derive(IpcSafe)]` as flatipc's other derive name.
 
 use core::fmt::Write;
 use core::mem::{align_of, offset_of, size_of};
@@ -72,8 +74,9 @@ fn readme_server_lend_mut_and_lend() {
     assert_eq!(seen, 42);
 
     // Mutable lend: the server increments in place.
-    let value = IpcSimpleValue::from_slice_mut(&mut message.0, signature).unwrap();
+    let mut value = IpcSimpleValue::from_slice_mut(&mut message.0, signature).unwrap();
     value.inner += 1;
+    drop(value);
     let back = IpcSimpleValue::from_slice(&message.0, signature).unwrap();
     assert_eq!(back.inner, 43);
     assert_eq!(
@@ -371,4 +374,64 @@ fn page_sizes() {
     assert_eq!(size_of::<IpcExact>(), 4096);
     assert_eq!(size_of::<IpcOneMore>(), 8192);
     assert_eq!(Page::<Exact>::SIZE, 4096);
+}
+
+/// flatipc's field type, marked with its other derive name.
+#[derive(courier::IpcSafe, Debug, PartialEq, Clone, Copy)]
+#[repr(C)]
+struct Reading {
+    sensor: u16,
+    // two bytes of padding here
+    value: u32,
+}
+
+#[derive(Ipc, Debug, PartialEq, Clone, Copy)]
+#[repr(C)]
+struct Report {
+    reading: Reading,
+    count: u8,
+}
+
+/// flatipc's spellings: `to_ipc`, `#[derive(IpcSafe)]`, and `from_slice_mut` on a type with
+/// padding (a copy written back on drop, the padding zeroed even after a whole-value write;
+/// a forgotten view writes nothing).
+#[test]
+fn flatipc_spellings_and_from_slice_mut_with_padding() {
+    let mut ipc = Report {
+        reading: Reading {
+            sensor: 7,
+            value: 42,
+        },
+        count: 1,
+    }
+    .to_ipc();
+    let sig = ipc.signature();
+    assert_eq!(sig, Report::signature());
+    let mut message = Buf::<4096>::copy_of(ipc.as_bytes());
+    assert_eq!(message.0[2..4], [0, 0]);
+
+    let mut value = IpcReport::from_slice_mut(&mut message.0, sig).unwrap();
+    value.reading.value += 1;
+    // A whole-value write, which may leave the padding of the copy uninitialised.
+    *value = Report {
+        count: value.count + 1,
+        ..*value
+    };
+    drop(value);
+    assert_eq!(message.0[2..4], [0, 0], "padding written back zeroed");
+    let back = IpcReport::from_slice(&message.0, sig).unwrap();
+    assert_eq!(
+        back.reading,
+        Reading {
+            sensor: 7,
+            value: 43
+        }
+    );
+    assert_eq!(back.count, 2);
+
+    // Forgotten: nothing is written back.
+    let mut value = IpcReport::from_slice_mut(&mut message.0, sig).unwrap();
+    value.count = 99;
+    core::mem::forget(value);
+    assert_eq!(IpcReport::from_slice(&message.0, sig).unwrap().count, 2);
 }

@@ -80,6 +80,33 @@ pub fn derive_ipc(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
         .into()
 }
 
+/// flatipc's other derive name, for the types it marks `IpcSafe` (field types of `Ipc`
+/// types): the same derive as [`macro@Ipc`], so a flatipc type ports by changing the path.
+///
+/// # Examples
+///
+/// ```
+/// #[derive(courier::IpcSafe, Clone, Copy)]
+/// #[repr(C)]
+/// struct Reading {
+///     sensor: u16,
+///     value: u32,
+/// }
+///
+/// #[derive(courier::Ipc)]
+/// #[repr(C)]
+/// struct Report {
+///     reading: Reading,
+/// }
+///
+/// let ipc = Report { reading: Reading { sensor: 1, value: 42 } }.to_ipc();
+/// assert_eq!(ipc.reading.value, 42);
+/// ```
+#[proc_macro_derive(IpcSafe, attributes(ipc))]
+pub fn derive_ipc_safe(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    derive_ipc(input)
+}
+
 /// Makes a field-less enum the opcodes of scalar messages, as `num_derive`'s
 /// `FromPrimitive` + `ToPrimitive` do for Xous servers: implements `courier::opcode::Opcode`,
 /// `From<Op> for u32` and `TryFrom<u32> for Op` (error: `courier::opcode::UnknownOpcode`).

@@ -42,8 +42,9 @@
 //!
 //! Padding inside a value (between fields, after a variant, in a bounded vector's unused
 //! slots) and the page tail are zeroed before bytes are exposed ([`Page::as_bytes`],
-//! [`Page::with_slice_mut`]); the only views that hand out `&mut T` over caller-owned bytes
-//! ([`Page::from_slice_mut`]) exist only for types without padding.
+//! [`Page::with_slice_mut`]); [`Page::from_slice_mut`] hands out `&mut T` over caller-owned
+//! bytes only for types without padding, and a private copy, written back with its padding
+//! zeroed, for the others.
 //!
 //! # Signatures
 //!
@@ -62,13 +63,13 @@
 //!
 //! | flatipc 0.1.2 | `courier::flat` |
 //! |---|---|
-//! | `#[derive(flatipc::Ipc)]`, `#[derive(IpcSafe)]` | `#[derive(courier::Ipc)]` (one derive does both; generics work) |
-//! | `value.into_ipc()`, `ipc.into_original()` | `value.into_ipc()`, `Foo::from_ipc(ipc)` / `IpcFoo::from_ipc(ipc)` / `ipc.into_inner()` |
+//! | `#[derive(flatipc::Ipc)]`, `#[derive(IpcSafe)]` | `#[derive(courier::Ipc)]`, or `#[derive(courier::IpcSafe)]` (the same derive under flatipc's other name; generics work) |
+//! | `value.to_ipc()`, `value.into_ipc()`, `ipc.into_original()` | `value.to_ipc()` / `value.into_ipc()`, `Foo::from_ipc(ipc)` / `IpcFoo::from_ipc(ipc)` / `ipc.into_inner()` |
 //! | `IpcFoo::from_slice(&[u8], usize) -> Option<&IpcFoo>` | `IpcFoo::from_slice(&[u8], u64) -> Result<&IpcFoo, FlatError>` |
-//! | `IpcFoo::from_slice_mut(..) -> Option<&mut IpcFoo>` | `IpcFoo::from_slice_mut(..) -> Result<&mut Foo, FlatError>` (padding-free types) or `IpcFoo::with_slice_mut(.., \|foo\| ..)` |
+//! | `IpcFoo::from_slice_mut(..) -> Option<&mut IpcFoo>` | `IpcFoo::from_slice_mut(..) -> Result<FlatMut<Foo>, FlatError>` (derefs to `Foo`: in place without padding, a copy written back on drop with it), or `IpcFoo::with_slice_mut(.., \|foo\| ..)` (in place for every type) |
 //! | `ipc.signature() -> usize` | `ipc.signature() -> u64`, `Foo::signature()` |
 //! | `flatipc::String<N>`, `flatipc::Vec<T, N>` | [`String<N>`](String), [`Vec<T, N>`](Vec) (`T: Copy`) |
-//! | `Option<T>` fields | [`flat::Option<T>`](Option) (`From`/`Into` the standard one) |
+//! | `Option<T>` fields | [`flat::Option<T>`](Option) (`From`/`Into` the standard one; the standard `Option` has no layout to check, and is refused with a message naming this one) |
 //! | sending `&[u8]` of the whole object | [`Page::as_bytes`] (padding and tail zeroed) |
 
 pub mod signature;
@@ -641,12 +642,15 @@ impl<T: IpcSafe> Page<T> {
         Ok(unsafe { &*bytes.as_ptr().cast::<Self>() })
     }
 
-    /// A checked, zero-copy, mutable view of a value another process wrote into `bytes`, for
-    /// types without padding (`T::HAS_PADDING == false`, checked at compile time).
+    /// A checked mutable view of a value another process wrote into `bytes`, as flatipc's
+    /// `from_slice_mut`, for every IPC-safe type.
     ///
-    /// It returns `&mut T` rather than `&mut Page<T>`, so the page tail can never be
-    /// overwritten with uninitialised bytes. For types with padding use
-    /// [`with_slice_mut`](Self::with_slice_mut), which zeroes the padding afterwards.
+    /// For a type without padding the view is the value in place (zero-copy). For a type with
+    /// padding it is a private copy, written back into `bytes` (its padding zeroed) when the
+    /// view drops: a write through `&mut T` may leave padding uninitialised, and `bytes` must
+    /// never hold an uninitialised byte. A view that is forgotten (`mem::forget`) writes
+    /// nothing back. [`with_slice_mut`](Self::with_slice_mut) is the zero-copy form for types
+    /// with padding.
     ///
     /// # Errors
     ///
@@ -655,37 +659,41 @@ impl<T: IpcSafe> Page<T> {
     /// # Examples
     ///
     /// ```
-    /// use courier_core::flat::Page;
+    /// use courier_core::flat::{Option, Page};
     ///
     /// let mut ipc = Page::new([41u32, 1]);
     /// let sig = ipc.signature();
     /// let mut buf = Page::new([0u8; 4096]); // any page-aligned buffer of a page or more
     /// buf.copy_from_slice(ipc.as_bytes());
-    /// let value = Page::<[u32; 2]>::from_slice_mut(buf.as_mut_slice(), sig).unwrap();
+    /// let mut value = Page::<[u32; 2]>::from_slice_mut(buf.as_mut_slice(), sig).unwrap();
     /// value[0] += 1;
+    /// drop(value);
     /// assert_eq!(buf[..4], 42u32.to_ne_bytes());
-    /// ```
     ///
-    /// A type with padding does not compile:
-    ///
-    /// ```compile_fail
-    /// use courier_core::flat::{Option, Page};
-    /// let mut buf = [0u8; 8];
-    /// let _ = Page::<Option<u32>>::from_slice_mut(&mut buf, 0);
+    /// // A type with padding (a tag byte, then a `u32`): the same call.
+    /// let mut ipc = Page::new(Option::Some(41u32));
+    /// let sig = ipc.signature();
+    /// buf.copy_from_slice(ipc.as_bytes());
+    /// let mut value = Page::<Option<u32>>::from_slice_mut(buf.as_mut_slice(), sig).unwrap();
+    /// *value = Option::Some(42);
+    /// drop(value);
+    /// let back = Page::<Option<u32>>::from_slice(buf.as_slice(), sig).unwrap();
+    /// assert_eq!(**back, Option::Some(42));
+    /// assert_eq!(buf[1..4], [0, 0, 0]); // the padding is zero
     /// ```
-    pub fn from_slice_mut(bytes: &mut [u8], signature: u64) -> Result<&mut T, FlatError> {
-        const {
-            assert!(
-                !T::HAS_PADDING,
-                "from_slice_mut needs a type without padding; use with_slice_mut"
-            )
-        };
+    pub fn from_slice_mut(bytes: &mut [u8], signature: u64) -> Result<FlatMut<'_, T>, FlatError> {
         Self::check_frame(bytes, signature)?;
-        // SAFETY: as in `from_slice`, the first `size_of::<T>()` bytes are a valid, aligned `T`
-        // and we borrow `bytes` mutably for the result's lifetime. `T` has no padding
-        // (`HAS_PADDING == false`, asserted above), so no write through the result can leave an
-        // uninitialised byte in the caller's `[u8]`.
-        Ok(unsafe { &mut *bytes.as_mut_ptr().cast::<T>() })
+        let ptr = bytes.as_mut_ptr().cast::<T>();
+        if !T::HAS_PADDING {
+            // SAFETY: as in `from_slice`, the first `size_of::<T>()` bytes are a valid, aligned
+            // `T`, and we borrow `bytes` mutably for the result's lifetime. `T` has no padding,
+            // so no write through the result can leave an uninitialised byte in `bytes`.
+            return Ok(FlatMut(Inner::InPlace(unsafe { &mut *ptr })));
+        }
+        // SAFETY: `ptr` points to a valid, aligned `T` (checked above); reading it makes a
+        // bitwise copy, and the bytes stay as they were (initialised) until written back.
+        let value = unsafe { ptr.read() };
+        Ok(FlatMut(Inner::Copy { bytes, value }))
     }
 
     /// Runs `f` on a checked, zero-copy, mutable view of the value in `bytes`, then zeroes the
@@ -751,6 +759,62 @@ impl<T: IpcSafe> Page<T> {
         debug_assert!(Self::check_frame(bytes, T::SIGNATURE).is_ok());
         // SAFETY: the caller promises what `from_slice` would have checked.
         unsafe { &*bytes.as_ptr().cast::<Self>() }
+    }
+}
+
+/// A checked mutable view of a value in a caller's bytes, from [`Page::from_slice_mut`]:
+/// the value in place for a type without padding, a private copy written back on drop (its
+/// padding zeroed) for a type with padding.
+pub struct FlatMut<'a, T: IpcSafe>(Inner<'a, T>);
+
+enum Inner<'a, T> {
+    InPlace(&'a mut T),
+    Copy { bytes: &'a mut [u8], value: T },
+}
+
+impl<T: IpcSafe> Deref for FlatMut<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Inner::InPlace(v) => v,
+            Inner::Copy { value, .. } => value,
+        }
+    }
+}
+
+impl<T: IpcSafe> DerefMut for FlatMut<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.0 {
+            Inner::InPlace(v) => v,
+            Inner::Copy { value, .. } => value,
+        }
+    }
+}
+
+impl<T: IpcSafe> Drop for FlatMut<'_, T> {
+    fn drop(&mut self) {
+        if let Inner::Copy { bytes, value } = &mut self.0 {
+            value.zero_padding();
+            // SAFETY: `value` is a valid `T` whose padding bytes were just written (zeroed),
+            // so all `size_of::<T>()` of its bytes are initialised and may be read as bytes;
+            // `bytes` holds at least that many (checked by `from_slice_mut`), and the two do
+            // not overlap (`value` is this guard's own copy).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (value as *const T).cast::<u8>(),
+                    bytes.as_mut_ptr(),
+                    size_of::<T>(),
+                );
+            }
+        }
+    }
+}
+
+impl<T: IpcSafe + fmt::Debug> fmt::Debug for FlatMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -233,6 +233,14 @@ fn assemble(
                     #p::Page::new(self)
                 }
 
+                /// flatipc's name for [`into_ipc`](Self::into_ipc): moves this value into its
+                /// page-aligned IPC form.
+                #[inline]
+                #[allow(dead_code)]
+                #vis fn to_ipc(self) -> #p::Page<Self> {
+                    #p::Page::new(self)
+                }
+
                 /// Moves a value back out of its IPC form.
                 #[inline]
                 #[allow(dead_code)]
