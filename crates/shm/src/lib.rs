@@ -129,8 +129,8 @@ pub use rpc::Postcard;
 pub use rpc::{
     services, AsyncWait, CancelOutcome, Client, Error, Incoming, Notifier, ParseServerIdError,
     PushError, Raw, ReplyContext, ScalarCall, SendBufError, SendError, SentBuf, Server,
-    ServerConfig, ServerId, ServerStats, ServiceInfo, ShmBuf, Subscription, WaitReply, Wire,
-    MAX_DESCRIPTION,
+    ServerConfig, ServerId, ServerStats, ServiceInfo, ShmBox, ShmBuf, Subscription, WaitReply,
+    Wire, MAX_DESCRIPTION,
 };
 #[cfg(target_os = "linux")]
 pub use segment::{Segment, HEADER_LEN, LAYOUT_VERSION, MAGIC};

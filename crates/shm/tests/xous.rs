@@ -9,20 +9,23 @@
 //!   valid (`set_valid`);
 //! - a clean disconnect in both directions: a client process that drops its `Client` (no
 //!   SIGKILL) is forgotten by the server, its lends freed, and exits normally; a server
-//!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`.
-//!
+//!   process that drops its `Server` and exits makes its clients' calls `ServerDisappeared`;
 //! - unnamed servers (Xous's SIDs): `Server::bind_unnamed` and `Client::connect_id`, the id
 //!   handed out in a scalar reply by a named server of another process;
 //! - Xous's memory `send`: `send_buf` gives a buffer away; the server keeps it
 //!   (`take_sent`) and reads and writes it after the call;
 //! - forwarding: a gateway process passes calls and their lends to a storage process
 //!   (`ReplyContext::forward`), without copying the lent pages;
+//! - flatipc's typed lends: a `ShmBox<T>` lent with its signature, read and changed checked
+//!   by the server (the seed's 42 -> 43), refused for another type;
 //! - the connection limit of `register_name`: `ServerConfig::max_clients`, across processes.
 //!
 //! Every wait has a deadline; peers report on stdout and the test waits for those lines.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{Client, Error, Incoming, Server, ServerConfig, ServerId, ShmBuf, ShmError};
+use courier_shm::{
+    Client, Error, Incoming, Server, ServerConfig, ServerId, ShmBox, ShmBuf, ShmError,
+};
 use std::time::Duration;
 
 mod support;
@@ -44,6 +47,19 @@ const KEEP: u64 = 6;
 /// Report the sums of the kept buffers, read again now (`kept-sums <sum> ..`), then add 1 to
 /// the first byte of each in place.
 const KEPT_SUMS: u64 = 7;
+/// lend_box_mut of a `SimpleValue`: increment it in place (`incremented`, or `refused <why>`).
+const BOX_INC: u64 = 8;
+/// lend_box of a `SimpleValue`: report it (`value <inner>`, or `refused <why>`).
+const BOX_READ: u64 = 9;
+
+/// flatipc's example type.
+#[derive(courier_derive::Ipc, Clone, Copy, Debug, PartialEq)]
+#[ipc(crate = "courier_core::flat")]
+#[repr(C)]
+struct SimpleValue {
+    inner: u32,
+}
+
 /// The server's largest lend (`max_lend`), so that a bigger gift is refused.
 const MAX_LEND: usize = 16 << 20;
 
@@ -175,6 +191,16 @@ fn handle(
             let _ = ctx.fail(arg);
         }
         DROP_CALL => drop(ctx),
+        BOX_INC => match ctx.update_lent(|v: &mut SimpleValue| v.inner += 1) {
+            Some(Ok(())) => say("incremented"),
+            Some(Err(e)) => say(&format!("refused {e:?}")),
+            None => say("no lend"),
+        },
+        BOX_READ => match ctx.lent_value::<SimpleValue>() {
+            Some(Ok(v)) => say(&format!("value {}", v.inner)),
+            Some(Err(e)) => say(&format!("refused {e:?}")),
+            None => say("no lend"),
+        },
         KEEP => {
             let buf = ctx.take_sent().expect("a buffer given away");
             assert!(ctx.is_one_way());
@@ -521,6 +547,12 @@ fn a_gateway_forwards_calls_and_lends_without_copying_them() {
         buf.view().to_vec()[100..110],
         (100..110).map(|i| i as u8).collect::<Vec<_>>()[..]
     );
+    // A typed lend keeps its signature through the gateway.
+    let mut boxed = ShmBox::new(SimpleValue { inner: 42 }).unwrap();
+    assert_eq!(cli.lend_box_mut([BOX_INC, 0], &mut boxed), Ok(()));
+    assert_eq!(storage.line(), "incremented");
+    assert_eq!(gateway.line(), format!("forwarded {BOX_INC} Ok(())"));
+    assert_eq!(boxed.get(), Ok(SimpleValue { inner: 43 }));
     // Errors pass through as they are.
     assert_eq!(cli.lend([FAIL, 9], &buf), Err(Error::App(9)));
     assert_eq!(gateway.line(), format!("forwarded {FAIL} Ok(())"));
@@ -541,4 +573,37 @@ fn a_gateway_forwards_calls_and_lends_without_copying_them() {
         after < before + (size as u64) / 2,
         "the gateway's resident memory grew from {before} to {after} bytes forwarding {size}"
     );
+}
+
+/// flatipc's typed lends across two processes: the seed's own example (the server increments
+/// 42 to 43 in place) with a `ShmBox<SimpleValue>`; the signature travels with the lend, so a
+/// value of another type, or plain bytes, is refused by the server's typed read.
+#[test]
+fn a_typed_value_is_lent_with_its_signature() {
+    let _g = serial();
+    let dir = TestDir::new("xous-box");
+    let name = unique("xous-box");
+    let (srv, cli) = xous_server(&dir, &name);
+    let mut value = ShmBox::new(SimpleValue { inner: 42 }).unwrap();
+    assert_eq!(cli.lend_box_mut([BOX_INC, 0], &mut value), Ok(()));
+    assert_eq!(srv.line(), "incremented");
+    assert_eq!(value.get(), Ok(SimpleValue { inner: 43 }));
+    // Read-only: the server reads it, checked.
+    assert_eq!(cli.lend_box([BOX_READ, 0], &value), Ok(()));
+    assert_eq!(srv.line(), "value 43");
+    // Lent read-only, a change is refused (no mutable view), and the value is unchanged.
+    assert_eq!(cli.lend_box([BOX_INC, 0], &value), Ok(()));
+    assert_eq!(srv.line(), "no lend");
+    assert_eq!(value.get(), Ok(SimpleValue { inner: 43 }));
+    // Another type, or bytes: the signatures differ.
+    let other = ShmBox::new([7u64; 2]).unwrap();
+    assert_eq!(cli.lend_box([BOX_READ, 0], &other), Ok(()));
+    assert!(srv.line().starts_with("refused SignatureMismatch"));
+    assert_eq!(cli.lend([BOX_READ, 0], other.buf()), Ok(()));
+    assert!(srv.line().starts_with("refused SignatureMismatch"));
+    // set, then lent again.
+    value.set(SimpleValue { inner: 1000 });
+    assert_eq!(cli.lend_box_mut([BOX_INC, 0], &mut value), Ok(()));
+    assert_eq!(srv.line(), "incremented");
+    assert_eq!(value.get(), Ok(SimpleValue { inner: 1001 }));
 }

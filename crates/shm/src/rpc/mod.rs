@@ -89,6 +89,7 @@ mod client;
 pub(crate) mod fault;
 mod layout;
 mod server;
+mod shmbox;
 mod sid;
 mod slot;
 mod stats;
@@ -101,6 +102,7 @@ pub use server::{
     AsyncWait, Incoming, Notifier, PushError, ReplyContext, ScalarCall, SentBuf, Server,
     ServerConfig,
 };
+pub use shmbox::ShmBox;
 pub use sid::{ParseServerIdError, ServerId};
 pub use stats::{services, ServerStats, ServiceInfo, MAX_DESCRIPTION};
 #[cfg(feature = "serde")]

@@ -19,6 +19,7 @@ use crate::error::ShmError;
 use crate::rpc::buf::ShmBuf;
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{kind, F_ASYNC};
+use crate::rpc::shmbox::ShmBox;
 use crate::rpc::sid::ServerId;
 use crate::rpc::wire::Wire;
 use crate::rpc::{Error, SendError};
@@ -26,6 +27,7 @@ use crate::service::ConnectConfig;
 use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
 use crate::view::ShmViewMut;
+use courier_core::flat::IpcSafe;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::mpsc::RecvTimeoutError;
@@ -36,7 +38,7 @@ use std::time::Duration;
 pub type SendBufError<Rq, E> = (Error<E>, Rq, ShmBuf);
 
 /// A lend's reply and its two reply words (`[valid, 0]`).
-type LendResult<Rp, E> = Result<(Rp, [u64; 2]), Error<E>>;
+pub(crate) type LendResult<Rp, E> = Result<(Rp, [u64; 2]), Error<E>>;
 
 use call::{Call, CallFuture, Canceled, SlotFuture};
 use conn::Conn;
@@ -398,7 +400,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// `max_lend`; [`Error::Protocol`] if the buffer is already lent mutably, or is
     /// [poisoned](ShmBuf::is_poisoned).
     pub fn lend(&self, rq: Rq, buf: &ShmBuf) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, 0..buf.len(), false, Deadline::NEVER)
+        self.lend_until(rq, buf, 0..buf.len(), false, 0, Deadline::NEVER)
             .0
             .map(|(rp, _)| rp)
     }
@@ -415,7 +417,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// [`ReplyContext::lent`]: crate::ReplyContext::lent
     /// [`ReplyContext::lent_offset`]: crate::ReplyContext::lent_offset
     pub fn lend_range(&self, rq: Rq, buf: &ShmBuf, range: Range<usize>) -> Result<Rp, Error<E>> {
-        self.lend_until(rq, buf, range, false, Deadline::NEVER)
+        self.lend_until(rq, buf, range, false, 0, Deadline::NEVER)
             .0
             .map(|(rp, _)| rp)
     }
@@ -450,7 +452,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     /// As [`Client::lend`].
     pub fn lend_mut(&self, rq: Rq, buf: &mut ShmBuf) -> Result<Rp, Error<E>> {
         let all = 0..buf.len();
-        self.lend_until(rq, buf, all, true, Deadline::NEVER)
+        self.lend_until(rq, buf, all, true, 0, Deadline::NEVER)
             .0
             .map(|(rp, _)| rp)
     }
@@ -490,7 +492,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         range: Range<usize>,
     ) -> Result<(Rp, usize), Error<E>> {
         let window = range.len();
-        let (rp, [valid, _]) = self.lend_until(rq, buf, range, true, Deadline::NEVER).0?;
+        let (rp, [valid, _]) = self
+            .lend_until(rq, buf, range, true, 0, Deadline::NEVER)
+            .0?;
         match usize::try_from(valid) {
             Ok(valid) if valid <= window => Ok((rp, valid)),
             _ => Err(Error::Protocol),
@@ -522,7 +526,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         timeout: Duration,
     ) -> Result<Rp, Error<E>> {
         let all = 0..buf.len();
-        let (r, held) = self.lend_until(rq, buf, all, exclusive, Deadline::after(timeout));
+        let (r, held) = self.lend_until(rq, buf, all, exclusive, 0, Deadline::after(timeout));
         if held {
             // The server may still read (or write) the old pages: see `ShmBuf::detach`.
             buf.detach();
@@ -532,12 +536,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
 
     /// The lend, and whether the server may still hold the buffer (a call it had taken
     /// when the deadline passed).
-    fn lend_until(
+    pub(crate) fn lend_until(
         &self,
         rq: Rq,
         buf: &ShmBuf,
         range: Range<usize>,
         exclusive: bool,
+        signature: u64,
         deadline: Deadline,
     ) -> (LendResult<Rp, E>, bool) {
         if buf.is_poisoned() {
@@ -555,7 +560,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
         } else {
             kind::LEND
         };
-        let args = [buf.id(), range.len() as u64, range.start as u64, 0];
+        let args = [buf.id(), range.len() as u64, range.start as u64, signature];
         let mut call = match self.start_call(k, 0, args, &rq, deadline) {
             Ok(c) => c,
             Err(e) => return (Err(e), false),
@@ -631,6 +636,36 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
                 Err((e, rq, buf))
             }
         }
+    }
+
+    /// Lends the value in `value` with `rq`, its type's signature beside it: the server reads
+    /// it checked ([`ReplyContext::lent_value`](crate::ReplyContext::lent_value)) and cannot
+    /// change it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend`].
+    pub fn lend_box<T: IpcSafe>(&self, rq: Rq, value: &ShmBox<T>) -> Result<Rp, Error<E>> {
+        let buf = value.buf();
+        self.lend_until(rq, buf, 0..buf.len(), false, T::SIGNATURE, Deadline::NEVER)
+            .0
+            .map(|(rp, _)| rp)
+    }
+
+    /// Lends the value in `value` mutably with `rq`, its type's signature beside it: the
+    /// server changes it in place ([`ReplyContext::update_lent`](crate::ReplyContext::update_lent)),
+    /// and [`ShmBox::get`] reads the result once this returns (flatipc's `lend_mut` of an
+    /// `IpcFoo`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::lend_mut`].
+    pub fn lend_box_mut<T: IpcSafe>(&self, rq: Rq, value: &mut ShmBox<T>) -> Result<Rp, Error<E>> {
+        let buf = value.buf_mut();
+        let all = 0..buf.len();
+        self.lend_until(rq, buf, all, true, T::SIGNATURE, Deadline::NEVER)
+            .0
+            .map(|(rp, _)| rp)
     }
 
     /// Sends a one-way scalar message: an opcode and four words, no payload (waiting for a

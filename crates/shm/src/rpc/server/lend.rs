@@ -63,6 +63,7 @@ impl Conn {
         id: u64,
         len: u64,
         offset: u64,
+        signature: u64,
         exclusive: bool,
     ) -> Result<Lent, u32> {
         if self.gone() {
@@ -98,6 +99,7 @@ impl Conn {
             file,
             offset: offset as usize,
             len: len as usize,
+            signature,
             exclusive,
         })
     }
@@ -286,6 +288,8 @@ pub(super) struct Lent {
     pub(super) offset: usize,
     /// The window's length: what the server may read (or write).
     pub(super) len: usize,
+    /// The signature of the flat value lent (`Client::lend_box`), or 0 for bytes.
+    pub(super) signature: u64,
     pub(super) exclusive: bool,
 }
 

@@ -644,7 +644,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     let exclusive = kind != kind::LEND;
                     match slot_ref
                         .conn
-                        .take_lend(core, args[0], args[1], args[2], exclusive)
+                        .take_lend(core, args[0], args[1], args[2], args[3], exclusive)
                     {
                         Ok(l) => Some(l),
                         Err(st) => {

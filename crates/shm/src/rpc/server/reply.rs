@@ -6,9 +6,11 @@ use crate::rpc::layout::{status, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_ST
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
+use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
 use crate::sys;
 use crate::view::{ShmView, ShmViewMut};
+use courier_core::flat::{FlatError, IpcSafe};
 use courier_core::opcode::{Opcode, UnknownOpcode};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -236,19 +238,22 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
         let answer = match &self.lent {
             None => to.req(rq),
             Some(l) => {
-                let Ok(mut buf) = crate::ShmBuf::sharing(&l.seg) else {
+                let Ok(buf) = crate::ShmBuf::sharing(&l.seg) else {
                     drop(self);
                     return Err(Error::Protocol);
                 };
+                // The same window, exclusive or not, and the signature of a lent flat value.
                 let window = l.offset..l.offset + l.len;
-                if l.exclusive {
-                    to.lend_mut_range(rq, &mut buf, window).map(|(rp, valid)| {
-                        self.valid = Some(valid);
-                        rp
+                let (exclusive, signature, len) = (l.exclusive, l.signature, l.len);
+                to.lend_until(rq, &buf, window, exclusive, signature, Deadline::NEVER)
+                    .0
+                    .and_then(|(rp, [valid, _])| match usize::try_from(valid) {
+                        Ok(valid) if valid <= len => {
+                            self.valid = Some(valid);
+                            Ok(rp)
+                        }
+                        _ => Err(Error::Protocol),
                     })
-                } else {
-                    to.lend_range(rq, &buf, window)
-                }
             }
         };
         let st = match answer {
@@ -295,6 +300,50 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             // which the `Arc` keeps mapped while `self` is borrowed.
             unsafe { ShmView::new(l.ptr(), l.len) }
         })
+    }
+
+    /// The flat value the caller lent with [`Client::lend_box`](crate::Client::lend_box) or
+    /// [`lend_box_mut`](crate::Client::lend_box_mut), as a `T`: the signature that came
+    /// with the lend is compared with `T`'s, then the bytes are copied out and checked, so
+    /// a caller writing them meanwhile cannot change what was checked. `None` for a call
+    /// without a lend.
+    ///
+    /// # Errors
+    ///
+    /// [`FlatError::SignatureMismatch`] (another type, or bytes lent with `lend`),
+    /// [`FlatError::TooShort`], or a content error of the bytes.
+    pub fn lent_value<T: IpcSafe>(&self) -> Option<Result<T, FlatError>> {
+        let lent = self.lent.as_ref()?;
+        if lent.signature != T::SIGNATURE {
+            return Some(Err(FlatError::SignatureMismatch {
+                expected: T::SIGNATURE,
+                found: lent.signature,
+            }));
+        }
+        self.lent().map(|view| view.read::<T>(0))
+    }
+
+    /// Changes the flat value the caller lent with
+    /// [`lend_box_mut`](crate::Client::lend_box_mut) in place: reads it as
+    /// [`lent_value`](Self::lent_value) does, runs `f` on the copy, and writes it back
+    /// (padding zeroed); the caller sees it when the call returns. `None` for a call
+    /// without a mutable lend. Copying keeps it sound while the caller's process could write
+    /// the same bytes: `f` never sees shared memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`lent_value`](Self::lent_value); nothing is written then.
+    pub fn update_lent<T: IpcSafe, R>(
+        &mut self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<Result<R, FlatError>> {
+        let mut value = match self.lent_value::<T>()? {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut view = self.lent_mut()?;
+        let r = f(&mut value);
+        Some(view.write(0, value).map(|_| r))
     }
 
     /// The buffer the caller gave away with
