@@ -13,6 +13,7 @@
 //! thing crossbeam can do for one client, but not a general request/response.
 
 use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::runner::{self, Load};
 use crate::stats::{self, AsyncCall, Plan, Samples};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,10 +27,9 @@ pub(crate) struct Args {
     /// Only rows whose name contains this text (case-insensitive); courier is always kept.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
-    /// Rounds: each round measures every row once, and a row's samples from all rounds are
-    /// pooled (ignored with --quick, which runs one round).
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    rounds: usize,
+    /// Rounds and machine loads.
+    #[command(flatten)]
+    rounds: runner::RoundArgs,
     /// Also write the report (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     markdown_out: Option<std::path::PathBuf>,
@@ -60,6 +60,8 @@ pub(crate) const UMP: &str = "ump 0.13";
 pub(crate) const COURIER_SERVICE: &str = "courier::local via #[courier::service]";
 /// The row that reuses one reply channel: shown, but not a peer of the same shape.
 pub(crate) const CROSSBEAM_REUSED: &str = "crossbeam-channel (reused reply)";
+/// The two-thread spin floor: a ping-pong through two atomics, no queue, no sleep.
+pub(crate) const SPIN_FLOOR: &str = "floor: two-thread spin ping-pong";
 
 /// One row to measure.
 struct Spec {
@@ -94,6 +96,12 @@ const SPECS: &[Spec] = &[
         name: "crossbeam-channel",
         notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request",
         run: crossbeam_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: SPIN_FLOOR,
+        notes: "the request and the reply each in an AtomicU64 (its own cache line); both threads spin on the other's word, never sleep: the physical limit of a round trip between two threads",
+        run: spin_floor,
     },
     Spec {
         scenario: SYNC,
@@ -181,8 +189,9 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-/// The plan of each scenario, full or quick.
-fn plan(scenario: &str, quick: bool) -> Plan {
+/// The plan of one round of each scenario, full or quick (a row's calls are spread over the
+/// rounds).
+fn plan(scenario: &str, quick: bool, rounds: usize) -> Plan {
     if quick {
         return Plan {
             warmup: 50,
@@ -194,9 +203,9 @@ fn plan(scenario: &str, quick: bool) -> Plan {
     let per_batch = if scenario == THROUGHPUT { 1_000 } else { 2_500 };
     Plan {
         warmup: 2_000,
-        batches: 10,
+        batches: (40 / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
-        budget: Duration::from_secs(2),
+        budget: Duration::from_secs(8) / rounds.max(1) as u32,
     }
 }
 
@@ -218,47 +227,39 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
                     .is_none_or(|f| spec.name.to_lowercase().contains(f))
         })
         .collect();
-    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
-    // Rounds interleave the rows, so that a change of load on the machine during the run
-    // falls on every row rather than on one; each round starts at a different row, so that no
-    // row is always the first (or always follows the same one).
-    let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
-    for round in 0..rounds {
-        let offset = round * specs.len() / rounds;
-        for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
-            let spec = specs[i];
-            stats::set_current_row(spec.name);
-            eprintln!(
-                "courier-bench: round {}/{rounds}: {} {}",
-                round + 1,
-                &spec.scenario[..3],
-                spec.name
-            );
-            let measured = (spec.run)(&plan(spec.scenario, args.quick));
-            match &mut samples[i] {
-                Some(pooled) => pooled.absorb(measured),
-                empty => *empty = Some(measured),
-            }
-        }
-    }
-    let rows: Vec<Row> = specs
-        .iter()
-        .zip(samples)
-        .filter_map(|(spec, samples)| {
-            Some(Row {
+    let rounds = args.rounds.rounds(args.quick);
+    let schedule = runner::Schedule {
+        bench: "local",
+        rounds,
+        loads: args.rounds.load.list(),
+        bar: false,
+    };
+    let (measured, failed) = runner::run(
+        &schedule,
+        &specs,
+        |spec| format!("{} {}", &spec.scenario[..3], spec.name),
+        |spec, _round| Ok((spec.run)(&plan(spec.scenario, args.quick, rounds))),
+    );
+    let rows: Vec<Row> = measured
+        .into_iter()
+        .map(|m| {
+            let spec = specs[m.spec];
+            Row {
                 scenario: spec.scenario,
                 name: spec.name,
                 subject: spec.name == COURIER,
                 notes: spec.notes,
-                summary: samples?.summary(),
-            })
+                load: m.load,
+                summary: m.samples.summary(),
+            }
         })
         .collect();
-    let goals = goals(&rows);
+    let goals = report::goals_by_load(&rows, goals);
     let text = render(
         &machine,
         &rows,
         &goals,
+        &failed,
         args.quick,
         rounds,
         started.elapsed(),
@@ -279,6 +280,7 @@ fn render(
     machine: &Machine,
     rows: &[Row],
     goals: &[Goal],
+    failed: &[String],
     quick: bool,
     rounds: usize,
     took: Duration,
@@ -286,17 +288,20 @@ fn render(
     let mut out = String::new();
     out.push_str("# courier-bench local\n\n");
     out.push_str(&machine.markdown());
-    let plan1 = plan(SYNC, quick);
-    let plan2 = plan(THROUGHPUT, quick);
+    let plan1 = plan(SYNC, quick, rounds);
+    let plan2 = plan(THROUGHPUT, quick, rounds);
     out.push_str(&format!(
-        "- method: {rounds} round(s); each round measures every row once (starting at a different \
+        "- loads: each table is one load. *One core busy*: a competing process (this binary, \
+         `courier-bench burn`) spins on one core during every row, started before the row's \
+         threads and killed after; its CPU time is not in CPU/call.\n\
+         - method: {rounds} round(s) per load; each round measures every row once (starting at a different \
          row each round), and a row's samples from all rounds are pooled. A row makes its own channel and threads (or \
          tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
          (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \
          a row stops early after {:?} of a round. Each round trip is timed with one \
          `Instant::now()` after the reply (chained timestamps). *median* and *p99* are over all \
          per-call samples; *calls/s* = measured calls / wall time of the measured phases (all \
-         clients together in (2)); *batch means* show the spread between batches; *CPU/call* \
+         clients together in (2)); *round medians* show the spread between rounds; *CPU/call* \
          = the CPU time of every thread of this process during the measured phase \
          (`/proc/self/task/*/schedstat`) per call.{}\n\
          - scenarios: {SYNC} = one client thread, one server thread; {THROUGHPUT} = {CLIENTS} \
@@ -320,13 +325,11 @@ fn render(
         took.as_secs_f64(),
         report::load_average(),
     ));
-    out.push_str(&report::table(rows, COURIER));
-    out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
-    out.push_str(&report::goal_table(goals));
+    out.push_str(&report::results(rows, goals, failed));
     out.push_str(
         "\n\"best peer\" is the fastest row of the same shape (a reply channel per request, or \
-         the library's own request/response); the reused-reply-channel row is shown for scale \
-         only.\n",
+         the library's own request/response); the reused-reply-channel row is not of that \
+         shape (one client only), and \"ahead of every peer\" counts it.\n",
     );
     out
 }
@@ -345,12 +348,22 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
                 && !r.subject
                 && r.name != CROSSBEAM_REUSED
                 && r.name != COURIER_SERVICE
+                && r.name != SPIN_FLOOR
         })
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
 }
 
-/// The goals of issue 2, each with PASS or MISS (or nothing, when a row was not measured).
-fn goals(rows: &[Row]) -> Vec<Goal> {
+/// The goals of one load (`rows` are that load's), each with PASS or MISS (or nothing, when
+/// a row was not measured): on the idle machine, the latency goals beside ump, the best peer,
+/// the spin floor, the reused crossbeam channel and tokio, and the four-client tail; with a
+/// core busy, ahead of every peer in every scenario.
+fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
+    if load == Load::Busy {
+        return [SYNC, THROUGHPUT, ASYNC]
+            .into_iter()
+            .flat_map(|scenario| report::ahead_of_every_peer(rows, scenario))
+            .collect();
+    }
     let mut goals = Vec::new();
     let median_goal = |text: String, scenario: &str, reference: Option<&Row>, limit: f64| {
         Goal::median(text, find(rows, scenario, COURIER), reference, limit)
@@ -369,6 +382,24 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
             1.0,
         ));
     }
+    goals.push(median_goal(
+        format!("{SYNC}: median round trip ≤ 1.5 × the two-thread spin floor"),
+        SYNC,
+        find(rows, SYNC, SPIN_FLOOR),
+        1.5,
+    ));
+    goals.push(median_goal(
+        format!("{SYNC}: median round trip ≤ one reused crossbeam reply channel"),
+        SYNC,
+        find(rows, SYNC, CROSSBEAM_REUSED),
+        1.0,
+    ));
+    goals.push(median_goal(
+        format!("{ASYNC}: areq median ≤ tokio mpsc + oneshot"),
+        ASYNC,
+        find(rows, ASYNC, "tokio"),
+        1.0,
+    ));
     let text = format!("{THROUGHPUT}: calls/s ≥ 2 × ump");
     goals.push(
         match (find(rows, THROUGHPUT, COURIER), find(rows, THROUGHPUT, UMP)) {
@@ -385,18 +416,20 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
             _ => Goal::not_measured(text),
         },
     );
-    if let (Some(c), Some(r)) = (
-        find(rows, SYNC, COURIER),
-        find(rows, SYNC, CROSSBEAM_REUSED),
-    ) {
-        goals.push(Goal {
-            text: format!("{SYNC}: (no goal) beside one reused crossbeam reply channel"),
-            courier: report::fmt_ns(c.summary.median_ns),
-            reference: report::fmt_ns(r.summary.median_ns),
-            ratio: Some(c.summary.median_ns / r.summary.median_ns),
-            verdict: Verdict::Info,
-        });
-    }
+    let text = format!("{THROUGHPUT}: p99 ≤ 3 × median");
+    goals.push(match find(rows, THROUGHPUT, COURIER) {
+        Some(c) => {
+            let q = c.summary.p99_ns / c.summary.median_ns;
+            Goal {
+                text,
+                courier: report::fmt_ns(c.summary.p99_ns),
+                reference: format!("median {}", report::fmt_ns(c.summary.median_ns)),
+                ratio: Some(q),
+                verdict: Verdict::of(q <= 3.0),
+            }
+        }
+        None => Goal::not_measured(text),
+    });
     goals
 }
 
@@ -597,6 +630,60 @@ fn crossbeam_sync(plan: &Plan) -> Samples {
     with_server_thread(
         move || crossbeam_serve(rx),
         move || stats::measure_sync(plan, |x| crossbeam_call(&tx, x)),
+    )
+}
+
+/// The two-thread spin floor: the client stores a sequence number, the server spins until it
+/// sees it and stores it back. Both spin on `spin_loop`, yielding the CPU only after 1024
+/// fruitless looks (never on an idle machine, where an answer takes a few hundred spins; it
+/// keeps a preempted peer from costing a whole scheduler slice on a busy one).
+fn spin_floor(plan: &Plan) -> Samples {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    const STOP: u64 = u64::MAX;
+    fn until(word: &AtomicU64, pred: impl Fn(u64) -> bool) -> u64 {
+        let mut spins = 0u32;
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if pred(v) {
+                return v;
+            }
+            spins += 1;
+            if spins % 1024 == 0 {
+                thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let words = Arc::new([Line(AtomicU64::new(0)), Line(AtomicU64::new(0))]);
+    let server_words = Arc::clone(&words);
+    with_server_thread(
+        move || {
+            let [rq, rp] = &*server_words;
+            let mut last = 0;
+            loop {
+                last = until(&rq.0, |v| v != last);
+                rp.0.store(last, Ordering::Release);
+                if last == STOP {
+                    return;
+                }
+            }
+        },
+        move || {
+            let [rq, rp] = &*words;
+            let mut seq = 0u64;
+            let samples = stats::measure_sync(plan, |x| {
+                seq += 1;
+                rq.0.store(seq, Ordering::Release);
+                until(&rp.0, |v| v == seq);
+                x + 1
+            });
+            rq.0.store(STOP, Ordering::Release);
+            samples
+        },
     )
 }
 
@@ -821,6 +908,7 @@ mod tests {
             name,
             subject: name == COURIER,
             notes: "",
+            load: Load::Idle,
             summary: Summary {
                 median_ns,
                 p99_ns: median_ns * 2.0,
@@ -831,6 +919,9 @@ mod tests {
                 batches: 1,
                 clients: 1,
                 cpu_per_call_ns: median_ns,
+                round_min_ns: median_ns,
+                round_max_ns: median_ns,
+                rounds: 1,
             },
         }
     }
@@ -841,33 +932,58 @@ mod tests {
             row(SYNC, COURIER, 1_000.0, 0.0),
             row(SYNC, UMP, 2_500.0, 0.0),
             row(SYNC, "flume", 900.0, 0.0),
+            row(SYNC, SPIN_FLOOR, 800.0, 0.0),
             row(SYNC, CROSSBEAM_REUSED, 100.0, 0.0),
-            row(THROUGHPUT, COURIER, 0.0, 300.0),
+            row(THROUGHPUT, COURIER, 1.0, 300.0),
             row(THROUGHPUT, UMP, 0.0, 100.0),
             row(ASYNC, COURIER, 500.0, 0.0),
             row(ASYNC, UMP, 900.0, 0.0),
+            row(ASYNC, "tokio", 450.0, 0.0),
         ];
-        let goals = goals(&rows);
+        let goals = goals(&rows, Load::Idle);
         let verdicts: Vec<Verdict> = goals.iter().map(|g| g.verdict).collect();
         assert_eq!(
             verdicts,
             [
                 Verdict::Pass, // (1) 1000 <= 0.5 * 2500
-                Verdict::Miss, // (1) flume (900) is faster; the reused row does not count
+                Verdict::Miss, // (1) flume (900) is faster; the reused row and the floor do not count
                 Verdict::Miss, // (3) 500 > 0.5 * 900
-                Verdict::Pass, // (3) best peer is ump
+                Verdict::Miss, // (3) best peer is tokio (450)
+                Verdict::Pass, // (1) 1000 <= 1.5 * 800 (spin floor)
+                Verdict::Miss, // (1) the reused reply channel (100) is faster
+                Verdict::Miss, // (3) tokio (450) is faster
                 Verdict::Pass, // (2) 300 >= 2 * 100
-                Verdict::Info, // (1) beside the reused reply channel
+                Verdict::Pass, // (2) p99 = 2 x median
             ]
         );
         assert!(goals[1].reference.contains("flume"));
+        assert!(goals[3].reference.contains("tokio"));
+    }
+
+    #[test]
+    fn busy_goals_want_courier_ahead_of_every_peer() {
+        let rows = [
+            row(SYNC, COURIER, 1_000.0, 50.0),
+            row(SYNC, UMP, 2_500.0, 40.0),
+            row(SYNC, SPIN_FLOOR, 10.0, 900.0),
+        ];
+        let goals = goals(&rows, Load::Busy);
+        // Median, p99, calls/s and CPU/call in each of the three scenarios; only (1) measured.
+        assert_eq!(goals.len(), 3 * 4 - 2 * 3);
+        let verdicts: Vec<Verdict> = goals[..4].iter().map(|g| g.verdict).collect();
+        // The floor is not a peer; ump is slower, so no peer is as fast (CPU: info).
+        assert_eq!(
+            verdicts,
+            [Verdict::Pass, Verdict::Pass, Verdict::Pass, Verdict::Info]
+        );
+        assert!(goals[4..].iter().all(|g| g.verdict == Verdict::NotMeasured));
     }
 
     #[test]
     fn goals_without_rows_are_not_measured() {
         let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
-        let goals = goals(&rows);
-        assert_eq!(goals.len(), 5);
+        let goals = goals(&rows, Load::Idle);
+        assert_eq!(goals.len(), 9);
         assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
     }
 }

@@ -12,7 +12,13 @@
 //! cargo run --release -p courier-bench -- rpc              # request/response, under a minute
 //! cargo run --release -p courier-bench -- net              # across a zenoh bridge, loopback
 //! ```
+//!
+//! `local`, `shm` and `rpc` measure every row in five rounds on the idle machine, then five
+//! with a competing process spinning on one core (`--load idle|busy|both`, `--rounds N`; see
+//! [`runner`]).
 
+#[cfg(target_os = "linux")]
+mod futex_floor;
 mod interchange;
 mod local;
 #[cfg(target_os = "linux")]
@@ -22,6 +28,7 @@ mod proc;
 mod report;
 #[cfg(target_os = "linux")]
 mod rpc;
+mod runner;
 #[cfg(target_os = "linux")]
 mod shm;
 mod stats;
@@ -61,6 +68,9 @@ enum Command {
     /// over loopback (Linux only).
     #[cfg(target_os = "linux")]
     Net(net::Args),
+    /// Internal: the competing process of the busy load (spins until killed).
+    #[command(hide = true)]
+    Burn,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +84,7 @@ fn main() -> ExitCode {
         Command::Rpc(args) => rpc::run(args),
         #[cfg(target_os = "linux")]
         Command::Net(args) => net::run(args),
+        Command::Burn => runner::burn(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -187,6 +187,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
                     name: kind.name(),
                     subject: kind == Kind::Courier,
                     notes: kind.notes(),
+                    load: crate::runner::Load::Idle,
                     summary: samples.summary(),
                 }),
                 Ok(Err(e)) => failed.push(format!("{label}: {e}")),

@@ -1,6 +1,7 @@
 //! The report: a header that says how and where the numbers were made, the markdown table with
 //! the ratio of courier to each peer, and number formatting.
 
+use crate::runner::Load;
 use crate::stats::Summary;
 use std::fmt::Write as _;
 use std::process::Command;
@@ -136,13 +137,140 @@ pub(crate) struct Row {
     pub(crate) subject: bool,
     /// How the row was built (channel shapes, API calls).
     pub(crate) notes: &'static str,
+    /// The machine's load while it was measured.
+    pub(crate) load: Load,
     /// The measurement.
     pub(crate) summary: Summary,
 }
 
-/// The subject row of `scenario`, if it was measured.
+/// The subject row of `scenario`, if it was measured (give rows of one load).
 pub(crate) fn subject_of<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.scenario == scenario && r.subject)
+}
+
+/// The rows measured under `load`.
+pub(crate) fn of_load(rows: &[Row], load: Load) -> Vec<Row> {
+    rows.iter().filter(|r| r.load == load).cloned().collect()
+}
+
+/// The loads that `rows` were measured under, idle first.
+pub(crate) fn loads(rows: &[Row]) -> Vec<Load> {
+    [Load::Idle, Load::Busy]
+        .into_iter()
+        .filter(|&l| rows.iter().any(|r| r.load == l))
+        .collect()
+}
+
+/// One table per load, each under its heading (`###`).
+pub(crate) fn tables(rows: &[Row], subject_name: &str) -> String {
+    let mut out = String::new();
+    for load in loads(rows) {
+        let _ = writeln!(out, "### {}\n", load.title());
+        out.push_str(&table(&of_load(rows, load), subject_name));
+        out.push('\n');
+    }
+    out
+}
+
+/// The goals of every load: `goals(rows of one load, load)`, each goal's text prefixed with
+/// the load.
+pub(crate) fn goals_by_load(rows: &[Row], goals: impl Fn(&[Row], Load) -> Vec<Goal>) -> Vec<Goal> {
+    let mut out = Vec::new();
+    for load in loads(rows) {
+        for mut goal in goals(&of_load(rows, load), load) {
+            goal.text = format!("{}: {}", load.tag(), goal.text);
+            out.push(goal);
+        }
+    }
+    out
+}
+
+/// The goals of the busy load for one scenario (give rows of one load): courier's median,
+/// p99 and calls/s each ahead of every peer's (the best peer is the reference); and its CPU
+/// time per call at most that of the most frugal peer whose median is as good or better
+/// (informational when no peer is that fast).
+pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
+    let subject = subject_of(rows, scenario);
+    let peers: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scenario == scenario && !r.subject && !r.name.starts_with("floor"))
+        .collect();
+    let best = |key: fn(&Summary) -> f64, higher: bool| {
+        peers
+            .iter()
+            .copied()
+            .filter(|r| key(&r.summary).is_finite())
+            .min_by(|a, b| {
+                let (x, y) = (key(&a.summary), key(&b.summary));
+                if higher {
+                    y.total_cmp(&x)
+                } else {
+                    x.total_cmp(&y)
+                }
+            })
+    };
+    let Some(c) = subject.filter(|_| !peers.is_empty()) else {
+        return vec![Goal::not_measured(format!(
+            "{scenario}: ahead of every peer"
+        ))];
+    };
+    let mut goals = Vec::new();
+    for (what, key, higher) in [
+        (
+            "median",
+            (|s: &Summary| s.median_ns) as fn(&Summary) -> f64,
+            false,
+        ),
+        ("p99", |s: &Summary| s.p99_ns, false),
+        ("calls/s", |s: &Summary| s.calls_per_s, true),
+    ] {
+        let text = format!("{scenario}: {what} ahead of every peer");
+        goals.push(match best(key, higher) {
+            Some(r) => {
+                let (mine, theirs) = (key(&c.summary), key(&r.summary));
+                let fmt = |v: f64| if higher { fmt_rate(v) } else { fmt_ns(v) };
+                Goal {
+                    text,
+                    courier: fmt(mine),
+                    reference: format!("{} ({})", fmt(theirs), r.name),
+                    ratio: Some(mine / theirs),
+                    verdict: Verdict::of(if higher {
+                        mine >= theirs
+                    } else {
+                        mine <= theirs
+                    }),
+                }
+            }
+            None => Goal::not_measured(text),
+        });
+    }
+    let text =
+        format!("{scenario}: CPU/call at most the best peer's with an equal or better median");
+    let frugal = peers
+        .iter()
+        .filter(|r| r.summary.median_ns <= c.summary.median_ns)
+        .min_by(|a, b| {
+            a.summary
+                .cpu_per_call_ns
+                .total_cmp(&b.summary.cpu_per_call_ns)
+        });
+    goals.push(match frugal {
+        Some(r) => Goal {
+            text,
+            courier: fmt_ns(c.summary.cpu_per_call_ns),
+            reference: format!("{} ({})", fmt_ns(r.summary.cpu_per_call_ns), r.name),
+            ratio: Some(c.summary.cpu_per_call_ns / r.summary.cpu_per_call_ns),
+            verdict: Verdict::of(c.summary.cpu_per_call_ns <= r.summary.cpu_per_call_ns),
+        },
+        None => Goal {
+            text,
+            courier: fmt_ns(c.summary.cpu_per_call_ns),
+            reference: "no peer is as fast".into(),
+            ratio: None,
+            verdict: Verdict::Info,
+        },
+    });
+    goals
 }
 
 /// The markdown table: one line per row, with the ratio of the scenario's subject (courier) to
@@ -152,7 +280,7 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | name | median round trip | p99 | calls/s | {s}/peer median | {s}/peer calls/s | batch means (min–max) | n | CPU/call | notes |",
+        "| scenario | name | median round trip | p99 | calls/s | {s}/peer median | {s}/peer calls/s | round medians (min–max) | n | CPU/call | notes |",
         s = subject_name
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
@@ -167,16 +295,17 @@ pub(crate) fn table(rows: &[Row], subject_name: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} |",
             row.scenario,
+            row.load.suffix(),
             row.name,
             fmt_ns(s.median_ns),
             fmt_ns(s.p99_ns),
             fmt_rate(s.calls_per_s),
             ratio_median,
             ratio_cps,
-            fmt_ns(s.batch_min_ns),
-            fmt_ns(s.batch_max_ns),
+            fmt_ns(s.round_min_ns),
+            fmt_ns(s.round_max_ns),
             fmt_count(s.n, s.batches, s.clients),
             fmt_ns(s.cpu_per_call_ns),
             row.notes,
@@ -273,7 +402,7 @@ impl Goal {
 /// The part of a report after its header: the table (courier's rows first), the goals, and
 /// the rows that failed.
 pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String {
-    let mut out = table(rows, "courier");
+    let mut out = tables(rows, "courier");
     out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
     out.push_str(&goal_table(goals));
     if !failed.is_empty() {
@@ -332,10 +461,12 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
         let s = &row.summary;
         let _ = writeln!(
             out,
-            "    {{\"scenario\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
+            "    {{\"scenario\": {}, \"load\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
              \"p99_ns\": {}, \"calls_per_s\": {}, \"batch_min_ns\": {}, \"batch_max_ns\": {}, \
+             \"round_min_ns\": {}, \"round_max_ns\": {}, \"rounds\": {}, \
              \"n\": {}, \"batches\": {}, \"clients\": {}, \"cpu_per_call_ns\": {}, \"notes\": {}}}{}",
             json_str(row.scenario),
+            json_str(row.load.tag()),
             json_str(row.name),
             row.subject,
             num(s.median_ns),
@@ -343,6 +474,9 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
             num(s.calls_per_s),
             num(s.batch_min_ns),
             num(s.batch_max_ns),
+            num(s.round_min_ns),
+            num(s.round_max_ns),
+            s.rounds,
             s.n,
             s.batches,
             s.clients,

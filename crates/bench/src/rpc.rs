@@ -15,8 +15,10 @@
 //! and exit. The client kills and reaps its server when a row ends (after a bounded wait for a
 //! clean exit), servers die with their client (`PR_SET_PDEATHSIG`), and both have a watchdog.
 
+use crate::futex_floor;
 use crate::proc::{self, Peer, OP_TIMEOUT};
 use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::runner::{self, Load};
 use crate::stats::{self, Plan, Samples};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -32,6 +34,9 @@ pub(crate) struct Args {
     /// Show a progress bar on stderr (one tick per row) instead of a line per row.
     #[arg(long)]
     progress: bool,
+    /// Rounds and machine loads.
+    #[command(flatten)]
+    rounds: runner::RoundArgs,
     /// Only rows whose name contains this text (case-insensitive); courier and the floor are
     /// always kept.
     #[arg(long, value_name = "TEXT")]
@@ -119,6 +124,9 @@ enum Kind {
     CourierService,
     /// The memset and check alone, in one process (large).
     Floor,
+    /// Two processes waking each other with a bare futex, no spin (small): the floor of the
+    /// sleeping regime.
+    FutexFloor,
     /// iceoryx2 request-response with an event service each way for wakeups.
     IoxEvent,
     /// iceoryx2 request-response, both sides busy-polling.
@@ -132,11 +140,12 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 10] = [
     Kind::CourierReq,
     Kind::CourierLend,
     Kind::CourierService,
     Kind::Floor,
+    Kind::FutexFloor,
     Kind::IoxEvent,
     Kind::IoxSpin,
     Kind::Ipc,
@@ -152,6 +161,7 @@ impl Kind {
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
             Kind::Floor => "floor",
+            Kind::FutexFloor => "futex-floor",
             Kind::IoxEvent => "iceoryx2-event",
             Kind::IoxSpin => "iceoryx2-spin",
             Kind::Ipc => "ipc-channel",
@@ -171,6 +181,7 @@ impl Kind {
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
+            Kind::FutexFloor => "floor: bare futex wake-up",
             Kind::IoxEvent => "iceoryx2 0.10 (event)",
             Kind::IoxSpin => "iceoryx2 0.10 (busy-poll)",
             Kind::Ipc => "ipc-channel 0.23",
@@ -183,6 +194,11 @@ impl Kind {
         matches!(self, Kind::CourierReq | Kind::CourierLend)
     }
 
+    /// The floors, kept whatever `--only` says.
+    fn is_floor(self) -> bool {
+        matches!(self, Kind::Floor | Kind::FutexFloor)
+    }
+
     fn notes(self, n: usize) -> &'static str {
         let small = n == SMALL;
         match self {
@@ -190,6 +206,7 @@ impl Kind {
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
+            Kind::FutexFloor => "two processes, one shared page: the client stores a sequence number in its word and futex_wake()s it, then futex_wait()s on the server's word; the server the same way round. No spin, no payload: the cost of two wake-ups",
             Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
             Kind::IoxEvent => "request_response::<u64, [u8]>; server: loan_slice_uninit(N) → memset → send → notify; client: receive, else Listener::timed_wait, reads first/last byte in place",
             Kind::IoxSpin if small => "request_response::<u64, u64>; send_copy(x); both sides busy-poll receive()",
@@ -205,16 +222,19 @@ impl Kind {
     /// Whether this kind runs at size `n`.
     fn runs_at(self, n: usize) -> bool {
         match self {
-            Kind::CourierReq | Kind::CourierService | Kind::IpcPerCall => n == SMALL,
+            Kind::CourierReq | Kind::CourierService | Kind::IpcPerCall | Kind::FutexFloor => {
+                n == SMALL
+            }
             Kind::CourierLend | Kind::Floor => n != SMALL,
             _ => true,
         }
     }
 }
 
-/// The plan of a size, full or quick.
-fn plan(n: usize, quick: bool) -> Plan {
-    let budget = Duration::from_millis(1500);
+/// The plan of one round of a size, full or quick: the calls of a row are spread over the
+/// `rounds`.
+fn plan(n: usize, quick: bool, rounds: usize) -> Plan {
+    let budget = Duration::from_millis(1500) / rounds.max(1) as u32;
     if quick {
         return Plan {
             warmup: 3,
@@ -230,7 +250,7 @@ fn plan(n: usize, quick: bool) -> Plan {
     };
     Plan {
         warmup,
-        batches,
+        batches: (batches / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget,
     }
@@ -242,52 +262,6 @@ trait Client {
     fn call(&mut self, x: u64) -> Result<u64, String>;
     /// Sends [`STOP`] and waits (bounded) for its answer.
     fn stop(&mut self) -> Result<(), String>;
-}
-
-/// A textual progress bar on stderr, one tick per row.
-struct Progress {
-    enabled: bool,
-    done: usize,
-    total: usize,
-}
-
-impl Progress {
-    const WIDTH: usize = 30;
-
-    /// Shows that row `label` starts.
-    fn start(&self, label: &str) {
-        if self.enabled {
-            let filled = self.done * Self::WIDTH / self.total.max(1);
-            eprint!(
-                "\rcourier-bench rpc [{}{}] {}/{} {:<60.60}",
-                "#".repeat(filled),
-                ".".repeat(Self::WIDTH - filled),
-                self.done,
-                self.total,
-                label
-            );
-        } else {
-            eprintln!(
-                "courier-bench rpc: row {}/{}: {label}",
-                self.done + 1,
-                self.total
-            );
-        }
-    }
-
-    /// One row finished.
-    fn tick(&mut self) {
-        self.done += 1;
-        if self.enabled && self.done == self.total {
-            eprintln!(
-                "\rcourier-bench rpc [{}] {}/{} {:<60}",
-                "#".repeat(Self::WIDTH),
-                self.done,
-                self.total,
-                "done"
-            );
-        }
-    }
 }
 
 /// Runs the rpc benchmark (or, with `--peer`, one server process) and prints the report.
@@ -307,13 +281,13 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     let result = measure_all(args, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let (rows, failed) = result;
-    let goals = goals(&rows);
+    let goals = report::goals_by_load(&rows, goals);
     let text = render(
         &machine,
         &rows,
         &goals,
         &failed,
-        args.quick,
+        (args.quick, args.rounds.rounds(args.quick)),
         started.elapsed(),
     );
     report::emit(
@@ -327,14 +301,15 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     )
 }
 
-/// Measures every selected row once; returns the rows and the failures.
+/// Measures every selected row in each round under each load; returns the rows and the
+/// failures.
 fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
     let filter = args.only.as_ref().map(|s| s.to_lowercase());
     let mut specs = Vec::new();
     for n in std::iter::once(SMALL).chain(LARGE) {
         for kind in KINDS {
             let keep = kind.is_courier()
-                || kind == Kind::Floor
+                || kind.is_floor()
                 || kind == Kind::CourierService
                 || filter
                     .as_ref()
@@ -344,39 +319,37 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    let mut progress = Progress {
-        enabled: args.progress,
-        done: 0,
-        total: specs.len(),
+    let schedule = runner::Schedule {
+        bench: "rpc",
+        rounds: args.rounds.rounds(args.quick),
+        loads: args.rounds.load.list(),
+        bar: args.progress,
     };
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
-    for (i, &(n, kind)) in specs.iter().enumerate() {
-        let label = format!("{} | {} ({})", scenario(n), kind.name(), kind.arg());
-        stats::set_current_row(&label);
-        progress.start(&label);
-        let name = format!("cr{}-{i}", std::process::id());
-        let plan = plan(n, args.quick);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            measure_row(kind, n, &name, dir, &plan)
-        }));
-        progress.tick();
-        let error = match outcome {
-            Ok(Ok(samples)) => {
-                rows.push(Row {
-                    scenario: scenario(n),
-                    name: kind.name(),
-                    subject: kind.is_courier(),
-                    notes: kind.notes(n),
-                    summary: samples.summary(),
-                });
-                continue;
+    let mut count = 0;
+    let (measured, failed) = runner::run(
+        &schedule,
+        &specs,
+        |&(n, kind)| format!("{} | {} ({})", scenario(n), kind.name(), kind.arg()),
+        |&(n, kind), _round| {
+            count += 1;
+            let name = format!("cr{}-{count}", std::process::id());
+            measure_row(kind, n, &name, dir, &plan(n, args.quick, schedule.rounds))
+        },
+    );
+    let rows = measured
+        .into_iter()
+        .map(|m| {
+            let (n, kind) = specs[m.spec];
+            Row {
+                scenario: scenario(n),
+                name: kind.name(),
+                subject: kind.is_courier(),
+                notes: kind.notes(n),
+                load: m.load,
+                summary: m.samples.summary(),
             }
-            Ok(Err(e)) => e,
-            Err(_) => "panicked (see stderr)".to_string(),
-        };
-        failed.push(format!("{label}: {error}"));
-    }
+        })
+        .collect();
     (rows, failed)
 }
 
@@ -431,6 +404,13 @@ fn measure_row(
                 buf: vec![0u8; n],
             })
         }
+        Kind::FutexFloor => {
+            let path = dir.join(format!("{name}.futex"));
+            let words = futex_floor::Words::create(&path)?;
+            let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
+            peer = spawn(kind, n, path_text)?;
+            Box::new(futex_floor::Caller::new(words))
+        }
         Kind::Floor => unreachable!("handled above"),
     };
     let samples = stats::measure_fallible(plan, |x| client.call(x))?;
@@ -456,7 +436,18 @@ fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
             stream_server(&s, n)
         }
+        Kind::FutexFloor => futex_floor::serve(&futex_floor::Words::open(Path::new(name))?),
         Kind::Floor => Err("the floor has no server".into()),
+    }
+}
+
+impl Client for futex_floor::Caller {
+    fn call(&mut self, x: u64) -> Result<u64, String> {
+        futex_floor::Caller::call(self, x)
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        futex_floor::Caller::stop(self)
     }
 }
 
@@ -1154,9 +1145,11 @@ mod iox_side {
     }
 }
 
-/// The goals of the issue: courier's small round trip below iceoryx2's and under a tenth of
-/// ipc-channel's; lend_mut of 16 MiB within a few times the small round trip plus the floor.
-fn goals(rows: &[Row]) -> Vec<Goal> {
+/// The goals of one load (`rows` are that load's): courier's small round trip below
+/// iceoryx2's and under a tenth of ipc-channel's; lend_mut of 16 MiB within a few times the
+/// small round trip plus the floor; with a core busy, ahead of every peer and at most half a
+/// Unix socket round trip; the sleeping regime's cost beside the bare futex floor.
+fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     let median = |scenario: &str, name: &str| {
         rows.iter()
             .find(|r| r.scenario == scenario && r.name == name)
@@ -1193,6 +1186,26 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
     }
+    let row = |name: &str| rows.iter().find(|r| r.scenario == small && r.name == name);
+    if load == Load::Busy {
+        goals.extend(report::ahead_of_every_peer(rows, small));
+        goals.push(Goal::median(
+            "small round trip: courier req at most 0.5× a Unix socket round trip".into(),
+            row(Kind::CourierReq.name()),
+            row(Kind::Uds.name()),
+            0.5,
+        ));
+    }
+    let mut parked = Goal::median(
+        "small round trip: courier req beside the bare futex wake-up floor (informational)".into(),
+        row(Kind::CourierReq.name()),
+        row(Kind::FutexFloor.name()),
+        f64::INFINITY,
+    );
+    if parked.verdict == Verdict::Pass {
+        parked.verdict = Verdict::Info;
+    }
+    goals.push(parked);
     for n in LARGE {
         let text = if n == LARGE[2] {
             format!(
@@ -1243,20 +1256,26 @@ fn render(
     rows: &[Row],
     goals: &[Goal],
     failed: &[String],
-    quick: bool,
+    (quick, rounds): (bool, usize),
     took: Duration,
 ) -> String {
     let mut out = String::new();
     out.push_str("# courier-bench rpc\n\n");
     out.push_str(&machine.markdown());
-    let p8 = plan(SMALL, quick);
-    let p16 = plan(16 << 20, quick);
+    let p8 = plan(SMALL, quick, rounds);
+    let p16 = plan(16 << 20, quick, rounds);
     out.push_str(&format!(
         "- method: two processes per row (the server is this binary, re-executed; a new \
-         process and service name for every row), except the floor rows. Each row warms up, \
-         then times batches of calls ({}×{} small … {}×{} at 16 MiB; a row stops early after \
-         {:?}). Each call is timed with one `Instant::now()` after the reply (chained \
-         timestamps); *median* and *p99* are over all calls.{}\n\
+         process and service name for every row), except the memset floor rows. {rounds} \
+         round(s) per load, each measuring every row once (starting at a different row each \
+         round); in each, a row warms up, then times batches of calls ({}×{} small … {}×{} at \
+         16 MiB; a round of a row stops early after {:?}). Each call is timed with one \
+         `Instant::now()` after the reply (chained timestamps); *median*, *p99* and *calls/s* \
+         are over the calls of every round; *round medians* show the spread between \
+         rounds.{}\n\
+         - loads: each table is one load. *One core busy*: a competing process (this binary, \
+         `courier-bench burn`) spins on one core during every row, started before the row's \
+         processes and killed after; its CPU time is not in CPU/call.\n\
          - CPU/call: the CPU time of every thread of both processes (client and server) during \
          the measured phase, from the scheduler's accounting (`/proc/*/task/*/schedstat`), per \
          call: what a round trip costs the machine; a spinning waiter shows here.\n\

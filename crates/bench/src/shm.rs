@@ -16,6 +16,7 @@
 
 use crate::proc::{self, Peer, OP_TIMEOUT};
 use crate::report::{self, Goal, Machine, Row, Verdict};
+use crate::runner::{self, Load};
 use crate::stats::{self, Plan, Samples};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -32,10 +33,9 @@ pub(crate) struct Args {
     /// always kept.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
-    /// Rounds: each round measures every row once (a new peer process each time), and a row's
-    /// samples from all rounds are pooled (ignored with --quick, which runs one round).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    rounds: usize,
+    /// Rounds (a new peer process each time) and machine loads.
+    #[command(flatten)]
+    rounds: runner::RoundArgs,
     /// Also write the report (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     markdown_out: Option<PathBuf>,
@@ -175,8 +175,8 @@ impl Kind {
 }
 
 /// The plan of a size, full or quick.
-fn plan(bytes: usize, quick: bool) -> Plan {
-    let budget = Duration::from_millis(1500);
+fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
+    let budget = Duration::from_millis(1500) / rounds.max(1) as u32;
     if quick {
         return Plan {
             warmup: 3,
@@ -193,7 +193,7 @@ fn plan(bytes: usize, quick: bool) -> Plan {
     };
     Plan {
         warmup,
-        batches: 10,
+        batches: (10 / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget,
     }
@@ -234,8 +234,8 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     let result = measure_all(args, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let (rows, failed) = result;
-    let goals = goals(&rows);
-    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
+    let goals = report::goals_by_load(&rows, goals);
+    let rounds = args.rounds.rounds(args.quick);
     let text = render(
         &machine,
         &rows,
@@ -273,55 +273,42 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
-    let mut samples: Vec<Option<Samples>> = specs.iter().map(|_| None).collect();
-    let mut failed = Vec::new();
-    let mut broken = vec![false; specs.len()];
-    for round in 0..rounds {
-        // Each round starts at a different row, so that a change of load during the run
-        // falls on every row rather than on one.
-        let offset = round * specs.len() / rounds;
-        for i in (0..specs.len()).map(|i| (i + offset) % specs.len()) {
-            let (si, ki, size, kind) = specs[i];
-            if broken[i] {
-                continue;
-            }
-            let label = format!("{} {} ({})", scenario(size, kind), kind.name(), kind.arg());
-            stats::set_current_row(&label);
-            eprintln!("courier-bench shm: round {}/{rounds}: {label}", round + 1);
-            let name = format!("cb{}-{round}-{si}-{ki}", std::process::id());
-            let plan = plan(size.bytes, args.quick);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                measure_row(kind, size.bytes, &name, dir, &plan)
-            }));
-            let error = match outcome {
-                Ok(Ok(measured)) => {
-                    match &mut samples[i] {
-                        Some(pooled) => pooled.absorb(measured),
-                        empty => *empty = Some(measured),
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => e,
-                Err(_) => "panicked (see stderr)".to_string(),
-            };
-            failed.push(format!("{label}, round {}: {error}", round + 1));
-            broken[i] = true;
-        }
-    }
-    let rows = specs
-        .iter()
-        .zip(samples)
-        .zip(broken)
-        .filter_map(|((&(_, _, size, kind), samples), broken)| {
-            (!broken).then_some(())?;
-            Some(Row {
+    let rounds = args.rounds.rounds(args.quick);
+    let schedule = runner::Schedule {
+        bench: "shm",
+        rounds,
+        loads: args.rounds.load.list(),
+        bar: false,
+    };
+    let mut count = 0;
+    let (measured, failed) = runner::run(
+        &schedule,
+        &specs,
+        |&(_, _, size, kind)| format!("{} {} ({})", scenario(size, kind), kind.name(), kind.arg()),
+        |&(_, _, size, kind), _round| {
+            count += 1;
+            let name = format!("cb{}-{count}", std::process::id());
+            measure_row(
+                kind,
+                size.bytes,
+                &name,
+                dir,
+                &plan(size.bytes, args.quick, rounds),
+            )
+        },
+    );
+    let rows = measured
+        .into_iter()
+        .map(|m| {
+            let (_, _, size, kind) = specs[m.spec];
+            Row {
                 scenario: scenario(size, kind),
                 name: kind.name(),
                 subject: kind.name() == COURIER,
                 notes: kind.notes(),
-                summary: samples?.summary(),
-            })
+                load: m.load,
+                summary: m.samples.summary(),
+            }
         })
         .collect();
     (rows, failed)
@@ -983,7 +970,7 @@ mod iox_side {
 
 /// The goals: courier's 8 B round trip faster than every peer's, and for large messages a
 /// cost over the floor that does not grow with the size.
-fn goals(rows: &[Row]) -> Vec<Goal> {
+fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     let median = |scenario: &str, name: &str| {
         rows.iter()
             .find(|r| r.scenario == scenario && r.name == name)
@@ -1042,6 +1029,28 @@ fn goals(rows: &[Row]) -> Vec<Goal> {
             }
         }
     }
+    if load == Load::Busy {
+        for scenario in [small.busy, small.blocking] {
+            goals.extend(report::ahead_of_every_peer(rows, scenario));
+        }
+    }
+    for size in &SIZES[1..] {
+        for scenario in [size.busy, size.blocking] {
+            let best = rows
+                .iter()
+                .filter(|r| r.scenario == scenario && r.name != COURIER && r.name != FLOOR)
+                .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns));
+            let courier = rows
+                .iter()
+                .find(|r| r.scenario == scenario && r.name == COURIER);
+            goals.push(Goal::median(
+                format!("{scenario}: courier at or below the best peer"),
+                courier,
+                best,
+                1.0,
+            ));
+        }
+    }
     let big = &SIZES[3];
     for scenario in [big.busy, big.blocking] {
         let text = format!(
@@ -1078,10 +1087,13 @@ fn render(
     let mut out = String::new();
     out.push_str("# courier-bench shm\n\n");
     out.push_str(&machine.markdown());
-    let p8 = plan(8, quick);
-    let p16 = plan(16 << 20, quick);
+    let p8 = plan(8, quick, rounds);
+    let p16 = plan(16 << 20, quick, rounds);
     out.push_str(&format!(
-        "- method: {rounds} round(s); each round measures every row once (starting at a \
+        "- loads: each table is one load. *One core busy*: a competing process (this binary, \
+         `courier-bench burn`) spins on one core during every row, started before the row's \
+         processes and killed after; its CPU time is not in CPU/call.\n\
+         - method: {rounds} round(s) per load; each round measures every row once (starting at a \
          different row each round) and a row's samples from all rounds are pooled. *CPU/call*: \
          the CPU time of every thread of both processes during the measured phase \
          (`/proc/*/task/*/schedstat`), per round trip. Two processes per row (the peer is this binary, re-executed; a new process, \
@@ -1090,7 +1102,7 @@ fn render(
          Each side memsets the whole payload of every message it sends and checks the first and \
          last byte of every message it receives. Each round trip is timed with one \
          `Instant::now()` after the reply (chained timestamps); *median* and *p99* are over all \
-         round trips.{}\n\
+         round trips; *round medians* show the spread between rounds.{}\n\
          - ratios: courier/peer median below 1 means courier is faster; each row is compared \
          with courier's row of the same size and wait (busy-wait or blocking).\n\
          - busy-wait rows keep both processes spinning, so they need both cores: with {nproc} \

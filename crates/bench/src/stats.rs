@@ -24,8 +24,12 @@ pub(crate) struct Plan {
     pub(crate) budget: Duration,
 }
 
-/// Batches always measured, whatever the budget says.
+/// Batches always measured, whatever the budget says (unless the row is [`OVERDUE`]).
 pub(crate) const MIN_BATCHES: usize = 3;
+
+/// A row that has taken this many times its budget stops at once, even in the middle of a
+/// batch.
+pub(crate) const OVERDUE: u32 = 3;
 
 /// The raw result of one row: per-call samples and per-batch means.
 #[derive(Debug, Default)]
@@ -43,6 +47,9 @@ pub(crate) struct Samples {
     /// CPU time used during the measured phase by this process and the row's peer process
     /// (every thread of both), in nanoseconds.
     pub(crate) cpu_ns: u64,
+    /// The median of each measurement pooled here (one per round), in nanoseconds: the
+    /// spread between repetitions of the row.
+    pub(crate) round_medians_ns: Vec<f64>,
 }
 
 /// What a row reports.
@@ -67,6 +74,12 @@ pub(crate) struct Summary {
     /// CPU time per measured call, both processes (client and server) together, in
     /// nanoseconds: what a round trip costs the machine, beside what it costs in time.
     pub(crate) cpu_per_call_ns: f64,
+    /// Smallest median of one round, in nanoseconds.
+    pub(crate) round_min_ns: f64,
+    /// Largest median of one round, in nanoseconds.
+    pub(crate) round_max_ns: f64,
+    /// Rounds pooled.
+    pub(crate) rounds: usize,
 }
 
 impl Samples {
@@ -79,6 +92,7 @@ impl Samples {
         self.batches += other.batches;
         self.clients = self.clients.max(other.clients);
         self.cpu_ns += other.cpu_ns;
+        self.round_medians_ns.extend(other.round_medians_ns);
     }
 
     /// Median, p99 and calls/s of these samples.
@@ -87,6 +101,8 @@ impl Samples {
         let n = self.per_op_ns.len();
         let secs = self.wall.as_secs_f64();
         let fold = |f: fn(f64, f64) -> f64, init| self.batch_mean_ns.iter().copied().fold(init, f);
+        let round =
+            |f: fn(f64, f64) -> f64, init| self.round_medians_ns.iter().copied().fold(init, f);
         Summary {
             median_ns: percentile(&self.per_op_ns, 0.50),
             p99_ns: percentile(&self.per_op_ns, 0.99),
@@ -101,6 +117,9 @@ impl Samples {
             } else {
                 f64::NAN
             },
+            round_min_ns: round(f64::min, f64::INFINITY),
+            round_max_ns: round(f64::max, 0.0),
+            rounds: self.round_medians_ns.len(),
         }
     }
 }
@@ -135,6 +154,23 @@ impl ClientRun {
     fn done(&self, plan: &Plan, start: Instant) -> bool {
         self.batches >= plan.batches
             || (self.batches >= MIN_BATCHES && start.elapsed() >= plan.budget)
+            || start.elapsed() >= plan.budget * OVERDUE
+    }
+
+    /// True when a batch must end before its `calls` reach the plan's: the row has taken
+    /// [`OVERDUE`] times its budget (round trips that each wait out a scheduler slice, on a
+    /// busy machine). Looked at every 64 calls, after at least one.
+    fn overdue(&self, plan: &Plan, start: Instant, calls: usize) -> bool {
+        calls > 0 && calls % 64 == 0 && start.elapsed() >= plan.budget * OVERDUE
+    }
+
+    /// Records a batch of `calls` calls, timed from `batch_start` to `last`.
+    fn end_batch(&mut self, batch_start: Instant, last: Instant, calls: usize) {
+        if calls > 0 {
+            self.batch_mean_ns
+                .push((last - batch_start).as_nanos() as f64 / calls as f64);
+        }
+        self.batches += 1;
     }
 }
 
@@ -151,17 +187,17 @@ fn client_loop(plan: &Plan, call: &mut impl FnMut(u64) -> u64, start: Instant) -
     while !run.done(plan, start) {
         let batch_start = Instant::now();
         let mut last = batch_start;
-        for _ in 0..plan.per_batch {
+        let mut calls = 0;
+        while calls < plan.per_batch && !run.overdue(plan, start, calls) {
             x = x.wrapping_add(1);
             let reply = call(black_box(x));
             let now = Instant::now();
             check(x, reply);
             run.per_op_ns.push((now - last).as_nanos() as u64);
             last = now;
+            calls += 1;
         }
-        run.batch_mean_ns
-            .push((last - batch_start).as_nanos() as f64 / plan.per_batch as f64);
-        run.batches += 1;
+        run.end_batch(batch_start, last, calls);
     }
     run
 }
@@ -261,17 +297,17 @@ pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Sam
     while !run.done(&plan, start) {
         let batch_start = Instant::now();
         let mut last = batch_start;
-        for _ in 0..plan.per_batch {
+        let mut calls = 0;
+        while calls < plan.per_batch && !run.overdue(&plan, start, calls) {
             x = x.wrapping_add(1);
             let reply = client.call(black_box(x)).await;
             let now = Instant::now();
             check(x, reply);
             run.per_op_ns.push((now - last).as_nanos() as u64);
             last = now;
+            calls += 1;
         }
-        run.batch_mean_ns
-            .push((last - batch_start).as_nanos() as f64 / plan.per_batch as f64);
-        run.batches += 1;
+        run.end_batch(batch_start, last, calls);
     }
     let wall = start.elapsed();
     merge(vec![run], wall, cpu.elapsed())
@@ -291,6 +327,9 @@ fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
         out.per_op_ns.extend(run.per_op_ns);
         out.batch_mean_ns.extend(run.batch_mean_ns);
     }
+    let mut sorted = out.per_op_ns.clone();
+    sorted.sort_unstable();
+    out.round_medians_ns.push(percentile(&sorted, 0.50));
     out
 }
 
@@ -457,6 +496,7 @@ mod tests {
         let mut all = measure_sync(&plan, |x| x + 1);
         all.absorb(measure_sync(&plan, |x| x + 1));
         let s = all.summary();
-        assert_eq!((s.n, s.batches, s.clients), (24, 6, 1));
+        assert_eq!((s.n, s.batches, s.clients, s.rounds), (24, 6, 1, 2));
+        assert!(s.round_min_ns <= s.round_max_ns);
     }
 }

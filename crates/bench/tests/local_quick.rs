@@ -2,12 +2,13 @@
 //! more than 60 s) and checks
 //! - it exits with status 0;
 //! - the header records the machine, rustc, commit and date;
-//! - the table has a row for every implementation in every scenario;
-//! - every goal is reported with a PASS or MISS verdict;
+//! - the table has a row for every implementation in every scenario, under both loads (idle,
+//!   one core busy);
+//! - every goal is reported with a verdict (PASS, MISS, or info where no peer is as fast);
 //! - `--markdown-out` writes the same report and `--json` writes every row and goal.
 
 mod support;
-use support::{assert_header, row, run_with_deadline, verdicts};
+use support::{assert_header, both_loads, goals_judged, row, run_with_deadline};
 
 #[test]
 fn local_quick_prints_every_row() {
@@ -35,13 +36,18 @@ fn local_quick_prints_every_row() {
     );
     assert_eq!(
         json.matches("\"name\": \"courier::local\"").count(),
-        3,
+        2 * 3,
         "{json}"
     );
-    assert_eq!(json.matches("\"scenario\": ").count(), 18, "{json}");
-    let json_verdicts = json.matches("\"verdict\": \"PASS\"").count()
-        + json.matches("\"verdict\": \"MISS\"").count();
-    assert_eq!(json_verdicts, 5, "{json}");
+    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 19, "{json}");
+    assert_eq!(json.matches("\"load\": \"busy\"").count(), 19, "{json}");
+    // Idle: nine goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
+    assert_eq!(json.matches("\"verdict\": ").count(), 9 + 3 * 4, "{json}");
+    assert_eq!(
+        json.matches("\"verdict\": \"not measured\"").count(),
+        0,
+        "{json}"
+    );
 
     assert_header(&out);
 
@@ -51,6 +57,7 @@ fn local_quick_prints_every_row() {
             &[
                 "courier::local",
                 "courier::local via #[courier::service]",
+                "floor: two-thread spin ping-pong",
                 "ump 0.13",
                 "crossbeam-channel",
                 "crossbeam-channel (reused reply)",
@@ -75,9 +82,9 @@ fn local_quick_prints_every_row() {
             &["courier::local", "ump 0.13", "flume", "tokio"],
         ),
     ];
-    for (scenario, names) in rows {
+    for (scenario, names) in rows.iter().flat_map(|(s, n)| both_loads(s).map(|s| (s, n))) {
         for name in *names {
-            let cells = row(&out, scenario, name);
+            let cells = row(&out, &scenario, name);
             if *name == "courier::local" {
                 assert_eq!(
                     &cells[5..7],
@@ -92,5 +99,9 @@ fn local_quick_prints_every_row() {
         }
     }
 
-    assert_eq!(verdicts(&out), 5, "expected 5 goal verdicts in:\n{out}");
+    assert_eq!(
+        goals_judged(&out),
+        9 + 3 * 4,
+        "expected 21 goals in:\n{out}"
+    );
 }

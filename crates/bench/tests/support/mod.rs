@@ -33,7 +33,7 @@ pub(crate) fn assert_header(out: &str) {
 
 /// The cells of the table row `name` of `scenario`, after checking it has all 11 cells, a
 /// median, a p99 and a CPU time per call (cells: scenario, name, median, p99, calls/s, ratio
-/// median, ratio calls/s, batch means, n, CPU/call, notes).
+/// median, ratio calls/s, round medians, n, CPU/call, notes).
 pub(crate) fn row<'a>(out: &'a str, scenario: &str, name: &str) -> Vec<&'a str> {
     let prefix = format!("| {scenario} | {name} | ");
     let line = out
@@ -55,6 +55,19 @@ pub(crate) fn verdicts(out: &str) -> usize {
     out.lines()
         .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |"))
         .count()
+}
+
+/// How many goals the report lists with a verdict (PASS, MISS or info; not "not measured").
+pub(crate) fn goals_judged(out: &str) -> usize {
+    out.lines()
+        .filter(|l| l.ends_with("| PASS |") || l.ends_with("| MISS |") || l.ends_with("| info |"))
+        .count()
+}
+
+/// The scenario cells of both loads' tables: `scenario` as it is (idle machine) and with the
+/// busy load's suffix.
+pub(crate) fn both_loads(scenario: &str) -> [String; 2] {
+    [scenario.to_string(), format!("{scenario} · 1 core busy")]
 }
 
 /// Checks that no row of the report failed.
