@@ -185,7 +185,8 @@ pub(crate) fn goals_by_load(rows: &[Row], goals: impl Fn(&[Row], Load) -> Vec<Go
     out
 }
 
-/// The goals of the busy load for one scenario (give rows of one load): courier's median,
+/// The goals of the busy load for one scenario (give rows of one load; the floors and
+/// courier's other rows are not peers): courier's median,
 /// p99 and calls/s each ahead of every peer's (the best peer is the reference); and its CPU
 /// time per call at most that of the most frugal peer whose median is as good or better
 /// (informational when no peer is that fast).
@@ -193,7 +194,12 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
     let subject = subject_of(rows, scenario);
     let peers: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.scenario == scenario && !r.subject && !r.name.starts_with("floor"))
+        .filter(|r| {
+            r.scenario == scenario
+                && !r.subject
+                && !r.name.starts_with("floor")
+                && !r.name.starts_with("courier")
+        })
         .collect();
     let best = |key: fn(&Summary) -> f64, higher: bool| {
         peers

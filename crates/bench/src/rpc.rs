@@ -118,6 +118,8 @@ fn check_small(reply: u64, x: u64) -> Result<u64, String> {
 enum Kind {
     /// courier::shm `Client::req` (small).
     CourierReq,
+    /// courier::shm `Client::req` with no spin on either side (small): the parked regime.
+    CourierParked,
     /// courier::shm `Client::lend_mut` (large).
     CourierLend,
     /// The small call through a `#[courier::service]` client and server (the stubs' cost).
@@ -140,8 +142,9 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::CourierReq,
+    Kind::CourierParked,
     Kind::CourierLend,
     Kind::CourierService,
     Kind::Floor,
@@ -158,6 +161,7 @@ impl Kind {
     fn arg(self) -> &'static str {
         match self {
             Kind::CourierReq => "courier-req",
+            Kind::CourierParked => "courier-parked",
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
             Kind::Floor => "floor",
@@ -178,6 +182,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::CourierReq => "courier::shm req",
+            Kind::CourierParked => "courier::shm req, spin 0 (parked)",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
@@ -202,7 +207,8 @@ impl Kind {
     fn notes(self, n: usize) -> &'static str {
         let small = n == SMALL;
         match self {
-            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: spin, yield, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: an adaptive spin of up to 20 µs, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout (adaptive spin up to 50 µs, then sleep) → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierParked => "as courier::shm req, with ConnectConfig::spin(0) and ServerConfig::spin(0): both sides sleep at once, every call costs two wake-ups (not a peer: the sleeping regime beside the futex floor)",
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
@@ -222,9 +228,11 @@ impl Kind {
     /// Whether this kind runs at size `n`.
     fn runs_at(self, n: usize) -> bool {
         match self {
-            Kind::CourierReq | Kind::CourierService | Kind::IpcPerCall | Kind::FutexFloor => {
-                n == SMALL
-            }
+            Kind::CourierReq
+            | Kind::CourierParked
+            | Kind::CourierService
+            | Kind::IpcPerCall
+            | Kind::FutexFloor => n == SMALL,
             Kind::CourierLend | Kind::Floor => n != SMALL,
             _ => true,
         }
@@ -311,6 +319,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
             let keep = kind.is_courier()
                 || kind.is_floor()
                 || kind == Kind::CourierService
+                || kind == Kind::CourierParked
                 || filter
                     .as_ref()
                     .is_none_or(|f| kind.name().to_lowercase().contains(f));
@@ -376,7 +385,7 @@ fn measure_row(
     }
     let mut peer;
     let mut client: Box<dyn Client> = match kind {
-        Kind::CourierReq | Kind::CourierLend | Kind::CourierService => {
+        Kind::CourierReq | Kind::CourierParked | Kind::CourierLend | Kind::CourierService => {
             peer = spawn(kind, n, name)?;
             courier_side::client(kind, n, name)?
         }
@@ -428,7 +437,9 @@ fn measure_row(
 /// The server process of a row: answers calls until [`STOP`], or its client's death.
 fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     match kind {
-        Kind::CourierReq | Kind::CourierLend => courier_side::server(kind, n, name),
+        Kind::CourierReq | Kind::CourierParked | Kind::CourierLend => {
+            courier_side::server(kind, n, name)
+        }
         Kind::CourierService => courier_side::service_server(name),
         Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
         Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
@@ -527,7 +538,10 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
 /// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
 mod courier_side {
     use super::{check_ends, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
-    use courier::shm::{Client as RpcClient, Incoming, Server, ServerConfig, ShmBuf};
+    use courier::shm::{
+        Client as RpcClient, ConnectConfig, Incoming, Server, ServerConfig, ShmBuf,
+    };
+    use std::time::Duration;
 
     /// The application error type of the service (never sent).
     type AppError = ();
@@ -635,8 +649,13 @@ mod courier_side {
                 IncClient::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
             return Ok(Box::new(Service { client }));
         }
-        let client = Rpc::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
-        if kind == Kind::CourierReq {
+        let mut config = ConnectConfig::new();
+        if kind == Kind::CourierParked {
+            config = config.spin(Duration::ZERO);
+        }
+        let client =
+            Rpc::connect_with(name, &config, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        if matches!(kind, Kind::CourierReq | Kind::CourierParked) {
             return Ok(Box::new(Req { client }));
         }
         let buf = ShmBuf::new(n).map_err(|e| format!("ShmBuf::new({n}): {e}"))?;
@@ -645,8 +664,12 @@ mod courier_side {
 
     /// The server: one worker (this thread) answers until [`STOP`].
     pub(super) fn server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
-        let server = Server::<u64, u64, AppError>::bind(name, ServerConfig::new())
-            .map_err(|e| format!("bind: {e}"))?;
+        let mut config = ServerConfig::new();
+        if kind == Kind::CourierParked {
+            config = config.spin(Duration::ZERO);
+        }
+        let server =
+            Server::<u64, u64, AppError>::bind(name, config).map_err(|e| format!("bind: {e}"))?;
         loop {
             let (x, mut ctx) = match server.wait_timeout(OP_TIMEOUT) {
                 Ok(Incoming::Call(x, ctx)) => (x, ctx),
@@ -1196,16 +1219,12 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             0.5,
         ));
     }
-    let mut parked = Goal::median(
-        "small round trip: courier req beside the bare futex wake-up floor (informational)".into(),
-        row(Kind::CourierReq.name()),
+    goals.push(Goal::median(
+        "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
+        row(Kind::CourierParked.name()),
         row(Kind::FutexFloor.name()),
-        f64::INFINITY,
-    );
-    if parked.verdict == Verdict::Pass {
-        parked.verdict = Verdict::Info;
-    }
-    goals.push(parked);
+        1.2,
+    ));
     for n in LARGE {
         let text = if n == LARGE[2] {
             format!(

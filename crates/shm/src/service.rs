@@ -153,13 +153,18 @@ impl ListenerConfig {
 pub struct ConnectConfig {
     max_segment_size: usize,
     trusted_uids: Vec<u32>,
+    spin: Duration,
 }
+
+/// How long an RPC caller spins for its answer by default before it sleeps.
+pub(crate) const DEFAULT_CALLER_SPIN: Duration = Duration::from_micros(20);
 
 impl Default for ConnectConfig {
     fn default() -> Self {
         ConnectConfig {
             max_segment_size: 1 << 30,
             trusted_uids: Vec::new(),
+            spin: DEFAULT_CALLER_SPIN,
         }
     }
 }
@@ -184,6 +189,31 @@ impl ConnectConfig {
     pub fn trust_uid(mut self, uid: u32) -> Self {
         self.trusted_uids.push(uid);
         self
+    }
+
+    /// The longest an RPC caller of this connection spins for its answer before it sleeps
+    /// (default 20 µs). The budget adapts: while answers come
+    /// within it a caller spins up to `limit`; while they do not (a slow or preempted
+    /// server) it halves at each miss down to none, with one full spin in 32 calls to notice
+    /// that the server has become fast again. A caller never spins for a call that had to
+    /// wake the server. `Duration::ZERO`: never spin (every call sleeps until its answer,
+    /// costing two wake-ups per round trip and no CPU while waiting).
+    ///
+    /// ```
+    /// use courier_shm::ConnectConfig;
+    /// use std::time::Duration;
+    /// // A battery-powered device: never burn the CPU waiting.
+    /// let config = ConnectConfig::new().spin(Duration::ZERO);
+    /// # let _ = config;
+    /// ```
+    pub fn spin(mut self, limit: Duration) -> Self {
+        self.spin = limit;
+        self
+    }
+
+    /// The spin limit ([`ConnectConfig::spin`]).
+    pub(crate) fn spin_limit(&self) -> Duration {
+        self.spin
     }
 
     fn trusts(&self, peer: &Credentials) -> bool {

@@ -12,7 +12,8 @@
 #![cfg(target_os = "linux")]
 
 use courier_shm::{
-    CancelOutcome, Client, Error, Incoming, PushError, SendError, Server, ServerConfig, ShmBuf,
+    CancelOutcome, Client, ConnectConfig, Error, Incoming, PushError, SendError, Server,
+    ServerConfig, ShmBuf,
 };
 use std::sync::mpsc;
 use std::time::Duration;
@@ -752,4 +753,67 @@ fn a_raw_client_forwards_bytes_with_their_signatures() {
     assert_eq!(sub.recv_timeout::<Raw>(T), Ok(u64_raw(71)));
     assert_eq!(raw.req(u64_raw(0)), Ok(u64_raw(0)));
     worker.join().unwrap();
+}
+
+/// With no spin on either side every call sleeps on both (the parked regime): each wake-up
+/// must still come, for blocking and async callers alike. A lost wake-up hangs, and the
+/// deadline fails the test.
+#[test]
+fn calls_with_no_spin_on_either_side_are_all_answered() {
+    let (s, _c) = setup_with("inproc-nospin", ServerConfig::new().spin(Duration::ZERO));
+    let c = Cli::connect_with(
+        "inproc-nospin",
+        &ConnectConfig::new().spin(Duration::ZERO),
+        T,
+    )
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        while let Ok(Incoming::Call(n, ctx)) = s.wait_timeout(T) {
+            let last = n == u64::MAX - 1;
+            let _ = ctx.reply(n + 1);
+            if last {
+                return;
+            }
+        }
+    });
+    within("3,000 calls without spinning", move || {
+        for i in 0..2_000u64 {
+            assert_eq!(c.req(i), Ok(i + 1));
+        }
+        pollster::block_on(async {
+            for i in 0..1_000u64 {
+                assert_eq!(c.areq(i).await, Ok(i + 1));
+            }
+        });
+        assert_eq!(c.req(u64::MAX - 1), Ok(u64::MAX));
+    });
+    server.join().unwrap();
+}
+
+/// A server slower than the caller's spin budget: the caller's budget shrinks to nothing
+/// and the calls go on sleeping; when the server becomes fast again, calls are still all
+/// answered (the probes bring the spin back; its effect is measured by `courier-bench rpc`).
+#[test]
+fn a_slow_server_then_a_fast_one_answers_every_call() {
+    let (s, c) = setup("inproc-slowfast");
+    let server = std::thread::spawn(move || {
+        let mut served = 0u64;
+        while let Ok(Incoming::Call(n, ctx)) = s.wait_timeout(T) {
+            if served < 200 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            served += 1;
+            let _ = ctx.reply(n + 1);
+            if n == u64::MAX - 1 {
+                return;
+            }
+        }
+    });
+    within("200 slow calls, then 5,000 fast ones", move || {
+        for i in 0..5_200u64 {
+            assert_eq!(c.req(i), Ok(i + 1));
+        }
+        assert_eq!(c.req(u64::MAX - 1), Ok(u64::MAX));
+    });
+    server.join().unwrap();
 }

@@ -348,8 +348,15 @@ mod loom_models {
             let word = &p.0.word;
             let done = || Ok::<_, ()>((phase(word.load_acquire()) == state::DONE).then_some(()));
             let announce = || Ok(announce_sleep(word));
-            let got: Result<(), Gave<()>> =
-                park::wait_announced(&p.0, &p.1, 0, Deadline::NEVER, done, announce);
+            let got: Result<(), Gave<()>> = park::wait_announced(
+                &p.0,
+                &p.1,
+                park::Spin::Looks(0),
+                Deadline::NEVER,
+                done,
+                announce,
+            )
+            .map(|((), _spun)| ());
             assert_eq!(got, Ok(()));
             worker.join().unwrap();
             assert_eq!(p.1.sleepers(), 0);

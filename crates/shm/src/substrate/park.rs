@@ -33,7 +33,8 @@
 use super::deadline::{Deadline, Expired};
 use crate::sync::{Futex, Ordering};
 use crate::watch::WatchShared;
-use std::time::Duration;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
 
 /// Nobody sleeps on the word (or the sleeper has been woken).
 pub(crate) const AWAKE: u32 = 0;
@@ -42,6 +43,154 @@ pub(crate) const SLEEPING: u32 = 1;
 
 /// How many times a waiter looks before it sleeps.
 pub(crate) const SPINS: u32 = 512;
+
+/// How long a waiter looks before it sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spin {
+    /// This many looks.
+    Looks(u32),
+    /// Looks for this long (the clock is read every [`CLOCK_EVERY`] looks).
+    For(Duration),
+}
+
+/// How many looks a timed spin makes between two readings of the clock (a reading costs
+/// about as much as one look).
+pub(crate) const CLOCK_EVERY: u32 = 16;
+
+/// A spin budget that adapts to how the waits it was given went, so that a waiter whose
+/// peer answers within the budget keeps spinning, and one that spins in vain (a slow peer,
+/// or a machine with more running threads than cores) soon stops burning a CPU for nothing:
+///
+/// ```text
+/// outcome of a wait                    next budget
+/// answered while spinning           -> double (at most `max`; from none: the probe's)
+/// MISS_STREAK misses in a row       -> half (below MIN_SPIN: none)
+/// preempted while spinning          -> none: the cores are oversubscribed, and a spinner
+///                                      holds a CPU its peer may be waiting for
+/// no budget                         -> one wait in `every` spins `probe`, to notice that
+///                                      spinning pays again (rare, so that probing costs
+///                                      neither CPU nor the tail latency)
+/// ```
+///
+/// A caller probes briefly and often ([`AdaptiveSpin::caller`]): a server that spins answers
+/// within a microsecond. A server probes for its whole budget and seldom
+/// ([`AdaptiveSpin::server`]): its client may have to wake up before it sends again.
+///
+/// It starts at `max`. Preemption is seen without a system call: a spinner reads the clock
+/// every [`CLOCK_EVERY`] looks, and a gap of [`PREEMPTED`] between two readings means it was
+/// not running.
+///
+/// Shared by the threads of one connection (or server); `Relaxed` throughout, since it is
+/// only a hint: a lost update costs one wait a budget too long or too short.
+#[derive(Debug)]
+pub(crate) struct AdaptiveSpin {
+    max_ns: u32,
+    cur_ns: AtomicU32,
+    misses: AtomicU32,
+    waits: AtomicU32,
+    probe_ns: u32,
+    every: u32,
+}
+
+/// Below this a halved budget becomes none.
+const MIN_SPIN: Duration = Duration::from_nanos(500);
+/// How long a caller's probe spins: enough for an answer from a server that is running (a
+/// round trip between two running processes takes well under a microsecond).
+const CALLER_PROBE: Duration = Duration::from_micros(2);
+/// With no budget left, one wait in this many is a caller's probe.
+const CALLER_PROBE_EVERY: u32 = 64;
+/// With no budget left, one wait in this many is a server's probe (for its whole budget).
+const SERVER_PROBE_EVERY: u32 = 256;
+/// Misses in a row that halve the budget (fewer are noise: an interrupt, a page fault).
+const MISS_STREAK: u32 = 4;
+/// A gap this long between two readings of the clock while spinning means the spinner was
+/// preempted (16 looks take well under a microsecond).
+pub(crate) const PREEMPTED: Duration = Duration::from_micros(30);
+
+/// How a spin ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spun {
+    /// The awaited value came.
+    Answered,
+    /// The budget ran out.
+    Missed,
+    /// The budget ran out, and the spinner was preempted meanwhile.
+    Preempted,
+}
+
+impl AdaptiveSpin {
+    /// A caller's budget: at most `max`, probing for [`CALLER_PROBE`] once in
+    /// [`CALLER_PROBE_EVERY`] waits when it has none.
+    pub(crate) fn caller(max: Duration) -> AdaptiveSpin {
+        Self::new(max, CALLER_PROBE.min(max), CALLER_PROBE_EVERY)
+    }
+
+    /// A server's budget: at most `max`, probing for all of it once in
+    /// [`SERVER_PROBE_EVERY`] waits when it has none.
+    pub(crate) fn server(max: Duration) -> AdaptiveSpin {
+        Self::new(max, max, SERVER_PROBE_EVERY)
+    }
+
+    fn new(max: Duration, probe: Duration, every: u32) -> AdaptiveSpin {
+        let ns = |d: Duration| u32::try_from(d.as_nanos()).unwrap_or(u32::MAX);
+        AdaptiveSpin {
+            max_ns: ns(max),
+            cur_ns: AtomicU32::new(ns(max)),
+            misses: AtomicU32::new(0),
+            waits: AtomicU32::new(0),
+            probe_ns: ns(probe),
+            every,
+        }
+    }
+
+    /// The budget of the next wait.
+    pub(crate) fn budget(&self) -> Spin {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cur = self.cur_ns.load(Relaxed);
+        let ns = if cur == 0 && self.max_ns != 0 {
+            let n = self.waits.fetch_add(1, Relaxed);
+            if n % self.every == self.every - 1 {
+                self.probe_ns
+            } else {
+                0
+            }
+        } else {
+            cur
+        };
+        Spin::For(Duration::from_nanos(u64::from(ns)))
+    }
+
+    /// Records how a wait that was given [`budget`](Self::budget) ended.
+    pub(crate) fn record(&self, outcome: Spun) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match outcome {
+            Spun::Answered => {
+                self.misses.store(0, Relaxed);
+                let cur = self.cur_ns.load(Relaxed);
+                let next = if cur == 0 {
+                    self.probe_ns
+                } else {
+                    cur.saturating_mul(2)
+                };
+                self.cur_ns.store(next.min(self.max_ns), Relaxed);
+            }
+            Spun::Preempted => self.cur_ns.store(0, Relaxed),
+            Spun::Missed => {
+                if self.misses.fetch_add(1, Relaxed) + 1 < MISS_STREAK {
+                    return;
+                }
+                self.misses.store(0, Relaxed);
+                let half = self.cur_ns.load(Relaxed) / 2;
+                let next = if u128::from(half) < MIN_SPIN.as_nanos() {
+                    0
+                } else {
+                    half
+                };
+                self.cur_ns.store(next, Relaxed);
+            }
+        }
+    }
+}
 
 /// What a sleeper knows of the peer's life: the watcher's shared state (or a model's).
 pub(crate) trait Liveness {
@@ -125,9 +274,10 @@ pub(crate) fn wait<W: Futex, T, E>(
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<T, Gave<E>> {
-    wait_with(SPINS, live, deadline, attempt, |timeout| {
+    wait_with(Spin::Looks(SPINS), live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })
+    .map(|(v, _spun)| v)
 }
 
 /// One sleep on a word the sleeper may not overwrite with [`SLEEPING`], because it carries
@@ -169,45 +319,194 @@ pub(crate) fn sleep_announced<W: Futex, E>(
 }
 
 /// [`wait`] on a word whose sleep is announced by the caller ([`sleep_announced`]), after
-/// `spins` looks (the RPC caller spins longer than the channel, a subscription reader not at
-/// all).
+/// spinning for `spin` (the RPC caller's budget adapts, a subscription reader does not spin).
+/// The value comes with how the spin went.
 pub(crate) fn wait_announced<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spins: u32,
+    spin: Spin,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut announce: impl FnMut() -> Result<Option<u32>, E>,
-) -> Result<T, Gave<E>> {
-    wait_with(spins, live, deadline, attempt, |timeout| {
+) -> Result<(T, Spun), Gave<E>> {
+    wait_with(spin, live, deadline, attempt, |timeout| {
         sleep_announced(word, live, timeout, &mut announce)
     })
 }
 
-/// The loop of every wait: `spins` attempts, then attempt, the peer's death, the deadline and
-/// one sleep (`sleep_once`, given how long it may last), until `attempt` gives a value.
+/// Runs `attempt` until it gives a value or `spin` is spent: the value, or how the spin
+/// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]).
+pub(crate) fn spin_on<T, E>(
+    spin: Spin,
+    mut attempt: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Result<T, Spun>, E> {
+    match spin {
+        Spin::Looks(n) => {
+            for _ in 0..n {
+                if let Some(v) = attempt()? {
+                    return Ok(Ok(v));
+                }
+                std::hint::spin_loop();
+            }
+            Ok(Err(Spun::Missed))
+        }
+        Spin::For(d) if d.is_zero() => Ok(Err(Spun::Missed)),
+        Spin::For(d) => {
+            let start = Instant::now();
+            let mut last = start;
+            let mut preempted = false;
+            let mut looks = 0u32;
+            loop {
+                if let Some(v) = attempt()? {
+                    return Ok(Ok(v));
+                }
+                looks = looks.wrapping_add(1);
+                if looks % CLOCK_EVERY == 0 {
+                    let now = Instant::now();
+                    preempted |= now - last >= PREEMPTED;
+                    if now - start >= d {
+                        return Ok(Err(if preempted {
+                            Spun::Preempted
+                        } else {
+                            Spun::Missed
+                        }));
+                    }
+                    last = now;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The loop of every wait: spin (`spin`), then attempt, the peer's death, the deadline and
+/// one sleep (`sleep_once`, given how long it may last), until `attempt` gives a value; the
+/// value comes with how the spin went.
 fn wait_with<T, E>(
-    spins: u32,
+    spin: Spin,
     live: &impl Liveness,
     deadline: Deadline,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
     mut sleep_once: impl FnMut(Option<Duration>) -> Result<(), E>,
-) -> Result<T, Gave<E>> {
-    for _ in 0..spins {
-        if let Some(v) = attempt().map_err(Gave::Err)? {
-            return Ok(v);
-        }
-        std::hint::spin_loop();
-    }
+) -> Result<(T, Spun), Gave<E>> {
+    let spun = match spin_on(spin, &mut attempt).map_err(Gave::Err)? {
+        Ok(v) => return Ok((v, Spun::Answered)),
+        Err(how) => how,
+    };
     loop {
         if let Some(v) = attempt().map_err(Gave::Err)? {
-            return Ok(v);
+            return Ok((v, spun));
         }
         if live.is_dead() {
             return Err(Gave::Dead);
         }
         let timeout = deadline.left().map_err(|Expired| Gave::Expired)?;
         sleep_once(timeout).map_err(Gave::Err)?;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn ns(spin: Spin) -> u64 {
+        match spin {
+            Spin::For(d) => d.as_nanos() as u64,
+            Spin::Looks(_) => panic!("an adaptive budget is a time"),
+        }
+    }
+
+    #[test]
+    fn a_budget_halves_after_a_streak_of_misses_and_comes_back_when_answered() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(16));
+        assert_eq!(ns(a.budget()), 16_000);
+        for _ in 0..MISS_STREAK - 1 {
+            a.record(Spun::Missed);
+        }
+        assert_eq!(
+            ns(a.budget()),
+            16_000,
+            "fewer misses than a streak change nothing"
+        );
+        a.record(Spun::Missed);
+        assert_eq!(ns(a.budget()), 8_000);
+        a.record(Spun::Answered);
+        assert_eq!(ns(a.budget()), 16_000, "doubled, capped at the limit");
+        // Halving down to below MIN_SPIN leaves no budget.
+        for _ in 0..6 * MISS_STREAK {
+            a.record(Spun::Missed);
+        }
+        assert_eq!(ns(a.budget()), 0);
+    }
+
+    #[test]
+    fn preemption_stops_the_spin_and_rare_short_probes_restart_it() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(20));
+        a.record(Spun::Preempted);
+        let budgets: Vec<u64> = (0..CALLER_PROBE_EVERY).map(|_| ns(a.budget())).collect();
+        let probes: Vec<usize> = (0..budgets.len()).filter(|&i| budgets[i] != 0).collect();
+        assert_eq!(probes, [CALLER_PROBE_EVERY as usize - 1], "{budgets:?}");
+        assert_eq!(budgets[probes[0]], CALLER_PROBE.as_nanos() as u64);
+        // A probe that is answered grows the budget back, doubling up to the limit.
+        a.record(Spun::Answered);
+        assert_eq!(ns(a.budget()), 2_000);
+        a.record(Spun::Answered);
+        a.record(Spun::Answered);
+        a.record(Spun::Answered);
+        assert_eq!(ns(a.budget()), 16_000);
+        a.record(Spun::Answered);
+        assert_eq!(ns(a.budget()), 20_000);
+    }
+
+    #[test]
+    fn a_server_probes_with_its_whole_budget() {
+        let a = AdaptiveSpin::server(Duration::from_micros(50));
+        a.record(Spun::Preempted);
+        let probes: Vec<u64> = (0..2 * SERVER_PROBE_EVERY)
+            .map(|_| ns(a.budget()))
+            .filter(|&b| b != 0)
+            .collect();
+        assert_eq!(probes, [50_000, 50_000]);
+    }
+
+    #[test]
+    fn a_zero_limit_never_spins() {
+        let a = AdaptiveSpin::caller(Duration::ZERO);
+        for _ in 0..4 * CALLER_PROBE_EVERY {
+            assert_eq!(ns(a.budget()), 0);
+            a.record(Spun::Missed);
+        }
+        a.record(Spun::Answered);
+        assert_eq!(ns(a.budget()), 0);
+    }
+
+    #[test]
+    fn a_timed_spin_reports_a_gap_as_preemption() {
+        // Nothing comes: the spin ends after its time, unpreempted.
+        let r = spin_on(Spin::For(Duration::from_micros(50)), || {
+            Ok::<Option<()>, ()>(None)
+        });
+        assert_eq!(r, Ok(Err(Spun::Missed)));
+        // One look that stalls (as a preempted thread does) is seen.
+        let mut first = true;
+        let r = spin_on(Spin::For(Duration::from_micros(50)), || {
+            if std::mem::take(&mut first) {
+                std::thread::sleep(PREEMPTED * 2);
+            }
+            Ok::<Option<()>, ()>(None)
+        });
+        assert_eq!(r, Ok(Err(Spun::Preempted)));
+        // A value ends it at once; no budget means no look.
+        let mut n = 0;
+        let r = spin_on(Spin::For(Duration::from_secs(5)), || {
+            n += 1;
+            Ok::<_, ()>((n == 3).then_some(7))
+        });
+        assert_eq!((r, n), (Ok(Ok(7)), 3));
+        let r = spin_on(Spin::For(Duration::ZERO), || -> Result<Option<()>, ()> {
+            panic!("no look with no budget")
+        });
+        assert_eq!(r, Ok(Err(Spun::Missed)));
     }
 }
 
@@ -381,7 +680,15 @@ pub(crate) mod loom_models {
                 let seen = p.bell.word.load(Ordering::SeqCst);
                 Ok((p.change.load(Ordering::Acquire) != 1).then_some(seen))
             };
-            let got = wait_announced(&p.bell, &p.live, 0, Deadline::NEVER, attempt, announce);
+            let got = wait_announced(
+                &p.bell,
+                &p.live,
+                Spin::Looks(0),
+                Deadline::NEVER,
+                attempt,
+                announce,
+            )
+            .map(|(v, _spun)| v);
             assert_eq!(got, Ok(()));
             waker.join().unwrap();
             assert_eq!(p.live.sleepers(), 0);

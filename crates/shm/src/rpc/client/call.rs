@@ -10,7 +10,7 @@ use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave};
+use crate::substrate::park::{self, Gave, Spun};
 use crate::sync::{fence, Ordering};
 use std::future::Future;
 use std::marker::PhantomData;
@@ -22,18 +22,15 @@ use std::time::Duration;
 use super::conn::Conn;
 use super::{lock, ClientShared};
 
-/// How many times a caller looks at its slot before it sleeps.
-pub(super) const SPINS: u32 = 2000;
-/// How many times an async call looks at its slot, in its first poll, before it registers
-/// with the bell thread (a few microseconds: an executor thread is not held for long).
-pub(super) const ASYNC_SPINS: u32 = 1000;
-
 /// A call in flight: owns its slot until it is answered and read, canceled or the server
 /// dies. Dropping it unread cancels it.
 pub(super) struct Call {
     pub(super) conn: Arc<Conn>,
     pub(super) slot: usize,
     pub(super) pending: bool,
+    /// The server was asleep when the call was queued (it was woken for it): the answer
+    /// cannot come before that wake-up, so the caller does not spin for it.
+    pub(super) woke: bool,
 }
 
 /// What [`WaitReply::cancel`] found. The same shape as `courier::local`'s.
@@ -64,10 +61,14 @@ impl Call {
     /// Waits until the slot is done (`Ok`), the server dies or `deadline` passes; the call
     /// stays pending on an error.
     ///
-    /// The caller parks on the slot's state word ([`park::wait_announced`]): its sleep is the
-    /// `WAITER` bit, set by a CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the
-    /// server's completion CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS
-    /// fails on DONE (one word, so the two compare-and-swaps are ordered: no fence needed).
+    /// The caller first spins, for the connection's adaptive budget ([`AdaptiveSpin`]), and
+    /// not at all when the server was asleep when the call was queued. Then it parks on the
+    /// slot's state word ([`park::wait_announced`]): its sleep is the `WAITER` bit, set by a
+    /// CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the server's completion
+    /// CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS fails on DONE (one
+    /// word, so the two compare-and-swaps are ordered: no fence needed).
+    ///
+    /// [`AdaptiveSpin`]: crate::substrate::park::AdaptiveSpin
     pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Fault> {
         let word = self.conn.sh.state(self.slot);
         let done = || Ok(self.is_done().then_some(()));
@@ -77,8 +78,18 @@ impl Call {
             // Only a hostile server puts anything else here.
             _ => Err(Fault::Protocol),
         };
-        match park::wait_announced(word, &*self.conn, SPINS, deadline, done, announce) {
-            Ok(()) => Ok(()),
+        let spin = if self.woke {
+            park::Spin::For(Duration::ZERO)
+        } else {
+            self.conn.spin.budget()
+        };
+        match park::wait_announced(word, &*self.conn, spin, deadline, done, announce) {
+            Ok(((), spun)) => {
+                if !self.woke {
+                    self.conn.spin.record(spun);
+                }
+                Ok(())
+            }
             Err(Gave::Err(e)) => Err(e),
             // The answer may have landed just before the server died.
             Err(Gave::Dead) => self.done_or_dead(),
@@ -300,8 +311,9 @@ impl Drop for SlotFuture<'_> {
 
 /// The future of [`Client::areq`] and [`WaitReply::wait_async`].
 ///
-/// Its first poll spins briefly (as a blocking wait does) before it hands the wait to the
-/// client's bell thread: a reply that comes within a few microseconds costs no thread hop.
+/// Its first poll spins (for the connection's adaptive budget, as a blocking wait does, and
+/// not when the call had to wake the server) before it hands the wait to the client's bell
+/// thread: a reply that comes within a few microseconds costs no thread hop.
 pub(super) struct CallFuture<Rp, E> {
     pub(super) call: Option<Call>,
     pub(super) spun: bool,
@@ -314,13 +326,14 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.spun {
             self.spun = true;
-            if let Some(call) = self.call.as_ref() {
-                for _ in 0..ASYNC_SPINS {
-                    if call.is_done() {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
+            if let Some(call) = self.call.as_ref().filter(|c| !c.woke) {
+                let spun = park::spin_on(call.conn.spin.budget(), || {
+                    Ok::<_, std::convert::Infallible>(call.is_done().then_some(()))
+                });
+                let Ok(spun) = spun;
+                call.conn
+                    .spin
+                    .record(spun.map_or_else(|how| how, |()| Spun::Answered));
             }
         }
         let Some(call) = self.call.as_ref() else {

@@ -13,7 +13,7 @@ use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::Liveness;
+use crate::substrate::park::{AdaptiveSpin, Liveness};
 use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
@@ -62,6 +62,10 @@ pub(crate) struct Conn {
     /// The bell thread, and the channel it drops when it ends.
     pub(super) reactor: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
     pub(super) stopping: AtomicBool,
+    /// How long a caller spins for its answer before it sleeps
+    /// ([`ConnectConfig::spin`](crate::ConnectConfig::spin)), adapted to how recent calls
+    /// went.
+    pub(super) spin: AdaptiveSpin,
 }
 
 /// The slots of this connection that no call holds, and the callers waiting for one.
@@ -233,6 +237,7 @@ impl Conn {
             next_sub: AtomicU32::new(1),
             reactor: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            spin: AdaptiveSpin::caller(config.spin_limit()),
             sh,
         }))
     }
@@ -464,13 +469,15 @@ impl Conn {
         // SeqCst: the Dekker pair with a worker's announcement in `srv_sleep` and its fence
         // before its last look at the rings: it sees our tail, or we see it sleeping.
         fence(Ordering::SeqCst);
-        if sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0 {
+        let woke = sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0;
+        if woke {
             sys::kick(self.kick.as_fd());
         }
         let mut call = Call {
             conn: Arc::clone(self),
             slot,
             pending: true,
+            woke,
         };
         // SeqCst (after our tail, above): a server shutting down sets `srv_closed` before it
         // fails the calls queued so far. A call it took before (answered already, perhaps)

@@ -201,8 +201,9 @@ impl Subscription {
             let seen = bell.load(Ordering::SeqCst);
             Ok((!conn.push_pending()).then_some(seen))
         };
-        match park::wait_announced(bell, &**conn, 0, deadline, || self.next(), announce) {
-            Ok(v) => Ok(v),
+        let no_spin = park::Spin::Looks(0);
+        match park::wait_announced(bell, &**conn, no_spin, deadline, || self.next(), announce) {
+            Ok((v, _spun)) => Ok(v),
             Err(Gave::Err(e)) => Err(e),
             // Values pushed before the server died are still received.
             Err(Gave::Dead) => self.next()?.ok_or(Fault::ServerDisappeared),

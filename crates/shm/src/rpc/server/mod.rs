@@ -33,6 +33,7 @@ use crate::rpc::Error;
 use crate::segment::HEADER_LEN;
 use crate::service::{Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
+use crate::substrate::park::{self, AdaptiveSpin};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
 use std::any::TypeId;
@@ -45,8 +46,8 @@ use std::time::Duration;
 use conn::Conn;
 use reply::SlotRef;
 
-/// How many times an idle worker looks at every connection before it sleeps.
-const SPINS: u32 = 2000;
+/// How long an idle worker looks at every connection by default before it sleeps.
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// The longest an idle worker sleeps before it looks again on its own: every sleep is
 /// bounded, so no lost wake-up (a client that lies about its ring, say) lasts longer.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
@@ -71,6 +72,7 @@ pub struct ServerConfig {
     push_size: usize,
     max_lend: usize,
     forwarding: bool,
+    spin: Duration,
     limits: Limits,
     listener: ListenerConfig,
 }
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             push_size: 256,
             max_lend: 1 << 30,
             forwarding: false,
+            spin: DEFAULT_SPIN,
             limits: Limits {
                 clients: 128,
                 lends_per_client: 256,
@@ -152,6 +155,24 @@ impl ServerConfig {
     /// descriptors; keep that below the process's descriptor limit.
     pub fn forwarding(mut self, on: bool) -> Self {
         self.forwarding = on;
+        self
+    }
+
+    /// The longest an idle worker looks for the next message before it sleeps (default
+    /// 50 µs). The budget adapts: while messages come within it a worker spins up to `limit`
+    /// after each one; while they do not, it halves at each miss down to none (with one full
+    /// spin in 32 waits, to notice that calls come fast again). `Duration::ZERO`: a worker
+    /// sleeps as soon as it finds nothing, and a client's call then costs a wake-up.
+    ///
+    /// ```
+    /// use courier_shm::ServerConfig;
+    /// use std::time::Duration;
+    /// // A service that must not burn a core between calls.
+    /// let config = ServerConfig::new().spin(Duration::ZERO);
+    /// # let _ = config;
+    /// ```
+    pub fn spin(mut self, limit: Duration) -> Self {
+        self.spin = limit;
         self
     }
 
@@ -290,6 +311,8 @@ struct Core {
     max_lend: usize,
     /// Keep lent buffers' descriptors, to forward lends.
     forwarding: bool,
+    /// How long an idle worker spins before it sleeps ([`ServerConfig::spin`]), adapted.
+    spin: AdaptiveSpin,
     limits: Limits,
     /// Lent buffers registered by all clients: (count, bytes).
     lend_totals: Mutex<(usize, u64)>,
@@ -375,6 +398,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             lay,
             max_lend: config.max_lend,
             forwarding: config.forwarding,
+            spin: AdaptiveSpin::server(config.spin),
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
             poller,
@@ -504,18 +528,23 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         let core = &self.shared.core;
         loop {
-            let spins = if *idle_wake { 1 } else { SPINS };
-            for i in 0..spins {
-                if let Some(m) = self.poll_once() {
-                    return Ok(m);
-                }
-                if i % 64 == 63 {
-                    if deadline.has_passed() {
-                        return Err(Error::Timeout);
+            if let Some(m) = self.poll_once() {
+                return Ok(m);
+            }
+            if !*idle_wake {
+                let spun = park::spin_on(core.spin.budget(), || {
+                    Ok::<_, std::convert::Infallible>(self.poll_once())
+                });
+                let Ok(found) = spun;
+                match found {
+                    Ok(m) => {
+                        core.spin.record(park::Spun::Answered);
+                        return Ok(m);
                     }
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
+                    Err(how) => core.spin.record(how),
+                }
+                if deadline.has_passed() {
+                    return Err(Error::Timeout);
                 }
             }
             // Going idle: a good time to record the counters for `courier ls` (not after the
