@@ -97,12 +97,65 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// The bounded busy phase of every blocking wait in the crate: a few short spins, then steps
 /// that spin briefly and yield the CPU, then give up so the caller can park.
 ///
-/// Yielding early matters on small machines: when the peer thread shares our core, only a
-/// yield (or a sleep) lets it run, while a long pure spin would burn the very time slice the
-/// answer needs. When the peer runs on another core, `yield_now` returns at once and the
-/// spinning goes on. An idle waiter burns a few microseconds of CPU, then sleeps.
+/// How a waiter waits before it parks: first a pure spin for an adaptive time (below), then
+/// a few short spins, then spins each followed by a yield, then the caller parks.
+///
+/// Yielding matters on small machines: when the peer thread shares our core, only a yield (or
+/// a sleep) lets it run, while a long pure spin would burn the very time slice the answer
+/// needs. When the peer runs on another core, `yield_now` returns at once and the spinning
+/// goes on. An idle waiter burns a few microseconds of CPU, then sleeps.
+///
+/// The pure spin (not under loom) lasts this thread's current budget, which adapts to how
+/// its waits went:
+///
+/// ```text
+/// wait answered before the first yield  -> budget doubles (from none: MIN_PURE), up to MAX_PURE
+/// wait that needed a yield or a park    -> budget halves (below MIN_PURE: none)
+/// ```
+///
+/// A round trip between two running threads takes a few hundred nanoseconds, so while both
+/// run the budget stays up and no wait pays a system call; when the peer shares our core (a
+/// busy machine) the pure spin fails, the budget goes to nothing and the waiter yields at
+/// once, as it would without it.
 pub(crate) struct Backoff {
     step: u32,
+    #[cfg(not(loom))]
+    pure: Option<(Instant, std::time::Duration)>,
+    /// The wait went past its pure spin and short spins (it yielded or will park).
+    yielded: bool,
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// This thread's pure-spin budget, in nanoseconds.
+    static PURE_NS: std::cell::Cell<u32> = const { std::cell::Cell::new(MAX_PURE_NS) };
+}
+
+/// The longest pure spin, in nanoseconds.
+#[cfg(not(loom))]
+const MAX_PURE_NS: u32 = 4_000;
+/// The shortest pure spin; a halved budget below it becomes none.
+#[cfg(not(loom))]
+const MIN_PURE_NS: u32 = 250;
+
+impl Drop for Backoff {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        {
+            let _ = PURE_NS.try_with(|b| {
+                let cur = b.get();
+                b.set(if self.yielded {
+                    if cur / 2 < MIN_PURE_NS {
+                        0
+                    } else {
+                        cur / 2
+                    }
+                } else {
+                    cur.saturating_mul(2).clamp(MIN_PURE_NS, MAX_PURE_NS)
+                });
+            });
+        }
+    }
 }
 
 impl Backoff {
@@ -119,22 +172,102 @@ impl Backoff {
     const STEPS: u32 = 1;
 
     pub(crate) fn new() -> Self {
-        Self { step: 0 }
+        Self {
+            step: 0,
+            #[cfg(not(loom))]
+            pure: PURE_NS
+                .try_with(std::cell::Cell::get)
+                .ok()
+                .filter(|&ns| ns > 0)
+                .map(|ns| {
+                    (
+                        Instant::now(),
+                        std::time::Duration::from_nanos(u64::from(ns)),
+                    )
+                }),
+            yielded: false,
+        }
     }
 
     /// Waits a little. Returns `false` once the busy phase is over and the caller should park.
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
+        #[cfg(not(loom))]
+        if let Some((start, budget)) = self.pure {
+            if start.elapsed() < budget {
+                for _ in 0..16 {
+                    spin_loop();
+                }
+                return true;
+            }
+            self.pure = None;
+        }
         if self.step >= Self::STEPS {
+            self.yielded = true;
             return false;
         }
         for _ in 0..(1u32 << self.step.min(Self::SPIN_STEPS)) {
             spin_loop();
         }
         if self.step >= Self::SPIN_STEPS {
+            self.yielded = true;
             yield_now();
         }
         self.step += 1;
         true
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn budget() -> u32 {
+        PURE_NS.with(std::cell::Cell::get)
+    }
+
+    /// Runs `f` on a fresh thread (a fresh budget).
+    fn on_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    #[test]
+    fn a_wait_that_needs_a_yield_halves_the_pure_spin_and_a_quick_one_doubles_it() {
+        on_new_thread(|| {
+            assert_eq!(budget(), MAX_PURE_NS);
+            let mut b = Backoff::new();
+            while b.snooze() {}
+            drop(b);
+            assert_eq!(budget(), MAX_PURE_NS / 2);
+            for _ in 0..8 {
+                let mut b = Backoff::new();
+                while b.snooze() {}
+            }
+            assert_eq!(budget(), 0, "halved below the minimum: no pure spin");
+            // With no budget the first snoozes only spin: answered there, the budget is back.
+            let mut b = Backoff::new();
+            assert!(b.snooze());
+            drop(b);
+            assert_eq!(budget(), MIN_PURE_NS);
+            for _ in 0..8 {
+                drop(Backoff::new());
+            }
+            assert_eq!(budget(), MAX_PURE_NS, "doubled up to the maximum");
+        });
+    }
+
+    #[test]
+    fn the_pure_spin_lasts_about_its_budget_before_the_yields() {
+        on_new_thread(|| {
+            let start = Instant::now();
+            let mut b = Backoff::new();
+            while b.snooze() && !b.yielded {}
+            assert!(b.yielded);
+            assert!(
+                start.elapsed() >= std::time::Duration::from_nanos(u64::from(MAX_PURE_NS)),
+                "left the pure spin after {:?}",
+                start.elapsed()
+            );
+        });
     }
 }
