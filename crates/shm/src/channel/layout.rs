@@ -48,6 +48,10 @@ pub(super) const S_WAIT: usize = 16;
 pub(super) const HEAD: usize = 64;
 pub(super) const RET_TAIL: usize = 72;
 pub(super) const R_WAIT: usize = 80;
+/// The CPU the receiver of this direction last waited on, plus one (0: not known): a hint
+/// for the peer's spin (a peer on our CPU cannot run while we spin). Written by the
+/// receiver, read by the sender; only ever a hint, so a hostile value costs speed at most.
+pub(super) const R_CPU: usize = 84;
 
 /// The channel header's length (its fields: `write_header`).
 pub(super) const H_LEN: usize = 64;

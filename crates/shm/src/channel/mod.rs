@@ -108,7 +108,7 @@ use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::AWAKE;
+use crate::substrate::park::{AdaptiveSpin, AWAKE};
 use crate::substrate::ring::{Consumer, Producer};
 use crate::sync::shared::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
@@ -259,7 +259,15 @@ pub struct ShmChannel {
     // ring of direction `rx`.
     msg_rx: Cell<Consumer>,
     ret_tx: Cell<Producer>,
+    /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
+    /// [`WAIT_SPIN`]).
+    spin: AdaptiveSpin,
+    /// A budget of nothing, for a receive while the peer sleeps in its own receive.
+    no_spin: AdaptiveSpin,
 }
+
+/// The longest a blocking receive (or a send waiting for room) spins before it sleeps.
+const WAIT_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 
 impl std::fmt::Debug for ShmChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,6 +375,8 @@ impl ShmChannel {
             in_flight: Cell::new(vec![false; lay.block_count]),
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
             ret_tx: Cell::new(Producer::new(lay.block_count)),
+            spin: AdaptiveSpin::caller(WAIT_SPIN),
+            no_spin: AdaptiveSpin::caller(std::time::Duration::ZERO),
         })
     }
 

@@ -3,11 +3,11 @@
 //! when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
 //! the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT, TAIL};
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT, TAIL};
 use super::{ShmChannel, WaitStrategy};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave};
+use crate::substrate::park::{self, Gave, AWAKE};
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use std::time::Duration;
@@ -70,9 +70,22 @@ impl ShmChannel {
                 .map_err(|_| MESSAGES_BROKEN)?
                 > 0)
         };
+        // No spin when the peer cannot send while we spin: it sleeps in its own receive
+        // (it waits for us), or it last waited on this CPU (it would run where we spin).
+        // Relaxed: hints, read and written without ordering.
+        let cpu = park::this_cpu();
+        self.ctl32(self.rx, R_CPU).store(cpu, Ordering::Relaxed);
+        let peer_blocked = self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE;
+        let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
+        let spin = if peer_blocked || peer_here {
+            &self.no_spin
+        } else {
+            &self.spin
+        };
         match park::wait(
             word,
             &*self.watch.shared,
+            spin,
             deadline,
             || self.try_take(),
             waiting,

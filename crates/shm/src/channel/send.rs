@@ -198,7 +198,8 @@ impl ShmChannel {
         ready: impl FnMut() -> Result<bool, ShmError>,
     ) -> Result<T, ShmError> {
         let word = self.ctl32(self.tx, S_WAIT);
-        park::wait(word, &*self.watch.shared, deadline, attempt, ready).map_err(|g| match g {
+        let live = &*self.watch.shared;
+        park::wait(word, live, &self.spin, deadline, attempt, ready).map_err(|g| match g {
             Gave::Err(e) => e,
             Gave::Dead => ShmError::PeerDead,
             Gave::Expired => ShmError::Timeout,

@@ -31,12 +31,19 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const REQ_TAIL: usize = 64;
 pub(crate) const PUSH_HEAD: usize = 72;
 pub(crate) const CBELL_WAIT: usize = 80;
+/// The CPU the client last queued a call from, plus one (0: not known): a hint for the
+/// server's spin (a client on the worker's CPU cannot send while the worker spins).
+pub(crate) const CLI_CPU: usize = 84;
 // The server's line.
 pub(crate) const REQ_HEAD: usize = 128;
 pub(crate) const PUSH_TAIL: usize = 136;
 pub(crate) const SRV_SLEEP: usize = 144;
 pub(crate) const CBELL: usize = 148;
 pub(crate) const SRV_CLOSED: usize = 152;
+/// The CPU of the worker that last took a call of this connection, plus one (0: not known):
+/// a hint for the caller's spin. Hints are read and written Relaxed; a hostile value costs
+/// speed at most.
+pub(crate) const SRV_CPU: usize = 156;
 const RING: usize = 192;
 
 /// A slot record: written by the client before it queues the slot (`S_KIND` .. `S_ARGS`),

@@ -41,8 +41,11 @@ pub(crate) const AWAKE: u32 = 0;
 /// The owner of the word announced that it sleeps: the other side must wake it.
 pub(crate) const SLEEPING: u32 = 1;
 
-/// How many times a waiter looks before it sleeps.
-pub(crate) const SPINS: u32 = 512;
+/// The CPU this thread runs on, plus one (0 means "not known" in the spin hints that
+/// processes leave each other: a peer last seen on our CPU cannot run while we spin).
+pub(crate) fn this_cpu() -> u32 {
+    rustix::thread::sched_getcpu() as u32 + 1
+}
 
 /// How long a waiter looks before it sleeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,22 +265,25 @@ pub(crate) enum Gave<E> {
     Expired,
 }
 
-/// Waits until `attempt` gives a value: `SPINS` looks, then sleeps on `word` (this side's
-/// futex word, woken by the peer after each change `ready` may see) until `deadline`.
+/// Waits until `attempt` gives a value: spins for `spin`'s budget (and records how that
+/// went), then sleeps on `word` (this side's futex word, woken by the peer after each change
+/// `ready` may see) until `deadline`.
 ///
 /// `attempt` takes what it waits for (a message, a block); `ready` only says whether
 /// `attempt` may now succeed, without taking anything (it runs after the announcement).
 pub(crate) fn wait<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
+    spin: &AdaptiveSpin,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<T, Gave<E>> {
-    wait_with(Spin::Looks(SPINS), live, deadline, attempt, |timeout| {
+    let (v, spun) = wait_with(spin.budget(), live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
-    })
-    .map(|(v, _spun)| v)
+    })?;
+    spin.record(spun);
+    Ok(v)
 }
 
 /// One sleep on a word the sleeper may not overwrite with [`SLEEPING`], because it carries

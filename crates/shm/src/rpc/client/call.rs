@@ -4,7 +4,7 @@
 
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    state, status, Shared, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
+    state, status, Shared, F_ASYNC, SRV_CPU, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
 };
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
@@ -54,6 +54,12 @@ pub(super) enum Canceled {
 }
 
 impl Call {
+    /// Whether the worker that last took a call of this connection ran on this CPU: it
+    /// cannot answer while we spin here (a hint; Relaxed).
+    fn server_here(&self) -> bool {
+        self.conn.sh.u32(SRV_CPU).load(Ordering::Relaxed) == park::this_cpu()
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.conn.phase(self.slot) == state::DONE
     }
@@ -78,7 +84,7 @@ impl Call {
             // Only a hostile server puts anything else here.
             _ => Err(Fault::Protocol),
         };
-        let spin = if self.woke {
+        let spin = if self.woke || self.server_here() {
             park::Spin::For(Duration::ZERO)
         } else {
             self.conn.spin.budget()
@@ -326,7 +332,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.spun {
             self.spun = true;
-            if let Some(call) = self.call.as_ref().filter(|c| !c.woke) {
+            if let Some(call) = self.call.as_ref().filter(|c| !c.woke && !c.server_here()) {
                 let spun = park::spin_on(call.conn.spin.budget(), || {
                     Ok::<_, std::convert::Infallible>(call.is_done().then_some(()))
                 });

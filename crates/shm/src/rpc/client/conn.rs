@@ -6,14 +6,14 @@ use crate::error::ShmError;
 use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    kind, read_header, state, Shared, CBELL, F_ASYNC, REQ_TAIL, SRV_CLOSED, SRV_SLEEP, S_ARGS,
-    S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
+    kind, read_header, state, Shared, CBELL, CLI_CPU, F_ASYNC, REQ_TAIL, SRV_CLOSED, SRV_SLEEP,
+    S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{AdaptiveSpin, Liveness};
+use crate::substrate::park::{self, AdaptiveSpin, Liveness};
 use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
@@ -456,6 +456,8 @@ impl Conn {
             sh.u64(rec + S_ARGS + 8 * i).store(*a, Ordering::Relaxed);
         }
         sh.u32(rec + S_STATUS).store(0, Ordering::Relaxed);
+        // The spin hint for the server (Relaxed: a hint only).
+        sh.u32(CLI_CPU).store(park::this_cpu(), Ordering::Relaxed);
         sh.state(slot).store(state::QUEUED, Ordering::Relaxed);
         {
             let mut tail = lock(&self.tail);

@@ -23,8 +23,8 @@ pub use sent::SentBuf;
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
-    kind, status, write_header, Layout, F_ASYNC, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND,
-    S_LEN, S_OP, S_SIG,
+    kind, status, write_header, Layout, CLI_CPU, F_ASYNC, SRV_CLOSED, SRV_CPU, SRV_SLEEP, S_ARGS,
+    S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::sid::ServerId;
 use crate::rpc::stats::{ServerStats, StatsFile};
@@ -313,6 +313,8 @@ struct Core {
     forwarding: bool,
     /// How long an idle worker spins before it sleeps ([`ServerConfig::spin`]), adapted.
     spin: AdaptiveSpin,
+    /// The CPU (plus one) the client of the last call taken sent it from: a spin hint.
+    client_cpu: std::sync::atomic::AtomicU32,
     limits: Limits,
     /// Lent buffers registered by all clients: (count, bytes).
     lend_totals: Mutex<(usize, u64)>,
@@ -399,6 +401,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             max_lend: config.max_lend,
             forwarding: config.forwarding,
             spin: AdaptiveSpin::server(config.spin),
+            client_cpu: std::sync::atomic::AtomicU32::new(0),
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
             poller,
@@ -531,7 +534,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             if let Some(m) = self.poll_once() {
                 return Ok(m);
             }
-            if !*idle_wake {
+            // No spin when the client of the last call is on this CPU: it cannot send its
+            // next call while we spin here.
+            let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            if !*idle_wake && !client_here {
                 let spun = park::spin_on(core.spin.budget(), || {
                     Ok::<_, std::convert::Infallible>(self.poll_once())
                 });
@@ -642,6 +648,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         let core = &self.shared.core;
         let sh = &Arc::clone(&conn).sh;
         let rec = sh.lay.rec(slot);
+        // The spin hints (see `wait_with`); Relaxed: hints only.
+        let cpu = park::this_cpu();
+        sh.u32(SRV_CPU).store(cpu, Ordering::Relaxed);
+        core.client_cpu
+            .store(sh.u32(CLI_CPU).load(Ordering::Relaxed), Ordering::Relaxed);
         // Read every field once; the client may change them afterwards.
         let kind = sh.u32(rec + S_KIND).load(Ordering::Relaxed);
         let op = sh.u32(rec + S_OP).load(Ordering::Relaxed);
