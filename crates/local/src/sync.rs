@@ -111,6 +111,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// ```text
 /// wait answered before the first yield  -> budget doubles (from none: MIN_PURE), up to MAX_PURE
 /// wait that needed a yield or a park    -> budget halves (below MIN_PURE: none)
+/// no budget                             -> one wait in PROBE_EVERY spins PROBE_NS anyway
 /// ```
 ///
 /// A round trip between two running threads takes a few hundred nanoseconds, so while both
@@ -129,7 +130,18 @@ pub(crate) struct Backoff {
 std::thread_local! {
     /// This thread's pure-spin budget, in nanoseconds.
     static PURE_NS: std::cell::Cell<u32> = const { std::cell::Cell::new(MAX_PURE_NS) };
+    /// Waits begun with no budget, counted to place the probes.
+    static BARE_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
+
+/// With no budget, one wait in this many spins [`PROBE_NS`] anyway, to notice that spinning
+/// pays again (a round trip takes longer than the short spins alone, so without probes a
+/// thread whose budget fell to nothing would never find out).
+#[cfg(not(loom))]
+const PROBE_EVERY: u32 = 64;
+/// How long a probe spins.
+#[cfg(not(loom))]
+const PROBE_NS: u32 = 2_000;
 
 /// The longest pure spin, in nanoseconds.
 #[cfg(not(loom))]
@@ -178,6 +190,7 @@ impl Backoff {
             pure: PURE_NS
                 .try_with(std::cell::Cell::get)
                 .ok()
+                .map(|ns| if ns == 0 { Self::probe() } else { ns })
                 .filter(|&ns| ns > 0)
                 .map(|ns| {
                     (
@@ -187,6 +200,23 @@ impl Backoff {
                 }),
             yielded: false,
         }
+    }
+
+    /// The pure spin of a wait begun with no budget: [`PROBE_NS`] once in [`PROBE_EVERY`]
+    /// waits, else none.
+    #[cfg(not(loom))]
+    fn probe() -> u32 {
+        BARE_WAITS
+            .try_with(|n| {
+                let k = n.get().wrapping_add(1);
+                n.set(k);
+                if k % PROBE_EVERY == 0 {
+                    PROBE_NS
+                } else {
+                    0
+                }
+            })
+            .unwrap_or(0)
     }
 
     /// Waits a little. Returns `false` once the busy phase is over and the caller should park.
@@ -244,6 +274,16 @@ mod tests {
                 while b.snooze() {}
             }
             assert_eq!(budget(), 0, "halved below the minimum: no pure spin");
+            // With no budget, one wait in PROBE_EVERY spins PROBE_NS anyway.
+            let probes = (0..2 * PROBE_EVERY)
+                .filter(|_| {
+                    let b = Backoff::new();
+                    let probe = b.pure.is_some();
+                    std::mem::forget(b);
+                    probe
+                })
+                .count();
+            assert_eq!(probes, 2);
             // With no budget the first snoozes only spin: answered there, the budget is back.
             let mut b = Backoff::new();
             assert!(b.snooze());
