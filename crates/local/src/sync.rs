@@ -121,7 +121,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 pub(crate) struct Backoff {
     step: u32,
     #[cfg(not(loom))]
-    pure: Option<(Instant, std::time::Duration)>,
+    pure: Option<(Option<Instant>, std::time::Duration)>,
     /// The wait went past its pure spin and short spins (it yielded or will park).
     yielded: bool,
 }
@@ -192,12 +192,7 @@ impl Backoff {
                 .ok()
                 .map(|ns| if ns == 0 { Self::probe() } else { ns })
                 .filter(|&ns| ns > 0)
-                .map(|ns| {
-                    (
-                        Instant::now(),
-                        std::time::Duration::from_nanos(u64::from(ns)),
-                    )
-                }),
+                .map(|ns| (None, std::time::Duration::from_nanos(u64::from(ns)))),
             yielded: false,
         }
     }
@@ -223,8 +218,11 @@ impl Backoff {
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
         #[cfg(not(loom))]
-        if let Some((start, budget)) = self.pure {
-            if start.elapsed() < budget {
+        if let Some((start, budget)) = &mut self.pure {
+            // The clock is read from the first snooze on: a wait that finds its answer at
+            // once pays nothing for the spin it did not need.
+            let start = *start.get_or_insert_with(Instant::now);
+            if start.elapsed() < *budget {
                 for _ in 0..16 {
                     spin_loop();
                 }
