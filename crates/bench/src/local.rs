@@ -227,13 +227,8 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
                     .is_none_or(|f| spec.name.to_lowercase().contains(f))
         })
         .collect();
-    let rounds = args.rounds.rounds(args.quick);
-    let schedule = runner::Schedule {
-        bench: "local",
-        rounds,
-        loads: args.rounds.load.list(),
-        bar: false,
-    };
+    let schedule = args.rounds.schedule("local", args.quick, false);
+    let rounds = schedule.rounds;
     let (measured, failed) = runner::run(
         &schedule,
         &specs,

@@ -328,12 +328,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    let schedule = runner::Schedule {
-        bench: "rpc",
-        rounds: args.rounds.rounds(args.quick),
-        loads: args.rounds.load.list(),
-        bar: args.progress,
-    };
+    let schedule = args.rounds.schedule("rpc", args.quick, args.progress);
     let mut count = 0;
     let (measured, failed) = runner::run(
         &schedule,

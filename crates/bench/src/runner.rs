@@ -96,6 +96,17 @@ impl RoundArgs {
             self.rounds.max(1)
         }
     }
+
+    /// The schedule of benchmark `bench`: these rounds (one with `quick`) and loads, with a
+    /// progress bar if `bar`.
+    pub(crate) fn schedule(&self, bench: &'static str, quick: bool, bar: bool) -> Schedule {
+        Schedule {
+            bench,
+            rounds: self.rounds(quick),
+            loads: self.load.list(),
+            bar,
+        }
+    }
 }
 
 /// A row measured under one load: the index of its spec and its pooled samples.

@@ -273,13 +273,8 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    let rounds = args.rounds.rounds(args.quick);
-    let schedule = runner::Schedule {
-        bench: "shm",
-        rounds,
-        loads: args.rounds.load.list(),
-        bar: false,
-    };
+    let schedule = args.rounds.schedule("shm", args.quick, false);
+    let rounds = schedule.rounds;
     let mut count = 0;
     let (measured, failed) = runner::run(
         &schedule,
