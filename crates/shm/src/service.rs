@@ -192,12 +192,13 @@ impl ConnectConfig {
     }
 
     /// The longest an RPC caller of this connection spins for its answer before it sleeps
-    /// (default 20 µs). The budget adapts: while answers come
-    /// within it a caller spins up to `limit`; while they do not (a slow or preempted
-    /// server) it halves at each miss down to none, with one full spin in 32 calls to notice
-    /// that the server has become fast again. A caller never spins for a call that had to
-    /// wake the server. `Duration::ZERO`: never spin (every call sleeps until its answer,
-    /// costing two wake-ups per round trip and no CPU while waiting).
+    /// (default 20 µs). The budget adapts: it doubles (up to `limit`) when an answer comes
+    /// while spinning, halves after four misses in a row, and drops to none when the caller
+    /// was preempted while spinning; with none left, one call in 64 spins 2 µs to notice that
+    /// the server has become fast again. A caller never spins for a call that had to wake
+    /// the server, nor while the server's worker was last on the caller's own CPU.
+    /// `Duration::ZERO`: never spin (every call sleeps until its answer, costing two
+    /// wake-ups per round trip and no CPU while waiting).
     ///
     /// ```
     /// use courier_shm::ConnectConfig;

@@ -163,6 +163,15 @@ impl AdaptiveSpin {
         Spin::For(Duration::from_nanos(u64::from(ns)))
     }
 
+    /// Looks with `look` for the next budget ([`spin_on`]) and records how that went: the
+    /// value, or `None` when the budget ran out without one.
+    pub(crate) fn spin<T>(&self, mut look: impl FnMut() -> Option<T>) -> Option<T> {
+        let spun = spin_on(self.budget(), || Ok::<_, std::convert::Infallible>(look()));
+        let Ok(spun) = spun;
+        self.record(spun.as_ref().map_or_else(|&how| how, |_| Spun::Answered));
+        spun.ok()
+    }
+
     /// Records how a wait that was given [`budget`](Self::budget) ended.
     pub(crate) fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -473,6 +482,24 @@ mod tests {
             .filter(|&b| b != 0)
             .collect();
         assert_eq!(probes, [50_000, 50_000]);
+    }
+
+    #[test]
+    fn spinning_for_the_budget_records_how_it_went() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(16));
+        for _ in 0..MISS_STREAK {
+            assert_eq!(a.spin(|| None::<u8>), None);
+        }
+        assert_eq!(ns(a.budget()), 8_000, "a streak of misses halved it");
+        let mut n = 0;
+        assert_eq!(
+            a.spin(|| {
+                n += 1;
+                (n == 3).then_some(n)
+            }),
+            Some(3)
+        );
+        assert_eq!(ns(a.budget()), 16_000, "an answer doubled it");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave, Spun};
+use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
 use std::future::Future;
 use std::marker::PhantomData;
@@ -333,13 +333,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
         if !self.spun {
             self.spun = true;
             if let Some(call) = self.call.as_ref().filter(|c| !c.woke && !c.server_here()) {
-                let spun = park::spin_on(call.conn.spin.budget(), || {
-                    Ok::<_, std::convert::Infallible>(call.is_done().then_some(()))
-                });
-                let Ok(spun) = spun;
-                call.conn
-                    .spin
-                    .record(spun.map_or_else(|how| how, |()| Spun::Answered));
+                let _ = call.conn.spin.spin(|| call.is_done().then_some(()));
             }
         }
         let Some(call) = self.call.as_ref() else {

@@ -159,9 +159,11 @@ impl ServerConfig {
     }
 
     /// The longest an idle worker looks for the next message before it sleeps (default
-    /// 50 µs). The budget adapts: while messages come within it a worker spins up to `limit`
-    /// after each one; while they do not, it halves at each miss down to none (with one full
-    /// spin in 32 waits, to notice that calls come fast again). `Duration::ZERO`: a worker
+    /// 50 µs). The budget adapts: it doubles (up to `limit`) when a message comes while
+    /// spinning, halves after four misses in a row, and drops to none when the worker was
+    /// preempted while spinning; with none left, one wait in 256 spins the whole `limit` to
+    /// notice that calls come fast again. A worker does not spin while the client of its last
+    /// call was on the worker's own CPU (it could not send). `Duration::ZERO`: a worker
     /// sleeps as soon as it finds nothing, and a client's call then costs a wake-up.
     ///
     /// ```
@@ -538,16 +540,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             // next call while we spin here.
             let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             if !*idle_wake && !client_here {
-                let spun = park::spin_on(core.spin.budget(), || {
-                    Ok::<_, std::convert::Infallible>(self.poll_once())
-                });
-                let Ok(found) = spun;
-                match found {
-                    Ok(m) => {
-                        core.spin.record(park::Spun::Answered);
-                        return Ok(m);
-                    }
-                    Err(how) => core.spin.record(how),
+                if let Some(m) = core.spin.spin(|| self.poll_once()) {
+                    return Ok(m);
                 }
                 if deadline.has_passed() {
                     return Err(Error::Timeout);
