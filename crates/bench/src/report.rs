@@ -148,6 +148,17 @@ pub(crate) fn subject_of<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row>
     rows.iter().find(|r| r.scenario == scenario && r.subject)
 }
 
+/// The peers' rows of `scenario`: neither the subject, nor courier's other rows (its typed
+/// stubs, its parked variant), nor the floors.
+pub(crate) fn peers<'a>(rows: &'a [Row], scenario: &'a str) -> impl Iterator<Item = &'a Row> {
+    rows.iter().filter(move |r| {
+        r.scenario == scenario
+            && !r.subject
+            && !r.name.starts_with("floor")
+            && !r.name.starts_with("courier")
+    })
+}
+
 /// The rows measured under `load`.
 pub(crate) fn of_load(rows: &[Row], load: Load) -> Vec<Row> {
     rows.iter().filter(|r| r.load == load).cloned().collect()
@@ -185,22 +196,13 @@ pub(crate) fn goals_by_load(rows: &[Row], goals: impl Fn(&[Row], Load) -> Vec<Go
     out
 }
 
-/// The goals of the busy load for one scenario (give rows of one load; the floors and
-/// courier's other rows are not peers): courier's median,
-/// p99 and calls/s each ahead of every peer's (the best peer is the reference); and its CPU
-/// time per call at most that of the most frugal peer whose median is as good or better
-/// (informational when no peer is that fast).
+/// The goals of the busy load for one scenario (give rows of one load; the peers are
+/// [`peers`]): courier's median, p99 and calls/s each ahead of every peer's (the best peer is
+/// the reference); and its CPU time per call at most that of the most frugal peer whose
+/// median is as good or better (informational when no peer is that fast).
 pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
     let subject = subject_of(rows, scenario);
-    let peers: Vec<&Row> = rows
-        .iter()
-        .filter(|r| {
-            r.scenario == scenario
-                && !r.subject
-                && !r.name.starts_with("floor")
-                && !r.name.starts_with("courier")
-        })
-        .collect();
+    let peers: Vec<&Row> = peers(rows, scenario).collect();
     let best = |key: fn(&Summary) -> f64, higher: bool| {
         peers
             .iter()

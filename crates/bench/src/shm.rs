@@ -1031,16 +1031,11 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     }
     for size in &SIZES[1..] {
         for scenario in [size.busy, size.blocking] {
-            let best = rows
-                .iter()
-                .filter(|r| r.scenario == scenario && r.name != COURIER && r.name != FLOOR)
+            let best = report::peers(rows, scenario)
                 .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns));
-            let courier = rows
-                .iter()
-                .find(|r| r.scenario == scenario && r.name == COURIER);
             goals.push(Goal::median(
                 format!("{scenario}: courier at or below the best peer"),
-                courier,
+                report::subject_of(rows, scenario),
                 best,
                 1.0,
             ));
