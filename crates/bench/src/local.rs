@@ -285,11 +285,9 @@ fn render(
     out.push_str(&machine.markdown());
     let plan1 = plan(SYNC, quick, rounds);
     let plan2 = plan(THROUGHPUT, quick, rounds);
+    out.push_str(&runner::loads_note("threads"));
     out.push_str(&format!(
-        "- loads: each table is one load. *One core busy*: a competing process (this binary, \
-         `courier-bench burn`) spins on one core during every row, started before the row's \
-         threads and killed after; its CPU time is not in CPU/call.\n\
-         - method: {rounds} round(s) per load; each round measures every row once (starting at a different \
+        "- method: {rounds} round(s) per load; each round measures every row once (starting at a different \
          row each round), and a row's samples from all rounds are pooled. A row makes its own channel and threads (or \
          tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
          (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \

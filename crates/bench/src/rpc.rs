@@ -1278,6 +1278,7 @@ fn render(
     out.push_str(&machine.markdown());
     let p8 = plan(SMALL, quick, rounds);
     let p16 = plan(16 << 20, quick, rounds);
+    out.push_str(&runner::loads_note("processes"));
     out.push_str(&format!(
         "- method: two processes per row (the server is this binary, re-executed; a new \
          process and service name for every row), except the memset floor rows. {rounds} \
@@ -1287,9 +1288,6 @@ fn render(
          `Instant::now()` after the reply (chained timestamps); *median*, *p99* and *calls/s* \
          are over the calls of every round; *round medians* show the spread between \
          rounds.{}\n\
-         - loads: each table is one load. *One core busy*: a competing process (this binary, \
-         `courier-bench burn`) spins on one core during every row, started before the row's \
-         processes and killed after; its CPU time is not in CPU/call.\n\
          - CPU/call: the CPU time of every thread of both processes (client and server) during \
          the measured phase, from the scheduler's accounting (`/proc/*/task/*/schedstat`), per \
          call: what a round trip costs the machine; a spinning waiter shows here.\n\

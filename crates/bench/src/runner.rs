@@ -52,6 +52,16 @@ impl Load {
     }
 }
 
+/// The report's line on the loads: how the busy one is made; `what` are a row's own
+/// (`threads` or `processes`).
+pub(crate) fn loads_note(what: &str) -> String {
+    format!(
+        "- loads: each table is one load. *One core busy*: a competing process (this binary, \
+         `courier-bench burn`) spins on one core during every row, started before the row's \
+         {what} and killed after; its CPU time is not in CPU/call.\n"
+    )
+}
+
 /// Which loads to measure under (`--load`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Loads {

@@ -1079,11 +1079,9 @@ fn render(
     out.push_str(&machine.markdown());
     let p8 = plan(8, quick, rounds);
     let p16 = plan(16 << 20, quick, rounds);
+    out.push_str(&runner::loads_note("processes"));
     out.push_str(&format!(
-        "- loads: each table is one load. *One core busy*: a competing process (this binary, \
-         `courier-bench burn`) spins on one core during every row, started before the row's \
-         processes and killed after; its CPU time is not in CPU/call.\n\
-         - method: {rounds} round(s) per load; each round measures every row once (starting at a \
+        "- method: {rounds} round(s) per load; each round measures every row once (starting at a \
          different row each round) and a row's samples from all rounds are pooled. *CPU/call*: \
          the CPU time of every thread of both processes during the measured phase \
          (`/proc/*/task/*/schedstat`), per round trip. Two processes per row (the peer is this binary, re-executed; a new process, \
