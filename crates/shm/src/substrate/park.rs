@@ -165,8 +165,19 @@ impl AdaptiveSpin {
 
     /// Looks with `look` for the next budget ([`spin_on`]) and records how that went: the
     /// value, or `None` when the budget ran out without one.
-    pub(crate) fn spin<T>(&self, mut look: impl FnMut() -> Option<T>) -> Option<T> {
-        let spun = spin_on(self.budget(), || Ok::<_, std::convert::Infallible>(look()));
+    pub(crate) fn spin<T>(&self, look: impl FnMut() -> Option<T>) -> Option<T> {
+        self.spin_clocked(Instant::now, look)
+    }
+
+    /// [`spin`](Self::spin), reading the time with `now` (a test's clock).
+    fn spin_clocked<T>(
+        &self,
+        now: impl FnMut() -> Instant,
+        mut look: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let spun = spin_clocked(self.budget(), now, || {
+            Ok::<_, std::convert::Infallible>(look())
+        });
         let Ok(spun) = spun;
         self.record(spun.as_ref().map_or_else(|&how| how, |_| Spun::Answered));
         spun.ok()
@@ -353,6 +364,16 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
 /// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]).
 pub(crate) fn spin_on<T, E>(
     spin: Spin,
+    attempt: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Result<T, Spun>, E> {
+    spin_clocked(spin, Instant::now, attempt)
+}
+
+/// [`spin_on`], reading the time with `now` (a test's clock, which decides what the spinner
+/// sees as preemption without depending on how the test's threads are scheduled).
+fn spin_clocked<T, E>(
+    spin: Spin,
+    mut now: impl FnMut() -> Instant,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<T, Spun>, E> {
     match spin {
@@ -367,7 +388,7 @@ pub(crate) fn spin_on<T, E>(
         }
         Spin::For(d) if d.is_zero() => Ok(Err(Spun::Missed)),
         Spin::For(d) => {
-            let start = Instant::now();
+            let start = now();
             let mut last = start;
             let mut preempted = false;
             let mut looks = 0u32;
@@ -377,16 +398,16 @@ pub(crate) fn spin_on<T, E>(
                 }
                 looks = looks.wrapping_add(1);
                 if looks % CLOCK_EVERY == 0 {
-                    let now = Instant::now();
-                    preempted |= now - last >= PREEMPTED;
-                    if now - start >= d {
+                    let t = now();
+                    preempted |= t - last >= PREEMPTED;
+                    if t - start >= d {
                         return Ok(Err(if preempted {
                             Spun::Preempted
                         } else {
                             Spun::Missed
                         }));
                     }
-                    last = now;
+                    last = t;
                 }
                 std::hint::spin_loop();
             }
@@ -484,22 +505,47 @@ mod tests {
         assert_eq!(probes, [50_000, 50_000]);
     }
 
+    /// A clock for a spinner that advances `step` at each reading, and `stall` more at the
+    /// reading numbered `stall_at` (as if the spinner had been preempted just before it): what
+    /// the spinner sees does not depend on how the test's own thread is scheduled.
+    fn test_clock(step: Duration, stall_at: usize, stall: Duration) -> impl FnMut() -> Instant {
+        let mut t = Instant::now();
+        let mut readings = 0;
+        move || {
+            readings += 1;
+            t += step;
+            if readings == stall_at {
+                t += stall;
+            }
+            t
+        }
+    }
+
+    /// A clock that only ever advances `step` per reading: a spinner never preempted.
+    fn steady_clock(step: Duration) -> impl FnMut() -> Instant {
+        test_clock(step, 0, Duration::ZERO)
+    }
+
     #[test]
     fn spinning_for_the_budget_records_how_it_went() {
         let a = AdaptiveSpin::caller(Duration::from_micros(16));
         for _ in 0..MISS_STREAK {
-            assert_eq!(a.spin(|| None::<u8>), None);
+            let clock = steady_clock(Duration::from_micros(1));
+            assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
         }
         assert_eq!(ns(a.budget()), 8_000, "a streak of misses halved it");
         let mut n = 0;
-        assert_eq!(
-            a.spin(|| {
-                n += 1;
-                (n == 3).then_some(n)
-            }),
-            Some(3)
-        );
+        let clock = steady_clock(Duration::from_micros(1));
+        let found = a.spin_clocked(clock, || {
+            n += 1;
+            (n == 3).then_some(n)
+        });
+        assert_eq!(found, Some(3));
         assert_eq!(ns(a.budget()), 16_000, "an answer doubled it");
+        // A spin that was preempted leaves no budget.
+        let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
+        assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
+        assert_eq!(ns(a.budget()), 0);
     }
 
     #[test]
@@ -515,18 +561,34 @@ mod tests {
 
     #[test]
     fn a_timed_spin_reports_a_gap_as_preemption() {
-        // Nothing comes: the spin ends after its time, unpreempted.
-        let r = spin_on(Spin::For(Duration::from_micros(50)), || {
-            Ok::<Option<()>, ()>(None)
+        let budget = Spin::For(Duration::from_micros(50));
+        let nothing = || Ok::<Option<()>, ()>(None);
+        // Nothing comes: the spin ends after its time, unpreempted, having read the clock
+        // once at the start and once every CLOCK_EVERY looks until 50 µs had passed.
+        let mut looks = 0;
+        let r = spin_clocked(budget, steady_clock(Duration::from_micros(1)), || {
+            looks += 1;
+            nothing()
         });
         assert_eq!(r, Ok(Err(Spun::Missed)));
-        // One look that stalls (as a preempted thread does) is seen.
+        assert_eq!(looks, 50 * CLOCK_EVERY);
+        // A gap between two readings just short of PREEMPTED is not preemption; one of
+        // PREEMPTED is.
+        let step = Duration::from_micros(1);
+        let short = test_clock(step, 3, PREEMPTED - step - Duration::from_nanos(1));
+        assert_eq!(spin_clocked(budget, short, nothing), Ok(Err(Spun::Missed)));
+        let long = test_clock(step, 3, PREEMPTED - step);
+        assert_eq!(
+            spin_clocked(budget, long, nothing),
+            Ok(Err(Spun::Preempted))
+        );
+        // The same on the real clock: one look that stalls (as a preempted thread does).
         let mut first = true;
-        let r = spin_on(Spin::For(Duration::from_micros(50)), || {
+        let r = spin_on(budget, || {
             if std::mem::take(&mut first) {
                 std::thread::sleep(PREEMPTED * 2);
             }
-            Ok::<Option<()>, ()>(None)
+            nothing()
         });
         assert_eq!(r, Ok(Err(Spun::Preempted)));
         // A value ends it at once; no budget means no look.
