@@ -20,7 +20,7 @@
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering};
 use courier_core::error::{Error, SendError};
 use std::time::{Duration, Instant};
 
@@ -52,20 +52,23 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 pub(crate) enum TryTake<Rq, Rp, E> {
     Request(Rq, Option<*mut SlotCore<Rp, E>>),
     Empty,
-    /// Another worker is popping, or a producer is mid-push: look again soon.
+    /// Another worker is popping: look again soon.
     Busy,
     /// Empty, and no client is left to fill it.
     Closed,
 }
 
+/// Laid out by who writes what: the queue's two ends, the consumer role (written at every
+/// look a worker takes) and the workers' wait list each have their own cache lines; the
+/// handle counts and the pool pointer, read at every call and written rarely, share one.
 pub(crate) struct Shared<Rq, Rp, E> {
     queue: Queue<Slot<Rq, Rp, E>>,
     /// The consumer role (see the module docs).
-    consumer: AtomicBool,
+    consumer: CachePadded<AtomicBool>,
     pub(crate) clients: AtomicUsize,
     pub(crate) servers: AtomicUsize,
     /// Server workers waiting for a request.
-    pub(crate) requests: Event,
+    pub(crate) requests: CachePadded<Event>,
     /// Serialises drains (see [`Shared::drain`]).
     drain_lock: Mutex<()>,
     /// The free slots, and the bounded queue's room (`cap`, `len`, the `room` wait list):
@@ -84,11 +87,11 @@ unsafe impl<Rq: Send, Rp: Send, E: Send> Sync for Shared<Rq, Rp, E> {}
 impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     pub(crate) fn new(cap: Option<usize>) -> Self {
         Self {
-            queue: Queue::new(Slot::new_boxed()),
-            consumer: AtomicBool::new(false),
+            queue: Queue::new(),
+            consumer: CachePadded(AtomicBool::new(false)),
             clients: AtomicUsize::new(1),
             servers: AtomicUsize::new(1),
-            requests: Event::new(),
+            requests: CachePadded(Event::new()),
             drain_lock: Mutex::new(()),
             pool: Arc::new(Pool::new(cap)),
         }
@@ -269,7 +272,6 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                     }
                 }
                 Pop::Empty => break TryTake::Empty,
-                Pop::Inconsistent => break TryTake::Busy,
             }
         };
         // SAFETY: we still hold the consumer role.
@@ -292,9 +294,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     /// Fails every queued request with `ServerDisappeared`; used once no server is left.
     ///
     /// No worker can hold the consumer role then (a worker borrows a `Server`), so drainers
-    /// only exclude each other, with `drain_lock`: shutdown is not a fast path. A drainer that
-    /// meets a half-done push stops there: that pusher checks `servers` after its push and
-    /// drains again itself.
+    /// only exclude each other, with `drain_lock`: shutdown is not a fast path. A push that
+    /// lands after a drain's last look is not missed: that pusher checks `servers` after its
+    /// push and drains again itself.
     pub(crate) fn drain(&self) {
         let _exclusive = crate::sync::lock(&self.drain_lock);
         // Acquire: pairs with the last consumer's Release, handing over the queue's tail.
@@ -306,7 +308,6 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             acquired,
             "a worker popped after the last server was dropped"
         );
-        // A half-done push (`Inconsistent`) ends the drain too: see above.
         // SAFETY: we hold the consumer role.
         while let Pop::Node(slot) = unsafe { self.queue.pop() } {
             // SAFETY: popped by us, the consumer.

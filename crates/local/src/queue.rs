@@ -1,26 +1,32 @@
-//! An intrusive multi-producer, single-consumer FIFO of linked nodes (Vyukov's design).
-//!
-//! Producers push with one `swap` on `head` and one store into the previous node's `next`: no
-//! lock, no allocation (the nodes are the call slots themselves, recycled by the channel).
-//! Exactly one consumer at a time may pop; the channel guarantees that with its consumer flag,
-//! which several server workers take in turn.
+//! An intrusive multi-producer, single-consumer FIFO of linked nodes: producers push onto a
+//! lock-free stack, and the consumer takes the whole stack at once and reverses it into a
+//! private list, which it then pops from in arrival order.
 //!
 //! ```text
-//!   tail (consumer end)                               head (producer end)
-//!    |                                                  |
-//!   [stub] --next--> [n1] --next--> [n2] --next--> ... [nk] --next--> null
+//!   head (producers push here, newest first)       taken (the consumer's, oldest first)
+//!    |                                              |
+//!   [n5] --next--> [n4] --next--> null             [n1] --next--> [n2] --next--> [n3] --> null
+//!
+//!   pop: taken non-empty      -> unlink its first node
+//!        else head is null    -> empty (a read only: an idle consumer writes nothing)
+//!        else swap head, null -> reverse the chain into `taken`, unlink its first node
 //! ```
 //!
-//! A producer is briefly "between" its `swap` and its link store; a consumer that reaches that
-//! gap sees [`Pop::Inconsistent`] and retries later. The producer wakes the consumer after it
-//! links (the channel notifies after every push), so a consumer that goes to sleep on an
-//! inconsistent queue is not stranded.
+//! A push is one compare-and-swap on `head` and a pop touches `head` only when `taken` is
+//! empty, so a ping-pong of single requests moves the `head` line once each way and touches no
+//! other shared line (no placeholder node travels between the two sides). A push is complete
+//! the moment its CAS lands, so the consumer never meets a half-linked node.
 //!
-//! **A node returned by `pop` is no longer reachable from the queue**: a node is only
-//! returned once another node (possibly the stub) is linked behind it, so no producer will
-//! ever write its `next` again and it may be reused at once.
+//! Order: every node of one swapped chain was pushed before every node pushed after the swap,
+//! and the reversal puts a chain in push order, so nodes leave in the order their pushes
+//! landed. ABA is harmless: a push links its node to whatever `head` holds when its CAS
+//! succeeds, and nothing but the consumer's swap ever removes nodes, all at once.
+//!
+//! **A node returned by `pop` is no longer reachable from the queue**, and no producer writes
+//! its `next` again, so it may be reused at once. Only one consumer at a time may pop; the
+//! channel guarantees that with its consumer flag, which several server workers take in turn.
 
-use crate::sync::{AtomicPtr, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, CachePadded, Ordering, UnsafeCell};
 use std::ptr;
 
 /// A node that can be linked into a [`Queue`].
@@ -35,29 +41,23 @@ pub(crate) trait Linked {
 pub(crate) enum Pop<T> {
     Node(*mut T),
     Empty,
-    /// A producer is between its two steps; try again soon.
-    Inconsistent,
 }
 
+/// The producers' end (`head`) and the consumer's (`taken`) are on separate cache lines, so a
+/// consumer working through `taken` does not take the line that producers push onto.
 pub(crate) struct Queue<T: Linked> {
-    /// Last node pushed; producers swap themselves in here.
-    head: AtomicPtr<T>,
-    /// Next node to pop; only the consumer touches it.
-    tail: UnsafeCell<*mut T>,
-    /// The placeholder node that keeps the list non-empty; owned by the queue.
-    stub: *mut T,
+    /// The newest node pushed, linked to older ones; null when no push is pending.
+    head: CachePadded<AtomicPtr<T>>,
+    /// Nodes already taken from `head`, oldest first; only the consumer touches it.
+    taken: CachePadded<UnsafeCell<*mut T>>,
 }
 
 impl<T: Linked> Queue<T> {
-    /// Creates an empty queue around `stub`, a node that is never returned by `pop`.
-    pub(crate) fn new(stub: Box<T>) -> Self {
-        let stub = Box::into_raw(stub);
-        // SAFETY: `stub` comes from `Box::into_raw` just above, so it is valid and unaliased.
-        unsafe { (*stub).next().store(ptr::null_mut(), Ordering::Relaxed) };
+    /// Creates an empty queue.
+    pub(crate) fn new() -> Self {
         Self {
-            head: AtomicPtr::new(stub),
-            tail: UnsafeCell::new(stub),
-            stub,
+            head: CachePadded(AtomicPtr::new(ptr::null_mut())),
+            taken: CachePadded(UnsafeCell::new(ptr::null_mut())),
         }
     }
 
@@ -67,16 +67,22 @@ impl<T: Linked> Queue<T> {
     ///
     /// `node` is valid, is not in any queue, and stays valid until `pop` returns it.
     pub(crate) unsafe fn push(&self, node: *mut T) {
-        // SAFETY: the caller guarantees `node` is valid; it is not linked yet, so nobody else
-        // writes its `next`.
-        unsafe { (*node).next().store(ptr::null_mut(), Ordering::Relaxed) };
-        // AcqRel: Release publishes the node's contents (the request) to the consumer, which
-        // reaches the node through `prev.next` (Acquire) or `head` (Acquire); Acquire orders our
-        // write to `prev.next` after the previous pusher's initialisation of `prev`.
-        let prev = self.head.swap(node, Ordering::AcqRel);
-        // SAFETY: `prev` was the head: it is the stub or a node that `pop` cannot have returned
-        // yet (it has no successor until this store), so it is still valid.
-        unsafe { (*prev).next().store(node, Ordering::Release) };
+        let mut cur = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the caller guarantees `node` is valid; it is not linked yet, so nobody
+            // else reads or writes its `next`.
+            unsafe { (*node).next().store(cur, Ordering::Relaxed) };
+            // Release: publishes the node's contents (the request) and its link to the
+            // consumer's Acquire swap. Later pushes' CASes continue this release sequence, so
+            // a swap that reads a newer head still synchronises with this push.
+            match self
+                .head
+                .compare_exchange_weak(cur, node, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
     }
 
     /// Removes the oldest node.
@@ -85,66 +91,144 @@ impl<T: Linked> Queue<T> {
     ///
     /// Only one thread at a time may call `pop` or `is_empty` (the channel's consumer flag).
     pub(crate) unsafe fn pop(&self) -> Pop<T> {
-        self.tail.with_mut(|tail_ptr| {
-            // SAFETY: the caller holds the consumer role, so `tail` is ours alone, and every
-            // node reachable from it is valid (nodes stay valid while linked).
+        self.taken.with_mut(|taken| {
+            // SAFETY: the caller holds the consumer role, so `taken` and every node on it are
+            // ours alone; nodes stay valid while linked.
             unsafe {
-                let mut tail = *tail_ptr;
-                // Acquire: pairs with the Release store in `push` that linked the successor.
-                let mut next = (*tail).next().load(Ordering::Acquire);
-                if tail == self.stub {
-                    if next.is_null() {
-                        return if self.head.load(Ordering::Acquire) == self.stub {
-                            Pop::Empty
-                        } else {
-                            Pop::Inconsistent
-                        };
+                if (*taken).is_null() {
+                    // Look before swapping: an idle consumer that polls must not write `head`.
+                    // Acquire, though no data is read on this path: the wait-list and
+                    // shutdown handshakes re-check the queue after a SeqCst fence.
+                    if self.head.load(Ordering::Acquire).is_null() {
+                        return Pop::Empty;
                     }
-                    *tail_ptr = next;
-                    tail = next;
-                    next = (*tail).next().load(Ordering::Acquire);
+                    // Acquire: pairs with the pushes' Release CASes (see `push`).
+                    let mut chain = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+                    // Reverse the chain (newest first) into arrival order.
+                    let mut reversed = ptr::null_mut();
+                    while !chain.is_null() {
+                        let older = (*chain).next().load(Ordering::Relaxed);
+                        (*chain).next().store(reversed, Ordering::Relaxed);
+                        reversed = chain;
+                        chain = older;
+                    }
+                    *taken = reversed;
                 }
-                if !next.is_null() {
-                    *tail_ptr = next;
-                    return Pop::Node(tail);
-                }
-                if tail != self.head.load(Ordering::Acquire) {
-                    return Pop::Inconsistent;
-                }
-                // `tail` is the last node: put the stub behind it so that it can be unlinked.
-                self.push(self.stub);
-                next = (*tail).next().load(Ordering::Acquire);
-                if !next.is_null() {
-                    *tail_ptr = next;
-                    return Pop::Node(tail);
-                }
-                Pop::Inconsistent
+                let node = *taken;
+                *taken = (*node).next().load(Ordering::Relaxed);
+                Pop::Node(node)
             }
         })
     }
 
-    /// Whether the queue holds no node (a producer in mid-push counts as a node).
+    /// Whether the queue holds no node.
     ///
     /// # Safety
     ///
     /// As for [`Queue::pop`].
     pub(crate) unsafe fn is_empty(&self) -> bool {
-        self.tail.with(|tail_ptr| {
-            // SAFETY: as in `pop`, the caller holds the consumer role.
-            unsafe {
-                let tail = *tail_ptr;
-                tail == self.stub
-                    && (*tail).next().load(Ordering::Acquire).is_null()
-                    && self.head.load(Ordering::Acquire) == self.stub
-            }
-        })
+        // SAFETY: as in `pop`, the caller holds the consumer role.
+        let taken = self.taken.with(|taken| unsafe { *taken });
+        taken.is_null() && self.head.load(Ordering::Acquire).is_null()
     }
 }
 
-impl<T: Linked> Drop for Queue<T> {
-    fn drop(&mut self) {
-        // The channel empties the queue before dropping it; only the stub is left to free.
-        // SAFETY: `stub` came from `Box::into_raw` in `new` and is freed only here.
-        drop(unsafe { Box::from_raw(self.stub) });
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Node {
+        next: AtomicPtr<Node>,
+        producer: usize,
+        seq: usize,
+    }
+
+    impl Linked for Node {
+        fn next(&self) -> &AtomicPtr<Node> {
+            &self.next
+        }
+    }
+
+    fn node(producer: usize, seq: usize) -> *mut Node {
+        Box::into_raw(Box::new(Node {
+            next: AtomicPtr::new(ptr::null_mut()),
+            producer,
+            seq,
+        }))
+    }
+
+    /// Pushes a fresh node.
+    fn push(q: &Queue<Node>, producer: usize, seq: usize) {
+        // SAFETY: a fresh node, which the test pops (and frees) before it ends.
+        unsafe { q.push(node(producer, seq)) };
+    }
+
+    /// Pops one node, or `None` when empty; frees it after reading it.
+    fn pop(q: &Queue<Node>) -> Option<(usize, usize)> {
+        // SAFETY: the test's one thread that pops is the only consumer.
+        match unsafe { q.pop() } {
+            // SAFETY: a popped node came from `node` and is no longer in the queue.
+            Pop::Node(n) => Some(unsafe {
+                let n = Box::from_raw(n);
+                (n.producer, n.seq)
+            }),
+            Pop::Empty => None,
+        }
+    }
+
+    #[test]
+    fn nodes_leave_in_the_order_they_came_across_batches() {
+        let q = Queue::new();
+        push(&q, 0, 1);
+        push(&q, 0, 2);
+        assert_eq!(pop(&q), Some((0, 1)));
+        // A push while the consumer works through a taken batch goes behind it.
+        push(&q, 0, 3);
+        // SAFETY: the test is the only consumer.
+        assert!(!unsafe { q.is_empty() });
+        assert_eq!(pop(&q), Some((0, 2)));
+        assert_eq!(pop(&q), Some((0, 3)));
+        assert_eq!(pop(&q), None);
+        // SAFETY: as above.
+        assert!(unsafe { q.is_empty() });
+    }
+
+    #[test]
+    fn concurrent_producers_lose_nothing_and_keep_their_own_order() {
+        const PRODUCERS: usize = 3;
+        const EACH: usize = 20_000;
+        struct Shared(Queue<Node>);
+        // SAFETY: the nodes are plain data; producers only push and the test thread alone pops.
+        unsafe impl Sync for Shared {}
+        // SAFETY: as above.
+        unsafe impl Send for Shared {}
+        let q = Arc::new(Shared(Queue::new()));
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    for seq in 0..EACH {
+                        push(&q.0, p, seq);
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0usize; PRODUCERS];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while next.iter().sum::<usize>() < PRODUCERS * EACH {
+            assert!(std::time::Instant::now() < deadline, "stuck at {next:?}");
+            match pop(&q.0) {
+                Some((p, seq)) => {
+                    assert_eq!(seq, next[p], "producer {p}'s nodes out of order");
+                    next[p] += 1;
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(pop(&q.0), None);
     }
 }

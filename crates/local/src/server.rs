@@ -142,8 +142,8 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     ///
     /// [`Error::ClientsDisappeared`] when the queue is empty and no client is left.
     pub fn try_pop(&self) -> Result<Option<Request<Rq, Rp, E>>, Error<E>> {
-        // `Busy` means another worker holds the queue for a few instructions or a client is
-        // between the two steps of its push: look a few more times before saying "empty".
+        // `Busy` means another worker holds the queue for a few instructions: look a few more
+        // times before saying "empty".
         for _ in 0..64 {
             match self.shared.try_take() {
                 TryTake::Busy => spin_loop(),

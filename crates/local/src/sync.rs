@@ -26,6 +26,20 @@ pub(crate) use std::{
 
 use std::time::Instant;
 
+/// A value alone on its cache lines (128 bytes: x86 fetches lines in adjacent pairs), so that
+/// writes to it do not take the line away from threads that read its neighbours: the queue's
+/// producer end, its consumer end and the rarely written counters each get their own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Spin-loop hint; under loom it yields so that spin loops make progress in the model.
 #[inline]
 pub(crate) fn spin_loop() {
