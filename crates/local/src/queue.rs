@@ -8,8 +8,8 @@
 //!   [n5] --next--> [n4] --next--> null             [n1] --next--> [n2] --next--> [n3] --> null
 //!
 //!   pop: taken non-empty      -> unlink its first node
-//!        else head is null    -> empty (a read only: an idle consumer writes nothing)
-//!        else swap head, null -> reverse the chain into `taken`, unlink its first node
+//!        else swap head, null -> null: empty; else reverse the chain into `taken` and
+//!                                unlink its first node
 //! ```
 //!
 //! A push is one compare-and-swap on `head` and a pop touches `head` only when `taken` is
@@ -67,7 +67,9 @@ impl<T: Linked> Queue<T> {
     ///
     /// `node` is valid, is not in any queue, and stays valid until `pop` returns it.
     pub(crate) unsafe fn push(&self, node: *mut T) {
-        let mut cur = self.head.load(Ordering::Relaxed);
+        // First guess an empty queue rather than read `head`: a read, then a CAS, would fetch
+        // the line from the consumer twice (shared, then exclusive).
+        let mut cur = ptr::null_mut();
         loop {
             // SAFETY: the caller guarantees `node` is valid; it is not linked yet, so nobody
             // else reads or writes its `next`.
@@ -96,19 +98,21 @@ impl<T: Linked> Queue<T> {
             // ours alone; nodes stay valid while linked.
             unsafe {
                 if (*taken).is_null() {
-                    // Look before swapping: an idle consumer that polls must not write `head`.
-                    // Acquire, though no data is read on this path: the wait-list and
-                    // shutdown handshakes re-check the queue after a SeqCst fence.
-                    if self.head.load(Ordering::Acquire).is_null() {
-                        return Pop::Empty;
-                    }
+                    // A swap, not a read then a swap: when a push has landed, the read would
+                    // fetch the line shared and the swap fetch it again exclusive. An idle
+                    // consumer's swaps write only its own copy of the line.
                     // Acquire: pairs with the pushes' Release CASes (see `push`).
                     let mut chain = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+                    if chain.is_null() {
+                        return Pop::Empty;
+                    }
                     // Reverse the chain (newest first) into arrival order.
                     let mut reversed = ptr::null_mut();
                     while !chain.is_null() {
                         let older = (*chain).next().load(Ordering::Relaxed);
-                        (*chain).next().store(reversed, Ordering::Relaxed);
+                        if older != reversed {
+                            (*chain).next().store(reversed, Ordering::Relaxed);
+                        }
                         reversed = chain;
                         chain = older;
                     }

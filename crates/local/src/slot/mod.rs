@@ -11,7 +11,7 @@
 //!            ---------                         ------
 //!   init:    write request, state = 0 (or ONE_WAY), push      (push is the Release)
 //!
-//!   QUEUED ──(server pops: CAS +TAKEN)──────────────────────────▶ TAKEN
+//!   QUEUED ──(server pops: fetch_or +TAKEN)─────────────────────▶ TAKEN
 //!     │                                                            │
 //!     │ requester cancels: CAS +WITHDRAWN +CLIENT_GONE             │ reply / fail / drop:
 //!     ▼  (request handed back; the server releases the            │ write result, fetch_or DONE
@@ -30,7 +30,7 @@
 //!
 //! | part      | QUEUED                   | TAKEN              | DONE                      |
 //! |-----------|--------------------------|--------------------|---------------------------|
-//! | `request` | queue (read-only; the winner of the TAKEN/WITHDRAWN CAS moves it out) | moved out | moved out |
+//! | `request` | queue (read-only; whichever of TAKEN and WITHDRAWN is set first decides who moves it out) | moved out | moved out |
 //! | `reply`   | server side (unwritten)  | server side        | requester                 |
 //! | `waiter`  | requester while `WAITER` is clear; the completer while it is set      | | |
 //!
@@ -173,27 +173,21 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         // SAFETY: a popped slot is valid until one side releases it; neither side releases
         // it before the CAS below decides who owns the request.
         let s = unsafe { &*this };
-        // Acquire: pairs with the requester's CAS that set WITHDRAWN, so its last read of the
-        // request happens-before we release the slot.
-        let mut cur = s.core.state.load(Ordering::Acquire);
-        loop {
-            if cur & WITHDRAWN != 0 {
-                // SAFETY: the requester gave the slot up when it withdrew; we are last.
-                unsafe { Self::release(this) };
-                return Taken::Withdrawn;
-            }
-            match s.core.state.compare_exchange_weak(
-                cur,
-                cur | TAKEN,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
+        // One RMW, no read before it (a read would fetch the line shared, the write fetch it
+        // again exclusive). Acquire: pairs with the requester's CAS that set WITHDRAWN, so its
+        // last read of the request happens-before we release the slot; Release: a requester
+        // whose cancel CAS then fails on TAKEN sees the request as ours.
+        let cur = s.core.state.fetch_or(TAKEN, Ordering::AcqRel);
+        if cur & WITHDRAWN != 0 {
+            // SAFETY: the requester gave the slot up when it withdrew; we are last. The TAKEN
+            // we set on it means nothing: nobody reads the state of a released slot, and
+            // `fill` rewrites it.
+            unsafe { Self::release(this) };
+            return Taken::Withdrawn;
         }
-        // SAFETY: our CAS set TAKEN, so the requester can no longer withdraw: the request is
-        // ours to move out, and was initialised before the push that published the slot.
+        // SAFETY: we set TAKEN before any withdrawal, so the requester can no longer withdraw
+        // (its CAS fails): the request is ours to move out, and was initialised before the
+        // push that published the slot.
         let request = unsafe { s.request.with(|p| ptr::read(p).assume_init()) };
         let one_way = cur & ONE_WAY != 0;
         if one_way {
