@@ -123,31 +123,51 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// its waits went:
 ///
 /// ```text
-/// wait answered before the first yield  -> budget doubles (from none: MIN_PURE), up to MAX_PURE
-/// wait that needed a yield or a park    -> budget halves (below MIN_PURE: none)
-/// no budget                             -> one wait in PROBE_EVERY spins PROBE_NS anyway
+/// wait answered before the first yield            -> budget doubles (from none: MIN_PURE),
+///                                                    up to MAX_PURE
+/// wait answered within MAX_PURE, though it yielded,
+///   and no yield gave the CPU away                -> the same: a full pure spin would have
+///                                                    seen the answer
+/// any other wait (a yield that let another thread
+///   run, a park, an answer later than MAX_PURE)   -> budget halves (below MIN_PURE: none)
+/// no budget                                       -> one wait in PROBE_EVERY spins PROBE_NS
 /// ```
 ///
 /// A round trip between two running threads takes a few hundred nanoseconds, so while both
-/// run the budget stays up and no wait pays a system call; when the peer shares our core (a
-/// busy machine) the pure spin fails, the budget goes to nothing and the waiter yields at
-/// once, as it would without it.
+/// run the budget stays up and no wait pays a system call. The second rule keeps two threads
+/// from settling into yielding at each other: each one's yields make the other's waits a few
+/// microseconds long, which a pure spin would have ended at once. When the peer shares our
+/// core (a busy machine) our yields give it the CPU and take longer (GAVE_WAY), the budget
+/// goes to nothing and the waiter yields at once, as it would without it.
 pub(crate) struct Backoff {
     step: u32,
+    /// When the wait began to spin: read at the first snooze, so that a wait answered at once
+    /// pays no clock reading.
+    #[cfg(not(loom))]
+    start: Option<Instant>,
     #[cfg(not(loom))]
     pure: Option<PureSpin>,
     /// The wait went past its pure spin and short spins (it yielded or will park).
     yielded: bool,
+    /// One of its yields let another thread run on this CPU.
+    #[cfg(not(loom))]
+    gave_way: bool,
+    /// The busy phase is over: the caller parks.
+    #[cfg(not(loom))]
+    parks: bool,
 }
 
-/// The pure spin of one wait: its budget, when it began, and how many looks it made.
+/// The pure spin of one wait: its budget and how many looks it made.
 #[cfg(not(loom))]
 struct PureSpin {
     budget: std::time::Duration,
-    /// Read at the first look, so that a wait answered at once pays no clock reading.
-    start: Option<Instant>,
     looks: u32,
 }
+
+/// A yield that keeps the thread off the CPU this long let another thread run (a yield with
+/// nothing else to run returns in well under a microsecond).
+#[cfg(not(loom))]
+const GAVE_WAY: std::time::Duration = std::time::Duration::from_micros(3);
 
 /// Looks between two readings of the clock in a pure spin. One look is one spin-loop hint
 /// (a `PAUSE` takes about 25 ns on recent AMD cores, so a look per 16 hints would leave an
@@ -183,9 +203,15 @@ impl Drop for Backoff {
     fn drop(&mut self) {
         #[cfg(not(loom))]
         {
+            // The clock is read only for a wait that yielded (already a slow one).
+            let spun = self
+                .yielded
+                .then(|| self.start.map(|s| s.elapsed()))
+                .flatten();
+            let quick = self.was_quick(spun);
             let _ = PURE_NS.try_with(|b| {
                 let cur = b.get();
-                b.set(if self.yielded {
+                b.set(if !quick {
                     if cur / 2 < MIN_PURE_NS {
                         0
                     } else {
@@ -216,6 +242,12 @@ impl Backoff {
         Self {
             step: 0,
             #[cfg(not(loom))]
+            start: None,
+            #[cfg(not(loom))]
+            gave_way: false,
+            #[cfg(not(loom))]
+            parks: false,
+            #[cfg(not(loom))]
             pure: PURE_NS
                 .try_with(std::cell::Cell::get)
                 .ok()
@@ -223,11 +255,18 @@ impl Backoff {
                 .filter(|&ns| ns > 0)
                 .map(|ns| PureSpin {
                     budget: std::time::Duration::from_nanos(u64::from(ns)),
-                    start: None,
                     looks: 0,
                 }),
             yielded: false,
         }
+    }
+
+    /// Whether the wait, which spun for `spun` (`None`: not at all), counts as one a pure
+    /// spin would have ended at once (see the table in the type's docs).
+    #[cfg(not(loom))]
+    fn was_quick(&self, spun: Option<std::time::Duration>) -> bool {
+        let max = std::time::Duration::from_nanos(u64::from(MAX_PURE_NS));
+        !self.yielded || (!self.gave_way && !self.parks && spun.is_some_and(|t| t <= max))
     }
 
     /// The pure spin of a wait begun with no budget: [`PROBE_NS`] once in [`PROBE_EVERY`]
@@ -251,17 +290,14 @@ impl Backoff {
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
         #[cfg(not(loom))]
+        let start = *self.start.get_or_insert_with(Instant::now);
+        #[cfg(not(loom))]
         if let Some(pure) = &mut self.pure {
             // One hint per look, so the caller sees its answer within a hint of its coming;
-            // the clock is read at the first look and then every CLOCK_EVERY looks.
+            // the clock is read every CLOCK_EVERY looks.
             let looks = pure.looks;
             pure.looks = looks.wrapping_add(1);
-            let spent = if looks % CLOCK_EVERY == 0 {
-                let start = *pure.start.get_or_insert_with(Instant::now);
-                start.elapsed() >= pure.budget
-            } else {
-                false
-            };
+            let spent = looks % CLOCK_EVERY == CLOCK_EVERY - 1 && start.elapsed() >= pure.budget;
             if !spent {
                 spin_loop();
                 return true;
@@ -270,6 +306,10 @@ impl Backoff {
         }
         if self.step >= Self::STEPS {
             self.yielded = true;
+            #[cfg(not(loom))]
+            {
+                self.parks = true;
+            }
             return false;
         }
         for _ in 0..(1u32 << self.step.min(Self::SPIN_STEPS)) {
@@ -277,7 +317,13 @@ impl Backoff {
         }
         if self.step >= Self::SPIN_STEPS {
             self.yielded = true;
+            #[cfg(not(loom))]
+            let before = Instant::now();
             yield_now();
+            #[cfg(not(loom))]
+            if before.elapsed() >= GAVE_WAY {
+                self.gave_way = true;
+            }
         }
         self.step += 1;
         true
@@ -298,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_that_needs_a_yield_halves_the_pure_spin_and_a_quick_one_doubles_it() {
+    fn a_wait_that_parks_halves_the_pure_spin_and_a_quick_one_doubles_it() {
         on_new_thread(|| {
             assert_eq!(budget(), MAX_PURE_NS);
             let mut b = Backoff::new();
@@ -330,6 +376,29 @@ mod tests {
             }
             assert_eq!(budget(), MAX_PURE_NS, "doubled up to the maximum");
         });
+    }
+
+    #[test]
+    fn a_wait_that_yielded_counts_as_quick_only_if_short_and_nobody_else_ran() {
+        let us = std::time::Duration::from_micros;
+        let mut b = Backoff::new();
+        assert!(b.was_quick(None), "answered at the first look");
+        b.yielded = true;
+        assert!(
+            b.was_quick(Some(us(3))),
+            "a full pure spin would have seen it"
+        );
+        assert!(
+            !b.was_quick(Some(us(5))),
+            "longer than the longest pure spin"
+        );
+        assert!(!b.was_quick(None));
+        b.gave_way = true;
+        assert!(!b.was_quick(Some(us(1))), "a yield let another thread run");
+        b.gave_way = false;
+        b.parks = true;
+        assert!(!b.was_quick(Some(us(1))), "it went to sleep");
+        std::mem::forget(b);
     }
 
     #[test]
