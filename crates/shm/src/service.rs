@@ -192,9 +192,10 @@ impl ConnectConfig {
     }
 
     /// The longest an RPC caller of this connection spins for its answer before it sleeps
-    /// (default 20 µs). The budget adapts: it doubles (up to `limit`) when an answer comes
-    /// while spinning, halves after four misses in a row, and drops to none when the caller
-    /// was preempted while spinning; with none left, one call in 64 spins 2 µs to notice that
+    /// (default 20 µs). The budget adapts: when an answer comes while spinning it doubles,
+    /// and becomes at least twice what that answer took (up to `limit`); it halves after four
+    /// misses in a row, and drops to none when the caller was preempted while spinning; with
+    /// none left, one call in 64 spins 2 µs (and one in 256 the whole `limit`) to notice that
     /// the server has become fast again. A caller never spins for a call that had to wake
     /// the server, nor while the server's worker was last on the caller's own CPU.
     /// `Duration::ZERO`: never spin (every call sleeps until its answer, costing two

@@ -66,11 +66,13 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 ///
 /// ```text
 /// outcome of a wait                    next budget
-/// answered while spinning           -> double (at most `max`; from none: the probe's)
+/// answered while spinning, after t   -> double, and at least 2t (at most `max`; from none:
+///                                      the probe's)
 /// MISS_STREAK misses in a row       -> half (below MIN_SPIN: none)
 /// preempted while spinning          -> none: the cores are oversubscribed, and a spinner
 ///                                      holds a CPU its peer may be waiting for
-/// no budget                         -> one wait in `every` spins `probe`, to notice that
+/// no budget                         -> one wait in `every` spins `probe`, and one probe in
+///                                      FULL_PROBE_EVERY spins `max`, to notice that
 ///                                      spinning pays again (rare, so that probing costs
 ///                                      neither CPU nor the tail latency)
 /// ```
@@ -104,6 +106,8 @@ const CALLER_PROBE: Duration = Duration::from_micros(2);
 const CALLER_PROBE_EVERY: u32 = 64;
 /// With no budget left, one wait in this many is a server's probe (for its whole budget).
 const SERVER_PROBE_EVERY: u32 = 256;
+/// One probe in this many spins the whole limit rather than the probe's time.
+const FULL_PROBE_EVERY: u32 = 4;
 /// Misses in a row that halve the budget (fewer are noise: an interrupt, a page fault).
 const MISS_STREAK: u32 = 4;
 /// A gap this long between two readings of the clock while spinning means the spinner was
@@ -113,8 +117,9 @@ pub(crate) const PREEMPTED: Duration = Duration::from_micros(30);
 /// How a spin ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Spun {
-    /// The awaited value came.
-    Answered,
+    /// The awaited value came, after about this long (a lower bound: the clock is read
+    /// every [`CLOCK_EVERY`] looks; zero for a value at one of the first looks).
+    Answered(Duration),
     /// The budget ran out.
     Missed,
     /// The budget ran out, and the spinner was preempted meanwhile.
@@ -152,10 +157,13 @@ impl AdaptiveSpin {
         let cur = self.cur_ns.load(Relaxed);
         let ns = if cur == 0 && self.max_ns != 0 {
             let n = self.waits.fetch_add(1, Relaxed);
-            if n % self.every == self.every - 1 {
-                self.probe_ns
-            } else {
+            if n % self.every != self.every - 1 {
                 0
+            } else if (n / self.every) % FULL_PROBE_EVERY == FULL_PROBE_EVERY - 1 {
+                // A short probe cannot see a server that answers later than it spins.
+                self.max_ns
+            } else {
+                self.probe_ns
             }
         } else {
             cur
@@ -179,23 +187,30 @@ impl AdaptiveSpin {
             Ok::<_, std::convert::Infallible>(look())
         });
         let Ok(spun) = spun;
-        self.record(spun.as_ref().map_or_else(|&how| how, |_| Spun::Answered));
-        spun.ok()
+        self.record(match spun {
+            Ok((_, after)) => Spun::Answered(after),
+            Err(how) => how,
+        });
+        spun.ok().map(|(v, _)| v)
     }
 
     /// Records how a wait that was given [`budget`](Self::budget) ended.
     pub(crate) fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
         match outcome {
-            Spun::Answered => {
+            Spun::Answered(after) => {
                 self.misses.store(0, Relaxed);
                 let cur = self.cur_ns.load(Relaxed);
-                let next = if cur == 0 {
+                let doubled = if cur == 0 {
                     self.probe_ns
                 } else {
                     cur.saturating_mul(2)
                 };
-                self.cur_ns.store(next.min(self.max_ns), Relaxed);
+                // At least twice what this answer took: a budget that a slow server's answers
+                // just outlast would otherwise miss, halve and never come back.
+                let needed = u32::try_from(after.as_nanos().saturating_mul(2)).unwrap_or(u32::MAX);
+                self.cur_ns
+                    .store(doubled.max(needed).min(self.max_ns), Relaxed);
             }
             Spun::Preempted => self.cur_ns.store(0, Relaxed),
             Spun::Missed => {
@@ -360,12 +375,13 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
     })
 }
 
-/// Runs `attempt` until it gives a value or `spin` is spent: the value, or how the spin
-/// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]).
+/// Runs `attempt` until it gives a value or `spin` is spent: the value and about how long it
+/// took (as in [`Spun::Answered`]), or how the spin ended without one ([`Spun::Missed`] or
+/// [`Spun::Preempted`]).
 pub(crate) fn spin_on<T, E>(
     spin: Spin,
     attempt: impl FnMut() -> Result<Option<T>, E>,
-) -> Result<Result<T, Spun>, E> {
+) -> Result<Result<(T, Duration), Spun>, E> {
     spin_clocked(spin, Instant::now, attempt)
 }
 
@@ -375,12 +391,12 @@ fn spin_clocked<T, E>(
     spin: Spin,
     mut now: impl FnMut() -> Instant,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
-) -> Result<Result<T, Spun>, E> {
+) -> Result<Result<(T, Duration), Spun>, E> {
     match spin {
         Spin::Looks(n) => {
             for _ in 0..n {
                 if let Some(v) = attempt()? {
-                    return Ok(Ok(v));
+                    return Ok(Ok((v, Duration::ZERO)));
                 }
                 std::hint::spin_loop();
             }
@@ -394,7 +410,7 @@ fn spin_clocked<T, E>(
             let mut looks = 0u32;
             loop {
                 if let Some(v) = attempt()? {
-                    return Ok(Ok(v));
+                    return Ok(Ok((v, last - start)));
                 }
                 looks = looks.wrapping_add(1);
                 if looks % CLOCK_EVERY == 0 {
@@ -426,7 +442,7 @@ fn wait_with<T, E>(
     mut sleep_once: impl FnMut(Option<Duration>) -> Result<(), E>,
 ) -> Result<(T, Spun), Gave<E>> {
     let spun = match spin_on(spin, &mut attempt).map_err(Gave::Err)? {
-        Ok(v) => return Ok((v, Spun::Answered)),
+        Ok((v, after)) => return Ok((v, Spun::Answered(after))),
         Err(how) => how,
     };
     loop {
@@ -466,7 +482,7 @@ mod tests {
         );
         a.record(Spun::Missed);
         assert_eq!(ns(a.budget()), 8_000);
-        a.record(Spun::Answered);
+        a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 16_000, "doubled, capped at the limit");
         // Halving down to below MIN_SPIN leaves no budget.
         for _ in 0..6 * MISS_STREAK {
@@ -484,14 +500,46 @@ mod tests {
         assert_eq!(probes, [CALLER_PROBE_EVERY as usize - 1], "{budgets:?}");
         assert_eq!(budgets[probes[0]], CALLER_PROBE.as_nanos() as u64);
         // A probe that is answered grows the budget back, doubling up to the limit.
-        a.record(Spun::Answered);
+        a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 2_000);
-        a.record(Spun::Answered);
-        a.record(Spun::Answered);
-        a.record(Spun::Answered);
+        a.record(Spun::Answered(Duration::ZERO));
+        a.record(Spun::Answered(Duration::ZERO));
+        a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 16_000);
-        a.record(Spun::Answered);
+        a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 20_000);
+    }
+
+    #[test]
+    fn an_answer_sets_the_budget_to_at_least_twice_what_it_took() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(20));
+        a.record(Spun::Preempted);
+        a.record(Spun::Answered(Duration::from_micros(6)));
+        assert_eq!(ns(a.budget()), 12_000, "more than the probe's 2 µs doubled");
+        a.record(Spun::Answered(Duration::from_micros(1)));
+        assert_eq!(ns(a.budget()), 20_000, "doubled, capped at the limit");
+        // How long the answer took is read off the spinner's clock.
+        let mut looks = 0;
+        let clock = steady_clock(Duration::from_micros(1));
+        let r = spin_clocked(Spin::For(Duration::from_micros(50)), clock, || {
+            looks += 1;
+            Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
+        });
+        assert_eq!(r, Ok(Ok(((), Duration::from_micros(2)))));
+    }
+
+    #[test]
+    fn a_caller_with_no_budget_probes_briefly_and_now_and_then_for_its_whole_limit() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(20));
+        a.record(Spun::Preempted);
+        let probes: Vec<u64> = (0..2 * FULL_PROBE_EVERY * CALLER_PROBE_EVERY)
+            .map(|_| ns(a.budget()))
+            .filter(|&b| b != 0)
+            .collect();
+        assert_eq!(
+            probes,
+            [2_000, 2_000, 2_000, 20_000, 2_000, 2_000, 2_000, 20_000]
+        );
     }
 
     #[test]
@@ -555,7 +603,7 @@ mod tests {
             assert_eq!(ns(a.budget()), 0);
             a.record(Spun::Missed);
         }
-        a.record(Spun::Answered);
+        a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 0);
     }
 
@@ -597,7 +645,7 @@ mod tests {
             n += 1;
             Ok::<_, ()>((n == 3).then_some(7))
         });
-        assert_eq!((r, n), (Ok(Ok(7)), 3));
+        assert_eq!((r, n), (Ok(Ok((7, Duration::ZERO))), 3));
         let r = spin_on(Spin::For(Duration::ZERO), || -> Result<Option<()>, ()> {
             panic!("no look with no budget")
         });
