@@ -565,8 +565,11 @@ mod tests {
         corrupt(l.try_recv());
         corrupt(l.try_recv());
         assert!(l.try_recv().unwrap().is_none());
-        // The receiver's head runs ahead of what was sent.
-        let (_l, c, evil) = pair_with(cfg);
+        // The receiver's head runs ahead of what was sent: seen once the sender reads it,
+        // when the head it last read leaves no room in the ring.
+        let (_l, c, evil) = pair_with(cfg.ring_depth(2));
+        c.send(b"x").unwrap();
+        c.send(b"x").unwrap();
         evil_u64(&evil, rx_ctl + HEAD, 7);
         assert!(matches!(c.send(b"x"), Err(ShmError::Corrupt(_))));
         // A block comes back that was never sent, or twice.

@@ -104,19 +104,27 @@ impl ShmChannel {
         }
     }
 
-    /// A free block: the one the receiver returned last, if any. The returned blocks are
-    /// taken back first, onto the top of the free stack, so a sender whose messages are read
-    /// promptly keeps reusing the same few blocks, still warm in the caches, instead of
-    /// cycling through the whole pool.
+    /// A free block. Blocks of [`EAGER_RECLAIM`] bytes or more: the one the receiver
+    /// returned last, if any; the returned blocks are taken back first, onto the top of the
+    /// free stack, so a sender whose messages are read promptly keeps reusing the same few
+    /// blocks, still warm in the caches, instead of cycling through the whole pool. Smaller
+    /// blocks are taken back only when the free stack is empty: reading the returned ring at
+    /// every loan costs two cache misses in a row (its counter, then its entry, both just
+    /// written by the receiver), and makes the receiver's next return wait for those lines,
+    /// while a small block is as quick to fetch from a cold pool.
     ///
     /// A broken returned ring (a hostile receiver) is reported when the free stack runs dry,
     /// as before: until then the blocks it still has are used.
     fn take_block(&self) -> Result<Option<usize>, ShmError> {
         let mut free = self.free.take();
         let had_free = !free.is_empty();
-        let r = match self.reclaim(&mut free) {
-            Err(_) if had_free => Ok(()),
-            r => r,
+        let r = if had_free && self.lay.block_size < EAGER_RECLAIM {
+            Ok(())
+        } else {
+            match self.reclaim(&mut free) {
+                Err(_) if had_free => Ok(()),
+                r => r,
+            }
         };
         // On an error the blocks taken back before it stay in the free list.
         let idx = if r.is_ok() { free.pop() } else { None };
@@ -169,7 +177,10 @@ impl ShmChannel {
 
     /// The slot of the message ring the next entry goes in, if the ring has room.
     fn reserve_slot(&self) -> Result<Option<usize>, ShmError> {
-        match self.msg_tx.get().reserve(self.ctl64(self.tx, HEAD)) {
+        let mut ring = self.msg_tx.get();
+        let reserved = ring.reserve(self.ctl64(self.tx, HEAD));
+        self.msg_tx.set(ring);
+        match reserved {
             Ok(slot) => Ok(Some(slot)),
             Err(RingError::Full) => Ok(None),
             Err(RingError::Broken) => Err(ShmError::Corrupt("message-ring head out of range")),
@@ -224,6 +235,10 @@ impl ShmChannel {
         park::wake(self.ctl32(self.tx, R_WAIT));
     }
 }
+
+/// Blocks at least this large are taken back as soon as they return (see
+/// `ShmChannel::take_block`).
+const EAGER_RECLAIM: usize = 4096;
 
 /// The returned ring's tail is impossible.
 const RETURNED_BROKEN: ShmError = ShmError::Corrupt("returned-ring counter out of range");

@@ -43,11 +43,20 @@ pub(crate) enum RingError {
     Broken,
 }
 
-/// The producer's end of a ring: the count of entries it pushed.
+/// The producer's end of a ring: the count of entries it pushed, and the consumer's count as
+/// last read.
+///
+/// The producer reads the consumer's shared counter only when the last value it read leaves
+/// no room. So the counter's cache line stays with the consumer, whose store of it then
+/// costs no wait for the line (a store followed by a fence, as every wake-up handshake does,
+/// would otherwise stall the consumer until the producer's copy was invalidated), and a
+/// push reads no line the consumer writes. A stale count only understates the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Producer {
     tail: u64,
     depth: u64,
+    /// The consumer's counter when last read (checked then).
+    seen_head: u64,
 }
 
 impl Producer {
@@ -57,6 +66,7 @@ impl Producer {
         Producer {
             tail: 0,
             depth: depth as u64,
+            seen_head: 0,
         }
     }
 
@@ -65,7 +75,7 @@ impl Producer {
     /// # Errors
     ///
     /// [`RingError::Broken`] if the counter is impossible.
-    pub(crate) fn in_ring(&self, head: &impl Word64) -> Result<u64, RingError> {
+    pub(crate) fn in_ring(&mut self, head: &impl Word64) -> Result<u64, RingError> {
         // Acquire: pairs with the consumer's Release store in `Consumer::advance`: its reads of
         // the slots before `head` happen before we overwrite them (Relaxed would let us reuse
         // a slot it is still reading).
@@ -74,6 +84,7 @@ impl Producer {
         if used > self.depth {
             return Err(RingError::Broken);
         }
+        self.seen_head = head;
         Ok(used)
     }
 
@@ -82,8 +93,11 @@ impl Producer {
     /// # Errors
     ///
     /// [`RingError::Full`] if the ring holds `depth` entries; [`RingError::Broken`].
-    pub(crate) fn reserve(&self, head: &impl Word64) -> Result<usize, RingError> {
-        if self.in_ring(head)? == self.depth {
+    pub(crate) fn reserve(&mut self, head: &impl Word64) -> Result<usize, RingError> {
+        // Room by the count last read needs no new read (its Acquire, then, ordered the
+        // consumer's reads of the slots it had freed before our writes to them).
+        if self.tail.wrapping_sub(self.seen_head) >= self.depth && self.in_ring(head)? == self.depth
+        {
             return Err(RingError::Full);
         }
         Ok((self.tail % self.depth) as usize)
@@ -234,16 +248,19 @@ mod tests {
             );
         }
         tail.store(0, Ordering::Relaxed);
-        // The consumer's head runs ahead of what was pushed.
-        head.store(1, Ordering::Relaxed);
+        // The consumer's head runs ahead of what was pushed: seen as soon as the producer
+        // reads it, which it does once the head it last read leaves no room.
+        p.push(&head, &tail, |_| ()).unwrap();
+        p.push(&head, &tail, |_| ()).unwrap();
+        head.store(3, Ordering::Relaxed);
         assert_eq!(p.reserve(&head), Err(RingError::Broken));
         assert_eq!(
             p.push(&head, &tail, |_| panic!("write")),
             Err(RingError::Broken)
         );
         head.store(0, Ordering::Relaxed);
-        p.push(&head, &tail, |_| ()).unwrap();
-        assert_eq!(c.available(&tail), Ok(1));
+        assert_eq!(p.reserve(&head), Err(RingError::Full));
+        assert_eq!(c.available(&tail), Ok(2));
     }
 }
 

@@ -966,7 +966,7 @@ mod tests {
     /// The push ring's counters are checked on both sides (`substrate::ring`): a tail the
     /// server moved more than a ring ahead makes the reader report `Protocol`, and a head the
     /// client moved past the server's tail makes the server's push fail with `ClientGone`
-    /// (the client is cut off).
+    /// once the server reads it (the client is cut off).
     #[test]
     fn impossible_push_ring_counters_are_refused() {
         let (s, c) = pair("client-unit-push-counters");
@@ -981,7 +981,18 @@ mod tests {
         sh.u64(PUSH_TAIL).store(u64::MAX, Ordering::SeqCst);
         assert_eq!(sub.try_recv::<u64>(), Err(Error::Protocol));
         sh.u64(PUSH_TAIL).store(0, Ordering::SeqCst);
-        sh.u64(PUSH_HEAD).store(5, Ordering::SeqCst);
+        // The server reads the client's head only when the head it last read leaves no room:
+        // fill the ring (nobody reads it), then move the head past the server's tail.
+        let mut pushed = 0u64;
+        loop {
+            match notifier.push(7u64) {
+                Ok(()) => pushed += 1,
+                Err(crate::PushError::Full) => break,
+                Err(e) => panic!("push {pushed}: {e:?}"),
+            }
+            assert!(pushed < 1 << 20, "the push ring never filled");
+        }
+        sh.u64(PUSH_HEAD).store(pushed + 5, Ordering::SeqCst);
         assert_eq!(notifier.push(7u64), Err(crate::PushError::ClientGone));
         assert_eq!(
             c.req_timeout(2, Duration::from_secs(10)),
