@@ -78,8 +78,8 @@ impl Words {
     }
 
     fn word(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: offsets 0, 64 and 128 (i <= 2) are inside the page, aligned for u32, and the page lives
-        // as long as `self`; both processes only use the words atomically.
+        // SAFETY: offsets 0, 64 and 128 (i <= 2) are inside the page, aligned for u32, and
+        // the page lives as long as `self`; both processes only use the words atomically.
         unsafe { &*self.base.as_ptr().add(i * 64).cast::<AtomicU32>() }
     }
 

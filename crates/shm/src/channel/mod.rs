@@ -262,8 +262,6 @@ pub struct ShmChannel {
     /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
     /// [`WAIT_SPIN`]).
     spin: AdaptiveSpin,
-    /// A budget of nothing, for a receive while the peer sleeps in its own receive.
-    no_spin: AdaptiveSpin,
 }
 
 /// The longest a blocking receive (or a send waiting for room) spins before it sleeps.
@@ -376,7 +374,6 @@ impl ShmChannel {
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
             ret_tx: Cell::new(Producer::new(lay.block_count)),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
-            no_spin: AdaptiveSpin::caller(std::time::Duration::ZERO),
         })
     }
 

@@ -77,11 +77,7 @@ impl ShmChannel {
         self.ctl32(self.rx, R_CPU).store(cpu, Ordering::Relaxed);
         let peer_blocked = self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE;
         let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
-        let spin = if peer_blocked || peer_here {
-            &self.no_spin
-        } else {
-            &self.spin
-        };
+        let spin = (!peer_blocked && !peer_here).then_some(&self.spin);
         match park::wait(
             word,
             &*self.watch.shared,

@@ -210,7 +210,7 @@ impl ShmChannel {
     ) -> Result<T, ShmError> {
         let word = self.ctl32(self.tx, S_WAIT);
         let live = &*self.watch.shared;
-        park::wait(word, live, &self.spin, deadline, attempt, ready).map_err(|g| match g {
+        park::wait(word, live, Some(&self.spin), deadline, attempt, ready).map_err(|g| match g {
             Gave::Err(e) => e,
             Gave::Dead => ShmError::PeerDead,
             Gave::Expired => ShmError::Timeout,

@@ -351,7 +351,7 @@ mod loom_models {
             let got: Result<(), Gave<()>> = park::wait_announced(
                 &p.0,
                 &p.1,
-                park::Spin::Looks(0),
+                std::time::Duration::ZERO,
                 Deadline::NEVER,
                 done,
                 announce,

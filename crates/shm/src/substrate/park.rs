@@ -47,15 +47,6 @@ pub(crate) fn this_cpu() -> u32 {
     rustix::thread::sched_getcpu() as u32 + 1
 }
 
-/// How long a waiter looks before it sleeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Spin {
-    /// This many looks.
-    Looks(u32),
-    /// Looks for this long (the clock is read every [`CLOCK_EVERY`] looks).
-    For(Duration),
-}
-
 /// How many looks a timed spin makes between two readings of the clock (a reading costs
 /// about as much as one look).
 pub(crate) const CLOCK_EVERY: u32 = 16;
@@ -152,7 +143,7 @@ impl AdaptiveSpin {
     }
 
     /// The budget of the next wait.
-    pub(crate) fn budget(&self) -> Spin {
+    pub(crate) fn budget(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
         let cur = self.cur_ns.load(Relaxed);
         let ns = if cur == 0 && self.max_ns != 0 {
@@ -168,7 +159,7 @@ impl AdaptiveSpin {
         } else {
             cur
         };
-        Spin::For(Duration::from_nanos(u64::from(ns)))
+        Duration::from_nanos(u64::from(ns))
     }
 
     /// Looks with `look` for the next budget ([`spin_on`]) and records how that went: the
@@ -301,7 +292,7 @@ pub(crate) enum Gave<E> {
 }
 
 /// Waits until `attempt` gives a value: spins for `spin`'s budget (and records how that
-/// went), then sleeps on `word` (this side's futex word, woken by the peer after each change
+/// went; `None`: no spin), then sleeps on `word` (this side's futex word, woken by the peer after each change
 /// `ready` may see) until `deadline`.
 ///
 /// `attempt` takes what it waits for (a message, a block); `ready` only says whether
@@ -309,15 +300,18 @@ pub(crate) enum Gave<E> {
 pub(crate) fn wait<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: &AdaptiveSpin,
+    spin: Option<&AdaptiveSpin>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<T, Gave<E>> {
-    let (v, spun) = wait_with(spin.budget(), live, deadline, attempt, |timeout| {
+    let budget = spin.map_or(Duration::ZERO, AdaptiveSpin::budget);
+    let (v, spun) = wait_with(budget, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })?;
-    spin.record(spun);
+    if let Some(spin) = spin {
+        spin.record(spun);
+    }
     Ok(v)
 }
 
@@ -365,7 +359,7 @@ pub(crate) fn sleep_announced<W: Futex, E>(
 pub(crate) fn wait_announced<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: Spin,
+    spin: Duration,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut announce: impl FnMut() -> Result<Option<u32>, E>,
@@ -375,11 +369,12 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
     })
 }
 
-/// Runs `attempt` until it gives a value or `spin` is spent: the value and about how long it
+/// Runs `attempt` until it gives a value or `spin` is spent (the clock is read every
+/// [`CLOCK_EVERY`] looks): the value and about how long it
 /// took (as in [`Spun::Answered`]), or how the spin ended without one ([`Spun::Missed`] or
 /// [`Spun::Preempted`]).
 pub(crate) fn spin_on<T, E>(
-    spin: Spin,
+    spin: Duration,
     attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Duration), Spun>, E> {
     spin_clocked(spin, Instant::now, attempt)
@@ -388,46 +383,35 @@ pub(crate) fn spin_on<T, E>(
 /// [`spin_on`], reading the time with `now` (a test's clock, which decides what the spinner
 /// sees as preemption without depending on how the test's threads are scheduled).
 fn spin_clocked<T, E>(
-    spin: Spin,
+    spin: Duration,
     mut now: impl FnMut() -> Instant,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Duration), Spun>, E> {
-    match spin {
-        Spin::Looks(n) => {
-            for _ in 0..n {
-                if let Some(v) = attempt()? {
-                    return Ok(Ok((v, Duration::ZERO)));
-                }
-                std::hint::spin_loop();
-            }
-            Ok(Err(Spun::Missed))
+    if spin.is_zero() {
+        return Ok(Err(Spun::Missed));
+    }
+    let start = now();
+    let mut last = start;
+    let mut preempted = false;
+    let mut looks = 0u32;
+    loop {
+        if let Some(v) = attempt()? {
+            return Ok(Ok((v, last - start)));
         }
-        Spin::For(d) if d.is_zero() => Ok(Err(Spun::Missed)),
-        Spin::For(d) => {
-            let start = now();
-            let mut last = start;
-            let mut preempted = false;
-            let mut looks = 0u32;
-            loop {
-                if let Some(v) = attempt()? {
-                    return Ok(Ok((v, last - start)));
-                }
-                looks = looks.wrapping_add(1);
-                if looks % CLOCK_EVERY == 0 {
-                    let t = now();
-                    preempted |= t - last >= PREEMPTED;
-                    if t - start >= d {
-                        return Ok(Err(if preempted {
-                            Spun::Preempted
-                        } else {
-                            Spun::Missed
-                        }));
-                    }
-                    last = t;
-                }
-                std::hint::spin_loop();
+        looks = looks.wrapping_add(1);
+        if looks % CLOCK_EVERY == 0 {
+            let t = now();
+            preempted |= t - last >= PREEMPTED;
+            if t - start >= spin {
+                return Ok(Err(if preempted {
+                    Spun::Preempted
+                } else {
+                    Spun::Missed
+                }));
             }
+            last = t;
         }
+        std::hint::spin_loop();
     }
 }
 
@@ -435,7 +419,7 @@ fn spin_clocked<T, E>(
 /// one sleep (`sleep_once`, given how long it may last), until `attempt` gives a value; the
 /// value comes with how the spin went.
 fn wait_with<T, E>(
-    spin: Spin,
+    spin: Duration,
     live: &impl Liveness,
     deadline: Deadline,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
@@ -461,11 +445,8 @@ fn wait_with<T, E>(
 mod tests {
     use super::*;
 
-    fn ns(spin: Spin) -> u64 {
-        match spin {
-            Spin::For(d) => d.as_nanos() as u64,
-            Spin::Looks(_) => panic!("an adaptive budget is a time"),
-        }
+    fn ns(budget: Duration) -> u64 {
+        budget.as_nanos() as u64
     }
 
     #[test]
@@ -521,7 +502,7 @@ mod tests {
         // How long the answer took is read off the spinner's clock.
         let mut looks = 0;
         let clock = steady_clock(Duration::from_micros(1));
-        let r = spin_clocked(Spin::For(Duration::from_micros(50)), clock, || {
+        let r = spin_clocked(Duration::from_micros(50), clock, || {
             looks += 1;
             Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
         });
@@ -609,7 +590,7 @@ mod tests {
 
     #[test]
     fn a_timed_spin_reports_a_gap_as_preemption() {
-        let budget = Spin::For(Duration::from_micros(50));
+        let budget = Duration::from_micros(50);
         let nothing = || Ok::<Option<()>, ()>(None);
         // Nothing comes: the spin ends after its time, unpreempted, having read the clock
         // once at the start and once every CLOCK_EVERY looks until 50 µs had passed.
@@ -641,12 +622,12 @@ mod tests {
         assert_eq!(r, Ok(Err(Spun::Preempted)));
         // A value ends it at once; no budget means no look.
         let mut n = 0;
-        let r = spin_on(Spin::For(Duration::from_secs(5)), || {
+        let r = spin_on(Duration::from_secs(5), || {
             n += 1;
             Ok::<_, ()>((n == 3).then_some(7))
         });
         assert_eq!((r, n), (Ok(Ok((7, Duration::ZERO))), 3));
-        let r = spin_on(Spin::For(Duration::ZERO), || -> Result<Option<()>, ()> {
+        let r = spin_on(Duration::ZERO, || -> Result<Option<()>, ()> {
             panic!("no look with no budget")
         });
         assert_eq!(r, Ok(Err(Spun::Missed)));
@@ -826,7 +807,7 @@ pub(crate) mod loom_models {
             let got = wait_announced(
                 &p.bell,
                 &p.live,
-                Spin::Looks(0),
+                Duration::ZERO,
                 Deadline::NEVER,
                 attempt,
                 announce,

@@ -85,7 +85,7 @@ impl Call {
             _ => Err(Fault::Protocol),
         };
         let spin = if self.woke || self.server_here() {
-            park::Spin::For(Duration::ZERO)
+            Duration::ZERO
         } else {
             self.conn.spin.budget()
         };

@@ -201,7 +201,7 @@ impl Subscription {
             let seen = bell.load(Ordering::SeqCst);
             Ok((!conn.push_pending()).then_some(seen))
         };
-        let no_spin = park::Spin::Looks(0);
+        let no_spin = Duration::ZERO;
         match park::wait_announced(bell, &**conn, no_spin, deadline, || self.next(), announce) {
             Ok((v, _spun)) => Ok(v),
             Err(Gave::Err(e)) => Err(e),

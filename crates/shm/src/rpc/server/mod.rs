@@ -159,10 +159,10 @@ impl ServerConfig {
     }
 
     /// The longest an idle worker looks for the next message before it sleeps (default
-    /// 50 µs). The budget adapts: it doubles, and becomes at least twice the time the message
-    /// took (up to `limit`), when a message comes while spinning; it halves after four misses in a row, and drops to none when the worker was
-    /// preempted while spinning; with none left, one wait in 256 spins the whole `limit` to
-    /// notice that calls come fast again. A worker does not spin while the client of its last
+    /// 50 µs). The budget adapts: when a message comes while spinning it doubles, and becomes
+    /// at least twice the time the message took (up to `limit`); it halves after four misses
+    /// in a row, and drops to none when the worker was preempted while spinning; with none
+    /// left, one wait in 256 spins the whole `limit` to notice that calls come fast again. A worker does not spin while the client of its last
     /// call was on the worker's own CPU (it could not send). `Duration::ZERO`: a worker
     /// sleeps as soon as it finds nothing, and a client's call then costs a wake-up.
     ///
