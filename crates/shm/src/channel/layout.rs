@@ -5,17 +5,21 @@
 //! ```text
 //! 0        channel header (64 B, `substrate/header.rs`): "CHAN", version, block size, block
 //!          count, ring depth, ready
-//! 64       direction 0 control (listener -> client), 128 B:
+//! 64       direction 0 control (listener -> client), 512 B, four groups 128 B apart (a
+//!          group's line and its neighbour, which x86 cores fetch in pairs, hold nothing
+//!          another group's writer writes):
 //!            +0   tail      u64  messages published      (written by the sender)
 //!            +8   ret_head  u64  returned blocks taken   (written by the sender)
-//!            +16  s_wait    u32  the sender sleeps       (futex word, see "Waiting")
-//!            +64  head      u64  messages consumed       (written by the receiver)
-//!            +72  ret_tail  u64  blocks returned         (written by the receiver)
-//!            +80  r_wait    u32  the receiver sleeps     (futex word)
-//! 192      direction 1 control (client -> listener), the same
-//! 320      message ring of each direction: ring_depth x u64 entries (block << 32 | length)
+//!            +128 head      u64  messages consumed       (written by the receiver)
+//!            +136 ret_tail  u64  blocks returned         (written by the receiver)
+//!            +256 s_wait    u32  the sender sleeps       (futex word, see "Waiting")
+//!            +384 r_wait    u32  the receiver sleeps     (futex word)
+//!            +388 r_cpu     u32  the receiver's CPU      (a hint, see `R_CPU`)
+//! 576      direction 1 control (client -> listener), the same
+//! 1088     message ring of each direction: ring_depth x u64 entries (block << 32 | length)
 //!          returned ring of each direction: block_count x u32 block indices
 //!          blocks of each direction (64-byte aligned): block_count x block_size bytes
+//!          (each ring, and each direction's blocks, start 128 bytes apart in the segment)
 //! ```
 //!
 //! Every counter only grows (u64: it does not wrap in practice); a slot is `counter % depth`.
@@ -32,7 +36,7 @@ use crate::substrate::header::Protocol;
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
 pub(super) const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
 /// The channel layout version.
-pub(super) const CHAN_VERSION: u32 = 1;
+pub(super) const CHAN_VERSION: u32 = 2;
 
 /// The largest block, block count and ring depth a layout may have.
 pub(super) const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -41,17 +45,25 @@ pub(super) const MAX_COUNT: usize = 1 << 20;
 pub(super) const MAX_SEGMENT: usize = 1 << 30;
 
 // Offsets inside a direction's control area.
-pub(super) const CTL_LEN: usize = 128;
+//
+// The sleep words are apart from the counters: a waker reads its peer's sleep word at every
+// message, and finds it in its own cache as long as the peer does not sleep; next to a counter
+// the peer stores at every message, each read would be a miss, and the peer's next store would
+// wait for the line to come back.
+pub(super) const CTL_LEN: usize = 512;
 pub(super) const TAIL: usize = 0;
 pub(super) const RET_HEAD: usize = 8;
-pub(super) const S_WAIT: usize = 16;
-pub(super) const HEAD: usize = 64;
-pub(super) const RET_TAIL: usize = 72;
-pub(super) const R_WAIT: usize = 80;
+pub(super) const HEAD: usize = 128;
+pub(super) const RET_TAIL: usize = 136;
+pub(super) const S_WAIT: usize = 256;
+pub(super) const R_WAIT: usize = 384;
 /// The CPU the receiver of this direction last waited on, plus one (0: not known): a hint
 /// for the peer's spin (a peer on our CPU cannot run while we spin). Written by the
 /// receiver, read by the sender; only ever a hint, so a hostile value costs speed at most.
-pub(super) const R_CPU: usize = 84;
+pub(super) const R_CPU: usize = 388;
+
+/// The alignment, in the segment, of each area that one side writes (see `CTL_LEN`).
+const GROUP: usize = 128;
 
 /// The channel header's length (its fields: `write_header`).
 pub(super) const H_LEN: usize = 64;
@@ -81,14 +93,20 @@ impl Layout {
             return None;
         }
         let align = |n: usize, a: usize| n.checked_add(a - 1).map(|n| n / a * a);
+        // Each area starts a 128-byte pair of lines in the segment (the payload starts
+        // HEADER_LEN into it): one side's writes to one area never share a pair with the
+        // other side's writes to another.
+        let group = |n: usize| align(n + HEADER_LEN, GROUP).map(|n| n - HEADER_LEN);
         let stride = align(block_size, 64)?;
-        let mut off = H_LEN;
+        let mut off = group(H_LEN)?;
         let ctl = [off, off + CTL_LEN];
         off += 2 * CTL_LEN;
-        let ring = [off, off + ring_depth * 8];
-        off += 2 * ring_depth * 8;
-        let ret = [off, off + block_count * 4];
-        off = align(off + 2 * block_count * 4, 64)?;
+        let ring_len = align(ring_depth * 8, GROUP)?;
+        let ring = [off, off + ring_len];
+        off += 2 * ring_len;
+        let ret_len = align(block_count * 4, GROUP)?;
+        let ret = [off, off + ret_len];
+        off += 2 * ret_len;
         let pool = stride.checked_mul(block_count)?;
         let blocks = [off, off.checked_add(pool)?];
         let total = blocks[1].checked_add(pool)?;

@@ -74,7 +74,11 @@ impl ShmChannel {
         // (it waits for us), or it last waited on this CPU (it would run where we spin).
         // Relaxed: hints, read and written without ordering.
         let cpu = park::this_cpu();
-        self.ctl32(self.rx, R_CPU).store(cpu, Ordering::Relaxed);
+        let here = self.ctl32(self.rx, R_CPU);
+        // Stored only when it changed: the peer reads this line at every message it sends.
+        if here.load(Ordering::Relaxed) != cpu {
+            here.store(cpu, Ordering::Relaxed);
+        }
         let peer_blocked = self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE;
         let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
         let spin = (!peer_blocked && !peer_here).then_some(&self.spin);

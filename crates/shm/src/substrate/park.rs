@@ -369,8 +369,8 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
     })
 }
 
-/// Runs `attempt` until it gives a value or `spin` is spent (the clock is read every
-/// [`CLOCK_EVERY`] looks): the value and about how long it
+/// Runs `attempt` until it gives a value or `spin` is spent (the clock is read after the
+/// first look, then every [`CLOCK_EVERY`] looks): the value and about how long it
 /// took (as in [`Spun::Answered`]), or how the spin ended without one ([`Spun::Missed`] or
 /// [`Spun::Preempted`]).
 pub(crate) fn spin_on<T, E>(
@@ -389,6 +389,11 @@ fn spin_clocked<T, E>(
 ) -> Result<Result<(T, Duration), Spun>, E> {
     if spin.is_zero() {
         return Ok(Err(Spun::Missed));
+    }
+    // A value there at the first look costs no reading of the clock (most sends, and every
+    // receive that finds its message waiting).
+    if let Some(v) = attempt()? {
+        return Ok(Ok((v, Duration::ZERO)));
     }
     let start = now();
     let mut last = start;
@@ -592,15 +597,16 @@ mod tests {
     fn a_timed_spin_reports_a_gap_as_preemption() {
         let budget = Duration::from_micros(50);
         let nothing = || Ok::<Option<()>, ()>(None);
-        // Nothing comes: the spin ends after its time, unpreempted, having read the clock
-        // once at the start and once every CLOCK_EVERY looks until 50 µs had passed.
+        // Nothing comes: the spin ends after its time, unpreempted, having looked once before
+        // reading the clock, then read it once at the start and once every CLOCK_EVERY looks
+        // until 50 µs had passed.
         let mut looks = 0;
         let r = spin_clocked(budget, steady_clock(Duration::from_micros(1)), || {
             looks += 1;
             nothing()
         });
         assert_eq!(r, Ok(Err(Spun::Missed)));
-        assert_eq!(looks, 50 * CLOCK_EVERY);
+        assert_eq!(looks, 1 + 50 * CLOCK_EVERY);
         // A gap between two readings just short of PREEMPTED is not preemption; one of
         // PREEMPTED is.
         let step = Duration::from_micros(1);
@@ -611,10 +617,12 @@ mod tests {
             spin_clocked(budget, long, nothing),
             Ok(Err(Spun::Preempted))
         );
-        // The same on the real clock: one look that stalls (as a preempted thread does).
-        let mut first = true;
+        // The same on the real clock: one look that stalls (as a preempted thread does), the
+        // first after the clock started.
+        let mut looks = 0;
         let r = spin_on(budget, || {
-            if std::mem::take(&mut first) {
+            looks += 1;
+            if looks == 2 {
                 std::thread::sleep(PREEMPTED * 2);
             }
             nothing()
