@@ -8,15 +8,15 @@
 //! 64       direction 0 control (listener -> client), 512 B, four groups 128 B apart (a
 //!          group's line and its neighbour, which x86 cores fetch in pairs, hold nothing
 //!          another group's writer writes):
-//!            +0   tail      u64  messages published      (written by the sender)
-//!            +8   ret_head  u64  returned blocks taken   (written by the sender)
+//!            +0   ret_head  u64  returned blocks taken   (written by the sender)
 //!            +128 head      u64  messages consumed       (written by the receiver)
 //!            +136 ret_tail  u64  blocks returned         (written by the receiver)
 //!            +256 s_wait    u32  the sender sleeps       (futex word, see "Waiting")
 //!            +384 r_wait    u32  the receiver sleeps     (futex word)
 //!            +388 r_cpu     u32  the receiver's CPU      (a hint, see `R_CPU`)
 //! 576      direction 1 control (client -> listener), the same
-//! 1088     message ring of each direction: ring_depth x u64 entries (block << 32 | length)
+//! 1088     message ring of each direction: ring_depth x u64 entries (stamp << 52 | block << 32
+//!          | length; the sender's count of messages is kept in its process only)
 //!          returned ring of each direction: block_count x u32 block indices
 //!          blocks of each direction (64-byte aligned): block_count x block_size bytes
 //!          (each ring, and each direction's blocks, start 128 bytes apart in the segment)
@@ -26,7 +26,9 @@
 //! Each direction is a pair of single-producer single-consumer rings over its own pool of
 //! blocks: messages go forward through the message ring, blocks come back through the returned
 //! ring. Both are the substrate's checked ring (`substrate/ring.rs`, model-checked with loom);
-//! the waits below are its park/wake handshake (`substrate/park.rs`, likewise).
+//! the message ring's entries are stamped with their lap (its "Stamped entries"), so the
+//! receiver reads an entry's slot alone, not a counter and then the slot. The waits are the
+//! substrate's park/wake handshake (`substrate/park.rs`, likewise).
 //!
 
 use crate::error::ShmError;
@@ -51,8 +53,7 @@ pub(super) const MAX_SEGMENT: usize = 1 << 30;
 // the peer stores at every message, each read would be a miss, and the peer's next store would
 // wait for the line to come back.
 pub(super) const CTL_LEN: usize = 512;
-pub(super) const TAIL: usize = 0;
-pub(super) const RET_HEAD: usize = 8;
+pub(super) const RET_HEAD: usize = 0;
 pub(super) const HEAD: usize = 128;
 pub(super) const RET_TAIL: usize = 136;
 pub(super) const S_WAIT: usize = 256;

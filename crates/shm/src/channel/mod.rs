@@ -11,10 +11,11 @@
 //! ```text
 //!   sender process                         shared memory                receiver process
 //!   free list (local Vec) --loan()--> LOANED: sender writes the block
-//!        ^                              | publish: entry into ring[tail], tail += 1 (Release)
-//!        |                              v
-//!        |                         IN RING: nobody writes it --try_recv: tail (Acquire),
-//!        |                                                   entry, head += 1 (Release)
+//!        ^                              | publish: entry stamped with its lap into
+//!        |                              v   ring[tail % depth] (Release), tail += 1 (local)
+//!        |                         IN RING: nobody writes it --try_recv: entry (Acquire) with
+//!        |                                                   this lap's stamp, head += 1
+//!        |                                                   (Release)
 //!        |                                                      v
 //!        |                                                 HELD: the receiver reads it
 //!        |                                                 through its ShmMessage
@@ -41,13 +42,14 @@
 //!
 //! ```text
 //! receiver                                  sender
-//! r_wait = 1                                tail = t + 1       (Release)
+//! r_wait = 1                                entry = e | stamp       (Release)
 //! fence(SeqCst)                             fence(SeqCst)
-//! tail == head? then futex_wait(r_wait, 1)  r_wait == 1? then r_wait = 0, futex_wake(r_wait)
+//! no stamped entry? then                    r_wait == 1? then
+//!     futex_wait(r_wait, 1)                     r_wait = 0, futex_wake(r_wait)
 //! ```
 //!
 //! With both fences sequentially consistent, at least one side sees the other's store: the
-//! receiver sees the new tail and does not sleep, or the sender sees the flag and wakes it
+//! receiver sees the stamped entry and does not sleep, or the sender sees the flag and wakes it
 //! (and a wake that comes first makes `futex_wait` return at once, since the word is no longer
 //! 1). So a message is never left waiting for a timeout, unlike crossbar's 50 ms missed-wakeup
 //! stall. A sender blocked on a full ring or an empty pool sleeps the same way on `s_wait`,
@@ -503,7 +505,7 @@ mod support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::layout::{HEAD, RET_TAIL, TAIL};
+    use crate::channel::layout::{HEAD, RET_TAIL};
     use crate::channel::support::*;
     use crate::channel::{Full, ShmConfig, WaitStrategy};
     use std::time::{Duration, Instant};
@@ -545,20 +547,23 @@ mod tests {
         let corrupt = |r: Result<Option<ShmMessage<'_>>, ShmError>| {
             assert!(matches!(r, Err(ShmError::Corrupt(_))), "{r:?}");
         };
-        // The tail jumps far ahead.
+        // The stamp of the first lap (see `substrate::ring`, "Stamped entries").
+        const LAP_0: u64 = 1 << 52;
+        // An entry without this lap's stamp (none, or the last lap's) is no message.
         let (l, _c, evil) = pair_with(cfg);
-        evil_u64(&evil, rx_ctl + TAIL, u64::MAX);
-        corrupt(l.try_recv());
-        assert!(matches!(l.recv_timeout(SHORT), Err(ShmError::Corrupt(_))));
+        for stamp in [0, 0xfff << 52, 2 << 52] {
+            evil_u64(&evil, lay.ring[CLIENT_TX], stamp | 1 << 32 | 1);
+            assert!(l.try_recv().unwrap().is_none());
+        }
+        assert!(matches!(l.recv_timeout(SHORT), Err(ShmError::Timeout)));
         // An entry names a block out of range, then a length over the block.
         let (l, _c, evil) = pair_with(cfg);
-        evil_u64(&evil, lay.ring[CLIENT_TX], (u64::from(u32::MAX) << 32) | 1);
+        evil_u64(&evil, lay.ring[CLIENT_TX], LAP_0 | 0xf_ffff << 32 | 1);
         evil_u64(
             &evil,
             lay.ring[CLIENT_TX] + 8,
-            1 << 32 | u64::from(u32::MAX),
+            LAP_0 | 1 << 32 | u64::from(u32::MAX),
         );
-        evil_u64(&evil, rx_ctl + TAIL, 2);
         corrupt(l.try_recv());
         corrupt(l.try_recv());
         assert!(l.try_recv().unwrap().is_none());

@@ -3,7 +3,7 @@
 //! when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
 //! the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT, TAIL};
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
@@ -59,17 +59,9 @@ impl ShmChannel {
             WaitStrategy::Adaptive => Deadline::NEVER,
             WaitStrategy::Timeout(d) => Deadline::after(d),
         };
-        // Woken by the sender after its store of `tail`, or by the watcher.
+        // Woken by the sender after its store of an entry, or by the watcher.
         let word = self.ctl32(self.rx, R_WAIT);
-        let waiting = || {
-            let tail = self.ctl64(self.rx, TAIL);
-            Ok(self
-                .msg_rx
-                .get()
-                .available(tail)
-                .map_err(|_| MESSAGES_BROKEN)?
-                > 0)
-        };
+        let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
         // No spin when the peer cannot send while we spin: it sleeps in its own receive
         // (it waits for us), or it last waited on this CPU (it would run where we spin).
         // Relaxed: hints, read and written without ordering.
@@ -112,14 +104,10 @@ impl ShmChannel {
 
     fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
         let mut ring = self.msg_rx.get();
-        let (tail, head) = (self.ctl64(self.rx, TAIL), self.ctl64(self.rx, HEAD));
         // The entry is read once; its slot goes back to the sender (Release of `head`) before
         // the entry is checked, so a bad entry is consumed, not met again.
-        let entry = ring.pop(tail, head, |slot| {
-            self.u64_at(self.lay.ring[self.rx] + slot * 8)
-                .load(Ordering::Relaxed)
-        });
-        let Some(entry) = entry.map_err(|_| MESSAGES_BROKEN)? else {
+        let entry = ring.pop_stamped(self.ctl64(self.rx, HEAD), |slot| self.entry(slot));
+        let Some(entry) = entry else {
             return Ok(None);
         };
         self.msg_rx.set(ring);
@@ -144,6 +132,15 @@ impl ShmChannel {
         }))
     }
 
+    /// The message-ring entry in `slot` of the receiving direction, read once.
+    fn entry(&self, slot: usize) -> u64 {
+        // Acquire: pairs with the sender's Release store of the entry (`commit`): the bytes
+        // it wrote into the block are visible once its stamped entry is (Relaxed would let us
+        // read the block before them).
+        self.u64_at(self.lay.ring[self.rx] + slot * 8)
+            .load(Ordering::Acquire)
+    }
+
     /// Gives block `idx` of the receiving direction back to the sender.
     fn release(&self, idx: usize) {
         let mut ring = self.ret_tx.get();
@@ -164,9 +161,6 @@ impl ShmChannel {
         park::wake(self.ctl32(self.rx, S_WAIT));
     }
 }
-
-/// The message ring's tail is impossible.
-const MESSAGES_BROKEN: ShmError = ShmError::Corrupt("message-ring tail out of range");
 
 /// A received message, in place in its block. Derefs to a [`ShmView`] of its bytes (read by
 /// copy: [`ShmView::to_vec`], [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the

@@ -4,7 +4,7 @@
 //! [`ShmLoan`]), then published through the message ring. The ownership of a block in each
 //! phase, and how a full ring or an empty pool waits, are in the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT, TAIL};
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT};
 use super::{Full, ShmChannel};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
@@ -220,17 +220,19 @@ impl ShmChannel {
     /// Publishes block `idx` holding `len <= block_size` bytes in `slot`, which
     /// [`ShmChannel::wait_for_room`] reserved.
     fn commit(&self, slot: usize, idx: usize, len: usize) {
-        self.u64_at(self.lay.ring[self.tx] + slot * 8)
-            .store(((idx as u64) << 32) | len as u64, Ordering::Relaxed);
         let mut in_flight = self.in_flight.take();
         if let Some(f) = in_flight.get_mut(idx) {
             *f = true;
         }
         self.in_flight.set(in_flight);
         let mut ring = self.msg_tx.get();
-        // Its Release store of `tail` makes the entry above and the bytes written into the
-        // block visible to a receiver that sees the new tail.
-        ring.commit(self.ctl64(self.tx, TAIL));
+        // `idx < 2^20` and `len <= block_size < 2^31` leave the stamp's bits free.
+        let entry = ((idx as u64) << 32) | len as u64 | ring.stamp();
+        // Release: pairs with the receiver's Acquire load of the entry (`try_take`): the bytes
+        // written into the block are visible to a receiver that sees the stamped entry.
+        self.u64_at(self.lay.ring[self.tx] + slot * 8)
+            .store(entry, Ordering::Release);
+        ring.commit_stamped();
         self.msg_tx.set(ring);
         park::wake(self.ctl32(self.tx, R_WAIT));
     }
