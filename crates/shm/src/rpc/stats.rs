@@ -7,17 +7,19 @@
 //! lends, served; then, if the server described its interface ([`Server::describe`]), a
 //! little-endian `u32` length and that many bytes of UTF-8 (at most [`MAX_DESCRIPTION`]).
 //! The server rewrites the counters when a connection comes or goes and when a worker goes to
-//! sleep; the numbers are a snapshot, not a live gauge.
+//! sleep (then at most once per 10 ms: a worker that sleeps between every two calls would
+//! otherwise pay a write per call; a skipped write is made when the 10 ms are up); the
+//! numbers are a snapshot, not a live gauge.
 //!
 //! [`Server::describe`]: crate::Server::describe
 
 use crate::dir;
 use crate::error::ShmError;
 use std::fs::{self, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CRSTATS1");
 const LEN: usize = 64;
@@ -28,7 +30,15 @@ pub const MAX_DESCRIPTION: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct StatsFile {
     path: PathBuf,
-    file: Mutex<fs::File>,
+    file: Mutex<Written>,
+}
+
+/// The file, what its counters say, and when they were last written.
+#[derive(Debug)]
+struct Written {
+    file: fs::File,
+    counters: [u8; LEN],
+    at: Option<Instant>,
 }
 
 impl StatsFile {
@@ -44,11 +54,23 @@ impl StatsFile {
             .map_err(ShmError::io("creating the stats file"))?;
         Ok(StatsFile {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(Written {
+                file,
+                counters: [0; LEN],
+                at: None,
+            }),
         })
     }
 
+    /// Writes the counters, unless the file already holds them.
     pub(crate) fn write(&self, s: &ServerStats) {
+        let _ = self.write_within(s, Duration::ZERO);
+    }
+
+    /// As [`StatsFile::write`], but at most once per `every`: a write that comes sooner is
+    /// skipped, and the time until it would be allowed is returned (the caller writes
+    /// again then, so the file is never left stale for longer).
+    pub(crate) fn write_within(&self, s: &ServerStats, every: Duration) -> Option<Duration> {
         let words = [
             MAGIC,
             u64::from(s.pid),
@@ -63,9 +85,21 @@ impl StatsFile {
         for (i, w) in words.iter().enumerate() {
             bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
         }
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        // Best effort: the numbers are informational.
-        let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&bytes));
+        let mut w = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if w.counters == bytes {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(since) = w.at.map(|at| now.saturating_duration_since(at)) {
+            if since < every {
+                return Some(every - since);
+            }
+        }
+        // Best effort: the numbers are informational. One system call (no seek).
+        let _ = w.file.write_all_at(&bytes, 0);
+        w.counters = bytes;
+        w.at = Some(now);
+        None
     }
 
     /// Writes the interface description after the counters (cut at [`MAX_DESCRIPTION`]
@@ -78,10 +112,8 @@ impl StatsFile {
         let mut bytes = Vec::with_capacity(4 + end);
         bytes.extend_from_slice(&(end as u32).to_le_bytes());
         bytes.extend_from_slice(&text.as_bytes()[..end]);
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = f
-            .seek(SeekFrom::Start(LEN as u64))
-            .and_then(|_| f.write_all(&bytes));
+        let w = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = w.file.write_all_at(&bytes, LEN as u64);
     }
 
     /// Where the file is; the server's listener removes it with the name's other files.
@@ -220,6 +252,48 @@ pub fn services() -> Result<Vec<ServiceInfo>, ShmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_within_its_interval_is_put_off_and_says_when_it_is_due() {
+        let path = std::env::temp_dir().join(format!("courier-stats-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let f = StatsFile {
+            path: path.clone(),
+            file: Mutex::new(Written {
+                file,
+                counters: [0; LEN],
+                at: None,
+            }),
+        };
+        let served = |path: &std::path::Path| {
+            let bytes = fs::read(path).unwrap();
+            u64::from_le_bytes(bytes[48..56].try_into().unwrap())
+        };
+        let stats = |served| ServerStats {
+            pid: 1,
+            served,
+            ..ServerStats::default()
+        };
+        let hour = Duration::from_secs(3600);
+        // The first write is made at once; unchanged counters are never due.
+        assert_eq!(f.write_within(&stats(1), hour), None);
+        assert_eq!(served(&path), 1);
+        assert_eq!(f.write_within(&stats(1), hour), None);
+        // A change within the hour is put off, and said to be due within it.
+        let due = f.write_within(&stats(2), hour).expect("put off");
+        assert!(due > Duration::ZERO && due <= hour, "{due:?}");
+        assert_eq!(served(&path), 1);
+        // `write` has no interval.
+        f.write(&stats(3));
+        assert_eq!(served(&path), 3);
+        let _ = fs::remove_file(&path);
+    }
 
     #[test]
     fn descriptions_from_another_process_are_checked() {

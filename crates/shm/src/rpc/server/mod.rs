@@ -51,6 +51,9 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// The longest an idle worker sleeps before it looks again on its own: every sleep is
 /// bounded, so no lost wake-up (a client that lies about its ring, say) lasts longer.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How often, at most, a worker going to sleep rewrites the stats file (each write is a
+/// system call; a worker that sleeps between every two calls would pay one per call).
+const STATS_EVERY: Duration = Duration::from_millis(10);
 /// How many wake-ups a worker reads from one connection at a time.
 const KICKS_PER_WAKE: usize = 64;
 /// The epoll key of the server's own wake-up (new connections, dead clients); a connection's
@@ -329,6 +332,8 @@ struct Core {
     next: AtomicU64,
     counters: Arc<Counters>,
     stats: Option<StatsFile>,
+    /// This process's id (for the stats; read once, as each read is a system call).
+    pid: u32,
     next_conn: AtomicU64,
     /// The tasks waiting in [`Server::async_wait`], woken by the async reactor.
     async_waiters: Mutex<AsyncWaiters>,
@@ -412,6 +417,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             next: AtomicU64::new(0),
             counters: Arc::new(Counters::default()),
             stats,
+            pid: std::process::id(),
             next_conn: AtomicU64::new(0),
             async_waiters: Mutex::new(AsyncWaiters::default()),
             async_registered: std::sync::Condvar::new(),
@@ -549,7 +555,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             }
             // Going idle: a good time to record the counters for `courier ls` (not after the
             // wake-up, which is the next call's critical path).
-            core.publish_stats();
+            let stats_due = core.publish_stats_idle();
             // Sleep: announce it in every connection, then look once more (see "Waking" in
             // the module docs).
             core.set_sleeping(1);
@@ -566,6 +572,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Err(Error::Timeout);
                 }
             };
+            let left = stats_due.map_or(left, |due| left.min(due));
             let slept = core.poller.wait(keys, left);
             core.set_sleeping(-1);
             slept.map_err(|_| Error::LimitReached)?;
@@ -933,7 +940,7 @@ impl Core {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         let queued = conns.iter().map(|c| c.queued()).sum();
         ServerStats {
-            pid: std::process::id(),
+            pid: self.pid,
             // A dead client's connection stays until its last messages are taken.
             clients: conns.iter().filter(|c| !c.gone()).count() as u64,
             queued,
@@ -947,6 +954,13 @@ impl Core {
         if let Some(f) = &self.stats {
             f.write(&self.stats());
         }
+    }
+
+    /// Records the counters on a worker's way to sleep, at most once per [`STATS_EVERY`];
+    /// returns how soon a skipped write is due (the sleep ends then, to make it).
+    fn publish_stats_idle(&self) -> Option<Duration> {
+        let f = self.stats.as_ref()?;
+        f.write_within(&self.stats(), STATS_EVERY)
     }
 }
 
