@@ -198,8 +198,16 @@ impl ConnectConfig {
     /// none left, one call in 64 spins 2 µs (and one in 256 the whole `limit`) to notice that
     /// the server has become fast again. A caller never spins for a call that had to wake
     /// the server, nor while the server's worker was last on the caller's own CPU.
-    /// `Duration::ZERO`: never spin (every call sleeps until its answer, costing two
-    /// wake-ups per round trip and no CPU while waiting).
+    ///
+    /// Long calls are paced instead: after two calls in a row that each took 200 µs or more
+    /// (and slept), the next sleeps until 100 µs before the shorter of the two would have
+    /// ended, then spins for its answer (for as long as the shorter took, 250 µs to 1 ms),
+    /// so that its answer costs no wake-up; a call answered without sleeping, or a paced
+    /// spin that was preempted, ends the pacing. That spends about 100 µs of CPU per long
+    /// call.
+    ///
+    /// `Duration::ZERO`: never spin, paced or not (every call sleeps until its answer,
+    /// costing two wake-ups per round trip and no CPU while waiting).
     ///
     /// ```
     /// use courier_shm::ConnectConfig;

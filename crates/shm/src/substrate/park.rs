@@ -142,6 +142,11 @@ impl AdaptiveSpin {
         }
     }
 
+    /// Whether its limit is zero: the owner asked never to spin.
+    pub(crate) fn never(&self) -> bool {
+        self.max_ns == 0
+    }
+
     /// The budget of the next wait.
     pub(crate) fn budget(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
@@ -216,6 +221,71 @@ impl AdaptiveSpin {
                     half
                 };
                 self.cur_ns.store(next, Relaxed);
+            }
+        }
+    }
+}
+
+/// How long a caller's recent long waits took, so that the next one can sleep through most
+/// of the server's work and be spinning when the answer comes, instead of paying a wake-up
+/// after it ([`wait_announced_paced`]):
+///
+/// ```text
+/// the last two waits slept, each >= LONG_WAIT  -> next: sleep min(the two) - PACE_MARGIN
+///                                                 (woken early if the answer comes), then
+///                                                 spin up to min(the two) (at least
+///                                                 PACED_SPIN, at most MAX_PACED_SPIN)
+/// a wait answered without sleeping             -> forget: short calls spin as before
+/// a paced spin preempted                       -> forget: the cores are oversubscribed
+/// ```
+///
+/// The margin covers the timer's lateness (a thread's default timer slack is 50 µs) and
+/// the wake-up's; the paced spin then costs about that much CPU per call, for a call that
+/// takes at least [`LONG_WAIT`] (more for a call slower than the last two). Shared by the threads of one connection; `Relaxed`,
+/// a hint like [`AdaptiveSpin`].
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    /// The last two waits that slept, in µs (0: none, or forgotten).
+    last: [AtomicU32; 2],
+}
+
+/// Waits shorter than this are not paced (there is no room for a sleep before the margin).
+pub(crate) const LONG_WAIT: Duration = Duration::from_micros(200);
+/// How long before the expected answer a paced sleep ends.
+pub(crate) const PACE_MARGIN: Duration = Duration::from_micros(100);
+/// How long a paced waiter spins after its sleep before it sleeps again, at least and at
+/// most.
+pub(crate) const PACED_SPIN: Duration = Duration::from_micros(250);
+pub(crate) const MAX_PACED_SPIN: Duration = Duration::from_millis(1);
+
+impl Pace {
+    /// How long the next wait should sleep, then spin, if the last waits say: asleep until
+    /// [`PACE_MARGIN`] before the shorter of the last two, then spinning for as long as that
+    /// took (at least [`PACED_SPIN`], at most [`MAX_PACED_SPIN`]): a call that takes twice
+    /// as long as the last is still seen spinning.
+    pub(crate) fn ahead(&self) -> Option<(Duration, Duration)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = self.last[0].load(Relaxed).min(self.last[1].load(Relaxed));
+        let last = Duration::from_micros(u64::from(us));
+        (last >= LONG_WAIT).then(|| {
+            let spin = last.clamp(PACED_SPIN, MAX_PACED_SPIN);
+            (last - PACE_MARGIN, spin)
+        })
+    }
+
+    /// Records how a wait went: `slept` is how long it took if it slept, `None` if it was
+    /// answered without sleeping; `preempted` if its spin was.
+    pub(crate) fn record(&self, slept: Option<Duration>, preempted: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match slept {
+            Some(d) if !preempted => {
+                let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+                self.last[1].store(self.last[0].load(Relaxed), Relaxed);
+                self.last[0].store(us, Relaxed);
+            }
+            _ => {
+                self.last[0].store(0, Relaxed);
+                self.last[1].store(0, Relaxed);
             }
         }
     }
@@ -306,7 +376,7 @@ pub(crate) fn wait<W: Futex, T, E>(
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<T, Gave<E>> {
     let budget = spin.map_or(Duration::ZERO, AdaptiveSpin::budget);
-    let (v, spun) = wait_with(budget, live, deadline, attempt, |timeout| {
+    let (v, spun, _) = wait_with(None, budget, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })?;
     if let Some(spin) = spin {
@@ -362,9 +432,27 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
     spin: Duration,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
-    mut announce: impl FnMut() -> Result<Option<u32>, E>,
+    announce: impl FnMut() -> Result<Option<u32>, E>,
 ) -> Result<(T, Spun), Gave<E>> {
-    wait_with(spin, live, deadline, attempt, |timeout| {
+    wait_announced_paced(word, live, None, spin, deadline, attempt, announce)
+        .map(|(v, spun, _)| (v, spun))
+}
+
+/// [`wait_announced`] for a caller that expects the answer after about `ahead` (its
+/// [`Pace`]): it first sleeps for `ahead` (woken early if the answer comes first), then
+/// spins for `spin`, then sleeps until the answer as [`wait_announced`] does. With `None`,
+/// exactly [`wait_announced`]. The value comes with how the spin went, and how long the
+/// whole wait took if it slept (`None` if it did not).
+pub(crate) fn wait_announced_paced<W: Futex, T, E>(
+    word: &W,
+    live: &impl Liveness,
+    ahead: Option<Duration>,
+    spin: Duration,
+    deadline: Deadline,
+    attempt: impl FnMut() -> Result<Option<T>, E>,
+    mut announce: impl FnMut() -> Result<Option<u32>, E>,
+) -> Result<(T, Spun, Option<Duration>), Gave<E>> {
+    wait_with(ahead, spin, live, deadline, attempt, |timeout| {
         sleep_announced(word, live, timeout, &mut announce)
     })
 }
@@ -420,23 +508,60 @@ fn spin_clocked<T, E>(
     }
 }
 
-/// The loop of every wait: spin (`spin`), then attempt, the peer's death, the deadline and
-/// one sleep (`sleep_once`, given how long it may last), until `attempt` gives a value; the
-/// value comes with how the spin went.
+/// The loop of every wait: a first sleep of `ahead` if given (ended early by a wake-up),
+/// a spin (`spin`), then attempt, the peer's death, the deadline and one sleep
+/// (`sleep_once`, given how long it may last), until `attempt` gives a value. The value comes
+/// with how the spin went, and how long the wait took if it slept (the clock is read only on
+/// the way to a sleep and after it; the time of a spin that came before is counted as its
+/// budget).
 fn wait_with<T, E>(
+    ahead: Option<Duration>,
     spin: Duration,
     live: &impl Liveness,
     deadline: Deadline,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
     mut sleep_once: impl FnMut(Option<Duration>) -> Result<(), E>,
-) -> Result<(T, Spun), Gave<E>> {
+) -> Result<(T, Spun, Option<Duration>), Gave<E>> {
+    let mut slept_since = None;
+    if let Some(ahead) = ahead {
+        // Asleep until `ahead` has passed: a sleep ended by a change that is not the
+        // answer (the server taking the call) goes on for the rest.
+        let since = Instant::now();
+        slept_since = Some(since);
+        loop {
+            if let Some(v) = attempt().map_err(Gave::Err)? {
+                return Ok((v, Spun::Missed, Some(since.elapsed())));
+            }
+            if live.is_dead() {
+                return Err(Gave::Dead);
+            }
+            let Some(rest) = ahead.checked_sub(since.elapsed()).filter(|r| !r.is_zero()) else {
+                break;
+            };
+            let left = deadline.left().map_err(|Expired| Gave::Expired)?;
+            sleep_once(Some(left.map_or(rest, |left| left.min(rest)))).map_err(Gave::Err)?;
+        }
+    }
+    // A long (paced) spin stops at the deadline.
+    let spin = match deadline.left() {
+        Ok(Some(left)) => spin.min(left),
+        _ => spin,
+    };
     let spun = match spin_on(spin, &mut attempt).map_err(Gave::Err)? {
-        Ok((v, after)) => return Ok((v, Spun::Answered(after))),
+        Ok((v, after)) => {
+            let slept = slept_since.map(|t| t.elapsed());
+            return Ok((v, Spun::Answered(after), slept));
+        }
         Err(how) => how,
+    };
+    // The spin, if there was no first sleep, is counted as its budget.
+    let (since, before) = match slept_since {
+        Some(t) => (t, Duration::ZERO),
+        None => (Instant::now(), spin),
     };
     loop {
         if let Some(v) = attempt().map_err(Gave::Err)? {
-            return Ok((v, spun));
+            return Ok((v, spun, Some(before + since.elapsed())));
         }
         if live.is_dead() {
             return Err(Gave::Dead);
@@ -580,6 +705,95 @@ mod tests {
         let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
         assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
         assert_eq!(ns(a.budget()), 0);
+    }
+
+    #[test]
+    fn only_two_long_waits_in_a_row_pace_the_next_and_a_short_or_preempted_one_stops_it() {
+        let p = Pace::default();
+        let us = Duration::from_micros;
+        assert_eq!(p.ahead(), None);
+        p.record(Some(us(400)), false);
+        assert_eq!(p.ahead(), None, "one long wait is not a pace");
+        p.record(Some(us(300)), false);
+        // Asleep until the margin before the shorter, then spinning as long as it took.
+        assert_eq!(p.ahead(), Some((us(300) - PACE_MARGIN, us(300))));
+        p.record(Some(us(5000)), false);
+        assert_eq!(p.ahead(), Some((us(200), us(300))));
+        // A wait that was answered without sleeping, or whose spin was preempted, or one
+        // shorter than LONG_WAIT: no pace.
+        for (slept, preempted) in [(None, false), (Some(us(400)), true)] {
+            p.record(Some(us(400)), false);
+            p.record(Some(us(400)), false);
+            assert!(p.ahead().is_some());
+            p.record(slept, preempted);
+            assert_eq!(p.ahead(), None);
+        }
+        p.record(Some(us(400)), false);
+        p.record(Some(LONG_WAIT - us(1)), false);
+        assert_eq!(p.ahead(), None);
+        // The spin is bounded both ways.
+        p.record(Some(LONG_WAIT), false);
+        p.record(Some(LONG_WAIT), false);
+        assert_eq!(p.ahead().map(|(_, spin)| spin), Some(PACED_SPIN));
+        p.record(Some(us(60_000)), false);
+        p.record(Some(us(60_000)), false);
+        assert_eq!(p.ahead().map(|(_, spin)| spin), Some(MAX_PACED_SPIN));
+    }
+
+    #[test]
+    fn a_paced_wait_sleeps_on_after_a_change_that_was_not_the_answer_then_spins() {
+        struct Alive;
+        impl Liveness for Alive {
+            fn is_dead(&self) -> bool {
+                false
+            }
+            fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
+                sleep()
+            }
+        }
+        let ahead = Duration::from_millis(3);
+        let mut sleeps: Vec<Duration> = Vec::new();
+        let mut looks = 0;
+        let r = wait_with(
+            Some(ahead),
+            Duration::from_secs(5),
+            &Alive,
+            Deadline::NEVER,
+            || {
+                looks += 1;
+                // The answer comes after the second sleep (which used up `ahead`) and the
+                // look after it, so the spin's first look sees it.
+                Ok::<_, ()>((looks == 4).then_some(7))
+            },
+            |timeout| {
+                let timeout = timeout.expect("a paced sleep is bounded");
+                // The first sleep ends at once (the server took the call); the next lasts.
+                if !sleeps.is_empty() {
+                    std::thread::sleep(timeout);
+                }
+                sleeps.push(timeout);
+                Ok(())
+            },
+        );
+        let (v, spun, slept) = r.unwrap();
+        assert_eq!((v, spun, looks), (7, Spun::Answered(Duration::ZERO), 4));
+        assert_eq!(sleeps.len(), 2, "{sleeps:?}");
+        assert!(sleeps[0] <= ahead, "{sleeps:?}");
+        assert!(
+            sleeps[1] <= sleeps[0],
+            "the rest, not the whole again: {sleeps:?}"
+        );
+        assert!(slept.unwrap() >= sleeps[1], "{slept:?} {sleeps:?}");
+        // Answered during the first sleep: no spin.
+        let r = wait_with(
+            Some(ahead),
+            Duration::from_secs(5),
+            &Alive,
+            Deadline::NEVER,
+            || Ok::<_, ()>((!sleeps.is_empty()).then_some(1)),
+            |_| panic!("no sleep: the answer is there at the first look"),
+        );
+        assert!(matches!(r, Ok((1, Spun::Missed, Some(_)))), "{r:?}");
     }
 
     #[test]

@@ -68,13 +68,16 @@ impl Call {
     /// stays pending on an error.
     ///
     /// The caller first spins, for the connection's adaptive budget ([`AdaptiveSpin`]), and
-    /// not at all when the server was asleep when the call was queued. Then it parks on the
+    /// not at all when the server was asleep when the call was queued; after two long calls
+    /// it sleeps through most of the next one first, then spins for its end ([`Pace`],
+    /// [`park::wait_announced_paced`]). Then it parks on the
     /// slot's state word ([`park::wait_announced`]): its sleep is the `WAITER` bit, set by a
     /// CAS on the QUEUED or TAKEN word ([`slot::announce_sleep`]); the server's completion
     /// CAS (TAKEN -> DONE) sees the bit and wakes the word, or our CAS fails on DONE (one
     /// word, so the two compare-and-swaps are ordered: no fence needed).
     ///
     /// [`AdaptiveSpin`]: crate::substrate::park::AdaptiveSpin
+    /// [`Pace`]: crate::substrate::park::Pace
     pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Fault> {
         let word = self.conn.sh.state(self.slot);
         let done = || Ok(self.is_done().then_some(()));
@@ -84,15 +87,29 @@ impl Call {
             // Only a hostile server puts anything else here.
             _ => Err(Fault::Protocol),
         };
-        let spin = if self.woke || self.server_here() {
-            Duration::ZERO
+        let quiet = self.woke || self.server_here();
+        // A long call (the last two were, see `Pace`): sleep through most of it, then spin
+        // for its end, so that the answer costs no wake-up.
+        let ahead = if quiet || self.conn.spin.never() {
+            None
         } else {
-            self.conn.spin.budget()
+            self.conn.pace.ahead()
         };
-        match park::wait_announced(word, &*self.conn, spin, deadline, done, announce) {
-            Ok(((), spun)) => {
+        let (sleep, spin) = match ahead {
+            _ if quiet => (None, Duration::ZERO),
+            Some((sleep, spin)) => (Some(sleep), spin),
+            None => (None, self.conn.spin.budget()),
+        };
+        let waited =
+            park::wait_announced_paced(word, &*self.conn, sleep, spin, deadline, done, announce);
+        match waited {
+            Ok(((), spun, slept)) => {
                 if !self.woke {
-                    self.conn.spin.record(spun);
+                    // A paced spin says nothing of short calls: the budget is theirs.
+                    if ahead.is_none() {
+                        self.conn.spin.record(spun);
+                    }
+                    self.conn.pace.record(slept, spun == park::Spun::Preempted);
                 }
                 Ok(())
             }

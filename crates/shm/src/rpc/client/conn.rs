@@ -13,7 +13,7 @@ use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, AdaptiveSpin, Liveness};
+use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace};
 use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
@@ -66,6 +66,9 @@ pub(crate) struct Conn {
     /// ([`ConnectConfig::spin`](crate::ConnectConfig::spin)), adapted to how recent calls
     /// went.
     pub(super) spin: AdaptiveSpin,
+    /// How long this connection's recent long calls took (a caller sleeps through most of
+    /// the next one, then spins for its end).
+    pub(super) pace: Pace,
 }
 
 /// The slots of this connection that no call holds, and the callers waiting for one.
@@ -238,6 +241,7 @@ impl Conn {
             reactor: Mutex::new(None),
             stopping: AtomicBool::new(false),
             spin: AdaptiveSpin::caller(config.spin_limit()),
+            pace: Pace::default(),
             sh,
         }))
     }
