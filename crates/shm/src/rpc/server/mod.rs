@@ -54,8 +54,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// How often, at most, a worker going to sleep rewrites the stats file (each write is a
 /// system call; a worker that sleeps between every two calls would pay one per call).
 const STATS_EVERY: Duration = Duration::from_millis(10);
-/// How many wake-ups a worker reads from one connection at a time.
-const KICKS_PER_WAKE: usize = 64;
+/// How many wake-ups a worker reads from one connection at a time: one. A client sends one
+/// per call it queues while a worker sleeps, so one is what a sleep usually ends with; reading
+/// until the socket is empty would cost a second, failing read on every wake-up (before the
+/// call is taken), and a wake-up left unread only ends the next sleep at once.
+const KICKS_PER_WAKE: usize = 1;
 /// The epoll key of the server's own wake-up (new connections, dead clients); a connection's
 /// key is its id + 1.
 const WAKE_KEY: u64 = 0;
