@@ -407,10 +407,94 @@ impl Goal {
     }
 }
 
+/// Both loads side by side, one line per implementation: the README's performance tables
+/// are this section of a `--load both` run, pasted. Each scenario's subject is in bold and
+/// its scenario is named once; the last column is the subject's median over the row's, idle
+/// / busy. Rows are in the order of the idle table (then any measured only under load).
+pub(crate) fn side_by_side(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | implementation | idle: median | p99 | calls/s | CPU/call \
+         | 1 core busy: median | p99 | calls/s | CPU/call | courier ÷ row, median idle / busy |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.scenario, r.name)) {
+            keys.push((r.scenario, r.name));
+        }
+    }
+    let find = |load: Load, scenario: &str, name: &str| {
+        rows.iter()
+            .find(|r| r.load == load && r.scenario == scenario && r.name == name)
+    };
+    let cells = |row: Option<&Row>| match row {
+        Some(r) => {
+            let s = &r.summary;
+            format!(
+                "{} | {} | {} | {}",
+                fmt_ns(s.median_ns),
+                fmt_ns(s.p99_ns),
+                fmt_rate_short(s.calls_per_s),
+                fmt_ns(s.cpu_per_call_ns)
+            )
+        }
+        None => "— | — | — | —".to_string(),
+    };
+    let mut last_scenario = None;
+    for (scenario, name) in keys {
+        let (idle, busy) = (
+            find(Load::Idle, scenario, name),
+            find(Load::Busy, scenario, name),
+        );
+        let subject = idle.or(busy).is_some_and(|r| r.subject);
+        let versus = |load: Load, row: Option<&Row>| {
+            let of_load = |r: &&Row| r.load == load && r.scenario == scenario && r.subject;
+            match (rows.iter().find(of_load), row) {
+                (Some(s), Some(r)) if r.summary.median_ns > 0.0 => {
+                    format!("{:.2}", s.summary.median_ns / r.summary.median_ns)
+                }
+                _ => "—".to_string(),
+            }
+        };
+        let ratio = if subject {
+            String::new()
+        } else {
+            format!(
+                "{} / {}",
+                versus(Load::Idle, idle),
+                versus(Load::Busy, busy)
+            )
+        };
+        let shown = if last_scenario == Some(scenario) {
+            ""
+        } else {
+            scenario
+        };
+        last_scenario = Some(scenario);
+        let name = if subject {
+            format!("**{name}**")
+        } else {
+            name.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "| {shown} | {name} | {} | {} | {ratio} |",
+            cells(idle),
+            cells(busy)
+        );
+    }
+    out
+}
+
 /// The part of a report after its header: the table (courier's rows first), the goals, and
-/// the rows that failed.
+/// the rows that failed; with both loads, [`side_by_side`] too.
 pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String {
     let mut out = tables(rows, "courier");
+    if loads(rows).len() == 2 {
+        out.push_str("### Both loads side by side\n\n");
+        out.push_str(&side_by_side(rows));
+        out.push('\n');
+    }
     out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
     out.push_str(&goal_table(goals));
     if !failed.is_empty() {
@@ -574,6 +658,19 @@ pub(crate) fn fmt_rate(per_s: f64) -> String {
     }
 }
 
+/// A rate per second to two or three significant digits: "415 k", "1.55 M", "378".
+pub(crate) fn fmt_rate_short(per_s: f64) -> String {
+    if !per_s.is_finite() {
+        "n/a".to_string()
+    } else if per_s < 1e3 {
+        format!("{per_s:.0}")
+    } else if per_s < 1e6 {
+        format!("{:.0} k", per_s / 1e3)
+    } else {
+        format!("{:.2} M", per_s / 1e6)
+    }
+}
+
 /// "50k (20×2500)" or, with several clients, "80k (4×20×1000)".
 fn fmt_count(n: usize, batches: usize, clients: usize) -> String {
     let n_text = if n >= 10_000 && n % 1000 == 0 {
@@ -614,6 +711,63 @@ pub(crate) fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(scenario: &'static str, name: &'static str, load: Load, median_ns: f64) -> Row {
+        Row {
+            scenario,
+            name,
+            subject: name == "courier",
+            notes: "",
+            load,
+            summary: Summary {
+                median_ns,
+                p99_ns: 2.0 * median_ns,
+                calls_per_s: 1e9 / median_ns,
+                batch_min_ns: median_ns,
+                batch_max_ns: median_ns,
+                n: 10,
+                batches: 1,
+                clients: 1,
+                cpu_per_call_ns: median_ns,
+                round_min_ns: median_ns,
+                round_max_ns: median_ns,
+                rounds: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn both_loads_side_by_side_one_line_per_implementation() {
+        let rows = [
+            row("8 B", "floor", Load::Idle, 100.0),
+            row("8 B", "courier", Load::Idle, 400.0),
+            row("8 B", "peer", Load::Idle, 800.0),
+            row("16 B", "courier", Load::Idle, 1_000.0),
+            row("8 B", "floor", Load::Busy, 100.0),
+            row("8 B", "courier", Load::Busy, 2_000.0),
+            row("8 B", "peer", Load::Busy, 1_000.0),
+            row("16 B", "courier", Load::Busy, 3_000.0),
+            row("16 B", "late peer", Load::Busy, 1_500.0),
+        ];
+        let table = side_by_side(&rows);
+        let lines: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "| 8 B | floor | 100 ns | 200 ns | 10.00 M | 100 ns | 100 ns | 200 ns | 10.00 M \
+                 | 100 ns | 4.00 / 20.00 |",
+                "|  | **courier** | 400 ns | 800 ns | 2.50 M | 400 ns | 2.00 µs | 4.00 µs | 500 k \
+                 | 2.00 µs |  |",
+                "|  | peer | 800 ns | 1.60 µs | 1.25 M | 800 ns | 1.00 µs | 2.00 µs | 1.00 M \
+                 | 1.00 µs | 0.50 / 2.00 |",
+                "| 16 B | **courier** | 1.00 µs | 2.00 µs | 1.00 M | 1.00 µs | 3.00 µs | 6.00 µs \
+                 | 333 k | 3.00 µs |  |",
+                "|  | late peer | — | — | — | — | 1.50 µs | 3.00 µs | 667 k | 1.50 µs | — / 2.00 |",
+            ]
+        );
+        assert!(results(&rows, &[], &[]).contains("### Both loads side by side"));
+        assert!(!results(&rows[..4], &[], &[]).contains("side by side"));
+    }
 
     #[test]
     fn civil_dates() {
