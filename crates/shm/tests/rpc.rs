@@ -1619,6 +1619,14 @@ fn an_idle_server_blocked_in_wait_uses_no_cpu() {
     let (srv, cli) = server_peer(&dir, &name, 2);
     assert_eq!(cli.req_d(cmd(ECHO, 1)), Ok(echo(1)));
     let pid = srv.child.id();
+    // The worker records the call in the stats file on its way to sleep, or wakes once
+    // within 10 ms to do it (writes are at most 10 ms apart): settled once that is done.
+    wait_for("the stats file to show the call", || {
+        courier_shm::services()
+            .unwrap()
+            .into_iter()
+            .any(|s| s.name == name && s.stats.served >= 1)
+    });
     wait_until_asleep(pid);
     let (ticks, switches) = (cpu_ticks(pid), context_switches(pid));
     thread::sleep(Duration::from_millis(300));

@@ -37,8 +37,9 @@
 //!
 //! # Waiting
 //!
-//! A receiver that finds the ring empty spins briefly, then announces that it sleeps and
-//! sleeps on a futex in the segment:
+//! A receiver that finds the ring empty spins briefly (or, when the sender last waited on
+//! this CPU and is awake, yields the CPU to it for up to 20 µs instead: spinning would keep
+//! it from sending), then announces that it sleeps and sleeps on a futex in the segment:
 //!
 //! ```text
 //! receiver                                  sender

@@ -73,6 +73,12 @@ impl ShmChannel {
         }
         let peer_blocked = self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE;
         let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
+        // A peer that is awake and last waited on this CPU gets the CPU handed over instead.
+        if peer_here && !peer_blocked && !self.spin.never() {
+            if let Some(m) = park::yield_on(park::yield_budget(deadline), || self.try_take())? {
+                return Ok(m);
+            }
+        }
         let spin = (!peer_blocked && !peer_here).then_some(&self.spin);
         match park::wait(
             word,

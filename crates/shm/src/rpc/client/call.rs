@@ -68,7 +68,9 @@ impl Call {
     /// stays pending on an error.
     ///
     /// The caller first spins, for the connection's adaptive budget ([`AdaptiveSpin`]), and
-    /// not at all when the server was asleep when the call was queued; after two long calls
+    /// not at all when the server was asleep when the call was queued, nor when the worker
+    /// last ran on this CPU (then it yields the CPU to it for a while instead,
+    /// [`park::yield_on`]); after two long calls
     /// it sleeps through most of the next one first, then spins for its end ([`Pace`],
     /// [`park::wait_announced_paced`]). Then it parks on the
     /// slot's state word ([`park::wait_announced`]): its sleep is the `WAITER` bit, set by a
@@ -87,7 +89,15 @@ impl Call {
             // Only a hostile server puts anything else here.
             _ => Err(Fault::Protocol),
         };
-        let quiet = self.woke || self.server_here();
+        let here = self.server_here();
+        // The server's worker last ran on this CPU and is awake: hand it the CPU.
+        if here && !self.woke && !self.conn.spin.never() {
+            let done = || Ok::<_, Fault>(self.is_done().then_some(()));
+            if park::yield_on(park::yield_budget(deadline), done)?.is_some() {
+                return Ok(());
+            }
+        }
+        let quiet = self.woke || here;
         // A long call (the last two were, see `Pace`): sleep through most of it, then spin
         // for its end, so that the answer costs no wake-up.
         let ahead = if quiet || self.conn.spin.never() {
