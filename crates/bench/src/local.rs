@@ -893,30 +893,16 @@ fn tokio_async(plan: &Plan) -> Samples {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Summary;
 
     fn row(scenario: &'static str, name: &'static str, median_ns: f64, calls_per_s: f64) -> Row {
-        Row {
+        report::test_row(
             scenario,
             name,
-            subject: name == COURIER,
-            notes: "",
-            load: Load::Idle,
-            summary: Summary {
-                median_ns,
-                p99_ns: median_ns * 2.0,
-                calls_per_s,
-                batch_min_ns: median_ns,
-                batch_max_ns: median_ns,
-                n: 1,
-                batches: 1,
-                clients: 1,
-                cpu_per_call_ns: median_ns,
-                round_min_ns: median_ns,
-                round_max_ns: median_ns,
-                rounds: 1,
-            },
-        }
+            name == COURIER,
+            Load::Idle,
+            median_ns,
+            calls_per_s,
+        )
     }
 
     #[test]
