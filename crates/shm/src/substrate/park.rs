@@ -241,8 +241,8 @@ impl AdaptiveSpin {
 ///
 /// The margin covers the timer's lateness (a thread's default timer slack is 50 µs) and
 /// the wake-up's; the paced spin then costs about that much CPU per call, for a call that
-/// takes at least [`LONG_WAIT`] (more for a call slower than the last two). Shared by the threads of one connection; `Relaxed`,
-/// a hint like [`AdaptiveSpin`].
+/// takes at least [`LONG_WAIT`] (more for a call slower than the last two). Shared by the
+/// threads of one connection; `Relaxed`, a hint like [`AdaptiveSpin`].
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
     /// The last two waits that slept, in µs (0: none, or forgotten).
