@@ -20,44 +20,27 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
-fn rt_dir() -> tempdir::Dir {
-    tempdir::Dir::new()
-}
-
-mod tempdir {
-    use std::path::PathBuf;
-    pub(crate) struct Dir(pub(crate) PathBuf);
-    impl Dir {
-        pub(crate) fn new() -> Dir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p =
-                std::env::temp_dir().join(format!("courier-rpc-inproc-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// The runtime directory of the whole test binary (tests run in parallel threads, and the
+/// directory is an environment variable): made once, under the temporary directory, after
+/// those of test processes that are gone were removed.
+fn rt_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<courier_testkit::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        courier_testkit::sweep_gone("courier-rpc-inproc");
+        courier_testkit::TempDir::new("courier-rpc-inproc", "rt", 0o700)
+    })
+    .path()
 }
 
 type Srv = Server<u64, u64, u32>;
 type Cli = Client<u64, u64, u32>;
 
-/// One runtime directory for the whole test binary (tests run in parallel threads).
 fn setup(name: &str) -> (Srv, Cli) {
     setup_with(name, ServerConfig::new())
 }
 
 fn setup_with(name: &str, cfg: ServerConfig) -> (Srv, Cli) {
-    static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
-    let d = DIR.get_or_init(rt_dir);
-    std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
+    std::env::set_var("COURIER_RUNTIME_DIR", rt_dir());
     let s = Srv::bind(name, cfg).unwrap();
     let c = Cli::connect(name, T).unwrap();
     (s, c)
@@ -246,9 +229,7 @@ fn mismatched_types_and_oversized_messages_are_errors() {
 #[test]
 fn postcard_values_travel() {
     use courier_shm::Postcard;
-    static DIR: std::sync::OnceLock<tempdir::Dir> = std::sync::OnceLock::new();
-    let d = DIR.get_or_init(rt_dir);
-    std::env::set_var("COURIER_RUNTIME_DIR", &d.0);
+    std::env::set_var("COURIER_RUNTIME_DIR", rt_dir());
     let s: Server<Postcard<Vec<String>>, Postcard<String>, ()> =
         Server::bind("inproc-postcard", ServerConfig::new()).unwrap();
     let c: Client<Postcard<Vec<String>>, Postcard<String>, ()> =

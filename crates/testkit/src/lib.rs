@@ -358,6 +358,30 @@ impl Drop for TempDir {
     }
 }
 
+/// Removes the directories `<temp dir>/<prefix>-<pid>` and `<temp dir>/<prefix>-<pid>-...`
+/// whose process is gone. A directory that a test process keeps for its whole run (in a
+/// `static`, shared by its tests because the runtime directory is an environment variable)
+/// is never dropped; sweeping at the start of each run keeps only the live processes' ones.
+pub fn sweep_gone(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix('-') else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        let alive = Path::new("/proc").join(pid).exists();
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A name unique to this test process and `tag` (`t<pid>-<tag>`), for a service or a file
 /// that processes of other test runs must not share.
 pub fn unique(tag: &str) -> String {
@@ -470,6 +494,31 @@ mod tests {
         std::fs::write(dir.join("f"), b"x").unwrap();
         drop(dir);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn sweeping_removes_the_directories_of_gone_processes_only() {
+        // No process has the id pid_max (ids are below it).
+        let max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        let gone = max.trim().parse::<u64>().unwrap();
+        let prefix = format!("courier-testkit-sweep{}", std::process::id());
+        let tmp = std::env::temp_dir();
+        let dirs = [
+            (format!("{prefix}-{gone}"), false),
+            (format!("{prefix}-{gone}-3"), false),
+            (format!("{prefix}-{}", std::process::id()), true),
+            (format!("{prefix}-{}-0", std::process::id()), true),
+            (format!("{prefix}-x{gone}"), true),
+            (format!("{prefix}{gone}"), true),
+        ];
+        for (d, _) in &dirs {
+            std::fs::create_dir_all(tmp.join(d).join("sub")).unwrap();
+        }
+        sweep_gone(&prefix);
+        for (d, kept) in &dirs {
+            assert_eq!(tmp.join(d).exists(), *kept, "{d}");
+            let _ = std::fs::remove_dir_all(tmp.join(d));
+        }
     }
 
     #[test]

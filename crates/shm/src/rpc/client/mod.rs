@@ -870,6 +870,9 @@ mod tests {
     type Cli = Client<u64, u64, u32>;
 
     fn pair(name: &str) -> (Srv, Cli) {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        // The directory lives as long as the process: what earlier runs left goes first.
+        SWEPT.call_once(|| courier_testkit::sweep_gone("courier-client-unit"));
         let dir = std::env::temp_dir().join(format!("courier-client-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
