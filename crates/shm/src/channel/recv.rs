@@ -75,7 +75,7 @@ impl ShmChannel {
         let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
         // A peer that is awake and last waited on this CPU gets the CPU handed over instead.
         if peer_here && !peer_blocked && !self.spin.never() {
-            if let Some(m) = park::yield_on(park::yield_budget(deadline), || self.try_take())? {
+            if let Some(m) = park::yield_on(deadline.cap(park::YIELD_FOR), || self.try_take())? {
                 return Ok(m);
             }
         }

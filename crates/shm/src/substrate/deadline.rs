@@ -46,6 +46,16 @@ impl Deadline {
         self.0.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// `d`, or what is left before the deadline if that is less (zero once it has passed):
+    /// how long a spin or a run of yields may last.
+    pub(crate) fn cap(self, d: Duration) -> Duration {
+        match self.left() {
+            Ok(None) => d,
+            Ok(Some(left)) => left.min(d),
+            Err(Expired) => Duration::ZERO,
+        }
+    }
+
     /// How long a sleep may last: `Ok(None)` without a deadline, `Ok(Some(left))` with
     /// `left > 0`, [`Expired`] once it has passed.
     pub(crate) fn left(self) -> Result<Option<Duration>, Expired> {
@@ -74,6 +84,19 @@ impl From<Expired> for ShmError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cap_is_what_is_left_of_the_deadline_if_less() {
+        let d = Duration::from_secs(3600);
+        assert_eq!(Deadline::NEVER.cap(d), d);
+        assert!(Deadline::after(Duration::from_secs(60)).cap(d) <= Duration::from_secs(60));
+        assert_eq!(
+            Deadline::after(d).cap(Duration::from_micros(20)),
+            Duration::from_micros(20)
+        );
+        let past = Deadline::from(Some(Instant::now()));
+        assert_eq!(past.cap(d), Duration::ZERO);
+    }
 
     #[test]
     fn an_unrepresentable_timeout_is_no_deadline() {

@@ -461,15 +461,6 @@ pub(crate) fn wait_announced_paced<W: Futex, T, E>(
 /// ([`yield_on`]) before it sleeps.
 pub(crate) const YIELD_FOR: Duration = Duration::from_micros(20);
 
-/// [`YIELD_FOR`], or what is left before `deadline` if that is less.
-pub(crate) fn yield_budget(deadline: Deadline) -> Duration {
-    match deadline.left() {
-        Ok(None) => YIELD_FOR,
-        Ok(Some(left)) => left.min(YIELD_FOR),
-        Err(Expired) => Duration::ZERO,
-    }
-}
-
 /// Runs `attempt` until it gives a value, yielding the CPU between looks, for at most `budget`
 /// (the clock is read at every look; a yield is a system call, a reading is not).
 ///
@@ -580,11 +571,8 @@ fn wait_with<T, E>(
             sleep_once(Some(left.map_or(rest, |left| left.min(rest)))).map_err(Gave::Err)?;
         }
     }
-    // A long (paced) spin stops at the deadline.
-    let spin = match deadline.left() {
-        Ok(Some(left)) => spin.min(left),
-        _ => spin,
-    };
+    // A long (paced) spin stops at the deadline; a deadline already passed leaves none.
+    let spin = deadline.cap(spin);
     let spun = match spin_on(spin, &mut attempt).map_err(Gave::Err)? {
         Ok((v, after)) => {
             let slept = slept_since.map(|t| t.elapsed());

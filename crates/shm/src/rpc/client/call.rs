@@ -93,7 +93,7 @@ impl Call {
         // The server's worker last ran on this CPU and is awake: hand it the CPU.
         if here && !self.woke && !self.conn.spin.never() {
             let done = || Ok::<_, Fault>(self.is_done().then_some(()));
-            if park::yield_on(park::yield_budget(deadline), done)?.is_some() {
+            if park::yield_on(deadline.cap(park::YIELD_FOR), done)?.is_some() {
                 return Ok(());
             }
         }

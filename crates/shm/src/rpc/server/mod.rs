@@ -553,7 +553,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
-                let Ok(found) = park::yield_on(park::yield_budget(deadline), look);
+                let Ok(found) = park::yield_on(deadline.cap(park::YIELD_FOR), look);
                 if let Some(m) = found {
                     return Ok(m);
                 }
