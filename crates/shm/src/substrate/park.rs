@@ -59,8 +59,12 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// outcome of a wait                    next budget
 /// answered while spinning, after t   -> double, and at least 2t (at most `max`; from none:
 ///                                      the probe's)
-/// MISS_STREAK misses in a row       -> half (below MIN_SPIN: none)
-/// preempted while spinning          -> none: the cores are oversubscribed, and a spinner
+/// MISS_STREAK misses in a row       -> at `max`: half (below MIN_SPIN: none); below it:
+///                                      `max` for one wait (a check), then half if that
+///                                      misses too
+/// preempted while spinning          -> at `max`: half (one preemption on a machine that is
+///                                      idle otherwise: a daemon, an interrupt); below it:
+///                                      none: the cores are oversubscribed, and a spinner
 ///                                      holds a CPU its peer may be waiting for
 /// no budget                         -> one wait in `every` spins `probe`, and one probe in
 ///                                      FULL_PROBE_EVERY spins `max`, to notice that
@@ -161,6 +165,10 @@ impl AdaptiveSpin {
             } else {
                 self.probe_ns
             }
+        } else if cur < self.max_ns && self.misses.load(Relaxed) == MISS_STREAK {
+            // The check after a streak of misses below the limit: answers that come just
+            // after a halved budget would otherwise halve it again, down to none.
+            self.max_ns
         } else {
             cur
         };
@@ -208,20 +216,38 @@ impl AdaptiveSpin {
                 self.cur_ns
                     .store(doubled.max(needed).min(self.max_ns), Relaxed);
             }
-            Spun::Preempted => self.cur_ns.store(0, Relaxed),
+            Spun::Preempted => {
+                let cur = self.cur_ns.load(Relaxed);
+                self.cur_ns.store(
+                    if cur >= self.max_ns {
+                        Self::half(cur)
+                    } else {
+                        0
+                    },
+                    Relaxed,
+                );
+            }
             Spun::Missed => {
-                if self.misses.fetch_add(1, Relaxed) + 1 < MISS_STREAK {
+                let misses = self.misses.fetch_add(1, Relaxed) + 1;
+                let cur = self.cur_ns.load(Relaxed);
+                if misses < MISS_STREAK || (misses == MISS_STREAK && cur != 0 && cur < self.max_ns)
+                {
+                    // Noise, or a streak below the limit: the next wait is its check.
                     return;
                 }
                 self.misses.store(0, Relaxed);
-                let half = self.cur_ns.load(Relaxed) / 2;
-                let next = if u128::from(half) < MIN_SPIN.as_nanos() {
-                    0
-                } else {
-                    half
-                };
-                self.cur_ns.store(next, Relaxed);
+                self.cur_ns.store(Self::half(cur), Relaxed);
             }
+        }
+    }
+
+    /// Half of a budget of `ns`, or none below [`MIN_SPIN`].
+    fn half(ns: u32) -> u32 {
+        let half = ns / 2;
+        if u128::from(half) < MIN_SPIN.as_nanos() {
+            0
+        } else {
+            half
         }
     }
 }
@@ -621,16 +647,47 @@ mod tests {
         assert_eq!(ns(a.budget()), 8_000);
         a.record(Spun::Answered(Duration::ZERO));
         assert_eq!(ns(a.budget()), 16_000, "doubled, capped at the limit");
-        // Halving down to below MIN_SPIN leaves no budget.
-        for _ in 0..6 * MISS_STREAK {
+        // Halving down to below MIN_SPIN leaves no budget (below the limit, each streak
+        // is followed by a check that misses too).
+        for _ in 0..6 * (MISS_STREAK + 1) {
             a.record(Spun::Missed);
         }
         assert_eq!(ns(a.budget()), 0);
     }
 
     #[test]
+    fn a_streak_of_misses_below_the_limit_is_checked_with_the_whole_limit() {
+        let a = AdaptiveSpin::caller(Duration::from_micros(20));
+        for _ in 0..MISS_STREAK {
+            a.record(Spun::Missed);
+        }
+        assert_eq!(ns(a.budget()), 10_000);
+        // Answers that come after 12 µs: each misses the halved budget...
+        for _ in 0..MISS_STREAK {
+            assert_eq!(ns(a.budget()), 10_000);
+            a.record(Spun::Missed);
+        }
+        // ...and the wait after the streak spins the whole limit, which sees one.
+        assert_eq!(ns(a.budget()), 20_000, "the check");
+        a.record(Spun::Answered(Duration::from_micros(12)));
+        assert_eq!(ns(a.budget()), 20_000, "back to the limit, not halved");
+        // A check that misses too halves the budget.
+        for _ in 0..MISS_STREAK {
+            a.record(Spun::Missed);
+        }
+        for _ in 0..MISS_STREAK {
+            a.record(Spun::Missed);
+        }
+        assert_eq!(ns(a.budget()), 20_000, "the check");
+        a.record(Spun::Missed);
+        assert_eq!(ns(a.budget()), 5_000);
+    }
+
+    #[test]
     fn preemption_stops_the_spin_and_rare_short_probes_restart_it() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
+        // The first preemption halves the limit, the second leaves no budget.
+        a.record(Spun::Preempted);
         a.record(Spun::Preempted);
         let budgets: Vec<u64> = (0..CALLER_PROBE_EVERY).map(|_| ns(a.budget())).collect();
         let probes: Vec<usize> = (0..budgets.len()).filter(|&i| budgets[i] != 0).collect();
@@ -651,6 +708,7 @@ mod tests {
     fn an_answer_sets_the_budget_to_at_least_twice_what_it_took() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
         a.record(Spun::Preempted);
+        a.record(Spun::Preempted);
         a.record(Spun::Answered(Duration::from_micros(6)));
         assert_eq!(ns(a.budget()), 12_000, "more than the probe's 2 µs doubled");
         a.record(Spun::Answered(Duration::from_micros(1)));
@@ -669,6 +727,7 @@ mod tests {
     fn a_caller_with_no_budget_probes_briefly_and_now_and_then_for_its_whole_limit() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
         a.record(Spun::Preempted);
+        a.record(Spun::Preempted);
         let probes: Vec<u64> = (0..2 * FULL_PROBE_EVERY * CALLER_PROBE_EVERY)
             .map(|_| ns(a.budget()))
             .filter(|&b| b != 0)
@@ -682,6 +741,7 @@ mod tests {
     #[test]
     fn a_server_probes_with_its_whole_budget() {
         let a = AdaptiveSpin::server(Duration::from_micros(50));
+        a.record(Spun::Preempted);
         a.record(Spun::Preempted);
         let probes: Vec<u64> = (0..2 * SERVER_PROBE_EVERY)
             .map(|_| ns(a.budget()))
@@ -727,10 +787,12 @@ mod tests {
         });
         assert_eq!(found, Some(3));
         assert_eq!(ns(a.budget()), 16_000, "an answer doubled it");
-        // A spin that was preempted leaves no budget.
-        let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
-        assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
-        assert_eq!(ns(a.budget()), 0);
+        // A spin that was preempted at the limit halves it; a second leaves no budget.
+        for left in [8_000, 0] {
+            let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
+            assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
+            assert_eq!(ns(a.budget()), left);
+        }
     }
 
     #[test]
