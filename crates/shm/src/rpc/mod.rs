@@ -63,7 +63,9 @@
 //! (and the server's own eventfd, for new connections and dead clients), at most 500 ms at a
 //! time: each connection's `srv_sleep` says how many sleep, so a client sends its one-byte
 //! wake-up (`MSG_DONTWAIT`: it never blocks) only when one does. The kernel keeps the
-//! wake-up, so no other client can take it back or forge a sleep; a worker woken for nothing
+//! wake-up, so no other client can take it back or forge a sleep; a woken worker reads it
+//! on its way back to sleep (before it announces that sleep), not before the call it
+//! announced; a worker woken for nothing
 //! goes back to sleep without spinning, so a client that only sends wake-ups pays a system
 //! call for each and keeps no worker busy. Async waiters
 //! and subscription readers on the connection's client bell, which a thread of the client

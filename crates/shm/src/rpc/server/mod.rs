@@ -524,15 +524,22 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         // Whether the last wake-up found nothing to do: then the next sleep comes at once,
         // without the spin, so a client that only sends wake-ups keeps no worker spinning.
         let mut idle_wake = false;
-        // The wake-up keys of a sleep: one buffer per worker thread, kept, so that a worker
-        // that sleeps between calls allocates nothing.
+        // The wake-up keys of this worker's last sleep, and the server they belong to: one
+        // buffer per worker thread, kept, so that a worker that sleeps between calls
+        // allocates nothing, and so that the wake-ups that ended the last sleep are read on
+        // the way to the next one rather than before the call they announced.
         thread_local! {
-            static KEYS: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+            static KEYS: std::cell::Cell<(usize, Vec<u64>)> =
+                const { std::cell::Cell::new((0, Vec::new())) };
         }
-        let mut keys = KEYS.try_with(std::cell::Cell::take).unwrap_or_default();
+        let this = Arc::as_ptr(&self.shared.core) as usize;
+        let (of, mut keys) = KEYS.try_with(std::cell::Cell::take).unwrap_or_default();
+        if of != this {
+            // Another server's (drained by its workers' next sleeps) or none.
+            keys.clear();
+        }
         let r = self.wait_with(deadline, &mut idle_wake, &mut keys);
-        keys.clear();
-        let _ = KEYS.try_with(|k| k.set(keys));
+        let _ = KEYS.try_with(|k| k.set((this, keys)));
         r
     }
 
@@ -566,9 +573,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Err(Error::Timeout);
                 }
             }
-            // Going idle: a good time to record the counters for `courier ls` (not after the
-            // wake-up, which is the next call's critical path).
+            // Going idle: a good time to record the counters for `courier ls` and to read
+            // the wake-ups that ended the last sleep (not after the wake-up, which is the
+            // next call's critical path). Reading them before the announcement below loses
+            // none: a client that rings after it is seen by the look that follows it.
             let stats_due = core.publish_stats_idle();
+            core.take_wakeups(keys);
+            keys.clear();
             // Sleep: announce it in every connection, then look once more (see "Waking" in
             // the module docs).
             core.set_sleeping(1);
@@ -589,7 +600,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             let slept = core.poller.wait(keys, left);
             core.set_sleeping(-1);
             slept.map_err(|_| Error::LimitReached)?;
-            core.take_wakeups(keys);
+            // The wake-ups in `keys` are read on the way to the next sleep (above).
             if let Some(m) = self.poll_once() {
                 return Ok(m);
             }
