@@ -154,6 +154,7 @@ pub struct ConnectConfig {
     max_segment_size: usize,
     trusted_uids: Vec<u32>,
     spin: Duration,
+    busy_poll: bool,
 }
 
 /// How long an RPC caller spins for its answer by default before it sleeps.
@@ -165,6 +166,7 @@ impl Default for ConnectConfig {
             max_segment_size: 1 << 30,
             trusted_uids: Vec::new(),
             spin: DEFAULT_CALLER_SPIN,
+            busy_poll: false,
         }
     }
 }
@@ -219,14 +221,46 @@ impl ConnectConfig {
     /// let config = ConnectConfig::new().spin(Duration::ZERO);
     /// # let _ = config;
     /// ```
+    ///
+    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
     pub fn spin(mut self, limit: Duration) -> Self {
         self.spin = limit;
+        self.busy_poll = false;
         self
     }
 
-    /// The spin limit ([`ConnectConfig::spin`]).
-    pub(crate) fn spin_limit(&self) -> Duration {
-        self.spin
+    /// Busy-polls: every RPC call of this connection spins for its answer for up to `limit` before
+    /// it sleeps, whatever the calls before did, and also when
+    /// the call had to wake the server; long calls are not paced. Only a caller whose
+    /// server's worker last ran on the caller's own CPU yields the CPU instead (for up to
+    /// 20 µs: the worker cannot answer while the caller spins there). A dead server or the
+    /// call's deadline ends the spin. An async call spins at most 20 µs (as by default)
+    /// before its task is put to sleep, so as not to hold the executor's thread.
+    ///
+    /// For latency at the price of a core: the regime of a busy-polling
+    /// [`ShmChannel`](crate::ShmChannel) or iceoryx2's busy-poll loops, for a machine with a
+    /// core to spare per caller. Pair it with
+    /// [`ServerConfig::busy_poll`](crate::ServerConfig::busy_poll), or the server's
+    /// worker may be asleep when the call comes. Replaces a [`spin`](Self::spin) given
+    /// before.
+    ///
+    /// ```
+    /// use courier_shm::ConnectConfig;
+    /// use std::time::Duration;
+    /// // A trading engine's client: spin up to a second for each answer.
+    /// let config = ConnectConfig::new().busy_poll(Duration::from_secs(1));
+    /// # let _ = config;
+    /// ```
+    pub fn busy_poll(mut self, limit: Duration) -> Self {
+        self.spin = limit;
+        self.busy_poll = true;
+        self
+    }
+
+    /// The spin limit, and whether it is a busy-poll ([`ConnectConfig::spin`],
+    /// [`ConnectConfig::busy_poll`]).
+    pub(crate) fn spin_limit(&self) -> (Duration, bool) {
+        (self.spin, self.busy_poll)
     }
 
     fn trusts(&self, peer: &Credentials) -> bool {

@@ -42,8 +42,8 @@ use courier_core::flat;
 use courier_core::opcode::UnknownOpcode;
 use courier_derive::Ipc;
 use courier_shm::{
-    CancelOutcome, Client, Error, Incoming, Notifier, PushError, ReplyContext, ScalarCall, Server,
-    ServerConfig, ShmBuf, ShmError, ShmView, ShmViewMut, Wire,
+    CancelOutcome, Client, ConnectConfig, Error, Incoming, Notifier, PushError, ReplyContext,
+    ScalarCall, Server, ServerConfig, ShmBuf, ShmError, ShmView, ShmViewMut, Wire,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -122,6 +122,7 @@ const WORKERS: &str = "COURIER_SHM_TEST_WORKERS";
 const INDEX: &str = "COURIER_SHM_TEST_INDEX";
 const THREADS: &str = "COURIER_SHM_TEST_THREADS";
 const CALLS: &str = "COURIER_SHM_TEST_CALLS";
+const BUSY_POLL: &str = "COURIER_SHM_TEST_BUSY_POLL";
 
 fn transform(a: u64) -> u64 {
     a.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15
@@ -293,8 +294,13 @@ struct Held {
 
 /// The `server` role: WORKERS workers (clones of one `Server`) answer the ops above; the main
 /// thread obeys stdin, answering held calls from a thread other than the one that took them.
+/// With BUSY_POLL set, the workers busy-poll for that many milliseconds.
 fn serve(name: &str) {
-    let server = Srv::bind(name, ServerConfig::new()).unwrap();
+    let config = match env_or(BUSY_POLL, 0) {
+        0 => ServerConfig::new(),
+        ms => ServerConfig::new().busy_poll(Duration::from_millis(ms)),
+    };
+    let server = Srv::bind(name, config).unwrap();
     let held = Arc::new(Held::default());
     for _ in 0..env_or(WORKERS, 2) {
         let server = server.clone();
@@ -1480,6 +1486,33 @@ fn sigkill_of_the_server_fails_every_pending_call_and_a_new_server_takes_over() 
     let who = cli2.req_d(cmd(PID, 0)).unwrap();
     assert_eq!(who.a, u64::from(cli2.server_pid()));
     assert_ne!(cli2.server_pid(), srv.pid() as u32);
+}
+
+/// Both sides busy-poll, the client for an hour per call: calls are answered, and a call
+/// spinning for its answer when the server is killed fails at once (the spin looks at the
+/// server's death), as does one made afterwards.
+#[test]
+fn a_busy_polling_caller_is_answered_and_sees_the_server_die_while_it_spins() {
+    let _g = serial();
+    let dir = TestDir::new("busypoll");
+    let name = unique("busypoll");
+    let env = [(WORKERS, "1".to_owned()), (BUSY_POLL, "1000".to_owned())];
+    let mut srv = spawn_with("server", &dir, &name, None, &env);
+    assert_eq!(srv.line(), format!("ready {}", srv.pid()));
+    let config = ConnectConfig::new().busy_poll(Duration::from_secs(3600));
+    let cli = Cli::connect_with(&name, &config, DEADLINE).unwrap();
+    for a in 0..100 {
+        assert_eq!(cli.req_d(cmd(ECHO, a)), Ok(echo(a)));
+    }
+    let held = {
+        let cli = cli.clone();
+        background(move || outcome(&cli.req(cmd(HOLD, 1))))
+    };
+    assert_eq!(srv.line(), "held call 1");
+    srv.kill();
+    // Within the test's deadline, far shorter than the spin.
+    assert_eq!(result_of(&held, "busy-polling req"), "ServerDisappeared");
+    assert_eq!(cli.req_d(cmd(ECHO, 2)), Err(Error::ServerDisappeared));
 }
 
 #[test]

@@ -798,3 +798,38 @@ fn a_slow_server_then_a_fast_one_answers_every_call() {
     });
     server.join().unwrap();
 }
+
+/// Busy-polling for an hour on both sides: calls are answered, and the time limits of
+/// `Server::wait_timeout` and `Client::req_timeout` end the spins long before that.
+#[test]
+fn busy_polling_sides_keep_their_time_limits() {
+    let hour = Duration::from_secs(3600);
+    let name = "inproc-busy-poll";
+    let (s, _c) = setup_with(name, ServerConfig::new().busy_poll(hour));
+    let config = ConnectConfig::new().busy_poll(hour);
+    let c = Cli::connect_with(name, &config, T).unwrap();
+    let short = Duration::from_millis(30);
+    let s = within("a busy-polling server's wait_timeout", move || {
+        assert!(matches!(s.wait_timeout(short), Err(Error::Timeout)));
+        s
+    });
+    // Nobody serves: the caller's spin ends at its deadline (the call is withdrawn).
+    let c2 = c.clone();
+    let r = within("a busy-polling caller's req_timeout", move || {
+        c2.req_timeout(1, short)
+    });
+    assert_eq!(r, Err(Error::Timeout));
+    let worker = std::thread::spawn(move || {
+        for _ in 0..100 {
+            match s.wait_timeout(T).unwrap() {
+                Incoming::Call(n, ctx) => ctx.reply(n + 1).unwrap(),
+                _ => unreachable!(),
+            }
+        }
+    });
+    let sum = within("busy-polled calls", move || {
+        (0..100).map(|n| c.req_timeout(n, T).unwrap()).sum::<u64>()
+    });
+    assert_eq!(sum, (1..=100).sum::<u64>());
+    worker.join().unwrap();
+}

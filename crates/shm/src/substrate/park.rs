@@ -80,10 +80,15 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// every [`CLOCK_EVERY`] looks, and a gap of [`PREEMPTED`] between two readings means it was
 /// not running.
 ///
+/// A fixed budget ([`AdaptiveSpin::fixed`], for a busy-polling owner) is always `max`,
+/// whatever the waits did.
+///
 /// Shared by the threads of one connection (or server); `Relaxed` throughout, since it is
 /// only a hint: a lost update costs one wait a budget too long or too short.
 #[derive(Debug)]
 pub(crate) struct AdaptiveSpin {
+    /// The budget of every wait, if it does not adapt (busy-polling).
+    fixed: Option<Duration>,
     max_ns: u32,
     cur_ns: AtomicU32,
     misses: AtomicU32,
@@ -108,6 +113,10 @@ const MISS_STREAK: u32 = 4;
 /// A gap this long between two readings of the clock while spinning means the spinner was
 /// preempted (16 looks take well under a microsecond).
 pub(crate) const PREEMPTED: Duration = Duration::from_micros(30);
+
+/// A spinner looks whether its peer died once in this many looks (a load of the watcher's
+/// flag; a few microseconds apart).
+const DEAD_EVERY: u32 = 256;
 
 /// How a spin ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,9 +143,38 @@ impl AdaptiveSpin {
         Self::new(max, max, SERVER_PROBE_EVERY)
     }
 
+    /// A budget that is always `max`: every wait spins that long before it sleeps, whatever
+    /// the last waits did.
+    pub(crate) fn fixed(max: Duration) -> AdaptiveSpin {
+        AdaptiveSpin {
+            fixed: Some(max),
+            ..Self::new(max, max, 1)
+        }
+    }
+
+    /// A caller's or a server's budget ([`caller`](Self::caller), [`server`](Self::server)),
+    /// or a [`fixed`](Self::fixed) one if `busy_poll`.
+    pub(crate) fn for_caller(max: Duration, busy_poll: bool) -> AdaptiveSpin {
+        if busy_poll {
+            Self::fixed(max)
+        } else {
+            Self::caller(max)
+        }
+    }
+
+    /// As [`for_caller`](Self::for_caller), for a server.
+    pub(crate) fn for_server(max: Duration, busy_poll: bool) -> AdaptiveSpin {
+        if busy_poll {
+            Self::fixed(max)
+        } else {
+            Self::server(max)
+        }
+    }
+
     fn new(max: Duration, probe: Duration, every: u32) -> AdaptiveSpin {
         let ns = |d: Duration| u32::try_from(d.as_nanos()).unwrap_or(u32::MAX);
         AdaptiveSpin {
+            fixed: None,
             max_ns: ns(max),
             cur_ns: AtomicU32::new(ns(max)),
             misses: AtomicU32::new(0),
@@ -151,9 +189,17 @@ impl AdaptiveSpin {
         self.max_ns == 0
     }
 
+    /// Whether the budget is [`fixed`](Self::fixed): the owner busy-polls.
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
     /// The budget of the next wait.
     pub(crate) fn budget(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
+        if let Some(fixed) = self.fixed {
+            return fixed;
+        }
         let cur = self.cur_ns.load(Relaxed);
         let ns = if cur == 0 && self.max_ns != 0 {
             let n = self.waits.fetch_add(1, Relaxed);
@@ -175,19 +221,20 @@ impl AdaptiveSpin {
         Duration::from_nanos(u64::from(ns))
     }
 
-    /// Looks with `look` for the next budget ([`spin_on`]) and records how that went: the
-    /// value, or `None` when the budget ran out without one.
-    pub(crate) fn spin<T>(&self, look: impl FnMut() -> Option<T>) -> Option<T> {
-        self.spin_clocked(Instant::now, look)
+    /// Looks with `look` for the next budget ([`spin_on`]), at most until `deadline`, and
+    /// records how that went: the value, or `None` when the budget ran out without one.
+    pub(crate) fn spin<T>(&self, deadline: Deadline, look: impl FnMut() -> Option<T>) -> Option<T> {
+        self.spin_clocked(deadline, Instant::now, look)
     }
 
     /// [`spin`](Self::spin), reading the time with `now` (a test's clock).
     fn spin_clocked<T>(
         &self,
+        deadline: Deadline,
         now: impl FnMut() -> Instant,
         mut look: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let spun = spin_clocked(self.budget(), now, || {
+        let spun = spin_clocked(deadline.cap(self.budget()), now, || {
             Ok::<_, std::convert::Infallible>(look())
         });
         let Ok(spun) = spun;
@@ -201,6 +248,9 @@ impl AdaptiveSpin {
     /// Records how a wait that was given [`budget`](Self::budget) ended.
     pub(crate) fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.fixed.is_some() {
+            return;
+        }
         match outcome {
             Spun::Answered(after) => {
                 self.misses.store(0, Relaxed);
@@ -597,13 +647,23 @@ fn wait_with<T, E>(
             sleep_once(Some(left.map_or(rest, |left| left.min(rest)))).map_err(Gave::Err)?;
         }
     }
-    // A long (paced) spin stops at the deadline; a deadline already passed leaves none.
+    // A long (paced, busy-polling) spin stops at the deadline, and when the peer dies; a
+    // deadline already passed leaves none.
     let spin = deadline.cap(spin);
-    let spun = match spin_on(spin, &mut attempt).map_err(Gave::Err)? {
-        Ok((v, after)) => {
+    let mut looks = 0u32;
+    let look = || {
+        if let Some(v) = attempt()? {
+            return Ok(Some(Some(v)));
+        }
+        looks = looks.wrapping_add(1);
+        Ok((looks % DEAD_EVERY == 0 && live.is_dead()).then_some(None))
+    };
+    let spun = match spin_on(spin, look).map_err(Gave::Err)? {
+        Ok((Some(v), after)) => {
             let slept = slept_since.map(|t| t.elapsed());
             return Ok((v, Spun::Answered(after), slept));
         }
+        Ok((None, _)) => return Err(Gave::Dead),
         Err(how) => how,
     };
     // The spin, if there was no first sleep, is counted as its budget.
@@ -776,12 +836,12 @@ mod tests {
         let a = AdaptiveSpin::caller(Duration::from_micros(16));
         for _ in 0..MISS_STREAK {
             let clock = steady_clock(Duration::from_micros(1));
-            assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
+            assert_eq!(a.spin_clocked(Deadline::NEVER, clock, || None::<u8>), None);
         }
         assert_eq!(ns(a.budget()), 8_000, "a streak of misses halved it");
         let mut n = 0;
         let clock = steady_clock(Duration::from_micros(1));
-        let found = a.spin_clocked(clock, || {
+        let found = a.spin_clocked(Deadline::NEVER, clock, || {
             n += 1;
             (n == 3).then_some(n)
         });
@@ -790,7 +850,7 @@ mod tests {
         // A spin that was preempted at the limit halves it; a second leaves no budget.
         for left in [8_000, 0] {
             let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
-            assert_eq!(a.spin_clocked(clock, || None::<u8>), None);
+            assert_eq!(a.spin_clocked(Deadline::NEVER, clock, || None::<u8>), None);
             assert_eq!(ns(a.budget()), left);
         }
     }
@@ -882,6 +942,54 @@ mod tests {
             |_| panic!("no sleep: the answer is there at the first look"),
         );
         assert!(matches!(r, Ok((1, Spun::Missed, Some(_)))), "{r:?}");
+    }
+
+    #[test]
+    fn a_fixed_budget_stays_whatever_the_waits_did() {
+        let hour = Duration::from_secs(3600);
+        let a = AdaptiveSpin::fixed(hour);
+        assert!(a.is_fixed());
+        for outcome in [
+            Spun::Missed,
+            Spun::Preempted,
+            Spun::Answered(Duration::ZERO),
+        ] {
+            for _ in 0..2 * MISS_STREAK {
+                a.record(outcome);
+                assert_eq!(a.budget(), hour, "after {outcome:?}");
+            }
+        }
+        assert!(AdaptiveSpin::fixed(Duration::ZERO).never());
+        assert!(!AdaptiveSpin::for_caller(Duration::from_secs(1), false).is_fixed());
+        assert!(AdaptiveSpin::for_server(Duration::from_secs(1), true).is_fixed());
+    }
+
+    #[test]
+    fn a_long_spin_ends_when_the_peer_dies() {
+        struct Dead;
+        impl Liveness for Dead {
+            fn is_dead(&self) -> bool {
+                true
+            }
+            fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
+                sleep()
+            }
+        }
+        let mut looks = 0u32;
+        let r = wait_with(
+            None,
+            Duration::from_secs(3600),
+            &Dead,
+            Deadline::NEVER,
+            || {
+                looks += 1;
+                Ok::<Option<()>, ()>(None)
+            },
+            |_| panic!("no sleep: the peer is dead"),
+        );
+        assert_eq!(r, Err(Gave::Dead));
+        // Seen within DEAD_EVERY looks of the spin (and the first look before it).
+        assert!(looks <= DEAD_EVERY + 1, "{looks} looks");
     }
 
     #[test]

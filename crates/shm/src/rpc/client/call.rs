@@ -9,6 +9,7 @@ use crate::rpc::layout::{
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
+use crate::service::DEFAULT_CALLER_SPIN;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
@@ -97,10 +98,12 @@ impl Call {
                 return Ok(());
             }
         }
-        let quiet = self.woke || here;
+        // A busy-polling caller spins for a call that woke the server too.
+        let busy_poll = self.conn.spin.is_fixed();
+        let quiet = (self.woke && !busy_poll) || here;
         // A long call (the last two were, see `Pace`): sleep through most of it, then spin
         // for its end, so that the answer costs no wake-up.
-        let ahead = if quiet || self.conn.spin.never() {
+        let ahead = if quiet || busy_poll || self.conn.spin.never() {
             None
         } else {
             self.conn.pace.ahead()
@@ -360,7 +363,17 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
         if !self.spun {
             self.spun = true;
             if let Some(call) = self.call.as_ref().filter(|c| !c.woke && !c.server_here()) {
-                let _ = call.conn.spin.spin(|| call.is_done().then_some(()));
+                let done = || Ok::<_, std::convert::Infallible>(call.is_done().then_some(()));
+                if call.conn.spin.is_fixed() {
+                    // A busy-poll holds the executor's thread no longer than a default spin.
+                    let spin = call.conn.spin.budget().min(DEFAULT_CALLER_SPIN);
+                    let _ = park::spin_on(spin, done);
+                } else {
+                    let _ = call
+                        .conn
+                        .spin
+                        .spin(Deadline::NEVER, || call.is_done().then_some(()));
+                }
             }
         }
         let Some(call) = self.call.as_ref() else {

@@ -240,7 +240,10 @@ impl Conn {
             next_sub: AtomicU32::new(1),
             reactor: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            spin: AdaptiveSpin::caller(config.spin_limit()),
+            spin: {
+                let (limit, busy_poll) = config.spin_limit();
+                AdaptiveSpin::for_caller(limit, busy_poll)
+            },
             pace: Pace::default(),
             sh,
         }))

@@ -79,6 +79,7 @@ pub struct ServerConfig {
     max_lend: usize,
     forwarding: bool,
     spin: Duration,
+    busy_poll: bool,
     limits: Limits,
     listener: ListenerConfig,
 }
@@ -103,6 +104,7 @@ impl Default for ServerConfig {
             max_lend: 1 << 30,
             forwarding: false,
             spin: DEFAULT_SPIN,
+            busy_poll: false,
             limits: Limits {
                 clients: 128,
                 lends_per_client: 256,
@@ -182,8 +184,33 @@ impl ServerConfig {
     /// let config = ServerConfig::new().spin(Duration::ZERO);
     /// # let _ = config;
     /// ```
+    ///
+    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
     pub fn spin(mut self, limit: Duration) -> Self {
         self.spin = limit;
+        self.busy_poll = false;
+        self
+    }
+
+    /// Busy-polls: an idle worker looks for the next message for up to `limit` before it
+    /// sleeps, at every wait, whatever the waits before did. Only a
+    /// worker whose last client ran on the worker's own CPU yields the CPU instead (for up
+    /// to 20 µs), and one woken by a wake-up that brought nothing sleeps again at once (a
+    /// client that only sends wake-ups keeps no worker spinning).
+    ///
+    /// For latency at the price of a core per worker; pair it with
+    /// [`ConnectConfig::busy_poll`](crate::ConnectConfig::busy_poll) in the clients.
+    /// Replaces a [`spin`](Self::spin) given before.
+    ///
+    /// ```
+    /// use courier_shm::ServerConfig;
+    /// use std::time::Duration;
+    /// let config = ServerConfig::new().busy_poll(Duration::from_secs(1));
+    /// # let _ = config;
+    /// ```
+    pub fn busy_poll(mut self, limit: Duration) -> Self {
+        self.spin = limit;
+        self.busy_poll = true;
         self
     }
 
@@ -413,7 +440,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             lay,
             max_lend: config.max_lend,
             forwarding: config.forwarding,
-            spin: AdaptiveSpin::server(config.spin),
+            spin: AdaptiveSpin::for_server(config.spin, config.busy_poll),
             client_cpu: std::sync::atomic::AtomicU32::new(0),
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
@@ -566,7 +593,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 }
             }
             if !*idle_wake && !client_here {
-                if let Some(m) = core.spin.spin(|| self.poll_once()) {
+                if let Some(m) = core.spin.spin(deadline, || self.poll_once()) {
                     return Ok(m);
                 }
                 if deadline.has_passed() {
