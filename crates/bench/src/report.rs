@@ -196,6 +196,29 @@ pub(crate) fn goals_by_load(rows: &[Row], goals: impl Fn(&[Row], Load) -> Vec<Go
     out
 }
 
+/// The measures of a round trip a goal compares: name, value, and whether higher is better.
+type Measure = (&'static str, fn(&Summary) -> f64, bool);
+const MEASURES: [Measure; 3] = [
+    ("median", |s| s.median_ns, false),
+    ("p99", |s| s.p99_ns, false),
+    ("calls/s", |s| s.calls_per_s, true),
+];
+
+/// `subject`'s median, p99 and calls/s each at least as good as `reference`'s: three goals
+/// (not measured if either row is missing).
+pub(crate) fn as_good_as(text: &str, subject: Option<&Row>, reference: Option<&Row>) -> Vec<Goal> {
+    MEASURES
+        .iter()
+        .map(|&(what, key, higher)| {
+            let text = format!("{text}: {what}");
+            match (subject, reference) {
+                (Some(c), Some(r)) => Goal::versus(text, c, r, key, higher),
+                _ => Goal::not_measured(text),
+            }
+        })
+        .collect()
+}
+
 /// The goals of the busy load for one scenario (give rows of one load; the peers are
 /// [`peers`]): courier's median, p99 and calls/s each ahead of every peer's (the best peer is
 /// the reference); and its CPU time per call at most that of the most frugal peer whose
@@ -223,32 +246,10 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
         ))];
     };
     let mut goals = Vec::new();
-    for (what, key, higher) in [
-        (
-            "median",
-            (|s: &Summary| s.median_ns) as fn(&Summary) -> f64,
-            false,
-        ),
-        ("p99", |s: &Summary| s.p99_ns, false),
-        ("calls/s", |s: &Summary| s.calls_per_s, true),
-    ] {
+    for (what, key, higher) in MEASURES {
         let text = format!("{scenario}: {what} ahead of every peer");
         goals.push(match best(key, higher) {
-            Some(r) => {
-                let (mine, theirs) = (key(&c.summary), key(&r.summary));
-                let fmt = |v: f64| if higher { fmt_rate(v) } else { fmt_ns(v) };
-                Goal {
-                    text,
-                    courier: fmt(mine),
-                    reference: format!("{} ({})", fmt(theirs), r.name),
-                    ratio: Some(mine / theirs),
-                    verdict: Verdict::of(if higher {
-                        mine >= theirs
-                    } else {
-                        mine <= theirs
-                    }),
-                }
-            }
+            Some(r) => Goal::versus(text, c, r, key, higher),
             None => Goal::not_measured(text),
         });
     }
@@ -392,6 +393,23 @@ impl Goal {
                 }
             }
             _ => Goal::not_measured(text),
+        }
+    }
+
+    /// `subject`'s `key` at least as good as `reference`'s (higher is better if `higher`).
+    fn versus(text: String, c: &Row, r: &Row, key: fn(&Summary) -> f64, higher: bool) -> Self {
+        let (mine, theirs) = (key(&c.summary), key(&r.summary));
+        let fmt = |v: f64| if higher { fmt_rate(v) } else { fmt_ns(v) };
+        Goal {
+            text,
+            courier: fmt(mine),
+            reference: format!("{} ({})", fmt(theirs), r.name),
+            ratio: Some(mine / theirs),
+            verdict: Verdict::of(if higher {
+                mine >= theirs
+            } else {
+                mine <= theirs
+            }),
         }
     }
 

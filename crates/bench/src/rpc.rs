@@ -10,6 +10,9 @@
 //!   (`lend_mut`); the peers send a reply of N bytes. The "floor" row does the memset and the
 //!   check in one process, with no transport at all: what any such call must cost at least.
 //!
+//! courier's small call is also run parked (no spin on either side, beside the bare futex
+//! floor) and busy-polling (`busy_poll` on both sides, beside iceoryx2's busy-poll row).
+//!
 //! Every row starts its own server process: this binary again, as `courier-bench rpc --peer
 //! KIND --size N --name NAME` (hidden options). The request [`STOP`] makes the server answer
 //! and exit. The client kills and reaps its server when a row ends (after a bounded wait for a
@@ -120,6 +123,8 @@ enum Kind {
     CourierReq,
     /// courier::shm `Client::req` with no spin on either side (small): the parked regime.
     CourierParked,
+    /// courier::shm `Client::req`, both sides busy-polling (small).
+    CourierBusy,
     /// courier::shm `Client::lend_mut` (large).
     CourierLend,
     /// The small call through a `#[courier::service]` client and server (the stubs' cost).
@@ -142,9 +147,10 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 11] = [
+const KINDS: [Kind; 12] = [
     Kind::CourierReq,
     Kind::CourierParked,
+    Kind::CourierBusy,
     Kind::CourierLend,
     Kind::CourierService,
     Kind::Floor,
@@ -162,6 +168,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier-req",
             Kind::CourierParked => "courier-parked",
+            Kind::CourierBusy => "courier-busy-poll",
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
             Kind::Floor => "floor",
@@ -183,6 +190,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier::shm req",
             Kind::CourierParked => "courier::shm req, spin 0 (parked)",
+            Kind::CourierBusy => "courier::shm req, busy-poll",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
@@ -207,8 +215,9 @@ impl Kind {
     fn notes(self, n: usize) -> &'static str {
         let small = n == SMALL;
         match self {
-            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (blocking: an adaptive spin of up to 20 µs, then futex; the API has no busy-wait variant); server: one worker, Server::wait_timeout (adaptive spin up to 50 µs, then sleep) → Incoming::Call → ReplyContext::reply(x + 1)",
+            Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (the default: an adaptive spin of up to 20 µs, then futex; the busy-poll row below is the busy-polling mode); server: one worker, Server::wait_timeout (adaptive spin up to 50 µs, then sleep) → Incoming::Call → ReplyContext::reply(x + 1)",
             Kind::CourierParked => "as courier::shm req, with ConnectConfig::spin(0) and ServerConfig::spin(0): both sides sleep at once, every call costs two wake-ups (not a peer: the sleeping regime beside the futex floor)",
+            Kind::CourierBusy => "as courier::shm req, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
@@ -230,6 +239,7 @@ impl Kind {
         match self {
             Kind::CourierReq
             | Kind::CourierParked
+            | Kind::CourierBusy
             | Kind::CourierService
             | Kind::IpcPerCall
             | Kind::FutexFloor => n == SMALL,
@@ -320,6 +330,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
                 || kind.is_floor()
                 || kind == Kind::CourierService
                 || kind == Kind::CourierParked
+                || kind == Kind::CourierBusy
                 || filter
                     .as_ref()
                     .is_none_or(|f| kind.name().to_lowercase().contains(f));
@@ -380,7 +391,11 @@ fn measure_row(
     }
     let mut peer;
     let mut client: Box<dyn Client> = match kind {
-        Kind::CourierReq | Kind::CourierParked | Kind::CourierLend | Kind::CourierService => {
+        Kind::CourierReq
+        | Kind::CourierParked
+        | Kind::CourierBusy
+        | Kind::CourierLend
+        | Kind::CourierService => {
             peer = spawn(kind, n, name)?;
             courier_side::client(kind, n, name)?
         }
@@ -432,7 +447,7 @@ fn measure_row(
 /// The server process of a row: answers calls until [`STOP`], or its client's death.
 fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     match kind {
-        Kind::CourierReq | Kind::CourierParked | Kind::CourierLend => {
+        Kind::CourierReq | Kind::CourierParked | Kind::CourierBusy | Kind::CourierLend => {
             courier_side::server(kind, n, name)
         }
         Kind::CourierService => courier_side::service_server(name),
@@ -541,6 +556,8 @@ mod courier_side {
     /// The application error type of the service (never sent).
     type AppError = ();
     type Rpc = RpcClient<u64, u64, AppError>;
+    /// How long a busy-polling side spins at each wait (longer than any gap in a row).
+    const BUSY_POLL: Duration = Duration::from_secs(1);
 
     /// `req(x)`: blocking, the default.
     struct Req {
@@ -644,13 +661,17 @@ mod courier_side {
                 IncClient::connect(name, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
             return Ok(Box::new(Service { client }));
         }
-        let mut config = ConnectConfig::new();
-        if kind == Kind::CourierParked {
-            config = config.spin(Duration::ZERO);
-        }
+        let config = match kind {
+            Kind::CourierParked => ConnectConfig::new().spin(Duration::ZERO),
+            Kind::CourierBusy => ConnectConfig::new().busy_poll(BUSY_POLL),
+            _ => ConnectConfig::new(),
+        };
         let client =
             Rpc::connect_with(name, &config, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
-        if matches!(kind, Kind::CourierReq | Kind::CourierParked) {
+        if matches!(
+            kind,
+            Kind::CourierReq | Kind::CourierParked | Kind::CourierBusy
+        ) {
             return Ok(Box::new(Req { client }));
         }
         let buf = ShmBuf::new(n).map_err(|e| format!("ShmBuf::new({n}): {e}"))?;
@@ -659,10 +680,11 @@ mod courier_side {
 
     /// The server: one worker (this thread) answers until [`STOP`].
     pub(super) fn server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
-        let mut config = ServerConfig::new();
-        if kind == Kind::CourierParked {
-            config = config.spin(Duration::ZERO);
-        }
+        let config = match kind {
+            Kind::CourierParked => ServerConfig::new().spin(Duration::ZERO),
+            Kind::CourierBusy => ServerConfig::new().busy_poll(BUSY_POLL),
+            _ => ServerConfig::new(),
+        };
         let server =
             Server::<u64, u64, AppError>::bind(name, config).map_err(|e| format!("bind: {e}"))?;
         loop {
@@ -1214,6 +1236,11 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             0.5,
         ));
     }
+    goals.extend(report::as_good_as(
+        "small round trip, busy-polling both sides: courier's busy-poll row at or ahead of iceoryx2's",
+        row(Kind::CourierBusy.name()),
+        row(Kind::IoxSpin.name()),
+    ));
     goals.push(Goal::median(
         "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
         row(Kind::CourierParked.name()),

@@ -229,13 +229,17 @@ impl ConnectConfig {
         self
     }
 
-    /// Busy-polls: every RPC call of this connection spins for its answer for up to `limit` before
-    /// it sleeps, whatever the calls before did, and also when
-    /// the call had to wake the server; long calls are not paced. Only a caller whose
-    /// server's worker last ran on the caller's own CPU yields the CPU instead (for up to
-    /// 20 µs: the worker cannot answer while the caller spins there). A dead server or the
-    /// call's deadline ends the spin. An async call spins at most 20 µs (as by default)
-    /// before its task is put to sleep, so as not to hold the executor's thread.
+    /// Busy-polls: every RPC call of this connection spins for its answer for up to
+    /// `limit` before it sleeps, whatever the calls before did, wherever the server's worker
+    /// last ran (it does not yield to a worker on its own CPU: the scheduler soon moves one
+    /// of two spinners sharing a CPU), and also when the call had to wake the server; long
+    /// calls are not paced. A dead server or the call's deadline ends the spin. An async
+    /// call spins at most 20 µs (as by default) before its task is put to sleep, so as not
+    /// to hold the executor's thread.
+    ///
+    /// With one core of two kept busy by another process, a busy-polling client and server
+    /// measured 0.47 µs per round trip against 3.5 µs by default (which hands one CPU back
+    /// and forth), at less CPU per call: the other process gets less of the machine.
     ///
     /// For latency at the price of a core: the regime of a busy-polling
     /// [`ShmChannel`](crate::ShmChannel) or iceoryx2's busy-poll loops, for a machine with a

@@ -90,7 +90,11 @@ impl Call {
             // Only a hostile server puts anything else here.
             _ => Err(Fault::Protocol),
         };
-        let here = self.server_here();
+        // A busy-polling caller spins whatever the hints say, for a call that woke the
+        // server too (a worker on this CPU is then moved away by the scheduler's balancing;
+        // handing the CPU back and forth would keep the two on one CPU).
+        let busy_poll = self.conn.spin.is_fixed();
+        let here = !busy_poll && self.server_here();
         // The server's worker last ran on this CPU and is awake: hand it the CPU.
         if here && !self.woke && !self.conn.spin.never() {
             let done = || Ok::<_, Fault>(self.is_done().then_some(()));
@@ -98,8 +102,6 @@ impl Call {
                 return Ok(());
             }
         }
-        // A busy-polling caller spins for a call that woke the server too.
-        let busy_poll = self.conn.spin.is_fixed();
         let quiet = (self.woke && !busy_poll) || here;
         // A long call (the last two were, see `Pace`): sleep through most of it, then spin
         // for its end, so that the answer costs no wake-up.

@@ -193,10 +193,10 @@ impl ServerConfig {
     }
 
     /// Busy-polls: an idle worker looks for the next message for up to `limit` before it
-    /// sleeps, at every wait, whatever the waits before did. Only a
-    /// worker whose last client ran on the worker's own CPU yields the CPU instead (for up
-    /// to 20 µs), and one woken by a wake-up that brought nothing sleeps again at once (a
-    /// client that only sends wake-ups keeps no worker spinning).
+    /// sleeps, at every wait, whatever the waits before did and wherever its last client
+    /// ran (it does not yield to a client on its own CPU). A worker woken by a wake-up that
+    /// brought nothing sleeps again at once (a client that only sends wake-ups keeps no
+    /// worker spinning); the wait's deadline ends the spin.
     ///
     /// For latency at the price of a core per worker; pair it with
     /// [`ConnectConfig::busy_poll`](crate::ConnectConfig::busy_poll) in the clients.
@@ -584,7 +584,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             }
             // No spin when the client of the last call is on this CPU: it cannot send its
             // next call while we spin here. We yield the CPU to it for a while instead.
-            let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            // (A busy-polling worker spins whatever the hints say.)
+            let client_here = !core.spin.is_fixed()
+                && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
                 let Ok(found) = park::yield_on(deadline.cap(park::YIELD_FOR), look);
