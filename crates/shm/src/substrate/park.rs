@@ -888,24 +888,29 @@ mod tests {
         assert_eq!(p.ahead().map(|(_, spin)| spin), Some(MAX_PACED_SPIN));
     }
 
+    /// A peer that is alive or dead for the whole test, and no watcher to count sleepers.
+    struct Peer {
+        dead: bool,
+    }
+
+    impl Liveness for Peer {
+        fn is_dead(&self) -> bool {
+            self.dead
+        }
+        fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
+            sleep()
+        }
+    }
+
     #[test]
     fn a_paced_wait_sleeps_on_after_a_change_that_was_not_the_answer_then_spins() {
-        struct Alive;
-        impl Liveness for Alive {
-            fn is_dead(&self) -> bool {
-                false
-            }
-            fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
-                sleep()
-            }
-        }
         let ahead = Duration::from_millis(3);
         let mut sleeps: Vec<Duration> = Vec::new();
         let mut looks = 0;
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
-            &Alive,
+            &Peer { dead: false },
             Deadline::NEVER,
             || {
                 looks += 1;
@@ -936,7 +941,7 @@ mod tests {
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
-            &Alive,
+            &Peer { dead: false },
             Deadline::NEVER,
             || Ok::<_, ()>((!sleeps.is_empty()).then_some(1)),
             |_| panic!("no sleep: the answer is there at the first look"),
@@ -966,20 +971,11 @@ mod tests {
 
     #[test]
     fn a_long_spin_ends_when_the_peer_dies() {
-        struct Dead;
-        impl Liveness for Dead {
-            fn is_dead(&self) -> bool {
-                true
-            }
-            fn counted<T>(&self, sleep: impl FnOnce() -> T) -> T {
-                sleep()
-            }
-        }
         let mut looks = 0u32;
         let r = wait_with(
             None,
             Duration::from_secs(3600),
-            &Dead,
+            &Peer { dead: true },
             Deadline::NEVER,
             || {
                 looks += 1;
