@@ -196,8 +196,9 @@ impl ConnectConfig {
     /// The longest an RPC caller of this connection spins for its answer before it sleeps
     /// (default 20 µs). The budget adapts: when an answer comes while spinning it doubles,
     /// and becomes at least twice what that answer took (up to `limit`); it halves after four
-    /// misses in a row, and drops to none when the caller was preempted while spinning; with
-    /// none left, one call in 64 spins 2 µs (and one in 256 the whole `limit`) to notice that
+    /// misses in a row (below `limit`, only if one more call spinning the whole `limit`
+    /// misses too), halves when the caller was preempted while spinning at `limit`, and
+    /// drops to none when preempted below it; with none left, one call in 64 spins 2 µs (and one in 256 the whole `limit`) to notice that
     /// the server has become fast again. A caller never spins for a call that had to wake
     /// the server, nor while the server's worker was last on the caller's own CPU: then it
     /// yields the CPU for up to 20 µs instead, which runs the worker at once if it is
@@ -214,6 +215,8 @@ impl ConnectConfig {
     /// `Duration::ZERO`: never spin or yield, paced or not (every call sleeps until its answer,
     /// costing two wake-ups per round trip and no CPU while waiting).
     ///
+    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
+    ///
     /// ```
     /// use courier_shm::ConnectConfig;
     /// use std::time::Duration;
@@ -221,8 +224,6 @@ impl ConnectConfig {
     /// let config = ConnectConfig::new().spin(Duration::ZERO);
     /// # let _ = config;
     /// ```
-    ///
-    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
     pub fn spin(mut self, limit: Duration) -> Self {
         self.spin = limit;
         self.busy_poll = false;

@@ -169,13 +169,16 @@ impl ServerConfig {
     /// The longest an idle worker looks for the next message before it sleeps (default
     /// 50 µs). The budget adapts: when a message comes while spinning it doubles, and becomes
     /// at least twice the time the message took (up to `limit`); it halves after four misses
-    /// in a row, and drops to none when the worker was preempted while spinning; with none
-    /// left, one wait in 256 spins the whole `limit` to notice that calls come fast again.
+    /// in a row (below `limit`, only if one more wait spinning the whole `limit` misses
+    /// too), halves when the worker was preempted while spinning at `limit`, and drops to
+    /// none when preempted below it; with none left, one wait in 256 spins the whole `limit` to notice that calls come fast again.
     /// A worker does not spin while the client of its last call was on the worker's own CPU
     /// (it could not send): it yields the CPU for up to 20 µs instead, which runs that
     /// client at once if it is waiting there. `Duration::ZERO`: a worker neither spins nor
     /// yields, it sleeps as soon as it finds nothing, and a client's call then costs a
     /// wake-up.
+    ///
+    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
     ///
     /// ```
     /// use courier_shm::ServerConfig;
@@ -184,8 +187,6 @@ impl ServerConfig {
     /// let config = ServerConfig::new().spin(Duration::ZERO);
     /// # let _ = config;
     /// ```
-    ///
-    /// Replaces a [`busy_poll`](Self::busy_poll) given before.
     pub fn spin(mut self, limit: Duration) -> Self {
         self.spin = limit;
         self.busy_poll = false;
