@@ -39,6 +39,7 @@ use crate::dir;
 use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::substrate::deadline::Deadline;
+use crate::substrate::park::SpinLimit;
 use crate::sys::{self, Credentials};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -153,8 +154,7 @@ impl ListenerConfig {
 pub struct ConnectConfig {
     max_segment_size: usize,
     trusted_uids: Vec<u32>,
-    spin: Duration,
-    busy_poll: bool,
+    spin: SpinLimit,
 }
 
 /// How long an RPC caller spins for its answer by default before it sleeps.
@@ -165,8 +165,7 @@ impl Default for ConnectConfig {
         ConnectConfig {
             max_segment_size: 1 << 30,
             trusted_uids: Vec::new(),
-            spin: DEFAULT_CALLER_SPIN,
-            busy_poll: false,
+            spin: SpinLimit::Adaptive(DEFAULT_CALLER_SPIN),
         }
     }
 }
@@ -225,8 +224,7 @@ impl ConnectConfig {
     /// # let _ = config;
     /// ```
     pub fn spin(mut self, limit: Duration) -> Self {
-        self.spin = limit;
-        self.busy_poll = false;
+        self.spin = SpinLimit::Adaptive(limit);
         self
     }
 
@@ -257,15 +255,13 @@ impl ConnectConfig {
     /// # let _ = config;
     /// ```
     pub fn busy_poll(mut self, limit: Duration) -> Self {
-        self.spin = limit;
-        self.busy_poll = true;
+        self.spin = SpinLimit::BusyPoll(limit);
         self
     }
 
-    /// The spin limit, and whether it is a busy-poll ([`ConnectConfig::spin`],
-    /// [`ConnectConfig::busy_poll`]).
-    pub(crate) fn spin_limit(&self) -> (Duration, bool) {
-        (self.spin, self.busy_poll)
+    /// The spin limit ([`ConnectConfig::spin`], [`ConnectConfig::busy_poll`]).
+    pub(crate) fn spin_limit(&self) -> SpinLimit {
+        self.spin
     }
 
     fn trusts(&self, peer: &Credentials) -> bool {

@@ -97,6 +97,16 @@ pub(crate) struct AdaptiveSpin {
     every: u32,
 }
 
+/// How long a side spins before it sleeps, as its owner configured it
+/// (`ConnectConfig::spin`/`busy_poll`, `ServerConfig::spin`/`busy_poll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpinLimit {
+    /// An adaptive budget of at most this long.
+    Adaptive(Duration),
+    /// This long at every wait.
+    BusyPoll(Duration),
+}
+
 /// Below this a halved budget becomes none.
 const MIN_SPIN: Duration = Duration::from_nanos(500);
 /// How long a caller's probe spins: enough for an answer from a server that is running (a
@@ -152,22 +162,20 @@ impl AdaptiveSpin {
         }
     }
 
-    /// A caller's or a server's budget ([`caller`](Self::caller), [`server`](Self::server)),
-    /// or a [`fixed`](Self::fixed) one if `busy_poll`.
-    pub(crate) fn for_caller(max: Duration, busy_poll: bool) -> AdaptiveSpin {
-        if busy_poll {
-            Self::fixed(max)
-        } else {
-            Self::caller(max)
+    /// A caller's budget as configured: [`caller`](Self::caller), or [`fixed`](Self::fixed)
+    /// when busy-polling.
+    pub(crate) fn for_caller(limit: SpinLimit) -> AdaptiveSpin {
+        match limit {
+            SpinLimit::Adaptive(max) => Self::caller(max),
+            SpinLimit::BusyPoll(max) => Self::fixed(max),
         }
     }
 
-    /// As [`for_caller`](Self::for_caller), for a server.
-    pub(crate) fn for_server(max: Duration, busy_poll: bool) -> AdaptiveSpin {
-        if busy_poll {
-            Self::fixed(max)
-        } else {
-            Self::server(max)
+    /// As [`for_caller`](Self::for_caller), for a server ([`server`](Self::server)).
+    pub(crate) fn for_server(limit: SpinLimit) -> AdaptiveSpin {
+        match limit {
+            SpinLimit::Adaptive(max) => Self::server(max),
+            SpinLimit::BusyPoll(max) => Self::fixed(max),
         }
     }
 
@@ -965,8 +973,9 @@ mod tests {
             }
         }
         assert!(AdaptiveSpin::fixed(Duration::ZERO).never());
-        assert!(!AdaptiveSpin::for_caller(Duration::from_secs(1), false).is_fixed());
-        assert!(AdaptiveSpin::for_server(Duration::from_secs(1), true).is_fixed());
+        let second = Duration::from_secs(1);
+        assert!(!AdaptiveSpin::for_caller(SpinLimit::Adaptive(second)).is_fixed());
+        assert!(AdaptiveSpin::for_server(SpinLimit::BusyPoll(second)).is_fixed());
     }
 
     #[test]

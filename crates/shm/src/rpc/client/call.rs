@@ -365,17 +365,13 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
         if !self.spun {
             self.spun = true;
             if let Some(call) = self.call.as_ref().filter(|c| !c.woke && !c.server_here()) {
-                let done = || Ok::<_, std::convert::Infallible>(call.is_done().then_some(()));
-                if call.conn.spin.is_fixed() {
-                    // A busy-poll holds the executor's thread no longer than a default spin.
-                    let spin = call.conn.spin.budget().min(DEFAULT_CALLER_SPIN);
-                    let _ = park::spin_on(spin, done);
+                // A busy-poll holds the executor's thread no longer than a default spin.
+                let until = if call.conn.spin.is_fixed() {
+                    Deadline::after(DEFAULT_CALLER_SPIN)
                 } else {
-                    let _ = call
-                        .conn
-                        .spin
-                        .spin(Deadline::NEVER, || call.is_done().then_some(()));
-                }
+                    Deadline::NEVER
+                };
+                let _ = call.conn.spin.spin(until, || call.is_done().then_some(()));
             }
         }
         let Some(call) = self.call.as_ref() else {

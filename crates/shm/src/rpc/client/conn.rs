@@ -240,10 +240,7 @@ impl Conn {
             next_sub: AtomicU32::new(1),
             reactor: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            spin: {
-                let (limit, busy_poll) = config.spin_limit();
-                AdaptiveSpin::for_caller(limit, busy_poll)
-            },
+            spin: AdaptiveSpin::for_caller(config.spin_limit()),
             pace: Pace::default(),
             sh,
         }))

@@ -33,7 +33,7 @@ use crate::rpc::Error;
 use crate::segment::HEADER_LEN;
 use crate::service::{Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, AdaptiveSpin};
+use crate::substrate::park::{self, AdaptiveSpin, SpinLimit};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
 use std::any::TypeId;
@@ -78,8 +78,7 @@ pub struct ServerConfig {
     push_size: usize,
     max_lend: usize,
     forwarding: bool,
-    spin: Duration,
-    busy_poll: bool,
+    spin: SpinLimit,
     limits: Limits,
     listener: ListenerConfig,
 }
@@ -103,8 +102,7 @@ impl Default for ServerConfig {
             push_size: 256,
             max_lend: 1 << 30,
             forwarding: false,
-            spin: DEFAULT_SPIN,
-            busy_poll: false,
+            spin: SpinLimit::Adaptive(DEFAULT_SPIN),
             limits: Limits {
                 clients: 128,
                 lends_per_client: 256,
@@ -188,8 +186,7 @@ impl ServerConfig {
     /// # let _ = config;
     /// ```
     pub fn spin(mut self, limit: Duration) -> Self {
-        self.spin = limit;
-        self.busy_poll = false;
+        self.spin = SpinLimit::Adaptive(limit);
         self
     }
 
@@ -210,8 +207,7 @@ impl ServerConfig {
     /// # let _ = config;
     /// ```
     pub fn busy_poll(mut self, limit: Duration) -> Self {
-        self.spin = limit;
-        self.busy_poll = true;
+        self.spin = SpinLimit::BusyPoll(limit);
         self
     }
 
@@ -441,7 +437,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             lay,
             max_lend: config.max_lend,
             forwarding: config.forwarding,
-            spin: AdaptiveSpin::for_server(config.spin, config.busy_poll),
+            spin: AdaptiveSpin::for_server(config.spin),
             client_cpu: std::sync::atomic::AtomicU32::new(0),
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
