@@ -665,25 +665,23 @@ pub(crate) fn fmt_ns_delta(ns: f64) -> String {
 
 /// A rate per second, as "415.6 k" or "1.55 M".
 pub(crate) fn fmt_rate(per_s: f64) -> String {
-    if !per_s.is_finite() {
-        "n/a".to_string()
-    } else if per_s < 1e3 {
-        format!("{per_s:.1}")
-    } else if per_s < 1e6 {
-        format!("{:.1} k", per_s / 1e3)
-    } else {
-        format!("{:.2} M", per_s / 1e6)
-    }
+    fmt_rate_to(per_s, 1)
 }
 
 /// A rate per second to two or three significant digits: "415 k", "1.55 M", "378".
 pub(crate) fn fmt_rate_short(per_s: f64) -> String {
+    fmt_rate_to(per_s, 0)
+}
+
+/// A rate per second with `decimals` below a million (as is, or in thousands: "k"), two in
+/// millions ("M").
+fn fmt_rate_to(per_s: f64, decimals: usize) -> String {
     if !per_s.is_finite() {
         "n/a".to_string()
     } else if per_s < 1e3 {
-        format!("{per_s:.0}")
+        format!("{per_s:.decimals$}")
     } else if per_s < 1e6 {
-        format!("{:.0} k", per_s / 1e3)
+        format!("{:.decimals$} k", per_s / 1e3)
     } else {
         format!("{:.2} M", per_s / 1e6)
     }
