@@ -52,14 +52,19 @@ impl StatsFile {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(ShmError::io("creating the stats file"))?;
-        Ok(StatsFile {
+        Ok(StatsFile::opened(path, file))
+    }
+
+    /// The stats file `file`, opened at `path`, with nothing written yet.
+    fn opened(path: PathBuf, file: fs::File) -> StatsFile {
+        StatsFile {
             path,
             file: Mutex::new(Written {
                 file,
                 counters: [0; LEN],
                 at: None,
             }),
-        })
+        }
     }
 
     /// Writes the counters, unless the file already holds them.
@@ -263,14 +268,7 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let f = StatsFile {
-            path: path.clone(),
-            file: Mutex::new(Written {
-                file,
-                counters: [0; LEN],
-                at: None,
-            }),
-        };
+        let f = StatsFile::opened(path.clone(), file);
         let served = |path: &std::path::Path| {
             let bytes = fs::read(path).unwrap();
             u64::from_le_bytes(bytes[48..56].try_into().unwrap())
