@@ -75,14 +75,8 @@ mod shm_t {
 
     /// A service with `room` call slots per client, and a client of it.
     pub(crate) fn pair(room: usize) -> (Server, Client) {
-        static ONCE: std::sync::Once = std::sync::Once::new();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        ONCE.call_once(|| {
-            let dir =
-                std::env::temp_dir().join(format!("courier-conformance-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::env::set_var("COURIER_RUNTIME_DIR", &dir);
-        });
+        courier_testkit::runtime_dir("courier-conformance");
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("conformance-{}-{n}", std::process::id());
         let server = Server::bind(&name, ServerConfig::new().slots(room)).unwrap();

@@ -29,12 +29,7 @@ enum Seen {
 
 /// One runtime directory for the test binary.
 fn runtime_dir() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = std::env::temp_dir().join(format!("courier-net-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
-    });
+    courier_testkit::runtime_dir("courier-net");
 }
 
 /// A free loopback TCP endpoint.

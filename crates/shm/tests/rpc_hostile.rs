@@ -46,16 +46,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A fresh runtime directory for this test binary, and a unique name.
 fn setup(tag: &str) -> (Srv, String) {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let d = DIR.get_or_init(|| {
-        // A static is never dropped: what earlier runs left is removed here instead.
-        courier_testkit::sweep_gone("courier-rpc-hostile");
-        let p = std::env::temp_dir().join(format!("courier-rpc-hostile-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        p
-    });
-    std::env::set_var("COURIER_RUNTIME_DIR", d);
+    courier_testkit::runtime_dir("courier-rpc-hostile");
     let name = format!("hostile-{tag}");
     (Srv::bind(&name, ServerConfig::new()).unwrap(), name)
 }

@@ -20,18 +20,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
-/// The runtime directory of the whole test binary (tests run in parallel threads, and the
-/// directory is an environment variable): made once, under the temporary directory, after
-/// those of test processes that are gone were removed.
-fn rt_dir() -> &'static std::path::Path {
-    static DIR: std::sync::OnceLock<courier_testkit::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        courier_testkit::sweep_gone("courier-rpc-inproc");
-        courier_testkit::TempDir::new("courier-rpc-inproc", "rt", 0o700)
-    })
-    .path()
-}
-
 type Srv = Server<u64, u64, u32>;
 type Cli = Client<u64, u64, u32>;
 
@@ -40,7 +28,7 @@ fn setup(name: &str) -> (Srv, Cli) {
 }
 
 fn setup_with(name: &str, cfg: ServerConfig) -> (Srv, Cli) {
-    std::env::set_var("COURIER_RUNTIME_DIR", rt_dir());
+    courier_testkit::runtime_dir("courier-rpc-inproc");
     let s = Srv::bind(name, cfg).unwrap();
     let c = Cli::connect(name, T).unwrap();
     (s, c)
@@ -229,7 +217,7 @@ fn mismatched_types_and_oversized_messages_are_errors() {
 #[test]
 fn postcard_values_travel() {
     use courier_shm::Postcard;
-    std::env::set_var("COURIER_RUNTIME_DIR", rt_dir());
+    courier_testkit::runtime_dir("courier-rpc-inproc");
     let s: Server<Postcard<Vec<String>>, Postcard<String>, ()> =
         Server::bind("inproc-postcard", ServerConfig::new()).unwrap();
     let c: Client<Postcard<Vec<String>>, Postcard<String>, ()> =

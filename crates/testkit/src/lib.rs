@@ -358,6 +358,25 @@ impl Drop for TempDir {
     }
 }
 
+/// The runtime directory of this whole test process, `<temp dir>/<prefix>-<pid>-rt` (mode
+/// 0o700), set in `COURIER_RUNTIME_DIR` at every call: the variable is process-wide and tests
+/// run on parallel threads, so they share one directory, kept until the process ends (in a
+/// `static`, never dropped). Made at the first call, after [`sweep_gone`] removed those of
+/// processes that are gone. One prefix per test process.
+pub fn runtime_dir(prefix: &str) -> &'static Path {
+    static DIR: std::sync::OnceLock<(String, TempDir)> = std::sync::OnceLock::new();
+    let (first, dir) = DIR.get_or_init(|| {
+        sweep_gone(prefix);
+        (prefix.to_owned(), TempDir::new(prefix, "rt", 0o700))
+    });
+    assert_eq!(
+        first, prefix,
+        "one runtime directory prefix per test process"
+    );
+    std::env::set_var("COURIER_RUNTIME_DIR", dir.path());
+    dir.path()
+}
+
 /// Removes the directories `<temp dir>/<prefix>-<pid>` and `<temp dir>/<prefix>-<pid>-...`
 /// whose process is gone. A directory that a test process keeps for its whole run (in a
 /// `static`, shared by its tests because the runtime directory is an environment variable)
@@ -375,8 +394,8 @@ pub fn sweep_gone(prefix: &str) {
             continue;
         };
         let pid = rest.split('-').next().unwrap_or("");
-        let alive = Path::new("/proc").join(pid).exists();
-        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !alive {
+        let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        if is_pid && !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -494,6 +513,23 @@ mod tests {
         std::fs::write(dir.join("f"), b"x").unwrap();
         drop(dir);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn the_runtime_directory_is_made_once_private_and_set_in_the_environment() {
+        let prefix = "courier-testkit-rt";
+        let dir = runtime_dir(prefix);
+        assert_eq!(
+            dir.file_name().unwrap().to_str().unwrap(),
+            format!("{prefix}-{}-rt", std::process::id())
+        );
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(
+            std::env::var_os("COURIER_RUNTIME_DIR").as_deref(),
+            Some(dir.as_os_str())
+        );
+        assert_eq!(runtime_dir(prefix), dir, "the same directory at every call");
     }
 
     #[test]

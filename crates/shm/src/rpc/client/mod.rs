@@ -870,14 +870,7 @@ mod tests {
     type Cli = Client<u64, u64, u32>;
 
     fn pair(name: &str) -> (Srv, Cli) {
-        static SWEPT: std::sync::Once = std::sync::Once::new();
-        // The directory lives as long as the process: what earlier runs left goes first.
-        SWEPT.call_once(|| courier_testkit::sweep_gone("courier-client-unit"));
-        let dir = std::env::temp_dir().join(format!("courier-client-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+        courier_testkit::runtime_dir("courier-client-unit");
         let s = Srv::bind(name, ServerConfig::new()).unwrap();
         let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
         (s, c)
