@@ -39,7 +39,9 @@
 //!
 //! A receiver that finds the ring empty spins briefly (or, when the sender last waited on
 //! this CPU and is awake, yields the CPU to it for up to 20 µs instead: spinning would keep
-//! it from sending), then announces that it sleeps and sleeps on a futex in the segment:
+//! it from sending), then announces that it sleeps and sleeps on a futex in the segment (a
+//! [`WaitStrategy::BusySpin`] receiver never sleeps; it moves to another CPU when it finds
+//! the sender awake on its own):
 //!
 //! ```text
 //! receiver                                  sender
@@ -204,6 +206,12 @@ impl ShmConfig {
 pub enum WaitStrategy {
     /// Spin on the ring without sleeping (lowest latency, one core busy), checking the
     /// watcher's "peer dead" flag on every empty look.
+    ///
+    /// A spin that has lasted 20 µs while the sender, awake, last waited on this same CPU
+    /// (where it cannot run while we spin: each message would wait for the scheduler's
+    /// slice, milliseconds) moves the receiving thread to another CPU of its affinity mask:
+    /// the mask is narrowed to the other CPUs, then put back, so the thread stays where it
+    /// landed. A thread allowed on one CPU only is not moved (it yields instead).
     BusySpin,
     /// Spin briefly, then sleep on a futex until a message or the peer's death.
     Adaptive,

@@ -10,7 +10,19 @@ use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, AWAKE};
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Looks of a busy spin between two readings of the clock (each followed, once the spin has
+/// lasted [`park::MOVE_AFTER`], by a look at the CPU hints).
+const MOVE_CHECK_EVERY: u32 = 256;
+
+/// What the hints in the control block say about the peer, seen from the CPU we run on.
+struct Hints {
+    /// The peer last waited on this CPU.
+    peer_here: bool,
+    /// The peer sleeps in its own receive (it waits for us).
+    peer_blocked: bool,
+}
 
 impl ShmChannel {
     /// Takes the next message if there is one, without waiting.
@@ -64,15 +76,10 @@ impl ShmChannel {
         let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
         // No spin when the peer cannot send while we spin: it sleeps in its own receive
         // (it waits for us), or it last waited on this CPU (it would run where we spin).
-        // Relaxed: hints, read and written without ordering.
-        let cpu = park::this_cpu();
-        let here = self.ctl32(self.rx, R_CPU);
-        // Stored only when it changed: the peer reads this line at every message it sends.
-        if here.load(Ordering::Relaxed) != cpu {
-            here.store(cpu, Ordering::Relaxed);
-        }
-        let peer_blocked = self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE;
-        let peer_here = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu;
+        let Hints {
+            peer_here,
+            peer_blocked,
+        } = self.note_cpu();
         // A peer that is awake and last waited on this CPU gets the CPU handed over instead.
         if peer_here && !peer_blocked && !self.spin.never() {
             if let Some(m) = park::yield_on(deadline.cap(park::YIELD_FOR), || self.try_take())? {
@@ -96,13 +103,48 @@ impl ShmChannel {
         }
     }
 
+    /// Stores the CPU we wait on in our `R_CPU` hint and reads the peer's hints. Relaxed:
+    /// hints, read and written without ordering.
+    fn note_cpu(&self) -> Hints {
+        let cpu = park::this_cpu();
+        let here = self.ctl32(self.rx, R_CPU);
+        // Stored only when it changed: the peer reads this line at every message it sends.
+        if here.load(Ordering::Relaxed) != cpu {
+            here.store(cpu, Ordering::Relaxed);
+        }
+        Hints {
+            peer_here: self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed) == cpu,
+            peer_blocked: self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE,
+        }
+    }
+
+    /// [`WaitStrategy::BusySpin`]: looks at the ring until a message comes or the peer dies.
+    /// Every [`MOVE_CHECK_EVERY`] looks, once the spin has lasted [`park::MOVE_AFTER`], it
+    /// reads the hints again; a peer awake that last waited on this CPU cannot run while we
+    /// spin, so the receiver moves to another CPU ([`park::move_off_this_cpu`]) and spins
+    /// there.
     fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
+        let mut looks: u32 = 0;
+        let mut since: Option<Instant> = None;
+        self.note_cpu();
         loop {
             if let Some(m) = self.try_take()? {
                 return Ok(m);
             }
             if self.peer_dead() {
                 return self.try_take()?.ok_or(ShmError::PeerDead);
+            }
+            looks = looks.wrapping_add(1);
+            if looks % MOVE_CHECK_EVERY == 0 {
+                let now = Instant::now();
+                if now - *since.get_or_insert(now) >= park::MOVE_AFTER {
+                    let hints = self.note_cpu();
+                    if hints.peer_here && !hints.peer_blocked {
+                        park::move_off_this_cpu();
+                        self.note_cpu();
+                    }
+                    since = Some(Instant::now());
+                }
             }
             std::hint::spin_loop();
         }
@@ -269,6 +311,50 @@ mod tests {
             let r = blocked.join().unwrap();
             stop.store(true, Ordering::Relaxed);
             assert!(matches!(r, Err(ShmError::PeerDead)), "{r:?}");
+        });
+    }
+
+    #[test]
+    fn a_busy_spin_moves_off_the_cpu_of_an_awake_peer() {
+        use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+        let mask = sched_getaffinity(None).unwrap();
+        if mask.count() < 2 {
+            eprintln!("skipped: this process may run on one CPU only");
+            return;
+        }
+        let (l, c) = pair(ShmConfig::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pause = || {
+            assert!(Instant::now() < deadline, "deadline passed");
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        std::thread::scope(|s| {
+            let r = s.spawn(move || {
+                let m = l.recv_with(WaitStrategy::BusySpin).map(|m| m.to_vec());
+                (m, park::MOVES.with(std::cell::Cell::get))
+            });
+            // The receiver's hint, seen through the other end's mapping.
+            let hint = c.ctl32(c.tx, R_CPU);
+            let first = loop {
+                match hint.load(Ordering::Relaxed) {
+                    0 => pause(),
+                    cpu => break cpu,
+                }
+            };
+            // Wait (awake) on the receiver's CPU: from now on its spin keeps us from running.
+            let mut one = CpuSet::new();
+            one.set(first as usize - 1);
+            sched_setaffinity(None, &one).unwrap();
+            assert!(matches!(c.recv_timeout(SHORT), Err(ShmError::Timeout)));
+            while hint.load(Ordering::Relaxed) == first {
+                pause();
+            }
+            sched_setaffinity(None, &mask).unwrap();
+            c.send(b"moved").unwrap();
+            let (m, moves) = r.join().unwrap();
+            assert_eq!(m.unwrap(), b"moved");
+            // Not the scheduler's own balancing, which moves a lone spinner only much later.
+            assert!(moves >= 1, "the receiver did not move itself");
         });
     }
 
