@@ -6,7 +6,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(test, loom))]
+#[cfg(any(test, loom, all(feature = "placement", target_os = "linux")))]
 extern crate std;
 
 pub mod error;
@@ -18,3 +18,5 @@ pub mod flat;
 pub mod interchange;
 pub mod names;
 pub mod opcode;
+#[cfg(all(feature = "placement", target_os = "linux"))]
+pub mod placement;

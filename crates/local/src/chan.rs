@@ -20,7 +20,7 @@
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, CpuHint, Mutex, Ordering, Side};
 use courier_core::error::{Error, SendError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,11 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         }
     }
 
+    /// Where a server worker last waited (see `Backoff`).
+    pub(crate) fn server_cpu(&self) -> &CpuHint {
+        &self.pool.server_cpu
+    }
+
     fn bounded(&self) -> bool {
         self.pool.bounded()
     }
@@ -130,7 +135,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         };
         self.pool
             .room
-            .wait_until(deadline, try_reserve)
+            .wait_until(deadline, Side::Other, try_reserve)
             .unwrap_or(Err(Reserve::Timeout))
     }
 

@@ -159,9 +159,10 @@ impl Event {
     pub(crate) fn wait_until<T>(
         &self,
         deadline: Option<std::time::Instant>,
+        side: crate::sync::Side<'_>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let mut backoff = crate::sync::Backoff::new();
+        let mut backoff = crate::sync::Backoff::on(side);
         loop {
             if let Some(v) = check() {
                 return Some(v);

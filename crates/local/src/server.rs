@@ -3,7 +3,7 @@
 use crate::chan::{Shared, TryTake};
 use crate::event::Waiter;
 use crate::slot::SlotCore;
-use crate::sync::{fence, spin_loop, Arc, Ordering};
+use crate::sync::{fence, spin_loop, Arc, Ordering, Side};
 use courier_core::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -133,7 +133,9 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     ) -> Option<Result<Request<Rq, Rp, E>, Error<E>>> {
         self.shared
             .requests
-            .wait_until(deadline, || into_result(self.shared.try_take()))
+            .wait_until(deadline, Side::Server(self.shared.server_cpu()), || {
+                into_result(self.shared.try_take())
+            })
     }
 
     /// Takes a request if one is queued, without blocking.

@@ -26,6 +26,24 @@ pub(crate) use std::{
 
 use std::time::Instant;
 
+/// A hint word: the CPU a channel's server last waited on (plus one; 0: not known). Outside
+/// the model under loom (plain std atomics): only the busy phase of a wait reads or writes
+/// it, relaxed, and nothing but where a thread runs depends on it.
+pub(crate) type CpuHint = std::sync::atomic::AtomicU32;
+
+/// Which side of a channel a wait is on, for [`CpuHint`] (see [`Backoff`]).
+#[derive(Clone, Copy)]
+// Only the Linux build without loom places threads.
+#[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
+pub(crate) enum Side<'a> {
+    /// A server worker waiting for a request: notes its CPU in the hint when it yields.
+    Server(&'a CpuHint),
+    /// A client waiting for its reply: leaves its CPU when the hint says the server is on it.
+    Client(&'a CpuHint),
+    /// Any other wait.
+    Other,
+}
+
 /// A value alone on its cache lines (128 bytes: x86 fetches lines in adjacent pairs), so that
 /// writes to it do not take the line away from threads that read its neighbours: the queue's
 /// producer end, its consumer end and the rarely written counters each get their own.
@@ -139,8 +157,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// microseconds long, which a pure spin would have ended at once. When the peer shares our
 /// core (a busy machine) our yields give it the CPU and take longer (GAVE_WAY), the budget
 /// goes to nothing and the waiter yields at once, as it would without it.
-pub(crate) struct Backoff {
+///
+/// Where each side runs (Linux): a server that reaches a yield notes its CPU in the
+/// channel's [`CpuHint`]; a client that reaches a yield and finds the server's CPU to be its
+/// own (a server thread is often started on its client's CPU, and four clients on two CPUs
+/// keep one beside the server) moves to another CPU once per wait
+/// ([`courier_core::placement::move_off_this_cpu`]), when
+/// [`courier_core::placement::room_elsewhere`] finds no other process's thread busy on the
+/// other CPUs. Otherwise the two would hand the CPU back and forth with yields (a few
+/// microseconds a call) for as long as the load balancer leaves them together, which is
+/// long: both have always just run. Beside another process's busy thread the yields are the
+/// better trade, so then it stays.
+pub(crate) struct Backoff<'a> {
     step: u32,
+    /// The side of the channel this wait is on.
+    side: Side<'a>,
+    /// This wait moved the thread (once is enough).
+    moved: bool,
     /// When the wait began to spin: read at the first snooze, so that a wait answered at once
     /// pays no clock reading.
     #[cfg(not(loom))]
@@ -199,7 +232,7 @@ const MAX_PURE_NS: u32 = 4_000;
 #[cfg(not(loom))]
 const MIN_PURE_NS: u32 = 250;
 
-impl Drop for Backoff {
+impl Drop for Backoff<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
         {
@@ -225,7 +258,7 @@ impl Drop for Backoff {
     }
 }
 
-impl Backoff {
+impl<'a> Backoff<'a> {
     /// Steps that only spin, `1 << step` hints each.
     #[cfg(not(loom))]
     const SPIN_STEPS: u32 = 3;
@@ -238,9 +271,18 @@ impl Backoff {
     #[cfg(loom)]
     const STEPS: u32 = 1;
 
+    /// A wait on no side of a channel (no CPU hint): the unit tests' waits.
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn new() -> Self {
+        Self::on(Side::Other)
+    }
+
+    /// A wait on `side` of a channel.
+    pub(crate) fn on(side: Side<'a>) -> Self {
         Self {
             step: 0,
+            side,
+            moved: false,
             #[cfg(not(loom))]
             start: None,
             #[cfg(not(loom))]
@@ -317,6 +359,11 @@ impl Backoff {
         }
         if self.step >= Self::SPIN_STEPS {
             self.yielded = true;
+            if self.place() {
+                // On another CPU now, away from the peer: no need to hand this one over.
+                self.step += 1;
+                return true;
+            }
             #[cfg(not(loom))]
             let before = Instant::now();
             yield_now();
@@ -327,6 +374,68 @@ impl Backoff {
         }
         self.step += 1;
         true
+    }
+}
+
+/// Placement checks (one at each yield of a client wait) that a thread skips after one found
+/// no room elsewhere.
+#[cfg(all(not(loom), target_os = "linux"))]
+const QUIET_AFTER_NO_ROOM: u32 = 64;
+
+#[cfg(all(not(loom), target_os = "linux"))]
+std::thread_local! {
+    /// Placement checks this thread has still to skip (see [`QUIET_AFTER_NO_ROOM`]).
+    static QUIET_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this placement check is skipped (and counts it).
+#[cfg(all(not(loom), target_os = "linux"))]
+fn placement_quiet() -> bool {
+    QUIET_WAITS
+        .try_with(|n| {
+            let left = n.get();
+            n.set(left.saturating_sub(1));
+            left > 0
+        })
+        .unwrap_or(true)
+}
+
+impl Backoff<'_> {
+    /// At a yield: a server notes its CPU, a client beside its server moves (see the type's
+    /// docs). Returns whether the thread moved.
+    #[cfg(all(not(loom), target_os = "linux"))]
+    fn place(&mut self) -> bool {
+        use courier_core::placement::{move_off_this_cpu, room_elsewhere, this_cpu};
+        match self.side {
+            Side::Server(hint) => {
+                let cpu = this_cpu();
+                // Stored only when it changed: clients read the line.
+                if hint.load(Ordering::Relaxed) != cpu {
+                    hint.store(cpu, Ordering::Relaxed);
+                }
+                false
+            }
+            Side::Client(hint) => {
+                if self.moved || placement_quiet() || hint.load(Ordering::Relaxed) != this_cpu() {
+                    return false;
+                }
+                if !room_elsewhere() {
+                    // Beside its server with no room elsewhere is how a loaded machine runs
+                    // every call: skip the next checks of this thread.
+                    let _ = QUIET_WAITS.try_with(|n| n.set(QUIET_AFTER_NO_ROOM));
+                    return false;
+                }
+                self.moved = true;
+                move_off_this_cpu().is_some()
+            }
+            Side::Other => false,
+        }
+    }
+
+    #[cfg(any(loom, not(target_os = "linux")))]
+    fn place(&mut self) -> bool {
+        let _ = (self.side, self.moved);
+        false
     }
 }
 

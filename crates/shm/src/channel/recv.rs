@@ -10,6 +10,7 @@ use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, AWAKE};
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
+use courier_core::placement::move_off_this_cpu;
 use std::time::{Duration, Instant};
 
 /// Looks of a busy spin between two readings of the clock (each followed, once the spin has
@@ -121,7 +122,7 @@ impl ShmChannel {
     /// [`WaitStrategy::BusySpin`]: looks at the ring until a message comes or the peer dies.
     /// Every [`MOVE_CHECK_EVERY`] looks, once the spin has lasted [`park::MOVE_AFTER`], it
     /// reads the hints again; a peer awake that last waited on this CPU cannot run while we
-    /// spin, so the receiver moves to another CPU ([`park::move_off_this_cpu`]) and spins
+    /// spin, so the receiver moves to another CPU ([`move_off_this_cpu`]) and spins
     /// there.
     fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
         let mut looks: u32 = 0;
@@ -140,7 +141,7 @@ impl ShmChannel {
                 if now - *since.get_or_insert(now) >= park::MOVE_AFTER {
                     let hints = self.note_cpu();
                     if hints.peer_here && !hints.peer_blocked {
-                        park::move_off_this_cpu();
+                        move_off_this_cpu();
                         self.note_cpu();
                     }
                     since = Some(Instant::now());
@@ -331,7 +332,7 @@ mod tests {
         std::thread::scope(|s| {
             let r = s.spawn(move || {
                 let m = l.recv_with(WaitStrategy::BusySpin).map(|m| m.to_vec());
-                (m, park::MOVES.with(std::cell::Cell::get))
+                (m, courier_core::placement::moves_of_this_thread())
             });
             // The receiver's hint, seen through the other end's mapping.
             let hint = c.ctl32(c.tx, R_CPU);

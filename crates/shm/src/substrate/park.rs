@@ -41,11 +41,7 @@ pub(crate) const AWAKE: u32 = 0;
 /// The owner of the word announced that it sleeps: the other side must wake it.
 pub(crate) const SLEEPING: u32 = 1;
 
-/// The CPU this thread runs on, plus one (0 means "not known" in the spin hints that
-/// processes leave each other: a peer last seen on our CPU cannot run while we spin).
-pub(crate) fn this_cpu() -> u32 {
-    rustix::thread::sched_getcpu() as u32 + 1
-}
+pub(crate) use courier_core::placement::this_cpu;
 
 /// How many looks a timed spin makes between two readings of the clock (a reading costs
 /// about as much as one look).
@@ -571,57 +567,9 @@ pub(crate) fn yield_on<T, E>(
 }
 
 /// How long a busy spin that finds its peer awake on its own CPU goes on before it moves off
-/// that CPU ([`move_off_this_cpu`]). Shorter than a scheduler slice by far: until then the
-/// peer cannot run, and every microsecond of the spin is lost.
+/// that CPU ([`courier_core::placement::move_off_this_cpu`]). Shorter than a scheduler
+/// slice by far: until then the peer cannot run, and every microsecond of the spin is lost.
 pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
-
-/// Moves the calling thread to another CPU of its affinity mask and returns that CPU (plus
-/// one, as [`this_cpu`]); `None` when it has no other CPU to go to (it yields instead).
-///
-/// For a busy spin whose peer is awake on this same CPU: spinning keeps the peer from
-/// running until the scheduler's slice ends (milliseconds), and a yield hands the CPU over
-/// only for one turn, after which both threads, having just run, look cache-hot to the load
-/// balancer and stay together for good (each turn costs both a context switch). Moving takes
-/// one of them where it can spin while the other runs. The thread's mask is narrowed to the
-/// other CPUs (the kernel migrates it before the call returns), then put back as it was, so
-/// the thread stays where it landed and the scheduler may move it again later. A thread whose
-/// mask allows only this CPU (pinned, `taskset` with one CPU) is not moved; a change of its
-/// mask made by another thread between the two calls is lost (the mask read first is put
-/// back).
-pub(crate) fn move_off_this_cpu() -> Option<u32> {
-    use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
-    let moved = (|| {
-        let mask = sched_getaffinity(None).ok()?;
-        let cpu = sched_getcpu();
-        if !mask.is_set(cpu) || mask.count() < 2 {
-            return None;
-        }
-        let mut others = mask;
-        others.unset(cpu);
-        sched_setaffinity(None, &others).ok()?;
-        // Read while the narrowed mask holds: never the CPU we left.
-        let landed = this_cpu();
-        // Put back at once: if this fails the thread keeps the narrowed mask, which still
-        // holds every CPU but one of the user's, and it is retried at the next move.
-        let _ = sched_setaffinity(None, &mask);
-        Some(landed)
-    })();
-    if moved.is_none() {
-        std::thread::yield_now();
-    }
-    #[cfg(test)]
-    if moved.is_some() {
-        MOVES.with(|n| n.set(n.get() + 1));
-    }
-    moved
-}
-
-#[cfg(test)]
-thread_local! {
-    /// How many times [`move_off_this_cpu`] moved this thread (for tests that must tell a
-    /// move from the scheduler's own migrations).
-    pub(crate) static MOVES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
 
 /// Runs `attempt` until it gives a value or `spin` is spent (the clock is read after the
 /// first look, then every [`CLOCK_EVERY`] looks): the value and about how long it
@@ -1123,44 +1071,6 @@ mod tests {
             panic!("no look with no budget")
         });
         assert_eq!(r, Ok(Err(Spun::Missed)));
-    }
-
-    /// The CPUs of an affinity mask.
-    fn cpus(mask: &rustix::thread::CpuSet) -> Vec<usize> {
-        (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&c| mask.is_set(c))
-            .collect()
-    }
-
-    #[test]
-    fn a_thread_moves_off_its_cpu_and_keeps_its_mask() {
-        use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
-        let mask = sched_getaffinity(None).unwrap();
-        let allowed = cpus(&mask);
-        if allowed.len() < 2 {
-            eprintln!("skipped: this process may run on one CPU only ({allowed:?})");
-            return;
-        }
-        std::thread::spawn(move || {
-            for _ in 0..20 {
-                let before = this_cpu();
-                let landed = move_off_this_cpu().expect("moved");
-                assert_ne!(landed, before, "still on the CPU it left");
-                assert!(
-                    allowed.contains(&(landed as usize - 1)),
-                    "{landed} outside the mask"
-                );
-                assert_eq!(cpus(&sched_getaffinity(None).unwrap()), allowed);
-            }
-            // Pinned to one CPU: nowhere to go, the mask is left alone.
-            let mut one = CpuSet::new();
-            one.set(allowed[0]);
-            sched_setaffinity(None, &one).unwrap();
-            assert_eq!(move_off_this_cpu(), None);
-            assert_eq!(cpus(&sched_getaffinity(None).unwrap()), [allowed[0]]);
-        })
-        .join()
-        .unwrap();
     }
 }
 

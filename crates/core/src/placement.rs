@@ -1,0 +1,260 @@
+//! Where a thread runs (Linux, feature `placement`): the CPU it is on, and moving it off
+//! that CPU when the peer it waits for is stuck behind it there.
+//!
+//! Two threads that hand a call back and forth on one CPU pay for every call with the
+//! scheduler: a spinning waiter keeps its peer from running until the slice ends
+//! (milliseconds), and a yielding one hands the CPU over for one turn, after which both,
+//! having just run, look cache-hot to the load balancer and stay together. The waits of the
+//! std transports notice this (the peer leaves a hint of the CPU it last waited on) and then
+//! move the waiting thread with [`move_off_this_cpu`]: its affinity mask is narrowed to the
+//! other CPUs, so the kernel migrates it before the call returns, then put back as it was,
+//! so the thread stays where it landed and the scheduler may move it again later.
+//!
+//! A move is a good trade only where the thread lands on a CPU that is free for it. A waiter
+//! that can hand the CPU over with a yield (courier::local's) asks [`room_elsewhere`] first:
+//! with another process's thread busy on every other CPU, the yield's hand-over on a shared
+//! CPU (a few microseconds a call) beats landing beside that thread (half a CPU, and a wait
+//! of the other thread's whole slice now and then).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The CPU this thread runs on, plus one (so that 0 can mean "not known" in the hints that
+/// threads and processes leave each other).
+pub fn this_cpu() -> u32 {
+    sched_getcpu() as u32 + 1
+}
+
+std::thread_local! {
+    static MOVES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times [`move_off_this_cpu`] moved the calling thread.
+pub fn moves_of_this_thread() -> u64 {
+    MOVES.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Moves the calling thread to another CPU of its affinity mask and returns that CPU (plus
+/// one, as [`this_cpu`]); `None` when it has no other CPU to go to (it yields instead).
+///
+/// A thread whose mask allows only this CPU (pinned, `taskset` with one CPU) is not moved; a
+/// change of its mask made by another thread between the two calls is lost (the mask read
+/// first is put back).
+pub fn move_off_this_cpu() -> Option<u32> {
+    let moved = (|| {
+        let mask = sched_getaffinity(None).ok()?;
+        let cpu = sched_getcpu();
+        if !mask.is_set(cpu) || mask.count() < 2 {
+            return None;
+        }
+        let mut others = mask;
+        others.unset(cpu);
+        sched_setaffinity(None, &others).ok()?;
+        // Read while the narrowed mask holds: never the CPU we left.
+        let landed = this_cpu();
+        // Put back at once. Should this fail, the thread keeps the narrowed mask, which
+        // still holds every CPU of the user's but one.
+        let _ = sched_setaffinity(None, &mask);
+        Some(landed)
+    })();
+    match moved {
+        Some(_) => {
+            let _ = MOVES.try_with(|n| n.set(n.get() + 1));
+        }
+        None => std::thread::yield_now(),
+    }
+    moved
+}
+
+/// How long an answer of [`room_elsewhere`] is kept before the next look: a "yes" longer
+/// than a "no", which may come from a moment when this process's threads were being started
+/// or were going to sleep.
+const ROOM_FOR: Duration = Duration::from_millis(50);
+const NO_ROOM_FOR: Duration = Duration::from_millis(10);
+
+/// The process's answer of [`room_elsewhere`], and when it must be looked at again
+/// (nanoseconds after `BASE`).
+static ROOM: AtomicBool = AtomicBool::new(false);
+static ROOM_UNTIL: AtomicU64 = AtomicU64::new(0);
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Whether a thread that leaves its CPU to its peer is likely to find another CPU of its mask
+/// free: the threads of other processes that are runnable now, plus the two of the pair,
+/// fit on the CPUs of its mask. Counts all of this process's runnable threads as its own
+/// (a process's spinning clients crowding the other CPU do not stop a move; another
+/// process's busy thread there does).
+///
+/// The answer is looked up (in `/proc/loadavg` and each of this process's threads'
+/// `/proc/self/task/*/stat`) at most once in 50 ms for the whole process, and kept in
+/// between; a failed look answers `false`.
+pub fn room_elsewhere() -> bool {
+    let base = *BASE.get_or_init(Instant::now);
+    let now = base.elapsed().as_nanos() as u64;
+    let until = ROOM_UNTIL.load(Ordering::Relaxed);
+    // One thread looks (it claims the look by moving the time on); the others keep the
+    // last answer meanwhile.
+    let claim = now + NO_ROOM_FOR.as_nanos() as u64;
+    if now < until
+        || ROOM_UNTIL
+            .compare_exchange(until, claim, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return ROOM.load(Ordering::Relaxed);
+    }
+    let room = look_for_room().unwrap_or(false);
+    ROOM.store(room, Ordering::Relaxed);
+    if room {
+        ROOM_UNTIL.store(now + ROOM_FOR.as_nanos() as u64, Ordering::Relaxed);
+    }
+    room
+}
+
+fn look_for_room() -> Option<bool> {
+    let cpus = sched_getaffinity(None).ok()?.count() as usize;
+    // This process's threads are counted before and after the host's, and the larger count
+    // taken: ours come and go between running and sleeping while we read, and one counted
+    // by the host but missed here would pass for another process's. The host's is the least
+    // of three readings: a kernel worker that runs for a few microseconds is not a busy CPU.
+    let before = runnable_here()?;
+    let mut all = usize::MAX;
+    for _ in 0..3 {
+        all = all.min(runnable_on_host()?);
+    }
+    let ours = before.max(runnable_here()?);
+    Some(all.saturating_sub(ours) + 2 <= cpus)
+}
+
+/// Runnable threads on the host now: the numerator of `/proc/loadavg`'s fourth field.
+fn runnable_on_host() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    parse_loadavg(&text)
+}
+
+fn parse_loadavg(text: &str) -> Option<usize> {
+    text.split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This process's runnable threads now (state `R` in each thread's `stat`).
+fn runnable_here() -> Option<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("stat");
+        // A thread that ended since the listing is not runnable.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            n += usize::from(stat_state(&stat) == Some('R'));
+        }
+    }
+    Some(n)
+}
+
+/// The state letter of a `stat` line: the first field after the command name, which is in
+/// parentheses and may itself hold spaces and parentheses.
+fn stat_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::thread::CpuSet;
+    use std::vec::Vec;
+
+    /// The CPUs of an affinity mask.
+    fn cpus(mask: &CpuSet) -> Vec<usize> {
+        (0..CpuSet::MAX_CPU).filter(|&c| mask.is_set(c)).collect()
+    }
+
+    #[test]
+    fn a_thread_moves_off_its_cpu_and_keeps_its_mask() {
+        let allowed = cpus(&sched_getaffinity(None).unwrap());
+        if allowed.len() < 2 {
+            std::eprintln!("skipped: this process may run on one CPU only ({allowed:?})");
+            return;
+        }
+        std::thread::spawn(move || {
+            for k in 1..=20 {
+                let before = this_cpu();
+                let landed = move_off_this_cpu().expect("moved");
+                assert_ne!(landed, before, "still on the CPU it left");
+                assert!(
+                    allowed.contains(&(landed as usize - 1)),
+                    "{landed} outside the mask"
+                );
+                assert_eq!(cpus(&sched_getaffinity(None).unwrap()), allowed);
+                assert_eq!(moves_of_this_thread(), k);
+            }
+            // Pinned to one CPU: nowhere to go, the mask is left alone.
+            let mut one = CpuSet::new();
+            one.set(allowed[0]);
+            sched_setaffinity(None, &one).unwrap();
+            assert_eq!(move_off_this_cpu(), None);
+            assert_eq!(cpus(&sched_getaffinity(None).unwrap()), [allowed[0]]);
+            assert_eq!(moves_of_this_thread(), 20);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_files_behind_room_elsewhere_parse() {
+        assert_eq!(parse_loadavg("0.52 0.58 0.59 3/467 12345\n"), Some(3));
+        assert_eq!(parse_loadavg("0.52 0.58"), None);
+        assert_eq!(stat_state("42 (a) b) c) R 1 42 42"), Some('R'));
+        assert_eq!(stat_state("42 (sleepy) S 1"), Some('S'));
+        assert_eq!(stat_state("42 no parentheses"), None);
+        // The real files: this test's thread is runnable while it reads them.
+        assert!(runnable_on_host().unwrap() >= 1);
+        assert!(runnable_here().unwrap() >= 1);
+    }
+
+    #[test]
+    fn no_room_beside_another_process_busy_on_every_other_cpu() {
+        let cpus = sched_getaffinity(None).unwrap().count() as usize;
+        if !(2..=16).contains(&cpus) {
+            std::eprintln!("skipped: {cpus} CPUs (the test burns all but one)");
+            return;
+        }
+        let burners: Vec<_> = (1..cpus)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("sh")
+            })
+            .collect();
+        let running = |pid: u32| {
+            std::fs::read_to_string(std::format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_state(&s))
+                == Some('R')
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut verdict = None;
+        while Instant::now() < deadline {
+            // Looked at while every burner is runnable (each always is, once started).
+            if burners.iter().all(|b| running(b.id())) {
+                verdict = look_for_room();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for mut b in burners {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+        assert_eq!(
+            verdict,
+            Some(false),
+            "room found beside {} busy CPUs",
+            cpus - 1
+        );
+    }
+}
