@@ -16,7 +16,11 @@
 //! CPU (a few microseconds a call) beats landing beside that thread (half a CPU, and a wait
 //! of the other thread's whole slice now and then).
 
+use core::ffi::CStr;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use rustix::fd::AsFd;
+use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -114,26 +118,40 @@ pub fn room_elsewhere() -> bool {
 
 fn look_for_room() -> Option<bool> {
     let cpus = sched_getaffinity(None).ok()?.count() as usize;
-    // This process's threads are counted before and after the host's, and the larger count
-    // taken: ours come and go between running and sleeping while we read, and one counted
-    // by the host but missed here would pass for another process's. The host's is the least
-    // of three readings: a kernel worker that runs for a few microseconds is not a busy CPU.
-    let before = runnable_here()?;
-    let mut all = usize::MAX;
-    for _ in 0..3 {
-        all = all.min(runnable_on_host()?);
+    // Three readings of the host's runnable threads, each followed by a count of ours, and
+    // the middle one of the three differences: a kernel worker that runs for a few
+    // microseconds is not a busy CPU, and one of our threads that runs at one count and not
+    // the other is not another process's thread (or a missing one).
+    let mut foreign = [0; 3];
+    for f in &mut foreign {
+        let all = runnable_on_host()?;
+        *f = all.saturating_sub(runnable_here()?);
     }
-    let ours = before.max(runnable_here()?);
-    Some(all.saturating_sub(ours) + 2 <= cpus)
+    foreign.sort_unstable();
+    Some(foreign[1] + 2 <= cpus)
+}
+
+/// Reads the start of a small file (at most `buf.len()` bytes, in one read) without
+/// allocating: this runs inside courier::local's waits, which allocate nothing.
+fn read_start<'b>(dir: impl AsFd, path: &CStr, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let fd = openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let n = loop {
+        match rustix::io::read(&fd, &mut *buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r.ok()?,
+        }
+    };
+    Some(&buf[..n])
 }
 
 /// Runnable threads on the host now: the numerator of `/proc/loadavg`'s fourth field.
 fn runnable_on_host() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    parse_loadavg(&text)
+    let mut buf = [0; 128];
+    parse_loadavg(read_start(CWD, c"/proc/loadavg", &mut buf)?)
 }
 
-fn parse_loadavg(text: &str) -> Option<usize> {
+fn parse_loadavg(text: &[u8]) -> Option<usize> {
+    let text = core::str::from_utf8(text).ok()?;
     text.split_whitespace()
         .nth(3)?
         .split('/')
@@ -142,23 +160,45 @@ fn parse_loadavg(text: &str) -> Option<usize> {
         .ok()
 }
 
-/// This process's runnable threads now (state `R` in each thread's `stat`).
+/// This process's runnable threads now (state `R` in each thread's `stat`), listed and read
+/// without allocating.
 fn runnable_here() -> Option<usize> {
+    let tasks = openat(
+        CWD,
+        c"/proc/self/task",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut listing = [MaybeUninit::<u8>::uninit(); 2048];
+    let mut dir = RawDir::new(&tasks, &mut listing);
     let mut n = 0;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = entry.ok()?.path().join("stat");
-        // A thread that ended since the listing is not runnable.
-        if let Ok(stat) = std::fs::read_to_string(path) {
-            n += usize::from(stat_state(&stat) == Some('R'));
+    while let Some(entry) = dir.next() {
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_bytes();
+        // "<tid>/stat", NUL-terminated, on the stack.
+        let mut path = [0u8; 32];
+        if name.first() == Some(&b'.') || name.len() + 6 > path.len() {
+            continue;
+        }
+        path[..name.len()].copy_from_slice(name);
+        path[name.len()..name.len() + 6].copy_from_slice(b"/stat\0");
+        let path = CStr::from_bytes_with_nul(&path[..name.len() + 6]).ok()?;
+        // The pid, the command (at most 15 bytes, in parentheses) and the state fit in 64
+        // bytes. A thread that ended since the listing is not runnable.
+        let mut stat = [0; 64];
+        if let Some(stat) = read_start(&tasks, path, &mut stat) {
+            n += usize::from(stat_state(stat) == Some(b'R'));
         }
     }
     Some(n)
 }
 
 /// The state letter of a `stat` line: the first field after the command name, which is in
-/// parentheses and may itself hold spaces and parentheses.
-fn stat_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+/// parentheses and may itself hold spaces and parentheses (the fields after it are numbers).
+fn stat_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..].iter().copied().find(|&b| b != b' ')
 }
 
 #[cfg(test)]
@@ -205,11 +245,11 @@ mod tests {
 
     #[test]
     fn the_files_behind_room_elsewhere_parse() {
-        assert_eq!(parse_loadavg("0.52 0.58 0.59 3/467 12345\n"), Some(3));
-        assert_eq!(parse_loadavg("0.52 0.58"), None);
-        assert_eq!(stat_state("42 (a) b) c) R 1 42 42"), Some('R'));
-        assert_eq!(stat_state("42 (sleepy) S 1"), Some('S'));
-        assert_eq!(stat_state("42 no parentheses"), None);
+        assert_eq!(parse_loadavg(b"0.52 0.58 0.59 3/467 12345\n"), Some(3));
+        assert_eq!(parse_loadavg(b"0.52 0.58"), None);
+        assert_eq!(stat_state(b"42 (a) b) c) R 1 42 42"), Some(b'R'));
+        assert_eq!(stat_state(b"42 (sleepy) S 1"), Some(b'S'));
+        assert_eq!(stat_state(b"42 no parentheses"), None);
         // The real files: this test's thread is runnable while it reads them.
         assert!(runnable_on_host().unwrap() >= 1);
         assert!(runnable_here().unwrap() >= 1);
@@ -257,8 +297,8 @@ mod tests {
         let running = |pid: u32| {
             std::fs::read_to_string(std::format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| stat_state(&s))
-                == Some('R')
+                .and_then(|s| stat_state(s.as_bytes()))
+                == Some(b'R')
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut verdict = None;

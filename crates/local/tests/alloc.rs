@@ -216,3 +216,50 @@ fn async_round_trips_with_static_waker_allocate_nothing() {
         "{allocated} allocations during 5,000 steady-state async calls"
     );
 }
+
+/// A client that finds its server on its own CPU looks for room elsewhere (it reads
+/// `/proc`) and moves: neither may allocate. Both threads start pinned to one CPU, so every
+/// call of the measured part meets its server there until the client, freed halfway, moves.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_client_beside_its_server_allocates_nothing_to_look_or_move() {
+    use courier_core::placement::{moves_of_this_thread, this_cpu};
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let counter = new_counter();
+    let mask = sched_getaffinity(None).unwrap();
+    let mut one = CpuSet::new();
+    one.set(this_cpu() as usize - 1);
+    let (server, client) = channel::<u64, u64, ()>();
+    let srv = thread::spawn(move || {
+        sched_setaffinity(None, &one).unwrap();
+        counted(counter, || {
+            while let Ok((n, ctx)) = server.wait() {
+                let _ = ctx.reply(n + 1);
+            }
+        })
+    });
+    let (allocated, moves) = thread::spawn(move || {
+        sched_setaffinity(None, &one).unwrap();
+        let mut freed = false;
+        // Calls beside the server take microseconds each: 20,000 of them outlast a look's
+        // 10 ms validity, so the measured part looks at least once.
+        let allocated = steady_state_allocations(counter, 1_000, 40_000, |n| {
+            for i in 0..n {
+                assert_eq!(client.req(i), Ok(i + 1));
+                if i == n / 2 && n > 1_000 {
+                    sched_setaffinity(None, &mask).unwrap();
+                    freed = true;
+                }
+            }
+        });
+        assert!(freed);
+        (allocated, moves_of_this_thread())
+    })
+    .join()
+    .unwrap();
+    srv.join().unwrap();
+    assert!(
+        allocated <= RAMP,
+        "{allocated} allocations beside the server ({moves} moves)"
+    );
+}
