@@ -161,7 +161,9 @@ fn parse_loadavg(text: &[u8]) -> Option<usize> {
 }
 
 /// This process's runnable threads now (state `R` in each thread's `stat`), listed and read
-/// without allocating.
+/// without allocating. The kernel ends a listing early when the thread it has reached exits
+/// meanwhile: a count that comes short makes other processes look busier, so the error is
+/// on the side of not moving.
 fn runnable_here() -> Option<usize> {
     let tasks = openat(
         CWD,
@@ -250,9 +252,11 @@ mod tests {
         assert_eq!(stat_state(b"42 (a) b) c) R 1 42 42"), Some(b'R'));
         assert_eq!(stat_state(b"42 (sleepy) S 1"), Some(b'S'));
         assert_eq!(stat_state(b"42 no parentheses"), None);
-        // The real files: this test's thread is runnable while it reads them.
+        // The real files: this test's thread is runnable while it reads them. (A listing of
+        // /proc/self/task ends early when the thread it stands on exits meanwhile, as the
+        // binary's other tests' threads do: so "at least once in ten".)
         assert!(runnable_on_host().unwrap() >= 1);
-        assert!(runnable_here().unwrap() >= 1);
+        assert!((0..10).any(|_| runnable_here().unwrap() >= 1));
     }
 
     /// Set in the child process that [`no_room_beside_another_process_busy_on_every_other_cpu`]
