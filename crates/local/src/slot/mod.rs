@@ -205,15 +205,13 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
     /// Requester side: blocks until the result is ready, or until `deadline`.
     /// Returns `false` on timeout; the requester still owns its share of the slot.
     pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
-        // SAFETY: `pool` is set while the slot is in use and only the releaser clears it; we
-        // hold the requester's share, so the pool it holds lives until we return.
+        // SAFETY: `pool` is set while the slot is in use (by `fill`) and only the releaser
+        // clears it; we hold the requester's share, so the pool lives until we return.
         let pool = unsafe { self.pool.with(|p| (*p).as_ref().map(Arc::as_ptr)) };
-        let side = match pool {
-            // SAFETY: as above: the pool outlives this wait.
-            Some(pool) => crate::sync::Side::Client(unsafe { &(*pool).server_cpu }),
-            None => crate::sync::Side::Other,
-        };
-        let mut backoff = crate::sync::Backoff::on(side);
+        let pool = pool.expect("a slot in use holds its pool");
+        // SAFETY: as above: the pool outlives this wait.
+        let mut backoff =
+            crate::sync::Backoff::on(crate::sync::Side::Client(unsafe { &(*pool).server_cpu }));
         loop {
             if self.is_ready() {
                 return true;
