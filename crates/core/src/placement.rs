@@ -41,14 +41,48 @@ pub fn moves_of_this_thread() -> u64 {
     MOVES.try_with(Cell::get).unwrap_or(0)
 }
 
+/// Whether courier's waits may move their threads: on unless [`allow_moves`] turned it off.
+static MOVES_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Lets courier's waits move their threads to another CPU (`true`, the default) or keeps
+/// every thread of this process where the scheduler and the user put it (`false`), from the
+/// next wait on.
+///
+/// Turn moves off where something else owns the threads' affinity: a program that changes
+/// its threads' masks while they may wait (a move puts back the mask it read, see
+/// [`move_off_this_cpu`]), or a runtime that places its threads itself. Threads pinned to one
+/// CPU are never moved, whatever this says. With moves off, a waiter beside its peer on one
+/// CPU yields to it instead, as on a system without this module.
+///
+/// ```
+/// use courier_core::placement::{allow_moves, move_off_this_cpu, moves_allowed};
+///
+/// allow_moves(false);
+/// assert!(!moves_allowed());
+/// assert_eq!(move_off_this_cpu(), None); // yields, stays on its CPU
+/// allow_moves(true);
+/// ```
+pub fn allow_moves(yes: bool) {
+    MOVES_ALLOWED.store(yes, Ordering::Relaxed);
+}
+
+/// Whether courier's waits may move their threads (see [`allow_moves`]).
+pub fn moves_allowed() -> bool {
+    MOVES_ALLOWED.load(Ordering::Relaxed)
+}
+
 /// Moves the calling thread to another CPU of its affinity mask and returns that CPU (plus
-/// one, as [`this_cpu`]); `None` when it has no other CPU to go to (it yields instead).
+/// one, as [`this_cpu`]); `None` when it has no other CPU to go to or moves are off
+/// ([`allow_moves`]): it yields instead.
 ///
 /// A thread whose mask allows only this CPU (pinned, `taskset` with one CPU) is not moved; a
 /// change of its mask made by another thread between the two calls is lost (the mask read
 /// first is put back).
 pub fn move_off_this_cpu() -> Option<u32> {
     let moved = (|| {
+        if !moves_allowed() {
+            return None;
+        }
         let mask = sched_getaffinity(None).ok()?;
         let cpu = sched_getcpu();
         if !mask.is_set(cpu) || mask.count() < 2 {

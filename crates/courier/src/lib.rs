@@ -88,6 +88,11 @@ pub use courier_local as local;
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub use courier_shm as shm;
 
+/// Where the std transports' waiting threads run (Linux): they move off a CPU they share
+/// with the peer they wait for; [`placement::allow_moves`] turns that off for the process.
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub use courier_core::placement;
+
 /// Services reachable from other hosts (feature `net`, Linux): a bridge exposes a
 /// courier::shm service over zenoh, and a network client calls it with shm's verbs and
 /// errors.

@@ -405,7 +405,7 @@ impl Backoff<'_> {
     /// docs). Returns whether the thread moved.
     #[cfg(all(not(loom), target_os = "linux"))]
     fn place(&mut self) -> bool {
-        use courier_core::placement::{move_off_this_cpu, room_elsewhere, this_cpu};
+        use courier_core::placement::{move_off_this_cpu, moves_allowed, room_elsewhere, this_cpu};
         match self.side {
             Side::Server(hint) => {
                 let cpu = this_cpu();
@@ -416,7 +416,11 @@ impl Backoff<'_> {
                 false
             }
             Side::Client(hint) => {
-                if self.moved || placement_quiet() || hint.load(Ordering::Relaxed) != this_cpu() {
+                if self.moved
+                    || !moves_allowed()
+                    || placement_quiet()
+                    || hint.load(Ordering::Relaxed) != this_cpu()
+                {
                     return false;
                 }
                 if !room_elsewhere() {
