@@ -58,6 +58,8 @@ pub(crate) const UMP: &str = "ump 0.13";
 /// The rows of the same calls through a `#[courier::service]` client (the generated stubs'
 /// cost beside the raw `req`).
 pub(crate) const COURIER_SERVICE: &str = "courier::local via #[courier::service]";
+/// courier::local with both sides busy-polling: courier's opt-in mode, not a peer.
+pub(crate) const COURIER_BUSY_POLL: &str = "courier::local busy-poll (opt-in)";
 /// The row that reuses one reply channel: shown, but not a peer of the same shape.
 pub(crate) const CROSSBEAM_REUSED: &str = "crossbeam-channel (reused reply)";
 /// The two-thread spin floor: a ping-pong through two atomics, no queue, no sleep.
@@ -78,6 +80,12 @@ const SPECS: &[Spec] = &[
         name: COURIER,
         notes: "Client::req / Server::wait + ReplyContext::reply",
         run: courier_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: COURIER_BUSY_POLL,
+        notes: "as courier::local, with Server::set_busy_poll(1 s) and Client::set_busy_poll(1 s): each wait spins up to 1 s before it sleeps (courier's opt-in mode beside the spin floor, not a peer)",
+        run: courier_busy_poll_sync,
     },
     Spec {
         scenario: SYNC,
@@ -322,7 +330,8 @@ fn render(
     out.push_str(
         "\n\"best peer\" is the fastest row of the same shape (a reply channel per request, or \
          the library's own request/response); the reused-reply-channel row is not of that \
-         shape (one client only), and \"ahead of every peer\" counts it.\n",
+         shape (one client only), and \"ahead of every peer\" counts it. courier's other rows \
+         (its typed service, its opt-in busy-poll mode) and the spin floor are not peers.\n",
     );
     out
 }
@@ -340,7 +349,7 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
             r.scenario == scenario
                 && !r.subject
                 && r.name != CROSSBEAM_REUSED
-                && r.name != COURIER_SERVICE
+                && !r.name.starts_with("courier")
                 && r.name != SPIN_FLOOR
         })
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
@@ -488,6 +497,16 @@ fn courier_serve(server: courier::local::Server<u64, u64, ()>) {
 
 fn courier_sync(plan: &Plan) -> Samples {
     let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || courier_serve(server),
+        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
+fn courier_busy_poll_sync(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    server.set_busy_poll(Duration::from_secs(1));
+    client.set_busy_poll(Duration::from_secs(1));
     with_server_thread(
         move || courier_serve(server),
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),

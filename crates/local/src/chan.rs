@@ -20,7 +20,7 @@
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, CpuHint, Mutex, Ordering, Side};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering, Side, Waits};
 use courier_core::error::{Error, SendError};
 use std::time::{Duration, Instant};
 
@@ -97,9 +97,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         }
     }
 
-    /// Where a server worker last waited (see `Backoff`).
-    pub(crate) fn server_cpu(&self) -> &CpuHint {
-        &self.pool.server_cpu
+    /// How the two sides wait (see `Backoff`).
+    pub(crate) fn waits(&self) -> &Waits {
+        &self.pool.waits
     }
 
     fn bounded(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use crate::chan::{deadline_after, Reserve, Shared, Wait};
 use crate::slot::{Cancel, Slot};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, Ordering, Waits};
 use courier_core::error::{Error, SendError};
 use std::fmt;
 use std::future::Future;
@@ -227,6 +227,38 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// snapshot. The same method, with the same meaning, as on `courier::shm`'s client.
     pub fn is_server_gone(&self) -> bool {
         self.shared.servers.load(Ordering::Acquire) == 0
+    }
+
+    /// Makes the channel's clients (this handle and its clones) **busy-poll** for replies:
+    /// each blocking wait spins for up to `limit` (or its deadline) before it yields and
+    /// sleeps, instead of the short adaptive spin. `Duration::ZERO` goes back to the
+    /// adaptive spin. Async waits (`areq`) are not affected.
+    ///
+    /// For throughput and latency at the price of a core per waiting client: while another
+    /// process keeps a core busy, a sleeping or yielding wait costs a hand-over on a shared
+    /// CPU or a wake-up per call, and two busy-polling threads make several times as many
+    /// calls for less CPU per call. Pair it with [`Server::set_busy_poll`](crate::Server::set_busy_poll),
+    /// or the server may be asleep when the request comes. The same trade as `courier::shm`'s
+    /// `ConnectConfig::busy_poll`.
+    ///
+    /// ```
+    /// use courier_local::channel;
+    /// use std::time::Duration;
+    ///
+    /// let (server, client) = channel::<u64, u64, ()>();
+    /// server.set_busy_poll(Duration::from_secs(1));
+    /// client.set_busy_poll(Duration::from_secs(1));
+    /// let worker = std::thread::spawn(move || {
+    ///     while let Ok((n, ctx)) = server.wait() {
+    ///         ctx.reply(n + 1).unwrap();
+    ///     }
+    /// });
+    /// assert_eq!(client.req(1), Ok(2));
+    /// drop(client);
+    /// worker.join().unwrap();
+    /// ```
+    pub fn set_busy_poll(&self, limit: Duration) {
+        Waits::set_limit(&self.shared.waits().client_poll_ns, limit);
     }
 }
 

@@ -162,7 +162,7 @@ impl Event {
         side: crate::sync::Side<'_>,
         mut check: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let mut backoff = crate::sync::Backoff::on(side);
+        let mut backoff = crate::sync::Backoff::on(side, deadline);
         loop {
             if let Some(v) = check() {
                 return Some(v);

@@ -3,7 +3,7 @@
 use crate::chan::{Shared, TryTake};
 use crate::event::Waiter;
 use crate::slot::SlotCore;
-use crate::sync::{fence, spin_loop, Arc, Ordering, Side};
+use crate::sync::{fence, spin_loop, Arc, Ordering, Side, Waits};
 use courier_core::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -133,7 +133,7 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     ) -> Option<Result<Request<Rq, Rp, E>, Error<E>>> {
         self.shared
             .requests
-            .wait_until(deadline, Side::Server(self.shared.server_cpu()), || {
+            .wait_until(deadline, Side::Server(self.shared.waits()), || {
                 into_result(self.shared.try_take())
             })
     }
@@ -177,6 +177,18 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
             listener: 0,
             yielded: false,
         }
+    }
+
+    /// Makes the channel's server workers (this handle and its clones) **busy-poll** for
+    /// requests: each blocking wait spins for up to `limit` (or its deadline) before it
+    /// yields and sleeps, instead of the short adaptive spin. `Duration::ZERO` goes back to
+    /// the adaptive spin. Async waits (`async_wait`) are not affected.
+    ///
+    /// For throughput and latency at the price of a core per worker, spent even while no
+    /// request comes (up to `limit` per wait); see
+    /// [`Client::set_busy_poll`](crate::Client::set_busy_poll), its pair.
+    pub fn set_busy_poll(&self, limit: Duration) {
+        Waits::set_limit(&self.shared.waits().server_poll_ns, limit);
     }
 }
 

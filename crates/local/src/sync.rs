@@ -26,22 +26,54 @@ pub(crate) use std::{
 
 use std::time::Instant;
 
-/// A hint word: the CPU a channel's server last waited on (plus one; 0: not known). Outside
-/// the model under loom (plain std atomics): only the busy phase of a wait reads or writes
-/// it, relaxed, and nothing but where a thread runs depends on it.
-pub(crate) type CpuHint = std::sync::atomic::AtomicU32;
+/// How the waits of a channel's two sides go (see [`Backoff`]). Outside the model under loom
+/// (plain std atomics): only the busy phase of a wait reads them, relaxed, and nothing but
+/// how long a thread spins and where it runs depends on them.
+#[derive(Debug, Default)]
+pub(crate) struct Waits {
+    /// The CPU a server worker last waited on, plus one (0: not known).
+    // Only the Linux build without loom places threads.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
+    pub(crate) server_cpu: std::sync::atomic::AtomicU32,
+    /// The busy-poll limit of the server's waits for requests, in nanoseconds (0: none,
+    /// the adaptive spin).
+    pub(crate) server_poll_ns: std::sync::atomic::AtomicU64,
+    /// The busy-poll limit of the clients' waits for replies, as `server_poll_ns`.
+    pub(crate) client_poll_ns: std::sync::atomic::AtomicU64,
+}
 
-/// Which side of a channel a wait is on, for [`CpuHint`] (see [`Backoff`]).
+impl Waits {
+    /// Stores a busy-poll limit (`Duration::ZERO`: none).
+    pub(crate) fn set_limit(word: &std::sync::atomic::AtomicU64, limit: std::time::Duration) {
+        let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        word.store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Which side of a channel a wait is on, for its [`Waits`] (see [`Backoff`]).
 #[derive(Clone, Copy)]
-// Only the Linux build without loom places threads.
-#[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
+// Only the build without loom spins by the clock and places threads.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) enum Side<'a> {
     /// A server worker waiting for a request: notes its CPU in the hint when it yields.
-    Server(&'a CpuHint),
+    Server(&'a Waits),
     /// A client waiting for its reply: leaves its CPU when the hint says the server is on it.
-    Client(&'a CpuHint),
+    Client(&'a Waits),
     /// Any other wait.
     Other,
+}
+
+impl Side<'_> {
+    /// This side's busy-poll limit, if it has one.
+    #[cfg(not(loom))]
+    fn busy_poll(self) -> Option<std::time::Duration> {
+        let ns = match self {
+            Side::Server(w) => w.server_poll_ns.load(Ordering::Relaxed),
+            Side::Client(w) => w.client_poll_ns.load(Ordering::Relaxed),
+            Side::Other => 0,
+        };
+        (ns > 0).then(|| std::time::Duration::from_nanos(ns))
+    }
 }
 
 /// A value alone on its cache lines (128 bytes: x86 fetches lines in adjacent pairs), so that
@@ -180,6 +212,10 @@ pub(crate) struct Backoff<'a> {
     start: Option<Instant>,
     #[cfg(not(loom))]
     pure: Option<PureSpin>,
+    /// The pure spin is the side's busy-poll limit, not this thread's adaptive budget (which
+    /// the wait then leaves as it was).
+    #[cfg(not(loom))]
+    polls: bool,
     /// The wait went past its pure spin and short spins (it yielded or will park).
     yielded: bool,
     /// One of its yields let another thread run on this CPU.
@@ -235,7 +271,7 @@ const MIN_PURE_NS: u32 = 250;
 impl Drop for Backoff<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        {
+        if !self.polls {
             // The clock is read only for a wait that yielded (already a slow one).
             let spun = self
                 .yielded
@@ -274,11 +310,16 @@ impl<'a> Backoff<'a> {
     /// A wait on no side of a channel (no CPU hint): the unit tests' waits.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn new() -> Self {
-        Self::on(Side::Other)
+        Self::on(Side::Other, None)
     }
 
-    /// A wait on `side` of a channel.
-    pub(crate) fn on(side: Side<'a>) -> Self {
+    /// A wait on `side` of a channel that ends at `deadline` if it has one (which bounds a
+    /// busy-poll's spin).
+    pub(crate) fn on(side: Side<'a>, deadline: Option<Instant>) -> Self {
+        #[cfg(not(loom))]
+        let polls = side.busy_poll();
+        #[cfg(loom)]
+        let _ = deadline;
         Self {
             step: 0,
             side,
@@ -290,15 +331,26 @@ impl<'a> Backoff<'a> {
             #[cfg(not(loom))]
             parks: false,
             #[cfg(not(loom))]
-            pure: PURE_NS
-                .try_with(std::cell::Cell::get)
-                .ok()
-                .map(|ns| if ns == 0 { Self::probe() } else { ns })
-                .filter(|&ns| ns > 0)
-                .map(|ns| PureSpin {
-                    budget: std::time::Duration::from_nanos(u64::from(ns)),
+            polls: polls.is_some(),
+            #[cfg(not(loom))]
+            pure: match polls {
+                // Busy-polling: one pure spin for the limit, or until the deadline.
+                Some(limit) => Some(PureSpin {
+                    budget: deadline.map_or(limit, |d| {
+                        limit.min(d.saturating_duration_since(Instant::now()))
+                    }),
                     looks: 0,
                 }),
+                None => PURE_NS
+                    .try_with(std::cell::Cell::get)
+                    .ok()
+                    .map(|ns| if ns == 0 { Self::probe() } else { ns })
+                    .filter(|&ns| ns > 0)
+                    .map(|ns| PureSpin {
+                        budget: std::time::Duration::from_nanos(u64::from(ns)),
+                        looks: 0,
+                    }),
+            },
             yielded: false,
         }
     }
@@ -407,7 +459,8 @@ impl Backoff<'_> {
     fn place(&mut self) -> bool {
         use courier_core::placement::{move_off_this_cpu, moves_allowed, room_elsewhere, this_cpu};
         match self.side {
-            Side::Server(hint) => {
+            Side::Server(waits) => {
+                let hint = &waits.server_cpu;
                 let cpu = this_cpu();
                 // Stored only when it changed: clients read the line.
                 if hint.load(Ordering::Relaxed) != cpu {
@@ -415,7 +468,8 @@ impl Backoff<'_> {
                 }
                 false
             }
-            Side::Client(hint) => {
+            Side::Client(waits) => {
+                let hint = &waits.server_cpu;
                 if self.moved
                     || !moves_allowed()
                     || placement_quiet()

@@ -210,8 +210,10 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         let pool = unsafe { self.pool.with(|p| (*p).as_ref().map(Arc::as_ptr)) };
         let pool = pool.expect("a slot in use holds its pool");
         // SAFETY: as above: the pool outlives this wait.
-        let mut backoff =
-            crate::sync::Backoff::on(crate::sync::Side::Client(unsafe { &(*pool).server_cpu }));
+        let mut backoff = crate::sync::Backoff::on(
+            crate::sync::Side::Client(unsafe { &(*pool).waits }),
+            deadline,
+        );
         loop {
             if self.is_ready() {
                 return true;

@@ -6,7 +6,7 @@
 
 use super::Slot;
 use crate::event::Event;
-use crate::sync::{AtomicPtr, AtomicUsize, CpuHint, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering, Waits};
 use std::ptr;
 
 /// Recycled slots kept per channel; more concurrent calls than this allocate (and free).
@@ -25,9 +25,9 @@ pub(crate) struct Pool<Rq, Rp, E> {
     pub(crate) len: AtomicUsize,
     /// Clients waiting for room in a bounded queue.
     pub(crate) room: Event,
-    /// Where a server worker last waited (see `Backoff`): here because clients reach the
-    /// pool from the slot they wait on.
-    pub(crate) server_cpu: CpuHint,
+    /// How the two sides wait (see `Backoff`): here because clients reach the pool from the
+    /// slot they wait on.
+    pub(crate) waits: Waits,
 }
 
 // SAFETY: the pool owns the free slots it holds (raw pointers from `Box::into_raw`), which
@@ -46,7 +46,7 @@ impl<Rq, Rp, E> Pool<Rq, Rp, E> {
             cap: cap.unwrap_or(usize::MAX),
             len: AtomicUsize::new(0),
             room: Event::new(),
-            server_cpu: CpuHint::new(0),
+            waits: Waits::default(),
         }
     }
 
