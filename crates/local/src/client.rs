@@ -232,7 +232,8 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// Makes the channel's clients (this handle and its clones) **busy-poll** for replies:
     /// each blocking wait spins for up to `limit` (or its deadline) before it yields and
     /// sleeps, instead of the short adaptive spin. `Duration::ZERO` goes back to the
-    /// adaptive spin. Async waits (`areq`) are not affected.
+    /// adaptive spin. It applies from each thread's next wait on; async waits (`areq`) are
+    /// not affected.
     ///
     /// For throughput and latency at the price of a core per waiting client: while another
     /// process keeps a core busy, a sleeping or yielding wait costs a hand-over on a shared

@@ -182,7 +182,8 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     /// Makes the channel's server workers (this handle and its clones) **busy-poll** for
     /// requests: each blocking wait spins for up to `limit` (or its deadline) before it
     /// yields and sleeps, instead of the short adaptive spin. `Duration::ZERO` goes back to
-    /// the adaptive spin. Async waits (`async_wait`) are not affected.
+    /// the adaptive spin. It applies from each worker's next wait on; async waits
+    /// (`async_wait`) are not affected.
     ///
     /// For throughput and latency at the price of a core per worker, spent even while no
     /// request comes (up to `limit` per wait); see
