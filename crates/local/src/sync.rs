@@ -169,8 +169,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// needs. When the peer runs on another core, `yield_now` returns at once and the spinning
 /// goes on. An idle waiter burns a few microseconds of CPU, then sleeps.
 ///
-/// The pure spin (not under loom) lasts this thread's current budget, which adapts to how
-/// its waits went:
+/// The pure spin (not under loom) lasts the side's busy-poll limit when it has one
+/// (`set_busy_poll`; cut short by the wait's deadline, and the thread's budget left as it
+/// was), else this thread's current budget, which adapts to how its waits went:
 ///
 /// ```text
 /// wait answered before the first yield            -> budget doubles (from none: MIN_PURE),
