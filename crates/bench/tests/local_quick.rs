@@ -39,8 +39,8 @@ fn local_quick_prints_every_row() {
         2 * 3,
         "{json}"
     );
-    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 19, "{json}");
-    assert_eq!(json.matches("\"load\": \"busy\"").count(), 19, "{json}");
+    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 20, "{json}");
+    assert_eq!(json.matches("\"load\": \"busy\"").count(), 20, "{json}");
     // Idle: nine goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
     assert_eq!(json.matches("\"verdict\": ").count(), 9 + 3 * 4, "{json}");
     assert_eq!(
@@ -56,6 +56,7 @@ fn local_quick_prints_every_row() {
             "(1) sync 1:1",
             &[
                 "courier::local",
+                "courier::local busy-poll (opt-in)",
                 "courier::local via #[courier::service]",
                 "floor: two-thread spin ping-pong",
                 "ump 0.13",
