@@ -192,9 +192,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// goes to nothing and the waiter yields at once, as it would without it.
 ///
 /// Where each side runs (Linux): a server that reaches a yield notes its CPU in the
-/// channel's [`CpuHint`]; a client that reaches a yield and finds the server's CPU to be its
-/// own (a server thread is often started on its client's CPU, and four clients on two CPUs
-/// keep one beside the server) moves to another CPU once per wait
+/// channel's [`Waits::server_cpu`]; a client that reaches a yield and finds the server's CPU
+/// to be its own (a server thread is often started on its client's CPU, and four clients on
+/// two CPUs keep one beside the server) moves to another CPU once per wait
 /// ([`courier_core::placement::move_off_this_cpu`]), when
 /// [`courier_core::placement::room_elsewhere`] finds no other process's thread busy on the
 /// other CPUs. Otherwise the two would hand the CPU back and forth with yields (a few
@@ -308,7 +308,7 @@ impl<'a> Backoff<'a> {
     #[cfg(loom)]
     const STEPS: u32 = 1;
 
-    /// A wait on no side of a channel (no CPU hint): the unit tests' waits.
+    /// A wait on no side of a channel (no CPU hint, no busy-poll): the unit tests' waits.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn new() -> Self {
         Self::on(Side::Other, None)
