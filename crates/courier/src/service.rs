@@ -558,10 +558,98 @@ fn local_reply<Rp, F>(
     Ok(env.msg)
 }
 
+/// How the two sides of an in-process pair wait (`FooClient::pair_with`): by default (and
+/// with `Duration::ZERO`) as every `courier::local` wait, an adaptive spin, then yields, then
+/// sleep; with a busy-poll limit, a pure spin up to that limit first (cut short by a call's
+/// timeout).
+///
+/// Busy-polling is the choice for a machine where other processes keep cores busy and the
+/// service's latency matters more than a core: a sleeping side pays a wake-up (microseconds)
+/// per call there, two busy-polling sides do not, and burn less CPU per call as well (see
+/// [`courier::local::Client::set_busy_poll`](crate::local::Client::set_busy_poll)). Set it
+/// on both sides, or the server may be asleep when the call comes. Across processes the same
+/// knob is `ConnectConfig::busy_poll` and `ServerConfig::busy_poll` (`FooClient::connect_with`,
+/// `FooServer::bind_with`).
+///
+/// ```
+/// use courier::service::PairConfig;
+/// use std::time::Duration;
+///
+/// #[courier::service]
+/// trait Counter {
+///     fn add(&self, n: u64) -> u64;
+/// }
+///
+/// struct One;
+/// impl Counter for One {
+///     fn add(&self, n: u64) -> u64 {
+///         n + 1
+///     }
+/// }
+///
+/// let (client, server) = CounterClient::pair_with(PairConfig::new().busy_poll(Duration::from_millis(1)));
+/// let worker = std::thread::spawn(move || server.serve(One));
+/// assert_eq!(client.add(41), Ok(42));
+/// drop(client);
+/// worker.join().unwrap().unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairConfig {
+    client_poll: Duration,
+    server_poll: Duration,
+}
+
+impl PairConfig {
+    /// The default: neither side busy-polls.
+    pub const fn new() -> PairConfig {
+        PairConfig {
+            client_poll: Duration::ZERO,
+            server_poll: Duration::ZERO,
+        }
+    }
+
+    /// Both sides busy-poll up to `limit` ([`client_busy_poll`](Self::client_busy_poll) and
+    /// [`server_busy_poll`](Self::server_busy_poll)).
+    pub const fn busy_poll(self, limit: Duration) -> PairConfig {
+        self.client_busy_poll(limit).server_busy_poll(limit)
+    }
+
+    /// The clients' waits for their replies spin up to `limit` before they sleep (and the
+    /// clones' too).
+    pub const fn client_busy_poll(mut self, limit: Duration) -> PairConfig {
+        self.client_poll = limit;
+        self
+    }
+
+    /// The server's waits for requests (every worker's) spin up to `limit` before they sleep.
+    pub const fn server_busy_poll(mut self, limit: Duration) -> PairConfig {
+        self.server_poll = limit;
+        self
+    }
+
+    /// The clients' busy-poll limit (`ZERO`: none).
+    pub const fn client_poll(&self) -> Duration {
+        self.client_poll
+    }
+
+    /// The server's busy-poll limit (`ZERO`: none).
+    pub const fn server_poll(&self) -> Duration {
+        self.server_poll
+    }
+}
+
 impl<Rq: Send + 'static, Rp: Send + 'static, F: Send + 'static> Client<Rq, Rp, F> {
     /// A client and a server of one process (`FooClient::pair`).
     pub fn pair() -> (Client<Rq, Rp, F>, Server<Rq, Rp, F>) {
+        Self::pair_with(PairConfig::new())
+    }
+
+    /// A client and a server of one process that wait as `config` says
+    /// (`FooClient::pair_with`).
+    pub fn pair_with(config: PairConfig) -> (Client<Rq, Rp, F>, Server<Rq, Rp, F>) {
         let (server, client) = courier_local::channel();
+        client.set_busy_poll(config.client_poll);
+        server.set_busy_poll(config.server_poll);
         (
             Client {
                 transport: ClientTransport::Local(client),

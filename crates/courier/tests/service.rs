@@ -6,7 +6,7 @@
 //!
 //! Cross-thread waits synchronise through channels with deadlines; nothing sleeps and hopes.
 
-use courier::service::{Reply, Sink};
+use courier::service::{PairConfig, Reply, Sink};
 use courier::{flat, Error, Ipc};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -144,7 +144,15 @@ fn store() -> (Store, mpsc::Sender<()>, mpsc::Receiver<()>) {
 }
 
 fn local() -> Running {
-    let (client, server) = KvClient::pair();
+    local_with(None)
+}
+
+/// A local pair made by `pair_with(config)` (`None`: by `pair()`).
+fn local_with(config: Option<PairConfig>) -> Running {
+    let (client, server) = match config {
+        Some(config) => KvClient::pair_with(config),
+        None => KvClient::pair(),
+    };
     let (s, open, entered) = store();
     let (done, served) = mpsc::channel();
     std::thread::spawn(move || {
@@ -244,11 +252,20 @@ impl Running {
     }
 }
 
-/// Instantiates one conformance function for each transport.
+/// A pair whose both sides busy-poll for as long as any wait here lasts.
+fn busy_pair() -> PairConfig {
+    PairConfig::new().busy_poll(Duration::from_secs(60))
+}
+
+/// Instantiates one conformance function for each transport (and for a busy-polling local
+/// pair, whose waits take another path).
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_local {
             $(#[test] fn $name() { super::$name(super::local()); })*
+        }
+        mod on_local_busy_poll {
+            $(#[test] fn $name() { super::$name(super::local_with(Some(super::busy_pair()))); })*
         }
         #[cfg(target_os = "linux")]
         mod on_shm {
@@ -654,4 +671,86 @@ fn stop_ends_serve_on_both_transports() {
         server.stop();
         assert_eq!(served.recv_timeout(DEADLINE), Ok(true));
     }
+}
+
+/// How long a wait lasts in the busy-poll tests: far beyond the adaptive spin (a few
+/// microseconds), so a side that is not busy-polling goes to sleep in it.
+#[cfg(target_os = "linux")]
+const LONG_WAIT: Duration = Duration::from_millis(50);
+
+/// The calling thread's voluntary context switches: one each time it went to sleep (Linux).
+#[cfg(target_os = "linux")]
+fn sleeps_of_this_thread() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// How often a client of a pair made with `config` slept while its call waited `LONG_WAIT`
+/// behind the server's gate.
+#[cfg(target_os = "linux")]
+fn client_sleeps(config: Option<PairConfig>) -> u64 {
+    let r = local_with(config);
+    let client = r.client.clone();
+    let asked = std::thread::spawn(move || {
+        let before = sleeps_of_this_thread();
+        assert_eq!(client.gated().unwrap().as_str(), "open");
+        sleeps_of_this_thread() - before
+    });
+    r.entered.recv_timeout(DEADLINE).unwrap();
+    std::thread::sleep(LONG_WAIT);
+    r.open.send(()).unwrap();
+    asked.join().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pair_with_busy_poll_keeps_the_client_awake_through_a_long_call() {
+    assert_eq!(client_sleeps(Some(busy_pair())), 0);
+    // Only the server's side: the client sleeps as by default.
+    let server_only = PairConfig::new().server_busy_poll(Duration::from_secs(60));
+    assert!(client_sleeps(Some(server_only)) >= 1);
+    assert!(client_sleeps(None) >= 1);
+}
+
+/// How often the serving thread of a pair made with `config` slept while no request came
+/// for `LONG_WAIT`, then one did.
+#[cfg(target_os = "linux")]
+fn server_sleeps(config: PairConfig) -> u64 {
+    let (client, server) = KvClient::pair_with(config);
+    let (s, _open, _entered) = store();
+    let (ready, at_work) = mpsc::channel();
+    let serving = std::thread::spawn(move || {
+        ready.send(()).unwrap();
+        let before = sleeps_of_this_thread();
+        server.serve(s).unwrap();
+        sleeps_of_this_thread() - before
+    });
+    at_work.recv_timeout(DEADLINE).unwrap();
+    std::thread::sleep(LONG_WAIT);
+    assert_eq!(client.get(7), Err(Error::App(KvError::NotFound)));
+    drop(client);
+    serving.join().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pair_with_busy_poll_keeps_the_server_awake_while_it_waits() {
+    let server_only = PairConfig::new().server_busy_poll(Duration::from_secs(60));
+    assert_eq!(server_sleeps(server_only), 0);
+    assert!(server_sleeps(PairConfig::new()) >= 1);
+}
+
+#[test]
+fn pair_config_keeps_each_side_s_limit() {
+    let c = PairConfig::new()
+        .busy_poll(Duration::from_millis(3))
+        .client_busy_poll(Duration::from_millis(5));
+    assert_eq!(c.client_poll(), Duration::from_millis(5));
+    assert_eq!(c.server_poll(), Duration::from_millis(3));
+    assert_eq!(PairConfig::default(), PairConfig::new());
+    assert_eq!(PairConfig::new().server_poll(), Duration::ZERO);
 }

@@ -412,6 +412,13 @@ pub(crate) fn expand(attr: TokenStream, mut item: ItemTrait) -> syn::Result<Toke
                 (#client { inner }, #server { inner: s })
             }
 
+            /// [`pair`](Self::pair) with a `courier::service::PairConfig`: how the client and
+            /// the server wait (busy-polling, for a loaded machine).
+            #vis fn pair_with(config: #c::service::PairConfig) -> (#client, #server) {
+                let (inner, s) = #c::service::Client::pair_with(config);
+                (#client { inner }, #server { inner: s })
+            }
+
             /// Connects to the server of `name` in another process (`courier::shm`), waiting up
             /// to `timeout` for it, and checks that it serves this interface.
             ///
