@@ -462,8 +462,10 @@ impl<'a> Backoff<'a> {
 /// thread is woken by its answer and may preempt the busy one. So a wait that lost a slice
 /// parks at once, and the thread's next [`YIELDLESS_WAITS`] waits that reach their yields park
 /// there instead. On a 2-core VM with one core kept busy by another process, one client and
-/// one server made 560–605 k calls/s at a median of 210–240 ns this way, against 62–222 k
-/// calls/s at 3.8–5.0 µs with the yields (courier-bench local, (1) with one core busy).
+/// one server made 259–605 k calls/s this way (median 3.8 µs, or 210–240 ns in the runs where
+/// the two settled on both CPUs), against 62–222 k calls/s with the yields, whose p99 was as
+/// good but whose late 1 % came milliseconds late (courier-bench local, (1) with one core
+/// busy).
 ///
 /// Shorter limits, or more yieldless waits, also take for lost slices the yields of four
 /// clients and their server sharing two idle CPUs (which hand each other the CPU for tens of
