@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
+use courier_testkit::sleeps_of_this_thread;
+
 /// Upper bound for every wait.
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -677,17 +680,6 @@ fn stop_ends_serve_on_both_transports() {
 /// microseconds), so a side that is not busy-polling goes to sleep in it.
 #[cfg(target_os = "linux")]
 const LONG_WAIT: Duration = Duration::from_millis(50);
-
-/// The calling thread's voluntary context switches: one each time it went to sleep (Linux).
-#[cfg(target_os = "linux")]
-fn sleeps_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// How often a client of a pair made with `config` slept while its call waited `LONG_WAIT`
 /// behind the server's gate.

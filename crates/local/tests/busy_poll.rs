@@ -4,6 +4,7 @@
 #![cfg(target_os = "linux")]
 
 use courier_local::{channel, Error};
+use courier_testkit::sleeps_of_this_thread;
 use std::sync::{mpsc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -13,16 +14,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// How long a wait lasts here: far beyond the adaptive spin (a few microseconds), so a wait
 /// that is not busy-polling goes to sleep in it.
 const LONG_WAIT: Duration = Duration::from_millis(50);
-
-/// The calling thread's voluntary context switches: one each time it went to sleep.
-fn sleeps_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// How often a client slept while waiting `LONG_WAIT` for its reply, busy-polling for up to
 /// `limit` (`None`: never set; `Some(ZERO)`: set, then back to the adaptive spin).

@@ -22,6 +22,8 @@
 //!   deadline.
 //! - [`TempDir`] and [`unique`]: a directory and names unique to this test process.
 //! - [`euid`] and [`executable_by_others`]: whether a test can run a child as another user.
+//! - [`sleeps_of_this_thread`]: how often the calling thread went to sleep (Linux), for tests
+//!   of waits that must not sleep.
 //!
 //! This crate is `publish = false` and only ever a dev-dependency. It is Unix-only.
 //!
@@ -566,4 +568,21 @@ mod tests {
         );
         assert!(executable_by_others(Path::new("/bin/sh")));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads.
+
+/// The calling thread's voluntary context switches so far, from `/proc/thread-self/status`
+/// (Linux): one each time the thread went to sleep (a futex wait, a blocking read), none for a
+/// preemption or a `sched_yield`. A test of a wait that must spin reads it before and after.
+#[cfg(target_os = "linux")]
+pub fn sleeps_of_this_thread() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .expect("reading /proc/thread-self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("no voluntary_ctxt_switches line in /proc/thread-self/status")
 }
