@@ -430,6 +430,23 @@ pub fn executable_by_others(path: &Path) -> bool {
             .all(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0))
 }
 
+// ---------------------------------------------------------------------------------------
+// Threads.
+
+/// The calling thread's voluntary context switches so far, from `/proc/thread-self/status`
+/// (Linux): one each time the thread went to sleep (a futex wait, a blocking read), none for a
+/// preemption or a `sched_yield`. A test of a wait that must spin reads it before and after.
+#[cfg(target_os = "linux")]
+pub fn sleeps_of_this_thread() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .expect("reading /proc/thread-self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("no voluntary_ctxt_switches line in /proc/thread-self/status")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,21 +585,4 @@ mod tests {
         );
         assert!(executable_by_others(Path::new("/bin/sh")));
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Threads.
-
-/// The calling thread's voluntary context switches so far, from `/proc/thread-self/status`
-/// (Linux): one each time the thread went to sleep (a futex wait, a blocking read), none for a
-/// preemption or a `sched_yield`. A test of a wait that must spin reads it before and after.
-#[cfg(target_os = "linux")]
-pub fn sleeps_of_this_thread() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status")
-        .expect("reading /proc/thread-self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("no voluntary_ctxt_switches line in /proc/thread-self/status")
 }
