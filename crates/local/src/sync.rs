@@ -191,9 +191,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// core (a busy machine) our yields give it the CPU and take longer (GAVE_WAY), the budget
 /// goes to nothing and the waiter yields at once, as it would without it. A yield that gives a
 /// whole time slice to a thread that does not wait ([`LOST_SLICE`]: another process's busy
-/// thread) ends the yielding: that wait parks, and so do the thread's next
-/// [`YIELDLESS_WAITS`] waits where they would yield (a yielding thread is not woken by its
-/// answer; a parked one is).
+/// thread) ends the yielding where other processes leave a CPU free: that wait parks, and so
+/// do the thread's next [`YIELDLESS_WAITS`] waits where they would yield (a yielding thread
+/// is not woken by its answer; a parked one is, onto the free CPU).
 ///
 /// Where each side runs (Linux): a server that reaches a yield notes its CPU in the
 /// channel's [`Waits::server_cpu`]; a client that reaches a yield and finds the server's CPU
@@ -431,21 +431,22 @@ impl<'a> Backoff<'a> {
             let before = Instant::now();
             yield_now();
             #[cfg(not(loom))]
-            self.yielded_for(before.elapsed());
+            self.yielded_for(before.elapsed(), parking_pays);
         }
         self.step += 1;
         true
     }
 
     /// Notes a yield that kept the thread off its CPU for `off`: past [`GAVE_WAY`] it let
-    /// another thread run; past [`LOST_SLICE`] that thread ran for a time slice, so this wait
-    /// parks next and the thread's next [`YIELDLESS_WAITS`] waits do not yield.
+    /// another thread run; past [`LOST_SLICE`] that thread ran for a time slice, so if
+    /// `parking_pays` (asked only then) this wait parks next and the thread's next
+    /// [`YIELDLESS_WAITS`] waits do not yield.
     #[cfg(not(loom))]
-    fn yielded_for(&mut self, off: std::time::Duration) {
+    fn yielded_for(&mut self, off: std::time::Duration, parking_pays: impl FnOnce() -> bool) {
         if off >= GAVE_WAY {
             self.gave_way = true;
         }
-        if off >= LOST_SLICE {
+        if off >= LOST_SLICE && parking_pays() {
             self.step = Self::STEPS - 1;
             let _ = YIELDLESS.try_with(|n| n.set(YIELDLESS_WAITS));
         }
@@ -459,13 +460,16 @@ impl<'a> Backoff<'a> {
 ///
 /// A thread that yields to such a thread is not woken when its answer comes: it waits for the
 /// scheduler to pick it again, up to the rest of a time slice (milliseconds), while a parked
-/// thread is woken by its answer and may preempt the busy one. So a wait that lost a slice
-/// parks at once, and the thread's next [`YIELDLESS_WAITS`] waits that reach their yields park
-/// there instead. On a 2-core VM with one core kept busy by another process, one client and
-/// one server made 259–605 k calls/s this way (median 3.8 µs, or 210–240 ns in the runs where
-/// the two settled on both CPUs), against 62–222 k calls/s with the yields, whose p99 was as
-/// good but whose late 1 % came milliseconds late (courier-bench local, (1) with one core
-/// busy).
+/// thread is woken by its answer onto a free CPU. So where other processes leave a CPU free
+/// ([`parking_pays`]), a wait that lost a slice parks at once, and the thread's next
+/// [`YIELDLESS_WAITS`] waits that reach their yields park there instead. On a 2-core VM with
+/// one core kept busy by another process, one client and one server made 259–605 k calls/s
+/// this way (median 3.8 µs, or 210–240 ns in the runs where the two settled on both CPUs),
+/// against 62–222 k calls/s with the yields, whose p99 was as good but whose late 1 % came
+/// milliseconds late (courier-bench local, (1) with one core busy). With both cores busy the
+/// yields stay: parked there, the pair made 20–128 k calls/s against 132 k–1.4 M yielding (a
+/// woken thread waits for a busy one's slice to end; two that yield to each other on a shared
+/// CPU trade it at once).
 ///
 /// Shorter limits, or more yieldless waits, also take for lost slices the yields of four
 /// clients and their server sharing two idle CPUs (which hand each other the CPU for tens of
@@ -483,6 +487,21 @@ const YIELDLESS_WAITS: u32 = 64;
 std::thread_local! {
     /// Waits this thread still parks without yielding (see [`LOST_SLICE`]).
     static YIELDLESS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a thread that parks is woken onto a CPU at once: other processes leave one free
+/// ([`courier_core::placement::free_cpu`], Linux). With every CPU busy a woken thread waits
+/// for another process's thread to end its slice, and two threads that yield to each other on
+/// a shared CPU do better: there the yields stay.
+#[cfg(all(not(loom), target_os = "linux"))]
+fn parking_pays() -> bool {
+    courier_core::placement::free_cpu()
+}
+
+/// Elsewhere the host's load is not looked at: the yields stay.
+#[cfg(all(not(loom), not(target_os = "linux")))]
+fn parking_pays() -> bool {
+    false
 }
 
 /// Whether this wait parks without yielding (and counts it): a recent yield of this thread lost
@@ -632,8 +651,9 @@ mod tests {
     fn a_yield_that_lost_a_slice_parks_and_the_next_waits_do_not_yield() {
         on_new_thread(|| {
             // Off the CPU for a moment (a peer answered): the wait goes on yielding.
+            let pays = || true;
             let mut b = at_first_yield();
-            b.yielded_for(std::time::Duration::from_micros(10));
+            b.yielded_for(std::time::Duration::from_micros(10), pays);
             assert!(b.gave_way);
             assert!(
                 b.step < Backoff::STEPS - 1,
@@ -641,9 +661,16 @@ mod tests {
             );
             assert_eq!(yieldless_left(), 0);
             std::mem::forget(b);
-            // Off the CPU for a slice: this wait parks at its next snooze...
+            // Off the CPU for a slice with every CPU busy: parking would not pay, the wait
+            // goes on yielding.
             let mut b = at_first_yield();
-            b.yielded_for(LOST_SLICE);
+            b.yielded_for(LOST_SLICE, || false);
+            assert!(b.step < Backoff::STEPS - 1, "parked beside busy CPUs");
+            assert_eq!(yieldless_left(), 0);
+            std::mem::forget(b);
+            // Off the CPU for a slice with a CPU free: this wait parks at its next snooze...
+            let mut b = at_first_yield();
+            b.yielded_for(LOST_SLICE, pays);
             b.step += 1; // as `snooze` does after its yield
             assert!(!b.snooze(), "a lost slice did not end the busy phase");
             std::mem::forget(b);
