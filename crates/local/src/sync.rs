@@ -508,13 +508,15 @@ fn parking_pays() -> bool {
 /// a time slice ([`LOST_SLICE`]).
 #[cfg(not(loom))]
 fn take_yieldless_wait() -> bool {
-    YIELDLESS
-        .try_with(|n| {
-            let left = n.get();
-            n.set(left.saturating_sub(1));
-            left > 0
-        })
-        .unwrap_or(false)
+    YIELDLESS.try_with(take_one).unwrap_or(false)
+}
+
+/// Takes one from a thread's countdown of waits: whether any was left.
+#[cfg(not(loom))]
+fn take_one(left: &std::cell::Cell<u32>) -> bool {
+    let n = left.get();
+    left.set(n.saturating_sub(1));
+    n > 0
 }
 
 /// Placement checks (one at each yield of a client wait) that a thread skips after one found
@@ -531,13 +533,7 @@ std::thread_local! {
 /// Whether this placement check is skipped (and counts it).
 #[cfg(all(not(loom), target_os = "linux"))]
 fn placement_quiet() -> bool {
-    QUIET_WAITS
-        .try_with(|n| {
-            let left = n.get();
-            n.set(left.saturating_sub(1));
-            left > 0
-        })
-        .unwrap_or(true)
+    QUIET_WAITS.try_with(take_one).unwrap_or(true)
 }
 
 impl Backoff<'_> {
