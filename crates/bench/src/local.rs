@@ -496,17 +496,19 @@ fn courier_serve(server: courier::local::Server<u64, u64, ()>) {
 }
 
 fn courier_sync(plan: &Plan) -> Samples {
-    let (server, client) = courier::local::channel::<u64, u64, ()>();
-    with_server_thread(
-        move || courier_serve(server),
-        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
-    )
+    courier_sync_polling(plan, Duration::ZERO)
 }
 
 fn courier_busy_poll_sync(plan: &Plan) -> Samples {
+    courier_sync_polling(plan, Duration::from_secs(1))
+}
+
+/// (1) over courier::local with both sides busy-polling up to `limit` (`ZERO`: the default
+/// adaptive wait).
+fn courier_sync_polling(plan: &Plan, limit: Duration) -> Samples {
     let (server, client) = courier::local::channel::<u64, u64, ()>();
-    server.set_busy_poll(Duration::from_secs(1));
-    client.set_busy_poll(Duration::from_secs(1));
+    server.set_busy_poll(limit);
+    client.set_busy_poll(limit);
     with_server_thread(
         move || courier_serve(server),
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
