@@ -87,12 +87,19 @@ pub(crate) struct SlotCore<Rp, E> {
     release: unsafe fn(*mut SlotCore<Rp, E>),
 }
 
-/// A call slot. `core` comes first so a `*mut Slot` is a valid `*mut SlotCore`.
-#[repr(C)]
+/// A call slot, one per call in flight.
+///
+/// Laid out for the round trip between two cores: the parts both sides touch on every call
+/// (`next` when the slot is queued and popped, the request, the state word and the reply) come
+/// first, and the slot starts a cache line, so a small call moves one line to the server and
+/// back instead of two. The waiter (touched only when the requester sleeps), the release
+/// function (only when the server releases) and the pool (only the requester's side) follow.
+/// A `ReplyContext` holds a pointer to `core`; [`Slot::CORE_AT`] turns it back into the slot.
+#[repr(C, align(64))]
 pub(crate) struct Slot<Rq, Rp, E> {
-    core: SlotCore<Rp, E>,
     next: AtomicPtr<Slot<Rq, Rp, E>>,
     request: UnsafeCell<MaybeUninit<Rq>>,
+    core: SlotCore<Rp, E>,
     /// The pool the slot returns to, held while the slot is in use so that it outlives it.
     pool: UnsafeCell<Option<Arc<Pool<Rq, Rp, E>>>>,
 }
@@ -121,6 +128,9 @@ pub(crate) enum Cancel<Rq, Rp, E> {
 }
 
 impl<Rq, Rp, E> Slot<Rq, Rp, E> {
+    /// Where `core` lies in the slot, in bytes.
+    const CORE_AT: usize = std::mem::offset_of!(Slot<Rq, Rp, E>, core);
+
     /// A new, unused slot.
     pub(crate) fn new_boxed() -> Box<Self> {
         Box::new(Self {
@@ -161,7 +171,9 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
 
     /// The type-erased pointer a `ReplyContext` keeps.
     pub(crate) fn core_ptr(this: *mut Self) -> *mut SlotCore<Rp, E> {
-        this.cast()
+        // In bounds: `core` is a field of the slot; the pointer keeps the slot's provenance,
+        // so `release_erased` can step back to the slot.
+        this.wrapping_byte_add(Self::CORE_AT).cast()
     }
 
     /// Consumer side: takes the request out of a popped slot, unless it was withdrawn.
@@ -442,8 +454,10 @@ fn is_finished(state: usize) -> bool {
 ///
 /// `core` points at the `core` field of a `Slot<Rq, Rp, E>`, and the caller is its last user.
 unsafe fn release_erased<Rq, Rp, E>(core: *mut SlotCore<Rp, E>) {
-    // SAFETY: `Slot` is `repr(C)` with `core` first, so the cast gives back the slot pointer.
-    unsafe { Slot::<Rq, Rp, E>::release(core.cast()) }
+    // `core` lies `CORE_AT` bytes into its slot (`Slot::core_ptr`), whose provenance it kept.
+    let slot = core.wrapping_byte_sub(Slot::<Rq, Rp, E>::CORE_AT).cast();
+    // SAFETY: `slot` is the slot that holds `core`; the caller is its last user.
+    unsafe { Slot::<Rq, Rp, E>::release(slot) }
 }
 
 impl<Rp, E> SlotCore<Rp, E> {
