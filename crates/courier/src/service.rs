@@ -254,12 +254,11 @@ pub struct Request<'s, Rq, Rp, F> {
 }
 
 enum ReplyTo<'s, Rp, F> {
-    /// In one process: the reply context and the lent bytes, moved with the request.
+    /// In one process: the reply context and what came with the request (the lent bytes,
+    /// moved there and, for a mutable lend, back in the same box).
     Local {
         ctx: Option<courier_local::ReplyContext<Envelope<Rp>, F>>,
-        lent: Option<Vec<u8>>,
-        mutable: bool,
-        push: Option<Arc<dyn Any + Send + Sync>>,
+        extra: Option<Box<Extra>>,
         _scratch: core::marker::PhantomData<&'s mut Vec<u8>>,
     },
     /// A subscription across processes: the notifier a `#[subscribe]` method takes.
@@ -300,7 +299,7 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
     pub fn bytes(&mut self, len: u64) -> Option<&[u8]> {
         let len = usize::try_from(len).ok()?;
         match &mut self.to {
-            ReplyTo::Local { lent, .. } => lent.as_deref()?.get(..len),
+            ReplyTo::Local { extra, .. } => extra.as_deref()?.lent.as_deref()?.get(..len),
             #[cfg(target_os = "linux")]
             ReplyTo::Shm { ctx, scratch, .. } => {
                 copy_lent(ctx.as_ref()?, len, scratch)?;
@@ -317,11 +316,12 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
     pub fn bytes_mut(&mut self, len: u64) -> Option<&mut [u8]> {
         let len = usize::try_from(len).ok()?;
         match &mut self.to {
-            ReplyTo::Local { lent, mutable, .. } => {
-                if !*mutable {
+            ReplyTo::Local { extra, .. } => {
+                let extra = extra.as_deref_mut()?;
+                if !extra.mutable {
                     return None;
                 }
-                lent.as_deref_mut()?.get_mut(..len)
+                extra.lent.as_deref_mut()?.get_mut(..len)
             }
             #[cfg(target_os = "linux")]
             ReplyTo::Shm {
@@ -346,11 +346,13 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
     /// (lent bytes are the caller's only until the method returns).
     pub fn pending(&mut self) -> Option<Pending<Rp, F>> {
         match &mut self.to {
-            ReplyTo::Local {
-                ctx, lent: None, ..
-            } => ctx.take().map(|ctx| Pending {
-                inner: PendingInner::Local(ctx),
-            }),
+            ReplyTo::Local { ctx, extra, .. }
+                if extra.as_ref().is_none_or(|x| x.lent.is_none()) =>
+            {
+                ctx.take().map(|ctx| Pending {
+                    inner: PendingInner::Local(ctx),
+                })
+            }
             #[cfg(target_os = "linux")]
             ReplyTo::Shm { ctx, .. } if ctx.as_ref().is_some_and(|c| c.lent().is_none()) => {
                 ctx.take().map(|ctx| Pending {
@@ -366,8 +368,9 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
     /// subscription (or one of another event type).
     pub fn sink<E: Send + 'static, W: Carrier<E>>(&mut self) -> Option<Sink<E>> {
         match &mut self.to {
-            ReplyTo::Local { push, .. } => {
-                let queue = Arc::downcast::<LocalQueue<E>>(push.take()?).ok()?;
+            ReplyTo::Local { extra, .. } => {
+                let push = extra.as_mut()?.push.take()?;
+                let queue = Arc::downcast::<LocalQueue<E>>(push).ok()?;
                 Some(Sink {
                     inner: SinkInner::Local(queue),
                 })
@@ -387,16 +390,17 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
         match self.to {
             ReplyTo::Local {
                 ctx: Some(ctx),
-                lent,
-                mutable,
+                extra,
                 ..
             } => {
                 let _ = match outcome {
                     Outcome::Reply(rp) => ctx.reply(Envelope {
                         msg: rp,
-                        lent: if mutable { lent } else { None },
-                        mutable,
-                        push: None,
+                        // A mutable lend's bytes go back in the box they came in.
+                        extra: extra.filter(|x| x.mutable).map(|mut x| {
+                            x.push = None;
+                            x
+                        }),
                     }),
                     Outcome::Fail(f) => ctx.fail(f),
                     Outcome::Refuse | Outcome::Deferred => Ok(()),
@@ -439,11 +443,20 @@ impl<Rq, Rp: Wire, F: Wire> Request<'_, Rq, Rp, F> {
     }
 }
 
-/// A message of the in-process transport: the typed value, and the bytes of a lend (moved
-/// there and, for a mutable lend, back).
+/// A message of the in-process transport: the typed value, and what a lend or a subscription
+/// adds to it, boxed: a plain call's envelope is its value and one pointer. The envelope is
+/// what the call slot carries, and a small slot keeps a call on one cache line (a `u64`
+/// round trip of a generated client took 270–290 ns with the extras inline, 64 bytes of
+/// envelope, and 230 ns boxed).
 #[doc(hidden)]
 pub struct Envelope<T> {
     msg: T,
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of an [`Envelope`] that a plain call does not have.
+struct Extra {
+    /// The bytes of a lend (moved there and, for a mutable lend, back).
     lent: Option<Vec<u8>>,
     mutable: bool,
     /// A subscription's queue (a `LocalQueue<E>` of the method's event type).
@@ -452,31 +465,42 @@ pub struct Envelope<T> {
 
 impl<T> Envelope<T> {
     fn plain(msg: T) -> Envelope<T> {
-        Envelope {
-            msg,
-            lent: None,
-            mutable: false,
-            push: None,
-        }
+        Envelope { msg, extra: None }
     }
 
     /// `msg` with a copy of `data` lent (for writing too when `mutable`).
     fn lending(msg: T, data: &[u8], mutable: bool) -> Envelope<T> {
         Envelope {
-            lent: Some(data.to_vec()),
-            mutable,
-            ..Envelope::plain(msg)
+            msg,
+            extra: Some(Box::new(Extra {
+                lent: Some(data.to_vec()),
+                mutable,
+                push: None,
+            })),
+        }
+    }
+
+    /// `msg` with a subscription's queue.
+    fn pushing(msg: T, push: Arc<dyn Any + Send + Sync>) -> Envelope<T> {
+        Envelope {
+            msg,
+            extra: Some(Box::new(Extra {
+                lent: None,
+                mutable: false,
+                push: Some(push),
+            })),
         }
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.extra.as_deref();
         f.debug_struct("Envelope")
             .field("msg", &self.msg)
-            .field("lent", &self.lent.as_ref().map(Vec::len))
-            .field("mutable", &self.mutable)
-            .field("push", &self.push.is_some())
+            .field("lent", &x.and_then(|x| x.lent.as_ref()).map(Vec::len))
+            .field("mutable", &x.is_some_and(|x| x.mutable))
+            .field("push", &x.is_some_and(|x| x.push.is_some()))
             .finish()
     }
 }
@@ -550,7 +574,7 @@ fn local_reply<Rp, F>(
 ) -> Result<Rp, Error<F>> {
     let env = env?;
     if let Some(out) = back {
-        match env.lent {
+        match env.extra.and_then(|x| x.lent) {
             Some(bytes) if bytes.len() == out.len() => out.copy_from_slice(&bytes),
             _ => return Err(Error::Protocol),
         }
@@ -1245,12 +1269,7 @@ where
             ClientTransport::Local(c) => {
                 let queue = Arc::new(LocalQueue::<E>::new());
                 let push: Arc<dyn Any + Send + Sync> = queue.clone();
-                let env = Envelope {
-                    msg: rq,
-                    lent: None,
-                    mutable: false,
-                    push: Some(push),
-                };
+                let env = Envelope::pushing(rq, push);
                 match self.timeout {
                     None => c.send(env),
                     Some(t) => c.send_timeout(env, t),
@@ -1467,9 +1486,7 @@ fn local_request<'s, Rq, Rp, F>(
         rq: Some(env.msg),
         to: ReplyTo::Local {
             ctx: Some(ctx),
-            lent: env.lent,
-            mutable: env.mutable,
-            push: env.push,
+            extra: env.extra,
             _scratch: core::marker::PhantomData,
         },
     }

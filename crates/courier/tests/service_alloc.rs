@@ -125,7 +125,9 @@ fn local_calls_and_sends_allocate_nothing() {
     count_on_this_thread(counter);
     exercise(&client, 100, true);
     let calls = allocations(counter, || exercise(&client, CALLS, false));
-    // A local lend moves its bytes in a Vec: one allocation each way at most.
+    // A local lend moves its bytes in a Vec, inside a box that also brings a mutable lend's
+    // bytes back: two allocations a call, none for the reply. (A plain call's envelope keeps
+    // no room for a lend, so that it stays small; see `Envelope`.)
     let lends = allocations(counter, || exercise(&client, 100, true));
     COUNTER.with(|c| c.set(None));
     drop(client);
@@ -135,7 +137,7 @@ fn local_calls_and_sends_allocate_nothing() {
         "{calls} allocations in {CALLS} rounds of calls and sends"
     );
     assert!(
-        lends <= 100 * 2,
+        lends <= 100 * 2 * 2,
         "{lends} allocations in 100 rounds of two lends"
     );
 }
