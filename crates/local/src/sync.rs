@@ -466,10 +466,12 @@ impl<'a> Backoff<'a> {
 /// one core kept busy by another process, one client and one server made 259–605 k calls/s
 /// this way (median 3.8 µs, or 210–240 ns in the runs where the two settled on both CPUs),
 /// against 62–222 k calls/s with the yields, whose p99 was as good but whose late 1 % came
-/// milliseconds late (courier-bench local, (1) with one core busy). With both cores busy the
-/// yields stay: parked there, the pair made 20–128 k calls/s against 132 k–1.4 M yielding (a
-/// woken thread waits for a busy one's slice to end; two that yield to each other on a shared
-/// CPU trade it at once).
+/// milliseconds late (courier-bench local, (1) with one core busy). Since the look at the
+/// host's load stopped taking our own threads for busy ones (`courier_core::placement`), the
+/// pair starts on both CPUs and stays there: 1.1–6.6 M calls/s at 150–160 ns. With both
+/// cores busy the yields stay: parked there, the pair made 20–128 k calls/s against
+/// 132 k–1.4 M yielding (a woken thread waits for a busy one's slice to end; two that yield to
+/// each other on a shared CPU trade it at once).
 ///
 /// Shorter limits, or more yieldless waits, also take for lost slices the yields of four
 /// clients and their server sharing two idle CPUs (which hand each other the CPU for tens of
