@@ -171,21 +171,19 @@ fn seen() -> Option<(usize, usize)> {
     {
         return unpack(SEEN.load(Ordering::Relaxed));
     }
-    let looked = look().map(|(raw, cpus)| {
-        let prev = unpack_prev(PREV.load(Ordering::Relaxed));
-        PREV.store(pack_prev(raw, now), Ordering::Relaxed);
-        (settled(raw, prev, now), raw, cpus)
-    });
-    let counts = looked.map(|(foreign, _, cpus)| (foreign, cpus));
-    SEEN.store(
-        counts.map_or(NOT_SEEN, |(f, c)| ((f as u64) << 32) | c as u64),
-        Ordering::Relaxed,
-    );
+    let Some((raw, cpus)) = look() else {
+        SEEN.store(NOT_SEEN, Ordering::Relaxed);
+        return None;
+    };
+    let prev = unpack_prev(PREV.load(Ordering::Relaxed));
+    PREV.store(pack_prev(raw, now), Ordering::Relaxed);
+    let counts = (settled(raw, prev, now), cpus);
+    SEEN.store(pack(counts), Ordering::Relaxed);
     // Room that this look alone did not find is looked at again soon.
-    if looked.is_some_and(|(_, raw, cpus)| room_in((raw, cpus))) {
+    if room_in((raw, cpus)) {
         SEEN_UNTIL.store(now + ROOM_FOR.as_nanos() as u64, Ordering::Relaxed);
     }
-    counts
+    Some(counts)
 }
 
 /// The raw count of the last look (other processes' runnable threads) and when it was made
@@ -226,6 +224,10 @@ fn settled(raw: usize, prev: Option<(usize, u64)>, now: u64) -> usize {
         }
         _ => 0,
     }
+}
+
+fn pack((foreign, cpus): (usize, usize)) -> u64 {
+    ((foreign as u64) << 32) | cpus as u64
 }
 
 fn unpack(word: u64) -> Option<(usize, usize)> {
