@@ -432,6 +432,23 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         }
         None => Goal::not_measured(text),
     });
+    let text = format!(
+        "{THROUGHPUT}: p99 ≤ 3 × median within every round (a round the host slows \
+         throughout moves the pooled figures, not this)"
+    );
+    goals.push(match find(rows, THROUGHPUT, COURIER) {
+        Some(c) if c.summary.round_tail_max.is_finite() => {
+            let q = c.summary.round_tail_max;
+            Goal {
+                text,
+                courier: format!("{q:.2}× (worst of {} rounds)", c.summary.rounds),
+                reference: "3×".into(),
+                ratio: Some(q / 3.0),
+                verdict: Verdict::of(q <= 3.0),
+            }
+        }
+        _ => Goal::not_measured(text),
+    });
     goals
 }
 
@@ -954,10 +971,29 @@ mod tests {
                 Verdict::Miss, // (3) tokio (450) is faster
                 Verdict::Pass, // (2) 300 >= 2 * 100
                 Verdict::Pass, // (2) p99 = 2 x median
+                Verdict::Pass, // (2) the same within its one round
             ]
         );
         assert!(goals[1].reference.contains("flume"));
         assert!(goals[3].reference.contains("tokio"));
+    }
+
+    #[test]
+    fn the_round_tail_goal_takes_the_worst_round() {
+        let mut four = row(THROUGHPUT, COURIER, 100.0, 1.0);
+        // Pooled, a slow round puts the p99 at 5 x the median; within rounds, at most 2.5 x.
+        four.summary.p99_ns = 500.0;
+        four.summary.round_tail_max = 2.5;
+        let goals = goals(&[four.clone()], Load::Idle);
+        let verdict = |start: &str| {
+            let g = goals.iter().filter(|g| g.text.starts_with(start));
+            g.map(|g| g.verdict).collect::<Vec<_>>()
+        };
+        let prefix = format!("{THROUGHPUT}: p99");
+        assert_eq!(verdict(&prefix), [Verdict::Miss, Verdict::Pass]);
+        four.summary.round_tail_max = 3.5;
+        let goals = super::goals(&[four], Load::Idle);
+        assert_eq!(goals.last().map(|g| g.verdict), Some(Verdict::Miss));
     }
 
     #[test]
@@ -983,7 +1019,7 @@ mod tests {
     fn goals_without_rows_are_not_measured() {
         let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
         let goals = goals(&rows, Load::Idle);
-        assert_eq!(goals.len(), 9);
+        assert_eq!(goals.len(), 10);
         assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
     }
 }

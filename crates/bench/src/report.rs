@@ -573,7 +573,7 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
             out,
             "    {{\"scenario\": {}, \"load\": {}, \"name\": {}, \"subject\": {}, \"median_ns\": {}, \
              \"p99_ns\": {}, \"calls_per_s\": {}, \"batch_min_ns\": {}, \"batch_max_ns\": {}, \
-             \"round_min_ns\": {}, \"round_max_ns\": {}, \"rounds\": {}, \
+             \"round_min_ns\": {}, \"round_max_ns\": {}, \"rounds\": {}, \"round_tail_max\": {}, \
              \"n\": {}, \"batches\": {}, \"clients\": {}, \"cpu_per_call_ns\": {}, \"notes\": {}}}{}",
             json_str(row.scenario),
             json_str(row.load.tag()),
@@ -587,6 +587,7 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
             num(s.round_min_ns),
             num(s.round_max_ns),
             s.rounds,
+            num(s.round_tail_max),
             s.n,
             s.batches,
             s.clients,
@@ -754,6 +755,7 @@ pub(crate) fn test_row(
             round_min_ns: median_ns,
             round_max_ns: median_ns,
             rounds: 1,
+            round_tail_max: 2.0,
         },
     }
 }

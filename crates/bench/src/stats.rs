@@ -50,6 +50,10 @@ pub(crate) struct Samples {
     /// The median of each measurement pooled here (one per round), in nanoseconds: the
     /// spread between repetitions of the row.
     pub(crate) round_medians_ns: Vec<f64>,
+    /// The p99 of each measurement pooled here divided by its own median (one per round): the
+    /// tail within a round, which a round that runs wholly slower (the host moving the VM's
+    /// CPUs) does not inflate as it inflates the pooled p99.
+    pub(crate) round_tails: Vec<f64>,
 }
 
 /// What a row reports.
@@ -80,6 +84,8 @@ pub(crate) struct Summary {
     pub(crate) round_max_ns: f64,
     /// Rounds pooled.
     pub(crate) rounds: usize,
+    /// Largest p99 ÷ median of one round.
+    pub(crate) round_tail_max: f64,
 }
 
 impl Samples {
@@ -93,6 +99,7 @@ impl Samples {
         self.clients = self.clients.max(other.clients);
         self.cpu_ns += other.cpu_ns;
         self.round_medians_ns.extend(other.round_medians_ns);
+        self.round_tails.extend(other.round_tails);
     }
 
     /// Median, p99 and calls/s of these samples.
@@ -120,6 +127,7 @@ impl Samples {
             round_min_ns: round(f64::min, f64::INFINITY),
             round_max_ns: round(f64::max, 0.0),
             rounds: self.round_medians_ns.len(),
+            round_tail_max: self.round_tails.iter().copied().fold(f64::NAN, f64::max),
         }
     }
 }
@@ -329,7 +337,9 @@ fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
     }
     let mut sorted = out.per_op_ns.clone();
     sorted.sort_unstable();
-    out.round_medians_ns.push(percentile(&sorted, 0.50));
+    let median = percentile(&sorted, 0.50);
+    out.round_medians_ns.push(median);
+    out.round_tails.push(percentile(&sorted, 0.99) / median);
     out
 }
 
@@ -498,5 +508,38 @@ mod tests {
         let s = all.summary();
         assert_eq!((s.n, s.batches, s.clients, s.rounds), (24, 6, 1, 2));
         assert!(s.round_min_ns <= s.round_max_ns);
+    }
+
+    /// One round of 100 calls: `slow_calls` of `slow` ns, the others of `fast` ns.
+    fn round(fast: u64, slow: u64, slow_calls: usize) -> Samples {
+        let mut per_op_ns = vec![fast; 100 - slow_calls];
+        per_op_ns.resize(100, slow);
+        let run = ClientRun {
+            per_op_ns,
+            batch_mean_ns: vec![fast as f64],
+            batches: 1,
+        };
+        merge(vec![run], Duration::from_millis(1), 0)
+    }
+
+    #[test]
+    fn a_slow_round_moves_the_pooled_tail_but_not_the_round_tail() {
+        // Four rounds at 100 ns and one the host slowed throughout, at 500 ns: pooled, the
+        // p99 is that round's 500 ns (5 x the median); within each round it is the median.
+        let rounds = |last: Samples| {
+            let mut all = round(100, 100, 0);
+            for _ in 0..3 {
+                all.absorb(round(100, 100, 0));
+            }
+            all.absorb(last);
+            all.summary()
+        };
+        let s = rounds(round(500, 500, 0));
+        assert_eq!((s.median_ns, s.p99_ns), (100.0, 500.0));
+        assert_eq!(s.round_tail_max, 1.0);
+        // A tail inside one round shows (the p99 of 100 calls is the 99th: two slow calls
+        // put it at 9 x that round's median; one does not).
+        assert_eq!(rounds(round(100, 900, 1)).round_tail_max, 1.0);
+        assert_eq!(rounds(round(100, 900, 2)).round_tail_max, 9.0);
     }
 }

@@ -41,8 +41,8 @@ fn local_quick_prints_every_row() {
     );
     assert_eq!(json.matches("\"scenario\": ").count(), 2 * 20, "{json}");
     assert_eq!(json.matches("\"load\": \"busy\"").count(), 20, "{json}");
-    // Idle: nine goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
-    assert_eq!(json.matches("\"verdict\": ").count(), 9 + 3 * 4, "{json}");
+    // Idle: ten goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
+    assert_eq!(json.matches("\"verdict\": ").count(), 10 + 3 * 4, "{json}");
     assert_eq!(
         json.matches("\"verdict\": \"not measured\"").count(),
         0,
@@ -102,7 +102,7 @@ fn local_quick_prints_every_row() {
 
     assert_eq!(
         goals_judged(&out),
-        9 + 3 * 4,
-        "expected 21 goals in:\n{out}"
+        10 + 3 * 4,
+        "expected 22 goals in:\n{out}"
     );
 }
