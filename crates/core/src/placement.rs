@@ -175,9 +175,10 @@ fn seen() -> Option<(usize, usize)> {
         SEEN.store(NOT_SEEN, Ordering::Relaxed);
         return None;
     };
+    let now_ms = millis(now);
     let prev = unpack_prev(PREV.load(Ordering::Relaxed));
-    PREV.store(pack_prev(raw, now), Ordering::Relaxed);
-    let counts = (settled(raw, prev, now), cpus);
+    PREV.store(pack_prev(raw, now_ms), Ordering::Relaxed);
+    let counts = (settled(raw, prev, now_ms), cpus);
     SEEN.store(pack(counts), Ordering::Relaxed);
     // Room that this look alone did not find is looked at again soon.
     if room_in((raw, cpus)) {
@@ -187,26 +188,32 @@ fn seen() -> Option<(usize, usize)> {
 }
 
 /// The raw count of the last look (other processes' runnable threads) and when it was made
-/// (milliseconds after `BASE`, in the high half), for [`settled`]; [`NOT_SEEN`] before the
-/// first.
+/// ([`millis`], in the high half), for [`settled`]; [`NOT_SEEN`] before the first.
 static PREV: AtomicU64 = AtomicU64::new(NOT_SEEN);
 
 /// How old a look may be for the next one to lean on it ([`settled`]).
 const PREV_FOR: Duration = Duration::from_millis(200);
 
-fn pack_prev(raw: usize, now_ns: u64) -> u64 {
-    ((now_ns / 1_000_000) << 32) | (raw.min(u32::MAX as usize - 1) as u64)
+/// A time (nanoseconds after `BASE`) in milliseconds, wrapping every 2^32 ms (49.7 days):
+/// looks are compared by [`settled`] with a wrapping difference, so a process that runs
+/// longer than that compares them as on its first day.
+fn millis(ns: u64) -> u32 {
+    (ns / 1_000_000) as u32
 }
 
-fn unpack_prev(word: u64) -> Option<(usize, u64)> {
-    (word != NOT_SEEN).then_some(((word & 0xFFFF_FFFF) as usize, (word >> 32) * 1_000_000))
+fn pack_prev(raw: usize, now_ms: u32) -> u64 {
+    (u64::from(now_ms) << 32) | (raw.min(u32::MAX as usize - 1) as u64)
+}
+
+fn unpack_prev(word: u64) -> Option<(usize, u32)> {
+    (word != NOT_SEEN).then_some(((word & 0xFFFF_FFFF) as usize, (word >> 32) as u32))
 }
 
 /// The other processes' runnable threads to act on, from a look's raw count `raw` made at
-/// `now` (nanoseconds after `BASE`) and the look before it (`prev`: its raw count and time):
-/// the smaller of the two when `prev` is less than [`PREV_FOR`] old, else none. A count of
-/// other processes' threads holds only once two looks in a row have found it; a look that
-/// finds fewer than the one before is believed at once.
+/// `now_ms` ([`millis`]) and the look before it (`prev`: its raw count and time): the smaller
+/// of the two when `prev` is less than [`PREV_FOR`] old, else none. A count of other
+/// processes' threads holds only once two looks in a row have found it; a look that finds
+/// fewer than the one before is believed at once.
 ///
 /// A single look can count one of this process's threads as another process's: a thread
 /// preempted on its way to sleep stays on its CPU's run queue (the host's count has it) while
@@ -217,9 +224,9 @@ fn unpack_prev(word: u64) -> Option<(usize, u64)> {
 /// of 4–7 µs instead of 160 ns). Another process's busy thread is runnable at every look, so
 /// it is counted from the second look on, 10 ms after the first ([`seen`] looks again that
 /// soon when it took a count back).
-fn settled(raw: usize, prev: Option<(usize, u64)>, now: u64) -> usize {
+fn settled(raw: usize, prev: Option<(usize, u32)>, now_ms: u32) -> usize {
     match prev {
-        Some((before, at)) if now.saturating_sub(at) < PREV_FOR.as_nanos() as u64 => {
+        Some((before, at)) if now_ms.wrapping_sub(at) < PREV_FOR.as_millis() as u32 => {
             raw.min(before)
         }
         _ => 0,
@@ -335,25 +342,46 @@ mod tests {
 
     #[test]
     fn other_processes_threads_count_once_two_looks_in_a_row_find_them() {
-        let ms = 1_000_000;
         // A first look finds no other process's thread on its own.
-        assert_eq!(settled(1, None, 5 * ms), 0);
-        assert_eq!(settled(0, None, 5 * ms), 0);
+        assert_eq!(settled(1, None, 5), 0);
+        assert_eq!(settled(0, None, 5), 0);
         // One thread more than the look before, 10 ms earlier: taken as that look.
-        assert_eq!(settled(1, Some((0, 0)), 10 * ms), 0);
+        assert_eq!(settled(1, Some((0, 0)), 10), 0);
         // Seen twice in a row: another process's busy thread.
-        assert_eq!(settled(1, Some((1, 0)), 10 * ms), 1);
-        assert_eq!(settled(2, Some((1, 0)), 199 * ms), 1);
+        assert_eq!(settled(1, Some((1, 0)), 10), 1);
+        assert_eq!(settled(2, Some((1, 0)), 199), 1);
         // Fewer than before: the machine became idle, seen at once.
-        assert_eq!(settled(0, Some((2, 0)), 10 * ms), 0);
+        assert_eq!(settled(0, Some((2, 0)), 10), 0);
         // A look 200 ms old or more says nothing about now: this one stands as a first.
-        assert_eq!(settled(2, Some((2, 0)), 200 * ms), 0);
+        assert_eq!(settled(2, Some((2, 0)), 200), 0);
         // The packed form keeps the count and the time to the millisecond.
         assert_eq!(
-            unpack_prev(pack_prev(3, 1_234_567_890)),
-            Some((3, 1_234 * ms))
+            unpack_prev(pack_prev(3, millis(1_234_567_890))),
+            Some((3, 1_234))
         );
         assert_eq!(unpack_prev(NOT_SEEN), None);
+    }
+
+    /// The millisecond clock wraps after 49.7 days; two looks 10 ms apart across the wrap are
+    /// still two looks in a row (before, the later one was taken for 49.7 days older, and
+    /// from then on every look stood as a first: a busy machine read as idle for good).
+    #[test]
+    fn looks_across_the_clock_wrap_still_confirm_each_other() {
+        let wrap = (1u64 << 32) * 1_000_000;
+        let (just_before, just_after) = (millis(wrap - 4_000_000), millis(wrap + 6_000_000));
+        assert!(just_after < just_before, "the clock wrapped");
+        let prev = unpack_prev(pack_prev(1, just_before));
+        assert_eq!(settled(1, prev, just_after), 1);
+        // A day later, two looks 10 ms apart still confirm each other.
+        let day = 24 * 3_600 * 1_000_000_000u64;
+        let prev = unpack_prev(pack_prev(1, millis(wrap + day)));
+        assert_eq!(settled(1, prev, millis(wrap + day + 10_000_000)), 1);
+        // And a look 200 ms old across the wrap is still too old.
+        assert_eq!(settled(1, prev, millis(wrap + day + 200_000_000)), 0);
+        assert_eq!(
+            settled(1, Some((1, just_before)), just_before.wrapping_add(200)),
+            0
+        );
     }
 
     #[test]
