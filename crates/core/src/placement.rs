@@ -156,6 +156,23 @@ fn free_in((foreign, cpus): (usize, usize)) -> bool {
     foreign < cpus
 }
 
+/// [`free_cpu`] for a thread whose peer is another process's thread that is awake (it waits
+/// on or runs its side of a call): a look counts `peer_threads` of that process's runnable
+/// threads as other processes' busy threads, so that many are taken off first. Looked up as
+/// [`free_cpu`]; a failed look answers `false`.
+///
+/// A peer that was asleep at the look makes this count one busy thread too few, at most:
+/// a thread that moves on that answer beside a busy thread loses time slices to it, and the
+/// caller's own record of its waits (preempted, not answered while spinning) stops it.
+pub fn free_cpu_beside(peer_threads: usize) -> bool {
+    seen().is_some_and(|counts| free_beside_in(counts, peer_threads))
+}
+
+/// [`free_cpu_beside`] of a look's counts.
+fn free_beside_in((foreign, cpus): (usize, usize), peer_threads: usize) -> bool {
+    free_in((foreign.saturating_sub(peer_threads), cpus))
+}
+
 /// The counts of the last look, made again when it is too old.
 fn seen() -> Option<(usize, usize)> {
     let base = *BASE.get_or_init(Instant::now);
@@ -382,6 +399,21 @@ mod tests {
             settled(1, Some((1, just_before)), just_before.wrapping_add(200)),
             0
         );
+    }
+
+    /// Two CPUs: the peer process's runnable worker is not another process's busy thread,
+    /// one busy thread beside it still leaves a CPU to share, two do not.
+    #[test]
+    fn a_free_cpu_beside_a_peer_discounts_the_peer() {
+        assert!(free_beside_in((1, 2), 1), "the peer alone");
+        assert!(free_beside_in((0, 2), 1), "the peer asleep at the look");
+        assert!(free_beside_in((2, 2), 1), "the peer and one busy thread");
+        assert!(!free_beside_in((3, 2), 1), "the peer and two busy threads");
+        assert!(
+            !free_in((2, 2)),
+            "without the discount, the peer fills the second CPU"
+        );
+        assert!(!free_beside_in((5, 4), 1));
     }
 
     #[test]

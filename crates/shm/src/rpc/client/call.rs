@@ -13,12 +13,13 @@ use crate::service::DEFAULT_CALLER_SPIN;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
+use courier_core::placement::move_off_this_cpu;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::{lock, ClientShared};
@@ -70,8 +71,9 @@ impl Call {
     ///
     /// The caller first spins, for the connection's adaptive budget ([`AdaptiveSpin`]), and
     /// not at all when the server was asleep when the call was queued, nor when the worker
-    /// last ran on this CPU (then it yields the CPU to it for a while instead,
-    /// [`park::yield_on`]); after two long calls
+    /// last ran on this CPU and the caller stays there (then it yields the CPU to it for a
+    /// while instead, [`park::yield_on`]; it moves to another CPU first, and spins there,
+    /// where [`Conn::move_pays`]); after two long calls
     /// it sleeps through most of the next one first, then spins for its end ([`Pace`],
     /// [`park::wait_announced_paced`]). Then it parks on the
     /// slot's state word ([`park::wait_announced`]): its sleep is the `WAITER` bit, set by a
@@ -94,11 +96,18 @@ impl Call {
         // server too (a worker on this CPU is then moved away by the scheduler's balancing;
         // handing the CPU back and forth would keep the two on one CPU).
         let busy_poll = self.conn.spin.is_fixed();
-        let here = !busy_poll && self.server_here();
-        // The server's worker last ran on this CPU and is awake: hand it the CPU.
-        if here && !self.woke && !self.conn.spin.never() {
+        let mut here = !busy_poll && self.server_here();
+        let handing_over = !self.woke && !self.conn.spin.never();
+        // The server's worker last ran on this CPU and is awake: move to another CPU where
+        // that pays (`Conn::move_pays`), and spin there; else hand it this one.
+        if here && handing_over && self.conn.move_pays() && move_off_this_cpu().is_some() {
+            here = self.server_here();
+        }
+        if here && handing_over {
             let done = || Ok::<_, Fault>(self.is_done().then_some(()));
+            let start = Instant::now();
             if park::yield_on(deadline.cap(park::YIELD_FOR), done)?.is_some() {
+                self.conn.note_answer(Some(start.elapsed()));
                 return Ok(());
             }
         }
@@ -119,6 +128,10 @@ impl Call {
             park::wait_announced_paced(word, &*self.conn, sleep, spin, deadline, done, announce);
         match waited {
             Ok(((), spun, slept)) => {
+                self.conn.note_answer(match (spun, slept) {
+                    (park::Spun::Answered(after), None) => Some(after),
+                    _ => None,
+                });
                 if !self.woke {
                     // A paced spin says nothing of short calls: the budget is theirs.
                     if ahead.is_none() {

@@ -69,6 +69,51 @@ pub(crate) struct Conn {
     /// How long this connection's recent long calls took (a caller sleeps through most of
     /// the next one, then spins for its end).
     pub(super) pace: Pace,
+    /// How long the last call took to be answered, in ns, if it was answered while its
+    /// caller spun or handed the CPU over ([`LONG_ANSWER`] if it slept or the spin ran
+    /// out): whether moving off the worker's CPU pays ([`Conn::move_pays`]). Relaxed, a
+    /// hint.
+    pub(super) last_answer_ns: AtomicU32,
+}
+
+/// [`Conn::last_answer_ns`] of a call that was not answered while its caller spun or
+/// handed the CPU over.
+const LONG_ANSWER: u32 = u32::MAX;
+
+/// Calls answered within this long are short ([`Conn::move_pays`]): less than about twice
+/// what handing the CPU to the worker and back costs (two switches: 3.5 µs a call on the
+/// 2-core VM of the README's tables, where a 4 KiB `lend_mut` took 3.8 µs handed over and a
+/// 1 MiB one 16 µs).
+const SHORT_ANSWER: Duration = Duration::from_micros(8);
+
+impl Conn {
+    /// Whether a caller whose worker last ran on its CPU, awake, moves to another CPU
+    /// ([`move_off_this_cpu`](courier_core::placement::move_off_this_cpu)) rather than hand
+    /// its CPU over: when another CPU is free of every other process's runnable threads
+    /// ([`room_elsewhere`]), always; for short calls, also when the other processes' threads
+    /// leave a CPU free only beside one of theirs ([`free_cpu_beside`] the worker): the two
+    /// then each spin on their own CPU (0.5 µs a call with a core busy, against 3.5 µs
+    /// handed over), and the one beside the busy thread loses about half its time to that
+    /// thread's slices, which a short call can afford and a long one cannot (a 1 MiB
+    /// `lend_mut` made 12.6 k calls/s so, against 60 k handed over). Never when moves are
+    /// off ([`allow_moves`](courier_core::placement::allow_moves)).
+    ///
+    /// [`room_elsewhere`]: courier_core::placement::room_elsewhere
+    /// [`free_cpu_beside`]: courier_core::placement::free_cpu_beside
+    pub(super) fn move_pays(&self) -> bool {
+        use courier_core::placement::{free_cpu_beside, moves_allowed, room_elsewhere};
+        let short = self.last_answer_ns.load(Ordering::Relaxed) < SHORT_ANSWER.as_nanos() as u32;
+        moves_allowed() && ((short && free_cpu_beside(1)) || room_elsewhere())
+    }
+
+    /// Records how the last call was answered: after this long while its caller spun or
+    /// handed the CPU over, or `None` (it slept, or its spin ran out).
+    pub(super) fn note_answer(&self, after: Option<Duration>) {
+        let ns = after.map_or(LONG_ANSWER, |d| {
+            u32::try_from(d.as_nanos()).unwrap_or(LONG_ANSWER)
+        });
+        self.last_answer_ns.store(ns, Ordering::Relaxed);
+    }
 }
 
 /// The slots of this connection that no call holds, and the callers waiting for one.
@@ -242,6 +287,7 @@ impl Conn {
             stopping: AtomicBool::new(false),
             spin: AdaptiveSpin::for_caller(config.spin_limit()),
             pace: Pace::default(),
+            last_answer_ns: AtomicU32::new(LONG_ANSWER),
             sh,
         }))
     }
