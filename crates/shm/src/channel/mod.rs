@@ -273,6 +273,10 @@ pub struct ShmChannel {
     /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
     /// [`WAIT_SPIN`]).
     spin: AdaptiveSpin,
+    /// Handed-over blocking receives in a row answered soon (reset by one that was not, or
+    /// by a receive that slept or waited long): whether moving off the sender's CPU pays
+    /// (`move_pays`).
+    short_handovers: Cell<u32>,
 }
 
 /// The longest a blocking receive (or a send waiting for room) spins before it sleeps.
@@ -385,6 +389,7 @@ impl ShmChannel {
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
             ret_tx: Cell::new(Producer::new(lay.block_count)),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
+            short_handovers: Cell::new(0),
         })
     }
 

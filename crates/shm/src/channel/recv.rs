@@ -4,7 +4,7 @@
 //! the module docs of `channel`.
 
 use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
-use super::{ShmChannel, WaitStrategy};
+use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, AWAKE};
@@ -12,6 +12,13 @@ use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
 use std::time::{Duration, Instant};
+
+/// Waits answered within this long are short (`ShmChannel::move_pays`): less than about
+/// twice what handing the CPU to the peer and back costs, as for an RPC call.
+const SHORT_ANSWER: Duration = Duration::from_micros(8);
+
+/// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
+const SHORT_STREAK: u32 = 3;
 
 /// Looks of a busy spin between two readings of the clock (each followed, once the spin has
 /// lasted [`park::MOVE_AFTER`], by a look at the CPU hints).
@@ -78,12 +85,23 @@ impl ShmChannel {
         // No spin when the peer cannot send while we spin: it sleeps in its own receive
         // (it waits for us), or it last waited on this CPU (it would run where we spin).
         let Hints {
-            peer_here,
+            mut peer_here,
             peer_blocked,
         } = self.note_cpu();
-        // A peer that is awake and last waited on this CPU gets the CPU handed over instead.
-        if peer_here && !peer_blocked && !self.spin.never() {
+        let handing_over = !peer_blocked && !self.spin.never();
+        // A peer that is awake and last waited on this CPU: the connecting side moves to
+        // another CPU where that pays (`move_pays`), and spins there; else the peer gets the
+        // CPU handed over.
+        if peer_here && handing_over && self.move_pays() && move_off_this_cpu().is_some() {
+            peer_here = self.note_cpu().peer_here;
+        }
+        if peer_here && handing_over {
+            let start = Instant::now();
             if let Some(m) = park::yield_on(deadline.cap(park::YIELD_FOR), || self.try_take())? {
+                let short = start.elapsed() < SHORT_ANSWER;
+                let streak = self.short_handovers.get();
+                self.short_handovers
+                    .set(if short { streak.saturating_add(1) } else { 0 });
                 return Ok(m);
             }
         }
@@ -96,12 +114,39 @@ impl ShmChannel {
             || self.try_take(),
             waiting,
         ) {
-            Ok(m) => Ok(m),
+            Ok((m, answered)) => {
+                // A wait answered soon while spinning says nothing of the sender's turnaround
+                // (the receiver may have come late, just before the message); a long or
+                // slept one says it is long.
+                if answered.is_none_or(|d| d >= SHORT_ANSWER) {
+                    self.short_handovers.set(0);
+                }
+                Ok(m)
+            }
             Err(Gave::Err(e)) => Err(e),
             // A message published just before the hang-up is still delivered.
             Err(Gave::Dead) => self.try_take()?.ok_or(ShmError::PeerDead),
             Err(Gave::Expired) => Err(ShmError::Timeout),
         }
+    }
+
+    /// Whether a receiver whose sender, awake, last waited on its CPU moves to another CPU
+    /// rather than hand its CPU over: by the RPC caller's rule (`Conn::move_pays` in the RPC
+    /// client), if its last [`SHORT_STREAK`] handed-over waits were each answered within
+    /// [`SHORT_ANSWER`] (and no wait since took longer or slept) and a CPU is left beside at
+    /// most one other process's busy thread (the sender's process does not count as the
+    /// busy one). Unlike an RPC caller, which waits from the moment it sends, a receiver may
+    /// start its wait late: displaced by the sender on its own CPU, it comes back just as the
+    /// next message lands, and one such wait looks short (0.1–0.4 µs waits were seen in a
+    /// 16 MiB ping-pong with a core busy, whose moves then tripled its p99); several in a row
+    /// are the sender's turnaround. Only the connecting side moves (when both sides moved,
+    /// they could move together), never when moves are off.
+    fn move_pays(&self) -> bool {
+        use courier_core::placement::{free_cpu_beside, moves_allowed};
+        self.tx == CLIENT_TX
+            && self.short_handovers.get() >= SHORT_STREAK
+            && moves_allowed()
+            && free_cpu_beside(1)
     }
 
     /// Stores the CPU we wait on in our `R_CPU` hint and reads the peer's hints. Relaxed:

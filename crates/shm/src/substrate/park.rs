@@ -127,8 +127,10 @@ const DEAD_EVERY: u32 = 256;
 /// How a spin ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Spun {
-    /// The awaited value came, after about this long (a lower bound: the clock is read
-    /// every [`CLOCK_EVERY`] looks; zero for a value at one of the first looks).
+    /// The awaited value came, after this long (zero for a value at the first look, which
+    /// reads no clock; else read when the value came, so that a spinner preempted after a
+    /// reading of the clock and answered when it ran again counts the whole time, not the
+    /// time to that reading).
     Answered(Duration),
     /// The budget ran out.
     Missed,
@@ -442,8 +444,9 @@ pub(crate) enum Gave<E> {
 }
 
 /// Waits until `attempt` gives a value: spins for `spin`'s budget (and records how that
-/// went; `None`: no spin), then sleeps on `word` (this side's futex word, woken by the peer after each change
-/// `ready` may see) until `deadline`.
+/// went; `None`: no spin), then sleeps on `word` (this side's futex word, woken by the peer
+/// after each change `ready` may see) until `deadline`. The value comes with how long it
+/// took if it came without a sleep (`None`: the waiter slept).
 ///
 /// `attempt` takes what it waits for (a message, a block); `ready` only says whether
 /// `attempt` may now succeed, without taking anything (it runs after the announcement).
@@ -454,15 +457,19 @@ pub(crate) fn wait<W: Futex, T, E>(
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
-) -> Result<T, Gave<E>> {
+) -> Result<(T, Option<Duration>), Gave<E>> {
     let budget = spin.map_or(Duration::ZERO, AdaptiveSpin::budget);
-    let (v, spun, _) = wait_with(None, budget, live, deadline, attempt, |timeout| {
+    let (v, spun, slept) = wait_with(None, budget, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })?;
     if let Some(spin) = spin {
         spin.record(spun);
     }
-    Ok(v)
+    let answered = match (spun, slept) {
+        (Spun::Answered(after), None) => Some(after),
+        _ => None,
+    };
+    Ok((v, answered))
 }
 
 /// One sleep on a word the sleeper may not overwrite with [`SLEEPING`], because it carries
@@ -603,7 +610,7 @@ fn spin_clocked<T, E>(
     let mut looks = 0u32;
     loop {
         if let Some(v) = attempt()? {
-            return Ok(Ok((v, last - start)));
+            return Ok(Ok((v, now() - start)));
         }
         looks = looks.wrapping_add(1);
         if looks % CLOCK_EVERY == 0 {
@@ -782,14 +789,25 @@ mod tests {
         assert_eq!(ns(a.budget()), 12_000, "more than the probe's 2 µs doubled");
         a.record(Spun::Answered(Duration::from_micros(1)));
         assert_eq!(ns(a.budget()), 20_000, "doubled, capped at the limit");
-        // How long the answer took is read off the spinner's clock.
+        // How long the answer took is read off the spinner's clock: at the start, every
+        // CLOCK_EVERY looks, and once more when the answer comes.
         let mut looks = 0;
         let clock = steady_clock(Duration::from_micros(1));
         let r = spin_clocked(Duration::from_micros(50), clock, || {
             looks += 1;
             Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
         });
-        assert_eq!(r, Ok(Ok(((), Duration::from_micros(2)))));
+        assert_eq!(r, Ok(Ok(((), Duration::from_micros(3)))));
+        // A spinner preempted after a reading and answered when it runs again: the whole
+        // time counts (before, 2 µs: the time to the last reading).
+        let mut looks = 0;
+        let clock = test_clock(Duration::from_micros(1), 4, Duration::from_millis(3));
+        let r = spin_clocked(Duration::from_micros(50), clock, || {
+            looks += 1;
+            Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
+        });
+        let after = Duration::from_micros(3) + Duration::from_millis(3);
+        assert_eq!(r, Ok(Ok(((), after))));
     }
 
     #[test]
@@ -1066,7 +1084,11 @@ mod tests {
             n += 1;
             Ok::<_, ()>((n == 3).then_some(7))
         });
-        assert_eq!((r, n), (Ok(Ok((7, Duration::ZERO))), 3));
+        assert_eq!(n, 3);
+        assert!(
+            matches!(r, Ok(Ok((7, after))) if after < Duration::from_secs(5)),
+            "{r:?}"
+        );
         let r = spin_on(Duration::ZERO, || -> Result<Option<()>, ()> {
             panic!("no look with no budget")
         });

@@ -89,21 +89,22 @@ const SHORT_ANSWER: Duration = Duration::from_micros(8);
 impl Conn {
     /// Whether a caller whose worker last ran on its CPU, awake, moves to another CPU
     /// ([`move_off_this_cpu`](courier_core::placement::move_off_this_cpu)) rather than hand
-    /// its CPU over: when another CPU is free of every other process's runnable threads
-    /// ([`room_elsewhere`]), always; for short calls, also when the other processes' threads
-    /// leave a CPU free only beside one of theirs ([`free_cpu_beside`] the worker): the two
-    /// then each spin on their own CPU (0.5 µs a call with a core busy, against 3.5 µs
-    /// handed over), and the one beside the busy thread loses about half its time to that
-    /// thread's slices, which a short call can afford and a long one cannot (a 1 MiB
-    /// `lend_mut` made 12.6 k calls/s so, against 60 k handed over). Never when moves are
-    /// off ([`allow_moves`](courier_core::placement::allow_moves)).
+    /// its CPU over: for short calls (the last answered within [`SHORT_ANSWER`] while its
+    /// caller spun or handed over), when a CPU is left free, or to share beside one other
+    /// process's busy thread ([`free_cpu_beside`] the worker, whose process does not count
+    /// as the busy one). The two then each spin on their own CPU (0.5 µs a call with a core
+    /// busy, against 3.5 µs handed over), and the one beside the busy thread loses about
+    /// half its time to that thread's slices, which a short call can afford and a long one
+    /// cannot (a 1 MiB `lend_mut` made 12.6 k calls/s so, against 60 k handed over; so a
+    /// connection moves only once it has seen a short call, and an idle CPU is left for the
+    /// scheduler to fill with a long one). Never when moves are off
+    /// ([`allow_moves`](courier_core::placement::allow_moves)).
     ///
-    /// [`room_elsewhere`]: courier_core::placement::room_elsewhere
     /// [`free_cpu_beside`]: courier_core::placement::free_cpu_beside
     pub(super) fn move_pays(&self) -> bool {
-        use courier_core::placement::{free_cpu_beside, moves_allowed, room_elsewhere};
+        use courier_core::placement::{free_cpu_beside, moves_allowed};
         let short = self.last_answer_ns.load(Ordering::Relaxed) < SHORT_ANSWER.as_nanos() as u32;
-        moves_allowed() && ((short && free_cpu_beside(1)) || room_elsewhere())
+        short && moves_allowed() && free_cpu_beside(1)
     }
 
     /// Records how the last call was answered: after this long while its caller spun or
