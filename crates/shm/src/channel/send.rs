@@ -353,6 +353,21 @@ mod tests {
     use crate::channel::{Full, ShmConfig};
     use std::time::{Duration, Instant};
 
+    /// Sends `n` one-byte messages from `c`, each received by `l` (and its block returned)
+    /// before the next; the blocks they were written in.
+    fn ping(l: &ShmChannel, c: &ShmChannel, n: u8) -> Vec<usize> {
+        (0..n)
+            .map(|i| {
+                let mut loan = c.loan().unwrap();
+                let idx = loan.idx;
+                loan.write_at(0, &[i]).unwrap();
+                loan.publish(1).unwrap();
+                assert_eq!(l.recv().unwrap().to_vec(), [i]);
+                idx
+            })
+            .collect()
+    }
+
     /// In a pool larger than a core's cache holds, a sender whose messages are read at once
     /// keeps one block warm: the block the receiver returned last is the next one loaned (the
     /// old code went round all eight first).
@@ -361,14 +376,7 @@ mod tests {
         let cfg = ShmConfig::new().block_size(64 * 1024).block_count(8);
         const { assert!(64 * 1024 * 8 > WARM_POOL) };
         let (l, c) = pair(cfg);
-        let mut used = Vec::new();
-        for i in 0..20u8 {
-            let mut loan = c.loan().unwrap();
-            used.push(loan.idx);
-            loan.write_at(0, &[i]).unwrap();
-            loan.publish(1).unwrap();
-            assert_eq!(l.recv().unwrap().to_vec(), [i]);
-        }
+        let used = ping(&l, &c, 20);
         assert!(used.iter().all(|&b| b == used[0]), "blocks used: {used:?}");
         // Two messages held by the receiver: two blocks in use, then the later one returned
         // comes back first.
@@ -391,14 +399,7 @@ mod tests {
             ShmConfig::new().block_size(64).block_count(8),
         ] {
             let (l, c) = pair(cfg);
-            let mut used = Vec::new();
-            for i in 0..16u8 {
-                let mut loan = c.loan().unwrap();
-                used.push(loan.idx);
-                loan.write_at(0, &[i]).unwrap();
-                loan.publish(1).unwrap();
-                assert_eq!(l.recv().unwrap().to_vec(), [i]);
-            }
+            let used = ping(&l, &c, 16);
             let mut first = used[..8].to_vec();
             first.sort_unstable();
             assert_eq!(first, (0..8).collect::<Vec<_>>(), "blocks used: {used:?}");
