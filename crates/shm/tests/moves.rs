@@ -1,0 +1,138 @@
+//! A waiter whose peer, awake, waits on its CPU moves to another CPU once the two hand
+//! messages back and forth quickly, and never while moves are off
+//! (`placement::allow_moves(false)`): a ShmChannel's connecting side receiving from an echo,
+//! and an RPC caller calling a worker.
+//!
+//! The peer is a thread of this process pinned to one CPU; the test thread is pinned to the
+//! same CPU at first, so that the two hand it to each other at every message, then its mask
+//! is widened to every CPU while it is still on that one. One binary, one test:
+//! `allow_moves` is the whole process's.
+//!
+//! Skipped on a machine with one CPU, or (with a message) when the machine is so busy that no
+//! CPU is left beside other processes' threads, where the waiter rightly stays.
+#![cfg(target_os = "linux")]
+
+use courier_core::placement;
+use courier_shm::{Client, Incoming, Server, ServerConfig, ShmChannel, ShmConfig};
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn only(cpu: usize) -> CpuSet {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    set
+}
+
+/// Runs round trips on this thread (`round_trip(i)`), its peer pinned to `home`: pinned
+/// there too (no move possible), widened with moves off (none made), then widened with moves
+/// on until it moves or 5 s pass. The moves made in the last part.
+fn moves_when_allowed(
+    what: &str,
+    home: usize,
+    all: &CpuSet,
+    mut round_trip: impl FnMut(u8),
+) -> u64 {
+    let start = placement::moves_of_this_thread();
+    sched_setaffinity(None, &only(home)).expect("pin the test thread");
+    for i in 0..50 {
+        round_trip(i);
+    }
+    assert_eq!(
+        placement::moves_of_this_thread(),
+        start,
+        "{what}: pinned to one CPU"
+    );
+
+    placement::allow_moves(false);
+    sched_setaffinity(None, all).expect("widen");
+    for i in 0..200 {
+        round_trip(i);
+    }
+    assert_eq!(
+        placement::moves_of_this_thread(),
+        start,
+        "{what}: moves are off"
+    );
+
+    placement::allow_moves(true);
+    sched_setaffinity(None, &only(home)).expect("pin again");
+    for i in 0..10 {
+        round_trip(i);
+    }
+    sched_setaffinity(None, all).expect("widen again");
+    let before = placement::moves_of_this_thread();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut i = 0u8;
+    while placement::moves_of_this_thread() == before && Instant::now() < deadline {
+        round_trip(i);
+        i = i.wrapping_add(1);
+    }
+    placement::moves_of_this_thread() - before
+}
+
+#[test]
+fn a_waiter_moves_off_its_peers_cpu_unless_moves_are_off() {
+    courier_testkit::runtime_dir("courier-moves");
+    let all = sched_getaffinity(None).expect("affinity");
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| all.is_set(c)).collect();
+    if cpus.len() < 2 {
+        eprintln!("skipped: a move needs two CPUs, this thread may use {cpus:?}");
+        return;
+    }
+    let home = cpus[0];
+    let pid = std::process::id();
+
+    // ShmChannel: an echo on the listening side; the connecting side (this thread) moves.
+    let name = format!("moves-channel-{pid}");
+    let listener_name = name.clone();
+    let echo = std::thread::spawn(move || {
+        sched_setaffinity(None, &only(home)).expect("pin the echo");
+        let ch = ShmChannel::listen(&listener_name, ShmConfig::new(), TIMEOUT).expect("listen");
+        while let Ok(m) = ch.recv_timeout(TIMEOUT) {
+            let b = m.to_vec();
+            drop(m);
+            if b.is_empty() || ch.send(&b).is_err() {
+                return;
+            }
+        }
+    });
+    let ch = ShmChannel::connect(&name, ShmConfig::new(), TIMEOUT).expect("connect");
+    let channel_moves = moves_when_allowed("ShmChannel", home, &all, |i| {
+        ch.send(&[i]).expect("send");
+        let m = ch.recv_timeout(TIMEOUT).expect("echo");
+        assert_eq!(m.to_vec(), [i]);
+    });
+    ch.send(&[]).expect("stop the echo");
+    echo.join().expect("echo thread");
+
+    // RPC: a worker answering x + 1; the caller (this thread) moves.
+    let name = format!("moves-rpc-{pid}");
+    let server = Server::<u64, u64, ()>::bind(&name, ServerConfig::new()).expect("bind");
+    let worker = std::thread::spawn(move || {
+        sched_setaffinity(None, &only(home)).expect("pin the worker");
+        while let Ok(Incoming::Call(x, ctx)) = server.wait_timeout(TIMEOUT) {
+            if x == u64::MAX {
+                return;
+            }
+            ctx.reply(x + 1).expect("reply");
+        }
+    });
+    let client = Client::<u64, u64, ()>::connect(&name, TIMEOUT).expect("connect");
+    let rpc_moves = moves_when_allowed("RPC", home, &all, |i| {
+        assert_eq!(client.req(u64::from(i)), Ok(u64::from(i) + 1));
+    });
+    client.send(u64::MAX).expect("stop the worker");
+    worker.join().expect("worker thread");
+
+    if (channel_moves == 0 || rpc_moves == 0) && !placement::free_cpu_beside(1) {
+        eprintln!("skipped: other processes keep every CPU busy, so the waiters stay");
+        return;
+    }
+    assert!(
+        channel_moves >= 1,
+        "the ShmChannel receiver never moved in 5 s"
+    );
+    assert!(rpc_moves >= 1, "the RPC caller never moved in 5 s");
+}
