@@ -7,15 +7,11 @@ use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave, AWAKE};
+use crate::substrate::park::{self, Gave, AWAKE, SHORT_ANSWER};
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
 use std::time::{Duration, Instant};
-
-/// Waits answered within this long are short (`ShmChannel::move_pays`): less than about
-/// twice what handing the CPU to the peer and back costs, as for an RPC call.
-const SHORT_ANSWER: Duration = Duration::from_micros(8);
 
 /// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
 const SHORT_STREAK: u32 = 3;

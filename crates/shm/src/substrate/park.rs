@@ -548,6 +548,15 @@ pub(crate) fn wait_announced_paced<W: Futex, T, E>(
 /// ([`yield_on`]) before it sleeps.
 pub(crate) const YIELD_FOR: Duration = Duration::from_micros(20);
 
+/// Answers that come within this long are short: an RPC caller (`Conn::move_pays`) and a
+/// ShmChannel receiver (`ShmChannel::move_pays`) move off a peer's CPU, rather than hand it
+/// over, only for short calls. Less than about twice what handing the CPU to the peer and
+/// back costs (two switches: 3.5 µs a call on the 2-core VM of the README's tables, where a
+/// 4 KiB `lend_mut` took 3.8 µs handed over and a 1 MiB one 16 µs), beyond which the one of
+/// the two beside another process's busy thread loses more to that thread's slices than the
+/// handover costs.
+pub(crate) const SHORT_ANSWER: Duration = Duration::from_micros(8);
+
 /// Runs `attempt` until it gives a value, yielding the CPU between looks, for at most `budget`
 /// (the clock is read at every look; a yield is a system call, a reading is not).
 ///

@@ -13,7 +13,7 @@ use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace};
+use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace, SHORT_ANSWER};
 use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
@@ -79,12 +79,6 @@ pub(crate) struct Conn {
 /// [`Conn::last_answer_ns`] of a call that was not answered while its caller spun or
 /// handed the CPU over.
 const LONG_ANSWER: u32 = u32::MAX;
-
-/// Calls answered within this long are short ([`Conn::move_pays`]): less than about twice
-/// what handing the CPU to the worker and back costs (two switches: 3.5 µs a call on the
-/// 2-core VM of the README's tables, where a 4 KiB `lend_mut` took 3.8 µs handed over and a
-/// 1 MiB one 16 µs).
-const SHORT_ANSWER: Duration = Duration::from_micros(8);
 
 impl Conn {
     /// Whether a caller whose worker last ran on its CPU, awake, moves to another CPU
