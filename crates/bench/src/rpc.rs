@@ -11,7 +11,8 @@
 //!   check in one process, with no transport at all: what any such call must cost at least.
 //!
 //! courier's small call is also run parked (no spin on either side, beside the bare futex
-//! floor) and busy-polling (`busy_poll` on both sides, beside iceoryx2's busy-poll row).
+//! floor), and every size busy-polling (`busy_poll` on both sides: `req` small, `lend_mut`
+//! large), beside iceoryx2's busy-poll row.
 //!
 //! Every row starts its own server process: this binary again, as `courier-bench rpc --peer
 //! KIND --size N --name NAME` (hidden options). The request [`STOP`] makes the server answer
@@ -123,7 +124,8 @@ enum Kind {
     CourierReq,
     /// courier::shm `Client::req` with no spin on either side (small): the parked regime.
     CourierParked,
-    /// courier::shm `Client::req`, both sides busy-polling (small).
+    /// courier::shm, both sides busy-polling: `Client::req` (small), `Client::lend_mut`
+    /// (large).
     CourierBusy,
     /// courier::shm `Client::lend_mut` (large).
     CourierLend,
@@ -190,7 +192,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier::shm req",
             Kind::CourierParked => "courier::shm req, spin 0 (parked)",
-            Kind::CourierBusy => "courier::shm req, busy-poll",
+            Kind::CourierBusy => "courier::shm busy-poll",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
@@ -217,7 +219,8 @@ impl Kind {
         match self {
             Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (the default: an adaptive spin of up to 20 µs, then futex; the busy-poll row below is the busy-polling mode); server: one worker, Server::wait_timeout (adaptive spin up to 50 µs, then sleep) → Incoming::Call → ReplyContext::reply(x + 1)",
             Kind::CourierParked => "as courier::shm req, with ConnectConfig::spin(0) and ServerConfig::spin(0): both sides sleep at once, every call costs two wake-ups (not a peer: the sleeping regime beside the futex floor)",
-            Kind::CourierBusy => "as courier::shm req, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
+            Kind::CourierBusy if small => "as courier::shm req, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
+            Kind::CourierBusy => "as courier::shm lend_mut, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
@@ -239,7 +242,6 @@ impl Kind {
         match self {
             Kind::CourierReq
             | Kind::CourierParked
-            | Kind::CourierBusy
             | Kind::CourierService
             | Kind::IpcPerCall
             | Kind::FutexFloor => n == SMALL,
@@ -545,9 +547,9 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
 }
 
 /// courier::shm's request/response: a `Server<u64, u64, ()>` in the server process, a
-/// `Client` here; `lend_mut` rows lend one `ShmBuf` of N bytes for the whole row.
+/// `Client` here; large rows lend one `ShmBuf` of N bytes for the whole row (`lend_mut`).
 mod courier_side {
-    use super::{check_ends, check_small, fill_byte, Client, Kind, OP_TIMEOUT, STOP};
+    use super::{check_ends, check_small, fill_byte, Client, Kind, OP_TIMEOUT, SMALL, STOP};
     use courier::shm::{
         Client as RpcClient, ConnectConfig, Incoming, Server, ServerConfig, ShmBuf,
     };
@@ -668,10 +670,7 @@ mod courier_side {
         };
         let client =
             Rpc::connect_with(name, &config, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
-        if matches!(
-            kind,
-            Kind::CourierReq | Kind::CourierParked | Kind::CourierBusy
-        ) {
+        if n == SMALL {
             return Ok(Box::new(Req { client }));
         }
         let buf = ShmBuf::new(n).map_err(|e| format!("ShmBuf::new({n}): {e}"))?;
@@ -696,7 +695,7 @@ mod courier_side {
             if x == STOP {
                 return ctx.reply(STOP).map_err(|e| format!("reply: {e}"));
             }
-            if kind == Kind::CourierLend {
+            if n != SMALL {
                 let mut lent = ctx.lent_mut().ok_or("lend_mut call without a buffer")?;
                 if lent.len() != n {
                     return Err(format!("lent {} bytes, expected {n}", lent.len()));
@@ -1236,11 +1235,20 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             0.5,
         ));
     }
-    goals.extend(report::as_good_as(
-        "small round trip, busy-polling both sides: courier's busy-poll row at or ahead of iceoryx2's",
-        row(Kind::CourierBusy.name()),
-        row(Kind::IoxSpin.name()),
-    ));
+    for n in std::iter::once(SMALL).chain(LARGE) {
+        let at = |name: &str| {
+            rows.iter()
+                .find(|r| r.scenario == scenario(n) && r.name == name)
+        };
+        goals.extend(report::as_good_as(
+            &format!(
+                "{}, busy-polling both sides: courier's busy-poll row at or ahead of iceoryx2's",
+                scenario(n)
+            ),
+            at(Kind::CourierBusy.name()),
+            at(Kind::IoxSpin.name()),
+        ));
+    }
     goals.push(Goal::median(
         "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
         row(Kind::CourierParked.name()),

@@ -53,7 +53,7 @@ fn rpc_quick_prints_every_row() {
         for name in PEERS_BOTH.iter().chain(&[
             "ipc-channel 0.23 (reply sender per call)",
             "courier::shm via #[courier::service]",
-            "courier::shm req, busy-poll",
+            "courier::shm busy-poll",
             "floor: bare futex wake-up",
         ]) {
             peer_row(&out, &small, name);
@@ -61,17 +61,20 @@ fn rpc_quick_prints_every_row() {
     }
     for scenario in LARGE.iter().flat_map(|s| both_loads(s)) {
         row(&out, &scenario, "courier::shm lend_mut");
-        for name in PEERS_BOTH.iter().chain(&["floor: memset, one process"]) {
+        for name in PEERS_BOTH
+            .iter()
+            .chain(&["floor: memset, one process", "courier::shm busy-poll"])
+        {
             peer_row(&out, &scenario, name);
         }
     }
 
-    // Idle: the three small goals, busy-poll against busy-poll (median, p99, calls/s), the
-    // futex floor and three large ones; busy: the same, and ahead of every peer (median,
-    // p99, calls/s, CPU/call) and half a Unix socket.
-    assert_eq!(goals_judged(&out), 2 * 10 + 5, "goals in:\n{out}");
+    // Idle: the three small goals, busy-poll against busy-poll (median, p99, calls/s) at each
+    // of the four sizes, the futex floor and three large ones; busy: the same, and ahead of
+    // every peer (median, p99, calls/s, CPU/call) and half a Unix socket.
+    assert_eq!(goals_judged(&out), 2 * 19 + 5, "goals in:\n{out}");
     assert!(
-        verdicts(&out) >= 2 * 7 + 4,
+        verdicts(&out) >= 2 * 16 + 4,
         "expected PASS or MISS for the three small goals and the 16 MiB goal of each load, \
          and for the busy load's comparisons, in:\n{out}"
     );
