@@ -539,6 +539,87 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::t
     );
 }
 
+/// `FUTEX_WAKE` of one waiter on a word in a shared mapping (a connection's doorbell: one
+/// idle worker is enough, as with `EPOLLEXCLUSIVE` on a wake-up socket).
+pub(crate) fn futex_wake_one(word: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
+}
+
+/// `FUTEX_WAKE` (`FUTEX_PRIVATE`) of every waiter on a word of this process's own memory.
+pub(crate) fn futex_wake_private(word: &AtomicU32) {
+    let _ =
+        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+}
+
+/// The most words one `futex_waitv` waits on (the kernel's `FUTEX_WAITV_MAX`).
+pub(crate) const WAITV_MAX: usize = 128;
+
+/// Whether this kernel has `futex_waitv` (Linux 5.16 and later): an empty call is refused
+/// with `EINVAL` where it exists, `ENOSYS` where not (or where a seccomp filter hides it).
+pub(crate) fn has_futex_waitv() -> bool {
+    use rustix::thread::futex;
+    let r = futex::waitv(
+        &[],
+        futex::WaitvFlags::empty(),
+        None,
+        rustix::time::ClockId::Monotonic,
+    );
+    r == Err(rustix::io::Errno::INVAL)
+}
+
+/// One word of a [`futex_waitv`] call: `word` while it holds `expected`; `private` for a
+/// word of this process's own memory, else a word of a shared mapping.
+pub(crate) fn waitv_entry(
+    word: &AtomicU32,
+    expected: u32,
+    private: bool,
+) -> rustix::thread::futex::Wait {
+    use rustix::thread::futex::{Wait, WaitFlags, WaitPtr};
+    let mut w = Wait::new();
+    w.val = u64::from(expected);
+    w.uaddr = WaitPtr::new(word.as_ptr().cast());
+    w.flags = if private {
+        WaitFlags::SIZE_U32 | WaitFlags::PRIVATE
+    } else {
+        WaitFlags::SIZE_U32
+    };
+    w
+}
+
+/// `futex_waitv`: sleeps until one of `words` is woken, or already differs from its
+/// expected value, or `timeout` passes. `Ok(true)`: woken or changed (look again);
+/// `Ok(false)`: the timeout passed, or a signal came. The words must stay mapped until it
+/// returns (the caller holds what maps them).
+pub(crate) fn futex_waitv(
+    words: &[rustix::thread::futex::Wait],
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    use rustix::time::{clock_gettime, ClockId, Timespec};
+    let now = clock_gettime(ClockId::Monotonic);
+    let add = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX / 2,
+        tv_nsec: 0,
+    });
+    let mut until = Timespec {
+        tv_sec: now.tv_sec.saturating_add(add.tv_sec),
+        tv_nsec: now.tv_nsec + add.tv_nsec,
+    };
+    if until.tv_nsec >= 1_000_000_000 {
+        until.tv_nsec -= 1_000_000_000;
+        until.tv_sec = until.tv_sec.saturating_add(1);
+    }
+    match rustix::thread::futex::waitv(
+        words,
+        rustix::thread::futex::WaitvFlags::empty(),
+        Some(&until),
+        ClockId::Monotonic,
+    ) {
+        Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(true),
+        Err(rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `FUTEX_WAKE` of every waiter on a word in a shared mapping.
 pub(crate) fn futex_wake(word: &AtomicU32) {
     let _ =

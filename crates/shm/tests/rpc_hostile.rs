@@ -9,13 +9,17 @@
 //!   holds no worker: other clients' calls are answered and dropping the server returns;
 //! - a client that zeroes every shared mapping it was given (its segment and, before each
 //!   connection had its own wake-up path, the server's doorbell) hurts only itself: new
-//!   clients still connect and are served.
+//!   clients still connect and are served;
+//! - a client that keeps changing its doorbell, so that idle workers never sleep, is hung
+//!   up on, while honest clients that ring at every call (no spin on either side, several
+//!   workers) are never cut off; a server of more clients than one `futex_waitv` covers
+//!   sleeps on the wake-up sockets instead, and is woken as surely.
 //!
 //! The tests of this file run one at a time (they compare `/proc/self/fd` before and after a
 //! connect); every wait has a deadline.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{Client, Error, Incoming, Server, ServerConfig};
+use courier_shm::{Client, ConnectConfig, Error, Incoming, Server, ServerConfig};
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -29,6 +33,8 @@ type Cli = Client<u64, u64, u32>;
 
 /// Payload offsets of the RPC layout (version 1, the default 64 slots): see `rpc/layout.rs`.
 const REQ_TAIL: usize = 64;
+const DOORBELL: usize = 88;
+const SRV_BELL: usize = 160;
 const RING: usize = 192;
 const RECS: usize = 448;
 const S_STATE: usize = 0;
@@ -270,4 +276,131 @@ fn a_client_zeroing_what_it_was_given_hurts_only_itself() {
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
     drop(evil);
+}
+
+/// Whether the connection in `maps` was told to ring the doorbell (the server's workers sleep
+/// on the doorbells: `futex_waitv` is there and the server takes at most 127 clients).
+fn on_doorbells(maps: &[Mapping]) -> bool {
+    segment(maps).u32(SRV_BELL).load(Ordering::Relaxed) == 1
+}
+
+#[test]
+fn a_client_that_keeps_changing_its_doorbell_is_hung_up_on() {
+    let _g = serial();
+    let (s, name) = setup("doorbell");
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = serve(s, Arc::clone(&stop));
+    let (evil, maps) = client_and_mappings(&name);
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: this kernel has no futex_waitv, the server sleeps on sockets");
+        stop.store(true, Ordering::Relaxed);
+        worker.join().unwrap();
+        return;
+    }
+    let honest = Cli::connect(&name, T).unwrap();
+    let bell = segment(&maps).u32(DOORBELL);
+    let end = Instant::now() + T;
+    std::thread::scope(|scope| {
+        // The attack: a new doorbell value at every store, no call ever queued, until the
+        // server hangs up (or the deadline).
+        scope.spawn(|| {
+            let mut v = 0u32;
+            while !evil.is_server_gone() && Instant::now() < end {
+                v = v.wrapping_add(1);
+                bell.store(v, Ordering::Release);
+                std::hint::spin_loop();
+            }
+        });
+        // Meanwhile an honest client is served.
+        for i in 0..50 {
+            assert_eq!(honest.req_timeout(i, T), Ok(i + 1));
+        }
+    });
+    assert!(
+        evil.is_server_gone(),
+        "the client changing its doorbell was not hung up on"
+    );
+    assert_eq!(evil.req_timeout(1, T), Err(Error::ServerDisappeared));
+    assert_eq!(
+        honest.req_timeout(7, T),
+        Ok(8),
+        "the honest client was cut off too"
+    );
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+}
+
+/// Three clients that never spin, each making `calls` calls on its own thread, against a
+/// server of `config` with two workers that never spin: each call finds the workers asleep
+/// and rings. Every call is answered, none after a worker's sleep ran out on its own (a
+/// lost wake-up: a sleeping worker looks again every 500 ms whatever happens, so a call
+/// answered only then takes hundreds of milliseconds where a ring takes tens of
+/// microseconds), and no client is cut off.
+/// A call slower than this waited for a worker's own periodic look (500 ms), not for a ring.
+const LOST_WAKEUP: Duration = Duration::from_millis(300);
+
+fn parked_calls_from_three_clients(tag: &str, config: ServerConfig, calls: u64) -> bool {
+    courier_testkit::runtime_dir("courier-rpc-hostile");
+    let name = format!("hostile-{tag}");
+    let s = Srv::bind(&name, config.spin(Duration::ZERO)).unwrap();
+    let stop = AtomicBool::new(false);
+    let (_probe, maps) = client_and_mappings(&name);
+    let doorbells = on_doorbells(&maps);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(Duration::from_secs(1)) {
+                        let _ = ctx.reply(x + 1);
+                    }
+                }
+            });
+        }
+        let clients: Vec<_> = (0..3)
+            .map(|k| {
+                let name = &name;
+                scope.spawn(move || {
+                    let config = ConnectConfig::new().spin(Duration::ZERO);
+                    let c = Cli::connect_with(name, &config, T).unwrap();
+                    for i in 0..calls {
+                        let x = k * 1_000_000 + i;
+                        let start = Instant::now();
+                        assert_eq!(c.req_timeout(x, T), Ok(x + 1), "client {k}, call {i}");
+                        assert!(
+                            start.elapsed() < LOST_WAKEUP,
+                            "client {k}, call {i} took {:?}: a lost wake-up",
+                            start.elapsed()
+                        );
+                    }
+                    assert!(!c.is_server_gone(), "client {k} was cut off");
+                })
+            })
+            .collect();
+        let results: Vec<_> = clients.into_iter().map(|c| c.join()).collect();
+        stop.store(true, Ordering::Relaxed);
+        for r in results {
+            r.unwrap();
+        }
+    });
+    doorbells
+}
+
+#[test]
+fn honest_clients_ringing_at_every_call_are_never_cut_off() {
+    let _g = serial();
+    let doorbells = parked_calls_from_three_clients("parked", ServerConfig::new(), 2000);
+    if !doorbells {
+        eprintln!("note: this kernel has no futex_waitv; the calls rang the wake-up sockets");
+    }
+}
+
+#[test]
+fn a_server_of_more_clients_than_the_doorbells_cover_is_woken_by_sockets() {
+    let _g = serial();
+    let config = ServerConfig::new().max_clients(1000);
+    let doorbells = parked_calls_from_three_clients("sockets", config, 500);
+    assert!(
+        !doorbells,
+        "a server of 1000 clients cannot sleep on one futex_waitv"
+    );
 }

@@ -6,9 +6,11 @@
 //! ```text
 //! 0      header (64 B, `substrate/header.rs`): "CRPC", version, slots, slot size, push depth,
 //!        push size, ready
-//! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16)
+//! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16),
+//!                               cli_cpu u32 (+20), doorbell u32 (+24)
 //! 128    written by the server: req_head u64 (+0), push_tail u64 (+8), srv_sleep u32 (+16),
-//!                               cbell u32 (+20), srv_closed u32 (+24)
+//!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
+//!                               srv_bell u32 (+32)
 //! 192    request ring: `slots` x u32 slot indices (client -> server)
 //! ..     slot records (64-aligned): `slots` x 128 B, see `S_*`
 //! ..     push ring (64-aligned): `push_depth` x (32 B header + `push_size`), see `P_*`
@@ -34,6 +36,10 @@ pub(crate) const CBELL_WAIT: usize = 80;
 /// The CPU the client last queued a call from, plus one (0: not known): a hint for the
 /// server's spin (a client on the worker's CPU cannot send while the worker spins).
 pub(crate) const CLI_CPU: usize = 84;
+/// The client's doorbell: bumped, then futex-woken, when it queues a call while a worker
+/// sleeps and the server sleeps on doorbells ([`SRV_BELL`]). Only this client writes it, so
+/// whatever it does with it reaches no other client.
+pub(crate) const DOORBELL: usize = 88;
 // The server's line.
 pub(crate) const REQ_HEAD: usize = 128;
 pub(crate) const PUSH_TAIL: usize = 136;
@@ -44,6 +50,12 @@ pub(crate) const SRV_CLOSED: usize = 152;
 /// a hint for the caller's spin. Hints are read and written Relaxed; a hostile value costs
 /// speed at most.
 pub(crate) const SRV_CPU: usize = 156;
+/// How the client wakes a sleeping worker, written once before the client is told of the
+/// connection: [`BELL_DOORBELL`] (bump and wake [`DOORBELL`]), else a byte on the wake-up
+/// socket. The client reads it once; a server that lies only delays its own wake-ups.
+pub(crate) const SRV_BELL: usize = 160;
+/// [`SRV_BELL`]: the server's idle workers sleep on the doorbells (`futex_waitv`).
+pub(crate) const BELL_DOORBELL: u32 = 1;
 const RING: usize = 192;
 
 /// A slot record: written by the client before it queues the slot (`S_KIND` .. `S_ARGS`),

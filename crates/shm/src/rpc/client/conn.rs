@@ -6,8 +6,8 @@ use crate::error::ShmError;
 use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    kind, read_header, state, Shared, CBELL, CLI_CPU, F_ASYNC, REQ_TAIL, SRV_CLOSED, SRV_SLEEP,
-    S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
+    kind, read_header, state, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL, F_ASYNC, REQ_TAIL,
+    SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
@@ -40,8 +40,12 @@ pub(super) const ZOMBIE_LOOK: Duration = Duration::from_millis(1);
 /// One client process's connection to a server.
 pub(crate) struct Conn {
     pub(super) sh: Arc<Shared>,
-    /// Our end of the connection's wake-up socket: a byte on it wakes a sleeping worker.
+    /// Our end of the connection's wake-up socket: a byte on it wakes a sleeping worker,
+    /// unless the server sleeps on the doorbells (`doorbell`).
     pub(super) kick: OwnedFd,
+    /// Whether the server's idle workers sleep on our doorbell ([`DOORBELL`]) rather than
+    /// on the wake-up socket (the server's [`SRV_BELL`], read once at connect).
+    pub(super) doorbell: bool,
     pub(super) watch: Watch,
     pub(super) server: Credentials,
     /// Our copy of the connection socket, for registering lendable buffers.
@@ -81,6 +85,22 @@ pub(crate) struct Conn {
 const LONG_ANSWER: u32 = u32::MAX;
 
 impl Conn {
+    /// Wakes a sleeping worker of the server, after a call was queued: a bump of our
+    /// doorbell and a wake of one waiter on it (a store and a light system call), or a
+    /// byte on the wake-up socket (`MSG_DONTWAIT`: it never blocks, whatever the server
+    /// does with its end).
+    fn ring_server(&self) {
+        if self.doorbell {
+            let word = self.sh.u32(DOORBELL);
+            // Release: a worker that reads the new value (Acquire) sees the call queued
+            // before it.
+            word.fetch_add(1, Ordering::Release);
+            sys::futex_wake_one(word);
+        } else {
+            sys::kick(self.kick.as_fd());
+        }
+    }
+
     /// Whether a caller whose worker last ran on its CPU, awake, moves to another CPU
     /// ([`move_off_this_cpu`](courier_core::placement::move_off_this_cpu)) rather than hand
     /// its CPU over: for short calls (the last answered within [`SHORT_ANSWER`] while its
@@ -242,6 +262,8 @@ impl Conn {
             .try_clone()
             .map_err(ShmError::io("duplicating the connection socket"))?;
         let sh = Arc::new(Shared { seg, lay });
+        // Written by the server before it sent the wake-up socket; read once.
+        let doorbell = sh.u32(SRV_BELL).load(Ordering::Relaxed) == BELL_DOORBELL;
         let wake = Arc::new(Wakeups {
             pool: Mutex::new(Pool {
                 free: (0..lay.slots).rev().collect(),
@@ -263,6 +285,7 @@ impl Conn {
         })?;
         Ok(Arc::new(Conn {
             kick,
+            doorbell,
             watch,
             server,
             sock: ours,
@@ -518,7 +541,7 @@ impl Conn {
         fence(Ordering::SeqCst);
         let woke = sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0;
         if woke {
-            sys::kick(self.kick.as_fd());
+            self.ring_server();
         }
         let mut call = Call {
             conn: Arc::clone(self),

@@ -3,12 +3,14 @@
 //! happens when the client dies ([`client_gone`]); ringing the client's bell.
 
 use crate::error::ShmError;
-use crate::rpc::layout::{Shared, CBELL, CBELL_WAIT, F_ASYNC, REQ_HEAD, REQ_TAIL, S_FLAGS};
+use crate::rpc::layout::{
+    Shared, BELL_DOORBELL, CBELL, CBELL_WAIT, F_ASYNC, REQ_HEAD, REQ_TAIL, SRV_BELL, S_FLAGS,
+};
 use crate::rpc::slot;
 use crate::rpc::BELL_HELLO;
 use crate::segment::Segment;
 use crate::substrate::ring::{Consumer, Producer, RingError};
-use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
 use std::collections::HashSet;
@@ -29,8 +31,13 @@ pub(super) struct Conn {
     /// Our copy of the connection socket: lent buffers' descriptors arrive on it.
     pub(super) sock: Mutex<OwnedFd>,
     /// Our end of the connection's wake-up socket (the client sends a byte when a worker
-    /// sleeps); watched by the workers' epoll.
+    /// sleeps); watched by the workers' epoll, unless they sleep on the doorbells.
     pub(super) kick: OwnedFd,
+    /// The client's doorbell as a sleeping worker last saw it change (`note_ring`).
+    last_bell: AtomicU32,
+    /// Doorbell changes seen with nothing queued since the ring last moved on
+    /// (`note_ring`).
+    idle_bells: AtomicU32,
     /// The consumer side of the request ring (the substrate's checked ring).
     pub(super) requests: Mutex<Consumer>,
     /// A copy of the entries `requests` took, for cheap looks.
@@ -53,6 +60,10 @@ pub(super) struct Conn {
     pub(super) broken: AtomicBool,
 }
 
+/// How many doorbell changes with nothing queued, beyond one per slot, a client may show
+/// between two moves of its ring before it is cut off ([`Conn::note_ring`]).
+const IDLE_BELLS: usize = 64;
+
 impl Conn {
     pub(super) fn start(
         core: &Arc<Core>,
@@ -62,6 +73,15 @@ impl Conn {
     ) -> Result<Arc<Conn>, ShmError> {
         // The client has the segment now; we keep only the mapping.
         seg.close_fd();
+        let sh = Shared { seg, lay: core.lay };
+        // How to wake a sleeping worker: before the client learns of the connection (it
+        // reads this once, after the wake-up socket below).
+        let bell = if core.poller.doorbells {
+            BELL_DOORBELL
+        } else {
+            0
+        };
+        sh.u32(SRV_BELL).store(bell, Ordering::Relaxed);
         let ours = sock
             .try_clone()
             .map_err(ShmError::io("duplicating the connection socket"))?;
@@ -84,7 +104,7 @@ impl Conn {
         })?;
         Ok(Arc::new(Conn {
             id,
-            sh: Shared { seg, lay: core.lay },
+            sh,
             peer,
             counters: Arc::clone(&core.counters),
             core: weak,
@@ -101,6 +121,8 @@ impl Conn {
             has_ends: AtomicBool::new(false),
             push: Mutex::new(Producer::new(core.lay.push_depth)),
             broken: AtomicBool::new(false),
+            last_bell: AtomicU32::new(0),
+            idle_bells: AtomicU32::new(0),
         }))
     }
 
@@ -177,6 +199,10 @@ impl Conn {
                 }
             };
             self.head_seen.store(requests.taken(), Ordering::Relaxed);
+            // The ring moved on: the doorbell changes seen so far were the client's calls.
+            if self.idle_bells.load(Ordering::Relaxed) != 0 {
+                self.idle_bells.store(0, Ordering::Relaxed);
+            }
             if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
                 self.cut_off();
                 return None;
@@ -197,6 +223,22 @@ impl Conn {
             }
         }
         None
+    }
+
+    /// A sleeping worker saw the client's doorbell at `now`, changed since it last looked.
+    /// An honest client bumps it once per call it queues while a worker sleeps, so between
+    /// two moves of its ring it can show no more changes than it has calls in flight (at
+    /// most one per slot); a client that shows many more keeps changing the word to keep
+    /// the workers from sleeping (each change costs it a store, and a worker a system
+    /// call), and is cut off. Each value is counted once, whichever worker sees it first.
+    pub(super) fn note_ring(&self, now: u32) {
+        if self.last_bell.swap(now, Ordering::Relaxed) == now || self.queued() != 0 {
+            return;
+        }
+        let idle = self.idle_bells.fetch_add(1, Ordering::Relaxed) + 1;
+        if idle as usize > self.sh.lay.slots + IDLE_BELLS {
+            self.cut_off();
+        }
     }
 
     /// The client broke the protocol: ignore it from now on and hang up on it, so its
