@@ -151,9 +151,9 @@ enum Kind {
 /// Every kind, in the order of the table (courier first, then the floor).
 const KINDS: [Kind; 12] = [
     Kind::CourierReq,
+    Kind::CourierLend,
     Kind::CourierParked,
     Kind::CourierBusy,
-    Kind::CourierLend,
     Kind::CourierService,
     Kind::Floor,
     Kind::FutexFloor,

@@ -168,6 +168,26 @@ pub fn free_cpu_beside(peer_threads: usize) -> bool {
     seen().is_some_and(|counts| free_beside_in(counts, peer_threads))
 }
 
+/// [`room_elsewhere`] for a thread whose peer is another process's thread that is awake:
+/// whether the pair, the peer's `peer_threads` taken off the other processes' busy threads,
+/// fits on CPUs no other process's busy thread holds (the two can then each run on a CPU of
+/// their own, beside nobody). Looked up as [`room_elsewhere`], and only from the second
+/// look on: a first look counts no other process's thread (see [`settled`]), so before
+/// the second it answers `false`, as does a failed look.
+pub fn room_beside(peer_threads: usize) -> bool {
+    let room = seen().is_some_and(|counts| room_beside_in(counts, peer_threads));
+    room && SETTLED.load(Ordering::Relaxed)
+}
+
+/// [`room_beside`] of a look's counts.
+fn room_beside_in((foreign, cpus): (usize, usize), peer_threads: usize) -> bool {
+    room_in((foreign.saturating_sub(peer_threads), cpus))
+}
+
+/// Whether the last look leaned on the one before it ([`settled`]): its count of other
+/// processes' threads is one a busy machine would have shown.
+static SETTLED: AtomicBool = AtomicBool::new(false);
+
 /// [`free_cpu_beside`] of a look's counts.
 fn free_beside_in((foreign, cpus): (usize, usize), peer_threads: usize) -> bool {
     free_in((foreign.saturating_sub(peer_threads), cpus))
@@ -197,6 +217,7 @@ fn seen() -> Option<(usize, usize)> {
     PREV.store(pack_prev(raw, now_ms), Ordering::Relaxed);
     let counts = (settled(raw, prev, now_ms), cpus);
     SEEN.store(pack(counts), Ordering::Relaxed);
+    SETTLED.store(leans_on(prev, now_ms), Ordering::Relaxed);
     // Room that this look alone did not find is looked at again soon.
     if room_in((raw, cpus)) {
         SEEN_UNTIL.store(now + ROOM_FOR.as_nanos() as u64, Ordering::Relaxed);
@@ -243,11 +264,15 @@ fn unpack_prev(word: u64) -> Option<(usize, u32)> {
 /// soon when it took a count back).
 fn settled(raw: usize, prev: Option<(usize, u32)>, now_ms: u32) -> usize {
     match prev {
-        Some((before, at)) if now_ms.wrapping_sub(at) < PREV_FOR.as_millis() as u32 => {
-            raw.min(before)
-        }
+        Some((before, _)) if leans_on(prev, now_ms) => raw.min(before),
         _ => 0,
     }
+}
+
+/// Whether a look made at `now_ms` leans on the look before it, `prev` ([`settled`]): there
+/// is one, less than [`PREV_FOR`] old.
+fn leans_on(prev: Option<(usize, u32)>, now_ms: u32) -> bool {
+    prev.is_some_and(|(_, at)| now_ms.wrapping_sub(at) < PREV_FOR.as_millis() as u32)
 }
 
 fn pack((foreign, cpus): (usize, usize)) -> u64 {
@@ -403,6 +428,25 @@ mod tests {
 
     /// Two CPUs: the peer process's runnable worker is not another process's busy thread,
     /// one busy thread beside it still leaves a CPU to share, two do not.
+    /// Two CPUs: the pair has a CPU each only while no other process's thread is busy, and
+    /// a look says so only when it leans on the look before it.
+    #[test]
+    fn room_beside_a_peer_needs_a_cpu_each_and_a_second_look() {
+        assert!(room_beside_in((1, 2), 1), "the peer alone");
+        assert!(room_beside_in((0, 2), 1), "the peer asleep at the look");
+        assert!(!room_beside_in((2, 2), 1), "the peer and one busy thread");
+        assert!(
+            room_beside_in((3, 4), 1),
+            "the peer and two busy threads on four CPUs"
+        );
+        assert!(!leans_on(None, 5), "a first look");
+        assert!(leans_on(Some((2, 100)), 110), "10 ms after the one before");
+        assert!(
+            !leans_on(Some((2, 100)), 300),
+            "200 ms after the one before"
+        );
+    }
+
     #[test]
     fn a_free_cpu_beside_a_peer_discounts_the_peer() {
         assert!(free_beside_in((1, 2), 1), "the peer alone");

@@ -1,7 +1,8 @@
 //! A waiter whose peer, awake, waits on its CPU moves to another CPU once the two hand
 //! messages back and forth quickly, and never while moves are off
 //! (`placement::allow_moves(false)`): a ShmChannel's connecting side receiving from an echo,
-//! and an RPC caller calling a worker.
+//! and an RPC caller calling a worker. An RPC caller of long calls (30 µs of work each) moves
+//! too, where the machine leaves the two a CPU each.
 //!
 //! The peer is a thread of this process pinned to one CPU; the test thread is pinned to the
 //! same CPU at first, so that the two hand it to each other at every message, then its mask
@@ -9,7 +10,8 @@
 //! `allow_moves` is the whole process's.
 //!
 //! Skipped on a machine with one CPU, or (with a message) when the machine is so busy that no
-//! CPU is left beside other processes' threads, where the waiter rightly stays.
+//! CPU is left beside other processes' threads (for long calls: when the two cannot have a
+//! CPU each), where the waiter rightly stays.
 #![cfg(target_os = "linux")]
 
 use courier_core::placement;
@@ -116,12 +118,25 @@ fn a_waiter_moves_off_its_peers_cpu_unless_moves_are_off() {
             if x == u64::MAX {
                 return;
             }
+            if x & LONG != 0 {
+                let start = Instant::now();
+                while start.elapsed() < LONG_WORK {
+                    std::hint::spin_loop();
+                }
+            }
             ctx.reply(x + 1).expect("reply");
         }
     });
     let client = Client::<u64, u64, ()>::connect(&name, TIMEOUT).expect("connect");
     let rpc_moves = moves_when_allowed("RPC", home, &all, |i| {
         assert_eq!(client.req(u64::from(i)), Ok(u64::from(i) + 1));
+    });
+    // Long calls, on a connection of their own: each answered after more than the short
+    // calls' bound, so only the long calls' rule can move the caller.
+    let long = Client::<u64, u64, ()>::connect(&name, TIMEOUT).expect("connect");
+    let long_moves = moves_when_allowed("RPC, long calls", home, &all, |i| {
+        let x = LONG | u64::from(i);
+        assert_eq!(long.req(x), Ok(x + 1));
     });
     client.send(u64::MAX).expect("stop the worker");
     worker.join().expect("worker thread");
@@ -135,4 +150,26 @@ fn a_waiter_moves_off_its_peers_cpu_unless_moves_are_off() {
         "the ShmChannel receiver never moved in 5 s"
     );
     assert!(rpc_moves >= 1, "the RPC caller never moved in 5 s");
+    if long_moves == 0 && !room_for_each_of_two() {
+        eprintln!("skipped (long calls): other processes leave no CPU for each of the two");
+        return;
+    }
+    assert!(
+        long_moves >= 1,
+        "the RPC caller of long calls never moved in 5 s"
+    );
 }
+
+/// Whether the machine leaves a CPU to each of the two: `room_beside` answers from a look
+/// that leans on another made less than 200 ms before, and looks are 50 ms apart at most
+/// once, so it is asked twice, 60 ms apart (the first answer may come from an old look).
+fn room_for_each_of_two() -> bool {
+    let _ = placement::room_beside(1);
+    std::thread::sleep(Duration::from_millis(60));
+    placement::room_beside(1)
+}
+
+/// The flag of a long call, and the work its worker does before answering (well over the
+/// 8 µs under which a call counts as short).
+const LONG: u64 = 1 << 40;
+const LONG_WORK: Duration = Duration::from_micros(30);

@@ -103,22 +103,30 @@ impl Conn {
 
     /// Whether a caller whose worker last ran on its CPU, awake, moves to another CPU
     /// ([`move_off_this_cpu`](courier_core::placement::move_off_this_cpu)) rather than hand
-    /// its CPU over: for short calls (the last answered within [`SHORT_ANSWER`] while its
-    /// caller spun or handed over), when a CPU is left free, or to share beside one other
-    /// process's busy thread ([`free_cpu_beside`] the worker, whose process does not count
-    /// as the busy one). The two then each spin on their own CPU (0.5 µs a call with a core
-    /// busy, against 3.5 µs handed over), and the one beside the busy thread loses about
-    /// half its time to that thread's slices, which a short call can afford and a long one
-    /// cannot (a 1 MiB `lend_mut` made 12.6 k calls/s so, against 60 k handed over; so a
-    /// connection moves only once it has seen a short call, and an idle CPU is left for the
-    /// scheduler to fill with a long one). Never when moves are off
+    /// its CPU over. The two then each spin on their own CPU (0.5 µs a call with a core
+    /// busy, against 3.5 µs handed over). For short calls (the last answered within
+    /// [`SHORT_ANSWER`] while its caller spun or handed over): when a CPU is left free, or to
+    /// share beside one other process's busy thread ([`free_cpu_beside`] the worker, whose
+    /// process does not count as the busy one): the one beside the busy thread loses about
+    /// half its time to that thread's slices, which a short call can afford. For longer
+    /// calls only when both can have a CPU of their own ([`room_beside`], from the second
+    /// look at the machine on, so that a busy machine is never taken for an idle one): split
+    /// beside a busy thread, a 1 MiB `lend_mut` made 44–61 k calls/s with a p99 of 28–40 µs,
+    /// against 60 k and 21–25 µs handed over; on an idle machine, handed over, it stayed at
+    /// 16.2 µs a call where split it takes 11.8 µs. Never when moves are off
     /// ([`allow_moves`](courier_core::placement::allow_moves)).
     ///
     /// [`free_cpu_beside`]: courier_core::placement::free_cpu_beside
+    /// [`room_beside`]: courier_core::placement::room_beside
     pub(super) fn move_pays(&self) -> bool {
-        use courier_core::placement::{free_cpu_beside, moves_allowed};
+        use courier_core::placement::{free_cpu_beside, moves_allowed, room_beside};
         let short = self.last_answer_ns.load(Ordering::Relaxed) < SHORT_ANSWER.as_nanos() as u32;
-        short && moves_allowed() && free_cpu_beside(1)
+        moves_allowed()
+            && if short {
+                free_cpu_beside(1)
+            } else {
+                room_beside(1)
+            }
     }
 
     /// Records how the last call was answered: after this long while its caller spun or
