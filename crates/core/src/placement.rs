@@ -172,7 +172,7 @@ pub fn free_cpu_beside(peer_threads: usize) -> bool {
 /// whether the pair, the peer's `peer_threads` taken off the other processes' busy threads,
 /// fits on CPUs no other process's busy thread holds (the two can then each run on a CPU of
 /// their own, beside nobody). Looked up as [`room_elsewhere`], and only from the second
-/// look on: a first look counts no other process's thread (see [`settled`]), so before
+/// look on: a first look counts no other process's thread (it has none to lean on), so before
 /// the second it answers `false`, as does a failed look.
 pub fn room_beside(peer_threads: usize) -> bool {
     let room = seen().is_some_and(|counts| room_beside_in(counts, peer_threads));
