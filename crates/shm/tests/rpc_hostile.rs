@@ -31,7 +31,7 @@ const T: Duration = Duration::from_secs(10);
 type Srv = Server<u64, u64, u32>;
 type Cli = Client<u64, u64, u32>;
 
-/// Payload offsets of the RPC layout (version 1, the default 64 slots): see `rpc/layout.rs`.
+/// Payload offsets of the RPC layout (version 2, the default 64 slots): see `rpc/layout.rs`.
 const REQ_TAIL: usize = 64;
 const DOORBELL: usize = 88;
 const SRV_BELL: usize = 160;

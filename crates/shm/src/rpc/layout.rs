@@ -27,7 +27,9 @@ use crate::sync::{AtomicU32, AtomicU64};
 use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
-pub(crate) const VERSION: u32 = 1;
+/// 2: the doorbells (`DOORBELL`, `SRV_BELL`); a client of version 1 would ring a socket no
+/// worker watches.
+pub(crate) const VERSION: u32 = 2;
 
 // The client's line.
 pub(crate) const REQ_TAIL: usize = 64;
