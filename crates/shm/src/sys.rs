@@ -752,3 +752,54 @@ pub(crate) fn try_send_with_fd(
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
     wait_ready(fd, PollFlags::OUT, deadline)
 }
+
+/// The size in bytes of the first CPU's level-2 cache (data or unified), as Linux reports it
+/// in sysfs; `None` where it does not (or reports something unreadable). Read once.
+pub(crate) fn l2_cache_bytes() -> Option<usize> {
+    static L2: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| {
+        let dir = Path::new("/sys/devices/system/cpu/cpu0/cache");
+        (0..8).find_map(|i| {
+            let index = dir.join(format!("index{i}"));
+            let read = |f: &str| std::fs::read_to_string(index.join(f)).ok();
+            let level = read("level")?;
+            let kind = read("type")?;
+            if level.trim() != "2" || kind.trim() == "Instruction" {
+                return None;
+            }
+            parse_cache_size(read("size")?.trim())
+        })
+    })
+}
+
+/// A sysfs cache size: a number of bytes with an optional `K`, `M` or `G` suffix.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cache_size;
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("1024K"), Some(1 << 20));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("1024KB"), None);
+        assert_eq!(parse_cache_size("K"), None);
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("99999999999999999999G"), None);
+    }
+}

@@ -277,6 +277,8 @@ pub struct ShmChannel {
     /// by a receive that slept or waited long): whether moving off the sender's CPU pays
     /// (`move_pays`).
     short_handovers: Cell<u32>,
+    /// The sender fills the blocks returned last in turn ([`ShmChannel::rotates`]).
+    rotates: bool,
 }
 
 /// The longest a blocking receive (or a send waiting for room) spins before it sleeps.
@@ -390,6 +392,7 @@ impl ShmChannel {
             ret_tx: Cell::new(Producer::new(lay.block_count)),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
             short_handovers: Cell::new(0),
+            rotates: ShmChannel::rotates(lay.block_size),
         })
     }
 
