@@ -157,25 +157,54 @@ fn segment(maps: &[Mapping]) -> &Mapping {
         .expect("no RPC segment among the new memfds")
 }
 
-/// Serves `req(x)` with `x + 1` until `stop`, on a thread; returns its handle.
-fn serve(s: Srv, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Srv> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(Duration::from_millis(20)) {
-                let _ = ctx.reply(x + 1);
+/// A server answering `req(x)` with `x + 1` on a thread of its own, until [`Serving::stop`].
+struct Serving {
+    stop: Arc<AtomicBool>,
+    worker: std::thread::JoinHandle<Srv>,
+}
+
+impl Serving {
+    fn start(s: Srv) -> Serving {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let worker = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(Duration::from_millis(20)) {
+                    let _ = ctx.reply(x + 1);
+                }
             }
-        }
-        s
-    })
+            s
+        });
+        Serving { stop, worker }
+    }
+
+    /// Stops serving (within 20 ms) and gives the server back.
+    fn stop(self) -> Srv {
+        self.stop.store(true, Ordering::Relaxed);
+        self.worker.join().unwrap()
+    }
+}
+
+/// The arrangement of most tests here: the test lock, a server answering on a thread, its
+/// name, and a client with its mappings (the one that misbehaves).
+fn serving_and_evil(
+    tag: &str,
+) -> (
+    MutexGuard<'static, ()>,
+    Serving,
+    String,
+    (Cli, Vec<Mapping>),
+) {
+    let g = serial();
+    let (s, name) = setup(tag);
+    let serving = Serving::start(s);
+    let evil = client_and_mappings(&name);
+    (g, serving, name, evil)
 }
 
 #[test]
 fn a_client_that_breaks_its_ring_is_hung_up_on_and_others_are_served() {
-    let _g = serial();
-    let (s, name) = setup("ring");
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = serve(s, Arc::clone(&stop));
-    let (evil, maps) = client_and_mappings(&name);
+    let (_g, serving, name, (evil, maps)) = serving_and_evil("ring");
     assert_eq!(evil.req_timeout(1, T), Ok(2));
     segment(&maps)
         .u64(REQ_TAIL)
@@ -192,8 +221,7 @@ fn a_client_that_breaks_its_ring_is_hung_up_on_and_others_are_served() {
     assert_eq!(evil.req_timeout(2, T), Err(Error::ServerDisappeared));
     let honest = Cli::connect(&name, T).unwrap();
     assert_eq!(honest.req_timeout(10, T), Ok(11));
-    stop.store(true, Ordering::Relaxed);
-    let s = worker.join().unwrap();
+    let s = serving.stop();
     assert_eq!(s.stats().clients, 1, "the broken connection was forgotten");
 }
 
@@ -259,11 +287,7 @@ fn a_client_requeueing_transport_messages_holds_no_worker() {
 
 #[test]
 fn a_client_zeroing_what_it_was_given_hurts_only_itself() {
-    let _g = serial();
-    let (s, name) = setup("zero");
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = serve(s, Arc::clone(&stop));
-    let (evil, maps) = client_and_mappings(&name);
+    let (_g, serving, name, (evil, maps)) = serving_and_evil("zero");
     for m in &maps {
         m.zero();
     }
@@ -273,8 +297,7 @@ fn a_client_zeroing_what_it_was_given_hurts_only_itself() {
         let c = Cli::connect(&name, T).unwrap();
         assert_eq!(c.req_timeout(i, T), Ok(i + 1));
     }
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    serving.stop();
     drop(evil);
 }
 
@@ -286,15 +309,10 @@ fn on_doorbells(maps: &[Mapping]) -> bool {
 
 #[test]
 fn a_client_that_keeps_changing_its_doorbell_is_hung_up_on() {
-    let _g = serial();
-    let (s, name) = setup("doorbell");
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = serve(s, Arc::clone(&stop));
-    let (evil, maps) = client_and_mappings(&name);
+    let (_g, serving, name, (evil, maps)) = serving_and_evil("doorbell");
     if !on_doorbells(&maps) {
         eprintln!("skipped: this kernel has no futex_waitv, the server sleeps on sockets");
-        stop.store(true, Ordering::Relaxed);
-        worker.join().unwrap();
+        serving.stop();
         return;
     }
     let honest = Cli::connect(&name, T).unwrap();
@@ -326,8 +344,7 @@ fn a_client_that_keeps_changing_its_doorbell_is_hung_up_on() {
         Ok(8),
         "the honest client was cut off too"
     );
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    serving.stop();
 }
 
 /// Three clients that never spin, each making `calls` calls on its own thread, against a
