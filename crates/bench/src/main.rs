@@ -17,12 +17,12 @@
 //! with a competing process spinning on one core (`--load idle|busy|both`, `--rounds N`; see
 //! [`runner`]).
 
-#[cfg(target_os = "linux")]
-mod futex_floor;
 mod interchange;
 mod local;
 #[cfg(target_os = "linux")]
 mod net;
+#[cfg(target_os = "linux")]
+mod pair_floor;
 #[cfg(target_os = "linux")]
 mod proc;
 mod report;

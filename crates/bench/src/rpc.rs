@@ -12,14 +12,17 @@
 //!
 //! courier's small call is also run parked (no spin on either side, beside the bare futex
 //! floor), and every size busy-polling (`busy_poll` on both sides: `req` small, `lend_mut`
-//! large), beside iceoryx2's busy-poll row.
+//! large), beside iceoryx2's busy-poll row. At every size, "floor: one CPU handed over" is two
+//! processes pinned to one CPU that hand it back and forth with `sched_yield` (the server
+//! writing the payload): the least a round trip costs where the pair shares one CPU, as
+//! courier's default does with a core busy.
 //!
 //! Every row starts its own server process: this binary again, as `courier-bench rpc --peer
 //! KIND --size N --name NAME` (hidden options). The request [`STOP`] makes the server answer
 //! and exit. The client kills and reaps its server when a row ends (after a bounded wait for a
 //! clean exit), servers die with their client (`PR_SET_PDEATHSIG`), and both have a watchdog.
 
-use crate::futex_floor;
+use crate::pair_floor;
 use crate::proc::{self, Peer, OP_TIMEOUT};
 use crate::report::{self, Goal, Machine, Row, Verdict};
 use crate::runner::{self, Load};
@@ -136,6 +139,9 @@ enum Kind {
     /// Two processes waking each other with a bare futex, no spin (small): the floor of the
     /// sleeping regime.
     FutexFloor,
+    /// Two processes pinned to one CPU, handing it back and forth with `sched_yield`, the
+    /// server writing the payload: the floor of a pair that shares one CPU.
+    HandoverFloor,
     /// iceoryx2 request-response with an event service each way for wakeups.
     IoxEvent,
     /// iceoryx2 request-response, both sides busy-polling.
@@ -149,7 +155,7 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 13] = [
     Kind::CourierReq,
     Kind::CourierLend,
     Kind::CourierParked,
@@ -157,6 +163,7 @@ const KINDS: [Kind; 12] = [
     Kind::CourierService,
     Kind::Floor,
     Kind::FutexFloor,
+    Kind::HandoverFloor,
     Kind::IoxEvent,
     Kind::IoxSpin,
     Kind::Ipc,
@@ -175,6 +182,7 @@ impl Kind {
             Kind::CourierService => "courier-service",
             Kind::Floor => "floor",
             Kind::FutexFloor => "futex-floor",
+            Kind::HandoverFloor => "handover-floor",
             Kind::IoxEvent => "iceoryx2-event",
             Kind::IoxSpin => "iceoryx2-spin",
             Kind::Ipc => "ipc-channel",
@@ -197,6 +205,7 @@ impl Kind {
             Kind::CourierService => "courier::shm via #[courier::service]",
             Kind::Floor => "floor: memset, one process",
             Kind::FutexFloor => "floor: bare futex wake-up",
+            Kind::HandoverFloor => "floor: one CPU handed over",
             Kind::IoxEvent => "iceoryx2 0.10 (event)",
             Kind::IoxSpin => "iceoryx2 0.10 (busy-poll)",
             Kind::Ipc => "ipc-channel 0.23",
@@ -211,7 +220,7 @@ impl Kind {
 
     /// The floors, kept whatever `--only` says.
     fn is_floor(self) -> bool {
-        matches!(self, Kind::Floor | Kind::FutexFloor)
+        matches!(self, Kind::Floor | Kind::FutexFloor | Kind::HandoverFloor)
     }
 
     fn notes(self, n: usize) -> &'static str {
@@ -225,6 +234,8 @@ impl Kind {
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
             Kind::FutexFloor => "two processes, one shared page: the client stores a sequence number in its word and futex_wake()s it, then futex_wait()s on the server's word; the server the same way round. No spin, no payload: the cost of two wake-ups",
+            Kind::HandoverFloor if small => "two processes pinned to the caller's CPU, one shared page: each stores a sequence number in its word, then sched_yield()s until the other's word changes. No spin, no payload: the cost of two switches between processes, the least a round trip costs where the pair shares one CPU",
+            Kind::HandoverFloor => "as the small handover floor, and the server memsets N bytes in the shared mapping before it answers; the client checks the first and last byte",
             Kind::IoxEvent if small => "request_response::<u64, u64>; send_copy(x) → Notifier::notify; PendingResponse::receive, else Listener::timed_wait (10 s); server the same way round",
             Kind::IoxEvent => "request_response::<u64, [u8]>; server: loan_slice_uninit(N) → memset → send → notify; client: receive, else Listener::timed_wait, reads first/last byte in place",
             Kind::IoxSpin if small => "request_response::<u64, u64>; send_copy(x); both sides busy-poll receive()",
@@ -425,12 +436,18 @@ fn measure_row(
                 buf: vec![0u8; n],
             })
         }
-        Kind::FutexFloor => {
-            let path = dir.join(format!("{name}.futex"));
-            let words = futex_floor::Words::create(&path)?;
+        Kind::FutexFloor | Kind::HandoverFloor => {
+            let path = dir.join(format!("{name}.floor"));
+            let (payload, wait) = match kind {
+                Kind::FutexFloor => (0, pair_floor::Wait::Futex),
+                _ if n == SMALL => (0, pair_floor::Wait::Handover),
+                _ => (n, pair_floor::Wait::Handover),
+            };
+            // The caller pins itself (handover) before the server starts.
+            let caller = pair_floor::Caller::new(pair_floor::Words::create(&path, payload)?, wait)?;
             let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
             peer = spawn(kind, n, path_text)?;
-            Box::new(futex_floor::Caller::new(words))
+            Box::new(caller)
         }
         Kind::Floor => unreachable!("handled above"),
     };
@@ -459,18 +476,20 @@ fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
             stream_server(&s, n)
         }
-        Kind::FutexFloor => futex_floor::serve(&futex_floor::Words::open(Path::new(name))?),
+        Kind::FutexFloor | Kind::HandoverFloor => {
+            pair_floor::serve(&pair_floor::Words::open(Path::new(name))?)
+        }
         Kind::Floor => Err("the floor has no server".into()),
     }
 }
 
-impl Client for futex_floor::Caller {
+impl Client for pair_floor::Caller {
     fn call(&mut self, x: u64) -> Result<u64, String> {
-        futex_floor::Caller::call(self, x)
+        pair_floor::Caller::call(self, x)
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        futex_floor::Caller::stop(self)
+        pair_floor::Caller::stop(self)
     }
 }
 
@@ -1187,7 +1206,8 @@ mod iox_side {
 /// The goals of one load (`rows` are that load's): courier's small round trip below
 /// iceoryx2's and under a tenth of ipc-channel's; lend_mut of 16 MiB within a few times the
 /// small round trip plus the floor; with a core busy, ahead of every peer and at most half a
-/// Unix socket round trip; the sleeping regime's cost beside the bare futex floor.
+/// Unix socket round trip; the sleeping regime's cost beside the bare futex floor; and
+/// (informational) courier beside the one-CPU handover floor.
 fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     let median = |scenario: &str, name: &str| {
         rows.iter()
@@ -1248,6 +1268,32 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             at(Kind::CourierBusy.name()),
             at(Kind::IoxSpin.name()),
         ));
+    }
+    // Where the pair shares one CPU (courier's default with a core busy hands it back and
+    // forth), the least a round trip costs: two switches between processes.
+    for n in std::iter::once(SMALL).chain(LARGE) {
+        let at = |name: &str| {
+            rows.iter()
+                .find(|r| r.scenario == scenario(n) && r.name == name)
+        };
+        let courier = if n == SMALL {
+            Kind::CourierReq
+        } else {
+            Kind::CourierLend
+        };
+        let mut goal = Goal::median(
+            format!(
+                "{}: courier ÷ the one-CPU handover floor (informational)",
+                scenario(n)
+            ),
+            at(courier.name()),
+            at(Kind::HandoverFloor.name()),
+            f64::INFINITY,
+        );
+        if goal.ratio.is_some() {
+            goal.verdict = Verdict::Info;
+        }
+        goals.push(goal);
     }
     goals.push(Goal::median(
         "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
