@@ -277,7 +277,7 @@ fn plan(n: usize, quick: bool, rounds: usize) -> Plan {
     let (warmup, batches, per_batch) = match n {
         0..=4096 => (1_000, 20, 2_000),
         4097..=1_048_576 => (20, 20, 50),
-        _ => (3, 10, 10),
+        _ => (3, 40, 10),
     };
     Plan {
         warmup,
