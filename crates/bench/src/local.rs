@@ -203,6 +203,7 @@ fn plan(scenario: &str, quick: bool, rounds: usize) -> Plan {
     if quick {
         return Plan {
             warmup: 50,
+            settle: Duration::ZERO,
             batches: stats::MIN_BATCHES,
             per_batch: 100,
             budget: Duration::from_secs(2),
@@ -211,6 +212,7 @@ fn plan(scenario: &str, quick: bool, rounds: usize) -> Plan {
     let per_batch = if scenario == THROUGHPUT { 1_000 } else { 2_500 };
     Plan {
         warmup: 2_000,
+        settle: stats::SETTLE,
         batches: (40 / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget: Duration::from_secs(8) / rounds.max(1) as u32,
@@ -297,7 +299,7 @@ fn render(
     out.push_str(&format!(
         "- method: {rounds} round(s) per load; each round measures every row once (starting at a different \
          row each round), and a row's samples from all rounds are pooled. A row makes its own channel and threads (or \
-         tokio runtime), warms up ({} calls), then measures batches of round trips of a u64 \
+         tokio runtime), warms up ({} calls{}), then measures batches of round trips of a u64 \
          (reply = request + 1, checked): {}×{} per round in (1) and (3), {}×{} per client in (2); \
          a row stops early after {:?} of a round. Each round trip is timed with one \
          `Instant::now()` after the reply (chained timestamps). *median* and *p99* are over all \
@@ -313,6 +315,15 @@ fn render(
          calls/s above 1 means courier is faster.\n\
          - wall time of the run: {:.1} s; load average after: {}\n\n",
         plan1.warmup,
+        if plan1.settle.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", and for {:?} at least, so that a thread that adapts as it runs is measured \
+                 settled",
+                plan1.settle
+            )
+        },
         plan1.batches,
         plan1.per_batch,
         plan2.batches,

@@ -135,6 +135,7 @@ fn plan(n: usize, quick: bool) -> Plan {
     };
     Plan {
         warmup,
+        settle: Duration::ZERO,
         batches,
         per_batch,
         budget,

@@ -269,6 +269,7 @@ fn plan(n: usize, quick: bool, rounds: usize) -> Plan {
     if quick {
         return Plan {
             warmup: 3,
+            settle: Duration::ZERO,
             batches: stats::MIN_BATCHES,
             per_batch: if n >= 16 << 20 { 2 } else { 10 },
             budget,
@@ -281,6 +282,7 @@ fn plan(n: usize, quick: bool, rounds: usize) -> Plan {
     };
     Plan {
         warmup,
+        settle: stats::SETTLE,
         batches: (batches / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget,
@@ -1378,7 +1380,8 @@ fn render(
         "- method: two processes per row (the server is this binary, re-executed; a new \
          process and service name for every row), except the memset floor rows. {rounds} \
          round(s) per load, each measuring every row once (starting at a different row each \
-         round); in each, a row warms up, then times batches of calls ({}×{} small … {}×{} at \
+         round); in each, a row warms up (unmeasured calls for 40 ms in a full run, so that a \
+         caller that adapts as it runs is measured settled), then times batches of calls ({}×{} small … {}×{} at \
          16 MiB; a round of a row stops early after {:?}). Each call is timed with one \
          `Instant::now()` after the reply (chained timestamps); *median*, *p99* and *calls/s* \
          are over the calls of every round; *round medians* show the spread between \

@@ -180,6 +180,7 @@ fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
     if quick {
         return Plan {
             warmup: 3,
+            settle: Duration::ZERO,
             batches: stats::MIN_BATCHES,
             per_batch: if bytes >= 16 << 20 { 2 } else { 10 },
             budget,
@@ -193,6 +194,7 @@ fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
     };
     Plan {
         warmup,
+        settle: stats::SETTLE,
         batches: (10 / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget,
@@ -1085,7 +1087,9 @@ fn render(
          different row each round) and a row's samples from all rounds are pooled. *CPU/call*: \
          the CPU time of every thread of both processes during the measured phase \
          (`/proc/*/task/*/schedstat`), per round trip. Two processes per row (the peer is this binary, re-executed; a new process, \
-         channel and name for every row), except the floor rows. Each row warms up, then times \
+         channel and name for every row), except the floor rows. Each row warms up (unmeasured \
+         round trips for 40 ms in a full run, so that an end that adapts as it runs is measured \
+         settled), then times \
          batches of round trips ({}×{} at 8 B … {}×{} at 16 MiB; a row stops early after {:?}). \
          Each side memsets the whole payload of every message it sends and checks the first and \
          last byte of every message it receives. Each round trip is timed with one \

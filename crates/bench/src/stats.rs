@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 pub(crate) struct Plan {
     /// Unmeasured calls before the first batch.
     pub(crate) warmup: usize,
+    /// The least time the unmeasured calls take (more are made until it has passed): a
+    /// transport that adapts to the machine as it runs is measured as a caller that has been
+    /// running a while sees it.
+    pub(crate) settle: Duration,
     /// Number of measured batches.
     pub(crate) batches: usize,
     /// Calls per batch (per client, when there are several clients).
@@ -23,6 +27,13 @@ pub(crate) struct Plan {
     /// [`MIN_BATCHES`] batches are always run).
     pub(crate) budget: Duration,
 }
+
+/// How long every row's unmeasured calls run, at least, in a full run ([`Plan::settle`]; each
+/// round of a row is a new server and connection), so that rows show a caller that has been
+/// running a while. courier's callers look at the machine's load every 10 ms or so and move
+/// only on a look that the one before confirms: without this, a 1 MiB RPC row (3 ms a round)
+/// often ended before its first move.
+pub(crate) const SETTLE: Duration = Duration::from_millis(40);
 
 /// Batches always measured, whatever the budget says (unless the row is [`OVERDUE`]).
 pub(crate) const MIN_BATCHES: usize = 3;
@@ -211,8 +222,11 @@ fn client_loop(plan: &Plan, call: &mut impl FnMut(u64) -> u64, start: Instant) -
 }
 
 fn warm_up(plan: &Plan, call: &mut impl FnMut(u64) -> u64) {
-    for i in 0..plan.warmup as u64 {
+    let start = Instant::now();
+    let mut i = 0u64;
+    while i < plan.warmup as u64 || start.elapsed() < plan.settle {
         check(i, call(black_box(i)));
+        i += 1;
     }
 }
 
@@ -295,8 +309,11 @@ pub(crate) trait AsyncCall: Send {
 
 /// Measures one async client. Run it inside the runtime under test (e.g. in a spawned task).
 pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Samples {
-    for i in 0..plan.warmup as u64 {
+    let settling = Instant::now();
+    let mut i = 0u64;
+    while i < plan.warmup as u64 || settling.elapsed() < plan.settle {
         check(i, client.call(black_box(i)).await);
+        i += 1;
     }
     let cpu = cpu_snapshot();
     let start = Instant::now();
@@ -470,6 +487,7 @@ mod tests {
     fn sync_measurement_counts_every_call() {
         let plan = Plan {
             warmup: 3,
+            settle: Duration::ZERO,
             batches: 4,
             per_batch: 10,
             budget: Duration::from_secs(60),
@@ -485,6 +503,7 @@ mod tests {
     fn threads_measurement_merges_clients() {
         let plan = Plan {
             warmup: 1,
+            settle: Duration::ZERO,
             batches: 3,
             per_batch: 5,
             budget: Duration::from_secs(60),
@@ -499,6 +518,7 @@ mod tests {
     fn rounds_pool_their_samples() {
         let plan = Plan {
             warmup: 0,
+            settle: Duration::ZERO,
             batches: 3,
             per_batch: 4,
             budget: Duration::from_secs(60),
