@@ -201,10 +201,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
 /// two CPUs keep one beside the server) moves to another CPU once per wait
 /// ([`courier_core::placement::move_off_this_cpu`]), when
 /// [`courier_core::placement::room_elsewhere`] finds no other process's thread busy on the
-/// other CPUs. Otherwise the two would hand the CPU back and forth with yields (a few
-/// microseconds a call) for as long as the load balancer leaves them together, which is
-/// long: both have always just run. Beside another process's busy thread the yields are the
-/// better trade, so then it stays.
+/// other CPUs, or, if its calls are short ([`short_calls`]), when
+/// [`courier_core::placement::free_cpu`] finds a CPU that holds at most one. Otherwise the
+/// two would hand the CPU back and forth with yields (about 4 µs a call) for as long as the
+/// load balancer leaves them together, which is long: both have always just run. Where every
+/// CPU holds another process's busy thread the yields are the better trade, so then it
+/// stays.
 pub(crate) struct Backoff<'a> {
     step: u32,
     /// The side of the channel this wait is on.
@@ -283,6 +285,8 @@ impl Drop for Backoff<'_> {
                 .then(|| self.start.map(|s| s.elapsed()))
                 .flatten();
             let quick = self.was_quick(spun);
+            #[cfg(target_os = "linux")]
+            note_wait_length(spun);
             let _ = PURE_NS.try_with(|b| {
                 let cur = b.get();
                 b.set(if !quick {
@@ -468,7 +472,9 @@ impl<'a> Backoff<'a> {
 /// against 62–222 k calls/s with the yields, whose p99 was as good but whose late 1 % came
 /// milliseconds late (courier-bench local, (1) with one core busy). Since the look at the
 /// host's load stopped taking our own threads for busy ones (`courier_core::placement`), the
-/// pair starts on both CPUs and stays there: 1.1–6.6 M calls/s at 150–160 ns. With both
+/// pair starts on both CPUs, and since a client of short calls moves off its server's CPU
+/// beside one busy thread ([`short_calls`]), it comes back there whenever a wake-up brought
+/// the two together: 1.9–4.9 M calls/s at 150–160 ns, p99 0.19–0.66 µs. With both
 /// cores busy the yields stay: parked there, the pair made 20–128 k calls/s against
 /// 132 k–1.4 M yielding (a woken thread waits for a busy one's slice to end; two that yield to
 /// each other on a shared CPU trade it at once).
@@ -521,6 +527,46 @@ fn take_one(left: &std::cell::Cell<u32>) -> bool {
     n > 0
 }
 
+/// A wait answered within this long counts as short ([`short_calls`]); a call handed back and
+/// forth on one CPU takes about 4 µs.
+#[cfg(all(not(loom), target_os = "linux"))]
+const SHORT_WAIT: std::time::Duration = std::time::Duration::from_micros(8);
+
+/// Short waits in a row after which a client beside its server moves beside another
+/// process's busy thread rather than hand the CPU back and forth ([`short_calls`]).
+#[cfg(all(not(loom), target_os = "linux"))]
+const SHORT_STREAK: u32 = 3;
+
+#[cfg(all(not(loom), target_os = "linux"))]
+std::thread_local! {
+    /// This thread's waits in a row answered within [`SHORT_WAIT`].
+    static SHORT_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a wait that spun (and yielded) for `spun` (`None`: answered in its pure spin) in
+/// this thread's streak of short waits.
+#[cfg(all(not(loom), target_os = "linux"))]
+fn note_wait_length(spun: Option<std::time::Duration>) {
+    let short = spun.is_none_or(|t| t <= SHORT_WAIT);
+    let _ = SHORT_WAITS.try_with(|n| n.set(if short { n.get().saturating_add(1) } else { 0 }));
+}
+
+/// Whether this thread's last [`SHORT_STREAK`] waits were each answered within
+/// [`SHORT_WAIT`]: its calls are short, so a client beside its server does better on a CPU
+/// shared with another process's busy thread, spinning, than handing its own CPU back and
+/// forth with yields. It loses time slices to that thread now and then (a wait that lost one
+/// parks, [`LOST_SLICE`]); between them its calls take a few hundred nanoseconds instead of
+/// about 4 µs. With one core of two kept busy, (1) made 0.5–0.9 M calls/s at 0.54 µs in the
+/// 100 ms windows where the pair ran apart, 0.25–0.34 M at 3.9 µs where it handed over, and
+/// a caller running for a while spent about half its windows in each (the load balancer and
+/// wake-ups bring the two together again; nothing moved them apart but chance).
+#[cfg(all(not(loom), target_os = "linux"))]
+fn short_calls() -> bool {
+    SHORT_WAITS
+        .try_with(|n| n.get() >= SHORT_STREAK)
+        .unwrap_or(false)
+}
+
 /// Placement checks (one at each yield of a client wait) that a thread skips after one found
 /// no room elsewhere.
 #[cfg(all(not(loom), target_os = "linux"))]
@@ -543,7 +589,9 @@ impl Backoff<'_> {
     /// docs). Returns whether the thread moved.
     #[cfg(all(not(loom), target_os = "linux"))]
     fn place(&mut self) -> bool {
-        use courier_core::placement::{move_off_this_cpu, moves_allowed, room_elsewhere, this_cpu};
+        use courier_core::placement::{
+            free_cpu, move_off_this_cpu, moves_allowed, room_elsewhere, this_cpu,
+        };
         match self.side {
             Side::Server(waits) => {
                 let hint = &waits.server_cpu;
@@ -563,11 +611,20 @@ impl Backoff<'_> {
                 {
                     return false;
                 }
+                // Another CPU holds no busy thread of another process, or the calls are short
+                // and one holds no more than a single one.
                 if !room_elsewhere() {
-                    // Beside its server with no room elsewhere is how a loaded machine runs
-                    // every call: skip the next checks of this thread.
-                    let _ = QUIET_WAITS.try_with(|n| n.set(QUIET_AFTER_NO_ROOM));
-                    return false;
+                    if !free_cpu() {
+                        // Beside its server with no room elsewhere is how a loaded machine
+                        // runs every call: skip the next checks of this thread.
+                        let _ = QUIET_WAITS.try_with(|n| n.set(QUIET_AFTER_NO_ROOM));
+                        return false;
+                    }
+                    if !short_calls() {
+                        // Not yet: the next yield asks again (after a wait that parked, the
+                        // streak starts over).
+                        return false;
+                    }
                 }
                 self.moved = true;
                 move_off_this_cpu().is_some()
