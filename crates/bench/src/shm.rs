@@ -186,16 +186,19 @@ fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
             budget,
         };
     }
-    let (warmup, per_batch) = match bytes {
-        0..=4096 => (1_000, 2_000),
-        4097..=65536 => (100, 200),
-        65537..=1_048_576 => (10, 40),
-        _ => (2, 4),
+    // Small rows take 10 batches a round (8–40 ms): a round much shorter than a scheduler's
+    // time slice (a few ms) would show, with a core busy, whether a slice happened to end in
+    // it rather than how often slices end.
+    let (warmup, batches, per_batch) = match bytes {
+        0..=4096 => (1_000, 50, 2_000),
+        4097..=65536 => (100, 10, 200),
+        65537..=1_048_576 => (10, 10, 40),
+        _ => (2, 10, 4),
     };
     Plan {
         warmup,
         settle: stats::SETTLE,
-        batches: (10 / rounds.max(1)).max(stats::MIN_BATCHES),
+        batches: (batches / rounds.max(1)).max(stats::MIN_BATCHES),
         per_batch,
         budget,
     }
