@@ -276,11 +276,11 @@ fn plan(n: usize, quick: bool, rounds: usize) -> Plan {
         };
     }
     let (warmup, batches, per_batch) = match n {
-        // Small rows take 10 batches a round, as in `courier-bench shm`: longer than a few
-        // scheduler time slices.
+        // Every row takes 10 batches a round (5–40 ms for courier), as in `courier-bench shm`:
+        // longer than a few scheduler time slices.
         0..=4096 => (1_000, 50, 2_000),
-        4097..=1_048_576 => (20, 20, 50),
-        _ => (3, 40, 10),
+        4097..=1_048_576 => (20, 50, 200),
+        _ => (3, 50, 10),
     };
     Plan {
         warmup,

@@ -186,14 +186,14 @@ fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
             budget,
         };
     }
-    // Small rows take 10 batches a round (8–40 ms): a round much shorter than a scheduler's
-    // time slice (a few ms) would show, with a core busy, whether a slice happened to end in
-    // it rather than how often slices end.
+    // Every row takes 10 batches a round, of 8–40 ms in all: a round much shorter than a
+    // scheduler's time slice (a few ms) would show, with a core busy, whether a slice happened
+    // to end in it rather than how often slices end.
     let (warmup, batches, per_batch) = match bytes {
         0..=4096 => (1_000, 50, 2_000),
-        4097..=65536 => (100, 10, 200),
-        65537..=1_048_576 => (10, 10, 40),
-        _ => (2, 10, 4),
+        4097..=65536 => (100, 50, 1_000),
+        65537..=1_048_576 => (10, 50, 100),
+        _ => (2, 50, 4),
     };
     Plan {
         warmup,
