@@ -1260,40 +1260,29 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         ));
     }
     for n in std::iter::once(SMALL).chain(LARGE) {
-        let at = |name: &str| {
-            rows.iter()
-                .find(|r| r.scenario == scenario(n) && r.name == name)
-        };
+        let at = |kind: Kind| row_at(rows, n, kind);
         goals.extend(report::as_good_as(
             &format!(
                 "{}, busy-polling both sides: courier's busy-poll row at or ahead of iceoryx2's",
                 scenario(n)
             ),
-            at(Kind::CourierBusy.name()),
-            at(Kind::IoxSpin.name()),
+            at(Kind::CourierBusy),
+            at(Kind::IoxSpin),
         ));
     }
     // Issue 14: the 16 MiB call within 1.05× of writing the bytes once.
-    let big = |name: &str| {
-        rows.iter()
-            .find(|r| r.scenario == scenario(LARGE[2]) && r.name == name)
-    };
     goals.push(Goal::median(
         format!(
             "{}: courier lend_mut ≤ 1.05 × the memset floor",
             scenario(LARGE[2])
         ),
-        big(Kind::CourierLend.name()),
-        big(Kind::Floor.name()),
+        row_at(rows, LARGE[2], Kind::CourierLend),
+        row_at(rows, LARGE[2], Kind::Floor),
         1.05,
     ));
     // Where the pair shares one CPU (courier's default with a core busy hands it back and
     // forth), the least a round trip costs: two switches between processes.
     for n in std::iter::once(SMALL).chain(LARGE) {
-        let at = |name: &str| {
-            rows.iter()
-                .find(|r| r.scenario == scenario(n) && r.name == name)
-        };
         let courier = if n == SMALL {
             Kind::CourierReq
         } else {
@@ -1304,8 +1293,8 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 "{}: courier ÷ the one-CPU handover floor (informational)",
                 scenario(n)
             ),
-            at(courier.name()),
-            at(Kind::HandoverFloor.name()),
+            row_at(rows, n, courier),
+            row_at(rows, n, Kind::HandoverFloor),
             f64::INFINITY,
         );
         if goal.ratio.is_some() {
@@ -1358,6 +1347,12 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         }
     }
     goals
+}
+
+/// The row of `kind` at size `n` among `rows`, if measured.
+fn row_at(rows: &[Row], n: usize, kind: Kind) -> Option<&Row> {
+    rows.iter()
+        .find(|r| r.scenario == scenario(n) && r.name == kind.name())
 }
 
 /// "A few times the small round trip": the bound of the 16 MiB goal.
