@@ -551,6 +551,22 @@ pub(crate) fn futex_wake_private(word: &AtomicU32) {
         rustix::thread::futex::wake(word, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
 }
 
+/// How a [`futex_waitv`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// A wake on the word at this index of the list.
+    By(usize),
+    /// A word did not hold its expected value when the call began.
+    Changed,
+    /// The timeout passed, or a signal came.
+    No,
+}
+
+/// Wakes at most one thread asleep on `word`, a word of this process's own memory.
+pub(crate) fn futex_wake_one_private(word: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::PRIVATE, 1);
+}
+
 /// The most words one `futex_waitv` waits on (the kernel's `FUTEX_WAITV_MAX`).
 pub(crate) const WAITV_MAX: usize = 128;
 
@@ -587,13 +603,14 @@ pub(crate) fn waitv_entry(
 }
 
 /// `futex_waitv`: sleeps until one of `words` is woken, or already differs from its
-/// expected value, or `timeout` passes. `Ok(true)`: woken or changed (look again);
-/// `Ok(false)`: the timeout passed, or a signal came. The words must stay mapped until it
-/// returns (the caller holds what maps them).
+/// expected value, or `timeout` passes. `Ok(Woken::By(i))`: woken by a wake on word `i`;
+/// `Ok(Woken::Changed)`: a word did not hold its value at the call (look again);
+/// `Ok(Woken::No)`: the timeout passed, or a signal came. The words must stay mapped until
+/// it returns (the caller holds what maps them).
 pub(crate) fn futex_waitv(
     words: &[rustix::thread::futex::Wait],
     timeout: std::time::Duration,
-) -> io::Result<bool> {
+) -> io::Result<Woken> {
     use rustix::time::{clock_gettime, ClockId, Timespec};
     let now = clock_gettime(ClockId::Monotonic);
     let add = Timespec::try_from(timeout).unwrap_or(Timespec {
@@ -614,8 +631,9 @@ pub(crate) fn futex_waitv(
         Some(&until),
         ClockId::Monotonic,
     ) {
-        Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(true),
-        Err(rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Ok(false),
+        Ok(i) => Ok(Woken::By(i)),
+        Err(rustix::io::Errno::AGAIN) => Ok(Woken::Changed),
+        Err(rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Ok(Woken::No),
         Err(e) => Err(e.into()),
     }
 }

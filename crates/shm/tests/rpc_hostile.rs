@@ -42,6 +42,7 @@ const S_KIND: usize = 4;
 const QUEUED: u32 = 1;
 const DONE: u32 = 3;
 const FREE_BUF: u32 = 9;
+const CANCELED: u32 = 4;
 /// Where the payload starts in a segment.
 const HEADER: usize = 64;
 
@@ -347,6 +348,92 @@ fn a_client_that_keeps_changing_its_doorbell_is_hung_up_on() {
     serving.stop();
 }
 
+/// A doorbell flipper that also queues, now and then, a call it has already withdrawn (which
+/// costs it two stores and a worker nothing but a look): the withdrawn calls do not make up
+/// for the changes (before, any move of the ring forgave every change seen so far).
+#[test]
+fn withdrawn_calls_do_not_excuse_a_changing_doorbell() {
+    let (_g, serving, name, (evil, maps)) = serving_and_evil("withdrawn");
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: this kernel has no futex_waitv, the server sleeps on sockets");
+        serving.stop();
+        return;
+    }
+    let honest = Cli::connect(&name, T).unwrap();
+    let seg = segment(&maps);
+    let bell = seg.u32(DOORBELL);
+    let end = Instant::now() + T;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (mut v, mut tail) = (0u32, 0u64);
+            while !evil.is_server_gone() && Instant::now() < end {
+                v = v.wrapping_add(1);
+                bell.store(v, Ordering::Release);
+                let slot = (tail % 64) as usize;
+                let state = seg.u32(RECS + 128 * slot + S_STATE);
+                // Every 16th change, a withdrawn call in a slot the server is done with.
+                if v % 16 == 0 && (tail < 64 || state.load(Ordering::Acquire) & 0xff == DONE) {
+                    state.store(CANCELED, Ordering::Relaxed);
+                    seg.u32(RING + 4 * (tail as usize % 64))
+                        .store(slot as u32, Ordering::Relaxed);
+                    tail += 1;
+                    seg.u64(REQ_TAIL).store(tail, Ordering::Release);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        for i in 0..50 {
+            assert_eq!(honest.req_timeout(i, T), Ok(i + 1));
+        }
+    });
+    assert!(
+        evil.is_server_gone(),
+        "the client changing its doorbell between withdrawn calls was not hung up on"
+    );
+    assert_eq!(
+        honest.req_timeout(7, T),
+        Ok(8),
+        "the honest client was cut off too"
+    );
+    serving.stop();
+}
+
+#[test]
+fn a_client_that_keeps_waking_the_workers_without_ringing_is_hung_up_on() {
+    let (_g, serving, name, (evil, maps)) = serving_and_evil("wakes");
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: this kernel has no futex_waitv, the server sleeps on sockets");
+        serving.stop();
+        return;
+    }
+    let honest = Cli::connect(&name, T).unwrap();
+    let bell = segment(&maps).u32(DOORBELL);
+    let end = Instant::now() + T;
+    std::thread::scope(|scope| {
+        // The attack: FUTEX_WAKE on its own doorbell, never changing it, no call queued.
+        scope.spawn(|| {
+            use rustix::thread::futex;
+            while !evil.is_server_gone() && Instant::now() < end {
+                let _ = futex::wake(bell, futex::Flags::empty(), u32::MAX >> 1);
+                std::thread::yield_now();
+            }
+        });
+        for i in 0..50 {
+            assert_eq!(honest.req_timeout(i, T), Ok(i + 1));
+        }
+    });
+    assert!(
+        evil.is_server_gone(),
+        "the client waking the workers without ringing was not hung up on"
+    );
+    assert_eq!(
+        honest.req_timeout(7, T),
+        Ok(8),
+        "the honest client was cut off too"
+    );
+    serving.stop();
+}
+
 /// Three clients that never spin, each making `calls` calls on its own thread, against a
 /// server of `config` with two workers that never spin: each call finds the workers asleep
 /// and rings. Every call is answered, none after a worker's sleep ran out on its own (a
@@ -400,6 +487,94 @@ fn parked_calls_from_three_clients(tag: &str, config: ServerConfig, calls: u64) 
         }
     });
     doorbells
+}
+
+/// Two clients ring at once while both workers sleep, and the call one worker takes first
+/// cannot end until the other call is answered: the other worker must be woken for it. (A
+/// sleeping worker waits on every doorbell, and a wake that reaches it after it was woken
+/// is spent on it: without passing the wake on, the second call waited for the other
+/// worker's own next look, most rounds.) Forty rounds: each call within [`LOST_WAKEUP`],
+/// their median within 2 ms.
+#[test]
+fn two_calls_rung_at_once_wake_two_workers() {
+    let _g = serial();
+    courier_testkit::runtime_dir("courier-rpc-hostile");
+    const SLOW: u64 = 1 << 40;
+    let name = "hostile-two-rings";
+    let s = Srv::bind(name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
+    let stop = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = std::sync::Mutex::new(done_rx);
+    // The two calls start within a spin of each other: the quick client, once the slow one
+    // waits for it, lets both go (a blocking barrier would wake one thread after the other).
+    let (ready, go) = (AtomicU64::new(0), AtomicU64::new(0));
+    let config = ConnectConfig::new().spin(Duration::ZERO);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(Incoming::Call(x, ctx)) = s.wait_timeout(Duration::from_secs(1)) {
+                        if x & SLOW != 0 {
+                            // Answered once the other client's call was.
+                            let rx = done_rx.lock().unwrap();
+                            rx.recv_timeout(T).expect("the other call was answered");
+                        }
+                        let _ = ctx.reply(x + 1);
+                    }
+                }
+            });
+        }
+        let slow = scope.spawn(|| {
+            let c = Cli::connect_with(name, &config, T).unwrap();
+            for i in 0..40 {
+                ready.store(i + 1, Ordering::SeqCst);
+                let end = Instant::now() + T;
+                while go.load(Ordering::SeqCst) != i + 1 {
+                    assert!(Instant::now() < end, "round {i}: never let go");
+                    std::hint::spin_loop();
+                }
+                assert_eq!(c.req_timeout(SLOW | i, T), Ok((SLOW | i) + 1));
+            }
+        });
+        let quick = scope.spawn(|| {
+            let c = Cli::connect_with(name, &config, T).unwrap();
+            let mut took = Vec::new();
+            for i in 0..40 {
+                let end = Instant::now() + T;
+                while ready.load(Ordering::SeqCst) != i + 1 {
+                    assert!(
+                        Instant::now() < end,
+                        "round {i}: the slow client never came"
+                    );
+                    std::thread::yield_now();
+                }
+                go.store(i + 1, Ordering::SeqCst);
+                let t = Instant::now();
+                assert_eq!(c.req_timeout(i, T), Ok(i + 1));
+                took.push(t.elapsed());
+                done_tx.send(()).unwrap();
+            }
+            took.sort_unstable();
+            // Left to the other worker's own next look (every 10 ms at most while it
+            // publishes its counters, 500 ms else), a call takes milliseconds; woken, tens of
+            // microseconds. The median forgives a round the host delayed.
+            assert!(
+                took[39] < LOST_WAKEUP,
+                "the slowest quick call took {:?}",
+                took[39]
+            );
+            assert!(
+                took[20] < Duration::from_millis(2),
+                "the median quick call took {:?}: left to the other worker's own look",
+                took[20]
+            );
+        });
+        let results = [quick.join(), slow.join()];
+        stop.store(true, Ordering::Relaxed);
+        for r in results {
+            r.unwrap();
+        }
+    });
 }
 
 #[test]

@@ -68,9 +68,13 @@
 //!   the words before it announces its sleep; a client rings by bumping its doorbell, then
 //!   waking one waiter on it, so a ring after the announcement either finds the worker
 //!   asleep or changes a word it is about to sleep on (the kernel compares, and the sleep
-//!   never starts). A client can only ring, or fail to ring, its own doorbell; one that keeps
-//!   changing it without calls (each change costs it a store, a worker a system call) shows
-//!   more changes than it can have calls in flight and is cut off.
+//!   never starts). A worker woken from that sleep that takes a call and finds another
+//!   queued wakes one more sleeper: a sleeper waits on every word at once, and a second
+//!   ring that reaches a worker already woken by a first is spent on it. A client can only
+//!   ring, or fail to ring, its own doorbell; one that keeps changing it, or waking its
+//!   sleepers without changing it, beyond the calls it makes (each costs it a store or a
+//!   system call, a worker a system call) is cut off `slots` + 64 changes ahead of its
+//!   calls (a call withdrawn before it was taken does not count as one).
 //! - **On the wake-up sockets** (more clients, or an older kernel): `epoll_wait` on every
 //!   connection's datagram socket and the server's own eventfd; a client sends one byte
 //!   (`MSG_DONTWAIT`: it never blocks), which the kernel keeps, so no other client can take

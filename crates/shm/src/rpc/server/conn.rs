@@ -35,9 +35,9 @@ pub(super) struct Conn {
     pub(super) kick: OwnedFd,
     /// The client's doorbell as a sleeping worker last saw it change (`note_ring`).
     last_bell: AtomicU32,
-    /// Doorbell changes seen with nothing queued since the ring last moved on
-    /// (`note_ring`).
-    idle_bells: AtomicU32,
+    /// Doorbell changes (and wakes on an unchanged doorbell) seen, less the calls taken
+    /// since, down to minus one per slot (`note_ring`).
+    idle_bells: std::sync::atomic::AtomicIsize,
     /// The consumer side of the request ring (the substrate's checked ring).
     pub(super) requests: Mutex<Consumer>,
     /// A copy of the entries `requests` took, for cheap looks.
@@ -60,8 +60,8 @@ pub(super) struct Conn {
     pub(super) broken: AtomicBool,
 }
 
-/// How many doorbell changes with nothing queued, beyond one per slot, a client may show
-/// between two moves of its ring before it is cut off ([`Conn::note_ring`]).
+/// How many doorbell changes, beyond one per slot, a client may show ahead of the calls it
+/// makes before it is cut off ([`Conn::note_ring`]).
 const IDLE_BELLS: usize = 64;
 
 impl Conn {
@@ -122,7 +122,7 @@ impl Conn {
             push: Mutex::new(Producer::new(core.lay.push_depth)),
             broken: AtomicBool::new(false),
             last_bell: AtomicU32::new(0),
-            idle_bells: AtomicU32::new(0),
+            idle_bells: std::sync::atomic::AtomicIsize::new(0),
         }))
     }
 
@@ -199,10 +199,6 @@ impl Conn {
                 }
             };
             self.head_seen.store(requests.taken(), Ordering::Relaxed);
-            // The ring moved on: the doorbell changes seen so far were the client's calls.
-            if self.idle_bells.load(Ordering::Relaxed) != 0 {
-                self.idle_bells.store(0, Ordering::Relaxed);
-            }
             if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
                 self.cut_off();
                 return None;
@@ -211,6 +207,13 @@ impl Conn {
             match slot::take(self.sh.state(slot), release) {
                 slot::Take::Taken => {
                     self.counters.in_service.fetch_add(1, Ordering::Relaxed);
+                    // A call: it accounts for one doorbell change (`note_ring`).
+                    let floor = -(self.sh.lay.slots as isize);
+                    let _ =
+                        self.idle_bells
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                Some((n - 1).max(floor))
+                            });
                     return Some(slot);
                 }
                 // Withdrawn before we took it: the slot is back with the client (tell a caller
@@ -226,17 +229,30 @@ impl Conn {
     }
 
     /// A sleeping worker saw the client's doorbell at `now`, changed since it last looked.
-    /// An honest client bumps it once per call it queues while a worker sleeps, so between
-    /// two moves of its ring it can show no more changes than it has calls in flight (at
-    /// most one per slot); a client that shows many more keeps changing the word to keep
-    /// the workers from sleeping (each change costs it a store, and a worker a system
-    /// call), and is cut off. Each value is counted once, whichever worker sees it first.
+    /// An honest client bumps it once per call it queues while a worker sleeps, so it shows
+    /// no more changes than it makes calls. Each change counts one, each call taken (a call
+    /// withdrawn before it was taken does not count) takes one off, down to minus one per slot
+    /// (a call may be taken before the change it rang for is seen); a client more than
+    /// `slots` + [`IDLE_BELLS`] changes ahead keeps changing the word to keep the workers
+    /// from sleeping (each change costs it a store, and a worker a system call), and is cut
+    /// off. Each value is counted once, whichever worker sees it first.
     pub(super) fn note_ring(&self, now: u32) {
-        if self.last_bell.swap(now, Ordering::Relaxed) == now || self.queued() != 0 {
-            return;
+        if self.last_bell.swap(now, Ordering::Relaxed) != now {
+            self.count_idle_bell();
         }
+    }
+
+    /// A sleeping worker was woken by a wake on the client's doorbell, which had not
+    /// changed: anyone who maps the word can wake its sleepers without changing it, and an
+    /// honest client changes it before it wakes them. Counted as [`Conn::note_ring`] counts a
+    /// change (an honest client's wake can find the word already read, once per call at most).
+    pub(super) fn note_empty_wake(&self) {
+        self.count_idle_bell();
+    }
+
+    fn count_idle_bell(&self) {
         let idle = self.idle_bells.fetch_add(1, Ordering::Relaxed) + 1;
-        if idle as usize > self.sh.lay.slots + IDLE_BELLS {
+        if idle > (self.sh.lay.slots + IDLE_BELLS) as isize {
             self.cut_off();
         }
     }

@@ -644,6 +644,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             slept.map_err(|_| Error::LimitReached)?;
             // The wake-ups in `keys` are read on the way to the next sleep (above).
             if let Some(m) = self.poll_once() {
+                core.pass_wake_on();
                 return Ok(m);
             }
             *idle_wake = true;
@@ -945,6 +946,10 @@ fn async_reactor(core: &std::sync::Weak<Core>) {
                     .unwrap_or_else(|p| p.into_inner())
                     .wakers,
             );
+            if wakers.is_empty() {
+                // The wake may have been meant for a blocking worker.
+                core.pass_wake_on();
+            }
             wakers.into_iter().for_each(std::task::Waker::wake);
         }
     }
@@ -996,6 +1001,24 @@ impl Core {
         }
     }
 
+    /// A thread woken from its sleep on the doorbells took a call (or, the reactor, found no
+    /// task to wake): if a call is still queued and a worker still sleeps, wakes one. A
+    /// sleeper waits on every doorbell at once, and a wake that reaches it after another has
+    /// woken it is spent on it: two clients ringing at once can wake one worker, which takes
+    /// one call and would leave the other to the next sleeper's own look (500 ms), however
+    /// long its own call takes. The server's word is bumped too, so that a worker about to
+    /// sleep on its old value looks again.
+    fn pass_wake_on(&self) {
+        if !self.poller.doorbells {
+            return;
+        }
+        let sleepers = *self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        if sleepers > 0 && self.has_work() {
+            self.poller.ring.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_one_private(&self.poller.ring);
+        }
+    }
+
     /// Reads what a thread about to announce its sleep will sleep on ([`Bells`]), on the
     /// doorbells; nothing otherwise. The server's word first: a connection added after the
     /// list was read rings it afterwards.
@@ -1043,14 +1066,21 @@ impl Core {
         let woken = sys::futex_waitv(&waits, timeout);
         waits.clear();
         bells.waits = waits;
-        for (c, v) in bells.conns.drain(..) {
+        // Entry 0 is the server's word, entry i + 1 connection i's doorbell.
+        let by = match woken {
+            Ok(sys::Woken::By(i)) => i.checked_sub(1),
+            _ => None,
+        };
+        for (i, (c, v)) in bells.conns.drain(..).enumerate() {
             let now = c.sh.u32(DOORBELL).load(Ordering::Relaxed);
             if now != v {
                 c.note_ring(now);
+            } else if by == Some(i) {
+                c.note_empty_wake();
             }
         }
         bells.truncated = false;
-        if woken? {
+        if woken? != sys::Woken::No {
             keys.push(WAKE_KEY);
         }
         Ok(())
