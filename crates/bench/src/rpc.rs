@@ -1213,13 +1213,9 @@ mod iox_side {
 /// Unix socket round trip; the sleeping regime's cost beside the bare futex floor; and
 /// (informational) courier beside the one-CPU handover floor.
 fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
-    let median = |scenario: &str, name: &str| {
-        rows.iter()
-            .find(|r| r.scenario == scenario && r.name == name)
-            .map(|r| r.summary.median_ns)
-    };
+    let median = |n: usize, kind: Kind| row_at(rows, n, kind).map(|r| r.summary.median_ns);
     let small = scenario(SMALL);
-    let req = median(small, Kind::CourierReq.name());
+    let req = median(SMALL, Kind::CourierReq);
     let mut goals = Vec::new();
     for (peer, factor, text) in [
         (
@@ -1238,7 +1234,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             "small round trip: courier req under a tenth of ipc-channel's",
         ),
     ] {
-        match (req, median(small, peer.name())) {
+        match (req, median(SMALL, peer)) {
             (Some(c), Some(p)) => goals.push(Goal {
                 text: text.to_string(),
                 courier: report::fmt_ns(c),
@@ -1249,13 +1245,12 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
     }
-    let row = |name: &str| rows.iter().find(|r| r.scenario == small && r.name == name);
     if load == Load::Busy {
         goals.extend(report::ahead_of_every_peer(rows, small));
         goals.push(Goal::median(
             "small round trip: courier req at most 0.5× a Unix socket round trip".into(),
-            row(Kind::CourierReq.name()),
-            row(Kind::Uds.name()),
+            row_at(rows, SMALL, Kind::CourierReq),
+            row_at(rows, SMALL, Kind::Uds),
             0.5,
         ));
     }
@@ -1304,8 +1299,8 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     }
     goals.push(Goal::median(
         "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
-        row(Kind::CourierParked.name()),
-        row(Kind::FutexFloor.name()),
+        row_at(rows, SMALL, Kind::CourierParked),
+        row_at(rows, SMALL, Kind::FutexFloor),
         1.2,
     ));
     for n in LARGE {
@@ -1320,8 +1315,8 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 scenario(n)
             )
         };
-        let lend = median(scenario(n), Kind::CourierLend.name());
-        let floor = median(scenario(n), Kind::Floor.name());
+        let lend = median(n, Kind::CourierLend);
+        let floor = median(n, Kind::Floor);
         match (lend, floor, req) {
             (Some(c), Some(f), Some(s)) => goals.push(Goal {
                 text,

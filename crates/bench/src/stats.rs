@@ -28,6 +28,14 @@ pub(crate) struct Plan {
     pub(crate) budget: Duration,
 }
 
+impl Plan {
+    /// Whether the warm-up, `calls` calls and `since` its start in, goes on: fewer than
+    /// [`Plan::warmup`] calls made, or less than [`Plan::settle`] passed.
+    fn warming(&self, calls: u64, since: Instant) -> bool {
+        calls < self.warmup as u64 || since.elapsed() < self.settle
+    }
+}
+
 /// How long every row's unmeasured calls run, at least, in a full run ([`Plan::settle`]; each
 /// round of a row is a new server and connection), so that rows show a caller that has been
 /// running a while. courier's callers look at the machine's load every 10 ms or so and move
@@ -224,7 +232,7 @@ fn client_loop(plan: &Plan, call: &mut impl FnMut(u64) -> u64, start: Instant) -
 fn warm_up(plan: &Plan, call: &mut impl FnMut(u64) -> u64) {
     let start = Instant::now();
     let mut i = 0u64;
-    while i < plan.warmup as u64 || start.elapsed() < plan.settle {
+    while plan.warming(i, start) {
         check(i, call(black_box(i)));
         i += 1;
     }
@@ -311,7 +319,7 @@ pub(crate) trait AsyncCall: Send {
 pub(crate) async fn measure_async(plan: Plan, mut client: impl AsyncCall) -> Samples {
     let settling = Instant::now();
     let mut i = 0u64;
-    while i < plan.warmup as u64 || settling.elapsed() < plan.settle {
+    while plan.warming(i, settling) {
         check(i, client.call(black_box(i)).await);
         i += 1;
     }
