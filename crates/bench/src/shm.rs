@@ -554,10 +554,15 @@ mod courier_side {
         }
     }
 
+    /// Small messages: the default pool (64 blocks; crossbar's row has its default, 256).
+    /// Large ones: 4 blocks, 2 above 1 MiB.
     fn config(n: usize) -> ShmConfig {
-        ShmConfig::new()
-            .block_size(n.max(8))
-            .block_count(if n > 1 << 20 { 2 } else { 4 })
+        let config = ShmConfig::new().block_size(n.max(8));
+        match n {
+            0..=4096 => config,
+            4097..=0x10_0000 => config.block_count(4),
+            _ => config.block_count(2),
+        }
     }
 
     /// Sends `n` bytes of `t` by loan: one memset in place in the block (through the loan's

@@ -75,6 +75,10 @@ impl ShmChannel {
             WaitStrategy::Adaptive => Deadline::NEVER,
             WaitStrategy::Timeout(d) => Deadline::after(d),
         };
+        if let Some(m) = self.try_take()? {
+            return Ok(m);
+        }
+        self.reclaim_while_waiting();
         // Woken by the sender after its store of an entry, or by the watcher.
         let word = self.ctl32(self.rx, R_WAIT);
         let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
@@ -172,6 +176,9 @@ impl ShmChannel {
         loop {
             if let Some(m) = self.try_take()? {
                 return Ok(m);
+            }
+            if looks == 0 {
+                self.reclaim_while_waiting();
             }
             if self.peer_dead() {
                 return self.try_take()?.ok_or(ShmError::PeerDead);
