@@ -75,13 +75,14 @@ impl ShmChannel {
             WaitStrategy::Adaptive => Deadline::NEVER,
             WaitStrategy::Timeout(d) => Deadline::after(d),
         };
-        if let Some(m) = self.try_take()? {
-            return Ok(m);
-        }
-        self.reclaim_while_waiting();
         // Woken by the sender after its store of an entry, or by the watcher.
         let word = self.ctl32(self.rx, R_WAIT);
         let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
+        // Only a look: a message already there is taken below like any other, so that it
+        // counts in the handed-over streak of `move_pays`.
+        if !waiting()? {
+            self.reclaim_while_waiting();
+        }
         // No spin when the peer cannot send while we spin: it sleeps in its own receive
         // (it waits for us), or it last waited on this CPU (it would run where we spin).
         let Hints {
