@@ -17,7 +17,9 @@
 //! The top-level names stay std's in every build, because the RPC layer uses them for words
 //! in the segment; new code says which world it means (`sync::shared` or `sync::model`).
 
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
 use std::time::Duration;
 
 /// Words in shared memory: std's atomics in every build.

@@ -10,7 +10,7 @@ use crate::rpc::slot;
 use crate::rpc::BELL_HELLO;
 use crate::segment::Segment;
 use crate::substrate::ring::{Consumer, Producer, RingError};
-use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicIsize, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
 use std::collections::HashSet;
@@ -37,7 +37,7 @@ pub(super) struct Conn {
     last_bell: AtomicU32,
     /// Doorbell changes (and wakes on an unchanged doorbell) seen, less the calls taken
     /// since, down to minus one per slot (`note_ring`).
-    idle_bells: std::sync::atomic::AtomicIsize,
+    idle_bells: AtomicIsize,
     /// The consumer side of the request ring (the substrate's checked ring).
     pub(super) requests: Mutex<Consumer>,
     /// A copy of the entries `requests` took, for cheap looks.
@@ -122,7 +122,7 @@ impl Conn {
             push: Mutex::new(Producer::new(core.lay.push_depth)),
             broken: AtomicBool::new(false),
             last_bell: AtomicU32::new(0),
-            idle_bells: std::sync::atomic::AtomicIsize::new(0),
+            idle_bells: AtomicIsize::new(0),
         }))
     }
 
