@@ -40,15 +40,14 @@ impl Deadline {
         }
     }
 
-    /// Whether the deadline has passed (never, for [`Deadline::NEVER`]): for a spin phase,
-    /// which looks at the clock now and then without sleeping.
-    pub(crate) fn has_passed(self) -> bool {
-        self.0.is_some_and(|d| Instant::now() >= d)
-    }
-
     /// `d`, or what is left before the deadline if that is less (zero once it has passed):
     /// how long a spin or a run of yields may last.
     pub(crate) fn cap(self, d: Duration) -> Duration {
+        if d.is_zero() {
+            // Nothing to cap: no reading of the clock (a spin budget of zero, the parked
+            // regime, comes here on every wait).
+            return d;
+        }
         match self.left() {
             Ok(None) => d,
             Ok(Some(left)) => left.min(d),
@@ -61,7 +60,15 @@ impl Deadline {
     pub(crate) fn left(self) -> Result<Option<Duration>, Expired> {
         match self.0 {
             None => Ok(None),
-            Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(_) => self.left_at(Instant::now()),
+        }
+    }
+
+    /// [`left`](Self::left), at `now` (a reading the caller has already made).
+    pub(crate) fn left_at(self, now: Instant) -> Result<Option<Duration>, Expired> {
+        match self.0 {
+            None => Ok(None),
+            Some(d) => match d.checked_duration_since(now) {
                 Some(left) if !left.is_zero() => Ok(Some(left)),
                 _ => Err(Expired),
             },
@@ -102,7 +109,7 @@ mod tests {
     fn an_unrepresentable_timeout_is_no_deadline() {
         assert_eq!(Deadline::after(Duration::MAX), Deadline::NEVER);
         assert_eq!(Deadline::NEVER.left(), Ok(None));
-        assert!(!Deadline::NEVER.has_passed());
+        assert_eq!(Deadline::NEVER.left_at(Instant::now()), Ok(None));
         assert_eq!(Deadline::from(None), Deadline::NEVER);
         let soon = Deadline::after(Duration::from_secs(1));
         assert_eq!(Deadline::NEVER.min(soon), soon);
@@ -117,10 +124,14 @@ mod tests {
         let d = Deadline::after(Duration::from_secs(3600));
         let left = d.left().unwrap().unwrap();
         assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
-        assert!(!d.has_passed());
+        // At a reading the caller made: what is left then, nothing at or after the instant.
+        let at = d.instant().unwrap();
+        let earlier = at - Duration::from_secs(10);
+        assert_eq!(d.left_at(earlier), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(d.left_at(at), Err(Expired));
+        assert_eq!(d.left_at(at + Duration::from_secs(1)), Err(Expired));
         let past = Deadline::from(Some(Instant::now()));
         assert_eq!(past.left(), Err(Expired));
-        assert!(past.has_passed());
         assert!(matches!(ShmError::from(Expired), ShmError::Timeout));
         assert_eq!(
             crate::rpc::fault::Fault::from(Expired),
