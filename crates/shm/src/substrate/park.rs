@@ -459,7 +459,7 @@ pub(crate) fn wait<W: Futex, T, E>(
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
     let budget = spin.map_or(Duration::ZERO, AdaptiveSpin::budget);
-    let (v, spun, slept) = wait_with(None, budget, live, deadline, attempt, |timeout| {
+    let (v, spun, slept) = wait_with(None, budget, true, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })?;
     if let Some(spin) = spin {
@@ -521,25 +521,28 @@ pub(crate) fn wait_announced<W: Futex, T, E>(
     attempt: impl FnMut() -> Result<Option<T>, E>,
     announce: impl FnMut() -> Result<Option<u32>, E>,
 ) -> Result<(T, Spun), Gave<E>> {
-    wait_announced_paced(word, live, None, spin, deadline, attempt, announce)
+    wait_announced_paced(word, live, None, spin, false, deadline, attempt, announce)
         .map(|(v, spun, _)| (v, spun))
 }
 
 /// [`wait_announced`] for a caller that expects the answer after about `ahead` (its
 /// [`Pace`]): it first sleeps for `ahead` (woken early if the answer comes first), then
 /// spins for `spin`, then sleeps until the answer as [`wait_announced`] does. With `None`,
-/// exactly [`wait_announced`]. The value comes with how the spin went, and how long the
-/// whole wait took if it slept (`None` if it did not).
+/// exactly [`wait_announced`]. The value comes with how the spin went, and, when `timed`, how
+/// long the whole wait took if it slept (`None` if it did not; always `None` untimed, which
+/// spares a caller that has no use for it two readings of the clock around the sleep).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn wait_announced_paced<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
     ahead: Option<Duration>,
     spin: Duration,
+    timed: bool,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut announce: impl FnMut() -> Result<Option<u32>, E>,
 ) -> Result<(T, Spun, Option<Duration>), Gave<E>> {
-    wait_with(ahead, spin, live, deadline, attempt, |timeout| {
+    wait_with(ahead, spin, timed, live, deadline, attempt, |timeout| {
         sleep_announced(word, live, timeout, &mut announce)
     })
 }
@@ -643,10 +646,12 @@ fn spin_clocked<T, E>(
 /// (`sleep_once`, given how long it may last), until `attempt` gives a value. The value comes
 /// with how the spin went, and how long the wait took if it slept (the clock is read only on
 /// the way to a sleep and after it; the time of a spin that came before is counted as its
-/// budget).
+/// budget). Untimed (`!timed`), a wait without a first sleep reads no clock for it and says
+/// `None`.
 fn wait_with<T, E>(
     ahead: Option<Duration>,
     spin: Duration,
+    timed: bool,
     live: &impl Liveness,
     deadline: Deadline,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
@@ -693,12 +698,13 @@ fn wait_with<T, E>(
     };
     // The spin, if there was no first sleep, is counted as its budget.
     let (since, before) = match slept_since {
-        Some(t) => (t, Duration::ZERO),
-        None => (Instant::now(), spin),
+        Some(t) => (Some(t), Duration::ZERO),
+        None if timed => (Some(Instant::now()), spin),
+        None => (None, spin),
     };
     loop {
         if let Some(v) = attempt().map_err(Gave::Err)? {
-            return Ok((v, spun, Some(before + since.elapsed())));
+            return Ok((v, spun, since.map(|t| before + t.elapsed())));
         }
         if live.is_dead() {
             return Err(Gave::Dead);
@@ -946,6 +952,7 @@ mod tests {
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
+            true,
             &Peer { dead: false },
             Deadline::NEVER,
             || {
@@ -977,6 +984,7 @@ mod tests {
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
+            true,
             &Peer { dead: false },
             Deadline::NEVER,
             || Ok::<_, ()>((!sleeps.is_empty()).then_some(1)),
@@ -1007,11 +1015,45 @@ mod tests {
     }
 
     #[test]
+    fn only_a_timed_wait_says_how_long_it_slept() {
+        for timed in [true, false] {
+            let mut looks = 0;
+            let mut sleeps = 0;
+            let r = wait_with(
+                None,
+                Duration::ZERO,
+                timed,
+                &Peer { dead: false },
+                Deadline::NEVER,
+                || {
+                    looks += 1;
+                    // The look after the first sleep finds the value.
+                    Ok::<_, ()>((looks == 2).then_some(5))
+                },
+                |_| {
+                    sleeps += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                    Ok(())
+                },
+            );
+            let (v, spun, slept) = r.expect("a value after one sleep");
+            assert_eq!((v, spun, sleeps), (5, Spun::Missed, 1));
+            if timed {
+                let slept = slept.expect("a timed wait that slept says how long");
+                assert!(slept >= Duration::from_millis(2), "{slept:?}");
+            } else {
+                assert_eq!(slept, None, "an untimed wait reads no clock for its sleep");
+            }
+        }
+    }
+
+    #[test]
     fn a_long_spin_ends_when_the_peer_dies() {
         let mut looks = 0u32;
         let r = wait_with(
             None,
             Duration::from_secs(3600),
+            true,
             &Peer { dead: true },
             Deadline::NEVER,
             || {

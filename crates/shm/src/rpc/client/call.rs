@@ -124,8 +124,19 @@ impl Call {
             Some((sleep, spin)) => (Some(sleep), spin),
             None => (None, self.conn.spin.budget()),
         };
-        let waited =
-            park::wait_announced_paced(word, &*self.conn, sleep, spin, deadline, done, announce);
+        // A caller that never spins has no use for how long it slept (its `Pace` is for
+        // paced spins): no reading of the clock around the sleep.
+        let timed = !self.conn.spin.never();
+        let waited = park::wait_announced_paced(
+            word,
+            &*self.conn,
+            sleep,
+            spin,
+            timed,
+            deadline,
+            done,
+            announce,
+        );
         match waited {
             Ok(((), spun, slept)) => {
                 self.conn.note_answer(match (spun, slept) {
@@ -137,7 +148,9 @@ impl Call {
                     if ahead.is_none() {
                         self.conn.spin.record(spun);
                     }
-                    self.conn.pace.record(slept, spun == park::Spun::Preempted);
+                    if timed {
+                        self.conn.pace.record(slept, spun == park::Spun::Preempted);
+                    }
                 }
                 Ok(())
             }
