@@ -69,18 +69,18 @@ impl StatsFile {
 
     /// Writes the counters, unless the file already holds them.
     pub(crate) fn write(&self, s: &ServerStats) {
-        let _ = self.write_within(s, Duration::ZERO, Instant::now());
+        let _ = self.write_within(s, Duration::ZERO, Instant::now);
     }
 
     /// As [`StatsFile::write`], but at most once per `every`: a write that comes sooner is
     /// skipped, and the time until it would be allowed is returned (the caller writes
     /// again then, so the file is never left stale for longer).
-    /// `now` is the caller's reading of the clock.
+    /// `now` reads the time; it is called only when the counters changed.
     pub(crate) fn write_within(
         &self,
         s: &ServerStats,
         every: Duration,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Option<Duration> {
         let words = [
             MAGIC,
@@ -100,6 +100,7 @@ impl StatsFile {
         if w.counters == bytes {
             return None;
         }
+        let now = now();
         if let Some(since) = w.at.map(|at| now.saturating_duration_since(at)) {
             if since < every {
                 return Some(every - since);
@@ -285,12 +286,12 @@ mod tests {
         };
         let hour = Duration::from_secs(3600);
         // The first write is made at once; unchanged counters are never due.
-        assert_eq!(f.write_within(&stats(1), hour, Instant::now()), None);
+        assert_eq!(f.write_within(&stats(1), hour, Instant::now), None);
         assert_eq!(served(&path), 1);
-        assert_eq!(f.write_within(&stats(1), hour, Instant::now()), None);
+        assert_eq!(f.write_within(&stats(1), hour, Instant::now), None);
         // A change within the hour is put off, and said to be due within it.
         let due = f
-            .write_within(&stats(2), hour, Instant::now())
+            .write_within(&stats(2), hour, Instant::now)
             .expect("put off");
         assert!(due > Duration::ZERO && due <= hour, "{due:?}");
         assert_eq!(served(&path), 1);

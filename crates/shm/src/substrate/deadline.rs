@@ -58,17 +58,18 @@ impl Deadline {
     /// How long a sleep may last: `Ok(None)` without a deadline, `Ok(Some(left))` with
     /// `left > 0`, [`Expired`] once it has passed.
     pub(crate) fn left(self) -> Result<Option<Duration>, Expired> {
-        match self.0 {
-            None => Ok(None),
-            Some(_) => self.left_at(Instant::now()),
-        }
+        self.left_with(Instant::now)
     }
 
-    /// [`left`](Self::left), at `now` (a reading the caller has already made).
-    pub(crate) fn left_at(self, now: Instant) -> Result<Option<Duration>, Expired> {
+    /// [`left`](Self::left), reading the time with `now` (called only with a deadline: a
+    /// caller may share one reading between several uses, made only if one needs it).
+    pub(crate) fn left_with(
+        self,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Option<Duration>, Expired> {
         match self.0 {
             None => Ok(None),
-            Some(d) => match d.checked_duration_since(now) {
+            Some(d) => match d.checked_duration_since(now()) {
                 Some(left) if !left.is_zero() => Ok(Some(left)),
                 _ => Err(Expired),
             },
@@ -109,7 +110,10 @@ mod tests {
     fn an_unrepresentable_timeout_is_no_deadline() {
         assert_eq!(Deadline::after(Duration::MAX), Deadline::NEVER);
         assert_eq!(Deadline::NEVER.left(), Ok(None));
-        assert_eq!(Deadline::NEVER.left_at(Instant::now()), Ok(None));
+        assert_eq!(
+            Deadline::NEVER.left_with(|| panic!("no deadline: no reading")),
+            Ok(None)
+        );
         assert_eq!(Deadline::from(None), Deadline::NEVER);
         let soon = Deadline::after(Duration::from_secs(1));
         assert_eq!(Deadline::NEVER.min(soon), soon);
@@ -127,9 +131,9 @@ mod tests {
         // At a reading the caller made: what is left then, nothing at or after the instant.
         let at = d.instant().unwrap();
         let earlier = at - Duration::from_secs(10);
-        assert_eq!(d.left_at(earlier), Ok(Some(Duration::from_secs(10))));
-        assert_eq!(d.left_at(at), Err(Expired));
-        assert_eq!(d.left_at(at + Duration::from_secs(1)), Err(Expired));
+        assert_eq!(d.left_with(|| earlier), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(d.left_with(|| at), Err(Expired));
+        assert_eq!(d.left_with(|| at + Duration::from_secs(1)), Err(Expired));
         let past = Deadline::from(Some(Instant::now()));
         assert_eq!(past.left(), Err(Expired));
         assert!(matches!(ShmError::from(Expired), ShmError::Timeout));

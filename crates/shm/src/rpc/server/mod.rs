@@ -614,11 +614,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             // Going idle: a good time to record the counters for `courier ls` and to read
             // the wake-ups that ended the last sleep (not after the wake-up, which is the
             // next call's critical path). Reading them before the announcement below loses
-            // none: a client that rings after it is seen by the look that follows it. One
-            // reading of the clock serves the counters and the deadline (a deadline that a
-            // spin above used up is found passed there).
-            let now = Instant::now();
-            let stats_due = core.publish_stats_idle(now);
+            // none: a client that rings after it is seen by the look that follows it. At most
+            // one reading of the clock serves the counters and the deadline, made only if
+            // one of them needs it (a deadline that a spin above used up is found passed
+            // there).
+            let mut reading = None;
+            let mut now = || *reading.get_or_insert_with(Instant::now);
+            let stats_due = core.publish_stats_idle(&mut now);
             core.take_wakeups(keys);
             keys.clear();
             // Sleep: read the doorbells, announce it in every connection, then look once
@@ -630,7 +632,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 core.set_sleeping(-1);
                 return Ok(m);
             }
-            let left = match deadline.left_at(now) {
+            let left = match deadline.left_with(now) {
                 Ok(None) => MAX_SLEEP,
                 Ok(Some(left)) => left.min(MAX_SLEEP),
                 Err(_expired) => {
@@ -1125,7 +1127,7 @@ impl Core {
 
     /// Records the counters on a worker's way to sleep, at most once per [`STATS_EVERY`];
     /// returns how soon a skipped write is due (the sleep ends then, to make it).
-    fn publish_stats_idle(&self, now: Instant) -> Option<Duration> {
+    fn publish_stats_idle(&self, now: impl FnOnce() -> Instant) -> Option<Duration> {
         let f = self.stats.as_ref()?;
         f.write_within(&self.stats(), STATS_EVERY, now)
     }
