@@ -478,12 +478,9 @@ impl<Rp, E> SlotCore<Rp, E> {
     ) -> Result<(), Outcome<Rp, E>> {
         // SAFETY: the server's share keeps the slot alive until we give it up below.
         let s = unsafe { &*this };
-        // Acquire: if the requester is gone, its last accesses happen-before our release.
-        if s.state.load(Ordering::Acquire) & CLIENT_GONE != 0 {
-            // SAFETY: the requester gave up its share; we are last.
-            unsafe { (s.release)(this) };
-            return Err(result);
-        }
+        // The reply is written before the state is read: a read first would fetch the line
+        // shared from the requester spinning on it, and the write fetch it again exclusive.
+        // A requester that has left never reads the cell, so writing it is harmless.
         // SAFETY: the reply cell belongs to the server side until DONE is set.
         s.reply.with_mut(|p| unsafe { (*p).write(result) });
         // AcqRel: Release publishes the reply to the requester's Acquire load; Acquire makes
