@@ -112,6 +112,28 @@ fn req_timeout_returns_reply_in_time() {
     srv.join().unwrap();
 }
 
+/// A reply to a caller that left goes into the call's slot and back out to the server, which
+/// drops it: exactly once, whether the caller canceled or detached.
+#[test]
+fn a_reply_to_a_caller_that_left_is_dropped_once() {
+    let (server, client) = channel::<u32, Arc<()>, ()>();
+    let token = Arc::new(());
+
+    let pending = client.req_async(1).unwrap();
+    let (_, ctx) = server.wait_timeout(DEADLINE).unwrap();
+    assert!(matches!(pending.cancel(), CancelOutcome::Signaled));
+    assert_eq!(ctx.reply(Arc::clone(&token)), Err(Error::OriginDisappeared));
+    assert_eq!(Arc::strong_count(&token), 1);
+
+    let pending = client.req_async(2).unwrap();
+    let (_, ctx) = server.wait_timeout(DEADLINE).unwrap();
+    assert!(pending.detach().is_none());
+    // Detached, not canceled: the server is not told, but nobody is there to take the reply.
+    assert!(!ctx.is_canceled());
+    assert_eq!(ctx.reply(Arc::clone(&token)), Err(Error::OriginDisappeared));
+    assert_eq!(Arc::strong_count(&token), 1);
+}
+
 #[test]
 fn wait_timeouts_on_both_sides() {
     let (server, client) = channel::<u32, u32, ()>();
