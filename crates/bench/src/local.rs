@@ -64,6 +64,12 @@ pub(crate) const COURIER_BUSY_POLL: &str = "courier::local busy-poll (opt-in)";
 pub(crate) const CROSSBEAM_REUSED: &str = "crossbeam-channel (reused reply)";
 /// The two-thread spin floor: a ping-pong through two atomics, no queue, no sleep.
 pub(crate) const SPIN_FLOOR: &str = "floor: two-thread spin ping-pong";
+/// courier::local with a server that works before it answers ([`handler_work`]): not a peer.
+pub(crate) const COURIER_WORK: &str = "courier::local, handler works";
+/// The spin floor with the same work before each answer.
+pub(crate) const SPIN_FLOOR_WORK: &str = "floor: two-thread spin ping-pong, handler works";
+/// Rounds of [`handler_work`].
+const WORK_ROUNDS: u32 = 24;
 
 /// One row to measure.
 struct Spec {
@@ -110,6 +116,18 @@ const SPECS: &[Spec] = &[
         name: SPIN_FLOOR,
         notes: "the request and the reply each in an AtomicU64 (its own cache line); both threads spin on the other's word, never sleep: the physical limit of a round trip between two threads",
         run: spin_floor,
+    },
+    Spec {
+        scenario: SYNC,
+        name: COURIER_WORK,
+        notes: "as courier::local, with a server that runs 24 dependent xorshift rounds (tens of ns) before each reply: a handler that does anything at all (not a peer)",
+        run: courier_work_sync,
+    },
+    Spec {
+        scenario: SYNC,
+        name: SPIN_FLOOR_WORK,
+        notes: "the spin floor, with the same 24 xorshift rounds before each answer",
+        run: spin_floor_work,
     },
     Spec {
         scenario: SYNC,
@@ -361,7 +379,7 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
                 && !r.subject
                 && r.name != CROSSBEAM_REUSED
                 && !r.name.starts_with("courier")
-                && r.name != SPIN_FLOOR
+                && !r.name.starts_with("floor")
         })
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
 }
@@ -401,6 +419,18 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         find(rows, SYNC, SPIN_FLOOR),
         1.5,
     ));
+    let mut work = Goal::median(
+        format!(
+            "{SYNC}: with handler work, courier ÷ the spin floor with the same work (informational)"
+        ),
+        find(rows, SYNC, COURIER_WORK),
+        find(rows, SYNC, SPIN_FLOOR_WORK),
+        f64::INFINITY,
+    );
+    if work.ratio.is_some() {
+        work.verdict = Verdict::Info;
+    }
+    goals.push(work);
     goals.push(median_goal(
         format!("{SYNC}: median round trip ≤ one reused crossbeam reply channel"),
         SYNC,
@@ -543,6 +573,32 @@ fn courier_sync_polling(plan: &Plan, limit: Duration) -> Samples {
     )
 }
 
+/// What the handler-work rows' servers compute before they answer `x`: [`WORK_ROUNDS`]
+/// dependent xorshift rounds (tens of nanoseconds), then the usual `x + 1` (wrapping: the
+/// floor's server also works on its stop word).
+fn handler_work(x: u64) -> u64 {
+    let mut h = std::hint::black_box(x) | 1;
+    for _ in 0..WORK_ROUNDS {
+        h ^= h << 13;
+        h ^= h >> 7;
+        h ^= h << 17;
+    }
+    std::hint::black_box(h);
+    x.wrapping_add(1)
+}
+
+fn courier_work_sync(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || {
+            while let Ok((x, rctx)) = server.wait() {
+                let _ = rctx.reply(handler_work(x));
+            }
+        },
+        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
 /// The benchmark's service: the same u64 + 1 as every other row.
 #[courier::service]
 trait Inc {
@@ -680,6 +736,15 @@ fn crossbeam_sync(plan: &Plan) -> Samples {
 /// fruitless looks (never on an idle machine, where an answer takes a few hundred spins; it
 /// keeps a preempted peer from costing a whole scheduler slice on a busy one).
 fn spin_floor(plan: &Plan) -> Samples {
+    spin_floor_with(plan, |x| x)
+}
+
+fn spin_floor_work(plan: &Plan) -> Samples {
+    spin_floor_with(plan, handler_work)
+}
+
+/// The spin floor, its server calling `work` on each request before it answers.
+fn spin_floor_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     #[repr(align(128))]
@@ -708,6 +773,7 @@ fn spin_floor(plan: &Plan) -> Samples {
             let mut last = 0;
             loop {
                 last = until(&rq.0, |v| v != last);
+                std::hint::black_box(work(last));
                 rp.0.store(last, Ordering::Release);
                 if last == STOP {
                     return;
@@ -962,6 +1028,8 @@ mod tests {
             row(SYNC, "flume", 900.0, 0.0),
             row(SYNC, SPIN_FLOOR, 800.0, 0.0),
             row(SYNC, CROSSBEAM_REUSED, 100.0, 0.0),
+            row(SYNC, COURIER_WORK, 1_200.0, 0.0),
+            row(SYNC, SPIN_FLOOR_WORK, 50.0, 0.0),
             row(THROUGHPUT, COURIER, 1.0, 300.0),
             row(THROUGHPUT, UMP, 0.0, 100.0),
             row(ASYNC, COURIER, 500.0, 0.0),
@@ -974,10 +1042,11 @@ mod tests {
             verdicts,
             [
                 Verdict::Pass, // (1) 1000 <= 0.5 * 2500
-                Verdict::Miss, // (1) flume (900) is faster; the reused row and the floor do not count
+                Verdict::Miss, // (1) flume (900) is faster; the reused row and the floors do not count
                 Verdict::Miss, // (3) 500 > 0.5 * 900
                 Verdict::Miss, // (3) best peer is tokio (450)
                 Verdict::Pass, // (1) 1000 <= 1.5 * 800 (spin floor)
+                Verdict::Info, // (1) with handler work: 1200 / 50, no goal attached
                 Verdict::Miss, // (1) the reused reply channel (100) is faster
                 Verdict::Miss, // (3) tokio (450) is faster
                 Verdict::Pass, // (2) 300 >= 2 * 100
@@ -987,6 +1056,7 @@ mod tests {
         );
         assert!(goals[1].reference.contains("flume"));
         assert!(goals[3].reference.contains("tokio"));
+        assert_eq!(goals[5].ratio, Some(24.0));
     }
 
     #[test]
@@ -1030,7 +1100,7 @@ mod tests {
     fn goals_without_rows_are_not_measured() {
         let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
         let goals = goals(&rows, Load::Idle);
-        assert_eq!(goals.len(), 10);
+        assert_eq!(goals.len(), 11);
         assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
     }
 }

@@ -39,10 +39,10 @@ fn local_quick_prints_every_row() {
         2 * 3,
         "{json}"
     );
-    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 20, "{json}");
-    assert_eq!(json.matches("\"load\": \"busy\"").count(), 20, "{json}");
-    // Idle: ten goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
-    assert_eq!(json.matches("\"verdict\": ").count(), 10 + 3 * 4, "{json}");
+    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 22, "{json}");
+    assert_eq!(json.matches("\"load\": \"busy\"").count(), 22, "{json}");
+    // Idle: eleven goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
+    assert_eq!(json.matches("\"verdict\": ").count(), 11 + 3 * 4, "{json}");
     assert_eq!(
         json.matches("\"verdict\": \"not measured\"").count(),
         0,
@@ -59,6 +59,8 @@ fn local_quick_prints_every_row() {
                 "courier::local busy-poll (opt-in)",
                 "courier::local via #[courier::service]",
                 "floor: two-thread spin ping-pong",
+                "courier::local, handler works",
+                "floor: two-thread spin ping-pong, handler works",
                 "ump 0.13",
                 "crossbeam-channel",
                 "crossbeam-channel (reused reply)",
@@ -102,7 +104,7 @@ fn local_quick_prints_every_row() {
 
     assert_eq!(
         goals_judged(&out),
-        10 + 3 * 4,
-        "expected 22 goals in:\n{out}"
+        11 + 3 * 4,
+        "expected 23 goals in:\n{out}"
     );
 }
