@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# courier::flat checks beyond `cargo test --workspace` / clippy / fmt / doc (which .ci/run runs):
+# courier::flat checks beyond README's `cargo test --workspace ...` / clippy / fmt / doc (which .ci/run runs):
 # the layout signatures of fixed-width types must be identical in a 32-bit build
 # (i686-unknown-linux-musl, run on this x86_64 host) and in the 64-bit host build.
 set -euo pipefail

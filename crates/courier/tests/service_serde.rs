@@ -2,8 +2,8 @@
 //! type (std `String`, `Vec`, `Option`, maps), moved as they are in one process and encoded
 //! with postcard across processes. The same conformance function runs on both transports.
 //!
-//! Built only with the `serde` feature (`.ci/run` runs it:
-//! `cargo test -p courier --features serde --test service_serde`).
+//! Built only with the `serde` feature (README's test command turns it on:
+//! `cargo test --workspace --features courier/serde,courier/net`).
 #![cfg(feature = "serde")]
 
 use courier::service::Sink;
