@@ -736,15 +736,15 @@ fn crossbeam_sync(plan: &Plan) -> Samples {
 /// fruitless looks (never on an idle machine, where an answer takes a few hundred spins; it
 /// keeps a preempted peer from costing a whole scheduler slice on a busy one).
 fn spin_floor(plan: &Plan) -> Samples {
-    spin_floor_with(plan, |x| x)
+    spin_floor_with(plan, None)
 }
 
 fn spin_floor_work(plan: &Plan) -> Samples {
-    spin_floor_with(plan, handler_work)
+    spin_floor_with(plan, Some(handler_work))
 }
 
-/// The spin floor, its server calling `work` on each request before it answers.
-fn spin_floor_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
+/// The spin floor, its server calling `work` (if any) on each request before it answers.
+fn spin_floor_with(plan: &Plan, work: Option<fn(u64) -> u64>) -> Samples {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     #[repr(align(128))]
@@ -773,7 +773,9 @@ fn spin_floor_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
             let mut last = 0;
             loop {
                 last = until(&rq.0, |v| v != last);
-                std::hint::black_box(work(last));
+                if let Some(work) = work {
+                    std::hint::black_box(work(last));
+                }
                 rp.0.store(last, Ordering::Release);
                 if last == STOP {
                     return;
