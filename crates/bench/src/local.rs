@@ -372,15 +372,9 @@ fn find<'a>(rows: &'a [Row], scenario: &str, name: &str) -> Option<&'a Row> {
 }
 
 /// The fastest same-shape peer (by median) of `scenario`.
-fn best_peer<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
-    rows.iter()
-        .filter(|r| {
-            r.scenario == scenario
-                && !r.subject
-                && r.name != CROSSBEAM_REUSED
-                && !r.name.starts_with("courier")
-                && !r.name.starts_with("floor")
-        })
+fn best_peer<'a>(rows: &'a [Row], scenario: &'a str) -> Option<&'a Row> {
+    report::peers(rows, scenario)
+        .filter(|r| r.name != CROSSBEAM_REUSED)
         .min_by(|a, b| a.summary.median_ns.total_cmp(&b.summary.median_ns))
 }
 
@@ -419,18 +413,13 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         find(rows, SYNC, SPIN_FLOOR),
         1.5,
     ));
-    let mut work = Goal::median(
+    goals.push(Goal::informational_median(
         format!(
             "{SYNC}: with handler work, courier ÷ the spin floor with the same work (informational)"
         ),
         find(rows, SYNC, COURIER_WORK),
         find(rows, SYNC, SPIN_FLOOR_WORK),
-        f64::INFINITY,
-    );
-    if work.ratio.is_some() {
-        work.verdict = Verdict::Info;
-    }
-    goals.push(work);
+    ));
     goals.push(median_goal(
         format!("{SYNC}: median round trip ≤ one reused crossbeam reply channel"),
         SYNC,

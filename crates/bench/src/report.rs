@@ -396,6 +396,20 @@ impl Goal {
         }
     }
 
+    /// `subject`'s median beside `reference`'s, with no goal attached (`info`; not measured if
+    /// either row is missing).
+    pub(crate) fn informational_median(
+        text: String,
+        subject: Option<&Row>,
+        reference: Option<&Row>,
+    ) -> Self {
+        let mut goal = Goal::median(text, subject, reference, f64::INFINITY);
+        if goal.ratio.is_some() {
+            goal.verdict = Verdict::Info;
+        }
+        goal
+    }
+
     /// `subject`'s `key` at least as good as `reference`'s (higher is better if `higher`).
     fn versus(text: String, c: &Row, r: &Row, key: fn(&Summary) -> f64, higher: bool) -> Self {
         let (mine, theirs) = (key(&c.summary), key(&r.summary));

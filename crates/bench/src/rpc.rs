@@ -1283,19 +1283,14 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         } else {
             Kind::CourierLend
         };
-        let mut goal = Goal::median(
+        goals.push(Goal::informational_median(
             format!(
                 "{}: courier ÷ the one-CPU handover floor (informational)",
                 scenario(n)
             ),
             row_at(rows, n, courier),
             row_at(rows, n, Kind::HandoverFloor),
-            f64::INFINITY,
-        );
-        if goal.ratio.is_some() {
-            goal.verdict = Verdict::Info;
-        }
-        goals.push(goal);
+        ));
     }
     goals.push(Goal::median(
         "small round trip, parked (spin 0 both sides): courier ≤ 1.2 × the bare futex wake-up floor".into(),
