@@ -167,13 +167,13 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                 // Registered already and still full: refresh the waker and sleep.
                 self.pool
                     .room
-                    .register(*listener, crate::event::Waiter::Task(cx.waker().clone()));
+                    .register(*listener, crate::event::Want::Task(cx.waker()));
                 return Poll::Pending;
             }
             *listener = self
                 .pool
                 .room
-                .register(0, crate::event::Waiter::Task(cx.waker().clone()));
+                .register(0, crate::event::Want::Task(cx.waker()));
         }
     }
 

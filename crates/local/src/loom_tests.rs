@@ -211,11 +211,19 @@ fn loom_bounded_room_handoff() {
     loom::model(|| {
         let (server, client) = crate::bounded::<u32, u32, ()>(1);
         client.send(1).unwrap();
-        let t = thread::spawn(move || client.send(2).unwrap());
+        let sent = std::sync::Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let t = {
+            let sent = sent.clone();
+            thread::spawn(move || {
+                client.send(2).unwrap();
+                drop(client);
+                sent.store(true, loom::sync::atomic::Ordering::Release);
+            })
+        };
         let (a, _) = server.wait().unwrap();
         let (b, _) = server.wait().unwrap();
         assert_eq!((a, b), (1, 2));
-        t.join().unwrap();
+        join_unwoken(t, &sent);
     });
 }
 
@@ -268,6 +276,19 @@ fn loom_dropped_reply_future_races_reply() {
     });
 }
 
+/// Joins `t` once it has set `done`, its last step.
+///
+/// A notifier may unpark a thread that has stopped waiting (it took the waiter, then the
+/// waiter's own look found what it wanted and moved on). The real `unpark` then leaves a token
+/// that a later `park` consumes, but loom's also wakes a thread blocked in `join`, and fails
+/// the model. Waiting for `done` first keeps such a late unpark out of `join`.
+fn join_unwoken<T>(t: thread::JoinHandle<T>, done: &loom::sync::atomic::AtomicBool) -> T {
+    while !done.load(loom::sync::atomic::Ordering::Acquire) {
+        thread::yield_now();
+    }
+    t.join().unwrap()
+}
+
 /// A waker that does nothing (loom's executor is not needed for a single poll).
 fn futures_noop_waker() -> std::task::Waker {
     use std::task::{RawWaker, RawWakerVTable, Waker};
@@ -278,4 +299,93 @@ fn futures_noop_waker() -> std::task::Waker {
     static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
     // SAFETY: every vtable function ignores the data pointer, so a null one is valid.
     unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
+/// A waker that counts its wakes, to tell which registration a notifier woke.
+fn counting_waker() -> (
+    std::task::Waker,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (std::sync::Arc::new(Count(n.clone())).into(), n)
+}
+
+/// The solo cell: a task re-registers with a new waker while a notifier comes. Either the
+/// task's own look finds the condition, or the waker it registered last is woken: a notifier
+/// that finds the owner writing the cell must not be lost, nor wake the old waker only.
+#[test]
+fn loom_event_refresh_races_notify() {
+    use crate::event::{Event, Want};
+    use crate::sync::{Arc, AtomicBool, Ordering};
+    loom::model(|| {
+        let event = Arc::new(Event::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let (first, first_wakes) = counting_waker();
+        let (second, second_wakes) = counting_waker();
+        let id = event.register(0, Want::Task(&first));
+        let t = {
+            let (event, ready) = (event.clone(), ready.clone());
+            thread::spawn(move || {
+                ready.store(true, Ordering::Relaxed);
+                event.notify_one();
+            })
+        };
+        let seen = if ready.load(Ordering::Relaxed) {
+            true
+        } else {
+            // Polled again, from another task: refresh the registration.
+            let again = event.register(id, Want::Task(&second));
+            again != id && ready.load(Ordering::Relaxed)
+        };
+        t.join().unwrap();
+        let (w1, w2) = (
+            first_wakes.load(std::sync::atomic::Ordering::Relaxed),
+            second_wakes.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        assert!(w1 + w2 <= 1, "one notification woke {} wakers", w1 + w2);
+        assert!(
+            seen || w2 == 1,
+            "lost wake-up: seen {seen}, wakes {w1}/{w2}"
+        );
+    });
+}
+
+/// A task leaves the solo cell (its future is dropped) while a notifier wakes it: the
+/// notification it got and will not use reaches the thread sleeping in the list.
+#[test]
+fn loom_event_dropped_solo_passes_notification_on() {
+    use crate::event::{Event, Want};
+    use crate::sync::{Arc, AtomicBool, Ordering, Side};
+    loom::model(|| {
+        let event = Arc::new(Event::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let waker = futures_noop_waker();
+        let solo = event.register(0, Want::Task(&waker));
+        let sleeper = {
+            let (event, ready) = (event.clone(), ready.clone());
+            thread::spawn(move || {
+                event.wait_until(None, Side::Other, || {
+                    ready.load(Ordering::Relaxed).then_some(())
+                })
+            })
+        };
+        let notifier = {
+            let (event, ready) = (event.clone(), ready.clone());
+            thread::spawn(move || {
+                ready.store(true, Ordering::Relaxed);
+                event.notify_one();
+            })
+        };
+        if !event.unregister(solo) {
+            event.notify_one();
+        }
+        notifier.join().unwrap();
+        assert_eq!(sleeper.join().unwrap(), Some(()));
+    });
 }

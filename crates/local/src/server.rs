@@ -1,7 +1,7 @@
 //! The serving side: [`Server`], [`ReplyContext`] and the receive future.
 
 use crate::chan::{Shared, TryTake};
-use crate::event::Waiter;
+use crate::event::Want;
 use crate::slot::SlotCore;
 use crate::sync::{fence, spin_loop, Arc, Ordering, Side, Waits};
 use courier_core::error::Error;
@@ -244,11 +244,16 @@ impl<Rq, Rp, E> Future for RecvFuture<'_, Rq, Rp, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let mut registered = false;
         loop {
             if let Some(r) = into_result(this.shared.try_take()) {
                 this.shared.requests.unregister(this.listener);
                 this.listener = 0;
                 return Poll::Ready(r);
+            }
+            if registered {
+                // Registered afresh and looked once more (see `event`'s module docs): sleep.
+                return Poll::Pending;
             }
             if !this.yielded {
                 // The async form of a short spin: before registering to sleep, let the
@@ -263,12 +268,12 @@ impl<Rq, Rp, E> Future for RecvFuture<'_, Rq, Rp, E> {
             this.listener = this
                 .shared
                 .requests
-                .register(previous, Waiter::Task(cx.waker().clone()));
+                .register(previous, Want::Task(cx.waker()));
             if this.listener == previous {
                 // Still registered from an earlier poll (not notified since): sleep.
                 return Poll::Pending;
             }
-            // A fresh registration: look once more (see `event`'s module docs), then sleep.
+            registered = true;
         }
     }
 }
