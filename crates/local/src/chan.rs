@@ -227,6 +227,19 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         Ok(slot)
     }
 
+    /// [`Shared::try_take`], except that a queue that looks empty (see [`Queue::looks_empty`])
+    /// is reported after two plain loads, without taking the consumer role: for a wait that
+    /// looks more often than it finds (the async server looks before and after it registers).
+    /// A spinning worker takes the role at once instead, so that a push that landed costs it
+    /// one transfer of the queue's line rather than two (shared, then exclusive).
+    pub(crate) fn try_take_if_any(&self) -> TryTake<Rq, Rp, E> {
+        // With no client left, `try_take` tells `Closed` from `Empty`.
+        if self.queue.looks_empty() && self.clients.load(Ordering::Relaxed) != 0 {
+            return TryTake::Empty;
+        }
+        self.try_take()
+    }
+
     /// Takes one request if there is one; tells an empty queue with no client left apart.
     pub(crate) fn try_take(&self) -> TryTake<Rq, Rp, E> {
         match self.take_once() {
@@ -279,8 +292,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                 Pop::Empty => break TryTake::Empty,
             }
         };
-        // SAFETY: we still hold the consumer role.
-        let more = matches!(found, TryTake::Request(..)) && !unsafe { self.queue.is_empty() };
+        // While we hold the consumer role, nothing but pushes changes the queue: this look is exact
+        // about what it saw.
+        let more = matches!(found, TryTake::Request(..)) && !self.queue.looks_empty();
         // Release: hands the queue's consumer end to the next consumer.
         self.consumer.store(false, Ordering::Release);
         match found {

@@ -26,7 +26,7 @@
 //! its `next` again, so it may be reused at once. Only one consumer at a time may pop; the
 //! channel guarantees that with its consumer flag, which several server workers take in turn.
 
-use crate::sync::{AtomicPtr, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, CachePadded, Ordering};
 use std::ptr;
 
 /// A node that can be linked into a [`Queue`].
@@ -48,8 +48,10 @@ pub(crate) enum Pop<T> {
 pub(crate) struct Queue<T: Linked> {
     /// The newest node pushed, linked to older ones; null when no push is pending.
     head: CachePadded<AtomicPtr<T>>,
-    /// Nodes already taken from `head`, oldest first; only the consumer touches it.
-    taken: CachePadded<UnsafeCell<*mut T>>,
+    /// Nodes already taken from `head`, oldest first; only the consumer writes it (an atomic
+    /// so that [`Queue::looks_empty`] may read it from any thread; the consumer's accesses are
+    /// relaxed, plain moves).
+    taken: CachePadded<AtomicPtr<T>>,
 }
 
 impl<T: Linked> Queue<T> {
@@ -57,7 +59,7 @@ impl<T: Linked> Queue<T> {
     pub(crate) fn new() -> Self {
         Self {
             head: CachePadded(AtomicPtr::new(ptr::null_mut())),
-            taken: CachePadded(UnsafeCell::new(ptr::null_mut())),
+            taken: CachePadded(AtomicPtr::new(ptr::null_mut())),
         }
     }
 
@@ -91,49 +93,50 @@ impl<T: Linked> Queue<T> {
     ///
     /// # Safety
     ///
-    /// Only one thread at a time may call `pop` or `is_empty` (the channel's consumer flag).
+    /// Only one thread at a time may call `pop` (the channel's consumer flag).
     pub(crate) unsafe fn pop(&self) -> Pop<T> {
-        self.taken.with_mut(|taken| {
-            // SAFETY: the caller holds the consumer role, so `taken` and every node on it are
-            // ours alone; nodes stay valid while linked.
-            unsafe {
-                if (*taken).is_null() {
-                    // A swap, not a read then a swap: when a push has landed, the read would
-                    // fetch the line shared and the swap fetch it again exclusive. An idle
-                    // consumer's swaps write only its own copy of the line.
-                    // Acquire: pairs with the pushes' Release CASes (see `push`).
-                    let mut chain = self.head.swap(ptr::null_mut(), Ordering::Acquire);
-                    if chain.is_null() {
-                        return Pop::Empty;
-                    }
-                    // Reverse the chain (newest first) into arrival order.
-                    let mut reversed = ptr::null_mut();
-                    while !chain.is_null() {
-                        let older = (*chain).next().load(Ordering::Relaxed);
-                        if older != reversed {
-                            (*chain).next().store(reversed, Ordering::Relaxed);
-                        }
-                        reversed = chain;
-                        chain = older;
-                    }
-                    *taken = reversed;
-                }
-                let node = *taken;
-                *taken = (*node).next().load(Ordering::Relaxed);
-                Pop::Node(node)
+        let mut node = self.taken.load(Ordering::Relaxed);
+        if node.is_null() {
+            // A swap, not a read then a swap: when a push has landed, the read would fetch
+            // the line shared and the swap fetch it again exclusive. An idle consumer's swaps
+            // write only its own copy of the line.
+            // Acquire: pairs with the pushes' Release CASes (see `push`).
+            let mut chain = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+            if chain.is_null() {
+                return Pop::Empty;
             }
-        })
+            // Reverse the chain (newest first) into arrival order.
+            let mut reversed = ptr::null_mut();
+            while !chain.is_null() {
+                // SAFETY: the caller holds the consumer role, so the nodes of a swapped chain
+                // are ours alone; nodes stay valid while linked.
+                let older = unsafe { (*chain).next() }.load(Ordering::Relaxed);
+                if older != reversed {
+                    // SAFETY: as above.
+                    unsafe { (*chain).next() }.store(reversed, Ordering::Relaxed);
+                }
+                reversed = chain;
+                chain = older;
+            }
+            node = reversed;
+        }
+        // SAFETY: `node` heads `taken` (or the chain just swapped), which only we, the
+        // consumer, unlink from.
+        let rest = unsafe { (*node).next() }.load(Ordering::Relaxed);
+        self.taken.store(rest, Ordering::Relaxed);
+        Pop::Node(node)
     }
 
-    /// Whether the queue holds no node.
+    /// Whether the queue holds no node, as far as this thread can tell; any thread may ask,
+    /// and it writes nothing (no locked instruction, no line taken exclusive).
     ///
-    /// # Safety
-    ///
-    /// As for [`Queue::pop`].
-    pub(crate) unsafe fn is_empty(&self) -> bool {
-        // SAFETY: as in `pop`, the caller holds the consumer role.
-        let taken = self.taken.with(|taken| unsafe { *taken });
-        taken.is_null() && self.head.load(Ordering::Acquire).is_null()
+    /// A push, or a node the consumer left in `taken`, is seen when it happens-before the look,
+    /// or when a SeqCst fence after it and one before the look are ordered that way (the
+    /// wait lists' handshake); a node being popped meanwhile may be seen as there or not.
+    pub(crate) fn looks_empty(&self) -> bool {
+        // Acquire on `head`: pairs with the pushes' Release CASes, for a caller that goes on
+        // to read what it saw.
+        self.taken.load(Ordering::Relaxed).is_null() && self.head.load(Ordering::Acquire).is_null()
     }
 }
 
@@ -190,12 +193,12 @@ mod tests {
         // A push while the consumer works through a taken batch goes behind it.
         push(&q, 0, 3);
         // SAFETY: the test is the only consumer.
-        assert!(!unsafe { q.is_empty() });
+        assert!(!q.looks_empty());
         assert_eq!(pop(&q), Some((0, 2)));
         assert_eq!(pop(&q), Some((0, 3)));
         assert_eq!(pop(&q), None);
         // SAFETY: as above.
-        assert!(unsafe { q.is_empty() });
+        assert!(q.looks_empty());
     }
 
     #[test]

@@ -157,10 +157,11 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
 
     /// Waits for a request without blocking the thread.
     ///
-    /// When the queue is empty it first gives the executor one turn (it wakes itself and
-    /// returns `Pending` once) before it registers to sleep: the async form of a short spin,
-    /// which saves the wait-list round trip when a client task on the same worker is about to
-    /// send.
+    /// When the queue is empty the task registers its waker and sleeps at once, in the wait
+    /// list's solo cell (a few atomic operations, no lock). It does not first yield to the
+    /// executor: a task that wakes itself invites a multi-thread executor to wake an idle
+    /// worker, which may steal it, and moving the server between threads is what made the
+    /// slowest calls slow.
     ///
     /// # Cancel safety
     ///
@@ -175,7 +176,6 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
         RecvFuture {
             shared: &self.shared,
             listener: 0,
-            yielded: false,
         }
     }
 
@@ -235,8 +235,6 @@ pub struct RecvFuture<'a, Rq, Rp, E> {
     shared: &'a Shared<Rq, Rp, E>,
     /// Our registration in the `requests` event, 0 when none.
     listener: usize,
-    /// Whether we already gave the executor one turn before registering (see `poll`).
-    yielded: bool,
 }
 
 impl<Rq, Rp, E> Future for RecvFuture<'_, Rq, Rp, E> {
@@ -246,22 +244,13 @@ impl<Rq, Rp, E> Future for RecvFuture<'_, Rq, Rp, E> {
         let this = &mut *self;
         let mut registered = false;
         loop {
-            if let Some(r) = into_result(this.shared.try_take()) {
+            if let Some(r) = into_result(this.shared.try_take_if_any()) {
                 this.shared.requests.unregister(this.listener);
                 this.listener = 0;
                 return Poll::Ready(r);
             }
             if registered {
                 // Registered afresh and looked once more (see `event`'s module docs): sleep.
-                return Poll::Pending;
-            }
-            if !this.yielded {
-                // The async form of a short spin: before registering to sleep, let the
-                // executor run other tasks once. A client task on the same worker then often
-                // pushes its request before we look again, and neither side touches the wait
-                // list.
-                this.yielded = true;
-                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             let previous = this.listener;
