@@ -20,7 +20,7 @@
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering, Side, Waits};
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering, Side, Waits};
 use courier_core::error::{Error, SendError};
 use std::time::{Duration, Instant};
 
@@ -238,6 +238,25 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             return TryTake::Empty;
         }
         self.try_take()
+    }
+
+    /// For a worker that held the queue, found it empty and will not look again (`try_pop`):
+    /// wakes a sleeping worker if a push has landed since.
+    ///
+    /// Another worker that found the queue held (`Busy`) registered, fenced and went to
+    /// sleep, and the push's own notification may have come before that registration:
+    ///
+    /// ```text
+    ///   us: release the queue; fence(SeqCst); look      sleeper: register; fence(SeqCst); find it held
+    /// ```
+    ///
+    /// The sleeper found the queue still held, so its fence comes before ours, and the push,
+    /// whose notification missed the sleeper, before both: our look sees it.
+    pub(crate) fn hand_on_after_look(&self) {
+        fence(Ordering::SeqCst);
+        if !self.queue.looks_empty() {
+            self.requests.notify_one();
+        }
     }
 
     /// Takes one request if there is one; tells an empty queue with no client left apart.

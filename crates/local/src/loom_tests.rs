@@ -389,3 +389,37 @@ fn loom_event_dropped_solo_passes_notification_on() {
         assert_eq!(sleeper.join().unwrap(), Some(()));
     });
 }
+
+/// A worker's non-blocking look (`try_pop`) holds the queue while a request lands and another
+/// worker, finding the queue held, goes to sleep: the request is not left behind with nobody
+/// awake to take it.
+#[test]
+fn loom_try_pop_does_not_strand_a_push() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let looker = {
+            let server = server.clone();
+            thread::spawn(move || server.try_pop().unwrap().map(|(n, _)| n))
+        };
+        let sender = thread::spawn(move || {
+            client.send(1).unwrap();
+            client
+        });
+        let sleeper = thread::spawn(move || server.wait().map(|(n, _)| n));
+        let looked = looker.join().unwrap();
+        let client = sender.join().unwrap();
+        if looked.is_some() {
+            // The look took it: give the sleeper something of its own.
+            client.send(2).unwrap();
+        }
+        let slept = sleeper.join().unwrap().unwrap();
+        assert_eq!(
+            (looked, slept),
+            if looked.is_some() {
+                (Some(1), 2)
+            } else {
+                (None, 1)
+            }
+        );
+    });
+}

@@ -149,6 +149,12 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
         for _ in 0..64 {
             match self.shared.try_take() {
                 TryTake::Busy => spin_loop(),
+                TryTake::Empty => {
+                    // A worker that found the queue held while we looked may have gone to
+                    // sleep; we look no more, so a push that landed meanwhile is its to take.
+                    self.shared.hand_on_after_look();
+                    return Ok(None);
+                }
                 other => return into_result(other).transpose(),
             }
         }
