@@ -389,6 +389,11 @@ impl<'a> Backoff<'a> {
             .unwrap_or(0)
     }
 
+    /// Whether the wait so far only spun (it neither yielded nor is about to park).
+    pub(crate) fn only_spun(&self) -> bool {
+        !self.yielded
+    }
+
     /// Waits a little. Returns `false` once the busy phase is over and the caller should park.
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
