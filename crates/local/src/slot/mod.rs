@@ -114,45 +114,88 @@ pub(crate) struct Slot<Rq, Rp, E> {
 /// the line back first: a look too early costs the call a cache-line round trip, about as
 /// much as the rest of a small call (on a 2-vCPU Xeon VM, 393 against 283 ns with no handler
 /// work, 515 against 283 ns with 30 ns of it, in a harness that delayed the first look by a
-/// fixed 200 ns). So the first look waits `hints` spin-loop hints, learnt per slot, hence per
-/// channel and usually per requester thread (the pool hands a requester back its last slot):
+/// fixed 200 ns). So the first look waits some spin-loop hints, learnt per slot, hence per
+/// channel and usually per requester thread (the pool hands a requester back its last slot).
 ///
-/// - answered at the first look: maybe late; every [`Quiet::PATIENCE`] such calls in a row,
+/// A wait's `took` is the hints it spun before its first look plus its looks (a look is one
+/// hint). After each wait that only spun:
+///
+/// - answered at the first look: maybe late; every [`Quiet::PATIENCE`] such waits in a row,
 ///   one hint less;
-/// - answered by a later look of the pure spin: early; one hint more, up to [`Quiet::MAX`];
-/// - answered only after a yield or a park: the server was not running, and the spin said
-///   nothing about its speed; half as many hints.
+/// - answered at a later look: early; one hint more, unless the call took more than
+///   [`Quiet::NEAR`] hints longer than the fastest of the last window of
+///   [`Quiet::WINDOW`] waits. Calls of different lengths on one channel then set the hints
+///   by the fast ones: a slow call says nothing about how soon a fast one is answered, and
+///   raising the hints for it would make every fast call late.
 ///
-/// Being late costs at most a hint or two (tens of ns); being early costs a round trip, hence
-/// the asymmetry. Async waits (`poll_ready`) do not spin and do not use it.
-#[derive(Clone, Copy, Default)]
+/// A wait that yielded or parked halves the hints: the server was not running, and the spin
+/// said nothing about its speed. Being late costs a hint or two, being early a round trip:
+/// hence one hint more at once, one less only after many. Async waits (`poll_ready`) do not
+/// spin and do not use this.
+#[derive(Clone, Copy)]
 pub(crate) struct Quiet {
     hints: u16,
-    /// Calls in a row answered at the first look.
-    first_looks: u16,
+    /// Waits in a row answered at the first look.
+    late: u16,
+    /// Waits so far in this window, and the smallest `took` among them.
+    waits: u16,
+    fastest: u16,
+    /// The smallest `took` of the last window (`u16::MAX`: none yet).
+    bound: u16,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Self {
+            hints: 0,
+            late: 0,
+            waits: 0,
+            fastest: u16::MAX,
+            bound: u16::MAX,
+        }
+    }
 }
 
 impl Quiet {
     /// First-look answers in a row that take one hint off.
     const PATIENCE: u16 = 32;
+    /// How much longer than the last window's fastest a call may take and still count.
+    const NEAR: u16 = 16;
+    /// Waits per window.
+    const WINDOW: u16 = 16;
     /// The most hints: a few µs, which bounds what a deadline can overshoot by.
     const MAX: u16 = 128;
 
-    /// Learns from one wait that was answered after `looks` looks; `only_spun`: it neither
-    /// yielded nor parked.
-    fn learn(&mut self, looks: u32, only_spun: bool) {
+    /// How many hints the next wait spins before its first look.
+    fn next(&self) -> u16 {
+        self.hints
+    }
+
+    /// Learns from one wait that spun `spun` hints first and was answered at its `looks`-th
+    /// look; `only_spun`: it neither yielded nor parked.
+    fn learn(&mut self, spun: u16, looks: u32, only_spun: bool) {
         if !only_spun {
             self.hints /= 2;
-            self.first_looks = 0;
-        } else if looks <= 1 {
-            self.first_looks += 1;
-            if self.first_looks == Self::PATIENCE {
-                self.first_looks = 0;
-                self.hints = self.hints.saturating_sub(1);
-            }
+            self.late = 0;
         } else {
-            self.first_looks = 0;
-            self.hints = (self.hints + 1).min(Self::MAX);
+            let took = u16::try_from(looks).map_or(u16::MAX, |l| spun.saturating_add(l));
+            self.fastest = self.fastest.min(took);
+            if looks <= 1 {
+                self.late += 1;
+                if self.late == Self::PATIENCE {
+                    self.late = 0;
+                    self.hints = self.hints.saturating_sub(1);
+                }
+            } else if took <= self.bound.saturating_add(Self::NEAR) {
+                self.late = 0;
+                self.hints = (self.hints + 1).min(Self::MAX);
+            }
+        }
+        self.waits += 1;
+        if self.waits == Self::WINDOW {
+            self.bound = self.fastest;
+            self.fastest = u16::MAX;
+            self.waits = 0;
         }
     }
 }
@@ -282,16 +325,17 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         );
         // SAFETY: `quiet` is the requester's, and we hold the requester's share.
         let mut quiet = unsafe { self.quiet.with(|q| *q) };
+        let spun = quiet.next();
         // Under loom every hint is a scheduling point, and nothing is timed.
         #[cfg(not(loom))]
-        for _ in 0..quiet.hints {
+        for _ in 0..spun {
             spin_loop();
         }
         let mut looks = 0;
         loop {
             looks += 1;
             if self.is_ready() {
-                quiet.learn(looks, backoff.only_spun());
+                quiet.learn(spun, looks, backoff.only_spun());
                 // SAFETY: as above.
                 unsafe { self.quiet.with_mut(|q| *q = quiet) };
                 return true;
@@ -300,7 +344,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 break;
             }
         }
-        quiet.learn(looks, false);
+        quiet.learn(spun, looks, false);
         // SAFETY: as above.
         unsafe { self.quiet.with_mut(|q| *q = quiet) };
         if !self.set_waiter(Waiter::thread()) {
@@ -583,42 +627,62 @@ impl<Rp, E> SlotCore<Rp, E> {
 mod tests {
     use super::Quiet;
 
-    #[test]
-    fn an_early_look_adds_a_hint_and_patience_takes_one_off() {
-        let mut q = Quiet::default();
-        q.learn(3, true);
-        q.learn(2, true);
-        assert_eq!(q.hints, 2);
-        for _ in 0..Quiet::PATIENCE - 1 {
-            q.learn(1, true);
+    /// Runs `n` waits, the `i`-th answered `took(i)` hints after it began (`None`: it yielded).
+    fn waits(q: &mut Quiet, n: u16, took: impl Fn(u16) -> Option<u16>) {
+        for i in 0..n {
+            let spun = q.next();
+            match took(i) {
+                Some(t) if t > spun => q.learn(spun, u32::from(t - spun), true),
+                Some(_) => q.learn(spun, 1, true),
+                None => q.learn(spun, 500, false),
+            }
         }
-        assert_eq!(
-            q.hints, 2,
-            "fewer first-look answers in a row than PATIENCE change nothing"
-        );
-        q.learn(1, true);
-        assert_eq!(q.hints, 1);
-        // An early look in between starts the count again.
-        for _ in 0..Quiet::PATIENCE - 1 {
-            q.learn(1, true);
-        }
-        q.learn(4, true);
-        for _ in 0..Quiet::PATIENCE - 1 {
-            q.learn(1, true);
-        }
-        assert_eq!(q.hints, 2);
     }
 
     #[test]
-    fn hints_stop_at_max_and_halve_after_a_wait_that_yielded() {
+    fn hints_grow_to_where_the_answer_comes_and_back_off_only_after_patience() {
         let mut q = Quiet::default();
-        for _ in 0..2 * Quiet::MAX {
-            q.learn(5, true);
-        }
+        waits(&mut q, 11, |_| Some(12));
+        assert_eq!(q.hints, 11, "one hint a wait while early");
+        waits(&mut q, 400, |_| Some(12));
+        assert!(
+            (10..=11).contains(&q.hints),
+            "settles at the answer: {}",
+            q.hints
+        );
+        // Now answered at once: one hint less per PATIENCE waits in a row.
+        let mut q = Quiet::default();
+        waits(&mut q, 11, |_| Some(12));
+        waits(&mut q, Quiet::PATIENCE - 1, |_| Some(0));
+        assert_eq!(q.hints, 11);
+        waits(&mut q, 1, |_| Some(0));
+        assert_eq!(q.hints, 10);
+        waits(&mut q, 5 * Quiet::PATIENCE, |_| Some(0));
+        assert_eq!(q.hints, 5);
+    }
+
+    #[test]
+    fn slow_calls_among_fast_ones_do_not_raise_the_hints() {
+        let mut q = Quiet::default();
+        waits(&mut q, 400, |_| Some(12));
+        let settled = q.hints;
+        // Every other call now takes 200 hints: far from the fastest, so it does not count.
+        waits(&mut q, 400, |i| Some(if i % 2 == 1 { 200 } else { 12 }));
+        assert!(q.hints <= settled, "{} > {settled}", q.hints);
+        // Calls of one length that is slow from the start do raise them.
+        let mut slow = Quiet::default();
+        waits(&mut slow, 400, |_| Some(60));
+        assert_eq!(slow.hints, 59);
+    }
+
+    #[test]
+    fn a_wait_that_yielded_halves_and_hints_stop_at_max() {
+        let mut q = Quiet::default();
+        waits(&mut q, 400, |_| Some(1000));
         assert_eq!(q.hints, Quiet::MAX);
-        q.learn(1, false);
+        waits(&mut q, 1, |_| None);
         assert_eq!(q.hints, Quiet::MAX / 2);
-        q.learn(40, false);
-        assert_eq!(q.hints, Quiet::MAX / 4);
+        waits(&mut q, 8, |_| None);
+        assert_eq!(q.hints, 0);
     }
 }
