@@ -192,12 +192,10 @@ mod tests {
         assert_eq!(pop(&q), Some((0, 1)));
         // A push while the consumer works through a taken batch goes behind it.
         push(&q, 0, 3);
-        // SAFETY: the test is the only consumer.
         assert!(!q.looks_empty());
         assert_eq!(pop(&q), Some((0, 2)));
         assert_eq!(pop(&q), Some((0, 3)));
         assert_eq!(pop(&q), None);
-        // SAFETY: as above.
         assert!(q.looks_empty());
     }
 
