@@ -113,7 +113,7 @@ use crate::error::ShmError;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::service::{ConnectConfig, Connection, Listener, ListenerConfig};
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{AdaptiveSpin, AWAKE};
+use crate::substrate::park::{AdaptiveSpin, Pace, AWAKE};
 use crate::substrate::ring::{Consumer, Producer};
 use crate::sync::shared::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
@@ -273,6 +273,10 @@ pub struct ShmChannel {
     /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
     /// [`WAIT_SPIN`]).
     spin: AdaptiveSpin,
+    /// How long the last blocking receives that slept took: a receiver whose peer takes
+    /// long and regularly over each message sleeps through most of the next wait and spins
+    /// for its end ([`Pace`]), so that a large message costs no wake-up.
+    pace: Pace,
     /// Handed-over blocking receives in a row answered soon (reset by one that was not, or
     /// by a receive that slept or waited long): whether moving off the sender's CPU pays
     /// (`move_pays`).
@@ -391,6 +395,7 @@ impl ShmChannel {
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
             ret_tx: Cell::new(Producer::new(lay.block_count)),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
+            pace: Pace::default(),
             short_handovers: Cell::new(0),
             rotates: ShmChannel::rotates(lay.block_size),
         })

@@ -107,10 +107,11 @@ impl ShmChannel {
             }
         }
         let spin = (!peer_blocked && !peer_here).then_some(&self.spin);
-        match park::wait(
+        match park::wait_paced(
             word,
             &*self.watch.shared,
             spin,
+            Some(&self.pace),
             deadline,
             || self.try_take(),
             waiting,

@@ -456,14 +456,40 @@ pub(crate) fn wait<W: Futex, T, E>(
     spin: Option<&AdaptiveSpin>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
+    ready: impl FnMut() -> Result<bool, E>,
+) -> Result<(T, Option<Duration>), Gave<E>> {
+    wait_paced(word, live, spin, None, deadline, attempt, ready)
+}
+
+/// [`wait`] for a waiter whose waits may be long and regular (a ShmChannel receiver whose
+/// peer takes a while over each message): with `pace`, a spinning wait (`spin` given, with a
+/// budget) whose last two waits slept for long sleeps through most of this one and spins for
+/// its end ([`Pace::ahead`]), so that the value costs no wake-up; it records how the wait
+/// went in `pace`, and a paced spin leaves `spin`'s budget alone (it says nothing of short
+/// waits). With `pace` `None`, exactly [`wait`].
+pub(crate) fn wait_paced<W: Futex, T, E>(
+    word: &W,
+    live: &impl Liveness,
+    spin: Option<&AdaptiveSpin>,
+    pace: Option<&Pace>,
+    deadline: Deadline,
+    attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
-    let budget = spin.map_or(Duration::ZERO, AdaptiveSpin::budget);
-    let (v, spun, slept) = wait_with(None, budget, true, live, deadline, attempt, |timeout| {
+    let pace = pace.filter(|_| spin.is_some_and(|s| !s.never()));
+    let ahead = pace.and_then(Pace::ahead);
+    let (first, budget) = match ahead {
+        Some((sleep, spin)) => (Some(sleep), spin),
+        None => (None, spin.map_or(Duration::ZERO, AdaptiveSpin::budget)),
+    };
+    let (v, spun, slept) = wait_with(first, budget, true, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
     })?;
-    if let Some(spin) = spin {
+    if let Some(spin) = spin.filter(|_| ahead.is_none()) {
         spin.record(spun);
+    }
+    if let Some(pace) = pace {
+        pace.record(slept, spun == Spun::Preempted);
     }
     let answered = match (spun, slept) {
         (Spun::Answered(after), None) => Some(after),
@@ -991,6 +1017,64 @@ mod tests {
             |_| panic!("no sleep: the answer is there at the first look"),
         );
         assert!(matches!(r, Ok((1, Spun::Missed, Some(_)))), "{r:?}");
+    }
+
+    #[test]
+    fn a_paced_receive_sleeps_first_keeps_its_pace_and_leaves_the_spin_budget_alone() {
+        use std::cell::Cell;
+        let word = AtomicU32::new(AWAKE);
+        let spin = AdaptiveSpin::caller(Duration::from_micros(20));
+        // Halved by a streak of misses: a recorded answer would double it again.
+        for _ in 0..MISS_STREAK {
+            spin.record(Spun::Missed);
+        }
+        let pace = Pace::default();
+        let us = Duration::from_micros;
+        // Looks at the value, and the looks before the first sleep's own look.
+        let (looks, before_sleep) = (Cell::new(0), Cell::new(None));
+        let wait = |value: u32| {
+            looks.set(0);
+            before_sleep.set(None);
+            let start = Instant::now();
+            wait_paced(
+                &word,
+                &Peer { dead: false },
+                Some(&spin),
+                Some(&pace),
+                // Nobody wakes the word: an unpaced sleep ends at this deadline, after the
+                // value came (a paced one ends at its pace); the look after a sleep comes
+                // before the deadline's.
+                Deadline::after(Duration::from_millis(2)),
+                || {
+                    looks.set(looks.get() + 1);
+                    // The value comes 400 µs into the wait.
+                    Ok::<_, ()>((start.elapsed() >= us(400)).then_some(value))
+                },
+                || {
+                    before_sleep.set(before_sleep.get().or(Some(looks.get())));
+                    Ok(false)
+                },
+            )
+            .unwrap()
+        };
+        // Without a pace yet, the wait spins first (its budget is recorded), then sleeps.
+        assert_eq!(wait(1), (1, None), "it slept");
+        assert!(before_sleep.get() > Some(1), "it spun before it slept");
+        pace.record(Some(us(400)), false);
+        assert!(pace.ahead().is_some(), "two long waits that slept: a pace");
+        let budget = spin.budget();
+        // Paced: one look, asleep (the sleep looks once), then spinning until the value.
+        assert_eq!(wait(2).0, 2);
+        assert_eq!(before_sleep.get(), Some(1), "one look, then the sleep");
+        assert_eq!(
+            spin.budget(),
+            budget,
+            "a paced spin leaves the budget alone"
+        );
+        assert!(
+            pace.ahead().is_some(),
+            "a paced wait long enough keeps the pace"
+        );
     }
 
     #[test]
