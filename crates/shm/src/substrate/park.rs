@@ -355,6 +355,22 @@ impl Pace {
         })
     }
 
+    /// [`Pace::ahead`] for a waiter that spins with `spin`: never for one that does not spin
+    /// (nothing would end a paced sleep but a wake-up) or busy-polls (it spins through the
+    /// whole wait anyway).
+    pub(crate) fn ahead_for(&self, spin: &AdaptiveSpin) -> Option<(Duration, Duration)> {
+        if Self::paces(spin) {
+            self.ahead()
+        } else {
+            None
+        }
+    }
+
+    /// Whether a waiter that spins with `spin` is ever paced (see [`Pace::ahead_for`]).
+    pub(crate) fn paces(spin: &AdaptiveSpin) -> bool {
+        !spin.never() && !spin.is_fixed()
+    }
+
     /// Records how a wait went: `slept` is how long it took if it slept, `None` if it was
     /// answered without sleeping; `preempted` if its spin was.
     pub(crate) fn record(&self, slept: Option<Duration>, preempted: bool) {
@@ -476,7 +492,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
-    let pace = pace.filter(|_| spin.is_some_and(|s| !s.never()));
+    let pace = pace.filter(|_| spin.is_some_and(Pace::paces));
     let ahead = pace.and_then(Pace::ahead);
     let (first, budget) = match ahead {
         Some((sleep, spin)) => (Some(sleep), spin),

@@ -114,10 +114,10 @@ impl Call {
         let quiet = (self.woke && !busy_poll) || here;
         // A long call (the last two were, see `Pace`): sleep through most of it, then spin
         // for its end, so that the answer costs no wake-up.
-        let ahead = if quiet || busy_poll || self.conn.spin.never() {
+        let ahead = if quiet {
             None
         } else {
-            self.conn.pace.ahead()
+            self.conn.pace.ahead_for(&self.conn.spin)
         };
         let (sleep, spin) = match ahead {
             _ if quiet => (None, Duration::ZERO),
