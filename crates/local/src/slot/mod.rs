@@ -134,6 +134,7 @@ pub(crate) struct Slot<Rq, Rp, E> {
 /// spin and do not use this.
 #[derive(Clone, Copy)]
 pub(crate) struct Quiet {
+    /// How many hints the next wait spins before its first look.
     hints: u16,
     /// Waits in a row answered at the first look.
     late: u16,
@@ -165,11 +166,6 @@ impl Quiet {
     const WINDOW: u16 = 16;
     /// The most hints: a few µs, which bounds what a deadline can overshoot by.
     const MAX: u16 = 128;
-
-    /// How many hints the next wait spins before its first look.
-    fn next(&self) -> u16 {
-        self.hints
-    }
 
     /// Learns from one wait that spun `spun` hints first and was answered at its `looks`-th
     /// look; `only_spun`: it neither yielded nor parked.
@@ -325,7 +321,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         );
         // SAFETY: `quiet` is the requester's, and we hold the requester's share.
         let mut quiet = unsafe { self.quiet.with(|q| *q) };
-        let spun = quiet.next();
+        let spun = quiet.hints;
         // Under loom every hint is a scheduling point, and nothing is timed.
         #[cfg(not(loom))]
         for _ in 0..spun {
@@ -630,7 +626,7 @@ mod tests {
     /// Runs `n` waits, the `i`-th answered `took(i)` hints after it began (`None`: it yielded).
     fn waits(q: &mut Quiet, n: u16, took: impl Fn(u16) -> Option<u16>) {
         for i in 0..n {
-            let spun = q.next();
+            let spun = q.hints;
             match took(i) {
                 Some(t) if t > spun => q.learn(spun, u32::from(t - spun), true),
                 Some(_) => q.learn(spun, 1, true),
