@@ -1073,7 +1073,7 @@ mod tests {
             )
             .unwrap()
         };
-        // Without a pace yet, the wait spins first (its budget is recorded), then sleeps.
+        // Without a pace yet, the wait spins first, then sleeps.
         assert_eq!(wait(1), (1, None), "it slept");
         assert!(before_sleep.get() > Some(1), "it spun before it slept");
         pace.record(Some(us(400)), false);
