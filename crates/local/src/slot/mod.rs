@@ -120,8 +120,16 @@ pub(crate) struct Slot<Rq, Rp, E> {
 /// A wait's `took` is the hints it spun before its first look plus its looks (a look is one
 /// hint). After each wait that only spun:
 ///
-/// - answered at the first look: maybe late; every [`Quiet::PATIENCE`] such waits in a row,
-///   one hint less;
+/// - answered at the first look: maybe late; after [`Quiet::PATIENCE`] such waits in a row,
+///   the next wait probes: it looks a `step` of hints sooner. Answered at that look, the
+///   hints drop to the probe's and the step becomes half of them; not answered, the step
+///   halves (down to one hint), and the probe, which looked early on purpose, does not count
+///   as early. So a server that became much faster is caught up with in a few probes (from
+///   [`Quiet::MAX`] hints to within a few of the answer in under 300 waits, where one hint
+///   less per [`Quiet::PATIENCE`] waits took thousands: on a 2-vCPU Xeon VM, after a phase
+///   of handlers spinning 150 hints, fast calls took 2.0–2.9 µs for their first 2,000 and
+///   were back at 0.3–0.5 µs after 250), and one that did not costs a look one hint early
+///   every [`Quiet::PATIENCE`] waits;
 /// - answered at a later look: early; one hint more, unless the call took more than
 ///   [`Quiet::NEAR`] hints longer than the fastest of the last window of
 ///   [`Quiet::WINDOW`] waits. Calls of different lengths on one channel then set the hints
@@ -136,8 +144,11 @@ pub(crate) struct Slot<Rq, Rp, E> {
 pub(crate) struct Quiet {
     /// How many hints the next wait spins before its first look.
     hints: u16,
-    /// Waits in a row answered at the first look.
+    /// Waits in a row answered at the first look (at most [`Quiet::PATIENCE`]: then the next
+    /// wait probes).
     late: u16,
+    /// How many hints sooner the next probe looks (at least one).
+    step: u16,
     /// Waits so far in this window, and the smallest `took` among them.
     waits: u16,
     fastest: u16,
@@ -150,6 +161,7 @@ impl Default for Quiet {
         Self {
             hints: 0,
             late: 0,
+            step: 1,
             waits: 0,
             fastest: u16::MAX,
             bound: u16::MAX,
@@ -158,7 +170,7 @@ impl Default for Quiet {
 }
 
 impl Quiet {
-    /// First-look answers in a row that take one hint off.
+    /// First-look answers in a row after which a wait probes.
     const PATIENCE: u16 = 32;
     /// How much longer than the last window's fastest a call may take and still count.
     const NEAR: u16 = 16;
@@ -167,21 +179,36 @@ impl Quiet {
     /// The most hints: a few µs, which bounds what a deadline can overshoot by.
     const MAX: u16 = 128;
 
-    /// Learns from one wait that spun `spun` hints first and was answered at its `looks`-th
-    /// look; `only_spun`: it neither yielded nor parked.
+    /// How many hints the next wait spins before its first look: `step` fewer than `hints`
+    /// for a probe.
+    fn next(&self) -> u16 {
+        if self.late >= Self::PATIENCE {
+            self.hints.saturating_sub(self.step)
+        } else {
+            self.hints
+        }
+    }
+
+    /// Learns from one wait that spun `spun` hints first (as [`Quiet::next`] said) and was
+    /// answered at its `looks`-th look; `only_spun`: it neither yielded nor parked.
     fn learn(&mut self, spun: u16, looks: u32, only_spun: bool) {
+        let probe = spun < self.hints;
         if !only_spun {
             self.hints /= 2;
             self.late = 0;
         } else {
             let took = u16::try_from(looks).map_or(u16::MAX, |l| spun.saturating_add(l));
             self.fastest = self.fastest.min(took);
-            if looks <= 1 {
-                self.late += 1;
-                if self.late == Self::PATIENCE {
-                    self.late = 0;
-                    self.hints = self.hints.saturating_sub(1);
+            if probe {
+                self.late = 0;
+                if looks <= 1 {
+                    self.hints = spun;
+                    self.step = (spun / 2).max(1);
+                } else {
+                    self.step = (self.step / 2).max(1);
                 }
+            } else if looks <= 1 {
+                self.late = (self.late + 1).min(Self::PATIENCE);
             } else if took <= self.bound.saturating_add(Self::NEAR) {
                 self.late = 0;
                 self.hints = (self.hints + 1).min(Self::MAX);
@@ -321,7 +348,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         );
         // SAFETY: `quiet` is the requester's, and we hold the requester's share.
         let mut quiet = unsafe { self.quiet.with(|q| *q) };
-        let spun = quiet.hints;
+        let spun = quiet.next();
         // Under loom every hint is a scheduling point, and nothing is timed.
         #[cfg(not(loom))]
         for _ in 0..spun {
@@ -626,7 +653,7 @@ mod tests {
     /// Runs `n` waits, the `i`-th answered `took(i)` hints after it began (`None`: it yielded).
     fn waits(q: &mut Quiet, n: u16, took: impl Fn(u16) -> Option<u16>) {
         for i in 0..n {
-            let spun = q.hints;
+            let spun = q.next();
             match took(i) {
                 Some(t) if t > spun => q.learn(spun, u32::from(t - spun), true),
                 Some(_) => q.learn(spun, 1, true),
@@ -646,15 +673,56 @@ mod tests {
             "settles at the answer: {}",
             q.hints
         );
-        // Now answered at once: one hint less per PATIENCE waits in a row.
+        // Now answered at once: the wait after PATIENCE of them in a row probes one hint
+        // sooner, is answered there, and the next probe goes half the way down.
         let mut q = Quiet::default();
         waits(&mut q, 11, |_| Some(12));
-        waits(&mut q, Quiet::PATIENCE - 1, |_| Some(0));
+        waits(&mut q, Quiet::PATIENCE, |_| Some(0));
         assert_eq!(q.hints, 11);
+        assert_eq!(q.next(), 10, "a probe");
         waits(&mut q, 1, |_| Some(0));
         assert_eq!(q.hints, 10);
-        waits(&mut q, 5 * Quiet::PATIENCE, |_| Some(0));
+        waits(&mut q, Quiet::PATIENCE + 1, |_| Some(0));
         assert_eq!(q.hints, 5);
+        waits(&mut q, 8 * (Quiet::PATIENCE + 1), |_| Some(0));
+        assert_eq!(q.hints, 0);
+    }
+
+    #[test]
+    fn a_server_that_became_fast_is_caught_up_with_in_a_few_probes() {
+        let mut q = Quiet::default();
+        waits(&mut q, 1000, |_| Some(1000));
+        assert_eq!(q.hints, Quiet::MAX);
+        // The server now answers after 5 hints: probes halve the hints while they are
+        // answered, and never go below the answer (a probe not answered at its first look
+        // leaves them).
+        let mut n = 0;
+        while q.hints > 10 {
+            waits(&mut q, 1, |_| Some(5));
+            assert!(q.hints >= 4, "below the answer: {}", q.hints);
+            n += 1;
+            assert!(n < 300, "still at {} after {n} waits", q.hints);
+        }
+        waits(&mut q, 2000, |_| Some(5));
+        assert!(
+            (4..=10).contains(&q.hints),
+            "settles near the answer: {}",
+            q.hints
+        );
+    }
+
+    #[test]
+    fn a_probe_answered_late_does_not_raise_the_hints_and_the_next_goes_less_far() {
+        let mut q = Quiet::default();
+        waits(&mut q, 400, |_| Some(40));
+        let settled = q.hints;
+        q.late = Quiet::PATIENCE;
+        q.step = 16;
+        let probe = q.next();
+        assert_eq!(probe, settled - 16);
+        waits(&mut q, 1, |_| Some(40));
+        assert_eq!(q.hints, settled, "a probe that looked early says nothing");
+        assert_eq!(q.step, 8);
     }
 
     #[test]
