@@ -443,6 +443,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                     reference: format!("{} ({UMP})", report::fmt_rate(u.summary.calls_per_s)),
                     ratio: Some(q),
                     verdict: Verdict::of(q >= 2.0),
+                    rounds: None,
                 }
             }
             _ => Goal::not_measured(text),
@@ -458,6 +459,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 reference: format!("median {}", report::fmt_ns(c.summary.median_ns)),
                 ratio: Some(q),
                 verdict: Verdict::of(q <= 3.0),
+                rounds: None,
             }
         }
         None => Goal::not_measured(text),
@@ -475,6 +477,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 reference: "3×".into(),
                 ratio: Some(q / 3.0),
                 verdict: Verdict::of(q <= 3.0),
+                rounds: None,
             }
         }
         _ => Goal::not_measured(text),

@@ -2,7 +2,7 @@
 //! the ratio of courier to each peer, and number formatting.
 
 use crate::runner::Load;
-use crate::stats::Summary;
+use crate::stats::{Round, Summary};
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -196,23 +196,55 @@ pub(crate) fn goals_by_load(rows: &[Row], goals: impl Fn(&[Row], Load) -> Vec<Go
     out
 }
 
-/// The measures of a round trip a goal compares: name, value, and whether higher is better.
-type Measure = (&'static str, fn(&Summary) -> f64, bool);
+/// A measure of a round trip, pooled and in one round.
+#[derive(Clone, Copy)]
+struct Measure {
+    name: &'static str,
+    pooled: fn(&Summary) -> f64,
+    round: fn(&Round) -> f64,
+    /// Whether higher is better.
+    higher: bool,
+}
+
+/// The measures a goal compares.
 const MEASURES: [Measure; 3] = [
-    ("median", |s| s.median_ns, false),
-    ("p99", |s| s.p99_ns, false),
-    ("calls/s", |s| s.calls_per_s, true),
+    Measure {
+        name: "median",
+        pooled: |s| s.median_ns,
+        round: |r| r.median_ns,
+        higher: false,
+    },
+    Measure {
+        name: "p99",
+        pooled: |s| s.p99_ns,
+        round: |r| r.p99_ns,
+        higher: false,
+    },
+    Measure {
+        name: "calls/s",
+        pooled: |s| s.calls_per_s,
+        round: |r| r.calls_per_s,
+        higher: true,
+    },
 ];
+
+/// In how many rounds `holds(subject's round, reference's round)`, of the rounds both rows
+/// have (`None` when they have none, e.g. rows made up in a test).
+fn rounds_held(c: &Row, r: &Row, holds: impl Fn(&Round, &Round) -> bool) -> Option<(usize, usize)> {
+    let pairs = c.summary.by_round.iter().zip(&r.summary.by_round);
+    let n = pairs.len();
+    (n > 0).then(|| (pairs.filter(|(a, b)| holds(a, b)).count(), n))
+}
 
 /// `subject`'s median, p99 and calls/s each at least as good as `reference`'s: three goals
 /// (not measured if either row is missing).
 pub(crate) fn as_good_as(text: &str, subject: Option<&Row>, reference: Option<&Row>) -> Vec<Goal> {
     MEASURES
         .iter()
-        .map(|&(what, key, higher)| {
-            let text = format!("{text}: {what}");
+        .map(|&m| {
+            let text = format!("{text}: {}", m.name);
             match (subject, reference) {
-                (Some(c), Some(r)) => Goal::versus(text, c, r, key, higher),
+                (Some(c), Some(r)) => Goal::versus(text, c, r, m),
                 _ => Goal::not_measured(text),
             }
         })
@@ -246,10 +278,10 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
         ))];
     };
     let mut goals = Vec::new();
-    for (what, key, higher) in MEASURES {
-        let text = format!("{scenario}: {what} ahead of every peer");
-        goals.push(match best(key, higher) {
-            Some(r) => Goal::versus(text, c, r, key, higher),
+    for m in MEASURES {
+        let text = format!("{scenario}: {} ahead of every peer", m.name);
+        goals.push(match best(m.pooled, m.higher) {
+            Some(r) => Goal::versus(text, c, r, m),
             None => Goal::not_measured(text),
         });
     }
@@ -270,6 +302,7 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
             reference: format!("{} ({})", fmt_ns(r.summary.cpu_per_call_ns), r.name),
             ratio: Some(c.summary.cpu_per_call_ns / r.summary.cpu_per_call_ns),
             verdict: Verdict::of(c.summary.cpu_per_call_ns <= r.summary.cpu_per_call_ns),
+            rounds: None,
         },
         None => Goal {
             text,
@@ -277,6 +310,7 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
             reference: "no peer is as fast".into(),
             ratio: None,
             verdict: Verdict::Info,
+            rounds: None,
         },
     });
     goals
@@ -370,6 +404,10 @@ pub(crate) struct Goal {
     pub(crate) ratio: Option<f64>,
     /// The verdict.
     pub(crate) verdict: Verdict,
+    /// In how many rounds the goal held when each round's own figures are compared, of how
+    /// many (`None`: a goal not compared round by round). A verdict that one slowed round
+    /// decides shows here as a count that disagrees with it.
+    pub(crate) rounds: Option<(usize, usize)>,
 }
 
 impl Goal {
@@ -390,6 +428,7 @@ impl Goal {
                     reference: format!("{} ({})", fmt_ns(r.summary.median_ns), r.name),
                     ratio: Some(q),
                     verdict: Verdict::of(q <= limit),
+                    rounds: rounds_held(c, r, |a, b| a.median_ns / b.median_ns <= limit),
                 }
             }
             _ => Goal::not_measured(text),
@@ -406,24 +445,29 @@ impl Goal {
         let mut goal = Goal::median(text, subject, reference, f64::INFINITY);
         if goal.ratio.is_some() {
             goal.verdict = Verdict::Info;
+            goal.rounds = None;
         }
         goal
     }
 
-    /// `subject`'s `key` at least as good as `reference`'s (higher is better if `higher`).
-    fn versus(text: String, c: &Row, r: &Row, key: fn(&Summary) -> f64, higher: bool) -> Self {
-        let (mine, theirs) = (key(&c.summary), key(&r.summary));
-        let fmt = |v: f64| if higher { fmt_rate(v) } else { fmt_ns(v) };
+    /// `subject`'s measure `m` at least as good as `reference`'s.
+    fn versus(text: String, c: &Row, r: &Row, m: Measure) -> Self {
+        let at_least = |mine: f64, theirs: f64| {
+            if m.higher {
+                mine >= theirs
+            } else {
+                mine <= theirs
+            }
+        };
+        let (mine, theirs) = ((m.pooled)(&c.summary), (m.pooled)(&r.summary));
+        let fmt = |v: f64| if m.higher { fmt_rate(v) } else { fmt_ns(v) };
         Goal {
             text,
             courier: fmt(mine),
             reference: format!("{} ({})", fmt(theirs), r.name),
             ratio: Some(mine / theirs),
-            verdict: Verdict::of(if higher {
-                mine >= theirs
-            } else {
-                mine <= theirs
-            }),
+            verdict: Verdict::of(at_least(mine, theirs)),
+            rounds: rounds_held(c, r, |a, b| at_least((m.round)(a), (m.round)(b))),
         }
     }
 
@@ -435,6 +479,7 @@ impl Goal {
             reference: "n/a".into(),
             ratio: None,
             verdict: Verdict::NotMeasured,
+            rounds: None,
         }
     }
 }
@@ -529,6 +574,13 @@ pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String
     }
     out.push_str("\n## Goals (informational: the run exits 0 either way)\n\n");
     out.push_str(&goal_table(goals));
+    if goals.iter().any(|g| g.rounds.is_some()) {
+        out.push_str(
+            "\n*rounds met*: in how many rounds the goal held when each round's own figures \
+             are compared (median, p99 or calls/s of that round alone); the verdict is on the \
+             pooled figures, which one round the host slowed can move.\n",
+        );
+    }
     if !failed.is_empty() {
         out.push_str("\n## Rows that failed (left out of the table)\n\n");
         for f in failed {
@@ -541,13 +593,16 @@ pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String
 /// The goals as a markdown table.
 pub(crate) fn goal_table(goals: &[Goal]) -> String {
     let mut out = String::from(
-        "| goal | courier | reference | ratio | verdict |\n|---|---:|---:|---:|---|\n",
+        "| goal | courier | reference | ratio | verdict | rounds met |\n|---|---:|---:|---:|---|---:|\n",
     );
     for g in goals {
         let ratio = g.ratio.map_or("n/a".to_string(), |q| format!("{q:.2}x"));
+        let rounds = g
+            .rounds
+            .map_or("—".to_string(), |(met, n)| format!("{met}/{n}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {ratio} | {} |",
+            "| {} | {} | {} | {ratio} | {} | {rounds} |",
             g.text,
             g.courier,
             g.reference,
@@ -614,10 +669,12 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
     for (i, g) in goals.iter().enumerate() {
         let _ = writeln!(
             out,
-            "    {{\"goal\": {}, \"ratio\": {}, \"verdict\": {}}}{}",
+            "    {{\"goal\": {}, \"ratio\": {}, \"verdict\": {}, \"rounds_met\": {}}}{}",
             json_str(&g.text),
             g.ratio.map_or("null".to_string(), |q| format!("{q:.4}")),
             json_str(g.verdict.as_str()),
+            g.rounds
+                .map_or("null".to_string(), |(met, n)| format!("[{met}, {n}]")),
             if i + 1 < goals.len() { "," } else { "" }
         );
     }
@@ -770,6 +827,7 @@ pub(crate) fn test_row(
             round_max_ns: median_ns,
             rounds: 1,
             round_tail_max: 2.0,
+            by_round: Vec::new(),
         },
     }
 }
@@ -820,6 +878,45 @@ mod tests {
         );
         assert!(results(&rows, &[], &[]).contains("### Both loads side by side"));
         assert!(!results(&rows[..4], &[], &[]).contains("side by side"));
+    }
+
+    #[test]
+    fn goals_count_the_rounds_they_held_in_beside_the_pooled_verdict() {
+        let rounds = |p99s: &[f64]| -> Vec<Round> {
+            p99s.iter()
+                .map(|&p99_ns| Round {
+                    median_ns: 100.0,
+                    p99_ns,
+                    calls_per_s: 1e6,
+                })
+                .collect()
+        };
+        // courier's p99 is the better one in four rounds of five; one slow round (900 ns)
+        // makes its pooled p99 the worse one.
+        let mut c = row("8 B", "courier", Load::Idle, 100.0);
+        c.summary.p99_ns = 900.0;
+        c.summary.by_round = rounds(&[150.0, 150.0, 900.0, 150.0, 150.0]);
+        let mut p = row("8 B", "peer", Load::Idle, 100.0);
+        p.summary.p99_ns = 200.0;
+        p.summary.by_round = rounds(&[200.0; 5]);
+        let goals = as_good_as("8 B", Some(&c), Some(&p));
+        let p99 = goals.iter().find(|g| g.text.ends_with("p99")).unwrap();
+        assert_eq!(p99.verdict, Verdict::Miss);
+        assert_eq!(p99.rounds, Some((4, 5)));
+        // Higher is better for calls/s: equal rounds count as met.
+        let cps = goals.iter().find(|g| g.text.ends_with("calls/s")).unwrap();
+        assert_eq!(cps.rounds, Some((5, 5)));
+        // A limit on medians, round by round.
+        c.summary.by_round[1].median_ns = 160.0;
+        let g = Goal::median("limit".into(), Some(&c), Some(&p), 1.5);
+        assert_eq!(g.rounds, Some((4, 5)));
+        assert!(goal_table(&[g]).contains("| PASS | 4/5 |"));
+        // Rows with no rounds (made up) say nothing.
+        let (a, b) = (
+            row("8 B", "courier", Load::Idle, 1.0),
+            row("8 B", "x", Load::Idle, 2.0),
+        );
+        assert_eq!(as_good_as("8 B", Some(&a), Some(&b))[0].rounds, None);
     }
 
     #[test]

@@ -1241,6 +1241,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 reference: format!("{} ({})", report::fmt_ns(p), peer.name()),
                 ratio: Some(c / p),
                 verdict: Verdict::of(c < factor * p),
+                rounds: None,
             }),
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
@@ -1332,6 +1333,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 } else {
                     Verdict::Info
                 },
+                rounds: None,
             }),
             _ => goals.push(Goal::not_measured(text)),
         }

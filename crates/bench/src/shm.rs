@@ -1011,6 +1011,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ),
                 ratio: Some(c / best.summary.median_ns),
                 verdict: Verdict::of(c < best.summary.median_ns),
+                rounds: None,
             }),
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
@@ -1029,6 +1030,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                     reference: format!("{} (floor)", report::fmt_ns(f)),
                     ratio: Some(c / f),
                     verdict: Verdict::Info,
+                    rounds: None,
                 }),
                 _ => goals.push(Goal::not_measured(text)),
             }
@@ -1067,6 +1069,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 reference: format!("{} (floor)", report::fmt_ns(f)),
                 ratio: Some(c / f),
                 verdict: Verdict::of(c - f <= 0.1 * f),
+                rounds: None,
             }),
             _ => goals.push(Goal::not_measured(text)),
         }

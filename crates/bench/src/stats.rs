@@ -73,10 +73,26 @@ pub(crate) struct Samples {
     /// tail within a round, which a round that runs wholly slower (the host moving the VM's
     /// CPUs) does not inflate as it inflates the pooled p99.
     pub(crate) round_tails: Vec<f64>,
+    /// The p99 of each measurement pooled here (one per round), in nanoseconds.
+    pub(crate) round_p99_ns: Vec<f64>,
+    /// The calls/s of each measurement pooled here (one per round).
+    pub(crate) round_calls_per_s: Vec<f64>,
+}
+
+/// One round's figures of a row: what a goal compares round by round, so that a round the
+/// host slowed (which moves the pooled figures of the rows it measured) shows as one round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Round {
+    /// Median of the round's samples, in nanoseconds.
+    pub(crate) median_ns: f64,
+    /// 99th percentile of the round's samples, in nanoseconds.
+    pub(crate) p99_ns: f64,
+    /// The round's calls divided by its wall time.
+    pub(crate) calls_per_s: f64,
 }
 
 /// What a row reports.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Summary {
     /// Median of the per-call samples, in nanoseconds.
     pub(crate) median_ns: f64,
@@ -105,6 +121,8 @@ pub(crate) struct Summary {
     pub(crate) rounds: usize,
     /// Largest p99 ÷ median of one round.
     pub(crate) round_tail_max: f64,
+    /// Each round's figures, in the order of the rounds (the same for every row of a run).
+    pub(crate) by_round: Vec<Round>,
 }
 
 impl Samples {
@@ -119,6 +137,8 @@ impl Samples {
         self.cpu_ns += other.cpu_ns;
         self.round_medians_ns.extend(other.round_medians_ns);
         self.round_tails.extend(other.round_tails);
+        self.round_p99_ns.extend(other.round_p99_ns);
+        self.round_calls_per_s.extend(other.round_calls_per_s);
     }
 
     /// Median, p99 and calls/s of these samples.
@@ -147,6 +167,17 @@ impl Samples {
             round_max_ns: round(f64::max, 0.0),
             rounds: self.round_medians_ns.len(),
             round_tail_max: self.round_tails.iter().copied().fold(f64::NAN, f64::max),
+            by_round: self
+                .round_medians_ns
+                .iter()
+                .zip(&self.round_p99_ns)
+                .zip(&self.round_calls_per_s)
+                .map(|((&median_ns, &p99_ns), &calls_per_s)| Round {
+                    median_ns,
+                    p99_ns,
+                    calls_per_s,
+                })
+                .collect(),
         }
     }
 }
@@ -363,8 +394,16 @@ fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
     let mut sorted = out.per_op_ns.clone();
     sorted.sort_unstable();
     let median = percentile(&sorted, 0.50);
+    let p99 = percentile(&sorted, 0.99);
+    let secs = wall.as_secs_f64();
     out.round_medians_ns.push(median);
-    out.round_tails.push(percentile(&sorted, 0.99) / median);
+    out.round_tails.push(p99 / median);
+    out.round_p99_ns.push(p99);
+    out.round_calls_per_s.push(if secs > 0.0 {
+        sorted.len() as f64 / secs
+    } else {
+        0.0
+    });
     out
 }
 
