@@ -128,8 +128,8 @@ pub(crate) struct Slot<Rq, Rp, E> {
 ///   [`Quiet::MAX`] hints to within a few of the answer in under 300 waits, where one hint
 ///   less per [`Quiet::PATIENCE`] waits took thousands: on a 2-vCPU Xeon VM, after a phase
 ///   of handlers spinning 150 hints, fast calls took 2.0–2.9 µs for their first 2,000 and
-///   were back at 0.3–0.5 µs after 250), and one that did not costs a look one hint early
-///   every [`Quiet::PATIENCE`] waits;
+///   were back at 0.3–0.5 µs after 250), and one that did not costs one early look every
+///   [`Quiet::PATIENCE`] waits (one hint early once the step is down to one);
 /// - answered at a later look: early; one hint more, unless the call took more than
 ///   [`Quiet::NEAR`] hints longer than the fastest of the last window of
 ///   [`Quiet::WINDOW`] waits. Calls of different lengths on one channel then set the hints
