@@ -206,6 +206,17 @@ struct Measure {
     higher: bool,
 }
 
+impl Measure {
+    /// Whether `mine` is at least as good as `theirs`.
+    fn at_least(self, mine: f64, theirs: f64) -> bool {
+        if self.higher {
+            mine >= theirs
+        } else {
+            mine <= theirs
+        }
+    }
+}
+
 /// The measures a goal compares.
 const MEASURES: [Measure; 3] = [
     Measure {
@@ -228,12 +239,22 @@ const MEASURES: [Measure; 3] = [
     },
 ];
 
-/// In how many rounds `holds(subject's round, reference's round)`, of the rounds both rows
-/// have (`None` when they have none, e.g. rows made up in a test).
-fn rounds_held(c: &Row, r: &Row, holds: impl Fn(&Round, &Round) -> bool) -> Option<(usize, usize)> {
-    let pairs = c.summary.by_round.iter().zip(&r.summary.by_round);
-    let n = pairs.len();
-    (n > 0).then(|| (pairs.filter(|(a, b)| holds(a, b)).count(), n))
+/// In how many rounds `holds(subject's round, reference's round)` for every one of `refs`,
+/// of the rounds all the rows have (`None` when they have none, e.g. rows made up in a test).
+fn rounds_held(
+    c: &Row,
+    refs: &[&Row],
+    holds: impl Fn(&Round, &Round) -> bool,
+) -> Option<(usize, usize)> {
+    let n = refs
+        .iter()
+        .map(|r| r.summary.by_round.len())
+        .fold(c.summary.by_round.len(), usize::min);
+    let held = |i: usize| {
+        refs.iter()
+            .all(|r| holds(&c.summary.by_round[i], &r.summary.by_round[i]))
+    };
+    (n > 0).then(|| ((0..n).filter(|&i| held(i)).count(), n))
 }
 
 /// `subject`'s median, p99 and calls/s each at least as good as `reference`'s: three goals
@@ -281,7 +302,11 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
     for m in MEASURES {
         let text = format!("{scenario}: {} ahead of every peer", m.name);
         goals.push(match best(m.pooled, m.higher) {
-            Some(r) => Goal::versus(text, c, r, m),
+            Some(r) => Goal {
+                // Round by round, ahead of every peer's figure of that round.
+                rounds: rounds_held(c, &peers, |a, b| m.at_least((m.round)(a), (m.round)(b))),
+                ..Goal::versus(text, c, r, m)
+            },
             None => Goal::not_measured(text),
         });
     }
@@ -428,7 +453,7 @@ impl Goal {
                     reference: format!("{} ({})", fmt_ns(r.summary.median_ns), r.name),
                     ratio: Some(q),
                     verdict: Verdict::of(q <= limit),
-                    rounds: rounds_held(c, r, |a, b| a.median_ns / b.median_ns <= limit),
+                    rounds: rounds_held(c, &[r], |a, b| a.median_ns / b.median_ns <= limit),
                 }
             }
             _ => Goal::not_measured(text),
@@ -452,13 +477,7 @@ impl Goal {
 
     /// `subject`'s measure `m` at least as good as `reference`'s.
     fn versus(text: String, c: &Row, r: &Row, m: Measure) -> Self {
-        let at_least = |mine: f64, theirs: f64| {
-            if m.higher {
-                mine >= theirs
-            } else {
-                mine <= theirs
-            }
-        };
+        let at_least = |mine: f64, theirs: f64| m.at_least(mine, theirs);
         let (mine, theirs) = ((m.pooled)(&c.summary), (m.pooled)(&r.summary));
         let fmt = |v: f64| if m.higher { fmt_rate(v) } else { fmt_ns(v) };
         Goal {
@@ -467,7 +486,7 @@ impl Goal {
             reference: format!("{} ({})", fmt(theirs), r.name),
             ratio: Some(mine / theirs),
             verdict: Verdict::of(at_least(mine, theirs)),
-            rounds: rounds_held(c, r, |a, b| at_least((m.round)(a), (m.round)(b))),
+            rounds: rounds_held(c, &[r], |a, b| at_least((m.round)(a), (m.round)(b))),
         }
     }
 
@@ -911,6 +930,20 @@ mod tests {
         let g = Goal::median("limit".into(), Some(&c), Some(&p), 1.5);
         assert_eq!(g.rounds, Some((4, 5)));
         assert!(goal_table(&[g]).contains("| PASS | 4/5 |"));
+        // Ahead of every peer: in each round, of every peer's figure of that round, not only
+        // of the peer that is best pooled. A second peer, worse pooled, beats courier's p99
+        // in round 0.
+        let mut q = row("8 B", "other", Load::Busy, 100.0);
+        q.summary.p99_ns = 1_000.0;
+        q.summary.by_round = rounds(&[120.0, 1_000.0, 1_000.0, 1_000.0, 1_000.0]);
+        let (mut c, mut p) = (c.clone(), p.clone());
+        for r in [&mut c, &mut p] {
+            r.load = Load::Busy;
+        }
+        let goals = ahead_of_every_peer(&[c, p, q], "8 B");
+        let p99 = goals.iter().find(|g| g.text.contains("p99")).unwrap();
+        assert!(p99.reference.contains("(peer)"), "{}", p99.reference);
+        assert_eq!(p99.rounds, Some((3, 5)));
         // Rows with no rounds (made up) say nothing.
         let (a, b) = (
             row("8 B", "courier", Load::Idle, 1.0),

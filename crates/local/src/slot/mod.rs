@@ -694,8 +694,8 @@ mod tests {
         waits(&mut q, 1000, |_| Some(1000));
         assert_eq!(q.hints, Quiet::MAX);
         // The server now answers after 5 hints: probes halve the hints while they are
-        // answered, and never go below the answer (a probe not answered at its first look
-        // leaves them).
+        // answered, and never go below the answer less the first look (the look after 4
+        // hints sees it); a probe not answered at its first look leaves them.
         let mut n = 0;
         while q.hints > 10 {
             waits(&mut q, 1, |_| Some(5));
