@@ -121,31 +121,32 @@ pub(crate) struct Slot<Rq, Rp, E> {
 /// hint). After each wait that only spun:
 ///
 /// - answered at the first look: maybe late; after [`Quiet::PATIENCE`] such waits in a row,
-///   the next wait probes: it looks a `step` of hints sooner. Answered at that look, the
-///   hints drop to the probe's and the step becomes half of them; not answered, the step
-///   halves (down to one hint), and the probe, which looked early on purpose, does not count
-///   as early. So a server that became much faster is caught up with in a few probes (from
+///   the next wait probes (if there are hints to take off): it looks a `step` of hints
+///   sooner, at most half of them. Answered at that look, the hints drop to the probe's and
+///   the step becomes half of them; not answered, the step halves (down to one hint), and
+///   the probe, which looked early on purpose, does not count as early. So a server that became much faster is caught up with in a few probes (from
 ///   [`Quiet::MAX`] hints to within a few of the answer in under 300 waits, where one hint
 ///   less per [`Quiet::PATIENCE`] waits took thousands: on a 2-vCPU Xeon VM, after a phase
 ///   of handlers spinning 150 hints, fast calls took 2.0–2.9 µs for their first 2,000 and
 ///   were back at 0.3–0.5 µs after 250), and one that did not costs one early look every
-///   [`Quiet::PATIENCE`] waits (one hint early once the step is down to one);
+///   [`Quiet::PATIENCE`] + 1 waits (one hint early once the step is down to one);
 /// - answered at a later look: early; one hint more, unless the call took more than
 ///   [`Quiet::NEAR`] hints longer than the fastest of the last window of
 ///   [`Quiet::WINDOW`] waits. Calls of different lengths on one channel then set the hints
 ///   by the fast ones: a slow call says nothing about how soon a fast one is answered, and
 ///   raising the hints for it would make every fast call late.
 ///
-/// A wait that yielded or parked halves the hints: the server was not running, and the spin
-/// said nothing about its speed. Being late costs a hint or two, being early a round trip:
-/// hence one hint more at once, one less only after many. Async waits (`poll_ready`) do not
+/// A wait that yielded or parked halves the hints (and, if it probed, the step): the server
+/// was not running, and the spin said nothing about its speed. Being late costs a hint or
+/// two, being early a round trip: hence one hint more at once, fewer only after many, by a
+/// probe. Async waits (`poll_ready`) do not
 /// spin and do not use this.
 #[derive(Clone, Copy)]
 pub(crate) struct Quiet {
     /// How many hints the next wait spins before its first look.
     hints: u16,
     /// Waits in a row answered at the first look (at most [`Quiet::PATIENCE`]: then the next
-    /// wait probes).
+    /// wait probes, if `hints` is not 0).
     late: u16,
     /// How many hints sooner the next probe looks (at least one).
     step: u16,
@@ -179,11 +180,12 @@ impl Quiet {
     /// The most hints: a few µs, which bounds what a deadline can overshoot by.
     const MAX: u16 = 128;
 
-    /// How many hints the next wait spins before its first look: `step` fewer than `hints`
-    /// for a probe.
+    /// How many hints the next wait spins before its first look: for a probe, `step` fewer
+    /// than `hints`, and at most half of them fewer (`step` was set for the hints of the
+    /// last probe; they may have grown or halved since).
     fn next(&self) -> u16 {
         if self.late >= Self::PATIENCE {
-            self.hints.saturating_sub(self.step)
+            self.hints - self.step.min(self.hints / 2).max(1).min(self.hints)
         } else {
             self.hints
         }
@@ -196,6 +198,9 @@ impl Quiet {
         if !only_spun {
             self.hints /= 2;
             self.late = 0;
+            if probe {
+                self.step = (self.step / 2).max(1);
+            }
         } else {
             let took = u16::try_from(looks).map_or(u16::MAX, |l| spun.saturating_add(l));
             self.fastest = self.fastest.min(took);
@@ -709,6 +714,27 @@ mod tests {
             "settles near the answer: {}",
             q.hints
         );
+    }
+
+    #[test]
+    fn a_probe_reaches_at_most_half_the_hints_and_one_that_yielded_halves_the_step() {
+        let mut q = Quiet::default();
+        waits(&mut q, 400, |_| Some(40));
+        let settled = q.hints;
+        // A step left from larger hints reaches half of the present ones at most.
+        q.late = Quiet::PATIENCE;
+        q.step = 100;
+        assert_eq!(q.next(), settled - settled / 2);
+        // A probe that yielded: the hints halve, as for any such wait, and so does the step.
+        waits(&mut q, 1, |_| None);
+        assert_eq!((q.hints, q.step), (settled / 2, 50));
+        // With no hints there is nothing to probe.
+        let q = Quiet {
+            late: Quiet::PATIENCE,
+            step: 3,
+            ..Quiet::default()
+        };
+        assert_eq!(q.next(), 0);
     }
 
     #[test]
