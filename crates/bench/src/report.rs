@@ -246,10 +246,13 @@ fn rounds_held(
     refs: &[&Row],
     holds: impl Fn(&Round, &Round) -> bool,
 ) -> Option<(usize, usize)> {
+    let n = c.summary.by_round.len();
+    // Every row of a run has every round (a row that failed in one is left out).
+    debug_assert!(refs.iter().all(|r| r.summary.by_round.len() == n));
     let n = refs
         .iter()
         .map(|r| r.summary.by_round.len())
-        .fold(c.summary.by_round.len(), usize::min);
+        .fold(n, usize::min);
     let held = |i: usize| {
         refs.iter()
             .all(|r| holds(&c.summary.by_round[i], &r.summary.by_round[i]))
@@ -303,8 +306,17 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
         let text = format!("{scenario}: {} ahead of every peer", m.name);
         goals.push(match best(m.pooled, m.higher) {
             Some(r) => Goal {
-                // Round by round, ahead of every peer's figure of that round.
-                rounds: rounds_held(c, &peers, |a, b| m.at_least((m.round)(a), (m.round)(b))),
+                // Round by round, ahead of every peer's figure of that round (the peers
+                // `best` considers).
+                rounds: rounds_held(
+                    c,
+                    &peers
+                        .iter()
+                        .copied()
+                        .filter(|p| (m.pooled)(&p.summary).is_finite())
+                        .collect::<Vec<_>>(),
+                    |a, b| m.at_least((m.round)(a), (m.round)(b)),
+                ),
                 ..Goal::versus(text, c, r, m)
             },
             None => Goal::not_measured(text),
@@ -596,8 +608,9 @@ pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String
     if goals.iter().any(|g| g.rounds.is_some()) {
         out.push_str(
             "\n*rounds met*: in how many rounds the goal held when each round's own figures \
-             are compared (median, p99 or calls/s of that round alone); the verdict is on the \
-             pooled figures, which one round the host slowed can move.\n",
+             are compared (median, p99 or calls/s of that round alone), against the row the \
+             goal names or, for \"ahead of every peer\", against every peer; the verdict is on \
+             the pooled figures, which one round the host slowed can move.\n",
         );
     }
     if !failed.is_empty() {
@@ -619,12 +632,13 @@ pub(crate) fn goal_table(goals: &[Goal]) -> String {
         let rounds = g
             .rounds
             .map_or("—".to_string(), |(met, n)| format!("{met}/{n}"));
+        let cell = |t: &str| t.replace('|', "\\|");
         let _ = writeln!(
             out,
             "| {} | {} | {} | {ratio} | {} | {rounds} |",
-            g.text,
-            g.courier,
-            g.reference,
+            cell(&g.text),
+            cell(&g.courier),
+            cell(&g.reference),
             g.verdict.as_str()
         );
     }

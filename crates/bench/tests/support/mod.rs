@@ -57,10 +57,12 @@ pub(crate) fn verdicts(out: &str) -> usize {
         .count()
 }
 
-/// The verdict cell of a line of the goals table (`| goal | … | verdict | rounds met |`).
+/// The verdict cell of a line of the goals table (`| goal | … | verdict | rounds met |`),
+/// counted from the right, which no goal text can shift.
 fn verdict(line: &str) -> Option<&str> {
     let cells: Vec<&str> = line.split('|').collect();
-    (line.starts_with("| ") && line.ends_with(" |") && cells.len() == 8).then(|| cells[5].trim())
+    (line.starts_with("| ") && line.ends_with(" |") && cells.len() >= 8)
+        .then(|| cells[cells.len() - 3].trim())
 }
 
 /// How many goals the report lists with a verdict (PASS, MISS or info; not "not measured").
