@@ -282,20 +282,6 @@ pub(crate) fn as_good_as(text: &str, subject: Option<&Row>, reference: Option<&R
 pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
     let subject = subject_of(rows, scenario);
     let peers: Vec<&Row> = peers(rows, scenario).collect();
-    let best = |key: fn(&Summary) -> f64, higher: bool| {
-        peers
-            .iter()
-            .copied()
-            .filter(|r| key(&r.summary).is_finite())
-            .min_by(|a, b| {
-                let (x, y) = (key(&a.summary), key(&b.summary));
-                if higher {
-                    y.total_cmp(&x)
-                } else {
-                    x.total_cmp(&y)
-                }
-            })
-    };
     let Some(c) = subject.filter(|_| !peers.is_empty()) else {
         return vec![Goal::not_measured(format!(
             "{scenario}: ahead of every peer"
@@ -304,19 +290,24 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
     let mut goals = Vec::new();
     for m in MEASURES {
         let text = format!("{scenario}: {} ahead of every peer", m.name);
-        goals.push(match best(m.pooled, m.higher) {
+        // The peers with a figure for this measure; the best of them is the reference.
+        let measured: Vec<&Row> = peers
+            .iter()
+            .copied()
+            .filter(|r| (m.pooled)(&r.summary).is_finite())
+            .collect();
+        let best = measured.iter().copied().min_by(|a, b| {
+            let (x, y) = ((m.pooled)(&a.summary), (m.pooled)(&b.summary));
+            if m.higher {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            }
+        });
+        goals.push(match best {
             Some(r) => Goal {
-                // Round by round, ahead of every peer's figure of that round (the peers
-                // `best` considers).
-                rounds: rounds_held(
-                    c,
-                    &peers
-                        .iter()
-                        .copied()
-                        .filter(|p| (m.pooled)(&p.summary).is_finite())
-                        .collect::<Vec<_>>(),
-                    |a, b| m.at_least((m.round)(a), (m.round)(b)),
-                ),
+                // Round by round, ahead of every measured peer's figure of that round.
+                rounds: rounds_held(c, &measured, |a, b| m.at_least((m.round)(a), (m.round)(b))),
                 ..Goal::versus(text, c, r, m)
             },
             None => Goal::not_measured(text),
@@ -489,7 +480,6 @@ impl Goal {
 
     /// `subject`'s measure `m` at least as good as `reference`'s.
     fn versus(text: String, c: &Row, r: &Row, m: Measure) -> Self {
-        let at_least = |mine: f64, theirs: f64| m.at_least(mine, theirs);
         let (mine, theirs) = ((m.pooled)(&c.summary), (m.pooled)(&r.summary));
         let fmt = |v: f64| if m.higher { fmt_rate(v) } else { fmt_ns(v) };
         Goal {
@@ -497,8 +487,8 @@ impl Goal {
             courier: fmt(mine),
             reference: format!("{} ({})", fmt(theirs), r.name),
             ratio: Some(mine / theirs),
-            verdict: Verdict::of(at_least(mine, theirs)),
-            rounds: rounds_held(c, &[r], |a, b| at_least((m.round)(a), (m.round)(b))),
+            verdict: Verdict::of(m.at_least(mine, theirs)),
+            rounds: rounds_held(c, &[r], |a, b| m.at_least((m.round)(a), (m.round)(b))),
         }
     }
 
