@@ -124,11 +124,12 @@ pub(crate) struct Slot<Rq, Rp, E> {
 ///   the next wait probes (if there are hints to take off): it looks a `step` of hints
 ///   sooner, at most half of them. Answered at that look, the hints drop to the probe's and
 ///   the step becomes half of them; not answered, the step halves (down to one hint), and
-///   the probe, which looked early on purpose, does not count as early. So a server that became much faster is caught up with in a few probes (from
-///   [`Quiet::MAX`] hints to within a few of the answer in under 300 waits, where one hint
-///   less per [`Quiet::PATIENCE`] waits took thousands: on a 2-vCPU Xeon VM, after a phase
-///   of handlers spinning 150 hints, fast calls took 2.0–2.9 µs for their first 2,000 and
-///   were back at 0.3–0.5 µs after 250), and one that did not costs one early look every
+///   the probe, which looked early on purpose, does not count as early. So a server that
+///   became much faster is caught up with in a few probes (from [`Quiet::MAX`] hints to
+///   within a few of the answer in under 300 waits, where one hint less per
+///   [`Quiet::PATIENCE`] waits took thousands: on a 2-vCPU Xeon VM, after a phase of
+///   handlers spinning 150 hints, fast calls took 2.0–2.9 µs for their first 2,000 and were
+///   back at 0.3–0.5 µs after 250), and one that did not costs one early look every
 ///   [`Quiet::PATIENCE`] + 1 waits (one hint early once the step is down to one);
 /// - answered at a later look: early; one hint more, unless the call took more than
 ///   [`Quiet::NEAR`] hints longer than the fastest of the last window of
@@ -139,8 +140,7 @@ pub(crate) struct Slot<Rq, Rp, E> {
 /// A wait that yielded or parked halves the hints (and, if it probed, the step): the server
 /// was not running, and the spin said nothing about its speed. Being late costs a hint or
 /// two, being early a round trip: hence one hint more at once, fewer only after many, by a
-/// probe. Async waits (`poll_ready`) do not
-/// spin and do not use this.
+/// probe. Async waits (`poll_ready`) do not spin and do not use this.
 #[derive(Clone, Copy)]
 pub(crate) struct Quiet {
     /// How many hints the next wait spins before its first look.
@@ -185,7 +185,8 @@ impl Quiet {
     /// last probe; they may have grown or halved since).
     fn next(&self) -> u16 {
         if self.late >= Self::PATIENCE {
-            self.hints - self.step.min(self.hints / 2).max(1).min(self.hints)
+            let reach = (self.hints / 2).max(1);
+            self.hints.saturating_sub(self.step.min(reach))
         } else {
             self.hints
         }
