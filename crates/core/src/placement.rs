@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 /// The CPU this thread runs on, plus one (so that 0 can mean "not known" in the hints that
 /// threads and processes leave each other).
+#[inline]
 pub fn this_cpu() -> u32 {
     sched_getcpu() as u32 + 1
 }

@@ -226,6 +226,7 @@ impl Segment {
 
     /// The start of the payload, for the channel's raw views of its blocks. Valid for
     /// `len() - HEADER_LEN` bytes while `self` lives.
+    #[inline]
     pub(crate) fn payload_ptr(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN <= len (checked by `create` and `open`): still inside the mapping.
         unsafe { self.ptr.as_ptr().add(HEADER_LEN) }
@@ -234,6 +235,7 @@ impl Segment {
     /// The `u32` at payload offset `off`, shared with the peer. Offsets come from the
     /// layouts of this crate (never straight from shared memory), so a misaligned or
     /// out-of-range one is a bug here: it panics rather than touch memory outside the payload.
+    #[inline]
     pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
         self.check_word(off, 4);
         // SAFETY: `check_word` proved `off..off + 4` is inside the payload and `off` 4-aligned
@@ -244,12 +246,14 @@ impl Segment {
     }
 
     /// The `u64` at payload offset `off`, as [`Segment::u32_at`].
+    #[inline]
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
         self.check_word(off, 8);
         // SAFETY: as in `u32_at`, for 8 bytes, 8-aligned.
         unsafe { &*self.payload_ptr().add(off).cast::<AtomicU64>() }
     }
 
+    #[inline]
     fn check_word(&self, off: usize, size: usize) {
         assert!(
             off % size == 0

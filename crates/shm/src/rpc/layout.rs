@@ -8,7 +8,7 @@
 //!        push size, ready
 //! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16),
 //!                               cli_cpu u32 (+20), doorbell u32 (+24)
-//! 128    written by the server: req_head u64 (+0), push_tail u64 (+8), srv_sleep u32 (+16),
+//! 128    written by the server: (+0 unused, zero), push_tail u64 (+8), srv_sleep u32 (+16),
 //!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
 //!                               srv_bell u32 (+32)
 //! 192    request ring: `slots` x u32 slot indices (client -> server)
@@ -42,8 +42,9 @@ pub(crate) const CLI_CPU: usize = 84;
 /// sleeps and the server sleeps on doorbells ([`SRV_BELL`]). Only this client writes it, so
 /// whatever it does with it reaches no other client.
 pub(crate) const DOORBELL: usize = 88;
-// The server's line.
-pub(crate) const REQ_HEAD: usize = 128;
+// The server's line. It holds no counter of the request ring: the server keeps its count
+// of requests taken in its own memory (`Consumer::pop_unshared`), so that its line is not
+// written on every call, and a caller's look at `srv_sleep` finds the line in its cache.
 pub(crate) const PUSH_TAIL: usize = 136;
 pub(crate) const SRV_SLEEP: usize = 144;
 pub(crate) const CBELL: usize = 148;
@@ -209,10 +210,12 @@ impl Layout {
         })
     }
 
+    #[inline]
     pub(crate) fn ring(&self, i: usize) -> usize {
         RING + 4 * (i % self.slots)
     }
 
+    #[inline]
     pub(crate) fn rec(&self, slot: usize) -> usize {
         self.recs + slot * SLOT_REC
     }
@@ -236,15 +239,18 @@ pub(crate) struct Shared {
 impl Shared {
     /// Offsets come from `Layout` (or a constant below its first area) plus an index the
     /// caller checked against the layout's counts.
+    #[inline]
     pub(crate) fn u32(&self, off: usize) -> &AtomicU32 {
         self.seg.u32_at(off)
     }
 
+    #[inline]
     pub(crate) fn u64(&self, off: usize) -> &AtomicU64 {
         self.seg.u64_at(off)
     }
 
     /// The state word of slot `slot` (`slot < lay.slots`).
+    #[inline]
     pub(crate) fn state(&self, slot: usize) -> &AtomicU32 {
         self.u32(self.lay.rec(slot) + S_STATE)
     }

@@ -34,12 +34,15 @@ pub(crate) trait Word {
 macro_rules! word {
     ($ty:ty) => {
         impl Word for $ty {
+            #[inline]
             fn load_acquire(&self) -> u32 {
                 self.load(core::sync::atomic::Ordering::Acquire)
             }
+            #[inline]
             fn store_release(&self, v: u32) {
                 self.store(v, core::sync::atomic::Ordering::Release)
             }
+            #[inline]
             fn cas(&self, current: u32, new: u32) -> Result<u32, u32> {
                 // SeqCst: a completion's CAS and its load of the slot's flags are the Dekker
                 // pair with an async waiter's store of the flag and its load of the state.

@@ -5,7 +5,9 @@
 //! The ring is two counters in the segment (`tail`: entries pushed, written only by the
 //! producer; `head`: entries taken, written only by the consumer) and `depth` entry slots; an
 //! entry's slot is `counter % depth`. Counters only grow (u64: they do not wrap in practice,
-//! and the arithmetic is wrapping so a hostile value cannot make it panic).
+//! and the arithmetic is wrapping so a hostile value cannot make it panic). The RPC request
+//! ring has no shared `head`: its producer never waits for room, so its consumer keeps the
+//! count to itself ([`Consumer::pop_unshared`]).
 //!
 //! ```text
 //! producer (one process)                     consumer (the other)
@@ -248,11 +250,36 @@ impl Consumer {
         Some(e & !STAMP_MASK)
     }
 
-    /// Takes the next entry, if any: `read` reads its slot (once), then the slot goes back.
+    /// Takes the next entry of a ring whose producer never waits for room, if any: `read`
+    /// reads its slot (once). Our counter stays in our memory, unshared: the producer never
+    /// reads it (the RPC request ring, whose client never has more entries queued than the
+    /// ring holds: each is a call slot it owns until the call ends), so a store of it would
+    /// only move a line that the producer reads for other words.
     ///
     /// # Errors
     ///
     /// [`RingError::Broken`] if the producer's counter is impossible; nothing was taken.
+    pub(crate) fn pop_unshared<T>(
+        &mut self,
+        tail: &impl Word64,
+        read: impl FnOnce(usize) -> T,
+    ) -> Result<Option<T>, RingError> {
+        if self.available(tail)? == 0 {
+            return Ok(None);
+        }
+        let v = read(self.slot(0));
+        self.head = self.head.wrapping_add(1);
+        Ok(Some(v))
+    }
+
+    /// Takes the next entry, if any: `read` reads its slot (once), then the slot goes back.
+    /// (The tests' and the model's way of taking one entry; the transports take theirs
+    /// with [`available`](Self::available) and [`advance`](Self::advance), or unshared.)
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Broken`] if the producer's counter is impossible; nothing was taken.
+    #[cfg(test)]
     pub(crate) fn pop<T>(
         &mut self,
         tail: &impl Word64,
@@ -359,6 +386,39 @@ mod tests {
         head.store(0, Ordering::Relaxed);
         assert_eq!(p.reserve(&head), Err(RingError::Full));
         assert_eq!(c.available(&tail), Ok(2));
+    }
+
+    #[test]
+    fn an_unshared_consumer_takes_in_order_keeps_its_count_to_itself_and_sees_a_broken_tail() {
+        let tail = AtomicU64::new(0);
+        let slots: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
+        let mut c = Consumer::new(3);
+        let read = |s: usize| slots[s].load(Ordering::Relaxed);
+        assert_eq!(c.pop_unshared(&tail, read), Ok(None));
+        // A producer that never waits for room: it pushes whenever it has an entry, and
+        // never has more than three waiting.
+        let (mut pushed, mut want) = (0u64, 0u64);
+        for round in 0..7u64 {
+            for _ in 0..=round % 3 {
+                slots[(pushed % 3) as usize].store(100 + pushed, Ordering::Relaxed);
+                pushed += 1;
+                tail.store(pushed, Ordering::Release);
+            }
+            while let Some(e) = c.pop_unshared(&tail, read).unwrap() {
+                assert_eq!(e, 100 + want);
+                want += 1;
+            }
+            assert_eq!((want, c.taken()), (pushed, pushed));
+        }
+        // A tail more than a ring ahead, or behind what was taken: nothing is read.
+        for bad in [pushed + 4, pushed - 1] {
+            tail.store(bad, Ordering::Relaxed);
+            assert_eq!(
+                c.pop_unshared(&tail, |_| panic!("read")),
+                Err(RingError::Broken)
+            );
+            assert_eq!(c.taken(), pushed);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     kind, read_header, state, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL, F_ASYNC, REQ_TAIL,
-    SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG, S_STATUS,
+    SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
@@ -531,9 +531,11 @@ impl Conn {
         for (i, a) in args.iter().enumerate() {
             sh.u64(rec + S_ARGS + 8 * i).store(*a, Ordering::Relaxed);
         }
-        sh.u32(rec + S_STATUS).store(0, Ordering::Relaxed);
         // The spin hint for the server (Relaxed: a hint only).
-        sh.u32(CLI_CPU).store(park::this_cpu(), Ordering::Relaxed);
+        let cpu = park::this_cpu();
+        if sh.u32(CLI_CPU).load(Ordering::Relaxed) != cpu {
+            sh.u32(CLI_CPU).store(cpu, Ordering::Relaxed);
+        }
         sh.state(slot).store(state::QUEUED, Ordering::Relaxed);
         {
             let mut tail = lock(&self.tail);

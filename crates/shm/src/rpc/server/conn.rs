@@ -4,7 +4,7 @@
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
-    Shared, BELL_DOORBELL, CBELL, CBELL_WAIT, F_ASYNC, REQ_HEAD, REQ_TAIL, SRV_BELL, S_FLAGS,
+    Shared, BELL_DOORBELL, CBELL, CBELL_WAIT, F_ASYNC, REQ_TAIL, SRV_BELL, S_FLAGS,
 };
 use crate::rpc::slot;
 use crate::rpc::BELL_HELLO;
@@ -187,9 +187,8 @@ impl Conn {
         // our head would look like a broken ring). At most one ring's worth of withdrawn
         // entries is skipped per call, as many as the ring can hold at one look.
         for _ in 0..self.sh.lay.slots {
-            let (tail, head) = (self.sh.u64(REQ_TAIL), self.sh.u64(REQ_HEAD));
             let entry = |s: usize| self.sh.u32(self.sh.lay.ring(s)).load(Ordering::Relaxed);
-            let slot = match requests.pop(tail, head, entry) {
+            let slot = match requests.pop_unshared(self.sh.u64(REQ_TAIL), entry) {
                 Ok(Some(slot)) => slot as usize,
                 Ok(None) => return None,
                 // A tail more than a ring ahead of our head, or behind it.
