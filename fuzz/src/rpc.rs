@@ -4,11 +4,12 @@
 //! over between the client's operations.
 //!
 //! - `rpc_server` ([`Side::ClientWrites`]): the scribbles hit what the *client* writes (its
-//!   ring counter and entries, its slot records and request bytes, its bell flag): a
-//!   hostile client. The server must not panic or hang and must keep serving a fresh client.
-//! - `rpc_client` ([`Side::ServerWrites`]): the scribbles hit what the *server* writes (its
-//!   ring head, sleep count, bells, closed flag, the slots' state words and replies, the push
-//!   ring): a hostile server, seen from the client, which must not panic and must return from
+//!   ring counter and entries, its slot records and the small requests in them, its bell
+//!   flag): a hostile client. The server must not panic or hang and must keep serving a
+//!   fresh client.
+//! - `rpc_client` ([`Side::ServerWrites`]): the scribbles hit what the *server* writes (the
+//!   unused word where its ring head was, sleep count, bells, closed flag, the slots' state
+//!   words and replies, small ones in the record, the push ring): a hostile server, seen from the client, which must not panic and must return from
 //!   every timed operation by its deadline.
 //!
 //! One in eight scribbles lands anywhere in the segment, whatever the side.
@@ -111,7 +112,8 @@ fn fields(side: Side) -> Vec<(usize, usize)> {
                 f.push((192 + 4 * i, 4));
                 let r = rec(i);
                 f.extend([(r, 4), (r + 4, 4), (r + 8, 4), (r + 12, 4), (r + 16, 4)]);
-                f.extend([(r + 24, 8), (r + 32, 8), (r + 40, 8), (r + 48, 8)]);
+                // The argument words, or a small request.
+                f.extend([(r + 24, 8), (r + 32, 8), (r + 40, 8), (r + 48, 8), (r + 56, 8)]);
             }
         }
         Side::ServerWrites => {
@@ -120,6 +122,8 @@ fn fields(side: Side) -> Vec<(usize, usize)> {
                 let r = rec(i);
                 f.extend([(r, 4), (r + 64, 4), (r + 68, 4), (r + 72, 8)]);
                 f.extend([(r + 80, 8), (r + 88, 8)]);
+                // A small reply.
+                f.extend([(r + 96, 8), (r + 104, 8), (r + 112, 8), (r + 120, 8)]);
             }
             for j in 0..PUSH_DEPTH {
                 let p = LAY.push + LAY.push_stride * j;

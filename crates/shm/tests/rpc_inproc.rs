@@ -821,3 +821,108 @@ fn busy_polling_sides_keep_their_time_limits() {
     assert_eq!(sum, (1..=100).sum::<u64>());
     worker.join().unwrap();
 }
+
+/// The bytes of a test message of `n` bytes (each length has its own).
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + n) as u8).collect()
+}
+
+/// Messages of every length around the one up to which they travel in the slot record
+/// (32 bytes) arrive whole, in both directions and whatever the verb: of a type whose length
+/// is known before it is written (`Raw`, written in place) as calls, errors, one-way sends
+/// and lends (a lend's request never travels in the record).
+#[test]
+fn raw_messages_around_the_record_limit_arrive_whole() {
+    use courier_shm::Raw;
+    courier_testkit::runtime_dir("courier-rpc-inproc");
+    let s: Server<Raw, Raw, Raw> = Server::bind("inproc-inline-raw", ServerConfig::new()).unwrap();
+    let c: Client<Raw, Raw, Raw> = Client::connect("inproc-inline-raw", T).unwrap();
+    let (tx, rx) = mpsc::channel();
+    // The reply is the request's bytes reversed, with its signature plus one; signature 7
+    // is failed the same way; a lend's reply is its request followed by the lent bytes.
+    let worker = std::thread::spawn(move || loop {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(rq, ctx) if rq.signature == 0 => return ctx.reply(rq).unwrap(),
+            Incoming::Call(rq, ctx) if ctx.is_one_way() => tx.send(rq).unwrap(),
+            Incoming::Call(mut rq, ctx) => {
+                if let Some(lent) = ctx.lent() {
+                    rq.bytes.extend(lent.to_vec());
+                }
+                rq.bytes.reverse();
+                let answer = Raw::new(rq.signature + 1, rq.bytes);
+                if rq.signature == 7 {
+                    ctx.fail(answer).unwrap();
+                } else {
+                    ctx.reply(answer).unwrap();
+                }
+            }
+            _ => unreachable!(),
+        }
+    });
+    for n in 0..=40 {
+        let back = |mut b: Vec<u8>| {
+            b.reverse();
+            b
+        };
+        let rq = Raw::new(100, pattern(n));
+        assert_eq!(
+            c.req(rq.clone()),
+            Ok(Raw::new(101, back(pattern(n)))),
+            "{n}"
+        );
+        let err = c.req(Raw::new(7, pattern(n)));
+        assert_eq!(err, Err(Error::App(Raw::new(8, back(pattern(n))))), "{n}");
+        c.send(rq.clone()).unwrap();
+        assert_eq!(rx.recv_timeout(T).unwrap(), rq, "{n}");
+        let mut buf = ShmBuf::new(5).unwrap();
+        buf.view_mut().fill(0xAB);
+        let mut whole = pattern(n);
+        whole.extend([0xAB; 5]);
+        assert_eq!(c.lend(rq, &buf), Ok(Raw::new(101, back(whole))), "{n}");
+    }
+    c.req(Raw::new(0, vec![])).unwrap();
+    worker.join().unwrap();
+}
+
+/// As above, for a type whose length is known only once it is written (`Postcard`: written
+/// where large messages go, then copied into the record if it turned out small).
+#[cfg(feature = "serde")]
+#[test]
+fn postcard_messages_around_the_record_limit_arrive_whole() {
+    use courier_shm::Postcard;
+    type Bytes = Postcard<Vec<u8>>;
+    courier_testkit::runtime_dir("courier-rpc-inproc");
+    let s: Server<Bytes, Bytes, Bytes> =
+        Server::bind("inproc-inline-postcard", ServerConfig::new()).unwrap();
+    let c: Client<Bytes, Bytes, Bytes> = Client::connect("inproc-inline-postcard", T).unwrap();
+    let worker = std::thread::spawn(move || loop {
+        match s.wait_timeout(T).unwrap() {
+            Incoming::Call(Postcard(b), ctx) if b.is_empty() => {
+                return ctx.reply(Postcard(b)).unwrap()
+            }
+            // Odd lengths are failed, even ones answered, with the bytes reversed.
+            Incoming::Call(Postcard(mut b), ctx) => {
+                b.reverse();
+                if b.len() % 2 == 1 {
+                    ctx.fail(Postcard(b)).unwrap();
+                } else {
+                    ctx.reply(Postcard(b)).unwrap();
+                }
+            }
+            _ => unreachable!(),
+        }
+    });
+    // Postcard writes a length byte first: 1..=40 bytes make 2..=41.
+    for n in 1..=40 {
+        let mut back = pattern(n);
+        back.reverse();
+        let got = c.req(Postcard(pattern(n)));
+        if n % 2 == 1 {
+            assert_eq!(got, Err(Error::App(Postcard(back))), "{n}");
+        } else {
+            assert_eq!(got, Ok(Postcard(back)), "{n}");
+        }
+    }
+    c.req(Postcard(vec![])).unwrap();
+    worker.join().unwrap();
+}

@@ -12,7 +12,8 @@
 //!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
 //!                               srv_bell u32 (+32)
 //! 192    request ring: `slots` x u32 slot indices (client -> server)
-//! ..     slot records (64-aligned): `slots` x 128 B, see `S_*`
+//! ..     slot records (64-aligned): `slots` x 128 B, see `S_*`: the client's line, then the
+//!        server's; a message of at most `INLINE` bytes travels in them (see [`INLINE`])
 //! ..     push ring (64-aligned): `push_depth` x (32 B header + `push_size`), see `P_*`
 //! ..     slot data, page-aligned in the mapping: `slots` x `slot_size`
 //! ```
@@ -21,6 +22,7 @@
 //! sides write, and only with the transitions of [`state`].
 
 use crate::error::ShmError;
+use crate::rpc::wire::Wire;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::substrate::header::Protocol;
 use crate::sync::{AtomicU32, AtomicU64};
@@ -28,8 +30,9 @@ use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
 /// 2: the doorbells (`DOORBELL`, `SRV_BELL`); a client of version 1 would ring a socket no
-/// worker watches.
-pub(crate) const VERSION: u32 = 2;
+/// worker watches. 3: small messages in the slot record ([`INLINE`]); a client of version 2
+/// would look for a small reply in the data area.
+pub(crate) const VERSION: u32 = 3;
 
 // The client's line.
 pub(crate) const REQ_TAIL: usize = 64;
@@ -75,6 +78,22 @@ pub(crate) const S_STATUS: usize = 64;
 pub(crate) const S_RLEN: usize = 68;
 pub(crate) const S_RSIG: usize = 72;
 pub(crate) const S_RARGS: usize = 80;
+/// Where a small reply travels ([`INLINE`]).
+pub(crate) const S_RINLINE: usize = 96;
+
+/// Messages of at most this many bytes travel in the slot record, on the two lines that
+/// cross between the processes at every call anyway, rather than in the slot's data area,
+/// which would cost a cache miss on each side: the request of a `CALL` or a `SEND` (kinds
+/// that have no argument words) at `S_ARGS`, and every reply at [`S_RINLINE`]. Where a
+/// message is follows from its kind and length alone (`Shared::request`, `Shared::reply`),
+/// so a peer cannot point the reader anywhere else.
+pub(crate) const INLINE: usize = 32;
+
+/// Whether a slot of kind `k` carries argument words (`S_ARGS`); a kind that carries none
+/// has its request there when it is small ([`INLINE`]).
+pub(crate) fn has_args(k: u32) -> bool {
+    !matches!(k, kind::CALL | kind::SEND)
+}
 
 /// A push record: sub id, kind, length, signature, then the bytes.
 pub(crate) const PUSH_HDR: usize = 32;
@@ -282,6 +301,58 @@ impl Shared {
         unsafe { ShmViewMut::new(self.bytes_ptr(self.lay.slot_data(slot)), self.lay.slot_size) }
     }
 
+    /// `len` bytes of slot record `slot` at `off` (within the record), for reading.
+    fn record(&self, slot: usize, off: usize, len: usize) -> ShmView<'_> {
+        debug_assert!(off + len <= SLOT_REC);
+        // SAFETY: `slot < lay.slots` (callers check) and `off + len <= SLOT_REC`: inside the
+        // record, inside the layout, inside the mapping `self.seg` keeps for as long as
+        // `&self`. No reference to the bytes is made.
+        unsafe { ShmView::new(self.bytes_ptr(self.lay.rec(slot) + off), len) }
+    }
+
+    /// As [`Shared::record`], for writing.
+    fn record_mut(&self, slot: usize, off: usize, len: usize) -> ShmViewMut<'_> {
+        debug_assert!(off + len <= SLOT_REC);
+        // SAFETY: as in `record`; writes go through the view's raw copies.
+        unsafe { ShmViewMut::new(self.bytes_ptr(self.lay.rec(slot) + off), len) }
+    }
+
+    /// The request of slot `slot`, of kind `k` and `len` bytes (at most the slot size): in
+    /// the record or in the data area, as [`INLINE`] says.
+    pub(crate) fn request(&self, slot: usize, k: u32, len: usize) -> ShmView<'_> {
+        if !has_args(k) && len <= INLINE {
+            self.record(slot, S_ARGS, len)
+        } else {
+            self.data(slot, len)
+        }
+    }
+
+    /// Where the client writes the request of slot `slot`, of kind `k`.
+    pub(crate) fn request_out(&self, slot: usize, k: u32) -> Out<'_> {
+        Out {
+            small: (!has_args(k)).then(|| self.record_mut(slot, S_ARGS, INLINE)),
+            large: self.data_mut(slot),
+        }
+    }
+
+    /// The reply of slot `slot`, `len` bytes (at most the slot size): in the record or in
+    /// the data area, as [`INLINE`] says.
+    pub(crate) fn reply(&self, slot: usize, len: usize) -> ShmView<'_> {
+        if len <= INLINE {
+            self.record(slot, S_RINLINE, len)
+        } else {
+            self.data(slot, len)
+        }
+    }
+
+    /// Where the server writes the reply of slot `slot`.
+    pub(crate) fn reply_out(&self, slot: usize) -> Out<'_> {
+        Out {
+            small: Some(self.record_mut(slot, S_RINLINE, INLINE)),
+            large: self.data_mut(slot),
+        }
+    }
+
     /// The data bytes of push record `n` for writing (server).
     pub(crate) fn push_data_mut(&self, n: u64) -> ShmViewMut<'_> {
         // SAFETY: the record lies inside the push ring of the layout, inside the mapping;
@@ -345,6 +416,38 @@ pub(crate) fn read_header(seg: &Segment) -> Result<Layout, ShmError> {
     Ok(lay)
 }
 
+/// Where a message is written ([`Shared::request_out`], [`Shared::reply_out`]): in the slot
+/// record if it is small and its kind travels there ([`INLINE`]), else in the data area.
+pub(crate) struct Out<'a> {
+    /// The record's area for a small message, if this message may travel there.
+    small: Option<ShmViewMut<'a>>,
+    large: ShmViewMut<'a>,
+}
+
+impl Out<'_> {
+    /// Writes `value` where a message of its length travels; its length, or `None` if it
+    /// does not fit in the slot. A value whose length is known beforehand
+    /// ([`Wire::encoded_len`]) is written once, in place; one whose length is not is written
+    /// in the data area and, if it turns out small, copied into the record.
+    pub(crate) fn put<W: Wire>(&mut self, value: &W) -> Option<usize> {
+        if let Some(small) = &mut self.small {
+            if value.encoded_len().is_some_and(|n| n <= INLINE) {
+                if let Some(n) = value.encode(small).filter(|&n| n <= INLINE) {
+                    return Some(n);
+                }
+            }
+        }
+        let n = value.encode(&mut self.large)?;
+        if let Some(small) = self.small.as_mut().filter(|_| n <= INLINE) {
+            let (Some(mut to), Some(from)) = (small.slice_mut(..n), self.large.slice(..n)) else {
+                unreachable!("{n} bytes fit both areas");
+            };
+            to.copy_from_view(&from);
+        }
+        Some(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +465,63 @@ mod tests {
         }
         assert!(Layout::new(0, 1, 1, 1).is_none());
         assert!(Layout::new(MAX_SLOTS, MAX_SLOT_SIZE, 1, 1).is_none());
+    }
+
+    /// A value of `n` bytes whose length is not known before it is written.
+    struct Unknown(usize);
+
+    impl Wire for Unknown {
+        const SIGNATURE: u64 = 1;
+        fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
+            out.write_at(0, &vec![7; self.0]).ok()?;
+            Some(self.0)
+        }
+        fn decode(_: &ShmView<'_>) -> Option<Self> {
+            None
+        }
+    }
+
+    /// Puts `value` through an [`Out`] over private areas (the record's, if `small`):
+    /// its length, and the two areas after.
+    fn put(value: &impl Wire, small: bool) -> (Option<usize>, [u8; INLINE], [u8; 64]) {
+        let (mut rec, mut data) = ([0u8; INLINE], [0u8; 64]);
+        let n = Out {
+            small: small.then(|| ShmViewMut::from_private(&mut rec)),
+            large: ShmViewMut::from_private(&mut data),
+        }
+        .put(value);
+        (n, rec, data)
+    }
+
+    #[test]
+    fn a_small_message_goes_to_the_record_once_and_a_large_one_to_the_data_area() {
+        // Known length, small: written in the record only.
+        let (n, rec, data) = put(&u64::MAX, true);
+        assert_eq!(
+            (n, &rec[..9], data),
+            (
+                Some(8),
+                &[255, 255, 255, 255, 255, 255, 255, 255, 0][..],
+                [0; 64]
+            )
+        );
+        // Unknown length, small: written in the data area, then copied into the record.
+        let (n, rec, data) = put(&Unknown(INLINE), true);
+        assert_eq!((n, rec), (Some(INLINE), [7; INLINE]));
+        assert_eq!(&data[..INLINE + 1], &[&[7; INLINE][..], &[0]].concat()[..]);
+        // Large (known or not): the data area only.
+        for (n, rec, data) in [
+            put(&[9u8; INLINE + 1], true),
+            put(&Unknown(INLINE + 1), true),
+        ] {
+            assert_eq!((n, rec), (Some(INLINE + 1), [0; INLINE]));
+            assert!(data[0] != 0 && data[..=INLINE].iter().all(|&b| b == data[0]));
+        }
+        // No record area (a kind with argument words): the data area, however small.
+        let (n, _, data) = put(&1u8, false);
+        assert_eq!((n, data[0]), (Some(1), 1));
+        // Too large for either: nothing.
+        assert_eq!(put(&Unknown(65), true).0, None);
+        assert!(has_args(kind::LEND) && has_args(kind::SCALAR) && !has_args(kind::CALL));
     }
 }

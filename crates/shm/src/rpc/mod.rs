@@ -21,11 +21,14 @@
 //!
 //! A call owns a **slot** of the connection from start to finish: a 128-byte record (kind,
 //! opcode, length, signature, four words; status, reply length, reply signature, two reply
-//! words) and a data area (`slot_size` bytes, page-aligned). The caller writes its request
-//! into the slot, queues the slot's index on the request ring and waits on the slot's own
-//! state word; a worker takes the index, reads the request in place (copying a flat value out
-//! before it checks it), writes the reply into the same slot and flips the state to DONE,
-//! waking the caller only if it sleeps. So a call costs no allocation, no copy beyond the
+//! words) and a data area (`slot_size` bytes, page-aligned). A request or reply of at most
+//! 32 bytes travels in the record itself, on lines that cross between the two processes at
+//! every call anyway (a request where the argument words are, for the kinds that have none;
+//! a reply after the reply words), so a small call touches no data area. The caller writes
+//! its request into the slot, queues the slot's index on the request ring and waits on the
+//! slot's own state word; a worker takes the index, reads the request in place (copying a
+//! flat value out before it checks it), writes the reply into the same slot and flips the
+//! state to DONE, waking the caller only if it sleeps. So a call costs no allocation, no copy beyond the
 //! request and reply themselves, and no thread between caller and worker: the caller's
 //! thread is woken by the worker directly. Threads of one client share the connection
 //! (a lock only to append to the ring); workers of one server share all connections

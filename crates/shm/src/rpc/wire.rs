@@ -25,6 +25,15 @@ pub trait Wire: Sized + Send + 'static {
     #[doc(hidden)]
     fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize>;
 
+    /// How many bytes [`encode`](Wire::encode) writes, if that is known without encoding
+    /// (`None`, the default: not known). A small value whose length is known is written
+    /// straight to where small messages travel; one whose length is not known is written
+    /// where large ones do, then copied.
+    #[doc(hidden)]
+    fn encoded_len(&self) -> Option<usize> {
+        None
+    }
+
     /// Reads a value from `bytes`, which another process wrote and may still be writing:
     /// copied out, then checked, never trusted.
     #[doc(hidden)]
@@ -54,6 +63,10 @@ impl<T: IpcSafe + Send + 'static> Wire for T {
 
     fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
         out.write_ref(0, self).ok()
+    }
+
+    fn encoded_len(&self) -> Option<usize> {
+        Some(core::mem::size_of::<T>())
     }
 
     fn decode(bytes: &ShmView<'_>) -> Option<Self> {
@@ -147,6 +160,10 @@ impl Wire for Raw {
 
     fn encode(&self, out: &mut ShmViewMut<'_>) -> Option<usize> {
         out.write_at(0, &self.bytes).ok()?;
+        Some(self.bytes.len())
+    }
+
+    fn encoded_len(&self) -> Option<usize> {
         Some(self.bytes.len())
     }
 

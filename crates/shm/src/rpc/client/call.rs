@@ -231,11 +231,11 @@ impl Call {
             status::OK => {
                 let rec = sh.lay.rec(slot);
                 let words = [0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed));
-                Rp::decode_signed(sig, &sh.data(slot, len))
+                Rp::decode_signed(sig, &sh.reply(slot, len))
                     .map(|rp| (rp, words))
                     .ok_or(Error::Protocol)
             }
-            status::APP => match E::decode_signed(sig, &sh.data(slot, len)) {
+            status::APP => match E::decode_signed(sig, &sh.reply(slot, len)) {
                 Some(e) => Err(Error::App(e)),
                 None => Err(Error::Protocol),
             },

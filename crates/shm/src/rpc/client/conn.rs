@@ -6,8 +6,9 @@ use crate::error::ShmError;
 use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    kind, read_header, state, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL, F_ASYNC, REQ_TAIL,
-    SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
+    has_args, kind, read_header, state, Out, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL,
+    F_ASYNC, REQ_TAIL, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP,
+    S_SIG,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
@@ -17,7 +18,7 @@ use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace, SHORT_ANSWER};
 use crate::substrate::ring::Consumer;
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
-use crate::view::ShmViewMut;
+
 use crate::watch::Watch;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -501,7 +502,7 @@ impl Conn {
     pub(super) fn start(
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
-        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
+        write: impl FnOnce(&mut Out<'_>) -> Option<(usize, u64)>,
         deadline: Deadline,
     ) -> Result<Call, Fault> {
         self.flush_frees();
@@ -514,11 +515,11 @@ impl Conn {
         self: &Arc<Self>,
         slot: usize,
         call: (u32, u32, u32, [u64; 4]),
-        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
+        write: impl FnOnce(&mut Out<'_>) -> Option<(usize, u64)>,
     ) -> Result<Call, Fault> {
         let (k, op, flags, args) = call;
         let sh = &self.sh;
-        let Some((len, sig)) = write(&mut sh.data_mut(slot)) else {
+        let Some((len, sig)) = write(&mut sh.request_out(slot, k)) else {
             self.release(slot);
             return Err(Fault::TooLarge);
         };
@@ -528,8 +529,13 @@ impl Conn {
         sh.u32(rec + S_FLAGS).store(flags, Ordering::Relaxed);
         sh.u32(rec + S_LEN).store(len as u32, Ordering::Relaxed);
         sh.u64(rec + S_SIG).store(sig, Ordering::Relaxed);
-        for (i, a) in args.iter().enumerate() {
-            sh.u64(rec + S_ARGS + 8 * i).store(*a, Ordering::Relaxed);
+        // A kind with no argument words has its small request where they would be.
+        if has_args(k) {
+            for (i, a) in args.iter().enumerate() {
+                sh.u64(rec + S_ARGS + 8 * i).store(*a, Ordering::Relaxed);
+            }
+        } else {
+            debug_assert_eq!(args, [0; 4], "kind {k} has no argument words");
         }
         // The spin hint for the server (Relaxed: a hint only).
         let cpu = park::this_cpu();
@@ -587,7 +593,7 @@ impl Conn {
     pub(super) fn post(
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
-        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)>,
+        write: impl FnOnce(&mut Out<'_>) -> Option<(usize, u64)>,
         deadline: Deadline,
     ) -> Result<(), Fault> {
         let c = self.start(call, write, deadline)?;

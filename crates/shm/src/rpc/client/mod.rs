@@ -18,7 +18,7 @@ pub use subscription::Subscription;
 use crate::error::ShmError;
 use crate::rpc::buf::ShmBuf;
 use crate::rpc::fault::Fault;
-use crate::rpc::layout::{kind, F_ASYNC};
+use crate::rpc::layout::{kind, Out, F_ASYNC};
 use crate::rpc::shmbox::ShmBox;
 use crate::rpc::sid::ServerId;
 use crate::rpc::wire::Wire;
@@ -26,7 +26,6 @@ use crate::rpc::{Error, SendError};
 use crate::service::ConnectConfig;
 use crate::substrate::deadline::Deadline;
 use crate::sync::Ordering;
-use crate::view::ShmViewMut;
 use courier_core::flat::IpcSafe;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -802,8 +801,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
 
 /// The request's encoder: fills a slot's data area, `None` if it does not fit. The request
 /// stays the caller's, to hand back if the call is not sent.
-fn encoder<Rq: Wire>(rq: &Rq) -> impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64)> + '_ {
-    move |out| rq.encode(out).map(|n| (n, rq.signature()))
+fn encoder<Rq: Wire>(rq: &Rq) -> impl FnOnce(&mut Out<'_>) -> Option<(usize, u64)> + '_ {
+    move |out| out.put(rq).map(|n| (n, rq.signature()))
 }
 
 /// Why a request was not sent, as the [`SendError`] that hands it back: no free slot

@@ -744,7 +744,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             if len > sh.lay.slot_size {
                 return None;
             }
-            Rq::decode_signed(sig, &slot_ref.conn.sh.data(slot, len))
+            Rq::decode_signed(sig, &slot_ref.conn.sh.request(slot, kind, len))
         };
         match kind {
             kind::CALL | kind::SEND | kind::LEND | kind::LEND_MUT | kind::SEND_BUF => {

@@ -2,7 +2,7 @@
 //! complete it, [`ReplyContext`] (calls and lends) and [`ScalarCall`].
 
 use crate::rpc::fault::Fault;
-use crate::rpc::layout::{status, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS};
+use crate::rpc::layout::{status, Out, F_ASYNC, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS};
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
@@ -54,7 +54,7 @@ impl SlotRef {
     pub(super) fn complete(
         &mut self,
         st: u32,
-        write: impl FnOnce(&mut ShmViewMut<'_>) -> Option<(usize, u64, [u64; 2])>,
+        write: impl FnOnce(&mut Out<'_>) -> Option<(usize, u64, [u64; 2])>,
     ) -> Result<(), Fault> {
         if std::mem::replace(&mut self.done, true) {
             return Err(Fault::OriginDisappeared);
@@ -71,7 +71,7 @@ impl SlotRef {
             let word = sh.state(slot);
             if slot::is_taken(word) {
                 let rec = sh.lay.rec(slot);
-                let (st, (len, sig, words)) = match write(&mut sh.data_mut(slot)) {
+                let (st, (len, sig, words)) = match write(&mut sh.reply_out(slot)) {
                     Some(w) => (st, w),
                     None => {
                         outcome = Err(Fault::TooLarge);
@@ -188,7 +188,7 @@ impl<Rp: Wire, E: Wire> ReplyContext<Rp, E> {
             self.slot.conn.end_lend(&l);
         }
         let r = self.slot.complete(st, |out| {
-            value.encode(out).map(|n| (n, value.signature(), words))
+            out.put(&value).map(|n| (n, value.signature(), words))
         });
         match r {
             Err(Fault::TooLarge) => Err(Error::TooLarge),
@@ -412,7 +412,7 @@ impl<Rp, E> Drop for ReplyContext<Rp, E> {
                 // by dropping it.
                 let words = [self.valid.unwrap_or(l.len) as u64, 0];
                 let _ = self.slot.complete(status::OK, |out| {
-                    ().encode(out).map(|n| (n, <() as Wire>::SIGNATURE, words))
+                    out.put(&()).map(|n| (n, <() as Wire>::SIGNATURE, words))
                 });
             }
         }
