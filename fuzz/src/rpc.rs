@@ -120,10 +120,11 @@ fn fields(side: Side) -> Vec<(usize, usize)> {
             f.extend([(128, 8), (136, 8), (144, 4), (148, 4), (152, 4)]);
             for i in 0..SLOTS {
                 let r = rec(i);
-                f.extend([(r, 4), (r + 64, 4), (r + 68, 4), (r + 72, 8)]);
-                f.extend([(r + 80, 8), (r + 88, 8)]);
-                // A small reply.
-                f.extend([(r + 96, 8), (r + 104, 8), (r + 112, 8), (r + 120, 8)]);
+                // State, reply length, status and signature; a small reply over the
+                // request's words; the reply words.
+                f.extend([(r, 4), (r + 16, 4), (r + 20, 4), (r + 24, 8)]);
+                f.extend([(r + 32, 8), (r + 40, 8), (r + 48, 8), (r + 56, 8)]);
+                f.extend([(r + 64, 8), (r + 72, 8)]);
             }
             for j in 0..PUSH_DEPTH {
                 let p = LAY.push + LAY.push_stride * j;

@@ -12,14 +12,14 @@
 //!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
 //!                               srv_bell u32 (+32)
 //! 192    request ring: `slots` x u32 slot indices (client -> server)
-//! ..     slot records (64-aligned): `slots` x 128 B, see `S_*`: the client's line, then the
-//!        server's; a message of at most `INLINE` bytes travels in them (see [`INLINE`])
+//! ..     slot records (64-aligned): `slots` x 128 B, see `S_*` and [`INLINE`]
 //! ..     push ring (64-aligned): `push_depth` x (32 B header + `push_size`), see `P_*`
 //! ..     slot data, page-aligned in the mapping: `slots` x `slot_size`
 //! ```
 //!
-//! Each word has one writer, named above; the state word of a slot is the only word both
-//! sides write, and only with the transitions of [`state`].
+//! Each word of the two lines above has one writer, named there. A slot record's words change
+//! hands with the slot (see [`SLOT_REC`]), and its state word is written by both sides, only
+//! with the transitions of [`state`].
 
 use crate::error::ShmError;
 use crate::rpc::wire::Wire;
@@ -64,29 +64,49 @@ pub(crate) const SRV_BELL: usize = 160;
 pub(crate) const BELL_DOORBELL: u32 = 1;
 const RING: usize = 192;
 
-/// A slot record: written by the client before it queues the slot (`S_KIND` .. `S_ARGS`),
-/// by the server before it completes it (`S_STATUS` .. `S_RARGS`); `S_STATE` by both.
+/// A slot record, two lines:
+///
+/// ```text
+///  0  state u32 (both, see `state`)
+///  4  kind u32          client, before it queues the slot
+///  8  op u32            client, before it queues the slot
+/// 12  flags u32         client, also while the call is in flight (`F_ASYNC`)
+/// 16  len u32           client, before queueing  | rlen u32       server, before DONE
+/// 20  status u32                                   server, before DONE
+/// 24  sig u64           client, before queueing  | rsig u64       server, before DONE
+/// 32  args 4 x u64, or a small request (client)  | a small reply  server, before DONE
+/// 64  reply words 2 x u64                          server, before DONE (kinds with args)
+/// ```
+///
+/// The server reads the request's words once, when it takes the slot, and then writes its
+/// reply over them: a small call's request and reply both travel in the first line, the
+/// one that carries the state word both sides read at every call anyway, so each side
+/// takes one miss on the record, not two. The second line carries the reply words, which
+/// only kinds with argument words have ([`has_args`]: lends, scalars).
 pub(crate) const SLOT_REC: usize = 128;
 pub(crate) const S_STATE: usize = 0;
 pub(crate) const S_KIND: usize = 4;
 pub(crate) const S_OP: usize = 8;
 pub(crate) const S_FLAGS: usize = 12;
 pub(crate) const S_LEN: usize = 16;
+pub(crate) const S_STATUS: usize = 20;
 pub(crate) const S_SIG: usize = 24;
 pub(crate) const S_ARGS: usize = 32;
-pub(crate) const S_STATUS: usize = 64;
-pub(crate) const S_RLEN: usize = 68;
-pub(crate) const S_RSIG: usize = 72;
-pub(crate) const S_RARGS: usize = 80;
-/// Where a small reply travels ([`INLINE`]).
-pub(crate) const S_RINLINE: usize = 96;
+/// The reply's length, over the request's once the server has taken the slot.
+pub(crate) const S_RLEN: usize = S_LEN;
+/// The reply's signature, over the request's.
+pub(crate) const S_RSIG: usize = S_SIG;
+/// Where a small reply travels ([`INLINE`]), over the request's words.
+pub(crate) const S_RINLINE: usize = S_ARGS;
+pub(crate) const S_RARGS: usize = 64;
 
-/// Messages of at most this many bytes travel in the slot record, on the two lines that
-/// cross between the processes at every call anyway, rather than in the slot's data area,
+/// Messages of at most this many bytes travel in the slot record's first line, which
+/// crosses between the processes at every call anyway, rather than in the slot's data area,
 /// which would cost a cache miss on each side: the request of a `CALL` or a `SEND` (kinds
-/// that have no argument words) at `S_ARGS`, and every reply at [`S_RINLINE`]. Where a
-/// message is follows from its kind and length alone (`Shared::request`, `Shared::reply`),
-/// so a peer cannot point the reader anywhere else.
+/// that have no argument words) at `S_ARGS`, and every reply at [`S_RINLINE`] (the same
+/// bytes: the server has read the request by then). Where a message is follows from its
+/// kind and length alone (`Shared::request`, `Shared::reply`), so a peer cannot point the
+/// reader anywhere else.
 pub(crate) const INLINE: usize = 32;
 
 /// Whether a slot of kind `k` carries argument words (`S_ARGS`); a kind that carries none

@@ -19,12 +19,13 @@
 //! datagram socket pair of its own: nothing the server's clients share can be written by one
 //! of them to hurt the others.
 //!
-//! A call owns a **slot** of the connection from start to finish: a 128-byte record (kind,
-//! opcode, length, signature, four words; status, reply length, reply signature, two reply
-//! words) and a data area (`slot_size` bytes, page-aligned). A request or reply of at most
-//! 32 bytes travels in the record itself, on lines that cross between the two processes at
-//! every call anyway (a request where the argument words are, for the kinds that have none;
-//! a reply after the reply words), so a small call touches no data area. The caller writes
+//! A call owns a **slot** of the connection from start to finish: a 128-byte record (state,
+//! kind, opcode, length, signature, four words, which the server's status, reply length,
+//! reply signature and reply replace once it has read them; two reply words) and a data
+//! area (`slot_size` bytes, page-aligned). A request or reply of at most 32 bytes travels
+//! in the record's first line, beside the state word that both sides read at every call
+//! anyway (a request where the argument words are, for the kinds that have none), so a
+//! small call moves one line of the record each way and touches no data area. The caller writes
 //! its request into the slot, queues the slot's index on the request ring and waits on the
 //! slot's own state word; a worker takes the index, reads the request in place (copying a
 //! flat value out before it checks it), writes the reply into the same slot and flips the

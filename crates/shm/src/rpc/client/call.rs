@@ -221,16 +221,26 @@ impl Call {
 
     /// Reads the answer of a done slot and frees it.
     pub(super) fn take<Rp: Wire, E: Wire>(self) -> Result<Rp, Error<E>> {
-        self.take_with_words().map(|(rp, _)| rp)
+        self.take_reply(false).map(|(rp, _)| rp)
     }
 
     /// As `take`, with the two reply words beside the reply (a lend's `[valid, 0]`).
-    pub(super) fn take_with_words<Rp: Wire, E: Wire>(mut self) -> Result<(Rp, [u64; 2]), Error<E>> {
+    pub(super) fn take_with_words<Rp: Wire, E: Wire>(self) -> Result<(Rp, [u64; 2]), Error<E>> {
+        self.take_reply(true)
+    }
+
+    /// `take`, reading the reply words (the record's second line) only if `words`: a call of
+    /// a kind without them has none to read.
+    fn take_reply<Rp: Wire, E: Wire>(mut self, words: bool) -> Result<(Rp, [u64; 2]), Error<E>> {
         // Decode as the status says (a reply and an error type may share a signature).
         let r = self.read(|sh, slot, st, len, sig| match st {
             status::OK => {
                 let rec = sh.lay.rec(slot);
-                let words = [0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed));
+                let words = if words {
+                    [0, 1].map(|i| sh.u64(rec + S_RARGS + 8 * i).load(Ordering::Relaxed))
+                } else {
+                    [0; 2]
+                };
                 Rp::decode_signed(sig, &sh.reply(slot, len))
                     .map(|rp| (rp, words))
                     .ok_or(Error::Protocol)

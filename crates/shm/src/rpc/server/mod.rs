@@ -23,8 +23,8 @@ pub use sent::SentBuf;
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
-    kind, status, write_header, Layout, CLI_CPU, DOORBELL, F_ASYNC, SRV_CLOSED, SRV_CPU, SRV_SLEEP,
-    S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
+    has_args, kind, status, write_header, Layout, CLI_CPU, DOORBELL, F_ASYNC, SRV_CLOSED, SRV_CPU,
+    SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::sid::ServerId;
 use crate::rpc::stats::{ServerStats, StatsFile};
@@ -738,6 +738,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             conn,
             slot,
             flags,
+            words: has_args(kind),
             done: false,
         };
         let decode = |slot_ref: &SlotRef| -> Option<Rq> {
@@ -850,6 +851,8 @@ impl Drop for ServerShared {
                     conn: Arc::clone(conn),
                     slot,
                     flags: F_ASYNC,
+                    // Failed: the caller reads no reply words.
+                    words: false,
                     done: false,
                 }
                 .settle(status::SERVER_GONE);

@@ -24,6 +24,8 @@ pub(super) struct SlotRef {
     pub(super) conn: Arc<Conn>,
     pub(super) slot: usize,
     pub(super) flags: u32,
+    /// The call's kind has reply words (`layout::has_args`): the completion writes them.
+    pub(super) words: bool,
     pub(super) done: bool,
 }
 
@@ -81,8 +83,13 @@ impl SlotRef {
                 sh.u32(rec + S_STATUS).store(st, Ordering::Relaxed);
                 sh.u32(rec + S_RLEN).store(len as u32, Ordering::Relaxed);
                 sh.u64(rec + S_RSIG).store(sig, Ordering::Relaxed);
-                for (i, w) in words.iter().enumerate() {
-                    sh.u64(rec + S_RARGS + 8 * i).store(*w, Ordering::Relaxed);
+                // The record's second line only for a kind that reads it.
+                if self.words {
+                    for (i, w) in words.iter().enumerate() {
+                        sh.u64(rec + S_RARGS + 8 * i).store(*w, Ordering::Relaxed);
+                    }
+                } else {
+                    debug_assert_eq!(words, [0; 2], "reply words for a kind without them");
                 }
             }
             // The answer above is visible to a caller that sees DONE (the transition's
