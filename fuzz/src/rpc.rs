@@ -4,9 +4,9 @@
 //! over between the client's operations.
 //!
 //! - `rpc_server` ([`Side::ClientWrites`]): the scribbles hit what the *client* writes (its
-//!   ring counter and entries, its slot records and the small requests in them, its bell
-//!   flag): a hostile client. The server must not panic or hang and must keep serving a
-//!   fresh client.
+//!   unused word where its ring counter was, its stamped ring entries, its slot records and
+//!   the small requests in them, its bell flag): a hostile client. The server must not panic
+//!   or hang and must keep serving a fresh client.
 //! - `rpc_client` ([`Side::ServerWrites`]): the scribbles hit what the *server* writes (the
 //!   unused word where its ring head was, sleep count, bells, closed flag, the slots' state
 //!   words and replies, small ones in the record, the push ring): a hostile server, seen from the client, which must not panic and must return from
@@ -82,7 +82,7 @@ struct Lay {
 }
 
 const LAY: Lay = {
-    let recs = (192 + SLOTS * 4).div_ceil(64) * 64;
+    let recs = (192 + SLOTS * 8).div_ceil(64) * 64;
     let push = recs + SLOTS * 128;
     let push_stride = (32 + PUSH_SIZE).div_ceil(64) * 64;
     let end = push + push_stride * PUSH_DEPTH;
@@ -109,7 +109,8 @@ fn fields(side: Side) -> Vec<(usize, usize)> {
         Side::ClientWrites => {
             f.extend([(64, 8), (72, 8), (80, 4)]);
             for i in 0..SLOTS {
-                f.push((192 + 4 * i, 4));
+                // A stamped ring entry: its lap's stamp and a slot index.
+                f.push((192 + 8 * i, 8));
                 let r = rec(i);
                 f.extend([(r, 4), (r + 4, 4), (r + 8, 4), (r + 12, 4), (r + 16, 4)]);
                 // The argument words, or a small request.

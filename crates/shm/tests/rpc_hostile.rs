@@ -31,12 +31,12 @@ const T: Duration = Duration::from_secs(10);
 type Srv = Server<u64, u64, u32>;
 type Cli = Client<u64, u64, u32>;
 
-/// Payload offsets of the RPC layout (version 2, the default 64 slots): see `rpc/layout.rs`.
-const REQ_TAIL: usize = 64;
+/// Payload offsets of the RPC layout (version 3, the default 64 slots): see `rpc/layout.rs`.
 const DOORBELL: usize = 88;
 const SRV_BELL: usize = 160;
 const RING: usize = 192;
-const RECS: usize = 448;
+const SLOTS: u64 = 64;
+const RECS: usize = RING + 8 * SLOTS as usize;
 const S_STATE: usize = 0;
 const S_KIND: usize = 4;
 const QUEUED: u32 = 1;
@@ -45,6 +45,14 @@ const FREE_BUF: u32 = 9;
 const CANCELED: u32 = 4;
 /// Where the payload starts in a segment.
 const HEADER: usize = 64;
+
+/// Queues `slot` as the client's entry number `n` of the request ring: the slot index
+/// stamped with its lap (see `substrate/ring.rs`, "Stamped entries").
+fn queue_entry(seg: &Mapping, n: u64, slot: usize) {
+    let stamp = ((n / SLOTS + 1) & 0xfff) << 52;
+    seg.u64(RING + 8 * (n % SLOTS) as usize)
+        .store(slot as u64 | stamp, Ordering::Release);
+}
 
 fn serial() -> MutexGuard<'static, ()> {
     static M: Mutex<()> = Mutex::new(());
@@ -207,13 +215,15 @@ fn serving_and_evil(
 fn a_client_that_breaks_its_ring_is_hung_up_on_and_others_are_served() {
     let (_g, serving, name, (evil, maps)) = serving_and_evil("ring");
     assert_eq!(evil.req_timeout(1, T), Ok(2));
+    // The ring's next slot (entry 1) gets a stamp of neither its lap nor the one before: no
+    // honest client writes one.
     segment(&maps)
-        .u64(REQ_TAIL)
-        .store(u64::MAX, Ordering::Release);
+        .u64(RING + 8)
+        .store(7 << 52, Ordering::Release);
     // The server cuts the client off at its next look and hangs up: the client sees it gone
     // (before the fix the server only ignored it: it stayed "connected" for ever), and its
-    // calls fail at once. (No call is made before: the client's own store of its tail would
-    // put a valid one back.)
+    // calls fail at once. (No call is made before: the client's own entry would put a valid
+    // one back.)
     let end = Instant::now() + T;
     while !evil.is_server_gone() {
         assert!(Instant::now() < end, "the broken client was not hung up on");
@@ -244,10 +254,8 @@ fn a_client_requeueing_transport_messages_holds_no_worker() {
                 let rec = RECS + 128 * slot;
                 seg.u32(rec + S_KIND).store(FREE_BUF, Ordering::Relaxed);
                 seg.u32(rec + S_STATE).store(QUEUED, Ordering::Relaxed);
-                seg.u32(RING + 4 * (tail as usize % 64))
-                    .store(slot as u32, Ordering::Relaxed);
+                queue_entry(seg, tail, slot);
                 tail += 1;
-                seg.u64(REQ_TAIL).store(tail, Ordering::Release);
             };
             for slot in 0..64 {
                 queue(slot);
@@ -375,10 +383,8 @@ fn withdrawn_calls_do_not_excuse_a_changing_doorbell() {
         // Every 16th change, a withdrawn call in a slot the server is done with.
         if v % 16 == 0 && (tail < 64 || state.load(Ordering::Acquire) & 0xff == DONE) {
             state.store(CANCELED, Ordering::Relaxed);
-            seg.u32(RING + 4 * (tail as usize % 64))
-                .store(slot as u32, Ordering::Relaxed);
+            queue_entry(seg, tail, slot);
             tail += 1;
-            seg.u64(REQ_TAIL).store(tail, Ordering::Release);
         }
         std::hint::spin_loop();
     });

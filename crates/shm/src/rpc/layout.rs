@@ -6,12 +6,14 @@
 //! ```text
 //! 0      header (64 B, `substrate/header.rs`): "CRPC", version, slots, slot size, push depth,
 //!        push size, ready
-//! 64     written by the client: req_tail u64 (+0), push_head u64 (+8), cbell_wait u32 (+16),
+//! 64     written by the client: (+0 unused, zero), push_head u64 (+8), cbell_wait u32 (+16),
 //!                               cli_cpu u32 (+20), doorbell u32 (+24)
 //! 128    written by the server: (+0 unused, zero), push_tail u64 (+8), srv_sleep u32 (+16),
 //!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
 //!                               srv_bell u32 (+32)
-//! 192    request ring: `slots` x u32 slot indices (client -> server)
+//! 192    request ring: `slots` x u64 stamped slot indices (client -> server; see
+//!        `substrate/ring.rs`, "Stamped entries": the server finds a call by reading the
+//!        ring alone, and neither side keeps a counter in shared memory)
 //! ..     slot records (64-aligned): `slots` x 128 B, see `S_*` and [`INLINE`]
 //! ..     push ring (64-aligned): `push_depth` x (32 B header + `push_size`), see `P_*`
 //! ..     slot data, page-aligned in the mapping: `slots` x `slot_size`
@@ -30,12 +32,14 @@ use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
 /// 2: the doorbells (`DOORBELL`, `SRV_BELL`); a client of version 1 would ring a socket no
-/// worker watches. 3: small messages in the slot record ([`INLINE`]); a client of version 2
-/// would look for a small reply in the data area.
+/// worker watches. 3: small messages in the slot record ([`INLINE`]) and a stamped request
+/// ring; a client of version 2 would look for a small reply in the data area, and queue
+/// calls the server never sees.
 pub(crate) const VERSION: u32 = 3;
 
-// The client's line.
-pub(crate) const REQ_TAIL: usize = 64;
+// The client's line. It holds no counter of the request ring: the server finds calls by
+// their stamped entries, so the client does not write its line at every call, and the
+// server does not read it at every call.
 pub(crate) const PUSH_HEAD: usize = 72;
 pub(crate) const CBELL_WAIT: usize = 80;
 /// The CPU the client last queued a call from, plus one (0: not known): a hint for the
@@ -226,7 +230,7 @@ impl Layout {
             return None;
         }
         let slot_size = align(slot_size, 64)?;
-        let recs = align(RING + slots * 4, 64)?;
+        let recs = align(RING + slots * 8, 64)?;
         let push = recs + slots * SLOT_REC;
         let push_stride = align(PUSH_HDR + push_size, 64)?;
         let end = push.checked_add(push_stride.checked_mul(push_depth)?)?;
@@ -251,7 +255,7 @@ impl Layout {
 
     #[inline]
     pub(crate) fn ring(&self, i: usize) -> usize {
-        RING + 4 * (i % self.slots)
+        RING + 8 * (i % self.slots)
     }
 
     #[inline]
@@ -477,7 +481,7 @@ mod tests {
         for (slots, size, depth, psize) in [(1, 1, 1, 1), (64, 4096, 64, 256), (7, 100, 3, 999)] {
             let l = Layout::new(slots, size, depth, psize).unwrap();
             assert_eq!((l.data + HEADER_LEN) % PAGE, 0);
-            assert!(RING + 4 * slots <= l.recs);
+            assert!(RING + 8 * slots <= l.recs);
             assert!(l.recs + SLOT_REC * slots <= l.push);
             assert!(l.push + l.push_stride * depth <= l.data);
             assert_eq!(l.total, l.data + l.slot_size * slots);

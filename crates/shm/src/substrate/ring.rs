@@ -5,9 +5,7 @@
 //! The ring is two counters in the segment (`tail`: entries pushed, written only by the
 //! producer; `head`: entries taken, written only by the consumer) and `depth` entry slots; an
 //! entry's slot is `counter % depth`. Counters only grow (u64: they do not wrap in practice,
-//! and the arithmetic is wrapping so a hostile value cannot make it panic). The RPC request
-//! ring has no shared `head`: its producer never waits for room, so its consumer keeps the
-//! count to itself ([`Consumer::pop_unshared`]).
+//! and the arithmetic is wrapping so a hostile value cannot make it panic).
 //!
 //! ```text
 //! producer (one process)                     consumer (the other)
@@ -52,6 +50,12 @@
 //!
 //! A hostile producer can write any entry with any stamp: the consumer takes what the slot
 //! says, and checks it as it checks any entry.
+//!
+//! The RPC request ring is stamped too, and keeps no counter in the segment at all: its
+//! producer (a client) never has more entries queued than the ring holds, so it never waits
+//! for room and never reads the consumer's counter, which stays private
+//! ([`Consumer::take_stamped`]). Its slot then holds this lap's stamp or the previous lap's;
+//! any other is a broken producer.
 //!
 //! The functions take any [`Word64`], so that the loom model below runs this very code.
 
@@ -159,8 +163,14 @@ pub(crate) const STAMP_MASK: u64 = 0xfff << 52;
 
 /// The stamp of the entry with counter `n` in a ring of `depth` slots: its lap, plus one (so
 /// that a slot never written, zero, is never this lap's).
-fn stamp(n: u64, depth: u64) -> u64 {
+pub(crate) fn stamp(n: u64, depth: u64) -> u64 {
     ((n / depth).wrapping_add(1) << 52) & STAMP_MASK
+}
+
+/// The stamp that the slot of the entry with counter `n` holds before that entry is written:
+/// the previous lap's (zero before the first lap, as the slot was never written).
+pub(crate) fn stamp_before(n: u64, depth: u64) -> u64 {
+    ((n / depth) << 52) & STAMP_MASK
 }
 
 impl Producer {
@@ -250,26 +260,29 @@ impl Consumer {
         Some(e & !STAMP_MASK)
     }
 
-    /// Takes the next entry of a ring whose producer never waits for room, if any: `read`
-    /// reads its slot (once). Our counter stays in our memory, unshared: the producer never
-    /// reads it (the RPC request ring, whose client never has more entries queued than the
-    /// ring holds: each is a call slot it owns until the call ends), so a store of it would
-    /// only move a line that the producer reads for other words.
+    /// [`pop_stamped`](Self::pop_stamped) on a ring whose producer never waits for room and
+    /// so never reads our counter: it stays in our memory, unshared (the RPC request ring:
+    /// a client never has more calls queued than the ring holds, each being a call slot it
+    /// owns until the server has taken it). Such a producer never overwrites an entry we
+    /// have not taken, so the slot holds this lap's stamp (an entry) or the previous lap's
+    /// (none yet); any other is a broken producer.
     ///
     /// # Errors
     ///
-    /// [`RingError::Broken`] if the producer's counter is impossible; nothing was taken.
-    pub(crate) fn pop_unshared<T>(
+    /// [`RingError::Broken`] if the slot holds another lap's stamp; nothing was taken.
+    pub(crate) fn take_stamped(
         &mut self,
-        tail: &impl Word64,
-        read: impl FnOnce(usize) -> T,
-    ) -> Result<Option<T>, RingError> {
-        if self.available(tail)? == 0 {
-            return Ok(None);
+        read: impl FnOnce(usize) -> u64,
+    ) -> Result<Option<u64>, RingError> {
+        let e = read(self.slot(0));
+        match e & STAMP_MASK {
+            s if s == stamp(self.head, self.depth) => {
+                self.head = self.head.wrapping_add(1);
+                Ok(Some(e & !STAMP_MASK))
+            }
+            s if s == stamp_before(self.head, self.depth) => Ok(None),
+            _ => Err(RingError::Broken),
         }
-        let v = read(self.slot(0));
-        self.head = self.head.wrapping_add(1);
-        Ok(Some(v))
     }
 
     /// Takes the next entry, if any: `read` reads its slot (once), then the slot goes back.
@@ -389,36 +402,39 @@ mod tests {
     }
 
     #[test]
-    fn an_unshared_consumer_takes_in_order_keeps_its_count_to_itself_and_sees_a_broken_tail() {
-        let tail = AtomicU64::new(0);
+    fn an_unshared_stamped_consumer_takes_in_order_and_sees_a_foreign_stamp() {
         let slots: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
         let mut c = Consumer::new(3);
-        let read = |s: usize| slots[s].load(Ordering::Relaxed);
-        assert_eq!(c.pop_unshared(&tail, read), Ok(None));
-        // A producer that never waits for room: it pushes whenever it has an entry, and
-        // never has more than three waiting.
+        let read = |s: usize| slots[s].load(Ordering::Acquire);
+        assert_eq!(c.take_stamped(read), Ok(None));
+        // A producer that never waits for room: it writes whenever it has an entry, and never
+        // has more than three waiting.
         let (mut pushed, mut want) = (0u64, 0u64);
         for round in 0..7u64 {
             for _ in 0..=round % 3 {
-                slots[(pushed % 3) as usize].store(100 + pushed, Ordering::Relaxed);
+                let s = (pushed % 3) as usize;
+                // Before it is written, the slot holds the previous lap's stamp.
+                let before = slots[s].load(Ordering::Relaxed) & STAMP_MASK;
+                assert_eq!(before, stamp_before(pushed, 3));
+                slots[s].store((100 + pushed) | stamp(pushed, 3), Ordering::Release);
                 pushed += 1;
-                tail.store(pushed, Ordering::Release);
             }
-            while let Some(e) = c.pop_unshared(&tail, read).unwrap() {
+            while let Some(e) = c.take_stamped(read).unwrap() {
                 assert_eq!(e, 100 + want);
                 want += 1;
             }
             assert_eq!((want, c.taken()), (pushed, pushed));
         }
-        // A tail more than a ring ahead, or behind what was taken: nothing is read.
-        for bad in [pushed + 4, pushed - 1] {
-            tail.store(bad, Ordering::Relaxed);
-            assert_eq!(
-                c.pop_unshared(&tail, |_| panic!("read")),
-                Err(RingError::Broken)
-            );
+        // An entry of another lap than this one or the one before (a hostile producer's)
+        // is not taken and breaks the ring; nothing moves.
+        let s = c.slot(0);
+        for bad in [stamp(pushed + 3, 3), stamp_before(pushed + 6, 3), 0] {
+            slots[s].store(5 | bad, Ordering::Relaxed);
+            assert_eq!(c.take_stamped(read), Err(RingError::Broken));
             assert_eq!(c.taken(), pushed);
         }
+        slots[s].store(5 | stamp_before(pushed, 3), Ordering::Relaxed);
+        assert_eq!(c.take_stamped(read), Ok(None));
     }
 }
 

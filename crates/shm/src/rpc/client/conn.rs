@@ -7,15 +7,14 @@ use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     has_args, kind, read_header, state, Out, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL,
-    F_ASYNC, REQ_TAIL, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP,
-    S_SIG,
+    F_ASYNC, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace, SHORT_ANSWER};
-use crate::substrate::ring::Consumer;
+use crate::substrate::ring::{self, Consumer};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 
@@ -544,16 +543,19 @@ impl Conn {
         }
         sh.state(slot).store(state::QUEUED, Ordering::Relaxed);
         {
+            // The entry, stamped with its lap, is all a worker reads to find the call. The
+            // ring never holds more than `slots` entries: a slot is queued again only once
+            // its call ended, after the server took its entry.
             let mut tail = lock(&self.tail);
-            sh.u32(sh.lay.ring(*tail as usize))
-                .store(slot as u32, Ordering::Relaxed);
-            *tail += 1;
-            // Release: the slot record, its data and the ring entry are visible to a worker
-            // that sees the new tail (its Acquire load).
-            sh.u64(REQ_TAIL).store(*tail, Ordering::Release);
+            let entry = slot as u64 | ring::stamp(*tail, sh.lay.slots as u64);
+            // Release: the slot record and its data are visible to a worker that sees the
+            // entry (its Acquire load).
+            sh.u64(sh.lay.ring(*tail as usize))
+                .store(entry, Ordering::Release);
+            *tail = tail.wrapping_add(1);
         }
         // SeqCst: the Dekker pair with a worker's announcement in `srv_sleep` and its fence
-        // before its last look at the rings: it sees our tail, or we see it sleeping.
+        // before its last look at the rings: it sees our entry, or we see it sleeping.
         fence(Ordering::SeqCst);
         let woke = sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0;
         if woke {
@@ -565,7 +567,7 @@ impl Conn {
             pending: true,
             woke,
         };
-        // SeqCst (after our tail, above): a server shutting down sets `srv_closed` before it
+        // SeqCst (after our entry, above): a server shutting down sets `srv_closed` before it
         // fails the calls queued so far. A call it took before (answered already, perhaps)
         // goes on as usual; one still queued may have come after its last look, so it is
         // taken back. (Canceling a taken call here would throw away an answer that landed.)

@@ -3,13 +3,11 @@
 //! happens when the client dies ([`client_gone`]); ringing the client's bell.
 
 use crate::error::ShmError;
-use crate::rpc::layout::{
-    Shared, BELL_DOORBELL, CBELL, CBELL_WAIT, F_ASYNC, REQ_TAIL, SRV_BELL, S_FLAGS,
-};
+use crate::rpc::layout::{Shared, BELL_DOORBELL, CBELL, CBELL_WAIT, F_ASYNC, SRV_BELL, S_FLAGS};
 use crate::rpc::slot;
 use crate::rpc::BELL_HELLO;
 use crate::segment::Segment;
-use crate::substrate::ring::{Consumer, Producer, RingError};
+use crate::substrate::ring::{self, Consumer, Producer, RingError, STAMP_MASK};
 use crate::sync::{fence, AtomicBool, AtomicIsize, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
@@ -148,7 +146,7 @@ impl Conn {
             }
             h => h,
         };
-        self.queued() == 0 || seen.wrapping_sub(at_death) >= self.sh.lay.slots as u64
+        !self.may_have_queued() || seen.wrapping_sub(at_death) >= self.sh.lay.slots as u64
     }
 
     pub(super) fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
@@ -159,11 +157,37 @@ impl Conn {
         self.lends.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Calls queued and not taken, as far as the (untrusted) tail says.
+    /// The (untrusted) entry of the request ring for counter `n`. Acquire: pairs with the
+    /// client's Release store of the entry, so the slot record it wrote before is visible.
+    fn entry(&self, n: u64) -> u64 {
+        self.sh
+            .u64(self.sh.lay.ring(n as usize % self.sh.lay.slots))
+            .load(Ordering::Acquire)
+    }
+
+    /// Whether the ring's slot for counter `n` may hold a call: it holds anything but the
+    /// stamp it had before that entry was written. (A hint: `n` comes from `head_seen`, which
+    /// another worker may have moved on, and then the slot holds a later lap's stamp: that
+    /// says "maybe", and the look under the lock decides.)
+    fn may_hold(&self, n: u64) -> bool {
+        let depth = self.sh.lay.slots as u64;
+        self.entry(n) & STAMP_MASK != ring::stamp_before(n, depth)
+    }
+
+    /// Calls queued and not taken, as far as the (untrusted) stamps of the ring say: the
+    /// entries after the last taken that hold their lap's stamp.
     pub(super) fn queued(&self) -> u64 {
-        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Relaxed);
-        tail.saturating_sub(self.head_seen.load(Ordering::Relaxed))
-            .min(self.sh.lay.slots as u64)
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        let depth = self.sh.lay.slots as u64;
+        (0..depth)
+            .map(|i| seen.wrapping_add(i))
+            .take_while(|&n| self.entry(n) & STAMP_MASK == ring::stamp(n, depth))
+            .count() as u64
+    }
+
+    /// Whether a call may be queued (a hint that errs towards "yes").
+    pub(super) fn may_have_queued(&self) -> bool {
+        self.may_hold(self.head_seen.load(Ordering::Relaxed))
     }
 
     /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
@@ -174,30 +198,30 @@ impl Conn {
         if self.broken.load(Ordering::Relaxed) {
             return None;
         }
-        let seen = self.head_seen.load(Ordering::Relaxed);
-        // Acquire: pairs with the client's Release store of the tail, so the ring entry and
-        // the slot record it wrote before are visible.
-        let tail = self.sh.u64(REQ_TAIL).load(Ordering::Acquire);
-        if tail == seen {
+        // A look without the lock, at the slot of the next entry: the one line the client
+        // wrote to queue the call (no counter of its is read).
+        if !self.may_have_queued() {
             return None;
         }
         let mut requests = self.requests.try_lock().ok()?;
-        // The tail is read again under the lock (`Consumer::pop`): the look above was only a
-        // hint, and another worker may have taken entries past it since (a stale tail behind
-        // our head would look like a broken ring). At most one ring's worth of withdrawn
-        // entries is skipped per call, as many as the ring can hold at one look.
+        // The entry is read again under the lock (`Consumer::take_stamped`): the look above
+        // was only a hint. At most one ring's worth of withdrawn entries is skipped per call,
+        // as many as the ring can hold at one look.
         for _ in 0..self.sh.lay.slots {
-            let entry = |s: usize| self.sh.u32(self.sh.lay.ring(s)).load(Ordering::Relaxed);
-            let slot = match requests.pop_unshared(self.sh.u64(REQ_TAIL), entry) {
-                Ok(Some(slot)) => slot as usize,
+            let entry = |s: usize| self.sh.u64(self.sh.lay.ring(s)).load(Ordering::Acquire);
+            let slot = match requests.take_stamped(entry) {
+                Ok(Some(slot)) => slot,
                 Ok(None) => return None,
-                // A tail more than a ring ahead of our head, or behind it.
+                // A stamp of neither this lap nor the one before.
                 Err(RingError::Broken | RingError::Full) => {
                     self.cut_off();
                     return None;
                 }
             };
             self.head_seen.store(requests.taken(), Ordering::Relaxed);
+            // An entry is a slot index (below 4096): other bits set, or a slot out of range
+            // or in service, is a client that breaks the ring.
+            let slot = usize::try_from(slot).unwrap_or(usize::MAX);
             if slot >= self.sh.lay.slots || self.in_service[slot].swap(true, Ordering::AcqRel) {
                 self.cut_off();
                 return None;

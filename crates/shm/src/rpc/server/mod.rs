@@ -970,7 +970,7 @@ impl Core {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         conns
             .iter()
-            .any(|c| !c.broken.load(Ordering::Relaxed) && c.queued() > 0)
+            .any(|c| !c.broken.load(Ordering::Relaxed) && c.may_have_queued())
     }
 
     /// Adds `delta` to the sleeping workers and writes the count to every connection.
