@@ -574,6 +574,13 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             keys.clear();
         }
         let mut bells = BELLS.try_with(std::cell::Cell::take).unwrap_or_default();
+        // A thread's first wait sizes the buffers of its sleeps, so that its first sleep,
+        // which may come after thousands of calls answered without one, allocates nothing
+        // (for up to `SLEEP_BUFFERS` connections; more grow them once).
+        if keys.capacity() == 0 {
+            keys.reserve(SLEEP_BUFFERS);
+            bells.reserve(SLEEP_BUFFERS);
+        }
         let r = self.wait_with(deadline, &mut idle_wake, (&mut keys, &mut bells));
         let _ = KEYS.try_with(|k| k.set((this, keys)));
         bells.clear();
@@ -1174,7 +1181,17 @@ struct Bells {
     waits: Vec<rustix::thread::futex::Wait>,
 }
 
+/// How many connections a worker's sleep buffers are sized for on its first wait.
+const SLEEP_BUFFERS: usize = 8;
+
 impl Bells {
+    /// Makes room for the doorbells of `conns` connections.
+    fn reserve(&mut self, conns: usize) {
+        self.conns.reserve(conns);
+        // The server's own word, then one per connection.
+        self.waits.reserve(conns + 1);
+    }
+
     /// Lets the connections go (a sleep that did not happen).
     fn clear(&mut self) {
         self.conns.clear();
