@@ -9,8 +9,9 @@
 //!   or hang and must keep serving a fresh client.
 //! - `rpc_client` ([`Side::ServerWrites`]): the scribbles hit what the *server* writes (the
 //!   unused word where its ring head was, sleep count, bells, closed flag, the slots' state
-//!   words and replies, small ones in the record, the push ring): a hostile server, seen from the client, which must not panic and must return from
-//!   every timed operation by its deadline.
+//!   words and replies, small ones in the record, the push ring): a hostile server, seen from
+//!   the client, which must not panic and must return from every timed operation by its
+//!   deadline.
 //!
 //! One in eight scribbles lands anywhere in the segment, whatever the side.
 //!
@@ -337,7 +338,13 @@ impl Session<'_> {
         let f = fields(self.side);
         let (off, width) = f[b.u8() as usize % f.len()];
         let file_off = HEADER + off;
-        let cur = u64::from(self.map.read_u32(file_off));
+        // A field's whole value (a stamped ring entry keeps its stamp in the high bits, so
+        // "current plus or minus a little" makes a plausible fake entry).
+        let cur = if width == 8 {
+            self.map.read_u64(file_off)
+        } else {
+            u64::from(self.map.read_u32(file_off))
+        };
         let v = match sel % 8 {
             1 => u64::from(b.u8() % 8),
             2 => u64::from(b.u8() % 8) | 0x100,

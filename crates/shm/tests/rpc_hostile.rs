@@ -3,8 +3,9 @@
 //! `/proc/self/fd`) and writes it as a hostile client process would.
 //!
 //! Cases (hardening findings 6, 7 and 8):
-//! - a client that breaks the request ring (a tail of `u64::MAX`) is hung up on: its own
-//!   calls fail with `ServerDisappeared` at once, other clients are served;
+//! - a client that breaks the request ring (an entry stamped with a lap it cannot hold) is
+//!   hung up on: its own calls fail with `ServerDisappeared` at once, other clients are
+//!   served;
 //! - a client that re-queues transport messages (`FREE_BUF`) as fast as they are settled
 //!   holds no worker: other clients' calls are answered and dropping the server returns;
 //! - a client that zeroes every shared mapping it was given (its segment and, before each

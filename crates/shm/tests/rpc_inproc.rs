@@ -236,9 +236,9 @@ fn postcard_values_travel() {
     worker.join().unwrap();
 }
 
-/// A hostile client (a raw connection that writes whatever it likes into its segment: ring
-/// counters, ring entries, slot records and states) never makes the server panic, hang or
-/// stop serving an honest client.
+/// A hostile client (a raw connection that writes whatever it likes into its segment:
+/// control words, ring entries, slot records and states) never makes the server panic, hang
+/// or stop serving an honest client.
 #[test]
 fn hostile_client_writes_never_hurt_the_server() {
     use courier_shm::{ConnectConfig, Connection};
@@ -261,9 +261,9 @@ fn hostile_client_writes_never_hurt_the_server() {
         };
         let off = (next() as usize % (span / 8)) * 8;
         let v = match next() % 4 {
-            0 => next() % 8,            // small: slot indices, states, kinds
-            1 => round as u64 / 2,      // plausible counters
-            2 => u64::MAX - next() % 3, // huge
+            0 => next() % 8,               // small: slot indices, states, kinds
+            1 => (next() % 8) | (1 << 52), // plausible ring entries (first lap's stamp)
+            2 => u64::MAX - next() % 3,    // huge
             _ => next(),
         };
         evil.segment().write_at(off, &v.to_le_bytes()).unwrap();
@@ -829,8 +829,9 @@ fn pattern(n: usize) -> Vec<u8> {
 
 /// Messages of every length around the one up to which they travel in the slot record
 /// (32 bytes) arrive whole, in both directions and whatever the verb: of a type whose length
-/// is known before it is written (`Raw`, written in place) as calls, errors, one-way sends
-/// and lends (a lend's request never travels in the record).
+/// is known before it is written (`Raw`, written in place) as calls, errors, one-way sends,
+/// calls answered with a reply of another size, and lends (a lend's request never travels in
+/// the record).
 #[test]
 fn raw_messages_around_the_record_limit_arrive_whole() {
     use courier_shm::Raw;
@@ -839,10 +840,16 @@ fn raw_messages_around_the_record_limit_arrive_whole() {
     let c: Client<Raw, Raw, Raw> = Client::connect("inproc-inline-raw", T).unwrap();
     let (tx, rx) = mpsc::channel();
     // The reply is the request's bytes reversed, with its signature plus one; signature 7
-    // is failed the same way; a lend's reply is its request followed by the lent bytes.
+    // is failed the same way; a lend's reply is its request followed by the lent bytes;
+    // signature 9 is answered with 40 - n bytes, so that a small request gets a large reply
+    // and a large one a small reply.
     let worker = std::thread::spawn(move || loop {
         match s.wait_timeout(T).unwrap() {
             Incoming::Call(rq, ctx) if rq.signature == 0 => return ctx.reply(rq).unwrap(),
+            Incoming::Call(rq, ctx) if rq.signature == 9 => {
+                let n = rq.bytes.len();
+                ctx.reply(Raw::new(10, pattern(40 - n))).unwrap();
+            }
             Incoming::Call(rq, ctx) if ctx.is_one_way() => tx.send(rq).unwrap(),
             Incoming::Call(mut rq, ctx) => {
                 if let Some(lent) = ctx.lent() {
@@ -872,6 +879,8 @@ fn raw_messages_around_the_record_limit_arrive_whole() {
         );
         let err = c.req(Raw::new(7, pattern(n)));
         assert_eq!(err, Err(Error::App(Raw::new(8, back(pattern(n))))), "{n}");
+        let crossed = c.req(Raw::new(9, pattern(n)));
+        assert_eq!(crossed, Ok(Raw::new(10, pattern(40 - n))), "{n}");
         c.send(rq.clone()).unwrap();
         assert_eq!(rx.recv_timeout(T).unwrap(), rq, "{n}");
         let mut buf = ShmBuf::new(5).unwrap();

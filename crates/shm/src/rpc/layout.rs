@@ -50,7 +50,7 @@ pub(crate) const CLI_CPU: usize = 84;
 /// whatever it does with it reaches no other client.
 pub(crate) const DOORBELL: usize = 88;
 // The server's line. It holds no counter of the request ring: the server keeps its count
-// of requests taken in its own memory (`Consumer::pop_unshared`), so that its line is not
+// of requests taken in its own memory (`Consumer::take_stamped`), so that its line is not
 // written on every call, and a caller's look at `srv_sleep` finds the line in its cache.
 pub(crate) const PUSH_TAIL: usize = 136;
 pub(crate) const SRV_SLEEP: usize = 144;
@@ -86,7 +86,7 @@ const RING: usize = 192;
 /// reply over them: a small call's request and reply both travel in the first line, the
 /// one that carries the state word both sides read at every call anyway, so each side
 /// takes one miss on the record, not two. The second line carries the reply words, which
-/// only kinds with argument words have ([`has_args`]: lends, scalars).
+/// only kinds with argument words have ([`has_args`]: every kind but `CALL` and `SEND`).
 pub(crate) const SLOT_REC: usize = 128;
 pub(crate) const S_STATE: usize = 0;
 pub(crate) const S_KIND: usize = 4;
@@ -254,8 +254,10 @@ impl Layout {
     }
 
     #[inline]
-    pub(crate) fn ring(&self, i: usize) -> usize {
-        RING + 8 * (i % self.slots)
+    /// The request ring's slot of the entry with counter `n` (taken modulo in 64 bits, so
+    /// that a 32-bit and a 64-bit peer agree after 2^32 calls).
+    pub(crate) fn ring(&self, n: u64) -> usize {
+        RING + 8 * (n % self.slots as u64) as usize
     }
 
     #[inline]

@@ -25,7 +25,8 @@
 //! area (`slot_size` bytes, page-aligned). A request or reply of at most 32 bytes travels
 //! in the record's first line, beside the state word that both sides read at every call
 //! anyway (a request where the argument words are, for the kinds that have none), so a
-//! small call moves one line of the record each way and touches no data area. The caller writes
+//! small call moves one line of the record each way, and the data area not at all (a value
+//! whose length is known only once written, a `Postcard`, is written there first and copied). The caller writes
 //! its request into the slot, queues the slot's index on the request ring and waits on the
 //! slot's own state word; a worker takes the index, reads the request in place (copying a
 //! flat value out before it checks it), writes the reply into the same slot and flips the

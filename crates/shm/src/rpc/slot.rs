@@ -13,6 +13,13 @@
 //!   wait: QUEUED|TAKEN -> |WAITER (kept by take; complete wakes the word if set)
 //! ```
 //!
+//! Every way to DONE goes through the server's take of the slot's request-ring entry (take,
+//! then completion; or take of a withdrawn slot; or, at shutdown, take then failure), and
+//! the client queues a slot again only once it is DONE: so the request ring never holds more
+//! entries than there are slots, which its stamped, counter-less form relies on
+//! (`Consumer::take_stamped`). A way to DONE that skipped the take would let an honest
+//! client overwrite an entry not yet taken, and be cut off for it.
+//!
 //! The functions take any [`Word`] so that the loom model below checks the very code the
 //! processes run. A value outside the machine (only a hostile peer writes one) is `Broken`;
 //! a peer that keeps changing the word makes a transition give up after a bounded number of

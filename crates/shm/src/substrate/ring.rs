@@ -3,8 +3,9 @@
 //! (consumed by the server) and the RPC push ring (both ends).
 //!
 //! The ring is two counters in the segment (`tail`: entries pushed, written only by the
-//! producer; `head`: entries taken, written only by the consumer) and `depth` entry slots; an
-//! entry's slot is `counter % depth`. Counters only grow (u64: they do not wrap in practice,
+//! producer; `head`: entries taken, written only by the consumer; the stamped rings below
+//! keep one or none of them there) and `depth` entry slots; an entry's slot is
+//! `counter % depth`. Counters only grow (u64: they do not wrap in practice,
 //! and the arithmetic is wrapping so a hostile value cannot make it panic).
 //!
 //! ```text
@@ -67,7 +68,8 @@ pub(crate) enum RingError {
     /// The ring holds `depth` entries: the producer must wait for the consumer.
     Full,
     /// The peer's counter is impossible (more than `depth` entries apart from ours, or behind
-    /// us): only a hostile or broken peer writes one.
+    /// us), or an unshared stamped ring's slot holds a lap's stamp it cannot hold
+    /// ([`Consumer::take_stamped`]): only a hostile or broken peer writes one.
     Broken,
 }
 
@@ -287,7 +289,8 @@ impl Consumer {
 
     /// Takes the next entry, if any: `read` reads its slot (once), then the slot goes back.
     /// (The tests' and the model's way of taking one entry; the transports take theirs
-    /// with [`available`](Self::available) and [`advance`](Self::advance), or unshared.)
+    /// with [`available`](Self::available) and [`advance`](Self::advance), or with
+    /// [`take_stamped`](Self::take_stamped).)
     ///
     /// # Errors
     ///
@@ -428,7 +431,8 @@ mod tests {
         // An entry of another lap than this one or the one before (a hostile producer's)
         // is not taken and breaks the ring; nothing moves.
         let s = c.slot(0);
-        for bad in [stamp(pushed + 3, 3), stamp_before(pushed + 6, 3), 0] {
+        // (`pushed` is 13: this lap is 4, and these are laps 5, 3 and 0.)
+        for bad in [stamp(pushed + 3, 3), stamp_before(pushed - 3, 3), 0] {
             slots[s].store(5 | bad, Ordering::Relaxed);
             assert_eq!(c.take_stamped(read), Err(RingError::Broken));
             assert_eq!(c.taken(), pushed);

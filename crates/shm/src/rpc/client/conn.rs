@@ -496,8 +496,9 @@ impl Conn {
         }
     }
 
-    /// Writes a call into a fresh slot and queues it. `write` fills the data area and
-    /// returns (length, signature), or `None` if the value does not fit.
+    /// Writes a call into a fresh slot and queues it. `write` writes the request (in the
+    /// record if small, else in the data area: [`Out`]) and returns (length, signature), or
+    /// `None` if the value does not fit.
     pub(super) fn start(
         self: &Arc<Self>,
         call: (u32, u32, u32, [u64; 4]),
@@ -550,8 +551,7 @@ impl Conn {
             let entry = slot as u64 | ring::stamp(*tail, sh.lay.slots as u64);
             // Release: the slot record and its data are visible to a worker that sees the
             // entry (its Acquire load).
-            sh.u64(sh.lay.ring(*tail as usize))
-                .store(entry, Ordering::Release);
+            sh.u64(sh.lay.ring(*tail)).store(entry, Ordering::Release);
             *tail = tail.wrapping_add(1);
         }
         // SeqCst: the Dekker pair with a worker's announcement in `srv_sleep` and its fence

@@ -799,8 +799,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     }
 }
 
-/// The request's encoder: fills a slot's data area, `None` if it does not fit. The request
-/// stays the caller's, to hand back if the call is not sent.
+/// The request's encoder: writes it into its slot (the record or the data area, as
+/// [`Out`] says), `None` if it does not fit. The request stays the caller's, to hand back if
+/// the call is not sent.
 fn encoder<Rq: Wire>(rq: &Rq) -> impl FnOnce(&mut Out<'_>) -> Option<(usize, u64)> + '_ {
     move |out| out.put(rq).map(|n| (n, rq.signature()))
 }

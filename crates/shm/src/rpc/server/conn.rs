@@ -41,7 +41,7 @@ pub(super) struct Conn {
     /// A copy of the entries `requests` took, for cheap looks.
     pub(super) head_seen: AtomicU64,
     /// `head` when the client was seen dead (`u64::MAX` while it lives): its last messages
-    /// are still taken, at most one ring's worth, whatever its counters say.
+    /// are still taken, at most one ring's worth, whatever its ring entries say.
     pub(super) head_at_death: AtomicU64,
     /// Which slots are taken and not yet completed (a client may not queue them again).
     pub(super) in_service: Vec<AtomicBool>,
@@ -160,15 +160,13 @@ impl Conn {
     /// The (untrusted) entry of the request ring for counter `n`. Acquire: pairs with the
     /// client's Release store of the entry, so the slot record it wrote before is visible.
     fn entry(&self, n: u64) -> u64 {
-        self.sh
-            .u64(self.sh.lay.ring(n as usize % self.sh.lay.slots))
-            .load(Ordering::Acquire)
+        self.sh.u64(self.sh.lay.ring(n)).load(Ordering::Acquire)
     }
 
     /// Whether the ring's slot for counter `n` may hold a call: it holds anything but the
     /// stamp it had before that entry was written. (A hint: `n` comes from `head_seen`, which
-    /// another worker may have moved on, and then the slot holds a later lap's stamp: that
-    /// says "maybe", and the look under the lock decides.)
+    /// another worker may have moved on, and then the slot holds the entry it took, of this
+    /// lap, or a later lap's: that says "maybe", and the look under the lock decides.)
     fn may_hold(&self, n: u64) -> bool {
         let depth = self.sh.lay.slots as u64;
         self.entry(n) & STAMP_MASK != ring::stamp_before(n, depth)
@@ -208,7 +206,11 @@ impl Conn {
         // was only a hint. At most one ring's worth of withdrawn entries is skipped per call,
         // as many as the ring can hold at one look.
         for _ in 0..self.sh.lay.slots {
-            let entry = |s: usize| self.sh.u64(self.sh.lay.ring(s)).load(Ordering::Acquire);
+            let entry = |s: usize| {
+                self.sh
+                    .u64(self.sh.lay.ring(s as u64))
+                    .load(Ordering::Acquire)
+            };
             let slot = match requests.take_stamped(entry) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => return None,
@@ -283,7 +285,7 @@ impl Conn {
     /// The client broke the protocol: ignore it from now on and hang up on it, so its
     /// process sees the server gone (every pending and later call fails with
     /// `ServerDisappeared`) and the connection is forgotten at once, whatever its ring
-    /// counters say.
+    /// entries say.
     pub(super) fn cut_off(&self) {
         if !self.broken.swap(true, Ordering::Relaxed) {
             sys::shutdown(self.sock.lock().unwrap_or_else(|p| p.into_inner()).as_fd());

@@ -972,7 +972,7 @@ fn async_reactor(core: &std::sync::Weak<Core>) {
 
 impl Core {
     /// Whether a connection has a call queued (a hint: a worker may take it first). A
-    /// connection cut off for breaking the ring does not count, whatever its counters say.
+    /// connection cut off for breaking the ring does not count, whatever its entries say.
     fn has_work(&self) -> bool {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         conns

@@ -48,9 +48,10 @@ impl SlotRef {
         slot::is_canceled(self.conn.sh.state(self.slot))
     }
 
-    /// Completes the slot, once (later calls and the drop do nothing): `write` fills the
-    /// data area and returns (length, signature, reply words), or `None` if the value does not
-    /// fit (completed with `TOO_LARGE`, reported as [`Error::TooLarge`]); then
+    /// Completes the slot, once (later calls and the drop do nothing): `write` writes the
+    /// reply (in the record if small, else in the data area: [`Out`]) and returns (length,
+    /// signature, reply words), or `None` if the value does not fit (completed with
+    /// `TOO_LARGE`, reported as [`Error::TooLarge`]); then
     /// `TAKEN -> DONE`, waking a sleeping caller. `Err(OriginDisappeared)` if the caller is
     /// gone or canceled (nothing it can see was changed then, or only its abandoned slot).
     pub(super) fn complete(
