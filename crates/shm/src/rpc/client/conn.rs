@@ -17,7 +17,6 @@ use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace, SHORT_ANSWER};
 use crate::substrate::ring::{self, Consumer};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
-
 use crate::watch::Watch;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
