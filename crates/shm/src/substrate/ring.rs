@@ -451,7 +451,7 @@ mod loom_models {
     //! write it has not seen, as a failure).
     use super::*;
     use loom::cell::UnsafeCell;
-    use loom::sync::atomic::AtomicU64;
+    use loom::sync::atomic::{fence, AtomicU64};
     use loom::sync::Arc;
 
     const DEPTH: usize = 2;
@@ -558,6 +558,82 @@ mod loom_models {
             assert_eq!(got, [10, 20, 30]);
             producer.join().unwrap();
             assert!(!c.ready_stamped(|s| ring.slots[s].load(Ordering::Acquire)));
+        });
+    }
+
+    /// The RPC request ring: stamped, no counter shared, a producer (the client) that queues
+    /// a slot again only once the consumer is done with its last entry, and the sleep
+    /// handshake of a worker: it announces its sleep, fences, looks at the ring once more and
+    /// sleeps on the bell word as read before the announcement; the client stores its entry,
+    /// fences, and rings the bell if it sees a sleeper.
+    struct Requests {
+        slots: [AtomicU64; 1],
+        /// Entries the consumer is done with (the slot's call ended: the client may reuse it).
+        done: AtomicU64,
+        /// The worker's announcement (`srv_sleep`).
+        sleeping: AtomicU64,
+        /// The doorbell: the worker sleeps while it holds the value it read.
+        bell: AtomicU64,
+        payload: [UnsafeCell<u64>; 2],
+    }
+
+    #[test]
+    fn requests_go_through_a_reused_slot_in_order_and_a_sleeping_worker_is_always_rung() {
+        loom::model(|| {
+            let ring = Arc::new(Requests {
+                slots: [AtomicU64::new(0)],
+                done: AtomicU64::new(0),
+                sleeping: AtomicU64::new(0),
+                bell: AtomicU64::new(0),
+                payload: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            });
+            let r = Arc::clone(&ring);
+            let client = loom::thread::spawn(move || {
+                for v in 0..2u64 {
+                    // The one slot is queued again only once its call ended.
+                    while r.done.load(Ordering::Acquire) < v {
+                        loom::thread::yield_now();
+                    }
+                    // SAFETY: the payload cell is the client's until its entry is stored.
+                    r.payload[v as usize].with_mut(|e| unsafe { *e = 10 + v });
+                    r.slots[0].store(v | stamp(v, 1), Ordering::Release);
+                    fence(Ordering::SeqCst);
+                    if r.sleeping.load(Ordering::SeqCst) != 0 {
+                        r.bell.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+            let mut c = Consumer::new(1);
+            let mut got = Vec::new();
+            let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
+            let mut take = |c: &mut Consumer, got: &mut Vec<u64>| match c.take_stamped(read) {
+                Ok(Some(cell)) => {
+                    // SAFETY: the client never writes a payload cell again once its entry
+                    // is stored.
+                    got.push(ring.payload[cell as usize].with(|e| unsafe { *e }));
+                    ring.done.store(got.len() as u64, Ordering::Release);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => panic!("an honest client's ring is never {e:?}"),
+            };
+            while got.len() < 2 {
+                if take(&mut c, &mut got) {
+                    continue;
+                }
+                let bell = ring.bell.load(Ordering::SeqCst);
+                ring.sleeping.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if !take(&mut c, &mut got) {
+                    // Asleep until rung: a lost wake-up spins here for ever.
+                    while ring.bell.load(Ordering::SeqCst) == bell {
+                        loom::thread::yield_now();
+                    }
+                }
+                ring.sleeping.store(0, Ordering::SeqCst);
+            }
+            assert_eq!(got, [10, 11]);
+            client.join().unwrap();
         });
     }
 }
