@@ -606,7 +606,7 @@ mod loom_models {
             let mut c = Consumer::new(1);
             let mut got = Vec::new();
             let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
-            let mut take = |c: &mut Consumer, got: &mut Vec<u64>| match c.take_stamped(read) {
+            let take = |c: &mut Consumer, got: &mut Vec<u64>| match c.take_stamped(read) {
                 Ok(Some(cell)) => {
                     // SAFETY: the client never writes a payload cell again once its entry
                     // is stored.
