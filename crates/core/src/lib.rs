@@ -20,3 +20,4 @@ pub mod names;
 pub mod opcode;
 #[cfg(all(feature = "placement", target_os = "linux"))]
 pub mod placement;
+pub mod quiet;
