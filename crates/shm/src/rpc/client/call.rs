@@ -14,6 +14,7 @@ use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
 use courier_core::placement::move_off_this_cpu;
+use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -85,7 +86,11 @@ impl Call {
     /// [`Pace`]: crate::substrate::park::Pace
     pub(super) fn wait(&self, deadline: Deadline) -> Result<(), Fault> {
         let word = self.conn.sh.state(self.slot);
-        let done = || Ok(self.is_done().then_some(()));
+        let looks = Cell::new(0u32);
+        let done = || {
+            looks.set(looks.get().saturating_add(1));
+            Ok(self.is_done().then_some(()))
+        };
         let announce = || match word.load(Ordering::Acquire) & state::PHASE {
             state::DONE => Ok(None),
             state::QUEUED | state::TAKEN => Ok(slot::announce_sleep(word)),
@@ -124,6 +129,15 @@ impl Call {
             Some((sleep, spin)) => (Some(sleep), spin),
             None => (None, self.conn.spin.budget()),
         };
+        // A caller about to spin first waits the hints its connection learnt, so that its
+        // first look does not land between the worker's take and its answer ([`Quiet`]).
+        let first_look = (sleep.is_none() && !spin.is_zero()).then(|| {
+            let hints = lock(&self.conn.quiet).next();
+            for _ in 0..hints {
+                std::hint::spin_loop();
+            }
+            hints
+        });
         // A caller that never spins has no use for how long it slept (its `Pace` is for
         // paced spins): no reading of the clock around the sleep.
         let timed = !self.conn.spin.never();
@@ -137,6 +151,10 @@ impl Call {
             done,
             announce,
         );
+        if let Some(hints) = first_look {
+            let only_spun = matches!(waited, Ok(((), park::Spun::Answered(_), None)));
+            lock(&self.conn.quiet).learn(hints, looks.get(), only_spun);
+        }
         match waited {
             Ok(((), spun, slept)) => {
                 self.conn.note_answer(match (spun, slept) {

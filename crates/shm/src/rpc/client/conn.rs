@@ -18,6 +18,7 @@ use crate::substrate::ring::{self, Consumer};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
+use courier_core::quiet::Quiet;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::Receiver;
@@ -53,6 +54,9 @@ pub(crate) struct Conn {
     pub(super) send_lock: Mutex<()>,
     /// The producer side of the request ring.
     pub(super) tail: Mutex<u64>,
+    /// When a spinning caller first looks at its call's state word ([`Quiet`]), learnt over
+    /// this connection's calls.
+    pub(super) quiet: Mutex<Quiet>,
     /// Everything a waiter registers to be woken by; shared with the watcher, which wakes it
     /// all when the server dies.
     pub(super) wake: Arc<Wakeups>,
@@ -298,6 +302,7 @@ impl Conn {
             sock: ours,
             send_lock: Mutex::new(()),
             tail: Mutex::new(0),
+            quiet: Mutex::new(Quiet::default()),
             wake,
             push: Mutex::new(PushState {
                 ring: Consumer::new(lay.push_depth),
