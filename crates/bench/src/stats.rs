@@ -66,17 +66,11 @@ pub(crate) struct Samples {
     /// CPU time used during the measured phase by this process and the row's peer process
     /// (every thread of both), in nanoseconds.
     pub(crate) cpu_ns: u64,
-    /// The median of each measurement pooled here (one per round), in nanoseconds: the
-    /// spread between repetitions of the row.
-    pub(crate) round_medians_ns: Vec<f64>,
-    /// The p99 of each measurement pooled here divided by its own median (one per round): the
-    /// tail within a round, which a round that runs wholly slower (the host moving the VM's
-    /// CPUs) does not inflate as it inflates the pooled p99.
-    pub(crate) round_tails: Vec<f64>,
-    /// The p99 of each measurement pooled here (one per round), in nanoseconds.
-    pub(crate) round_p99_ns: Vec<f64>,
-    /// The calls/s of each measurement pooled here (one per round).
-    pub(crate) round_calls_per_s: Vec<f64>,
+    /// The figures of each measurement pooled here (one per round): the spread between
+    /// repetitions of the row, and the tail within a round (its p99 ÷ its own median), which
+    /// a round that runs wholly slower (the host moving the VM's CPUs) does not inflate as it
+    /// inflates the pooled p99.
+    pub(crate) rounds: Vec<Round>,
 }
 
 /// One round's figures of a row: what a goal compares round by round, so that a round the
@@ -135,24 +129,20 @@ impl Samples {
         self.batches += other.batches;
         self.clients = self.clients.max(other.clients);
         self.cpu_ns += other.cpu_ns;
-        self.round_medians_ns.extend(other.round_medians_ns);
-        self.round_tails.extend(other.round_tails);
-        self.round_p99_ns.extend(other.round_p99_ns);
-        self.round_calls_per_s.extend(other.round_calls_per_s);
+        self.rounds.extend(other.rounds);
     }
 
     /// Median, p99 and calls/s of these samples.
     pub(crate) fn summary(mut self) -> Summary {
         self.per_op_ns.sort_unstable();
         let n = self.per_op_ns.len();
-        let secs = self.wall.as_secs_f64();
         let fold = |f: fn(f64, f64) -> f64, init| self.batch_mean_ns.iter().copied().fold(init, f);
         let round =
-            |f: fn(f64, f64) -> f64, init| self.round_medians_ns.iter().copied().fold(init, f);
+            |f: fn(f64, f64) -> f64, init| self.rounds.iter().map(|r| r.median_ns).fold(init, f);
         Summary {
             median_ns: percentile(&self.per_op_ns, 0.50),
             p99_ns: percentile(&self.per_op_ns, 0.99),
-            calls_per_s: if secs > 0.0 { n as f64 / secs } else { 0.0 },
+            calls_per_s: rate(n, self.wall),
             batch_min_ns: fold(f64::min, f64::INFINITY),
             batch_max_ns: fold(f64::max, 0.0),
             n,
@@ -165,20 +155,24 @@ impl Samples {
             },
             round_min_ns: round(f64::min, f64::INFINITY),
             round_max_ns: round(f64::max, 0.0),
-            rounds: self.round_medians_ns.len(),
-            round_tail_max: self.round_tails.iter().copied().fold(f64::NAN, f64::max),
-            by_round: self
-                .round_medians_ns
+            rounds: self.rounds.len(),
+            round_tail_max: self
+                .rounds
                 .iter()
-                .zip(&self.round_p99_ns)
-                .zip(&self.round_calls_per_s)
-                .map(|((&median_ns, &p99_ns), &calls_per_s)| Round {
-                    median_ns,
-                    p99_ns,
-                    calls_per_s,
-                })
-                .collect(),
+                .map(|r| r.p99_ns / r.median_ns)
+                .fold(f64::NAN, f64::max),
+            by_round: self.rounds,
         }
+    }
+}
+
+/// `n` calls in `wall`, per second (0 for no time).
+fn rate(n: usize, wall: Duration) -> f64 {
+    let secs = wall.as_secs_f64();
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
     }
 }
 
@@ -393,16 +387,10 @@ fn merge(runs: Vec<ClientRun>, wall: Duration, cpu_ns: u64) -> Samples {
     }
     let mut sorted = out.per_op_ns.clone();
     sorted.sort_unstable();
-    let median = percentile(&sorted, 0.50);
-    let p99 = percentile(&sorted, 0.99);
-    let secs = wall.as_secs_f64();
-    out.round_medians_ns.push(median);
-    out.round_tails.push(p99 / median);
-    out.round_p99_ns.push(p99);
-    out.round_calls_per_s.push(if secs > 0.0 {
-        sorted.len() as f64 / secs
-    } else {
-        0.0
+    out.rounds.push(Round {
+        median_ns: percentile(&sorted, 0.50),
+        p99_ns: percentile(&sorted, 0.99),
+        calls_per_s: rate(sorted.len(), wall),
     });
     out
 }
