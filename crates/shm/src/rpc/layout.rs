@@ -253,9 +253,9 @@ impl Layout {
         })
     }
 
-    #[inline]
     /// The request ring's slot of the entry with counter `n` (taken modulo in 64 bits, so
     /// that a 32-bit and a 64-bit peer agree after 2^32 calls).
+    #[inline]
     pub(crate) fn ring(&self, n: u64) -> usize {
         RING + 8 * (n % self.slots as u64) as usize
     }

@@ -431,7 +431,7 @@ mod tests {
         // An entry of another lap than this one or the one before (a hostile producer's)
         // is not taken and breaks the ring; nothing moves.
         let s = c.slot(0);
-        // (`pushed` is 13: this lap is 4, and these are laps 5, 3 and 0.)
+        // (`pushed` is 13: this lap's stamp is 5, the one before 4; these are 6, 3 and 0.)
         for bad in [stamp(pushed + 3, 3), stamp_before(pushed - 3, 3), 0] {
             slots[s].store(5 | bad, Ordering::Relaxed);
             assert_eq!(c.take_stamped(read), Err(RingError::Broken));

@@ -163,15 +163,6 @@ impl Conn {
         self.sh.u64(self.sh.lay.ring(n)).load(Ordering::Acquire)
     }
 
-    /// Whether the ring's slot for counter `n` may hold a call: it holds anything but the
-    /// stamp it had before that entry was written. (A hint: `n` comes from `head_seen`, which
-    /// another worker may have moved on, and then the slot holds the entry it took, of this
-    /// lap, or a later lap's: that says "maybe", and the look under the lock decides.)
-    fn may_hold(&self, n: u64) -> bool {
-        let depth = self.sh.lay.slots as u64;
-        self.entry(n) & STAMP_MASK != ring::stamp_before(n, depth)
-    }
-
     /// Calls queued and not taken, as far as the (untrusted) stamps of the ring say: the
     /// entries after the last taken that hold their lap's stamp.
     pub(super) fn queued(&self) -> u64 {
@@ -183,9 +174,14 @@ impl Conn {
             .count() as u64
     }
 
-    /// Whether a call may be queued (a hint that errs towards "yes").
+    /// Whether a call may be queued (a hint that errs towards "yes"): the ring's slot of the
+    /// next entry holds anything but the stamp it had before that entry was written. (The
+    /// next entry's counter comes from `head_seen`, which another worker may have moved on;
+    /// then the slot holds the entry it took, of this lap, or a later lap's: that says
+    /// "maybe", and the look under the lock decides.)
     pub(super) fn may_have_queued(&self) -> bool {
-        self.may_hold(self.head_seen.load(Ordering::Relaxed))
+        let n = self.head_seen.load(Ordering::Relaxed);
+        self.entry(n) & STAMP_MASK != ring::stamp_before(n, self.sh.lay.slots as u64)
     }
 
     /// Takes the next queued slot: `QUEUED -> TAKEN`. A slot the client withdrew is
@@ -211,12 +207,7 @@ impl Conn {
         // was only a hint. At most one ring's worth of withdrawn entries is skipped per call,
         // as many as the ring can hold at one look.
         for _ in 0..self.sh.lay.slots {
-            let entry = |s: usize| {
-                self.sh
-                    .u64(self.sh.lay.ring(s as u64))
-                    .load(Ordering::Acquire)
-            };
-            let slot = match requests.take_stamped(entry) {
+            let slot = match requests.take_stamped(|s| self.entry(s as u64)) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => return None,
                 // A stamp of neither this lap nor the one before.
