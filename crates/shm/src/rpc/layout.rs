@@ -27,7 +27,7 @@ use crate::error::ShmError;
 use crate::rpc::wire::Wire;
 use crate::segment::{Segment, HEADER_LEN};
 use crate::substrate::header::Protocol;
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::view::{ShmView, ShmViewMut};
 
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
@@ -292,6 +292,16 @@ impl Shared {
     #[inline]
     pub(crate) fn u64(&self, off: usize) -> &AtomicU64 {
         self.seg.u64_at(off)
+    }
+
+    /// Stores `value` into the hint word at `off` (`CLI_CPU`, `SRV_CPU`) only if it changed:
+    /// the peer reads the word's line at every call, and a store would move it out of the
+    /// peer's cache each time. Relaxed: hints only.
+    pub(crate) fn set_hint(&self, off: usize, value: u32) {
+        let word = self.u32(off);
+        if word.load(Ordering::Relaxed) != value {
+            word.store(value, Ordering::Relaxed);
+        }
     }
 
     /// The state word of slot `slot` (`slot < lay.slots`).

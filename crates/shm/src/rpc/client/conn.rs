@@ -541,11 +541,8 @@ impl Conn {
         } else {
             debug_assert_eq!(args, [0; 4], "kind {k} has no argument words");
         }
-        // The spin hint for the server (Relaxed: a hint only).
-        let cpu = park::this_cpu();
-        if sh.u32(CLI_CPU).load(Ordering::Relaxed) != cpu {
-            sh.u32(CLI_CPU).store(cpu, Ordering::Relaxed);
-        }
+        // The spin hint for the server.
+        sh.set_hint(CLI_CPU, park::this_cpu());
         sh.state(slot).store(state::QUEUED, Ordering::Relaxed);
         {
             // The entry, stamped with its lap, is all a worker reads to find the call. The

@@ -725,12 +725,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         let core = &self.shared.core;
         let sh = &Arc::clone(&conn).sh;
         let rec = sh.lay.rec(slot);
-        // The spin hints (see `wait_with`); Relaxed: hints only. Stored only when they
-        // change, so that the line the caller reads stays in its cache.
-        let cpu = park::this_cpu();
-        if sh.u32(SRV_CPU).load(Ordering::Relaxed) != cpu {
-            sh.u32(SRV_CPU).store(cpu, Ordering::Relaxed);
-        }
+        // The spin hints (see `wait_with`); Relaxed: hints only.
+        sh.set_hint(SRV_CPU, park::this_cpu());
         core.client_cpu
             .store(sh.u32(CLI_CPU).load(Ordering::Relaxed), Ordering::Relaxed);
         // Read every field once; the client may change them afterwards.
