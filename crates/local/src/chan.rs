@@ -84,6 +84,13 @@ unsafe impl<Rq: Send, Rp: Send, E: Send> Send for Shared<Rq, Rp, E> {}
 // slot protocol, each of which hands a value to exactly one thread.
 unsafe impl<Rq: Send, Rp: Send, E: Send> Sync for Shared<Rq, Rp, E> {}
 
+impl<Rq, Rp, E> Drop for Shared<Rq, Rp, E> {
+    fn drop(&mut self) {
+        // The free slots hold the pool; slots still in use are freed when their calls end.
+        self.pool.close();
+    }
+}
+
 impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     pub(crate) fn new(cap: Option<usize>) -> Self {
         Self {
@@ -212,7 +219,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         // SAFETY: `slot` is free and ours; after `fill` it is a valid, unlinked node that stays
         // valid until released, which only happens after it is popped.
         unsafe {
-            Slot::fill(slot, request, one_way, Arc::clone(&this.pool));
+            Slot::fill(slot, request, one_way, &this.pool);
             this.queue.push(slot);
         }
         // SeqCst (inside `notify_one`'s fence): pairs with the last server's fence before its

@@ -101,7 +101,8 @@ pub(crate) struct Slot<Rq, Rp, E> {
     next: AtomicPtr<Slot<Rq, Rp, E>>,
     request: UnsafeCell<MaybeUninit<Rq>>,
     core: SlotCore<Rp, E>,
-    /// The pool the slot returns to, held while the slot is in use so that it outlives it.
+    /// The pool the slot returns to, so that it outlives the slot: set by the slot's first
+    /// call and kept from then on (see `pool.rs`).
     pool: UnsafeCell<Option<Arc<Pool<Rq, Rp, E>>>>,
     /// How a blocking requester's first look is timed (see [`Quiet`]); the requester's alone,
     /// like `pool`, and kept from one use of the slot to the next.
@@ -151,16 +152,17 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         })
     }
 
-    /// Fills a free slot with a request before it is pushed.
+    /// Fills a free slot with a request before it is pushed. A fresh slot takes an `Arc` of
+    /// `pool`; one taken from the pool already holds it.
     ///
     /// # Safety
     ///
-    /// `this` is a free slot owned by the caller (fresh, or taken from the pool).
+    /// `this` is a free slot owned by the caller, fresh or taken from `pool`.
     pub(crate) unsafe fn fill(
         this: *mut Self,
         request: Rq,
         one_way: bool,
-        pool: Arc<Pool<Rq, Rp, E>>,
+        pool: &Arc<Pool<Rq, Rp, E>>,
     ) {
         // SAFETY: the caller owns the free slot; nobody else can reach it until it is pushed.
         unsafe {
@@ -170,7 +172,13 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 .state
                 .store(if one_way { ONE_WAY } else { 0 }, Ordering::Relaxed);
             s.request.with_mut(|p| (*p).write(request));
-            s.pool.with_mut(|p| *p = Some(pool));
+            s.pool.with_mut(|p| {
+                let held = &mut *p;
+                debug_assert!(held.as_ref().is_none_or(|h| Arc::ptr_eq(h, pool)));
+                if held.is_none() {
+                    *held = Some(Arc::clone(pool));
+                }
+            });
         }
     }
 
@@ -222,8 +230,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
     /// Requester side: blocks until the result is ready, or until `deadline`.
     /// Returns `false` on timeout; the requester still owns its share of the slot.
     pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
-        // SAFETY: `pool` is set while the slot is in use (by `fill`) and only the releaser
-        // clears it; we hold the requester's share, so the pool lives until we return.
+        // SAFETY: `pool` is set by the slot's first `fill` and kept; we hold the requester's
+        // share, so the slot, and the pool with it, live until we return.
         let pool = unsafe { self.pool.with(|p| (*p).as_ref().map(Arc::as_ptr)) };
         let pool = pool.expect("a slot in use holds its pool");
         // SAFETY: as above: the pool outlives this wait.
@@ -386,8 +394,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 // SAFETY: the request is initialised while QUEUED and nobody writes it; the
                 // consumer only reads it after winning the CAS, so a concurrent read is fine.
                 let copy: MaybeUninit<Rq> = unsafe { s.request.with(|p| ptr::read(p)) };
-                // SAFETY: `pool` is set while the slot is in use and only the releaser
-                // clears it; we still hold our share.
+                // SAFETY: `pool` is set by the slot's first `fill` and kept; we still hold
+                // our share.
                 let pool = unsafe { s.pool.with(|p| (*p).clone()) };
                 let new = (cur | WITHDRAWN | CLIENT_GONE) & !WAITER;
                 // AcqRel: Release orders our read of the request before the consumer's release
@@ -444,23 +452,25 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         Some(unsafe { Self::take_result(this) })
     }
 
-    /// Puts a finished slot back into the pool (or frees it).
+    /// Puts a finished slot back into its pool, or frees it when the pool is full or closed.
     ///
     /// # Safety
     ///
     /// The caller is the slot's last user (see the module docs).
     pub(crate) unsafe fn release(this: *mut Self) {
-        // SAFETY: we are the last user, so we may touch every cell.
+        // SAFETY: we are the last user, so we may touch every cell. The slot's `Arc` keeps the
+        // pool alive until the slot is freed, which is after our last use of `pool`.
         unsafe {
             let s = &*this;
             s.core.waiter.with_mut(|p| *p = None);
-            let pool = s.pool.with_mut(|p| (*p).take());
-            match pool {
-                Some(pool) => {
-                    pool.recycle(this);
-                    drop(pool);
-                }
-                None => drop(Box::from_raw(this)),
+            let pool = s.pool.with(|p| (*p).as_ref().map(Arc::as_ptr));
+            let unpooled = match pool {
+                Some(pool) => (*pool).recycle(this),
+                None => Some(this),
+            };
+            if let Some(slot) = unpooled {
+                // Released slots come from `Box::into_raw`; this may drop the pool's last `Arc`.
+                drop(Box::from_raw(slot));
             }
         }
     }

@@ -1,8 +1,17 @@
 //! [`Pool`]: what a call slot gives back when its call ends — itself, to the channel's free
 //! slots, and for a withdrawn request the room it held in a bounded queue.
 //!
-//! A slot in use holds an `Arc` of its pool (not of the whole channel), so the pool outlives
-//! every slot that can return to it, and the slot module needs nothing of the channel's.
+//! A slot holds an `Arc` of its pool (not of the whole channel), so the pool outlives every
+//! slot that can return to it, and the slot module needs nothing of the channel's. The slot
+//! takes the `Arc` on its first call and keeps it while it waits in the pool: a call in
+//! steady state touches no reference count, which every client of the channel would
+//! otherwise write twice per call (the same line for all of them).
+//!
+//! Free slots holding their pool is a cycle, which the channel breaks when its last handle
+//! goes ([`Pool::close`]): every free entry is swapped for `CLOSED`, and the slots found are
+//! freed. A slot whose call ends later finds no free entry (`recycle` only fills null ones)
+//! and is freed by its releaser. One atomic per entry decides each race: a slot put into an
+//! entry before the close is taken by it, one put after finds `CLOSED`.
 
 use super::Slot;
 use crate::event::Event;
@@ -15,6 +24,12 @@ const POOL_SIZE: usize = 16;
 /// Small under loom: every pool entry is an atomic the model checker interleaves.
 #[cfg(loom)]
 const POOL_SIZE: usize = 2;
+
+/// What a free entry holds once the pool is closed: never a slot's address (slots are aligned
+/// to 64 bytes), and never replaced.
+fn closed<T>() -> *mut T {
+    ptr::without_provenance_mut(1)
+}
 
 /// A channel's free slots and its bounded queue's room.
 pub(crate) struct Pool<Rq, Rp, E> {
@@ -55,13 +70,15 @@ impl<Rq, Rp, E> Pool<Rq, Rp, E> {
         self.cap != usize::MAX
     }
 
-    /// Takes a free slot from the pool, or allocates one.
+    /// Takes a free slot from the pool, or allocates one. Not called once the pool is closed
+    /// (no client is left).
     pub(crate) fn alloc(&self) -> *mut Slot<Rq, Rp, E> {
         for entry in &self.free {
             if !entry.load(Ordering::Relaxed).is_null() {
                 // Acquire: pairs with the Release in `recycle`, so the previous user's accesses
                 // happen-before ours.
                 let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
+                debug_assert!(p != closed(), "alloc from a closed pool");
                 if !p.is_null() {
                     return p;
                 }
@@ -70,19 +87,38 @@ impl<Rq, Rp, E> Pool<Rq, Rp, E> {
         Box::into_raw(Slot::new_boxed())
     }
 
-    /// Puts a released slot back into the pool, or frees it when the pool is full.
-    pub(crate) fn recycle(&self, slot: *mut Slot<Rq, Rp, E>) {
+    /// Puts a released slot back into the pool. Hands it back when the pool is full or
+    /// closed: the caller frees it then, after its last use of the pool (freeing the slot may
+    /// drop the pool's last `Arc`).
+    #[must_use = "a slot handed back is the caller's to free"]
+    pub(crate) fn recycle(&self, slot: *mut Slot<Rq, Rp, E>) -> Option<*mut Slot<Rq, Rp, E>> {
         for entry in &self.free {
-            // Release: pairs with the Acquire in `alloc`.
+            // Release: pairs with the Acquire in `alloc` and `close`. Only a null entry takes
+            // the slot, so none does once the pool is closed.
             if entry
                 .compare_exchange(ptr::null_mut(), slot, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                return None;
             }
         }
-        // SAFETY: released slots come from `Box::into_raw` and have no other user.
-        drop(unsafe { Box::from_raw(slot) });
+        Some(slot)
+    }
+
+    /// Breaks the cycle of free slots holding their pool: frees the free slots, and makes
+    /// every slot released from now on be freed by its releaser. Called when the channel's
+    /// last handle goes, by the channel, which holds an `Arc` of the pool meanwhile.
+    pub(crate) fn close(&self) {
+        for entry in &self.free {
+            // Acquire: pairs with the Release in `recycle`, so the slot's last user's
+            // accesses happen-before we free it.
+            let p = entry.swap(closed(), Ordering::Acquire);
+            if !p.is_null() && p != closed() {
+                // SAFETY: pooled slots come from `Box::into_raw` and have no user; the `Arc`
+                // of the pool it drops is not the last (the caller holds one).
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
     }
 
     /// Gives back room reserved in a bounded queue (after a withdrawal, or a failed push),
@@ -97,14 +133,10 @@ impl<Rq, Rp, E> Pool<Rq, Rp, E> {
 
 impl<Rq, Rp, E> Drop for Pool<Rq, Rp, E> {
     fn drop(&mut self) {
-        // Every slot in use holds an `Arc` to us, so none is in use now: the pool holds every
-        // remaining slot.
+        // A slot that has had a call holds an `Arc` of us, in use or free, so none is left;
+        // `close` ran when the channel went.
         for entry in &self.free {
-            let p = entry.swap(ptr::null_mut(), Ordering::Acquire);
-            if !p.is_null() {
-                // SAFETY: pooled slots come from `Box::into_raw` and have no user.
-                drop(unsafe { Box::from_raw(p) });
-            }
+            debug_assert!(entry.load(Ordering::Relaxed) == closed());
         }
     }
 }
