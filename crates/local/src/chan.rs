@@ -11,11 +11,20 @@
 //! # Shutdown
 //!
 //! ```text
-//!   client: push slot; fence(SeqCst); load servers      last server: servers = 0; fence(SeqCst); drain
+//!   client: push slot (SeqCst CAS); load servers (SeqCst)      last server: servers = 0; fence(SeqCst); drain
 //! ```
 //!
 //! **A request pushed after the last server left is failed by somebody**: either the drain
-//! sees the slot, or the pushing client sees `servers == 0` and drains itself.
+//! sees the slot, or the pushing client sees `servers == 0` and drains itself. (If the load
+//! missed the decrement, it precedes the server's fence in the single SeqCst order, and so
+//! does the push before it: the drain, after the fence, finds it.)
+//!
+//! # Orderings of the looks
+//!
+//! What a waiting worker or client looks at after it registered in a wait list (the queue's
+//! ends, `consumer` when it finds the role held, `clients`, `servers`, a bounded queue's
+//! `len`) is read with SeqCst: that is the waiter's half of the handshake in `event`'s
+//! module docs.
 
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
@@ -116,15 +125,16 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     /// Reserves room for one request in a bounded queue.
     fn reserve(&self, wait: Wait) -> Result<(), Reserve> {
         let try_reserve = || -> Option<Result<(), Reserve>> {
-            if self.servers.load(Ordering::Acquire) == 0 {
+            // SeqCst: a look after registering (see the module docs).
+            if self.servers.load(Ordering::SeqCst) == 0 {
                 return Some(Err(Reserve::Closed));
             }
             let pool = &self.pool;
-            let mut n = pool.len.load(Ordering::Relaxed);
+            let mut n = pool.len.load(Ordering::SeqCst);
             while n < pool.cap {
                 match pool
                     .len
-                    .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::SeqCst)
                 {
                     Ok(_) => return Some(Ok(())),
                     Err(actual) => n = actual,
@@ -222,10 +232,11 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             Slot::fill(slot, request, one_way, &this.pool);
             this.queue.push(slot);
         }
-        // SeqCst (inside `notify_one`'s fence): pairs with the last server's fence before its
-        // drain, and with a sleeping worker's registration.
-        this.requests.notify_one();
-        if this.servers.load(Ordering::Relaxed) == 0 {
+        // The push was a SeqCst CAS: it is our half of the handshake with a sleeping worker
+        // (see `event`) and, with this SeqCst load, with the last server's fence before its
+        // drain (see the module docs).
+        this.requests.notify_one_after_seq_cst();
+        if this.servers.load(Ordering::SeqCst) == 0 {
             // The last server may have drained before our push landed: drain again, so that
             // our request (if no worker took it first) fails with `ServerDisappeared` like
             // every other queued one, through the normal result path.
@@ -240,8 +251,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     /// A spinning worker takes the role at once instead, so that a push that landed costs it
     /// one transfer of the queue's line rather than two (shared, then exclusive).
     pub(crate) fn try_take_if_any(&self) -> TryTake<Rq, Rp, E> {
-        // With no client left, `try_take` tells `Closed` from `Empty`.
-        if self.queue.looks_empty() && self.clients.load(Ordering::Relaxed) != 0 {
+        // With no client left, `try_take` tells `Closed` from `Empty`. SeqCst: a look after
+        // registering (see the module docs).
+        if self.queue.looks_empty() && self.clients.load(Ordering::SeqCst) != 0 {
             return TryTake::Empty;
         }
         self.try_take()
@@ -254,11 +266,12 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     /// sleep, and the push's own notification may have come before that registration:
     ///
     /// ```text
-    ///   us: release the queue; fence(SeqCst); look      sleeper: register; fence(SeqCst); find it held
+    ///   us: release the queue; fence(SeqCst); look      sleeper: register; find it held (both SeqCst)
     /// ```
     ///
-    /// The sleeper found the queue still held, so its fence comes before ours, and the push,
-    /// whose notification missed the sleeper, before both: our look sees it.
+    /// The sleeper found the queue still held, so its look comes before our fence in the
+    /// single SeqCst order, and the push, whose notification missed the sleeper's
+    /// registration, before that: our look sees it.
     pub(crate) fn hand_on_after_look(&self) {
         fence(Ordering::SeqCst);
         if !self.queue.looks_empty() {
@@ -272,7 +285,8 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
             TryTake::Empty => {
                 // Acquire: pairs with the last client's Release decrement; every push it made
                 // happens-before, so if the queue is still empty, nothing more can come.
-                if self.clients.load(Ordering::Acquire) == 0 {
+                // SeqCst: a look after registering (see the module docs).
+                if self.clients.load(Ordering::SeqCst) == 0 {
                     // Look once more: a push may have landed after our pop.
                     match self.take_once() {
                         TryTake::Empty => {
@@ -295,9 +309,11 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     fn take_once(&self) -> TryTake<Rq, Rp, E> {
         // Acquire: pairs with the previous consumer's Release store below. A CAS rather than
         // a swap: a failed attempt writes nothing, so it cannot get in the holder's way.
+        // SeqCst on failure: finding the role held is a look after registering (see the
+        // module docs and `hand_on_after_look`).
         if self
             .consumer
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::SeqCst)
             .is_err()
         {
             return TryTake::Busy;

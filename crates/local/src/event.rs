@@ -6,18 +6,32 @@
 //! that makes the condition true reads one cache line and does nothing more unless somebody
 //! actually sleeps.
 //!
-//! The handshake that makes a lost wake-up impossible is the usual Dekker pair:
+//! The handshake that makes a lost wake-up impossible is the usual Dekker pair, made of
+//! SeqCst operations rather than fences where they are RMWs anyway:
 //!
 //! ```text
 //!   waiter                                  notifier
 //!   ------                                  --------
-//!   register (an RMW, SeqCst)               make the condition true
-//!   fence(SeqCst)                           fence(SeqCst)
-//!   re-check the condition                  if someone is registered: take one, wake it
-//!   park / return Pending
+//!   register (an RMW, SeqCst)               make the condition true: a SeqCst RMW
+//!   re-check the condition                    (`notify_one_after_seq_cst`), or any
+//!     (SeqCst loads and RMWs)                 write, then fence(SeqCst) (`notify_one`)
+//!   park / return Pending                   look for a waiter (SeqCst loads); if one is
+//!                                             registered: take it, wake it
 //! ```
 //!
-//! **Either the waiter's re-check sees the condition, or the notifier sees the waiter.**
+//! **Either the waiter's re-check sees the condition, or the notifier sees the waiter.** All
+//! SeqCst operations and fences fall in one total order S, and a SeqCst read that misses a
+//! write, or a read before a SeqCst fence that misses a write after another, puts the two in
+//! that order in S (C++20 \[atomics.order\] p4, which Rust adopts). If the notifier's look missed
+//! the registration, the look precedes the registration in S; the making of the condition
+//! (or the fence after it) precedes the look, and the registration the re-check; so the
+//! re-check follows the making of the condition in S and cannot miss it. On x86 a SeqCst
+//! load is a plain load and the RMWs are locked anyway: the handshake costs no fence on
+//! the paths that run at every call (a push, and an async worker going back to sleep).
+//!
+//! Loom treats SeqCst loads and RMWs as Acquire/Release only (a documented limitation), so
+//! under `cfg(loom)` both halves also issue a SeqCst fence ([`fence_for_loom`]): the models
+//! check the handshake's structure with fence pairs, which give the same order.
 //! A notified waiter is removed by the notifier; a waiter that leaves without having
 //! consumed what it was woken for (timeout, dropped future) passes the notification on.
 //!
@@ -43,7 +57,9 @@
 //! waiter, so it leaves `NOTE`: the owner's CAS to `ARMED(g)` fails, and it arms a new
 //! generation instead, whose new id tells it to re-check its condition before it sleeps.
 
-use crate::sync::{current, fence, lock, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell};
+use crate::sync::{
+    current, fence, fence_for_loom, lock, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell,
+};
 use std::task::Waker;
 
 /// Something that can be woken: a parked thread or a pending task.
@@ -204,8 +220,10 @@ impl Solo {
     /// Wakes the solo waiter, or marks it notified while its owner holds the cell. Returns
     /// `false` when there was nobody here to notify (free, being taken, or marked already).
     /// The caller has issued its SeqCst fence.
+    /// Takes and wakes the waiter, if any. Every read of the state is SeqCst: the notifier's
+    /// look of the handshake (see the module docs).
     fn notify(&self) -> bool {
-        let mut s = self.state.load(Ordering::Relaxed);
+        let mut s = self.state.load(Ordering::SeqCst);
         loop {
             let g = s & !(PHASE | NOTE);
             let next = match s & (PHASE | NOTE) {
@@ -217,7 +235,7 @@ impl Solo {
             // true, for an owner whose publish fails on our NOTE.
             match self
                 .state
-                .compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(s, next, Ordering::AcqRel, Ordering::SeqCst)
             {
                 Ok(_) if next & PHASE == TAKING => {
                     if let Some(w) = self.take(g) {
@@ -255,8 +273,9 @@ impl Event {
         }
     }
 
-    /// Adds (or, for an `id` still registered, refreshes) a waiter, then fences so that the
-    /// caller's re-check of its condition comes after the registration (see the module docs).
+    /// Adds (or, for an `id` still registered, refreshes) a waiter with a SeqCst RMW, so that
+    /// the caller's re-check of its condition, with SeqCst loads, comes after the registration
+    /// (see the module docs).
     ///
     /// Returns the waiter's id: `id` itself if it was still registered (the caller was not
     /// notified since), a new one otherwise, after which the caller must re-check its
@@ -269,7 +288,9 @@ impl Event {
         }
         .or_else(|| self.solo.arm(want))
         .unwrap_or_else(|| self.list(want));
-        fence(Ordering::SeqCst);
+        // The registration's last write was a SeqCst RMW (the solo cell's `publish`, or the
+        // list's count): the caller's SeqCst re-check completes the handshake.
+        fence_for_loom();
         id
     }
 
@@ -315,12 +336,23 @@ impl Event {
         }
     }
 
-    /// Wakes one waiter, if any: the solo waiter first, else the longest-waiting in the list. The caller has already made its condition
-    /// true; this function issues the fence that pairs with [`Event::register`].
+    /// Wakes one waiter, if any: the solo waiter first, else the longest-waiting in the list.
+    /// The caller has already made its condition true, or is passing on a notification it
+    /// will not use; this function issues the fence that orders that before its look (see
+    /// the module docs).
     #[inline]
     pub(crate) fn notify_one(&self) {
         fence(Ordering::SeqCst);
-        if self.solo.notify() || self.waiting.load(Ordering::Relaxed) == 0 {
+        self.notify_one_after_seq_cst();
+    }
+
+    /// [`Event::notify_one`] for a caller whose last act making the condition true was a
+    /// SeqCst RMW (a push onto the request queue): that RMW orders the condition before the
+    /// look, so no fence is needed (see the module docs).
+    #[inline]
+    pub(crate) fn notify_one_after_seq_cst(&self) {
+        fence_for_loom();
+        if self.solo.notify() || self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
         let waiter = {
@@ -338,7 +370,7 @@ impl Event {
     pub(crate) fn notify_all(&self) {
         fence(Ordering::SeqCst);
         self.solo.notify();
-        if self.waiting.load(Ordering::Relaxed) == 0 {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
         let waiters: Vec<(usize, Waiter)> = {

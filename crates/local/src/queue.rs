@@ -78,10 +78,11 @@ impl<T: Linked> Queue<T> {
             unsafe { (*node).next().store(cur, Ordering::Relaxed) };
             // Release: publishes the node's contents (the request) and its link to the
             // consumer's Acquire swap. Later pushes' CASes continue this release sequence, so
-            // a swap that reads a newer head still synchronises with this push.
+            // a swap that reads a newer head still synchronises with this push. SeqCst: the
+            // push is the notifier's half of the wait lists' handshake (see `event`).
             match self
                 .head
-                .compare_exchange_weak(cur, node, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange_weak(cur, node, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => return,
                 Err(actual) => cur = actual,
@@ -100,8 +101,9 @@ impl<T: Linked> Queue<T> {
             // A swap, not a read then a swap: when a push has landed, the read would fetch
             // the line shared and the swap fetch it again exclusive. An idle consumer's swaps
             // write only its own copy of the line.
-            // Acquire: pairs with the pushes' Release CASes (see `push`).
-            let mut chain = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+            // Acquire: pairs with the pushes' Release CASes (see `push`). SeqCst: a waiter's
+            // look after it registered (see `event`).
+            let mut chain = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
             if chain.is_null() {
                 return Pop::Empty;
             }
@@ -131,12 +133,13 @@ impl<T: Linked> Queue<T> {
     /// and it writes nothing (no locked instruction, no line taken exclusive).
     ///
     /// A push, or a node the consumer left in `taken`, is seen when it happens-before the look,
-    /// or when a SeqCst fence after it and one before the look are ordered that way (the
-    /// wait lists' handshake); a node being popped meanwhile may be seen as there or not.
+    /// or when the single order of SeqCst operations puts it first (the wait lists' handshake,
+    /// see `event`); a node being popped meanwhile may be seen as there or not.
     pub(crate) fn looks_empty(&self) -> bool {
-        // Acquire on `head`: pairs with the pushes' Release CASes, for a caller that goes on
-        // to read what it saw.
-        self.taken.load(Ordering::Relaxed).is_null() && self.head.load(Ordering::Acquire).is_null()
+        // SeqCst: a waiter's look after it registered (see `event`); on `head` it is also the
+        // Acquire that pairs with the pushes' Release CASes, for a caller that goes on to read
+        // what it saw.
+        self.taken.load(Ordering::SeqCst).is_null() && self.head.load(Ordering::SeqCst).is_null()
     }
 }
 

@@ -26,6 +26,17 @@ pub(crate) use std::{
 
 use std::time::Instant;
 
+/// A SeqCst fence under loom only, where a handshake relies on the single order of SeqCst
+/// loads and RMWs (the wait lists', see `event`). Loom models SeqCst fences fully but treats
+/// SeqCst loads and RMWs as Acquire/Release, so without the fence it would explore orders the
+/// memory model forbids; with it, the model checks the handshake with fence pairs, which give
+/// the same order. Outside loom it is nothing.
+#[inline(always)]
+pub(crate) fn fence_for_loom() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
 /// How the waits of a channel's two sides go (see [`Backoff`]). Outside the model under loom
 /// (plain std atomics): only the busy phase of a wait reads them, relaxed, and nothing but
 /// how long a thread spins and where it runs depends on them.
