@@ -24,7 +24,12 @@
 //! What a waiting worker or client looks at after it registered in a wait list (the queue's
 //! ends, `consumer` when it finds the role held, `clients`, `servers`, a bounded queue's
 //! `len`) is read with SeqCst: that is the waiter's half of the handshake in `event`'s
-//! module docs.
+//! module docs. (The consumer's own read of `taken` in `pop` may be relaxed: only the role's
+//! holder writes it, and taking the role is an Acquire of the last holder's release.)
+//!
+//! Under loom the pushing client's look for a waiter starts with a fence
+//! (`sync::fence_for_loom`), which also stands in for the SeqCst order the shutdown pairing
+//! above relies on.
 
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
@@ -171,6 +176,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                 Ok(())
             });
         }
+        let mut registered = false;
         loop {
             match self.reserve(Wait::No) {
                 Err(Reserve::Full) => {}
@@ -180,17 +186,22 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                     return Poll::Ready(other);
                 }
             }
-            if *listener != 0 {
-                // Registered already and still full: refresh the waker and sleep.
-                self.pool
-                    .room
-                    .register(*listener, crate::event::Want::Task(cx.waker()));
+            if registered {
+                // Registered afresh and looked once more (see `event`'s module docs): sleep.
                 return Poll::Pending;
             }
+            let previous = *listener;
             *listener = self
                 .pool
                 .room
-                .register(0, crate::event::Want::Task(cx.waker()));
+                .register(previous, crate::event::Want::Task(cx.waker()));
+            if *listener == previous {
+                // Still registered from an earlier poll (not notified since): sleep.
+                return Poll::Pending;
+            }
+            // A new registration (the first, or one after a notification that came while
+            // we refreshed): look again before sleeping.
+            registered = true;
         }
     }
 
@@ -272,9 +283,13 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     /// The sleeper found the queue still held, so its look comes before our fence in the
     /// single SeqCst order, and the push, whose notification missed the sleeper's
     /// registration, before that: our look sees it.
+    ///
+    /// The same holds for the last client's leaving, which a sleeper must hear about too
+    /// (its `notify_all` may have come before the sleeper registered): so we also look at
+    /// `clients`.
     pub(crate) fn hand_on_after_look(&self) {
         fence(Ordering::SeqCst);
-        if !self.queue.looks_empty() {
+        if !self.queue.looks_empty() || self.clients.load(Ordering::SeqCst) == 0 {
             self.requests.notify_one();
         }
     }

@@ -423,3 +423,60 @@ fn loom_try_pop_does_not_strand_a_push() {
         );
     });
 }
+
+/// An async client waits for room in a full bounded queue and is polled again (refreshing its
+/// registration) while the server takes the request that filled it: either that poll gets
+/// the room, or the waker it registered last is woken. (A poll that found its registration
+/// notified while it refreshed once went to sleep on a new one without looking again.)
+#[test]
+fn loom_async_room_refresh_races_take() {
+    use std::future::Future;
+    use std::task::Context;
+    loom::model(|| {
+        let (server, client) = crate::bounded::<u32, u32, ()>(1);
+        client.send(0).unwrap();
+        let (first, _) = counting_waker();
+        let (second, second_wakes) = counting_waker();
+        let mut call = Box::pin(client.areq(1));
+        // Full: the first poll registers and sleeps.
+        assert!(call
+            .as_mut()
+            .poll(&mut Context::from_waker(&first))
+            .is_pending());
+        let taker = {
+            let server = server.clone();
+            thread::spawn(move || server.try_pop().unwrap().map(|(n, _)| n))
+        };
+        // Polled again (a spurious wake, or another task's) while the room is made.
+        let _ = call.as_mut().poll(&mut Context::from_waker(&second));
+        assert_eq!(taker.join().unwrap(), Some(0));
+        // The request is queued only once the call got its room.
+        let queued = server.try_pop().unwrap().map(|(n, _)| n);
+        let woken = second_wakes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            queued == Some(1) || woken == 1,
+            "lost wake-up: the call got no room and its last waker was not woken"
+        );
+        drop(call);
+    });
+}
+
+/// The last client leaves while one worker's non-blocking look holds the queue and another
+/// worker, finding it held, goes to sleep: the sleeper still hears that no client is left.
+#[test]
+fn loom_try_pop_does_not_strand_the_last_leave() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let looker = {
+            let server = server.clone();
+            thread::spawn(move || {
+                let _ = server.try_pop();
+            })
+        };
+        let leaver = thread::spawn(move || drop(client));
+        let sleeper = thread::spawn(move || server.wait().map(|(n, _)| n));
+        looker.join().unwrap();
+        leaver.join().unwrap();
+        assert_eq!(sleeper.join().unwrap(), Err(Error::ClientsDisappeared));
+    });
+}
