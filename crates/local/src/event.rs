@@ -12,7 +12,7 @@
 //! ```text
 //!   waiter                                  notifier
 //!   ------                                  --------
-//!   register (an RMW, SeqCst)               make the condition true: a SeqCst RMW
+//!   register (a SeqCst write)               make the condition true: a SeqCst RMW
 //!   re-check the condition                    (`notify_one_after_seq_cst`), or any
 //!     (SeqCst loads and RMWs)                 write, then fence(SeqCst) (`notify_one`)
 //!   park / return Pending                   look for a waiter (SeqCst loads); if one is
@@ -20,18 +20,22 @@
 //! ```
 //!
 //! **Either the waiter's re-check sees the condition, or the notifier sees the waiter.** All
-//! SeqCst operations and fences fall in one total order S, and a SeqCst read that misses a
-//! write, or a read before a SeqCst fence that misses a write after another, puts the two in
-//! that order in S (C++20 \[atomics.order\] p4, which Rust adopts). If the notifier's look missed
-//! the registration, the look precedes the registration in S; the making of the condition
-//! (or the fence after it) precedes the look, and the registration the re-check; so the
-//! re-check follows the making of the condition in S and cannot miss it. On x86 a SeqCst
-//! load is a plain load and the RMWs are locked anyway: the handshake costs no fence on
-//! the paths that run at every call (a push, and an async worker going back to sleep).
+//! SeqCst operations and fences fall in one total order S, which agrees with each thread's
+//! program order. C++20 \[atomics.order\] p4, which Rust adopts, ties S to what reads see:
+//! when a SeqCst read misses a write (reads a value from before it), the read precedes in S
+//! the write itself if that write is SeqCst, or else any SeqCst fence the write
+//! happens-before. Suppose the notifier's look missed the registration: by that rule the look
+//! precedes the registration in S. The making of the condition (a SeqCst RMW, or the fence
+//! after a plain write) precedes the look, and the registration precedes the re-check, so
+//! the making of the condition precedes the re-check in S. Had the re-check missed it, the
+//! same rule would put the re-check first: a contradiction. On x86 a SeqCst load is a plain
+//! load and the RMWs are locked anyway, so the handshake costs no fence on the paths that
+//! run at every call (a push, and an async worker going back to sleep).
 //!
 //! Loom treats SeqCst loads and RMWs as Acquire/Release only (a documented limitation), so
 //! under `cfg(loom)` both halves also issue a SeqCst fence ([`fence_for_loom`]): the models
 //! check the handshake's structure with fence pairs, which give the same order.
+//!
 //! A notified waiter is removed by the notifier; a waiter that leaves without having
 //! consumed what it was woken for (timeout, dropped future) passes the notification on.
 //!
@@ -218,10 +222,10 @@ impl Solo {
     }
 
     /// Wakes the solo waiter, or marks it notified while its owner holds the cell. Returns
-    /// `false` when there was nobody here to notify (free, being taken, or marked already).
-    /// The caller has issued its SeqCst fence.
-    /// Takes and wakes the waiter, if any. Every read of the state is SeqCst: the notifier's
-    /// look of the handshake (see the module docs).
+    /// `false` when there was nobody here to notify: free (a waiter that arms later re-checks
+    /// after its SeqCst publish), being taken by another notifier (which wakes it), or
+    /// marked already (its owner's publish fails and it re-checks). Every read of the state
+    /// is SeqCst: the notifier's look of the handshake (see the module docs).
     fn notify(&self) -> bool {
         let mut s = self.state.load(Ordering::SeqCst);
         loop {
@@ -288,8 +292,12 @@ impl Event {
         }
         .or_else(|| self.solo.arm(want))
         .unwrap_or_else(|| self.list(want));
-        // The registration's last write was a SeqCst RMW (the solo cell's `publish`, or the
-        // list's count): the caller's SeqCst re-check completes the handshake.
+        // The registration's last write was SeqCst: the solo cell's `publish` (a CAS, or the
+        // store of a new generation after a notifier's mark), or the list's count. A listed
+        // waiter that only refreshed its waker wrote nothing: its entry, and the count's
+        // SeqCst increment that announced it, stand since before its last re-check, and a
+        // notifier that saw it would have removed it. The caller's SeqCst re-check completes
+        // the handshake.
         fence_for_loom();
         id
     }
@@ -309,7 +317,8 @@ impl Event {
         let mut list = lock(&self.list);
         let id = self.next_id.fetch_add(2, Ordering::Relaxed);
         list.push((id, want.waiter()));
-        // SeqCst: pairs with the notifier's fence before it reads `waiting`.
+        // SeqCst: the registration of the handshake; a notifier reads `waiting` with SeqCst
+        // (see the module docs).
         self.waiting.fetch_add(1, Ordering::SeqCst);
         id
     }

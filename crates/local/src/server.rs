@@ -221,8 +221,8 @@ impl<Rq, Rp, E> Clone for Server<Rq, Rp, E> {
 impl<Rq, Rp, E> Drop for Server<Rq, Rp, E> {
     fn drop(&mut self) {
         if self.shared.servers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // SeqCst: pairs with the fence a client issues between its push and its check of
-            // `servers` (see `chan`'s module docs).
+            // SeqCst: pairs with a client's SeqCst push and its SeqCst check of `servers`
+            // after it (see `chan`'s module docs).
             fence(Ordering::SeqCst);
             self.shared.drain();
         }

@@ -465,7 +465,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
             s.core.waiter.with_mut(|p| *p = None);
             let pool = s.pool.with(|p| (*p).as_ref().map(Arc::as_ptr));
             let unpooled = match pool {
-                Some(pool) => (*pool).recycle(this),
+                Some(pool) => Pool::recycle(pool, this),
                 None => Some(this),
             };
             if let Some(slot) = unpooled {

@@ -26,7 +26,8 @@ const POOL_SIZE: usize = 16;
 const POOL_SIZE: usize = 2;
 
 /// What a free entry holds once the pool is closed: never a slot's address (slots are aligned
-/// to 64 bytes), and never replaced.
+/// to 64 bytes), and never replaced (`recycle` fills only null entries, and `alloc`, which
+/// empties entries, is not called once the pool is closed).
 fn closed<T>() -> *mut T {
     ptr::without_provenance_mut(1)
 }
@@ -90,9 +91,22 @@ impl<Rq, Rp, E> Pool<Rq, Rp, E> {
     /// Puts a released slot back into the pool. Hands it back when the pool is full or
     /// closed: the caller frees it then, after its last use of the pool (freeing the slot may
     /// drop the pool's last `Arc`).
+    ///
+    /// A raw pointer, not `&self`: once the slot is in a free entry, a concurrent
+    /// [`close`](Pool::close) may free it and drop the pool's last `Arc` before this call
+    /// returns, and a reference argument must stay valid for the whole call.
+    ///
+    /// # Safety
+    ///
+    /// `pool` points at a live pool (the slot's `Arc` keeps it so until the slot is pooled).
     #[must_use = "a slot handed back is the caller's to free"]
-    pub(crate) fn recycle(&self, slot: *mut Slot<Rq, Rp, E>) -> Option<*mut Slot<Rq, Rp, E>> {
-        for entry in &self.free {
+    pub(crate) unsafe fn recycle(
+        pool: *const Self,
+        slot: *mut Slot<Rq, Rp, E>,
+    ) -> Option<*mut Slot<Rq, Rp, E>> {
+        // SAFETY: the pool is live until the CAS that pools the slot, our last access.
+        let free = unsafe { &(*pool).free };
+        for entry in free {
             // Release: pairs with the Acquire in `alloc` and `close`. Only a null entry takes
             // the slot, so none does once the pool is closed.
             if entry
