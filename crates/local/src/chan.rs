@@ -4,9 +4,12 @@
 //! # Who may pop
 //!
 //! The queue has one consumer at a time. A server worker becomes the consumer by setting
-//! `consumer` (an atomic flag, never waited on: a worker that finds it set backs off exactly as
-//! if the queue were empty). When the last `Server` goes, whoever drains the queue takes the
-//! same role.
+//! `consumer`, an atomic flag, for one pop. A worker on its way to sleep that finds it set
+//! waits for the holder to let go and looks itself ([`Shared::take_settled`]): had it slept,
+//! a push that landed while the holder held the queue (after the holder's last look, before
+//! the sleeper registered) would have had nobody awake to take it, since the holder may
+//! never look again (`try_pop`). Only `try_pop`, which sleeps on nothing, may give up on a
+//! held queue. When the last `Server` goes, whoever drains the queue takes the same role.
 //!
 //! # Shutdown
 //!
@@ -22,8 +25,7 @@
 //! # Orderings of the looks
 //!
 //! What a waiting worker or client looks at after it registered in a wait list (the queue's
-//! ends, `consumer` when it finds the role held, `clients`, `servers`, a bounded queue's
-//! `len`) is read with SeqCst: that is the waiter's half of the handshake in `event`'s
+//! ends, `clients`, `servers`, a bounded queue's `len`) is read with SeqCst: that is the waiter's half of the handshake in `event`'s
 //! module docs. (The consumer's own read of `taken` in `pop` may be relaxed: only the role's
 //! holder writes it, and taking the role is an Acquire of the last holder's release.)
 //!
@@ -34,7 +36,9 @@
 use crate::event::Event;
 use crate::queue::{Pop, Queue};
 use crate::slot::{Pool, Slot, SlotCore, Taken};
-use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering, Side, Waits};
+use crate::sync::{
+    spin_loop, yield_now, Arc, AtomicBool, AtomicUsize, CachePadded, Mutex, Ordering, Side, Waits,
+};
 use courier_core::error::{Error, SendError};
 use std::time::{Duration, Instant};
 
@@ -256,41 +260,36 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         Ok(slot)
     }
 
-    /// [`Shared::try_take`], except that a queue that looks empty (see [`Queue::looks_empty`])
-    /// is reported after two plain loads, without taking the consumer role: for a wait that
-    /// looks more often than it finds (the async server looks before and after it registers).
-    /// A spinning worker takes the role at once instead, so that a push that landed costs it
-    /// one transfer of the queue's line rather than two (shared, then exclusive).
+    /// [`Shared::take_settled`], except that a queue that looks empty (see
+    /// [`Queue::looks_empty`]) is reported after two plain loads, without taking the consumer
+    /// role: for a wait that looks more often than it finds (the async server looks before
+    /// and after it registers). A spinning worker takes the role at once instead, so that a
+    /// push that landed costs it one transfer of the queue's line rather than two (shared,
+    /// then exclusive).
     pub(crate) fn try_take_if_any(&self) -> TryTake<Rq, Rp, E> {
         // With no client left, `try_take` tells `Closed` from `Empty`. SeqCst: a look after
         // registering (see the module docs).
         if self.queue.looks_empty() && self.clients.load(Ordering::SeqCst) != 0 {
             return TryTake::Empty;
         }
-        self.try_take()
+        self.take_settled()
     }
 
-    /// For a worker that held the queue, found it empty and will not look again (`try_pop`):
-    /// wakes a sleeping worker if a push has landed since.
-    ///
-    /// Another worker that found the queue held (`Busy`) registered, fenced and went to
-    /// sleep, and the push's own notification may have come before that registration:
-    ///
-    /// ```text
-    ///   us: release the queue; fence(SeqCst); look      sleeper: register; find it held (both SeqCst)
-    /// ```
-    ///
-    /// The sleeper found the queue still held, so its look comes before our fence in the
-    /// single SeqCst order, and the push, whose notification missed the sleeper's
-    /// registration, before that: our look sees it.
-    ///
-    /// The same holds for the last client's leaving, which a sleeper must hear about too
-    /// (its `notify_all` may have come before the sleeper registered): so we also look at
-    /// `clients`.
-    pub(crate) fn hand_on_after_look(&self) {
-        fence(Ordering::SeqCst);
-        if !self.queue.looks_empty() || self.clients.load(Ordering::SeqCst) == 0 {
-            self.requests.notify_one();
+    /// [`Shared::try_take`] for a worker that may go to sleep on what it finds: never `Busy`.
+    /// A queue held by another worker (one pop, a few instructions) is waited for and looked
+    /// at (see "Who may pop" in the module docs); after 64 spins the CPU is yielded instead,
+    /// in case the holder was preempted.
+    pub(crate) fn take_settled(&self) -> TryTake<Rq, Rp, E> {
+        let mut spins = 0u32;
+        loop {
+            match self.try_take() {
+                TryTake::Busy if spins < 64 => {
+                    spins += 1;
+                    spin_loop();
+                }
+                TryTake::Busy => yield_now(),
+                other => return other,
+            }
         }
     }
 
@@ -324,11 +323,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     fn take_once(&self) -> TryTake<Rq, Rp, E> {
         // Acquire: pairs with the previous consumer's Release store below. A CAS rather than
         // a swap: a failed attempt writes nothing, so it cannot get in the holder's way.
-        // SeqCst on failure: finding the role held is a look after registering (see the
-        // module docs and `hand_on_after_look`).
         if self
             .consumer
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::SeqCst)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return TryTake::Busy;

@@ -480,3 +480,39 @@ fn loom_try_pop_does_not_strand_the_last_leave() {
         assert_eq!(sleeper.join().unwrap(), Err(Error::ClientsDisappeared));
     });
 }
+
+/// A worker's non-blocking look takes a request while a second one lands and another
+/// worker, finding the queue held, goes to sleep: the second request is not left with
+/// nobody awake to take it (the look that took the first never looks again).
+#[test]
+fn loom_try_pop_does_not_strand_a_later_push() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        client.send(1).unwrap();
+        let looker = {
+            let server = server.clone();
+            thread::spawn(move || server.try_pop().unwrap().map(|(n, _)| n))
+        };
+        let sender = thread::spawn(move || {
+            client.send(2).unwrap();
+            client
+        });
+        let sleeper = {
+            let server = server.clone();
+            thread::spawn(move || server.wait().map(|(n, _)| n))
+        };
+        let looked = looker.join().unwrap();
+        let client = sender.join().unwrap();
+        let slept = sleeper.join().unwrap().unwrap();
+        // The look and the sleeper took one each; or the look found the queue held (by the
+        // sleeper, taking 1) and gave up, and 2 is still queued.
+        match looked {
+            Some(n) => assert_eq!(n + slept, 3),
+            None => {
+                assert_eq!(slept, 1);
+                assert_eq!(server.try_pop().unwrap().map(|(n, _)| n), Some(2));
+            }
+        }
+        drop(client);
+    });
+}

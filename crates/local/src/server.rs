@@ -134,7 +134,7 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
         self.shared
             .requests
             .wait_until(deadline, Side::Server(self.shared.waits()), || {
-                into_result(self.shared.try_take())
+                into_result(self.shared.take_settled())
             })
     }
 
@@ -145,16 +145,11 @@ impl<Rq, Rp, E> Server<Rq, Rp, E> {
     /// [`Error::ClientsDisappeared`] when the queue is empty and no client is left.
     pub fn try_pop(&self) -> Result<Option<Request<Rq, Rp, E>>, Error<E>> {
         // `Busy` means another worker holds the queue for a few instructions: look a few more
-        // times before saying "empty".
+        // times before saying "empty". Giving up leaves nothing behind: a worker that sleeps
+        // looks itself once the holder lets go (see `Shared::take_settled`).
         for _ in 0..64 {
             match self.shared.try_take() {
                 TryTake::Busy => spin_loop(),
-                TryTake::Empty => {
-                    // A worker that found the queue held while we looked may have gone to
-                    // sleep; we look no more, so a push that landed meanwhile is its to take.
-                    self.shared.hand_on_after_look();
-                    return Ok(None);
-                }
                 other => return into_result(other).transpose(),
             }
         }
