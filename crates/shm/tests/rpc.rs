@@ -1652,8 +1652,9 @@ fn an_idle_server_blocked_in_wait_uses_no_cpu() {
     let (srv, cli) = server_peer(&dir, &name, 2);
     assert_eq!(cli.req_d(cmd(ECHO, 1)), Ok(echo(1)));
     let pid = srv.child.id();
-    // The worker records the call in the stats file on its way to sleep, or wakes once
-    // within 10 ms to do it (writes are at most 10 ms apart): settled once that is done.
+    // The worker records the call in the stats file on its way to sleep, or (writes are at
+    // least 10 ms apart) on its way to a later one, at the latest when its longest sleep
+    // (500 ms) ends: settled once that is done.
     wait_for("the stats file to show the call", || {
         courier_shm::services()
             .unwrap()

@@ -7,9 +7,10 @@
 //! lends, served; then, if the server described its interface ([`Server::describe`]), a
 //! little-endian `u32` length and that many bytes of UTF-8 (at most [`MAX_DESCRIPTION`]).
 //! The server rewrites the counters when a connection comes or goes and when a worker goes to
-//! sleep (then at most once per 10 ms: a worker that sleeps between every two calls would
-//! otherwise pay a write per call; a skipped write is made when the 10 ms are up); the
-//! numbers are a snapshot, not a live gauge.
+//! sleep (then at most once per 10 ms, and without even taking the counters in between: a
+//! worker that sleeps between every two calls would otherwise pay for them at every call; a
+//! write skipped then is made by the first sleep after the 10 ms, at the latest when an idle
+//! worker's longest sleep, 500 ms, ends); the numbers are a snapshot, not a live gauge.
 //!
 //! [`Server::describe`]: crate::Server::describe
 
@@ -69,19 +70,32 @@ impl StatsFile {
 
     /// Writes the counters, unless the file already holds them.
     pub(crate) fn write(&self, s: &ServerStats) {
-        let _ = self.write_within(s, Duration::ZERO, Instant::now);
+        self.write_within(|| *s, Duration::ZERO, Instant::now);
     }
 
-    /// As [`StatsFile::write`], but at most once per `every`: a write that comes sooner is
-    /// skipped, and the time until it would be allowed is returned (the caller writes
-    /// again then, so the file is never left stale for longer).
-    /// `now` reads the time; it is called only when the counters changed.
+    /// As [`StatsFile::write`], but at most once per `every`: within `every` of the last
+    /// write nothing is done, and the counters are not even taken (`stats` reads every
+    /// connection, and this runs on a worker's way to sleep, between two calls). The caller
+    /// comes back later (a worker's sleeps are bounded), and the write is made then. `now`
+    /// reads the time; it is called at most once.
     pub(crate) fn write_within(
         &self,
-        s: &ServerStats,
+        stats: impl FnOnce() -> ServerStats,
         every: Duration,
         now: impl FnOnce() -> Instant,
-    ) -> Option<Duration> {
+    ) {
+        let mut w = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clock = Some(now);
+        let mut read = || clock.take().map(|now| now());
+        let mut at = None;
+        if let (Some(last), false) = (w.at, every.is_zero()) {
+            let Some(now) = read() else { return };
+            if now.saturating_duration_since(last) < every {
+                return;
+            }
+            at = Some(now);
+        }
+        let s = stats();
         let words = [
             MAGIC,
             u64::from(s.pid),
@@ -96,21 +110,13 @@ impl StatsFile {
         for (i, w) in words.iter().enumerate() {
             bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
         }
-        let mut w = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if w.counters == bytes {
-            return None;
-        }
-        let now = now();
-        if let Some(since) = w.at.map(|at| now.saturating_duration_since(at)) {
-            if since < every {
-                return Some(every - since);
-            }
+            return;
         }
         // Best effort: the numbers are informational. One system call (no seek).
         let _ = w.file.write_all_at(&bytes, 0);
         w.counters = bytes;
-        w.at = Some(now);
-        None
+        w.at = at.or_else(read);
     }
 
     /// Writes the interface description after the counters (cut at [`MAX_DESCRIPTION`]
@@ -265,7 +271,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_within_its_interval_is_put_off_and_says_when_it_is_due() {
+    fn a_write_within_its_interval_is_skipped_without_taking_the_counters() {
         let path = std::env::temp_dir().join(format!("courier-stats-{}", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
@@ -285,16 +291,24 @@ mod tests {
             ..ServerStats::default()
         };
         let hour = Duration::from_secs(3600);
-        // The first write is made at once; unchanged counters are never due.
-        assert_eq!(f.write_within(&stats(1), hour, Instant::now), None);
-        assert_eq!(served(&path), 1);
-        assert_eq!(f.write_within(&stats(1), hour, Instant::now), None);
-        // A change within the hour is put off, and said to be due within it.
-        let due = f
-            .write_within(&stats(2), hour, Instant::now)
-            .expect("put off");
-        assert!(due > Duration::ZERO && due <= hour, "{due:?}");
-        assert_eq!(served(&path), 1);
+        let taken = std::cell::Cell::new(0);
+        let counters = |served| {
+            let taken = &taken;
+            move || {
+                taken.set(taken.get() + 1);
+                stats(served)
+            }
+        };
+        // The first write is made at once.
+        f.write_within(counters(1), hour, Instant::now);
+        assert_eq!((served(&path), taken.get()), (1, 1));
+        // Within the hour the counters are not even taken.
+        f.write_within(counters(2), hour, Instant::now);
+        assert_eq!((served(&path), taken.get()), (1, 1));
+        // Once the hour is up, they are taken and written.
+        let later = || Instant::now() + hour;
+        f.write_within(counters(2), hour, later);
+        assert_eq!((served(&path), taken.get()), (2, 2));
         // `write` has no interval.
         f.write(&stats(3));
         assert_eq!(served(&path), 3);

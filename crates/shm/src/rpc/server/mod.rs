@@ -627,7 +627,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             // there).
             let mut reading = None;
             let mut now = || *reading.get_or_insert_with(Instant::now);
-            let stats_due = core.publish_stats_idle(&mut now);
+            core.publish_stats_idle(&mut now);
             core.take_wakeups(keys);
             keys.clear();
             // Sleep: read the doorbells, announce it in every connection, then look once
@@ -647,7 +647,6 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                     return Err(Error::Timeout);
                 }
             };
-            let left = stats_due.map_or(left, |due| left.min(due));
             let slept = core.sleep(bells, keys, left);
             core.set_sleeping(-1);
             slept.map_err(|_| Error::LimitReached)?;
@@ -1134,11 +1133,15 @@ impl Core {
         }
     }
 
-    /// Records the counters on a worker's way to sleep, at most once per [`STATS_EVERY`];
-    /// returns how soon a skipped write is due (the sleep ends then, to make it).
-    fn publish_stats_idle(&self, now: impl FnOnce() -> Instant) -> Option<Duration> {
-        let f = self.stats.as_ref()?;
-        f.write_within(&self.stats(), STATS_EVERY, now)
+    /// Records the counters on a worker's way to sleep, at most once per [`STATS_EVERY`]
+    /// (taking them only then: they read every connection). A write skipped is made by a
+    /// later sleep, at the latest when this one ends ([`MAX_SLEEP`]): the sleep is not cut
+    /// short for it, since a sleep with a timer that near cost a parked call on a busy
+    /// machine 7 % more (2.58 against 2.76 µs, 12 alternated runs on the 2-vCPU VM).
+    fn publish_stats_idle(&self, now: impl FnOnce() -> Instant) {
+        if let Some(f) = &self.stats {
+            f.write_within(|| self.stats(), STATS_EVERY, now);
+        }
     }
 }
 
