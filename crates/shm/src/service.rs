@@ -387,10 +387,15 @@ impl Listener {
         Ok(())
     }
 
-    /// Blocks until a client is waiting to be accepted (`true`) or `stop` becomes readable
-    /// (`false`), with no time-out: the RPC server's accept thread sleeps here.
-    pub(crate) fn wait_client(&self, stop: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
-        sys::wait_either(self.sock.as_fd(), stop)
+    /// Blocks until a client is waiting to be accepted (`Some(true)`) or `stop` becomes
+    /// readable (`Some(false)`), or `timeout` passes (`None`; `None` for `timeout`: no
+    /// time-out): the RPC server's accept thread sleeps here.
+    pub(crate) fn wait_client(
+        &self,
+        stop: std::os::fd::BorrowedFd<'_>,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<Option<bool>> {
+        sys::wait_either(self.sock.as_fd(), stop, timeout)
     }
 
     /// As [`Listener::accept_timeout`], with `init` run on the new segment before it is sent:

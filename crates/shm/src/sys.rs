@@ -197,25 +197,28 @@ fn wait_ready(
     }
 }
 
-/// Blocks until `fd` is readable (`true`) or `stop` is (`false`), with no time-out.
-pub(crate) fn wait_either(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> io::Result<bool> {
-    loop {
-        let mut fds = [
-            PollFd::from_borrowed_fd(fd, PollFlags::IN),
-            PollFd::from_borrowed_fd(stop, PollFlags::IN),
-        ];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) => {
-                if !fds[1].revents().is_empty() {
-                    return Ok(false);
-                }
-                if !fds[0].revents().is_empty() {
-                    return Ok(true);
-                }
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+/// Blocks until `fd` is readable (`Some(true)`) or `stop` is (`Some(false)`), or `timeout`
+/// passes (`None`; a signal ends the wait the same way). `None` for `timeout`: no time-out.
+pub(crate) fn wait_either(
+    fd: BorrowedFd<'_>,
+    stop: BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Option<bool>> {
+    let timeout = timeout.map(|t| {
+        rustix::event::Timespec::try_from(t).unwrap_or(rustix::event::Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        })
+    });
+    let mut fds = [
+        PollFd::from_borrowed_fd(fd, PollFlags::IN),
+        PollFd::from_borrowed_fd(stop, PollFlags::IN),
+    ];
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(_) if !fds[1].revents().is_empty() => Ok(Some(false)),
+        Ok(_) if !fds[0].revents().is_empty() => Ok(Some(true)),
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -603,15 +606,19 @@ pub(crate) fn waitv_entry(
 }
 
 /// `futex_waitv`: sleeps until one of `words` is woken, or already differs from its
-/// expected value, or `timeout` passes. `Ok(Woken::By(i))`: woken by a wake on word `i`;
-/// `Ok(Woken::Changed)`: a word did not hold its value at the call (look again);
-/// `Ok(Woken::No)`: the timeout passed, or a signal came. The words must stay mapped until
-/// it returns (the caller holds what maps them).
+/// expected value, or `timeout` passes (`None`: no time-out, and no timer for the kernel to
+/// set and cancel). `Ok(Woken::By(i))`: woken by a wake on word `i`; `Ok(Woken::Changed)`: a
+/// word did not hold its value at the call (look again); `Ok(Woken::No)`: the timeout
+/// passed, or a signal came. The words must stay mapped until it returns (the caller holds
+/// what maps them).
 pub(crate) fn futex_waitv(
     words: &[rustix::thread::futex::Wait],
-    timeout: std::time::Duration,
+    timeout: Option<std::time::Duration>,
 ) -> io::Result<Woken> {
     use rustix::time::{clock_gettime, ClockId, Timespec};
+    let Some(timeout) = timeout else {
+        return waitv_until(words, None);
+    };
     let now = clock_gettime(ClockId::Monotonic);
     let add = Timespec::try_from(timeout).unwrap_or(Timespec {
         tv_sec: i64::MAX / 2,
@@ -625,11 +632,19 @@ pub(crate) fn futex_waitv(
         until.tv_nsec -= 1_000_000_000;
         until.tv_sec = until.tv_sec.saturating_add(1);
     }
+    waitv_until(words, Some(&until))
+}
+
+/// [`futex_waitv`] until the monotonic clock reads `until` (`None`: no time-out).
+fn waitv_until(
+    words: &[rustix::thread::futex::Wait],
+    until: Option<&rustix::time::Timespec>,
+) -> io::Result<Woken> {
     match rustix::thread::futex::waitv(
         words,
         rustix::thread::futex::WaitvFlags::empty(),
-        Some(&until),
-        ClockId::Monotonic,
+        until,
+        rustix::time::ClockId::Monotonic,
     ) {
         Ok(i) => Ok(Woken::By(i)),
         Err(rustix::io::Errno::AGAIN) => Ok(Woken::Changed),

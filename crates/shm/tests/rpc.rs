@@ -1671,7 +1671,10 @@ fn an_idle_server_blocked_in_wait_uses_no_cpu() {
         let used = cpu_ticks(pid) - ticks;
         let woke = context_switches(pid) - switches;
         assert!(used <= 1, "an idle server used {used} ticks in 300 ms");
-        assert!(woke <= 2, "an idle server woke {woke} times in 300 ms");
+        // At most one round of the accept thread (every 500 ms: it wakes, and ends both
+        // workers' sleeps, which set no timer of their own) in the window: three wake-ups.
+        // A server that spun or kept waking would show hundreds.
+        assert!(woke <= 3, "an idle server woke {woke} times in 300 ms");
         // Asleep, not stuck.
         assert_eq!(cli.req_d(cmd(ECHO, k)), Ok(echo(k)));
     }

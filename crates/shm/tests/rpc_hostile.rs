@@ -564,3 +564,59 @@ fn a_server_of_more_clients_than_the_doorbells_cover_is_woken_by_sockets() {
         "a server of 1000 clients cannot sleep on one futex_waitv"
     );
 }
+
+/// Payload offset of `srv_sleep`, how many workers the server says sleep (see
+/// `rpc/layout.rs`).
+const SRV_SLEEP: usize = 144;
+
+/// A call queued while the only worker sleeps, and not rung for (the client found
+/// `srv_sleep` cleared: a client that lies to itself, or a lost wake-up): still answered, by
+/// the server's own round. The worker sleeps in `wait()`, with no deadline, and a sleep on
+/// the doorbells sets no timer of its own; the accept thread ends such sleeps every 500 ms.
+#[test]
+fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
+    let _g = serial();
+    courier_testkit::runtime_dir("courier-rpc-hostile");
+    let name = "hostile-unrung".to_string();
+    let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        tid_tx
+            .send(rustix::thread::gettid().as_raw_nonzero())
+            .unwrap();
+        // `u64::MAX` ends the loop (the last call of the test).
+        while let Ok(Incoming::Call(x, ctx)) = s.wait() {
+            let _ = ctx.reply(x.wrapping_add(1));
+            if x == u64::MAX {
+                break;
+            }
+        }
+    });
+    let tid = tid_rx.recv_timeout(T).unwrap();
+    let (c, maps) = client_and_mappings(&name);
+    let seg = segment(&maps);
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: the server sleeps on the wake-up sockets here (no futex_waitv)");
+        assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
+        worker.join().unwrap();
+        return;
+    }
+    // The worker asleep in its wait: announced to this connection, and in the kernel.
+    let asleep = || {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        seg.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0
+            && stat[stat.rfind(')').unwrap() + 2..].starts_with('S')
+    };
+    courier_testkit::wait_until("the worker asleep", T, asleep);
+    // The client reads no sleeper, so it does not ring.
+    seg.u32(SRV_SLEEP).store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(
+        c.req_timeout(1, T),
+        Ok(2),
+        "a call nobody rang for was not answered"
+    );
+    eprintln!("answered after {:?}", started.elapsed());
+    assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
+    worker.join().unwrap();
+}

@@ -64,8 +64,10 @@
 //! Every wait spins briefly and then sleeps; each side announces its sleep before a last
 //! look, and the other side wakes it only if it announced (the Dekker pattern of
 //! [`ShmChannel`](crate::ShmChannel)). A caller sleeps on a futex, its slot's state word
-//! (`WAITER` bit). Idle workers sleep at most 500 ms at a time, and each connection's
-//! `srv_sleep` says how many sleep, so a client rings only when one does. Where they sleep:
+//! (`WAITER` bit). Idle workers sleep at most 500 ms at a time (on the doorbells a blocking
+//! worker's sleep sets no timer: the accept thread ends the sleeps every 500 ms), and each
+//! connection's `srv_sleep` says how many sleep, so a client rings only when one does. Where
+//! they sleep:
 //!
 //! - **On the doorbells** (a server of at most 127 clients, the default, on Linux 5.16 and
 //!   later): one `futex_waitv` on every connection's doorbell, a word only its client
