@@ -1671,10 +1671,11 @@ fn an_idle_server_blocked_in_wait_uses_no_cpu() {
         let used = cpu_ticks(pid) - ticks;
         let woke = context_switches(pid) - switches;
         assert!(used <= 1, "an idle server used {used} ticks in 300 ms");
-        // At most one round of the accept thread (every 500 ms: it wakes, and ends both
-        // workers' sleeps, which set no timer of their own) in the window: three wake-ups.
+        // At most one round of the accept thread in the window (every 500 ms: it wakes, and
+        // ends both workers' sleeps, which set no timer of their own): three wake-ups, and as
+        // many again for the two workers meeting on a lock as they go back to sleep together.
         // A server that spun or kept waking would show hundreds.
-        assert!(woke <= 3, "an idle server woke {woke} times in 300 ms");
+        assert!(woke <= 6, "an idle server woke {woke} times in 300 ms");
         // Asleep, not stuck.
         assert_eq!(cli.req_d(cmd(ECHO, k)), Ok(echo(k)));
     }

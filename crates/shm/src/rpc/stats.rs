@@ -10,7 +10,7 @@
 //! sleep (then at most once per 10 ms, and without even taking the counters in between: a
 //! worker that sleeps between every two calls would otherwise pay for them at every call; a
 //! write skipped then is made by the first sleep after the 10 ms, at the latest when an idle
-//! worker's longest sleep, 500 ms, ends); the numbers are a snapshot, not a live gauge.
+//! worker's sleep ends, within 500 ms); the numbers are a snapshot, not a live gauge.
 //!
 //! [`Server::describe`]: crate::Server::describe
 

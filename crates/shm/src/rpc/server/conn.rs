@@ -200,8 +200,8 @@ impl Conn {
         // Waited for, not tried: the holder (another worker, a `try_pop`, the server's drop)
         // holds it only to take one entry, and may have looked before the entry came; a
         // worker that gave up here after announcing its sleep would sleep on a queued call
-        // that the holder, if it looks no more, leaves there (until the worker's own look
-        // 500 ms later).
+        // that the holder, if it looks no more, leaves there (until the end of its sleep,
+        // up to 500 ms later).
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         // The entry is read again under the lock (`Consumer::take_stamped`): the look above
         // was only a hint. At most one ring's worth of withdrawn entries is skipped per call,

@@ -48,11 +48,11 @@ use reply::SlotRef;
 
 /// How long an idle worker looks at every connection by default before it sleeps.
 const DEFAULT_SPIN: Duration = Duration::from_micros(50);
-/// The longest an idle worker sleeps before it looks again on its own: every sleep is
-/// bounded, so no lost wake-up (a client that lies about its ring, say) lasts longer. On the
-/// doorbells a blocking worker's sleep sets no timer for it (the kernel's setting and
-/// cancelling one cost a parked call 0.2 µs, 7 % on a busy machine): the accept thread, which
-/// sleeps anyway, wakes the sleeping workers every `MAX_SLEEP` instead (see `accept_loop`).
+/// The longest an idle worker sleeps before it looks again: every sleep is bounded, so no
+/// lost wake-up (a client that lies about its ring, say) lasts longer. On the doorbells a
+/// blocking worker's sleep sets no timer for it (the kernel's setting and cancelling one
+/// cost a parked call 0.2 µs, 7 % on a busy machine) while the accept thread, which sleeps
+/// anyway, runs its rounds: every `MAX_SLEEP` it ends those sleeps (see `accept_loop`).
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// How often, at most, a worker going to sleep rewrites the stats file (each write is a
 /// system call; a worker that sleeps between every two calls would pay one per call).
@@ -1018,20 +1018,29 @@ impl Core {
         }
     }
 
-    /// The accept thread's round, every [`MAX_SLEEP`] on the doorbells: ends the sleeps under
-    /// way (which set no timer of their own), so that none lasts longer than that, give or
-    /// take the accept thread's own work (a handshake, at most a second).
+    /// The accept thread's round, every [`MAX_SLEEP`] on the doorbells: ends the sleeps
+    /// without a timer under way, so that none lasts longer than that (give or take the
+    /// accept thread's own work between two rounds: taking one client).
     fn end_long_sleeps(&self) {
         if *self.sleeping.lock().unwrap_or_else(|p| p.into_inner()) > 0 {
-            self.ring();
+            self.poller.round.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_private(&self.poller.round);
         }
+    }
+
+    /// The accept thread ends (the server's drop, an error, a panic): from now on every sleep
+    /// sets its timer, and the sleeps without one under way end.
+    fn end_rounds(&self) {
+        self.poller.rounds.store(false, Ordering::SeqCst);
+        self.poller.round.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake_private(&self.poller.round);
     }
 
     /// A thread woken from its sleep on the doorbells took a call (or, the reactor, found no
     /// task to wake): if a call is still queued and a worker still sleeps, wakes one. A
     /// sleeper waits on every doorbell at once, and a wake that reaches it after another has
     /// woken it is spent on it: two clients ringing at once can wake one worker, which takes
-    /// one call and would leave the other to the next sleeper's own look (500 ms), however
+    /// one call and would leave the other to the end of the next sleep (up to 500 ms), however
     /// long its own call takes. The server's word is bumped too, so that a worker about to
     /// sleep on its old value looks again.
     fn pass_wake_on(&self) {
@@ -1054,6 +1063,7 @@ impl Core {
             return;
         }
         bells.ring = self.poller.ring.load(Ordering::SeqCst);
+        bells.round = self.poller.round.load(Ordering::SeqCst);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         for c in conns.iter().filter(|c| !c.gone()) {
             if bells.conns.len() == DOORBELL_CLIENTS {
@@ -1068,9 +1078,9 @@ impl Core {
 
     /// Sleeps until a wake-up or `timeout`: on the doorbells read in `bells` (then emptied),
     /// or on the wake-up sockets; `keys` says what woke it (none: the timeout or a signal).
-    /// With no `timeout`, a sleep on the doorbells sets no timer and lasts until a wake-up,
-    /// the accept thread's round included ([`Core::end_long_sleeps`]); one on the sockets
-    /// lasts [`MAX_SLEEP`] at most.
+    /// With no `timeout`, a sleep on the doorbells sets no timer while the accept thread runs
+    /// its rounds, and waits on the round word too ([`Core::end_long_sleeps`]); any other
+    /// sleep lasts [`MAX_SLEEP`] at most.
     fn sleep(
         &self,
         bells: &mut Bells,
@@ -1089,10 +1099,18 @@ impl Core {
         for (c, v) in &bells.conns {
             waits.push(sys::waitv_entry(c.sh.u32(DOORBELL), *v, false));
         }
-        let timeout = if bells.truncated {
-            Some(timeout.map_or(TRUNCATED_NAP, |t| t.min(TRUNCATED_NAP)))
-        } else {
-            timeout
+        // SeqCst: the accept thread clears `rounds` before its last bump of the round word,
+        // which we read before this (in `read_bells`): if we see the rounds still run, that
+        // bump changes the word we wait on, and the sleep ends or never starts.
+        let timeout = match timeout {
+            _ if bells.truncated => Some(timeout.map_or(TRUNCATED_NAP, |t| t.min(TRUNCATED_NAP))),
+            None if self.poller.rounds.load(Ordering::SeqCst) => {
+                // Last, so that the entries of the connections keep their places.
+                waits.push(sys::waitv_entry(&self.poller.round, bells.round, true));
+                None
+            }
+            None => Some(MAX_SLEEP),
+            Some(t) => Some(t),
         };
         let woken = sys::futex_waitv(&waits, timeout);
         waits.clear();
@@ -1156,9 +1174,10 @@ impl Core {
 
     /// Records the counters on a worker's way to sleep, at most once per [`STATS_EVERY`]
     /// (taking them only then: they read every connection). A write skipped is made by a
-    /// later sleep, at the latest when this one ends ([`MAX_SLEEP`]): the sleep is not cut
-    /// short for it, since a sleep with a timer that near cost a parked call on a busy
-    /// machine 7 % more (2.58 against 2.76 µs, 12 alternated runs on the 2-vCPU VM).
+    /// later sleep, at the latest after the end of this one (within [`MAX_SLEEP`]): the sleep
+    /// is not cut short for it, since a sleep with a timer that near cost a parked call on a
+    /// busy machine 7 % more (2.58 against 2.76 µs, medians of 12 alternated runs on the
+    /// 2-vCPU VM; taking the counters cost about as much again).
     fn publish_stats_idle(&self, now: impl FnOnce() -> Instant) {
         if let Some(f) = &self.stats {
             f.write_within(|| self.stats(), STATS_EVERY, now);
@@ -1185,6 +1204,13 @@ struct Poller {
     doorbells: bool,
     /// The server's own word, on the doorbells: bumped and woken by [`Core::ring`].
     ring: std::sync::atomic::AtomicU32,
+    /// The accept thread's round word, on the doorbells: bumped and woken every
+    /// [`MAX_SLEEP`] by [`Core::end_long_sleeps`]. Only sleeps without a timer wait on it
+    /// (not the async reactor's, whose wake-ups wake its tasks).
+    round: std::sync::atomic::AtomicU32,
+    /// Whether the accept thread runs its rounds (from the bind until it ends, whatever
+    /// ends it): when not, every sleep sets its timer.
+    rounds: std::sync::atomic::AtomicBool,
 }
 
 /// What one thread sleeps on, on the doorbells: the values of the server's word and of each
@@ -1195,6 +1221,8 @@ struct Poller {
 #[derive(Default)]
 struct Bells {
     ring: u32,
+    /// The accept thread's round word (see [`Core::end_long_sleeps`]).
+    round: u32,
     conns: Vec<(Arc<Conn>, u32)>,
     /// More connections were open than one `futex_waitv` covers: the sleep is cut short.
     truncated: bool,
@@ -1231,6 +1259,8 @@ impl Poller {
             wake,
             doorbells: clients <= DOORBELL_CLIENTS && sys::has_futex_waitv(),
             ring: std::sync::atomic::AtomicU32::new(0),
+            round: std::sync::atomic::AtomicU32::new(0),
+            rounds: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -1248,18 +1278,30 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
     const BACKOFF_FIRST: Duration = Duration::from_millis(10);
     const BACKOFF_MAX: Duration = Duration::from_secs(1);
     let mut backoff = BACKOFF_FIRST;
-    // When the next round is due (clients coming often do not put it off).
+    // However this thread ends, the sleeps stop counting on its rounds.
+    struct EndRounds<'a>(&'a Core);
+    impl Drop for EndRounds<'_> {
+        fn drop(&mut self) {
+            self.0.end_rounds();
+        }
+    }
+    let _end_rounds = EndRounds(core);
+    // When the next round is due (clients coming often do not put it off): runs it if due,
+    // and says when the next one is (none on the sockets, where sleeps set their timers).
     let mut round = Instant::now() + MAX_SLEEP;
-    loop {
-        let now = Instant::now();
-        if core.poller.doorbells && now >= round {
+    let mut run_round = |now: Instant| {
+        if !core.poller.doorbells {
+            return None;
+        }
+        if now >= round {
             core.end_long_sleeps();
             round = now + MAX_SLEEP;
         }
-        let until_round = core
-            .poller
-            .doorbells
-            .then(|| round.saturating_duration_since(now));
+        Some(round)
+    };
+    loop {
+        let now = Instant::now();
+        let until_round = run_round(now).map(|next| next.saturating_duration_since(now));
         match listener.wait_client(stop.as_fd(), until_round) {
             Ok(Some(true)) => {}
             Ok(None) => continue,
@@ -1289,12 +1331,18 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
             Ok(c) => c,
             Err(ShmError::Io { source, .. }) if sys::is_exhaustion(&source) => {
                 // Out of descriptors or memory: the client stays in the backlog (or gives up);
-                // look again after a pause, or at once if the server is stopping.
-                if !matches!(
-                    sys::wait_readable(stop.as_fd(), Deadline::after(backoff).instant()),
-                    Ok(false)
-                ) {
-                    return;
+                // look again after a pause, or at once if the server is stopping. The rounds
+                // go on meanwhile.
+                let until = Instant::now() + backoff;
+                loop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    let next = run_round(now).map_or(until, |r| r.min(until));
+                    if !matches!(sys::wait_readable(stop.as_fd(), Some(next)), Ok(false)) {
+                        return;
+                    }
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
