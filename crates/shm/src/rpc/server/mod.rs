@@ -948,10 +948,12 @@ fn async_reactor(core: &std::sync::Weak<Core>) {
         let mut work = core.has_work();
         if !work {
             // Its own timer: the reactor ends within `MAX_SLEEP` of the server's drop, after
-            // the accept thread.
-            work = core.sleep(&mut bells, &mut keys, Some(MAX_SLEEP)).is_ok() && !keys.is_empty();
+            // the accept thread. What ended the sleep does not say a call is there (the
+            // server's word is rung for the accept thread's rounds too, and for connections
+            // that come and go): only a queued call wakes the tasks.
+            let _ = core.sleep(&mut bells, &mut keys, Some(MAX_SLEEP));
             core.take_wakeups(&keys);
-            work |= core.has_work();
+            work = core.has_work();
         }
         bells.clear();
         core.set_sleeping(-1);
@@ -1023,8 +1025,7 @@ impl Core {
     /// accept thread's own work between two rounds: taking one client).
     fn end_long_sleeps(&self) {
         if *self.sleeping.lock().unwrap_or_else(|p| p.into_inner()) > 0 {
-            self.poller.round.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake_private(&self.poller.round);
+            self.ring();
         }
     }
 
@@ -1032,8 +1033,7 @@ impl Core {
     /// sets its timer, and the sleeps without one under way end.
     fn end_rounds(&self) {
         self.poller.rounds.store(false, Ordering::SeqCst);
-        self.poller.round.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake_private(&self.poller.round);
+        self.ring();
     }
 
     /// A thread woken from its sleep on the doorbells took a call (or, the reactor, found no
@@ -1063,7 +1063,6 @@ impl Core {
             return;
         }
         bells.ring = self.poller.ring.load(Ordering::SeqCst);
-        bells.round = self.poller.round.load(Ordering::SeqCst);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         for c in conns.iter().filter(|c| !c.gone()) {
             if bells.conns.len() == DOORBELL_CLIENTS {
@@ -1079,8 +1078,7 @@ impl Core {
     /// Sleeps until a wake-up or `timeout`: on the doorbells read in `bells` (then emptied),
     /// or on the wake-up sockets; `keys` says what woke it (none: the timeout or a signal).
     /// With no `timeout`, a sleep on the doorbells sets no timer while the accept thread runs
-    /// its rounds, and waits on the round word too ([`Core::end_long_sleeps`]); any other
-    /// sleep lasts [`MAX_SLEEP`] at most.
+    /// its rounds ([`Core::end_long_sleeps`]); any other sleep lasts [`MAX_SLEEP`] at most.
     fn sleep(
         &self,
         bells: &mut Bells,
@@ -1099,16 +1097,14 @@ impl Core {
         for (c, v) in &bells.conns {
             waits.push(sys::waitv_entry(c.sh.u32(DOORBELL), *v, false));
         }
-        // SeqCst: the accept thread clears `rounds` before its last bump of the round word,
-        // which we read before this (in `read_bells`): if we see the rounds still run, that
-        // bump changes the word we wait on, and the sleep ends or never starts.
+        // SeqCst: the accept thread clears `rounds` before its last bump of the server's
+        // word, which we read before this (in `read_bells`): if we see the rounds still run,
+        // that bump changes the word we wait on, and the sleep ends or never starts. (A word
+        // of the rounds' own would cost every sleep a `futex_waitv` entry: as much as the
+        // timer it saves.)
         let timeout = match timeout {
             _ if bells.truncated => Some(timeout.map_or(TRUNCATED_NAP, |t| t.min(TRUNCATED_NAP))),
-            None if self.poller.rounds.load(Ordering::SeqCst) => {
-                // Last, so that the entries of the connections keep their places.
-                waits.push(sys::waitv_entry(&self.poller.round, bells.round, true));
-                None
-            }
+            None if self.poller.rounds.load(Ordering::SeqCst) => None,
             None => Some(MAX_SLEEP),
             Some(t) => Some(t),
         };
@@ -1204,10 +1200,6 @@ struct Poller {
     doorbells: bool,
     /// The server's own word, on the doorbells: bumped and woken by [`Core::ring`].
     ring: std::sync::atomic::AtomicU32,
-    /// The accept thread's round word, on the doorbells: bumped and woken every
-    /// [`MAX_SLEEP`] by [`Core::end_long_sleeps`]. Only sleeps without a timer wait on it
-    /// (not the async reactor's, whose wake-ups wake its tasks).
-    round: std::sync::atomic::AtomicU32,
     /// Whether the accept thread runs its rounds (from the bind until it ends, whatever
     /// ends it): when not, every sleep sets its timer.
     rounds: std::sync::atomic::AtomicBool,
@@ -1221,8 +1213,6 @@ struct Poller {
 #[derive(Default)]
 struct Bells {
     ring: u32,
-    /// The accept thread's round word (see [`Core::end_long_sleeps`]).
-    round: u32,
     conns: Vec<(Arc<Conn>, u32)>,
     /// More connections were open than one `futex_waitv` covers: the sleep is cut short.
     truncated: bool,
@@ -1259,7 +1249,6 @@ impl Poller {
             wake,
             doorbells: clients <= DOORBELL_CLIENTS && sys::has_futex_waitv(),
             ring: std::sync::atomic::AtomicU32::new(0),
-            round: std::sync::atomic::AtomicU32::new(0),
             rounds: std::sync::atomic::AtomicBool::new(true),
         })
     }
