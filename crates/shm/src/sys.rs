@@ -162,6 +162,15 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// `d` as a time-out for `poll`, `epoll_wait` and `futex`: a span too long for a `Timespec`
+/// becomes the longest one (about 292 billion years).
+fn timeout_spec(d: std::time::Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec::try_from(d).unwrap_or(rustix::event::Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    })
+}
+
 /// Waits until `fd` is readable (or hung up), at most until `deadline` (`None`: forever).
 /// `Ok(false)` on timeout.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
@@ -176,13 +185,7 @@ fn wait_ready(
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
     loop {
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            })
-        });
+        let timeout = deadline.map(|d| timeout_spec(d.saturating_duration_since(Instant::now())));
         let mut fds = [PollFd::from_borrowed_fd(fd, events)];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => {
@@ -204,12 +207,7 @@ pub(crate) fn wait_either(
     stop: BorrowedFd<'_>,
     timeout: Option<std::time::Duration>,
 ) -> io::Result<Option<bool>> {
-    let timeout = timeout.map(|t| {
-        rustix::event::Timespec::try_from(t).unwrap_or(rustix::event::Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        })
-    });
+    let timeout = timeout.map(timeout_spec);
     let mut fds = [
         PollFd::from_borrowed_fd(fd, PollFlags::IN),
         PollFd::from_borrowed_fd(stop, PollFlags::IN),
@@ -527,12 +525,7 @@ pub(crate) fn wait_hang_up(sock: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> bool {
 /// when woken, when the word differs, on a signal or on timeout; the caller re-checks its
 /// condition in every case.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
-    let ts = timeout.map(|t| {
-        rustix::event::Timespec::try_from(t).unwrap_or(rustix::event::Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        })
-    });
+    let ts = timeout.map(timeout_spec);
     // Every outcome (woken, EAGAIN, ETIMEDOUT, EINTR) means "look again".
     let _ = rustix::thread::futex::wait(
         word,
@@ -730,10 +723,7 @@ pub(crate) fn epoll_wait(
 ) -> io::Result<()> {
     keys.clear();
     let mut events = [MaybeUninit::uninit(); 16];
-    let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
-        tv_sec: i64::MAX,
-        tv_nsec: 0,
-    });
+    let ts = timeout_spec(timeout);
     match rustix::event::epoll::wait(epoll, &mut events, Some(&ts)) {
         Ok((ready, _)) => keys.extend(ready.iter().map(|e| e.data.u64())),
         Err(rustix::io::Errno::INTR) => {}
