@@ -25,9 +25,10 @@
 //! # Orderings of the looks
 //!
 //! What a waiting worker or client looks at after it registered in a wait list (the queue's
-//! ends, `clients`, `servers`, a bounded queue's `len`) is read with SeqCst: that is the waiter's half of the handshake in `event`'s
-//! module docs. (The consumer's own read of `taken` in `pop` may be relaxed: only the role's
-//! holder writes it, and taking the role is an Acquire of the last holder's release.)
+//! ends, `clients`, `servers`, a bounded queue's `len`) is read with SeqCst: that is the
+//! waiter's half of the handshake in `event`'s module docs. (The consumer's own read of
+//! `taken` in `pop` may be relaxed: only the role's holder writes it, and taking the role is
+//! an Acquire of the last holder's release.)
 //!
 //! Under loom the pushing client's look for a waiter starts with a fence
 //! (`sync::fence_for_loom`), which also stands in for the SeqCst order the shutdown pairing
