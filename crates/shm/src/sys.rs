@@ -493,29 +493,60 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Blocks in the kernel (no time-out, no wake-up in between) until the peer of the connected
-/// socket `sock` hangs up (`true`: it closed its end or died; the kernel closes a dead
-/// process's descriptors) or `stop` becomes readable (`false`). Only the hang-up is asked of
-/// `sock`, not readability, so bytes a hostile peer writes into it wake nothing. An error of
-/// `poll` itself counts as a hang-up: the socket is then unusable for telling anything.
-pub(crate) fn wait_hang_up(sock: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> bool {
+/// What ended a [`wait_hang_up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// The peer hung up (or `poll` failed: the socket can tell nothing more).
+    HangUp,
+    /// `stop` became readable.
+    Stop,
+    /// `bell` has something to read.
+    Bell,
+}
+
+/// Blocks in the kernel (no time-out) until the peer of the connected socket `sock` hangs
+/// up ([`Watched::HangUp`]: it closed its end or died; the kernel closes a dead process's
+/// descriptors), `stop` becomes readable ([`Watched::Stop`]) or, if given, `bell` has
+/// something to read ([`Watched::Bell`]; a `bell` that reports an error or a hang-up is
+/// watched no more). Only the hang-up is asked of `sock`, not readability, so bytes a
+/// hostile peer writes into it wake nothing. An error of `poll` itself counts as a hang-up:
+/// the socket is then unusable for telling anything.
+pub(crate) fn wait_hang_up(
+    sock: BorrowedFd<'_>,
+    stop: BorrowedFd<'_>,
+    mut bell: Option<BorrowedFd<'_>>,
+) -> Watched {
     let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
     loop {
         let mut fds = [
             PollFd::from_borrowed_fd(sock, PollFlags::RDHUP),
             PollFd::from_borrowed_fd(stop, PollFlags::IN),
+            // Not polled without a bell (the slice below leaves it out).
+            PollFd::from_borrowed_fd(bell.unwrap_or(stop), PollFlags::IN),
         ];
-        match rustix::event::poll(&mut fds, None) {
+        let watched = if bell.is_some() { 3 } else { 2 };
+        match rustix::event::poll(&mut fds[..watched], None) {
             Ok(_) => {
                 if fds[1].revents().intersects(PollFlags::IN | gone) {
-                    return false;
+                    return Watched::Stop;
                 }
                 if fds[0].revents().intersects(gone) {
-                    return true;
+                    return Watched::HangUp;
+                }
+                if bell.is_some() {
+                    let revents = fds[2].revents();
+                    if revents.contains(PollFlags::IN) {
+                        return Watched::Bell;
+                    }
+                    if revents.intersects(gone) {
+                        // Nothing to read and never will be: poll would report it at once,
+                        // every time.
+                        bell = None;
+                    }
                 }
             }
             Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return true,
+            Err(_) => return Watched::HangUp,
         }
     }
 }

@@ -28,6 +28,10 @@
 //! (the owner's drop signals the `eventfd` and joins it, so nothing leaks), and it costs one
 //! sleeping thread with a 64 KiB stack and no CPU. A peer that forked a child which inherited
 //! its socket stays "alive" until the child exits.
+//!
+//! The RPC server's watchers also answer a **bell** ([`Watch::start_with_bell`]): the
+//! connection's wake-up socket, which the client of a cold connection rings (see "Waking" in
+//! the `rpc` module); the watcher reads what came and wakes a worker.
 
 use crate::error::ShmError;
 use crate::sync::{AtomicBool, AtomicU32, Ordering};
@@ -43,6 +47,8 @@ const REWAKE_FIRST: Duration = Duration::from_micros(50);
 const REWAKE_MAX: Duration = Duration::from_millis(10);
 /// The watcher thread's stack: it only polls and wakes.
 const WATCHER_STACK: usize = 64 * 1024;
+/// The most datagrams the watcher reads from its bell before it rings once.
+pub(crate) const BELL_READS: usize = 64;
 
 /// What a connection's users and its watcher thread share.
 pub(crate) struct WatchShared {
@@ -85,6 +91,27 @@ impl Watch {
         sock: OwnedFd,
         wake: impl Fn() + Send + 'static,
     ) -> Result<Watch, ShmError> {
+        Watch::spawn(sock, None::<(OwnedFd, fn() -> bool)>, wake)
+    }
+
+    /// As [`Watch::start`], and while the peer lives, reads what arrives on `bell` (a
+    /// non-blocking datagram socket; up to [`BELL_READS`] datagrams at a time, so that a
+    /// flood costs one `ring` per batch) and calls `ring` after each read; the watcher stops
+    /// when `ring` returns `false` (its owner is gone).
+    pub(crate) fn start_with_bell(
+        sock: OwnedFd,
+        bell: OwnedFd,
+        ring: impl Fn() -> bool + Send + 'static,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<Watch, ShmError> {
+        Watch::spawn(sock, Some((bell, ring)), wake)
+    }
+
+    fn spawn<R: Fn() -> bool + Send + 'static>(
+        sock: OwnedFd,
+        bell: Option<(OwnedFd, R)>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<Watch, ShmError> {
         let stop = sys::eventfd().map_err(ShmError::io("creating the watcher's eventfd"))?;
         let shared = Arc::new(WatchShared {
             dead: AtomicBool::new(false),
@@ -95,7 +122,7 @@ impl Watch {
         let thread = std::thread::Builder::new()
             .name("courier-shm-watch".into())
             .stack_size(WATCHER_STACK)
-            .spawn(move || watch(&theirs, sock, wake))
+            .spawn(move || watch(&theirs, sock, bell, wake))
             .map_err(ShmError::io("starting the watcher thread"))?;
         Ok(Watch {
             shared,
@@ -121,11 +148,29 @@ impl Drop for Watch {
     }
 }
 
-/// The watcher thread's body: blocks until the peer hangs up (or the owner is dropped), then
-/// sets `dead` and wakes this side's waiters until none is left asleep.
-fn watch(shared: &WatchShared, sock: OwnedFd, wake: impl Fn()) {
-    if !sys::wait_hang_up(sock.as_fd(), shared.stop.as_fd()) {
-        return;
+/// The watcher thread's body: blocks until the peer hangs up (or the owner is dropped),
+/// answering the bell meanwhile, then sets `dead` and wakes this side's waiters until none is
+/// left asleep.
+fn watch(
+    shared: &WatchShared,
+    sock: OwnedFd,
+    bell: Option<(OwnedFd, impl Fn() -> bool)>,
+    wake: impl Fn(),
+) {
+    loop {
+        let bell_fd = bell.as_ref().map(|(fd, _)| fd.as_fd());
+        match sys::wait_hang_up(sock.as_fd(), shared.stop.as_fd(), bell_fd) {
+            sys::Watched::Stop => return,
+            sys::Watched::HangUp => break,
+            sys::Watched::Bell => {
+                if let Some((fd, ring)) = &bell {
+                    sys::drain(fd.as_fd(), BELL_READS);
+                    if !ring() {
+                        return;
+                    }
+                }
+            }
+        }
     }
     // SeqCst: before the wake-ups below, and against the sleeper's count in `sleepers` before
     // its load of `dead` (see the module docs).

@@ -32,7 +32,7 @@ const T: Duration = Duration::from_secs(10);
 type Srv = Server<u64, u64, u32>;
 type Cli = Client<u64, u64, u32>;
 
-/// Payload offsets of the RPC layout (version 3, the default 64 slots): see `rpc/layout.rs`.
+/// Payload offsets of the RPC layout (version 4, the default 64 slots): see `rpc/layout.rs`.
 const DOORBELL: usize = 88;
 const SRV_BELL: usize = 160;
 const RING: usize = 192;
@@ -570,6 +570,35 @@ fn a_server_of_more_clients_than_the_doorbells_cover_is_woken_by_sockets() {
 /// `rpc/layout.rs`).
 const SRV_SLEEP: usize = 144;
 
+/// [`SRV_SLEEP`] of a connection the server let go cold (see `rpc/layout.rs`): its client
+/// rings the wake-up socket, not its doorbell.
+const SLEEP_COLD: u32 = u32::MAX;
+
+/// A worker of `s` on a thread of its own, parked at every wait (`wait()`, no deadline),
+/// answering `x` with `x + 1` until `u64::MAX`; and its thread id.
+fn parked_worker(s: Srv) -> (std::thread::JoinHandle<()>, i32) {
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        tid_tx
+            .send(rustix::thread::gettid().as_raw_nonzero().get())
+            .unwrap();
+        // `u64::MAX` ends the loop (the last call of the test).
+        while let Ok(Incoming::Call(x, ctx)) = s.wait() {
+            let _ = ctx.reply(x.wrapping_add(1));
+            if x == u64::MAX {
+                break;
+            }
+        }
+    });
+    (worker, tid_rx.recv_timeout(T).unwrap())
+}
+
+/// Whether thread `tid` of this process sleeps in the kernel.
+fn in_kernel_sleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..].starts_with('S')
+}
+
 /// A call queued while the only worker sleeps, and not rung for (the client found
 /// `srv_sleep` cleared: a client that lies to itself, or a lost wake-up): still answered, by
 /// the server's own round. The worker sleeps in `wait()`, with no deadline, and a sleep on
@@ -580,20 +609,7 @@ fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
     courier_testkit::runtime_dir("courier-rpc-hostile");
     let name = "hostile-unrung".to_string();
     let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
-    let (tid_tx, tid_rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        tid_tx
-            .send(rustix::thread::gettid().as_raw_nonzero())
-            .unwrap();
-        // `u64::MAX` ends the loop (the last call of the test).
-        while let Ok(Incoming::Call(x, ctx)) = s.wait() {
-            let _ = ctx.reply(x.wrapping_add(1));
-            if x == u64::MAX {
-                break;
-            }
-        }
-    });
-    let tid = tid_rx.recv_timeout(T).unwrap();
+    let (worker, tid) = parked_worker(s);
     let (c, maps) = client_and_mappings(&name);
     let seg = segment(&maps);
     if !on_doorbells(&maps) {
@@ -603,11 +619,7 @@ fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
         return;
     }
     // The worker asleep in its wait: announced to this connection, and in the kernel.
-    let asleep = || {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-        seg.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0
-            && stat[stat.rfind(')').unwrap() + 2..].starts_with('S')
-    };
+    let asleep = || seg.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0 && in_kernel_sleep(tid);
     // The server may write `srv_sleep` again between our clearing it and the client's read
     // (a round that woke the worker, which went back to sleep): then the client rings, and
     // the attempt proves nothing. The doorbell tells; a few attempts make one that counts.
@@ -632,6 +644,104 @@ fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
     assert_eq!(
         unrung, 1,
         "every attempt's client rang: the round was never needed"
+    );
+    assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
+    worker.join().unwrap();
+}
+
+/// Context switches so far of this process's connection watchers (the threads named
+/// `courier-shm-watch`, cut to 15 bytes by the kernel), client and server side.
+fn watcher_switches() -> u64 {
+    let mut sum = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let dir = task.path();
+        let named = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == "courier-shm-wat");
+        // A thread that ended meanwhile has nothing to read.
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue;
+        };
+        if named {
+            sum += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .map(|l| l.split(':').nth(1).unwrap().trim().parse::<u64>().unwrap())
+                .sum::<u64>();
+        }
+    }
+    sum
+}
+
+/// A connection that neither calls nor rings for a round of the accept thread (every
+/// 500 ms) goes cold: its `srv_sleep` says so, no worker's sleep watches its doorbell, and
+/// its client rings the wake-up socket instead, which the connection's watcher reads to
+/// wake a worker (so that a server of many idle clients sleeps on the busy ones' doorbells
+/// only). Its next call is answered through that path, not by the round: the doorbell does
+/// not change and a watcher wakes. The call warms it again before it is answered, and
+/// from then on the client rings its doorbell.
+#[test]
+fn an_idle_connection_goes_cold_and_its_calls_wake_a_worker_through_its_watcher() {
+    let _g = serial();
+    courier_testkit::runtime_dir("courier-rpc-hostile");
+    let name = "hostile-cold".to_string();
+    let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
+    let (worker, tid) = parked_worker(s);
+    let (c, maps) = client_and_mappings(&name);
+    let seg = segment(&maps);
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: the server sleeps on the wake-up sockets here (no futex_waitv)");
+        assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
+        worker.join().unwrap();
+        return;
+    }
+    assert_eq!(c.req_timeout(1, T), Ok(2));
+    let srv_sleep = || seg.u32(SRV_SLEEP).load(Ordering::SeqCst);
+    courier_testkit::wait_until("the idle connection cold", T, || srv_sleep() == SLEEP_COLD);
+    // A round just ran: the next is 500 ms away, and a call it answered would take about
+    // that long (see `LOST_WAKEUP`).
+    courier_testkit::wait_until("the worker asleep", T, || in_kernel_sleep(tid));
+    let rung = seg.u32(DOORBELL).load(Ordering::SeqCst);
+    let switches = watcher_switches();
+    let started = Instant::now();
+    assert_eq!(c.req_timeout(2, T), Ok(3), "a cold connection's call");
+    assert!(
+        started.elapsed() < LOST_WAKEUP,
+        "a cold connection's call took {:?}: answered by the round, not woken by its watcher",
+        started.elapsed()
+    );
+    assert_eq!(
+        seg.u32(DOORBELL).load(Ordering::SeqCst),
+        rung,
+        "the client of a cold connection rang its doorbell"
+    );
+    // The watcher that read the wake-up socket counts a switch when it blocks again; a call
+    // answered by the round wakes none, and this wait runs out.
+    courier_testkit::wait_until("a watcher woken by the wake-up socket", T, || {
+        watcher_switches() > switches
+    });
+    assert_ne!(
+        srv_sleep(),
+        SLEEP_COLD,
+        "the call did not warm its connection"
+    );
+    // Warm again: the client rings its doorbell. (A round may let it go cold once more
+    // between our look and the call, if a second passes: a few attempts.)
+    let mut rang = false;
+    for attempt in 3..=7u64 {
+        courier_testkit::wait_until("the worker asleep", T, || {
+            in_kernel_sleep(tid) && srv_sleep() != 0
+        });
+        let before = seg.u32(DOORBELL).load(Ordering::SeqCst);
+        let warm = srv_sleep() != SLEEP_COLD;
+        assert_eq!(c.req_timeout(attempt, T), Ok(attempt + 1));
+        if warm && seg.u32(DOORBELL).load(Ordering::SeqCst) != before {
+            rang = true;
+            break;
+        }
+    }
+    assert!(
+        rang,
+        "a warmed connection's client did not ring its doorbell"
     );
     assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
     worker.join().unwrap();

@@ -34,8 +34,9 @@ pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"CRPC");
 /// 2: the doorbells (`DOORBELL`, `SRV_BELL`); a client of version 1 would ring a socket no
 /// worker watches. 3: small messages in the slot record ([`INLINE`]) and a stamped request
 /// ring; a client of version 2 would look for a small reply in the data area, and queue
-/// calls the server never sees.
-pub(crate) const VERSION: u32 = 3;
+/// calls the server never sees. 4: cold connections ([`SLEEP_COLD`]); a client of version 3
+/// would ring a doorbell no worker watches.
+pub(crate) const VERSION: u32 = 4;
 
 // The client's line. It holds no counter of the request ring: the server finds calls by
 // their stamped entries, so the client does not write its line at every call, and the
@@ -53,7 +54,14 @@ pub(crate) const DOORBELL: usize = 88;
 // of requests taken in its own memory (`Consumer::take_stamped`), so that its line is not
 // written on every call, and a caller's look at `srv_sleep` finds the line in its cache.
 pub(crate) const PUSH_TAIL: usize = 136;
+/// How many workers sleep (the client rings when it queues a call and this is not 0), or
+/// [`SLEEP_COLD`].
 pub(crate) const SRV_SLEEP: usize = 144;
+/// [`SRV_SLEEP`] of a connection the server let go cold (no call taken for a round of the
+/// accept thread, on the doorbells): no worker's sleep watches its doorbell, so its client
+/// rings the wake-up socket instead, which the connection's watcher thread reads. A server
+/// that writes it where it should not only makes its client's rings slower.
+pub(crate) const SLEEP_COLD: u32 = u32::MAX;
 pub(crate) const CBELL: usize = 148;
 pub(crate) const SRV_CLOSED: usize = 152;
 /// The CPU of the worker that last took a call of this connection, plus one (0: not known):

@@ -7,7 +7,8 @@ use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
     has_args, kind, read_header, state, Out, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL,
-    F_ASYNC, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
+    F_ASYNC, SLEEP_COLD, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP,
+    S_SIG,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
@@ -88,12 +89,13 @@ pub(crate) struct Conn {
 const LONG_ANSWER: u32 = u32::MAX;
 
 impl Conn {
-    /// Wakes a sleeping worker of the server, after a call was queued: a bump of our
-    /// doorbell and a wake of one waiter on it (a store and a light system call), or a
-    /// byte on the wake-up socket (`MSG_DONTWAIT`: it never blocks, whatever the server
-    /// does with its end).
-    fn ring_server(&self) {
-        if self.doorbell {
+    /// Wakes a sleeping worker of the server, after a call was queued and `srv_sleep` read
+    /// `sleepers`: a bump of our doorbell and a wake of one waiter on it (a store and a light
+    /// system call), or, if the server does not sleep on the doorbells or let our connection
+    /// go cold ([`SLEEP_COLD`]), a byte on the wake-up socket (`MSG_DONTWAIT`: it never
+    /// blocks, whatever the server does with its end).
+    fn ring_server(&self, sleepers: u32) {
+        if self.doorbell && sleepers != SLEEP_COLD {
             let word = self.sh.u32(DOORBELL);
             // Release: a worker that reads the new value (Acquire) sees the call queued
             // before it.
@@ -558,9 +560,10 @@ impl Conn {
         // SeqCst: the Dekker pair with a worker's announcement in `srv_sleep` and its fence
         // before its last look at the rings: it sees our entry, or we see it sleeping.
         fence(Ordering::SeqCst);
-        let woke = sh.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0;
+        let sleepers = sh.u32(SRV_SLEEP).load(Ordering::SeqCst);
+        let woke = sleepers != 0;
         if woke {
-            self.ring_server();
+            self.ring_server(sleepers);
         }
         let mut call = Call {
             conn: Arc::clone(self),

@@ -56,6 +56,17 @@ pub(super) struct Conn {
     pub(super) push: Mutex<Producer>,
     /// The client broke the protocol: it was hung up on and its calls are ignored.
     pub(super) broken: AtomicBool,
+    /// On the doorbells: no call was taken for a round of the accept thread, and no
+    /// worker's sleep watches the doorbell; `srv_sleep` holds [`SLEEP_COLD`], so the client
+    /// rings the wake-up socket, which the watcher reads ([`Core::cool_idle`],
+    /// [`Core::warm`]). Changed under `Core::sleeping`; Acquire/Release against a sleeper's
+    /// look at it ([`Core::read_bells`]).
+    ///
+    /// [`SLEEP_COLD`]: crate::rpc::layout::SLEEP_COLD
+    pub(super) cold: AtomicBool,
+    /// A call was taken, or a ring seen, since the accept thread's last round, or the
+    /// connection is new (Relaxed: a hint).
+    pub(super) active: AtomicBool,
 }
 
 /// How many doorbell changes, beyond one per slot, a client may show ahead of the calls it
@@ -96,10 +107,21 @@ impl Conn {
             .map_err(ShmError::io("watching a wake-up socket"))?;
         let weak = Arc::downgrade(core);
         let slots = core.lay.slots;
-        let watch = Watch::start(sock, {
+        let gone = {
             let weak = weak.clone();
             move || client_gone(&weak, id)
-        })?;
+        };
+        let watch = if core.poller.doorbells {
+            // A cold connection's client rings the wake-up socket: the watcher reads it and
+            // rings the server's word for it (the workers' epoll is not waited on here).
+            let bell = kick
+                .try_clone()
+                .map_err(ShmError::io("duplicating a wake-up socket"))?;
+            let weak = weak.clone();
+            Watch::start_with_bell(sock, bell, move || ring_for_cold(&weak), gone)?
+        } else {
+            Watch::start(sock, gone)?
+        };
         Ok(Arc::new(Conn {
             id,
             sh,
@@ -121,6 +143,9 @@ impl Conn {
             broken: AtomicBool::new(false),
             last_bell: AtomicU32::new(0),
             idle_bells: AtomicIsize::new(0),
+            cold: AtomicBool::new(false),
+            // Warm through the next round at least: a new client usually calls soon.
+            active: AtomicBool::new(true),
         }))
     }
 
@@ -332,6 +357,19 @@ pub(super) fn client_gone(core: &Weak<Core>, id: u64) {
         // `Watch`'s drop).
         drop(conn);
     }
+}
+
+/// Run by a cold connection's watcher when its client rang the wake-up socket (the watcher
+/// has read it): wakes a sleeping worker, as the doorbell would have ([`Core::ring_one`]).
+/// `false` once the server is gone: the watcher stops.
+fn ring_for_cold(core: &Weak<Core>) -> bool {
+    let Some(strong) = core.upgrade() else {
+        return false;
+    };
+    strong.ring_one();
+    drop(strong);
+    // Dropped here if the server went meanwhile: then its drop could not stop this thread.
+    core.strong_count() > 0
 }
 
 /// Rings the client's bell (its async waiters and subscription readers sleep on it).

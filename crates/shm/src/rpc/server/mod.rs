@@ -23,8 +23,8 @@ pub use sent::SentBuf;
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
-    has_args, kind, status, write_header, Layout, CLI_CPU, DOORBELL, F_ASYNC, SRV_CLOSED, SRV_CPU,
-    SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
+    has_args, kind, status, write_header, Layout, CLI_CPU, DOORBELL, F_ASYNC, SLEEP_COLD,
+    SRV_CLOSED, SRV_CPU, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::sid::ServerId;
 use crate::rpc::stats::{ServerStats, StatsFile};
@@ -706,22 +706,33 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         }
         let start = core.next.fetch_add(1, Ordering::Relaxed) as usize;
         let mut finished = false;
-        for k in 0..n {
+        // A cold connection that called, warmed once `conns` is let go (`Core::warm` takes
+        // `sleeping`, which is taken before `conns` everywhere).
+        let mut warm = None;
+        let mut found = None;
+        'conns: for k in 0..n {
             let conn = &conns[(start + k) % n];
             conn.flush_ends();
             for _ in 0..core.lay.slots {
                 let Some(slot) = conn.pop() else { break };
+                if core.note_call(conn) && warm.is_none() {
+                    warm = Some(Arc::clone(conn));
+                }
                 if let Some(m) = self.incoming(Arc::clone(conn), slot) {
-                    return Some(m);
+                    found = Some(m);
+                    break 'conns;
                 }
             }
             finished |= conn.finished();
         }
         drop(conns);
-        if finished {
+        if let Some(conn) = warm {
+            core.warm(&conn);
+        }
+        if found.is_none() && finished {
             core.forget_finished();
         }
-        None
+        found
     }
 
     /// Turns taken slot `slot` of `conn` into an [`Incoming`], or handles it here.
@@ -984,14 +995,75 @@ impl Core {
             .any(|c| !c.broken.load(Ordering::Relaxed) && c.may_have_queued())
     }
 
-    /// Adds `delta` to the sleeping workers and writes the count to every connection.
+    /// Adds `delta` to the sleeping workers and writes the count to every connection but the
+    /// cold ones (whose `srv_sleep` says [`SLEEP_COLD`] whatever the count).
     fn set_sleeping(&self, delta: i32) {
         let mut n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         *n = n.saturating_add_signed(delta);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        for c in conns.iter() {
+        // Relaxed: `cold` changes only under `sleeping`, which we hold.
+        for c in conns.iter().filter(|c| !c.cold.load(Ordering::Relaxed)) {
             c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
         }
+    }
+
+    /// Notes a call taken from `conn`: it stays warm through the accept thread's next round.
+    /// `true` if it is cold: the caller warms it ([`Core::warm`]) once it holds no lock. Two
+    /// Relaxed loads of server memory; a store only when the flag changes.
+    fn note_call(&self, conn: &Conn) -> bool {
+        if !conn.active.load(Ordering::Relaxed) {
+            conn.active.store(true, Ordering::Relaxed);
+        }
+        conn.cold.load(Ordering::Relaxed)
+    }
+
+    /// A cold connection called: its `srv_sleep` says how many workers sleep again, so its
+    /// client rings the doorbell from now on, and the sleeps under way (which do not watch
+    /// that doorbell) end, each to read the doorbells again. A thread that read the
+    /// connection as cold on its way to sleep read the server's word before (see
+    /// [`Core::read_bells`]): our bump below changes it, so that sleep ends or never starts.
+    fn warm(&self, conn: &Conn) {
+        let n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        if !conn.cold.load(Ordering::Relaxed) {
+            return; // another worker warmed it
+        }
+        conn.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
+        // Release: a sleeper that reads it warm (Acquire) reads its doorbell after this.
+        conn.cold.store(false, Ordering::Release);
+        drop(n);
+        self.ring();
+    }
+
+    /// The accept thread's round, on the doorbells: a connection that neither called nor rang
+    /// since the last round (nor connected: see [`Conn::active`]) goes cold. Its `srv_sleep` says [`SLEEP_COLD`], so its client
+    /// rings the wake-up socket (read by the connection's watcher, which rings the server's
+    /// word: [`Core::ring_one`]), and the sleeps from now on leave its doorbell out: a server
+    /// of many idle clients pays for the doorbells of the busy ones only (`futex_waitv`
+    /// costs about 0.25 µs a word a sleep, and the announcement a store per connection).
+    ///
+    /// A client that read its `srv_sleep` before the store below and rings the doorbell
+    /// cannot be missed: a sleeper that leaves the doorbell out read `cold` (Acquire) after
+    /// the store, and looks at the rings after its fence; the client's fence comes before
+    /// its read of `srv_sleep`, which read a value older than our store, so the sleeper's
+    /// look sees its call (the two SeqCst fences order the pair as in the Dekker pattern).
+    fn cool_idle(&self) {
+        let _n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.iter() {
+            if c.cold.load(Ordering::Relaxed) || c.active.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            c.sh.u32(SRV_SLEEP).store(SLEEP_COLD, Ordering::SeqCst);
+            c.cold.store(true, Ordering::Release);
+        }
+    }
+
+    /// Wakes one sleeping thread for a cold connection's client, which rang its wake-up
+    /// socket (read by the connection's watcher): the server's word is bumped, so that a
+    /// thread on its way to sleep looks again, and one sleeper woken.
+    pub(super) fn ring_one(&self) {
+        self.poller.ring.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake_one_private(&self.poller.ring);
     }
 
     /// Drops the connections of clients that are gone and whose last messages were taken.
@@ -1064,7 +1136,11 @@ impl Core {
         }
         bells.ring = self.poller.ring.load(Ordering::SeqCst);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        for c in conns.iter().filter(|c| !c.gone()) {
+        // Acquire on `cold`: see `Core::cool_idle` and `Core::warm`.
+        for c in conns
+            .iter()
+            .filter(|c| !c.gone() && !c.cold.load(Ordering::Acquire))
+        {
             if bells.conns.len() == DOORBELL_CLIENTS {
                 bells.truncated = true;
                 break;
@@ -1122,7 +1198,12 @@ impl Core {
                 c.note_ring(now);
             } else if by == Some(i) {
                 c.note_empty_wake();
+            } else {
+                continue;
             }
+            // A connection that rings stays warm, so that a client that rings more than it
+            // calls is still counted (and cut off), rather than let go cold and ignored.
+            c.active.store(true, Ordering::Relaxed);
         }
         bells.truncated = false;
         if woken? != sys::Woken::No {
@@ -1283,6 +1364,7 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
             return None;
         }
         if now >= round {
+            core.cool_idle();
             core.end_long_sleeps();
             round = now + MAX_SLEEP;
         }
