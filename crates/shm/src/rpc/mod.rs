@@ -85,16 +85,18 @@
 //!
 //!   A connection that neither calls nor rings for a round of the accept thread (every
 //!   500 ms; a new one is spared its first) goes **cold**: its `srv_sleep` says so
-//!   (`SLEEP_COLD`), the sleeps leave its doorbell out, and its client rings the wake-up
-//!   socket instead, which the connection's watcher thread reads, ringing the server's word
-//!   for it. Its first call warms it again (and ends the sleeps under way, so that they read
-//!   the doorbells again). Each word of a `futex_waitv` costs about 0.25 µs a sleep, so a
-//!   server of many idle clients would otherwise pay for all of them at every sleep: with
-//!   64 idle clients connected, a parked call took 17–19 µs against 9 µs with none; now
-//!   9–10 µs (the cold call itself costs the watcher's wake-up more). The client reads its
-//!   `srv_sleep` after its fence, the server lets a connection go cold before a sleeper that
-//!   leaves its doorbell out fences and looks, so a client that still rings the doorbell
-//!   has its call seen by that look.
+//!   (`SLEEP_COLD`), the workers' looks, announcements and sleeps leave it out, and its
+//!   client rings the wake-up socket instead, which the connection's watcher thread reads,
+//!   ringing the server's word for it and asking the next look to cover the cold
+//!   connections too. Its first call warms it again (and ends the sleeps under way, so that
+//!   they read the doorbells again). Each word of a `futex_waitv` costs about 0.25 µs a
+//!   sleep, and each connection a look and a store on the way, so a server of many idle
+//!   clients would otherwise pay for all of them at every sleep: with 64 idle clients
+//!   connected, a parked call took 17–19 µs against 9 µs with none; now 9–10 µs (the cold
+//!   call itself costs the watcher's wake-up more). The round that lets connections go cold
+//!   asks for one look at them (a call queued just before, unrung) and ends the sleeps; the
+//!   client reads its `srv_sleep` after its fence, and that look comes after a fence, so it
+//!   sees the call (two loom models in `rpc/server/cold_model.rs`).
 //! - **On the wake-up sockets** (more clients, or an older kernel): `epoll_wait` on every
 //!   connection's datagram socket and the server's own eventfd; a client sends one byte
 //!   (`MSG_DONTWAIT`: it never blocks), which the kernel keeps, so no other client can take

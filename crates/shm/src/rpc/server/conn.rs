@@ -56,11 +56,12 @@ pub(super) struct Conn {
     pub(super) push: Mutex<Producer>,
     /// The client broke the protocol: it was hung up on and its calls are ignored.
     pub(super) broken: AtomicBool,
-    /// On the doorbells: no call was taken for a round of the accept thread, and no
-    /// worker's sleep watches the doorbell; `srv_sleep` holds [`SLEEP_COLD`], so the client
-    /// rings the wake-up socket, which the watcher reads ([`Core::cool_idle`],
-    /// [`Core::warm`]). Changed under `Core::sleeping`; Acquire/Release against a sleeper's
-    /// look at it ([`Core::read_bells`]).
+    /// On the doorbells: neither a call nor a ring for a round of the accept thread, and no
+    /// worker's look, announcement or sleep covers the connection unless asked to
+    /// (`Core::cold_look`); `srv_sleep` holds [`SLEEP_COLD`], so the client rings the wake-up
+    /// socket, which the watcher reads ([`Core::cool_idle`], [`Core::warm`]). Changed with
+    /// the connection's place in the server's list, under `Core::sleeping` and that list's
+    /// write lock.
     ///
     /// [`SLEEP_COLD`]: crate::rpc::layout::SLEEP_COLD
     pub(super) cold: AtomicBool,
@@ -352,6 +353,8 @@ pub(super) fn client_gone(core: &Weak<Core>, id: u64) {
         core.release_lends(&mut conn.lock_lends());
         conn.lock_subs().clear();
         core.publish_stats();
+        // A cold connection is looked at only when asked for.
+        core.look_at_cold();
         core.ring();
         // Dropped here, on the watcher thread, if no worker or context holds it (see
         // `Watch`'s drop).

@@ -11,6 +11,8 @@
 //! - `reply.rs`: completing a taken slot ([`ReplyContext`], [`ScalarCall`]);
 //! - `push.rs`: the push ring's writer ([`Notifier`], [`PushError`]).
 
+#[cfg(all(test, loom))]
+mod cold_model;
 mod conn;
 mod lend;
 mod push;
@@ -367,12 +369,17 @@ struct Core {
     /// Lent buffers registered by all clients: (count, bytes).
     lend_totals: Mutex<(usize, u64)>,
     poller: Poller,
-    conns: RwLock<Vec<Arc<Conn>>>,
+    conns: RwLock<Conns>,
     /// How many workers sleep (written to every connection's `srv_sleep`); the lock orders
     /// those writes, so a connection never shows a stale zero.
     sleeping: Mutex<u32>,
     /// Round-robin start for the next poll.
     next: AtomicU64,
+    /// A cold connection may have something to take (a call its watcher was rung for, one
+    /// queued just before it went cold, a dead client's last messages): the next look covers
+    /// the cold connections too. The looks leave them out otherwise, so that an idle client
+    /// costs a worker nothing (see [`Core::cool_idle`]).
+    cold_look: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
     stats: Option<StatsFile>,
     /// This process's id (for the stats; read once, as each read is a system call).
@@ -455,9 +462,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
             poller,
-            conns: RwLock::new(Vec::new()),
+            conns: RwLock::new(Conns::default()),
             sleeping: Mutex::new(0),
             next: AtomicU64::new(0),
+            cold_look: std::sync::atomic::AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
             stats,
             pid: std::process::id(),
@@ -699,7 +707,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     /// they are settled cannot hold the worker here).
     fn poll_once(&self) -> Option<Incoming<Rq, Rp, E>> {
         let core = &self.shared.core;
-        let conns = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        let all = core.take_cold_look();
+        let guard = core.conns.read().unwrap_or_else(|p| p.into_inner());
+        let conns = if all { &guard[..] } else { guard.warm() };
         let n = conns.len();
         if n == 0 {
             return None;
@@ -720,12 +730,16 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 }
                 if let Some(m) = self.incoming(Arc::clone(conn), slot) {
                     found = Some(m);
+                    if all && k + 1 < n {
+                        // The cold connections after this one were not looked at.
+                        core.cold_look.store(true, Ordering::Release);
+                    }
                     break 'conns;
                 }
             }
             finished |= conn.finished();
         }
-        drop(conns);
+        drop(guard);
         if let Some(conn) = warm {
             core.warm(&conn);
         }
@@ -857,8 +871,12 @@ impl Drop for ServerShared {
         }
         // Calls no worker took fail now; taken ones keep their connection (through their
         // contexts) and can still be answered.
-        let conns =
-            std::mem::take(&mut *self.core.conns.write().unwrap_or_else(|p| p.into_inner()));
+        let conns = self
+            .core
+            .conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
         for conn in &conns {
             conn.sh.u32(SRV_CLOSED).store(1, Ordering::SeqCst);
             // At most one ring's worth: a client that queues again at once is not waited for
@@ -989,10 +1007,32 @@ impl Core {
     /// Whether a connection has a call queued (a hint: a worker may take it first). A
     /// connection cut off for breaking the ring does not count, whatever its entries say.
     fn has_work(&self) -> bool {
+        if self.cold_look.load(Ordering::Acquire) {
+            return true;
+        }
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         conns
+            .warm()
             .iter()
             .any(|c| !c.broken.load(Ordering::Relaxed) && c.may_have_queued())
+    }
+
+    /// Whether this look covers the cold connections ([`Core::cold_look`], taken). A look
+    /// that does comes after a SeqCst fence: a client that read its connection warm before
+    /// it went cold, after it queued a call, did not ring (no worker slept), and the round
+    /// that let it go cold set `cold_look` after that (see [`Core::cool_idle`]).
+    fn take_cold_look(&self) -> bool {
+        if !self.cold_look.load(Ordering::Relaxed) || !self.cold_look.swap(false, Ordering::Acquire)
+        {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Has the next look cover the cold connections ([`Core::cold_look`]).
+    pub(super) fn look_at_cold(&self) {
+        self.cold_look.store(true, Ordering::Release);
     }
 
     /// Adds `delta` to the sleeping workers and writes the count to every connection but the
@@ -1001,8 +1041,7 @@ impl Core {
         let mut n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         *n = n.saturating_add_signed(delta);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        // Relaxed: `cold` changes only under `sleeping`, which we hold.
-        for c in conns.iter().filter(|c| !c.cold.load(Ordering::Relaxed)) {
+        for c in conns.warm() {
             c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
         }
     }
@@ -1022,14 +1061,16 @@ impl Core {
     /// that doorbell) end, each to read the doorbells again. A thread that read the
     /// connection as cold on its way to sleep read the server's word before (see
     /// [`Core::read_bells`]): our bump below changes it, so that sleep ends or never starts.
-    fn warm(&self, conn: &Conn) {
+    fn warm(&self, conn: &Arc<Conn>) {
         let n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
-        if !conn.cold.load(Ordering::Relaxed) {
-            return; // another worker warmed it
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        // Not there: another worker warmed it, or it was forgotten.
+        if !conns.warm_up(conn) {
+            return;
         }
         conn.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
-        // Release: a sleeper that reads it warm (Acquire) reads its doorbell after this.
-        conn.cold.store(false, Ordering::Release);
+        conn.cold.store(false, Ordering::Relaxed);
+        drop(conns);
         drop(n);
         self.ring();
     }
@@ -1041,27 +1082,42 @@ impl Core {
     /// of many idle clients pays for the doorbells of the busy ones only (`futex_waitv`
     /// costs about 0.25 µs a word a sleep, and the announcement a store per connection).
     ///
-    /// A client that read its `srv_sleep` before the store below and rings the doorbell
-    /// cannot be missed: a sleeper that leaves the doorbell out read `cold` (Acquire) after
-    /// the store, and looks at the rings after its fence; the client's fence comes before
-    /// its read of `srv_sleep`, which read a value older than our store, so the sleeper's
-    /// look sees its call (the two SeqCst fences order the pair as in the Dekker pattern).
+    /// A client that read its `srv_sleep` before the store below, after it queued a call
+    /// (and rang the doorbell, or did not as no worker slept), cannot be missed. The looks
+    /// leave cold connections out, but this round then sets [`Core::cold_look`] and ends the
+    /// sleeps (`end_long_sleeps`, which the accept thread runs next, under `sleeping`): a
+    /// thread that announced its sleep before that is woken, one that announced after sees
+    /// `cold_look` and looks at every connection, after a SeqCst fence. The client's fence
+    /// comes before its read of `srv_sleep`, which read a value older than our store, and
+    /// our store comes before that look's fence: the look sees the call (the two SeqCst
+    /// fences order the pair as in the Dekker pattern).
     fn cool_idle(&self) {
         let _n = self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
-        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        for c in conns.iter() {
-            if c.cold.load(Ordering::Relaxed) || c.active.swap(false, Ordering::Relaxed) {
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        // From the last warm one down: the one that takes the place of a connection let go
+        // was looked at already.
+        for i in (0..conns.warm).rev() {
+            let c = &conns[i];
+            if c.active.swap(false, Ordering::Relaxed) {
                 continue;
             }
             c.sh.u32(SRV_SLEEP).store(SLEEP_COLD, Ordering::SeqCst);
-            c.cold.store(true, Ordering::Release);
+            c.cold.store(true, Ordering::Relaxed);
+            conns.cool(i);
         }
+        drop(conns);
+        // Every round, one look at the cold connections: a call queued just before its
+        // connection went cold, unrung (no worker slept then), and whatever else a cold
+        // connection holds (subscription ends waiting for room in its push ring). A worker
+        // asleep is woken by the round that follows (`end_long_sleeps`).
+        self.look_at_cold();
     }
 
     /// Wakes one sleeping thread for a cold connection's client, which rang its wake-up
     /// socket (read by the connection's watcher): the server's word is bumped, so that a
     /// thread on its way to sleep looks again, and one sleeper woken.
     pub(super) fn ring_one(&self) {
+        self.look_at_cold();
         self.poller.ring.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake_one_private(&self.poller.ring);
     }
@@ -1070,11 +1126,7 @@ impl Core {
     fn forget_finished(&self) {
         let gone: Vec<Arc<Conn>> = {
             let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
-            let (gone, live) = std::mem::take(&mut *conns)
-                .into_iter()
-                .partition(|c| c.finished());
-            *conns = live;
-            gone
+            conns.take_finished(Conn::finished)
         };
         drop(gone); // outside the lock: joins the watcher threads
         self.publish_stats();
@@ -1135,12 +1187,10 @@ impl Core {
             return;
         }
         bells.ring = self.poller.ring.load(Ordering::SeqCst);
+        // The warm connections only (see `Core::cool_idle` and `Core::warm`, which change
+        // the list under its write lock).
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        // Acquire on `cold`: see `Core::cool_idle` and `Core::warm`.
-        for c in conns
-            .iter()
-            .filter(|c| !c.gone() && !c.cold.load(Ordering::Acquire))
-        {
+        for c in conns.warm().iter().filter(|c| !c.gone()) {
             if bells.conns.len() == DOORBELL_CLIENTS {
                 bells.truncated = true;
                 break;
@@ -1286,6 +1336,81 @@ struct Poller {
     rounds: std::sync::atomic::AtomicBool,
 }
 
+/// The server's connections, the warm ones first: a worker's looks, announcements and sleeps
+/// go through [`Conns::warm`] only (see [`Core::cool_idle`]); `Conn::cold` says the same of
+/// each (both change together, under `Core::sleeping` and the write lock of `Core::conns`).
+/// Derefs to all of them.
+#[derive(Default)]
+struct Conns {
+    all: Vec<Arc<Conn>>,
+    /// `all[..warm]` are the warm ones.
+    warm: usize,
+}
+
+impl std::ops::Deref for Conns {
+    type Target = [Arc<Conn>];
+
+    fn deref(&self) -> &[Arc<Conn>] {
+        &self.all
+    }
+}
+
+impl Conns {
+    /// The warm connections.
+    fn warm(&self) -> &[Arc<Conn>] {
+        &self.all[..self.warm]
+    }
+
+    /// Adds a new connection, warm.
+    fn push_warm(&mut self, conn: Arc<Conn>) {
+        self.all.push(conn);
+        let last = self.all.len() - 1;
+        self.all.swap(self.warm, last);
+        self.warm += 1;
+    }
+
+    /// Moves warm connection `i` among the cold ones (the last warm one takes its place).
+    fn cool(&mut self, i: usize) {
+        debug_assert!(i < self.warm);
+        self.warm -= 1;
+        self.all.swap(i, self.warm);
+    }
+
+    /// Moves `conn`, if cold, among the warm ones; `false` if it was not there.
+    fn warm_up(&mut self, conn: &Arc<Conn>) -> bool {
+        let Some(i) = self.all[self.warm..]
+            .iter()
+            .position(|c| Arc::ptr_eq(c, conn))
+        else {
+            return false;
+        };
+        self.all.swap(self.warm + i, self.warm);
+        self.warm += 1;
+        true
+    }
+
+    /// Takes the connections that `done` says are finished out of the list.
+    fn take_finished(&mut self, done: impl Fn(&Conn) -> bool) -> Vec<Arc<Conn>> {
+        let (gone, mut live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.all)
+            .into_iter()
+            .partition(|c| done(c));
+        // Warm ones first, as before (a stable sort on a flag).
+        live.sort_by_key(|c| c.cold.load(Ordering::Relaxed));
+        self.warm = live
+            .iter()
+            .filter(|c| !c.cold.load(Ordering::Relaxed))
+            .count();
+        self.all = live;
+        gone
+    }
+
+    /// Takes every connection out of the list.
+    fn take_all(&mut self) -> Vec<Arc<Conn>> {
+        self.warm = 0;
+        std::mem::take(&mut self.all)
+    }
+}
+
 /// What one thread sleeps on, on the doorbells: the values of the server's word and of each
 /// connection's doorbell, read before it announced its sleep (a client that rings after
 /// the announcement changes its doorbell from the value read, so the sleep ends or never
@@ -1424,7 +1549,7 @@ fn accept_loop(core: &Arc<Core>, listener: &Listener, stop: &OwnedFd) {
         core.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&c));
+            .push_warm(Arc::clone(&c));
         // Show the new connection how many workers sleep, then wake one: its first request
         // may have been queued before it was in the list.
         let n = *core.sleeping.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,164 @@
+//! A loom model of the cold-connection handshake ("Waking" in the `rpc` module docs,
+//! [`Core::cool_idle`](super::Core)): the orders and fences that the client's
+//! `queue_call`, the accept thread's round (`cool_idle`, then `end_long_sleeps`) and a
+//! worker's way to sleep (`read_bells`, `set_sleeping`, its fence, `has_work`) use, on loom's
+//! atomics and locks (the server's own run on std's and on words another process writes, which
+//! loom cannot drive). It checks that a call queued while its connection goes cold always
+//! reaches a worker: the worker's last look sees it, or the client rang a word the worker
+//! sleeps on (its doorbell, watched only while warm), or it rang the wake-up socket (a cold
+//! connection: its watcher then rings the server's word), or the round changed the server's
+//! word the worker read.
+
+use crate::sync::model::{fence, Arc, AtomicBool, AtomicU32, Mutex};
+use crate::sync::Ordering;
+
+const COLD: u32 = u32::MAX;
+
+struct World {
+    /// The client's entry in the request ring.
+    queued: AtomicBool,
+    /// The connection's `srv_sleep`.
+    srv_sleep: AtomicU32,
+    /// The connection's doorbell.
+    doorbell: AtomicU32,
+    /// The client rang the wake-up socket.
+    kicked: AtomicBool,
+    /// The server's word.
+    ring: AtomicU32,
+    /// `Core::cold_look`.
+    cold_look: AtomicBool,
+    /// `Core::sleeping`.
+    sleeping: Mutex<u32>,
+    /// The connection is cold (its place in `Core::conns`, under that lock).
+    cold: Mutex<bool>,
+}
+
+#[test]
+fn loom_a_call_queued_as_its_connection_goes_cold_reaches_a_worker() {
+    loom::model(|| {
+        let w = Arc::new(World {
+            queued: AtomicBool::new(false),
+            srv_sleep: AtomicU32::new(0),
+            doorbell: AtomicU32::new(0),
+            kicked: AtomicBool::new(false),
+            ring: AtomicU32::new(0),
+            cold_look: AtomicBool::new(false),
+            sleeping: Mutex::new(0),
+            cold: Mutex::new(false),
+        });
+        // The client: queue, fence, read `srv_sleep`, ring as it says.
+        let client = {
+            let w = Arc::clone(&w);
+            loom::thread::spawn(move || {
+                w.queued.store(true, Ordering::Release);
+                fence(Ordering::SeqCst);
+                match w.srv_sleep.load(Ordering::SeqCst) {
+                    0 => {}
+                    COLD => w.kicked.store(true, Ordering::SeqCst),
+                    _ => {
+                        w.doorbell.fetch_add(1, Ordering::Release);
+                    }
+                }
+            })
+        };
+        // The accept thread's round: the idle connection goes cold, the next look covers the
+        // cold ones, and the sleepers are woken.
+        let round = {
+            let w = Arc::clone(&w);
+            loom::thread::spawn(move || {
+                {
+                    let _n = w.sleeping.lock().unwrap();
+                    let mut cold = w.cold.lock().unwrap();
+                    w.srv_sleep.store(COLD, Ordering::SeqCst);
+                    *cold = true;
+                }
+                w.cold_look.store(true, Ordering::Release);
+                if *w.sleeping.lock().unwrap() > 0 {
+                    w.ring.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        // A worker on its way to sleep.
+        let ring = w.ring.load(Ordering::SeqCst);
+        let watched = {
+            let cold = w.cold.lock().unwrap();
+            (!*cold).then(|| w.doorbell.load(Ordering::Acquire))
+        };
+        {
+            let mut n = w.sleeping.lock().unwrap();
+            *n += 1;
+            if !*w.cold.lock().unwrap() {
+                w.srv_sleep.store(*n, Ordering::SeqCst);
+            }
+        }
+        fence(Ordering::SeqCst);
+        // `has_work`: every connection if `cold_look` says so (after a fence, as the look
+        // that follows takes it), else the warm ones, as the list says now.
+        let seen = if w.cold_look.load(Ordering::Acquire) {
+            fence(Ordering::SeqCst);
+            w.queued.load(Ordering::Relaxed)
+        } else {
+            !*w.cold.lock().unwrap() && w.queued.load(Ordering::Relaxed)
+        };
+        client.join().unwrap();
+        round.join().unwrap();
+        let woken = ring != w.ring.load(Ordering::SeqCst)
+            || watched.is_some_and(|v| v != w.doorbell.load(Ordering::Relaxed))
+            || w.kicked.load(Ordering::SeqCst);
+        assert!(seen || woken, "a call queued with nobody to take it");
+    });
+}
+
+/// A worker that does not sleep (it spins, or serves others) meets the same round: the
+/// client found no sleeper and did not ring, its connection went cold, and the one look
+/// that covers the cold connections (`take_cold_look`, Acquire then a SeqCst fence) must see
+/// the call, since nothing else will: the looks leave the connection out from then on.
+#[test]
+fn loom_the_look_at_cold_connections_sees_a_call_queued_before_they_went_cold() {
+    loom::model(|| {
+        let w = Arc::new(World {
+            queued: AtomicBool::new(false),
+            srv_sleep: AtomicU32::new(0),
+            doorbell: AtomicU32::new(0),
+            kicked: AtomicBool::new(false),
+            ring: AtomicU32::new(0),
+            cold_look: AtomicBool::new(false),
+            sleeping: Mutex::new(0),
+            cold: Mutex::new(false),
+        });
+        let client = {
+            let w = Arc::clone(&w);
+            loom::thread::spawn(move || {
+                w.queued.store(true, Ordering::Release);
+                fence(Ordering::SeqCst);
+                if w.srv_sleep.load(Ordering::SeqCst) == COLD {
+                    w.kicked.store(true, Ordering::SeqCst);
+                }
+            })
+        };
+        {
+            let _n = w.sleeping.lock().unwrap();
+            let mut cold = w.cold.lock().unwrap();
+            w.srv_sleep.store(COLD, Ordering::SeqCst);
+            *cold = true;
+        }
+        w.cold_look.store(true, Ordering::Release);
+        // The awake worker, on another thread, takes the flag and looks.
+        let worker = {
+            let w = Arc::clone(&w);
+            loom::thread::spawn(move || {
+                while !w.cold_look.swap(false, Ordering::Acquire) {
+                    loom::thread::yield_now();
+                }
+                fence(Ordering::SeqCst);
+                w.queued.load(Ordering::Relaxed)
+            })
+        };
+        let seen = worker.join().unwrap();
+        client.join().unwrap();
+        assert!(
+            seen || w.kicked.load(Ordering::SeqCst),
+            "a call queued before its connection went cold, missed by the look at cold ones"
+        );
+    });
+}
