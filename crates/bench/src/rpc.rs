@@ -120,6 +120,9 @@ fn check_small(reply: u64, x: u64) -> Result<u64, String> {
     }
 }
 
+/// How many idle clients the crowded parked row connects beside the one that calls.
+const CROWD: usize = 64;
+
 /// One kind of row: an implementation and how it waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -127,6 +130,9 @@ enum Kind {
     CourierReq,
     /// courier::shm `Client::req` with no spin on either side (small): the parked regime.
     CourierParked,
+    /// As `CourierParked`, with [`CROWD`] more clients connected and idle: what a server
+    /// of many clients pays per call for the ones that do not call.
+    CourierParkedCrowd,
     /// courier::shm, both sides busy-polling: `Client::req` (small), `Client::lend_mut`
     /// (large).
     CourierBusy,
@@ -155,10 +161,11 @@ enum Kind {
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 14] = [
     Kind::CourierReq,
     Kind::CourierLend,
     Kind::CourierParked,
+    Kind::CourierParkedCrowd,
     Kind::CourierBusy,
     Kind::CourierService,
     Kind::Floor,
@@ -177,6 +184,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier-req",
             Kind::CourierParked => "courier-parked",
+            Kind::CourierParkedCrowd => "courier-parked-crowd",
             Kind::CourierBusy => "courier-busy-poll",
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
@@ -200,6 +208,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "courier::shm req",
             Kind::CourierParked => "courier::shm req, spin 0 (parked)",
+            Kind::CourierParkedCrowd => "courier::shm req, spin 0, 64 idle clients",
             Kind::CourierBusy => "courier::shm busy-poll",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
@@ -228,6 +237,7 @@ impl Kind {
         match self {
             Kind::CourierReq => "Client::<u64, u64, ()>::req(x) (the default: an adaptive spin of up to 20 µs, then futex; the busy-poll row below is the busy-polling mode); server: one worker, Server::wait_timeout (adaptive spin up to 50 µs, then sleep) → Incoming::Call → ReplyContext::reply(x + 1)",
             Kind::CourierParked => "as courier::shm req, with ConnectConfig::spin(0) and ServerConfig::spin(0): both sides sleep at once, every call costs two wake-ups (not a peer: the sleeping regime beside the futex floor)",
+            Kind::CourierParkedCrowd => "as the parked row, with 64 more clients of this process connected to the server and idle for 1.2 s (two of its rounds) before the row starts: the cost, per call, of the clients that do not call (not a peer)",
             Kind::CourierBusy if small => "as courier::shm req, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierBusy => "as courier::shm lend_mut, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
@@ -253,6 +263,7 @@ impl Kind {
         match self {
             Kind::CourierReq
             | Kind::CourierParked
+            | Kind::CourierParkedCrowd
             | Kind::CourierService
             | Kind::IpcPerCall
             | Kind::FutexFloor => n == SMALL,
@@ -347,6 +358,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
                 || kind.is_floor()
                 || kind == Kind::CourierService
                 || kind == Kind::CourierParked
+                || kind == Kind::CourierParkedCrowd
                 || kind == Kind::CourierBusy
                 || filter
                     .as_ref()
@@ -410,6 +422,7 @@ fn measure_row(
     let mut client: Box<dyn Client> = match kind {
         Kind::CourierReq
         | Kind::CourierParked
+        | Kind::CourierParkedCrowd
         | Kind::CourierBusy
         | Kind::CourierLend
         | Kind::CourierService => {
@@ -470,9 +483,11 @@ fn measure_row(
 /// The server process of a row: answers calls until [`STOP`], or its client's death.
 fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
     match kind {
-        Kind::CourierReq | Kind::CourierParked | Kind::CourierBusy | Kind::CourierLend => {
-            courier_side::server(kind, n, name)
-        }
+        Kind::CourierReq
+        | Kind::CourierParked
+        | Kind::CourierParkedCrowd
+        | Kind::CourierBusy
+        | Kind::CourierLend => courier_side::server(kind, n, name),
         Kind::CourierService => courier_side::service_server(name),
         Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
         Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
@@ -572,7 +587,7 @@ fn stream_server(s: &UnixStream, n: usize) -> Result<(), String> {
 /// courier::shm's request/response: a `Server<u64, u64, ()>` in the server process, a
 /// `Client` here; large rows lend one `ShmBuf` of N bytes for the whole row (`lend_mut`).
 mod courier_side {
-    use super::{check_ends, check_small, fill_byte, Client, Kind, OP_TIMEOUT, SMALL, STOP};
+    use super::{check_ends, check_small, fill_byte, Client, Kind, CROWD, OP_TIMEOUT, SMALL, STOP};
     use courier::shm::{
         Client as RpcClient, ConnectConfig, Incoming, Server, ServerConfig, ShmBuf,
     };
@@ -611,6 +626,22 @@ mod courier_side {
 
         fn stop(&mut self) -> Result<(), String> {
             stop(&self.client)
+        }
+    }
+
+    /// `req(x)` beside [`CROWD`] clients that never call.
+    struct Crowd {
+        req: Req,
+        _idle: Vec<Rpc>,
+    }
+
+    impl Client for Crowd {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            self.req.call(x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            self.req.stop()
         }
     }
 
@@ -687,12 +718,26 @@ mod courier_side {
             return Ok(Box::new(Service { client }));
         }
         let config = match kind {
-            Kind::CourierParked => ConnectConfig::new().spin(Duration::ZERO),
+            Kind::CourierParked | Kind::CourierParkedCrowd => {
+                ConnectConfig::new().spin(Duration::ZERO)
+            }
             Kind::CourierBusy => ConnectConfig::new().busy_poll(BUSY_POLL),
             _ => ConnectConfig::new(),
         };
         let client =
             Rpc::connect_with(name, &config, OP_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+        if kind == Kind::CourierParkedCrowd {
+            let idle = (0..CROWD)
+                .map(|_| Rpc::connect(name, OP_TIMEOUT))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("connect an idle client: {e}"))?;
+            // Idle for two of the server's rounds (500 ms each; see "Waking" in courier::shm).
+            std::thread::sleep(Duration::from_millis(1200));
+            return Ok(Box::new(Crowd {
+                req: Req { client },
+                _idle: idle,
+            }));
+        }
         if n == SMALL {
             return Ok(Box::new(Req { client }));
         }
@@ -703,7 +748,9 @@ mod courier_side {
     /// The server: one worker (this thread) answers until [`STOP`].
     pub(super) fn server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
         let config = match kind {
-            Kind::CourierParked => ServerConfig::new().spin(Duration::ZERO),
+            Kind::CourierParked | Kind::CourierParkedCrowd => {
+                ServerConfig::new().spin(Duration::ZERO)
+            }
             Kind::CourierBusy => ServerConfig::new().busy_poll(BUSY_POLL),
             _ => ServerConfig::new(),
         };
@@ -1298,6 +1345,13 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
         row_at(rows, SMALL, Kind::CourierParked),
         row_at(rows, SMALL, Kind::FutexFloor),
         1.2,
+    ));
+    goals.push(Goal::informational_median(
+        format!(
+            "small round trip, parked, {CROWD} idle clients connected: courier ÷ courier parked alone (informational)"
+        ),
+        row_at(rows, SMALL, Kind::CourierParkedCrowd),
+        row_at(rows, SMALL, Kind::CourierParked),
     ));
     for n in LARGE {
         let text = if n == LARGE[2] {
