@@ -402,6 +402,85 @@ fn a_client_that_keeps_waking_the_workers_without_ringing_is_hung_up_on() {
     });
 }
 
+/// The descriptors open in this process now.
+fn open_fds() -> HashSet<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The datagram sockets among `fds`, those that a connect added: both ends of the
+/// connection's wake-up socket (the server runs in this process too), and the server's
+/// second descriptor of its end.
+fn wake_up_sockets(fds: &HashSet<i32>) -> Vec<i32> {
+    let found: Vec<i32> = fds
+        .iter()
+        .copied()
+        .filter(|&fd| {
+            // SAFETY: `fd` is open in this process (the connection that added it lives for
+            // the whole test), and borrowed for this call only.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            rustix::net::sockopt::socket_type(fd) == Ok(rustix::net::SocketType::DGRAM)
+        })
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "the connection brought no datagram socket"
+    );
+    found
+}
+
+/// A client that keeps ringing its wake-up socket (the path of a cold connection's client,
+/// read by the connection's watcher) with nothing queued: each ring that finds no call
+/// counts as a doorbell change with no call does, and the client is hung up on, while an
+/// honest client is served. (The honest client connects after the evil one's sockets were
+/// found, so that none of its own is rung.)
+#[test]
+fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
+    let _g = serial();
+    let (s, name) = setup("kicks");
+    let serving = Serving::start(s);
+    let before = open_fds();
+    let (evil, maps) = client_and_mappings(&name);
+    // The client's end is one of them; a byte sent on the server's end only fills the
+    // client's (which never reads it).
+    let kicks = wake_up_sockets(&open_fds().difference(&before).copied().collect());
+    if !on_doorbells(&maps) {
+        eprintln!("skipped: the workers read the wake-up sockets themselves here (no futex_waitv)");
+        serving.stop();
+        return;
+    }
+    let honest = Cli::connect(&name, T).unwrap();
+    let end = Instant::now() + T;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !evil.is_server_gone() && Instant::now() < end {
+                for &kick in &kicks {
+                    // SAFETY: a socket of the evil connection, open until the client and the
+                    // server are dropped, after this scope.
+                    let kick = unsafe { std::os::fd::BorrowedFd::borrow_raw(kick) };
+                    let _ = rustix::net::send(kick, &[1], rustix::net::SendFlags::DONTWAIT);
+                }
+                std::thread::yield_now();
+            }
+        });
+        for i in 0..50 {
+            assert_eq!(honest.req_timeout(i, T), Ok(i + 1));
+        }
+    });
+    assert!(
+        evil.is_server_gone(),
+        "the client ringing its wake-up socket for nothing was not hung up on"
+    );
+    assert_eq!(
+        honest.req_timeout(7, T),
+        Ok(8),
+        "the honest client was cut off too"
+    );
+    serving.stop();
+}
+
 /// Three clients that never spin, each making `calls` calls on its own thread, against a
 /// server of `config` with two workers that never spin: each call finds the workers asleep
 /// and rings. Every call is answered, none after a worker's sleep ran out on its own (a

@@ -93,7 +93,9 @@
 //!   sleep, and each connection a look and a store on the way, so a server of many idle
 //!   clients would otherwise pay for all of them at every sleep: with 64 idle clients
 //!   connected, a parked call took 17–19 µs against 9 µs with none; now 9–10 µs (the cold
-//!   call itself costs the watcher's wake-up more). The round that lets connections go cold
+//!   call itself costs the watcher's wake-up more). A ring of the wake-up socket that finds
+//!   no call queued counts against its client as a doorbell change with no call does, so a
+//!   client that keeps ringing it is cut off too. The round that lets connections go cold
 //!   asks for one look at them (a call queued just before, unrung) and ends the sleeps; the
 //!   client reads its `srv_sleep` after its fence, and that look comes after a fence, so it
 //!   sees the call (two loom models in `rpc/server/cold_model.rs`).

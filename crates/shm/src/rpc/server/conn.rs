@@ -119,7 +119,7 @@ impl Conn {
                 .try_clone()
                 .map_err(ShmError::io("duplicating a wake-up socket"))?;
             let weak = weak.clone();
-            Watch::start_with_bell(sock, bell, move || ring_for_cold(&weak), gone)?
+            Watch::start_with_bell(sock, bell, move || ring_for_cold(&weak, id), gone)?
         } else {
             Watch::start(sock, gone)?
         };
@@ -362,14 +362,31 @@ pub(super) fn client_gone(core: &Weak<Core>, id: u64) {
     }
 }
 
-/// Run by a cold connection's watcher when its client rang the wake-up socket (the watcher
-/// has read it): wakes a sleeping worker, as the doorbell would have ([`Core::ring_one`]).
-/// `false` once the server is gone: the watcher stops.
-fn ring_for_cold(core: &Weak<Core>) -> bool {
+/// Run by a connection's watcher when its client rang the wake-up socket (the watcher has
+/// read it; on the doorbells, where a client rings it while its connection is cold): wakes a
+/// sleeping worker if a call is queued ([`Core::ring_one`]), as the doorbell would have; a
+/// ring for nothing queued counts against the client as a doorbell change with no call does
+/// ([`Conn::note_empty_wake`]), so that a client that keeps ringing is cut off rather than
+/// keep the workers busy. (The client queues its call before it rings, so the look sees it,
+/// unless a worker took it first: then that call makes up for the count.) `false` once the
+/// server is gone: the watcher stops.
+fn ring_for_cold(core: &Weak<Core>, id: u64) -> bool {
     let Some(strong) = core.upgrade() else {
         return false;
     };
-    strong.ring_one();
+    let conn = {
+        let conns = strong.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns.iter().find(|c| c.id == id).cloned()
+    };
+    // Not in the list yet: the accept thread rings once it is (its first call may come
+    // before).
+    if let Some(conn) = conn {
+        if conn.may_have_queued() {
+            strong.ring_one();
+        } else {
+            conn.note_empty_wake();
+        }
+    }
     drop(strong);
     // Dropped here if the server went meanwhile: then its drop could not stop this thread.
     core.strong_count() > 0
