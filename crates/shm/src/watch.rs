@@ -26,12 +26,14 @@
 //! process-wide thread with `epoll`: a process has few connections; a thread per connection
 //! needs no registry and no lock shared between connections, its lifetime is the connection's
 //! (the owner's drop signals the `eventfd` and joins it, so nothing leaks), and it costs one
-//! sleeping thread with a 64 KiB stack and no CPU. A peer that forked a child which inherited
-//! its socket stays "alive" until the child exits.
+//! sleeping thread with a 64 KiB stack and no CPU (but for a bell, below). A peer that forked a
+//! child which inherited its socket stays "alive" until the child exits.
 //!
 //! The RPC server's watchers also answer a **bell** ([`Watch::start_with_bell`]): the
 //! connection's wake-up socket, which the client of a cold connection rings (see "Waking" in
-//! the `rpc` module); the watcher reads what came and wakes a worker.
+//! the `rpc` module); the watcher reads what came (up to [`BELL_READS`] datagrams at a time)
+//! and wakes a worker, and the server counts each ring against its client, which is cut off
+//! if it rings more than it calls.
 
 use crate::error::ShmError;
 use crate::sync::{AtomicBool, AtomicU32, Ordering};
@@ -135,8 +137,10 @@ impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
             if t.thread().id() == std::thread::current().id() {
-                // Dropped by its own `wake` (the RPC server forgets a dead client there): the
-                // thread is about to return; it cannot join itself.
+                // Dropped by its own thread (the RPC server forgets a dead client in its
+                // `wake`): it cannot join itself. Told to stop, in case it was not about to
+                // return (a bell's `ring` that dropped the last reference).
+                let _ = sys::eventfd_signal(self.shared.stop.as_fd());
                 return;
             }
             // If the signal fails (it cannot, short of a bad descriptor), the thread may block

@@ -410,18 +410,25 @@ fn open_fds() -> HashSet<i32> {
         .collect()
 }
 
-/// The datagram sockets among `fds`, those that a connect added: both ends of the
-/// connection's wake-up socket (the server runs in this process too), and the server's
-/// second descriptor of its end.
-fn wake_up_sockets(fds: &HashSet<i32>) -> Vec<i32> {
-    let found: Vec<i32> = fds
+/// Descriptors of our own for the datagram sockets among `fds`, those that a connect added,
+/// one per socket: both ends of the connection's wake-up socket (the server runs in this
+/// process too; it has two descriptors of its end, and may still hold the client's end it
+/// sent). Ours, so that a number the server closes and a later connection reuses is not
+/// among them.
+fn wake_up_sockets(fds: &HashSet<i32>) -> Vec<std::os::fd::OwnedFd> {
+    let mut seen = HashSet::new();
+    let found: Vec<std::os::fd::OwnedFd> = fds
         .iter()
-        .copied()
-        .filter(|&fd| {
-            // SAFETY: `fd` is open in this process (the connection that added it lives for
-            // the whole test), and borrowed for this call only.
+        .filter_map(|&fd| {
+            // SAFETY: `fd` was open in this process when listed; if it was closed since, the
+            // calls below fail on it (or find another descriptor, which we then copy, no
+            // more); it is borrowed for them only.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            rustix::net::sockopt::socket_type(fd) == Ok(rustix::net::SocketType::DGRAM)
+            let dgram = rustix::net::sockopt::socket_type(fd) == Ok(rustix::net::SocketType::DGRAM);
+            let inode = rustix::fs::fstat(fd).ok()?.st_ino;
+            (dgram && seen.insert(inode))
+                .then(|| fd.try_clone_to_owned().ok())
+                .flatten()
         })
         .collect();
     assert!(
@@ -431,15 +438,21 @@ fn wake_up_sockets(fds: &HashSet<i32>) -> Vec<i32> {
     found
 }
 
-/// A client that keeps ringing its wake-up socket (the path of a cold connection's client,
-/// read by the connection's watcher) with nothing queued: each ring that finds no call
-/// counts as a doorbell change with no call does, and the client is hung up on, while an
-/// honest client is served. (The honest client connects after the evil one's sockets were
-/// found, so that none of its own is rung.)
-#[test]
-fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
+/// Runs `attack` over and over on a thread, given the misbehaving client's segment and its
+/// connection's wake-up sockets (see [`wake_up_sockets`]), while an honest client makes 50
+/// calls; then the misbehaving client must have been hung up on, the honest one still
+/// served. The worker never spins, so that what the client queues waits for a wake-up (the
+/// watcher's, for its rings). Skipped where the workers read the wake-up sockets themselves.
+fn rings_its_wake_up_socket(
+    tag: &str,
+    what: &str,
+    cold_first: bool,
+    mut attack: impl FnMut(&Mapping, &[std::os::fd::OwnedFd]) + Send,
+) {
     let _g = serial();
-    let (s, name) = setup("kicks");
+    courier_testkit::runtime_dir("courier-rpc-hostile");
+    let name = format!("hostile-{tag}");
+    let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
     let serving = Serving::start(s);
     let before = open_fds();
     let (evil, maps) = client_and_mappings(&name);
@@ -451,17 +464,19 @@ fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
         serving.stop();
         return;
     }
+    let seg = segment(&maps);
+    if cold_first {
+        // Left out of the workers' looks: only its watcher's rings get them to look at it.
+        courier_testkit::wait_until("the connection cold", T, || {
+            seg.u32(SRV_SLEEP).load(Ordering::SeqCst) == SLEEP_COLD
+        });
+    }
     let honest = Cli::connect(&name, T).unwrap();
     let end = Instant::now() + T;
     std::thread::scope(|scope| {
         scope.spawn(|| {
             while !evil.is_server_gone() && Instant::now() < end {
-                for &kick in &kicks {
-                    // SAFETY: a socket of the evil connection, open until the client and the
-                    // server are dropped, after this scope.
-                    let kick = unsafe { std::os::fd::BorrowedFd::borrow_raw(kick) };
-                    let _ = rustix::net::send(kick, &[1], rustix::net::SendFlags::DONTWAIT);
-                }
+                attack(seg, &kicks);
                 std::thread::yield_now();
             }
         });
@@ -471,7 +486,7 @@ fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
     });
     assert!(
         evil.is_server_gone(),
-        "the client ringing its wake-up socket for nothing was not hung up on"
+        "the client {what} was not hung up on"
     );
     assert_eq!(
         honest.req_timeout(7, T),
@@ -479,6 +494,55 @@ fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
         "the honest client was cut off too"
     );
     serving.stop();
+}
+
+/// A byte on each of the connection's datagram sockets.
+fn kick_all(kicks: &[std::os::fd::OwnedFd]) {
+    for kick in kicks {
+        let _ = rustix::net::send(kick, &[1], rustix::net::SendFlags::DONTWAIT);
+    }
+}
+
+/// A client that keeps ringing its wake-up socket (the path of a cold connection's client,
+/// read by the connection's watcher) with nothing queued: each ring counts as a doorbell
+/// change does, and the client is hung up on, while an honest client is served.
+#[test]
+fn a_client_that_keeps_ringing_its_wake_up_socket_for_nothing_is_hung_up_on() {
+    let what = "ringing its wake-up socket for nothing";
+    rings_its_wake_up_socket("kicks", what, false, |_, kicks| kick_all(kicks));
+}
+
+/// The same, from a cold connection, with a call it has already withdrawn queued before
+/// each ring (so that the watcher finds a call that may be queued, and wakes a worker, which
+/// skips it): the withdrawn calls do not make up for the rings. The client rings once per
+/// withdrawn call, the next once the server is done with the last, so each ring is one the
+/// watcher reads on its own and counts: it is cut off after `slots` + 64 of them (when a
+/// ring counted only if it found nothing queued, the rare ones that found the call already
+/// skipped took 100 000 rings and more to add up).
+#[test]
+fn withdrawn_calls_do_not_excuse_rings_of_the_wake_up_socket() {
+    let mut tail = 0u64;
+    let what = "ringing its wake-up socket for withdrawn calls";
+    let rang = AtomicU64::new(0);
+    rings_its_wake_up_socket("kicks-withdrawn", what, true, |seg, kicks| {
+        let state = |n: u64| seg.u32(RECS + 128 * (n % 64) as usize + S_STATE);
+        // A new withdrawn call once the server is done with the last one (it completes a
+        // withdrawn slot when it comes to its entry), and a ring for it only: each ring
+        // finds a call queued (the workers never spin, and only the watcher wakes them).
+        let last_done = tail == 0 || state(tail - 1).load(Ordering::Acquire) & 0xff == DONE;
+        if last_done && (tail < 64 || state(tail).load(Ordering::Acquire) & 0xff == DONE) {
+            state(tail).store(CANCELED, Ordering::Relaxed);
+            queue_entry(seg, tail, (tail % 64) as usize);
+            tail += 1;
+            kick_all(kicks);
+            rang.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let rang = rang.load(Ordering::Relaxed);
+    assert!(
+        rang <= 4 * (SLOTS + 64),
+        "cut off only after {rang} rings: the withdrawn calls were let off"
+    );
 }
 
 /// Three clients that never spin, each making `calls` calls on its own thread, against a

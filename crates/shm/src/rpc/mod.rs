@@ -70,8 +70,9 @@
 //! they sleep:
 //!
 //! - **On the doorbells** (a server of at most 127 clients, the default, on Linux 5.16 and
-//!   later): one `futex_waitv` on every connection's doorbell, a word only its client
-//!   writes, and on the server's own word (new connections, dead clients). A worker reads
+//!   later): one `futex_waitv` on every warm connection's doorbell (see "cold" below), a
+//!   word only its client writes, and on the server's own word (new connections, dead
+//!   clients). A worker reads
 //!   the words before it announces its sleep; a client rings by bumping its doorbell, then
 //!   waking one waiter on it, so a ring after the announcement either finds the worker
 //!   asleep or changes a word it is about to sleep on (the kernel compares, and the sleep
@@ -93,12 +94,14 @@
 //!   sleep, and each connection a look and a store on the way, so a server of many idle
 //!   clients would otherwise pay for all of them at every sleep: with 64 idle clients
 //!   connected, a parked call took 17–19 µs against 9 µs with none; now 9–10 µs (the cold
-//!   call itself costs the watcher's wake-up more). A ring of the wake-up socket that finds
-//!   no call queued counts against its client as a doorbell change with no call does, so a
-//!   client that keeps ringing it is cut off too. The round that lets connections go cold
+//!   call itself costs the watcher's wake-up more). The watcher wakes a worker only if a
+//!   call may be queued, and counts every ring of the wake-up socket against its client as
+//!   a doorbell change is counted (each call taken makes up for one), so a client that
+//!   keeps ringing it is cut off too; one that breaks its end of the socket has its calls
+//!   found by the rounds only. The round that lets connections go cold
 //!   asks for one look at them (a call queued just before, unrung) and ends the sleeps; the
 //!   client reads its `srv_sleep` after its fence, and that look comes after a fence, so it
-//!   sees the call (two loom models in `rpc/server/cold_model.rs`).
+//!   sees the call (loom models in `rpc/server/cold_model.rs`).
 //! - **On the wake-up sockets** (more clients, or an older kernel): `epoll_wait` on every
 //!   connection's datagram socket and the server's own eventfd; a client sends one byte
 //!   (`MSG_DONTWAIT`: it never blocks), which the kernel keeps, so no other client can take

@@ -7,7 +7,10 @@
 //! reaches a worker: the worker's last look sees it, or the client rang a word the worker
 //! sleeps on (its doorbell, watched only while warm), or it rang the wake-up socket (a cold
 //! connection: its watcher then rings the server's word), or the round changed the server's
-//! word the worker read.
+//! word the worker read. Not modelled: `warm`, the watcher's own path (a ring of the
+//! wake-up socket counts as woken), a client's death, the async reactor; and loom orders
+//! SeqCst fences more strongly than C++20 does, so the fence pairs are checked in spirit
+//! (the argument in `Core::cool_idle` holds by the C++20 rules).
 
 use crate::sync::model::{fence, Arc, AtomicBool, AtomicU32, Mutex};
 use crate::sync::Ordering;
@@ -159,6 +162,56 @@ fn loom_the_look_at_cold_connections_sees_a_call_queued_before_they_went_cold() 
         assert!(
             seen || w.kicked.load(Ordering::SeqCst),
             "a call queued before its connection went cold, missed by the look at cold ones"
+        );
+    });
+}
+
+/// Two workers and one request for a look at the cold connections (`cold_look`, set by a
+/// round for a call queued unrung just before its connection went cold): an awake worker
+/// takes it, and its look stops at another call before it reaches ours (`poll_once`'s early
+/// return), so it asks again (`Core::ring_one`: the flag, then a bump of the server's
+/// word); the other worker is on its way to sleep, and may have read the flag while it was
+/// taken. It must look at our call or be woken: by the bump, since it read the server's word
+/// before its look.
+#[test]
+fn loom_a_look_at_cold_connections_cut_short_is_asked_for_again() {
+    loom::model(|| {
+        let w = Arc::new(World {
+            queued: AtomicBool::new(true),
+            srv_sleep: AtomicU32::new(COLD),
+            doorbell: AtomicU32::new(0),
+            kicked: AtomicBool::new(false),
+            ring: AtomicU32::new(0),
+            cold_look: AtomicBool::new(true),
+            sleeping: Mutex::new(0),
+            cold: Mutex::new(true),
+        });
+        let awake = {
+            let w = Arc::clone(&w);
+            loom::thread::spawn(move || {
+                if w.cold_look.swap(false, Ordering::Acquire) {
+                    fence(Ordering::SeqCst);
+                    // Another call first: ours is not looked at. Asked for again.
+                    w.cold_look.store(true, Ordering::Release);
+                    w.ring.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let ring = w.ring.load(Ordering::SeqCst);
+        {
+            let mut n = w.sleeping.lock().unwrap();
+            *n += 1;
+        }
+        fence(Ordering::SeqCst);
+        let seen = w.cold_look.load(Ordering::Acquire) && {
+            fence(Ordering::SeqCst);
+            w.queued.load(Ordering::Relaxed)
+        };
+        awake.join().unwrap();
+        let woken = ring != w.ring.load(Ordering::SeqCst);
+        assert!(
+            seen || woken,
+            "a look cut short, asked for again, reached nobody"
         );
     });
 }

@@ -29,7 +29,9 @@ pub(super) struct Conn {
     /// Our copy of the connection socket: lent buffers' descriptors arrive on it.
     pub(super) sock: Mutex<OwnedFd>,
     /// Our end of the connection's wake-up socket (the client sends a byte when a worker
-    /// sleeps); watched by the workers' epoll, unless they sleep on the doorbells.
+    /// sleeps): watched by the workers' epoll, or, where they sleep on the doorbells, read by
+    /// the connection's watcher (through a second descriptor), as cold connections' clients
+    /// ring it.
     pub(super) kick: OwnedFd,
     /// The client's doorbell as a sleeping worker last saw it change (`note_ring`).
     last_bell: AtomicU32,
@@ -363,29 +365,28 @@ pub(super) fn client_gone(core: &Weak<Core>, id: u64) {
 }
 
 /// Run by a connection's watcher when its client rang the wake-up socket (the watcher has
-/// read it; on the doorbells, where a client rings it while its connection is cold): wakes a
-/// sleeping worker if a call is queued ([`Core::ring_one`]), as the doorbell would have; a
-/// ring for nothing queued counts against the client as a doorbell change with no call does
-/// ([`Conn::note_empty_wake`]), so that a client that keeps ringing is cut off rather than
-/// keep the workers busy. (The client queues its call before it rings, so the look sees it,
-/// unless a worker took it first: then that call makes up for the count.) `false` once the
-/// server is gone: the watcher stops.
+/// read what came; on the doorbells, where a client rings it while its connection is cold).
+/// The ring counts against the client as a doorbell change does ([`Conn::note_empty_wake`];
+/// each call taken makes up for one), so that a client that keeps ringing is cut off rather
+/// than keep the workers busy; if a call may be queued, a sleeping worker is woken for it
+/// ([`Core::ring_one`]), as the doorbell would have. No reference to the connection outlives
+/// this call: the server's drop, which drops the connection and joins this thread, must not
+/// find the last one here. `false` once the server is gone: the watcher stops.
 fn ring_for_cold(core: &Weak<Core>, id: u64) -> bool {
     let Some(strong) = core.upgrade() else {
         return false;
     };
-    let conn = {
+    let queued = {
         let conns = strong.conns.read().unwrap_or_else(|p| p.into_inner());
-        conns.iter().find(|c| c.id == id).cloned()
-    };
-    // Not in the list yet: the accept thread rings once it is (its first call may come
-    // before).
-    if let Some(conn) = conn {
-        if conn.may_have_queued() {
-            strong.ring_one();
-        } else {
+        // Not in the list yet: the accept thread rings once it is (its first call may come
+        // before).
+        conns.iter().find(|c| c.id == id).map(|conn| {
             conn.note_empty_wake();
-        }
+            conn.may_have_queued()
+        })
+    };
+    if queued == Some(true) {
+        strong.ring_one();
     }
     drop(strong);
     // Dropped here if the server went meanwhile: then its drop could not stop this thread.

@@ -2,8 +2,9 @@
 //! ([`ReplyContext`], [`ScalarCall`], [`Notifier`]).
 //!
 //! This file holds the service ([`Server`], [`ServerConfig`], the state its workers share),
-//! the accept thread, and the workers' wait: polling every connection's request ring, the
-//! sleep on the workers' epoll, and turning a taken slot into an [`Incoming`]. The rest:
+//! the accept thread, and the workers' wait: polling the connections' request rings (the
+//! warm ones; the cold ones when asked), the sleep on the doorbells or the workers' epoll,
+//! and turning a taken slot into an [`Incoming`]. The rest:
 //!
 //! - `conn.rs`: one client's connection (taking requests off its ring, cutting off a client
 //!   that breaks the rules, its death);
@@ -370,8 +371,9 @@ struct Core {
     lend_totals: Mutex<(usize, u64)>,
     poller: Poller,
     conns: RwLock<Conns>,
-    /// How many workers sleep (written to every connection's `srv_sleep`); the lock orders
-    /// those writes, so a connection never shows a stale zero.
+    /// How many workers sleep (written to every warm connection's `srv_sleep`; see
+    /// [`Core::cool_idle`]); the lock orders those writes, so a connection never shows a
+    /// stale zero.
     sleeping: Mutex<u32>,
     /// Round-robin start for the next poll.
     next: AtomicU64,
@@ -641,8 +643,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             core.publish_stats_idle(&mut now);
             core.take_wakeups(keys);
             keys.clear();
-            // Sleep: read the doorbells, announce it in every connection, then look once
-            // more (see "Waking" in the module docs).
+            // Sleep: read the doorbells, announce it in every warm connection, then look
+            // once more (see "Waking" in the module docs).
             core.read_bells(bells);
             core.set_sleeping(1);
             fence(Ordering::SeqCst);
@@ -720,6 +722,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         // `sleeping`, which is taken before `conns` everywhere).
         let mut warm = None;
         let mut found = None;
+        let mut unlooked = false;
         'conns: for k in 0..n {
             let conn = &conns[(start + k) % n];
             conn.flush_ends();
@@ -730,16 +733,20 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 }
                 if let Some(m) = self.incoming(Arc::clone(conn), slot) {
                     found = Some(m);
-                    if all && k + 1 < n {
-                        // The cold connections after this one were not looked at.
-                        core.cold_look.store(true, Ordering::Release);
-                    }
+                    // The cold connections after this one were not looked at.
+                    unlooked = all && k + 1 < n;
                     break 'conns;
                 }
             }
             finished |= conn.finished();
         }
         drop(guard);
+        if unlooked {
+            // Asked for again, and a sleeper woken for it: a thread on its way to sleep may
+            // have found the flag taken (by us) and left the cold connections out, and the
+            // call there may be one nobody rang for, or the one whose ring woke us.
+            core.ring_one();
+        }
         if let Some(conn) = warm {
             core.warm(&conn);
         }
@@ -951,7 +958,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
 }
 
 /// The async reactor of one server: while tasks wait, sleeps as a worker would (announced
-/// in every connection, so clients ring), and wakes them when a call may be there. Ends
+/// in every warm connection, so clients ring), and wakes them when a call may be there. Ends
 /// within [`MAX_SLEEP`] of the server's drop.
 fn async_reactor(core: &std::sync::Weak<Core>) {
     let mut keys = Vec::new();
@@ -1004,8 +1011,9 @@ fn async_reactor(core: &std::sync::Weak<Core>) {
 }
 
 impl Core {
-    /// Whether a connection has a call queued (a hint: a worker may take it first). A
-    /// connection cut off for breaking the ring does not count, whatever its entries say.
+    /// Whether a warm connection has a call queued, or the cold ones are to be looked at
+    /// ([`Core::cold_look`]) (a hint: a worker may take it first). A connection cut off for
+    /// breaking the ring does not count, whatever its entries say.
     fn has_work(&self) -> bool {
         if self.cold_look.load(Ordering::Acquire) {
             return true;
@@ -1109,7 +1117,8 @@ impl Core {
         // Every round, one look at the cold connections: a call queued just before its
         // connection went cold, unrung (no worker slept then), and whatever else a cold
         // connection holds (subscription ends waiting for room in its push ring). A worker
-        // asleep is woken by the round that follows (`end_long_sleeps`).
+        // asleep is woken by this round's `end_long_sleeps`, which the accept thread runs
+        // next.
         self.look_at_cold();
     }
 
@@ -1320,7 +1329,7 @@ struct Counters {
     lends: AtomicU64,
 }
 
-/// Where idle workers sleep (see "Waking" in the module docs): on every connection's
+/// Where idle workers sleep (see "Waking" in the module docs): on every warm connection's
 /// doorbell and the server's own word, in one `futex_waitv`; or, in a server of more clients
 /// than that covers or on a kernel without it, in an epoll instance watching each
 /// connection's wake-up socket and the server's own eventfd.
