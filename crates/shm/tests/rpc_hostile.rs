@@ -717,23 +717,56 @@ const SRV_SLEEP: usize = 144;
 /// rings the wake-up socket, not its doorbell.
 const SLEEP_COLD: u32 = u32::MAX;
 
-/// A worker of `s` on a thread of its own, parked at every wait (`wait()`, no deadline),
-/// answering `x` with `x + 1` until `u64::MAX`; and its thread id.
-fn parked_worker(s: Srv) -> (std::thread::JoinHandle<()>, i32) {
-    let (tid_tx, tid_rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        tid_tx
-            .send(rustix::thread::gettid().as_raw_nonzero().get())
-            .unwrap();
-        // `u64::MAX` ends the loop (the last call of the test).
-        while let Ok(Incoming::Call(x, ctx)) = s.wait() {
-            let _ = ctx.reply(x.wrapping_add(1));
-            if x == u64::MAX {
-                break;
+/// A server that never spins, its one worker on a thread of its own (parked at every wait:
+/// `wait()`, no deadline, answering `x` with `x + 1` until `u64::MAX`), the worker's thread
+/// id, and a client with its mappings.
+struct ParkedServer {
+    worker: std::thread::JoinHandle<()>,
+    tid: i32,
+    c: Cli,
+    maps: Vec<Mapping>,
+}
+
+impl ParkedServer {
+    /// Starts it as `hostile-{tag}`; `None` (skipped, with a message) where the server does
+    /// not sleep on the doorbells.
+    fn start(tag: &str) -> Option<ParkedServer> {
+        courier_testkit::runtime_dir("courier-rpc-hostile");
+        let name = format!("hostile-{tag}");
+        let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            tid_tx
+                .send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            while let Ok(Incoming::Call(x, ctx)) = s.wait() {
+                let _ = ctx.reply(x.wrapping_add(1));
+                if x == u64::MAX {
+                    break;
+                }
             }
+        });
+        let tid = tid_rx.recv_timeout(T).unwrap();
+        let (c, maps) = client_and_mappings(&name);
+        let parked = ParkedServer {
+            worker,
+            tid,
+            c,
+            maps,
+        };
+        if on_doorbells(&parked.maps) {
+            return Some(parked);
         }
-    });
-    (worker, tid_rx.recv_timeout(T).unwrap())
+        eprintln!("skipped: the server sleeps on the wake-up sockets here (no futex_waitv)");
+        parked.finish();
+        None
+    }
+
+    /// Ends the worker (the last call).
+    fn finish(self) {
+        assert_eq!(self.c.req_timeout(u64::MAX, T), Ok(0));
+        self.worker.join().unwrap();
+    }
 }
 
 /// Whether thread `tid` of this process sleeps in the kernel.
@@ -749,18 +782,10 @@ fn in_kernel_sleep(tid: i32) -> bool {
 #[test]
 fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
     let _g = serial();
-    courier_testkit::runtime_dir("courier-rpc-hostile");
-    let name = "hostile-unrung".to_string();
-    let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
-    let (worker, tid) = parked_worker(s);
-    let (c, maps) = client_and_mappings(&name);
-    let seg = segment(&maps);
-    if !on_doorbells(&maps) {
-        eprintln!("skipped: the server sleeps on the wake-up sockets here (no futex_waitv)");
-        assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
-        worker.join().unwrap();
+    let Some(parked) = ParkedServer::start("unrung") else {
         return;
-    }
+    };
+    let (c, tid, seg) = (&parked.c, parked.tid, segment(&parked.maps));
     // The worker asleep in its wait: announced to this connection, and in the kernel.
     let asleep = || seg.u32(SRV_SLEEP).load(Ordering::SeqCst) != 0 && in_kernel_sleep(tid);
     // The server may write `srv_sleep` again between our clearing it and the client's read
@@ -788,8 +813,7 @@ fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
         unrung, 1,
         "every attempt's client rang: the round was never needed"
     );
-    assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
-    worker.join().unwrap();
+    parked.finish();
 }
 
 /// Context switches so far of this process's connection watchers (the threads named
@@ -825,18 +849,10 @@ fn watcher_switches() -> u64 {
 #[test]
 fn an_idle_connection_goes_cold_and_its_calls_wake_a_worker_through_its_watcher() {
     let _g = serial();
-    courier_testkit::runtime_dir("courier-rpc-hostile");
-    let name = "hostile-cold".to_string();
-    let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
-    let (worker, tid) = parked_worker(s);
-    let (c, maps) = client_and_mappings(&name);
-    let seg = segment(&maps);
-    if !on_doorbells(&maps) {
-        eprintln!("skipped: the server sleeps on the wake-up sockets here (no futex_waitv)");
-        assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
-        worker.join().unwrap();
+    let Some(parked) = ParkedServer::start("cold") else {
         return;
-    }
+    };
+    let (c, tid, seg) = (&parked.c, parked.tid, segment(&parked.maps));
     assert_eq!(c.req_timeout(1, T), Ok(2));
     let srv_sleep = || seg.u32(SRV_SLEEP).load(Ordering::SeqCst);
     courier_testkit::wait_until("the idle connection cold", T, || srv_sleep() == SLEEP_COLD);
@@ -886,6 +902,5 @@ fn an_idle_connection_goes_cold_and_its_calls_wake_a_worker_through_its_watcher(
         rang,
         "a warmed connection's client did not ring its doorbell"
     );
-    assert_eq!(c.req_timeout(u64::MAX, T), Ok(0));
-    worker.join().unwrap();
+    parked.finish();
 }

@@ -36,45 +36,58 @@ struct World {
     cold: Mutex<bool>,
 }
 
-#[test]
-fn loom_a_call_queued_as_its_connection_goes_cold_reaches_a_worker() {
-    loom::model(|| {
-        let w = Arc::new(World {
-            queued: AtomicBool::new(false),
-            srv_sleep: AtomicU32::new(0),
+impl World {
+    /// A connection with a call `queued` or not, `srv_sleep` and `cold` as given, and
+    /// `cold_look` asked for or not.
+    fn new(queued: bool, srv_sleep: u32, cold: bool, cold_look: bool) -> Arc<World> {
+        Arc::new(World {
+            queued: AtomicBool::new(queued),
+            srv_sleep: AtomicU32::new(srv_sleep),
             doorbell: AtomicU32::new(0),
             kicked: AtomicBool::new(false),
             ring: AtomicU32::new(0),
-            cold_look: AtomicBool::new(false),
+            cold_look: AtomicBool::new(cold_look),
             sleeping: Mutex::new(0),
-            cold: Mutex::new(false),
-        });
-        // The client: queue, fence, read `srv_sleep`, ring as it says.
-        let client = {
-            let w = Arc::clone(&w);
-            loom::thread::spawn(move || {
-                w.queued.store(true, Ordering::Release);
-                fence(Ordering::SeqCst);
-                match w.srv_sleep.load(Ordering::SeqCst) {
-                    0 => {}
-                    COLD => w.kicked.store(true, Ordering::SeqCst),
-                    _ => {
-                        w.doorbell.fetch_add(1, Ordering::Release);
-                    }
-                }
-            })
-        };
+            cold: Mutex::new(cold),
+        })
+    }
+}
+
+/// The client, on a thread: queue, fence, read `srv_sleep`, ring as it says.
+fn client(w: &Arc<World>) -> loom::thread::JoinHandle<()> {
+    let w = Arc::clone(w);
+    loom::thread::spawn(move || {
+        w.queued.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        match w.srv_sleep.load(Ordering::SeqCst) {
+            0 => {}
+            COLD => w.kicked.store(true, Ordering::SeqCst),
+            _ => {
+                w.doorbell.fetch_add(1, Ordering::Release);
+            }
+        }
+    })
+}
+
+/// The round lets the connection go cold (`Core::cool_idle`).
+fn go_cold(w: &World) {
+    let _n = w.sleeping.lock().unwrap();
+    let mut cold = w.cold.lock().unwrap();
+    w.srv_sleep.store(COLD, Ordering::SeqCst);
+    *cold = true;
+}
+
+#[test]
+fn loom_a_call_queued_as_its_connection_goes_cold_reaches_a_worker() {
+    loom::model(|| {
+        let w = World::new(false, 0, false, false);
+        let client = client(&w);
         // The accept thread's round: the idle connection goes cold, the next look covers the
         // cold ones, and the sleepers are woken.
         let round = {
             let w = Arc::clone(&w);
             loom::thread::spawn(move || {
-                {
-                    let _n = w.sleeping.lock().unwrap();
-                    let mut cold = w.cold.lock().unwrap();
-                    w.srv_sleep.store(COLD, Ordering::SeqCst);
-                    *cold = true;
-                }
+                go_cold(&w);
                 w.cold_look.store(true, Ordering::Release);
                 if *w.sleeping.lock().unwrap() > 0 {
                     w.ring.fetch_add(1, Ordering::SeqCst);
@@ -119,32 +132,9 @@ fn loom_a_call_queued_as_its_connection_goes_cold_reaches_a_worker() {
 #[test]
 fn loom_the_look_at_cold_connections_sees_a_call_queued_before_they_went_cold() {
     loom::model(|| {
-        let w = Arc::new(World {
-            queued: AtomicBool::new(false),
-            srv_sleep: AtomicU32::new(0),
-            doorbell: AtomicU32::new(0),
-            kicked: AtomicBool::new(false),
-            ring: AtomicU32::new(0),
-            cold_look: AtomicBool::new(false),
-            sleeping: Mutex::new(0),
-            cold: Mutex::new(false),
-        });
-        let client = {
-            let w = Arc::clone(&w);
-            loom::thread::spawn(move || {
-                w.queued.store(true, Ordering::Release);
-                fence(Ordering::SeqCst);
-                if w.srv_sleep.load(Ordering::SeqCst) == COLD {
-                    w.kicked.store(true, Ordering::SeqCst);
-                }
-            })
-        };
-        {
-            let _n = w.sleeping.lock().unwrap();
-            let mut cold = w.cold.lock().unwrap();
-            w.srv_sleep.store(COLD, Ordering::SeqCst);
-            *cold = true;
-        }
+        let w = World::new(false, 0, false, false);
+        let client = client(&w);
+        go_cold(&w);
         w.cold_look.store(true, Ordering::Release);
         // The awake worker, on another thread, takes the flag and looks.
         let worker = {
@@ -176,16 +166,7 @@ fn loom_the_look_at_cold_connections_sees_a_call_queued_before_they_went_cold() 
 #[test]
 fn loom_a_look_at_cold_connections_cut_short_is_asked_for_again() {
     loom::model(|| {
-        let w = Arc::new(World {
-            queued: AtomicBool::new(true),
-            srv_sleep: AtomicU32::new(COLD),
-            doorbell: AtomicU32::new(0),
-            kicked: AtomicBool::new(false),
-            ring: AtomicU32::new(0),
-            cold_look: AtomicBool::new(true),
-            sleeping: Mutex::new(0),
-            cold: Mutex::new(true),
-        });
+        let w = World::new(true, COLD, true, true);
         let awake = {
             let w = Arc::clone(&w);
             loom::thread::spawn(move || {
