@@ -20,7 +20,7 @@
 //! connect); every wait has a deadline.
 #![cfg(target_os = "linux")]
 
-use courier_shm::{Client, ConnectConfig, Error, Incoming, Server, ServerConfig};
+use courier_shm::{Client, ConnectConfig, Error, Incoming, ReplyContext, Server, ServerConfig};
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -718,8 +718,8 @@ const SRV_SLEEP: usize = 144;
 const SLEEP_COLD: u32 = u32::MAX;
 
 /// A server that never spins, its one worker on a thread of its own (parked at every wait:
-/// `wait()`, no deadline, answering `x` with `x + 1` until `u64::MAX`), the worker's thread
-/// id, and a client with its mappings.
+/// `wait()`, no deadline, or a task in `async_wait()` on that thread; answering `x` with
+/// `x + 1` until `u64::MAX`), the worker's thread id, and a client with its mappings.
 struct ParkedServer {
     worker: std::thread::JoinHandle<()>,
     tid: i32,
@@ -728,9 +728,9 @@ struct ParkedServer {
 }
 
 impl ParkedServer {
-    /// Starts it as `hostile-{tag}`; `None` (skipped, with a message) where the server does
-    /// not sleep on the doorbells.
-    fn start(tag: &str) -> Option<ParkedServer> {
+    /// Starts it as `hostile-{tag}`, its worker a task if `task`; `None` (skipped, with a
+    /// message) where the server does not sleep on the doorbells.
+    fn start(tag: &str, task: bool) -> Option<ParkedServer> {
         courier_testkit::runtime_dir("courier-rpc-hostile");
         let name = format!("hostile-{tag}");
         let s = Srv::bind(&name, ServerConfig::new().spin(Duration::ZERO)).unwrap();
@@ -739,10 +739,23 @@ impl ParkedServer {
             tid_tx
                 .send(rustix::thread::gettid().as_raw_nonzero().get())
                 .unwrap();
-            while let Ok(Incoming::Call(x, ctx)) = s.wait() {
+            let answer = |x: u64, ctx: ReplyContext<u64, u32>| {
                 let _ = ctx.reply(x.wrapping_add(1));
-                if x == u64::MAX {
-                    break;
+                x != u64::MAX
+            };
+            if task {
+                pollster::block_on(async {
+                    while let Ok(Incoming::Call(x, ctx)) = s.async_wait().await {
+                        if !answer(x, ctx) {
+                            break;
+                        }
+                    }
+                });
+            } else {
+                while let Ok(Incoming::Call(x, ctx)) = s.wait() {
+                    if !answer(x, ctx) {
+                        break;
+                    }
                 }
             }
         });
@@ -782,7 +795,7 @@ fn in_kernel_sleep(tid: i32) -> bool {
 #[test]
 fn a_call_nobody_rang_for_is_answered_by_the_servers_round() {
     let _g = serial();
-    let Some(parked) = ParkedServer::start("unrung") else {
+    let Some(parked) = ParkedServer::start("unrung", false) else {
         return;
     };
     let (c, tid, seg) = (&parked.c, parked.tid, segment(&parked.maps));
@@ -848,8 +861,19 @@ fn watcher_switches() -> u64 {
 /// from then on the client rings its doorbell.
 #[test]
 fn an_idle_connection_goes_cold_and_its_calls_wake_a_worker_through_its_watcher() {
+    goes_cold_and_wakes_through_its_watcher("cold", false);
+}
+
+/// The same with the worker a task in `async_wait()`: the server's async reactor sleeps on
+/// the doorbells as a worker does, and is woken as surely.
+#[test]
+fn a_cold_connections_call_wakes_an_async_server_through_its_watcher() {
+    goes_cold_and_wakes_through_its_watcher("cold-async", true);
+}
+
+fn goes_cold_and_wakes_through_its_watcher(tag: &str, task: bool) {
     let _g = serial();
-    let Some(parked) = ParkedServer::start("cold") else {
+    let Some(parked) = ParkedServer::start(tag, task) else {
         return;
     };
     let (c, tid, seg) = (&parked.c, parked.tid, segment(&parked.maps));
