@@ -57,10 +57,10 @@ pub(crate) const PUSH_TAIL: usize = 136;
 /// How many workers sleep (the client rings when it queues a call and this is not 0), or
 /// [`SLEEP_COLD`].
 pub(crate) const SRV_SLEEP: usize = 144;
-/// [`SRV_SLEEP`] of a connection the server let go cold (no call taken for a round of the
-/// accept thread, on the doorbells): no worker's sleep watches its doorbell, so its client
-/// rings the wake-up socket instead, which the connection's watcher thread reads. A server
-/// that writes it where it should not only makes its client's rings slower.
+/// [`SRV_SLEEP`] of a connection the server let go cold (neither a call nor a ring for a
+/// round of the accept thread, on the doorbells): no worker's sleep watches its doorbell, so
+/// its client rings the wake-up socket instead, which the connection's watcher thread reads.
+/// A server that writes it where it should not only makes its client's rings slower.
 pub(crate) const SLEEP_COLD: u32 = u32::MAX;
 pub(crate) const CBELL: usize = 148;
 pub(crate) const SRV_CLOSED: usize = 152;

@@ -1084,11 +1084,12 @@ impl Core {
     }
 
     /// The accept thread's round, on the doorbells: a connection that neither called nor rang
-    /// since the last round (nor connected: see [`Conn::active`]) goes cold. Its `srv_sleep` says [`SLEEP_COLD`], so its client
-    /// rings the wake-up socket (read by the connection's watcher, which rings the server's
-    /// word: [`Core::ring_one`]), and the sleeps from now on leave its doorbell out: a server
-    /// of many idle clients pays for the doorbells of the busy ones only (`futex_waitv`
-    /// costs about 0.25 µs a word a sleep, and the announcement a store per connection).
+    /// since the last round (nor connected: see [`Conn::active`]) goes cold. Its `srv_sleep`
+    /// says [`SLEEP_COLD`], so its client rings the wake-up socket (read by the connection's
+    /// watcher, which rings the server's word: [`Core::ring_one`]), and the looks,
+    /// announcements and sleeps from now on leave it out: a server of many idle clients pays
+    /// for the busy ones only (`futex_waitv` costs about 0.25 µs a word a sleep, and the
+    /// announcement a store per connection).
     ///
     /// A client that read its `srv_sleep` before the store below, after it queued a call
     /// (and rang the doorbell, or did not as no worker slept), cannot be missed. The looks
