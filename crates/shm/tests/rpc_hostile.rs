@@ -69,15 +69,11 @@ fn setup(tag: &str) -> (Srv, String) {
 
 /// The memfds open in this process now.
 fn memfds() -> HashSet<i32> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            target
-                .to_string_lossy()
-                .starts_with("/memfd:")
-                .then(|| e.file_name().to_str()?.parse().ok())?
+    open_fds()
+        .into_iter()
+        .filter(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|target| target.to_string_lossy().starts_with("/memfd:"))
         })
         .collect()
 }

@@ -1124,10 +1124,16 @@ impl Core {
     }
 
     /// Wakes one sleeping thread for a cold connection's client, which rang its wake-up
-    /// socket (read by the connection's watcher): the server's word is bumped, so that a
-    /// thread on its way to sleep looks again, and one sleeper woken.
+    /// socket (read by the connection's watcher), and has the next look cover the cold
+    /// connections.
     pub(super) fn ring_one(&self) {
         self.look_at_cold();
+        self.wake_one();
+    }
+
+    /// Bumps the server's word, so that a thread on its way to sleep on it looks again, and
+    /// wakes one thread asleep on it (on the doorbells).
+    fn wake_one(&self) {
         self.poller.ring.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake_one_private(&self.poller.ring);
     }
@@ -1183,8 +1189,7 @@ impl Core {
         }
         let sleepers = *self.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         if sleepers > 0 && self.has_work() {
-            self.poller.ring.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake_one_private(&self.poller.ring);
+            self.wake_one();
         }
     }
 
@@ -1406,10 +1411,7 @@ impl Conns {
             .partition(|c| done(c));
         // Warm ones first, as before (a stable sort on a flag).
         live.sort_by_key(|c| c.cold.load(Ordering::Relaxed));
-        self.warm = live
-            .iter()
-            .filter(|c| !c.cold.load(Ordering::Relaxed))
-            .count();
+        self.warm = live.partition_point(|c| !c.cold.load(Ordering::Relaxed));
         self.all = live;
         gone
     }
