@@ -173,7 +173,11 @@ pub(crate) mod kind {
     pub(crate) const SEND_BUF: u32 = 10;
 }
 
-/// `S_FLAGS`: the caller waits asynchronously; completing rings the client's bell.
+/// `S_FLAGS`: someone waits for this slot on the client's bell thread, so completing it
+/// rings the bell: an async caller whose future registered its waker (set then, with a
+/// SeqCst Dekker pair against the completion; a call whose answer the future finds at once
+/// never sets it, so it costs the server no wake-up), or a caller waiting for an abandoned
+/// slot to come back.
 pub(crate) const F_ASYNC: u32 = 1;
 
 /// How a slot was completed (`S_STATUS`).

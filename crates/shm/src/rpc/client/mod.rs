@@ -18,7 +18,7 @@ pub use subscription::Subscription;
 use crate::error::ShmError;
 use crate::rpc::buf::ShmBuf;
 use crate::rpc::fault::Fault;
-use crate::rpc::layout::{kind, Out, F_ASYNC};
+use crate::rpc::layout::{kind, Out};
 use crate::rpc::shmbox::ShmBox;
 use crate::rpc::sid::ServerId;
 use crate::rpc::wire::Wire;
@@ -335,7 +335,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
             .await
             .map_err(Error::from)?;
         let call = conn
-            .start_in(slot, (kind::CALL, 0, F_ASYNC, [0; 4]), encoder(&rq))
+            .start_in(slot, (kind::CALL, 0, 0, [0; 4]), encoder(&rq))
             .map_err(Error::from)?;
         CallFuture {
             call: Some(call),
@@ -825,7 +825,7 @@ mod tests {
     //! server is declared dead, the interleaving that used to lose the reply.
 
     use super::*;
-    use crate::rpc::layout::{PUSH_HEAD, PUSH_TAIL, SRV_CLOSED};
+    use crate::rpc::layout::{CBELL, F_ASYNC, PUSH_HEAD, PUSH_TAIL, SRV_CLOSED, S_FLAGS};
     use crate::{Incoming, Server, ServerConfig};
     use std::cell::RefCell;
     use std::time::Instant;
@@ -936,6 +936,41 @@ mod tests {
             c.req_timeout(9, Duration::from_secs(10)),
             Err(Error::ServerDisappeared)
         );
+    }
+
+    /// An `areq` whose answer is there at its first look costs the server no ring of the
+    /// client bell (a futex wake of the bell thread per call, which halved the calls/s of an
+    /// async caller): the call asks for a ring only once its future registers a waker.
+    #[test]
+    fn an_areq_answered_before_it_waits_rings_no_bell() {
+        let (s, c) = pair("client-unit-areq-no-ring");
+        let conn = Arc::clone(&c.shared.conn);
+        // The bell thread runs and says it sleeps: from now on the server rings for every
+        // call that asks.
+        conn.ensure_reactor().unwrap();
+        let bell = || conn.sh.u32(CBELL).load(Ordering::SeqCst);
+        let before = bell();
+        // The server takes and answers the call once it is queued, before the caller looks.
+        set_hook(Point::ClosedCheck, move || {
+            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+                panic!("not a call");
+            };
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+        });
+        assert_eq!(futures::executor::block_on(c.areq(7)), Ok(8));
+        assert_eq!(
+            bell(),
+            before,
+            "the server rang the client bell for the call"
+        );
+        let slot_flags = (0..conn.sh.lay.slots)
+            .map(|slot| {
+                conn.sh
+                    .u32(conn.sh.lay.rec(slot) + S_FLAGS)
+                    .load(Ordering::SeqCst)
+            })
+            .fold(0, |a, f| a | f);
+        assert_eq!(slot_flags & F_ASYNC, 0, "a slot still asks for a ring");
     }
 
     /// A call still queued when the caller sees `srv_closed` is taken back: the caller gets
