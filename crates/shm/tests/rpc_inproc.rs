@@ -657,6 +657,64 @@ fn async_wait_serves_calls_from_tasks_on_one_thread() {
     worker.join().unwrap();
 }
 
+/// A serving task that finds a call at every poll still lets the other tasks of its thread
+/// run: after a run of calls taken at once, `async_wait` wakes its task and returns `Pending`
+/// once, and the next poll takes the call. (Without the yield a task serving a steady stream
+/// held a single-threaded executor for as long as the stream lasted.)
+#[test]
+fn async_wait_yields_to_the_executor_in_a_stream_of_calls() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let (s, c) = setup("inproc-async-coop");
+    // As many one-way calls as the connection has slots, all queued before the server looks:
+    // every poll finds one.
+    const N: u64 = 64;
+    for n in 0..N {
+        c.try_send(n).unwrap();
+    }
+    let woken = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&woken));
+    let mut cx = Context::from_waker(&waker);
+    let (mut got, mut yields) = (Vec::new(), 0);
+    while (got.len() as u64) < N {
+        let mut wait = s.async_wait();
+        loop {
+            match std::pin::Pin::new(&mut wait).poll(&mut cx) {
+                Poll::Ready(Ok(Incoming::Call(n, ctx))) => {
+                    assert!(ctx.is_one_way());
+                    got.push(n);
+                    break;
+                }
+                Poll::Ready(other) => panic!("not a call: {:?}", other.err()),
+                Poll::Pending => {
+                    yields += 1;
+                    assert_eq!(
+                        woken.0.load(Ordering::SeqCst),
+                        yields,
+                        "a yield that did not wake its task"
+                    );
+                    assert!(
+                        yields as u64 <= N / 2,
+                        "yields with no call taken between them"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    assert!(yields >= 1, "{N} calls taken without a yield");
+}
+
 /// A `Client<Raw, Raw, Raw>` calls a typed service without its types: requests travel with
 /// the signature they carry and are checked by the server as a typed client's are; replies,
 /// errors and pushes come back with their own signatures and bytes; lends, scalars and

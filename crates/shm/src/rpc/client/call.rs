@@ -10,6 +10,7 @@ use crate::rpc::slot;
 use crate::rpc::wire::Wire;
 use crate::rpc::Error;
 use crate::service::DEFAULT_CALLER_SPIN;
+use crate::substrate::coop;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
@@ -416,28 +417,45 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
     type Output = Result<Rp, Error<E>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if coop::must_yield(cx) {
+            return Poll::Pending;
+        }
         if !self.spun {
             self.spun = true;
-            if let Some(call) = self.call.as_ref().filter(|c| !c.woke && !c.server_here()) {
-                // A busy-poll holds the executor's thread no longer than a default spin.
-                let until = if call.conn.spin.is_fixed() {
-                    Deadline::after(DEFAULT_CALLER_SPIN)
-                } else {
-                    Deadline::NEVER
-                };
-                let _ = call.conn.spin.spin(until, || call.is_done().then_some(()));
+            if let Some(call) = self.call.as_ref().filter(|c| !c.woke) {
+                if !call.server_here() {
+                    // A busy-poll holds the executor's thread no longer than a default spin.
+                    let until = if call.conn.spin.is_fixed() {
+                        Deadline::after(DEFAULT_CALLER_SPIN)
+                    } else {
+                        Deadline::NEVER
+                    };
+                    let _ = call.conn.spin.spin(until, || call.is_done().then_some(()));
+                } else if !call.conn.spin.is_fixed() && !call.conn.spin.never() {
+                    // The worker last ran on this CPU, awake: spinning would keep it off, and a
+                    // sleep costs two wake-ups (the bell thread's, then the executor's). Yield
+                    // the CPU to it for a while, as a blocking caller does ([`Call::wait`]),
+                    // holding the executor's thread no longer than a spin.
+                    let done = || Ok::<_, std::convert::Infallible>(call.is_done().then_some(()));
+                    let _ = park::yield_on(park::YIELD_FOR, done);
+                }
             }
         }
         let Some(call) = self.call.as_ref() else {
             return Poll::Ready(Err(Error::Protocol));
         };
         match call.poll_done(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                coop::pending();
+                Poll::Pending
+            }
             Poll::Ready(Ok(())) => {
+                coop::ready();
                 let call = self.call.take().expect("checked above");
                 Poll::Ready(call.take())
             }
             Poll::Ready(Err(e)) => {
+                coop::ready();
                 self.call = None;
                 Poll::Ready(Err(Error::from(e)))
             }

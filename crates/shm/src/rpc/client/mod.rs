@@ -315,8 +315,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Client<Rq, Rp, E> {
     }
 
     /// Sends `rq` and awaits the reply, on any executor. Waiting for a free slot (all
-    /// `slots` in flight) is asynchronous too: the task is woken when a slot frees, and the
-    /// executor's thread is never blocked.
+    /// `slots` in flight) is asynchronous too: the task is woken when a slot frees. Before
+    /// the task sleeps it spins for the connection's adaptive budget, as [`Client::req`]
+    /// does (a busy-polling connection for at most 20 µs; with the server's worker on this
+    /// CPU it yields the CPU to it for as long instead): a short call is answered within it,
+    /// at the cost of neither side's wake-up. A task whose calls are all answered so yields
+    /// to its executor once every 32 of them, so that the thread's other tasks run.
     ///
     /// # Cancel safety
     ///
@@ -971,6 +975,56 @@ mod tests {
             })
             .fold(0, |a, f| a | f);
         assert_eq!(slot_flags & F_ASYNC, 0, "a slot still asks for a ring");
+    }
+
+    /// A task whose `areq` calls are all answered before it looks still lets the other tasks
+    /// of its thread run: after a run of calls ready at once, the call's future wakes its
+    /// task and returns `Pending` once, and its next poll reads the answer.
+    #[test]
+    fn areqs_answered_at_once_yield_to_the_executor() {
+        use std::future::Future;
+        use std::sync::atomic::AtomicUsize;
+        use std::task::{Context, Poll, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let (s, c) = pair("client-unit-areq-coop");
+        let s = std::rc::Rc::new(s);
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let mut yields = 0;
+        for n in 0..64u64 {
+            // The server answers once the call is queued, before the caller looks.
+            let s = std::rc::Rc::clone(&s);
+            set_hook(Point::ClosedCheck, move || {
+                let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap()
+                else {
+                    panic!("not a call");
+                };
+                assert_eq!(ctx.reply(n + 1), Ok(()));
+            });
+            let mut call = std::pin::pin!(c.areq(n));
+            loop {
+                match call.as_mut().poll(&mut cx) {
+                    Poll::Ready(r) => {
+                        assert_eq!(r, Ok(n + 1));
+                        break;
+                    }
+                    Poll::Pending => {
+                        yields += 1;
+                        assert_eq!(woken.0.load(Ordering::SeqCst), yields, "not woken");
+                        assert!(yields <= 32, "yields with no answer read between them");
+                    }
+                }
+            }
+        }
+        assert!(yields >= 1, "64 answers read without a yield");
     }
 
     /// A call still queued when the caller sees `srv_closed` is taken back: the caller gets
