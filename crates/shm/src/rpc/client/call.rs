@@ -423,22 +423,36 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
         if !self.spun {
             self.spun = true;
             if let Some(call) = self.call.as_ref().filter(|c| !c.woke) {
-                if !call.server_here() {
+                // As a blocking caller: a worker that last ran on this CPU and is awake
+                // cannot answer while we spin here, so move to another CPU where that pays
+                // (`Conn::move_pays`) and spin there, else yield this one to it.
+                let adaptive = !call.conn.spin.is_fixed() && !call.conn.spin.never();
+                let mut here = call.server_here();
+                if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
+                    here = call.server_here();
+                }
+                let start = Instant::now();
+                let answered = if !here {
                     // A busy-poll holds the executor's thread no longer than a default spin.
                     let until = if call.conn.spin.is_fixed() {
                         Deadline::after(DEFAULT_CALLER_SPIN)
                     } else {
                         Deadline::NEVER
                     };
-                    let _ = call.conn.spin.spin(until, || call.is_done().then_some(()));
-                } else if !call.conn.spin.is_fixed() && !call.conn.spin.never() {
-                    // The worker last ran on this CPU, awake: spinning would keep it off, and a
-                    // sleep costs two wake-ups (the bell thread's, then the executor's). Yield
-                    // the CPU to it for a while, as a blocking caller does ([`Call::wait`]),
-                    // holding the executor's thread no longer than a spin.
+                    call.conn.spin.spin(until, || call.is_done().then_some(()))
+                } else if adaptive {
+                    // Spinning would keep the worker off this CPU, and a sleep costs two
+                    // wake-ups (the bell thread's, then the executor's): yield the CPU to it
+                    // for a while ([`Call::wait`] does the same), holding the executor's
+                    // thread no longer than a spin.
                     let done = || Ok::<_, std::convert::Infallible>(call.is_done().then_some(()));
-                    let _ = park::yield_on(park::YIELD_FOR, done);
-                }
+                    let Ok(answered) = park::yield_on(park::YIELD_FOR, done);
+                    answered
+                } else {
+                    None
+                };
+                // What `move_pays` goes by, as for a blocking call.
+                call.conn.note_answer(answered.map(|()| start.elapsed()));
             }
         }
         let Some(call) = self.call.as_ref() else {
