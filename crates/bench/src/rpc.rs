@@ -10,6 +10,11 @@
 //!   (`lend_mut`); the peers send a reply of N bytes. The "floor" row does the memset and the
 //!   check in one process, with no transport at all: what any such call must cost at least.
 //!
+//! A third scenario, **async**, is the small call with both sides on a tokio current-thread
+//! runtime: courier's `Client::areq` against `Server::async_wait`, beside tokio's Unix
+//! socket. Each call is one `block_on` on the client's runtime (for both rows; that entry
+//! costs about 0.3 µs a call on the machines measured so far).
+//!
 //! courier's small call is also run parked (no spin on either side, beside the bare futex
 //! floor), and every size busy-polling (`busy_poll` on both sides: `req` small, `lend_mut`
 //! large), beside iceoryx2's busy-poll row. At every size, "floor: one CPU handed over" is two
@@ -73,6 +78,18 @@ const LARGE: [usize; 3] = [4 << 10, 1 << 20, 16 << 20];
 
 /// The request that makes a server answer (with anything) and exit.
 const STOP: u64 = u64::MAX;
+
+/// The scenario of the async rows: the small call with an async client and an async server.
+const ASYNC: &str = "async: u64 round trip, tokio on both sides";
+
+/// The scenario of a row of `kind` at size `n`.
+fn scenario_of(kind: Kind, n: usize) -> &'static str {
+    if kind.is_async() {
+        ASYNC
+    } else {
+        scenario(n)
+    }
+}
 
 /// The scenario of size `n`.
 fn scenario(n: usize) -> &'static str {
@@ -140,6 +157,9 @@ enum Kind {
     CourierLend,
     /// The small call through a `#[courier::service]` client and server (the stubs' cost).
     CourierService,
+    /// courier::shm `Client::areq` and `Server::async_wait`, each on a tokio current-thread
+    /// runtime (small; the [`ASYNC`] scenario's subject).
+    CourierAsync,
     /// The memset and check alone, in one process (large).
     Floor,
     /// Two processes waking each other with a bare futex, no spin (small): the floor of the
@@ -158,16 +178,19 @@ enum Kind {
     IpcPerCall,
     /// A Unix domain stream socket.
     Uds,
+    /// tokio's Unix domain stream socket, on a current-thread runtime on each side (small).
+    UdsAsync,
 }
 
 /// Every kind, in the order of the table (courier first, then the floor).
-const KINDS: [Kind; 14] = [
+const KINDS: [Kind; 16] = [
     Kind::CourierReq,
     Kind::CourierLend,
     Kind::CourierParked,
     Kind::CourierParkedCrowd,
     Kind::CourierBusy,
     Kind::CourierService,
+    Kind::CourierAsync,
     Kind::Floor,
     Kind::FutexFloor,
     Kind::HandoverFloor,
@@ -176,6 +199,7 @@ const KINDS: [Kind; 14] = [
     Kind::Ipc,
     Kind::IpcPerCall,
     Kind::Uds,
+    Kind::UdsAsync,
 ];
 
 impl Kind {
@@ -188,6 +212,7 @@ impl Kind {
             Kind::CourierBusy => "courier-busy-poll",
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
+            Kind::CourierAsync => "courier-async",
             Kind::Floor => "floor",
             Kind::FutexFloor => "futex-floor",
             Kind::HandoverFloor => "handover-floor",
@@ -196,6 +221,7 @@ impl Kind {
             Kind::Ipc => "ipc-channel",
             Kind::IpcPerCall => "ipc-channel-per-call",
             Kind::Uds => "uds",
+            Kind::UdsAsync => "uds-async",
         }
     }
 
@@ -212,6 +238,7 @@ impl Kind {
             Kind::CourierBusy => "courier::shm busy-poll",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
+            Kind::CourierAsync => "courier::shm areq / async_wait",
             Kind::Floor => "floor: memset, one process",
             Kind::FutexFloor => "floor: bare futex wake-up",
             Kind::HandoverFloor => "floor: one CPU handed over",
@@ -220,11 +247,20 @@ impl Kind {
             Kind::Ipc => "ipc-channel 0.23",
             Kind::IpcPerCall => "ipc-channel 0.23 (reply sender per call)",
             Kind::Uds => "UnixStream",
+            Kind::UdsAsync => "UnixStream (tokio)",
         }
     }
 
     fn is_courier(self) -> bool {
-        matches!(self, Kind::CourierReq | Kind::CourierLend)
+        matches!(
+            self,
+            Kind::CourierReq | Kind::CourierLend | Kind::CourierAsync
+        )
+    }
+
+    /// The rows of the [`ASYNC`] scenario.
+    fn is_async(self) -> bool {
+        matches!(self, Kind::CourierAsync | Kind::UdsAsync)
     }
 
     /// The floors, kept whatever `--only` says.
@@ -241,6 +277,7 @@ impl Kind {
             Kind::CourierBusy if small => "as courier::shm req, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierBusy => "as courier::shm lend_mut, with ConnectConfig::busy_poll(1 s) and ServerConfig::busy_poll(1 s): both sides spin at every wait (yielding only to a peer on their own CPU), the regime of iceoryx2's busy-poll row (not a peer: courier's busy-polling mode)",
             Kind::CourierService => "IncClient::inc(x) / IncServer::serve(impl Inc), generated from a one-method trait over the same req/reply (not a peer: the stubs' cost beside the raw req)",
+            Kind::CourierAsync => "client: a tokio current-thread runtime, block_on(Client::areq(x)) per call (adaptive spin up to 20 µs in the future's first poll, then the task sleeps until the client's bell thread wakes it); server: a tokio current-thread runtime, Server::async_wait().await (spin, then its reactor thread wakes the task) → reply(x + 1)",
             Kind::CourierLend => "one ShmBuf::new(N) for the row; each call Client::lend_mut(x, &mut buf); server: ctx.lent_mut() → fill(N bytes) in place → reply(x + 1); client checks first/last byte",
             Kind::Floor => "one process, no transport: fill N bytes, check the first and last",
             Kind::FutexFloor => "two processes, one shared page: the client stores a sequence number in its word and futex_wake()s it, then futex_wait()s on the server's word; the server the same way round. No spin, no payload: the cost of two wake-ups",
@@ -255,6 +292,7 @@ impl Kind {
             Kind::IpcPerCall => "each request carries a new IpcSender<u64> (ipc::channel() per call) for its reply; blocking recv()",
             Kind::Uds if small => "std UnixStream (listener in a temp dir): write_all 8 B / read_exact 8 B, 10 s socket timeouts",
             Kind::Uds => "std UnixStream: client writes 8 B; server memsets a reused buffer of N bytes, write_all; client read_exact N (the kernel copies in and out)",
+            Kind::UdsAsync => "tokio::net::UnixStream on a current-thread runtime each side: client block_on(write_all 8 B, read_exact 8 B) per call; server read_exact / write_all in a task",
         }
     }
 
@@ -265,7 +303,9 @@ impl Kind {
             | Kind::CourierParked
             | Kind::CourierParkedCrowd
             | Kind::CourierService
+            | Kind::CourierAsync
             | Kind::IpcPerCall
+            | Kind::UdsAsync
             | Kind::FutexFloor => n == SMALL,
             Kind::CourierLend | Kind::Floor => n != SMALL,
             _ => true,
@@ -373,7 +413,14 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
     let (measured, failed) = runner::run(
         &schedule,
         &specs,
-        |&(n, kind)| format!("{} | {} ({})", scenario(n), kind.name(), kind.arg()),
+        |&(n, kind)| {
+            format!(
+                "{} | {} ({})",
+                scenario_of(kind, n),
+                kind.name(),
+                kind.arg()
+            )
+        },
         |&(n, kind), _round| {
             count += 1;
             let name = format!("cr{}-{count}", std::process::id());
@@ -385,7 +432,7 @@ fn measure_all(args: &Args, dir: &Path) -> (Vec<Row>, Vec<String>) {
         .map(|m| {
             let (n, kind) = specs[m.spec];
             Row {
-                scenario: scenario(n),
+                scenario: scenario_of(kind, n),
                 name: kind.name(),
                 subject: kind.is_courier(),
                 notes: kind.notes(n),
@@ -425,7 +472,8 @@ fn measure_row(
         | Kind::CourierParkedCrowd
         | Kind::CourierBusy
         | Kind::CourierLend
-        | Kind::CourierService => {
+        | Kind::CourierService
+        | Kind::CourierAsync => {
             peer = spawn(kind, n, name)?;
             courier_side::client(kind, n, name)?
         }
@@ -440,18 +488,22 @@ fn measure_row(
             peer = spawn(kind, n, &server_name)?;
             Box::new(ipc_side::Parent::accept(server, kind, n)?)
         }
-        Kind::Uds => {
+        Kind::Uds | Kind::UdsAsync => {
             let path = dir.join(format!("{name}.sock"));
             let listener = UnixListener::bind(&path)
                 .map_err(|e| format!("binding {}: {e}", path.display()))?;
             let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
             peer = spawn(kind, n, path_text)?;
             let s = proc::accept(&listener)?;
-            proc::bound_socket(&s)?;
-            Box::new(Stream {
-                s,
-                buf: vec![0u8; n],
-            })
+            if kind == Kind::UdsAsync {
+                Box::new(tokio_side::Stream::new(s)?)
+            } else {
+                proc::bound_socket(&s)?;
+                Box::new(Stream {
+                    s,
+                    buf: vec![0u8; n],
+                })
+            }
         }
         Kind::FutexFloor | Kind::HandoverFloor => {
             let path = dir.join(format!("{name}.floor"));
@@ -489,11 +541,16 @@ fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
         | Kind::CourierBusy
         | Kind::CourierLend => courier_side::server(kind, n, name),
         Kind::CourierService => courier_side::service_server(name),
+        Kind::CourierAsync => courier_side::async_server(name),
         Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
         Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
         Kind::Uds => {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
             stream_server(&s, n)
+        }
+        Kind::UdsAsync => {
+            let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
+            tokio_side::server(s)
         }
         Kind::FutexFloor | Kind::HandoverFloor => {
             pair_floor::serve(&pair_floor::Words::open(Path::new(name))?)
@@ -629,6 +686,56 @@ mod courier_side {
         }
     }
 
+    /// `areq(x)` on a current-thread tokio runtime of its own, one `block_on` per call.
+    struct AsyncReq {
+        rt: tokio::runtime::Runtime,
+        client: Rpc,
+    }
+
+    impl Client for AsyncReq {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self
+                .rt
+                .block_on(self.client.areq(x))
+                .map_err(|e| format!("areq: {e}"))?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            stop(&self.client)
+        }
+    }
+
+    /// A current-thread tokio runtime (with its timers).
+    pub(super) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))
+    }
+
+    /// The server of the async row: one task on a current-thread runtime answers until
+    /// [`STOP`].
+    pub(super) fn async_server(name: &str) -> Result<(), String> {
+        let server = Server::<u64, u64, AppError>::bind(name, ServerConfig::new())
+            .map_err(|e| format!("bind: {e}"))?;
+        runtime()?.block_on(async {
+            loop {
+                let (x, ctx) = match tokio::time::timeout(OP_TIMEOUT, server.async_wait()).await {
+                    Ok(Ok(Incoming::Call(x, ctx))) => (x, ctx),
+                    Ok(Ok(_)) => return Err("unexpected message kind".into()),
+                    Ok(Err(e)) => return Err(format!("async_wait: {e}")),
+                    Err(_) => return Err("no call within the deadline".into()),
+                };
+                if x == STOP {
+                    return ctx.reply(STOP).map_err(|e| format!("reply: {e}"));
+                }
+                ctx.reply(x.wrapping_add(1))
+                    .map_err(|e| format!("reply: {e}"))?;
+            }
+        })
+    }
+
     /// `req(x)` beside [`CROWD`] clients that never call.
     struct Crowd {
         req: Req,
@@ -738,6 +845,12 @@ mod courier_side {
                 _idle: idle,
             }));
         }
+        if kind == Kind::CourierAsync {
+            return Ok(Box::new(AsyncReq {
+                rt: runtime()?,
+                client,
+            }));
+        }
         if n == SMALL {
             return Ok(Box::new(Req { client }));
         }
@@ -775,6 +888,88 @@ mod courier_side {
             ctx.reply(x.wrapping_add(1))
                 .map_err(|e| format!("reply: {e}"))?;
         }
+    }
+}
+
+/// tokio's Unix socket: the async peer of the [`ASYNC`] scenario, a current-thread runtime on
+/// each side.
+mod tokio_side {
+    use super::{check_small, courier_side::runtime, Client, OP_TIMEOUT, STOP};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The client: one `block_on` per call, as courier's async row.
+    pub(super) struct Stream {
+        rt: tokio::runtime::Runtime,
+        s: tokio::net::UnixStream,
+    }
+
+    impl Stream {
+        /// Wraps an accepted socket for the runtime.
+        pub(super) fn new(s: std::os::unix::net::UnixStream) -> Result<Stream, String> {
+            let rt = runtime()?;
+            s.set_nonblocking(true)
+                .map_err(|e| format!("set_nonblocking: {e}"))?;
+            let s = {
+                let _in = rt.enter();
+                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?
+            };
+            Ok(Stream { rt, s })
+        }
+    }
+
+    /// Writes `x`, reads the 8-byte answer, within [`OP_TIMEOUT`].
+    async fn round_trip(s: &mut tokio::net::UnixStream, x: u64) -> Result<u64, String> {
+        let io = async {
+            s.write_all(&x.to_le_bytes()).await?;
+            let mut rp = [0u8; 8];
+            s.read_exact(&mut rp).await?;
+            Ok::<_, std::io::Error>(u64::from_le_bytes(rp))
+        };
+        tokio::time::timeout(OP_TIMEOUT, io)
+            .await
+            .map_err(|_| "no answer within the deadline".to_string())?
+            .map_err(|e| format!("socket: {e}"))
+    }
+
+    impl Client for Stream {
+        fn call(&mut self, x: u64) -> Result<u64, String> {
+            let reply = self.rt.block_on(round_trip(&mut self.s, x))?;
+            check_small(reply, x)
+        }
+
+        fn stop(&mut self) -> Result<(), String> {
+            let s = &mut self.s;
+            self.rt
+                .block_on(s.write_all(&STOP.to_le_bytes()))
+                .map_err(|e| format!("write: {e}"))
+        }
+    }
+
+    /// The server: answers x + 1 until [`STOP`] or the end of the stream.
+    pub(super) fn server(s: std::os::unix::net::UnixStream) -> Result<(), String> {
+        let rt = runtime()?;
+        s.set_nonblocking(true)
+            .map_err(|e| format!("set_nonblocking: {e}"))?;
+        rt.block_on(async {
+            let mut s =
+                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?;
+            loop {
+                let mut rq = [0u8; 8];
+                match tokio::time::timeout(OP_TIMEOUT * 10, s.read_exact(&mut rq)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Ok(Err(e)) => return Err(format!("read: {e}")),
+                    Err(_) => return Err("no request within the deadline".into()),
+                }
+                let x = u64::from_le_bytes(rq);
+                if x == STOP {
+                    return Ok(());
+                }
+                s.write_all(&x.wrapping_add(1).to_le_bytes())
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+        })
     }
 }
 
@@ -1293,6 +1488,14 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
     }
+    // Async callers and servers: ahead of every async peer under both loads, and what async
+    // costs beside the blocking call.
+    goals.extend(report::ahead_of_every_peer(rows, ASYNC));
+    goals.push(Goal::informational_median(
+        format!("{ASYNC}: courier areq / async_wait ÷ courier's blocking req (informational)"),
+        row_at(rows, SMALL, Kind::CourierAsync),
+        row_at(rows, SMALL, Kind::CourierReq),
+    ));
     if load == Load::Busy {
         goals.extend(report::ahead_of_every_peer(rows, small));
         goals.push(Goal::median(
@@ -1398,7 +1601,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
 /// The row of `kind` at size `n` among `rows`, if measured.
 fn row_at(rows: &[Row], n: usize, kind: Kind) -> Option<&Row> {
     rows.iter()
-        .find(|r| r.scenario == scenario(n) && r.name == kind.name())
+        .find(|r| r.scenario == scenario_of(kind, n) && r.name == kind.name())
 }
 
 /// "A few times the small round trip": the bound of the 16 MiB goal.
