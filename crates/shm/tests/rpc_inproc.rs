@@ -675,17 +675,22 @@ fn async_wait_yields_to_the_executor_in_a_stream_of_calls() {
         }
     }
 
-    let (s, c) = setup("inproc-async-coop");
     // As many one-way calls as the connection has slots, all queued before the server looks:
     // every poll finds one.
-    const N: u64 = 64;
+    const N: u64 = 300;
+    let (s, c) = setup_with("inproc-async-coop", ServerConfig::new().slots(N as usize));
     for n in 0..N {
         c.try_send(n).unwrap();
     }
+    // The first one taken by a blocking wait, which waits for the server's accept thread to
+    // list the connection (before that a poll finds nothing, and sleeps for real).
+    let Incoming::Call(first, _) = s.wait_timeout(T).unwrap() else {
+        panic!("not a call");
+    };
     let woken = Arc::new(Count(AtomicUsize::new(0)));
     let waker = Waker::from(Arc::clone(&woken));
     let mut cx = Context::from_waker(&waker);
-    let (mut got, mut yields) = (Vec::new(), 0);
+    let (mut got, mut yields) = (vec![first], 0);
     while (got.len() as u64) < N {
         let mut wait = s.async_wait();
         loop {

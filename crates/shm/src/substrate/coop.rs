@@ -16,8 +16,11 @@
 use std::cell::Cell;
 use std::task::Context;
 
-/// How many polls in a row on one thread may end `Ready` before the next yields once.
-pub(crate) const BUDGET: u32 = 32;
+/// How many polls in a row on one thread may end `Ready` before the next yields once: tokio's
+/// own default budget. Not fewer: on tokio's multi-thread runtime a task that wakes itself is
+/// taken over by another worker, woken for it (about 5 µs on a 2-vCPU VM), which at one yield
+/// every 32 calls put a server task's p99 at 5 µs against 0.8 µs.
+pub(crate) const BUDGET: u32 = 128;
 
 thread_local! {
     static STREAK: Cell<u32> = const { Cell::new(0) };

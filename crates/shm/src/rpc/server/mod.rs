@@ -685,7 +685,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
     /// as a blocking worker does, without taking messages, and wakes the waiting tasks when
     /// a call may be there. Several tasks (and blocking workers) may wait at once; each
     /// message goes to one of them. A task that finds a message at every poll yields to its
-    /// executor once every 32 of them, so that a steady stream of calls does not keep the
+    /// executor once every 128 of them, so that a steady stream of calls does not keep the
     /// thread's other tasks from running.
     ///
     /// # Errors
