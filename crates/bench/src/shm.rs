@@ -186,14 +186,17 @@ fn plan(bytes: usize, quick: bool, rounds: usize) -> Plan {
             budget,
         };
     }
-    // Every row takes 10 batches a round, of 8–40 ms in all: a round much shorter than a
-    // scheduler's time slice (a few ms) would show, with a core busy, whether a slice happened
-    // to end in it rather than how often slices end.
+    // Every row takes 10 batches a round, of 8–40 ms in all at the small sizes: a round much
+    // shorter than a scheduler's time slice (a few ms) would show, with a core busy, whether a
+    // slice happened to end in it rather than how often slices end. At 1 and 16 MiB, where
+    // courier and the best peer both run at the memset floor and a noisy neighbour moves that
+    // floor by ±10 % within seconds, about 150–200 ms (at most the row's budget), so that one
+    // burst of the host's weighs less in a round's median.
     let (warmup, batches, per_batch) = match bytes {
         0..=4096 => (1_000, 50, 2_000),
         4097..=65536 => (100, 50, 1_000),
-        65537..=1_048_576 => (10, 50, 100),
-        _ => (2, 50, 4),
+        65537..=1_048_576 => (10, 50, 400),
+        _ => (2, 50, 16),
     };
     Plan {
         warmup,
