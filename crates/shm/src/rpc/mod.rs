@@ -114,7 +114,13 @@
 //! sockets (3.3 µs more per call that wakes a worker, on the 2-core VM of the benchmarks).
 //! Async waiters
 //! and subscription readers on the connection's client bell, which a thread of the client
-//! process (started on first use) turns into `Waker` calls.
+//! process (started on first use) turns into `Waker` calls. An async caller (`areq`) and an
+//! async worker (`async_wait`) first wait as their blocking counterparts do (a spin, or a
+//! yield of the CPU to a peer that last ran on it, or the caller's move to another CPU),
+//! for at most 20 µs; only a call whose future then sleeps asks the server to ring the bell
+//! (`F_ASYNC`, set with its waker and checked against the completion, a Dekker pair), so a
+//! call answered within the spin costs neither side a wake-up. A task whose waits are all
+//! ready at once yields to its executor once every 128 (`substrate::coop`).
 //!
 //! # Death
 //!
