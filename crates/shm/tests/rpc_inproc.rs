@@ -620,12 +620,15 @@ fn client_timeout_forms_of_duration_max_mean_no_limit() {
 }
 
 /// `Server::async_wait` serves calls from a task, without a blocking worker: each call comes
-/// only after the previous reply, so the task is idle (its future pending, the reactor asleep
-/// on the wake-up sockets) before every one of them, and the reactor must wake it. Two tasks
-/// joined on one thread share the calls.
+/// only after the previous reply, and the server never spins (`spin(0)`), so the task is idle
+/// (its future pending, the reactor asleep) before every one of them, and the reactor must
+/// wake it. Two tasks joined on one thread share the calls.
 #[test]
 fn async_wait_serves_calls_from_tasks_on_one_thread() {
-    let (s, c) = setup("inproc-async-wait");
+    let (s, c) = setup_with(
+        "inproc-async-wait",
+        ServerConfig::new().spin(Duration::ZERO),
+    );
     const N: u64 = 200;
     let served = std::sync::atomic::AtomicU64::new(0);
     let (done, finished) = mpsc::channel();

@@ -6,9 +6,9 @@
 //! ```text
 //! 0      header (64 B, `substrate/header.rs`): "CRPC", version, slots, slot size, push depth,
 //!        push size, ready
-//! 64     written by the client: (+0 unused, zero), push_head u64 (+8), cbell_wait u32 (+16),
+//! 64     written by the client: cli_tid u32 (+0), push_head u64 (+8), cbell_wait u32 (+16),
 //!                               cli_cpu u32 (+20), doorbell u32 (+24)
-//! 128    written by the server: (+0 unused, zero), push_tail u64 (+8), srv_sleep u32 (+16),
+//! 128    written by the server: srv_tid u32 (+0), push_tail u64 (+8), srv_sleep u32 (+16),
 //!                               cbell u32 (+20), srv_closed u32 (+24), srv_cpu u32 (+28),
 //!                               srv_bell u32 (+32)
 //! 192    request ring: `slots` x u64 stamped slot indices (client -> server; see
@@ -41,6 +41,10 @@ pub(crate) const VERSION: u32 = 4;
 // The client's line. It holds no counter of the request ring: the server finds calls by
 // their stamped entries, so the client does not write its line at every call, and the
 // server does not read it at every call.
+/// The thread the client last queued a call from (its Linux thread id; 0: not known), a
+/// hint beside [`CLI_CPU`]: an async worker whose caller is a task on its own thread
+/// neither spins nor yields for it. (A peer of layout 4 before it leaves it 0: unused then.)
+pub(crate) const CLI_TID: usize = 64;
 pub(crate) const PUSH_HEAD: usize = 72;
 pub(crate) const CBELL_WAIT: usize = 80;
 /// The CPU the client last queued a call from, plus one (0: not known): a hint for the
@@ -53,6 +57,10 @@ pub(crate) const DOORBELL: usize = 88;
 // The server's line. It holds no counter of the request ring: the server keeps its count
 // of requests taken in its own memory (`Consumer::take_stamped`), so that its line is not
 // written on every call, and a caller's look at `srv_sleep` finds the line in its cache.
+/// The thread of the worker that last took a call of this connection (0: not known), a hint
+/// beside [`SRV_CPU`]: an async caller whose worker is a task on its own thread neither
+/// spins, yields nor moves for it.
+pub(crate) const SRV_TID: usize = 128;
 pub(crate) const PUSH_TAIL: usize = 136;
 /// How many workers sleep (the client rings when it queues a call and this is not 0), or
 /// [`SLEEP_COLD`].

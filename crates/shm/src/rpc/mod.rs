@@ -117,7 +117,10 @@
 //! process (started on first use) turns into `Waker` calls. An async caller (`areq`) and an
 //! async worker (`async_wait`) first wait as their blocking counterparts do (a spin, or a
 //! yield of the CPU to a peer that last ran on it, or the caller's move to another CPU),
-//! for at most 20 µs; only a call whose future then sleeps asks the server to ring the bell
+//! a worker for at most 20 µs, a caller for its connection's budget (20 µs unless
+//! `ConnectConfig::spin` says otherwise), and neither for a peer that is a task on its own
+//! thread (the thread hints `cli_tid`, `srv_tid`); only a call whose future then sleeps asks
+//! the server to ring the bell
 //! (`F_ASYNC`, set with its waker and checked against the completion, a Dekker pair), so a
 //! call answered within the spin costs neither side a wake-up. A task whose waits are all
 //! ready at once yields to its executor once every 128 (`substrate::coop`).

@@ -43,6 +43,23 @@ pub(crate) const SLEEPING: u32 = 1;
 
 pub(crate) use courier_core::placement::this_cpu;
 
+/// This thread's Linux thread id (never 0, so that 0 can mean "not known" in the hints the
+/// two sides of a connection leave each other), read once per thread. Beside the CPU hint
+/// it tells a waiter that its peer is a task on its own thread, where neither spinning nor
+/// yielding the CPU lets the peer run: only returning to the executor does.
+pub(crate) fn this_thread() -> u32 {
+    std::thread_local! {
+        static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    TID.try_with(|t| {
+        if t.get() == 0 {
+            t.set(rustix::thread::gettid().as_raw_nonzero().get() as u32);
+        }
+        t.get()
+    })
+    .unwrap_or(0)
+}
+
 /// How many looks a timed spin makes between two readings of the clock (a reading costs
 /// about as much as one look).
 pub(crate) const CLOCK_EVERY: u32 = 16;
@@ -231,6 +248,36 @@ impl AdaptiveSpin {
     /// records how that went: the value, or `None` when the budget ran out without one.
     pub(crate) fn spin<T>(&self, deadline: Deadline, look: impl FnMut() -> Option<T>) -> Option<T> {
         self.spin_clocked(deadline, Instant::now, look)
+    }
+
+    /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
+    /// thread): a spin that the cap cut short says nothing of whether the whole budget would
+    /// have been answered, so it is recorded only if it was answered, or if the budget was
+    /// no longer than the cap. (Recorded as a miss, it would halve the budget of the blocking
+    /// waits that share it, for calls they would have caught.)
+    pub(crate) fn spin_capped<T>(
+        &self,
+        cap: Duration,
+        look: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let budget = self.budget();
+        let mut look = look;
+        let spun = spin_clocked(budget.min(cap), Instant::now, || {
+            Ok::<_, std::convert::Infallible>(look())
+        });
+        let Ok(spun) = spun;
+        match spun {
+            Ok((v, after)) => {
+                self.record(Spun::Answered(after));
+                Some(v)
+            }
+            Err(how) => {
+                if budget <= cap {
+                    self.record(how);
+                }
+                None
+            }
+        }
     }
 
     /// [`spin`](Self::spin), reading the time with `now` (a test's clock).

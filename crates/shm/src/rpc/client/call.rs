@@ -4,7 +4,7 @@
 
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    state, status, Shared, F_ASYNC, SRV_CPU, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
+    state, status, Shared, F_ASYNC, SRV_CPU, SRV_TID, S_FLAGS, S_RARGS, S_RLEN, S_RSIG, S_STATUS,
 };
 use crate::rpc::slot;
 use crate::rpc::wire::Wire;
@@ -62,6 +62,13 @@ impl Call {
     /// cannot answer while we spin here (a hint; Relaxed).
     fn server_here(&self) -> bool {
         self.conn.sh.u32(SRV_CPU).load(Ordering::Relaxed) == park::this_cpu()
+    }
+
+    /// Whether the worker that last took a call of this connection is a task on this very
+    /// thread (a hint, as `server_here`): then neither a spin, a yield nor a move lets it
+    /// answer, only returning to the executor.
+    fn server_on_this_thread(&self) -> bool {
+        self.conn.sh.u32(SRV_TID).load(Ordering::Relaxed) == park::this_thread()
     }
 
     pub(super) fn is_done(&self) -> bool {
@@ -404,9 +411,16 @@ impl Drop for SlotFuture<'_> {
 
 /// The future of [`Client::areq`] and [`WaitReply::wait_async`].
 ///
-/// Its first poll spins (for the connection's adaptive budget, as a blocking wait does, and
-/// not when the call had to wake the server) before it hands the wait to the client's bell
-/// thread: a reply that comes within a few microseconds costs no thread hop.
+/// Its first poll waits as a blocking wait does before it hands the wait to the client's
+/// bell thread, so that a reply that comes within a few microseconds costs no wake-up: it
+/// spins for the connection's adaptive budget (a busy-polling connection's for at most
+/// [`DEFAULT_CALLER_SPIN`]); or, when the worker last ran on this CPU, it moves to another
+/// CPU and spins there where that pays ([`Conn::move_pays`]), else yields this CPU to the
+/// worker for up to [`park::YIELD_FOR`] (a `sched_yield` can also hand the CPU to another
+/// process for the rest of its slice). None of that when the call had to wake the server,
+/// when the answer is there already, or when the worker is a task on this very thread. A
+/// poll that comes after [`coop::BUDGET`] ready ones on this thread yields to the executor
+/// first.
 pub(super) struct CallFuture<Rp, E> {
     pub(super) call: Option<Call>,
     pub(super) spun: bool,
@@ -422,7 +436,13 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
         }
         if !self.spun {
             self.spun = true;
-            if let Some(call) = self.call.as_ref().filter(|c| !c.woke) {
+            // Not for a call answered already (`wait_async` of an old call), nor one whose
+            // worker is a task on this thread.
+            if let Some(call) = self
+                .call
+                .as_ref()
+                .filter(|c| !c.woke && !c.is_done() && !c.server_on_this_thread())
+            {
                 // As a blocking caller: a worker that last ran on this CPU and is awake
                 // cannot answer while we spin here, so move to another CPU where that pays
                 // (`Conn::move_pays`) and spin there, else yield this one to it.

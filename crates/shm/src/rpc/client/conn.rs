@@ -6,9 +6,9 @@ use crate::error::ShmError;
 use crate::rpc::buf::{BufferHolder, ShmBuf};
 use crate::rpc::fault::Fault;
 use crate::rpc::layout::{
-    has_args, kind, read_header, state, Out, Shared, BELL_DOORBELL, CBELL, CLI_CPU, DOORBELL,
-    F_ASYNC, SLEEP_COLD, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP,
-    S_SIG,
+    has_args, kind, read_header, state, Out, Shared, BELL_DOORBELL, CBELL, CLI_CPU, CLI_TID,
+    DOORBELL, F_ASYNC, SLEEP_COLD, SRV_BELL, SRV_CLOSED, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN,
+    S_OP, S_SIG,
 };
 use crate::rpc::slot;
 use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
@@ -545,6 +545,7 @@ impl Conn {
         }
         // The spin hint for the server.
         sh.set_hint(CLI_CPU, park::this_cpu());
+        sh.set_hint(CLI_TID, park::this_thread());
         sh.state(slot).store(state::QUEUED, Ordering::Relaxed);
         {
             // The entry, stamped with its lap, is all a worker reads to find the call. The

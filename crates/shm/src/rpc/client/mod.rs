@@ -977,6 +977,36 @@ mod tests {
         assert_eq!(slot_flags & F_ASYNC, 0, "a slot still asks for a ring");
     }
 
+    /// A caller task and a server task on one thread: each side's thread hint names this
+    /// thread, which is what keeps either from spinning, yielding or moving for the other
+    /// (neither lets a task of its own thread run); the calls are all answered.
+    #[test]
+    fn a_caller_and_a_server_task_on_one_thread_name_it_in_their_hints() {
+        use crate::rpc::layout::{CLI_TID, SRV_TID};
+        use crate::substrate::park::this_thread;
+        let (s, c) = pair("client-unit-one-thread");
+        const CALLS: u64 = 50;
+        let serve = async {
+            for _ in 0..CALLS {
+                let Ok(Incoming::Call(n, ctx)) = s.async_wait().await else {
+                    panic!("not a call");
+                };
+                assert_eq!(ctx.reply(n + 1), Ok(()));
+            }
+        };
+        let call = async {
+            for n in 0..CALLS {
+                assert_eq!(c.areq(n).await, Ok(n + 1));
+            }
+        };
+        futures::executor::block_on(futures::future::join(serve, call));
+        let sh = &c.shared.conn.sh;
+        let me = this_thread();
+        assert_ne!(me, 0);
+        assert_eq!(sh.u32(SRV_TID).load(Ordering::Relaxed), me, "server's hint");
+        assert_eq!(sh.u32(CLI_TID).load(Ordering::Relaxed), me, "client's hint");
+    }
+
     /// A task whose `areq` calls are all answered before it looks still lets the other tasks
     /// of its thread run: after a run of calls ready at once, the call's future wakes its
     /// task and returns `Pending` once, and its next poll reads the answer.

@@ -26,8 +26,8 @@ pub use sent::SentBuf;
 
 use crate::error::ShmError;
 use crate::rpc::layout::{
-    has_args, kind, status, write_header, Layout, CLI_CPU, DOORBELL, F_ASYNC, SLEEP_COLD,
-    SRV_CLOSED, SRV_CPU, SRV_SLEEP, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
+    has_args, kind, status, write_header, Layout, CLI_CPU, CLI_TID, DOORBELL, F_ASYNC, SLEEP_COLD,
+    SRV_CLOSED, SRV_CPU, SRV_SLEEP, SRV_TID, S_ARGS, S_FLAGS, S_KIND, S_LEN, S_OP, S_SIG,
 };
 use crate::rpc::sid::ServerId;
 use crate::rpc::stats::{ServerStats, StatsFile};
@@ -367,6 +367,8 @@ struct Core {
     spin: AdaptiveSpin,
     /// The CPU (plus one) the client of the last call taken sent it from: a spin hint.
     client_cpu: std::sync::atomic::AtomicU32,
+    /// The thread of the last call's client ([`CLI_TID`]; 0: not known).
+    client_tid: std::sync::atomic::AtomicU32,
     limits: Limits,
     /// Lent buffers registered by all clients: (count, bytes).
     lend_totals: Mutex<(usize, u64)>,
@@ -462,6 +464,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             forwarding: config.forwarding,
             spin: AdaptiveSpin::for_server(config.spin),
             client_cpu: std::sync::atomic::AtomicU32::new(0),
+            client_tid: std::sync::atomic::AtomicU32::new(0),
             limits: config.limits,
             lend_totals: Mutex::new((0, 0)),
             poller,
@@ -772,8 +775,11 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         let rec = sh.lay.rec(slot);
         // The spin hints (see `wait_with`); Relaxed: hints only.
         sh.set_hint(SRV_CPU, park::this_cpu());
+        sh.set_hint(SRV_TID, park::this_thread());
         core.client_cpu
             .store(sh.u32(CLI_CPU).load(Ordering::Relaxed), Ordering::Relaxed);
+        core.client_tid
+            .store(sh.u32(CLI_TID).load(Ordering::Relaxed), Ordering::Relaxed);
         // Read every field once; the client may change them afterwards.
         let kind = sh.u32(rec + S_KIND).load(Ordering::Relaxed);
         let op = sh.u32(rec + S_OP).load(Ordering::Relaxed);
@@ -952,8 +958,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
         // that calls in a loop has its next call queued within a microsecond or two of the
         // last answer, and a task that sleeps instead pays two wake-ups a call (the reactor
         // thread's, then the executor's). When the client of the last call runs on this CPU
-        // it cannot queue while we spin: the task yields the CPU to it for as long instead.
-        if !std::mem::replace(&mut self.spun, true) && !core.spin.never() {
+        // it cannot queue while we spin: the task yields the CPU to it for as long instead;
+        // and when it is a task on this very thread, neither lets it run: the task sleeps.
+        let client_on_this_thread =
+            || core.client_tid.load(Ordering::Relaxed) == park::this_thread();
+        if !std::mem::replace(&mut self.spun, true)
+            && !core.spin.never()
+            && !client_on_this_thread()
+        {
             let client_here = !core.spin.is_fixed()
                 && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             let found = if client_here {
@@ -962,7 +974,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
                 found
             } else {
                 core.spin
-                    .spin(Deadline::after(DEFAULT_CALLER_SPIN), || server.poll_once())
+                    .spin_capped(DEFAULT_CALLER_SPIN, || server.poll_once())
             };
             if let Some(m) = found {
                 coop::ready();
