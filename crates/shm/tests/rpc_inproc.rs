@@ -666,17 +666,9 @@ fn async_wait_serves_calls_from_tasks_on_one_thread() {
 /// held a single-threaded executor for as long as the stream lasted.)
 #[test]
 fn async_wait_yields_to_the_executor_in_a_stream_of_calls() {
+    use courier_testkit::WakeCount;
     use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use std::task::{Context, Poll};
 
     // As many one-way calls as the connection has slots, all queued before the server looks:
     // every poll finds one.
@@ -690,8 +682,7 @@ fn async_wait_yields_to_the_executor_in_a_stream_of_calls() {
     let Incoming::Call(first, _) = s.wait_timeout(T).unwrap() else {
         panic!("not a call");
     };
-    let woken = Arc::new(Count(AtomicUsize::new(0)));
-    let waker = Waker::from(Arc::clone(&woken));
+    let (woken, waker) = WakeCount::new();
     let mut cx = Context::from_waker(&waker);
     let (mut got, mut yields) = (vec![first], 0);
     while (got.len() as u64) < N {
@@ -706,11 +697,7 @@ fn async_wait_yields_to_the_executor_in_a_stream_of_calls() {
                 Poll::Ready(other) => panic!("not a call: {:?}", other.err()),
                 Poll::Pending => {
                     yields += 1;
-                    assert_eq!(
-                        woken.0.load(Ordering::SeqCst),
-                        yields,
-                        "a yield that did not wake its task"
-                    );
+                    assert_eq!(woken.count(), yields, "a yield that did not wake its task");
                     assert!(
                         yields as u64 <= N / 2,
                         "yields with no call taken between them"

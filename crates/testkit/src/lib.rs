@@ -24,6 +24,7 @@
 //! - [`euid`] and [`executable_by_others`]: whether a test can run a child as another user.
 //! - [`sleeps_of_this_thread`]: how often the calling thread went to sleep (Linux), for tests
 //!   of waits that must not sleep.
+//! - [`WakeCount`]: a waker that counts its wake-ups, for futures polled by hand.
 //!
 //! This crate is `publish = false` and only ever a dev-dependency. It is Unix-only.
 //!
@@ -445,6 +446,38 @@ pub fn sleeps_of_this_thread() -> u64 {
         .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
         .and_then(|n| n.trim().parse().ok())
         .expect("no voluntary_ctxt_switches line in /proc/thread-self/status")
+}
+
+// ---------------------------------------------------------------------------------------
+// Futures.
+
+/// A waker that counts how often it was woken, for tests that poll a future by hand and
+/// check that a `Pending` came with a wake-up (or without one).
+#[derive(Debug, Default)]
+pub struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl WakeCount {
+    /// A counter at zero and its waker.
+    pub fn new() -> (std::sync::Arc<WakeCount>, std::task::Waker) {
+        let count = std::sync::Arc::new(WakeCount::default());
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&count));
+        (count, waker)
+    }
+
+    /// How many times the waker (or a clone of it) was woken so far.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

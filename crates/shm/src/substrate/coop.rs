@@ -55,22 +55,11 @@ pub(crate) fn pending() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::{Wake, Waker};
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use courier_testkit::WakeCount;
 
     #[test]
     fn a_streak_of_budget_readies_yields_once_and_a_pending_starts_it_again() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::new();
         let cx = Context::from_waker(&waker);
         pending();
         for _ in 0..BUDGET {
@@ -78,7 +67,7 @@ mod tests {
             ready();
         }
         assert!(must_yield(&cx), "no yield after {BUDGET} readies");
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was not woken");
+        assert_eq!(count.count(), 1, "the task was not woken");
         assert!(!must_yield(&cx), "a yield starts the count again");
         for _ in 0..BUDGET - 1 {
             ready();
@@ -86,6 +75,6 @@ mod tests {
         pending();
         ready();
         assert!(!must_yield(&cx), "a pending starts the count again");
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
     }
 }

@@ -1012,21 +1012,13 @@ mod tests {
     /// task and returns `Pending` once, and its next poll reads the answer.
     #[test]
     fn areqs_answered_at_once_yield_to_the_executor() {
+        use courier_testkit::WakeCount;
         use std::future::Future;
-        use std::sync::atomic::AtomicUsize;
-        use std::task::{Context, Poll, Wake, Waker};
-
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
+        use std::task::{Context, Poll};
 
         let (s, c) = pair("client-unit-areq-coop");
         let s = std::rc::Rc::new(s);
-        let woken = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&woken));
+        let (woken, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         let mut yields = 0;
         const CALLS: u64 = 300;
@@ -1049,7 +1041,7 @@ mod tests {
                     }
                     Poll::Pending => {
                         yields += 1;
-                        assert_eq!(woken.0.load(Ordering::SeqCst), yields, "not woken");
+                        assert_eq!(woken.count(), yields, "not woken");
                         assert!(
                             (yields as u64) < CALLS / 2,
                             "yields with no answer read between them"
