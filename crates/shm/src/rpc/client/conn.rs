@@ -167,9 +167,10 @@ impl Conn {
 /// `F_ASYNC` flag asks it to ring the client bell. So while a caller waits for a slot, every
 /// zombie is flagged `F_ASYNC` (then a last look for DONE: the Dekker pair with the server's
 /// completion CAS and its load of the flag), and the bell thread reclaims zombies on every
-/// ring. A canceled call is the exception: the server hands it back without looking at the
-/// flag, so while one is a zombie and a caller waits, the bell thread also looks every
-/// [`ZOMBIE_LOOK`] (until the server rings for those too).
+/// ring. A canceled call is the exception: waiters do not flag it, and the server rings when
+/// it hands it back only if it was flagged already (an async call whose future went to
+/// sleep), so while one is a zombie and a caller waits, the bell thread also looks every
+/// [`ZOMBIE_LOOK`].
 pub(super) struct Pool {
     pub(super) free: Vec<usize>,
     pub(super) zombies: Vec<Zombie>,
