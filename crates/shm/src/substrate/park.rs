@@ -251,15 +251,16 @@ impl AdaptiveSpin {
     }
 
     /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
-    /// thread): a spin that the cap cut short says nothing of whether the whole budget would
-    /// have been answered, so it is recorded only if it was answered, or if the budget was
-    /// no longer than the cap. (Recorded as a miss, it would halve the budget of the blocking
-    /// waits that share it, for calls they would have caught.)
+    /// thread), giving the value and about how long it took (as [`Spun::Answered`]): a spin
+    /// that the cap cut short says nothing of whether the whole budget would have been
+    /// answered, so it is recorded only if it was answered, or if the budget was no longer
+    /// than the cap. (Recorded as a miss, it would halve the budget of the blocking waits
+    /// that share it, for calls they would have caught.)
     pub(crate) fn spin_capped<T>(
         &self,
         cap: Duration,
         look: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
+    ) -> Option<(T, Duration)> {
         let budget = self.budget();
         let mut look = look;
         let spun = spin_clocked(budget.min(cap), Instant::now, || {
@@ -269,7 +270,7 @@ impl AdaptiveSpin {
         match spun {
             Ok((v, after)) => {
                 self.record(Spun::Answered(after));
-                Some(v)
+                Some((v, after))
             }
             Err(how) => {
                 if budget <= cap {

@@ -451,28 +451,34 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
                     here = call.server_here();
                 }
-                let start = Instant::now();
+                // How long the answer took, if it came: what `move_pays` goes by, as for a
+                // blocking call.
                 let answered = if !here {
-                    // A busy-poll holds the executor's thread no longer than a default spin.
-                    let until = if call.conn.spin.is_fixed() {
-                        Deadline::after(DEFAULT_CALLER_SPIN)
+                    // A busy-poll holds the executor's thread no longer than a default spin
+                    // (an adaptive budget is the connection's own limit: no cap).
+                    let cap = if call.conn.spin.is_fixed() {
+                        DEFAULT_CALLER_SPIN
                     } else {
-                        Deadline::NEVER
+                        Duration::MAX
                     };
-                    call.conn.spin.spin(until, || call.is_done().then_some(()))
+                    let done = || call.is_done().then_some(());
+                    call.conn
+                        .spin
+                        .spin_capped(cap, done)
+                        .map(|((), after)| after)
                 } else if adaptive {
                     // Spinning would keep the worker off this CPU, and a sleep costs two
                     // wake-ups (the bell thread's, then the executor's): yield the CPU to it
                     // for a while ([`Call::wait`] does the same), holding the executor's
                     // thread no longer than a spin.
+                    let start = Instant::now();
                     let done = || Ok::<_, std::convert::Infallible>(call.is_done().then_some(()));
                     let Ok(answered) = park::yield_on(park::YIELD_FOR, done);
-                    answered
+                    answered.map(|()| start.elapsed())
                 } else {
                     None
                 };
-                // What `move_pays` goes by, as for a blocking call.
-                call.conn.note_answer(answered.map(|()| start.elapsed()));
+                call.conn.note_answer(answered);
             }
         }
         let Some(call) = self.call.as_ref() else {

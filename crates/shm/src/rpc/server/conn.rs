@@ -291,6 +291,16 @@ impl Conn {
         }
     }
 
+    /// Notes a call taken from this connection: it stays warm through the accept thread's
+    /// next round. `true` if it is cold: the caller warms it (`Core::warm`) once it holds no
+    /// lock. Two Relaxed loads of server memory; a store only when the flag changes.
+    pub(super) fn note_call(&self) -> bool {
+        if !self.active.load(Ordering::Relaxed) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+        self.cold.load(Ordering::Relaxed)
+    }
+
     /// A sleeping worker was woken by a wake on the client's doorbell, which had not
     /// changed: anyone who maps the word can wake its sleepers without changing it, and an
     /// honest client changes it before it wakes them. Counted as [`Conn::note_ring`] counts a

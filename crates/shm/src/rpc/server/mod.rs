@@ -740,7 +740,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             conn.flush_ends();
             for _ in 0..core.lay.slots {
                 let Some(slot) = conn.pop() else { break };
-                if core.note_call(conn) && warm.is_none() {
+                if conn.note_call() && warm.is_none() {
                     warm = Some(Arc::clone(conn));
                 }
                 if let Some(m) = self.incoming(Arc::clone(conn), slot) {
@@ -975,6 +975,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
             } else {
                 core.spin
                     .spin_capped(DEFAULT_CALLER_SPIN, || server.poll_once())
+                    .map(|(m, _)| m)
             };
             if let Some(m) = found {
                 coop::ready();
@@ -1109,16 +1110,6 @@ impl Core {
         for c in conns.warm() {
             c.sh.u32(SRV_SLEEP).store(*n, Ordering::SeqCst);
         }
-    }
-
-    /// Notes a call taken from `conn`: it stays warm through the accept thread's next round.
-    /// `true` if it is cold: the caller warms it ([`Core::warm`]) once it holds no lock. Two
-    /// Relaxed loads of server memory; a store only when the flag changes.
-    fn note_call(&self, conn: &Conn) -> bool {
-        if !conn.active.load(Ordering::Relaxed) {
-            conn.active.store(true, Ordering::Relaxed);
-        }
-        conn.cold.load(Ordering::Relaxed)
     }
 
     /// A cold connection called: its `srv_sleep` says how many workers sleep again, so its
