@@ -880,6 +880,18 @@ mod tests {
         (s, c)
     }
 
+    /// Has the server `s` take the next call and answer it (n + 1) once the caller has
+    /// queued it, before the caller looks at `srv_closed` or its slot; `s` is dropped after.
+    fn answer_once_queued(s: impl std::borrow::Borrow<Srv> + 'static) {
+        set_hook(Point::ClosedCheck, move || {
+            let s = s.borrow();
+            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+                panic!("not a call");
+            };
+            assert_eq!(ctx.reply(n + 1), Ok(()));
+        });
+    }
+
     /// A call taken by the server; the hook answers it and then marks the server dead.
     fn taken_call(s: &Srv, c: &Cli, n: u64) -> WaitReply<u64, u64, u32> {
         let w = c.req_async(n).unwrap();
@@ -927,13 +939,7 @@ mod tests {
     #[test]
     fn an_answer_before_the_server_closed_is_read() {
         let (s, c) = pair("client-unit-closed-answered");
-        set_hook(Point::ClosedCheck, move || {
-            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-                panic!("not a call");
-            };
-            assert_eq!(ctx.reply(n + 1), Ok(()));
-            drop(s);
-        });
+        answer_once_queued(s);
         assert_eq!(c.req_timeout(7, Duration::from_secs(10)), Ok(8));
         // And the server is gone for the next call.
         assert_eq!(
@@ -955,12 +961,7 @@ mod tests {
         let bell = || conn.sh.u32(CBELL).load(Ordering::SeqCst);
         let before = bell();
         // The server takes and answers the call once it is queued, before the caller looks.
-        set_hook(Point::ClosedCheck, move || {
-            let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-                panic!("not a call");
-            };
-            assert_eq!(ctx.reply(n + 1), Ok(()));
-        });
+        answer_once_queued(s);
         assert_eq!(futures::executor::block_on(c.areq(7)), Ok(8));
         assert_eq!(
             bell(),
@@ -1024,14 +1025,7 @@ mod tests {
         const CALLS: u64 = 300;
         for n in 0..CALLS {
             // The server answers once the call is queued, before the caller looks.
-            let s = std::rc::Rc::clone(&s);
-            set_hook(Point::ClosedCheck, move || {
-                let Incoming::Call(n, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap()
-                else {
-                    panic!("not a call");
-                };
-                assert_eq!(ctx.reply(n + 1), Ok(()));
-            });
+            answer_once_queued(std::rc::Rc::clone(&s));
             let mut call = std::pin::pin!(c.areq(n));
             loop {
                 match call.as_mut().poll(&mut cx) {
