@@ -910,14 +910,20 @@ mod tokio_side {
         /// Wraps an accepted socket for the runtime.
         pub(super) fn new(s: std::os::unix::net::UnixStream) -> Result<Stream, String> {
             let rt = runtime()?;
-            s.set_nonblocking(true)
-                .map_err(|e| format!("set_nonblocking: {e}"))?;
-            let s = {
-                let _in = rt.enter();
-                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?
-            };
+            let s = on(&rt, s)?;
             Ok(Stream { rt, s })
         }
+    }
+
+    /// `s`, non-blocking, registered with `rt`'s reactor.
+    fn on(
+        rt: &tokio::runtime::Runtime,
+        s: std::os::unix::net::UnixStream,
+    ) -> Result<tokio::net::UnixStream, String> {
+        s.set_nonblocking(true)
+            .map_err(|e| format!("set_nonblocking: {e}"))?;
+        let _in = rt.enter();
+        tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))
     }
 
     /// Writes `x`, reads the 8-byte answer, within [`OP_TIMEOUT`].
@@ -951,11 +957,8 @@ mod tokio_side {
     /// The server: answers x + 1 until [`STOP`] or the end of the stream.
     pub(super) fn server(s: std::os::unix::net::UnixStream) -> Result<(), String> {
         let rt = runtime()?;
-        s.set_nonblocking(true)
-            .map_err(|e| format!("set_nonblocking: {e}"))?;
+        let mut s = on(&rt, s)?;
         rt.block_on(async {
-            let mut s =
-                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?;
             loop {
                 let mut rq = [0u8; 8];
                 match tokio::time::timeout(OP_TIMEOUT * 10, s.read_exact(&mut rq)).await {
