@@ -9,7 +9,7 @@ use crate::sys;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
-use super::conn::{Conn, Pool, ZOMBIE_LOOK};
+use super::conn::{Conn, Pool};
 use super::lock;
 
 /// The wakers of a connection: slot waiters, async calls, subscription readers.
@@ -94,20 +94,19 @@ pub(super) fn reactor(conn: &Conn) {
                 }
             }
         }
-        let look = {
+        {
             let mut pool = lock(&conn.wake.pool);
             conn.reclaim(&mut pool);
             let free = pool.free.len();
             wake.extend(pool.pop_waiters(free));
-            pool.needs_look()
-        };
+        }
         if conn.push_pending() {
             wake.extend(std::mem::take(&mut *lock(&conn.wake.push)));
         }
         wake.into_iter().for_each(Waker::wake);
         conn.watch.shared.counted(|| {
             if !conn.dead() && !conn.stopping.load(Ordering::SeqCst) {
-                sys::futex_wait(sh.u32(CBELL), seen, look.then_some(ZOMBIE_LOOK));
+                sys::futex_wait(sh.u32(CBELL), seen, None);
             }
         });
     }

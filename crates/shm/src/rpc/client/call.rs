@@ -311,7 +311,7 @@ impl Call {
     /// Leaves a one-way call's slot to the server (it comes back once completed).
     pub(super) fn abandon(mut self) {
         self.pending = false;
-        self.conn.abandon(self.slot, false);
+        self.conn.abandon(self.slot);
     }
 
     pub(super) fn finish(&mut self) {
@@ -334,12 +334,12 @@ impl Call {
             slot::Cancel::Done => Canceled::Done,
             slot::Cancel::Withdrawn => {
                 self.pending = false;
-                self.conn.abandon(self.slot, true);
+                self.conn.abandon(self.slot);
                 Canceled::Withdrawn
             }
             slot::Cancel::Signaled => {
                 self.pending = false;
-                self.conn.abandon(self.slot, true);
+                self.conn.abandon(self.slot);
                 Canceled::Signaled
             }
             slot::Cancel::Broken => {

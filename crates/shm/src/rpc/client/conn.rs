@@ -33,9 +33,9 @@ use super::call::Call;
 use super::subscription::PushState;
 use super::{lock, DEATH_CHECK};
 
-/// How often the bell thread looks at abandoned slots while a caller waits for a slot and
-/// one of them is a canceled call: the server completes those without ringing the client
-/// (see [`Pool`]).
+/// How often a blocking caller that waits for a slot held by an abandoned call looks at it
+/// again when the bell thread, which the server rings when it completes the call, could not
+/// be started (see [`Pool`]).
 pub(super) const ZOMBIE_LOOK: Duration = Duration::from_millis(1);
 
 /// One client process's connection to a server.
@@ -163,14 +163,12 @@ impl Conn {
 /// wake-up on to the next waiter, so a freed slot never sits unclaimed while someone waits.
 ///
 /// **Zombies** are abandoned slots (one-way calls, canceled calls) that stay the server's
-/// until it completes them, which it does without telling the client unless the slot's
-/// `F_ASYNC` flag asks it to ring the client bell. So while a caller waits for a slot, every
-/// zombie is flagged `F_ASYNC` (then a last look for DONE: the Dekker pair with the server's
-/// completion CAS and its load of the flag), and the bell thread reclaims zombies on every
-/// ring. A canceled call is the exception: waiters do not flag it, and the server rings when
-/// it hands it back only if it was flagged already (an async call whose future went to
-/// sleep), so while one is a zombie and a caller waits, the bell thread also looks every
-/// [`ZOMBIE_LOOK`].
+/// until it completes them (a canceled one: until it hands it back, when it takes or answers
+/// it), which it does without telling the client unless the slot's `F_ASYNC` flag asks it to
+/// ring the client bell. So while a caller waits for a slot, every zombie is flagged
+/// `F_ASYNC` (then a last look for DONE: the Dekker pair with the server's store of DONE, a
+/// SeqCst CAS or a Release store followed by a SeqCst fence, and its load of the flag), and
+/// the bell thread reclaims zombies on every ring.
 pub(super) struct Pool {
     pub(super) free: Vec<usize>,
     pub(super) zombies: Vec<Zombie>,
@@ -181,18 +179,11 @@ pub(super) struct Pool {
 /// An abandoned slot the server has not completed yet.
 pub(super) struct Zombie {
     pub(super) slot: usize,
-    /// A canceled call (the server completes it without ringing).
-    pub(super) canceled: bool,
     /// Flagged `F_ASYNC` (the server rings when it completes it).
     pub(super) flagged: bool,
 }
 
 impl Pool {
-    /// Whether a waiter depends on a completion the server does not announce.
-    pub(super) fn needs_look(&self) -> bool {
-        !self.waiters.is_empty() && self.zombies.iter().any(|z| z.canceled)
-    }
-
     /// Removes `ticket` from the queue; `true` if it was there (not woken).
     pub(super) fn dequeue(&mut self, ticket: u64) -> bool {
         match self.waiters.iter().position(|(t, _)| *t == ticket) {
@@ -351,14 +342,10 @@ impl Conn {
         pool.free.len() - before
     }
 
-    /// Asks the server to ring when it completes each one-way zombie (see [`Pool`]).
+    /// Asks the server to ring when it completes or hands back each zombie (see [`Pool`]).
     pub(super) fn flag_zombies(&self, pool: &mut Pool) {
         let mut any = false;
-        for z in pool
-            .zombies
-            .iter_mut()
-            .filter(|z| !z.flagged && !z.canceled)
-        {
+        for z in pool.zombies.iter_mut().filter(|z| !z.flagged) {
             let rec = self.sh.lay.rec(z.slot);
             // SeqCst: the Dekker pair with the server's completion CAS and its SeqCst load of
             // the flag: it sees the flag and rings, or our look below (after the fence) sees
@@ -420,10 +407,6 @@ impl Conn {
             return Ok(Some(s));
         }
         *needs_reactor = !pool.zombies.is_empty();
-        if pool.needs_look() {
-            // The bell thread may sleep without a timeout: have it look again.
-            self.kick_reactor();
-        }
         Ok(None)
     }
 
@@ -480,13 +463,12 @@ impl Conn {
         wake.into_iter().for_each(Waker::wake);
     }
 
-    /// Gives a slot to the server for good (a one-way call, or a `canceled` one): it comes
+    /// Gives a slot to the server for good (a one-way call, or a canceled one): it comes
     /// back once the server completes it.
-    pub(super) fn abandon(&self, slot: usize, canceled: bool) {
+    pub(super) fn abandon(&self, slot: usize) {
         let mut pool = lock(&self.wake.pool);
         pool.zombies.push(Zombie {
             slot,
-            canceled,
             flagged: false,
         });
         if pool.waiters.is_empty() {
@@ -495,12 +477,8 @@ impl Conn {
         self.flag_zombies(&mut pool);
         let n = self.reclaim(&mut pool);
         let wake = pool.pop_waiters(n);
-        let look = pool.needs_look();
         drop(pool);
         wake.into_iter().for_each(Waker::wake);
-        if look {
-            self.kick_reactor();
-        }
     }
 
     /// Writes a call into a fresh slot and queues it. `write` writes the request (in the
@@ -584,7 +562,7 @@ impl Conn {
                 slot::Withdraw::Taken => {}
                 slot::Withdraw::Withdrawn => {
                     call.pending = false;
-                    self.abandon(slot, true);
+                    self.abandon(slot);
                     return Err(Fault::ServerDisappeared);
                 }
                 slot::Withdraw::Broken => {

@@ -978,6 +978,66 @@ mod tests {
         assert_eq!(slot_flags & F_ASYNC, 0, "a slot still asks for a ring");
     }
 
+    /// A caller that waits for the slot of a call canceled after the server took it gets the
+    /// slot as soon as the server hands the canceled call back: the waiter flags the zombie
+    /// `F_ASYNC`, and the server, finding the call canceled, rings the client bell. (Waiters
+    /// used not to flag canceled zombies; the bell thread found them by looking every
+    /// millisecond. It no longer looks: without the ring, the second call below waits out
+    /// the server's deadline.)
+    #[test]
+    fn a_canceled_call_s_slot_comes_back_to_a_waiter_by_a_ring() {
+        courier_testkit::runtime_dir("courier-client-unit");
+        let name = "client-unit-canceled-zombie";
+        let s = Srv::bind(name, ServerConfig::new().slots(1)).unwrap();
+        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
+        let conn = Arc::clone(&c.shared.conn);
+        // The one slot: a call the server takes, then its caller cancels it.
+        let w = c.req_async(1).unwrap();
+        let Incoming::Call(1, taken) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not the first call");
+        };
+        drop(w);
+        // The bell thread runs and sleeps (the only sleeper of the connection so far): it
+        // looks at the slot again only when rung.
+        conn.ensure_reactor().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while conn.watch.shared.sleepers.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < until,
+                "the bell thread never went to sleep"
+            );
+            std::thread::yield_now();
+        }
+        // A second caller waits for the slot.
+        let c2 = c.clone();
+        let second = std::thread::spawn(move || c2.req_timeout(2, Duration::from_secs(30)));
+        while lock(&conn.wake.pool).waiters.is_empty() {
+            assert!(
+                Instant::now() < until,
+                "the second caller never queued for a slot"
+            );
+            std::thread::yield_now();
+        }
+        // Queued under the pool lock together with the flagging of every zombie.
+        let flags = conn
+            .sh
+            .u32(conn.sh.lay.rec(0) + S_FLAGS)
+            .load(Ordering::SeqCst);
+        assert_ne!(
+            flags & F_ASYNC,
+            0,
+            "the waiter did not flag the canceled zombie"
+        );
+        // The server answers the canceled call: it is handed back, and the bell rung.
+        assert!(taken.is_canceled());
+        assert!(taken.reply(10).is_err());
+        let Incoming::Call(2, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not the second call");
+        };
+        assert_eq!(ctx.reply(3), Ok(()));
+        assert_eq!(second.join().unwrap(), Ok(3));
+    }
+
     /// A caller task and a server task on one thread: each side's thread hint names this
     /// thread, which is what keeps either from spinning, yielding or moving for the other
     /// (neither lets a task of its own thread run); the calls are all answered.

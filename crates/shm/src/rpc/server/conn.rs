@@ -331,9 +331,14 @@ impl Conn {
     }
 
     /// Rings the client's bell if slot `slot`'s record asks for it (`F_ASYNC`: an async
-    /// caller, or a caller waiting for an abandoned slot to come back).
+    /// caller, or a caller waiting for an abandoned slot to come back), after the slot was
+    /// handed back (a withdrawn or canceled call: its DONE is a Release store).
     pub(super) fn ring_if_async(&self, slot: usize) {
-        // SeqCst: as in `SlotRef::complete`, the Dekker pair with the client's flag store.
+        // SeqCst fence, then SeqCst load: the Dekker pair with the client's SeqCst flag store
+        // and its fence before it looks for DONE (the fence orders our Release store of DONE
+        // before the load, as the SeqCst CAS of a delivered answer does): either we see the
+        // flag and ring, or the client sees DONE.
+        fence(Ordering::SeqCst);
         let flags = self
             .sh
             .u32(self.sh.lay.rec(slot) + S_FLAGS)
