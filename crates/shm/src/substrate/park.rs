@@ -93,15 +93,43 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// every [`CLOCK_EVERY`] looks, and a gap of [`PREEMPTED`] between two readings means it was
 /// not running.
 ///
-/// A fixed budget ([`AdaptiveSpin::fixed`], for a busy-polling owner) is always `max`,
-/// whatever the waits did.
+/// A fixed budget ([`AdaptiveSpin::fixed`], for a busy-polling owner) is `max` at every
+/// wait, as long as the CPUs are not oversubscribed. A busy-poller that spins beside more
+/// runnable threads than CPUs holds a CPU its peer, or another process, needs, and loses
+/// whole scheduler slices of its own (milliseconds); it is told by its spins being
+/// preempted often, against rarely where it has a CPU to itself (a pinned, isolated core
+/// never is):
+///
+/// ```text
+/// busy-polling wait preempted (answered or not),
+///   the busy-polling wait before that preempted
+///   at most CLOSE busy-polling waits before      -> the next `calm` waits adapt (as an
+///                                                   owner's default: budget of at most
+///                                                   the fallback limit, the hints followed,
+///                                                   long calls paced); `calm` doubles (at
+///                                                   most MAX_CALM)
+///   further back                                 -> `calm` = MIN_CALM; busy-polling goes on
+/// adapting wait recorded                         -> one fewer left; none: busy-polling again
+/// ```
+///
+/// A busy-poller that relapses at once (its preemptions keep coming close together) thus
+/// adapts for longer each time, and one whose preemptions are rare (an interrupt, a daemon
+/// now and then) never stops busy-polling.
 ///
 /// Shared by the threads of one connection (or server); `Relaxed` throughout, since it is
 /// only a hint: a lost update costs one wait a budget too long or too short.
 #[derive(Debug)]
 pub(crate) struct AdaptiveSpin {
-    /// The budget of every wait, if it does not adapt (busy-polling).
+    /// The budget of every wait, if it does not adapt (busy-polling); the fields below are
+    /// then those of its fallback (see "fixed budget" above).
     fixed: Option<Duration>,
+    /// Busy-polling: the adapting waits left before it busy-polls again (0: busy-polls).
+    calm_left: AtomicU32,
+    /// Busy-polling: how many waits the next fallback lasts.
+    calm: AtomicU32,
+    /// Busy-polling: its busy-polling waits so far, and the count at the last preempted one.
+    busy_waits: AtomicU32,
+    last_preempted: AtomicU32,
     max_ns: u32,
     cur_ns: AtomicU32,
     misses: AtomicU32,
@@ -153,7 +181,32 @@ pub(crate) enum Spun {
     Missed,
     /// The budget ran out, and the spinner was preempted meanwhile.
     Preempted,
+    /// The awaited value came after this long (as [`Spun::Answered`]), and the spinner was
+    /// preempted meanwhile.
+    Late(Duration),
 }
+
+impl Spun {
+    /// How long the value took to come, if it came while spinning.
+    pub(crate) fn answered_after(self) -> Option<Duration> {
+        match self {
+            Spun::Answered(after) | Spun::Late(after) => Some(after),
+            Spun::Missed | Spun::Preempted => None,
+        }
+    }
+
+    /// Whether the spinner was preempted.
+    fn preempted(self) -> bool {
+        matches!(self, Spun::Late(_) | Spun::Preempted)
+    }
+}
+
+/// A busy-polling wait preempted at most this many busy-polling waits after the last
+/// preempted one makes its owner adapt for a while (see [`AdaptiveSpin`]).
+const CLOSE: u32 = 256;
+/// The fewest and most waits a busy-poller adapts for when its spins are preempted often.
+const MIN_CALM: u32 = 256;
+const MAX_CALM: u32 = 1 << 16;
 
 impl AdaptiveSpin {
     /// A caller's budget: at most `max`, probing for [`CALLER_PROBE`] once in
@@ -168,29 +221,32 @@ impl AdaptiveSpin {
         Self::new(max, max, SERVER_PROBE_EVERY)
     }
 
-    /// A budget that is always `max`: every wait spins that long before it sleeps, whatever
-    /// the last waits did.
-    pub(crate) fn fixed(max: Duration) -> AdaptiveSpin {
+    /// A budget that is `max` at every wait (whatever the last waits did), except while
+    /// the CPUs are oversubscribed: then it is `fallback`'s (see [`AdaptiveSpin`]).
+    pub(crate) fn fixed(max: Duration, fallback: AdaptiveSpin) -> AdaptiveSpin {
         AdaptiveSpin {
             fixed: Some(max),
-            ..Self::new(max, max, 1)
+            calm: AtomicU32::new(MIN_CALM),
+            // The first preemption is far from any before it.
+            last_preempted: AtomicU32::new(0u32.wrapping_sub(CLOSE + 1)),
+            ..fallback
         }
     }
 
     /// A caller's budget as configured: [`caller`](Self::caller), or [`fixed`](Self::fixed)
-    /// when busy-polling.
-    pub(crate) fn for_caller(limit: SpinLimit) -> AdaptiveSpin {
+    /// when busy-polling (falling back to a caller's budget of at most `default`).
+    pub(crate) fn for_caller(limit: SpinLimit, default: Duration) -> AdaptiveSpin {
         match limit {
             SpinLimit::Adaptive(max) => Self::caller(max),
-            SpinLimit::BusyPoll(max) => Self::fixed(max),
+            SpinLimit::BusyPoll(max) => Self::fixed(max, Self::caller(max.min(default))),
         }
     }
 
     /// As [`for_caller`](Self::for_caller), for a server ([`server`](Self::server)).
-    pub(crate) fn for_server(limit: SpinLimit) -> AdaptiveSpin {
+    pub(crate) fn for_server(limit: SpinLimit, default: Duration) -> AdaptiveSpin {
         match limit {
             SpinLimit::Adaptive(max) => Self::server(max),
-            SpinLimit::BusyPoll(max) => Self::fixed(max),
+            SpinLimit::BusyPoll(max) => Self::fixed(max, Self::server(max.min(default))),
         }
     }
 
@@ -198,6 +254,10 @@ impl AdaptiveSpin {
         let ns = |d: Duration| u32::try_from(d.as_nanos()).unwrap_or(u32::MAX);
         AdaptiveSpin {
             fixed: None,
+            calm_left: AtomicU32::new(0),
+            calm: AtomicU32::new(0),
+            busy_waits: AtomicU32::new(0),
+            last_preempted: AtomicU32::new(0),
             max_ns: ns(max),
             cur_ns: AtomicU32::new(ns(max)),
             misses: AtomicU32::new(0),
@@ -209,18 +269,20 @@ impl AdaptiveSpin {
 
     /// Whether its limit is zero: the owner asked never to spin.
     pub(crate) fn never(&self) -> bool {
-        self.max_ns == 0
+        self.fixed.map_or(self.max_ns == 0, |max| max.is_zero())
     }
 
-    /// Whether the budget is [`fixed`](Self::fixed): the owner busy-polls.
-    pub(crate) fn is_fixed(&self) -> bool {
-        self.fixed.is_some()
+    /// Whether the next wait busy-polls: the budget is [`fixed`](Self::fixed), and the
+    /// owner is not adapting for a while because its spins were preempted often. A
+    /// busy-polling wait spins whatever the hints say; an adapting one follows them.
+    pub(crate) fn busy_polls(&self) -> bool {
+        self.fixed.is_some() && self.calm_left.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     /// The budget of the next wait.
     pub(crate) fn budget(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(fixed) = self.fixed {
+        if let Some(fixed) = self.fixed.filter(|_| self.busy_polls()) {
             return fixed;
         }
         let cur = self.cur_ns.load(Relaxed);
@@ -268,9 +330,9 @@ impl AdaptiveSpin {
         });
         let Ok(spun) = spun;
         match spun {
-            Ok((v, after)) => {
-                self.record(Spun::Answered(after));
-                Some((v, after))
+            Ok((v, how)) => {
+                self.record(how);
+                Some((v, how.answered_after().unwrap_or_default()))
             }
             Err(how) => {
                 if budget <= cap {
@@ -293,7 +355,7 @@ impl AdaptiveSpin {
         });
         let Ok(spun) = spun;
         self.record(match spun {
-            Ok((_, after)) => Spun::Answered(after),
+            Ok((_, how)) => how,
             Err(how) => how,
         });
         spun.ok().map(|(v, _)| v)
@@ -303,10 +365,16 @@ impl AdaptiveSpin {
     pub(crate) fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
         if self.fixed.is_some() {
-            return;
+            let left = self.calm_left.load(Relaxed);
+            if left == 0 {
+                self.record_busy(outcome);
+                return;
+            }
+            // An adapting wait: one fewer, and recorded as any (below).
+            self.calm_left.store(left - 1, Relaxed);
         }
         match outcome {
-            Spun::Answered(after) => {
+            Spun::Answered(after) | Spun::Late(after) => {
                 self.misses.store(0, Relaxed);
                 let cur = self.cur_ns.load(Relaxed);
                 let doubled = if cur == 0 {
@@ -343,6 +411,26 @@ impl AdaptiveSpin {
                 self.cur_ns.store(Self::half(cur), Relaxed);
             }
         }
+    }
+
+    /// [`record`](Self::record) of a busy-polling wait (see "fixed budget" in
+    /// [`AdaptiveSpin`]).
+    fn record_busy(&self, outcome: Spun) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.busy_waits.load(Relaxed).wrapping_add(1);
+        self.busy_waits.store(n, Relaxed);
+        if !outcome.preempted() {
+            return;
+        }
+        let since = n.wrapping_sub(self.last_preempted.load(Relaxed));
+        self.last_preempted.store(n, Relaxed);
+        if since > CLOSE {
+            self.calm.store(MIN_CALM, Relaxed);
+            return;
+        }
+        let calm = self.calm.load(Relaxed).clamp(MIN_CALM, MAX_CALM);
+        self.calm_left.store(calm, Relaxed);
+        self.calm.store((calm * 2).min(MAX_CALM), Relaxed);
     }
 
     /// Half of a budget of `ns`, or none below [`MIN_SPIN`].
@@ -405,7 +493,7 @@ impl Pace {
 
     /// [`Pace::ahead`] for a waiter that spins with `spin`: never for one that does not spin
     /// (nothing would end a paced sleep but a wake-up) or busy-polls (it spins through the
-    /// whole wait anyway).
+    /// whole wait anyway; a busy-poller that adapts for a while is paced).
     pub(crate) fn ahead_for(&self, spin: &AdaptiveSpin) -> Option<(Duration, Duration)> {
         if Self::paces(spin) {
             self.ahead()
@@ -416,7 +504,7 @@ impl Pace {
 
     /// Whether a waiter that spins with `spin` is ever paced (see [`Pace::ahead_for`]).
     pub(crate) fn paces(spin: &AdaptiveSpin) -> bool {
-        !spin.never() && !spin.is_fixed()
+        !spin.never() && !spin.busy_polls()
     }
 
     /// Records how a wait went: `slept` is how long it took if it slept, `None` if it was
@@ -555,9 +643,9 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     if let Some(pace) = pace {
         pace.record(slept, spun == Spun::Preempted);
     }
-    let answered = match (spun, slept) {
-        (Spun::Answered(after), None) => Some(after),
-        _ => None,
+    let answered = match slept {
+        None => spun.answered_after(),
+        Some(_) => None,
     };
     Ok((v, answered))
 }
@@ -681,13 +769,13 @@ pub(crate) fn yield_on<T, E>(
 pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 
 /// Runs `attempt` until it gives a value or `spin` is spent (the clock is read after the
-/// first look, then every [`CLOCK_EVERY`] looks): the value and about how long it
-/// took (as in [`Spun::Answered`]), or how the spin ended without one ([`Spun::Missed`] or
-/// [`Spun::Preempted`]).
+/// first look, then every [`CLOCK_EVERY`] looks): the value and how the spin went
+/// ([`Spun::Answered`] or [`Spun::Late`], with about how long it took), or how the spin
+/// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]).
 pub(crate) fn spin_on<T, E>(
     spin: Duration,
     attempt: impl FnMut() -> Result<Option<T>, E>,
-) -> Result<Result<(T, Duration), Spun>, E> {
+) -> Result<Result<(T, Spun), Spun>, E> {
     spin_clocked(spin, Instant::now, attempt)
 }
 
@@ -697,14 +785,14 @@ fn spin_clocked<T, E>(
     spin: Duration,
     mut now: impl FnMut() -> Instant,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
-) -> Result<Result<(T, Duration), Spun>, E> {
+) -> Result<Result<(T, Spun), Spun>, E> {
     if spin.is_zero() {
         return Ok(Err(Spun::Missed));
     }
     // A value there at the first look costs no reading of the clock (most sends, and every
     // receive that finds its message waiting).
     if let Some(v) = attempt()? {
-        return Ok(Ok((v, Duration::ZERO)));
+        return Ok(Ok((v, Spun::Answered(Duration::ZERO))));
     }
     let start = now();
     let mut last = start;
@@ -712,7 +800,16 @@ fn spin_clocked<T, E>(
     let mut looks = 0u32;
     loop {
         if let Some(v) = attempt()? {
-            return Ok(Ok((v, now() - start)));
+            let t = now();
+            let after = t - start;
+            return Ok(Ok((
+                v,
+                if preempted || t - last >= PREEMPTED {
+                    Spun::Late(after)
+                } else {
+                    Spun::Answered(after)
+                },
+            )));
         }
         looks = looks.wrapping_add(1);
         if looks % CLOCK_EVERY == 0 {
@@ -779,9 +876,9 @@ fn wait_with<T, E>(
         Ok((looks % DEAD_EVERY == 0 && live.is_dead()).then_some(None))
     };
     let spun = match spin_on(spin, look).map_err(Gave::Err)? {
-        Ok((Some(v), after)) => {
+        Ok((Some(v), how)) => {
             let slept = slept_since.map(|t| t.elapsed());
-            return Ok((v, Spun::Answered(after), slept));
+            return Ok((v, how, slept));
         }
         Ok((None, _)) => return Err(Gave::Dead),
         Err(how) => how,
@@ -902,9 +999,10 @@ mod tests {
             looks += 1;
             Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
         });
-        assert_eq!(r, Ok(Ok(((), Duration::from_micros(3)))));
+        assert_eq!(r, Ok(Ok(((), Spun::Answered(Duration::from_micros(3))))));
         // A spinner preempted after a reading and answered when it runs again: the whole
-        // time counts (before, 2 µs: the time to the last reading).
+        // time counts (before, 2 µs: the time to the last reading), and it says it was
+        // preempted.
         let mut looks = 0;
         let clock = test_clock(Duration::from_micros(1), 4, Duration::from_millis(3));
         let r = spin_clocked(Duration::from_micros(50), clock, || {
@@ -912,7 +1010,7 @@ mod tests {
             Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
         });
         let after = Duration::from_micros(3) + Duration::from_millis(3);
-        assert_eq!(r, Ok(Ok(((), after))));
+        assert_eq!(r, Ok(Ok(((), Spun::Late(after)))));
     }
 
     #[test]
@@ -1141,25 +1239,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_fixed_budget_stays_whatever_the_waits_did() {
-        let hour = Duration::from_secs(3600);
-        let a = AdaptiveSpin::fixed(hour);
-        assert!(a.is_fixed());
-        for outcome in [
-            Spun::Missed,
-            Spun::Preempted,
-            Spun::Answered(Duration::ZERO),
-        ] {
-            for _ in 0..2 * MISS_STREAK {
-                a.record(outcome);
-                assert_eq!(a.budget(), hour, "after {outcome:?}");
-            }
+    /// `n` busy-polling waits of `a`, recorded as `outcome`.
+    fn busy(a: &AdaptiveSpin, n: u32, outcome: Spun) {
+        for _ in 0..n {
+            assert!(a.busy_polls());
+            a.record(outcome);
         }
-        assert!(AdaptiveSpin::fixed(Duration::ZERO).never());
+    }
+
+    #[test]
+    fn a_fixed_budget_stays_whatever_the_waits_did_unless_often_preempted() {
+        let hour = Duration::from_secs(3600);
+        let fallback = Duration::from_micros(20);
+        let a = AdaptiveSpin::fixed(hour, AdaptiveSpin::caller(fallback));
+        // Misses, answers and one preemption now and then: busy-polling all along.
+        for outcome in [Spun::Missed, Spun::Answered(Duration::ZERO)] {
+            busy(&a, 2 * MISS_STREAK, outcome);
+            assert_eq!(a.budget(), hour, "after {outcome:?}");
+        }
+        for outcome in [Spun::Preempted, Spun::Late(Duration::from_millis(3))] {
+            a.record(outcome);
+            busy(&a, CLOSE, Spun::Answered(Duration::ZERO));
+            assert!(
+                a.busy_polls(),
+                "one preemption ({outcome:?}) in {CLOSE} busy waits"
+            );
+            assert_eq!(a.budget(), hour);
+        }
+        // Two close together: the next MIN_CALM waits adapt (the fallback's budget, the
+        // hints followed), then it busy-polls again.
+        a.record(Spun::Preempted);
+        busy(&a, CLOSE - 1, Spun::Answered(Duration::ZERO));
+        a.record(Spun::Late(Duration::from_millis(3)));
+        for i in 0..MIN_CALM {
+            assert!(!a.busy_polls(), "adapting wait {i}");
+            assert!(a.budget() <= fallback);
+            a.record(Spun::Answered(Duration::from_micros(1)));
+        }
+        assert!(a.busy_polls());
+        assert_eq!(a.budget(), hour);
+        // A relapse at once adapts twice as long; one long after starts again at MIN_CALM.
+        a.record(Spun::Preempted);
+        for _ in 0..2 * MIN_CALM {
+            assert!(!a.busy_polls());
+            a.record(Spun::Missed);
+        }
+        assert!(a.busy_polls());
+        busy(&a, CLOSE + 1, Spun::Missed);
+        a.record(Spun::Preempted);
+        assert!(a.busy_polls(), "a preemption long after the last");
+        a.record(Spun::Preempted);
+        for _ in 0..MIN_CALM {
+            assert!(!a.busy_polls());
+            a.record(Spun::Missed);
+        }
+        assert!(a.busy_polls());
+        // Configured.
+        assert!(AdaptiveSpin::fixed(Duration::ZERO, AdaptiveSpin::caller(Duration::ZERO)).never());
         let second = Duration::from_secs(1);
-        assert!(!AdaptiveSpin::for_caller(SpinLimit::Adaptive(second)).is_fixed());
-        assert!(AdaptiveSpin::for_server(SpinLimit::BusyPoll(second)).is_fixed());
+        assert!(!AdaptiveSpin::for_caller(SpinLimit::Adaptive(second), fallback).busy_polls());
+        let server = AdaptiveSpin::for_server(SpinLimit::BusyPoll(second), fallback);
+        assert!(server.busy_polls());
+        assert_eq!(server.budget(), second);
     }
 
     #[test]
@@ -1285,7 +1426,7 @@ mod tests {
         });
         assert_eq!(n, 3);
         assert!(
-            matches!(r, Ok(Ok((7, after))) if after < Duration::from_secs(5)),
+            matches!(r, Ok(Ok((7, how))) if how.answered_after() < Some(Duration::from_secs(5))),
             "{r:?}"
         );
         let r = spin_on(Duration::ZERO, || -> Result<Option<()>, ()> {

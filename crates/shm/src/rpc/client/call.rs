@@ -107,8 +107,10 @@ impl Call {
         };
         // A busy-polling caller spins whatever the hints say, for a call that woke the
         // server too (a worker on this CPU is then moved away by the scheduler's balancing;
-        // handing the CPU back and forth would keep the two on one CPU).
-        let busy_poll = self.conn.spin.is_fixed();
+        // handing the CPU back and forth would keep the two on one CPU), unless its spins
+        // were preempted often of late: it then waits as an adaptive caller for a while
+        // (`AdaptiveSpin::busy_polls`).
+        let busy_poll = self.conn.spin.busy_polls();
         let mut here = !busy_poll && self.server_here();
         let handing_over = !self.woke && !self.conn.spin.never();
         // The server's worker last ran on this CPU and is awake: move to another CPU where
@@ -160,14 +162,15 @@ impl Call {
             announce,
         );
         if let Some(hints) = first_look {
-            let only_spun = matches!(waited, Ok(((), park::Spun::Answered(_), None)));
+            let only_spun =
+                matches!(waited, Ok(((), spun, None)) if spun.answered_after().is_some());
             lock(&self.conn.quiet).learn(hints, looks.get(), only_spun);
         }
         match waited {
             Ok(((), spun, slept)) => {
-                self.conn.note_answer(match (spun, slept) {
-                    (park::Spun::Answered(after), None) => Some(after),
-                    _ => None,
+                self.conn.note_answer(match slept {
+                    None => spun.answered_after(),
+                    Some(_) => None,
                 });
                 if !self.woke {
                     // A paced spin says nothing of short calls: the budget is theirs.
@@ -446,7 +449,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 // As a blocking caller: a worker that last ran on this CPU and is awake
                 // cannot answer while we spin here, so move to another CPU where that pays
                 // (`Conn::move_pays`) and spin there, else yield this one to it.
-                let adaptive = !call.conn.spin.is_fixed() && !call.conn.spin.never();
+                let adaptive = !call.conn.spin.busy_polls() && !call.conn.spin.never();
                 let mut here = call.server_here();
                 if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
                     here = call.server_here();
@@ -456,7 +459,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 let answered = if !here {
                     // A busy-poll holds the executor's thread no longer than a default spin
                     // (an adaptive budget is the connection's own limit: no cap).
-                    let cap = if call.conn.spin.is_fixed() {
+                    let cap = if call.conn.spin.busy_polls() {
                         DEFAULT_CALLER_SPIN
                     } else {
                         Duration::MAX

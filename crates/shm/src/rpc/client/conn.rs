@@ -309,7 +309,10 @@ impl Conn {
             next_sub: AtomicU32::new(1),
             reactor: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            spin: AdaptiveSpin::for_caller(config.spin_limit()),
+            spin: AdaptiveSpin::for_caller(
+                config.spin_limit(),
+                crate::service::DEFAULT_CALLER_SPIN,
+            ),
             pace: Pace::default(),
             last_answer_ns: AtomicU32::new(LONG_ANSWER),
             sh,

@@ -210,6 +210,14 @@ impl ServerConfig {
     /// brought nothing sleeps again at once (a client that only sends wake-ups keeps no
     /// worker spinning); the wait's deadline ends the spin.
     ///
+    /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two
+    /// preempted waits within 256 busy-polling waits; a thread with a core to itself never
+    /// is) waits as by default for the next 256 waits (an adaptive [`spin`](Self::spin) of
+    /// at most 50 µs or `limit`, yielding to a client on its own CPU), twice as many each
+    /// time it is preempted again soon after (at most 65,536), then busy-polls again.
+    /// Spinning beside more runnable threads than CPUs, it would hold a CPU its clients or
+    /// other processes need, and lose whole scheduler slices (milliseconds) itself.
+    ///
     /// For latency at the price of a core per worker; pair it with
     /// [`ConnectConfig::busy_poll`](crate::ConnectConfig::busy_poll) in the clients.
     /// Replaces a [`spin`](Self::spin) given before.
@@ -462,7 +470,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             lay,
             max_lend: config.max_lend,
             forwarding: config.forwarding,
-            spin: AdaptiveSpin::for_server(config.spin),
+            spin: AdaptiveSpin::for_server(config.spin, DEFAULT_SPIN),
             client_cpu: std::sync::atomic::AtomicU32::new(0),
             client_tid: std::sync::atomic::AtomicU32::new(0),
             limits: config.limits,
@@ -620,8 +628,9 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             }
             // No spin when the client of the last call is on this CPU: it cannot send its
             // next call while we spin here. We yield the CPU to it for a while instead.
-            // (A busy-polling worker spins whatever the hints say.)
-            let client_here = !core.spin.is_fixed()
+            // (A busy-polling worker spins whatever the hints say, unless its spins were
+            // preempted often of late: `AdaptiveSpin::busy_polls`.)
+            let client_here = !core.spin.busy_polls()
                 && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
@@ -966,7 +975,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
             && !core.spin.never()
             && !client_on_this_thread()
         {
-            let client_here = !core.spin.is_fixed()
+            let client_here = !core.spin.busy_polls()
                 && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             let found = if client_here {
                 let look = || Ok::<_, std::convert::Infallible>(server.poll_once());
