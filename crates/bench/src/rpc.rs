@@ -13,7 +13,9 @@
 //! A third scenario, **async**, is the small call with both sides on a tokio current-thread
 //! runtime: courier's `Client::areq` against `Server::async_wait`, beside tokio's Unix
 //! socket. Each call is one `block_on` on the client's runtime (for both rows; that entry
-//! costs about 0.3 µs a call on the machines measured so far).
+//! costs about 0.3 µs a call on the machines measured so far). A fourth, **async with a
+//! multi-thread server**, is the same with the server's loop a task spawned on tokio's
+//! multi-thread runtime (one worker thread per CPU, as `#[tokio::main]` builds it).
 //!
 //! courier's small call is also run parked (no spin on either side, beside the bare futex
 //! floor), and every size busy-polling (`busy_poll` on both sides: `req` small, `lend_mut`
@@ -82,12 +84,16 @@ const STOP: u64 = u64::MAX;
 /// The scenario of the async rows: the small call with an async client and an async server.
 const ASYNC: &str = "async: u64 round trip, tokio on both sides";
 
+/// The scenario of the async rows whose server runs on tokio's multi-thread runtime (the
+/// default of `#[tokio::main]`): its loop is a task on one of the runtime's worker threads.
+const ASYNC_MT: &str = "async: u64 round trip, multi-thread tokio server";
+
 /// The scenario of a row of `kind` at size `n`.
 fn scenario_of(kind: Kind, n: usize) -> &'static str {
-    if kind.is_async() {
-        ASYNC
-    } else {
-        scenario(n)
+    match kind {
+        Kind::CourierAsync | Kind::UdsAsync => ASYNC,
+        Kind::CourierAsyncMt | Kind::UdsAsyncMt => ASYNC_MT,
+        _ => scenario(n),
     }
 }
 
@@ -160,6 +166,9 @@ enum Kind {
     /// courier::shm `Client::areq` and `Server::async_wait`, each on a tokio current-thread
     /// runtime (small; the [`ASYNC`] scenario's subject).
     CourierAsync,
+    /// As `CourierAsync`, the server's loop a task on a multi-thread runtime (the
+    /// [`ASYNC_MT`] scenario's subject).
+    CourierAsyncMt,
     /// The memset and check alone, in one process (large).
     Floor,
     /// Two processes waking each other with a bare futex, no spin (small): the floor of the
@@ -180,11 +189,13 @@ enum Kind {
     Uds,
     /// tokio's Unix domain stream socket, on a current-thread runtime on each side (small).
     UdsAsync,
+    /// As `UdsAsync`, the server's loop a task on a multi-thread runtime.
+    UdsAsyncMt,
 }
 
-/// Every kind, in the order of the table (courier first, then the floor; the async scenario's
-/// two last).
-const KINDS: [Kind; 16] = [
+/// Every kind, in the order of the table (courier first, then the floor; the async scenarios'
+/// four last).
+const KINDS: [Kind; 18] = [
     Kind::CourierReq,
     Kind::CourierLend,
     Kind::CourierParked,
@@ -202,6 +213,8 @@ const KINDS: [Kind; 16] = [
     // The async scenario last, so that its rows follow the small ones in the tables.
     Kind::CourierAsync,
     Kind::UdsAsync,
+    Kind::CourierAsyncMt,
+    Kind::UdsAsyncMt,
 ];
 
 impl Kind {
@@ -215,6 +228,7 @@ impl Kind {
             Kind::CourierLend => "courier-lend-mut",
             Kind::CourierService => "courier-service",
             Kind::CourierAsync => "courier-async",
+            Kind::CourierAsyncMt => "courier-async-mt",
             Kind::Floor => "floor",
             Kind::FutexFloor => "futex-floor",
             Kind::HandoverFloor => "handover-floor",
@@ -224,6 +238,7 @@ impl Kind {
             Kind::IpcPerCall => "ipc-channel-per-call",
             Kind::Uds => "uds",
             Kind::UdsAsync => "uds-async",
+            Kind::UdsAsyncMt => "uds-async-mt",
         }
     }
 
@@ -240,7 +255,7 @@ impl Kind {
             Kind::CourierBusy => "courier::shm busy-poll",
             Kind::CourierLend => "courier::shm lend_mut",
             Kind::CourierService => "courier::shm via #[courier::service]",
-            Kind::CourierAsync => "courier::shm areq / async_wait",
+            Kind::CourierAsync | Kind::CourierAsyncMt => "courier::shm areq / async_wait",
             Kind::Floor => "floor: memset, one process",
             Kind::FutexFloor => "floor: bare futex wake-up",
             Kind::HandoverFloor => "floor: one CPU handed over",
@@ -249,20 +264,20 @@ impl Kind {
             Kind::Ipc => "ipc-channel 0.23",
             Kind::IpcPerCall => "ipc-channel 0.23 (reply sender per call)",
             Kind::Uds => "UnixStream",
-            Kind::UdsAsync => "UnixStream (tokio)",
+            Kind::UdsAsync | Kind::UdsAsyncMt => "UnixStream (tokio)",
         }
     }
 
     fn is_courier(self) -> bool {
         matches!(
             self,
-            Kind::CourierReq | Kind::CourierLend | Kind::CourierAsync
+            Kind::CourierReq | Kind::CourierLend | Kind::CourierAsync | Kind::CourierAsyncMt
         )
     }
 
-    /// The rows of the [`ASYNC`] scenario.
-    fn is_async(self) -> bool {
-        matches!(self, Kind::CourierAsync | Kind::UdsAsync)
+    /// The rows whose server runs on a multi-thread runtime.
+    fn multi_thread(self) -> bool {
+        matches!(self, Kind::CourierAsyncMt | Kind::UdsAsyncMt)
     }
 
     /// The floors, kept whatever `--only` says.
@@ -295,6 +310,8 @@ impl Kind {
             Kind::Uds if small => "std UnixStream (listener in a temp dir): write_all 8 B / read_exact 8 B, 10 s socket timeouts",
             Kind::Uds => "std UnixStream: client writes 8 B; server memsets a reused buffer of N bytes, write_all; client read_exact N (the kernel copies in and out)",
             Kind::UdsAsync => "tokio::net::UnixStream on a current-thread runtime each side: client block_on(write_all 8 B, read_exact 8 B) per call; server read_exact / write_all in a task",
+            Kind::CourierAsyncMt => "as the row above, the server's loop a task spawned on a tokio multi-thread runtime (two worker threads here, one per CPU): Server::async_wait().await (spin, then its reactor thread wakes the task) → reply(x + 1)",
+            Kind::UdsAsyncMt => "as the row above, the server's loop a task spawned on a tokio multi-thread runtime (two worker threads here, one per CPU)",
         }
     }
 
@@ -306,8 +323,10 @@ impl Kind {
             | Kind::CourierParkedCrowd
             | Kind::CourierService
             | Kind::CourierAsync
+            | Kind::CourierAsyncMt
             | Kind::IpcPerCall
             | Kind::UdsAsync
+            | Kind::UdsAsyncMt
             | Kind::FutexFloor => n == SMALL,
             Kind::CourierLend | Kind::Floor => n != SMALL,
             _ => true,
@@ -476,7 +495,8 @@ fn measure_row(
         | Kind::CourierBusy
         | Kind::CourierLend
         | Kind::CourierService
-        | Kind::CourierAsync => {
+        | Kind::CourierAsync
+        | Kind::CourierAsyncMt => {
             peer = spawn(kind, n, name)?;
             courier_side::client(kind, n, name)?
         }
@@ -491,14 +511,14 @@ fn measure_row(
             peer = spawn(kind, n, &server_name)?;
             Box::new(ipc_side::Parent::accept(server, kind, n)?)
         }
-        Kind::Uds | Kind::UdsAsync => {
+        Kind::Uds | Kind::UdsAsync | Kind::UdsAsyncMt => {
             let path = dir.join(format!("{name}.sock"));
             let listener = UnixListener::bind(&path)
                 .map_err(|e| format!("binding {}: {e}", path.display()))?;
             let path_text = path.to_str().ok_or("temp path is not UTF-8")?;
             peer = spawn(kind, n, path_text)?;
             let s = proc::accept(&listener)?;
-            if kind == Kind::UdsAsync {
+            if kind != Kind::Uds {
                 Box::new(tokio_side::Stream::new(s)?)
             } else {
                 proc::bound_socket(&s)?;
@@ -544,16 +564,18 @@ fn run_server(kind: Kind, n: usize, name: &str) -> Result<(), String> {
         | Kind::CourierBusy
         | Kind::CourierLend => courier_side::server(kind, n, name),
         Kind::CourierService => courier_side::service_server(name),
-        Kind::CourierAsync => courier_side::async_server(name),
+        Kind::CourierAsync | Kind::CourierAsyncMt => {
+            courier_side::async_server(name, kind.multi_thread())
+        }
         Kind::IoxEvent | Kind::IoxSpin => iox_side::server(kind == Kind::IoxEvent, n, name),
         Kind::Ipc | Kind::IpcPerCall => ipc_side::server(n, name),
         Kind::Uds => {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
             stream_server(&s, n)
         }
-        Kind::UdsAsync => {
+        Kind::UdsAsync | Kind::UdsAsyncMt => {
             let s = UnixStream::connect(name).map_err(|e| format!("connect {name}: {e}"))?;
-            tokio_side::server(s)
+            tokio_side::server(s, kind.multi_thread())
         }
         Kind::FutexFloor | Kind::HandoverFloor => {
             pair_floor::serve(&pair_floor::Words::open(Path::new(name))?)
@@ -717,12 +739,35 @@ mod courier_side {
             .map_err(|e| format!("tokio runtime: {e}"))
     }
 
-    /// The server of the async row: one task on a current-thread runtime answers until
-    /// [`STOP`].
-    pub(super) fn async_server(name: &str) -> Result<(), String> {
+    /// A multi-thread tokio runtime (with its timers), one worker thread per CPU, as
+    /// `#[tokio::main]` builds it.
+    pub(super) fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))
+    }
+
+    /// Runs `serve` to its end: on a current-thread runtime, or as a task spawned on a
+    /// multi-thread runtime's workers.
+    pub(super) fn serve_on<F>(multi_thread: bool, serve: F) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        if !multi_thread {
+            return runtime()?.block_on(serve);
+        }
+        let rt = multi_thread_runtime()?;
+        rt.block_on(async { tokio::spawn(serve).await })
+            .map_err(|e| format!("server task: {e}"))?
+    }
+
+    /// The server of the async rows: one task answers until [`STOP`], on a current-thread
+    /// runtime or a multi-thread one's worker.
+    pub(super) fn async_server(name: &str, multi_thread: bool) -> Result<(), String> {
         let server = Server::<u64, u64, AppError>::bind(name, ServerConfig::new())
             .map_err(|e| format!("bind: {e}"))?;
-        runtime()?.block_on(async {
+        serve_on(multi_thread, async move {
             loop {
                 let (x, ctx) = match tokio::time::timeout(OP_TIMEOUT, server.async_wait()).await {
                     Ok(Ok(Incoming::Call(x, ctx))) => (x, ctx),
@@ -848,7 +893,7 @@ mod courier_side {
                 _idle: idle,
             }));
         }
-        if kind == Kind::CourierAsync {
+        if matches!(kind, Kind::CourierAsync | Kind::CourierAsyncMt) {
             return Ok(Box::new(AsyncReq {
                 rt: runtime()?,
                 client,
@@ -897,7 +942,8 @@ mod courier_side {
 /// tokio's Unix socket: the async peer of the [`ASYNC`] scenario, a current-thread runtime on
 /// each side.
 mod tokio_side {
-    use super::{check_small, courier_side::runtime, Client, OP_TIMEOUT, STOP};
+    use super::courier_side::{runtime, serve_on};
+    use super::{check_small, Client, OP_TIMEOUT, STOP};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// The client: one `block_on` per call, as courier's async row.
@@ -955,10 +1001,16 @@ mod tokio_side {
     }
 
     /// The server: answers x + 1 until [`STOP`] or the end of the stream.
-    pub(super) fn server(s: std::os::unix::net::UnixStream) -> Result<(), String> {
-        let rt = runtime()?;
-        let mut s = on(&rt, s)?;
-        rt.block_on(async {
+    pub(super) fn server(
+        s: std::os::unix::net::UnixStream,
+        multi_thread: bool,
+    ) -> Result<(), String> {
+        s.set_nonblocking(true)
+            .map_err(|e| format!("set_nonblocking: {e}"))?;
+        serve_on(multi_thread, async move {
+            // Registered with the runtime it runs on.
+            let mut s =
+                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?;
             loop {
                 let mut rq = [0u8; 8];
                 match tokio::time::timeout(OP_TIMEOUT * 10, s.read_exact(&mut rq)).await {
@@ -1496,12 +1548,19 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     }
     // Async callers and servers: ahead of every async peer under both loads, and what async
     // costs beside the blocking call.
-    goals.extend(report::ahead_of_every_peer(rows, ASYNC));
-    goals.push(Goal::informational_median(
-        format!("{ASYNC}: courier areq / async_wait ÷ courier's blocking req (informational)"),
-        row_at(rows, SMALL, Kind::CourierAsync),
-        row_at(rows, SMALL, Kind::CourierReq),
-    ));
+    for (scenario, kind) in [
+        (ASYNC, Kind::CourierAsync),
+        (ASYNC_MT, Kind::CourierAsyncMt),
+    ] {
+        goals.extend(report::ahead_of_every_peer(rows, scenario));
+        goals.push(Goal::informational_median(
+            format!(
+                "{scenario}: courier areq / async_wait ÷ courier's blocking req (informational)"
+            ),
+            row_at(rows, SMALL, kind),
+            row_at(rows, SMALL, Kind::CourierReq),
+        ));
+    }
     if load == Load::Busy {
         goals.extend(report::ahead_of_every_peer(rows, small));
         goals.push(Goal::median(
