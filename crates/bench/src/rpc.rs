@@ -310,8 +310,8 @@ impl Kind {
             Kind::Uds if small => "std UnixStream (listener in a temp dir): write_all 8 B / read_exact 8 B, 10 s socket timeouts",
             Kind::Uds => "std UnixStream: client writes 8 B; server memsets a reused buffer of N bytes, write_all; client read_exact N (the kernel copies in and out)",
             Kind::UdsAsync => "tokio::net::UnixStream on a current-thread runtime each side: client block_on(write_all 8 B, read_exact 8 B) per call; server read_exact / write_all in a task",
-            Kind::CourierAsyncMt => "as the row above, the server's loop a task spawned on a tokio multi-thread runtime (two worker threads here, one per CPU): Server::async_wait().await (spin, then its reactor thread wakes the task) → reply(x + 1)",
-            Kind::UdsAsyncMt => "as the row above, the server's loop a task spawned on a tokio multi-thread runtime (two worker threads here, one per CPU)",
+            Kind::CourierAsyncMt => "client as courier's row of the async scenario (block_on(Client::areq(x)) per call on a current-thread runtime); server: its loop a task spawned on a tokio multi-thread runtime (tokio's default: a worker thread per CPU): Server::async_wait().await (spin, then its reactor thread wakes the task) → reply(x + 1)",
+            Kind::UdsAsyncMt => "as UnixStream (tokio) in the async scenario, the server's loop a task spawned on a tokio multi-thread runtime (tokio's default: a worker thread per CPU)",
         }
     }
 
@@ -966,9 +966,14 @@ mod tokio_side {
         rt: &tokio::runtime::Runtime,
         s: std::os::unix::net::UnixStream,
     ) -> Result<tokio::net::UnixStream, String> {
+        let _in = rt.enter();
+        registered(s)
+    }
+
+    /// `s`, non-blocking, registered with the reactor of the runtime we run in.
+    fn registered(s: std::os::unix::net::UnixStream) -> Result<tokio::net::UnixStream, String> {
         s.set_nonblocking(true)
             .map_err(|e| format!("set_nonblocking: {e}"))?;
-        let _in = rt.enter();
         tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))
     }
 
@@ -1005,12 +1010,8 @@ mod tokio_side {
         s: std::os::unix::net::UnixStream,
         multi_thread: bool,
     ) -> Result<(), String> {
-        s.set_nonblocking(true)
-            .map_err(|e| format!("set_nonblocking: {e}"))?;
         serve_on(multi_thread, async move {
-            // Registered with the runtime it runs on.
-            let mut s =
-                tokio::net::UnixStream::from_std(s).map_err(|e| format!("from_std: {e}"))?;
+            let mut s = registered(s)?;
             loop {
                 let mut rq = [0u8; 8];
                 match tokio::time::timeout(OP_TIMEOUT * 10, s.read_exact(&mut rq)).await {

@@ -237,14 +237,17 @@ impl ConnectConfig {
     /// to hold the executor's thread.
     ///
     /// Except on oversubscribed CPUs: a connection whose spins are preempted often (two
-    /// preempted calls within 256 busy-polling ones; a thread with a core to itself never
-    /// is) makes its next 256 calls as by default (an adaptive [`spin`](Self::spin) of at
-    /// most 20 µs or `limit`, the worker's CPU heeded, long calls paced), twice as many each
-    /// time it is preempted again soon after (at most 65,536), then busy-polls again.
+    /// calls within 1,024 busy-polling ones; in the first millisecond of a spin, a stop of
+    /// 30 µs counts, later only one of 0.5 ms, another thread's time slice; a thread with a
+    /// core to itself is never preempted) makes its calls as by default for 250 ms (an
+    /// adaptive [`spin`](Self::spin) of at most 20 µs, or `limit` if shorter, the worker's
+    /// CPU heeded, and for as long as the worker runs on the caller's CPU; long calls
+    /// paced), twice as long each time it is preempted again soon after (at most a minute),
+    /// then busy-polls again.
     /// Spinning beside more runnable threads than CPUs, a caller holds a CPU the worker or
     /// other processes need, and loses whole scheduler slices (milliseconds) itself: with
     /// one core of two kept busy by another process, 16 MiB `lend_mut` calls busy-polling
-    /// had a p99 of 8 ms and made 0.7 k calls a second, against 0.59 ms and 1.8 k since.
+    /// had a p99 of 8 ms and made 0.7 k calls a second, against 0.56–0.64 ms and 1.8–1.9 k since.
     ///
     /// For latency at the price of a core: the regime of a busy-polling
     /// [`ShmChannel`](crate::ShmChannel) or iceoryx2's busy-poll loops, for a machine with a

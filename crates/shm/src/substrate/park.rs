@@ -33,7 +33,7 @@
 use super::deadline::{Deadline, Expired};
 use crate::sync::{Futex, Ordering};
 use crate::watch::WatchShared;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 /// Nobody sleeps on the word (or the sleeper has been woken).
@@ -97,24 +97,34 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// wait, as long as the CPUs are not oversubscribed. A busy-poller that spins beside more
 /// runnable threads than CPUs holds a CPU its peer, or another process, needs, and loses
 /// whole scheduler slices of its own (milliseconds); it is told by its spins being
-/// preempted often, against rarely where it has a CPU to itself (a pinned, isolated core
-/// never is):
+/// preempted often ([`is_preemption`]: late in a long spin, only for another thread's
+/// slice), which a thread with a core to itself never is:
 ///
 /// ```text
-/// busy-polling wait preempted (answered or not),
-///   the busy-polling wait before that preempted
-///   at most CLOSE busy-polling waits before      -> the next `calm` waits adapt (as an
-///                                                   owner's default: budget of at most
-///                                                   the fallback limit, the hints followed,
-///                                                   long calls paced); `calm` doubles (at
-///                                                   most MAX_CALM)
-///   further back                                 -> `calm` = MIN_CALM; busy-polling goes on
-/// adapting wait recorded                         -> one fewer left; none: busy-polling again
+/// busy-polling wait preempted (answered or not):
+///   at most RELAPSE busy-polling waits after
+///   the owner last adapted                       -> it adapts again, for `calm`; `calm`
+///                                                   doubles (at most MAX_CALM)
+///   else, the last preempted busy-polling wait
+///   at most CLOSE busy-polling waits before      -> it adapts for MIN_CALM; `calm` =
+///                                                   2 MIN_CALM
+///   else                                         -> busy-polling goes on
+/// a wait begins ([`begin_wait`]) while adapting,
+///   that time over and its peer last on
+///   another CPU                                  -> it busy-polls again
+///   else                                         -> it adapts (while the two share a CPU,
+///                                                   busy-polling cannot pay)
 /// ```
 ///
-/// A busy-poller that relapses at once (its preemptions keep coming close together) thus
-/// adapts for longer each time, and one whose preemptions are rare (an interrupt, a daemon
-/// now and then) never stops busy-polling.
+/// (Adapting: as an owner's default, with a budget of at most the fallback's limit, the
+/// hints followed, long calls paced.) Each return to busy-polling on CPUs still
+/// oversubscribed costs one preempted wait, so the time adapting doubles; a load that is
+/// gone lets RELAPSE busy-polling waits pass unpreempted, and the next fallback starts short
+/// again.
+/// The times are times, not counts of waits, so that an owner whose calls are sporadic does
+/// not adapt for hours after a burst of load.
+///
+/// [`begin_wait`]: AdaptiveSpin::begin_wait
 ///
 /// Shared by the threads of one connection (or server); `Relaxed` throughout, since it is
 /// only a hint: a lost update costs one wait a budget too long or too short.
@@ -123,13 +133,15 @@ pub(crate) struct AdaptiveSpin {
     /// The budget of every wait, if it does not adapt (busy-polling); the fields below are
     /// then those of its fallback (see "fixed budget" above).
     fixed: Option<Duration>,
-    /// Busy-polling: the adapting waits left before it busy-polls again (0: busy-polls).
-    calm_left: AtomicU32,
-    /// Busy-polling: how many waits the next fallback lasts.
-    calm: AtomicU32,
-    /// Busy-polling: its busy-polling waits so far, and the count at the last preempted one.
+    /// Busy-polling: until when it adapts ([`now_us`]; 0: it busy-polls).
+    calm_until: AtomicU64,
+    /// Busy-polling: how long the next fallback lasts, in µs.
+    calm: AtomicU64,
+    /// Busy-polling: its busy-polling waits so far, and the count at the last preempted one
+    /// and when it last stopped adapting.
     busy_waits: AtomicU32,
     last_preempted: AtomicU32,
+    calm_ended: AtomicU32,
     max_ns: u32,
     cur_ns: AtomicU32,
     misses: AtomicU32,
@@ -196,17 +208,43 @@ impl Spun {
     }
 
     /// Whether the spinner was preempted.
-    fn preempted(self) -> bool {
+    pub(crate) fn preempted(self) -> bool {
         matches!(self, Spun::Late(_) | Spun::Preempted)
     }
 }
 
+/// A gap of [`PREEMPTED`] in a spin counts as preemption only in its first
+/// `PREEMPT_WINDOW` (every adaptive or paced spin is shorter); later in a long spin, only a
+/// gap of [`STARVED`], another thread's time slice: the housekeeping of an idle machine
+/// (an interrupt, a kernel thread's work) seldom takes that long, and a busy-poller that
+/// waits long between sporadic calls should not take it for oversubscribed CPUs (see
+/// [`AdaptiveSpin`]).
+const PREEMPT_WINDOW: Duration = Duration::from_millis(1);
+const STARVED: Duration = Duration::from_micros(500);
+
+/// Whether a gap from `last` to `t` in a spin that began at `start` is preemption
+/// ([`PREEMPT_WINDOW`]).
+fn is_preemption(start: Instant, last: Instant, t: Instant) -> bool {
+    let gap = t - last;
+    gap >= PREEMPTED && (last - start < PREEMPT_WINDOW || gap >= STARVED)
+}
 /// A busy-polling wait preempted at most this many busy-polling waits after the last
 /// preempted one makes its owner adapt for a while (see [`AdaptiveSpin`]).
-const CLOSE: u32 = 256;
-/// The fewest and most waits a busy-poller adapts for when its spins are preempted often.
-const MIN_CALM: u32 = 256;
-const MAX_CALM: u32 = 1 << 16;
+const CLOSE: u32 = 1024;
+/// A busy-polling wait preempted at most this many busy-polling waits after its owner last
+/// adapted makes it adapt again, for twice as long (see [`AdaptiveSpin`]).
+const RELAPSE: u32 = 4096;
+/// The shortest and longest a busy-poller adapts for at a time.
+const MIN_CALM: Duration = Duration::from_millis(250);
+const MAX_CALM: Duration = Duration::from_secs(60);
+
+/// Microseconds since the first call in this process (never 0): the clock of
+/// [`AdaptiveSpin`]'s fallbacks.
+fn now_us() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let us = BASE.get_or_init(Instant::now).elapsed().as_micros();
+    u64::try_from(us).unwrap_or(u64::MAX - 1) + 1
+}
 
 impl AdaptiveSpin {
     /// A caller's budget: at most `max`, probing for [`CALLER_PROBE`] once in
@@ -226,9 +264,10 @@ impl AdaptiveSpin {
     pub(crate) fn fixed(max: Duration, fallback: AdaptiveSpin) -> AdaptiveSpin {
         AdaptiveSpin {
             fixed: Some(max),
-            calm: AtomicU32::new(MIN_CALM),
-            // The first preemption is far from any before it.
+            calm: AtomicU64::new(MIN_CALM.as_micros() as u64),
+            // The first preemption is far from any before it, and from any fallback.
             last_preempted: AtomicU32::new(0u32.wrapping_sub(CLOSE + 1)),
+            calm_ended: AtomicU32::new(0u32.wrapping_sub(RELAPSE + 1)),
             ..fallback
         }
     }
@@ -254,10 +293,11 @@ impl AdaptiveSpin {
         let ns = |d: Duration| u32::try_from(d.as_nanos()).unwrap_or(u32::MAX);
         AdaptiveSpin {
             fixed: None,
-            calm_left: AtomicU32::new(0),
-            calm: AtomicU32::new(0),
+            calm_until: AtomicU64::new(0),
+            calm: AtomicU64::new(0),
             busy_waits: AtomicU32::new(0),
             last_preempted: AtomicU32::new(0),
+            calm_ended: AtomicU32::new(0),
             max_ns: ns(max),
             cur_ns: AtomicU32::new(ns(max)),
             misses: AtomicU32::new(0),
@@ -276,7 +316,36 @@ impl AdaptiveSpin {
     /// owner is not adapting for a while because its spins were preempted often. A
     /// busy-polling wait spins whatever the hints say; an adapting one follows them.
     pub(crate) fn busy_polls(&self) -> bool {
-        self.fixed.is_some() && self.calm_left.load(std::sync::atomic::Ordering::Relaxed) == 0
+        self.fixed.is_some() && self.calm_until.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+
+    /// Starts a wait (each wait of its owner calls it once, before it reads
+    /// [`budget`](Self::budget) or [`busy_polls`](Self::busy_polls)), whose peer last ran on
+    /// this CPU if `peer_here` (the hints): whether the wait busy-polls. A busy-poller that
+    /// adapts for a while busy-polls again once that time is over, unless its peer shares
+    /// its CPU (then the wait yields it, and busy-polling could not pay). The time is read
+    /// only while it adapts.
+    pub(crate) fn begin_wait(&self, peer_here: bool) -> bool {
+        self.begin_wait_at(peer_here, now_us)
+    }
+
+    /// [`begin_wait`](Self::begin_wait), reading the time with `now` (a test's clock).
+    fn begin_wait_at(&self, peer_here: bool, now: impl FnOnce() -> u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.fixed.is_none() {
+            return false;
+        }
+        let until = self.calm_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if peer_here || now() < until {
+            return false;
+        }
+        self.calm_until.store(0, Relaxed);
+        self.calm_ended
+            .store(self.busy_waits.load(Relaxed), Relaxed);
+        true
     }
 
     /// The budget of the next wait.
@@ -335,7 +404,8 @@ impl AdaptiveSpin {
                 Some((v, how.answered_after().unwrap_or_default()))
             }
             Err(how) => {
-                if budget <= cap {
+                // A preemption says the CPUs are oversubscribed, cut short or not.
+                if budget <= cap || how == Spun::Preempted {
                     self.record(how);
                 }
                 None
@@ -364,14 +434,9 @@ impl AdaptiveSpin {
     /// Records how a wait that was given [`budget`](Self::budget) ended.
     pub(crate) fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.fixed.is_some() {
-            let left = self.calm_left.load(Relaxed);
-            if left == 0 {
-                self.record_busy(outcome);
-                return;
-            }
-            // An adapting wait: one fewer, and recorded as any (below).
-            self.calm_left.store(left - 1, Relaxed);
+        if self.busy_polls() {
+            self.record_busy(outcome);
+            return;
         }
         match outcome {
             Spun::Answered(after) | Spun::Late(after) => {
@@ -416,21 +481,30 @@ impl AdaptiveSpin {
     /// [`record`](Self::record) of a busy-polling wait (see "fixed budget" in
     /// [`AdaptiveSpin`]).
     fn record_busy(&self, outcome: Spun) {
+        self.record_busy_at(outcome, now_us);
+    }
+
+    /// [`record_busy`](Self::record_busy), reading the time with `now` (a test's clock).
+    fn record_busy_at(&self, outcome: Spun, now: impl FnOnce() -> u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.busy_waits.load(Relaxed).wrapping_add(1);
         self.busy_waits.store(n, Relaxed);
         if !outcome.preempted() {
             return;
         }
-        let since = n.wrapping_sub(self.last_preempted.load(Relaxed));
+        let relapse = n.wrapping_sub(self.calm_ended.load(Relaxed)) <= RELAPSE;
+        let close = n.wrapping_sub(self.last_preempted.load(Relaxed)) <= CLOSE;
         self.last_preempted.store(n, Relaxed);
-        if since > CLOSE {
-            self.calm.store(MIN_CALM, Relaxed);
+        let (min, max) = (MIN_CALM.as_micros() as u64, MAX_CALM.as_micros() as u64);
+        let calm = if relapse {
+            self.calm.load(Relaxed).clamp(min, max)
+        } else if close {
+            min
+        } else {
             return;
-        }
-        let calm = self.calm.load(Relaxed).clamp(MIN_CALM, MAX_CALM);
-        self.calm_left.store(calm, Relaxed);
-        self.calm.store((calm * 2).min(MAX_CALM), Relaxed);
+        };
+        self.calm_until.store(now().saturating_add(calm), Relaxed);
+        self.calm.store((calm * 2).min(max), Relaxed);
     }
 
     /// Half of a budget of `ns`, or none below [`MIN_SPIN`].
@@ -771,7 +845,9 @@ pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 /// Runs `attempt` until it gives a value or `spin` is spent (the clock is read after the
 /// first look, then every [`CLOCK_EVERY`] looks): the value and how the spin went
 /// ([`Spun::Answered`] or [`Spun::Late`], with about how long it took), or how the spin
-/// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]).
+/// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]). A gap between two readings
+/// of the clock (or the last reading and the value) is preemption as [`is_preemption`]
+/// says.
 pub(crate) fn spin_on<T, E>(
     spin: Duration,
     attempt: impl FnMut() -> Result<Option<T>, E>,
@@ -800,11 +876,16 @@ fn spin_clocked<T, E>(
     let mut looks = 0u32;
     loop {
         if let Some(v) = attempt()? {
+            // The gap since the last reading counts too: a spinner is most often preempted
+            // while the value comes, and finds it at its first look when it runs again.
+            // (That gap holds the work of the look that found the value, which is short
+            // for every waiter but a worker that maps a lent buffer there, now and then.)
             let t = now();
+            let late = preempted || is_preemption(start, last, t);
             let after = t - start;
             return Ok(Ok((
                 v,
-                if preempted || t - last >= PREEMPTED {
+                if late {
                     Spun::Late(after)
                 } else {
                     Spun::Answered(after)
@@ -814,7 +895,7 @@ fn spin_clocked<T, E>(
         looks = looks.wrapping_add(1);
         if looks % CLOCK_EVERY == 0 {
             let t = now();
-            preempted |= t - last >= PREEMPTED;
+            preempted |= is_preemption(start, last, t);
             if t - start >= spin {
                 return Ok(Err(if preempted {
                     Spun::Preempted
@@ -1239,67 +1320,102 @@ mod tests {
         );
     }
 
-    /// `n` busy-polling waits of `a`, recorded as `outcome`.
-    fn busy(a: &AdaptiveSpin, n: u32, outcome: Spun) {
-        for _ in 0..n {
-            assert!(a.busy_polls());
-            a.record(outcome);
+    /// A busy-poller's fallback, on a test's clock (µs, as [`now_us`]).
+    struct Busy {
+        a: AdaptiveSpin,
+        now: std::cell::Cell<u64>,
+        fallback: Duration,
+        max: Duration,
+    }
+
+    impl Busy {
+        fn new() -> Busy {
+            let (max, fallback) = (Duration::from_secs(3600), Duration::from_micros(20));
+            Busy {
+                a: AdaptiveSpin::fixed(max, AdaptiveSpin::caller(fallback)),
+                now: std::cell::Cell::new(1),
+                fallback,
+                max,
+            }
+        }
+
+        /// One wait (the peer last on another CPU, unless `peer_here`) that ends as
+        /// `outcome` after 1 µs; whether it busy-polled.
+        fn wait(&self, peer_here: bool, outcome: Spun) -> bool {
+            let busy = self.a.begin_wait_at(peer_here, || self.now.get());
+            assert_eq!(self.a.busy_polls(), busy);
+            if busy {
+                assert_eq!(self.a.budget(), self.max);
+                self.a.record_busy_at(outcome, || self.now.get());
+            } else {
+                assert!(self.a.budget() <= self.fallback);
+                self.a.record(outcome);
+            }
+            self.now.set(self.now.get() + 1);
+            busy
+        }
+
+        /// `n` busy-polling waits that end as `outcome`.
+        fn busy(&self, n: u32, outcome: Spun) {
+            for i in 0..n {
+                assert!(self.wait(false, outcome), "wait {i} of {n} adapted");
+            }
+        }
+
+        /// Waits that adapt, each ending as `outcome`, until one busy-polls again; how long
+        /// (µs) after the preempted wait that began the fallback it busy-polled.
+        fn adapting(&self, outcome: Spun) -> u64 {
+            let start = self.now.get() - 1;
+            assert!(!self.wait(false, outcome), "not adapting");
+            while !self.wait(false, outcome) {}
+            self.now.get() - 1 - start
         }
     }
 
     #[test]
     fn a_fixed_budget_stays_whatever_the_waits_did_unless_often_preempted() {
-        let hour = Duration::from_secs(3600);
-        let fallback = Duration::from_micros(20);
-        let a = AdaptiveSpin::fixed(hour, AdaptiveSpin::caller(fallback));
-        // Misses, answers and one preemption now and then: busy-polling all along.
-        for outcome in [Spun::Missed, Spun::Answered(Duration::ZERO)] {
-            busy(&a, 2 * MISS_STREAK, outcome);
-            assert_eq!(a.budget(), hour, "after {outcome:?}");
+        let min = MIN_CALM.as_micros() as u64;
+        let late = Spun::Late(Duration::from_millis(3));
+        let b = Busy::new();
+        // Misses, answers and one preempted wait now and then: busy-polling all along.
+        b.busy(2 * MISS_STREAK, Spun::Missed);
+        b.busy(2 * MISS_STREAK, Spun::Answered(Duration::ZERO));
+        for outcome in [Spun::Preempted, late] {
+            b.busy(1, outcome);
+            b.busy(CLOSE, Spun::Answered(Duration::ZERO));
         }
-        for outcome in [Spun::Preempted, Spun::Late(Duration::from_millis(3))] {
-            a.record(outcome);
-            busy(&a, CLOSE, Spun::Answered(Duration::ZERO));
-            assert!(
-                a.busy_polls(),
-                "one preemption ({outcome:?}) in {CLOSE} busy waits"
-            );
-            assert_eq!(a.budget(), hour);
-        }
-        // Two close together: the next MIN_CALM waits adapt (the fallback's budget, the
-        // hints followed), then it busy-polls again.
-        a.record(Spun::Preempted);
-        busy(&a, CLOSE - 1, Spun::Answered(Duration::ZERO));
-        a.record(Spun::Late(Duration::from_millis(3)));
-        for i in 0..MIN_CALM {
-            assert!(!a.busy_polls(), "adapting wait {i}");
-            assert!(a.budget() <= fallback);
-            a.record(Spun::Answered(Duration::from_micros(1)));
-        }
-        assert!(a.busy_polls());
-        assert_eq!(a.budget(), hour);
-        // A relapse at once adapts twice as long; one long after starts again at MIN_CALM.
-        a.record(Spun::Preempted);
-        for _ in 0..2 * MIN_CALM {
-            assert!(!a.busy_polls());
-            a.record(Spun::Missed);
-        }
-        assert!(a.busy_polls());
-        busy(&a, CLOSE + 1, Spun::Missed);
-        a.record(Spun::Preempted);
-        assert!(a.busy_polls(), "a preemption long after the last");
-        a.record(Spun::Preempted);
-        for _ in 0..MIN_CALM {
-            assert!(!a.busy_polls());
-            a.record(Spun::Missed);
-        }
-        assert!(a.busy_polls());
+        // Two close together: it adapts (the fallback's budget, the hints followed) for
+        // MIN_CALM, then busy-polls again.
+        b.busy(1, Spun::Preempted);
+        b.busy(CLOSE - 1, Spun::Answered(Duration::ZERO));
+        b.busy(1, late);
+        assert_eq!(b.adapting(Spun::Answered(Duration::from_micros(1))), min);
+        // A relapse (preempted within RELAPSE busy waits of the fallback's end) adapts again,
+        // twice as long each time; while its peer shares its CPU it goes on adapting,
+        // however long.
+        b.busy(1, Spun::Preempted);
+        b.now.set(b.now.get() + 10 * min);
+        assert!(!b.wait(true, Spun::Missed), "busy-polling beside its peer");
+        assert!(b.wait(false, Spun::Missed));
+        b.busy(RELAPSE - 2, Spun::Missed);
+        b.busy(1, Spun::Preempted);
+        assert_eq!(b.adapting(Spun::Missed), 4 * min);
+        b.busy(1, Spun::Preempted);
+        assert_eq!(b.adapting(Spun::Missed), 8 * min);
+        // The load gone (RELAPSE busy waits unpreempted): one preempted wait is noise again,
+        // and the next fallback is MIN_CALM.
+        b.busy(RELAPSE, Spun::Missed);
+        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted);
+        assert_eq!(b.adapting(Spun::Missed), min);
         // Configured.
         assert!(AdaptiveSpin::fixed(Duration::ZERO, AdaptiveSpin::caller(Duration::ZERO)).never());
         let second = Duration::from_secs(1);
-        assert!(!AdaptiveSpin::for_caller(SpinLimit::Adaptive(second), fallback).busy_polls());
+        let fallback = Duration::from_micros(20);
+        let adaptive = AdaptiveSpin::for_caller(SpinLimit::Adaptive(second), fallback);
+        assert!(!adaptive.begin_wait(false) && !adaptive.busy_polls());
         let server = AdaptiveSpin::for_server(SpinLimit::BusyPoll(second), fallback);
-        assert!(server.busy_polls());
+        assert!(server.begin_wait(true));
         assert_eq!(server.budget(), second);
     }
 
@@ -1407,6 +1523,17 @@ mod tests {
             spin_clocked(budget, long, nothing),
             Ok(Err(Spun::Preempted))
         );
+        // A gap of PREEMPTED counts only in the first PREEMPT_WINDOW of a spin; later, only
+        // one of STARVED (another thread's slice, not an idle machine's housekeeping).
+        let long = Duration::from_millis(10);
+        let window = PREEMPT_WINDOW.as_micros() as usize;
+        let at = |reading, stall| test_clock(step, reading, stall);
+        let r = spin_clocked(long, at(window - 10, PREEMPTED), nothing);
+        assert_eq!(r, Ok(Err(Spun::Preempted)));
+        let r = spin_clocked(long, at(window + 10, STARVED - step - step), nothing);
+        assert_eq!(r, Ok(Err(Spun::Missed)));
+        let r = spin_clocked(long, at(window + 10, STARVED - step), nothing);
+        assert_eq!(r, Ok(Err(Spun::Preempted)));
         // The same on the real clock: one look that stalls (as a preempted thread does), the
         // first after the clock started.
         let mut looks = 0;

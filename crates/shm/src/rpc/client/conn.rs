@@ -468,7 +468,13 @@ impl Conn {
 
     /// Gives a slot to the server for good (a one-way call, or a canceled one): it comes
     /// back once the server completes it.
-    pub(super) fn abandon(&self, slot: usize) {
+    ///
+    /// A caller that queued for a slot while no zombie was there did not start the bell
+    /// thread, the only one that hears the server ring for a zombie: with waiters left and
+    /// a zombie not yet completed, it is started here; if it cannot be, every waiter is
+    /// woken to look again (and naps [`ZOMBIE_LOOK`] at a time, or its task looks at every
+    /// turn of its executor).
+    pub(super) fn abandon(self: &Arc<Self>, slot: usize) {
         let mut pool = lock(&self.wake.pool);
         pool.zombies.push(Zombie {
             slot,
@@ -480,8 +486,18 @@ impl Conn {
         self.flag_zombies(&mut pool);
         let n = self.reclaim(&mut pool);
         let wake = pool.pop_waiters(n);
+        let unheard = !pool.waiters.is_empty() && !pool.zombies.is_empty();
         drop(pool);
         wake.into_iter().for_each(Waker::wake);
+        // Not under the pool lock: the bell thread takes it.
+        if unheard && self.ensure_reactor().is_err() {
+            let all: Vec<Waker> = lock(&self.wake.pool)
+                .waiters
+                .iter()
+                .map(|(_, w)| w.clone())
+                .collect();
+            all.into_iter().for_each(Waker::wake);
+        }
     }
 
     /// Writes a call into a fresh slot and queues it. `write` writes the request (in the

@@ -1038,6 +1038,43 @@ mod tests {
         assert_eq!(second.join().unwrap(), Ok(3));
     }
 
+    /// A caller that queued for the slot before any call was abandoned (so it started no
+    /// bell thread: there was no zombie to hear of) gets the slot when a call canceled after
+    /// that comes back: the cancel starts the bell thread, which the server rings. (Before,
+    /// nothing did, and the caller waited until its deadline.)
+    #[test]
+    fn a_caller_queued_before_a_cancel_gets_the_canceled_call_s_slot() {
+        courier_testkit::runtime_dir("courier-client-unit");
+        let name = "client-unit-queued-then-canceled";
+        let s = Srv::bind(name, ServerConfig::new().slots(1)).unwrap();
+        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
+        let conn = Arc::clone(&c.shared.conn);
+        let w = c.req_async(1).unwrap();
+        let Incoming::Call(1, taken) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not the first call");
+        };
+        // A second caller queues for the slot, held by a call in flight: no zombie.
+        let c2 = c.clone();
+        let second = std::thread::spawn(move || c2.req_timeout(2, Duration::from_secs(30)));
+        let until = Instant::now() + Duration::from_secs(10);
+        while lock(&conn.wake.pool).waiters.is_empty() {
+            assert!(
+                Instant::now() < until,
+                "the second caller never queued for a slot"
+            );
+            std::thread::yield_now();
+        }
+        assert!(lock(&conn.reactor).is_none(), "a bell thread runs already");
+        // The first call is canceled: its slot becomes a zombie, handed back by the server.
+        drop(w);
+        assert!(taken.reply(10).is_err());
+        let Incoming::Call(2, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("not the second call");
+        };
+        assert_eq!(ctx.reply(3), Ok(()));
+        assert_eq!(second.join().unwrap(), Ok(3));
+    }
+
     /// A caller task and a server task on one thread: each side's thread hint names this
     /// thread, which is what keeps either from spinning, yielding or moving for the other
     /// (neither lets a task of its own thread run); the calls are all answered.

@@ -210,13 +210,15 @@ impl ServerConfig {
     /// brought nothing sleeps again at once (a client that only sends wake-ups keeps no
     /// worker spinning); the wait's deadline ends the spin.
     ///
-    /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two
-    /// preempted waits within 256 busy-polling waits; a thread with a core to itself never
-    /// is) waits as by default for the next 256 waits (an adaptive [`spin`](Self::spin) of
-    /// at most 50 µs or `limit`, yielding to a client on its own CPU), twice as many each
-    /// time it is preempted again soon after (at most 65,536), then busy-polls again.
-    /// Spinning beside more runnable threads than CPUs, it would hold a CPU its clients or
-    /// other processes need, and lose whole scheduler slices (milliseconds) itself.
+    /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two waits
+    /// within 1,024 busy-polling ones; in the first millisecond of a spin, a stop of 30 µs
+    /// counts, later only one of 0.5 ms, another thread's time slice; a thread with a core
+    /// to itself is never preempted) waits as by default for 250 ms (an adaptive
+    /// [`spin`](Self::spin) of at most 50 µs, or `limit` if shorter, yielding to a client
+    /// on its own CPU, and for as long as that client runs on it), twice as long each time
+    /// it is preempted again soon after (at most a minute), then busy-polls again. Spinning
+    /// beside more runnable threads than CPUs, it would hold a CPU its clients or other
+    /// processes need, and lose whole scheduler slices (milliseconds) itself.
     ///
     /// For latency at the price of a core per worker; pair it with
     /// [`ConnectConfig::busy_poll`](crate::ConnectConfig::busy_poll) in the clients.
@@ -622,16 +624,19 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         (keys, bells): (&mut Vec<u64>, &mut Bells),
     ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         let core = &self.shared.core;
+        // (A busy-polling worker spins whatever the hints say, unless its spins were
+        // preempted often of late: `AdaptiveSpin::begin_wait`.)
+        let busy_poll = core
+            .spin
+            .begin_wait(core.client_cpu.load(Ordering::Relaxed) == park::this_cpu());
         loop {
             if let Some(m) = self.poll_once() {
                 return Ok(m);
             }
             // No spin when the client of the last call is on this CPU: it cannot send its
             // next call while we spin here. We yield the CPU to it for a while instead.
-            // (A busy-polling worker spins whatever the hints say, unless its spins were
-            // preempted often of late: `AdaptiveSpin::busy_polls`.)
-            let client_here = !core.spin.busy_polls()
-                && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            let client_here =
+                !busy_poll && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
                 let Ok(found) = park::yield_on(deadline.cap(park::YIELD_FOR), look);
@@ -975,8 +980,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
             && !core.spin.never()
             && !client_on_this_thread()
         {
-            let client_here = !core.spin.busy_polls()
-                && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            let here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            let client_here = !core.spin.begin_wait(here) && here;
             let found = if client_here {
                 let look = || Ok::<_, std::convert::Infallible>(server.poll_once());
                 let Ok(found) = park::yield_on(park::YIELD_FOR, look);
