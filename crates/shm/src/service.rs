@@ -247,7 +247,8 @@ impl ConnectConfig {
     /// Spinning beside more runnable threads than CPUs, a caller holds a CPU the worker or
     /// other processes need, and loses whole scheduler slices (milliseconds) itself: with
     /// one core of two kept busy by another process, 16 MiB `lend_mut` calls busy-polling
-    /// had a p99 of 8 ms and made 0.7 k calls a second, against 0.56–0.64 ms and 1.8–1.9 k since.
+    /// had a p99 of 8 ms and made 0.7 k calls a second, against 0.56–0.64 ms and
+    /// 1.8–1.9 k since.
     ///
     /// For latency at the price of a core: the regime of a busy-polling
     /// [`ShmChannel`](crate::ShmChannel) or iceoryx2's busy-poll loops, for a machine with a
