@@ -978,64 +978,85 @@ mod tests {
         assert_eq!(slot_flags & F_ASYNC, 0, "a slot still asks for a ring");
     }
 
+    /// A one-slot server and its client, whose one slot holds a call the server took (in
+    /// `taken`; the caller's end is returned beside it).
+    struct OneSlot {
+        s: Srv,
+        c: Cli,
+        conn: Arc<Conn>,
+        taken: crate::ReplyContext<u64, u32>,
+    }
+
+    impl OneSlot {
+        fn new(name: &str) -> (OneSlot, WaitReply<u64, u64, u32>) {
+            courier_testkit::runtime_dir("courier-client-unit");
+            let s = Srv::bind(name, ServerConfig::new().slots(1)).unwrap();
+            let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
+            let conn = Arc::clone(&c.shared.conn);
+            let first = c.req_async(1).unwrap();
+            let Incoming::Call(1, taken) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
+                panic!("not the first call");
+            };
+            (OneSlot { s, c, conn, taken }, first)
+        }
+
+        /// A second caller, on a thread, queued for the slot when this returns.
+        fn queue_second(&self) -> std::thread::JoinHandle<Result<u64, Error<u32>>> {
+            let c = self.c.clone();
+            let second = std::thread::spawn(move || c.req_timeout(2, Duration::from_secs(30)));
+            let until = Instant::now() + Duration::from_secs(10);
+            while lock(&self.conn.wake.pool).waiters.is_empty() {
+                assert!(Instant::now() < until, "the second caller never queued");
+                std::thread::yield_now();
+            }
+            second
+        }
+
+        /// The server answers the first call, canceled by now (it hands the slot back),
+        /// then serves `second`, which must have got the slot.
+        fn serve(self, second: std::thread::JoinHandle<Result<u64, Error<u32>>>) {
+            assert!(self.taken.is_canceled());
+            assert!(self.taken.reply(10).is_err());
+            let Incoming::Call(2, ctx) = self.s.wait_timeout(Duration::from_secs(10)).unwrap()
+            else {
+                panic!("not the second call");
+            };
+            assert_eq!(ctx.reply(3), Ok(()));
+            assert_eq!(second.join().unwrap(), Ok(3));
+        }
+    }
+
     /// A caller that waits for the slot of a call canceled after the server took it gets the
     /// slot as soon as the server hands the canceled call back: the waiter flags the zombie
     /// `F_ASYNC`, and the server, finding the call canceled, rings the client bell. (Waiters
     /// used not to flag canceled zombies; the bell thread found them by looking every
-    /// millisecond. It no longer looks: without the ring, the second call below waits out
-    /// the server's deadline.)
+    /// millisecond. It no longer looks: without the ring, the second call waits out the
+    /// server's deadline.)
     #[test]
     fn a_canceled_call_s_slot_comes_back_to_a_waiter_by_a_ring() {
-        courier_testkit::runtime_dir("courier-client-unit");
-        let name = "client-unit-canceled-zombie";
-        let s = Srv::bind(name, ServerConfig::new().slots(1)).unwrap();
-        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
-        let conn = Arc::clone(&c.shared.conn);
-        // The one slot: a call the server takes, then its caller cancels it.
-        let w = c.req_async(1).unwrap();
-        let Incoming::Call(1, taken) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-            panic!("not the first call");
-        };
-        drop(w);
+        let (one, first) = OneSlot::new("client-unit-canceled-zombie");
+        drop(first);
         // The bell thread runs and sleeps (the only sleeper of the connection so far): it
         // looks at the slot again only when rung.
-        conn.ensure_reactor().unwrap();
+        one.conn.ensure_reactor().unwrap();
         let until = Instant::now() + Duration::from_secs(10);
-        while conn.watch.shared.sleepers.load(Ordering::SeqCst) == 0 {
+        while one.conn.watch.shared.sleepers.load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < until,
                 "the bell thread never went to sleep"
             );
             std::thread::yield_now();
         }
-        // A second caller waits for the slot.
-        let c2 = c.clone();
-        let second = std::thread::spawn(move || c2.req_timeout(2, Duration::from_secs(30)));
-        while lock(&conn.wake.pool).waiters.is_empty() {
-            assert!(
-                Instant::now() < until,
-                "the second caller never queued for a slot"
-            );
-            std::thread::yield_now();
-        }
+        let second = one.queue_second();
         // Queued under the pool lock together with the flagging of every zombie.
-        let flags = conn
-            .sh
-            .u32(conn.sh.lay.rec(0) + S_FLAGS)
-            .load(Ordering::SeqCst);
+        let rec = one.conn.sh.lay.rec(0);
+        let flags = one.conn.sh.u32(rec + S_FLAGS).load(Ordering::SeqCst);
         assert_ne!(
             flags & F_ASYNC,
             0,
             "the waiter did not flag the canceled zombie"
         );
-        // The server answers the canceled call: it is handed back, and the bell rung.
-        assert!(taken.is_canceled());
-        assert!(taken.reply(10).is_err());
-        let Incoming::Call(2, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-            panic!("not the second call");
-        };
-        assert_eq!(ctx.reply(3), Ok(()));
-        assert_eq!(second.join().unwrap(), Ok(3));
+        one.serve(second);
     }
 
     /// A caller that queued for the slot before any call was abandoned (so it started no
@@ -1044,35 +1065,14 @@ mod tests {
     /// nothing did, and the caller waited until its deadline.)
     #[test]
     fn a_caller_queued_before_a_cancel_gets_the_canceled_call_s_slot() {
-        courier_testkit::runtime_dir("courier-client-unit");
-        let name = "client-unit-queued-then-canceled";
-        let s = Srv::bind(name, ServerConfig::new().slots(1)).unwrap();
-        let c = Cli::connect(name, Duration::from_secs(10)).unwrap();
-        let conn = Arc::clone(&c.shared.conn);
-        let w = c.req_async(1).unwrap();
-        let Incoming::Call(1, taken) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-            panic!("not the first call");
-        };
-        // A second caller queues for the slot, held by a call in flight: no zombie.
-        let c2 = c.clone();
-        let second = std::thread::spawn(move || c2.req_timeout(2, Duration::from_secs(30)));
-        let until = Instant::now() + Duration::from_secs(10);
-        while lock(&conn.wake.pool).waiters.is_empty() {
-            assert!(
-                Instant::now() < until,
-                "the second caller never queued for a slot"
-            );
-            std::thread::yield_now();
-        }
-        assert!(lock(&conn.reactor).is_none(), "a bell thread runs already");
-        // The first call is canceled: its slot becomes a zombie, handed back by the server.
-        drop(w);
-        assert!(taken.reply(10).is_err());
-        let Incoming::Call(2, ctx) = s.wait_timeout(Duration::from_secs(10)).unwrap() else {
-            panic!("not the second call");
-        };
-        assert_eq!(ctx.reply(3), Ok(()));
-        assert_eq!(second.join().unwrap(), Ok(3));
+        let (one, first) = OneSlot::new("client-unit-queued-then-canceled");
+        let second = one.queue_second();
+        assert!(
+            lock(&one.conn.reactor).is_none(),
+            "a bell thread runs already"
+        );
+        drop(first);
+        one.serve(second);
     }
 
     /// A caller task and a server task on one thread: each side's thread hint names this
