@@ -90,8 +90,9 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// ([`AdaptiveSpin::server`]): its client may have to wake up before it sends again.
 ///
 /// It starts at `max`. Preemption is seen without a system call: a spinner reads the clock
-/// every [`CLOCK_EVERY`] looks, and a gap of [`PREEMPTED`] between two readings means it was
-/// not running.
+/// every [`CLOCK_EVERY`] looks, and a gap of [`PREEMPTED`] between two readings in the first
+/// millisecond of its spin means it was not running (later in a long spin, only a longer
+/// one: [`is_preemption`]).
 ///
 /// A fixed budget ([`AdaptiveSpin::fixed`], for a busy-polling owner) is `max` at every
 /// wait, as long as the CPUs are not oversubscribed. A busy-poller that spins beside more
@@ -102,8 +103,8 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 ///
 /// ```text
 /// busy-polling wait preempted (answered or not):
-///   at most RELAPSE busy-polling waits after
-///   the owner last adapted                       -> it adapts again, for `calm`; `calm`
+///   at most RELAPSE busy-polling waits, and
+///   at most `calm`, after the owner last adapted -> it adapts again, for `calm`; `calm`
 ///                                                   doubles (at most MAX_CALM)
 ///   else, the last preempted busy-polling wait
 ///   at most CLOSE busy-polling waits before      -> it adapts for MIN_CALM; `calm` =
@@ -142,6 +143,8 @@ pub(crate) struct AdaptiveSpin {
     busy_waits: AtomicU32,
     last_preempted: AtomicU32,
     calm_ended: AtomicU32,
+    /// Busy-polling: when it last stopped adapting ([`now_us`]).
+    calm_ended_us: AtomicU64,
     max_ns: u32,
     cur_ns: AtomicU32,
     misses: AtomicU32,
@@ -214,7 +217,8 @@ impl Spun {
 }
 
 /// A gap of [`PREEMPTED`] in a spin counts as preemption only in its first
-/// `PREEMPT_WINDOW` (every adaptive or paced spin is shorter); later in a long spin, only a
+/// `PREEMPT_WINDOW` (a default adaptive spin, or a paced one, is shorter); later in a long
+/// spin, only a
 /// gap of [`STARVED`], another thread's time slice: the housekeeping of an idle machine
 /// (an interrupt, a kernel thread's work) seldom takes that long, and a busy-poller that
 /// waits long between sporadic calls should not take it for oversubscribed CPUs (see
@@ -268,6 +272,7 @@ impl AdaptiveSpin {
             // The first preemption is far from any before it, and from any fallback.
             last_preempted: AtomicU32::new(0u32.wrapping_sub(CLOSE + 1)),
             calm_ended: AtomicU32::new(0u32.wrapping_sub(RELAPSE + 1)),
+            calm_ended_us: AtomicU64::new(0),
             ..fallback
         }
     }
@@ -298,6 +303,7 @@ impl AdaptiveSpin {
             busy_waits: AtomicU32::new(0),
             last_preempted: AtomicU32::new(0),
             calm_ended: AtomicU32::new(0),
+            calm_ended_us: AtomicU64::new(0),
             max_ns: ns(max),
             cur_ns: AtomicU32::new(ns(max)),
             misses: AtomicU32::new(0),
@@ -339,12 +345,17 @@ impl AdaptiveSpin {
         if until == 0 {
             return true;
         }
-        if peer_here || now() < until {
+        if peer_here {
+            return false;
+        }
+        let now = now();
+        if now < until {
             return false;
         }
         self.calm_until.store(0, Relaxed);
         self.calm_ended
             .store(self.busy_waits.load(Relaxed), Relaxed);
+        self.calm_ended_us.store(now, Relaxed);
         true
     }
 
@@ -384,9 +395,11 @@ impl AdaptiveSpin {
     /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
     /// thread), giving the value and about how long it took (as [`Spun::Answered`]): a spin
     /// that the cap cut short says nothing of whether the whole budget would have been
-    /// answered, so it is recorded only if it was answered, or if the budget was no longer
-    /// than the cap. (Recorded as a miss, it would halve the budget of the blocking waits
-    /// that share it, for calls they would have caught.)
+    /// answered, so it is recorded only if it was answered, if the budget was no longer
+    /// than the cap, if the spinner was preempted (the CPUs are oversubscribed, cut short or
+    /// not), or if it busy-polls (whose record counts its waits and preemptions only).
+    /// (Recorded as a miss, it would halve the budget of the blocking waits that share it,
+    /// for calls they would have caught.)
     pub(crate) fn spin_capped<T>(
         &self,
         cap: Duration,
@@ -404,8 +417,7 @@ impl AdaptiveSpin {
                 Some((v, how.answered_after().unwrap_or_default()))
             }
             Err(how) => {
-                // A preemption says the CPUs are oversubscribed, cut short or not.
-                if budget <= cap || how == Spun::Preempted {
+                if budget <= cap || how == Spun::Preempted || self.busy_polls() {
                     self.record(how);
                 }
                 None
@@ -492,18 +504,24 @@ impl AdaptiveSpin {
         if !outcome.preempted() {
             return;
         }
-        let relapse = n.wrapping_sub(self.calm_ended.load(Relaxed)) <= RELAPSE;
+        let now = now();
+        let (min, max) = (MIN_CALM.as_micros() as u64, MAX_CALM.as_micros() as u64);
+        let next = self.calm.load(Relaxed).clamp(min, max);
+        // A relapse: soon after the last fallback ended, in waits and in time (no longer
+        // after it than the next fallback would last: an owner of sporadic calls preempted
+        // hours later starts again at MIN_CALM).
+        let relapse = n.wrapping_sub(self.calm_ended.load(Relaxed)) <= RELAPSE
+            && now.saturating_sub(self.calm_ended_us.load(Relaxed)) <= next;
         let close = n.wrapping_sub(self.last_preempted.load(Relaxed)) <= CLOSE;
         self.last_preempted.store(n, Relaxed);
-        let (min, max) = (MIN_CALM.as_micros() as u64, MAX_CALM.as_micros() as u64);
         let calm = if relapse {
-            self.calm.load(Relaxed).clamp(min, max)
+            next
         } else if close {
             min
         } else {
             return;
         };
-        self.calm_until.store(now().saturating_add(calm), Relaxed);
+        self.calm_until.store(now.saturating_add(calm), Relaxed);
         self.calm.store((calm * 2).min(max), Relaxed);
     }
 
@@ -1402,6 +1420,14 @@ mod tests {
         assert_eq!(b.adapting(Spun::Missed), 4 * min);
         b.busy(1, Spun::Preempted);
         assert_eq!(b.adapting(Spun::Missed), 8 * min);
+        // Preempted soon after a fallback in waits, but later than the next one would last
+        // in time (a sporadic caller): no relapse; close to the last preemption in waits,
+        // it adapts for MIN_CALM again.
+        b.busy(1, Spun::Preempted);
+        assert_eq!(b.adapting(Spun::Missed), 16 * min);
+        b.now.set(b.now.get() + 33 * min);
+        b.busy(1, Spun::Preempted);
+        assert_eq!(b.adapting(Spun::Missed), min);
         // The load gone (RELAPSE busy waits unpreempted): one preempted wait is noise again,
         // and the next fallback is MIN_CALM.
         b.busy(RELAPSE, Spun::Missed);
@@ -1534,6 +1560,20 @@ mod tests {
         assert_eq!(r, Ok(Err(Spun::Missed)));
         let r = spin_clocked(long, at(window + 10, STARVED - step), nothing);
         assert_eq!(r, Ok(Err(Spun::Preempted)));
+        // The same for the gap before the look that finds the value (the reading that
+        // stalls is the one made when the value comes, as in the test above).
+        for (stall, late) in [(STARVED - step - step, false), (STARVED - step, true)] {
+            let mut looks = 0;
+            let found = (window + 10) * CLOCK_EVERY as usize + 8;
+            let r = spin_clocked(long, at(window + 12, stall), || {
+                looks += 1;
+                Ok::<_, ()>((looks == found).then_some(()))
+            });
+            assert!(
+                matches!(r, Ok(Ok(((), how))) if how.preempted() == late),
+                "{stall:?}: {r:?}"
+            );
+        }
         // The same on the real clock: one look that stalls (as a preempted thread does), the
         // first after the clock started.
         let mut looks = 0;

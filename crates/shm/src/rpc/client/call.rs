@@ -180,6 +180,9 @@ impl Call {
                     if timed {
                         self.conn.pace.record(slept, spun == park::Spun::Preempted);
                     }
+                } else if busy_poll {
+                    // A busy-poller counts every wait, and its preemptions (`AdaptiveSpin`).
+                    self.conn.spin.record(spun);
                 }
                 Ok(())
             }
