@@ -121,9 +121,8 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// hints followed, long calls paced.) Each return to busy-polling on CPUs still
 /// oversubscribed costs one preempted wait, so the time adapting doubles; a load that is
 /// gone lets RELAPSE busy-polling waits pass unpreempted, and the next fallback starts short
-/// again.
-/// The times are times, not counts of waits, so that an owner whose calls are sporadic does
-/// not adapt for hours after a burst of load.
+/// again. The fallbacks last a time, not a count of waits, so that an owner whose calls are
+/// sporadic does not adapt for hours after a burst of load.
 ///
 /// [`begin_wait`]: AdaptiveSpin::begin_wait
 ///
@@ -138,12 +137,12 @@ pub(crate) struct AdaptiveSpin {
     calm_until: AtomicU64,
     /// Busy-polling: how long the next fallback lasts, in µs.
     calm: AtomicU64,
-    /// Busy-polling: its busy-polling waits so far, and the count at the last preempted one
-    /// and when it last stopped adapting.
+    /// Busy-polling: its busy-polling waits so far, and that count at the last preempted
+    /// one and when it last stopped adapting.
     busy_waits: AtomicU32,
     last_preempted: AtomicU32,
     calm_ended: AtomicU32,
-    /// Busy-polling: when it last stopped adapting ([`now_us`]).
+    /// Busy-polling: the time ([`now_us`]) when it last stopped adapting.
     calm_ended_us: AtomicU64,
     max_ns: u32,
     cur_ns: AtomicU32,
@@ -218,10 +217,9 @@ impl Spun {
 
 /// A gap of [`PREEMPTED`] in a spin counts as preemption only in its first
 /// `PREEMPT_WINDOW` (a default adaptive spin, or a paced one, is shorter); later in a long
-/// spin, only a
-/// gap of [`STARVED`], another thread's time slice: the housekeeping of an idle machine
-/// (an interrupt, a kernel thread's work) seldom takes that long, and a busy-poller that
-/// waits long between sporadic calls should not take it for oversubscribed CPUs (see
+/// spin, only a gap of [`STARVED`], another thread's time slice: the housekeeping of an idle
+/// machine (an interrupt, a kernel thread's work) seldom takes that long, and a busy-poller
+/// that waits long between sporadic calls should not take it for oversubscribed CPUs (see
 /// [`AdaptiveSpin`]).
 const PREEMPT_WINDOW: Duration = Duration::from_millis(1);
 const STARVED: Duration = Duration::from_micros(500);
@@ -232,6 +230,7 @@ fn is_preemption(start: Instant, last: Instant, t: Instant) -> bool {
     let gap = t - last;
     gap >= PREEMPTED && (last - start < PREEMPT_WINDOW || gap >= STARVED)
 }
+
 /// A busy-polling wait preempted at most this many busy-polling waits after the last
 /// preempted one makes its owner adapt for a while (see [`AdaptiveSpin`]).
 const CLOSE: u32 = 1024;

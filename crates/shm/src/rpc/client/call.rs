@@ -110,8 +110,9 @@ impl Call {
         // handing the CPU back and forth would keep the two on one CPU), unless its spins
         // were preempted often of late: it then waits as an adaptive caller for a while
         // (`AdaptiveSpin::busy_polls`).
-        let busy_poll = self.conn.spin.begin_wait(self.server_here());
-        let mut here = !busy_poll && self.server_here();
+        let server_here = self.server_here();
+        let busy_poll = self.conn.spin.begin_wait(server_here);
+        let mut here = !busy_poll && server_here;
         let handing_over = !self.woke && !self.conn.spin.never();
         // The server's worker last ran on this CPU and is awake: move to another CPU where
         // that pays (`Conn::move_pays`), and spin there; else hand it this one.
@@ -452,9 +453,9 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 // As a blocking caller: a worker that last ran on this CPU and is awake
                 // cannot answer while we spin here, so move to another CPU where that pays
                 // (`Conn::move_pays`) and spin there, else yield this one to it.
-                let busy_poll = call.conn.spin.begin_wait(call.server_here());
-                let adaptive = !busy_poll && !call.conn.spin.never();
                 let mut here = call.server_here();
+                let busy_poll = call.conn.spin.begin_wait(here);
+                let adaptive = !busy_poll && !call.conn.spin.never();
                 if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
                     here = call.server_here();
                 }
