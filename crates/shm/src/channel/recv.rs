@@ -106,7 +106,7 @@ impl ShmChannel {
                 return Ok(m);
             }
         }
-        let spin = (!peer_blocked && !peer_here).then_some(&self.spin);
+        let spin = (!peer_blocked && !peer_here).then(|| self.spin.begin_wait(false));
         match park::wait_paced(
             word,
             &*self.watch.shared,

@@ -260,13 +260,20 @@ impl ShmChannel {
     ) -> Result<T, ShmError> {
         let word = self.ctl32(self.tx, S_WAIT);
         let live = &*self.watch.shared;
-        park::wait(word, live, Some(&self.spin), deadline, attempt, ready)
-            .map(|(v, _)| v)
-            .map_err(|g| match g {
-                Gave::Err(e) => e,
-                Gave::Dead => ShmError::PeerDead,
-                Gave::Expired => ShmError::Timeout,
-            })
+        park::wait(
+            word,
+            live,
+            Some(self.spin.begin_wait(false)),
+            deadline,
+            attempt,
+            ready,
+        )
+        .map(|(v, _)| v)
+        .map_err(|g| match g {
+            Gave::Err(e) => e,
+            Gave::Dead => ShmError::PeerDead,
+            Gave::Expired => ShmError::Timeout,
+        })
     }
 
     /// Publishes block `idx` holding `len <= block_size` bytes in `slot`, which

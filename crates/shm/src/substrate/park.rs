@@ -130,26 +130,34 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// only a hint: a lost update costs one wait a budget too long or too short.
 #[derive(Debug)]
 pub(crate) struct AdaptiveSpin {
-    /// The budget of every wait, if it does not adapt (busy-polling); the fields below are
-    /// then those of its fallback (see "fixed budget" above).
-    fixed: Option<Duration>,
-    /// Busy-polling: until when it adapts ([`now_us`]; 0: it busy-polls).
-    calm_until: AtomicU64,
-    /// Busy-polling: how long the next fallback lasts, in µs.
-    calm: AtomicU64,
-    /// Busy-polling: its busy-polling waits so far, and that count at the last preempted
-    /// one and when it last stopped adapting.
-    busy_waits: AtomicU32,
-    last_preempted: AtomicU32,
-    calm_ended: AtomicU32,
-    /// Busy-polling: the time ([`now_us`]) when it last stopped adapting.
-    calm_ended_us: AtomicU64,
+    /// A busy-polling owner's fixed budget and fallbacks (see "fixed budget" above); the
+    /// fields below are then those of the fallback.
+    busy: Option<BusyPoll>,
     max_ns: u32,
     cur_ns: AtomicU32,
     misses: AtomicU32,
     waits: AtomicU32,
     probe_ns: u32,
     every: u32,
+}
+
+/// The state of a busy-polling [`AdaptiveSpin`]: its fixed budget, and when it adapts
+/// instead (see "fixed budget" there).
+#[derive(Debug)]
+struct BusyPoll {
+    /// The budget of every busy-polling wait.
+    max: Duration,
+    /// Until when it adapts ([`now_us`]; 0: it busy-polls).
+    calm_until: AtomicU64,
+    /// How long the next fallback lasts, in µs.
+    calm: AtomicU64,
+    /// Its busy-polling waits so far, and that count at the last preempted one and when it
+    /// last stopped adapting.
+    waits: AtomicU32,
+    last_preempted: AtomicU32,
+    calm_ended: AtomicU32,
+    /// The time ([`now_us`]) when it last stopped adapting.
+    calm_ended_us: AtomicU64,
 }
 
 /// How long a side spins before it sleeps, as its owner configured it
@@ -266,12 +274,7 @@ impl AdaptiveSpin {
     /// the CPUs are oversubscribed: then it is `fallback`'s (see [`AdaptiveSpin`]).
     pub(crate) fn fixed(max: Duration, fallback: AdaptiveSpin) -> AdaptiveSpin {
         AdaptiveSpin {
-            fixed: Some(max),
-            calm: AtomicU64::new(MIN_CALM.as_micros() as u64),
-            // The first preemption is far from any before it, and from any fallback.
-            last_preempted: AtomicU32::new(0u32.wrapping_sub(CLOSE + 1)),
-            calm_ended: AtomicU32::new(0u32.wrapping_sub(RELAPSE + 1)),
-            calm_ended_us: AtomicU64::new(0),
+            busy: Some(BusyPoll::new(max)),
             ..fallback
         }
     }
@@ -296,13 +299,7 @@ impl AdaptiveSpin {
     fn new(max: Duration, probe: Duration, every: u32) -> AdaptiveSpin {
         let ns = |d: Duration| u32::try_from(d.as_nanos()).unwrap_or(u32::MAX);
         AdaptiveSpin {
-            fixed: None,
-            calm_until: AtomicU64::new(0),
-            calm: AtomicU64::new(0),
-            busy_waits: AtomicU32::new(0),
-            last_preempted: AtomicU32::new(0),
-            calm_ended: AtomicU32::new(0),
-            calm_ended_us: AtomicU64::new(0),
+            busy: None,
             max_ns: ns(max),
             cur_ns: AtomicU32::new(ns(max)),
             misses: AtomicU32::new(0),
@@ -314,56 +311,33 @@ impl AdaptiveSpin {
 
     /// Whether its limit is zero: the owner asked never to spin.
     pub(crate) fn never(&self) -> bool {
-        self.fixed.map_or(self.max_ns == 0, |max| max.is_zero())
+        self.busy
+            .as_ref()
+            .map_or(self.max_ns == 0, |busy| busy.max.is_zero())
     }
 
-    /// Whether the next wait busy-polls: the budget is [`fixed`](Self::fixed), and the
-    /// owner is not adapting for a while because its spins were preempted often. A
-    /// busy-polling wait spins whatever the hints say; an adapting one follows them.
-    pub(crate) fn busy_polls(&self) -> bool {
-        self.fixed.is_some() && self.calm_until.load(std::sync::atomic::Ordering::Relaxed) == 0
-    }
-
-    /// Starts a wait (each wait of its owner calls it once, before it reads
-    /// [`budget`](Self::budget) or [`busy_polls`](Self::busy_polls)), whose peer last ran on
-    /// this CPU if `peer_here` (the hints): whether the wait busy-polls. A busy-poller that
-    /// adapts for a while busy-polls again once that time is over, unless its peer shares
-    /// its CPU (then the wait yields it, and busy-polling could not pay). The time is read
-    /// only while it adapts.
-    pub(crate) fn begin_wait(&self, peer_here: bool) -> bool {
+    /// Starts a wait, whose peer last ran on this CPU if `peer_here` (the hints). Whether
+    /// it busy-polls is decided here, once: a busy-polling wait spins its fixed budget
+    /// whatever the hints say; an adapting one has an adaptive budget and follows them. A
+    /// busy-poller that adapts for a while busy-polls again once that time is over, unless
+    /// its peer shares its CPU (then the wait yields it, and busy-polling could not pay).
+    /// The time is read only while it adapts.
+    pub(crate) fn begin_wait(&self, peer_here: bool) -> Wait<'_> {
         self.begin_wait_at(peer_here, now_us)
     }
 
     /// [`begin_wait`](Self::begin_wait), reading the time with `now` (a test's clock).
-    fn begin_wait_at(&self, peer_here: bool, now: impl FnOnce() -> u64) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.fixed.is_none() {
-            return false;
-        }
-        let until = self.calm_until.load(Relaxed);
-        if until == 0 {
-            return true;
-        }
-        if peer_here {
-            return false;
-        }
-        let now = now();
-        if now < until {
-            return false;
-        }
-        self.calm_until.store(0, Relaxed);
-        self.calm_ended
-            .store(self.busy_waits.load(Relaxed), Relaxed);
-        self.calm_ended_us.store(now, Relaxed);
-        true
+    fn begin_wait_at(&self, peer_here: bool, now: impl FnOnce() -> u64) -> Wait<'_> {
+        let busy = self
+            .busy
+            .as_ref()
+            .filter(|busy| busy.begin_at(peer_here, now));
+        Wait { spin: self, busy }
     }
 
-    /// The budget of the next wait.
-    pub(crate) fn budget(&self) -> Duration {
+    /// The budget of the next adapting wait.
+    fn budget(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(fixed) = self.fixed.filter(|_| self.busy_polls()) {
-            return fixed;
-        }
         let cur = self.cur_ns.load(Relaxed);
         let ns = if cur == 0 && self.max_ns != 0 {
             let n = self.waits.fetch_add(1, Relaxed);
@@ -385,70 +359,9 @@ impl AdaptiveSpin {
         Duration::from_nanos(u64::from(ns))
     }
 
-    /// Looks with `look` for the next budget ([`spin_on`]), at most until `deadline`, and
-    /// records how that went: the value, or `None` when the budget ran out without one.
-    pub(crate) fn spin<T>(&self, deadline: Deadline, look: impl FnMut() -> Option<T>) -> Option<T> {
-        self.spin_clocked(deadline, Instant::now, look)
-    }
-
-    /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
-    /// thread), giving the value and about how long it took (as [`Spun::Answered`]): a spin
-    /// that the cap cut short says nothing of whether the whole budget would have been
-    /// answered, so it is recorded only if it was answered, if the budget was no longer
-    /// than the cap, if the spinner was preempted (the CPUs are oversubscribed, cut short or
-    /// not), or if it busy-polls (whose record counts its waits and preemptions only).
-    /// (Recorded as a miss, it would halve the budget of the blocking waits that share it,
-    /// for calls they would have caught.)
-    pub(crate) fn spin_capped<T>(
-        &self,
-        cap: Duration,
-        look: impl FnMut() -> Option<T>,
-    ) -> Option<(T, Duration)> {
-        let budget = self.budget();
-        let mut look = look;
-        let spun = spin_clocked(budget.min(cap), Instant::now, || {
-            Ok::<_, std::convert::Infallible>(look())
-        });
-        let Ok(spun) = spun;
-        match spun {
-            Ok((v, how)) => {
-                self.record(how);
-                Some((v, how.answered_after().unwrap_or_default()))
-            }
-            Err(how) => {
-                if budget <= cap || how == Spun::Preempted || self.busy_polls() {
-                    self.record(how);
-                }
-                None
-            }
-        }
-    }
-
-    /// [`spin`](Self::spin), reading the time with `now` (a test's clock).
-    fn spin_clocked<T>(
-        &self,
-        deadline: Deadline,
-        now: impl FnMut() -> Instant,
-        mut look: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
-        let spun = spin_clocked(deadline.cap(self.budget()), now, || {
-            Ok::<_, std::convert::Infallible>(look())
-        });
-        let Ok(spun) = spun;
-        self.record(match spun {
-            Ok((_, how)) => how,
-            Err(how) => how,
-        });
-        spun.ok().map(|(v, _)| v)
-    }
-
-    /// Records how a wait that was given [`budget`](Self::budget) ended.
-    pub(crate) fn record(&self, outcome: Spun) {
+    /// Records how an adapting wait that was given [`budget`](Self::budget) ended.
+    fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.busy_polls() {
-            self.record_busy(outcome);
-            return;
-        }
         match outcome {
             Spun::Answered(after) | Spun::Late(after) => {
                 self.misses.store(0, Relaxed);
@@ -489,17 +402,58 @@ impl AdaptiveSpin {
         }
     }
 
-    /// [`record`](Self::record) of a busy-polling wait (see "fixed budget" in
-    /// [`AdaptiveSpin`]).
-    fn record_busy(&self, outcome: Spun) {
-        self.record_busy_at(outcome, now_us);
+    /// Half of a budget of `ns`, or none below [`MIN_SPIN`].
+    fn half(ns: u32) -> u32 {
+        let half = ns / 2;
+        if u128::from(half) < MIN_SPIN.as_nanos() {
+            0
+        } else {
+            half
+        }
+    }
+}
+
+impl BusyPoll {
+    fn new(max: Duration) -> BusyPoll {
+        BusyPoll {
+            max,
+            calm_until: AtomicU64::new(0),
+            calm: AtomicU64::new(MIN_CALM.as_micros() as u64),
+            waits: AtomicU32::new(0),
+            // The first preemption is far from any before it, and from any fallback.
+            last_preempted: AtomicU32::new(0u32.wrapping_sub(CLOSE + 1)),
+            calm_ended: AtomicU32::new(0u32.wrapping_sub(RELAPSE + 1)),
+            calm_ended_us: AtomicU64::new(0),
+        }
     }
 
-    /// [`record_busy`](Self::record_busy), reading the time with `now` (a test's clock).
-    fn record_busy_at(&self, outcome: Spun, now: impl FnOnce() -> u64) {
+    /// Whether a wait that begins now (on `now`'s clock), its peer on this CPU if
+    /// `peer_here`, busy-polls ([`AdaptiveSpin::begin_wait`]).
+    fn begin_at(&self, peer_here: bool, now: impl FnOnce() -> u64) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let n = self.busy_waits.load(Relaxed).wrapping_add(1);
-        self.busy_waits.store(n, Relaxed);
+        let until = self.calm_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if peer_here {
+            return false;
+        }
+        let now = now();
+        if now < until {
+            return false;
+        }
+        self.calm_until.store(0, Relaxed);
+        self.calm_ended.store(self.waits.load(Relaxed), Relaxed);
+        self.calm_ended_us.store(now, Relaxed);
+        true
+    }
+
+    /// Records how a busy-polling wait ended (on `now`'s clock): it counts the wait, and a
+    /// preempted one may start a fallback (see "fixed budget" in [`AdaptiveSpin`]).
+    fn record_at(&self, outcome: Spun, now: impl FnOnce() -> u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.waits.load(Relaxed).wrapping_add(1);
+        self.waits.store(n, Relaxed);
         if !outcome.preempted() {
             return;
         }
@@ -523,15 +477,101 @@ impl AdaptiveSpin {
         self.calm_until.store(now.saturating_add(calm), Relaxed);
         self.calm.store((calm * 2).min(max), Relaxed);
     }
+}
 
-    /// Half of a budget of `ns`, or none below [`MIN_SPIN`].
-    fn half(ns: u32) -> u32 {
-        let half = ns / 2;
-        if u128::from(half) < MIN_SPIN.as_nanos() {
-            0
-        } else {
-            half
+/// One wait of an [`AdaptiveSpin`]'s owner, from [`AdaptiveSpin::begin_wait`]: whether it
+/// busy-polls was decided there, and its budget and its record follow that decision (an
+/// adapting wait of a server's worker that records after another worker's wait ended the
+/// fallback is still an adapting one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait<'a> {
+    spin: &'a AdaptiveSpin,
+    /// The owner's busy-polling state, if this wait busy-polls.
+    busy: Option<&'a BusyPoll>,
+}
+
+impl Wait<'_> {
+    /// Whether this wait busy-polls: it spins whatever the hints say.
+    pub(crate) fn busy_polls(self) -> bool {
+        self.busy.is_some()
+    }
+
+    /// Whether its limit is zero: the owner asked never to spin.
+    pub(crate) fn never(self) -> bool {
+        self.spin.never()
+    }
+
+    /// Its budget.
+    pub(crate) fn budget(self) -> Duration {
+        match self.busy {
+            Some(busy) => busy.max,
+            None => self.spin.budget(),
         }
+    }
+
+    /// Records how it ended, having been given [`budget`](Self::budget).
+    pub(crate) fn record(self, outcome: Spun) {
+        match self.busy {
+            Some(busy) => busy.record_at(outcome, now_us),
+            None => self.spin.record(outcome),
+        }
+    }
+
+    /// Looks with `look` for its budget ([`spin_on`]), at most until `deadline`, and
+    /// records how that went: the value, or `None` when the budget ran out without one.
+    pub(crate) fn spin<T>(self, deadline: Deadline, look: impl FnMut() -> Option<T>) -> Option<T> {
+        self.spin_clocked(deadline, Instant::now, look)
+    }
+
+    /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
+    /// thread), giving the value and about how long it took (as [`Spun::Answered`]): a spin
+    /// that the cap cut short says nothing of whether the whole budget would have been
+    /// answered, so it is recorded only if it was answered, if the budget was no longer
+    /// than the cap, if the spinner was preempted (the CPUs are oversubscribed, cut short or
+    /// not), or if it busy-polls (whose record counts its waits and preemptions only).
+    /// (Recorded as a miss, it would halve the budget of the blocking waits that share it,
+    /// for calls they would have caught.)
+    pub(crate) fn spin_capped<T>(
+        self,
+        cap: Duration,
+        look: impl FnMut() -> Option<T>,
+    ) -> Option<(T, Duration)> {
+        let budget = self.budget();
+        let mut look = look;
+        let spun = spin_clocked(budget.min(cap), Instant::now, || {
+            Ok::<_, std::convert::Infallible>(look())
+        });
+        let Ok(spun) = spun;
+        match spun {
+            Ok((v, how)) => {
+                self.record(how);
+                Some((v, how.answered_after().unwrap_or_default()))
+            }
+            Err(how) => {
+                if budget <= cap || how == Spun::Preempted || self.busy_polls() {
+                    self.record(how);
+                }
+                None
+            }
+        }
+    }
+
+    /// [`spin`](Self::spin), reading the time with `now` (a test's clock).
+    fn spin_clocked<T>(
+        self,
+        deadline: Deadline,
+        now: impl FnMut() -> Instant,
+        mut look: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let spun = spin_clocked(deadline.cap(self.budget()), now, || {
+            Ok::<_, std::convert::Infallible>(look())
+        });
+        let Ok(spun) = spun;
+        self.record(match spun {
+            Ok((_, how)) => how,
+            Err(how) => how,
+        });
+        spun.ok().map(|(v, _)| v)
     }
 }
 
@@ -585,7 +625,7 @@ impl Pace {
     /// [`Pace::ahead`] for a waiter that spins with `spin`: never for one that does not spin
     /// (nothing would end a paced sleep but a wake-up) or busy-polls (it spins through the
     /// whole wait anyway; a busy-poller that adapts for a while is paced).
-    pub(crate) fn ahead_for(&self, spin: &AdaptiveSpin) -> Option<(Duration, Duration)> {
+    pub(crate) fn ahead_for(&self, spin: Wait<'_>) -> Option<(Duration, Duration)> {
         if Self::paces(spin) {
             self.ahead()
         } else {
@@ -594,7 +634,7 @@ impl Pace {
     }
 
     /// Whether a waiter that spins with `spin` is ever paced (see [`Pace::ahead_for`]).
-    pub(crate) fn paces(spin: &AdaptiveSpin) -> bool {
+    pub(crate) fn paces(spin: Wait<'_>) -> bool {
         !spin.never() && !spin.busy_polls()
     }
 
@@ -696,7 +736,7 @@ pub(crate) enum Gave<E> {
 pub(crate) fn wait<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: Option<&AdaptiveSpin>,
+    spin: Option<Wait<'_>>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     ready: impl FnMut() -> Result<bool, E>,
@@ -713,7 +753,7 @@ pub(crate) fn wait<W: Futex, T, E>(
 pub(crate) fn wait_paced<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: Option<&AdaptiveSpin>,
+    spin: Option<Wait<'_>>,
     pace: Option<&Pace>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
@@ -723,7 +763,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     let ahead = pace.and_then(Pace::ahead);
     let (first, budget) = match ahead {
         Some((sleep, spin)) => (Some(sleep), spin),
-        None => (None, spin.map_or(Duration::ZERO, AdaptiveSpin::budget)),
+        None => (None, spin.map_or(Duration::ZERO, Wait::budget)),
     };
     let (v, spun, slept) = wait_with(first, budget, true, live, deadline, attempt, |timeout| {
         sleep(word, live, timeout, || Ok(ready()?.then_some(()))).map(drop)
@@ -1164,21 +1204,31 @@ mod tests {
         let a = AdaptiveSpin::caller(Duration::from_micros(16));
         for _ in 0..MISS_STREAK {
             let clock = steady_clock(Duration::from_micros(1));
-            assert_eq!(a.spin_clocked(Deadline::NEVER, clock, || None::<u8>), None);
+            assert_eq!(
+                a.begin_wait(false)
+                    .spin_clocked(Deadline::NEVER, clock, || None::<u8>),
+                None
+            );
         }
         assert_eq!(ns(a.budget()), 8_000, "a streak of misses halved it");
         let mut n = 0;
         let clock = steady_clock(Duration::from_micros(1));
-        let found = a.spin_clocked(Deadline::NEVER, clock, || {
-            n += 1;
-            (n == 3).then_some(n)
-        });
+        let found = a
+            .begin_wait(false)
+            .spin_clocked(Deadline::NEVER, clock, || {
+                n += 1;
+                (n == 3).then_some(n)
+            });
         assert_eq!(found, Some(3));
         assert_eq!(ns(a.budget()), 16_000, "an answer doubled it");
         // A spin that was preempted at the limit halves it; a second leaves no budget.
         for left in [8_000, 0] {
             let clock = test_clock(Duration::from_micros(1), 2, PREEMPTED);
-            assert_eq!(a.spin_clocked(Deadline::NEVER, clock, || None::<u8>), None);
+            assert_eq!(
+                a.begin_wait(false)
+                    .spin_clocked(Deadline::NEVER, clock, || None::<u8>),
+                None
+            );
             assert_eq!(ns(a.budget()), left);
         }
     }
@@ -1299,7 +1349,7 @@ mod tests {
             wait_paced(
                 &word,
                 &Peer { dead: false },
-                Some(&spin),
+                Some(spin.begin_wait(false)),
                 Some(&pace),
                 // Nobody wakes the word: an unpaced sleep ends at this deadline, after the
                 // value came (a paced one ends at its pace); the look after a sleep comes
@@ -1359,17 +1409,19 @@ mod tests {
         /// One wait (the peer last on another CPU, unless `peer_here`) that ends as
         /// `outcome` after 1 µs; whether it busy-polled.
         fn wait(&self, peer_here: bool, outcome: Spun) -> bool {
-            let busy = self.a.begin_wait_at(peer_here, || self.now.get());
-            assert_eq!(self.a.busy_polls(), busy);
-            if busy {
-                assert_eq!(self.a.budget(), self.max);
-                self.a.record_busy_at(outcome, || self.now.get());
-            } else {
-                assert!(self.a.budget() <= self.fallback);
-                self.a.record(outcome);
+            let wait = self.a.begin_wait_at(peer_here, || self.now.get());
+            match wait.busy {
+                Some(busy) => {
+                    assert_eq!(wait.budget(), self.max);
+                    busy.record_at(outcome, || self.now.get());
+                }
+                None => {
+                    assert!(wait.budget() <= self.fallback);
+                    wait.record(outcome);
+                }
             }
             self.now.set(self.now.get() + 1);
-            busy
+            wait.busy_polls()
         }
 
         /// `n` busy-polling waits that end as `outcome`.
@@ -1438,10 +1490,30 @@ mod tests {
         let second = Duration::from_secs(1);
         let fallback = Duration::from_micros(20);
         let adaptive = AdaptiveSpin::for_caller(SpinLimit::Adaptive(second), fallback);
-        assert!(!adaptive.begin_wait(false) && !adaptive.busy_polls());
+        assert!(!adaptive.begin_wait(false).busy_polls());
         let server = AdaptiveSpin::for_server(SpinLimit::BusyPoll(second), fallback);
-        assert!(server.begin_wait(true));
-        assert_eq!(server.budget(), second);
+        assert!(server.begin_wait(true).busy_polls());
+        assert_eq!(server.begin_wait(false).budget(), second);
+    }
+
+    #[test]
+    fn a_wait_records_as_it_began_though_another_ended_the_fallback_meanwhile() {
+        let b = Busy::new();
+        let clock = || b.now.get();
+        b.busy(2, Spun::Preempted);
+        // One worker's wait begins while its server adapts; another's, once that is over.
+        let adapting = b.a.begin_wait_at(false, clock);
+        assert!(!adapting.busy_polls());
+        b.now.set(b.now.get() + MIN_CALM.as_micros() as u64);
+        let busy = b.a.begin_wait_at(false, clock);
+        assert!(busy.busy_polls());
+        // The first, preempted, is an adapting wait's miss, not a busy-poller's relapse.
+        adapting.record(Spun::Preempted);
+        busy.record(Spun::Answered(Duration::ZERO));
+        assert!(
+            b.wait(false, Spun::Answered(Duration::ZERO)),
+            "busy-polling, not adapting again"
+        );
     }
 
     #[test]

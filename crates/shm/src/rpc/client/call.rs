@@ -109,11 +109,12 @@ impl Call {
         // server too (a worker on this CPU is then moved away by the scheduler's balancing;
         // handing the CPU back and forth would keep the two on one CPU), unless its spins
         // were preempted often of late: it then waits as an adaptive caller for a while
-        // (`AdaptiveSpin::busy_polls`).
+        // (`AdaptiveSpin::begin_wait`).
         let server_here = self.server_here();
-        let busy_poll = self.conn.spin.begin_wait(server_here);
+        let wait = self.conn.spin.begin_wait(server_here);
+        let busy_poll = wait.busy_polls();
         let mut here = !busy_poll && server_here;
-        let handing_over = !self.woke && !self.conn.spin.never();
+        let handing_over = !self.woke && !wait.never();
         // The server's worker last ran on this CPU and is awake: move to another CPU where
         // that pays (`Conn::move_pays`), and spin there; else hand it this one.
         if here && handing_over && self.conn.move_pays() && move_off_this_cpu().is_some() {
@@ -133,12 +134,12 @@ impl Call {
         let ahead = if quiet {
             None
         } else {
-            self.conn.pace.ahead_for(&self.conn.spin)
+            self.conn.pace.ahead_for(wait)
         };
         let (sleep, spin) = match ahead {
             _ if quiet => (None, Duration::ZERO),
             Some((sleep, spin)) => (Some(sleep), spin),
-            None => (None, self.conn.spin.budget()),
+            None => (None, wait.budget()),
         };
         // A caller about to spin first waits the hints its connection learnt, so that its
         // first look does not land between the worker's take and its answer ([`Quiet`]).
@@ -176,14 +177,14 @@ impl Call {
                 if !self.woke {
                     // A paced spin says nothing of short calls: the budget is theirs.
                     if ahead.is_none() {
-                        self.conn.spin.record(spun);
+                        wait.record(spun);
                     }
                     if timed {
                         self.conn.pace.record(slept, spun == park::Spun::Preempted);
                     }
                 } else if busy_poll {
                     // A busy-poller counts every wait, and its preemptions (`AdaptiveSpin`).
-                    self.conn.spin.record(spun);
+                    wait.record(spun);
                 }
                 Ok(())
             }
@@ -454,8 +455,9 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 // cannot answer while we spin here, so move to another CPU where that pays
                 // (`Conn::move_pays`) and spin there, else yield this one to it.
                 let mut here = call.server_here();
-                let busy_poll = call.conn.spin.begin_wait(here);
-                let adaptive = !busy_poll && !call.conn.spin.never();
+                let spin = call.conn.spin.begin_wait(here);
+                let busy_poll = spin.busy_polls();
+                let adaptive = !busy_poll && !spin.never();
                 if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
                     here = call.server_here();
                 }
@@ -470,10 +472,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                         Duration::MAX
                     };
                     let done = || call.is_done().then_some(());
-                    call.conn
-                        .spin
-                        .spin_capped(cap, done)
-                        .map(|((), after)| after)
+                    spin.spin_capped(cap, done).map(|((), after)| after)
                 } else if adaptive {
                     // Spinning would keep the worker off this CPU, and a sleep costs two
                     // wake-ups (the bell thread's, then the executor's): yield the CPU to it
