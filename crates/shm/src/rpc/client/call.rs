@@ -455,9 +455,9 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                 // cannot answer while we spin here, so move to another CPU where that pays
                 // (`Conn::move_pays`) and spin there, else yield this one to it.
                 let mut here = call.server_here();
-                let spin = call.conn.spin.begin_wait(here);
-                let busy_poll = spin.busy_polls();
-                let adaptive = !busy_poll && !spin.never();
+                let wait = call.conn.spin.begin_wait(here);
+                let busy_poll = wait.busy_polls();
+                let adaptive = !busy_poll && !wait.never();
                 if here && adaptive && call.conn.move_pays() && move_off_this_cpu().is_some() {
                     here = call.server_here();
                 }
@@ -472,7 +472,7 @@ impl<Rp: Wire, E: Wire> Future for CallFuture<Rp, E> {
                         Duration::MAX
                     };
                     let done = || call.is_done().then_some(());
-                    spin.spin_capped(cap, done).map(|((), after)| after)
+                    wait.spin_capped(cap, done).map(|((), after)| after)
                 } else if adaptive {
                     // Spinning would keep the worker off this CPU, and a sleep costs two
                     // wake-ups (the bell thread's, then the executor's): yield the CPU to it

@@ -626,10 +626,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         let core = &self.shared.core;
         // (A busy-polling worker spins whatever the hints say, unless its spins were
         // preempted often of late: `AdaptiveSpin::begin_wait`.)
-        let spin = core
+        let wait = core
             .spin
             .begin_wait(core.client_cpu.load(Ordering::Relaxed) == park::this_cpu());
-        let busy_poll = spin.busy_polls();
+        let busy_poll = wait.busy_polls();
         loop {
             if let Some(m) = self.poll_once() {
                 return Ok(m);
@@ -646,7 +646,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
                 }
             }
             if !*idle_wake && !client_here {
-                if let Some(m) = spin.spin(deadline, || self.poll_once()) {
+                if let Some(m) = wait.spin(deadline, || self.poll_once()) {
                     return Ok(m);
                 }
             }
@@ -982,14 +982,14 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
             && !client_on_this_thread()
         {
             let here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
-            let spin = core.spin.begin_wait(here);
-            let client_here = !spin.busy_polls() && here;
+            let wait = core.spin.begin_wait(here);
+            let client_here = !wait.busy_polls() && here;
             let found = if client_here {
                 let look = || Ok::<_, std::convert::Infallible>(server.poll_once());
                 let Ok(found) = park::yield_on(park::YIELD_FOR, look);
                 found
             } else {
-                spin.spin_capped(DEFAULT_CALLER_SPIN, || server.poll_once())
+                wait.spin_capped(DEFAULT_CALLER_SPIN, || server.poll_once())
                     .map(|(m, _)| m)
             };
             if let Some(m) = found {
