@@ -511,8 +511,13 @@ impl Wait<'_> {
 
     /// Records how it ended, having been given [`budget`](Self::budget).
     pub(crate) fn record(self, outcome: Spun) {
+        self.record_at(outcome, now_us);
+    }
+
+    /// [`record`](Self::record), reading the time with `now` (a test's clock).
+    fn record_at(self, outcome: Spun, now: impl FnOnce() -> u64) {
         match self.busy {
-            Some(busy) => busy.record_at(outcome, now_us),
+            Some(busy) => busy.record_at(outcome, now),
             None => self.spin.record(outcome),
         }
     }
@@ -1410,16 +1415,12 @@ mod tests {
         /// `outcome` after 1 µs; whether it busy-polled.
         fn wait(&self, peer_here: bool, outcome: Spun) -> bool {
             let wait = self.a.begin_wait_at(peer_here, || self.now.get());
-            match wait.busy {
-                Some(busy) => {
-                    assert_eq!(wait.budget(), self.max);
-                    busy.record_at(outcome, || self.now.get());
-                }
-                None => {
-                    assert!(wait.budget() <= self.fallback);
-                    wait.record(outcome);
-                }
+            if wait.busy_polls() {
+                assert_eq!(wait.budget(), self.max);
+            } else {
+                assert!(wait.budget() <= self.fallback);
             }
+            wait.record_at(outcome, || self.now.get());
             self.now.set(self.now.get() + 1);
             wait.busy_polls()
         }
@@ -1508,8 +1509,8 @@ mod tests {
         let busy = b.a.begin_wait_at(false, clock);
         assert!(busy.busy_polls());
         // The first, preempted, is an adapting wait's miss, not a busy-poller's relapse.
-        adapting.record(Spun::Preempted);
-        busy.record(Spun::Answered(Duration::ZERO));
+        adapting.record_at(Spun::Preempted, clock);
+        busy.record_at(Spun::Answered(Duration::ZERO), clock);
         assert!(
             b.wait(false, Spun::Answered(Duration::ZERO)),
             "busy-polling, not adapting again"
