@@ -20,7 +20,7 @@
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
@@ -108,6 +108,81 @@ pub fn move_off_this_cpu() -> Option<u32> {
         None => std::thread::yield_now(),
     }
     moved
+}
+
+/// Whether CPUs `a` and `b` (each plus one, as [`this_cpu`]; 0 is "not known") are two
+/// hardware threads of one core (SMT, "hyperthreads"): they share the core's execution
+/// units, so a thread that spins on one slows whatever runs on the other, unless it
+/// spins with the spin-loop hint (`PAUSE`), which hands the units over while it waits.
+///
+/// Read from `/sys/devices/system/cpu/cpuN/topology/thread_siblings_list` once per CPU and
+/// kept, without allocating. A CPU whose topology cannot be read (or past the first
+/// [`TOPOLOGY_CPUS`]) counts as a core of its own; a CPU is not its own sibling.
+///
+/// ```
+/// use courier_core::placement::{smt_siblings, this_cpu};
+///
+/// assert!(!smt_siblings(this_cpu(), this_cpu()));
+/// assert!(!smt_siblings(0, this_cpu())); // not known
+/// ```
+pub fn smt_siblings(a: u32, b: u32) -> bool {
+    a != b && a != 0 && b != 0 && core_of(a - 1) == core_of(b - 1)
+}
+
+/// How many CPUs [`smt_siblings`] knows the topology of.
+pub const TOPOLOGY_CPUS: usize = 1024;
+
+/// The core of each CPU, as the first CPU of its sibling list, plus one; 0 until read.
+static CORES: [AtomicU32; TOPOLOGY_CPUS] = [const { AtomicU32::new(0) }; TOPOLOGY_CPUS];
+
+/// The core of `cpu` (its lowest sibling; `cpu` itself where that cannot be read).
+fn core_of(cpu: u32) -> u32 {
+    let Some(slot) = CORES.get(cpu as usize) else {
+        return cpu;
+    };
+    match slot.load(Ordering::Relaxed) {
+        0 => {
+            let core = read_core(cpu).unwrap_or(cpu);
+            slot.store(core + 1, Ordering::Relaxed);
+            core
+        }
+        known => known - 1,
+    }
+}
+
+/// The first CPU of `cpu`'s `thread_siblings_list`.
+fn read_core(cpu: u32) -> Option<u32> {
+    const HEAD: &[u8] = b"/sys/devices/system/cpu/cpu";
+    const TAIL: &[u8] = b"/topology/thread_siblings_list\0";
+    let mut path = [0u8; 80];
+    let mut digits = [0u8; 10];
+    let mut n = cpu;
+    let mut d = digits.len();
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &digits[d..];
+    let len = HEAD.len() + digits.len() + TAIL.len();
+    path[..HEAD.len()].copy_from_slice(HEAD);
+    path[HEAD.len()..HEAD.len() + digits.len()].copy_from_slice(digits);
+    path[HEAD.len() + digits.len()..len].copy_from_slice(TAIL);
+    let path = CStr::from_bytes_with_nul(&path[..len]).ok()?;
+    let mut buf = [0; 64];
+    first_cpu(read_start(CWD, path, &mut buf)?)
+}
+
+/// The first CPU of a CPU list (`0-3`, `1,65`, as sysfs writes them: lowest first).
+fn first_cpu(list: &[u8]) -> Option<u32> {
+    let end = list
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(list.len());
+    core::str::from_utf8(&list[..end]).ok()?.parse().ok()
 }
 
 /// How long a look at the host's load ([`room_elsewhere`], [`free_cpu`]) is kept before the
@@ -376,11 +451,53 @@ fn stat_state(stat: &[u8]) -> Option<u8> {
 mod tests {
     use super::*;
     use rustix::thread::CpuSet;
+    use std::format;
     use std::vec::Vec;
 
     /// The CPUs of an affinity mask.
     fn cpus(mask: &CpuSet) -> Vec<usize> {
         (0..CpuSet::MAX_CPU).filter(|&c| mask.is_set(c)).collect()
+    }
+
+    #[test]
+    fn a_cpu_list_gives_its_first_cpu() {
+        assert_eq!(first_cpu(b"0-1\n"), Some(0));
+        assert_eq!(first_cpu(b"3,67\n"), Some(3));
+        assert_eq!(first_cpu(b"12\n"), Some(12));
+        assert_eq!(first_cpu(b"\n"), None);
+        assert_eq!(first_cpu(b""), None);
+    }
+
+    /// The CPUs of a CPU list, in full (`0-3,8`).
+    fn cpu_list(text: &str) -> Vec<u32> {
+        let mut cpus = Vec::new();
+        for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            cpus.extend(lo.parse::<u32>().unwrap()..=hi.parse::<u32>().unwrap());
+        }
+        cpus
+    }
+
+    #[test]
+    fn siblings_are_the_cpus_that_sysfs_lists_together() {
+        let lists: Vec<(u32, Vec<u32>)> = (0..64u32)
+            .filter_map(|cpu| {
+                let path =
+                    format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+                Some((cpu, cpu_list(&std::fs::read_to_string(path).ok()?)))
+            })
+            .collect();
+        if lists.is_empty() {
+            std::println!("skipped: no CPU topology in /sys/devices/system/cpu");
+            return;
+        }
+        for (a, siblings) in &lists {
+            for (b, _) in &lists {
+                let want = a != b && siblings.contains(b);
+                assert_eq!(smt_siblings(a + 1, b + 1), want, "cpu{a} and cpu{b}");
+            }
+            assert!(!smt_siblings(0, a + 1) && !smt_siblings(a + 1, 0));
+        }
     }
 
     #[test]

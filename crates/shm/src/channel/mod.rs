@@ -212,6 +212,12 @@ pub enum WaitStrategy {
     /// slice, milliseconds) moves the receiving thread to another CPU of its affinity mask:
     /// the mask is narrowed to the other CPUs, then put back, so the thread stays where it
     /// landed. A thread allowed on one CPU only is not moved (it yields instead).
+    ///
+    /// The looks follow each other without the spin-loop hint (`PAUSE`, which takes tens of
+    /// nanoseconds on recent cores and delays the look that finds the message), unless the
+    /// sender last waited on another hardware thread of this core
+    /// ([`smt_siblings`](courier_core::placement::smt_siblings)): there the hint gives it the
+    /// core's units while we wait.
     BusySpin,
     /// Spin briefly, then sleep on a futex until a message or the peer's death.
     Adaptive,
