@@ -7,10 +7,10 @@ use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave, AWAKE, SHORT_ANSWER};
+use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
-use courier_core::placement::{move_off_this_cpu, smt_siblings};
+use courier_core::placement::move_off_this_cpu;
 use std::time::{Duration, Instant};
 
 /// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
@@ -24,46 +24,11 @@ const MOVE_CHECK_EVERY: u32 = 256;
 struct Hints {
     /// The peer last waited on this CPU.
     peer_here: bool,
-    /// The peer last waited on another hardware thread of this CPU's core
-    /// ([`smt_siblings`]).
-    peer_beside: bool,
+    /// What a spin does between its looks: the spin-loop hint only if the peer last waited
+    /// on another hardware thread of this CPU's core ([`SpinHint`]).
+    spin_hint: SpinHint,
     /// The peer sleeps in its own receive (it waits for us).
     peer_blocked: bool,
-}
-
-/// What a busy spin ([`WaitStrategy::BusySpin`]) does between two looks at the ring.
-///
-/// The spin-loop hint (`PAUSE` on x86, `YIELD` on Arm) lets the other hardware thread of the
-/// core use its units while this one waits, but delays the look after it. On a 2-vCPU Zen 3
-/// EPYC VM, where a `PAUSE` takes about 29 ns, round trips between two processes measured
-/// side by side, row after row, took without it 0.92–0.93× as long as with one per look at
-/// 64 KiB (0.95–0.97× crossbar's, which spins without it; 0.83× with one core busy), and
-/// 0.94–0.98× at 8 B; 1 MiB the same. So the hint is given only where the peer can use the
-/// units: when it last waited on another hardware thread of this core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SpinHint {
-    /// Look again at once.
-    Bare,
-    /// The spin-loop hint before each look.
-    Pause,
-}
-
-impl SpinHint {
-    /// The hint for a spin whose peer is where `hints` say.
-    fn for_peer(hints: &Hints) -> SpinHint {
-        if hints.peer_beside {
-            SpinHint::Pause
-        } else {
-            SpinHint::Bare
-        }
-    }
-
-    #[inline]
-    fn between_looks(self) {
-        if self == SpinHint::Pause {
-            std::hint::spin_loop();
-        }
-    }
 }
 
 impl ShmChannel {
@@ -126,7 +91,7 @@ impl ShmChannel {
         let Hints {
             mut peer_here,
             peer_blocked,
-            ..
+            spin_hint,
         } = self.note_cpu();
         let handing_over = !peer_blocked && !self.spin.never();
         // A peer that is awake and last waited on this CPU: the connecting side moves to
@@ -145,7 +110,7 @@ impl ShmChannel {
                 return Ok(m);
             }
         }
-        let spin = (!peer_blocked && !peer_here).then(|| self.spin.begin_wait(false));
+        let spin = (!peer_blocked && !peer_here).then(|| (self.spin.begin_wait(false), spin_hint));
         match park::wait_paced(
             word,
             &*self.watch.shared,
@@ -202,7 +167,7 @@ impl ShmChannel {
         let peer_cpu = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed);
         Hints {
             peer_here: peer_cpu == cpu,
-            peer_beside: smt_siblings(cpu, peer_cpu),
+            spin_hint: SpinHint::for_peer_on(cpu, peer_cpu),
             peer_blocked: self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE,
         }
     }
@@ -214,12 +179,11 @@ impl ShmChannel {
     /// there.
     ///
     /// The looks follow each other without the spin-loop hint, unless the peer last waited on
-    /// another hardware thread of this core (the hint, `PAUSE` on x86, then hands the core's
-    /// units to it at each look; [`SpinHint`]).
+    /// another hardware thread of this core ([`SpinHint`]).
     fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
         let mut looks: u32 = 0;
         let mut since: Option<Instant> = None;
-        let mut hint = SpinHint::for_peer(&self.note_cpu());
+        let mut hint = self.note_cpu().spin_hint;
         loop {
             if let Some(m) = self.try_take()? {
                 return Ok(m);
@@ -239,7 +203,7 @@ impl ShmChannel {
                         move_off_this_cpu();
                         hints = self.note_cpu();
                     }
-                    hint = SpinHint::for_peer(&hints);
+                    hint = hints.spin_hint;
                     since = Some(Instant::now());
                 }
             }
@@ -355,19 +319,6 @@ mod tests {
     use crate::substrate::park::SLEEPING;
     use crate::sync::AtomicBool;
     use std::time::Duration;
-
-    #[test]
-    fn a_busy_spin_pauses_only_beside_its_peer_on_one_core() {
-        let hints = |peer_here, peer_beside| Hints {
-            peer_here,
-            peer_beside,
-            peer_blocked: false,
-        };
-        assert_eq!(SpinHint::for_peer(&hints(false, true)), SpinHint::Pause);
-        assert_eq!(SpinHint::for_peer(&hints(false, false)), SpinHint::Bare);
-        // On this very CPU the peer cannot run while we spin, hint or not (the spin moves).
-        assert_eq!(SpinHint::for_peer(&hints(true, false)), SpinHint::Bare);
-    }
 
     #[test]
     fn recv_times_out_and_a_closed_peer_is_dead() {

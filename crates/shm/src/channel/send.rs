@@ -4,11 +4,11 @@
 //! [`ShmLoan`]), then published through the message ring. The ownership of a block in each
 //! phase, and how a full ring or an empty pool waits, are in the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_WAIT, S_WAIT};
+use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{Full, ShmChannel};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
-use crate::substrate::park::{self, Gave};
+use crate::substrate::park::{self, Gave, SpinHint};
 use crate::substrate::ring::RingError;
 use crate::sync::shared::Ordering;
 use crate::sys;
@@ -249,9 +249,11 @@ impl ShmChannel {
         )
     }
 
-    /// Retries `attempt` until it gives a value: spinning, then asleep on this direction's
-    /// `s_wait` word, woken by the receiver when it consumes a message or returns a block
-    /// (`ready` says whether `attempt` may succeed now, without taking anything).
+    /// Retries `attempt` until it gives a value: spinning (with the spin-loop hint only if the
+    /// receiver last waited on another hardware thread of this core: [`SpinHint`]), then
+    /// asleep on this direction's `s_wait` word, woken by the receiver when it consumes a
+    /// message or returns a block (`ready` says whether `attempt` may succeed now, without
+    /// taking anything).
     fn wait_for<T>(
         &self,
         deadline: Deadline,
@@ -263,7 +265,7 @@ impl ShmChannel {
         park::wait(
             word,
             live,
-            Some(self.spin.begin_wait(false)),
+            Some((self.spin.begin_wait(false), self.spin_hint())),
             deadline,
             attempt,
             ready,
@@ -274,6 +276,13 @@ impl ShmChannel {
             Gave::Dead => ShmError::PeerDead,
             Gave::Expired => ShmError::Timeout,
         })
+    }
+
+    /// The spin hint of this side's waits as a sender ([`SpinHint`]), by the CPU the receiver
+    /// last waited on (its `R_CPU` hint, read Relaxed: only ever a hint).
+    fn spin_hint(&self) -> SpinHint {
+        let peer = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed);
+        SpinHint::for_peer_on(park::this_cpu(), peer)
     }
 
     /// Publishes block `idx` holding `len <= block_size` bytes in `slot`, which
