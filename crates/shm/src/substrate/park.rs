@@ -732,7 +732,7 @@ pub(crate) enum Gave<E> {
 }
 
 /// Waits until `attempt` gives a value: spins for `spin`'s budget (and records how that
-/// went; `None`: no spin), then sleeps on `word` (this side's futex word, woken by the peer
+/// went; `None`: no spin), looking as its [`SpinHint`] says, then sleeps on `word` (this side's futex word, woken by the peer
 /// after each change `ready` may see) until `deadline`. The value comes with how long it
 /// took if it came without a sleep (`None`: the waiter slept).
 ///
