@@ -444,6 +444,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                     ratio: Some(q),
                     verdict: Verdict::of(q >= 2.0),
                     rounds: None,
+                    paired: None,
                 }
             }
             _ => Goal::not_measured(text),
@@ -460,6 +461,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ratio: Some(q),
                 verdict: Verdict::of(q <= 3.0),
                 rounds: None,
+                paired: None,
             }
         }
         None => Goal::not_measured(text),
@@ -478,6 +480,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ratio: Some(q / 3.0),
                 verdict: Verdict::of(q <= 3.0),
                 rounds: None,
+                paired: None,
             }
         }
         _ => Goal::not_measured(text),

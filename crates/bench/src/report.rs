@@ -260,6 +260,29 @@ fn rounds_held(
     (n > 0).then(|| ((0..n).filter(|&i| held(i)).count(), n))
 }
 
+/// The median, over the rounds both rows have, of `c`'s `figure` ÷ `r`'s in the same round
+/// (`None` without rounds). The rows of a round are measured one after the other, so a host
+/// whose speed drifts between rounds (a VM whose CPUs it moves) moves both figures of a
+/// pair alike: this ratio tells a tie from a lead better than the pooled one, which mixes the
+/// rounds' speeds.
+fn paired_ratio(c: &Row, r: &Row, figure: fn(&Round) -> f64) -> Option<f64> {
+    let mut q: Vec<f64> = c
+        .summary
+        .by_round
+        .iter()
+        .zip(&r.summary.by_round)
+        .map(|(a, b)| figure(a) / figure(b))
+        .filter(|q| q.is_finite())
+        .collect();
+    q.sort_by(f64::total_cmp);
+    let mid = q.len() / 2;
+    match q.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(q[mid]),
+        _ => Some((q[mid - 1] + q[mid]) / 2.0),
+    }
+}
+
 /// `subject`'s median, p99 and calls/s each at least as good as `reference`'s: three goals
 /// (not measured if either row is missing).
 pub(crate) fn as_good_as(text: &str, subject: Option<&Row>, reference: Option<&Row>) -> Vec<Goal> {
@@ -331,6 +354,7 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
             ratio: Some(c.summary.cpu_per_call_ns / r.summary.cpu_per_call_ns),
             verdict: Verdict::of(c.summary.cpu_per_call_ns <= r.summary.cpu_per_call_ns),
             rounds: None,
+            paired: None,
         },
         None => Goal {
             text,
@@ -339,6 +363,7 @@ pub(crate) fn ahead_of_every_peer(rows: &[Row], scenario: &str) -> Vec<Goal> {
             ratio: None,
             verdict: Verdict::Info,
             rounds: None,
+            paired: None,
         },
     });
     goals
@@ -436,6 +461,9 @@ pub(crate) struct Goal {
     /// many (`None`: a goal not compared round by round). A verdict that one slowed round
     /// decides shows here as a count that disagrees with it.
     pub(crate) rounds: Option<(usize, usize)>,
+    /// The median over the rounds of the subject's figure ÷ the reference's in the same round
+    /// ([`paired_ratio`]; `None`: a goal not compared round by round).
+    pub(crate) paired: Option<f64>,
 }
 
 impl Goal {
@@ -457,6 +485,7 @@ impl Goal {
                     ratio: Some(q),
                     verdict: Verdict::of(q <= limit),
                     rounds: rounds_held(c, &[r], |a, b| a.median_ns / b.median_ns <= limit),
+                    paired: paired_ratio(c, r, |round| round.median_ns),
                 }
             }
             _ => Goal::not_measured(text),
@@ -489,6 +518,7 @@ impl Goal {
             ratio: Some(mine / theirs),
             verdict: Verdict::of(m.at_least(mine, theirs)),
             rounds: rounds_held(c, &[r], |a, b| m.at_least((m.round)(a), (m.round)(b))),
+            paired: paired_ratio(c, r, m.round),
         }
     }
 
@@ -501,6 +531,7 @@ impl Goal {
             ratio: None,
             verdict: Verdict::NotMeasured,
             rounds: None,
+            paired: None,
         }
     }
 }
@@ -600,7 +631,9 @@ pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String
             "\n*rounds met*: in how many rounds the goal held when each round's own figures \
              are compared (median, p99 or calls/s of that round alone), against the row the \
              goal names or, for \"ahead of every peer\", against every peer; the verdict is on \
-             the pooled figures, which one round the host slowed can move.\n",
+             the pooled figures, which one round the host slowed can move. *paired ratio*: the \
+             median over the rounds of courier's figure ÷ the reference's in the same round \
+             (the ratio column divides the pooled figures).\n",
         );
     }
     if !failed.is_empty() {
@@ -615,17 +648,18 @@ pub(crate) fn results(rows: &[Row], goals: &[Goal], failed: &[String]) -> String
 /// The goals as a markdown table.
 pub(crate) fn goal_table(goals: &[Goal]) -> String {
     let mut out = String::from(
-        "| goal | courier | reference | ratio | verdict | rounds met |\n|---|---:|---:|---:|---|---:|\n",
+        "| goal | courier | reference | ratio | paired ratio | verdict | rounds met |\n|---|---:|---:|---:|---:|---|---:|\n",
     );
     for g in goals {
         let ratio = g.ratio.map_or("n/a".to_string(), |q| format!("{q:.2}x"));
+        let paired = g.paired.map_or("—".to_string(), |q| format!("{q:.2}x"));
         let rounds = g
             .rounds
             .map_or("—".to_string(), |(met, n)| format!("{met}/{n}"));
         let cell = |t: &str| t.replace('|', "\\|");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {ratio} | {} | {rounds} |",
+            "| {} | {} | {} | {ratio} | {paired} | {} | {rounds} |",
             cell(&g.text),
             cell(&g.courier),
             cell(&g.reference),
@@ -692,9 +726,10 @@ pub(crate) fn json(benchmark: &str, machine: &Machine, rows: &[Row], goals: &[Go
     for (i, g) in goals.iter().enumerate() {
         let _ = writeln!(
             out,
-            "    {{\"goal\": {}, \"ratio\": {}, \"verdict\": {}, \"rounds_met\": {}}}{}",
+            "    {{\"goal\": {}, \"ratio\": {}, \"paired_ratio\": {}, \"verdict\": {}, \"rounds_met\": {}}}{}",
             json_str(&g.text),
             g.ratio.map_or("null".to_string(), |q| format!("{q:.4}")),
+            g.paired.map_or("null".to_string(), |q| format!("{q:.4}")),
             json_str(g.verdict.as_str()),
             g.rounds
                 .map_or("null".to_string(), |(met, n)| format!("[{met}, {n}]")),
@@ -901,6 +936,55 @@ mod tests {
         );
         assert!(results(&rows, &[], &[]).contains("### Both loads side by side"));
         assert!(!results(&rows[..4], &[], &[]).contains("side by side"));
+    }
+
+    #[test]
+    fn a_paired_ratio_compares_each_round_with_the_same_round() {
+        let rounds = |medians: &[f64]| -> Vec<Round> {
+            medians
+                .iter()
+                .map(|&median_ns| Round {
+                    median_ns,
+                    p99_ns: 2.0 * median_ns,
+                    calls_per_s: 1e9 / median_ns,
+                })
+                .collect()
+        };
+        // courier is 10 % faster in every round, but the host ran its last two rounds three
+        // times slower and courier's pooled median came from them.
+        let mut c = row("64 KiB", "courier", Load::Idle, 300.0);
+        c.summary.by_round = rounds(&[100.0, 100.0, 100.0, 300.0, 300.0]);
+        let mut p = row("64 KiB", "peer", Load::Idle, 110.0);
+        p.summary.by_round = rounds(&[110.0, 110.0, 110.0, 330.0, 330.0]);
+        let g = Goal::median("m".into(), Some(&c), Some(&p), 1.0);
+        assert_eq!(g.verdict, Verdict::Miss);
+        assert!(
+            (g.paired.unwrap() - 100.0 / 110.0).abs() < 1e-9,
+            "{:?}",
+            g.paired
+        );
+        assert!(goal_table(&[g]).contains("| 0.91x | MISS | 5/5 |"));
+        // An even number of rounds: the mean of the middle two ratios.
+        c.summary.by_round = rounds(&[80.0, 90.0, 100.0, 110.0]);
+        p.summary.by_round = rounds(&[100.0; 4]);
+        let g = Goal::median("m".into(), Some(&c), Some(&p), 1.0);
+        assert!((g.paired.unwrap() - 0.95).abs() < 1e-9, "{:?}", g.paired);
+        // Higher is better for calls/s: the ratio is still courier's ÷ the reference's.
+        let goals = as_good_as("64 KiB", Some(&c), Some(&p));
+        let cps = goals.iter().find(|g| g.text.ends_with("calls/s")).unwrap();
+        let want = (1e9 / 90.0 / 1e7 + 1e9 / 100.0 / 1e7) / 2.0;
+        assert!(
+            (cps.paired.unwrap() - want).abs() < 1e-9,
+            "{:?}",
+            cps.paired
+        );
+        // No rounds: no paired ratio.
+        c.summary.by_round.clear();
+        p.summary.by_round.clear();
+        assert_eq!(
+            Goal::median("m".into(), Some(&c), Some(&p), 1.0).paired,
+            None
+        );
     }
 
     #[test]

@@ -1543,6 +1543,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ratio: Some(c / p),
                 verdict: Verdict::of(c < factor * p),
                 rounds: None,
+                paired: None,
             }),
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
@@ -1657,6 +1658,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                     Verdict::Info
                 },
                 rounds: None,
+                paired: None,
             }),
             _ => goals.push(Goal::not_measured(text)),
         }

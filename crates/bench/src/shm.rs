@@ -1015,6 +1015,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ratio: Some(c / best.summary.median_ns),
                 verdict: Verdict::of(c < best.summary.median_ns),
                 rounds: None,
+                paired: None,
             }),
             _ => goals.push(Goal::not_measured(text.to_string())),
         }
@@ -1034,6 +1035,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                     ratio: Some(c / f),
                     verdict: Verdict::Info,
                     rounds: None,
+                    paired: None,
                 }),
                 _ => goals.push(Goal::not_measured(text)),
             }
@@ -1073,6 +1075,7 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
                 ratio: Some(c / f),
                 verdict: Verdict::of(c - f <= 0.1 * f),
                 rounds: None,
+                paired: None,
             }),
             _ => goals.push(Goal::not_measured(text)),
         }
