@@ -110,7 +110,8 @@ impl ShmChannel {
                 return Ok(m);
             }
         }
-        let spin = (!peer_blocked && !peer_here).then(|| (self.spin.begin_wait(false), spin_hint));
+        let spin =
+            (!peer_blocked && !peer_here).then(|| (self.spin.begin_wait(false), move || spin_hint));
         match park::wait_paced(
             word,
             &*self.watch.shared,

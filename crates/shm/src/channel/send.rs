@@ -265,7 +265,7 @@ impl ShmChannel {
         park::wait(
             word,
             live,
-            Some((self.spin.begin_wait(false), self.spin_hint())),
+            Some((self.spin.begin_wait(false), || self.spin_hint())),
             deadline,
             attempt,
             ready,

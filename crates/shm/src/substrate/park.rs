@@ -543,9 +543,12 @@ impl Wait<'_> {
     ) -> Option<(T, Duration)> {
         let budget = self.budget();
         let mut look = look;
-        let spun = spin_clocked(budget.min(cap), SpinHint::Pause, Instant::now, || {
-            Ok::<_, std::convert::Infallible>(look())
-        });
+        let spun = spin_clocked(
+            budget.min(cap),
+            || SpinHint::Pause,
+            Instant::now,
+            || Ok::<_, std::convert::Infallible>(look()),
+        );
         let Ok(spun) = spun;
         match spun {
             Ok((v, how)) => {
@@ -568,9 +571,12 @@ impl Wait<'_> {
         now: impl FnMut() -> Instant,
         mut look: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let spun = spin_clocked(deadline.cap(self.budget()), SpinHint::Pause, now, || {
-            Ok::<_, std::convert::Infallible>(look())
-        });
+        let spun = spin_clocked(
+            deadline.cap(self.budget()),
+            || SpinHint::Pause,
+            now,
+            || Ok::<_, std::convert::Infallible>(look()),
+        );
         let Ok(spun) = spun;
         self.record(match spun {
             Ok((_, how)) => how,
@@ -732,7 +738,8 @@ pub(crate) enum Gave<E> {
 }
 
 /// Waits until `attempt` gives a value: spins for `spin`'s budget (and records how that
-/// went; `None`: no spin), looking as its [`SpinHint`] says, then sleeps on `word` (this side's futex word, woken by the peer
+/// went; `None`: no spin), looking as its [`SpinHint`] says (asked for only if the first
+/// look finds nothing), then sleeps on `word` (this side's futex word, woken by the peer
 /// after each change `ready` may see) until `deadline`. The value comes with how long it
 /// took if it came without a sleep (`None`: the waiter slept).
 ///
@@ -741,7 +748,7 @@ pub(crate) enum Gave<E> {
 pub(crate) fn wait<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: Option<(Wait<'_>, SpinHint)>,
+    spin: Option<(Wait<'_>, impl FnOnce() -> SpinHint)>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     ready: impl FnMut() -> Result<bool, E>,
@@ -758,14 +765,16 @@ pub(crate) fn wait<W: Futex, T, E>(
 pub(crate) fn wait_paced<W: Futex, T, E>(
     word: &W,
     live: &impl Liveness,
-    spin: Option<(Wait<'_>, SpinHint)>,
+    spin: Option<(Wait<'_>, impl FnOnce() -> SpinHint)>,
     pace: Option<&Pace>,
     deadline: Deadline,
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
-    let hint = spin.map_or(SpinHint::Pause, |(_, hint)| hint);
-    let spin = spin.map(|(wait, _)| wait);
+    let (spin, hint) = match spin {
+        Some((wait, hint)) => (Some(wait), Some(hint)),
+        None => (None, None),
+    };
     let pace = pace.filter(|_| spin.is_some_and(Pace::paces));
     let ahead = pace.and_then(Pace::ahead);
     let (first, budget) = match ahead {
@@ -775,7 +784,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     let (v, spun, slept) = wait_with(
         first,
         budget,
-        hint,
+        || hint.map_or(SpinHint::Pause, |hint| hint()),
         true,
         live,
         deadline,
@@ -868,7 +877,7 @@ pub(crate) fn wait_announced_paced<W: Futex, T, E>(
     wait_with(
         ahead,
         spin,
-        SpinHint::Pause,
+        || SpinHint::Pause,
         timed,
         live,
         deadline,
@@ -966,10 +975,10 @@ pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 /// ([`Spun::Answered`] or [`Spun::Late`], with about how long it took), or how the spin
 /// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]). A gap between two readings
 /// of the clock (or the last reading and the value) is preemption as [`is_preemption`]
-/// says.
+/// says. The looks follow `hint`, asked for after the first look.
 pub(crate) fn spin_on<T, E>(
     spin: Duration,
-    hint: SpinHint,
+    hint: impl FnOnce() -> SpinHint,
     attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Spun), Spun>, E> {
     spin_clocked(spin, hint, Instant::now, attempt)
@@ -979,18 +988,19 @@ pub(crate) fn spin_on<T, E>(
 /// sees as preemption without depending on how the test's threads are scheduled).
 fn spin_clocked<T, E>(
     spin: Duration,
-    hint: SpinHint,
+    hint: impl FnOnce() -> SpinHint,
     mut now: impl FnMut() -> Instant,
     mut attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Spun), Spun>, E> {
     if spin.is_zero() {
         return Ok(Err(Spun::Missed));
     }
-    // A value there at the first look costs no reading of the clock (most sends, and every
-    // receive that finds its message waiting).
+    // A value there at the first look costs no reading of the clock, nor of the hint (most
+    // sends, and every receive that finds its message waiting).
     if let Some(v) = attempt()? {
         return Ok(Ok((v, Spun::Answered(Duration::ZERO))));
     }
+    let hint = hint();
     let start = now();
     let mut last = start;
     let mut preempted = false;
@@ -1041,7 +1051,7 @@ fn spin_clocked<T, E>(
 fn wait_with<T, E>(
     ahead: Option<Duration>,
     spin: Duration,
-    hint: SpinHint,
+    hint: impl FnOnce() -> SpinHint,
     timed: bool,
     live: &impl Liveness,
     deadline: Deadline,
@@ -1125,6 +1135,29 @@ mod tests {
             let hint = SpinHint::for_peer_on(cpu, peer);
             assert_eq!(hint == SpinHint::Pause, sibling, "cpu {cpu}, peer {peer}");
         }
+    }
+
+    #[test]
+    fn a_spin_asks_for_its_hint_only_when_the_first_look_finds_nothing() {
+        let asked = std::cell::Cell::new(0);
+        let hint = || {
+            asked.set(asked.get() + 1);
+            SpinHint::Bare
+        };
+        let r = spin_on(Duration::from_secs(5), hint, || Ok::<_, ()>(Some(1)));
+        assert_eq!(r, Ok(Ok((1, Spun::Answered(Duration::ZERO)))));
+        assert_eq!(asked.get(), 0, "a value at the first look");
+        let mut looks = 0;
+        let hint = || {
+            asked.set(asked.get() + 1);
+            SpinHint::Bare
+        };
+        let r = spin_on(Duration::from_secs(5), hint, || {
+            looks += 1;
+            Ok::<_, ()>((looks == 3).then_some(looks))
+        });
+        assert!(matches!(r, Ok(Ok((3, _)))), "{r:?}");
+        assert_eq!(asked.get(), 1, "once, after the first look");
     }
 
     #[test]
@@ -1213,20 +1246,30 @@ mod tests {
         // CLOCK_EVERY looks, and once more when the answer comes.
         let mut looks = 0;
         let clock = steady_clock(Duration::from_micros(1));
-        let r = spin_clocked(Duration::from_micros(50), SpinHint::Pause, clock, || {
-            looks += 1;
-            Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
-        });
+        let r = spin_clocked(
+            Duration::from_micros(50),
+            || SpinHint::Pause,
+            clock,
+            || {
+                looks += 1;
+                Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
+            },
+        );
         assert_eq!(r, Ok(Ok(((), Spun::Answered(Duration::from_micros(3))))));
         // A spinner preempted after a reading and answered when it runs again: the whole
         // time counts (before, 2 µs: the time to the last reading), and it says it was
         // preempted.
         let mut looks = 0;
         let clock = test_clock(Duration::from_micros(1), 4, Duration::from_millis(3));
-        let r = spin_clocked(Duration::from_micros(50), SpinHint::Pause, clock, || {
-            looks += 1;
-            Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
-        });
+        let r = spin_clocked(
+            Duration::from_micros(50),
+            || SpinHint::Pause,
+            clock,
+            || {
+                looks += 1;
+                Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
+            },
+        );
         let after = Duration::from_micros(3) + Duration::from_millis(3);
         assert_eq!(r, Ok(Ok(((), Spun::Late(after)))));
     }
@@ -1368,7 +1411,7 @@ mod tests {
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
-            SpinHint::Pause,
+            || SpinHint::Pause,
             true,
             &Peer { dead: false },
             Deadline::NEVER,
@@ -1401,7 +1444,7 @@ mod tests {
         let r = wait_with(
             Some(ahead),
             Duration::from_secs(5),
-            SpinHint::Pause,
+            || SpinHint::Pause,
             true,
             &Peer { dead: false },
             Deadline::NEVER,
@@ -1431,7 +1474,7 @@ mod tests {
             wait_paced(
                 &word,
                 &Peer { dead: false },
-                Some((spin.begin_wait(false), SpinHint::Bare)),
+                Some((spin.begin_wait(false), || SpinHint::Bare)),
                 Some(&pace),
                 // Nobody wakes the word: an unpaced sleep ends at this deadline, after the
                 // value came (a paced one ends at its pace); the look after a sleep comes
@@ -1602,7 +1645,7 @@ mod tests {
             let r = wait_with(
                 None,
                 Duration::ZERO,
-                SpinHint::Pause,
+                || SpinHint::Pause,
                 timed,
                 &Peer { dead: false },
                 Deadline::NEVER,
@@ -1634,7 +1677,7 @@ mod tests {
         let r = wait_with(
             None,
             Duration::from_secs(3600),
-            SpinHint::Pause,
+            || SpinHint::Pause,
             true,
             &Peer { dead: true },
             Deadline::NEVER,
@@ -1686,7 +1729,7 @@ mod tests {
         let mut looks = 0;
         let r = spin_clocked(
             budget,
-            SpinHint::Pause,
+            || SpinHint::Pause,
             steady_clock(Duration::from_micros(1)),
             || {
                 looks += 1;
@@ -1700,12 +1743,12 @@ mod tests {
         let step = Duration::from_micros(1);
         let short = test_clock(step, 3, PREEMPTED - step - Duration::from_nanos(1));
         assert_eq!(
-            spin_clocked(budget, SpinHint::Pause, short, nothing),
+            spin_clocked(budget, || SpinHint::Pause, short, nothing),
             Ok(Err(Spun::Missed))
         );
         let long = test_clock(step, 3, PREEMPTED - step);
         assert_eq!(
-            spin_clocked(budget, SpinHint::Pause, long, nothing),
+            spin_clocked(budget, || SpinHint::Pause, long, nothing),
             Ok(Err(Spun::Preempted))
         );
         // A gap of PREEMPTED counts only in the first PREEMPT_WINDOW of a spin; later, only
@@ -1713,18 +1756,23 @@ mod tests {
         let long = Duration::from_millis(10);
         let window = PREEMPT_WINDOW.as_micros() as usize;
         let at = |reading, stall| test_clock(step, reading, stall);
-        let r = spin_clocked(long, SpinHint::Pause, at(window - 10, PREEMPTED), nothing);
+        let r = spin_clocked(
+            long,
+            || SpinHint::Pause,
+            at(window - 10, PREEMPTED),
+            nothing,
+        );
         assert_eq!(r, Ok(Err(Spun::Preempted)));
         let r = spin_clocked(
             long,
-            SpinHint::Pause,
+            || SpinHint::Pause,
             at(window + 10, STARVED - step - step),
             nothing,
         );
         assert_eq!(r, Ok(Err(Spun::Missed)));
         let r = spin_clocked(
             long,
-            SpinHint::Pause,
+            || SpinHint::Pause,
             at(window + 10, STARVED - step),
             nothing,
         );
@@ -1734,10 +1782,15 @@ mod tests {
         for (stall, late) in [(STARVED - step - step, false), (STARVED - step, true)] {
             let mut looks = 0;
             let found = (window + 10) * CLOCK_EVERY as usize + 8;
-            let r = spin_clocked(long, SpinHint::Pause, at(window + 12, stall), || {
-                looks += 1;
-                Ok::<_, ()>((looks == found).then_some(()))
-            });
+            let r = spin_clocked(
+                long,
+                || SpinHint::Pause,
+                at(window + 12, stall),
+                || {
+                    looks += 1;
+                    Ok::<_, ()>((looks == found).then_some(()))
+                },
+            );
             assert!(
                 matches!(r, Ok(Ok(((), how))) if how.preempted() == late),
                 "{stall:?}: {r:?}"
@@ -1746,20 +1799,28 @@ mod tests {
         // The same on the real clock: one look that stalls (as a preempted thread does), the
         // first after the clock started.
         let mut looks = 0;
-        let r = spin_on(budget, SpinHint::Pause, || {
-            looks += 1;
-            if looks == 2 {
-                std::thread::sleep(PREEMPTED * 2);
-            }
-            nothing()
-        });
+        let r = spin_on(
+            budget,
+            || SpinHint::Pause,
+            || {
+                looks += 1;
+                if looks == 2 {
+                    std::thread::sleep(PREEMPTED * 2);
+                }
+                nothing()
+            },
+        );
         assert_eq!(r, Ok(Err(Spun::Preempted)));
         // A value ends it at once; no budget means no look.
         let mut n = 0;
-        let r = spin_on(Duration::from_secs(5), SpinHint::Pause, || {
-            n += 1;
-            Ok::<_, ()>((n == 3).then_some(7))
-        });
+        let r = spin_on(
+            Duration::from_secs(5),
+            || SpinHint::Pause,
+            || {
+                n += 1;
+                Ok::<_, ()>((n == 3).then_some(7))
+            },
+        );
         assert_eq!(n, 3);
         assert!(
             matches!(r, Ok(Ok((7, how))) if how.answered_after() < Some(Duration::from_secs(5))),
@@ -1767,7 +1828,7 @@ mod tests {
         );
         let r = spin_on(
             Duration::ZERO,
-            SpinHint::Pause,
+            || SpinHint::Pause,
             || -> Result<Option<()>, ()> { panic!("no look with no budget") },
         );
         assert_eq!(r, Ok(Err(Spun::Missed)));
