@@ -1148,10 +1148,6 @@ mod tests {
         assert_eq!(r, Ok(Ok((1, Spun::Answered(Duration::ZERO)))));
         assert_eq!(asked.get(), 0, "a value at the first look");
         let mut looks = 0;
-        let hint = || {
-            asked.set(asked.get() + 1);
-            SpinHint::Bare
-        };
         let r = spin_on(Duration::from_secs(5), hint, || {
             looks += 1;
             Ok::<_, ()>((looks == 3).then_some(looks))
