@@ -30,6 +30,7 @@
 //! The functions take any [`Futex`], so that the loom model below runs this very code against
 //! a futex made of a loom mutex and condition variable.
 
+use super::clock;
 use super::deadline::{Deadline, Expired};
 use crate::sync::{Futex, Ordering};
 use crate::watch::WatchShared;
@@ -975,13 +976,15 @@ pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 /// ([`Spun::Answered`] or [`Spun::Late`], with about how long it took), or how the spin
 /// ended without one ([`Spun::Missed`] or [`Spun::Preempted`]). A gap between two readings
 /// of the clock (or the last reading and the value) is preemption as [`is_preemption`]
-/// says. The looks follow `hint`, asked for after the first look.
+/// says. The looks follow `hint`, asked for after the first look. The clock is the spin
+/// clock ([`clock::now`]): the reading after the look that found the value delays the
+/// value's taker, and the spin clock takes a third of `Instant::now`'s time for it.
 pub(crate) fn spin_on<T, E>(
     spin: Duration,
     hint: impl FnOnce() -> SpinHint,
     attempt: impl FnMut() -> Result<Option<T>, E>,
 ) -> Result<Result<(T, Spun), Spun>, E> {
-    spin_clocked(spin, hint, Instant::now, attempt)
+    spin_clocked(spin, hint, clock::now, attempt)
 }
 
 /// [`spin_on`], reading the time with `now` (a test's clock, which decides what the spinner
