@@ -523,10 +523,11 @@ impl Wait<'_> {
         }
     }
 
-    /// Looks with `look` for its budget ([`spin_on`]), at most until `deadline`, and
-    /// records how that went: the value, or `None` when the budget ran out without one.
+    /// Looks with `look` for its budget ([`spin_on`], on the spin clock), at most until
+    /// `deadline`, and records how that went: the value, or `None` when the budget ran out
+    /// without one.
     pub(crate) fn spin<T>(self, deadline: Deadline, look: impl FnMut() -> Option<T>) -> Option<T> {
-        self.spin_clocked(deadline, Instant::now, look)
+        self.spin_clocked(deadline, clock::now, look)
     }
 
     /// [`spin`](Self::spin) for at most `cap` (an async wait, which holds its executor's
@@ -547,7 +548,7 @@ impl Wait<'_> {
         let spun = spin_clocked(
             budget.min(cap),
             || SpinHint::Pause,
-            Instant::now,
+            clock::now,
             || Ok::<_, std::convert::Infallible>(look()),
         );
         let Ok(spun) = spun;
