@@ -6,6 +6,7 @@
 use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
+use crate::substrate::clock;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
 use crate::sync::shared::Ordering;
@@ -177,7 +178,7 @@ impl ShmChannel {
     /// Every [`MOVE_CHECK_EVERY`] looks, once the spin has lasted [`park::MOVE_AFTER`], it
     /// reads the hints again; a peer awake that last waited on this CPU cannot run while we
     /// spin, so the receiver moves to another CPU ([`move_off_this_cpu`]) and spins
-    /// there.
+    /// there. The time is the spin clock's ([`clock::now`]).
     ///
     /// The looks follow each other without the spin-loop hint, unless the peer last waited on
     /// another hardware thread of this core ([`SpinHint`]).
@@ -197,7 +198,7 @@ impl ShmChannel {
             }
             looks = looks.wrapping_add(1);
             if looks % MOVE_CHECK_EVERY == 0 {
-                let now = Instant::now();
+                let now = clock::now();
                 if now - *since.get_or_insert(now) >= park::MOVE_AFTER {
                     let mut hints = self.note_cpu();
                     if hints.peer_here && !hints.peer_blocked {
@@ -205,7 +206,7 @@ impl ShmChannel {
                         hints = self.note_cpu();
                     }
                     hint = hints.spin_hint;
-                    since = Some(Instant::now());
+                    since = Some(clock::now());
                 }
             }
             hint.between_looks();
