@@ -1,11 +1,12 @@
 //! The clock of a spin: [`now`], an [`Instant`] read from the CPU's time-stamp counter where
-//! the kernel keeps time with it, for a third of the price of [`Instant::now`].
+//! the kernel keeps time with it, for less than half the price of [`Instant::now`].
 //!
 //! A spinner reads the clock when it finds what it waits for, to learn how long it waited
 //! (its budget adapts to that, and a long gap says it was preempted). That reading lies on
-//! the path of the message: the answer is handed on only after it. On the 2-vCPU KVM VMs of
-//! the benchmarks `Instant::now` (the vDSO's `clock_gettime`) takes about 30 ns, a bare
-//! `rdtsc` 11 ns; an 8-byte ShmChannel round trip with blocking receives reads it twice.
+//! the path of the message: the answer is handed on only after it. On the 2-vCPU AMD EPYC
+//! KVM VM of the benchmarks `Instant::now` (the vDSO's `clock_gettime`) takes 30.7 ns, this
+//! clock 13.5 ns (a bare `rdtsc` 11 ns); an 8-byte ShmChannel round trip with blocking
+//! receives reads it twice.
 //!
 //! # How
 //!
@@ -14,7 +15,10 @@
 //! across CPUs. The first readings are `Instant::now`'s, while the counter's rate against it
 //! is measured over [`CALIBRATE_OVER`]; from then on a reading is the instant of the
 //! calibration plus the ticks since, scaled. Elsewhere (another clock source, another
-//! architecture, loom) it is `Instant::now`.
+//! architecture, loom) it is `Instant::now`. The clock source is read once per process: a
+//! kernel that gives up on the TSC later (its watchdog found it unstable) leaves the spins
+//! of a running process on it, which at worst times them wrong (a spin that ends early or
+//! late, a preemption seen or missed), never a wait that ends without its value.
 //!
 //! **Compare its readings only with each other**: its rate is `Instant`'s as measured over
 //! 20 ms, not NTP's slewed one, so over an hour it may drift some milliseconds from
