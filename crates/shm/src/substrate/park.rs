@@ -979,7 +979,7 @@ pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 /// of the clock (or the last reading and the value) is preemption as [`is_preemption`]
 /// says. The looks follow `hint`, asked for after the first look. The clock is the spin
 /// clock ([`clock::now`]): the reading after the look that found the value delays the
-/// value's taker, and the spin clock takes a third of `Instant::now`'s time for it.
+/// value's taker, and the spin clock takes less than half of `Instant::now`'s time for it.
 pub(crate) fn spin_on<T, E>(
     spin: Duration,
     hint: impl FnOnce() -> SpinHint,
