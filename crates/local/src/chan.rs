@@ -22,6 +22,37 @@
 //! missed the decrement, it precedes the server's fence in the single SeqCst order, and so
 //! does the push before it: the drain, after the fence, finds it.)
 //!
+//! # The lane
+//!
+//! A blocking [`Client::req`](crate::Client::req) on an unbounded channel, when no other
+//! call holds it, skips the queue: it takes the lane (`lane_busy`, a flag on a line only
+//! clients write), writes its request into the channel's one lane slot and posts it with a
+//! SeqCst swap of the slot's state ([`Slot::post`]). The consumer reads that state at every
+//! look and takes the request when the queue is empty ([`Slot::take_posted`]), so the
+//! request, its state and later the reply cross between the two cores in the one line of the
+//! slot, as in the two-thread spin floor, where a queued call also moves the queue's head
+//! there and back (a compare-and-swap by the client, a swap by the consumer). The requester
+//! reads the result and lets go of the lane; the slot stays with the channel.
+//!
+//! ```text
+//!   client                                   consumer (holding the consumer role)
+//!   lane_busy: swap true (false before)      posted = state POSTED, not TAKEN (SeqCst)
+//!   write request; swap state, POSTED        pop the queue: a request? take it (lane waits)
+//!   notify a sleeping worker;                empty and posted? fetch_or TAKEN, take the lane's
+//!   servers == 0? then drain                 ... reply: write result, fetch_or DONE
+//!   wait for DONE; read the result; lane_busy = false (Release)
+//! ```
+//!
+//! **Order**: a client's earlier pushes (one-way messages, `req_async`) happen-before its
+//! post. The consumer reads the lane's state *before* it pops the queue, and takes the lane
+//! only when that pop finds the queue empty: the pop, after the read that saw the post, sees
+//! every push that happened-before it. So a client's calls are taken in the order it made
+//! them (popping first and reading the state after could see the post but not the push
+//! before it; the loom model `loom_queued_message_goes_before_a_later_lane_call` finds that
+//! order). A lane call is never withdrawn (only `req` posts, and it waits until the end);
+//! the shutdown pairing below and the wait lists' handshake hold for a post as for a push,
+//! and the drain fails a posted request like a queued one.
+//!
 //! # Orderings of the looks
 //!
 //! What a waiting worker or client looks at after it registered in a wait list (the queue's
@@ -78,10 +109,16 @@ pub(crate) enum TryTake<Rq, Rp, E> {
 }
 
 /// Laid out by who writes what: the queue's two ends, the consumer role (written at every
-/// look a worker takes) and the workers' wait list each have their own cache lines; the
-/// handle counts and the pool pointer, read at every call and written rarely, share one.
+/// look a worker takes), the lane's flag (written by clients) and the workers' wait list
+/// each have their own cache lines; the handle counts and the pool pointer, read at every
+/// call and written rarely, share one.
 pub(crate) struct Shared<Rq, Rp, E> {
     queue: Queue<Slot<Rq, Rp, E>>,
+    /// The lane slot (see "The lane" in the module docs): from `Box::into_raw`, freed with
+    /// the channel.
+    lane: *mut Slot<Rq, Rp, E>,
+    /// A call holds the lane.
+    lane_busy: CachePadded<AtomicBool>,
     /// The consumer role (see the module docs).
     consumer: CachePadded<AtomicBool>,
     pub(crate) clients: AtomicUsize,
@@ -95,9 +132,9 @@ pub(crate) struct Shared<Rq, Rp, E> {
     pool: Arc<Pool<Rq, Rp, E>>,
 }
 
-// SAFETY: the raw slot pointers inside are owned by the channel and carry requests, replies
-// and errors across threads; that is sound when those types are `Send`. All shared mutation
-// goes through atomics and the slot protocol.
+// SAFETY: the raw slot pointers inside (the queue's, the lane's) are owned by the channel and
+// carry requests, replies and errors across threads; that is sound when those types are
+// `Send`. All shared mutation goes through atomics and the slot protocol.
 unsafe impl<Rq: Send, Rp: Send, E: Send> Send for Shared<Rq, Rp, E> {}
 // SAFETY: as above; `&Shared` only gives access through atomics, the consumer role and the
 // slot protocol, each of which hands a value to exactly one thread.
@@ -107,6 +144,11 @@ impl<Rq, Rp, E> Drop for Shared<Rq, Rp, E> {
     fn drop(&mut self) {
         // The free slots hold the pool; slots still in use are freed when their calls end.
         self.pool.close();
+        // SAFETY: every handle is gone, so no lane call is in flight (a lane call's client
+        // holds the channel until it has read the result, and the server side touches the
+        // slot no more after it wrote it); the slot came from `Box::into_raw` and holds no
+        // request or reply now (both are moved out of it by then).
+        drop(unsafe { Box::from_raw(self.lane) });
     }
 }
 
@@ -114,6 +156,8 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     pub(crate) fn new(cap: Option<usize>) -> Self {
         Self {
             queue: Queue::new(),
+            lane: Box::into_raw(Slot::new_boxed()),
+            lane_busy: CachePadded(AtomicBool::new(false)),
             consumer: CachePadded(AtomicBool::new(false)),
             clients: AtomicUsize::new(1),
             servers: AtomicUsize::new(1),
@@ -261,6 +305,52 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         Ok(slot)
     }
 
+    /// Posts `request` in the lane (see "The lane" in the module docs) and returns the lane
+    /// slot, to wait on with [`Slot::wait_ready`] and read with [`Slot::take_lane_result`],
+    /// then [`Shared::leave_lane`]. `Ok(Err(request))` when the lane is not free (another call
+    /// holds it, or the channel is bounded): the caller queues the request instead.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn post(
+        this: &Arc<Self>,
+        request: Rq,
+    ) -> Result<Result<*mut Slot<Rq, Rp, E>, Rq>, Error<E>> {
+        // A look before the swap: a client that finds the lane busy does not take its line.
+        // Acquire: pairs with the last holder's Release in `leave_lane`, so its reads of the
+        // slot happen-before our writes.
+        if this.bounded()
+            || this.lane_busy.load(Ordering::Relaxed)
+            || this.lane_busy.swap(true, Ordering::Acquire)
+        {
+            return Ok(Err(request));
+        }
+        if this.servers.load(Ordering::Acquire) == 0 {
+            this.leave_lane();
+            return Err(Error::ServerDisappeared);
+        }
+        // SAFETY: we hold the lane, and its last call is over (its holder let go after
+        // reading the result).
+        unsafe { Slot::post(this.lane, request, &this.pool) };
+        // As after a push: the post was a SeqCst RMW (see `enqueue_reserved`).
+        this.requests.notify_one_after_seq_cst();
+        if this.servers.load(Ordering::SeqCst) == 0 {
+            this.drain();
+        }
+        Ok(Ok(this.lane))
+    }
+
+    /// Lets go of the lane once its call's result is read.
+    pub(crate) fn leave_lane(&self) {
+        // Release: our reads of the slot happen-before the next holder's writes.
+        self.lane_busy.store(false, Ordering::Release);
+    }
+
+    /// Whether neither the queue nor the lane holds a request, as far as this thread can tell
+    /// (see [`Queue::looks_empty`]); writes nothing.
+    fn looks_empty(&self) -> bool {
+        // SAFETY: the lane slot lives as long as the channel.
+        self.queue.looks_empty() && !unsafe { &*self.lane }.is_posted()
+    }
+
     /// [`Shared::take_settled`], except that a queue that looks empty (see
     /// [`Queue::looks_empty`]) is reported after two plain loads, without taking the consumer
     /// role: for a wait that looks more often than it finds (the async server looks before
@@ -270,7 +360,7 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
     pub(crate) fn try_take_if_any(&self) -> TryTake<Rq, Rp, E> {
         // With no client left, `try_take` tells `Closed` from `Empty`. SeqCst: a look after
         // registering (see the module docs).
-        if self.queue.looks_empty() && self.clients.load(Ordering::SeqCst) != 0 {
+        if self.looks_empty() && self.clients.load(Ordering::SeqCst) != 0 {
             return TryTake::Empty;
         }
         self.take_settled()
@@ -331,6 +421,9 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
         {
             return TryTake::Busy;
         }
+        // The lane's state first, then the queue (see "The lane" in the module docs).
+        // SAFETY: the lane slot lives with the channel.
+        let posted = unsafe { &*self.lane }.is_posted();
         let found = loop {
             // SAFETY: we hold the consumer role.
             match unsafe { self.queue.pop() } {
@@ -344,12 +437,20 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                         }
                     }
                 }
-                Pop::Empty => break TryTake::Empty,
+                Pop::Empty if !posted => break TryTake::Empty,
+                // The lane only once the queue is empty, at a look after we saw the post.
+                // SAFETY: we hold the consumer role; the lane slot lives with the channel.
+                Pop::Empty => match unsafe { Slot::take_posted(self.lane) } {
+                    Some(request) => {
+                        break TryTake::Request(request, Some(Slot::core_ptr(self.lane)))
+                    }
+                    None => break TryTake::Empty,
+                },
             }
         };
         // While we hold the consumer role, nothing but pushes changes the queue: this look is exact
         // about what it saw.
-        let more = matches!(found, TryTake::Request(..)) && !self.queue.looks_empty();
+        let more = matches!(found, TryTake::Request(..)) && !self.looks_empty();
         // Release: hands the queue's consumer end to the next consumer.
         self.consumer.store(false, Ordering::Release);
         match found {
@@ -397,6 +498,14 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                     };
                 }
             }
+        }
+        // SAFETY: we hold the consumer role.
+        if let Some(request) = unsafe { Slot::take_posted(self.lane) } {
+            drop(request);
+            // SAFETY: we took the request, so we hold the server's share.
+            let _ = unsafe {
+                SlotCore::complete(Slot::core_ptr(self.lane), Err(Error::ServerDisappeared))
+            };
         }
         self.consumer.store(false, Ordering::Release);
         self.pool.room.notify_all();

@@ -49,7 +49,21 @@ impl<Rq, Rp, E> Client<Rq, Rp, E> {
     /// the request still queued), [`Error::NoReply`] if the server dropped the request without
     /// answering, [`Error::App`] if it answered with [`ReplyContext::fail`](crate::ReplyContext::fail).
     pub fn req(&self, request: Rq) -> Result<Rp, Error<E>> {
-        self.req_async(request)?.wait()
+        // The lane when it is free (a call's line crosses between the cores, not the queue's
+        // head as well); the queue otherwise.
+        match Shared::post(&self.shared, request)? {
+            Ok(lane) => {
+                // SAFETY: we posted in the lane and hold it until `leave_lane`: the slot is
+                // ours to wait on, and its result ours to read once ready.
+                let result = unsafe {
+                    (*lane).wait_ready(None);
+                    Slot::take_lane_result(lane)
+                };
+                self.shared.leave_lane();
+                result
+            }
+            Err(request) => self.req_async(request)?.wait(),
+        }
     }
 
     /// [`Client::req`] with a time limit on the whole call (waiting for room included).

@@ -516,3 +516,63 @@ fn loom_try_pop_does_not_strand_a_later_push() {
         drop(client);
     });
 }
+
+/// Two calls in a row through the lane, the server sleeping between them: the lane is free
+/// again after the first, and the second's post wakes the server. (The client is the
+/// model's main thread: loom reports a spinning thread whose only peer waits in `join` as a
+/// deadlock.)
+#[test]
+fn loom_two_lane_calls_in_a_row() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let t = thread::spawn(move || {
+            for _ in 0..2 {
+                let (n, ctx) = server.wait().unwrap();
+                ctx.reply(n + 1).unwrap();
+            }
+        });
+        assert_eq!(client.req(1), Ok(2));
+        assert_eq!(client.req(10), Ok(11));
+        t.join().unwrap();
+    });
+}
+
+/// Two clients call at once: one takes the lane, the other the queue (or both the lane, one
+/// after the other); the server answers both, each with its own reply.
+#[test]
+fn loom_lane_and_queue_calls_at_once() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let c2 = client.clone();
+        let s = thread::spawn(move || {
+            for _ in 0..2 {
+                let (n, ctx) = server.wait().unwrap();
+                ctx.reply(n + 1).unwrap();
+            }
+        });
+        let t = thread::spawn(move || assert_eq!(c2.req(10), Ok(11)));
+        assert_eq!(client.req(1), Ok(2));
+        s.join().unwrap();
+        t.join().unwrap();
+    });
+}
+
+/// A client's one-way message, queued, is taken before the call it makes next through the
+/// lane.
+#[test]
+fn loom_queued_message_goes_before_a_later_lane_call() {
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let t = thread::spawn(move || {
+            let (n, ctx) = server.wait().unwrap();
+            assert_eq!(n, 1, "the message sent first is taken first");
+            assert!(ctx.is_one_way());
+            let (n, ctx) = server.wait().unwrap();
+            assert_eq!(n, 2);
+            ctx.reply(n + 1).unwrap();
+        });
+        client.send(1).unwrap();
+        assert_eq!(client.req(2), Ok(3));
+        t.join().unwrap();
+    });
+}

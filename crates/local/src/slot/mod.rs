@@ -73,6 +73,9 @@ const ONE_WAY: usize = 1 << 5;
 /// With `CLIENT_GONE`: the requester stopped waiting without canceling (`WaitReply::detach`),
 /// so the server is not told the call was canceled.
 const DETACHED: usize = 1 << 6;
+/// The channel's lane slot holds a request for the consumer to take (see "The lane" in
+/// `chan`); not set on a queued slot.
+const POSTED: usize = 1 << 7;
 
 /// The result a requester receives.
 pub(crate) type Outcome<Rp, E> = Result<Rp, Error<E>>;
@@ -179,6 +182,76 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                     *held = Some(Arc::clone(pool));
                 }
             });
+        }
+    }
+
+    /// Fills the channel's lane slot with a request and posts it: the consumer sees it at its
+    /// next look ([`Slot::take_posted`]).
+    ///
+    /// # Safety
+    ///
+    /// `this` is the channel's lane slot, the caller holds the lane, and the lane's last call
+    /// is over (its result read).
+    pub(crate) unsafe fn post(this: *mut Self, request: Rq, pool: &Arc<Pool<Rq, Rp, E>>) {
+        // SAFETY: the caller holds the lane; the consumer reads the request only once POSTED
+        // is set, and nobody else touches the slot between calls.
+        unsafe {
+            let s = &*this;
+            s.request.with_mut(|p| (*p).write(request));
+            s.pool.with_mut(|p| {
+                if (*p).is_none() {
+                    *p = Some(Arc::clone(pool));
+                }
+            });
+            // Release: publishes the request (and the pool) to the consumer's Acquire look.
+            // A SeqCst RMW, as a push is: the notifier's half of the wait lists' handshake
+            // (see `event`) and the client's half of the shutdown pairing (see `chan`). (On
+            // x86 a SeqCst store is the same locked exchange.)
+            s.core.state.swap(POSTED, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the lane slot holds a posted request not yet taken. Any thread may ask.
+    pub(crate) fn is_posted(&self) -> bool {
+        // SeqCst: a waiter's look after it registered (see `event`).
+        self.core.state.load(Ordering::SeqCst) & (POSTED | TAKEN) == POSTED
+    }
+
+    /// Consumer side: takes the request posted in the lane slot, if there is one. The slot
+    /// then belongs to the server side until the result is written, as a popped one does.
+    ///
+    /// # Safety
+    ///
+    /// `this` is the channel's lane slot and the caller holds the consumer role.
+    pub(crate) unsafe fn take_posted(this: *mut Self) -> Option<Rq> {
+        // SAFETY: the lane slot lives as long as the channel, which the caller borrows.
+        let s = unsafe { &*this };
+        if !s.is_posted() {
+            return None;
+        }
+        // Only the consumer sets TAKEN on a posted slot, and a lane call is never withdrawn:
+        // the request is ours. AcqRel as in `take_request` (a requester that looks at the
+        // state sees the call taken).
+        s.core.state.fetch_or(TAKEN, Ordering::AcqRel);
+        // SAFETY: POSTED was set after the request was written (Release, acquired by the
+        // SeqCst load in `is_posted`), and TAKEN makes it ours alone.
+        Some(unsafe { s.request.with(|p| ptr::read(p).assume_init()) })
+    }
+
+    /// Requester side: the result of a lane call, leaving the slot for the lane's next call
+    /// (it is not released: the channel keeps it).
+    ///
+    /// # Safety
+    ///
+    /// `this` is the lane slot of a call the caller made, and `is_ready()` returned `true`.
+    pub(crate) unsafe fn take_lane_result(this: *mut Self) -> Outcome<Rp, E> {
+        // SAFETY: DONE with WAITER clear: the completer wrote the result and is finished with
+        // the slot (see `take_result`); the waiter cell is ours again.
+        unsafe {
+            let s = &*this;
+            let r = s.core.reply.with(|p| ptr::read(p).assume_init());
+            s.core.waiter.with_mut(|p| *p = None);
+            r
         }
     }
 
