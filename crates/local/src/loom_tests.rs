@@ -14,13 +14,18 @@ use loom::thread;
 fn loom_blocking_round_trip() {
     loom::model(|| {
         let (server, client) = channel::<u32, u32, ()>();
-        let t = thread::spawn(move || {
-            let (n, ctx) = server.wait().unwrap();
-            ctx.reply(n + 1).unwrap();
-        });
+        let t = thread::spawn(move || answer(server, 1));
         assert_eq!(client.req(1), Ok(2));
         t.join().unwrap();
     });
+}
+
+/// A blocking server that answers `calls` calls with the request plus one.
+fn answer(server: crate::Server<u32, u32, ()>, calls: usize) {
+    for _ in 0..calls {
+        let (n, ctx) = server.wait().unwrap();
+        ctx.reply(n + 1).unwrap();
+    }
 }
 
 /// The requester withdraws while the server pops: exactly one of them gets the request.
@@ -525,12 +530,7 @@ fn loom_try_pop_does_not_strand_a_later_push() {
 fn loom_two_lane_calls_in_a_row() {
     loom::model(|| {
         let (server, client) = channel::<u32, u32, ()>();
-        let t = thread::spawn(move || {
-            for _ in 0..2 {
-                let (n, ctx) = server.wait().unwrap();
-                ctx.reply(n + 1).unwrap();
-            }
-        });
+        let t = thread::spawn(move || answer(server, 2));
         assert_eq!(client.req(1), Ok(2));
         assert_eq!(client.req(10), Ok(11));
         t.join().unwrap();
@@ -544,12 +544,7 @@ fn loom_lane_and_queue_calls_at_once() {
     loom::model(|| {
         let (server, client) = channel::<u32, u32, ()>();
         let c2 = client.clone();
-        let s = thread::spawn(move || {
-            for _ in 0..2 {
-                let (n, ctx) = server.wait().unwrap();
-                ctx.reply(n + 1).unwrap();
-            }
-        });
+        let s = thread::spawn(move || answer(server, 2));
         let t = thread::spawn(move || assert_eq!(c2.req(10), Ok(11)));
         assert_eq!(client.req(1), Ok(2));
         s.join().unwrap();
