@@ -96,22 +96,39 @@ mod tsc {
         }
     }
 
+    /// An instant and the counter's value at it: the counter is read just before and just
+    /// after the clock, and of a few tries the closest two readings are kept (their middle),
+    /// since a thread preempted between the two readings of a pair would pair an instant with
+    /// a count milliseconds later, and every reading after would keep the error.
+    fn pair() -> (Instant, u64) {
+        let mut best: Option<(u64, Instant, u64)> = None;
+        for _ in 0..5 {
+            let before = ticks();
+            let t = Instant::now();
+            let width = ticks().saturating_sub(before);
+            if best.is_none_or(|(w, ..)| width < w) {
+                best = Some((width, t, before + width / 2));
+            }
+        }
+        let (_, t, at) = best.expect("five tries");
+        (t, at)
+    }
+
     /// `Instant::now`, and the scale once [`CALIBRATE_OVER`] has passed since the first call.
     #[cold]
     fn calibrating() -> Instant {
         let t = Instant::now();
-        let Some((t0, ticks0)) = *START.get_or_init(|| kernel_uses_tsc().then(|| (t, ticks())))
-        else {
+        let Some((t0, ticks0)) = *START.get_or_init(|| kernel_uses_tsc().then(pair)) else {
             return t;
         };
-        let ticks1 = ticks();
-        let (dt, dticks) = (t - t0, ticks1.saturating_sub(ticks0));
-        if dt >= CALIBRATE_OVER && dticks > 0 {
-            let ns_per_tick = (dt.as_nanos() << 32) / u128::from(dticks);
-            if let Ok(ns_per_tick) = u64::try_from(ns_per_tick) {
-                // A racing thread's scale, measured over the same span, is as good.
+        if t - t0 >= CALIBRATE_OVER {
+            let (t1, ticks1) = pair();
+            let dticks = u128::from(ticks1.saturating_sub(ticks0));
+            let ns_per_tick = ((t1 - t0).as_nanos() << 32).checked_div(dticks);
+            if let Some(Ok(ns_per_tick)) = ns_per_tick.map(u64::try_from) {
+                // A racing thread's scale, measured over about the same span, is as good.
                 let _ = SCALE.set(Scale {
-                    at: t,
+                    at: t1,
                     ticks_at: ticks1,
                     ns_per_tick,
                 });
