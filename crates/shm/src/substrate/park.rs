@@ -773,10 +773,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     attempt: impl FnMut() -> Result<Option<T>, E>,
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
-    let (spin, hint) = match spin {
-        Some((wait, hint)) => (Some(wait), Some(hint)),
-        None => (None, None),
-    };
+    let (spin, hint) = spin.unzip();
     let pace = pace.filter(|_| spin.is_some_and(Pace::paces));
     let ahead = pace.and_then(Pace::ahead);
     let (first, budget) = match ahead {
@@ -1242,34 +1239,33 @@ mod tests {
         assert_eq!(ns(a.budget()), 12_000, "more than the probe's 2 µs doubled");
         a.record(Spun::Answered(Duration::from_micros(1)));
         assert_eq!(ns(a.budget()), 20_000, "doubled, capped at the limit");
+        // A spin of 50 µs on `clock`, answered at its look 2 * CLOCK_EVERY + 8.
+        fn answered_late_in(
+            clock: impl FnMut() -> Instant,
+        ) -> Result<Result<((), Spun), Spun>, ()> {
+            let mut looks = 0;
+            spin_clocked(
+                Duration::from_micros(50),
+                || SpinHint::Pause,
+                clock,
+                || {
+                    looks += 1;
+                    Ok((looks == 2 * CLOCK_EVERY + 8).then_some(()))
+                },
+            )
+        }
         // How long the answer took is read off the spinner's clock: at the start, every
         // CLOCK_EVERY looks, and once more when the answer comes.
-        let mut looks = 0;
-        let clock = steady_clock(Duration::from_micros(1));
-        let r = spin_clocked(
-            Duration::from_micros(50),
-            || SpinHint::Pause,
-            clock,
-            || {
-                looks += 1;
-                Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
-            },
-        );
+        let r = answered_late_in(steady_clock(Duration::from_micros(1)));
         assert_eq!(r, Ok(Ok(((), Spun::Answered(Duration::from_micros(3))))));
         // A spinner preempted after a reading and answered when it runs again: the whole
         // time counts (before, 2 µs: the time to the last reading), and it says it was
         // preempted.
-        let mut looks = 0;
-        let clock = test_clock(Duration::from_micros(1), 4, Duration::from_millis(3));
-        let r = spin_clocked(
-            Duration::from_micros(50),
-            || SpinHint::Pause,
-            clock,
-            || {
-                looks += 1;
-                Ok::<_, ()>((looks == 2 * CLOCK_EVERY + 8).then_some(()))
-            },
-        );
+        let r = answered_late_in(test_clock(
+            Duration::from_micros(1),
+            4,
+            Duration::from_millis(3),
+        ));
         let after = Duration::from_micros(3) + Duration::from_millis(3);
         assert_eq!(r, Ok(Ok(((), Spun::Late(after)))));
     }
