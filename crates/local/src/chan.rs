@@ -437,15 +437,13 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                         }
                     }
                 }
-                Pop::Empty if !posted => break TryTake::Empty,
                 // The lane only once the queue is empty, at a look after we saw the post.
-                // SAFETY: we hold the consumer role; the lane slot lives with the channel.
-                Pop::Empty => match unsafe { Slot::take_posted(self.lane) } {
-                    Some(request) => {
-                        break TryTake::Request(request, Some(Slot::core_ptr(self.lane)))
-                    }
-                    None => break TryTake::Empty,
-                },
+                Pop::Empty if posted => {
+                    // SAFETY: we hold the consumer role and saw the post after taking it.
+                    let request = unsafe { Slot::take_posted(self.lane) };
+                    break TryTake::Request(request, Some(Slot::core_ptr(self.lane)));
+                }
+                Pop::Empty => break TryTake::Empty,
             }
         };
         // While we hold the consumer role, nothing but pushes changes the queue: this look is exact
@@ -499,9 +497,10 @@ impl<Rq, Rp, E> Shared<Rq, Rp, E> {
                 }
             }
         }
-        // SAFETY: we hold the consumer role.
-        if let Some(request) = unsafe { Slot::take_posted(self.lane) } {
-            drop(request);
+        // SAFETY: the lane slot lives with the channel.
+        if unsafe { &*self.lane }.is_posted() {
+            // SAFETY: we hold the consumer role and just saw the post.
+            drop(unsafe { Slot::take_posted(self.lane) });
             // SAFETY: we took the request, so we hold the server's share.
             let _ = unsafe {
                 SlotCore::complete(Slot::core_ptr(self.lane), Err(Error::ServerDisappeared))

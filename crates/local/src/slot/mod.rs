@@ -217,25 +217,23 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         self.core.state.load(Ordering::SeqCst) & (POSTED | TAKEN) == POSTED
     }
 
-    /// Consumer side: takes the request posted in the lane slot, if there is one. The slot
-    /// then belongs to the server side until the result is written, as a popped one does.
+    /// Consumer side: takes the request posted in the lane slot. The slot then belongs to
+    /// the server side until the result is written, as a popped one does.
     ///
     /// # Safety
     ///
-    /// `this` is the channel's lane slot and the caller holds the consumer role.
-    pub(crate) unsafe fn take_posted(this: *mut Self) -> Option<Rq> {
+    /// `this` is the channel's lane slot, the caller holds the consumer role, and
+    /// [`Slot::is_posted`] said `true` since it took the role (only the consumer sets TAKEN
+    /// on a posted slot, and a lane call is never withdrawn, so it is still posted).
+    pub(crate) unsafe fn take_posted(this: *mut Self) -> Rq {
         // SAFETY: the lane slot lives as long as the channel, which the caller borrows.
         let s = unsafe { &*this };
-        if !s.is_posted() {
-            return None;
-        }
-        // Only the consumer sets TAKEN on a posted slot, and a lane call is never withdrawn:
-        // the request is ours. AcqRel as in `take_request` (a requester that looks at the
-        // state sees the call taken).
+        // AcqRel as in `take_request` (a requester that looks at the state sees the call
+        // taken).
         s.core.state.fetch_or(TAKEN, Ordering::AcqRel);
         // SAFETY: POSTED was set after the request was written (Release, acquired by the
-        // SeqCst load in `is_posted`), and TAKEN makes it ours alone.
-        Some(unsafe { s.request.with(|p| ptr::read(p).assume_init()) })
+        // caller's SeqCst load in `is_posted`), and TAKEN makes it ours alone.
+        unsafe { s.request.with(|p| ptr::read(p).assume_init()) }
     }
 
     /// Requester side: the result of a lane call, leaving the slot for the lane's next call
