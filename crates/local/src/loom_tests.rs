@@ -285,8 +285,9 @@ fn loom_dropped_reply_future_races_reply() {
 ///
 /// A notifier may unpark a thread that has stopped waiting (it took the waiter, then the
 /// waiter's own look found what it wanted and moved on). The real `unpark` then leaves a token
-/// that a later `park` consumes, but loom's also wakes a thread blocked in `join`, and fails
-/// the model. Waiting for `done` first keeps such a late unpark out of `join`.
+/// that a later `park` consumes, but loom 0.7's also wakes a thread blocked in `join`, and
+/// fails the model on its `state.notified` assertion (tokio-rs/loom#249). Waiting for `done`
+/// first keeps such a late unpark out of `join`.
 fn join_unwoken<T>(t: thread::JoinHandle<T>, done: &loom::sync::atomic::AtomicBool) -> T {
     while !done.load(loom::sync::atomic::Ordering::Acquire) {
         thread::yield_now();
@@ -523,9 +524,7 @@ fn loom_try_pop_does_not_strand_a_later_push() {
 }
 
 /// Two calls in a row through the lane, the server sleeping between them: the lane is free
-/// again after the first, and the second's post wakes the server. (The client is the
-/// model's main thread: loom reports a spinning thread whose only peer waits in `join` as a
-/// deadlock.)
+/// again after the first, and the second's post wakes the server.
 #[test]
 fn loom_two_lane_calls_in_a_row() {
     loom::model(|| {
@@ -569,5 +568,28 @@ fn loom_queued_message_goes_before_a_later_lane_call() {
         client.send(1).unwrap();
         assert_eq!(client.req(2), Ok(3));
         t.join().unwrap();
+    });
+}
+
+/// Two calls in a row from a spawned client, served by the model's main thread: the protocol
+/// of [`loom_two_lane_calls_in_a_row`] with the threads' roles swapped. A client's post may
+/// unpark a server that found the call without sleeping ([`join_unwoken`]): joined at once,
+/// this model fails on loom's assertion from four preemptions on; joined unwoken, it passes
+/// at six.
+#[test]
+fn loom_spawned_client_two_calls() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let (server, client) = channel::<u32, u32, ()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let client_done = done.clone();
+        let t = thread::spawn(move || {
+            assert_eq!(client.req(1), Ok(2));
+            assert_eq!(client.req(10), Ok(11));
+            client_done.store(true, Ordering::Release);
+        });
+        answer(server, 2);
+        join_unwoken(t, &done);
     });
 }
