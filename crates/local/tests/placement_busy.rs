@@ -7,7 +7,8 @@
 //! pinned to each other CPU and killed when the test ends. Skipped, with a message, on a
 //! machine of one CPU or more than 16, or where no look at the machine finds exactly the
 //! loops busy (unseen, the client moves by the idle machine's rule, which `placement.rs`
-//! tests; with yet more busy processes it rightly stays).
+//! tests), or where the client stayed and some look found yet more busy processes (it then
+//! rightly stays: a CI machine's other work, or a competing load run beside the tests).
 #![cfg(target_os = "linux")]
 
 use courier_core::placement::{free_cpu, moves_of_this_thread, room_elsewhere, this_cpu};
@@ -73,13 +74,14 @@ fn a_client_of_short_calls_moves_beside_a_busy_thread() {
             let _ = ctx.reply(x + 1);
         }
     });
-    let (moves, calls, seen_busy) = std::thread::spawn(move || {
+    let (moves, calls, seen_busy, seen_crowded) = std::thread::spawn(move || {
         sched_setaffinity(None, &only(home)).unwrap();
         assert_eq!(client.req(0), Ok(1));
         sched_setaffinity(None, &mask).unwrap();
         let start = Instant::now();
         let mut calls = 0u64;
         let mut seen_busy = false;
+        let mut seen_crowded = false;
         while moves_of_this_thread() == 0 && start.elapsed() < DEADLINE {
             // The kernel may move the client first; it goes back beside the server, since
             // only a move of its own counts.
@@ -90,8 +92,9 @@ fn a_client_of_short_calls_moves_beside_a_busy_thread() {
             calls += 1;
             assert_eq!(client.req(calls), Ok(calls + 1));
             seen_busy |= !room_elsewhere() && free_cpu();
+            seen_crowded |= !free_cpu();
         }
-        (moves_of_this_thread(), calls, seen_busy)
+        (moves_of_this_thread(), calls, seen_busy, seen_crowded)
     })
     .join()
     .unwrap();
@@ -104,6 +107,13 @@ fn a_client_of_short_calls_moves_beside_a_busy_thread() {
              room elsewhere {}, a CPU free {}",
             room_elsewhere(),
             free_cpu()
+        );
+        return;
+    }
+    if moves == 0 && seen_crowded {
+        eprintln!(
+            "skipped: the client stayed ({calls} calls), and some look found every CPU busy \
+             besides the loops: other processes are busy too"
         );
         return;
     }
