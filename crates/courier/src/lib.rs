@@ -137,13 +137,91 @@ pub use courier_core::flat;
 /// assert!(matches!(*ipc, Command::Move { x: 1, y: 2 }));
 /// assert_eq!(core::mem::size_of_val(&ipc), 4096);
 /// ```
+///
+/// A struct whose field is a fixed-capacity string, received as bytes and validated:
+///
+/// ```
+/// use courier::{flat, Ipc};
+///
+/// #[derive(Ipc, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Reading {
+///     sensor: flat::String<8>,
+///     value: f32,
+///     valid: bool,
+/// }
+///
+/// let reading = Reading { sensor: "t0".try_into().unwrap(), value: 21.5, valid: true };
+/// let mut ipc: IpcReading = reading.into_ipc();
+/// let signature = Reading::signature();
+/// let received = IpcReading::from_slice(ipc.as_bytes(), signature).unwrap();
+/// assert_eq!(received.sensor, "t0");
+/// assert_eq!(Reading::from_ipc(ipc).value, 21.5);
+/// ```
+///
+/// A type without `#[repr(C)]` is refused:
+///
+/// ```compile_fail
+/// #[derive(courier::Ipc)]
+/// struct Loose {
+///     value: u32,
+/// }
+/// ```
 pub use courier_derive::Ipc;
 /// `#[derive(IpcSafe)]`: flatipc's other name for [`macro@Ipc`] (the same derive).
+///
+/// # Examples
+///
+/// ```
+/// #[derive(courier::IpcSafe, Clone, Copy)]
+/// #[repr(C)]
+/// struct Reading {
+///     sensor: u16,
+///     value: u32,
+/// }
+///
+/// #[derive(courier::Ipc)]
+/// #[repr(C)]
+/// struct Report {
+///     reading: Reading,
+/// }
+///
+/// let ipc = Report { reading: Reading { sensor: 1, value: 42 } }.to_ipc();
+/// assert_eq!(ipc.reading.value, 42);
+/// ```
 pub use courier_derive::IpcSafe;
 
 pub use courier_core::opcode;
 /// `#[derive(Opcode)]` (see [`opcode`]) and the trait it implements.
 pub use courier_core::opcode::Opcode;
+/// `#[derive(Opcode)]`: a field-less enum becomes the opcodes of scalar messages.
+///
+/// # Examples
+///
+/// ```
+/// use courier::opcode::{Opcode, UnknownOpcode};
+///
+/// #[derive(courier::Opcode, Debug, PartialEq)]
+/// enum Op {
+///     Add = 1,
+///     Clear,
+///     Shutdown = 255,
+/// }
+///
+/// assert_eq!(u32::from(Op::Clear), 2);
+/// assert_eq!(Op::try_from(255), Ok(Op::Shutdown));
+/// assert_eq!(Op::try_from(3), Err(UnknownOpcode(3)));
+/// assert_eq!(Op::from_u32(1), Some(Op::Add));
+/// ```
+///
+/// A variant with fields is refused:
+///
+/// ```compile_fail
+/// #[derive(courier::Opcode)]
+/// enum Op {
+///     Add(u32),
+/// }
+/// ```
 pub use courier_derive::Opcode;
 
 /// The error every request/response transport reports (see [`courier_core::error`]).
@@ -162,6 +240,33 @@ pub mod __private {
 /// `#[courier::service]`: a trait becomes a typed service, its client and its server, on
 /// every std transport (see the `service` module); `#[courier::service(no_std)]` makes a
 /// client and a dispatcher over [`interchange`] instead, for firmware without std.
+///
+/// # Examples
+///
+/// ```
+/// #[courier::service]
+/// pub trait Counter {
+///     /// Adds `n`; fails past `limit`.
+///     fn add(&self, n: u64, limit: u64) -> Result<u64, u8>;
+/// }
+///
+/// struct Total(std::sync::atomic::AtomicU64);
+///
+/// impl Counter for Total {
+///     fn add(&self, n: u64, limit: u64) -> Result<u64, u8> {
+///         use std::sync::atomic::Ordering;
+///         let now = self.0.fetch_add(n, Ordering::SeqCst) + n;
+///         if now > limit { Err(1) } else { Ok(now) }
+///     }
+/// }
+///
+/// let (client, server) = CounterClient::pair();
+/// let worker = std::thread::spawn(move || server.serve(Total(Default::default())));
+/// assert_eq!(client.add(2, 10), Ok(2));
+/// assert_eq!(client.add(9, 10), Err(courier::Error::App(1)));
+/// drop(client);
+/// worker.join().unwrap().unwrap();
+/// ```
 pub use courier_derive::service;
 
 /// The README's examples run as doctests.
