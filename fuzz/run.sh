@@ -40,15 +40,23 @@ export TMPDIR="$scratch"
 trap 'rm -rf "$scratch"' EXIT
 
 echo "fuzz: building $targets"
-for t in $targets; do
-    if ! cargo fuzz build "$t" >"$logs/build-$t.log" 2>&1; then
-        cat "$logs/build-$t.log" >&2
+# Every target in one cargo invocation when all are asked for (their binaries then build in
+# parallel), else one at a time.
+if [ -z "${TARGETS:-}" ]; then
+    builds=("")
+else
+    builds=($targets)
+fi
+for t in "${builds[@]}"; do
+    log="$logs/build-${t:-all}.log"
+    if ! cargo fuzz build $t >"$log" 2>&1; then
+        cat "$log" >&2
         if grep -q "only accepted on the nightly compiler\|sanitizer is not supported\|unsupported sanitizer" \
-            "$logs/build-$t.log"; then
+            "$log"; then
             echo "fuzz: the toolchain cannot build with the sanitizer flags; skipping." >&2
             exit 2
         fi
-        echo "fuzz: building $t failed" >&2
+        echo "fuzz: building ${t:-the targets} failed" >&2
         exit 1
     fi
 done
