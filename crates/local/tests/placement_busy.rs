@@ -91,8 +91,9 @@ fn a_client_of_short_calls_moves_beside_a_busy_thread() {
             }
             calls += 1;
             assert_eq!(client.req(calls), Ok(calls + 1));
-            seen_busy |= !room_elsewhere() && free_cpu();
-            seen_crowded |= !free_cpu();
+            let free = free_cpu();
+            seen_busy |= !room_elsewhere() && free;
+            seen_crowded |= !free;
         }
         (moves_of_this_thread(), calls, seen_busy, seen_crowded)
     })
