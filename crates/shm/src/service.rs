@@ -237,9 +237,10 @@ impl ConnectConfig {
     /// to hold the executor's thread.
     ///
     /// Except on oversubscribed CPUs: a connection whose spins are preempted often (two
-    /// calls within 1,024 busy-polling ones; in the first millisecond of a spin, a stop of
-    /// 30 µs counts, later only one of 0.5 ms, another thread's time slice; a thread with a
-    /// core to itself is never preempted) makes its calls as by default for 250 ms (an
+    /// calls within 1,024 busy-polling ones: a stop of its spin in which the kernel gave
+    /// its CPU to another thread, of 200 µs in the first millisecond of a spin, later of
+    /// 0.5 ms, another thread's time slice; time the hypervisor takes from a virtual CPU
+    /// does not count, and a thread with a core to itself is never preempted) makes its calls as by default for 250 ms (an
     /// adaptive [`spin`](Self::spin) of at most 20 µs, or `limit` if shorter, the worker's
     /// CPU heeded, and for as long as the worker runs on the caller's CPU; long calls
     /// paced), twice as long each time it is preempted again soon after (at most a minute),

@@ -253,6 +253,19 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     }
 }
 
+/// How many times the calling thread has been switched out involuntarily: another thread of
+/// this machine was given its CPU while it could still run (`ru_nivcsw` of
+/// `getrusage(RUSAGE_THREAD)`). Time the hypervisor takes from a virtual CPU, and interrupts,
+/// do not count. `None` if the kernel does not say.
+#[cfg(not(loom))]
+pub(crate) fn involuntary_switches() -> Option<u64> {
+    // SAFETY: `rusage` is plain data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a writable `rusage`, which is what RUSAGE_THREAD fills.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    (r == 0).then(|| u64::try_from(usage.ru_nivcsw).unwrap_or(0))
+}
+
 /// The credentials of the peer of a connected Unix socket. Read with `getsockopt` directly:
 /// rustix's `socket_peercred` builds a non-zero pid, and a peer in another pid namespace has
 /// pid 0 here (which [`Credentials::pid`] then says).

@@ -211,9 +211,10 @@ impl ServerConfig {
     /// worker spinning); the wait's deadline ends the spin.
     ///
     /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two waits
-    /// within 1,024 busy-polling ones; in the first millisecond of a spin, a stop of 30 µs
-    /// counts, later only one of 0.5 ms, another thread's time slice; a thread with a core
-    /// to itself is never preempted) waits as by default for 250 ms (an adaptive
+    /// within 1,024 busy-polling ones: a stop of its spin in which the kernel gave its CPU
+    /// to another thread, of 200 µs in the first millisecond of a spin, later of 0.5 ms,
+    /// another thread's time slice; time the hypervisor takes from a virtual CPU does not
+    /// count, and a thread with a core to itself is never preempted) waits as by default for 250 ms (an adaptive
     /// [`spin`](Self::spin) of at most 50 µs, or `limit` if shorter, yielding to a client
     /// on its own CPU, and for as long as that client runs on it), twice as long each time
     /// it is preempted again soon after (at most a minute), then busy-polls again. Spinning
