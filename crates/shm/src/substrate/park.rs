@@ -187,11 +187,8 @@ const FULL_PROBE_EVERY: u32 = 4;
 const MISS_STREAK: u32 = 4;
 /// A gap this long between two readings of the clock while spinning (16 looks take well
 /// under a microsecond), in which another thread was given the spinner's CPU
-/// ([`switched_out`]), means the spinner was preempted. A shorter one is an idle machine's
-/// housekeeping: on the 2-vCPU KVM VM of the benchmarks, with both CPUs spinning, a kernel
-/// thread takes one for 30–200 µs some tens of times a second (most of them 50–100 µs);
-/// a thread that competes for the CPU in earnest runs for a scheduler slice, milliseconds.
-pub(crate) const PREEMPTED: Duration = Duration::from_micros(200);
+/// ([`switched_out`]), means the spinner was preempted.
+pub(crate) const PREEMPTED: Duration = Duration::from_micros(30);
 
 /// A spinner looks whether its peer died once in this many looks (a load of the watcher's
 /// flag; a few microseconds apart).
@@ -255,9 +252,12 @@ fn is_preemption(
 /// since this thread last asked ([`sys::involuntary_switches`]): what tells a gap in a spin
 /// in which another thread ran (the CPUs are oversubscribed, or the peer shares this one)
 /// from one that the hypervisor took from the virtual CPU, or an interrupt. Spinning
-/// through those costs nobody a CPU. (On the benchmarks' VM, gaps of 30 µs and more come
-/// about a hundred times a second with nothing else running.) Yes for the first ask of a
-/// thread, if the kernel does not say, and under loom.
+/// through those costs nobody a CPU. On the 2-vCPU KVM VM of the benchmarks, with nothing
+/// else running, a spinning thread sees gaps of [`PREEMPTED`] or more 70–180 times a second
+/// (both CPUs spinning: up to 400), and only 2–25 of them are another thread's (kernel
+/// threads' housekeeping, mostly 50–100 µs); with a third spinning thread on the two CPUs,
+/// about 90 a second are, nearly all of a scheduler slice (a millisecond or more). Yes for
+/// the first ask of a thread, if the kernel does not say, and under loom.
 ///
 /// [`sys::involuntary_switches`]: crate::sys::involuntary_switches
 fn switched_out() -> bool {
