@@ -238,7 +238,7 @@ impl ConnectConfig {
     ///
     /// Except on oversubscribed CPUs: a connection whose spins are preempted often (two
     /// calls within 1,024 busy-polling ones: a stop of its spin in which the kernel gave
-    /// its CPU to another thread, of 30 µs in the first millisecond of a spin, later of
+    /// its CPU to another thread, of 200 µs in the first millisecond of a spin, later of
     /// 0.5 ms, another thread's time slice; time the hypervisor takes from a virtual CPU
     /// does not count, and a thread with a core to itself is never preempted) makes its calls as by default for 250 ms (an
     /// adaptive [`spin`](Self::spin) of at most 20 µs, or `limit` if shorter, the worker's

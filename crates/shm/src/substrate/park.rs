@@ -99,12 +99,14 @@ pub(crate) const CLOCK_EVERY: u32 = 16;
 /// A fixed budget ([`AdaptiveSpin::fixed`], for a busy-polling owner) is `max` at every
 /// wait, as long as the CPUs are not oversubscribed. A busy-poller that spins beside more
 /// runnable threads than CPUs holds a CPU its peer, or another process, needs, and loses
-/// whole scheduler slices of its own (milliseconds); it is told by its spins being
-/// preempted often ([`is_preemption`]: late in a long spin, only for another thread's
-/// slice), which a thread with a core to itself never is:
+/// whole scheduler slices of its own (milliseconds); it is told by its spins losing such
+/// slices often ([`Turn::Slice`]: another thread held its CPU for [`SLICE`] or more),
+/// which a thread with a core to itself never does. (The short turns of an idle machine's
+/// kernel threads do not count: some tens a second, they would keep a busy-poller adapting
+/// most of the time.)
 ///
 /// ```text
-/// busy-polling wait preempted (answered or not):
+/// busy-polling wait that lost a slice (answered or not), "preempted" below:
 ///   at most RELAPSE busy-polling waits, and
 ///   at most `calm`, after the owner last adapted -> it adapts again, for `calm`; `calm`
 ///                                                   doubles (at most MAX_CALM)
@@ -204,25 +206,44 @@ pub(crate) enum Spun {
     Answered(Duration),
     /// The budget ran out.
     Missed,
-    /// The budget ran out, and the spinner was preempted meanwhile.
-    Preempted,
+    /// The budget ran out, and the spinner was preempted meanwhile, its longest lost turn
+    /// this long.
+    Preempted(Turn),
     /// The awaited value came after this long (as [`Spun::Answered`]), and the spinner was
-    /// preempted meanwhile.
-    Late(Duration),
+    /// preempted meanwhile, its longest lost turn this long.
+    Late(Duration, Turn),
 }
+
+/// How long another thread held a spinner's CPU, at the longest in one spin: a turn of
+/// [`SLICE`] or more is a scheduler slice of a thread that competes for the CPU; a shorter
+/// one is most often an idle machine's housekeeping (a kernel thread's, some tens of times a
+/// second on the benchmarks' VM, mostly 50–100 µs), or a peer that ran briefly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Turn {
+    /// Shorter than [`SLICE`].
+    Short,
+    /// [`SLICE`] or more.
+    Slice,
+}
+
+/// A turn this long of another thread on a spinner's CPU is a scheduler slice ([`Turn`]).
+const SLICE: Duration = Duration::from_micros(200);
 
 impl Spun {
     /// How long the value took to come, if it came while spinning.
     pub(crate) fn answered_after(self) -> Option<Duration> {
         match self {
-            Spun::Answered(after) | Spun::Late(after) => Some(after),
-            Spun::Missed | Spun::Preempted => None,
+            Spun::Answered(after) | Spun::Late(after, _) => Some(after),
+            Spun::Missed | Spun::Preempted(_) => None,
         }
     }
 
-    /// Whether the spinner was preempted.
-    pub(crate) fn preempted(self) -> bool {
-        matches!(self, Spun::Late(_) | Spun::Preempted)
+    /// Whether the spinner lost a whole scheduler slice to another thread ([`Turn::Slice`]).
+    pub(crate) fn lost_a_slice(self) -> bool {
+        matches!(
+            self,
+            Spun::Late(_, Turn::Slice) | Spun::Preempted(Turn::Slice)
+        )
     }
 }
 
@@ -236,16 +257,22 @@ const PREEMPT_WINDOW: Duration = Duration::from_millis(1);
 const STARVED: Duration = Duration::from_micros(500);
 
 /// Whether a gap from `last` to `t` in a spin that began at `start` is preemption
-/// ([`PREEMPT_WINDOW`]): long enough, and `switched` says that another thread was given the
-/// spinner's CPU (asked only of a gap long enough).
+/// ([`PREEMPT_WINDOW`]), and how long a turn the spinner lost: the gap is long enough, and
+/// `switched` says that another thread was given the spinner's CPU (asked only of a gap
+/// long enough).
 fn is_preemption(
     start: Instant,
     last: Instant,
     t: Instant,
     switched: &mut impl FnMut() -> bool,
-) -> bool {
+) -> Option<Turn> {
     let gap = t - last;
-    gap >= PREEMPTED && (last - start < PREEMPT_WINDOW || gap >= STARVED) && switched()
+    let long_enough = gap >= PREEMPTED && (last - start < PREEMPT_WINDOW || gap >= STARVED);
+    (long_enough && switched()).then_some(if gap >= SLICE {
+        Turn::Slice
+    } else {
+        Turn::Short
+    })
 }
 
 /// Whether another thread of this machine was given this thread's CPU while it could run,
@@ -402,7 +429,7 @@ impl AdaptiveSpin {
     fn record(&self, outcome: Spun) {
         use std::sync::atomic::Ordering::Relaxed;
         match outcome {
-            Spun::Answered(after) | Spun::Late(after) => {
+            Spun::Answered(after) | Spun::Late(after, _) => {
                 self.misses.store(0, Relaxed);
                 let cur = self.cur_ns.load(Relaxed);
                 let doubled = if cur == 0 {
@@ -416,7 +443,7 @@ impl AdaptiveSpin {
                 self.cur_ns
                     .store(doubled.max(needed).min(self.max_ns), Relaxed);
             }
-            Spun::Preempted => {
+            Spun::Preempted(_) => {
                 let cur = self.cur_ns.load(Relaxed);
                 self.cur_ns.store(
                     if cur >= self.max_ns {
@@ -493,7 +520,7 @@ impl BusyPoll {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.waits.load(Relaxed).wrapping_add(1);
         self.waits.store(n, Relaxed);
-        if !outcome.preempted() {
+        if !outcome.lost_a_slice() {
             return;
         }
         let now = now();
@@ -597,7 +624,7 @@ impl Wait<'_> {
                 Some((v, how.answered_after().unwrap_or_default()))
             }
             Err(how) => {
-                if budget <= cap || how == Spun::Preempted || self.busy_polls() {
+                if budget <= cap || matches!(how, Spun::Preempted(_)) || self.busy_polls() {
                     self.record(how);
                 }
                 None
@@ -836,7 +863,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
         spin.record(spun);
     }
     if let Some(pace) = pace {
-        pace.record(slept, spun == Spun::Preempted);
+        pace.record(slept, matches!(spun, Spun::Preempted(_)));
     }
     let answered = match slept {
         None => spun.answered_after(),
@@ -1049,7 +1076,8 @@ fn spin_clocked<T, E>(
     let hint = hint();
     let start = now();
     let mut last = start;
-    let mut preempted = false;
+    // The longest turn lost so far, if any.
+    let mut preempted: Option<Turn> = None;
     let mut looks = 0u32;
     loop {
         if let Some(v) = attempt()? {
@@ -1058,26 +1086,24 @@ fn spin_clocked<T, E>(
             // (That gap holds the work of the look that found the value, which is short
             // for every waiter but a worker that maps a lent buffer there, now and then.)
             let t = now();
-            let late = preempted || is_preemption(start, last, t, &mut switched);
+            let late = preempted.max(is_preemption(start, last, t, &mut switched));
             let after = t - start;
             return Ok(Ok((
                 v,
-                if late {
-                    Spun::Late(after)
-                } else {
-                    Spun::Answered(after)
+                match late {
+                    Some(turn) => Spun::Late(after, turn),
+                    None => Spun::Answered(after),
                 },
             )));
         }
         looks = looks.wrapping_add(1);
         if looks % CLOCK_EVERY == 0 {
             let t = now();
-            preempted = preempted || is_preemption(start, last, t, &mut switched);
+            preempted = preempted.max(is_preemption(start, last, t, &mut switched));
             if t - start >= spin {
-                return Ok(Err(if preempted {
-                    Spun::Preempted
-                } else {
-                    Spun::Missed
+                return Ok(Err(match preempted {
+                    Some(turn) => Spun::Preempted(turn),
+                    None => Spun::Missed,
                 }));
             }
             last = t;
@@ -1258,8 +1284,8 @@ mod tests {
     fn preemption_stops_the_spin_and_rare_short_probes_restart_it() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
         // The first preemption halves the limit, the second leaves no budget.
-        a.record(Spun::Preempted);
-        a.record(Spun::Preempted);
+        a.record(Spun::Preempted(Turn::Slice));
+        a.record(Spun::Preempted(Turn::Slice));
         let budgets: Vec<u64> = (0..CALLER_PROBE_EVERY).map(|_| ns(a.budget())).collect();
         let probes: Vec<usize> = (0..budgets.len()).filter(|&i| budgets[i] != 0).collect();
         assert_eq!(probes, [CALLER_PROBE_EVERY as usize - 1], "{budgets:?}");
@@ -1278,8 +1304,8 @@ mod tests {
     #[test]
     fn an_answer_sets_the_budget_to_at_least_twice_what_it_took() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
-        a.record(Spun::Preempted);
-        a.record(Spun::Preempted);
+        a.record(Spun::Preempted(Turn::Slice));
+        a.record(Spun::Preempted(Turn::Slice));
         a.record(Spun::Answered(Duration::from_micros(6)));
         assert_eq!(ns(a.budget()), 12_000, "more than the probe's 2 µs doubled");
         a.record(Spun::Answered(Duration::from_micros(1)));
@@ -1313,14 +1339,14 @@ mod tests {
             Duration::from_millis(3),
         ));
         let after = Duration::from_micros(3) + Duration::from_millis(3);
-        assert_eq!(r, Ok(Ok(((), Spun::Late(after)))));
+        assert_eq!(r, Ok(Ok(((), Spun::Late(after, Turn::Slice)))));
     }
 
     #[test]
     fn a_caller_with_no_budget_probes_briefly_and_now_and_then_for_its_whole_limit() {
         let a = AdaptiveSpin::caller(Duration::from_micros(20));
-        a.record(Spun::Preempted);
-        a.record(Spun::Preempted);
+        a.record(Spun::Preempted(Turn::Slice));
+        a.record(Spun::Preempted(Turn::Slice));
         let probes: Vec<u64> = (0..2 * FULL_PROBE_EVERY * CALLER_PROBE_EVERY)
             .map(|_| ns(a.budget()))
             .filter(|&b| b != 0)
@@ -1334,8 +1360,8 @@ mod tests {
     #[test]
     fn a_server_probes_with_its_whole_budget() {
         let a = AdaptiveSpin::server(Duration::from_micros(50));
-        a.record(Spun::Preempted);
-        a.record(Spun::Preempted);
+        a.record(Spun::Preempted(Turn::Slice));
+        a.record(Spun::Preempted(Turn::Slice));
         let probes: Vec<u64> = (0..2 * SERVER_PROBE_EVERY)
             .map(|_| ns(a.budget()))
             .filter(|&b| b != 0)
@@ -1613,46 +1639,52 @@ mod tests {
     #[test]
     fn a_fixed_budget_stays_whatever_the_waits_did_unless_often_preempted() {
         let min = MIN_CALM.as_micros() as u64;
-        let late = Spun::Late(Duration::from_millis(3));
+        let late = Spun::Late(Duration::from_millis(3), Turn::Slice);
         let b = Busy::new();
         // Misses, answers and one preempted wait now and then: busy-polling all along.
         b.busy(2 * MISS_STREAK, Spun::Missed);
         b.busy(2 * MISS_STREAK, Spun::Answered(Duration::ZERO));
-        for outcome in [Spun::Preempted, late] {
+        for outcome in [Spun::Preempted(Turn::Slice), late] {
             b.busy(1, outcome);
             b.busy(CLOSE, Spun::Answered(Duration::ZERO));
         }
+        // Short turns lost (an idle machine's housekeeping), however close together: the
+        // same.
+        let short = Duration::from_micros(40);
+        b.busy(2 * CLOSE, Spun::Preempted(Turn::Short));
+        b.busy(2 * CLOSE, Spun::Late(short, Turn::Short));
+        b.busy(CLOSE, Spun::Answered(Duration::ZERO));
         // Two close together: it adapts (the fallback's budget, the hints followed) for
         // MIN_CALM, then busy-polls again.
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         b.busy(CLOSE - 1, Spun::Answered(Duration::ZERO));
         b.busy(1, late);
         assert_eq!(b.adapting(Spun::Answered(Duration::from_micros(1))), min);
         // A relapse (preempted within RELAPSE busy waits of the fallback's end) adapts again,
         // twice as long each time; while its peer shares its CPU it goes on adapting,
         // however long.
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         b.now.set(b.now.get() + 10 * min);
         assert!(!b.wait(true, Spun::Missed), "busy-polling beside its peer");
         assert!(b.wait(false, Spun::Missed));
         b.busy(RELAPSE - 2, Spun::Missed);
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         assert_eq!(b.adapting(Spun::Missed), 4 * min);
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         assert_eq!(b.adapting(Spun::Missed), 8 * min);
         // Preempted soon after a fallback in waits, but later than the next one would last
         // in time (a sporadic caller): no relapse; close to the last preemption in waits,
         // it adapts for MIN_CALM again.
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         assert_eq!(b.adapting(Spun::Missed), 16 * min);
         b.now.set(b.now.get() + 33 * min);
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
         assert_eq!(b.adapting(Spun::Missed), min);
         // The load gone (RELAPSE busy waits unpreempted): one preempted wait is noise again,
         // and the next fallback is MIN_CALM.
         b.busy(RELAPSE, Spun::Missed);
-        b.busy(1, Spun::Preempted);
-        b.busy(1, Spun::Preempted);
+        b.busy(1, Spun::Preempted(Turn::Slice));
+        b.busy(1, Spun::Preempted(Turn::Slice));
         assert_eq!(b.adapting(Spun::Missed), min);
         // Configured.
         assert!(AdaptiveSpin::fixed(Duration::ZERO, AdaptiveSpin::caller(Duration::ZERO)).never());
@@ -1669,7 +1701,7 @@ mod tests {
     fn a_wait_records_as_it_began_though_another_ended_the_fallback_meanwhile() {
         let b = Busy::new();
         let clock = || b.now.get();
-        b.busy(2, Spun::Preempted);
+        b.busy(2, Spun::Preempted(Turn::Slice));
         // One worker's wait begins while its server adapts; another's, once that is over.
         let adapting = b.a.begin_wait_at(false, clock);
         assert!(!adapting.busy_polls());
@@ -1677,7 +1709,7 @@ mod tests {
         let busy = b.a.begin_wait_at(false, clock);
         assert!(busy.busy_polls());
         // The first, preempted, is an adapting wait's miss, not a busy-poller's relapse.
-        adapting.record_at(Spun::Preempted, clock);
+        adapting.record_at(Spun::Preempted(Turn::Slice), clock);
         busy.record_at(Spun::Answered(Duration::ZERO), clock);
         assert!(
             b.wait(false, Spun::Answered(Duration::ZERO)),
@@ -1798,8 +1830,27 @@ mod tests {
         let long = test_clock(step, 3, PREEMPTED - step);
         assert_eq!(
             spin_clocked(budget, || SpinHint::Pause, long, every_gap, nothing),
-            Ok(Err(Spun::Preempted))
+            Ok(Err(Spun::Preempted(Turn::Short)))
         );
+        // The longest turn lost says whether it was a slice: a gap just short of SLICE is
+        // not, one of SLICE is.
+        for (stall, turn) in [
+            (SLICE - step - step, Turn::Short),
+            (SLICE - step, Turn::Slice),
+        ] {
+            let clock = test_clock(step, 3, stall);
+            assert_eq!(
+                spin_clocked(
+                    Duration::from_millis(1),
+                    || SpinHint::Pause,
+                    clock,
+                    every_gap,
+                    nothing
+                ),
+                Ok(Err(Spun::Preempted(turn))),
+                "{stall:?}"
+            );
+        }
         // A gap of PREEMPTED counts only in the first PREEMPT_WINDOW of a spin; later, only
         // one of STARVED (another thread's slice, not an idle machine's housekeeping).
         let long = Duration::from_millis(10);
@@ -1812,7 +1863,7 @@ mod tests {
             every_gap,
             nothing,
         );
-        assert_eq!(r, Ok(Err(Spun::Preempted)));
+        assert_eq!(r, Ok(Err(Spun::Preempted(Turn::Short))));
         let r = spin_clocked(
             long,
             || SpinHint::Pause,
@@ -1828,7 +1879,7 @@ mod tests {
             every_gap,
             nothing,
         );
-        assert_eq!(r, Ok(Err(Spun::Preempted)));
+        assert_eq!(r, Ok(Err(Spun::Preempted(Turn::Slice))));
         // The same for the gap before the look that finds the value (the reading that
         // stalls is the one made when the value comes, as in the test above).
         for (stall, late) in [(STARVED - step - step, false), (STARVED - step, true)] {
@@ -1845,7 +1896,7 @@ mod tests {
                 },
             );
             assert!(
-                matches!(r, Ok(Ok(((), how))) if how.preempted() == late),
+                matches!(r, Ok(Ok(((), how))) if matches!(how, Spun::Late(..)) == late),
                 "{stall:?}: {r:?}"
             );
         }
@@ -1938,7 +1989,7 @@ mod tests {
                     || SpinHint::Pause,
                     || Ok::<Option<()>, ()>(None),
                 );
-                seen = r == Ok(Err(Spun::Preempted));
+                seen = r == Ok(Err(Spun::Preempted(Turn::Slice)));
             }
             stop.store(true, Relaxed);
             seen

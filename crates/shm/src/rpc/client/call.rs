@@ -180,7 +180,9 @@ impl Call {
                         wait.record(spun);
                     }
                     if timed {
-                        self.conn.pace.record(slept, spun == park::Spun::Preempted);
+                        self.conn
+                            .pace
+                            .record(slept, matches!(spun, park::Spun::Preempted(_)));
                     }
                 } else if busy_poll {
                     // A busy-poller counts every wait, and its preemptions (`AdaptiveSpin`).

@@ -212,7 +212,7 @@ impl ServerConfig {
     ///
     /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two waits
     /// within 1,024 busy-polling ones: a stop of its spin in which the kernel gave its CPU
-    /// to another thread, of 30 µs in the first millisecond of a spin, later of 0.5 ms,
+    /// to another thread, of 200 µs in the first millisecond of a spin, later of 0.5 ms,
     /// another thread's time slice; time the hypervisor takes from a virtual CPU does not
     /// count, and a thread with a core to itself is never preempted) waits as by default for 250 ms (an adaptive
     /// [`spin`](Self::spin) of at most 50 µs, or `limit` if shorter, yielding to a client
