@@ -240,11 +240,11 @@ impl ConnectConfig {
     /// calls within 1,024 busy-polling ones: a stop of its spin in which the kernel gave
     /// its CPU to another thread, of 200 µs in the first millisecond of a spin, later of
     /// 0.5 ms, another thread's time slice; time the hypervisor takes from a virtual CPU
-    /// does not count, and a thread with a core to itself is never preempted) makes its calls as by default for 250 ms (an
-    /// adaptive [`spin`](Self::spin) of at most 20 µs, or `limit` if shorter, the worker's
-    /// CPU heeded, and for as long as the worker runs on the caller's CPU; long calls
-    /// paced), twice as long each time it is preempted again soon after (at most a minute),
-    /// then busy-polls again.
+    /// does not count, and a thread with a core to itself is never preempted) makes its
+    /// calls as by default for 250 ms (an adaptive [`spin`](Self::spin) of at most 20 µs,
+    /// or `limit` if shorter, the worker's CPU heeded, and for as long as the worker runs
+    /// on the caller's CPU; long calls paced), twice as long each time it is preempted
+    /// again soon after (at most a minute), then busy-polls again.
     /// Spinning beside more runnable threads than CPUs, a caller holds a CPU the worker or
     /// other processes need, and loses whole scheduler slices (milliseconds) itself: with
     /// one core of two kept busy by another process, 16 MiB `lend_mut` calls busy-polling

@@ -214,12 +214,13 @@ impl ServerConfig {
     /// within 1,024 busy-polling ones: a stop of its spin in which the kernel gave its CPU
     /// to another thread, of 200 µs in the first millisecond of a spin, later of 0.5 ms,
     /// another thread's time slice; time the hypervisor takes from a virtual CPU does not
-    /// count, and a thread with a core to itself is never preempted) waits as by default for 250 ms (an adaptive
-    /// [`spin`](Self::spin) of at most 50 µs, or `limit` if shorter, yielding to a client
-    /// on its own CPU, and for as long as that client runs on it), twice as long each time
-    /// it is preempted again soon after (at most a minute), then busy-polls again. Spinning
-    /// beside more runnable threads than CPUs, it would hold a CPU its clients or other
-    /// processes need, and lose whole scheduler slices (milliseconds) itself.
+    /// count, and a thread with a core to itself is never preempted) waits as by default
+    /// for 250 ms (an adaptive [`spin`](Self::spin) of at most 50 µs, or `limit` if
+    /// shorter, yielding to a client on its own CPU, and for as long as that client runs on
+    /// it), twice as long each time it is preempted again soon after (at most a minute),
+    /// then busy-polls again. Spinning beside more runnable threads than CPUs, it would
+    /// hold a CPU its clients or other processes need, and lose whole scheduler slices
+    /// (milliseconds) itself.
     ///
     /// For latency at the price of a core per worker; pair it with
     /// [`ConnectConfig::busy_poll`](crate::ConnectConfig::busy_poll) in the clients.
