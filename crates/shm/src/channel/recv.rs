@@ -175,16 +175,25 @@ impl ShmChannel {
     }
 
     /// [`WaitStrategy::BusySpin`]: looks at the ring until a message comes or the peer dies.
-    /// Every [`MOVE_CHECK_EVERY`] looks, once the spin has lasted [`park::MOVE_AFTER`], it
-    /// reads the hints again; a peer awake that last waited on this CPU cannot run while we
-    /// spin, so the receiver moves to another CPU ([`move_off_this_cpu`]) and spins
-    /// there. The time is the spin clock's ([`clock::now`]).
+    /// The spin clock ([`clock::now`]) is read every [`MOVE_CHECK_EVERY`] looks:
+    /// - a gap between two readings says whether the CPUs are oversubscribed
+    ///   ([`Contention`]); while they are, a spin that has lasted [`park::YIELD_AFTER`]
+    ///   yields the CPU between looks, so that the sender, if it waits for this CPU, fills
+    ///   its message at full speed;
+    /// - once the spin has lasted [`park::MOVE_AFTER`], it reads the hints again: a peer
+    ///   awake that last waited on this CPU cannot run while we spin, so the receiver moves
+    ///   to another CPU ([`move_off_this_cpu`]) and spins there.
     ///
-    /// The looks follow each other without the spin-loop hint, unless the peer last waited on
-    /// another hardware thread of this core ([`SpinHint`]).
+    /// Otherwise the looks follow each other without the spin-loop hint, unless the peer
+    /// last waited on another hardware thread of this core ([`SpinHint`]).
+    ///
+    /// [`Contention`]: park::Contention
     fn recv_spinning(&self) -> Result<ShmMessage<'_>, ShmError> {
         let mut looks: u32 = 0;
+        // The first reading of the clock, the last, and the last look at the hints.
+        let (mut began, mut last): (Option<Instant>, Option<Instant>) = (None, None);
         let mut since: Option<Instant> = None;
+        let mut yielding = false;
         let mut hint = self.note_cpu().spin_hint;
         loop {
             if let Some(m) = self.try_take()? {
@@ -199,6 +208,10 @@ impl ShmChannel {
             looks = looks.wrapping_add(1);
             if looks % MOVE_CHECK_EVERY == 0 {
                 let now = clock::now();
+                if let Some(last) = last.replace(now) {
+                    self.contention.note(last, now, park::switched_out);
+                }
+                yielding = self.contention.yields(*began.get_or_insert(now), now);
                 if now - *since.get_or_insert(now) >= park::MOVE_AFTER {
                     let mut hints = self.note_cpu();
                     if hints.peer_here && !hints.peer_blocked {
@@ -209,7 +222,11 @@ impl ShmChannel {
                     since = Some(clock::now());
                 }
             }
-            hint.between_looks();
+            if yielding {
+                std::thread::yield_now();
+            } else {
+                hint.between_looks();
+            }
         }
     }
 
@@ -442,6 +459,49 @@ mod tests {
         if attempts > 1 {
             eprintln!("moved itself at attempt {attempts} (the kernel moved it first before)");
         }
+    }
+
+    #[test]
+    fn a_busy_spin_that_loses_slices_to_its_working_sender_yields_to_it() {
+        use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+        use rustix::time::{clock_gettime, ClockId};
+        let mask = sched_getaffinity(None).unwrap();
+        let mut one = CpuSet::new();
+        one.set(sched_getcpu());
+        if sched_setaffinity(None, &one).is_err() {
+            eprintln!("skipped: this thread may not be pinned to one CPU");
+            return;
+        }
+        let cpu_time = || Duration::try_from(clock_gettime(ClockId::ThreadCPUTime)).unwrap();
+        // The sender works for WORK on the receiver's CPU, then sends. A spin that only looks
+        // would get about half of that CPU meanwhile (two runnable threads: the scheduler
+        // alternates them every few milliseconds). This one loses a slice to the sender
+        // within the first few, and from then on yields between looks: it runs only when
+        // the sender's turn is over, for a look.
+        const WORK: Duration = Duration::from_millis(200);
+        let (l, c) = pair(ShmConfig::new());
+        let (spun, pinned) = std::thread::scope(|s| {
+            let sender = s.spawn(move || {
+                let pinned = sched_setaffinity(None, &one).is_ok();
+                let until = Instant::now() + WORK;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                c.send(b"done").unwrap();
+                pinned
+            });
+            let before = cpu_time();
+            let m = l.recv_with(WaitStrategy::BusySpin).map(|m| m.to_vec());
+            let spun = cpu_time() - before;
+            assert_eq!(m.unwrap(), b"done");
+            (spun, sender.join().unwrap())
+        });
+        sched_setaffinity(None, &mask).unwrap();
+        assert!(pinned, "the sender could not be pinned");
+        assert!(
+            spun < WORK / 4,
+            "the receiver took {spun:?} of the CPU in {WORK:?} beside its working sender"
+        );
     }
 
     #[test]
