@@ -215,12 +215,12 @@ pub enum WaitStrategy {
     /// landed. A thread allowed on one CPU only is not moved (it yields instead).
     ///
     /// Where the CPUs are oversubscribed, a spin yields the CPU between looks
-    /// (`sched_yield`) once it has lasted 50 µs: for 250 ms after a spin of this channel
+    /// (`sched_yield`) once it has lasted 500 µs: for 250 ms after a spin of this channel
     /// lost a scheduler slice (another thread held its CPU for 200 µs or more). It never
     /// sleeps: it stays runnable and looks again as soon as nothing else wants the CPU, and
     /// the sender never has to wake it; but a sender that fills a large message beside it
     /// gets the whole CPU (a 16 MiB round trip with a third process spinning on a 2-CPU
-    /// machine: 4.0–4.4 ms yielding, 7.8–8.0 ms spinning throughout). A thread with a CPU
+    /// machine: about 4.0 ms yielding, 7.0–8.0 ms spinning throughout). A thread with a CPU
     /// to itself never loses a slice, and never yields.
     ///
     /// The looks follow each other without the spin-loop hint (`PAUSE`, which takes tens of
