@@ -488,6 +488,19 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// Pins the calling thread to the CPU it runs on, for tests that put threads beside each
+/// other: its affinity mask before (to put back), and the one-CPU mask (to pin other
+/// threads beside it). `None` if it may not be pinned.
+#[cfg(test)]
+pub(crate) fn pin_here() -> Option<(rustix::thread::CpuSet, rustix::thread::CpuSet)> {
+    use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+    let mask = sched_getaffinity(None).ok()?;
+    let mut one = CpuSet::new();
+    one.set(sched_getcpu());
+    sched_setaffinity(None, &one).ok()?;
+    Some((mask, one))
+}
+
 /// A new `eventfd` (close-on-exec), for telling a thread blocked in [`wait_hang_up`] to stop.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(rustix::event::eventfd(

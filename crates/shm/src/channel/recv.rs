@@ -463,15 +463,12 @@ mod tests {
 
     #[test]
     fn a_busy_spin_that_loses_slices_to_its_working_sender_yields_to_it() {
-        use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+        use rustix::thread::sched_setaffinity;
         use rustix::time::{clock_gettime, ClockId};
-        let mask = sched_getaffinity(None).unwrap();
-        let mut one = CpuSet::new();
-        one.set(sched_getcpu());
-        if sched_setaffinity(None, &one).is_err() {
+        let Some((mask, one)) = crate::sys::pin_here() else {
             eprintln!("skipped: this thread may not be pinned to one CPU");
             return;
-        }
+        };
         let cpu_time = || Duration::try_from(clock_gettime(ClockId::ThreadCPUTime)).unwrap();
         // The sender works for WORK on the receiver's CPU, then sends. A spin that only looks
         // would get about half of that CPU meanwhile (two runnable threads: the scheduler
