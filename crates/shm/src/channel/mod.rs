@@ -220,7 +220,7 @@ pub enum WaitStrategy {
     /// sleeps: it stays runnable and looks again as soon as nothing else wants the CPU, and
     /// the sender never has to wake it; but a sender that fills a large message beside it
     /// gets the whole CPU (a 16 MiB round trip with a third process spinning on a 2-CPU
-    /// machine: about 4.0 ms yielding, 7.0–8.0 ms spinning throughout). A thread with a CPU
+    /// machine: about 4.0 ms yielding in most runs, 7.0–8.0 ms spinning throughout). A thread with a CPU
     /// to itself never loses a slice, and never yields.
     ///
     /// The looks follow each other without the spin-loop hint (`PAUSE`, which takes tens of

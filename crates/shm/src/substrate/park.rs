@@ -1062,6 +1062,12 @@ pub(crate) const MOVE_AFTER: Duration = Duration::from_micros(20);
 /// is looked for as before; and a thread that has a CPU to itself never loses a slice, so
 /// it never yields.
 ///
+/// Yielding mends only the spinner's own CPU. When the scheduler leaves the spinner a CPU
+/// to itself and puts its peer beside the third process, the peer fills its message at
+/// half speed and the spinner, never preempted, never yields: runs in that placement took
+/// 7.5–8.0 ms, as before (one in five of the runs measured; only a sleeping receiver,
+/// whose CPU the scheduler then gives to the peer, does better there).
+///
 /// Per channel (`Cell`: a channel is used from one thread at a time).
 #[derive(Debug, Default)]
 pub(crate) struct Contention {
@@ -1075,7 +1081,8 @@ pub(crate) struct Contention {
 /// at 50 µs, 1 MiB round trips came at 3.3–7.9 k a second against 9.2–11.2 k spinning
 /// throughout, for 1.3–2.4× the CPU per call (a spinner that yields in each wait a
 /// preempted peer makes long gives its CPU away to the third process); at 500 µs, at
-/// 9.6–11.0 k, while 16 MiB took 4.0–4.2 ms in three runs of four.
+/// 9.6–11.0 k, while 16 MiB took 4.0–4.2 ms in three runs of four (7.5 ms in the fourth:
+/// see [`Contention`] for the placement that yielding cannot mend).
 pub(crate) const YIELD_AFTER: Duration = Duration::from_micros(500);
 /// How long a lost slice makes long spins yield ([`Contention`]).
 const CONTENDED_FOR: Duration = Duration::from_millis(250);
@@ -2046,15 +2053,12 @@ mod tests {
 
     #[test]
     fn a_spin_beside_a_thread_that_wants_its_cpu_is_preempted() {
-        use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+        use rustix::thread::sched_setaffinity;
         use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-        let mask = sched_getaffinity(None).unwrap();
-        let mut one = CpuSet::new();
-        one.set(sched_getcpu());
-        if sched_setaffinity(None, &one).is_err() {
+        let Some((mask, one)) = crate::sys::pin_here() else {
             eprintln!("skipped: this thread may not be pinned to one CPU");
             return;
-        }
+        };
         // A thread that never sleeps, on this thread's CPU: the scheduler must give it turns
         // taken from this thread's spins, and the spinner must see them.
         let (running, stop) = (AtomicBool::new(false), AtomicBool::new(false));
