@@ -229,6 +229,20 @@ pub(crate) enum Turn {
 /// A turn this long of another thread on a spinner's CPU is a scheduler slice ([`Turn`]).
 const SLICE: Duration = Duration::from_micros(200);
 
+impl Turn {
+    /// The turn another thread had on a spinner's CPU, for a gap this long between two
+    /// readings of the spin clock in which the kernel says another thread ran there: the
+    /// one classification of [`is_preemption`] (an adaptive spin) and [`Contention::note`]
+    /// (a busy spin).
+    fn of(gap: Duration) -> Turn {
+        if gap >= SLICE {
+            Turn::Slice
+        } else {
+            Turn::Short
+        }
+    }
+}
+
 impl Spun {
     /// How long the value took to come, if it came while spinning.
     pub(crate) fn answered_after(self) -> Option<Duration> {
@@ -268,11 +282,7 @@ fn is_preemption(
 ) -> Option<Turn> {
     let gap = t - last;
     let long_enough = gap >= PREEMPTED && (last - start < PREEMPT_WINDOW || gap >= STARVED);
-    (long_enough && switched()).then_some(if gap >= SLICE {
-        Turn::Slice
-    } else {
-        Turn::Short
-    })
+    (long_enough && switched()).then(|| Turn::of(gap))
 }
 
 /// Whether another thread of this machine was given this thread's CPU while it could run,
@@ -1093,7 +1103,7 @@ impl Contention {
     /// of `switched`, only for a gap that long: [`switched_out`] in a spin) makes it
     /// contended for [`CONTENDED_FOR`].
     pub(crate) fn note(&self, last: Instant, now: Instant, switched: impl FnOnce() -> bool) {
-        if now.saturating_duration_since(last) >= SLICE && switched() {
+        if Turn::of(now.saturating_duration_since(last)) == Turn::Slice && switched() {
             self.until.set(Some(now + CONTENDED_FOR));
         }
     }
