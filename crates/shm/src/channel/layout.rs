@@ -15,8 +15,12 @@
 //!            +384 r_wait    u32  the receiver sleeps     (futex word)
 //!            +388 r_cpu     u32  the receiver's CPU      (a hint, see `R_CPU`)
 //! 576      direction 1 control (client -> listener), the same
-//! 1088     message ring of each direction: ring_depth x u64 entries (stamp << 52 | block << 32
-//!          | length; the sender's count of messages is kept in its process only)
+//! 1088     message ring of each direction: ring_depth x 64-byte entries, one line each:
+//!            +0   u64  stamp << 52 | block << 32 | length, or, for a message of at most
+//!                      INLINE_MAX bytes, stamp << 52 | INLINE | length (bit 31 of the
+//!                      length field: see `INLINE`)
+//!            +8   the message itself, if inline (up to 56 bytes)
+//!          (the sender's count of messages is kept in its process only)
 //!          returned ring of each direction: block_count x u32 block indices
 //!          blocks of each direction (64-byte aligned): block_count x block_size bytes
 //!          (each ring, and each direction's blocks, start 128 bytes apart in the segment)
@@ -37,8 +41,18 @@ use crate::substrate::header::Protocol;
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
 pub(super) const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
-/// The channel layout version.
-pub(super) const CHAN_VERSION: u32 = 2;
+/// The channel layout version (3: 64-byte ring entries, with inline messages).
+pub(super) const CHAN_VERSION: u32 = 3;
+
+/// The size of a message-ring entry: one cache line, the entry word and an inline message.
+pub(super) const ENTRY: usize = 64;
+/// Where an inline message lies in its entry (after the entry word).
+pub(super) const INLINE_AT: usize = 8;
+/// The longest message sent inline, in its ring entry, rather than in a block.
+pub(super) const INLINE_MAX: usize = ENTRY - INLINE_AT;
+/// The bit of an entry's length field that marks an inline message (no block length has
+/// it: a block holds at most 2^30 bytes).
+pub(super) const INLINE: u64 = 1 << 31;
 
 /// The largest block, block count and ring depth a layout may have.
 pub(super) const MAX_BLOCK_SIZE: usize = 1 << 30;
@@ -102,7 +116,7 @@ impl Layout {
         let mut off = group(H_LEN)?;
         let ctl = [off, off + CTL_LEN];
         off += 2 * CTL_LEN;
-        let ring_len = align(ring_depth * 8, GROUP)?;
+        let ring_len = align(ring_depth.checked_mul(ENTRY)?, GROUP)?;
         let ring = [off, off + ring_len];
         off += 2 * ring_len;
         let ret_len = align(block_count * 4, GROUP)?;

@@ -35,6 +35,35 @@
 //! to corrupt: a hostile peer may change a message while it is read, so its content is as
 //! untrusted as any input from another process.
 //!
+//! # Inline messages
+//!
+//! A message of at most 56 bytes (`INLINE_MAX`) does not travel in a block: the sender
+//! writes it into its message-ring entry, after the entry word (an entry is a 64-byte line),
+//! and marks the entry `INLINE`; a loaned block whose message turns out that short is
+//! copied into the entry at `publish` and goes straight back to the free list. The receiver
+//! then reads one line the sender wrote, not two (the entry and the block), and returns no
+//! block: in a ping-pong of 8-byte messages between two threads on two CPUs of the
+//! benchmarks' AMD EPYC VM, 340 ns a round trip against 460 ns in a block.
+//!
+//! The receiver's message views the bytes in place, so the entry is held as a block is:
+//!
+//! ```text
+//!   sender                               shared memory                receiver
+//!   reserve slot (room: head) --> entry[tail % depth]: bytes, then
+//!                                 the word, stamped (Release)
+//!                                 IN RING --try_recv: entry (Acquire), past the ones kept
+//!                                 HELD: nobody writes it  <-- kept (local) until the message
+//!                                                             drops; head += the entries
+//!                                                             done with, in order (Release)
+//! ```
+//!
+//! Entries go back in order: `head` passes only entries done with (a block's at once, when
+//! it is taken; an inline message's when it drops), so an inline message held keeps the
+//! entries after it counted as in the ring, and a receiver that holds `ring_depth` messages
+//! leaves the sender a full ring (as holding `block_count` block messages leaves it an empty
+//! pool). The receiver never reads an entry `ring_depth` or more past `head`: the sender
+//! cannot have written it honestly (its slot is one we hold), whatever a hostile one writes.
+//!
 //! # Waiting
 //!
 //! A receiver that finds the ring empty spins briefly (or, when the sender last waited on
@@ -119,8 +148,9 @@ use crate::substrate::ring::{Consumer, Producer};
 use crate::sync::shared::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
-use layout::{read_header, write_header, Layout, R_WAIT, S_WAIT};
+use layout::{read_header, write_header, Layout, ENTRY, INLINE_AT, R_WAIT, S_WAIT};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,8 +207,10 @@ impl ShmConfig {
     }
 
     /// The number of messages each direction's ring holds (1 to 2^20; by default the block
-    /// count, so the ring is full only when the pool is). A shallower ring than the pool lets
-    /// the receiver keep messages while the sender is held back by [`Full`].
+    /// count). A shallower ring than the pool lets the receiver keep messages while the
+    /// sender is held back by [`Full`]. Each entry takes 64 bytes of the segment; a message of
+    /// at most 56 bytes travels in its entry, and a receiver that holds one holds its entry
+    /// (and the room of those after it) until it drops.
     pub fn ring_depth(mut self, depth: usize) -> Self {
         self.ring_depth = Some(depth);
         self
@@ -243,8 +275,9 @@ const CLIENT_TX: usize = 1;
 ///
 /// Both ends can send and receive. Receiving returns a [`ShmMessage`], a view of the message
 /// in its block (read by copy) that gives the block back when dropped; sending copies into a block
-/// ([`ShmChannel::send`]) or writes one in place ([`ShmChannel::loan`]). The channel is `Send`
-/// but not `Sync`: one thread uses an end at a time.
+/// ([`ShmChannel::send`]) or writes one in place ([`ShmChannel::loan`]). A message of at most
+/// 56 bytes travels inline instead, in its ring entry (see the module docs). The channel is
+/// `Send` but not `Sync`: one thread uses an end at a time.
 ///
 /// # Examples
 ///
@@ -286,6 +319,10 @@ pub struct ShmChannel {
     // ring of direction `rx`.
     msg_rx: Cell<Consumer>,
     ret_tx: Cell<Producer>,
+    /// The message-ring entries taken and not handed back yet, from the consumer's count
+    /// on: `true` once done with (a block's entry at once, an inline message's when it is
+    /// dropped). The entries go back in order, as far as the first one still held.
+    kept: Cell<VecDeque<bool>>,
     /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
     /// [`WAIT_SPIN`]).
     spin: AdaptiveSpin,
@@ -413,6 +450,7 @@ impl ShmChannel {
             in_flight: Cell::new(vec![false; lay.block_count]),
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
             ret_tx: Cell::new(Producer::new(lay.block_count)),
+            kept: Cell::new(VecDeque::new()),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
             pace: Pace::default(),
             short_handovers: Cell::new(0),
@@ -464,6 +502,23 @@ impl ShmChannel {
             self.seg
                 .payload_ptr()
                 .add(self.lay.blocks[dir] + idx * self.lay.stride)
+        }
+    }
+
+    /// The entry word of message-ring slot `slot < ring_depth` of direction `dir`.
+    fn entry_word(&self, dir: usize, slot: usize) -> &AtomicU64 {
+        self.u64_at(self.lay.ring[dir] + slot * ENTRY)
+    }
+
+    /// The first byte of the inline message in message-ring slot `slot < ring_depth` of
+    /// direction `dir` (`INLINE_MAX` bytes from there are the entry's).
+    fn inline_ptr(&self, dir: usize, slot: usize) -> *mut u8 {
+        // SAFETY: slot < ring_depth, so the entry lies inside `ring[dir]..ring[dir] +
+        // ring_depth * ENTRY`, within `lay.total`, within the payload.
+        unsafe {
+            self.seg
+                .payload_ptr()
+                .add(self.lay.ring[dir] + slot * ENTRY + INLINE_AT)
         }
     }
 
@@ -583,7 +638,7 @@ mod tests {
 
     #[test]
     fn adversarial_values_are_corrupt_errors() {
-        let cfg = ShmConfig::new().block_size(32).block_count(4);
+        let cfg = ShmConfig::new().block_size(64).block_count(4);
         let lay = cfg.layout().unwrap();
         let rx_ctl = lay.ctl[CLIENT_TX];
         let corrupt = |r: Result<Option<ShmMessage<'_>>, ShmError>| {
@@ -603,12 +658,40 @@ mod tests {
         evil_u64(&evil, lay.ring[CLIENT_TX], LAP_0 | 0xf_ffff << 32 | 1);
         evil_u64(
             &evil,
-            lay.ring[CLIENT_TX] + 8,
-            LAP_0 | 1 << 32 | u64::from(u32::MAX),
+            lay.ring[CLIENT_TX] + layout::ENTRY,
+            LAP_0 | 1 << 32 | u64::from(u32::MAX >> 1),
+        );
+        // An inline message longer than its entry holds.
+        evil_u64(
+            &evil,
+            lay.ring[CLIENT_TX] + 2 * layout::ENTRY,
+            LAP_0 | layout::INLINE | (layout::INLINE_MAX as u64 + 1),
         );
         corrupt(l.try_recv());
         corrupt(l.try_recv());
+        corrupt(l.try_recv());
         assert!(l.try_recv().unwrap().is_none());
+        // A sender that writes entries into the slots of inline messages still held, a lap
+        // ahead: nothing past the ring's depth is taken, and what is held stays the
+        // receiver's until it drops (then the entries are taken as they come).
+        let (l, c, evil) = pair_with(cfg.ring_depth(2));
+        let ring = cfg.ring_depth(2).layout().unwrap().ring[CLIENT_TX];
+        c.send(b"a").unwrap();
+        c.send(b"b").unwrap();
+        let (a, b) = (
+            l.try_recv().unwrap().unwrap(),
+            l.try_recv().unwrap().unwrap(),
+        );
+        const LAP_1: u64 = 2 << 52;
+        evil_u64(&evil, ring, LAP_1 | layout::INLINE | 1);
+        assert!(l.try_recv().unwrap().is_none());
+        assert!(matches!(
+            c.send_timeout(b"c", SHORT),
+            Err(ShmError::Timeout)
+        ));
+        drop(a);
+        assert!(l.try_recv().unwrap().is_some());
+        drop(b);
         // The receiver's head runs ahead of what was sent: seen once the sender reads it,
         // when the head it last read leaves no room in the ring.
         let (_l, c, evil) = pair_with(cfg.ring_depth(2));
@@ -618,8 +701,9 @@ mod tests {
         assert!(matches!(c.send(b"x"), Err(ShmError::Corrupt(_))));
         // A block comes back that was never sent, or twice.
         let (l, c, evil) = pair_with(cfg);
+        // (Messages too long to go inline.)
         for _ in 0..4 {
-            c.send(b"x").unwrap();
+            c.send(&[b'x'; 60]).unwrap();
         }
         drop(l.try_recv().unwrap());
         evil_u32(&evil, lay.ret[CLIENT_TX] + 4, 3);
@@ -704,86 +788,144 @@ mod tests {
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                (0usize..40).prop_map(Op::Send),
-                (0usize..40).prop_map(Op::Loan),
+                (0usize..72).prop_map(Op::Send),
+                (0usize..72).prop_map(Op::Loan),
                 Just(Op::AbandonLoan),
                 Just(Op::TryRecv),
                 any::<usize>().prop_map(Op::DropHeld),
             ]
         }
 
+        /// The model of one direction: messages sent and not taken; for each ring entry
+        /// taken and not handed back yet, from the oldest on, whether it is done with (a
+        /// block's entry at once, an inline message's when the message drops: the entries go
+        /// back in order); blocks in use.
+        #[derive(Default)]
+        struct Model {
+            queue: VecDeque<Vec<u8>>,
+            kept: VecDeque<bool>,
+            handed_back: u64,
+            blocks: usize,
+        }
+
+        impl Model {
+            fn inline(len: usize) -> bool {
+                len <= layout::INLINE_MAX
+            }
+            fn in_ring(&self) -> usize {
+                self.queue.len() + self.kept.len()
+            }
+            fn hand_back(&mut self) {
+                while self.kept.front() == Some(&true) {
+                    self.kept.pop_front();
+                    self.handed_back += 1;
+                }
+            }
+        }
+
         proptest! {
-            /// Against a model (a queue of messages, a count of blocks in use): an honest pair
-            /// never loses, reorders or changes a message, and each error is the model's.
+            /// Against a model (a queue of messages, the ring's entries taken, a count of
+            /// blocks in use): an honest pair never loses, reorders or changes a message, and
+            /// each error is the model's. Messages up to `INLINE_MAX` bytes travel in their
+            /// ring entry (which goes back when the message drops), longer ones in a block.
             #[test]
             fn an_honest_pair_matches_the_model(
                 count in 1usize..6,
                 depth in 1usize..6,
                 ops in proptest::collection::vec(op(), 1..200),
             ) {
-                let bs = 32;
+                let bs = 64;
                 let cfg = ShmConfig::new()
                     .block_size(bs)
                     .block_count(count)
                     .ring_depth(depth)
                     .full(Full::Error);
                 let (l, c) = pair(cfg);
-                let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
-                let mut held: Vec<(ShmMessage<'_>, Vec<u8>)> = Vec::new();
+                let mut m = Model::default();
+                // A held message, what it must hold, and its entry's count if inline.
+                let mut held: Vec<(ShmMessage<'_>, Vec<u8>, Option<u64>)> = Vec::new();
                 let mut n: u8 = 0;
                 for op in ops {
-                    let in_use = queue.len() + held.len();
                     match op {
                         Op::Send(len) | Op::Loan(len) => {
                             n = n.wrapping_add(1);
                             let msg = vec![n; len];
-                            let r = if let Op::Send(_) = op {
-                                c.send(&msg)
-                            } else {
+                            let loan = matches!(op, Op::Loan(_));
+                            let r = if loan {
                                 c.loan().and_then(|mut loan| {
                                     let k = len.min(loan.len());
                                     loan.write_at(0, &msg[..k]).unwrap();
                                     loan.publish(len)
                                 })
+                            } else {
+                                c.send(&msg)
                             };
-                            match r {
-                                Err(ShmError::TooLarge { .. }) => prop_assert!(len > bs),
-                                // A loan is taken before its length is known.
-                                Err(ShmError::PoolExhausted) => {
-                                    prop_assert_eq!(in_use, count);
+                            // A loan takes a block before its length is known; a send takes
+                            // one only for a message too long to go inline.
+                            let needs_block = loan || (!Model::inline(len) && len <= bs);
+                            let want = if !loan && len > bs {
+                                Err("too large")
+                            } else if needs_block && m.blocks == count {
+                                Err("pool exhausted")
+                            } else if len > bs {
+                                Err("too large")
+                            } else if m.in_ring() == depth {
+                                Err("ring full")
+                            } else {
+                                Ok(())
+                            };
+                            let got = match r {
+                                Ok(()) => Ok(()),
+                                Err(ShmError::TooLarge { .. }) => Err("too large"),
+                                Err(ShmError::PoolExhausted) => Err("pool exhausted"),
+                                Err(ShmError::RingFull) => Err("ring full"),
+                                Err(e) => {
+                                    prop_assert!(false, "unexpected {}", e);
+                                    unreachable!()
                                 }
-                                Err(ShmError::RingFull) => {
-                                    prop_assert!(len <= bs && in_use < count);
-                                    prop_assert_eq!(queue.len(), depth);
+                            };
+                            prop_assert_eq!(got, want, "len {}, loan {}", len, loan);
+                            if got.is_ok() {
+                                if !Model::inline(len) {
+                                    m.blocks += 1;
                                 }
-                                Ok(()) => {
-                                    prop_assert!(len <= bs && in_use < count && queue.len() < depth);
-                                    queue.push_back(msg);
-                                }
-                                Err(e) => prop_assert!(false, "unexpected {}", e),
+                                m.queue.push_back(msg);
                             }
                         }
                         Op::AbandonLoan => {
                             match c.loan() {
-                                Ok(loan) => { prop_assert!(in_use < count); drop(loan) }
-                                Err(ShmError::PoolExhausted) => prop_assert_eq!(in_use, count),
+                                Ok(loan) => { prop_assert!(m.blocks < count); drop(loan) }
+                                Err(ShmError::PoolExhausted) => prop_assert_eq!(m.blocks, count),
                                 Err(e) => prop_assert!(false, "unexpected {}", e),
                             }
                         }
                         Op::TryRecv => match l.try_recv() {
-                            Ok(Some(m)) => {
-                                let want = queue.pop_front();
-                                prop_assert_eq!(Some(m.to_vec()), want.clone());
-                                held.push((m, want.unwrap_or_default()));
+                            Ok(Some(msg)) => {
+                                let want = m.queue.pop_front();
+                                prop_assert_eq!(Some(msg.to_vec()), want.clone());
+                                let want = want.unwrap_or_default();
+                                let entry = m.handed_back + m.kept.len() as u64;
+                                let inline = Model::inline(want.len());
+                                m.kept.push_back(!inline);
+                                m.hand_back();
+                                held.push((msg, want, inline.then_some(entry)));
                             }
-                            Ok(None) => prop_assert!(queue.is_empty()),
+                            Ok(None) => prop_assert!(m.queue.is_empty()),
                             Err(e) => prop_assert!(false, "unexpected {}", e),
                         },
                         Op::DropHeld(i) => {
                             if !held.is_empty() {
-                                let (m, want) = held.swap_remove(i % held.len());
+                                let (msg, want, entry) = held.swap_remove(i % held.len());
                                 // Still intact while held.
-                                prop_assert_eq!(m.to_vec(), want);
+                                prop_assert_eq!(msg.to_vec(), want);
+                                drop(msg);
+                                match entry {
+                                    Some(e) => {
+                                        m.kept[(e - m.handed_back) as usize] = true;
+                                        m.hand_back();
+                                    }
+                                    None => m.blocks -= 1,
+                                }
                             }
                         }
                     }

@@ -1,17 +1,19 @@
 //! Receiving: the next entry of the message ring, read once and checked, as a
 //! [`ShmMessage`] (a view of its block) that gives the block back through the returned ring
-//! when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
+//! when dropped, or of the message inline in the entry, which then goes back when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
 //! the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
+use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
 use crate::substrate::clock;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
+use crate::substrate::ring::Consumer;
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
@@ -81,7 +83,15 @@ impl ShmChannel {
         };
         // Woken by the sender after its store of an entry, or by the watcher.
         let word = self.ctl32(self.rx, R_WAIT);
-        let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
+        let waiting = || {
+            let kept = self.kept.take();
+            let ahead = kept.len() as u64;
+            self.kept.set(kept);
+            Ok(self
+                .msg_rx
+                .get()
+                .ready_stamped(ahead, |slot| self.entry(slot)))
+        };
         // Only a look: a message already there is taken below like any other, so that it
         // counts in the handed-over streak of `move_pays`.
         if !waiting()? {
@@ -232,14 +242,52 @@ impl ShmChannel {
 
     fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
         let mut ring = self.msg_rx.get();
-        // The entry is read once; its slot goes back to the sender (Release of `head`) before
-        // the entry is checked, so a bad entry is consumed, not met again.
-        let entry = ring.pop_stamped(self.ctl64(self.rx, HEAD), |slot| self.entry(slot));
-        let Some(entry) = entry else {
-            return Ok(None);
+        let mut kept = self.kept.take();
+        let ahead = kept.len() as u64;
+        // The entry past the ones kept, read once.
+        let entry = ring.peek_stamped(ahead, |slot| self.entry(slot));
+        let r = match entry {
+            None => Ok(None),
+            Some(entry) if entry & INLINE != 0 => {
+                let n = ring.taken().wrapping_add(ahead);
+                let slot = ring.slot(ahead);
+                let len = (entry & (INLINE - 1)) as usize;
+                // Kept until the message drops; a bad entry goes back at once.
+                kept.push_back(len > INLINE_MAX);
+                if len > INLINE_MAX {
+                    self.hand_back(&mut ring, &mut kept);
+                    Err(ShmError::Corrupt("inline message longer than its entry"))
+                } else {
+                    // SAFETY: `slot < ring_depth` and `len <= INLINE_MAX`, so the bytes lie
+                    // inside the entry, inside the segment, which lives as long as the borrow
+                    // of `self`; the entry is HELD by us (kept: the consumer's count stays
+                    // before it until the message drops), so the honest sender does not
+                    // write it (a hostile one may, which changes bytes but not bounds: the
+                    // view makes no reference to them).
+                    let view = unsafe { ShmView::new(self.inline_ptr(self.rx, slot), len) };
+                    Ok(Some(ShmMessage {
+                        ch: self,
+                        held: Held::Entry(n),
+                        view,
+                    }))
+                }
+            }
+            Some(entry) => {
+                // A block's entry: its slot goes back to the sender (Release of `head`, once
+                // every entry before it is back too) before the entry is checked, so a bad
+                // entry is consumed, not met again.
+                kept.push_back(true);
+                self.hand_back(&mut ring, &mut kept);
+                self.block_message(entry)
+            }
         };
+        self.kept.set(kept);
         self.msg_rx.set(ring);
-        park::wake(self.ctl32(self.rx, S_WAIT));
+        r
+    }
+
+    /// The message of a block's entry, checked.
+    fn block_message(&self, entry: u64) -> Result<Option<ShmMessage<'_>>, ShmError> {
         let idx = (entry >> 32) as usize;
         let len = (entry & 0xffff_ffff) as usize;
         if idx >= self.lay.block_count {
@@ -255,18 +303,44 @@ impl ShmChannel {
         let view = unsafe { ShmView::new(self.block_ptr(self.rx, idx), len) };
         Ok(Some(ShmMessage {
             ch: self,
-            idx,
+            held: Held::Block(idx),
             view,
         }))
     }
 
+    /// Hands the entries at the front of `kept` that are done with back to the sender, in
+    /// order (the consumer's count, Release), and wakes a sender waiting for room.
+    fn hand_back(&self, ring: &mut Consumer, kept: &mut VecDeque<bool>) {
+        let mut n = 0;
+        while kept.front() == Some(&true) {
+            kept.pop_front();
+            n += 1;
+        }
+        if n > 0 {
+            ring.advance(n, self.ctl64(self.rx, HEAD));
+            park::wake(self.ctl32(self.rx, S_WAIT));
+        }
+    }
+
+    /// Done with the inline message of entry `n` (a count of the message ring): its entry
+    /// goes back with those before it.
+    fn release_entry(&self, n: u64) {
+        let mut ring = self.msg_rx.get();
+        let mut kept = self.kept.take();
+        if let Some(done) = kept.get_mut(n.wrapping_sub(ring.taken()) as usize) {
+            *done = true;
+        }
+        self.hand_back(&mut ring, &mut kept);
+        self.kept.set(kept);
+        self.msg_rx.set(ring);
+    }
+
     /// The message-ring entry in `slot` of the receiving direction, read once.
     fn entry(&self, slot: usize) -> u64 {
-        // Acquire: pairs with the sender's Release store of the entry (`commit`): the bytes
-        // it wrote into the block are visible once its stamped entry is (Relaxed would let us
-        // read the block before them).
-        self.u64_at(self.lay.ring[self.rx] + slot * 8)
-            .load(Ordering::Acquire)
+        // Acquire: pairs with the sender's Release store of the entry (`commit_entry`): the
+        // bytes it wrote into the block, or into the entry, are visible once its stamped entry
+        // is (Relaxed would let us read them before).
+        self.entry_word(self.rx, slot).load(Ordering::Acquire)
     }
 
     /// Gives block `idx` of the receiving direction back to the sender.
@@ -290,9 +364,10 @@ impl ShmChannel {
     }
 }
 
-/// A received message, in place in its block. Derefs to a [`ShmView`] of its bytes (read by
-/// copy: [`ShmView::to_vec`], [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the
-/// block back to the sender.
+/// A received message, in place in its block (or, for a message of at most 56 bytes, in its
+/// ring entry). Derefs to a [`ShmView`] of its bytes (read by copy: [`ShmView::to_vec`],
+/// [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the block (or the entry) back
+/// to the sender.
 ///
 /// The sender could still write the block (an honest one does not until it comes back), so
 /// no `&[u8]` to it is ever made: what you copy out is what you check and use.
@@ -310,9 +385,18 @@ impl ShmChannel {
 #[derive(Debug)]
 pub struct ShmMessage<'a> {
     ch: &'a ShmChannel,
-    pub(super) idx: usize,
+    pub(super) held: Held,
     /// The message's `len` bytes, HELD by us.
     view: ShmView<'a>,
+}
+
+/// Where a received message lies, held until it drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// In this block of the receiving direction's pool.
+    Block(usize),
+    /// Inline, in the message-ring entry with this count.
+    Entry(u64),
 }
 
 impl<'a> std::ops::Deref for ShmMessage<'a> {
@@ -325,7 +409,10 @@ impl<'a> std::ops::Deref for ShmMessage<'a> {
 
 impl Drop for ShmMessage<'_> {
     fn drop(&mut self) {
-        self.ch.release(self.idx);
+        match self.held {
+            Held::Block(idx) => self.ch.release(idx),
+            Held::Entry(n) => self.ch.release_entry(n),
+        }
     }
 }
 

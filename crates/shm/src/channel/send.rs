@@ -1,10 +1,11 @@
 //! Sending: a block from the local free list, a stack (taking back the ones the receiver
 //! returned first, so the block returned last is reused first),
 //! written by copy ([`ShmChannel::send`]) or in place ([`ShmChannel::loan`] and
-//! [`ShmLoan`]), then published through the message ring. The ownership of a block in each
+//! [`ShmLoan`]), then published through the message ring; or, for a message of at most
+//! `INLINE_MAX` bytes, copied into its ring entry. The ownership of a block in each
 //! phase, and how a full ring or an empty pool waits, are in the module docs of `channel`.
 
-use super::layout::{HEAD, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
+use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{Full, ShmChannel};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
@@ -16,7 +17,8 @@ use crate::view::ShmViewMut;
 use std::time::Duration;
 
 impl ShmChannel {
-    /// Copies `data` into a block and sends it.
+    /// Copies `data` into a block and sends it; a message of at most 56 bytes goes into its
+    /// ring entry instead, and takes no block.
     ///
     /// On a full ring or an exhausted pool this waits (with [`Full::Backpressure`], as long as
     /// the peer lives) or fails (with [`Full::Error`]).
@@ -44,6 +46,25 @@ impl ShmChannel {
                 len: data.len(),
                 max: self.lay.block_size,
             });
+        }
+        if data.len() <= INLINE_MAX {
+            // Inline: no block at all.
+            if self.peer_dead() {
+                return Err(ShmError::PeerDead);
+            }
+            let slot = self.wait_for_room(deadline)?;
+            // SAFETY: `slot` was reserved (the consumer has handed it back: nobody reads it
+            // until it is published) and lies inside the ring; `data.len() <= INLINE_MAX`,
+            // the bytes of the entry from `inline_ptr`; `data` is our own memory, apart.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    self.inline_ptr(self.tx, slot),
+                    data.len(),
+                );
+            }
+            self.commit_entry(slot, INLINE | data.len() as u64);
+            return Ok(());
         }
         let mut loan = self.loan_until(deadline)?;
         loan.write_at(0, data)?;
@@ -293,13 +314,20 @@ impl ShmChannel {
             *f = true;
         }
         self.in_flight.set(in_flight);
+        // `idx < 2^20` and `len <= block_size <= 2^30` leave the stamp's bits and `INLINE`
+        // free.
+        self.commit_entry(slot, ((idx as u64) << 32) | len as u64);
+    }
+
+    /// Publishes `entry` (a block's, or an inline message's written into the slot) in
+    /// `slot`, which [`ShmChannel::wait_for_room`] reserved.
+    fn commit_entry(&self, slot: usize, entry: u64) {
         let mut ring = self.msg_tx.get();
-        // `idx < 2^20` and `len <= block_size < 2^31` leave the stamp's bits free.
-        let entry = ((idx as u64) << 32) | len as u64 | ring.stamp();
         // Release: pairs with the receiver's Acquire load of the entry (`try_take`): the bytes
-        // written into the block are visible to a receiver that sees the stamped entry.
-        self.u64_at(self.lay.ring[self.tx] + slot * 8)
-            .store(entry, Ordering::Release);
+        // written into the block, or into the entry, are visible to a receiver that sees the
+        // stamped entry.
+        self.entry_word(self.tx, slot)
+            .store(entry | ring.stamp(), Ordering::Release);
         ring.commit_stamped();
         self.msg_tx.set(ring);
         park::wake(self.ctl32(self.tx, R_WAIT));
@@ -361,8 +389,9 @@ pub struct ShmLoan<'a> {
 }
 
 impl ShmLoan<'_> {
-    /// Sends the first `len` bytes of the block. On a full ring this waits or fails as the
-    /// channel's [`Full`] says.
+    /// Sends the first `len` bytes of the block (copied into the ring entry if `len` is at
+    /// most 56, the block then going back to the pool). On a full ring this waits or fails
+    /// as the channel's [`Full`] says.
     ///
     /// # Errors
     ///
@@ -389,6 +418,24 @@ impl ShmLoan<'_> {
             });
         }
         let slot = self.ch.wait_for_room(deadline)?;
+        if len <= INLINE_MAX {
+            // Inline: the bytes go into the entry, and the block back to the top of the free
+            // stack when the loan drops, unpublished (it stays in this core's cache, and the
+            // receiver reads one line, not two).
+            // SAFETY: `slot` was reserved (nobody reads it until it is published) and lies
+            // inside the ring, `len <= INLINE_MAX` bytes of the entry from `inline_ptr`; the
+            // block is LOANED to us, `len <= block_size` bytes from its start (checked
+            // above); the two do not overlap (the ring and the blocks are apart).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.view.as_ptr(),
+                    self.ch.inline_ptr(self.ch.tx, slot),
+                    len,
+                );
+            }
+            self.ch.commit_entry(slot, INLINE | len as u64);
+            return Ok(());
+        }
         self.ch.commit(slot, self.idx, len);
         self.published = true;
         Ok(())
@@ -422,20 +469,35 @@ impl Drop for ShmLoan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::layout::INLINE_MAX;
+    use crate::channel::recv::Held;
     use crate::channel::support::*;
     use crate::channel::{Full, ShmConfig, WaitStrategy};
     use std::time::{Duration, Instant};
 
-    /// Sends `n` one-byte messages from `c`, each received by `l` (and its block returned)
-    /// before the next; the blocks they were written in.
+    /// A message one byte too long to go inline: it travels in a block.
+    fn big(b: u8) -> [u8; INLINE_MAX + 1] {
+        [b; INLINE_MAX + 1]
+    }
+
+    /// The block a received message lies in.
+    fn block_of(m: &crate::ShmMessage<'_>) -> usize {
+        match m.held {
+            Held::Block(idx) => idx,
+            Held::Entry(_) => panic!("an inline message"),
+        }
+    }
+
+    /// Sends `n` messages from `c` too long to go inline, each received by `l` (and its
+    /// block returned) before the next; the blocks they were written in.
     fn ping(l: &ShmChannel, c: &ShmChannel, n: u8) -> Vec<usize> {
         (0..n)
             .map(|i| {
                 let mut loan = c.loan().unwrap();
                 let idx = loan.idx;
-                loan.write_at(0, &[i]).unwrap();
-                loan.publish(1).unwrap();
-                assert_eq!(l.recv().unwrap().to_vec(), [i]);
+                loan.write_at(0, &big(i)).unwrap();
+                loan.publish(INLINE_MAX + 1).unwrap();
+                assert_eq!(l.recv().unwrap().to_vec(), big(i));
                 idx
             })
             .collect()
@@ -453,10 +515,10 @@ mod tests {
         assert!(used.iter().all(|&b| b == used[0]), "blocks used: {used:?}");
         // Two messages held by the receiver: two blocks in use, then the later one returned
         // comes back first.
-        c.send(b"a").unwrap();
-        c.send(b"b").unwrap();
+        c.send(&big(1)).unwrap();
+        c.send(&big(2)).unwrap();
         let (a, b) = (l.recv().unwrap(), l.recv().unwrap());
-        let (ia, ib) = (a.idx, b.idx);
+        let (ia, ib) = (block_of(&a), block_of(&b));
         drop(a);
         drop(b);
         assert_eq!(c.loan().unwrap().idx, ib);
@@ -505,8 +567,8 @@ mod tests {
         for (count, sent, taken_back) in [(16, 13, true), (16, 12, false), (8, 7, false)] {
             let (l, c) = pair(ShmConfig::new().block_size(64).block_count(count));
             for i in 0..sent {
-                c.send(&[i as u8]).unwrap();
-                assert_eq!(l.recv().unwrap().to_vec(), [i as u8]);
+                c.send(&big(i as u8)).unwrap();
+                assert_eq!(l.recv().unwrap().to_vec(), big(i as u8));
             }
             assert_eq!(free(&c), count - sent);
             // Nothing to receive: the wait times out, having looked at the returned ring.
@@ -519,8 +581,8 @@ mod tests {
         // returned ring's head, which the taking back stores), or after 10 s.
         let (l, c) = pair(ShmConfig::new().block_size(64).block_count(16));
         for i in 0..13u8 {
-            c.send(&[i]).unwrap();
-            assert_eq!(l.recv().unwrap().to_vec(), [i]);
+            c.send(&big(i)).unwrap();
+            assert_eq!(l.recv().unwrap().to_vec(), big(i));
         }
         let peer = std::thread::spawn(move || {
             let start = Instant::now();
@@ -560,40 +622,44 @@ mod tests {
     fn pool_exhausted_too_large_and_unpublished_loans() {
         let (l, c) = pair(
             ShmConfig::new()
-                .block_size(8)
+                .block_size(64)
                 .block_count(2)
                 .full(Full::Error),
         );
         assert!(matches!(
-            c.send(&[0; 9]),
-            Err(ShmError::TooLarge { len: 9, max: 8 })
+            c.send(&[0; 65]),
+            Err(ShmError::TooLarge { len: 65, max: 64 })
         ));
         let a = c.loan().unwrap();
         let b = c.loan().unwrap();
         assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
         drop(a);
-        assert!(matches!(b.publish(9), Err(ShmError::TooLarge { .. })));
+        assert!(matches!(b.publish(65), Err(ShmError::TooLarge { .. })));
         // Both blocks are free again.
-        c.send(b"1").unwrap();
-        c.send(b"2").unwrap();
-        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        c.send(&big(1)).unwrap();
+        c.send(&big(2)).unwrap();
+        assert!(matches!(c.send(&big(3)), Err(ShmError::PoolExhausted)));
         let m1 = l.try_recv().unwrap().unwrap();
-        assert!(matches!(c.send(b"3"), Err(ShmError::PoolExhausted)));
+        assert!(matches!(c.send(&big(3)), Err(ShmError::PoolExhausted)));
         drop(m1);
-        c.send(b"3").unwrap();
-        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"2");
-        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"3");
+        c.send(&big(3)).unwrap();
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), big(2));
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), big(3));
 
         // With backpressure, a send waits for a block instead, and a message held too long
         // is a timeout.
-        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
-        c.send(b"1").unwrap();
+        let (l, c) = pair(ShmConfig::new().block_size(64).block_count(1));
+        c.send(&big(1)).unwrap();
         let m = l.try_recv().unwrap().unwrap();
         assert!(matches!(
-            c.send_timeout(b"2", SHORT),
+            c.send_timeout(&big(2), SHORT),
             Err(ShmError::Timeout)
         ));
         assert!(matches!(c.loan(), Err(ShmError::PoolExhausted)));
+        // A message short enough to go inline needs no block: it goes, by copy or by loan
+        // (whose block comes back as it is published).
+        c.send(b"inline").unwrap();
+        assert_eq!(l.try_recv().unwrap().unwrap().to_vec(), b"inline");
         std::thread::scope(|s| {
             s.spawn(move || c.loan_timeout(Duration::from_secs(10)).unwrap().publish(0));
             std::thread::sleep(SHORT);
@@ -634,8 +700,8 @@ mod tests {
     fn a_sender_waiting_for_a_block_is_woken_when_one_comes_back() {
         // Waiters sleep without a timeout now: a returned block must wake the sender, not the
         // end of a sleep slice (nor its 10 s deadline).
-        let (l, c) = pair(ShmConfig::new().block_size(8).block_count(1));
-        c.send(b"1").unwrap();
+        let (l, c) = pair(ShmConfig::new().block_size(64).block_count(1));
+        c.send(&big(1)).unwrap();
         let m = l.try_recv().unwrap().unwrap();
         std::thread::scope(|s| {
             let blocked = s.spawn(move || {

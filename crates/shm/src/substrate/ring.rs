@@ -239,27 +239,41 @@ impl Consumer {
         head.store(self.head, Ordering::Release);
     }
 
-    /// Whether the next entry of a stamped ring is there, from its slot (`read` reads the slot
+    /// Whether the entry `ahead` places past the ones taken (see
+    /// [`peek_stamped`](Self::peek_stamped)) is there, from its slot (`read` reads the slot
     /// once, with Acquire).
-    pub(crate) fn ready_stamped(&self, read: impl FnOnce(usize) -> u64) -> bool {
-        read(self.slot(0)) & STAMP_MASK == stamp(self.head, self.depth)
+    pub(crate) fn ready_stamped(&self, ahead: u64, read: impl FnOnce(usize) -> u64) -> bool {
+        self.peek_stamped(ahead, read).is_some()
     }
 
-    /// Takes the next entry of a stamped ring, if its slot holds it: `read` reads the slot
-    /// once (with Acquire: pairs with the producer's Release store of the entry, so what the
-    /// entry describes is visible), then the slot goes back. The entry comes without its
-    /// stamp.
+    /// The entry `ahead` places past the ones taken, if its slot holds it, without taking it:
+    /// `read` reads the slot once (with Acquire: pairs with the producer's Release store of
+    /// the entry, so what the entry describes is visible). The entry comes without its
+    /// stamp. A consumer that keeps entries it has read (their slots still its own, as the
+    /// channel's inline messages) reads past them this way and hands them back in order with
+    /// [`advance`](Self::advance); none is there `depth` places ahead or more, whatever the
+    /// slot says (the producer cannot have written it: its slot is one we keep).
+    pub(crate) fn peek_stamped(&self, ahead: u64, read: impl FnOnce(usize) -> u64) -> Option<u64> {
+        if ahead >= self.depth {
+            return None;
+        }
+        let n = self.head.wrapping_add(ahead);
+        let e = read(self.slot(ahead));
+        (e & STAMP_MASK == stamp(n, self.depth)).then_some(e & !STAMP_MASK)
+    }
+
+    /// Takes the next entry of a stamped ring, if its slot holds it
+    /// ([`peek_stamped`](Self::peek_stamped) with nothing kept), then the slot goes back.
+    /// (The tests' and the model's way; the channel keeps the entries of inline messages.)
+    #[cfg(test)]
     pub(crate) fn pop_stamped(
         &mut self,
         head: &impl Word64,
         read: impl FnOnce(usize) -> u64,
     ) -> Option<u64> {
-        let e = read(self.slot(0));
-        if e & STAMP_MASK != stamp(self.head, self.depth) {
-            return None;
-        }
+        let e = self.peek_stamped(0, read)?;
         self.advance(1, head);
-        Some(e & !STAMP_MASK)
+        Some(e)
     }
 
     /// [`pop_stamped`](Self::pop_stamped) on a ring whose producer never waits for room and
@@ -344,6 +358,42 @@ mod tests {
         assert_eq!(next - want, p.in_ring(&head).unwrap());
     }
 
+    /// Entries kept (read with `peek_stamped`, not handed back) are read past in order, and
+    /// nothing a whole ring ahead is read whatever its slot holds; handed back, their slots
+    /// take the next lap's entries.
+    #[test]
+    fn kept_entries_are_read_past_and_handed_back_in_order() {
+        let head = AtomicU64::new(0);
+        let slots: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
+        let (mut p, mut c) = (Producer::new(3), Consumer::new(3));
+        let read = |s: usize| slots[s].load(Ordering::Acquire);
+        for v in 0..3u64 {
+            let s = p.reserve(&head).unwrap();
+            slots[s].store(v | p.stamp(), Ordering::Release);
+            p.commit_stamped();
+        }
+        assert_eq!(p.reserve(&head), Err(RingError::Full));
+        assert_eq!(
+            (0..4).map(|i| c.peek_stamped(i, read)).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2), None]
+        );
+        // A slot holding the next lap's stamp, a whole ring ahead, is still not read.
+        slots[0].store(9 | stamp(3, 3), Ordering::Release);
+        assert_eq!(c.peek_stamped(3, read), None);
+        assert!(!c.ready_stamped(3, read));
+        // Two handed back: room for two more, read after the one still kept.
+        c.advance(2, &head);
+        for v in 3..5u64 {
+            let s = p.reserve(&head).unwrap();
+            slots[s].store(v | p.stamp(), Ordering::Release);
+            p.commit_stamped();
+        }
+        assert_eq!(p.reserve(&head), Err(RingError::Full));
+        assert_eq!(c.peek_stamped(0, read), Some(2));
+        assert_eq!(c.peek_stamped(1, read), Some(3));
+        assert_eq!(c.peek_stamped(2, read), Some(4));
+    }
+
     #[test]
     fn stamped_entries_are_taken_once_in_order_across_the_stamps_wrap() {
         let head = AtomicU64::new(0);
@@ -351,7 +401,7 @@ mod tests {
         let (mut p, mut c) = (Producer::new(3), Consumer::new(3));
         let read = |s: usize| slots[s].load(Ordering::Acquire);
         // Nothing written yet: no slot holds the first lap's stamp.
-        assert!(!c.ready_stamped(read));
+        assert!(!c.ready_stamped(0, read));
         assert_eq!(c.pop_stamped(&head, read), None);
         let (mut next, mut want) = (0u64, 0u64);
         // 4096 laps and more: the stamp wraps to zero and still tells the laps apart.
@@ -361,7 +411,7 @@ mod tests {
                 p.commit_stamped();
                 next += 1;
             }
-            while c.ready_stamped(read) {
+            while c.ready_stamped(0, read) {
                 assert_eq!(c.pop_stamped(&head, read), Some(want));
                 want += 1;
             }
@@ -557,7 +607,69 @@ mod loom_models {
             }
             assert_eq!(got, [10, 20, 30]);
             producer.join().unwrap();
-            assert!(!c.ready_stamped(|s| ring.slots[s].load(Ordering::Acquire)));
+            assert!(!c.ready_stamped(0, |s| ring.slots[s].load(Ordering::Acquire)));
+        });
+    }
+
+    /// The channel's inline messages: each payload lies in its entry's slot, and the consumer
+    /// keeps the entries it took until it is done with them, done with the second before the
+    /// first, handing them back in order. Loom reports the producer's write of a payload the
+    /// consumer still reads (the third entry goes into the first one's slot).
+    struct Inline {
+        head: AtomicU64,
+        slots: [AtomicU64; DEPTH],
+        payload: [UnsafeCell<u64>; DEPTH],
+    }
+
+    #[test]
+    fn kept_entries_are_not_overwritten_until_handed_back() {
+        loom::model(|| {
+            let ring = Arc::new(Inline {
+                head: AtomicU64::new(0),
+                slots: [AtomicU64::new(0), AtomicU64::new(0)],
+                payload: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            });
+            let r = Arc::clone(&ring);
+            let producer = loom::thread::spawn(move || {
+                let mut p = Producer::new(DEPTH);
+                for v in 1..=N {
+                    let s = loop {
+                        match p.reserve(&r.head) {
+                            Ok(s) => break s,
+                            Err(RingError::Full) => loom::thread::yield_now(),
+                            Err(RingError::Broken) => panic!("an honest ring is never broken"),
+                        }
+                    };
+                    // SAFETY: the slot is the producer's until its entry is stored.
+                    r.payload[s].with_mut(|e| unsafe { *e = v * 10 });
+                    r.slots[s].store(v | p.stamp(), Ordering::Release);
+                    p.commit_stamped();
+                }
+            });
+            let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
+            let next = |c: &Consumer, ahead: u64| loop {
+                match c.peek_stamped(ahead, read) {
+                    Some(e) => break e,
+                    None => loom::thread::yield_now(),
+                }
+            };
+            // SAFETY: a kept entry's slot is the consumer's until it is handed back; loom
+            // reports the read if the producer could write it meanwhile.
+            let payload = |s: usize| ring.payload[s].with(|e| unsafe { *e });
+            let mut c = Consumer::new(DEPTH);
+            let (a, b) = (next(&c, 0), next(&c, 1));
+            // Both slots kept: nothing is read a whole ring ahead.
+            assert_eq!(c.peek_stamped(DEPTH as u64, read), None);
+            let (sa, sb) = (c.slot(0), c.slot(1));
+            let vb = payload(sb);
+            let va = payload(sa);
+            c.advance(2, &ring.head);
+            let e = next(&c, 0);
+            let ve = payload(c.slot(0));
+            c.advance(1, &ring.head);
+            assert_eq!([a, b, e], [1, 2, 3]);
+            assert_eq!([va, vb, ve], [10, 20, 30]);
+            producer.join().unwrap();
         });
     }
 
