@@ -1,7 +1,8 @@
 //! Receiving: the next entry of the message ring, read once and checked, as a
 //! [`ShmMessage`] (a view of its block) that gives the block back through the returned ring
-//! when dropped, or of the message inline in the entry, which then goes back when dropped. How a receiver waits (spin, then park) and learns of the peer's death is in
-//! the module docs of `channel`.
+//! when dropped, or a view of the message inline in the entry, which then goes back when
+//! dropped. How a receiver waits (spin, then park) and learns of the peer's death is in the
+//! module docs of `channel`.
 
 use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};

@@ -13,7 +13,7 @@ use crate::substrate::park::{self, Gave, SpinHint};
 use crate::substrate::ring::RingError;
 use crate::sync::shared::Ordering;
 use crate::sys;
-use crate::view::ShmViewMut;
+use crate::view::{ShmView, ShmViewMut};
 use std::time::Duration;
 
 impl ShmChannel {
@@ -53,17 +53,7 @@ impl ShmChannel {
                 return Err(ShmError::PeerDead);
             }
             let slot = self.wait_for_room(deadline)?;
-            // SAFETY: `slot` was reserved (the consumer has handed it back: nobody reads it
-            // until it is published) and lies inside the ring; `data.len() <= INLINE_MAX`,
-            // the bytes of the entry from `inline_ptr`; `data` is our own memory, apart.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    data.as_ptr(),
-                    self.inline_ptr(self.tx, slot),
-                    data.len(),
-                );
-            }
-            self.commit_entry(slot, INLINE | data.len() as u64);
+            self.commit_inline(slot, &ShmView::from_private(data));
             return Ok(());
         }
         let mut loan = self.loan_until(deadline)?;
@@ -319,6 +309,19 @@ impl ShmChannel {
         self.commit_entry(slot, ((idx as u64) << 32) | len as u64);
     }
 
+    /// Publishes `msg` (at most [`INLINE_MAX`] bytes) inline, copied into `slot`, which
+    /// [`ShmChannel::wait_for_room`] reserved.
+    fn commit_inline(&self, slot: usize, msg: &ShmView<'_>) {
+        let len = msg.len().min(INLINE_MAX);
+        debug_assert_eq!(len, msg.len());
+        // SAFETY: `slot` was reserved (the consumer has handed it back: nobody reads it until
+        // it is published) and lies inside the ring, with `INLINE_MAX >= len` bytes of the
+        // entry from `inline_ptr`; a view's bytes are readable while it lives, and they lie
+        // in this process's memory or in a block, apart from the ring.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.inline_ptr(self.tx, slot), len) };
+        self.commit_entry(slot, INLINE | len as u64);
+    }
+
     /// Publishes `entry` (a block's, or an inline message's written into the slot) in
     /// `slot`, which [`ShmChannel::wait_for_room`] reserved.
     fn commit_entry(&self, slot: usize, entry: u64) {
@@ -422,19 +425,10 @@ impl ShmLoan<'_> {
             // Inline: the bytes go into the entry, and the block back to the top of the free
             // stack when the loan drops, unpublished (it stays in this core's cache, and the
             // receiver reads one line, not two).
-            // SAFETY: `slot` was reserved (nobody reads it until it is published) and lies
-            // inside the ring, `len <= INLINE_MAX` bytes of the entry from `inline_ptr`; the
-            // block is LOANED to us, `len <= block_size` bytes from its start (checked
-            // above); the two do not overlap (the ring and the blocks are apart).
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.view.as_ptr(),
-                    self.ch.inline_ptr(self.ch.tx, slot),
-                    len,
-                );
+            if let Some(msg) = self.view.slice(..len) {
+                self.ch.commit_inline(slot, &msg);
+                return Ok(());
             }
-            self.ch.commit_entry(slot, INLINE | len as u64);
-            return Ok(());
         }
         self.ch.commit(slot, self.idx, len);
         self.published = true;
