@@ -507,6 +507,17 @@ mod loom_models {
     const DEPTH: usize = 2;
     const N: u64 = 3;
 
+    /// The slot for the producer's next entry, once the ring has room.
+    fn reserve(p: &mut Producer, head: &AtomicU64) -> usize {
+        loop {
+            match p.reserve(head) {
+                Ok(s) => break s,
+                Err(RingError::Full) => loom::thread::yield_now(),
+                Err(RingError::Broken) => panic!("an honest ring is never broken"),
+            }
+        }
+    }
+
     struct Ring {
         head: AtomicU64,
         tail: AtomicU64,
@@ -579,13 +590,7 @@ mod loom_models {
             let producer = loom::thread::spawn(move || {
                 let mut p = Producer::new(DEPTH);
                 for v in 1..=N {
-                    let s = loop {
-                        match p.reserve(&r.head) {
-                            Ok(s) => break s,
-                            Err(RingError::Full) => loom::thread::yield_now(),
-                            Err(RingError::Broken) => panic!("an honest ring is never broken"),
-                        }
-                    };
+                    let s = reserve(&mut p, &r.head);
                     let cell = (v - 1) as usize;
                     // SAFETY: the payload cell is the producer's until its entry is stored.
                     r.payload[cell].with_mut(|e| unsafe { *e = v * 10 });
@@ -633,13 +638,7 @@ mod loom_models {
             let producer = loom::thread::spawn(move || {
                 let mut p = Producer::new(DEPTH);
                 for v in 1..=N {
-                    let s = loop {
-                        match p.reserve(&r.head) {
-                            Ok(s) => break s,
-                            Err(RingError::Full) => loom::thread::yield_now(),
-                            Err(RingError::Broken) => panic!("an honest ring is never broken"),
-                        }
-                    };
+                    let s = reserve(&mut p, &r.head);
                     // SAFETY: the slot is the producer's until its entry is stored.
                     r.payload[s].with_mut(|e| unsafe { *e = v * 10 });
                     r.slots[s].store(v | p.stamp(), Ordering::Release);
