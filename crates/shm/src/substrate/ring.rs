@@ -35,18 +35,21 @@
 //! A ring whose entries are one `u64` each with bits 52..64 free (the channel's message ring:
 //! a block index below 2^20 and a length below 2^32) can carry each entry's *lap* in those
 //! bits ([`Producer::stamp`]): `(counter / depth + 1) mod 2^12`. The consumer then finds the
-//! next entry by reading its slot alone ([`Consumer::pop_stamped`]): the slot holds this lap's
-//! stamp once the entry is written, and the previous lap's (or zero, before the first lap)
-//! until then; the producer cannot be a whole lap ahead, since it never overwrites a slot
-//! the consumer has not taken. That saves the consumer a cache miss per entry (the
-//! producer's counter, then the entry), and the producer's counter is then never read:
+//! next entry by reading its slot alone ([`Consumer::peek_stamped`]): the slot holds this
+//! lap's stamp once the entry is written, and the previous lap's (or zero, before the first
+//! lap) until then; the producer cannot be a whole lap ahead, since it never overwrites a
+//! slot the consumer has not handed back. That saves the consumer a cache miss per entry (the
+//! producer's counter, then the entry), and the producer's counter is then never read. A
+//! consumer may keep entries it has read (the channel's inline messages, read in place) and
+//! read past them, `ahead` of `head`, handing them back in order later:
 //!
 //! ```text
 //! producer                                   consumer
-//! reserve: as above                          e = entry[head % depth]         (Acquire)
-//! entry[tail % depth] = e | stamp(tail)      stamp of e != stamp(head) ? empty
-//!                            (Release)       advance: as above
-//! tail += 1 (kept here only)
+//! reserve: as above                          n = head + ahead (ahead < depth)
+//! entry[tail % depth] = e | stamp(tail)      e = entry[n % depth]            (Acquire)
+//!                            (Release)       stamp of e != stamp(n) ? empty
+//! tail += 1 (kept here only)                 advance (entries done with, in order):
+//!                                                                   as above
 //! ```
 //!
 //! A hostile producer can write any entry with any stamp: the consumer takes what the slot
@@ -276,8 +279,9 @@ impl Consumer {
         Some(e)
     }
 
-    /// [`pop_stamped`](Self::pop_stamped) on a ring whose producer never waits for room and
-    /// so never reads our counter: it stays in our memory, unshared (the RPC request ring:
+    /// Takes the next entry ([`peek_stamped`](Self::peek_stamped) with nothing kept, then
+    /// the count moves on) of a ring whose producer never waits for room and so never reads
+    /// our counter: it stays in our memory, unshared (the RPC request ring:
     /// a client never has more calls queued than the ring holds, each being a call slot it
     /// owns until the server has taken it). Such a producer never overwrites an entry we
     /// have not taken, so the slot holds this lap's stamp (an entry) or the previous lap's
