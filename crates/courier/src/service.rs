@@ -1471,7 +1471,8 @@ fn copy_lent<Rp: Wire, F: Wire>(
     len: usize,
     scratch: &mut Vec<u8>,
 ) -> Option<()> {
-    let part = ctx.lent()?.slice(..len)?;
+    let lent = ctx.lent()?;
+    let part = lent.slice(..len)?;
     scratch.clear();
     scratch.resize(len, 0);
     part.copy_to_slice(scratch);

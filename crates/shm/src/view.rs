@@ -152,10 +152,13 @@ impl<'a> ShmView<'a> {
         (index < self.len).then(|| unsafe { self.ptr.add(index).read_volatile() })
     }
 
-    /// The bytes of `range` as a view of their own, or `None` if it does not fit.
-    pub fn slice(&self, range: impl RangeBounds<usize>) -> Option<ShmView<'a>> {
+    /// The bytes of `range` as a view of their own, or `None` if it does not fit. The new view
+    /// borrows this one, so it cannot outlive what holds the bytes (a received message gives
+    /// them back when it drops).
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> Option<ShmView<'_>> {
         let (start, end) = bounds(range, self.len)?;
-        // SAFETY: `start..end` lies inside this view, hence inside the mapping, for `'a`.
+        // SAFETY: `start..end` lies inside this view, hence inside the mapping, and the new
+        // view borrows this one, so it lives no longer than this view does.
         Some(unsafe { ShmView::new(self.ptr.add(start), end - start) })
     }
 
