@@ -16,7 +16,8 @@
 //! Two differences stay, because courier never hands out a Rust reference to bytes another
 //! process can write:
 //! - a [`SampleGuard`] dereferences to a private copy of the message taken at receipt (the
-//!   block is still held until the guard drops, as in crossbar); use [`Self::into_inner`]'s
+//!   block is still held until the guard drops, as in crossbar; a message of at most 56
+//!   bytes came inline, in its ring entry, and holds none); use [`Self::into_inner`]'s
 //!   [`ShmMessage`] or courier's own `ShmChannel` to read in place without the copy;
 //! - a loan is written through [`ShmViewMut`](crate::ShmViewMut) (`copy_from_slice`,
 //!   `write_at`, `write::<T>`) and published with its length: `loan.publish(len)`.
@@ -182,7 +183,7 @@ impl ShmChannel {
 }
 
 /// A received message: derefs to a private copy of its bytes, taken at receipt, and holds
-/// its block until dropped (crossbar's `SampleGuard`).
+/// its block (if it came in one) until dropped (crossbar's `SampleGuard`).
 #[derive(Debug)]
 pub struct SampleGuard<'a> {
     msg: ShmMessage<'a>,

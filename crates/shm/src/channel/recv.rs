@@ -1,8 +1,8 @@
 //! Receiving: the next entry of the message ring, read once and checked, as a
-//! [`ShmMessage`] (a view of its block) that gives the block back through the returned ring
-//! when dropped, or a view of the message inline in the entry, which then goes back when
-//! dropped. How a receiver waits (spin, then park) and learns of the peer's death is in the
-//! module docs of `channel`.
+//! [`ShmMessage`]: a view of its block, which goes back through the returned ring when the
+//! message drops, or a private copy of a message that came inline in its entry (the entry
+//! goes back at once). How a receiver waits (spin, then park) and learns of the peer's death
+//! is in the module docs of `channel`.
 
 use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
@@ -10,11 +10,10 @@ use crate::error::ShmError;
 use crate::substrate::clock;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
-use crate::substrate::ring::Consumer;
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
-use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 /// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
@@ -84,15 +83,7 @@ impl ShmChannel {
         };
         // Woken by the sender after its store of an entry, or by the watcher.
         let word = self.ctl32(self.rx, R_WAIT);
-        let waiting = || {
-            let kept = self.kept.take();
-            let ahead = kept.len() as u64;
-            self.kept.set(kept);
-            Ok(self
-                .msg_rx
-                .get()
-                .ready_stamped(ahead, |slot| self.entry(slot)))
-        };
+        let waiting = || Ok(self.msg_rx.get().ready_stamped(|slot| self.entry(slot)));
         // Only a look: a message already there is taken below like any other, so that it
         // counts in the handed-over streak of `move_pays`.
         if !waiting()? {
@@ -243,48 +234,52 @@ impl ShmChannel {
 
     fn try_take(&self) -> Result<Option<ShmMessage<'_>>, ShmError> {
         let mut ring = self.msg_rx.get();
-        let mut kept = self.kept.take();
-        let ahead = kept.len() as u64;
-        // The entry past the ones kept, read once.
-        let entry = ring.peek_stamped(ahead, |slot| self.entry(slot));
-        let r = match entry {
-            None => Ok(None),
-            Some(entry) if entry & INLINE != 0 => {
-                let n = ring.taken().wrapping_add(ahead);
-                let slot = ring.slot(ahead);
-                let len = (entry & (INLINE - 1)) as usize;
-                // Kept until the message drops; a bad entry goes back at once.
-                kept.push_back(len > INLINE_MAX);
-                if len > INLINE_MAX {
-                    self.hand_back(&mut ring, &mut kept);
-                    Err(ShmError::Corrupt("inline message longer than its entry"))
-                } else {
-                    // SAFETY: `slot < ring_depth` and `len <= INLINE_MAX`, so the bytes lie
-                    // inside the entry, inside the segment, which lives as long as the borrow
-                    // of `self`; the entry is HELD by us (kept: the consumer's count stays
-                    // before it until the message drops), so the honest sender does not
-                    // write it (a hostile one may, which changes bytes but not bounds: the
-                    // view makes no reference to them).
-                    let view = unsafe { ShmView::new(self.inline_ptr(self.rx, slot), len) };
-                    Ok(Some(ShmMessage {
-                        ch: self,
-                        held: Held::Entry(n),
-                        view,
-                    }))
-                }
-            }
-            Some(entry) => {
-                // A block's entry: its slot goes back to the sender (Release of `head`, once
-                // every entry before it is back too) before the entry is checked, so a bad
-                // entry is consumed, not met again.
-                kept.push_back(true);
-                self.hand_back(&mut ring, &mut kept);
-                self.block_message(entry)
-            }
+        // The entry is read once. An inline message is copied out of it; then its slot goes
+        // back to the sender (Release of `head`) before the entry is checked further, so a
+        // bad entry is consumed, not met again.
+        let Some(entry) = ring.peek_stamped(|slot| self.entry(slot)) else {
+            return Ok(None);
         };
-        self.kept.set(kept);
+        let inline = (entry & INLINE != 0).then(|| self.inline_message(ring.slot(0), entry));
+        ring.advance(1, self.ctl64(self.rx, HEAD));
         self.msg_rx.set(ring);
-        r
+        park::wake(self.ctl32(self.rx, S_WAIT));
+        match inline {
+            Some(message) => message.map(Some),
+            None => self.block_message(entry),
+        }
+    }
+
+    /// The inline message of the entry in `slot`, copied into a cell of this process (the
+    /// entry goes back once this returns), checked.
+    fn inline_message(&self, slot: usize, entry: u64) -> Result<ShmMessage<'_>, ShmError> {
+        let len = (entry & (INLINE - 1)) as usize;
+        if len > INLINE_MAX {
+            return Err(ShmError::Corrupt("inline message longer than its entry"));
+        }
+        let mut cells = self.cells.take();
+        let cell = cells.pop().unwrap_or_else(|| Box::new([0; INLINE_MAX]));
+        self.cells.set(cells);
+        let cell = NonNull::from(Box::leak(cell)).cast::<u8>();
+        // SAFETY: the source is `len <= INLINE_MAX` bytes of the entry in `slot <
+        // ring_depth`, inside the segment; the entry is not handed back yet, so the honest
+        // sender does not write it (a hostile one may, which changes the bytes we copy, not
+        // their bounds; the copy makes no reference to them). The destination is the cell:
+        // `INLINE_MAX` bytes of this process's memory, ours alone.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.inline_ptr(self.rx, slot), cell.as_ptr(), len)
+        };
+        // SAFETY: `len` bytes of the cell, which stays allocated until the message drops and
+        // is touched by nothing else meanwhile (no reference to it exists: the message keeps
+        // it as a raw pointer). The view does not outlive the message: it is reached only by
+        // reference, through the message (`Deref`), and the views cut from it borrow it
+        // (`ShmView::slice`).
+        let view = unsafe { ShmView::new(cell.as_ptr(), len) };
+        Ok(ShmMessage {
+            ch: self,
+            held: Held::Inline(cell),
+            view,
+        })
     }
 
     /// The message of a block's entry, checked.
@@ -309,31 +304,17 @@ impl ShmChannel {
         }))
     }
 
-    /// Hands the entries at the front of `kept` that are done with back to the sender, in
-    /// order (the consumer's count, Release), and wakes a sender waiting for room.
-    fn hand_back(&self, ring: &mut Consumer, kept: &mut VecDeque<bool>) {
-        let mut n = 0;
-        while kept.front() == Some(&true) {
-            kept.pop_front();
-            n += 1;
+    /// Takes back the cell of a dropped inline message, for the next one (a few are kept:
+    /// as many as the ring holds).
+    fn give_back_cell(&self, cell: NonNull<u8>) {
+        // SAFETY: `cell` came from `Box::leak` of a `Box<[u8; INLINE_MAX]>` in
+        // `inline_message`, and its message, the only holder, is being dropped.
+        let cell = unsafe { Box::from_raw(cell.cast::<[u8; INLINE_MAX]>().as_ptr()) };
+        let mut cells = self.cells.take();
+        if cells.len() < self.lay.ring_depth {
+            cells.push(cell);
         }
-        if n > 0 {
-            ring.advance(n, self.ctl64(self.rx, HEAD));
-            park::wake(self.ctl32(self.rx, S_WAIT));
-        }
-    }
-
-    /// Done with the inline message of entry `n` (a count of the message ring): its entry
-    /// goes back with those before it.
-    fn release_entry(&self, n: u64) {
-        let mut ring = self.msg_rx.get();
-        let mut kept = self.kept.take();
-        if let Some(done) = kept.get_mut(n.wrapping_sub(ring.taken()) as usize) {
-            *done = true;
-        }
-        self.hand_back(&mut ring, &mut kept);
-        self.kept.set(kept);
-        self.msg_rx.set(ring);
+        self.cells.set(cells);
     }
 
     /// The message-ring entry in `slot` of the receiving direction, read once.
@@ -365,13 +346,15 @@ impl ShmChannel {
     }
 }
 
-/// A received message, in place in its block (or, for a message of at most 56 bytes, in its
-/// ring entry). Derefs to a [`ShmView`] of its bytes (read by copy: [`ShmView::to_vec`],
-/// [`ShmView::read_at`], [`ShmView::read`]); dropping it gives the block (or the entry) back
-/// to the sender.
+/// A received message, in place in its block (or, for a message of at most 56 bytes, which
+/// came inline in its ring entry, a copy in this process). Derefs to a [`ShmView`] of its
+/// bytes (read by copy: [`ShmView::to_vec`], [`ShmView::read_at`], [`ShmView::read`]);
+/// dropping it gives the block back to the sender.
 ///
 /// The sender could still write the block (an honest one does not until it comes back), so
-/// no `&[u8]` to it is ever made: what you copy out is what you check and use.
+/// no `&[u8]` to it is ever made: what you copy out is what you check and use. Holding a
+/// message holds its block, and nothing else: an inline message's entry went back to the
+/// sender when it was taken.
 ///
 /// # Examples
 ///
@@ -396,8 +379,8 @@ pub struct ShmMessage<'a> {
 pub(super) enum Held {
     /// In this block of the receiving direction's pool.
     Block(usize),
-    /// Inline, in the message-ring entry with this count.
-    Entry(u64),
+    /// Copied out of its ring entry, in this cell (`INLINE_MAX` bytes, a leaked `Box`).
+    Inline(NonNull<u8>),
 }
 
 impl<'a> std::ops::Deref for ShmMessage<'a> {
@@ -412,7 +395,7 @@ impl Drop for ShmMessage<'_> {
     fn drop(&mut self) {
         match self.held {
             Held::Block(idx) => self.ch.release(idx),
-            Held::Entry(n) => self.ch.release_entry(n),
+            Held::Inline(cell) => self.ch.give_back_cell(cell),
         }
     }
 }

@@ -478,7 +478,7 @@ mod tests {
     fn block_of(m: &crate::ShmMessage<'_>) -> usize {
         match m.held {
             Held::Block(idx) => idx,
-            Held::Entry(_) => panic!("an inline message"),
+            Held::Inline(_) => panic!("an inline message"),
         }
     }
 

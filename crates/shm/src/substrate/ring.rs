@@ -32,24 +32,25 @@
 //!
 //! # Stamped entries
 //!
-//! A ring whose entries are one `u64` each with bits 52..64 free (the channel's message ring:
-//! a block index below 2^20 and a length below 2^32) can carry each entry's *lap* in those
-//! bits ([`Producer::stamp`]): `(counter / depth + 1) mod 2^12`. The consumer then finds the
-//! next entry by reading its slot alone ([`Consumer::peek_stamped`]): the slot holds this
-//! lap's stamp once the entry is written, and the previous lap's (or zero, before the first
-//! lap) until then; the producer cannot be a whole lap ahead, since it never overwrites a
-//! slot the consumer has not handed back. That saves the consumer a cache miss per entry (the
-//! producer's counter, then the entry), and the producer's counter is then never read. A
-//! consumer may keep entries it has read (the channel's inline messages, read in place) and
-//! read past them, `ahead` of `head`, handing them back in order later:
+//! A ring whose entry words are `u64`s with bits 52..64 free (the channel's message ring: a
+//! block index below 2^20 and a length below 2^32, or an inline message's length and flag;
+//! the word may open a larger slot, as the channel's 64-byte entries) can carry each entry's
+//! *lap* in those bits ([`Producer::stamp`]): `(counter / depth + 1) mod 2^12`. The consumer
+//! then finds the next entry by reading its slot alone ([`Consumer::peek_stamped`]): the slot
+//! holds this lap's stamp once the entry is written, and the previous lap's (or zero, before
+//! the first lap) until then; the producer cannot be a whole lap ahead, since it never
+//! overwrites a slot the consumer has not handed back. That saves the consumer a cache miss
+//! per entry (the producer's counter, then the entry), and the producer's counter is then
+//! never read. What else the slot holds (an inline message) the consumer reads between the
+//! look and the hand-back:
 //!
 //! ```text
 //! producer                                   consumer
-//! reserve: as above                          n = head + ahead (ahead < depth)
-//! entry[tail % depth] = e | stamp(tail)      e = entry[n % depth]            (Acquire)
-//!                            (Release)       stamp of e != stamp(n) ? empty
-//! tail += 1 (kept here only)                 advance (entries done with, in order):
-//!                                                                   as above
+//! reserve: as above                          e = entry[head % depth]         (Acquire)
+//! slot[tail % depth]: the rest, then         stamp of e != stamp(head) ? empty
+//! entry[tail % depth] = e | stamp(tail)      read the rest of the slot
+//!                            (Release)       advance: as above
+//! tail += 1 (kept here only)
 //! ```
 //!
 //! A hostile producer can write any entry with any stamp: the consumer takes what the slot
@@ -242,50 +243,44 @@ impl Consumer {
         head.store(self.head, Ordering::Release);
     }
 
-    /// Whether the entry `ahead` places past the ones taken (see
-    /// [`peek_stamped`](Self::peek_stamped)) is there, from its slot (`read` reads the slot
+    /// Whether the next entry of a stamped ring is there, from its slot (`read` reads the slot
     /// once, with Acquire).
-    pub(crate) fn ready_stamped(&self, ahead: u64, read: impl FnOnce(usize) -> u64) -> bool {
-        self.peek_stamped(ahead, read).is_some()
+    pub(crate) fn ready_stamped(&self, read: impl FnOnce(usize) -> u64) -> bool {
+        self.peek_stamped(read).is_some()
     }
 
-    /// The entry `ahead` places past the ones taken, if its slot holds it, without taking it:
-    /// `read` reads the slot once (with Acquire: pairs with the producer's Release store of
-    /// the entry, so what the entry describes is visible). The entry comes without its
-    /// stamp. A consumer that keeps entries it has read (their slots still its own, as the
-    /// channel's inline messages) reads past them this way and hands them back in order with
-    /// [`advance`](Self::advance); none is there `depth` places ahead or more, whatever the
-    /// slot says (the producer cannot have written it: its slot is one we keep).
-    pub(crate) fn peek_stamped(&self, ahead: u64, read: impl FnOnce(usize) -> u64) -> Option<u64> {
-        if ahead >= self.depth {
-            return None;
-        }
-        let n = self.head.wrapping_add(ahead);
-        let e = read(self.slot(ahead));
-        (e & STAMP_MASK == stamp(n, self.depth)).then_some(e & !STAMP_MASK)
+    /// The next entry of a stamped ring, if its slot holds it, without taking it: `read`
+    /// reads the slot once (with Acquire: pairs with the producer's Release store of the
+    /// entry, so what the entry describes is visible). The entry comes without its stamp. A
+    /// consumer that reads more of the slot than the entry (the channel's inline messages,
+    /// which lie in it) does so before it hands the slot back with
+    /// [`advance`](Self::advance).
+    pub(crate) fn peek_stamped(&self, read: impl FnOnce(usize) -> u64) -> Option<u64> {
+        let e = read(self.slot(0));
+        (e & STAMP_MASK == stamp(self.head, self.depth)).then_some(e & !STAMP_MASK)
     }
 
     /// Takes the next entry of a stamped ring, if its slot holds it
-    /// ([`peek_stamped`](Self::peek_stamped) with nothing kept), then the slot goes back.
-    /// (The tests' and the model's way; the channel keeps the entries of inline messages.)
+    /// ([`peek_stamped`](Self::peek_stamped)), then the slot goes back. (The tests' and the
+    /// models' way; the channel reads an inline message out of the slot in between.)
     #[cfg(test)]
     pub(crate) fn pop_stamped(
         &mut self,
         head: &impl Word64,
         read: impl FnOnce(usize) -> u64,
     ) -> Option<u64> {
-        let e = self.peek_stamped(0, read)?;
+        let e = self.peek_stamped(read)?;
         self.advance(1, head);
         Some(e)
     }
 
-    /// Takes the next entry ([`peek_stamped`](Self::peek_stamped) with nothing kept, then
-    /// the count moves on) of a ring whose producer never waits for room and so never reads
-    /// our counter: it stays in our memory, unshared (the RPC request ring:
-    /// a client never has more calls queued than the ring holds, each being a call slot it
-    /// owns until the server has taken it). Such a producer never overwrites an entry we
-    /// have not taken, so the slot holds this lap's stamp (an entry) or the previous lap's
-    /// (none yet); any other is a broken producer.
+    /// Takes the next entry ([`peek_stamped`](Self::peek_stamped), then the count moves on)
+    /// of a ring whose producer never waits for room and so never reads our counter: it
+    /// stays in our memory, unshared (the RPC request ring: a client never has more calls
+    /// queued than the ring holds, each being a call slot it owns until the server has taken
+    /// it). Such a producer never overwrites an entry we have not taken, so the slot holds
+    /// this lap's stamp (an entry) or the previous lap's (none yet); any other is a broken
+    /// producer.
     ///
     /// # Errors
     ///
@@ -362,42 +357,6 @@ mod tests {
         assert_eq!(next - want, p.in_ring(&head).unwrap());
     }
 
-    /// Entries kept (read with `peek_stamped`, not handed back) are read past in order, and
-    /// nothing a whole ring ahead is read whatever its slot holds; handed back, their slots
-    /// take the next lap's entries.
-    #[test]
-    fn kept_entries_are_read_past_and_handed_back_in_order() {
-        let head = AtomicU64::new(0);
-        let slots: Vec<AtomicU64> = (0..3).map(|_| AtomicU64::new(0)).collect();
-        let (mut p, mut c) = (Producer::new(3), Consumer::new(3));
-        let read = |s: usize| slots[s].load(Ordering::Acquire);
-        for v in 0..3u64 {
-            let s = p.reserve(&head).unwrap();
-            slots[s].store(v | p.stamp(), Ordering::Release);
-            p.commit_stamped();
-        }
-        assert_eq!(p.reserve(&head), Err(RingError::Full));
-        assert_eq!(
-            (0..4).map(|i| c.peek_stamped(i, read)).collect::<Vec<_>>(),
-            [Some(0), Some(1), Some(2), None]
-        );
-        // A slot holding the next lap's stamp, a whole ring ahead, is still not read.
-        slots[0].store(9 | stamp(3, 3), Ordering::Release);
-        assert_eq!(c.peek_stamped(3, read), None);
-        assert!(!c.ready_stamped(3, read));
-        // Two handed back: room for two more, read after the one still kept.
-        c.advance(2, &head);
-        for v in 3..5u64 {
-            let s = p.reserve(&head).unwrap();
-            slots[s].store(v | p.stamp(), Ordering::Release);
-            p.commit_stamped();
-        }
-        assert_eq!(p.reserve(&head), Err(RingError::Full));
-        assert_eq!(c.peek_stamped(0, read), Some(2));
-        assert_eq!(c.peek_stamped(1, read), Some(3));
-        assert_eq!(c.peek_stamped(2, read), Some(4));
-    }
-
     #[test]
     fn stamped_entries_are_taken_once_in_order_across_the_stamps_wrap() {
         let head = AtomicU64::new(0);
@@ -405,7 +364,7 @@ mod tests {
         let (mut p, mut c) = (Producer::new(3), Consumer::new(3));
         let read = |s: usize| slots[s].load(Ordering::Acquire);
         // Nothing written yet: no slot holds the first lap's stamp.
-        assert!(!c.ready_stamped(0, read));
+        assert!(!c.ready_stamped(read));
         assert_eq!(c.pop_stamped(&head, read), None);
         let (mut next, mut want) = (0u64, 0u64);
         // 4096 laps and more: the stamp wraps to zero and still tells the laps apart.
@@ -415,7 +374,7 @@ mod tests {
                 p.commit_stamped();
                 next += 1;
             }
-            while c.ready_stamped(0, read) {
+            while c.ready_stamped(read) {
                 assert_eq!(c.pop_stamped(&head, read), Some(want));
                 want += 1;
             }
@@ -616,14 +575,14 @@ mod loom_models {
             }
             assert_eq!(got, [10, 20, 30]);
             producer.join().unwrap();
-            assert!(!c.ready_stamped(0, |s| ring.slots[s].load(Ordering::Acquire)));
+            assert!(!c.ready_stamped(|s| ring.slots[s].load(Ordering::Acquire)));
         });
     }
 
-    /// The channel's inline messages: each payload lies in its entry's slot, and the consumer
-    /// keeps the entries it took until it is done with them, done with the second before the
-    /// first, handing them back in order. Loom reports the producer's write of a payload the
-    /// consumer still reads (the third entry goes into the first one's slot).
+    /// The channel's inline messages: each payload lies in its entry's slot, which the
+    /// consumer reads (copies out) after the entry and before it hands the slot back. With
+    /// two slots and three entries, the third goes into the first one's slot: loom reports
+    /// the producer's write if it could overlap the consumer's read of that slot.
     struct Inline {
         head: AtomicU64,
         slots: [AtomicU64; DEPTH],
@@ -631,7 +590,7 @@ mod loom_models {
     }
 
     #[test]
-    fn kept_entries_are_not_overwritten_until_handed_back() {
+    fn an_inline_payload_is_read_before_its_slot_goes_back() {
         loom::model(|| {
             let ring = Arc::new(Inline {
                 head: AtomicU64::new(0),
@@ -650,28 +609,20 @@ mod loom_models {
                 }
             });
             let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
-            let next = |c: &Consumer, ahead: u64| loop {
-                match c.peek_stamped(ahead, read) {
-                    Some(e) => break e,
-                    None => loom::thread::yield_now(),
-                }
-            };
-            // SAFETY: a kept entry's slot is the consumer's until it is handed back; loom
-            // reports the read if the producer could write it meanwhile.
-            let payload = |s: usize| ring.payload[s].with(|e| unsafe { *e });
             let mut c = Consumer::new(DEPTH);
-            let (a, b) = (next(&c, 0), next(&c, 1));
-            // Both slots kept: nothing is read a whole ring ahead.
-            assert_eq!(c.peek_stamped(DEPTH as u64, read), None);
-            let (sa, sb) = (c.slot(0), c.slot(1));
-            let vb = payload(sb);
-            let va = payload(sa);
-            c.advance(2, &ring.head);
-            let e = next(&c, 0);
-            let ve = payload(c.slot(0));
-            c.advance(1, &ring.head);
-            assert_eq!([a, b, e], [1, 2, 3]);
-            assert_eq!([va, vb, ve], [10, 20, 30]);
+            let mut got = Vec::new();
+            while got.len() < N as usize {
+                let Some(e) = c.peek_stamped(read) else {
+                    loom::thread::yield_now();
+                    continue;
+                };
+                // SAFETY: the slot is the consumer's from its entry until it is handed back;
+                // loom reports the read if the producer could write it meanwhile.
+                let v = ring.payload[c.slot(0)].with(|p| unsafe { *p });
+                c.advance(1, &ring.head);
+                got.push((e, v));
+            }
+            assert_eq!(got, [(1, 10), (2, 20), (3, 30)]);
             producer.join().unwrap();
         });
     }
