@@ -68,7 +68,7 @@
 //! it from sending), then announces that it sleeps and sleeps on a futex in the segment (a
 //! [`WaitStrategy::BusySpin`] receiver never sleeps; it moves to another CPU when it finds
 //! the sender awake on its own, and yields the CPU between looks in long spins while the CPUs
-//! are oversubscribed):
+//! are oversubscribed and the sender may be on its CPU):
 //!
 //! ```text
 //! receiver                                  sender
@@ -243,12 +243,14 @@ pub enum WaitStrategy {
     ///
     /// Where the CPUs are oversubscribed, a spin yields the CPU between looks
     /// (`sched_yield`) once it has lasted 500 µs: for 250 ms after a spin of this channel
-    /// lost a scheduler slice (another thread held its CPU for 200 µs or more). It never
-    /// sleeps: it stays runnable and looks again as soon as nothing else wants the CPU, and
-    /// the sender never has to wake it; but a sender that fills a large message beside it
-    /// gets the whole CPU (a 16 MiB round trip with a third process spinning on a 2-CPU
-    /// machine: about 4.0 ms yielding in most runs, 7.0–8.0 ms spinning throughout). A thread with a CPU
-    /// to itself never loses a slice, and never yields.
+    /// lost a scheduler slice (another thread held its CPU for 200 µs or more), unless the
+    /// sender last waited on another CPU (the yield would then go to a third thread, for
+    /// the rest of its slice). It never sleeps: it stays runnable and looks again as soon as
+    /// nothing else wants the CPU, and the sender never has to wake it; but a sender that
+    /// fills a large message beside it gets the whole CPU (a 16 MiB round trip with a third
+    /// process spinning on a 2-CPU machine: about 4.0 ms yielding in most runs, 7.0–8.0 ms
+    /// spinning throughout). A thread with a CPU to itself never loses a slice, and never
+    /// yields.
     ///
     /// The looks follow each other without the spin-loop hint (`PAUSE`, which takes tens of
     /// nanoseconds on recent cores and delays the look that finds the message), unless the

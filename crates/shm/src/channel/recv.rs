@@ -27,6 +27,8 @@ const MOVE_CHECK_EVERY: u32 = 256;
 struct Hints {
     /// The peer last waited on this CPU.
     peer_here: bool,
+    /// The peer last waited on another CPU (not known: neither).
+    peer_elsewhere: bool,
     /// What a spin does between its looks: the spin-loop hint only if the peer last waited
     /// on another hardware thread of this CPU's core ([`SpinHint`]).
     spin_hint: SpinHint,
@@ -95,6 +97,7 @@ impl ShmChannel {
             mut peer_here,
             peer_blocked,
             spin_hint,
+            ..
         } = self.note_cpu();
         let handing_over = !peer_blocked && !self.spin.never();
         // A peer that is awake and last waited on this CPU: the connecting side moves to
@@ -171,6 +174,7 @@ impl ShmChannel {
         let peer_cpu = self.ctl32(self.tx, R_CPU).load(Ordering::Relaxed);
         Hints {
             peer_here: peer_cpu == cpu,
+            peer_elsewhere: peer_cpu != 0 && peer_cpu != cpu,
             spin_hint: SpinHint::for_peer_on(cpu, peer_cpu),
             peer_blocked: self.ctl32(self.tx, R_WAIT).load(Ordering::Relaxed) != AWAKE,
         }
@@ -181,7 +185,8 @@ impl ShmChannel {
     /// - a gap between two readings says whether the CPUs are oversubscribed
     ///   ([`Contention`]); while they are, a spin that has lasted [`park::YIELD_AFTER`]
     ///   yields the CPU between looks, so that the sender, if it waits for this CPU, fills
-    ///   its message at full speed;
+    ///   its message at full speed (not when the sender last waited on another CPU: the
+    ///   CPU would go to a third thread);
     /// - once the spin has lasted [`park::MOVE_AFTER`], it reads the hints again: a peer
     ///   awake that last waited on this CPU cannot run while we spin, so the receiver moves
     ///   to another CPU ([`move_off_this_cpu`]) and spins there.
@@ -196,7 +201,8 @@ impl ShmChannel {
         let (mut began, mut last): (Option<Instant>, Option<Instant>) = (None, None);
         let mut since: Option<Instant> = None;
         let mut yielding = false;
-        let mut hint = self.note_cpu().spin_hint;
+        let hints = self.note_cpu();
+        let (mut hint, mut peer_elsewhere) = (hints.spin_hint, hints.peer_elsewhere);
         loop {
             if let Some(m) = self.try_take()? {
                 return Ok(m);
@@ -213,14 +219,16 @@ impl ShmChannel {
                 if let Some(last) = last.replace(now) {
                     self.contention.note(last, now, park::switched_out);
                 }
-                yielding = self.contention.yields(*began.get_or_insert(now), now);
+                yielding = self
+                    .contention
+                    .yields(*began.get_or_insert(now), now, peer_elsewhere);
                 if now - *since.get_or_insert(now) >= park::MOVE_AFTER {
                     let mut hints = self.note_cpu();
                     if hints.peer_here && !hints.peer_blocked {
                         move_off_this_cpu();
                         hints = self.note_cpu();
                     }
-                    hint = hints.spin_hint;
+                    (hint, peer_elsewhere) = (hints.spin_hint, hints.peer_elsewhere);
                     since = Some(clock::now());
                 }
             }
