@@ -14,6 +14,8 @@ use crate::substrate::ring::RingError;
 use crate::sync::shared::Ordering;
 use crate::sys;
 use crate::view::{ShmView, ShmViewMut};
+use courier_core::flat::{FlatError, IpcSafe};
+use std::ops::RangeBounds;
 use std::time::Duration;
 
 impl ShmChannel {
@@ -444,9 +446,98 @@ impl<'a> std::ops::Deref for ShmLoan<'a> {
     }
 }
 
-impl<'a> std::ops::DerefMut for ShmLoan<'a> {
-    fn deref_mut(&mut self) -> &mut ShmViewMut<'a> {
-        &mut self.view
+/// Writing the block: the methods of [`ShmViewMut`], on the loan itself. The loan derefs to
+/// its view for reading only: a `&mut` to the view would let safe code move it out
+/// (`mem::swap` of two loans' views) and write the block after `publish`, while the receiver
+/// reads it; a view taken with [`ShmLoan::view_mut`] borrows the loan instead.
+impl ShmLoan<'_> {
+    /// The whole block as a writable view that borrows the loan (to hand to code that takes a
+    /// [`ShmViewMut`]).
+    pub fn view_mut(&mut self) -> ShmViewMut<'_> {
+        let len = self.view.len();
+        self.view
+            .slice_mut(..len)
+            .expect("a view's own length fits in it")
+    }
+
+    /// As [`ShmViewMut::as_mut_ptr`].
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.view.as_mut_ptr()
+    }
+
+    /// As [`ShmViewMut::slice_mut`].
+    pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<ShmViewMut<'_>> {
+        self.view.slice_mut(range)
+    }
+
+    /// As [`ShmViewMut::set`].
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.len()`.
+    pub fn set(&mut self, index: usize, byte: u8) {
+        self.view.set(index, byte);
+    }
+
+    /// As [`ShmViewMut::copy_from_slice`].
+    ///
+    /// # Panics
+    ///
+    /// If `src.len() != self.len()`.
+    pub fn copy_from_slice(&mut self, src: &[u8]) {
+        self.view.copy_from_slice(src);
+    }
+
+    /// As [`ShmViewMut::copy_from_view`].
+    ///
+    /// # Panics
+    ///
+    /// If `src.len() != self.len()`.
+    pub fn copy_from_view(&mut self, src: &ShmView<'_>) {
+        self.view.copy_from_view(src);
+    }
+
+    /// As [`ShmViewMut::write_at`].
+    ///
+    /// # Errors
+    ///
+    /// [`ShmError::OutOfBounds`] if the range does not fit in the block.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> Result<(), ShmError> {
+        self.view.write_at(offset, src)
+    }
+
+    /// As [`ShmViewMut::fill`].
+    pub fn fill(&mut self, byte: u8) {
+        self.view.fill(byte);
+    }
+
+    /// As [`ShmViewMut::write`].
+    ///
+    /// # Errors
+    ///
+    /// [`FlatError::TooShort`] if it does not fit in the block from `offset`.
+    pub fn write<T: IpcSafe>(&mut self, offset: usize, value: T) -> Result<usize, FlatError> {
+        self.view.write(offset, value)
+    }
+
+    /// As [`ShmViewMut::write_ref`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmLoan::write`].
+    pub fn write_ref<T: IpcSafe>(&mut self, offset: usize, value: &T) -> Result<usize, FlatError> {
+        self.view.write_ref(offset, value)
+    }
+
+    /// As [`ShmViewMut::as_mut_slice`].
+    ///
+    /// # Safety
+    ///
+    /// As [`ShmViewMut::as_mut_slice`]: no other process reads or writes these bytes while
+    /// the returned reference lives.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.view.as_mut_slice() }
     }
 }
 
