@@ -18,7 +18,8 @@
 //! - a [`SampleGuard`] dereferences to a private copy of the message taken at receipt (the
 //!   block is still held until the guard drops, as in crossbar; a message of at most 56
 //!   bytes came inline, in its ring entry, and holds none); use [`Self::into_inner`]'s
-//!   [`ShmMessage`] or courier's own `ShmChannel` to read in place without the copy;
+//!   [`ShmMessage`] or courier's own `ShmChannel` to read in place without the copy (or,
+//!   for a message that came inline, from the one copy the channel made as it took it);
 //! - a loan is written through [`ShmViewMut`](crate::ShmViewMut) (`copy_from_slice`,
 //!   `write_at`, `write::<T>`) and published with its length: `loan.publish(len)`.
 //!

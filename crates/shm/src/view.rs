@@ -12,6 +12,13 @@ use crate::error::ShmError;
 /// copy into this process's memory. It borrows what owns the mapping (`'a`), so it cannot
 /// outlive it.
 ///
+/// A view held by something that gives its bytes back when it drops (a received
+/// [`ShmMessage`](crate::ShmMessage): its block goes back to the sender, or, for a message
+/// copied out of its ring entry, its cell back to the channel) is lent out only by
+/// reference, and what is cut from it borrows it ([`ShmView::slice`]): no view of those
+/// bytes outlives their holder. `ShmView` is not `Clone` for that reason, and nothing in
+/// this crate returns a `ShmView<'a>` from a `&ShmView<'a>`.
+///
 /// # Why not `&[u8]`
 ///
 /// Memory shared with another process can change at any moment, whatever this process
@@ -113,7 +120,10 @@ impl<'a> ShmView<'a> {
     /// # Safety
     ///
     /// `ptr..ptr + len` lies inside one mapping that stays mapped for `'a`, and nothing in
-    /// this process holds a reference (`&`/`&mut`) to those bytes during `'a`.
+    /// this process holds a reference (`&`/`&mut`) to those bytes during `'a`. Or: the
+    /// bytes are this process's own (an inline message's cell), valid and written by
+    /// nothing else for as long as the view's holder lives, which lends the view out only
+    /// by reference (see [`ShmView`]).
     pub(crate) unsafe fn new(ptr: *const u8, len: usize) -> ShmView<'a> {
         ShmView {
             ptr,

@@ -43,7 +43,9 @@
 //! copied into the entry at `publish` and goes straight back to the free list. The receiver
 //! then reads one line the sender wrote, not two (the entry and the block), and returns no
 //! block: in a ping-pong of 8-byte messages between two threads on two CPUs of the
-//! benchmarks' AMD EPYC VM, 340 ns a round trip against 460 ns in a block.
+//! benchmarks' AMD EPYC VM, 340 ns a round trip against 460 ns in a block (measured when the
+//! receiver read the message in place; with its copy out of the entry, below, 270 ns
+//! against 280 ns in place, alternating runs with the host faster).
 //!
 //! The receiver copies the message out of the entry as it takes it (into a cell of its own
 //! process, at most 56 bytes of a line it reads anyway) and hands the entry back at once:
@@ -248,9 +250,9 @@ pub enum WaitStrategy {
     /// the rest of its slice). It never sleeps: it stays runnable and looks again as soon as
     /// nothing else wants the CPU, and the sender never has to wake it; but a sender that
     /// fills a large message beside it gets the whole CPU (a 16 MiB round trip with a third
-    /// process spinning on a 2-CPU machine: about 4.0 ms yielding in most runs, 7.0–8.0 ms
-    /// spinning throughout). A thread with a CPU to itself never loses a slice, and never
-    /// yields.
+    /// process spinning on a 2-CPU machine took 7.0–8.0 ms spinning throughout, about 4.0
+    /// ms yielding to whatever runs beside it, and 1.2–1.4 ms yielding only where the
+    /// sender may be). A thread with a CPU to itself never loses a slice, and never yields.
     ///
     /// The looks follow each other without the spin-loop hint (`PAUSE`, which takes tens of
     /// nanoseconds on recent cores and delays the look that finds the message), unless the
@@ -317,7 +319,7 @@ pub struct ShmChannel {
     msg_rx: Cell<Consumer>,
     ret_tx: Cell<Producer>,
     /// Cells of `INLINE_MAX` bytes for the inline messages taken, given back by the messages
-    /// dropped (at most `ring_depth` kept), the last one first.
+    /// dropped (at most `CELLS_KEPT` kept), the last one first.
     #[allow(
         clippy::vec_box,
         reason = "a cell leaves the stock for a message, which views it at a fixed address"

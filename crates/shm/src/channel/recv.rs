@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// Short handed-over waits in a row that make a receiver move (`ShmChannel::move_pays`).
 const SHORT_STREAK: u32 = 3;
 
+/// How many cells of dropped inline messages a channel keeps for the next ones (a receiver
+/// that holds one message at a time uses one).
+const CELLS_KEPT: usize = 64;
+
 /// Looks of a busy spin between two readings of the clock (each followed, once the spin has
 /// lasted [`park::MOVE_AFTER`], by a look at the CPU hints).
 const MOVE_CHECK_EVERY: u32 = 256;
@@ -277,11 +281,11 @@ impl ShmChannel {
         unsafe {
             std::ptr::copy_nonoverlapping(self.inline_ptr(self.rx, slot), cell.as_ptr(), len)
         };
-        // SAFETY: `len` bytes of the cell, which stays allocated until the message drops and
-        // is touched by nothing else meanwhile (no reference to it exists: the message keeps
-        // it as a raw pointer). The view does not outlive the message: it is reached only by
-        // reference, through the message (`Deref`), and the views cut from it borrow it
-        // (`ShmView::slice`).
+        // SAFETY: `len` bytes of the cell (`ShmView::new`'s second case): it stays allocated
+        // until the message drops and is touched by nothing else meanwhile (no reference to
+        // it exists: the message keeps it as a raw pointer), and the message lends the view
+        // out only by reference (`Deref`), the views cut from it borrowing it
+        // (`ShmView::slice`), so no view of the cell outlives the message.
         let view = unsafe { ShmView::new(cell.as_ptr(), len) };
         Ok(ShmMessage {
             ch: self,
@@ -312,14 +316,14 @@ impl ShmChannel {
         }))
     }
 
-    /// Takes back the cell of a dropped inline message, for the next one (a few are kept:
-    /// as many as the ring holds).
+    /// Takes back the cell of a dropped inline message, for the next one (at most
+    /// [`CELLS_KEPT`] are kept; a receiver that held more frees the rest).
     fn give_back_cell(&self, cell: NonNull<u8>) {
         // SAFETY: `cell` came from `Box::leak` of a `Box<[u8; INLINE_MAX]>` in
         // `inline_message`, and its message, the only holder, is being dropped.
         let cell = unsafe { Box::from_raw(cell.cast::<[u8; INLINE_MAX]>().as_ptr()) };
         let mut cells = self.cells.take();
-        if cells.len() < self.lay.ring_depth {
+        if cells.len() < CELLS_KEPT {
             cells.push(cell);
         }
         self.cells.set(cells);
@@ -417,6 +421,37 @@ mod tests {
     use crate::substrate::park::SLEEPING;
     use crate::sync::AtomicBool;
     use std::time::Duration;
+
+    /// Inline messages are copies in cells of the receiver: many can be held at once (more
+    /// than the ring holds), each intact; dropped, they leave at most `CELLS_KEPT` cells in
+    /// the channel's stock, from which the next message takes one.
+    #[test]
+    fn held_inline_messages_leave_a_bounded_stock_of_cells() {
+        let (l, c) = pair(ShmConfig::new().ring_depth(8));
+        let stock = || {
+            let cells = l.cells.take();
+            let n = cells.len();
+            l.cells.set(cells);
+            n
+        };
+        let held: Vec<_> = (0..CELLS_KEPT as u64 + 10)
+            .map(|i| {
+                c.send(&i.to_le_bytes()).unwrap();
+                l.try_recv().unwrap().unwrap()
+            })
+            .collect();
+        assert_eq!(stock(), 0);
+        for (i, m) in (0u64..).zip(&held) {
+            assert_eq!(m.to_vec(), i.to_le_bytes());
+        }
+        drop(held);
+        assert_eq!(stock(), CELLS_KEPT);
+        c.send(b"x").unwrap();
+        let m = l.try_recv().unwrap().unwrap();
+        assert_eq!(stock(), CELLS_KEPT - 1);
+        drop(m);
+        assert_eq!(stock(), CELLS_KEPT);
+    }
 
     #[test]
     fn recv_times_out_and_a_closed_peer_is_dead() {

@@ -1100,7 +1100,9 @@ pub(crate) struct Contention {
 /// throughout, for 1.3–2.4× the CPU per call (a spinner that yields in each wait a
 /// preempted peer makes long gives its CPU away to the third process); at 500 µs, at
 /// 9.6–11.0 k, while 16 MiB took 4.0–4.2 ms in three runs of four (7.5 ms in the fourth:
-/// see [`Contention`] for the placement that yielding cannot mend).
+/// see [`Contention`] for the placement that yielding cannot mend; the 4.0 ms were the
+/// yields that went to the third process, which a spinner whose sender last waited on
+/// another CPU no longer makes).
 pub(crate) const YIELD_AFTER: Duration = Duration::from_micros(500);
 /// How long a lost slice makes long spins yield ([`Contention`]).
 const CONTENDED_FOR: Duration = Duration::from_millis(250);
