@@ -184,17 +184,26 @@ impl ShmChannel {
 }
 
 /// A received message: derefs to a private copy of its bytes, taken at receipt, and holds
-/// its block (if it came in one) until dropped (crossbar's `SampleGuard`).
+/// its block (if it came in one) until dropped (crossbar's `SampleGuard`). A message of at
+/// most 56 bytes is the copy the channel made as it took it: no second copy, no allocation.
 #[derive(Debug)]
 pub struct SampleGuard<'a> {
     msg: ShmMessage<'a>,
-    bytes: Vec<u8>,
+    /// The copy of a message that came in a block (`None`: the message's own bytes).
+    copy: Option<Vec<u8>>,
 }
 
 impl<'a> SampleGuard<'a> {
     fn new(msg: ShmMessage<'a>) -> Self {
-        let bytes = msg.to_vec();
-        SampleGuard { msg, bytes }
+        let copy = msg.private_bytes().is_none().then(|| msg.to_vec());
+        SampleGuard { msg, copy }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.copy {
+            Some(copy) => copy,
+            None => self.msg.private_bytes().unwrap_or_default(),
+        }
     }
 
     /// The message in its block, read in place from now on (courier's [`ShmMessage`]).
@@ -207,19 +216,35 @@ impl std::ops::Deref for SampleGuard<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        self.bytes()
     }
 }
 
 impl AsRef<[u8]> for SampleGuard<'_> {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        self.bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard derefs to the message's bytes, whether they came inline (the channel's own
+    /// copy) or in a block (the guard's copy).
+    #[test]
+    fn a_guard_derefs_to_the_bytes_of_small_and_large_messages() {
+        let (l, c) = crate::channel::support::pair(crate::ShmConfig::new().block_size(128));
+        let (l, mut c) = (ShmChannel { inner: l }, ShmChannel { inner: c });
+        for len in [0u8, 8, 56, 57, 128] {
+            let msg: Vec<u8> = (1..=len).collect();
+            c.send(&msg).unwrap();
+            let got = l.try_recv().unwrap();
+            assert_eq!(&*got, &msg[..]);
+            assert_eq!(got.as_ref(), &msg[..]);
+            assert_eq!(got.into_inner().to_vec(), msg);
+        }
+    }
 
     #[test]
     fn every_channel_error_has_crossbar_s_name() {

@@ -534,9 +534,10 @@ impl ShmChannel {
     }
 }
 
-/// Test helpers shared by the channel's unit tests (`mod.rs`, `send.rs`, `recv.rs`).
+/// Test helpers shared by the channel's unit tests (`mod.rs`, `send.rs`, `recv.rs`, and
+/// `crossbar_compat`'s).
 #[cfg(test)]
-mod support {
+pub(crate) mod support {
     use super::layout::{read_header, write_header, MAX_SEGMENT};
     use super::*;
     use crate::sync::shared::{AtomicU32, AtomicU64};
@@ -566,7 +567,7 @@ mod support {
         (l, c, evil)
     }
 
-    pub(super) fn pair(config: ShmConfig) -> (ShmChannel, ShmChannel) {
+    pub(crate) fn pair(config: ShmConfig) -> (ShmChannel, ShmChannel) {
         let (l, c, _) = pair_with(config);
         (l, c)
     }

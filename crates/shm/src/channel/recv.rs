@@ -395,6 +395,22 @@ pub(super) enum Held {
     Inline(NonNull<u8>),
 }
 
+impl ShmMessage<'_> {
+    /// The bytes of a message that came inline, which are this process's own (the copy made
+    /// as it was taken); `None` for a message in a block, which the sender could write.
+    pub(crate) fn private_bytes(&self) -> Option<&[u8]> {
+        match self.held {
+            // SAFETY: the cell holds `len` bytes copied in before the message was made, and
+            // nothing writes it until the message drops (it is this message's alone), so a
+            // shared slice of it, borrowing the message, is sound.
+            Held::Inline(cell) => Some(unsafe {
+                std::slice::from_raw_parts(cell.as_ptr().cast_const(), self.view.len())
+            }),
+            Held::Block(_) => None,
+        }
+    }
+}
+
 impl<'a> std::ops::Deref for ShmMessage<'a> {
     type Target = ShmView<'a>;
 
