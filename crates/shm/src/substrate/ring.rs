@@ -533,22 +533,30 @@ mod loom_models {
         });
     }
 
-    /// A stamped ring as the channel uses it: each entry names a payload cell (a block) the
-    /// producer writes before it stores the entry, and the consumer reads after taking it.
-    struct Stamped {
+    /// A stamped ring as the channel uses it, with `P` payload cells: the producer writes a
+    /// cell before it stores the entry, and the consumer reads it after the entry (a block
+    /// the entry names, or the entry's own slot for an inline message).
+    struct Stamped<const P: usize> {
         head: AtomicU64,
         slots: [AtomicU64; DEPTH],
-        payload: [UnsafeCell<u64>; N as usize],
+        payload: [UnsafeCell<u64>; P],
+    }
+
+    impl<const P: usize> Stamped<P> {
+        fn new() -> Arc<Self> {
+            Arc::new(Stamped {
+                head: AtomicU64::new(0),
+                slots: std::array::from_fn(|_| AtomicU64::new(0)),
+                payload: std::array::from_fn(|_| UnsafeCell::new(0)),
+            })
+        }
     }
 
     #[test]
     fn stamped_entries_are_never_lost_duplicated_or_reordered() {
         loom::model(|| {
-            let ring = Arc::new(Stamped {
-                head: AtomicU64::new(0),
-                slots: [AtomicU64::new(0), AtomicU64::new(0)],
-                payload: [UnsafeCell::new(0), UnsafeCell::new(0), UnsafeCell::new(0)],
-            });
+            // One payload cell per entry, as blocks.
+            let ring = Stamped::<{ N as usize }>::new();
             let r = Arc::clone(&ring);
             let producer = loom::thread::spawn(move || {
                 let mut p = Producer::new(DEPTH);
@@ -579,24 +587,15 @@ mod loom_models {
         });
     }
 
-    /// The channel's inline messages: each payload lies in its entry's slot, which the
-    /// consumer reads (copies out) after the entry and before it hands the slot back. With
-    /// two slots and three entries, the third goes into the first one's slot: loom reports
-    /// the producer's write if it could overlap the consumer's read of that slot.
-    struct Inline {
-        head: AtomicU64,
-        slots: [AtomicU64; DEPTH],
-        payload: [UnsafeCell<u64>; DEPTH],
-    }
-
+    /// The channel's inline messages: each payload lies in its entry's slot (one payload
+    /// cell per slot), which the consumer reads (copies out) after the entry and before it
+    /// hands the slot back. With two slots and three entries, the third goes into the first
+    /// one's slot: loom reports the producer's write if it could overlap the consumer's read
+    /// of that slot.
     #[test]
     fn an_inline_payload_is_read_before_its_slot_goes_back() {
         loom::model(|| {
-            let ring = Arc::new(Inline {
-                head: AtomicU64::new(0),
-                slots: [AtomicU64::new(0), AtomicU64::new(0)],
-                payload: [UnsafeCell::new(0), UnsafeCell::new(0)],
-            });
+            let ring = Stamped::<DEPTH>::new();
             let r = Arc::clone(&ring);
             let producer = loom::thread::spawn(move || {
                 let mut p = Producer::new(DEPTH);
