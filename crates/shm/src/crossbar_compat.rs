@@ -189,21 +189,22 @@ impl ShmChannel {
 #[derive(Debug)]
 pub struct SampleGuard<'a> {
     msg: ShmMessage<'a>,
-    /// The copy of a message that came in a block (`None`: the message's own bytes).
-    copy: Option<Vec<u8>>,
+    /// The copy of a message that came in a block (empty, unallocated, for one that came
+    /// inline: its bytes are already the channel's copy).
+    copy: Vec<u8>,
 }
 
 impl<'a> SampleGuard<'a> {
     fn new(msg: ShmMessage<'a>) -> Self {
-        let copy = msg.private_bytes().is_none().then(|| msg.to_vec());
+        let copy = match msg.private_bytes() {
+            Some(_) => Vec::new(),
+            None => msg.to_vec(),
+        };
         SampleGuard { msg, copy }
     }
 
     fn bytes(&self) -> &[u8] {
-        match &self.copy {
-            Some(copy) => copy,
-            None => self.msg.private_bytes().unwrap_or_default(),
-        }
+        self.msg.private_bytes().unwrap_or(&self.copy)
     }
 
     /// The message in its block, read in place from now on (courier's [`ShmMessage`]).
