@@ -454,10 +454,9 @@ impl ShmLoan<'_> {
     /// The whole block as a writable view that borrows the loan (to hand to code that takes a
     /// [`ShmViewMut`]).
     pub fn view_mut(&mut self) -> ShmViewMut<'_> {
-        let len = self.view.len();
         self.view
-            .slice_mut(..len)
-            .expect("a view's own length fits in it")
+            .slice_mut(..)
+            .expect("a view's whole range fits in it")
     }
 
     /// As [`ShmViewMut::as_mut_ptr`].
