@@ -8,9 +8,8 @@
 //! 64       direction 0 control (listener -> client), 512 B, four groups 128 B apart (a
 //!          group's line and its neighbour, which x86 cores fetch in pairs, hold nothing
 //!          another group's writer writes):
-//!            +0   ret_head  u64  returned blocks taken   (written by the sender)
+//!            +0   (unused)
 //!            +128 head      u64  messages consumed       (written by the receiver)
-//!            +136 ret_tail  u64  blocks returned         (written by the receiver)
 //!            +256 s_wait    u32  the sender sleeps       (futex word, see "Waiting")
 //!            +384 r_wait    u32  the receiver sleeps     (futex word)
 //!            +388 r_cpu     u32  the receiver's CPU      (a hint, see `R_CPU`)
@@ -21,7 +20,8 @@
 //!                      length field: see `INLINE`)
 //!            +8   the message itself, if inline (up to 56 bytes)
 //!          (the sender's count of messages is kept in its process only)
-//!          returned ring of each direction: block_count x u32 block indices
+//!          returned ring of each direction: block_count x u64, stamp << 52 | block
+//!          (no counter: see "Ownership of a block" in `mod.rs`)
 //!          blocks of each direction (64-byte aligned): block_count x block_size bytes
 //!          (each ring, and each direction's blocks, start 128 bytes apart in the segment)
 //! ```
@@ -29,9 +29,10 @@
 //! Every counter only grows (u64: it does not wrap in practice); a slot is `counter % depth`.
 //! Each direction is a pair of single-producer single-consumer rings over its own pool of
 //! blocks: messages go forward through the message ring, blocks come back through the returned
-//! ring. Both are the substrate's checked ring (`substrate/ring.rs`, model-checked with loom);
-//! the message ring's entries are stamped with their lap (its "Stamped entries"), so the
-//! receiver reads an entry's slot alone, not a counter and then the slot. The waits are the
+//! ring. Both are the substrate's checked ring (`substrate/ring.rs`, model-checked with loom),
+//! their entries stamped with their lap (its "Stamped entries"), so a consumer reads an
+//! entry's slot alone, not a counter and then the slot; the returned ring shares no counter at
+//! all (its producer never waits for room). The waits are the
 //! substrate's park/wake handshake (`substrate/park.rs`, likewise).
 //!
 
@@ -41,8 +42,9 @@ use crate::substrate::header::Protocol;
 
 /// The channel header's magic number: "CHAN" read as a little-endian `u32`.
 pub(super) const CHAN_MAGIC: u32 = u32::from_le_bytes(*b"CHAN");
-/// The channel layout version (3: 64-byte ring entries, with inline messages).
-pub(super) const CHAN_VERSION: u32 = 3;
+/// The channel layout version (3: 64-byte ring entries, with inline messages; 4: a stamped
+/// returned ring, with no counters).
+pub(super) const CHAN_VERSION: u32 = 4;
 
 /// The size of a message-ring entry: one cache line, the entry word and an inline message.
 pub(super) const ENTRY: usize = 64;
@@ -67,9 +69,7 @@ pub(super) const MAX_SEGMENT: usize = 1 << 30;
 // the peer stores at every message, each read would be a miss, and the peer's next store would
 // wait for the line to come back.
 pub(super) const CTL_LEN: usize = 512;
-pub(super) const RET_HEAD: usize = 0;
 pub(super) const HEAD: usize = 128;
-pub(super) const RET_TAIL: usize = 136;
 pub(super) const S_WAIT: usize = 256;
 pub(super) const R_WAIT: usize = 384;
 /// The CPU the receiver of this direction last waited on, plus one (0: not known): a hint
@@ -119,7 +119,7 @@ impl Layout {
         let ring_len = align(ring_depth.checked_mul(ENTRY)?, GROUP)?;
         let ring = [off, off + ring_len];
         off += 2 * ring_len;
-        let ret_len = align(block_count * 4, GROUP)?;
+        let ret_len = align(block_count * 8, GROUP)?;
         let ret = [off, off + ret_len];
         off += 2 * ret_len;
         let pool = stride.checked_mul(block_count)?;

@@ -19,15 +19,23 @@
 //!        |                                                      v
 //!        |                                                 HELD: the receiver reads it
 //!        |                                                 through its ShmMessage
-//!        |                                                      | drop: index into
-//!        |                                                      v ret[ret_tail], += 1 (Release)
-//!   reclaim: ret_tail (Acquire), <------ RETURNED: nobody writes it
+//!        |                                                      | drop: index, stamped with
+//!        |                                                      v its lap, into ret[n % count]
+//!        |                                                        (Release), n += 1 (local)
+//!   reclaim: ret[head % count] with this <-- RETURNED: nobody writes it
+//!   lap's stamp (Acquire), head += 1 (local);
 //!   check "in flight", push free
 //! ```
 //!
+//! The returned ring keeps no counter in the segment: the receiver never has more blocks to
+//! give back than the ring's `block_count` slots (each is one the sender sent), so it never
+//! waits for room, and the sender finds each return by its slot's stamp alone (the RPC
+//! request ring's scheme, `substrate/ring.rs`). A sender's taking back then reads one line
+//! the receiver wrote, and a return writes one.
+//!
 //! **Each counter has exactly one writer, which keeps the authoritative value in its own
 //! process memory and only ever stores it to the segment; everything read from the segment
-//! (the peer's counters, ring entries, returned indices) is read once into a local and checked
+//! (the peer's counter, ring entries, returned indices) is read once into a local and checked
 //! against the layout before use, so a hostile peer can make calls fail with
 //! [`ShmError::Corrupt`] but never make this process touch memory outside the segment.** A
 //! returned index is accepted only if this side has it in flight (a local bitmap), so a peer
@@ -309,15 +317,16 @@ pub struct ShmChannel {
     tx: usize,
     rx: usize,
     // Sending side, authoritative copies (never read back from the segment): the producer
-    // of the message ring and the consumer of the returned ring of direction `tx`.
+    // of the message ring and the consumer of the returned ring (unshared) of direction
+    // `tx`.
     msg_tx: Cell<Producer>,
     ret_rx: Cell<Consumer>,
     free: Cell<Vec<u32>>,
     in_flight: Cell<Vec<bool>>,
-    // Receiving side: the consumer of the message ring and the producer of the returned
-    // ring of direction `rx`.
+    // Receiving side: the consumer of the message ring of direction `rx`, and how many
+    // blocks it returned (the producer's count of the returned ring, which is unshared).
     msg_rx: Cell<Consumer>,
-    ret_tx: Cell<Producer>,
+    returned: Cell<u64>,
     /// Cells of `INLINE_MAX` bytes for the inline messages taken, given back by the messages
     /// dropped (at most `CELLS_KEPT` kept), the last one first.
     #[allow(
@@ -325,6 +334,10 @@ pub struct ShmChannel {
         reason = "a cell leaves the stock for a message, which views it at a fixed address"
     )]
     cells: Cell<Vec<Box<[u8; INLINE_MAX]>>>,
+    /// How many times a waiting receive took returned blocks back
+    /// ([`ShmChannel::reclaim_while_waiting`]), for the tests to wait on.
+    #[cfg(test)]
+    taken_back_waiting: Arc<std::sync::atomic::AtomicU64>,
     /// How long a blocking wait spins before it sleeps ([`AdaptiveSpin`], up to
     /// [`WAIT_SPIN`]).
     spin: AdaptiveSpin,
@@ -451,8 +464,10 @@ impl ShmChannel {
             free: Cell::new(free),
             in_flight: Cell::new(vec![false; lay.block_count]),
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
-            ret_tx: Cell::new(Producer::new(lay.block_count)),
+            returned: Cell::new(0),
             cells: Cell::new(Vec::new()),
+            #[cfg(test)]
+            taken_back_waiting: Arc::default(),
             spin: AdaptiveSpin::caller(WAIT_SPIN),
             pace: Pace::default(),
             short_handovers: Cell::new(0),
@@ -510,6 +525,11 @@ impl ShmChannel {
     /// The entry word of message-ring slot `slot < ring_depth` of direction `dir`.
     fn entry_word(&self, dir: usize, slot: usize) -> &AtomicU64 {
         self.u64_at(self.lay.ring[dir] + slot * ENTRY)
+    }
+
+    /// The entry word of returned-ring slot `slot < block_count` of direction `dir`.
+    fn returned_word(&self, dir: usize, slot: usize) -> &AtomicU64 {
+        self.u64_at(self.lay.ret[dir] + slot * 8)
     }
 
     /// The first byte of the inline message in message-ring slot `slot < ring_depth` of
@@ -609,9 +629,10 @@ pub(crate) mod support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::layout::{HEAD, RET_TAIL};
+    use crate::channel::layout::HEAD;
     use crate::channel::support::*;
     use crate::channel::{Full, ShmConfig, WaitStrategy};
+    use crate::substrate::ring::stamp;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -723,22 +744,39 @@ mod tests {
         c.send(b"x").unwrap();
         evil_u64(&evil, rx_ctl + HEAD, 7);
         assert!(matches!(c.send(b"x"), Err(ShmError::Corrupt(_))));
-        // A block comes back that was never sent, or twice.
+        // A block comes back that was never sent, or twice, or out of turn.
         let (l, c, evil) = pair_with(cfg);
-        // (Messages too long to go inline.)
+        // (Messages too long to go inline: blocks 0 to 3.)
         for _ in 0..4 {
             c.send(&[b'x'; 60]).unwrap();
         }
         drop(l.try_recv().unwrap());
-        evil_u32(&evil, lay.ret[CLIENT_TX] + 4, 3);
-        evil_u32(&evil, lay.ret[CLIENT_TX] + 8, 3);
-        evil_u64(&evil, rx_ctl + RET_TAIL, 3);
-        // The first honest return is taken; the duplicate is refused.
+        let ret = |n: u64, idx: u64| {
+            let depth = lay.block_count as u64;
+            let slot = lay.ret[CLIENT_TX] + (n % depth) as usize * 8;
+            evil_u64(&evil, slot, idx | stamp(n, depth));
+        };
+        ret(1, 3);
+        ret(2, 3);
+        // The first honest return is taken, and block 3; its duplicate is refused.
         assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
-        // The two good returns are usable; with the pool empty again, a counter far ahead.
+        // The two good returns are usable; with the pool empty again, a return of the next
+        // lap where this one's is due.
         let _a = c.loan().unwrap();
         let _b = c.loan().unwrap();
-        evil_u64(&evil, rx_ctl + RET_TAIL, 1 << 40);
+        ret(3 + lay.block_count as u64, 1);
+        assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
+        // A block never sent (the first one, the honest return, is taken).
+        let (l, c, evil) = pair_with(cfg);
+        c.send(&[b'x'; 60]).unwrap();
+        c.send(&[b'x'; 60]).unwrap();
+        drop(l.try_recv().unwrap());
+        evil_u64(
+            &evil,
+            lay.ret[CLIENT_TX] + 8,
+            7 | stamp(1, lay.block_count as u64),
+        );
+        let _held: Vec<_> = (0..2).map(|_| c.loan().unwrap()).collect();
         assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
     }
 

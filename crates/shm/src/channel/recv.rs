@@ -4,12 +4,13 @@
 //! goes back at once). How a receiver waits (spin, then park) and learns of the peer's death
 //! is in the module docs of `channel`.
 
-use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
+use super::layout::{HEAD, INLINE, INLINE_MAX, R_CPU, R_WAIT, S_WAIT};
 use super::{ShmChannel, WaitStrategy, CLIENT_TX};
 use crate::error::ShmError;
 use crate::substrate::clock;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
+use crate::substrate::ring::stamp;
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
@@ -339,20 +340,19 @@ impl ShmChannel {
 
     /// Gives block `idx` of the receiving direction back to the sender.
     fn release(&self, idx: usize) {
-        let mut ring = self.ret_tx.get();
-        let (head, tail) = (self.ctl64(self.rx, RET_HEAD), self.ctl64(self.rx, RET_TAIL));
-        // `idx < block_count <= 2^20` fits in u32.
-        let slots = self.lay.ret[self.rx];
-        let put = |slot: usize| {
-            self.u32_at(slots + slot * 4)
-                .store(idx as u32, Ordering::Relaxed)
-        };
-        if ring.push(head, tail, put).is_err() {
-            // Only a corrupt peer gets here (an honest one has a free slot for every block it
-            // sent): keep the block rather than overwrite an entry.
-            return;
-        }
-        self.ret_tx.set(ring);
+        // The returned ring is unshared (`Consumer::take_stamped`): no count of it lies in the
+        // segment, and no room is looked for. The sender never has more blocks to take back
+        // than the ring holds, as each is one it sent; a hostile sender that sent one twice
+        // can make us write over a return it has not taken, which it alone sees (a foreign
+        // stamp, or a block it did not send).
+        let n = self.returned.get();
+        let depth = self.lay.block_count as u64;
+        // Release: pairs with the sender's Acquire load of the entry (`reclaim`): our reads of
+        // the block happen before its next writes to it. `idx < block_count <= 2^20` leaves
+        // the stamp's bits free.
+        self.returned_word(self.rx, (n % depth) as usize)
+            .store(idx as u64 | stamp(n, depth), Ordering::Release);
+        self.returned.set(n.wrapping_add(1));
         // A sender waiting for a block sleeps without a timeout: it must be woken here.
         park::wake(self.ctl32(self.rx, S_WAIT));
     }

@@ -5,7 +5,7 @@
 //! `INLINE_MAX` bytes, copied into its ring entry. The ownership of a block in each
 //! phase, and how a full ring or an empty pool waits, are in the module docs of `channel`.
 
-use super::layout::{HEAD, INLINE, INLINE_MAX, RET_HEAD, RET_TAIL, R_CPU, R_WAIT, S_WAIT};
+use super::layout::{HEAD, INLINE, INLINE_MAX, R_CPU, R_WAIT, S_WAIT};
 use super::{Full, ShmChannel};
 use crate::error::ShmError;
 use crate::substrate::deadline::Deadline;
@@ -125,10 +125,10 @@ impl ShmChannel {
     /// cycling through a pool the caches cannot hold. Otherwise blocks are taken back only
     /// when the free stack is empty (or by a receive that waits anyway, once fewer than a
     /// quarter of a pool of [`AHEAD_POOL`] or more are left:
-    /// [`ShmChannel::reclaim_while_waiting`]): reading the returned ring at every loan costs two cache
-    /// misses in a row (its counter, then its entry, both just written by the receiver), and
-    /// makes the receiver's next return wait for those lines, while a small block, or a block
-    /// of a pool that stays in a core's cache, is as quick to fill from anywhere in the pool.
+    /// [`ShmChannel::reclaim_while_waiting`]): reading the returned ring at every loan costs a
+    /// cache miss (the line of entries the receiver just wrote), and makes the receiver's next
+    /// return wait for that line, while a small block, or a block of a pool that stays in a
+    /// core's cache, is as quick to fill from anywhere in the pool.
     ///
     /// A block about the size of a core's L2 cache ([`ShmChannel::rotates`]) is the one
     /// exception: the sender takes the third block from the top, so that it fills the
@@ -189,14 +189,14 @@ impl ShmChannel {
         if any_free {
             return Ok(true);
         }
-        let returned = self.ret_rx.get().available(self.ctl64(self.tx, RET_TAIL));
-        Ok(returned.map_err(|_| RETURNED_BROKEN)? > 0)
+        let returned = self.ret_rx.get().look_stamped(|s| self.returned_entry(s));
+        Ok(returned.map_err(|_| RETURNED_BROKEN)?.is_some())
     }
 
     /// Takes the returned blocks back while this side waits for a message anyway, in a pool
     /// of [`AHEAD_POOL`] blocks or more whose free stack is down to less than a quarter of it
-    /// (and not taken back at every loan already): the reads of the returned ring, two lines
-    /// the receiver wrote, then overlap the wait instead of lengthening the loan that would
+    /// (and not taken back at every loan already): the reads of the returned ring, lines the
+    /// receiver wrote, then overlap the wait instead of lengthening the loan that would
     /// find the stack empty. A receive that finds its message at once takes nothing back. An
     /// error is left for the loan that runs dry to report, as a broken ring is.
     pub(super) fn reclaim_while_waiting(&self) {
@@ -204,6 +204,8 @@ impl ShmChannel {
         let mut free = self.free.take();
         if count >= AHEAD_POOL && free.len() < count / 4 && !self.eager_reclaim() {
             let _ = self.reclaim(&mut free);
+            #[cfg(test)]
+            self.taken_back_waiting.fetch_add(1, Ordering::Release);
         }
         self.free.set(free);
     }
@@ -211,31 +213,32 @@ impl ShmChannel {
     /// Takes the blocks the receiver returned back into `free`.
     fn reclaim(&self, free: &mut Vec<u32>) -> Result<(), ShmError> {
         let mut ring = self.ret_rx.get();
-        let n = ring
-            .available(self.ctl64(self.tx, RET_TAIL))
-            .map_err(|_| RETURNED_BROKEN)?;
         let mut in_flight = self.in_flight.take();
-        let mut result = Ok(());
-        let mut taken = 0;
-        while taken < n {
-            // Read once; accepted only if this side has that block in flight.
-            let idx = self
-                .u32_at(self.lay.ret[self.tx] + ring.slot(taken) * 4)
-                .load(Ordering::Relaxed) as usize;
-            match in_flight.get_mut(idx) {
+        // At most `block_count` returns are taken: each clears an in-flight flag.
+        let result = loop {
+            let idx = match ring.take_stamped(|s| self.returned_entry(s)) {
+                Ok(Some(idx)) => idx,
+                Ok(None) => break Ok(()),
+                Err(_) => break Err(RETURNED_BROKEN),
+            };
+            // Accepted only if this side has that block in flight.
+            match usize::try_from(idx).ok().and_then(|i| in_flight.get_mut(i)) {
                 Some(f) if *f => *f = false,
-                _ => {
-                    result = Err(ShmError::Corrupt("a block came back that was not sent"));
-                    break;
-                }
+                _ => break Err(ShmError::Corrupt("a block came back that was not sent")),
             }
+            // `idx < block_count <= 2^20` (it was in flight) fits in u32.
             free.push(idx as u32);
-            taken += 1;
-        }
+        };
         self.in_flight.set(in_flight);
-        ring.advance(taken, self.ctl64(self.tx, RET_HEAD));
         self.ret_rx.set(ring);
         result
+    }
+
+    /// The returned-ring entry in `slot` of the sending direction, read once.
+    fn returned_entry(&self, slot: usize) -> u64 {
+        // Acquire: pairs with the receiver's Release store of the entry (`release`): its reads
+        // of the block happen before our next writes to it.
+        self.returned_word(self.tx, slot).load(Ordering::Acquire)
     }
 
     /// The slot of the message ring the next entry goes in, if the ring has room.
@@ -345,7 +348,7 @@ const ROTATION: usize = 3;
 
 /// The smallest pool whose returned blocks a waiting receiver takes back
 /// ([`ShmChannel::reclaim_while_waiting`]). Each time a side reads the returned ring, the
-/// receiver's next return waits for the two lines to come back (its wake-up check fences), so
+/// receiver's next return waits for the line to come back (its wake-up check fences), so
 /// taking back early costs the peer once per batch; a batch of less than a quarter of 16
 /// blocks comes often enough to cost more than it saves. In an 8-byte ping-pong on a 2-vCPU
 /// Xeon VM: with 64 blocks, p99 2.4–2.7 µs → 1.25–1.3 µs; with 16, 1.7–1.8 → 1.2 µs; the
@@ -363,8 +366,8 @@ const EAGER_RECLAIM: usize = 4096;
 /// 23 % longer from a pool of 1 MiB. The default pool (64 blocks of 4 KiB) is this size.
 const WARM_POOL: usize = 256 * 1024;
 
-/// The returned ring's tail is impossible.
-const RETURNED_BROKEN: ShmError = ShmError::Corrupt("returned-ring counter out of range");
+/// A returned-ring slot holds a lap's stamp it cannot hold.
+const RETURNED_BROKEN: ShmError = ShmError::Corrupt("returned-ring entry out of turn");
 
 /// A block loaned for writing a message in place. Derefs to a [`ShmViewMut`] of the whole
 /// block (`block_size` bytes, holding whatever it held before: write what you send);
@@ -661,17 +664,19 @@ mod tests {
             let want = if taken_back { count } else { count - sent };
             assert_eq!(free(&c), want, "{count} blocks, {sent} sent");
         }
-        // The spinning receive: the peer answers once it sees the blocks taken back (the
-        // returned ring's head, which the taking back stores), or after 10 s.
+        // The spinning receive: the peer answers once the blocks were taken back (as the
+        // channel counts for its tests), or after 10 s.
         let (l, c) = pair(ShmConfig::new().block_size(64).block_count(16));
         for i in 0..13u8 {
             c.send(&big(i)).unwrap();
             assert_eq!(l.recv().unwrap().to_vec(), big(i));
         }
+        let taken_back = std::sync::Arc::clone(&c.taken_back_waiting);
         let peer = std::thread::spawn(move || {
             let start = Instant::now();
-            let head = l.ctl64(l.rx, RET_HEAD);
-            while head.load(Ordering::Acquire) < 13 && start.elapsed() < Duration::from_secs(10) {
+            while taken_back.load(Ordering::Acquire) == 0
+                && start.elapsed() < Duration::from_secs(10)
+            {
                 std::hint::spin_loop();
             }
             l.send(b"x").unwrap();

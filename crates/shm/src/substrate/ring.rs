@@ -56,11 +56,12 @@
 //! A hostile producer can write any entry with any stamp: the consumer takes what the slot
 //! says, and checks it as it checks any entry.
 //!
-//! The RPC request ring is stamped too, and keeps no counter in the segment at all: its
-//! producer (a client) never has more entries queued than the ring holds, so it never waits
-//! for room and never reads the consumer's counter, which stays private
-//! ([`Consumer::take_stamped`]). Its slot then holds this lap's stamp or the previous lap's;
-//! any other is a broken producer.
+//! The RPC request ring and the channel's returned ring are stamped too, and keep no counter
+//! in the segment at all: their producer (a client; a receiver giving blocks back) never has
+//! more entries queued than the ring holds (each is a call slot it owns, or a block the
+//! consumer sent it), so it never waits for room and never reads the consumer's counter,
+//! which stays private ([`Consumer::take_stamped`]). Its slot then holds this lap's stamp or
+//! the previous lap's; any other is a broken producer.
 //!
 //! The functions take any [`Word64`], so that the loom model below runs this very code.
 
@@ -146,11 +147,13 @@ impl Producer {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Reserves a slot, lets `write` fill it, and commits it.
+    /// Reserves a slot, lets `write` fill it, and commits it. (The tests' and the model's way;
+    /// the channel's message ring reserves, then commits a stamped entry.)
     ///
     /// # Errors
     ///
     /// As [`Producer::reserve`]; nothing was written.
+    #[cfg(test)]
     pub(crate) fn push(
         &mut self,
         head: &impl Word64,
@@ -289,12 +292,26 @@ impl Consumer {
         &mut self,
         read: impl FnOnce(usize) -> u64,
     ) -> Result<Option<u64>, RingError> {
+        let e = self.look_stamped(read)?;
+        if e.is_some() {
+            self.head = self.head.wrapping_add(1);
+        }
+        Ok(e)
+    }
+
+    /// The next entry of a ring [`take_stamped`](Self::take_stamped) takes from, if its slot
+    /// holds it, without taking it (the slot is read once, as there).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Broken`] if the slot holds another lap's stamp.
+    pub(crate) fn look_stamped(
+        &self,
+        read: impl FnOnce(usize) -> u64,
+    ) -> Result<Option<u64>, RingError> {
         let e = read(self.slot(0));
         match e & STAMP_MASK {
-            s if s == stamp(self.head, self.depth) => {
-                self.head = self.head.wrapping_add(1);
-                Ok(Some(e & !STAMP_MASK))
-            }
+            s if s == stamp(self.head, self.depth) => Ok(Some(e & !STAMP_MASK)),
             s if s == stamp_before(self.head, self.depth) => Ok(None),
             _ => Err(RingError::Broken),
         }
@@ -623,6 +640,63 @@ mod loom_models {
             }
             assert_eq!(got, [(1, 10), (2, 20), (3, 30)]);
             producer.join().unwrap();
+        });
+    }
+
+    /// The channel's blocks: each goes forward through the message ring and comes back
+    /// through the returned ring (stamped, no counter shared: the receiver never has more
+    /// blocks to give back than its slots). With two blocks and three messages, the third
+    /// goes in the first one's block once it is back: loom reports the sender's write if it
+    /// could overlap the receiver's read of that block.
+    #[test]
+    fn a_returned_block_is_read_before_the_sender_writes_it_again() {
+        loom::model(|| {
+            // The payload cells are the two blocks.
+            let ring = Stamped::<2>::new();
+            let returned: Arc<[AtomicU64; 2]> =
+                Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+            let (r, back) = (Arc::clone(&ring), Arc::clone(&returned));
+            let sender = loom::thread::spawn(move || {
+                let mut p = Producer::new(DEPTH);
+                let mut ret = Consumer::new(2);
+                let mut free = vec![1u64, 0];
+                for v in 1..=N {
+                    let block = loop {
+                        if let Some(b) = free.pop() {
+                            break b;
+                        }
+                        match ret.take_stamped(|s| back[s].load(Ordering::Acquire)) {
+                            Ok(Some(b)) => free.push(b),
+                            Ok(None) => loom::thread::yield_now(),
+                            Err(e) => panic!("an honest receiver's returns are never {e:?}"),
+                        }
+                    };
+                    // SAFETY: the block is the sender's from its return (or the start) until
+                    // its entry is stored.
+                    r.payload[block as usize].with_mut(|e| unsafe { *e = v * 10 });
+                    let s = reserve(&mut p, &r.head);
+                    r.slots[s].store(block | p.stamp(), Ordering::Release);
+                    p.commit_stamped();
+                }
+            });
+            let mut c = Consumer::new(DEPTH);
+            let mut returns = 0u64;
+            let mut got = Vec::new();
+            while got.len() < N as usize {
+                let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
+                let Some(block) = c.pop_stamped(&ring.head, read) else {
+                    loom::thread::yield_now();
+                    continue;
+                };
+                // SAFETY: the block is the receiver's from its entry until it goes back;
+                // loom reports the read if the sender could write it meanwhile.
+                got.push(ring.payload[block as usize].with(|e| unsafe { *e }));
+                let slot = (returns % 2) as usize;
+                returned[slot].store(block | stamp(returns, 2), Ordering::Release);
+                returns += 1;
+            }
+            assert_eq!(got, [10, 20, 30]);
+            sender.join().unwrap();
         });
     }
 
