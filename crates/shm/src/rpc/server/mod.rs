@@ -40,6 +40,7 @@ use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, AdaptiveSpin, SpinLimit};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
+use courier_core::placement::room_beside;
 use std::any::TypeId;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -206,7 +207,9 @@ impl ServerConfig {
 
     /// Busy-polls: an idle worker looks for the next message for up to `limit` before it
     /// sleeps, at every wait, whatever the waits before did and wherever its last client
-    /// ran (it does not yield to a client on its own CPU). A worker woken by a wake-up that
+    /// ran; except that where the two cannot each have a CPU (other processes' busy threads
+    /// hold the others), it yields to a client on its own CPU, which could not call while
+    /// the worker spun there. A worker woken by a wake-up that
     /// brought nothing sleeps again at once (a client that only sends wake-ups keeps no
     /// worker spinning); the wait's deadline ends the spin.
     ///
@@ -626,8 +629,10 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         (keys, bells): (&mut Vec<u64>, &mut Bells),
     ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         let core = &self.shared.core;
-        // (A busy-polling worker spins whatever the hints say, unless its spins were
-        // preempted often of late: `AdaptiveSpin::begin_wait`.)
+        // (A busy-polling worker spins whatever the hints say where it and the client can
+        // each have a CPU, unless its spins were preempted often of late:
+        // `AdaptiveSpin::begin_wait`. Where other processes' busy threads leave the two one
+        // CPU, a client on this CPU runs only once we give it up, as below.)
         let wait = core
             .spin
             .begin_wait(core.client_cpu.load(Ordering::Relaxed) == park::this_cpu());
@@ -638,8 +643,8 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             }
             // No spin when the client of the last call is on this CPU: it cannot send its
             // next call while we spin here. We yield the CPU to it for a while instead.
-            let client_here =
-                !busy_poll && core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
+            let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu()
+                && !(busy_poll && room_beside(1));
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
                 let Ok(found) = park::yield_on(deadline.cap(park::YIELD_FOR), look);
