@@ -209,9 +209,9 @@ impl ServerConfig {
     /// sleeps, at every wait, whatever the waits before did and wherever its last client
     /// ran; except that where the two cannot each have a CPU (other processes' busy threads
     /// hold the others), it yields to a client on its own CPU, which could not call while
-    /// the worker spun there. A worker woken by a wake-up that
-    /// brought nothing sleeps again at once (a client that only sends wake-ups keeps no
-    /// worker spinning); the wait's deadline ends the spin.
+    /// the worker spun there. A worker woken by a wake-up that brought nothing sleeps again
+    /// at once (a client that only sends wake-ups keeps no worker spinning); the wait's
+    /// deadline ends the spin.
     ///
     /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two waits
     /// within 1,024 busy-polling ones: a stop of its spin in which the kernel gave its CPU
