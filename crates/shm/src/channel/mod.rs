@@ -334,7 +334,7 @@ pub struct ShmChannel {
         reason = "a cell leaves the stock for a message, which views it at a fixed address"
     )]
     cells: Cell<Vec<Box<[u8; INLINE_MAX]>>>,
-    /// How many times a waiting receive took returned blocks back
+    /// How many times a waiting receive looked at the returned ring to take blocks back
     /// ([`ShmChannel::reclaim_while_waiting`]), for the tests to wait on.
     #[cfg(test)]
     taken_back_waiting: Arc<std::sync::atomic::AtomicU64>,
@@ -744,39 +744,49 @@ mod tests {
         c.send(b"x").unwrap();
         evil_u64(&evil, rx_ctl + HEAD, 7);
         assert!(matches!(c.send(b"x"), Err(ShmError::Corrupt(_))));
-        // A block comes back that was never sent, or twice, or out of turn.
+        // A block comes back twice, or that was never sent, or out of turn.
+        // The receiver's `n`-th return, as a hostile receiver writes it.
+        let ret = |evil: &Segment, n: u64, idx: u64| {
+            let depth = lay.block_count as u64;
+            let slot = lay.ret[CLIENT_TX] + (n % depth) as usize * 8;
+            evil_u64(evil, slot, idx | stamp(n, depth));
+        };
         let (l, c, evil) = pair_with(cfg);
         // (Messages too long to go inline: blocks 0 to 3.)
         for _ in 0..4 {
             c.send(&[b'x'; 60]).unwrap();
         }
         drop(l.try_recv().unwrap());
-        let ret = |n: u64, idx: u64| {
-            let depth = lay.block_count as u64;
-            let slot = lay.ret[CLIENT_TX] + (n % depth) as usize * 8;
-            evil_u64(&evil, slot, idx | stamp(n, depth));
-        };
-        ret(1, 3);
-        ret(2, 3);
-        // The first honest return is taken, and block 3; its duplicate is refused.
+        ret(&evil, 1, 3);
+        ret(&evil, 2, 3);
+        // The first honest return is taken, and block 3; its duplicate is refused, and stays
+        // refused: the next loan that runs dry meets it again.
         assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
-        // The two good returns are usable; with the pool empty again, a return of the next
-        // lap where this one's is due.
         let _a = c.loan().unwrap();
         let _b = c.loan().unwrap();
-        ret(3 + lay.block_count as u64, 1);
         assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
-        // A block never sent (the first one, the honest return, is taken).
+        // Blocks 0 and 1 sent, 1 given back honestly; then block 3, which was never sent, and
+        // an index out of range.
+        for bad in [3, 1 << 40 | 1] {
+            let (l, c, evil) = pair_with(cfg);
+            c.send(&[b'x'; 60]).unwrap();
+            c.send(&[b'x'; 60]).unwrap();
+            let first = l.try_recv().unwrap();
+            drop(l.try_recv().unwrap());
+            ret(&evil, 1, bad);
+            // Blocks 2 and 3 from the free stack; then the returns: block 1 is taken, and
+            // the loan reports the bad one.
+            let _held: Vec<_> = (0..2).map(|_| c.loan().unwrap()).collect();
+            assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))), "{bad}");
+            assert!(c.loan().is_ok(), "block 1 was taken back before the bad return");
+            drop(first);
+        }
+        // A return of the next lap where this one's is due.
         let (l, c, evil) = pair_with(cfg);
         c.send(&[b'x'; 60]).unwrap();
-        c.send(&[b'x'; 60]).unwrap();
         drop(l.try_recv().unwrap());
-        evil_u64(
-            &evil,
-            lay.ret[CLIENT_TX] + 8,
-            7 | stamp(1, lay.block_count as u64),
-        );
-        let _held: Vec<_> = (0..2).map(|_| c.loan().unwrap()).collect();
+        ret(&evil, lay.block_count as u64, 0);
+        let _held: Vec<_> = (0..3).map(|_| c.loan().unwrap()).collect();
         assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))));
     }
 

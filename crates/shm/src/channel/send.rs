@@ -214,9 +214,10 @@ impl ShmChannel {
     fn reclaim(&self, free: &mut Vec<u32>) -> Result<(), ShmError> {
         let mut ring = self.ret_rx.get();
         let mut in_flight = self.in_flight.take();
-        // At most `block_count` returns are taken: each clears an in-flight flag.
+        // At most `block_count` returns are taken: each clears an in-flight flag. A refused
+        // one stays where it is, so that every later taking back reports it again.
         let result = loop {
-            let idx = match ring.take_stamped(|s| self.returned_entry(s)) {
+            let idx = match ring.look_stamped(|s| self.returned_entry(s)) {
                 Ok(Some(idx)) => idx,
                 Ok(None) => break Ok(()),
                 Err(_) => break Err(RETURNED_BROKEN),
@@ -226,6 +227,7 @@ impl ShmChannel {
                 Some(f) if *f => *f = false,
                 _ => break Err(ShmError::Corrupt("a block came back that was not sent")),
             }
+            ring.pass();
             // `idx < block_count <= 2^20` (it was in flight) fits in u32.
             free.push(idx as u32);
         };

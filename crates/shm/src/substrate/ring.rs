@@ -294,9 +294,16 @@ impl Consumer {
     ) -> Result<Option<u64>, RingError> {
         let e = self.look_stamped(read)?;
         if e.is_some() {
-            self.head = self.head.wrapping_add(1);
+            self.pass();
         }
         Ok(e)
+    }
+
+    /// Moves past the entry [`look_stamped`](Self::look_stamped) gave (a ring whose counter
+    /// stays unshared, as [`take_stamped`](Self::take_stamped)'s): a consumer that refuses an
+    /// entry leaves it, and meets it again at its next look.
+    pub(crate) fn pass(&mut self) {
+        self.head = self.head.wrapping_add(1);
     }
 
     /// The next entry of a ring [`take_stamped`](Self::take_stamped) takes from, if its slot
