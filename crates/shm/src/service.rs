@@ -229,17 +229,18 @@ impl ConnectConfig {
     }
 
     /// Busy-polls: every RPC call of this connection spins for its answer for up to
-    /// `limit` before it sleeps, whatever the calls before did, wherever the server's worker
-    /// last ran, and also when the call had to wake the server; long calls are not paced.
-    /// A call whose worker last ran on its CPU spins there only where the two can each have
-    /// a CPU (the scheduler soon moves one of two spinners sharing a CPU); where other
-    /// processes' busy threads leave them one, the worker runs only once the caller gives
-    /// that CPU up, and the call hands it over (or moves) as by default: with one core of
-    /// two kept busy by another process, a 1 MiB `lend_mut` busy-polling lost a 4 ms
-    /// scheduler tick a call for as long as the pair shared a CPU, and made 22–38 k calls a
-    /// second against 45–47 k since. A dead server or the call's deadline ends the spin. An async
-    /// call spins at most 20 µs (as by default) before its task is put to sleep, so as not
-    /// to hold the executor's thread.
+    /// `limit` before it sleeps, whatever the calls before did, and also when the call had
+    /// to wake the server; long calls are not paced. A call whose worker last ran on its
+    /// CPU spins there only where the two can each have a CPU (the scheduler soon moves one
+    /// of two spinners sharing a CPU). Where they cannot (other processes' busy threads hold
+    /// the other CPUs, or courier cannot tell: before its second look at the machine, or
+    /// where `/proc` cannot be read), the worker runs only once the caller gives that CPU
+    /// up, and the call waits as by default: it hands the CPU over, or moves, or sleeps if
+    /// it woke the server. With one core of two kept busy by another process, a 1 MiB
+    /// `lend_mut` busy-polling lost a 4 ms scheduler tick a call for as long as the pair
+    /// shared a CPU, and made 22–38 k calls a second against 45–47 k since. A dead server
+    /// or the call's deadline ends the spin. An async call spins at most 20 µs (as by
+    /// default) before its task is put to sleep, so as not to hold the executor's thread.
     ///
     /// Except on oversubscribed CPUs: a connection whose spins are preempted often (two
     /// calls within 1,024 busy-polling ones: a stop of its spin in which the kernel gave

@@ -208,10 +208,12 @@ impl ServerConfig {
     /// Busy-polls: an idle worker looks for the next message for up to `limit` before it
     /// sleeps, at every wait, whatever the waits before did and wherever its last client
     /// ran; except that where the two cannot each have a CPU (other processes' busy threads
-    /// hold the others), it yields to a client on its own CPU, which could not call while
-    /// the worker spun there. A worker woken by a wake-up that brought nothing sleeps again
-    /// at once (a client that only sends wake-ups keeps no worker spinning); the wait's
-    /// deadline ends the spin.
+    /// hold the others, or courier cannot tell: before its second look at the machine, or
+    /// where `/proc` cannot be read), it waits for a client on its own CPU as by default,
+    /// yielding the CPU to it for a while and then sleeping, since the client could not call
+    /// while the worker spun there. A worker woken by a wake-up that brought nothing sleeps
+    /// again at once (a client that only sends wake-ups keeps no worker spinning); the
+    /// wait's deadline ends the spin.
     ///
     /// Except on oversubscribed CPUs: a worker whose spins are preempted often (two waits
     /// within 1,024 busy-polling ones: a stop of its spin in which the kernel gave its CPU
@@ -990,7 +992,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
         {
             let here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             let wait = core.spin.begin_wait(here);
-            let client_here = !wait.busy_polls() && here;
+            let client_here = here && !(wait.busy_polls() && room_beside(1));
             let found = if client_here {
                 let look = || Ok::<_, std::convert::Infallible>(server.poll_once());
                 let Ok(found) = park::yield_on(park::YIELD_FOR, look);
