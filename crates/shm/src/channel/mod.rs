@@ -778,7 +778,10 @@ mod tests {
             // the loan reports the bad one.
             let _held: Vec<_> = (0..2).map(|_| c.loan().unwrap()).collect();
             assert!(matches!(c.loan(), Err(ShmError::Corrupt(_))), "{bad}");
-            assert!(c.loan().is_ok(), "block 1 was taken back before the bad return");
+            assert!(
+                c.loan().is_ok(),
+                "block 1 was taken back before the bad return"
+            );
             drop(first);
         }
         // A return of the next lap where this one's is due.
