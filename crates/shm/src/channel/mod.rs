@@ -323,10 +323,10 @@ pub struct ShmChannel {
     ret_rx: Cell<Consumer>,
     free: Cell<Vec<u32>>,
     in_flight: Cell<Vec<bool>>,
-    // Receiving side: the consumer of the message ring of direction `rx`, and how many
-    // blocks it returned (the producer's count of the returned ring, which is unshared).
+    // Receiving side: the consumer of the message ring and the producer of the returned
+    // ring (unshared: it never looks for room) of direction `rx`.
     msg_rx: Cell<Consumer>,
-    returned: Cell<u64>,
+    ret_tx: Cell<Producer>,
     /// Cells of `INLINE_MAX` bytes for the inline messages taken, given back by the messages
     /// dropped (at most `CELLS_KEPT` kept), the last one first.
     #[allow(
@@ -464,7 +464,7 @@ impl ShmChannel {
             free: Cell::new(free),
             in_flight: Cell::new(vec![false; lay.block_count]),
             msg_rx: Cell::new(Consumer::new(lay.ring_depth)),
-            returned: Cell::new(0),
+            ret_tx: Cell::new(Producer::new(lay.block_count)),
             cells: Cell::new(Vec::new()),
             #[cfg(test)]
             taken_back_waiting: Arc::default(),

@@ -10,7 +10,6 @@ use crate::error::ShmError;
 use crate::substrate::clock;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave, SpinHint, AWAKE, SHORT_ANSWER};
-use crate::substrate::ring::stamp;
 use crate::sync::shared::Ordering;
 use crate::view::ShmView;
 use courier_core::placement::move_off_this_cpu;
@@ -345,14 +344,14 @@ impl ShmChannel {
         // than the ring holds, as each is one it sent; a hostile sender that sent one twice
         // can make us write over a return it has not taken, which it alone sees (a foreign
         // stamp, or a block it did not send).
-        let n = self.returned.get();
-        let depth = self.lay.block_count as u64;
+        let mut ring = self.ret_tx.get();
         // Release: pairs with the sender's Acquire load of the entry (`reclaim`): our reads of
         // the block happen before its next writes to it. `idx < block_count <= 2^20` leaves
         // the stamp's bits free.
-        self.returned_word(self.rx, (n % depth) as usize)
-            .store(idx as u64 | stamp(n, depth), Ordering::Release);
-        self.returned.set(n.wrapping_add(1));
+        self.returned_word(self.rx, ring.next_slot())
+            .store(idx as u64 | ring.stamp(), Ordering::Release);
+        ring.commit_stamped();
+        self.ret_tx.set(ring);
         // A sender waiting for a block sleeps without a timeout: it must be woken here.
         park::wake(self.ctl32(self.rx, S_WAIT));
     }

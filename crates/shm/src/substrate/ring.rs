@@ -183,13 +183,23 @@ pub(crate) fn stamp_before(n: u64, depth: u64) -> u64 {
 }
 
 impl Producer {
-    /// The stamp the entry going into the slot [`Producer::reserve`] gave must carry.
+    /// The slot the next entry goes in, for a producer that never has more entries queued
+    /// than the ring holds and so never looks for room (the consumer's counter stays
+    /// unshared: [`Consumer::take_stamped`]); any other reserves with
+    /// [`Producer::reserve`].
+    pub(crate) fn next_slot(&self) -> usize {
+        (self.tail % self.depth) as usize
+    }
+
+    /// The stamp the entry going into the slot [`Producer::reserve`] (or
+    /// [`Producer::next_slot`]) gave must carry.
     pub(crate) fn stamp(&self) -> u64 {
         stamp(self.tail, self.depth)
     }
 
-    /// Publishes the stamped entry written into the slot [`Producer::reserve`] gave (with a
-    /// Release store: that store is what the consumer sees): only counts it.
+    /// Publishes the stamped entry written into the slot [`Producer::reserve`] (or
+    /// [`Producer::next_slot`]) gave (with a Release store: that store is what the consumer
+    /// sees): only counts it.
     pub(crate) fn commit_stamped(&mut self) {
         self.tail = self.tail.wrapping_add(1);
     }
@@ -687,7 +697,7 @@ mod loom_models {
                 }
             });
             let mut c = Consumer::new(DEPTH);
-            let mut returns = 0u64;
+            let mut returns = Producer::new(2);
             let mut got = Vec::new();
             while got.len() < N as usize {
                 let read = |s: usize| ring.slots[s].load(Ordering::Acquire);
@@ -698,9 +708,8 @@ mod loom_models {
                 // SAFETY: the block is the receiver's from its entry until it goes back;
                 // loom reports the read if the sender could write it meanwhile.
                 got.push(ring.payload[block as usize].with(|e| unsafe { *e }));
-                let slot = (returns % 2) as usize;
-                returned[slot].store(block | stamp(returns, 2), Ordering::Release);
-                returns += 1;
+                returned[returns.next_slot()].store(block | returns.stamp(), Ordering::Release);
+                returns.commit_stamped();
             }
             assert_eq!(got, [10, 20, 30]);
             sender.join().unwrap();
