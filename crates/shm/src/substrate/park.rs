@@ -567,9 +567,22 @@ pub(crate) struct Wait<'a> {
 }
 
 impl Wait<'_> {
-    /// Whether this wait busy-polls: it spins whatever the hints say.
+    /// Whether this wait busy-polls: it spins whatever the hints say, save a peer's on
+    /// this CPU where the pair cannot each have a CPU ([`heeds_peer_here`](Self::heeds_peer_here)).
     pub(crate) fn busy_polls(self) -> bool {
         self.busy.is_some()
+    }
+
+    /// Whether the wait heeds a peer that last ran on this CPU (yields this CPU to it, or
+    /// moves), rather than spin beside it: an adapting wait always; a busy-polling one only
+    /// where the two cannot each have a CPU (other processes' busy threads hold the others,
+    /// or that is not known: [`room_beside`](courier_core::placement::room_beside)). Where
+    /// they can, the scheduler soon moves one of two spinners sharing a CPU; where they
+    /// cannot, three runnable threads on two CPUs leave it nothing to gain by a move, and the
+    /// peer runs only once this side gives its CPU up (a 1 MiB `lend_mut` busy-polling beside
+    /// a busy process lost a 4 ms tick a call while the pair shared a CPU).
+    pub(crate) fn heeds_peer_here(self) -> bool {
+        !self.busy_polls() || !courier_core::placement::room_beside(1)
     }
 
     /// Whether its limit is zero: the owner asked never to spin.

@@ -14,7 +14,7 @@ use crate::substrate::coop;
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, Gave};
 use crate::sync::{fence, Ordering};
-use courier_core::placement::{move_off_this_cpu, room_beside};
+use courier_core::placement::move_off_this_cpu;
 use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -106,16 +106,14 @@ impl Call {
             _ => Err(Fault::Protocol),
         };
         // A busy-polling caller spins whatever the hints say, for a call that woke the
-        // server too, where the two can each have a CPU (a worker on this CPU is then moved
-        // away by the scheduler's balancing; handing the CPU back and forth would keep the
-        // two on one CPU); where other processes' busy threads leave them one CPU, a worker
-        // on this CPU runs only once we give it up, so it hands the CPU over (or moves) as
-        // an adaptive caller does. It also waits as an adaptive caller for a while when its
-        // spins were preempted often of late (`AdaptiveSpin::begin_wait`).
+        // server too, save beside a worker on this CPU where the two cannot each have one
+        // (`Wait::heeds_peer_here`: it then hands the CPU over, or moves, as an adaptive
+        // caller does). It also waits as an adaptive caller for a while when its spins were
+        // preempted often of late (`AdaptiveSpin::begin_wait`).
         let server_here = self.server_here();
         let wait = self.conn.spin.begin_wait(server_here);
         let busy_poll = wait.busy_polls();
-        let mut here = server_here && !(busy_poll && room_beside(1));
+        let mut here = server_here && wait.heeds_peer_here();
         let handing_over = !self.woke && !wait.never();
         // The server's worker last ran on this CPU and is awake: move to another CPU where
         // that pays (`Conn::move_pays`), and spin there; else hand it this one.

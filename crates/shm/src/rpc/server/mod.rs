@@ -40,7 +40,6 @@ use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, AdaptiveSpin, SpinLimit};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys;
-use courier_core::placement::room_beside;
 use std::any::TypeId;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -631,14 +630,12 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
         (keys, bells): (&mut Vec<u64>, &mut Bells),
     ) -> Result<Incoming<Rq, Rp, E>, Error<E>> {
         let core = &self.shared.core;
-        // (A busy-polling worker spins whatever the hints say where it and the client can
-        // each have a CPU, unless its spins were preempted often of late:
-        // `AdaptiveSpin::begin_wait`. Where other processes' busy threads leave the two one
-        // CPU, a client on this CPU runs only once we give it up, as below.)
+        // (A busy-polling worker spins whatever the hints say, save beside a client on this
+        // CPU where the two cannot each have one (`Wait::heeds_peer_here`), unless its spins
+        // were preempted often of late: `AdaptiveSpin::begin_wait`.)
         let wait = core
             .spin
             .begin_wait(core.client_cpu.load(Ordering::Relaxed) == park::this_cpu());
-        let busy_poll = wait.busy_polls();
         loop {
             if let Some(m) = self.poll_once() {
                 return Ok(m);
@@ -646,7 +643,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> Server<Rq, Rp, E> {
             // No spin when the client of the last call is on this CPU: it cannot send its
             // next call while we spin here. We yield the CPU to it for a while instead.
             let client_here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu()
-                && !(busy_poll && room_beside(1));
+                && wait.heeds_peer_here();
             if !*idle_wake && client_here && !core.spin.never() {
                 let look = || Ok::<_, std::convert::Infallible>(self.poll_once());
                 let Ok(found) = park::yield_on(deadline.cap(park::YIELD_FOR), look);
@@ -992,7 +989,7 @@ impl<Rq: Wire, Rp: Wire, E: Wire> std::future::Future for AsyncWait<'_, Rq, Rp, 
         {
             let here = core.client_cpu.load(Ordering::Relaxed) == park::this_cpu();
             let wait = core.spin.begin_wait(here);
-            let client_here = here && !(wait.busy_polls() && room_beside(1));
+            let client_here = here && wait.heeds_peer_here();
             let found = if client_here {
                 let look = || Ok::<_, std::convert::Infallible>(server.poll_once());
                 let Ok(found) = park::yield_on(park::YIELD_FOR, look);
