@@ -280,6 +280,13 @@ impl Layout {
         RING + 8 * (n % self.slots as u64) as usize
     }
 
+    /// The request ring's slot `i` (`i < slots`: the client's own `Producer::next_slot`).
+    #[inline]
+    pub(crate) fn ring_slot(&self, i: usize) -> usize {
+        debug_assert!(i < self.slots);
+        RING + 8 * i
+    }
+
     #[inline]
     pub(crate) fn rec(&self, slot: usize) -> usize {
         self.recs + slot * SLOT_REC

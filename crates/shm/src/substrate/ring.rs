@@ -744,6 +744,7 @@ mod loom_models {
             });
             let r = Arc::clone(&ring);
             let client = loom::thread::spawn(move || {
+                let mut requests = Producer::new(1);
                 for v in 0..2u64 {
                     // The one slot is queued again only once its call ended.
                     while r.done.load(Ordering::Acquire) < v {
@@ -751,7 +752,8 @@ mod loom_models {
                     }
                     // SAFETY: the payload cell is the client's until its entry is stored.
                     r.payload[v as usize].with_mut(|e| unsafe { *e = 10 + v });
-                    r.slots[0].store(v | stamp(v, 1), Ordering::Release);
+                    r.slots[requests.next_slot()].store(v | requests.stamp(), Ordering::Release);
+                    requests.commit_stamped();
                     fence(Ordering::SeqCst);
                     if r.sleeping.load(Ordering::SeqCst) != 0 {
                         r.bell.fetch_add(1, Ordering::SeqCst);

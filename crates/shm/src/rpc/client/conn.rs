@@ -15,7 +15,7 @@ use crate::rpc::{BELL_HELLO, LEND_HELLO, MSG_LEN};
 use crate::service::{ConnectConfig, Connection};
 use crate::substrate::deadline::Deadline;
 use crate::substrate::park::{self, AdaptiveSpin, Liveness, Pace, SHORT_ANSWER};
-use crate::substrate::ring::{self, Consumer};
+use crate::substrate::ring::{Consumer, Producer};
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::sys::{self, Credentials};
 use crate::watch::Watch;
@@ -53,8 +53,10 @@ pub(crate) struct Conn {
     pub(super) sock: OwnedFd,
     /// Held for one non-blocking send on `sock` (never across a wait).
     pub(super) send_lock: Mutex<()>,
-    /// The producer side of the request ring.
-    pub(super) tail: Mutex<u64>,
+    /// The producer side of the request ring. It never looks for room (`Producer::next_slot`):
+    /// a slot is queued again only once its call ended, so the ring never holds more entries
+    /// than it has slots.
+    pub(super) requests: Mutex<Producer>,
     /// When a spinning caller first looks at its call's state word ([`Quiet`]), learnt over
     /// this connection's calls.
     pub(super) quiet: Mutex<Quiet>,
@@ -295,7 +297,7 @@ impl Conn {
             server,
             sock: ours,
             send_lock: Mutex::new(()),
-            tail: Mutex::new(0),
+            requests: Mutex::new(Producer::new(lay.slots)),
             quiet: Mutex::new(Quiet::default()),
             wake,
             push: Mutex::new(PushState {
@@ -549,12 +551,13 @@ impl Conn {
             // The entry, stamped with its lap, is all a worker reads to find the call. The
             // ring never holds more than `slots` entries: a slot is queued again only once
             // its call ended, after the server took its entry.
-            let mut tail = lock(&self.tail);
-            let entry = slot as u64 | ring::stamp(*tail, sh.lay.slots as u64);
+            let mut requests = lock(&self.requests);
+            let at = sh.lay.ring_slot(requests.next_slot());
             // Release: the slot record and its data are visible to a worker that sees the
             // entry (its Acquire load).
-            sh.u64(sh.lay.ring(*tail)).store(entry, Ordering::Release);
-            *tail = tail.wrapping_add(1);
+            sh.u64(at)
+                .store(slot as u64 | requests.stamp(), Ordering::Release);
+            requests.commit_stamped();
         }
         // SeqCst: the Dekker pair with a worker's announcement in `srv_sleep` and its fence
         // before its last look at the rings: it sees our entry, or we see it sleeping.
