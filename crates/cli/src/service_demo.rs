@@ -251,7 +251,8 @@ pub(crate) fn run(tally: &mut Tally) {
 }
 
 /// The server process of this section (`courier demo-service-server <name>`): serves until a
-/// client asks it to shut down.
+/// client asks it to shut down, then stops serving and drops the server, which removes its
+/// name (socket, lock and stats files) from the runtime directory.
 pub(crate) fn serve(name: &str) -> bool {
     let server = match StoreServer::bind(name) {
         Ok(s) => s,
@@ -261,8 +262,22 @@ pub(crate) fn serve(name: &str) -> bool {
         }
     };
     let (stop, stopped) = mpsc::channel();
-    std::thread::spawn(move || server.serve(Map::new(Some(stop))));
-    println!("ready {}", std::process::id());
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    stopped.recv().is_ok()
+    let asked = std::thread::scope(|s| {
+        let worker = s.spawn(|| server.serve(Map::new(Some(stop))));
+        println!("ready {}", std::process::id());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // A sender dropped unused: `serve` returned (failed) without a shutdown.
+        let asked = stopped.recv().is_ok();
+        server.stop();
+        match worker.join() {
+            Ok(Ok(())) => asked,
+            Ok(Err(e)) => {
+                eprintln!("demo-service-server: serve: {e}");
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    drop(server);
+    asked
 }

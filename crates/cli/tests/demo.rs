@@ -8,10 +8,13 @@
 //!   reports `ok: <where>: <step> `;
 //! - the closing line says all steps are OK;
 //! - the latency lines give a median;
+//! - every server process of the demo removes its name (socket, lock and stats files) from
+//!   the runtime directory: the demo runs with one of its own, empty at the end;
 //! - an unknown subcommand and `demo --calls 0` are refused with a failure status.
 
 mod support;
 
+use courier_testkit::TempDir;
 use std::time::Duration;
 use support::courier;
 
@@ -79,7 +82,12 @@ const NET: [&str; 7] = [
 
 #[test]
 fn demo_runs_every_pattern() {
-    let out = courier(&["demo", "--calls", "2000"], &[], DEADLINE);
+    let rt = TempDir::new("courier-demo-test", "rt", 0o700);
+    let out = courier(
+        &["demo", "--calls", "2000"],
+        &[("COURIER_RUNTIME_DIR", rt.path())],
+        DEADLINE,
+    );
     let text = &out.stdout;
     let (local, rest) = text
         .split_once("== courier::shm")
@@ -158,6 +166,14 @@ fn demo_runs_every_pattern() {
         out.status.success(),
         "exit status {}; output:\n{text}",
         out.status
+    );
+    let left: Vec<_> = std::fs::read_dir(rt.path())
+        .expect("the runtime directory is still there")
+        .map(|e| e.map(|e| e.file_name()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the demo's servers left names in the runtime directory: {left:?}"
     );
 }
 
