@@ -173,12 +173,7 @@ fn local_with(config: Option<PairConfig>) -> Running {
 
 #[cfg(target_os = "linux")]
 fn runtime_dir() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = std::env::temp_dir().join(format!("courier-service-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::env::set_var("COURIER_RUNTIME_DIR", &dir);
-    });
+    courier_testkit::runtime_dir("courier-service");
 }
 
 #[cfg(target_os = "linux")]

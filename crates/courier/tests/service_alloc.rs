@@ -145,9 +145,7 @@ fn local_calls_and_sends_allocate_nothing() {
 #[cfg(target_os = "linux")]
 #[test]
 fn shm_calls_sends_and_lends_allocate_nothing() {
-    let dir = std::env::temp_dir().join(format!("courier-service-alloc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+    courier_testkit::runtime_dir("courier-service-alloc");
     let counter: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let server = RegServer::bind("alloc").unwrap();
     let _serving = serve_counted(server, counter);

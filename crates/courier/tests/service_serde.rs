@@ -113,9 +113,7 @@ fn serde_values_travel_in_one_process() {
 #[cfg(target_os = "linux")]
 #[test]
 fn serde_values_travel_between_processes_over_shm() {
-    let dir = std::env::temp_dir().join(format!("courier-service-serde-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("COURIER_RUNTIME_DIR", &dir);
+    courier_testkit::runtime_dir("courier-service-serde");
     let server = LogServer::bind("log").unwrap();
     std::thread::spawn(move || {
         let _ = server.serve(Lines::default());
