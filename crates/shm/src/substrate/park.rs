@@ -33,6 +33,7 @@
 use super::clock;
 use super::deadline::{Deadline, Expired};
 use crate::sync::{Futex, Ordering};
+use crate::sys;
 use crate::watch::WatchShared;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
@@ -693,8 +694,9 @@ impl Wait<'_> {
 /// a paced spin preempted                       -> forget: the cores are oversubscribed
 /// ```
 ///
-/// The margin covers the timer's lateness (a thread's default timer slack is 50 µs) and
-/// the wake-up's; the paced spin then costs about that much CPU per call, for a call that
+/// The margin covers the timer's lateness (the sleep lowers the thread's timer slack from its
+/// default 50 µs to 1 µs: [`sys::TightTimers`]) and the wake-up's; the paced spin then costs
+/// about that much CPU per call, for a call that
 /// takes at least [`LONG_WAIT`] (more for a call slower than the last two). Shared by the
 /// threads of one connection; `Relaxed`, a hint like [`AdaptiveSpin`].
 #[derive(Debug, Default)]
@@ -1236,7 +1238,9 @@ fn wait_with<T, E>(
     let mut slept_since = None;
     if let Some(ahead) = ahead {
         // Asleep until `ahead` has passed: a sleep ended by a change that is not the
-        // answer (the server taking the call) goes on for the rest.
+        // answer (the server taking the call) goes on for the rest. With the default timer
+        // slack the sleep would end most of `PACE_MARGIN` late.
+        let _tight = sys::TightTimers::new();
         let since = Instant::now();
         slept_since = Some(since);
         loop {
