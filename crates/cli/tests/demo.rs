@@ -14,9 +14,8 @@
 
 mod support;
 
-use courier_testkit::TempDir;
 use std::time::Duration;
-use support::courier;
+use support::{courier, RuntimeDir};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -82,10 +81,10 @@ const NET: [&str; 7] = [
 
 #[test]
 fn demo_runs_every_pattern() {
-    let rt = TempDir::new("courier-demo-test", "rt", 0o700);
+    let rt = RuntimeDir::new("demo");
     let out = courier(
         &["demo", "--calls", "2000"],
-        &[("COURIER_RUNTIME_DIR", rt.path())],
+        &[("COURIER_RUNTIME_DIR", rt.0.path())],
         DEADLINE,
     );
     let text = &out.stdout;
@@ -167,7 +166,7 @@ fn demo_runs_every_pattern() {
         "exit status {}; output:\n{text}",
         out.status
     );
-    let left: Vec<_> = std::fs::read_dir(rt.path())
+    let left: Vec<_> = std::fs::read_dir(rt.0.path())
         .expect("the runtime directory is still there")
         .map(|e| e.map(|e| e.file_name()))
         .collect();

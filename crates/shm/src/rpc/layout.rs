@@ -274,7 +274,8 @@ impl Layout {
     }
 
     /// The request ring's slot of the entry with counter `n` (taken modulo in 64 bits, so
-    /// that a 32-bit and a 64-bit peer agree after 2^32 calls).
+    /// that a 32-bit and a 64-bit peer agree after 2^32 calls); a slot's own index, below
+    /// `slots`, names that slot.
     #[inline]
     pub(crate) fn ring(&self, n: u64) -> usize {
         RING + 8 * (n % self.slots as u64) as usize

@@ -694,11 +694,11 @@ impl Wait<'_> {
 /// a paced spin preempted                       -> forget: the cores are oversubscribed
 /// ```
 ///
-/// The margin covers the timer's lateness (the sleep lowers the thread's timer slack from its
-/// default 50 µs to 1 µs: [`sys::TightTimers`]) and the wake-up's; the paced spin then costs
-/// about that much CPU per call, for a call that
-/// takes at least [`LONG_WAIT`] (more for a call slower than the last two). Shared by the
-/// threads of one connection; `Relaxed`, a hint like [`AdaptiveSpin`].
+/// The margin covers the timer's lateness (the sleep lowers the thread's timer slack, 50 µs
+/// by default, to 1 µs: [`sys::TightTimers`]) and the wake-up's; the paced spin then costs
+/// about that much CPU per call, for a call that takes at least [`LONG_WAIT`] (more for a
+/// call slower than the last two). Shared by the threads of one connection; `Relaxed`, a hint
+/// like [`AdaptiveSpin`].
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
     /// The last two waits that slept, in µs (0: none, or forgotten).
@@ -1238,11 +1238,13 @@ fn wait_with<T, E>(
     let mut slept_since = None;
     if let Some(ahead) = ahead {
         // Asleep until `ahead` has passed: a sleep ended by a change that is not the
-        // answer (the server taking the call) goes on for the rest. With the default timer
-        // slack the sleep would end most of `PACE_MARGIN` late.
-        let _tight = sys::TightTimers::new();
+        // answer (the server taking the call) goes on for the rest. With the thread's timer
+        // slack as it is (50 µs by default) the sleep would end most of `PACE_MARGIN` late:
+        // it is tightened for the sleeps (not before an answer already there), and put back
+        // before the spin.
         let since = Instant::now();
         slept_since = Some(since);
+        let mut tight: Option<sys::TightTimers> = None;
         loop {
             if let Some(v) = attempt().map_err(Gave::Err)? {
                 return Ok((v, Spun::Missed, Some(since.elapsed())));
@@ -1254,8 +1256,10 @@ fn wait_with<T, E>(
                 break;
             };
             let left = deadline.left().map_err(|Expired| Gave::Expired)?;
+            tight.get_or_insert_with(sys::TightTimers::new);
             sleep_once(Some(left.map_or(rest, |left| left.min(rest)))).map_err(Gave::Err)?;
         }
+        drop(tight);
     }
     // A long (paced, busy-polling) spin stops at the deadline, and when the peer dies; a
     // deadline already passed leaves none.
@@ -1586,8 +1590,15 @@ mod tests {
 
     #[test]
     fn a_paced_wait_sleeps_on_after_a_change_that_was_not_the_answer_then_spins() {
+        // The thread's timer slack: tightened for the sleeps, put back for the spin (where
+        // `prctl` works).
+        const SLACK: u64 = 50_000;
+        let slack = || rustix::thread::current_timer_slack().ok();
+        let set = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(SLACK));
+        let expect = |tight: u64| set.is_ok().then_some(if tight > 0 { tight } else { SLACK });
         let ahead = Duration::from_millis(3);
         let mut sleeps: Vec<Duration> = Vec::new();
+        let mut slacks = Vec::new();
         let mut looks = 0;
         let r = wait_with(
             Some(ahead),
@@ -1598,12 +1609,14 @@ mod tests {
             Deadline::NEVER,
             || {
                 looks += 1;
+                slacks.push(slack());
                 // The answer comes after the second sleep (which used up `ahead`) and the
                 // look after it, so the spin's first look sees it.
                 Ok::<_, ()>((looks == 4).then_some(7))
             },
             |timeout| {
                 let timeout = timeout.expect("a paced sleep is bounded");
+                assert_eq!(slack(), expect(sys::TIGHT_SLACK), "a paced sleep's slack");
                 // The first sleep ends at once (the server took the call); the next lasts.
                 if !sleeps.is_empty() {
                     std::thread::sleep(timeout);
@@ -1614,6 +1627,10 @@ mod tests {
         );
         let (v, spun, slept) = r.unwrap();
         assert_eq!((v, spun, looks), (7, Spun::Answered(Duration::ZERO), 4));
+        // The looks before the first sleep and in the spin ran with the thread's own slack.
+        assert_eq!(slacks[0], expect(0), "{slacks:?}");
+        assert_eq!(slacks[3], expect(0), "{slacks:?}");
+        assert_eq!(slack(), expect(0));
         assert_eq!(sleeps.len(), 2, "{sleeps:?}");
         assert!(sleeps[0] <= ahead, "{sleeps:?}");
         assert!(
