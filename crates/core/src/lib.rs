@@ -18,6 +18,7 @@ pub mod flat;
 pub mod interchange;
 pub mod names;
 pub mod opcode;
+pub mod pace;
 #[cfg(all(feature = "placement", target_os = "linux"))]
 pub mod placement;
 pub mod quiet;

@@ -592,55 +592,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::t
     );
 }
 
-/// The calling thread's timer slack, lowered to [`TIGHT_SLACK`] while this lives and put
-/// back when it drops ([`TightTimers::new`]). Not `Send`: it belongs to the thread it was
-/// made on (whose slack it puts back), so it is never held across an `.await`.
-///
-/// Linux lets a timed sleep end up to the thread's timer slack late (50 µs by default), so
-/// that timers can be batched. A waiter that sleeps until just before an expected answer
-/// ([`crate::substrate::park::Pace`]) cannot afford that. Measured on the 2-vCPU KVM guest
-/// of the README's tables (10th–90th percentile of 400 sleeps of 300 µs), one run: 67–74 µs
-/// late with the default slack, 21–26 µs with 1 µs (what remains is mostly the wake-up of an
-/// idle vCPU); in another, 77–97 µs with the default.
-///
-/// The drop puts back the slack read at the start, even if it was changed meanwhile (through
-/// `/proc/<tid>/timerslack_ns`); a real-time thread, whose slack reads as 0, and a thread
-/// where `prctl` fails are left alone.
-#[derive(Debug)]
-#[must_use = "the slack is put back when this drops"]
-pub(crate) struct TightTimers {
-    /// The slack to put back (`None`: it was tight already, or could not be read).
-    old: Option<u64>,
-    /// Not `Send` (see above).
-    _thread: std::marker::PhantomData<*const ()>,
-}
-
-/// The timer slack of a [`TightTimers`] section, in ns.
-pub(crate) const TIGHT_SLACK: u64 = 1_000;
-
-impl TightTimers {
-    /// Lowers this thread's timer slack to [`TIGHT_SLACK`] unless it is that low already
-    /// (two system calls, three with the drop's).
-    pub(crate) fn new() -> TightTimers {
-        use rustix::thread::{current_timer_slack, set_current_timer_slack};
-        let old = current_timer_slack().ok().filter(|&old| old > TIGHT_SLACK);
-        if old.is_some() {
-            let _ = set_current_timer_slack(std::num::NonZeroU64::new(TIGHT_SLACK));
-        }
-        TightTimers {
-            old,
-            _thread: std::marker::PhantomData,
-        }
-    }
-}
-
-impl Drop for TightTimers {
-    fn drop(&mut self) {
-        if let Some(old) = self.old {
-            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(old));
-        }
-    }
-}
+pub(crate) use courier_core::placement::TightTimers;
 
 /// `FUTEX_WAKE` of one waiter on a word in a shared mapping (a connection's doorbell: one
 /// idle worker is enough, as with `EPOLLEXCLUSIVE` on a wake-up socket).
@@ -920,35 +872,7 @@ fn parse_cache_size(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_cache_size, TightTimers, TIGHT_SLACK};
-    use std::num::NonZeroU64;
-
-    #[test]
-    fn tight_timers_lower_this_threads_slack_and_put_it_back() {
-        // On a thread of its own: the slack is per thread, and the test harness's threads are
-        // reused.
-        std::thread::spawn(|| {
-            if rustix::thread::set_current_timer_slack(NonZeroU64::new(70_000)).is_err() {
-                eprintln!("skipped: prctl(PR_SET_TIMERSLACK) is refused here");
-                return;
-            }
-            let slack = || rustix::thread::current_timer_slack().unwrap();
-            {
-                let _tight = TightTimers::new();
-                assert_eq!(slack(), TIGHT_SLACK);
-                // Nested: already tight, left alone (and not put back to 70 µs on drop).
-                drop(TightTimers::new());
-                assert_eq!(slack(), TIGHT_SLACK);
-            }
-            assert_eq!(slack(), 70_000, "the thread's own slack is back");
-            // A thread whose slack is tighter keeps it.
-            rustix::thread::set_current_timer_slack(NonZeroU64::new(10)).unwrap();
-            drop(TightTimers::new());
-            assert_eq!(slack(), 10);
-        })
-        .join()
-        .unwrap();
-    }
+    use super::parse_cache_size;
 
     #[test]
     fn cache_sizes_parse_as_sysfs_writes_them() {

@@ -43,6 +43,7 @@ pub(crate) const AWAKE: u32 = 0;
 /// The owner of the word announced that it sleeps: the other side must wake it.
 pub(crate) const SLEEPING: u32 = 1;
 
+pub(crate) use courier_core::pace::Pace;
 pub(crate) use courier_core::placement::this_cpu;
 
 /// This thread's Linux thread id (never 0, so that 0 can mean "not known" in the hints the
@@ -681,86 +682,20 @@ impl Wait<'_> {
     }
 }
 
-/// How long a caller's recent long waits took, so that the next one can sleep through most
-/// of the server's work and be spinning when the answer comes, instead of paying a wake-up
-/// after it ([`wait_announced_paced`]):
-///
-/// ```text
-/// the last two waits slept, each >= LONG_WAIT  -> next: sleep min(the two) - PACE_MARGIN
-///                                                 (woken early if the answer comes), then
-///                                                 spin up to min(the two) (at least
-///                                                 PACED_SPIN, at most MAX_PACED_SPIN)
-/// a wait answered without sleeping             -> forget: short calls spin as before
-/// a paced spin preempted                       -> forget: the cores are oversubscribed
-/// ```
-///
-/// The margin covers the timer's lateness (the sleep lowers the thread's timer slack, 50 µs
-/// by default, to 1 µs: [`sys::TightTimers`]) and the wake-up's; the paced spin then costs
-/// about that much CPU per call, for a call that takes at least [`LONG_WAIT`] (more for a
-/// call slower than the last two). Shared by the threads of one connection; `Relaxed`, a hint
-/// like [`AdaptiveSpin`].
-#[derive(Debug, Default)]
-pub(crate) struct Pace {
-    /// The last two waits that slept, in µs (0: none, or forgotten).
-    last: [AtomicU32; 2],
+/// Pacing ([`Pace`], shared with courier::local's waits) for a waiter of this crate: never
+/// for one that does not spin (nothing would end a paced sleep but a wake-up) or busy-polls
+/// (it spins through the whole wait anyway; a busy-poller that adapts for a while is paced).
+pub(crate) fn pace_ahead_for(pace: &Pace, spin: Wait<'_>) -> Option<(Duration, Duration)> {
+    if paces(spin) {
+        pace.ahead()
+    } else {
+        None
+    }
 }
 
-/// Waits shorter than this are not paced (there is no room for a sleep before the margin).
-pub(crate) const LONG_WAIT: Duration = Duration::from_micros(200);
-/// How long before the expected answer a paced sleep ends.
-pub(crate) const PACE_MARGIN: Duration = Duration::from_micros(100);
-/// How long a paced waiter spins after its sleep before it sleeps again, at least and at
-/// most.
-pub(crate) const PACED_SPIN: Duration = Duration::from_micros(250);
-pub(crate) const MAX_PACED_SPIN: Duration = Duration::from_millis(1);
-
-impl Pace {
-    /// How long the next wait should sleep, then spin, if the last waits say: asleep until
-    /// [`PACE_MARGIN`] before the shorter of the last two, then spinning for as long as that
-    /// took (at least [`PACED_SPIN`], at most [`MAX_PACED_SPIN`]): a call that takes twice
-    /// as long as the last is still seen spinning.
-    pub(crate) fn ahead(&self) -> Option<(Duration, Duration)> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let us = self.last[0].load(Relaxed).min(self.last[1].load(Relaxed));
-        let last = Duration::from_micros(u64::from(us));
-        (last >= LONG_WAIT).then(|| {
-            let spin = last.clamp(PACED_SPIN, MAX_PACED_SPIN);
-            (last - PACE_MARGIN, spin)
-        })
-    }
-
-    /// [`Pace::ahead`] for a waiter that spins with `spin`: never for one that does not spin
-    /// (nothing would end a paced sleep but a wake-up) or busy-polls (it spins through the
-    /// whole wait anyway; a busy-poller that adapts for a while is paced).
-    pub(crate) fn ahead_for(&self, spin: Wait<'_>) -> Option<(Duration, Duration)> {
-        if Self::paces(spin) {
-            self.ahead()
-        } else {
-            None
-        }
-    }
-
-    /// Whether a waiter that spins with `spin` is ever paced (see [`Pace::ahead_for`]).
-    pub(crate) fn paces(spin: Wait<'_>) -> bool {
-        !spin.never() && !spin.busy_polls()
-    }
-
-    /// Records how a wait went: `slept` is how long it took if it slept, `None` if it was
-    /// answered without sleeping; `preempted` if its spin was.
-    pub(crate) fn record(&self, slept: Option<Duration>, preempted: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match slept {
-            Some(d) if !preempted => {
-                let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-                self.last[1].store(self.last[0].load(Relaxed), Relaxed);
-                self.last[0].store(us, Relaxed);
-            }
-            _ => {
-                self.last[0].store(0, Relaxed);
-                self.last[1].store(0, Relaxed);
-            }
-        }
-    }
+/// Whether a waiter that spins with `spin` is ever paced (see [`pace_ahead_for`]).
+pub(crate) fn paces(spin: Wait<'_>) -> bool {
+    !spin.never() && !spin.busy_polls()
 }
 
 /// What a sleeper knows of the peer's life: the watcher's shared state (or a model's).
@@ -868,7 +803,7 @@ pub(crate) fn wait_paced<W: Futex, T, E>(
     mut ready: impl FnMut() -> Result<bool, E>,
 ) -> Result<(T, Option<Duration>), Gave<E>> {
     let (spin, hint) = spin.unzip();
-    let pace = pace.filter(|_| spin.is_some_and(Pace::paces));
+    let pace = pace.filter(|_| spin.is_some_and(paces));
     let ahead = pace.and_then(Pace::ahead);
     let (first, budget) = match ahead {
         Some((sleep, spin)) => (Some(sleep), spin),
@@ -1256,7 +1191,7 @@ fn wait_with<T, E>(
                 break;
             };
             let left = deadline.left().map_err(|Expired| Gave::Expired)?;
-            tight.get_or_insert_with(sys::TightTimers::new);
+            tight.get_or_insert_with(sys::TightTimers::tighten);
             sleep_once(Some(left.map_or(rest, |left| left.min(rest)))).map_err(Gave::Err)?;
         }
         drop(tight);
@@ -1541,39 +1476,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_two_long_waits_in_a_row_pace_the_next_and_a_short_or_preempted_one_stops_it() {
-        let p = Pace::default();
-        let us = Duration::from_micros;
-        assert_eq!(p.ahead(), None);
-        p.record(Some(us(400)), false);
-        assert_eq!(p.ahead(), None, "one long wait is not a pace");
-        p.record(Some(us(300)), false);
-        // Asleep until the margin before the shorter, then spinning as long as it took.
-        assert_eq!(p.ahead(), Some((us(300) - PACE_MARGIN, us(300))));
-        p.record(Some(us(5000)), false);
-        assert_eq!(p.ahead(), Some((us(200), us(300))));
-        // A wait that was answered without sleeping, or whose spin was preempted, or one
-        // shorter than LONG_WAIT: no pace.
-        for (slept, preempted) in [(None, false), (Some(us(400)), true)] {
-            p.record(Some(us(400)), false);
-            p.record(Some(us(400)), false);
-            assert!(p.ahead().is_some());
-            p.record(slept, preempted);
-            assert_eq!(p.ahead(), None);
-        }
-        p.record(Some(us(400)), false);
-        p.record(Some(LONG_WAIT - us(1)), false);
-        assert_eq!(p.ahead(), None);
-        // The spin is bounded both ways.
-        p.record(Some(LONG_WAIT), false);
-        p.record(Some(LONG_WAIT), false);
-        assert_eq!(p.ahead().map(|(_, spin)| spin), Some(PACED_SPIN));
-        p.record(Some(us(60_000)), false);
-        p.record(Some(us(60_000)), false);
-        assert_eq!(p.ahead().map(|(_, spin)| spin), Some(MAX_PACED_SPIN));
-    }
-
     /// A peer that is alive or dead for the whole test, and no watcher to count sleepers.
     struct Peer {
         dead: bool,
@@ -1616,7 +1518,11 @@ mod tests {
             },
             |timeout| {
                 let timeout = timeout.expect("a paced sleep is bounded");
-                assert_eq!(slack(), expect(sys::TIGHT_SLACK), "a paced sleep's slack");
+                assert_eq!(
+                    slack(),
+                    expect(courier_core::placement::TIGHT_SLACK),
+                    "a paced sleep's slack"
+                );
                 // The first sleep ends at once (the server took the call); the next lasts.
                 if !sleeps.is_empty() {
                     std::thread::sleep(timeout);

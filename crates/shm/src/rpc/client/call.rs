@@ -134,7 +134,7 @@ impl Call {
         let ahead = if quiet {
             None
         } else {
-            self.conn.pace.ahead_for(wait)
+            park::pace_ahead_for(&self.conn.pace, wait)
         };
         let (sleep, spin) = match ahead {
             _ if quiet => (None, Duration::ZERO),
