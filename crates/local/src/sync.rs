@@ -54,6 +54,29 @@ pub(crate) struct Waits {
 }
 
 impl Waits {
+    /// Whether a client's long call is paced (`courier_core::pace::Pace`): it sleeps through
+    /// most of it, then spins for its end. Not where the server last waited on this CPU (the
+    /// spin would keep it from answering), nor on a busy-polling side (it spins anyway), nor
+    /// where other processes leave no CPU free (a spin there takes the time of a thread that
+    /// does not wait).
+    #[cfg(not(loom))]
+    pub(crate) fn paces_here(&self) -> bool {
+        if self
+            .client_poll_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+        {
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let server = self.server_cpu.load(std::sync::atomic::Ordering::Relaxed);
+            server != courier_core::placement::this_cpu() && parking_pays()
+        }
+        #[cfg(not(target_os = "linux"))]
+        true
+    }
+
     /// Stores a busy-poll limit (`Duration::ZERO`: none).
     pub(crate) fn set_limit(word: &std::sync::atomic::AtomicU64, limit: std::time::Duration) {
         let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);

@@ -52,6 +52,8 @@ use crate::event::Waiter;
 use crate::queue::Linked;
 use crate::sync::{spin_loop, Arc, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 use courier_core::error::Error;
+#[cfg(not(loom))]
+use courier_core::pace::Pace;
 use courier_core::quiet::Quiet;
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -110,6 +112,11 @@ pub(crate) struct Slot<Rq, Rp, E> {
     /// How a blocking requester's first look is timed (see [`Quiet`]); the requester's alone,
     /// like `pool`, and kept from one use of the slot to the next.
     quiet: UnsafeCell<Quiet>,
+    /// How long its recent waits that parked took, so that a long call is paced (see
+    /// [`Slot::wait_paced`]); only the requester uses it. Not under loom: nothing is timed
+    /// there.
+    #[cfg(not(loom))]
+    pace: Pace,
 }
 
 impl<Rq, Rp, E> Linked for Slot<Rq, Rp, E> {
@@ -152,6 +159,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
             request: UnsafeCell::new(MaybeUninit::uninit()),
             pool: UnsafeCell::new(None),
             quiet: UnsafeCell::new(Quiet::default()),
+            #[cfg(not(loom))]
+            pace: Pace::default(),
         })
     }
 
@@ -306,10 +315,20 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         let pool = unsafe { self.pool.with(|p| (*p).as_ref().map(Arc::as_ptr)) };
         let pool = pool.expect("a slot in use holds its pool");
         // SAFETY: as above: the pool outlives this wait.
-        let mut backoff = crate::sync::Backoff::on(
-            crate::sync::Side::Client(unsafe { &(*pool).waits }),
-            deadline,
-        );
+        let waits = unsafe { &(*pool).waits };
+        // A long call (the last two waits parked for long, see `Pace`): asleep through most
+        // of it, then spinning for its end, so that the answer costs no wake-up after it.
+        #[cfg(not(loom))]
+        if let Some((sleep, spin)) = self.pace.ahead().filter(|_| waits.paces_here()) {
+            let began = Instant::now();
+            let done = match self.wait_paced(sleep, spin, deadline) {
+                Some(done) => done,
+                None => self.park_until_ready(deadline),
+            };
+            self.pace.record(done.then(|| began.elapsed()), false);
+            return done;
+        }
+        let mut backoff = crate::sync::Backoff::on(crate::sync::Side::Client(waits), deadline);
         // SAFETY: `quiet` is the requester's, and we hold the requester's share.
         let mut quiet = unsafe { self.quiet.with(|q| *q) };
         let spun = quiet.next();
@@ -325,6 +344,9 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 quiet.learn(spun, looks, backoff.only_spun());
                 // SAFETY: as above.
                 unsafe { self.quiet.with_mut(|q| *q = quiet) };
+                // Answered without a park: not a long call.
+                #[cfg(not(loom))]
+                self.pace.forget();
                 return true;
             }
             if !backoff.snooze() {
@@ -334,6 +356,75 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         quiet.learn(spun, looks, false);
         // SAFETY: as above.
         unsafe { self.quiet.with_mut(|q| *q = quiet) };
+        #[cfg(not(loom))]
+        let parked = Instant::now();
+        let done = self.park_until_ready(deadline);
+        // The park's length (the spin before it, a few microseconds, is left out: a paced
+        // sleep then ends that much sooner).
+        #[cfg(not(loom))]
+        self.pace.record(done.then(|| parked.elapsed()), false);
+        done
+    }
+
+    /// Requester side, a long call (see [`Pace`]): registered as the waiter, asleep until
+    /// `sleep` has passed (woken early by the answer), with a tight timer slack so that the
+    /// sleep ends on time; then, the waiter taken back, spinning for at most `spin`. Returns
+    /// whether the result is ready (`Some(false)`: `deadline` passed), or `None` if the spin
+    /// ended without it (the caller parks then).
+    #[cfg(not(loom))]
+    fn wait_paced(
+        &self,
+        sleep: std::time::Duration,
+        spin: std::time::Duration,
+        deadline: Option<Instant>,
+    ) -> Option<bool> {
+        let began = Instant::now();
+        let wake_at = deadline.map_or(began + sleep, |d| d.min(began + sleep));
+        if !self.set_waiter(Waiter::thread()) {
+            // DONE came first, so the completer saw no waiter and is finished.
+            return Some(true);
+        }
+        {
+            #[cfg(target_os = "linux")]
+            let _tight = courier_core::placement::TightTimers::tighten();
+            while !self.is_ready() && Instant::now() < wake_at {
+                crate::sync::park(Some(wake_at));
+            }
+        }
+        if !self.clear_waiter() {
+            // DONE was set before we could take the waiter back: the completer is about to
+            // clear WAITER and unpark us.
+            while !self.is_ready() {
+                crate::sync::park(None);
+            }
+            return Some(true);
+        }
+        if self.is_ready() {
+            return Some(true);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Some(false);
+        }
+        let until = deadline.map_or(now + spin, |d| d.min(now + spin));
+        let mut looks = 0u32;
+        loop {
+            if self.is_ready() {
+                return Some(true);
+            }
+            looks = looks.wrapping_add(1);
+            // The clock every 16 looks (a look is one spin-loop hint).
+            if looks % 16 == 0 && Instant::now() >= until {
+                return None;
+            }
+            spin_loop();
+        }
+    }
+
+    /// Requester side: parks, registered as the waiter, until the result is ready or
+    /// `deadline` passes. Returns `false` on timeout; the requester still owns its share of
+    /// the slot.
+    fn park_until_ready(&self, deadline: Option<Instant>) -> bool {
         if !self.set_waiter(Waiter::thread()) {
             // DONE came first, so the completer saw no waiter and is finished.
             return true;
