@@ -45,6 +45,12 @@ pub(crate) const SYNC: &str = "(1) sync 1:1";
 pub(crate) const THROUGHPUT: &str = "(2) sync 4:1";
 /// Scenario (3).
 pub(crate) const ASYNC: &str = "(3) async";
+/// Scenario (4): one client, one server whose handler works [`LONG_WORK`] before it answers.
+pub(crate) const LONG: &str = "(4) sync 1:1, 300 µs handler";
+/// How long the handler of scenario (4) works (spinning) before each answer.
+const LONG_WORK: Duration = Duration::from_micros(300);
+/// The floor of scenario (4): the handler's work alone, on the client's thread.
+pub(crate) const LONG_FLOOR: &str = "floor: the handler's work, one thread";
 
 /// Client threads in scenario (2).
 const CLIENTS: usize = 4;
@@ -154,6 +160,36 @@ const SPECS: &[Spec] = &[
         run: tokio_sync,
     },
     Spec {
+        scenario: LONG,
+        name: COURIER,
+        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
+        run: courier_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: UMP,
+        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
+        run: ump_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: "crossbeam-channel",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request; the server spinning 300 µs before each reply",
+        run: crossbeam_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: "std::sync::mpsc",
+        notes: "channel() of (u64, SyncSender); sync_channel(1) reply per request; the server spinning 300 µs before each reply",
+        run: std_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: LONG_FLOOR,
+        notes: "the 300 µs of work alone, on the measuring thread: what a call cannot take less than",
+        run: long_floor,
+    },
+    Spec {
         scenario: THROUGHPUT,
         name: COURIER,
         notes: "4 cloned Clients, req",
@@ -225,6 +261,17 @@ fn plan(scenario: &str, quick: bool, rounds: usize) -> Plan {
             batches: stats::MIN_BATCHES,
             per_batch: 100,
             budget: Duration::from_secs(2),
+        };
+    }
+    if scenario == LONG {
+        // About 10 ms a batch: the row takes what the others do, and a caller that adapts
+        // to long calls has settled after its warm-up (unmeasured calls for the settle time).
+        return Plan {
+            warmup: 20,
+            settle: stats::SETTLE,
+            batches: (40 / rounds.max(1)).max(stats::MIN_BATCHES),
+            per_batch: 32,
+            budget: Duration::from_secs(8) / rounds.max(1) as u32,
         };
     }
     let per_batch = if scenario == THROUGHPUT { 1_000 } else { 2_500 };
@@ -313,6 +360,7 @@ fn render(
     out.push_str(&machine.markdown());
     let plan1 = plan(SYNC, quick, rounds);
     let plan2 = plan(THROUGHPUT, quick, rounds);
+    let plan4 = plan(LONG, quick, rounds);
     out.push_str(&runner::loads_note("threads"));
     out.push_str(&format!(
         "- method: {rounds} round(s) per load; each round measures every row once (starting at a different \
@@ -327,8 +375,10 @@ fn render(
          (`/proc/self/task/*/schedstat`) per call.{}\n\
          - scenarios: {SYNC} = one client thread, one server thread; {THROUGHPUT} = {CLIENTS} \
          client threads, one server thread; {ASYNC} = a client task and a server task spawned on \
-         a multi-thread tokio runtime ({WORKERS} workers; both tasks may share one worker). \
-         crossbeam-channel and std::sync::mpsc have no async API and are not in (3).\n\
+         a multi-thread tokio runtime ({WORKERS} workers; both tasks may share one worker); \
+         {LONG} = one client thread, one server thread that spins {LONG_WORK:?} before each \
+         reply ({}×{} calls per round). crossbeam-channel and std::sync::mpsc have no async \
+         API and are not in (3).\n\
          - ratios: {COURIER}/peer median below 1 means courier is faster; {COURIER}/peer \
          calls/s above 1 means courier is faster.\n\
          - wall time of the run: {:.1} s; load average after: {}\n\n",
@@ -352,6 +402,8 @@ fn render(
         } else {
             ""
         },
+        plan4.batches,
+        plan4.per_batch,
         took.as_secs_f64(),
         report::load_average(),
     ));
@@ -384,7 +436,7 @@ fn best_peer<'a>(rows: &'a [Row], scenario: &'a str) -> Option<&'a Row> {
 /// core busy, ahead of every peer in every scenario.
 fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
     if load == Load::Busy {
-        return [SYNC, THROUGHPUT, ASYNC]
+        return [SYNC, THROUGHPUT, ASYNC, LONG]
             .into_iter()
             .flat_map(|scenario| report::ahead_of_every_peer(rows, scenario))
             .collect();
@@ -407,6 +459,17 @@ fn goals(rows: &[Row], load: Load) -> Vec<Goal> {
             1.0,
         ));
     }
+    goals.push(median_goal(
+        format!("{LONG}: median round trip ≤ best peer"),
+        LONG,
+        best_peer(rows, LONG),
+        1.0,
+    ));
+    goals.push(Goal::informational_median(
+        format!("{LONG}: courier ÷ the handler's work alone (informational)"),
+        find(rows, LONG, COURIER),
+        find(rows, LONG, LONG_FLOOR),
+    ));
     goals.push(median_goal(
         format!("{SYNC}: median round trip ≤ 1.5 × the two-thread spin floor"),
         SYNC,
@@ -592,6 +655,68 @@ fn courier_work_sync(plan: &Plan) -> Samples {
         },
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
     )
+}
+
+/// The handler of scenario (4): spins for [`LONG_WORK`] (reading the clock), then `x + 1`.
+fn long_work(x: u64) -> u64 {
+    let start = Instant::now();
+    while start.elapsed() < LONG_WORK {
+        std::hint::spin_loop();
+    }
+    x.wrapping_add(1)
+}
+
+fn courier_long(plan: &Plan) -> Samples {
+    let (server, client) = courier::local::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || {
+            while let Ok((x, rctx)) = server.wait() {
+                let _ = rctx.reply(long_work(x));
+            }
+        },
+        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
+    )
+}
+
+fn ump_long(plan: &Plan) -> Samples {
+    let (server, client) = ump::channel::<u64, u64, ()>();
+    with_server_thread(
+        move || {
+            while let Ok((x, rctx)) = server.wait() {
+                let _ = rctx.reply(long_work(x));
+            }
+        },
+        move || stats::measure_sync(plan, |x| client.req(x).expect("ump req")),
+    )
+}
+
+fn crossbeam_long(plan: &Plan) -> Samples {
+    let (tx, rx) = crossbeam_channel::unbounded::<CbRequest>();
+    with_server_thread(
+        move || {
+            for (x, reply) in rx {
+                let _ = reply.send(long_work(x));
+            }
+        },
+        move || stats::measure_sync(plan, |x| crossbeam_call(&tx, x)),
+    )
+}
+
+fn std_long(plan: &Plan) -> Samples {
+    let (tx, rx) = std::sync::mpsc::channel::<StdRequest>();
+    with_server_thread(
+        move || {
+            for (x, reply) in rx {
+                let _ = reply.send(long_work(x));
+            }
+        },
+        move || stats::measure_sync(plan, |x| std_call(&tx, x)),
+    )
+}
+
+/// The floor of scenario (4): the work alone, on the measuring thread.
+fn long_floor(plan: &Plan) -> Samples {
+    stats::measure_sync(plan, long_work)
 }
 
 /// The benchmark's service: the same u64 + 1 as every other row.

@@ -36,13 +36,13 @@ fn local_quick_prints_every_row() {
     );
     assert_eq!(
         json.matches("\"name\": \"courier::local\"").count(),
-        2 * 3,
+        2 * 4,
         "{json}"
     );
-    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 22, "{json}");
-    assert_eq!(json.matches("\"load\": \"busy\"").count(), 22, "{json}");
-    // Idle: eleven goals; busy: median, p99, calls/s and CPU/call in each of three scenarios.
-    assert_eq!(json.matches("\"verdict\": ").count(), 11 + 3 * 4, "{json}");
+    assert_eq!(json.matches("\"scenario\": ").count(), 2 * 27, "{json}");
+    assert_eq!(json.matches("\"load\": \"busy\"").count(), 27, "{json}");
+    // Idle: thirteen goals; busy: median, p99, calls/s and CPU/call in each of four scenarios.
+    assert_eq!(json.matches("\"verdict\": ").count(), 13 + 4 * 4, "{json}");
     assert_eq!(
         json.matches("\"verdict\": \"not measured\"").count(),
         0,
@@ -84,6 +84,16 @@ fn local_quick_prints_every_row() {
             "(3) async",
             &["courier::local", "ump 0.13", "flume", "tokio"],
         ),
+        (
+            "(4) sync 1:1, 300 µs handler",
+            &[
+                "courier::local",
+                "ump 0.13",
+                "crossbeam-channel",
+                "std::sync::mpsc",
+                "floor: the handler's work, one thread",
+            ],
+        ),
     ];
     for (scenario, names) in rows.iter().flat_map(|(s, n)| both_loads(s).map(|s| (s, n))) {
         for name in *names {
@@ -104,7 +114,7 @@ fn local_quick_prints_every_row() {
 
     assert_eq!(
         goals_judged(&out),
-        11 + 3 * 4,
-        "expected 23 goals in:\n{out}"
+        13 + 4 * 4,
+        "expected 29 goals in:\n{out}"
     );
 }
