@@ -160,36 +160,6 @@ const SPECS: &[Spec] = &[
         run: tokio_sync,
     },
     Spec {
-        scenario: LONG,
-        name: COURIER,
-        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
-        run: courier_long,
-    },
-    Spec {
-        scenario: LONG,
-        name: UMP,
-        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
-        run: ump_long,
-    },
-    Spec {
-        scenario: LONG,
-        name: "crossbeam-channel",
-        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request; the server spinning 300 µs before each reply",
-        run: crossbeam_long,
-    },
-    Spec {
-        scenario: LONG,
-        name: "std::sync::mpsc",
-        notes: "channel() of (u64, SyncSender); sync_channel(1) reply per request; the server spinning 300 µs before each reply",
-        run: std_long,
-    },
-    Spec {
-        scenario: LONG,
-        name: LONG_FLOOR,
-        notes: "the 300 µs of work alone, on the measuring thread: what a call cannot take less than",
-        run: long_floor,
-    },
-    Spec {
         scenario: THROUGHPUT,
         name: COURIER,
         notes: "4 cloned Clients, req",
@@ -248,6 +218,36 @@ const SPECS: &[Spec] = &[
         name: "tokio",
         notes: "unbounded mpsc of (u64, oneshot::Sender) / recv; oneshot per request",
         run: tokio_async,
+    },
+    Spec {
+        scenario: LONG,
+        name: COURIER,
+        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
+        run: courier_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: UMP,
+        notes: "Client::req / Server::wait + ReplyContext::reply, the server spinning 300 µs before each reply",
+        run: ump_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: "crossbeam-channel",
+        notes: "unbounded request queue of (u64, Sender); bounded(1) reply channel per request; the server spinning 300 µs before each reply",
+        run: crossbeam_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: "std::sync::mpsc",
+        notes: "channel() of (u64, SyncSender); sync_channel(1) reply per request; the server spinning 300 µs before each reply",
+        run: std_long,
+    },
+    Spec {
+        scenario: LONG,
+        name: LONG_FLOOR,
+        notes: "the 300 µs of work alone, on the measuring thread: what a call cannot take less than",
+        run: long_floor,
     },
 ];
 
