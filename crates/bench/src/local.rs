@@ -646,11 +646,16 @@ fn handler_work(x: u64) -> u64 {
 }
 
 fn courier_work_sync(plan: &Plan) -> Samples {
+    courier_sync_with(plan, handler_work)
+}
+
+/// One client's `req` against a server that answers `x` with `work(x)`.
+fn courier_sync_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
     let (server, client) = courier::local::channel::<u64, u64, ()>();
     with_server_thread(
         move || {
             while let Ok((x, rctx)) = server.wait() {
-                let _ = rctx.reply(handler_work(x));
+                let _ = rctx.reply(work(x));
             }
         },
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
@@ -667,15 +672,7 @@ fn long_work(x: u64) -> u64 {
 }
 
 fn courier_long(plan: &Plan) -> Samples {
-    let (server, client) = courier::local::channel::<u64, u64, ()>();
-    with_server_thread(
-        move || {
-            while let Ok((x, rctx)) = server.wait() {
-                let _ = rctx.reply(long_work(x));
-            }
-        },
-        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
-    )
+    courier_sync_with(plan, long_work)
 }
 
 fn ump_long(plan: &Plan) -> Samples {
@@ -1157,6 +1154,9 @@ mod tests {
             row(ASYNC, COURIER, 500.0, 0.0),
             row(ASYNC, UMP, 900.0, 0.0),
             row(ASYNC, "tokio", 450.0, 0.0),
+            row(LONG, COURIER, 300_000.0, 0.0),
+            row(LONG, UMP, 340_000.0, 0.0),
+            row(LONG, LONG_FLOOR, 250_000.0, 0.0),
         ];
         let goals = goals(&rows, Load::Idle);
         let verdicts: Vec<Verdict> = goals.iter().map(|g| g.verdict).collect();
@@ -1167,6 +1167,8 @@ mod tests {
                 Verdict::Miss, // (1) flume (900) is faster; the reused row and the floors do not count
                 Verdict::Miss, // (3) 500 > 0.5 * 900
                 Verdict::Miss, // (3) best peer is tokio (450)
+                Verdict::Pass, // (4) 300 µs <= ump's 340 µs; the floor is not a peer
+                Verdict::Info, // (4) 300 / 250 µs, no goal attached
                 Verdict::Pass, // (1) 1000 <= 1.5 * 800 (spin floor)
                 Verdict::Info, // (1) with handler work: 1200 / 50, no goal attached
                 Verdict::Miss, // (1) the reused reply channel (100) is faster
@@ -1178,7 +1180,9 @@ mod tests {
         );
         assert!(goals[1].reference.contains("flume"));
         assert!(goals[3].reference.contains("tokio"));
-        assert_eq!(goals[5].ratio, Some(24.0));
+        assert!(goals[4].reference.contains(UMP));
+        assert_eq!(goals[5].ratio, Some(1.2));
+        assert_eq!(goals[7].ratio, Some(24.0));
     }
 
     #[test]
@@ -1207,8 +1211,8 @@ mod tests {
             row(SYNC, SPIN_FLOOR, 10.0, 900.0),
         ];
         let goals = goals(&rows, Load::Busy);
-        // Median, p99, calls/s and CPU/call in each of the three scenarios; only (1) measured.
-        assert_eq!(goals.len(), 3 * 4 - 2 * 3);
+        // Median, p99, calls/s and CPU/call in each of the four scenarios; only (1) measured.
+        assert_eq!(goals.len(), 4 * 4 - 3 * 3);
         let verdicts: Vec<Verdict> = goals[..4].iter().map(|g| g.verdict).collect();
         // The floor is not a peer; ump is slower, so no peer is as fast (CPU: info).
         assert_eq!(
@@ -1222,7 +1226,7 @@ mod tests {
     fn goals_without_rows_are_not_measured() {
         let rows = [row(SYNC, COURIER, 1_000.0, 0.0)];
         let goals = goals(&rows, Load::Idle);
-        assert_eq!(goals.len(), 11);
+        assert_eq!(goals.len(), 13);
         assert!(goals.iter().all(|g| g.verdict == Verdict::NotMeasured));
     }
 }
