@@ -54,23 +54,25 @@ pub(crate) struct Waits {
 }
 
 impl Waits {
+    /// Whether the clients busy-poll (`Client::set_busy_poll`): their waits spin up to the
+    /// limit, long calls or not.
+    #[cfg(not(loom))]
+    pub(crate) fn client_polls(&self) -> bool {
+        self.client_poll_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+    }
+
     /// Whether a client's long call is paced (`courier_core::pace::Pace`): it sleeps through
     /// most of it, then spins for its end. Not where the server last waited on this CPU (the
-    /// spin would keep it from answering), nor on a busy-polling side (it spins anyway), nor
-    /// where other processes' busy threads leave the client and its server no CPU each
+    /// spin would keep it from answering), nor where other processes' busy threads leave the
+    /// client and its server no CPU each
     /// ([`courier_core::placement::room_elsewhere`]): a paced spin there takes the time of the
     /// server or of another process's thread, and a woken thread finds a CPU that is not idle
     /// (no halted CPU to wake). Measured with one core busy on the 2-vCPU VM, pacing made a
     /// 300 µs call no faster (305.8 against ump's 305.3 µs) and its p99 1.28× ump's.
     #[cfg(not(loom))]
     pub(crate) fn paces_here(&self) -> bool {
-        if self
-            .client_poll_ns
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != 0
-        {
-            return false;
-        }
         #[cfg(target_os = "linux")]
         {
             let server = self.server_cpu.load(std::sync::atomic::Ordering::Relaxed);

@@ -97,3 +97,42 @@ fn a_busy_poll_ends_at_the_wait_s_deadline() {
     done.send(()).unwrap();
     served.join().unwrap();
 }
+
+/// This thread's CPU time so far (`/proc/thread-self/schedstat`, its first field).
+fn cpu_of_this_thread() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+/// A busy-polling client spins up to its limit in every wait, long calls included: the pacing
+/// of long calls (after two calls that slept long, a client sleeps through most of the next
+/// one, or sleeps at once where that does not pay) leaves it alone.
+#[test]
+fn a_busy_polling_client_spins_its_limit_in_long_calls_too() {
+    const LIMIT: Duration = Duration::from_millis(20);
+    let (server, client) = channel::<u32, u32, ()>();
+    client.set_busy_poll(LIMIT);
+    let served = std::thread::spawn(move || {
+        while let Ok((x, ctx)) = server.wait() {
+            // Each call outlasts the limit, so each wait ends in a sleep, a long one.
+            std::thread::sleep(LONG_WAIT);
+            ctx.reply(x + 1).unwrap();
+        }
+    });
+    let spun = std::thread::spawn(move || {
+        for x in 0..3 {
+            assert_eq!(client.req(x), Ok(x + 1));
+        }
+        let before = cpu_of_this_thread();
+        assert_eq!(client.req(3), Ok(4));
+        cpu_of_this_thread() - before
+    })
+    .join()
+    .unwrap();
+    served.join().unwrap();
+    assert!(
+        spun >= LIMIT / 2,
+        "the fourth call's wait took {spun:?} of CPU: it did not spin its {LIMIT:?}"
+    );
+}

@@ -320,9 +320,10 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         // of it, then spinning for its end, so that the answer costs no wake-up after it.
         // Where that does not pay (`Waits::paces_here`), it parks at once: its spin and its
         // yields would only lose the CPU to another thread for a time slice now and then (with
-        // one core busy, a 300 µs call's p99 was 1.3-1.5x ump's, which parks at once).
+        // one core busy, a 300 µs call's p99 was 1.3-1.5x ump's, which parks at once). A
+        // busy-polling client waits as it asked, whatever its calls' length.
         #[cfg(not(loom))]
-        if let Some((sleep, spin)) = self.pace.ahead() {
+        if let Some((sleep, spin)) = self.pace.ahead().filter(|_| !waits.client_polls()) {
             let began = Instant::now();
             let done = match waits.paces_here() {
                 true => match self.wait_paced(sleep, spin, deadline) {
