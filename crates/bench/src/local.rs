@@ -605,28 +605,29 @@ impl AsyncCall for CourierAsync {
     }
 }
 
-fn courier_serve(server: courier::local::Server<u64, u64, ()>) {
+/// A server loop that answers `x` with `work(x)`.
+fn courier_serve(server: courier::local::Server<u64, u64, ()>, work: fn(u64) -> u64) {
     while let Ok((x, rctx)) = server.wait() {
-        let _ = rctx.reply(x + 1);
+        let _ = rctx.reply(work(x));
     }
 }
 
 fn courier_sync(plan: &Plan) -> Samples {
-    courier_sync_polling(plan, Duration::ZERO)
+    courier_sync_polling(plan, Duration::ZERO, plus_one)
 }
 
 fn courier_busy_poll_sync(plan: &Plan) -> Samples {
-    courier_sync_polling(plan, Duration::from_secs(1))
+    courier_sync_polling(plan, Duration::from_secs(1), plus_one)
 }
 
-/// (1) over courier::local with both sides busy-polling up to `limit` (`ZERO`: the default
-/// adaptive wait).
-fn courier_sync_polling(plan: &Plan, limit: Duration) -> Samples {
+/// One client's `req` over courier::local, both sides busy-polling up to `limit` (`ZERO`:
+/// the default adaptive wait), against a server that answers `x` with `work(x)`.
+fn courier_sync_polling(plan: &Plan, limit: Duration, work: fn(u64) -> u64) -> Samples {
     let (server, client) = courier::local::channel::<u64, u64, ()>();
     server.set_busy_poll(limit);
     client.set_busy_poll(limit);
     with_server_thread(
-        move || courier_serve(server),
+        move || courier_serve(server, work),
         move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
     )
 }
@@ -646,20 +647,12 @@ fn handler_work(x: u64) -> u64 {
 }
 
 fn courier_work_sync(plan: &Plan) -> Samples {
-    courier_sync_with(plan, handler_work)
+    courier_sync_polling(plan, Duration::ZERO, handler_work)
 }
 
-/// One client's `req` against a server that answers `x` with `work(x)`.
-fn courier_sync_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
-    let (server, client) = courier::local::channel::<u64, u64, ()>();
-    with_server_thread(
-        move || {
-            while let Ok((x, rctx)) = server.wait() {
-                let _ = rctx.reply(work(x));
-            }
-        },
-        move || stats::measure_sync(plan, |x| client.req(x).expect("courier req")),
-    )
+/// The answer of every row's server but the handler-work ones: `x + 1`.
+fn plus_one(x: u64) -> u64 {
+    x + 1
 }
 
 /// The handler of scenario (4): spins for [`LONG_WORK`] (reading the clock), then `x + 1`.
@@ -672,43 +665,7 @@ fn long_work(x: u64) -> u64 {
 }
 
 fn courier_long(plan: &Plan) -> Samples {
-    courier_sync_with(plan, long_work)
-}
-
-fn ump_long(plan: &Plan) -> Samples {
-    let (server, client) = ump::channel::<u64, u64, ()>();
-    with_server_thread(
-        move || {
-            while let Ok((x, rctx)) = server.wait() {
-                let _ = rctx.reply(long_work(x));
-            }
-        },
-        move || stats::measure_sync(plan, |x| client.req(x).expect("ump req")),
-    )
-}
-
-fn crossbeam_long(plan: &Plan) -> Samples {
-    let (tx, rx) = crossbeam_channel::unbounded::<CbRequest>();
-    with_server_thread(
-        move || {
-            for (x, reply) in rx {
-                let _ = reply.send(long_work(x));
-            }
-        },
-        move || stats::measure_sync(plan, |x| crossbeam_call(&tx, x)),
-    )
-}
-
-fn std_long(plan: &Plan) -> Samples {
-    let (tx, rx) = std::sync::mpsc::channel::<StdRequest>();
-    with_server_thread(
-        move || {
-            for (x, reply) in rx {
-                let _ = reply.send(long_work(x));
-            }
-        },
-        move || stats::measure_sync(plan, |x| std_call(&tx, x)),
-    )
+    courier_sync_polling(plan, Duration::ZERO, long_work)
 }
 
 /// The floor of scenario (4): the work alone, on the measuring thread.
@@ -741,7 +698,7 @@ fn service_sync(plan: &Plan) -> Samples {
 fn courier_throughput(plan: &Plan) -> Samples {
     let (server, client) = courier::local::channel::<u64, u64, ()>();
     with_server_thread(
-        move || courier_serve(server),
+        move || courier_serve(server, plus_one),
         move || {
             let clients = (0..CLIENTS)
                 .map(|_| {
@@ -771,16 +728,26 @@ fn courier_async(plan: &Plan) -> Samples {
 // ---------------------------------------------------------------------------------------------
 // ump 0.13
 
-fn ump_serve(server: ump::Server<u64, u64, ()>) {
+/// A server loop that answers `x` with `work(x)`.
+fn ump_serve(server: ump::Server<u64, u64, ()>, work: fn(u64) -> u64) {
     while let Ok((x, rctx)) = server.wait() {
-        let _ = rctx.reply(x + 1);
+        let _ = rctx.reply(work(x));
     }
 }
 
 fn ump_sync(plan: &Plan) -> Samples {
+    ump_sync_with(plan, plus_one)
+}
+
+fn ump_long(plan: &Plan) -> Samples {
+    ump_sync_with(plan, long_work)
+}
+
+/// One client's `req` against a server that answers `x` with `work(x)`.
+fn ump_sync_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
     let (server, client) = ump::channel::<u64, u64, ()>();
     with_server_thread(
-        move || ump_serve(server),
+        move || ump_serve(server, work),
         move || stats::measure_sync(plan, |x| client.req(x).expect("ump req")),
     )
 }
@@ -788,7 +755,7 @@ fn ump_sync(plan: &Plan) -> Samples {
 fn ump_throughput(plan: &Plan) -> Samples {
     let (server, client) = ump::channel::<u64, u64, ()>();
     with_server_thread(
-        move || ump_serve(server),
+        move || ump_serve(server, plus_one),
         move || {
             let clients = (0..CLIENTS)
                 .map(|_| {
@@ -828,9 +795,10 @@ fn ump_async(plan: &Plan) -> Samples {
 
 type CbRequest = (u64, crossbeam_channel::Sender<u64>);
 
-fn crossbeam_serve(requests: crossbeam_channel::Receiver<CbRequest>) {
+/// A server loop that answers `x` with `work(x)`.
+fn crossbeam_serve(requests: crossbeam_channel::Receiver<CbRequest>, work: fn(u64) -> u64) {
     for (x, reply) in requests {
-        let _ = reply.send(x + 1);
+        let _ = reply.send(work(x));
     }
 }
 
@@ -841,9 +809,18 @@ fn crossbeam_call(requests: &crossbeam_channel::Sender<CbRequest>, x: u64) -> u6
 }
 
 fn crossbeam_sync(plan: &Plan) -> Samples {
+    crossbeam_sync_with(plan, plus_one)
+}
+
+fn crossbeam_long(plan: &Plan) -> Samples {
+    crossbeam_sync_with(plan, long_work)
+}
+
+/// One client's calls against a server that answers `x` with `work(x)`.
+fn crossbeam_sync_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
     let (tx, rx) = crossbeam_channel::unbounded();
     with_server_thread(
-        move || crossbeam_serve(rx),
+        move || crossbeam_serve(rx, work),
         move || stats::measure_sync(plan, |x| crossbeam_call(&tx, x)),
     )
 }
@@ -935,7 +912,7 @@ fn crossbeam_reused_sync(plan: &Plan) -> Samples {
 fn crossbeam_throughput(plan: &Plan) -> Samples {
     let (tx, rx) = crossbeam_channel::unbounded();
     with_server_thread(
-        move || crossbeam_serve(rx),
+        move || crossbeam_serve(rx, plus_one),
         move || {
             let clients = (0..CLIENTS)
                 .map(|_| {
@@ -1022,9 +999,10 @@ fn flume_async(plan: &Plan) -> Samples {
 
 type StdRequest = (u64, std::sync::mpsc::SyncSender<u64>);
 
-fn std_serve(requests: std::sync::mpsc::Receiver<StdRequest>) {
+/// A server loop that answers `x` with `work(x)`.
+fn std_serve(requests: std::sync::mpsc::Receiver<StdRequest>, work: fn(u64) -> u64) {
     for (x, reply) in requests {
-        let _ = reply.send(x + 1);
+        let _ = reply.send(work(x));
     }
 }
 
@@ -1035,9 +1013,18 @@ fn std_call(requests: &std::sync::mpsc::Sender<StdRequest>, x: u64) -> u64 {
 }
 
 fn std_sync(plan: &Plan) -> Samples {
+    std_sync_with(plan, plus_one)
+}
+
+fn std_long(plan: &Plan) -> Samples {
+    std_sync_with(plan, long_work)
+}
+
+/// One client's calls against a server that answers `x` with `work(x)`.
+fn std_sync_with(plan: &Plan, work: fn(u64) -> u64) -> Samples {
     let (tx, rx) = std::sync::mpsc::channel();
     with_server_thread(
-        move || std_serve(rx),
+        move || std_serve(rx, work),
         move || stats::measure_sync(plan, |x| std_call(&tx, x)),
     )
 }
@@ -1045,7 +1032,7 @@ fn std_sync(plan: &Plan) -> Samples {
 fn std_throughput(plan: &Plan) -> Samples {
     let (tx, rx) = std::sync::mpsc::channel();
     with_server_thread(
-        move || std_serve(rx),
+        move || std_serve(rx, plus_one),
         move || {
             let clients = (0..CLIENTS)
                 .map(|_| {
