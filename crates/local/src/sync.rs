@@ -289,7 +289,7 @@ const GAVE_WAY: std::time::Duration = std::time::Duration::from_micros(3);
 /// (a `PAUSE` takes about 25 ns on recent AMD cores, so a look per 16 hints would leave an
 /// answer unseen for up to 400 ns), and a clock reading costs about two of them.
 #[cfg(not(loom))]
-const CLOCK_EVERY: u32 = 16;
+pub(crate) const CLOCK_EVERY: u32 = 16;
 
 #[cfg(not(loom))]
 std::thread_local! {

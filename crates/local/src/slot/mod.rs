@@ -326,7 +326,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         if let Some((sleep, spin)) = self.pace.ahead().filter(|_| !waits.client_polls()) {
             let began = Instant::now();
             let done = match waits.paces_here() {
-                true => match self.wait_paced(sleep, spin, deadline) {
+                true => match self.wait_paced(began, sleep, spin, deadline) {
                     Some(done) => done,
                     None => self.park_until_ready(deadline),
                 },
@@ -373,19 +373,19 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         done
     }
 
-    /// Requester side, a long call (see [`Pace`]): registered as the waiter, asleep until
-    /// `sleep` has passed (woken early by the answer), with a tight timer slack so that the
-    /// sleep ends on time; then, the waiter taken back, spinning for at most `spin`. Returns
-    /// whether the result is ready (`Some(false)`: `deadline` passed), or `None` if the spin
-    /// ended without it (the caller parks then).
+    /// Requester side, a long call (see [`Pace`]) whose wait `began`: registered as the
+    /// waiter, asleep until `sleep` has passed (woken early by the answer), with a tight timer
+    /// slack so that the sleep ends on time; then, the waiter taken back, spinning for at most
+    /// `spin`. Returns whether the result is ready (`Some(false)`: `deadline` passed), or
+    /// `None` if the spin ended without it (the caller parks then).
     #[cfg(not(loom))]
     fn wait_paced(
         &self,
+        began: Instant,
         sleep: std::time::Duration,
         spin: std::time::Duration,
         deadline: Option<Instant>,
     ) -> Option<bool> {
-        let began = Instant::now();
         let wake_at = deadline.map_or(began + sleep, |d| d.min(began + sleep));
         if !self.set_waiter(Waiter::thread()) {
             // DONE came first, so the completer saw no waiter and is finished.
@@ -398,12 +398,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 crate::sync::park(Some(wake_at));
             }
         }
-        if !self.clear_waiter() {
-            // DONE was set before we could take the waiter back: the completer is about to
-            // clear WAITER and unpark us.
-            while !self.is_ready() {
-                crate::sync::park(None);
-            }
+        if !self.take_waiter_back() {
             return Some(true);
         }
         if self.is_ready() {
@@ -420,8 +415,7 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                 return Some(true);
             }
             looks = looks.wrapping_add(1);
-            // The clock every 16 looks (a look is one spin-loop hint).
-            if looks % 16 == 0 && Instant::now() >= until {
+            if looks % crate::sync::CLOCK_EVERY == 0 && Instant::now() >= until {
                 return None;
             }
             spin_loop();
@@ -436,25 +430,30 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
             // DONE came first, so the completer saw no waiter and is finished.
             return true;
         }
-        let mut timed_out = false;
         loop {
             if self.is_ready() {
                 return true;
             }
-            if timed_out {
-                // DONE was set before we could take the waiter back: the completer is about to
-                // clear WAITER and unpark us.
-                crate::sync::park(None);
-                continue;
-            }
             crate::sync::park(deadline);
             if !self.is_ready() && deadline.is_some_and(|d| Instant::now() >= d) {
-                if self.clear_waiter() {
-                    return false;
-                }
-                timed_out = true;
+                // Timed out, unless the result came before the waiter was taken back.
+                return !self.take_waiter_back();
             }
         }
+    }
+
+    /// Requester side, registered as the waiter: takes the waiter back. Returns `true` if it
+    /// was still ours (no result yet), or `false` once the result is ready: `DONE` was set
+    /// before we could take the waiter back, so the completer clears `WAITER` and unparks us,
+    /// which this waits for.
+    fn take_waiter_back(&self) -> bool {
+        if self.clear_waiter() {
+            return true;
+        }
+        while !self.is_ready() {
+            crate::sync::park(None);
+        }
+        false
     }
 
     /// Requester side: the async form of [`Slot::wait_ready`].
