@@ -23,7 +23,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
-use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity};
+use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -82,32 +82,54 @@ pub fn moves_allowed() -> bool {
 /// change of its mask made by another thread between the two calls is lost (the mask read
 /// first is put back).
 pub fn move_off_this_cpu() -> Option<u32> {
-    let moved = (|| {
-        if !moves_allowed() {
-            return None;
-        }
-        let mask = sched_getaffinity(None).ok()?;
-        let cpu = sched_getcpu();
+    let moved = move_within(|mask, cpu| {
         if !mask.is_set(cpu) || mask.count() < 2 {
             return None;
         }
-        let mut others = mask;
+        let mut others = *mask;
         others.unset(cpu);
-        sched_setaffinity(None, &others).ok()?;
-        // Read while the narrowed mask holds: never the CPU we left.
-        let landed = this_cpu();
-        // Put back at once. Should this fail, the thread keeps the narrowed mask, which
-        // still holds every CPU of the user's but one.
-        let _ = sched_setaffinity(None, &mask);
-        Some(landed)
-    })();
-    match moved {
-        Some(_) => {
-            let _ = MOVES.try_with(|n| n.set(n.get() + 1));
-        }
-        None => std::thread::yield_now(),
+        Some(others)
+    });
+    if moved.is_none() {
+        std::thread::yield_now();
     }
     moved
+}
+
+/// Moves the calling thread to `cpu` (plus one, as [`this_cpu`]) and returns it; `None`
+/// when the thread is on it already, its affinity mask does not allow it, or moves are off
+/// ([`allow_moves`]). The mask is put back as [`move_off_this_cpu`] puts it back: the thread
+/// stays on `cpu` until the scheduler moves it.
+pub fn move_to(cpu: u32) -> Option<u32> {
+    move_within(|mask, here| {
+        let to = (cpu as usize).checked_sub(1)?;
+        if to == here || to >= CpuSet::MAX_CPU || !mask.is_set(to) {
+            return None;
+        }
+        let mut only = CpuSet::new();
+        only.set(to);
+        Some(only)
+    })
+}
+
+/// Narrows the calling thread's affinity mask to the CPUs `narrow` picks (given the mask and
+/// the CPU the thread is on), so that the kernel migrates it before the call returns, then
+/// puts the mask back; returns the CPU it landed on (plus one, as [`this_cpu`]), or `None`
+/// when moves are off or `narrow` picks nothing. Counts the move ([`moves_of_this_thread`]).
+fn move_within(narrow: impl FnOnce(&CpuSet, usize) -> Option<CpuSet>) -> Option<u32> {
+    if !moves_allowed() {
+        return None;
+    }
+    let mask = sched_getaffinity(None).ok()?;
+    let narrowed = narrow(&mask, sched_getcpu())?;
+    sched_setaffinity(None, &narrowed).ok()?;
+    // Read while the narrowed mask holds: one of the CPUs it allows.
+    let landed = this_cpu();
+    // Put back at once. Should this fail, the thread keeps the narrowed mask, which holds
+    // only CPUs of the user's.
+    let _ = sched_setaffinity(None, &mask);
+    let _ = MOVES.try_with(|n| n.set(n.get() + 1));
+    Some(landed)
 }
 
 /// Whether CPUs `a` and `b` (each plus one, as [`this_cpu`]; 0 is "not known") are two
@@ -512,7 +534,6 @@ impl Drop for TightTimers {
 mod tests {
     use super::*;
     use core::num::NonZeroU64;
-    use rustix::thread::CpuSet;
     use std::format;
     use std::vec::Vec;
 
@@ -693,6 +714,47 @@ mod tests {
             assert_eq!(move_off_this_cpu(), None);
             assert_eq!(cpus(&sched_getaffinity(None).unwrap()), [allowed[0]]);
             assert_eq!(moves_of_this_thread(), 20);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_moves_to_a_cpu_of_its_mask_and_keeps_the_mask() {
+        let full = sched_getaffinity(None).unwrap();
+        let allowed = cpus(&full);
+        if allowed.len() < 2 {
+            std::eprintln!("skipped: this process may run on one CPU only ({allowed:?})");
+            return;
+        }
+        std::thread::spawn(move || {
+            // Pinned: not to the CPU it is on, nor outside its mask, nor to no CPU; the mask
+            // is left alone.
+            let mut one = CpuSet::new();
+            one.set(allowed[0]);
+            sched_setaffinity(None, &one).unwrap();
+            assert_eq!(move_to(allowed[0] as u32 + 1), None, "where it is");
+            assert_eq!(move_to(allowed[1] as u32 + 1), None, "outside the mask");
+            assert_eq!(move_to(0), None);
+            assert_eq!(move_to(u32::MAX), None);
+            assert_eq!(cpus(&sched_getaffinity(None).unwrap()), [allowed[0]]);
+            assert_eq!(moves_of_this_thread(), 0);
+            sched_setaffinity(None, &full).unwrap();
+            let mut moves = 0;
+            for k in 0..20 {
+                let to = allowed[k % allowed.len()] as u32 + 1;
+                match move_to(to) {
+                    Some(landed) => {
+                        assert_eq!(landed, to);
+                        moves += 1;
+                    }
+                    // Only where the thread is already.
+                    None => assert_eq!(this_cpu(), to, "refused a CPU of its mask"),
+                }
+                assert_eq!(cpus(&sched_getaffinity(None).unwrap()), allowed);
+                assert_eq!(moves_of_this_thread(), moves);
+            }
+            assert!(moves >= 10, "{moves} moves in 20 turns through {allowed:?}");
         })
         .join()
         .unwrap();

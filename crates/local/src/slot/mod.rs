@@ -330,7 +330,11 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
                     Some(done) => done,
                     None => self.park_until_ready(deadline),
                 },
-                false => self.park_until_ready(deadline),
+                false => {
+                    #[cfg(target_os = "linux")]
+                    let _ = waits.join_server();
+                    self.park_until_ready(deadline)
+                }
             };
             self.pace.record(done.then(|| began.elapsed()), false);
             return done;
