@@ -17,6 +17,10 @@
 //! of the other thread's whole slice now and then). The same look tells [`free_cpu`]: whether
 //! other processes leave a CPU free at all, where a thread that sleeps is woken at once
 //! (courier::local parks instead of yielding to another process's busy thread only then).
+//!
+//! Where the look finds no room, a client that sleeps through long calls is better on its
+//! server's CPU than beside another process's busy thread, whose CPU each wake-up would have
+//! to take from it: courier::local's client then moves there with [`move_to`].
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
@@ -39,7 +43,7 @@ std::thread_local! {
     static MOVES: Cell<u64> = const { Cell::new(0) };
 }
 
-/// How many times [`move_off_this_cpu`] moved the calling thread.
+/// How many times [`move_off_this_cpu`] and [`move_to`] moved the calling thread.
 pub fn moves_of_this_thread() -> u64 {
     MOVES.try_with(Cell::get).unwrap_or(0)
 }
@@ -55,7 +59,8 @@ static MOVES_ALLOWED: AtomicBool = AtomicBool::new(true);
 /// its threads' masks while they may wait (a move puts back the mask it read, see
 /// [`move_off_this_cpu`]), or a runtime that places its threads itself. Threads pinned to one
 /// CPU are never moved, whatever this says. With moves off, a waiter beside its peer on one
-/// CPU yields to it instead, as on a system without this module.
+/// CPU yields to it instead, and a client of long calls sleeps wherever it is, as on a
+/// system without this module.
 ///
 /// ```
 /// use courier_core::placement::{allow_moves, move_off_this_cpu, moves_allowed};
@@ -99,7 +104,8 @@ pub fn move_off_this_cpu() -> Option<u32> {
 /// Moves the calling thread to `cpu` (plus one, as [`this_cpu`]) and returns it; `None`
 /// when the thread is on it already, its affinity mask does not allow it, or moves are off
 /// ([`allow_moves`]). The mask is put back as [`move_off_this_cpu`] puts it back: the thread
-/// stays on `cpu` until the scheduler moves it.
+/// stays on `cpu` until the scheduler moves it. (Should putting it back fail twice, the
+/// thread stays pinned to `cpu`, and no later move takes it anywhere else.)
 pub fn move_to(cpu: u32) -> Option<u32> {
     move_within(|mask, here| {
         let to = (cpu as usize).checked_sub(1)?;
@@ -125,9 +131,11 @@ fn move_within(narrow: impl FnOnce(&CpuSet, usize) -> Option<CpuSet>) -> Option<
     sched_setaffinity(None, &narrowed).ok()?;
     // Read while the narrowed mask holds: one of the CPUs it allows.
     let landed = this_cpu();
-    // Put back at once. Should this fail, the thread keeps the narrowed mask, which holds
-    // only CPUs of the user's.
-    let _ = sched_setaffinity(None, &mask);
+    // Put back at once (tried twice). Should it fail, the thread keeps the narrowed mask,
+    // which holds only CPUs of the user's.
+    if sched_setaffinity(None, &mask).is_err() {
+        let _ = sched_setaffinity(None, &mask);
+    }
     let _ = MOVES.try_with(|n| n.set(n.get() + 1));
     Some(landed)
 }
@@ -208,14 +216,14 @@ fn first_cpu(list: &[u8]) -> Option<u32> {
 }
 
 /// How long a look at the host's load ([`room_elsewhere`], [`free_cpu`]) is kept before the
-/// next one: a look that found room longer than one that did not, which may come from a
-/// moment when this process's threads were being started or were going to sleep.
+/// next one: a look that found room, leaning on the look before it ([`settled`]), longer than
+/// one that did not, which may come from a moment when this process's threads were being
+/// started or were going to sleep, or is to be confirmed.
 const ROOM_FOR: Duration = Duration::from_millis(50);
 const NO_ROOM_FOR: Duration = Duration::from_millis(10);
 
-/// The last look's counts (other processes' runnable threads in the high half, the CPUs of
-/// the looking thread's mask in the low half; [`NOT_SEEN`] if it failed), and when it must be
-/// made again (nanoseconds after `BASE`).
+/// The last look ([`pack`]; [`NOT_SEEN`] if it failed), and when it must be made again
+/// (nanoseconds after `BASE`).
 static SEEN: AtomicU64 = AtomicU64::new(NOT_SEEN);
 const NOT_SEEN: u64 = u64::MAX;
 static SEEN_UNTIL: AtomicU64 = AtomicU64::new(0);
@@ -242,8 +250,18 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 /// µs of CPU a call), against 305 µs where client and server stayed together (12 runs of
 /// 12 since).
 pub fn room_elsewhere() -> bool {
-    let room = seen().is_some_and(room_in);
-    room && SETTLED.load(Ordering::Relaxed)
+    room_seen() == Some(true)
+}
+
+/// [`room_elsewhere`] with the cases told apart: `Some(true)` room, `Some(false)` none, both
+/// by a look that leans on the one before it; `None` where no such look is there (a failed
+/// look, or one that leans on none: the process's first, or the first after 200 ms without
+/// one). A waiter whose choice can be undone at its next wait (courier::local's pacing) may
+/// take `None` for room; one whose choice stays (a move) takes only `Some`.
+pub fn room_seen() -> Option<bool> {
+    seen()
+        .filter(|look| look.settled)
+        .map(|look| room_in(look.counts))
 }
 
 /// [`room_elsewhere`] of a look's counts.
@@ -255,8 +273,13 @@ fn room_in((foreign, cpus): (usize, usize)) -> bool {
 /// a thread woken from sleep finds one at once instead of waiting for another process's busy
 /// thread to end its time slice. Looked up as [`room_elsewhere`] (the same look serves both);
 /// a failed look answers `false`.
+///
+/// Unlike [`room_elsewhere`], a look that leans on none answers on its own count (of no other
+/// process's thread: `true`): what its callers do on it is to park rather than yield, which
+/// the next wait may undo, or, for a client of short calls, to move beside another process's
+/// busy thread, which is the right move beside one and no worse beside more.
 pub fn free_cpu() -> bool {
-    seen().is_some_and(free_in)
+    seen().is_some_and(|look| free_in(look.counts))
 }
 
 /// [`free_cpu`] of a look's counts.
@@ -273,7 +296,7 @@ fn free_in((foreign, cpus): (usize, usize)) -> bool {
 /// a thread that moves on that answer beside a busy thread loses time slices to it, and the
 /// caller's own record of its waits (preempted, not answered while spinning) stops it.
 pub fn free_cpu_beside(peer_threads: usize) -> bool {
-    seen().is_some_and(|counts| free_beside_in(counts, peer_threads))
+    seen().is_some_and(|look| free_beside_in(look.counts, peer_threads))
 }
 
 /// [`room_elsewhere`] for a thread whose peer is another process's thread that is awake:
@@ -282,8 +305,7 @@ pub fn free_cpu_beside(peer_threads: usize) -> bool {
 /// their own, beside nobody). Looked up, and answered `false` before a second look, as
 /// [`room_elsewhere`].
 pub fn room_beside(peer_threads: usize) -> bool {
-    let room = seen().is_some_and(|counts| room_beside_in(counts, peer_threads));
-    room && SETTLED.load(Ordering::Relaxed)
+    seen().is_some_and(|look| look.settled && room_beside_in(look.counts, peer_threads))
 }
 
 /// [`room_beside`] of a look's counts.
@@ -291,17 +313,24 @@ fn room_beside_in((foreign, cpus): (usize, usize), peer_threads: usize) -> bool 
     room_in((foreign.saturating_sub(peer_threads), cpus))
 }
 
-/// Whether the last look leaned on the one before it ([`settled`]): its count of other
-/// processes' threads is one a busy machine would have shown.
-static SETTLED: AtomicBool = AtomicBool::new(false);
-
 /// [`free_cpu_beside`] of a look's counts.
 fn free_beside_in((foreign, cpus): (usize, usize), peer_threads: usize) -> bool {
     free_in((foreign.saturating_sub(peer_threads), cpus))
 }
 
-/// The counts of the last look, made again when it is too old.
-fn seen() -> Option<(usize, usize)> {
+/// A look at the host's load, as [`seen`] keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Look {
+    /// Other processes' runnable threads ([`settled`]), and the CPUs of the looking thread's
+    /// mask.
+    counts: (usize, usize),
+    /// The look leaned on the one before it ([`leans_on`]): its count of other processes'
+    /// threads is one a busy machine would have shown.
+    settled: bool,
+}
+
+/// The last look, made again when it is too old.
+fn seen() -> Option<Look> {
     let base = *BASE.get_or_init(Instant::now);
     let now = base.elapsed().as_nanos() as u64;
     let until = SEEN_UNTIL.load(Ordering::Relaxed);
@@ -322,16 +351,18 @@ fn seen() -> Option<(usize, usize)> {
     let now_ms = millis(now);
     let prev = unpack_prev(PREV.load(Ordering::Relaxed));
     PREV.store(pack_prev(raw, now_ms), Ordering::Relaxed);
-    let counts = (settled(raw, prev, now_ms), cpus);
-    SEEN.store(pack(counts), Ordering::Relaxed);
-    let leans = leans_on(prev, now_ms);
-    SETTLED.store(leans, Ordering::Relaxed);
+    let look = Look {
+        counts: (settled(raw, prev, now_ms), cpus),
+        settled: leans_on(prev, now_ms),
+    };
+    // One word: a reader never pairs one look's counts with another's `settled`.
+    SEEN.store(pack(look), Ordering::Relaxed);
     // Room that this look alone did not find, or that it found with no look to lean on
-    // (which answers no room), is looked at again soon.
-    if room_in((raw, cpus)) && leans {
+    // (which is not taken for room), is looked at again soon.
+    if room_in((raw, cpus)) && look.settled {
         SEEN_UNTIL.store(now + ROOM_FOR.as_nanos() as u64, Ordering::Relaxed);
     }
-    Some(counts)
+    Some(look)
 }
 
 /// The raw count of the last look (other processes' runnable threads) and when it was made
@@ -384,12 +415,23 @@ fn leans_on(prev: Option<(usize, u32)>, now_ms: u32) -> bool {
     prev.is_some_and(|(_, at)| now_ms.wrapping_sub(at) < PREV_FOR.as_millis() as u32)
 }
 
-fn pack((foreign, cpus): (usize, usize)) -> u64 {
-    ((foreign as u64) << 32) | cpus as u64
+/// A look in one word: other processes' runnable threads in the high half (at most
+/// `u32::MAX - 1`, so that no look packs to [`NOT_SEEN`]), whether it leaned on the look
+/// before it in bit 31, the CPUs of the mask in bits 0–30.
+fn pack(look: Look) -> u64 {
+    let (foreign, cpus) = look.counts;
+    let foreign = foreign.min(u32::MAX as usize - 1) as u64;
+    let cpus = cpus.min(CPUS_MASK as usize) as u64;
+    (foreign << 32) | (u64::from(look.settled) << 31) | cpus
 }
 
-fn unpack(word: u64) -> Option<(usize, usize)> {
-    (word != NOT_SEEN).then_some(((word >> 32) as usize, (word & 0xFFFF_FFFF) as usize))
+const CPUS_MASK: u64 = (1 << 31) - 1;
+
+fn unpack(word: u64) -> Option<Look> {
+    (word != NOT_SEEN).then_some(Look {
+        counts: ((word >> 32) as usize, (word & CPUS_MASK) as usize),
+        settled: word & (1 << 31) != 0,
+    })
 }
 
 /// Other processes' runnable threads and the CPUs of this thread's mask.
@@ -654,10 +696,9 @@ mod tests {
         );
     }
 
-    /// Two CPUs: the peer process's runnable worker is not another process's busy thread,
-    /// one busy thread beside it still leaves a CPU to share, two do not.
     /// Two CPUs: the pair has a CPU each only while no other process's thread is busy, and
-    /// a look says so only when it leans on the look before it.
+    /// a look says so only when it leans on the look before it; a look keeps its counts and
+    /// whether it leaned in one word.
     #[test]
     fn room_beside_a_peer_needs_a_cpu_each_and_a_second_look() {
         assert!(room_beside_in((1, 2), 1), "the peer alone");
@@ -673,6 +714,30 @@ mod tests {
             !leans_on(Some((2, 100)), 300),
             "200 ms after the one before"
         );
+        for look in [
+            Look {
+                counts: (0, 2),
+                settled: true,
+            },
+            Look {
+                counts: (3, 64),
+                settled: false,
+            },
+            Look {
+                counts: (u32::MAX as usize - 1, CPUS_MASK as usize),
+                settled: true,
+            },
+        ] {
+            assert_eq!(unpack(pack(look)), Some(look));
+        }
+        assert_ne!(
+            pack(Look {
+                counts: (usize::MAX, usize::MAX),
+                settled: true
+            }),
+            NOT_SEEN
+        );
+        assert_eq!(unpack(NOT_SEEN), None);
     }
 
     #[test]
@@ -743,13 +808,11 @@ mod tests {
             let mut moves = 0;
             for k in 0..20 {
                 let to = allowed[k % allowed.len()] as u32 + 1;
-                match move_to(to) {
-                    Some(landed) => {
-                        assert_eq!(landed, to);
-                        moves += 1;
-                    }
-                    // Only where the thread is already.
-                    None => assert_eq!(this_cpu(), to, "refused a CPU of its mask"),
+                // `None` only where the thread is already (the scheduler may have put it
+                // there since the last turn).
+                if let Some(landed) = move_to(to) {
+                    assert_eq!(landed, to);
+                    moves += 1;
                 }
                 assert_eq!(cpus(&sched_getaffinity(None).unwrap()), allowed);
                 assert_eq!(moves_of_this_thread(), moves);
@@ -876,19 +939,21 @@ mod tests {
         }
         let burners: Vec<_> = (1..cpus).map(|_| burner()).collect();
         until_all_run(&burners);
-        let first = room_elsewhere();
+        let first = (room_elsewhere(), room_seen());
         std::thread::sleep(NO_ROOM_FOR + Duration::from_millis(1));
-        let second = room_elsewhere();
+        let second = room_seen();
         kill_all(burners);
-        assert!(
-            !first,
-            "room at the first look beside {} busy CPUs",
-            cpus - 1
+        let busy = cpus - 1;
+        assert_eq!(
+            first,
+            (false, None),
+            "the first look beside {busy} busy CPUs"
         );
-        assert!(
-            !second,
-            "room at the second look beside {} busy CPUs",
-            cpus - 1
+        // (A second look more than 200 ms after the first would lean on none either.)
+        assert_eq!(
+            second,
+            Some(false),
+            "the second look beside {busy} busy CPUs"
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         while !room_elsewhere() {

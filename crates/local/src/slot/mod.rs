@@ -320,7 +320,8 @@ impl<Rq, Rp, E> Slot<Rq, Rp, E> {
         // of it, then spinning for its end, so that the answer costs no wake-up after it.
         // Where that does not pay (`Waits::paces_here`), it parks at once: its spin and its
         // yields would only lose the CPU to another thread for a time slice now and then (with
-        // one core busy, a 300 µs call's p99 was 1.3-1.5x ump's, which parks at once). A
+        // one core busy, a 300 µs call's p99 was 1.3-1.5x ump's, which parks at once); for
+        // want of a CPU each, it parks on its server's CPU (`Waits::join_server`). A
         // busy-polling client waits as it asked, whatever its calls' length.
         #[cfg(not(loom))]
         if let Some((sleep, spin)) = self.pace.ahead().filter(|_| !waits.client_polls()) {
