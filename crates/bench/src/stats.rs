@@ -38,7 +38,7 @@ impl Plan {
 
 /// How long every row's unmeasured calls run, at least, in a full run ([`Plan::settle`]; each
 /// round of a row is a new server and connection), so that rows show a caller that has been
-/// running a while. courier's callers look at the machine's load every 10 ms or so and move
+/// running a while. courier's callers look at the machine's load every 10–50 ms and move
 /// only on a look that the one before confirms: without this, a 1 MiB RPC row (3 ms a round)
 /// often ended before its first move.
 pub(crate) const SETTLE: Duration = Duration::from_millis(40);

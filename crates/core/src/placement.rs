@@ -242,10 +242,11 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 /// process's busy thread there does).
 ///
 /// The answer is looked up (in `/proc/loadavg` and each of this process's threads'
-/// `/proc/self/task/*/stat`) at most once in 50 ms for the whole process, and kept in
-/// between; a failed look answers `false`. Other processes' threads count once two looks in
-/// a row (10 ms apart) have found them: a machine that becomes busy is seen at
-/// the second look, one that becomes idle at once.
+/// `/proc/self/task/*/stat`) at most once in 10 ms for the whole process, once in 50 ms
+/// while looks agree, and kept in between; a failed look answers `false`.
+/// Other processes' threads count once two looks in a row (10 ms apart) have found them: a
+/// machine that becomes busy is seen at the second look, one that becomes idle at the
+/// next.
 ///
 /// So a look that has no look to lean on (the process's first, or the first after 200 ms
 /// without one) answers `false`, and the next look comes 10 ms later: room is never taken
