@@ -75,9 +75,7 @@ impl Waits {
     /// limit, long calls or not.
     #[cfg(not(loom))]
     pub(crate) fn client_polls(&self) -> bool {
-        self.client_poll_ns
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != 0
+        Side::Client(self).busy_poll().is_some()
     }
 
     /// Whether a client's long call is paced (`courier_core::pace::Pace`): it sleeps through
